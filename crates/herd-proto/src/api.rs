@@ -1,0 +1,156 @@
+//! The Control node's HTTP+JSON API (`/v1/...`), used by the CLI and the dashboard.
+//!
+//! Every request carries `Authorization: Bearer <token>`. Errors come back with a non-2xx
+//! status and an [`ApiError`] body.
+//!
+//! | method and path | body | answer |
+//! |---|---|---|
+//! | `GET /v1/health` | | [`Health`] |
+//! | `GET /v1/nodes` | | `[NodeInfo]` |
+//! | `GET /v1/images` | | `[ImageRecord]` |
+//! | `POST /v1/images?name=NAME` | a tar stream (rootfs, OCI layout or `docker save`; gzip allowed) | [`ImageRecord`] |
+//! | `DELETE /v1/images/{name}` | | |
+//! | `GET /v1/containers?all=BOOL` | | `[ContainerInfo]` |
+//! | `POST /v1/containers` | [`RunRequest`] | [`ContainerInfo`] |
+//! | `GET /v1/containers/{name}` | | [`ContainerInfo`] |
+//! | `POST /v1/containers/{name}/stop?timeout=SECS` | | [`ContainerInfo`] |
+//! | `DELETE /v1/containers/{name}?force=BOOL` | | |
+//! | `GET /v1/containers/{name}/logs?follow=BOOL` | | newline-delimited [`crate::node::LogEntry`] |
+//! | `POST /v1/containers/{name}/checkpoint` | [`CheckpointRequest`] | [`CheckpointInfo`] |
+//! | `POST /v1/containers/{name}/restore` | [`RestoreRequest`] | [`ContainerInfo`] |
+//! | `GET /v1/events` | | `[Event]` |
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::UnixMillis;
+use crate::node::NodeUsage;
+use crate::state::{
+    CheckpointInfo, ContainerState, Desired, Limits, NodeFacts, Resources,
+};
+
+/// The body of every error answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiError {
+    pub error: String,
+}
+
+/// `GET /v1/health`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    pub version: String,
+    pub nodes_ready: usize,
+}
+
+/// Whether a node is taking work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeState {
+    /// Heartbeating.
+    Ready,
+    /// No heartbeat for longer than the Control node's timeout.
+    Down,
+}
+
+impl NodeState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeState::Ready => "ready",
+            NodeState::Down => "down",
+        }
+    }
+}
+
+/// A node as `herd nodes` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    pub name: String,
+    pub state: NodeState,
+    pub address: Ipv4Addr,
+    pub labels: BTreeMap<String, String>,
+    pub capacity: Resources,
+    /// Sum of the limits of the containers placed on it (unlimited ones count as zero).
+    pub allocated: Resources,
+    /// Live usage from its last heartbeat.
+    pub usage: Option<NodeUsage>,
+    /// Containers placed on it, running or not.
+    pub containers: usize,
+    pub facts: NodeFacts,
+    pub last_heartbeat: Option<UnixMillis>,
+}
+
+/// `POST /v1/containers`: what `herd run` asks for.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunRequest {
+    pub name: Option<String>,
+    pub image: String,
+    /// Run on this node instead of letting the scheduler choose.
+    pub node: Option<String>,
+    #[serde(default)]
+    pub limits: Limits,
+    /// `KEY=VALUE` entries added to the image's environment.
+    #[serde(default)]
+    pub env: Vec<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Replaces the image's command (the entrypoint stays) when not empty.
+    #[serde(default)]
+    pub command: Vec<String>,
+}
+
+/// A container as `herd ps` and `herd inspect` show it: its placement and its observed state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContainerInfo {
+    pub id: String,
+    pub name: String,
+    pub image: String,
+    pub image_id: String,
+    pub node: String,
+    pub ip: Ipv4Addr,
+    pub state: ContainerState,
+    /// Set when the node hosting the container is down: the state is its last known one.
+    #[serde(default)]
+    pub node_down: bool,
+    pub desired: Desired,
+    pub limits: Limits,
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    pub labels: BTreeMap<String, String>,
+    pub pid: Option<u32>,
+    pub created_at: UnixMillis,
+    pub started_at: Option<UnixMillis>,
+    pub finished_at: Option<UnixMillis>,
+    pub exit_code: Option<i32>,
+    pub error: Option<String>,
+    pub checkpoints: Vec<CheckpointInfo>,
+}
+
+/// `POST /v1/containers/{name}/checkpoint`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointRequest {
+    #[serde(default)]
+    pub leave_running: bool,
+}
+
+/// `POST /v1/containers/{name}/restore`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoreRequest {
+    /// The checkpoint to restore; the newest when `None`.
+    pub checkpoint: Option<String>,
+}
+
+/// Something that happened in the cluster, as `herd events` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    pub time: UnixMillis,
+    /// `container`, `node`, `image` or `migration`.
+    pub kind: String,
+    /// What happened: `create`, `start`, `die`, `stop`, `remove`, `checkpoint`, `restore`, `ready`, `down`, ...
+    pub action: String,
+    /// The container, node or image it happened to.
+    pub name: String,
+    pub node: Option<String>,
+    pub message: String,
+}

@@ -1,0 +1,27 @@
+//! Herd's wire protocol: every type that crosses a process boundary.
+//!
+//! - [`api`]: the HTTP+JSON API the Control node serves to the CLI and dashboard.
+//! - [`node`]: requests the Control node sends a Compute node agent over NATS, and their replies.
+//! - [`state`]: the records kept in JetStream key-value buckets (the cluster state).
+//! - [`subjects`]: NATS subject, bucket and stream names.
+//! - [`units`] and [`names`]: parsing and validation shared by the CLI, the Control node and the agent.
+//!
+//! This crate does no I/O, so it is tested fast and shared by every component.
+
+pub mod api;
+pub mod names;
+pub mod node;
+pub mod state;
+pub mod subjects;
+pub mod units;
+
+/// Milliseconds since the Unix epoch, the one time format on the wire.
+pub type UnixMillis = u64;
+
+/// The current time as [`UnixMillis`].
+pub fn now_millis() -> UnixMillis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

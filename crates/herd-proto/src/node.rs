@@ -1,0 +1,131 @@
+//! Control node to Compute node messages, carried by NATS request/reply on
+//! [`crate::subjects::node_rpc`], and the heartbeats nodes publish.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::UnixMillis;
+use crate::state::{CheckpointInfo, LayerRef, Limits};
+
+/// Everything a node needs to create (or restore) a container, self-contained so the
+/// node never has to read cluster state to act on it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContainerSpec {
+    pub id: String,
+    pub name: String,
+    pub image: String,
+    /// Image layers from the bottom one up.
+    pub layers: Vec<LayerRef>,
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    pub working_dir: String,
+    pub ip: Ipv4Addr,
+    pub limits: Limits,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A request to a node agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum NodeRequest {
+    /// Fetch missing layers, set up the root filesystem, cgroup and network, and start.
+    Create { spec: ContainerSpec },
+    /// SIGTERM, then SIGKILL after `timeout_secs`.
+    Stop { id: String, timeout_secs: u64 },
+    /// Delete the container and everything the node holds for it; `force` kills it first.
+    Remove { id: String, force: bool },
+    /// Log entries from byte `offset` of the container's log, at most `max_bytes` of them.
+    Logs { id: String, offset: u64, max_bytes: u64 },
+    /// Checkpoint with CRIU into the node's checkpoint store.
+    Checkpoint { id: String, checkpoint_id: String, leave_running: bool },
+    /// Restore a container from one of the node's checkpoints.
+    Restore { spec: ContainerSpec, checkpoint_id: String },
+    /// Stop every container (when `stop_containers`), for `herd down`.
+    Shutdown { stop_containers: bool, timeout_secs: u64 },
+}
+
+/// The successful outcome of a [`NodeRequest`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum NodeReply {
+    Done,
+    Started { pid: u32, started_at: UnixMillis },
+    Stopped { exit_code: Option<i32> },
+    Logs(LogChunk),
+    Checkpointed(CheckpointInfo),
+}
+
+/// A failed [`NodeRequest`]: a message for the person who asked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{message}")]
+pub struct NodeError {
+    pub message: String,
+}
+
+/// What a node answers to a [`NodeRequest`].
+pub type NodeResult = Result<NodeReply, NodeError>;
+
+/// Which output stream a log line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogStream {
+    Stdout,
+    Stderr,
+}
+
+/// One line a container wrote.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogEntry {
+    /// When the node received it.
+    pub time: UnixMillis,
+    pub stream: LogStream,
+    /// The line without its trailing newline (lossily decoded as UTF-8).
+    pub line: String,
+}
+
+/// A piece of a container's log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogChunk {
+    pub entries: Vec<LogEntry>,
+    /// Offset to ask for next.
+    pub next_offset: u64,
+    /// The container no longer runs on this node: no more lines will come.
+    pub finished: bool,
+}
+
+/// Live figures a node sends with every heartbeat.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct NodeUsage {
+    /// CPU in use across the node, in thousandths of a CPU.
+    pub cpu_milli: u64,
+    pub memory_used_bytes: u64,
+    pub containers_running: u32,
+    pub load1: f64,
+}
+
+/// Published by each node every second on [`crate::subjects::heartbeat`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    pub node: String,
+    pub seq: u64,
+    pub time: UnixMillis,
+    pub usage: NodeUsage,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_round_trip() {
+        let req = NodeRequest::Stop { id: "abc".into(), timeout_secs: 3 };
+        let json = serde_json::to_string(&req).unwrap();
+        assert_eq!(json, r#"{"op":"stop","id":"abc","timeout_secs":3}"#);
+        assert_eq!(serde_json::from_str::<NodeRequest>(&json).unwrap(), req);
+        let res: NodeResult = Err(NodeError { message: "no such container".into() });
+        let json = serde_json::to_string(&res).unwrap();
+        assert_eq!(serde_json::from_str::<NodeResult>(&json).unwrap(), res);
+    }
+}

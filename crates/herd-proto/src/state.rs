@@ -1,0 +1,218 @@
+//! The cluster state: records kept in JetStream key-value buckets (see [`crate::subjects`]).
+//!
+//! Each bucket has one writer. The Control node writes images and containers (the desired
+//! state); each node writes its own [`NodeRecord`] and the [`ContainerStatus`] of the
+//! containers it runs (the observed state). A restarted component reads them back.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::UnixMillis;
+
+/// An amount of CPU and memory.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resources {
+    /// Thousandths of a CPU.
+    pub cpus_milli: u64,
+    pub memory_bytes: u64,
+}
+
+/// What CRIU can do on a node, probed at agent start.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CriuFeatures {
+    /// userfaultfd works: post-copy (lazy pages) migration is possible.
+    pub lazy_pages: bool,
+    /// The kernel tracks dirty memory (soft-dirty): pre-copy migration is possible.
+    pub dirty_tracking: bool,
+}
+
+/// Facts about a node that placement and migration compatibility checks use.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeFacts {
+    pub arch: String,
+    pub os: String,
+    pub kernel: String,
+    pub runc_version: String,
+    /// `None` when CRIU is missing: the node runs containers but cannot checkpoint them.
+    pub criu_version: Option<String>,
+    pub criu_features: CriuFeatures,
+    /// Whether the node's containers' cgroups are managed through cgroup v1 or v2.
+    pub cgroup_version: u8,
+}
+
+/// A Compute node, as it registered itself. Key: node name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    pub name: String,
+    /// The address other nodes and hosts route container traffic through.
+    pub address: Ipv4Addr,
+    pub labels: BTreeMap<String, String>,
+    pub capacity: Resources,
+    pub facts: NodeFacts,
+    pub agent_version: String,
+    pub registered_at: UnixMillis,
+}
+
+/// How an image layer blob is compressed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    #[default]
+    None,
+    Gzip,
+    Zstd,
+}
+
+/// One layer of an image: a (possibly compressed) tar blob named by its digest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerRef {
+    /// `sha256:<hex>` of the blob as stored (compressed bytes when compressed).
+    pub digest: String,
+    pub size: u64,
+    pub compression: Compression,
+}
+
+/// The parts of an OCI image configuration that decide how a container starts.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageConfig {
+    #[serde(default)]
+    pub entrypoint: Vec<String>,
+    #[serde(default)]
+    pub cmd: Vec<String>,
+    #[serde(default)]
+    pub env: Vec<String>,
+    #[serde(default)]
+    pub working_dir: String,
+    #[serde(default)]
+    pub user: String,
+    #[serde(default)]
+    pub architecture: String,
+}
+
+/// An imported image. Key: [`crate::names::image_key`] of its normalised name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageRecord {
+    /// Normalised `name:tag`.
+    pub name: String,
+    /// `sha256:<hex>` identifying the image content (its configuration and layers).
+    pub id: String,
+    /// Layers from the bottom one up.
+    pub layers: Vec<LayerRef>,
+    pub config: ImageConfig,
+    /// What was imported: `rootfs directory`, `rootfs tarball`, `oci-layout` or `docker save`.
+    pub source: String,
+    pub created_at: UnixMillis,
+}
+
+impl ImageRecord {
+    /// Total bytes of the stored layer blobs.
+    pub fn size(&self) -> u64 {
+        self.layers.iter().map(|l| l.size).sum()
+    }
+}
+
+/// Resource limits of a container; `None` means unlimited.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    pub cpus_milli: Option<u64>,
+    pub memory_bytes: Option<u64>,
+    pub pids: Option<u64>,
+}
+
+/// What the Control node wants a container to be doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Desired {
+    Running,
+    Stopped,
+}
+
+/// A saved checkpoint of a container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointInfo {
+    pub id: String,
+    pub node: String,
+    pub created_at: UnixMillis,
+    /// Whether the container kept running after the checkpoint.
+    pub leave_running: bool,
+    /// Bytes of CRIU images and writable-layer snapshot.
+    pub size_bytes: u64,
+}
+
+/// A container as the Control node placed it. Key: container name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContainerRecord {
+    /// 32 hex digits; the runc container id and the key of its [`ContainerStatus`].
+    pub id: String,
+    pub name: String,
+    /// Normalised image name, and the image id it was created from.
+    pub image: String,
+    pub image_id: String,
+    pub node: String,
+    pub ip: Ipv4Addr,
+    pub limits: Limits,
+    /// The full argv (image entrypoint and command, or what the user gave).
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    pub working_dir: String,
+    pub labels: BTreeMap<String, String>,
+    pub created_at: UnixMillis,
+    pub desired: Desired,
+    #[serde(default)]
+    pub checkpoints: Vec<CheckpointInfo>,
+}
+
+/// Lifecycle states of a container on its node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ContainerState {
+    /// Placed, being set up on its node.
+    Created,
+    Running,
+    /// The process ended on its own or was stopped.
+    Exited,
+    /// Saved by a checkpoint and no longer running; `herd restore` continues it.
+    Checkpointed,
+    /// Setting up or starting failed; `error` says why.
+    Failed,
+}
+
+impl ContainerState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ContainerState::Created => "created",
+            ContainerState::Running => "running",
+            ContainerState::Exited => "exited",
+            ContainerState::Checkpointed => "checkpointed",
+            ContainerState::Failed => "failed",
+        }
+    }
+}
+
+/// A container as its node observes it. Key: container id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerStatus {
+    pub id: String,
+    pub node: String,
+    pub state: ContainerState,
+    /// Host PID of the container's first process while it runs.
+    pub pid: Option<u32>,
+    pub started_at: Option<UnixMillis>,
+    pub finished_at: Option<UnixMillis>,
+    pub exit_code: Option<i32>,
+    pub error: Option<String>,
+    pub updated_at: UnixMillis,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_serialize_lowercase() {
+        assert_eq!(serde_json::to_string(&ContainerState::Checkpointed).unwrap(), "\"checkpointed\"");
+        assert_eq!(serde_json::to_string(&Compression::Gzip).unwrap(), "\"gzip\"");
+    }
+}

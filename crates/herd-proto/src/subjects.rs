@@ -1,0 +1,36 @@
+//! NATS subject, key-value bucket, object store and stream names.
+//!
+//! Every name is derived from a cluster-wide prefix so several clusters can share one broker.
+
+/// Bucket of [`crate::state::NodeRecord`], keyed by node name; written by each node.
+pub const NODES_BUCKET: &str = "herd-nodes";
+/// Bucket of [`crate::state::ImageRecord`], keyed by image name; written by the Control node.
+pub const IMAGES_BUCKET: &str = "herd-images";
+/// Bucket of [`crate::state::ContainerRecord`], keyed by container name; written by the Control node.
+pub const CONTAINERS_BUCKET: &str = "herd-containers";
+/// Bucket of [`crate::state::ContainerStatus`], keyed by container id; written by the node running it.
+pub const STATUS_BUCKET: &str = "herd-status";
+/// Object store holding image layer blobs, named by digest (`sha256:<hex>`).
+pub const LAYERS_STORE: &str = "herd-layers";
+/// JetStream stream of [`crate::api::Event`]s.
+pub const EVENTS_STREAM: &str = "HERD_EVENTS";
+/// Subjects captured by [`EVENTS_STREAM`].
+pub const EVENTS_SUBJECTS: &str = "herd.events.>";
+
+/// Subject a node agent serves [`crate::node::NodeRequest`]s on.
+pub fn node_rpc(node: &str) -> String {
+    format!("herd.node.{node}.rpc")
+}
+
+/// Subject a node publishes its [`crate::node::Heartbeat`]s on.
+pub fn heartbeat(node: &str) -> String {
+    format!("herd.hb.{node}")
+}
+
+/// Wildcard matching every node's heartbeat.
+pub const HEARTBEAT_ALL: &str = "herd.hb.*";
+
+/// Subject an event of the given kind is published on.
+pub fn event(kind: &str) -> String {
+    format!("herd.events.{kind}")
+}

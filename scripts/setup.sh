@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# Installs what Herd needs on Debian 12 (bookworm), as root, idempotently:
+# Debian packages, nats-server 2.10 from trixie (pinned low so nothing else is
+# upgraded), and CRIU 4.2.1 built from Debian sid's source package.
+# Facts behind each step: ../shared/PLATFORM.md.
+set -euo pipefail
+
+log() { printf '\033[1msetup:\033[0m %s\n' "$*" >&2; }
+die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
+
+[ "$(id -u)" = 0 ] || die "run as root (Herd drives runc, CRIU, cgroups and network namespaces)"
+[ -r /etc/debian_version ] || die "this script supports Debian 12 (bookworm) only"
+
+export DEBIAN_FRONTEND=noninteractive
+CRIU_VERSION=4.2.1
+CRIU_DEB_VERSION=4.2.1-1
+CRIU_BIN=/usr/local/sbin/criu
+CACHE=/var/cache/herd-setup
+
+# Packages Herd runs with, and CRIU's build dependencies.
+PACKAGES=(
+  runc iptables iproute2 busybox-static procps psmisc ca-certificates curl xz-utils
+  build-essential pkg-config git
+  libprotobuf-dev libprotobuf-c-dev protobuf-c-compiler protobuf-compiler python3-protobuf
+  libnl-3-dev libcap-dev libnet1-dev libbsd-dev libaio-dev libgnutls28-dev libnftables-dev uuid-dev
+)
+
+apt_updated=0
+apt_update() {
+  if [ "$apt_updated" = 0 ]; then
+    log "apt-get update"
+    apt-get update -qq
+    apt_updated=1
+  fi
+}
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  apt_update
+  log "installing ${missing[*]}"
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# nats-server: bookworm's 2.9 cannot serve key-value buckets to async-nats; trixie's 2.10 can.
+# Trixie is added at priority 100, so only what is asked for by name comes from it.
+if [ ! -f /etc/apt/sources.list.d/herd-trixie.sources ]; then
+  log "adding Debian trixie (pinned at priority 100) for nats-server"
+  cat > /etc/apt/sources.list.d/herd-trixie.sources <<'SRC'
+Types: deb
+URIs: http://deb.debian.org/debian
+Suites: trixie
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SRC
+  cat > /etc/apt/preferences.d/herd-trixie <<'PIN'
+Package: *
+Pin: release n=trixie
+Pin-Priority: 100
+PIN
+  apt_updated=0
+fi
+nats_ok() {
+  command -v nats-server >/dev/null || return 1
+  local v; v=$(nats-server --version 2>/dev/null | sed -n 's/.*v\([0-9]*\)\.\([0-9]*\).*/\1 \2/p')
+  set -- $v
+  [ "${1:-0}" -gt 2 ] || { [ "${1:-0}" = 2 ] && [ "${2:-0}" -ge 10 ]; }
+}
+if ! nats_ok; then
+  apt_update
+  log "installing nats-server from trixie"
+  apt-get install -y -qq --no-install-recommends nats-server/trixie >/dev/null
+  nats_ok || die "nats-server >= 2.10 is required; found: $(nats-server --version 2>&1 || echo none)"
+fi
+# The package may start its own server on 127.0.0.1:4222; Herd runs its own broker on its own port.
+
+# CRIU 4.2.1: bookworm's 3.17 fails on this kernel and trixie's 4.1 cannot dump inet sockets on >= 6.16.
+criu_ok() { [ -x "$CRIU_BIN" ] && "$CRIU_BIN" --version 2>/dev/null | grep -q "Version: $CRIU_VERSION"; }
+if ! criu_ok; then
+  if [ ! -f /etc/apt/sources.list.d/herd-sid-src.sources ]; then
+    log "adding a deb-src entry for Debian sid (source packages only)"
+    cat > /etc/apt/sources.list.d/herd-sid-src.sources <<'SRC'
+Types: deb-src
+URIs: http://deb.debian.org/debian
+Suites: sid
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SRC
+    apt_updated=0
+  fi
+  apt_update
+  mkdir -p "$CACHE/criu" && cd "$CACHE/criu"
+  tarball="criu_${CRIU_VERSION}.orig.tar.xz"
+  dsc="criu_${CRIU_DEB_VERSION}.dsc"
+  if [ ! -f "$dsc" ] || [ ! -f "$tarball" ]; then
+    log "fetching CRIU $CRIU_DEB_VERSION source"
+    # The .debian.tar.xz part is not needed and may be missing: apt's exit code is not trusted,
+    # the orig tarball is verified against the .dsc below instead.
+    apt-get source --download-only "criu=$CRIU_DEB_VERSION" >/dev/null 2>&1 || true
+  fi
+  [ -f "$dsc" ] && [ -f "$tarball" ] || die "could not download $tarball and $dsc from Debian sid"
+  want=$(awk '/^Checksums-Sha256:/{f=1;next} /^[^ ]/{f=0} f && $3=="'"$tarball"'"{print $1}' "$dsc")
+  got=$(sha256sum "$tarball" | cut -d' ' -f1)
+  [ -n "$want" ] && [ "$want" = "$got" ] || die "$tarball: SHA-256 $got does not match the .dsc ($want)"
+  log "building CRIU $CRIU_VERSION (about half a minute)"
+  rm -rf "criu-$CRIU_VERSION" && tar xf "$tarball"
+  make -C "criu-$CRIU_VERSION" -j"$(nproc)" criu >"$CACHE/criu/build.log" 2>&1 \
+    || die "CRIU build failed; see $CACHE/criu/build.log"
+  install -m 0755 "criu-$CRIU_VERSION/criu/criu" "$CRIU_BIN"
+  criu_ok || die "$CRIU_BIN does not report version $CRIU_VERSION"
+fi
+
+# Post-copy needs large pipes: without this the source fails with 'page-pipe: splice: Bad file descriptor'.
+cur=$(sysctl -n fs.pipe-max-size)
+[ "$cur" -ge 4194304 ] || sysctl -qw fs.pipe-max-size=4194304
+
+if ! command -v cargo >/dev/null; then
+  [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH" || die "cargo (Rust) is required: install it with rustup"
+fi
+log "ready: $(runc --version | head -1), criu $("$CRIU_BIN" --version | sed -n 's/Version: //p'), $(nats-server --version)"
