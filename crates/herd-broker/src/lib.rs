@@ -1,1 +1,21 @@
-//! herd-broker
+//! Herd's access to the NATS broker: authenticated connections, the JetStream buckets that
+//! hold the cluster state, typed key-value access and typed request/reply.
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! use herd_broker::{Broker, BrokerConfig};
+//! use herd_proto::state::NodeRecord;
+//! let broker = Broker::connect(&BrokerConfig::new("nats://10.77.0.1:7422", "control")).await?;
+//! let nodes = broker.bucket::<NodeRecord>(herd_proto::subjects::NODES_BUCKET).await?;
+//! for (name, entry) in nodes.snapshot().await?.0 {
+//!     println!("{name}: {}", entry.value.address);
+//! }
+//! # Ok(()) }
+//! ```
+
+mod bucket;
+mod connect;
+
+pub use bucket::{Bucket, Change, Versioned, WriteConflict};
+pub use connect::{Broker, BrokerConfig};
+pub use async_nats;

@@ -1,1 +1,10 @@
-//! herd-cli
+//! The `herd` client commands: they talk to the Control node's HTTP API with the token from
+//! the user's Herd config, and print tables for people or JSON for scripts.
+
+pub mod client;
+pub mod commands;
+pub mod config;
+pub mod format;
+
+pub use client::Client;
+pub use config::CliConfig;

@@ -1,1 +1,39 @@
-//! herd-control
+//! The Control node: keeps the cluster state, places containers, and serves the HTTP API
+//! the CLI and the dashboard use. It talks to Compute nodes only through the NATS broker.
+//!
+//! ```no_run
+//! # async fn demo(cfg: herd_control::ControlConfig) -> anyhow::Result<()> {
+//! herd_control::run(cfg, async { tokio::signal::ctrl_c().await.ok(); }).await
+//! # }
+//! ```
+
+mod api;
+mod containers;
+mod control;
+mod error;
+mod events;
+mod images;
+pub mod ipam;
+mod view;
+
+use std::future::Future;
+
+use anyhow::Context;
+
+pub use containers::MIN_MEMORY;
+pub use control::{Control, ControlConfig};
+
+/// Runs the Control node until `shutdown` completes.
+pub async fn run(cfg: ControlConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    let listen = cfg.api_listen;
+    let control = Control::start(cfg).await?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen for the API on {listen}"))?;
+    tracing::info!("API listening on {listen}");
+    axum::serve(listener, api::router(control))
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("API server")?;
+    Ok(())
+}

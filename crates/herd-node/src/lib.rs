@@ -1,1 +1,27 @@
-//! herd-node
+//! herd-node: the Compute node agent (`herd node`) and its building blocks.
+//!
+//! - [`agent`]: the agent itself: registration, heartbeats, requests, route sync;
+//! - [`runtime`]: the container manager (runc, CRIU, overlayfs, cgroups, networking);
+//! - [`runc`]: a typed wrapper of the runc command line;
+//! - [`shim`]: the per-container shim process that starts a container with runc,
+//!   owns its stdio, writes its log and collects its exit status;
+//! - [`logs`]: the container log format and its readers;
+//! - [`layers`], [`overlay`], [`spec`], [`cgroups`], [`paths`]: what a container is made of;
+//! - [`routes`]: /32 routes to containers on other nodes;
+//! - [`facts`], [`tools`]: what the node can do and where its programs are;
+//! - [`cleanup`]: removing everything a node made (for `herd down`).
+
+pub mod agent;
+pub mod cgroups;
+pub mod cleanup;
+pub mod facts;
+pub mod layers;
+pub mod logs;
+pub mod overlay;
+pub mod paths;
+pub mod routes;
+pub mod runc;
+pub mod runtime;
+pub mod shim;
+pub mod spec;
+pub mod tools;

@@ -1,1 +1,329 @@
-fn main() {}
+//! `herd`: one binary for the whole system — the Control node (`herd control`), the Compute
+//! node agent (`herd node`), a local cluster (`herd up` / `herd down`), and the client
+//! commands people use (`herd run`, `herd ps`, ...).
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use herd_broker::BrokerConfig;
+use herd_cli::commands as cmd;
+use herd_cli::{CliConfig, Client};
+use ipnet::Ipv4Net;
+
+#[derive(Parser)]
+#[command(name = "herd", version, about = "Run containers on a cluster and live-migrate them between nodes")]
+#[command(propagate_version = true, disable_help_subcommand = true)]
+struct Cli {
+    /// The client config to use (default: $HERD_CONFIG or ~/.config/herd/config.toml).
+    #[arg(long, global = true, value_name = "PATH")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start a whole cluster on this machine: a broker, a Control node and Compute nodes.
+    Up(UpArgs),
+    /// Stop the local cluster started by herd up and remove what it made.
+    Down(DownArgs),
+    /// List the nodes of the cluster.
+    Nodes(cmd::NodesArgs),
+    /// Manage images.
+    #[command(subcommand)]
+    Image(cmd::ImageCommand),
+    /// Run a container.
+    Run(cmd::RunArgs),
+    /// List containers.
+    Ps(cmd::PsArgs),
+    /// Show a container in detail.
+    Inspect(cmd::InspectArgs),
+    /// Print a container's output.
+    Logs(cmd::LogsArgs),
+    /// Stop containers (SIGTERM, then SIGKILL after a grace period).
+    Stop(cmd::StopArgs),
+    /// Remove containers.
+    Rm(cmd::RmArgs),
+    /// Save a running container with CRIU.
+    Checkpoint(cmd::CheckpointArgs),
+    /// Continue a container from a checkpoint.
+    Restore(cmd::RestoreArgs),
+    /// Show what happened in the cluster.
+    Events(cmd::EventsArgs),
+    /// Run the Control node.
+    Control(ControlArgs),
+    /// Run the Compute node agent.
+    Node(NodeArgs),
+}
+
+#[derive(Args)]
+struct UpArgs {
+    /// Name of the cluster (several can run side by side).
+    #[arg(long, default_value = "herd")]
+    name: String,
+    /// Number of Compute nodes.
+    #[arg(long, default_value_t = 2)]
+    nodes: usize,
+    /// Return once the cluster is ready and leave it running in the background.
+    #[arg(long, short = 'd')]
+    detach: bool,
+    /// Import a busybox image and run a container once the cluster is up.
+    #[arg(long)]
+    demo: bool,
+    /// The nodes' network (the bridge takes the first address).
+    #[arg(long, default_value = "10.77.0.0/24")]
+    subnet: Ipv4Net,
+    /// The range container addresses come from.
+    #[arg(long, default_value = "10.88.0.0/16")]
+    container_cidr: Ipv4Net,
+    /// Port of the Control node's API (on 127.0.0.1).
+    #[arg(long, default_value_t = 7700)]
+    api_port: u16,
+    /// Port of the broker (on the bridge address).
+    #[arg(long, default_value_t = 7422)]
+    broker_port: u16,
+    /// CPUs each node offers (default: the machine's).
+    #[arg(long)]
+    node_cpus: Option<String>,
+    /// Memory each node offers (default: the machine's), e.g. 8g.
+    #[arg(long)]
+    node_memory: Option<String>,
+    /// Seconds without a heartbeat before a node is marked down.
+    #[arg(long, default_value_t = 3.0)]
+    node_timeout: f64,
+    /// Where the cluster keeps its data (default: /var/lib/herd/NAME).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Runs the supervisor of a detached cluster (internal).
+    #[arg(long, hide = true)]
+    supervise: bool,
+}
+
+#[derive(Args)]
+struct DownArgs {
+    /// Name of the cluster.
+    #[arg(long, default_value = "herd")]
+    name: String,
+    /// Also delete the cluster's data (images, state, caches).
+    #[arg(long)]
+    purge: bool,
+}
+
+#[derive(Args)]
+struct BrokerArgs {
+    /// URL of the NATS broker.
+    #[arg(long, env = "HERD_BROKER", default_value = "nats://127.0.0.1:4222")]
+    broker: String,
+    /// User name at the broker.
+    #[arg(long)]
+    broker_user: Option<String>,
+    /// File holding the broker password.
+    #[arg(long)]
+    broker_password_file: Option<PathBuf>,
+}
+
+impl BrokerArgs {
+    fn config(&self, client_name: &str) -> anyhow::Result<BrokerConfig> {
+        let mut cfg = BrokerConfig::new(&self.broker, client_name);
+        if let Some(user) = &self.broker_user {
+            let password = match &self.broker_password_file {
+                Some(p) => read_secret(p)?,
+                None => std::env::var("HERD_BROKER_PASSWORD").unwrap_or_default(),
+            };
+            cfg = cfg.with_credentials(user, password);
+        }
+        Ok(cfg)
+    }
+}
+
+fn read_secret(path: &Path) -> anyhow::Result<String> {
+    Ok(std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?.trim().to_string())
+}
+
+#[derive(Args)]
+struct ControlArgs {
+    #[command(flatten)]
+    broker: BrokerArgs,
+    /// Address the API listens on.
+    #[arg(long, default_value = "127.0.0.1:7700")]
+    api_listen: SocketAddr,
+    /// File holding the API token clients must present.
+    #[arg(long)]
+    api_token_file: PathBuf,
+    /// Scratch space for uploads.
+    #[arg(long, default_value = "/var/lib/herd/control")]
+    data_dir: PathBuf,
+    /// The range container addresses come from.
+    #[arg(long, default_value = "10.88.0.0/16")]
+    container_cidr: Ipv4Net,
+    /// Seconds without a heartbeat before a node is marked down.
+    #[arg(long, default_value_t = 3.0)]
+    node_timeout: f64,
+}
+
+#[derive(Args)]
+struct NodeArgs {
+    /// Name of this node.
+    #[arg(long)]
+    name: String,
+    #[command(flatten)]
+    broker: BrokerArgs,
+    /// This node's address, through which other nodes reach its containers.
+    #[arg(long)]
+    address: Ipv4Addr,
+    #[arg(long, default_value = "/var/lib/herd/node")]
+    data_dir: PathBuf,
+    #[arg(long, default_value = "/run/herd/node")]
+    run_dir: PathBuf,
+    /// Cgroup under which containers get their own (default /herd/NAME).
+    #[arg(long)]
+    cgroup_parent: Option<String>,
+    /// The cluster's container range (routes are managed within it).
+    #[arg(long)]
+    container_cidr: Option<Ipv4Net>,
+    /// A node label (KEY=VALUE); repeatable.
+    #[arg(long = "label")]
+    labels: Vec<String>,
+    /// CPUs to offer (default: the machine's).
+    #[arg(long)]
+    cpus: Option<String>,
+    /// Memory to offer (default: the machine's).
+    #[arg(long)]
+    memory: Option<String>,
+    /// The runc binary (default: found on PATH).
+    #[arg(long)]
+    runc: Option<PathBuf>,
+    /// The CRIU binary (default: found on PATH).
+    #[arg(long)]
+    criu: Option<PathBuf>,
+    /// Milliseconds between heartbeats.
+    #[arg(long, default_value_t = 1000)]
+    heartbeat_ms: u64,
+}
+
+fn init_logging(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("signal handler");
+    let mut int = signal(SignalKind::interrupt()).expect("signal handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+fn client(config: Option<&Path>) -> anyhow::Result<Client> {
+    let path = config.map(Path::to_path_buf).unwrap_or_else(herd_cli::config::default_path);
+    Client::new(&CliConfig::load(&path)?)
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let config = cli.config.as_deref();
+    match cli.command {
+        Command::Up(a) => {
+            init_logging("info");
+            if a.supervise {
+                return herd_up::supervisor_from_env().await;
+            }
+            let mut opts = herd_up::UpOptions::defaults(&a.name);
+            opts.nodes = a.nodes;
+            opts.subnet = a.subnet;
+            opts.container_cidr = a.container_cidr;
+            opts.api_port = a.api_port;
+            opts.broker_port = a.broker_port;
+            opts.node_timeout_secs = a.node_timeout;
+            opts.node_cpus_milli = a.node_cpus.as_deref().map(herd_proto::units::parse_cpus).transpose()?;
+            opts.node_memory_bytes = a.node_memory.as_deref().map(herd_proto::units::parse_memory).transpose()?;
+            if let Some(d) = a.data_dir {
+                opts.data_dir = d;
+            }
+            if let Some(c) = config {
+                opts.config_path = c.to_path_buf();
+            }
+            herd_up::up(opts, a.detach, a.demo).await
+        }
+        Command::Down(a) => {
+            let run_dir = herd_up::UpOptions::defaults(&a.name).run_dir;
+            herd_up::down(&run_dir, &a.name, a.purge).await
+        }
+        Command::Control(a) => {
+            init_logging("info");
+            let token = read_secret(&a.api_token_file)?;
+            anyhow::ensure!(token.len() >= 16, "the API token in {} is too short (16 characters at least)", a.api_token_file.display());
+            let cfg = herd_control::ControlConfig {
+                broker: a.broker.config("control")?,
+                api_listen: a.api_listen,
+                api_token: token,
+                data_dir: a.data_dir,
+                container_cidr: a.container_cidr,
+                node_timeout: Duration::from_secs_f64(a.node_timeout),
+            };
+            herd_control::run(cfg, shutdown_signal()).await
+        }
+        Command::Node(a) => {
+            init_logging("info");
+            let labels: BTreeMap<String, String> = a
+                .labels
+                .iter()
+                .map(|l| herd_proto::names::parse_pair(l, "--label").map_err(|e| anyhow::anyhow!(e.0)))
+                .collect::<anyhow::Result<_>>()?;
+            let cfg = herd_node::agent::NodeConfig {
+                broker: a.broker.config(&format!("node {}", a.name))?,
+                address: a.address,
+                cgroup_parent: a.cgroup_parent.unwrap_or_else(|| format!("/herd/{}", a.name)),
+                name: a.name,
+                data_dir: a.data_dir,
+                run_dir: a.run_dir,
+                container_cidr: a.container_cidr,
+                labels,
+                cpus_milli: a.cpus.as_deref().map(herd_proto::units::parse_cpus).transpose()?,
+                memory_bytes: a.memory.as_deref().map(herd_proto::units::parse_memory).transpose()?,
+                runc: a.runc,
+                criu: a.criu,
+                heartbeat: Duration::from_millis(a.heartbeat_ms.max(50)),
+            };
+            herd_node::agent::run(cfg, shutdown_signal()).await
+        }
+        Command::Nodes(a) => cmd::nodes(&client(config)?, a).await,
+        Command::Image(a) => cmd::image(&client(config)?, a).await,
+        Command::Run(a) => cmd::run(&client(config)?, a).await,
+        Command::Ps(a) => cmd::ps(&client(config)?, a).await,
+        Command::Inspect(a) => cmd::inspect(&client(config)?, a).await,
+        Command::Logs(a) => cmd::logs(&client(config)?, a).await,
+        Command::Stop(a) => cmd::stop(&client(config)?, a).await,
+        Command::Rm(a) => cmd::rm(&client(config)?, a).await,
+        Command::Checkpoint(a) => cmd::checkpoint(&client(config)?, a).await,
+        Command::Restore(a) => cmd::restore(&client(config)?, a).await,
+        Command::Events(a) => cmd::events(&client(config)?, a).await,
+    }
+}
+
+fn main() {
+    let args: Vec<OsString> = std::env::args_os().collect();
+    // The shim forks and must start before any other thread exists.
+    if args.get(1).is_some_and(|a| a == "shim") {
+        match herd_node::shim::ShimArgs::parse(&args[2..]) {
+            Ok(shim_args) => herd_node::shim::shim_main(shim_args),
+            Err(e) => {
+                eprintln!("herd shim: {e}");
+                std::process::exit(2);
+            }
+        }
+    }
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    if let Err(e) = runtime.block_on(run(cli)) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

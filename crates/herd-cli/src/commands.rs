@@ -1,0 +1,484 @@
+//! The client commands of `herd`: their flags (clap) and what they do.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use clap::{Args, Subcommand};
+use futures::StreamExt;
+use herd_proto::api::{CheckpointRequest, ContainerInfo, Event, NodeInfo, RestoreRequest, RunRequest};
+use herd_proto::names::{normalize_image, parse_pair};
+use herd_proto::node::{LogEntry, LogStream};
+use herd_proto::state::{CheckpointInfo, ImageRecord, Limits};
+use herd_proto::units::{self, Bytes as B, Cpus};
+use herd_proto::now_millis;
+use reqwest::Method;
+
+use crate::client::{Client, segment};
+use crate::format::{self, print_table, table};
+
+fn parse_memory(s: &str) -> Result<u64, String> {
+    units::parse_memory(s).map_err(|e| e.to_string())
+}
+
+fn parse_cpus(s: &str) -> Result<u64, String> {
+    units::parse_cpus(s).map_err(|e| e.to_string())
+}
+
+fn parse_env(s: &str) -> Result<String, String> {
+    parse_pair(s, "--env").map(|_| s.to_string()).map_err(|e| e.0)
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    parse_pair(s, "--label").map_err(|e| e.0)
+}
+
+fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, v)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+/// `herd nodes`
+#[derive(Debug, Args)]
+pub struct NodesArgs {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn nodes(client: &Client, args: NodesArgs) -> anyhow::Result<()> {
+    let nodes: Vec<NodeInfo> = client.get("/v1/nodes").await?;
+    if args.json {
+        return print_json(&nodes);
+    }
+    let mut t = table(&["NAME", "STATE", "ADDRESS", "CPUS", "MEMORY", "CPU USED", "MEM USED", "CONTAINERS", "LABELS"]);
+    for n in &nodes {
+        let labels: Vec<String> = n.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        t.add_row(vec![
+            n.name.clone(),
+            n.state.as_str().to_string(),
+            n.address.to_string(),
+            format!("{}/{}", Cpus(n.allocated.cpus_milli), Cpus(n.capacity.cpus_milli)),
+            format!("{}/{}", B(n.allocated.memory_bytes), B(n.capacity.memory_bytes)),
+            n.usage.map_or("-".into(), |u| Cpus(u.cpu_milli).to_string()),
+            n.usage.map_or("-".into(), |u| B(u.memory_used_bytes).to_string()),
+            n.containers.to_string(),
+            if labels.is_empty() { "-".into() } else { labels.join(",") },
+        ]);
+    }
+    print_table(&t);
+    Ok(())
+}
+
+/// `herd image ...`
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// Import an image from a rootfs directory, a rootfs tarball, or an OCI-layout or `docker save` tarball.
+    Import {
+        /// Name to give the image (NAME or NAME:TAG; the tag defaults to latest).
+        name: String,
+        /// A directory or a tar file (gzip and zstd compression are recognised).
+        path: PathBuf,
+    },
+    /// List images.
+    #[command(alias = "list")]
+    Ls {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove an image no container uses.
+    Rm { name: String },
+}
+
+pub async fn image(client: &Client, cmd: ImageCommand) -> anyhow::Result<()> {
+    match cmd {
+        ImageCommand::Import { name, path } => {
+            let name = normalize_image(&name).map_err(|e| anyhow::anyhow!(e.0))?;
+            let meta = std::fs::metadata(&path).with_context(|| format!("cannot read {}", path.display()))?;
+            let body = if meta.is_dir() {
+                reqwest::Body::wrap_stream(pack_dir_stream(path.clone()))
+            } else {
+                let f = tokio::fs::File::open(&path).await.with_context(|| format!("cannot open {}", path.display()))?;
+                reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(f))
+            };
+            let req = client.request(Method::POST, "/v1/images").query(&[("name", &name)]).body(body);
+            let image: ImageRecord = client.send(req).await?.json().await?;
+            println!(
+                "imported {} ({}, {} layer{}, {})",
+                image.name,
+                image.source,
+                image.layers.len(),
+                if image.layers.len() == 1 { "" } else { "s" },
+                B(image.size())
+            );
+        }
+        ImageCommand::Ls { json } => {
+            let images: Vec<ImageRecord> = client.get("/v1/images").await?;
+            if json {
+                return print_json(&images);
+            }
+            let now = now_millis();
+            let mut t = table(&["NAME", "ID", "LAYERS", "SIZE", "SOURCE", "CREATED"]);
+            for i in &images {
+                let id = i.id.strip_prefix("sha256:").unwrap_or(&i.id);
+                t.add_row(vec![
+                    i.name.clone(),
+                    id.chars().take(12).collect(),
+                    i.layers.len().to_string(),
+                    B(i.size()).to_string(),
+                    i.source.clone(),
+                    format!("{} ago", format::ago(i.created_at, now)),
+                ]);
+            }
+            print_table(&t);
+        }
+        ImageCommand::Rm { name } => {
+            let name = normalize_image(&name).map_err(|e| anyhow::anyhow!(e.0))?;
+            client.delete(&format!("/v1/images/{}", segment(&name))).await?;
+            println!("{name}");
+        }
+    }
+    Ok(())
+}
+
+/// Tars a directory on a thread and yields the archive as it is written.
+fn pack_dir_stream(dir: PathBuf) -> impl futures::Stream<Item = std::io::Result<Bytes>> {
+    struct ChannelWriter(tokio::sync::mpsc::Sender<std::io::Result<Bytes>>);
+    impl Write for ChannelWriter {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .blocking_send(Ok(Bytes::copy_from_slice(buf)))
+                .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "upload stopped"))?;
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    std::thread::spawn(move || {
+        let w = std::io::BufWriter::with_capacity(256 << 10, ChannelWriter(tx.clone()));
+        if let Err(e) = herd_image::pack_dir(&dir, w) {
+            let _ = tx.blocking_send(Err(std::io::Error::new(e.kind(), format!("packing {}: {e}", dir.display()))));
+        }
+    });
+    futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) })
+}
+
+/// `herd run`
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Name of the container (generated when not given).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Run on this node instead of letting the scheduler choose.
+    #[arg(long)]
+    pub node: Option<String>,
+    /// CPU limit in CPUs, e.g. 0.5.
+    #[arg(long, value_parser = parse_cpus)]
+    pub cpus: Option<u64>,
+    /// Memory limit, e.g. 256m.
+    #[arg(long, short = 'm', value_parser = parse_memory)]
+    pub memory: Option<u64>,
+    /// Maximum number of processes.
+    #[arg(long)]
+    pub pids_limit: Option<u64>,
+    /// Set an environment variable (KEY=VALUE); repeatable.
+    #[arg(long = "env", short = 'e', value_parser = parse_env)]
+    pub env: Vec<String>,
+    /// Set a label (KEY=VALUE); repeatable.
+    #[arg(long = "label", short = 'l', value_parser = parse_label)]
+    pub labels: Vec<(String, String)>,
+    /// Run in the background and print the container's name (the default; kept for Docker users).
+    #[arg(long, short = 'd')]
+    pub detach: bool,
+    /// Print the container as JSON instead of its name.
+    #[arg(long)]
+    pub json: bool,
+    /// Image to run.
+    pub image: String,
+    /// Command and arguments, replacing the image's command.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
+}
+
+pub async fn run(client: &Client, args: RunArgs) -> anyhow::Result<()> {
+    let req = RunRequest {
+        name: args.name,
+        image: args.image,
+        node: args.node,
+        limits: Limits { cpus_milli: args.cpus, memory_bytes: args.memory, pids: args.pids_limit },
+        env: args.env,
+        labels: args.labels.into_iter().collect::<BTreeMap<_, _>>(),
+        command: args.command,
+    };
+    let info: ContainerInfo = client.post("/v1/containers", &req).await?;
+    if args.json { print_json(&info) } else {
+        println!("{}", info.name);
+        Ok(())
+    }
+}
+
+/// `herd ps`
+#[derive(Debug, Args)]
+pub struct PsArgs {
+    /// Show all containers, not only running ones.
+    #[arg(long, short = 'a')]
+    pub all: bool,
+    /// Only print names.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn ps(client: &Client, args: PsArgs) -> anyhow::Result<()> {
+    let list: Vec<ContainerInfo> = client.get(&format!("/v1/containers?all={}", args.all)).await?;
+    if args.json {
+        return print_json(&list);
+    }
+    let mut out = std::io::stdout().lock();
+    if args.quiet {
+        for c in &list {
+            writeln!(out, "{}", c.name)?;
+        }
+        return Ok(());
+    }
+    let now = now_millis();
+    let mut t = table(&["NAME", "IMAGE", "COMMAND", "NODE", "IP", "STATUS", "CREATED"]);
+    for c in &list {
+        t.add_row(vec![
+            c.name.clone(),
+            c.image.clone(),
+            format::command(&c.args, 24),
+            c.node.clone(),
+            c.ip.to_string(),
+            format::status(c, now),
+            format!("{} ago", format::ago(c.created_at, now)),
+        ]);
+    }
+    for line in t.lines() {
+        writeln!(out, "{}", line.trim_end())?;
+    }
+    Ok(())
+}
+
+/// `herd inspect`
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    pub name: String,
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn inspect(client: &Client, args: InspectArgs) -> anyhow::Result<()> {
+    let c: ContainerInfo = client.get(&format!("/v1/containers/{}", segment(&args.name))).await?;
+    if args.json {
+        return print_json(&c);
+    }
+    let opt = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+    let limits = &c.limits;
+    let rows: Vec<(&str, String)> = vec![
+        ("Name", c.name.clone()),
+        ("ID", c.id.clone()),
+        ("Image", format!("{} ({})", c.image, c.image_id)),
+        ("Node", format!("{}{}", c.node, if c.node_down { " (down)" } else { "" })),
+        ("State", c.state.as_str().to_string()),
+        ("Desired", format!("{:?}", c.desired).to_lowercase()),
+        ("IP address", c.ip.to_string()),
+        ("PID", opt(c.pid.map(|p| p.to_string()))),
+        ("Command", c.args.join(" ")),
+        ("CPU limit", opt(limits.cpus_milli.map(|v| Cpus(v).to_string()))),
+        ("Memory limit", opt(limits.memory_bytes.map(|v| B(v).to_string()))),
+        ("PIDs limit", opt(limits.pids.map(|v| v.to_string()))),
+        ("Created", format::timestamp(c.created_at)),
+        ("Started", opt(c.started_at.map(format::timestamp))),
+        ("Finished", opt(c.finished_at.map(format::timestamp))),
+        ("Exit code", opt(c.exit_code.map(|v| v.to_string()))),
+        ("Error", opt(c.error.clone())),
+        ("Labels", c.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", ")),
+        ("Env", c.env.join(" ")),
+    ];
+    let mut out = std::io::stdout().lock();
+    for (k, v) in rows {
+        writeln!(out, "{:<14}{}", format!("{k}:"), v)?;
+    }
+    if !c.checkpoints.is_empty() {
+        writeln!(out, "Checkpoints:")?;
+        for ck in &c.checkpoints {
+            writeln!(
+                out,
+                "  {:<8}{}  on {}  {}{}",
+                ck.id,
+                format::timestamp(ck.created_at),
+                ck.node,
+                B(ck.size_bytes),
+                if ck.leave_running { "  (left running)" } else { "" }
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// `herd logs`
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    pub name: String,
+    /// Keep printing new lines until the container stops.
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+    /// Prefix each line with when it was written.
+    #[arg(long, short = 't')]
+    pub timestamps: bool,
+}
+
+pub async fn logs(client: &Client, args: LogsArgs) -> anyhow::Result<()> {
+    let req = client
+        .request(Method::GET, &format!("/v1/containers/{}/logs", segment(&args.name)))
+        .query(&[("follow", args.follow)]);
+    let resp = client.send(req).await?;
+    let mut stream = resp.bytes_stream();
+    let mut pending: Vec<u8> = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.context("the log stream broke")?;
+        pending.extend_from_slice(&chunk);
+        while let Some(pos) = pending.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=pos).collect();
+            let entry: LogEntry = serde_json::from_slice(&line).context("decoding a log entry")?;
+            let text = if args.timestamps {
+                format!("{} {}\n", format::timestamp(entry.time), entry.line)
+            } else {
+                format!("{}\n", entry.line)
+            };
+            match entry.stream {
+                LogStream::Stdout => std::io::stdout().lock().write_all(text.as_bytes())?,
+                LogStream::Stderr => std::io::stderr().lock().write_all(text.as_bytes())?,
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `herd stop`
+#[derive(Debug, Args)]
+pub struct StopArgs {
+    /// Seconds to wait after SIGTERM before SIGKILL.
+    #[arg(long = "time", short = 't', default_value_t = 10)]
+    pub timeout: u64,
+    #[arg(required = true)]
+    pub names: Vec<String>,
+}
+
+pub async fn stop(client: &Client, args: StopArgs) -> anyhow::Result<()> {
+    for name in &args.names {
+        let req = client
+            .request(Method::POST, &format!("/v1/containers/{}/stop", segment(name)))
+            .query(&[("timeout", args.timeout)]);
+        client.send(req).await?;
+        println!("{name}");
+    }
+    Ok(())
+}
+
+/// `herd rm`
+#[derive(Debug, Args)]
+pub struct RmArgs {
+    /// Remove a running container (it is killed).
+    #[arg(long, short = 'f')]
+    pub force: bool,
+    #[arg(required = true)]
+    pub names: Vec<String>,
+}
+
+pub async fn rm(client: &Client, args: RmArgs) -> anyhow::Result<()> {
+    for name in &args.names {
+        client.delete(&format!("/v1/containers/{}?force={}", segment(name), args.force)).await?;
+        println!("{name}");
+    }
+    Ok(())
+}
+
+/// `herd checkpoint`
+#[derive(Debug, Args)]
+pub struct CheckpointArgs {
+    pub name: String,
+    /// Keep the container running after the checkpoint.
+    #[arg(long)]
+    pub leave_running: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn checkpoint(client: &Client, args: CheckpointArgs) -> anyhow::Result<()> {
+    let req = CheckpointRequest { leave_running: args.leave_running };
+    let ck: CheckpointInfo = client.post(&format!("/v1/containers/{}/checkpoint", segment(&args.name)), &req).await?;
+    if args.json {
+        return print_json(&ck);
+    }
+    println!("{}", ck.id);
+    Ok(())
+}
+
+/// `herd restore`
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    pub name: String,
+    /// The checkpoint to restore (the newest by default).
+    #[arg(long)]
+    pub checkpoint: Option<String>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn restore(client: &Client, args: RestoreArgs) -> anyhow::Result<()> {
+    let req = RestoreRequest { checkpoint: args.checkpoint };
+    let info: ContainerInfo = client.post(&format!("/v1/containers/{}/restore", segment(&args.name)), &req).await?;
+    if args.json {
+        return print_json(&info);
+    }
+    println!("{}", info.name);
+    Ok(())
+}
+
+/// `herd events`
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// How many of the newest events to show.
+    #[arg(long, short = 'n', default_value_t = 100)]
+    pub limit: usize,
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn events(client: &Client, args: EventsArgs) -> anyhow::Result<()> {
+    let events: Vec<Event> = client.get(&format!("/v1/events?limit={}", args.limit)).await?;
+    if args.json {
+        return print_json(&events);
+    }
+    let mut out = std::io::stdout().lock();
+    for e in &events {
+        writeln!(out, "{} {} {} {}: {}", format::timestamp(e.time), e.kind, e.action, e.name, e.message)?;
+    }
+    Ok(())
+}
+
+/// Waits until the API answers and `nodes` nodes are ready (used by `herd up`).
+pub async fn wait_ready(client: &Client, nodes: usize, timeout: std::time::Duration) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut last: String;
+    loop {
+        match client.get::<herd_proto::api::Health>("/v1/health").await {
+            Ok(h) if h.nodes_ready >= nodes => return Ok(()),
+            Ok(h) => last = format!("{} of {nodes} nodes ready", h.nodes_ready),
+            Err(e) => last = e.to_string(),
+        }
+        if tokio::time::Instant::now() >= deadline {
+            bail!("the cluster did not become ready within {}s: {last}", timeout.as_secs());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}

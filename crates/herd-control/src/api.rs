@@ -1,0 +1,196 @@
+//! The HTTP+JSON API (see [`herd_proto::api`] for the routes), behind bearer-token auth.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures::StreamExt;
+use herd_proto::api::{
+    CheckpointRequest, ContainerInfo, Event, Health, NodeInfo, NodeState, RestoreRequest, RunRequest,
+};
+use herd_proto::state::{CheckpointInfo, ImageRecord};
+use serde::Deserialize;
+
+use crate::control::Control;
+use crate::error::{Error, Result};
+
+pub fn router(control: Arc<Control>) -> Router {
+    Router::new()
+        .route("/v1/health", get(health))
+        .route("/v1/nodes", get(nodes))
+        .route("/v1/images", get(images).post(import_image))
+        .route("/v1/images/{*name}", axum::routing::delete(remove_image))
+        .route("/v1/containers", get(containers).post(run))
+        .route("/v1/containers/{name}", get(inspect).delete(remove))
+        .route("/v1/containers/{name}/stop", post(stop))
+        .route("/v1/containers/{name}/logs", get(logs))
+        .route("/v1/containers/{name}/checkpoint", post(checkpoint))
+        .route("/v1/containers/{name}/restore", post(restore))
+        .route("/v1/events", get(events))
+        .fallback(|| async { Error::not_found("no such API route") })
+        .layer(DefaultBodyLimit::disable())
+        .layer(middleware::from_fn_with_state(control.clone(), authenticate))
+        .with_state(control)
+}
+
+/// Compares in constant time, so the token cannot be guessed byte by byte from timings.
+fn token_matches(given: &[u8], expected: &[u8]) -> bool {
+    given.len() == expected.len() && given.iter().zip(expected).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+}
+
+async fn authenticate(State(control): State<Arc<Control>>, req: Request, next: Next) -> Response {
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if token_matches(given.as_bytes(), control.cfg.api_token.as_bytes()) {
+        next.run(req).await
+    } else {
+        let mut resp = (
+            StatusCode::UNAUTHORIZED,
+            Json(herd_proto::api::ApiError {
+                error: "missing or wrong API token: use the token herd up wrote to your Herd config".into(),
+            }),
+        )
+            .into_response();
+        resp.headers_mut().insert(header::WWW_AUTHENTICATE, "Bearer".parse().unwrap());
+        resp
+    }
+}
+
+async fn health(State(c): State<Arc<Control>>) -> Json<Health> {
+    let nodes_ready = c.view.read().unwrap().nodes.values().filter(|n| n.state == NodeState::Ready).count();
+    Json(Health { version: env!("CARGO_PKG_VERSION").to_string(), nodes_ready })
+}
+
+async fn nodes(State(c): State<Arc<Control>>) -> Json<Vec<NodeInfo>> {
+    let view = c.view.read().unwrap();
+    let allocations = view.allocations();
+    let mut out: Vec<NodeInfo> = view.nodes.values().map(|n| view.node_info(&allocations, n)).collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Json(out)
+}
+
+async fn images(State(c): State<Arc<Control>>) -> Json<Vec<ImageRecord>> {
+    Json(c.list_images())
+}
+
+#[derive(Deserialize)]
+struct ImportQuery {
+    name: String,
+}
+
+async fn import_image(State(c): State<Arc<Control>>, Query(q): Query<ImportQuery>, body: Body) -> Result<Json<ImageRecord>> {
+    Ok(Json(c.import_image(&q.name, body.into_data_stream()).await?))
+}
+
+async fn remove_image(State(c): State<Arc<Control>>, Path(name): Path<String>) -> Result<StatusCode> {
+    c.remove_image(&name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    #[serde(default)]
+    all: bool,
+}
+
+async fn containers(State(c): State<Arc<Control>>, Query(q): Query<ListQuery>) -> Json<Vec<ContainerInfo>> {
+    Json(c.list_containers(q.all))
+}
+
+async fn run(State(c): State<Arc<Control>>, Json(req): Json<RunRequest>) -> Result<(StatusCode, Json<ContainerInfo>)> {
+    Ok((StatusCode::CREATED, Json(c.run(req).await?)))
+}
+
+async fn inspect(State(c): State<Arc<Control>>, Path(name): Path<String>) -> Result<Json<ContainerInfo>> {
+    Ok(Json(c.container(&name)?))
+}
+
+#[derive(Deserialize)]
+struct StopQuery {
+    #[serde(default = "default_stop_timeout")]
+    timeout: u64,
+}
+
+fn default_stop_timeout() -> u64 {
+    10
+}
+
+async fn stop(State(c): State<Arc<Control>>, Path(name): Path<String>, Query(q): Query<StopQuery>) -> Result<Json<ContainerInfo>> {
+    Ok(Json(c.stop(&name, q.timeout).await?))
+}
+
+#[derive(Deserialize)]
+struct RemoveQuery {
+    #[serde(default)]
+    force: bool,
+}
+
+async fn remove(State(c): State<Arc<Control>>, Path(name): Path<String>, Query(q): Query<RemoveQuery>) -> Result<StatusCode> {
+    c.remove(&name, q.force).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+struct LogsQuery {
+    #[serde(default)]
+    follow: bool,
+}
+
+async fn logs(State(c): State<Arc<Control>>, Path(name): Path<String>, Query(q): Query<LogsQuery>) -> Result<Response> {
+    // Fail before the stream starts when the container does not exist or its node is away.
+    c.logs_chunk(&name, 0).await?;
+    let stream = c.clone().logs_stream(name, q.follow).map(|r| r.map_err(std::io::Error::other));
+    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], Body::from_stream(stream)).into_response())
+}
+
+async fn checkpoint(
+    State(c): State<Arc<Control>>,
+    Path(name): Path<String>,
+    Json(req): Json<CheckpointRequest>,
+) -> Result<Json<CheckpointInfo>> {
+    Ok(Json(c.checkpoint(&name, req.leave_running).await?))
+}
+
+async fn restore(
+    State(c): State<Arc<Control>>,
+    Path(name): Path<String>,
+    Json(req): Json<RestoreRequest>,
+) -> Result<Json<ContainerInfo>> {
+    Ok(Json(c.restore(&name, req.checkpoint.as_deref()).await?))
+}
+
+#[derive(Deserialize)]
+struct EventsQuery {
+    #[serde(default = "default_event_limit")]
+    limit: usize,
+}
+
+fn default_event_limit() -> usize {
+    100
+}
+
+async fn events(State(c): State<Arc<Control>>, Query(q): Query<EventsQuery>) -> Result<Json<Vec<Event>>> {
+    Ok(Json(c.events.recent(q.limit.min(10_000)).await?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::token_matches;
+
+    #[test]
+    fn tokens_compare_exactly() {
+        assert!(token_matches(b"abc", b"abc"));
+        assert!(!token_matches(b"abd", b"abc"));
+        assert!(!token_matches(b"ab", b"abc"));
+        assert!(!token_matches(b"", b"abc"));
+    }
+}

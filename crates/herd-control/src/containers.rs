@@ -1,0 +1,557 @@
+//! Container operations: run, stop, remove, logs, checkpoint and restore.
+//!
+//! Each one validates first, then changes the cluster state and the node together, undoing
+//! its own changes when the node fails, so a failed command leaves nothing behind.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::Stream;
+use herd_proto::api::{ContainerInfo, RunRequest};
+use herd_proto::names::{normalize_image, parse_pair, validate_container_name};
+use herd_proto::node::{ContainerSpec, LogChunk, NodeReply, NodeRequest};
+use herd_proto::state::{
+    CheckpointInfo, ContainerRecord, ContainerState, Desired, ImageRecord, Limits,
+};
+use herd_proto::{now_millis, units};
+use herd_sched::{Candidate, Request, Strategy};
+use rand::Rng;
+
+use crate::control::Control;
+use crate::error::{Error, Result};
+
+/// The smallest memory limit accepted: a container's runtime needs a few MiB to start.
+pub const MIN_MEMORY: u64 = 6 << 20;
+/// Time a node gets to fetch layers and start a container.
+const CREATE_TIMEOUT: Duration = Duration::from_secs(180);
+const CHECKPOINT_TIMEOUT: Duration = Duration::from_secs(300);
+const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+fn new_id() -> String {
+    let bytes: [u8; 16] = rand::rng().random();
+    hex::encode(bytes)
+}
+
+/// Checks the limits of a run request.
+pub fn validate_limits(limits: &Limits) -> Result<()> {
+    if let Some(m) = limits.memory_bytes {
+        if m < MIN_MEMORY {
+            return Err(Error::bad_request(format!(
+                "memory limit {} is below the minimum of {}: use --memory 6m or more",
+                units::Bytes(m),
+                units::Bytes(MIN_MEMORY)
+            )));
+        }
+    }
+    if limits.cpus_milli == Some(0) {
+        return Err(Error::bad_request("--cpus must be more than 0"));
+    }
+    if limits.pids == Some(0) {
+        return Err(Error::bad_request("the pids limit must be at least 1"));
+    }
+    Ok(())
+}
+
+/// The argv and environment of a container made from `image` with the user's overrides.
+pub fn resolve_process(image: &ImageRecord, command: &[String], env: &[String]) -> Result<(Vec<String>, Vec<String>)> {
+    let mut args = image.config.entrypoint.clone();
+    if command.is_empty() {
+        args.extend(image.config.cmd.iter().cloned());
+    } else {
+        args.extend(command.iter().cloned());
+    }
+    if args.is_empty() {
+        return Err(Error::bad_request(format!(
+            "image {} has no command: give one after --, for example: herd run {} -- sleep 3600",
+            image.name, image.name
+        )));
+    }
+    let mut merged: Vec<(String, String)> = Vec::new();
+    let mut set = |k: String, v: String| match merged.iter_mut().find(|(ek, _)| *ek == k) {
+        Some(e) => e.1 = v,
+        None => merged.push((k, v)),
+    };
+    let (pk, pv) = DEFAULT_PATH.split_once('=').unwrap();
+    set(pk.to_string(), pv.to_string());
+    for e in &image.config.env {
+        if let Some((k, v)) = e.split_once('=') {
+            set(k.to_string(), v.to_string());
+        }
+    }
+    for e in env {
+        let (k, v) = parse_pair(e, "--env").map_err(|e| Error::bad_request(e.0))?;
+        set(k, v);
+    }
+    Ok((args, merged.into_iter().map(|(k, v)| format!("{k}={v}")).collect()))
+}
+
+impl Control {
+    fn spec(&self, c: &ContainerRecord, image: &ImageRecord) -> ContainerSpec {
+        ContainerSpec {
+            id: c.id.clone(),
+            name: c.name.clone(),
+            image: c.image.clone(),
+            layers: image.layers.clone(),
+            args: c.args.clone(),
+            env: c.env.clone(),
+            working_dir: c.working_dir.clone(),
+            ip: c.ip,
+            limits: c.limits,
+            labels: c.labels.clone(),
+        }
+    }
+
+    pub fn list_containers(&self, all: bool) -> Vec<ContainerInfo> {
+        let view = self.view.read().unwrap();
+        let mut out: Vec<ContainerInfo> = view
+            .containers
+            .values()
+            .filter(|c| all || view.state_of(c) == ContainerState::Running)
+            .map(|c| view.container_info(c))
+            .collect();
+        out.sort_by(|a, b| b.created_at.cmp(&a.created_at).then_with(|| a.name.cmp(&b.name)));
+        out
+    }
+
+    pub fn container(&self, name: &str) -> Result<ContainerInfo> {
+        let view = self.view.read().unwrap();
+        view.containers
+            .get(name)
+            .map(|c| view.container_info(c))
+            .ok_or_else(|| no_such_container(name))
+    }
+
+    fn record(&self, name: &str) -> Result<(ContainerRecord, ContainerState)> {
+        let view = self.view.read().unwrap();
+        let c = view.containers.get(name).ok_or_else(|| no_such_container(name))?;
+        Ok((c.clone(), view.state_of(c)))
+    }
+
+    fn generate_name(&self, image: &str) -> String {
+        let base: String = image
+            .split(':')
+            .next()
+            .unwrap_or("c")
+            .rsplit('/')
+            .next()
+            .unwrap_or("c")
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+            .take(40)
+            .collect();
+        let base = if base.is_empty() { "c".to_string() } else { base };
+        let view = self.view.read().unwrap();
+        loop {
+            let suffix: u16 = rand::rng().random();
+            let name = format!("{base}-{suffix:04x}");
+            if !view.containers.contains_key(&name) {
+                return name;
+            }
+        }
+    }
+
+    /// `herd run`.
+    pub async fn run(&self, req: RunRequest) -> Result<ContainerInfo> {
+        let image_name = normalize_image(&req.image).map_err(|e| Error::bad_request(e.0))?;
+        validate_limits(&req.limits)?;
+        for (k, _) in &req.labels {
+            if k.is_empty() {
+                return Err(Error::bad_request("label keys must not be empty"));
+            }
+        }
+        let image = self.view.read().unwrap().images.get(&image_name).cloned().ok_or_else(|| {
+            Error::not_found(format!(
+                "no such image: {image_name}: import it first with herd image import {} PATH",
+                image_name.trim_end_matches(":latest")
+            ))
+        })?;
+        let (args, env) = resolve_process(&image, &req.command, &req.env)?;
+        let name = match req.name {
+            Some(n) => {
+                validate_container_name(&n).map_err(|e| Error::bad_request(e.0))?;
+                n
+            }
+            None => self.generate_name(&image_name),
+        };
+        let _guard = self.lock(&name).await;
+
+        let node = {
+            let view = self.view.read().unwrap();
+            if let Some(existing) = view.containers.get(&name) {
+                return Err(name_in_use(&name, &existing.id));
+            }
+            let allocations = view.allocations();
+            let mut candidates: Vec<Candidate> = view
+                .nodes
+                .values()
+                .map(|n| {
+                    let (allocated, containers) =
+                        allocations.get(n.record.name.as_str()).copied().unwrap_or_default();
+                    Candidate {
+                        name: n.record.name.clone(),
+                        ready: view.node_ready(&n.record.name),
+                        capacity: n.record.capacity,
+                        allocated,
+                        containers,
+                    }
+                })
+                .collect();
+            candidates.sort_by(|a, b| a.name.cmp(&b.name));
+            let request = Request {
+                cpus_milli: req.limits.cpus_milli.unwrap_or(0),
+                memory_bytes: req.limits.memory_bytes.unwrap_or(0),
+                node: req.node.clone(),
+            };
+            herd_sched::place(&candidates, &request, Strategy::Spread).map_err(|e| {
+                if req.node.is_some() && e.exclusions.iter().any(|x| x.reason == "no such node") {
+                    Error::not_found(format!("no such node: {}", req.node.as_deref().unwrap_or("")))
+                } else {
+                    Error::conflict(e.to_string())
+                }
+            })?
+        };
+
+        let ip = self.ipam.lock().unwrap().allocate().ok_or_else(|| {
+            Error::conflict(format!("no free address left in the container range {}", self.cfg.container_cidr))
+        })?;
+        let record = ContainerRecord {
+            id: new_id(),
+            name: name.clone(),
+            image: image.name.clone(),
+            image_id: image.id.clone(),
+            node: node.clone(),
+            ip,
+            limits: req.limits,
+            args,
+            env,
+            working_dir: if image.config.working_dir.is_empty() { "/".into() } else { image.config.working_dir.clone() },
+            labels: req.labels.clone(),
+            created_at: now_millis(),
+            desired: Desired::Running,
+            checkpoints: Vec::new(),
+        };
+        match self.containers.create(&name, &record).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) => {
+                self.ipam.lock().unwrap().release(ip);
+                return Err(name_in_use(&name, "(another Control node)"));
+            }
+            Err(e) => {
+                self.ipam.lock().unwrap().release(ip);
+                return Err(e.into());
+            }
+        }
+        self.view.write().unwrap().insert_container(record.clone());
+
+        let spec = self.spec(&record, &image);
+        match self.node_call(&node, &NodeRequest::Create { spec }, CREATE_TIMEOUT).await {
+            Ok(_) => {}
+            Err(e) => {
+                // Undo: the node cleans up its own partial work; make sure, then forget the record.
+                let _ = self
+                    .node_call(&node, &NodeRequest::Remove { id: record.id.clone(), force: true }, Duration::from_secs(30))
+                    .await;
+                self.forget(&record).await;
+                return Err(Error::new(e.kind, format!("could not start container {name}: {}", e.message)));
+            }
+        }
+        self.refresh_status(&record.id).await?;
+        self.events
+            .emit("container", "create", &name, Some(&node), format!("container {name} created on {node} with address {ip}"))
+            .await;
+        self.container(&name)
+    }
+
+    /// Deletes a container's records and releases its address.
+    async fn forget(&self, record: &ContainerRecord) {
+        if let Err(e) = self.containers.delete(&record.name).await {
+            tracing::warn!("could not delete the record of {}: {e:#}", record.name);
+        }
+        if let Err(e) = self.statuses.delete(&record.id).await {
+            tracing::warn!("could not delete the status of {}: {e:#}", record.name);
+        }
+        let mut view = self.view.write().unwrap();
+        view.remove_container(&record.name);
+        view.statuses.remove(&record.id);
+        drop(view);
+        self.ipam.lock().unwrap().release(record.ip);
+    }
+
+    async fn set_desired(&self, mut record: ContainerRecord, desired: Desired) -> Result<ContainerRecord> {
+        record.desired = desired;
+        self.containers.put(&record.name, &record).await?;
+        self.view.write().unwrap().insert_container(record.clone());
+        Ok(record)
+    }
+
+    /// `herd stop`.
+    pub async fn stop(&self, name: &str, timeout_secs: u64) -> Result<ContainerInfo> {
+        let _guard = self.lock(name).await;
+        let (record, state) = self.record(name)?;
+        if state == ContainerState::Running {
+            let req = NodeRequest::Stop { id: record.id.clone(), timeout_secs };
+            self.node_call(&record.node, &req, Duration::from_secs(timeout_secs + 30)).await?;
+            self.refresh_status(&record.id).await?;
+            self.events
+                .emit("container", "stop", name, Some(&record.node), format!("container {name} stopped"))
+                .await;
+        }
+        if record.desired != Desired::Stopped {
+            self.set_desired(record, Desired::Stopped).await?;
+        }
+        self.container(name)
+    }
+
+    /// `herd rm`.
+    pub async fn remove(&self, name: &str, force: bool) -> Result<()> {
+        let _guard = self.lock(name).await;
+        let (record, state) = self.record(name)?;
+        if state == ContainerState::Running && !force {
+            return Err(Error::conflict(format!(
+                "container {name} is running: stop it first (herd stop {name}) or force it (herd rm -f {name})"
+            )));
+        }
+        let req = NodeRequest::Remove { id: record.id.clone(), force };
+        match self.node_call(&record.node, &req, Duration::from_secs(60)).await {
+            Ok(_) => {}
+            Err(e) if force && e.kind == crate::error::Kind::Unavailable => {
+                tracing::warn!("removing {name} while {}: the node deletes it when it returns", e.message);
+            }
+            Err(e) if e.kind == crate::error::Kind::Unavailable => {
+                return Err(Error::unavailable(format!(
+                    "{}: herd rm -f {name} removes it anyway (the node deletes it when it comes back)",
+                    e.message
+                )));
+            }
+            Err(e) => return Err(e),
+        }
+        self.forget(&record).await;
+        self.events
+            .emit("container", "remove", name, Some(&record.node), format!("container {name} removed"))
+            .await;
+        Ok(())
+    }
+
+    /// One chunk of a container's log from `offset`.
+    pub async fn logs_chunk(&self, name: &str, offset: u64) -> Result<LogChunk> {
+        let (record, _) = self.record(name)?;
+        let req = NodeRequest::Logs { id: record.id.clone(), offset, max_bytes: 256 << 10 };
+        match self.node_call(&record.node, &req, Duration::from_secs(15)).await? {
+            NodeReply::Logs(chunk) => Ok(chunk),
+            other => Err(unexpected(&record.node, &other)),
+        }
+    }
+
+    /// `herd logs [-f]`: newline-delimited JSON log entries; with `follow`, until the
+    /// container stops or the client goes away.
+    pub fn logs_stream(self: std::sync::Arc<Self>, name: String, follow: bool) -> impl Stream<Item = Result<Bytes>> {
+        futures::stream::unfold(Some(0u64), move |offset| {
+            let this = self.clone();
+            let name = name.clone();
+            async move {
+                let mut offset = offset?;
+                loop {
+                    let chunk = match this.logs_chunk(&name, offset).await {
+                        Ok(c) => c,
+                        Err(e) => return Some((Err(e), None)),
+                    };
+                    let advanced = chunk.next_offset != offset;
+                    offset = chunk.next_offset;
+                    if !chunk.entries.is_empty() {
+                        let mut buf = Vec::new();
+                        for e in &chunk.entries {
+                            serde_json::to_writer(&mut buf, e).expect("log entries serialize");
+                            buf.push(b'\n');
+                        }
+                        return Some((Ok(Bytes::from(buf)), Some(offset)));
+                    }
+                    if advanced {
+                        continue;
+                    }
+                    if !follow || chunk.finished {
+                        return None;
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        })
+    }
+
+    /// `herd checkpoint`.
+    pub async fn checkpoint(&self, name: &str, leave_running: bool) -> Result<CheckpointInfo> {
+        let _guard = self.lock(name).await;
+        let (mut record, state) = self.record(name)?;
+        if state != ContainerState::Running {
+            return Err(Error::conflict(format!(
+                "container {name} is {}: only a running container can be checkpointed",
+                state.as_str()
+            )));
+        }
+        let criu = self
+            .view
+            .read()
+            .unwrap()
+            .nodes
+            .get(&record.node)
+            .map(|n| n.record.facts.criu_version.is_some())
+            .unwrap_or(false);
+        if !criu {
+            return Err(Error::conflict(format!(
+                "node {} cannot checkpoint: CRIU (>= 4.2) is not installed there",
+                record.node
+            )));
+        }
+        let next = record
+            .checkpoints
+            .iter()
+            .filter_map(|c| c.id.strip_prefix("ck").and_then(|n| n.parse::<u64>().ok()))
+            .max()
+            .unwrap_or(0)
+            + 1;
+        let checkpoint_id = format!("ck{next}");
+        let req = NodeRequest::Checkpoint { id: record.id.clone(), checkpoint_id, leave_running };
+        let info = match self.node_call(&record.node, &req, CHECKPOINT_TIMEOUT).await? {
+            NodeReply::Checkpointed(info) => info,
+            other => return Err(unexpected(&record.node, &other)),
+        };
+        record.checkpoints.push(info.clone());
+        if !leave_running {
+            record.desired = Desired::Stopped;
+        }
+        self.containers.put(name, &record).await?;
+        self.view.write().unwrap().insert_container(record.clone());
+        self.refresh_status(&record.id).await?;
+        self.events
+            .emit(
+                "container",
+                "checkpoint",
+                name,
+                Some(&record.node),
+                format!(
+                    "container {name} checkpointed as {} ({}){}",
+                    info.id,
+                    units::Bytes(info.size_bytes),
+                    if leave_running { ", left running" } else { "" }
+                ),
+            )
+            .await;
+        Ok(info)
+    }
+
+    /// `herd restore`.
+    pub async fn restore(&self, name: &str, checkpoint: Option<&str>) -> Result<ContainerInfo> {
+        let _guard = self.lock(name).await;
+        let (record, state) = self.record(name)?;
+        if state == ContainerState::Running {
+            return Err(Error::conflict(format!(
+                "container {name} is running: stop it (herd stop {name}) before restoring a checkpoint into it"
+            )));
+        }
+        let ck = match checkpoint {
+            Some(id) => record.checkpoints.iter().find(|c| c.id == id).cloned().ok_or_else(|| {
+                let known: Vec<&str> = record.checkpoints.iter().map(|c| c.id.as_str()).collect();
+                Error::not_found(format!(
+                    "container {name} has no checkpoint {id} (it has: {})",
+                    if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                ))
+            })?,
+            None => record.checkpoints.last().cloned().ok_or_else(|| {
+                Error::not_found(format!(
+                    "container {name} has no checkpoints: create one with herd checkpoint {name}"
+                ))
+            })?,
+        };
+        if ck.node != record.node {
+            return Err(Error::conflict(format!(
+                "checkpoint {} of {name} is stored on node {}, but the container is on {}",
+                ck.id, ck.node, record.node
+            )));
+        }
+        let image = self.view.read().unwrap().images.get(&record.image).cloned().ok_or_else(|| {
+            Error::not_found(format!("image {} of container {name} no longer exists", record.image))
+        })?;
+        let spec = self.spec(&record, &image);
+        let req = NodeRequest::Restore { spec, checkpoint_id: ck.id.clone() };
+        self.node_call(&record.node, &req, CHECKPOINT_TIMEOUT).await?;
+        let node = record.node.clone();
+        self.set_desired(record.clone(), Desired::Running).await?;
+        self.refresh_status(&record.id).await?;
+        self.events
+            .emit("container", "restore", name, Some(&node), format!("container {name} restored from {}", ck.id))
+            .await;
+        self.container(name)
+    }
+}
+
+fn no_such_container(name: &str) -> Error {
+    Error::not_found(format!("no such container: {name}"))
+}
+
+fn name_in_use(name: &str, id: &str) -> Error {
+    Error::conflict(format!(
+        "the name {name} is already in use by container {id}: choose another with --name, or remove it with herd rm {name}"
+    ))
+}
+
+fn unexpected(node: &str, reply: &NodeReply) -> Error {
+    Error::new(crate::error::Kind::Internal, format!("node {node} gave an unexpected answer: {reply:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use herd_proto::state::ImageConfig;
+
+    fn image(entrypoint: &[&str], cmd: &[&str], env: &[&str]) -> ImageRecord {
+        ImageRecord {
+            name: "app:latest".into(),
+            id: "sha256:00".into(),
+            layers: vec![],
+            config: ImageConfig {
+                entrypoint: entrypoint.iter().map(|s| s.to_string()).collect(),
+                cmd: cmd.iter().map(|s| s.to_string()).collect(),
+                env: env.iter().map(|s| s.to_string()).collect(),
+                ..Default::default()
+            },
+            source: "oci-layout".into(),
+            created_at: 0,
+        }
+    }
+
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn command_replaces_cmd_and_keeps_entrypoint() {
+        let img = image(&["/init"], &["serve"], &[]);
+        let (args, _) = resolve_process(&img, &strings(&["debug", "-v"]), &[]).unwrap();
+        assert_eq!(args, strings(&["/init", "debug", "-v"]));
+        let (args, _) = resolve_process(&img, &[], &[]).unwrap();
+        assert_eq!(args, strings(&["/init", "serve"]));
+    }
+
+    #[test]
+    fn env_overrides_image_env_and_path_defaults() {
+        let img = image(&[], &["sh"], &["A=1", "PATH=/opt/bin"]);
+        let (_, env) = resolve_process(&img, &[], &strings(&["A=2", "B=3"])).unwrap();
+        assert_eq!(env, strings(&["PATH=/opt/bin", "A=2", "B=3"]));
+    }
+
+    #[test]
+    fn missing_command_and_bad_env_are_explained() {
+        let img = image(&[], &[], &[]);
+        let err = resolve_process(&img, &[], &[]).unwrap_err();
+        assert!(err.message.contains("has no command"), "{}", err.message);
+        let img = image(&[], &["sh"], &[]);
+        let err = resolve_process(&img, &[], &strings(&["NOVALUE"])).unwrap_err();
+        assert!(err.message.contains("expected KEY=VALUE"), "{}", err.message);
+    }
+
+    #[test]
+    fn limits_below_the_minimum_are_refused() {
+        let err = validate_limits(&Limits { memory_bytes: Some(1 << 20), ..Default::default() }).unwrap_err();
+        assert_eq!(err.message, "memory limit 1MiB is below the minimum of 6MiB: use --memory 6m or more");
+        validate_limits(&Limits { memory_bytes: Some(MIN_MEMORY), cpus_milli: Some(500), pids: None }).unwrap();
+    }
+}

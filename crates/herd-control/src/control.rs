@@ -1,0 +1,266 @@
+//! The Control node: its state, its connection to the nodes, and the background tasks that
+//! keep its view of the cluster current (registrations, heartbeats, container status).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use anyhow::Context;
+use async_nats::jetstream::object_store::ObjectStore;
+use futures::StreamExt;
+use herd_broker::{Broker, BrokerConfig, Bucket, Change};
+use herd_proto::api::NodeState;
+use herd_proto::node::{Heartbeat, NodeReply, NodeRequest, NodeResult};
+use herd_proto::state::{
+    ContainerRecord, ContainerState, ContainerStatus, ImageRecord, NodeRecord,
+};
+use herd_proto::subjects;
+use ipnet::Ipv4Net;
+
+use crate::error::{Error, Kind, Result};
+use crate::events::Events;
+use crate::ipam::Ipam;
+use crate::view::View;
+
+/// How the Control node is run.
+#[derive(Debug, Clone)]
+pub struct ControlConfig {
+    pub broker: BrokerConfig,
+    /// Where the HTTP API listens.
+    pub api_listen: SocketAddr,
+    /// The bearer token every API request must carry.
+    pub api_token: String,
+    /// Scratch space for image uploads.
+    pub data_dir: PathBuf,
+    /// The range container addresses come from.
+    pub container_cidr: Ipv4Net,
+    /// A node without a heartbeat for this long is down.
+    pub node_timeout: Duration,
+}
+
+/// The running Control node, shared by the API handlers.
+pub struct Control {
+    pub(crate) cfg: ControlConfig,
+    pub(crate) broker: Broker,
+    pub(crate) view: RwLock<View>,
+    pub(crate) containers: Bucket<ContainerRecord>,
+    pub(crate) images: Bucket<ImageRecord>,
+    pub(crate) statuses: Bucket<ContainerStatus>,
+    pub(crate) layers: ObjectStore,
+    pub(crate) events: Events,
+    pub(crate) ipam: Mutex<Ipam>,
+    /// One lock per container name, so operations on one container do not interleave.
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl Control {
+    /// Connects to the broker, loads the cluster state and starts the background tasks.
+    pub async fn start(cfg: ControlConfig) -> anyhow::Result<Arc<Control>> {
+        std::fs::create_dir_all(&cfg.data_dir)
+            .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
+        let broker = Broker::connect(&cfg.broker).await?;
+        let nodes: Bucket<NodeRecord> = broker.bucket(subjects::NODES_BUCKET).await?;
+        let images: Bucket<ImageRecord> = broker.bucket(subjects::IMAGES_BUCKET).await?;
+        let containers: Bucket<ContainerRecord> = broker.bucket(subjects::CONTAINERS_BUCKET).await?;
+        let statuses: Bucket<ContainerStatus> = broker.bucket(subjects::STATUS_BUCKET).await?;
+        let layers = broker.layer_store().await?;
+        let events = Events::open(&broker).await?;
+
+        // Subscribe to heartbeats before loading, so no node looks down for longer than it is.
+        let heartbeats = broker.client.subscribe(subjects::HEARTBEAT_ALL).await?;
+
+        let mut view = View::default();
+        let mut ipam = Ipam::new(cfg.container_cidr);
+        let (node_map, node_changes) = nodes.snapshot().await?;
+        for (_, n) in node_map {
+            view.register(n.value);
+        }
+        let (image_map, _) = images.snapshot().await?;
+        for (_, i) in image_map {
+            view.images.insert(i.value.name.clone(), i.value);
+        }
+        let (container_map, _) = containers.snapshot().await?;
+        for (name, c) in container_map {
+            if !ipam.reserve(c.value.ip) {
+                tracing::warn!(
+                    "container {name} has address {} outside the container range {}",
+                    c.value.ip,
+                    cfg.container_cidr
+                );
+            }
+            debug_assert_eq!(name, c.value.name);
+            view.insert_container(c.value);
+        }
+        let (status_map, status_changes) = statuses.snapshot().await?;
+        for (id, s) in status_map {
+            view.statuses.insert(id, s.value);
+        }
+        tracing::info!(
+            "loaded {} nodes, {} images, {} containers",
+            view.nodes.len(),
+            view.images.len(),
+            view.containers.len()
+        );
+
+        let control = Arc::new(Control {
+            cfg,
+            broker,
+            view: RwLock::new(view),
+            containers,
+            images,
+            statuses,
+            layers,
+            events,
+            ipam: Mutex::new(ipam),
+            locks: Mutex::new(HashMap::new()),
+        });
+        tokio::spawn(control.clone().follow_heartbeats(heartbeats));
+        tokio::spawn(control.clone().expire_nodes());
+        tokio::spawn(control.clone().follow_nodes(node_changes));
+        tokio::spawn(control.clone().follow_statuses(status_changes));
+        Ok(control)
+    }
+
+    /// Serializes operations on one container name.
+    pub(crate) async fn lock(&self, name: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let m = {
+            let mut locks = self.locks.lock().unwrap();
+            if locks.len() > 10_000 {
+                locks.retain(|_, m| Arc::strong_count(m) > 1);
+            }
+            locks.entry(name.to_string()).or_default().clone()
+        };
+        m.lock_owned().await
+    }
+
+    /// Sends a request to a node agent and waits for its answer.
+    pub(crate) async fn node_call(&self, node: &str, req: &NodeRequest, timeout: Duration) -> Result<NodeReply> {
+        {
+            let view = self.view.read().unwrap();
+            match view.nodes.get(node) {
+                None => return Err(Error::not_found(format!("no such node: {node}"))),
+                Some(n) if n.state != NodeState::Ready => {
+                    return Err(Error::unavailable(format!("node {node} is down")));
+                }
+                Some(_) => {}
+            }
+        }
+        let reply: NodeResult = self
+            .broker
+            .request(subjects::node_rpc(node), &format!("node {node}"), req, timeout)
+            .await
+            .map_err(|e| Error::unavailable(format!("{e:#}")))?;
+        reply.map_err(|e| Error::new(Kind::NodeFailed, format!("node {node}: {}", e.message)))
+    }
+
+    /// Re-reads a container's status from its bucket (the node writes it before answering).
+    pub(crate) async fn refresh_status(&self, id: &str) -> Result<()> {
+        let status = self.statuses.get(id).await?;
+        let mut view = self.view.write().unwrap();
+        match status {
+            Some(s) => {
+                view.statuses.insert(id.to_string(), s.value);
+            }
+            None => {
+                view.statuses.remove(id);
+            }
+        }
+        Ok(())
+    }
+
+    async fn follow_heartbeats(self: Arc<Self>, mut sub: async_nats::Subscriber) {
+        while let Some(msg) = sub.next().await {
+            let Ok(hb) = serde_json::from_slice::<Heartbeat>(&msg.payload) else {
+                tracing::warn!("ignoring a malformed heartbeat on {}", msg.subject);
+                continue;
+            };
+            let became_ready = self.view.write().unwrap().heartbeat(&hb.node, hb.time, hb.usage);
+            if became_ready {
+                self.events
+                    .emit("node", "ready", &hb.node, Some(&hb.node), format!("node {} is ready", hb.node))
+                    .await;
+            }
+        }
+    }
+
+    async fn expire_nodes(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        loop {
+            tick.tick().await;
+            let down = self.view.write().unwrap().expire(self.cfg.node_timeout);
+            for node in down {
+                let msg = format!(
+                    "node {node} is down: no heartbeat for {}s",
+                    self.cfg.node_timeout.as_secs_f32()
+                );
+                self.events.emit("node", "down", &node, Some(&node), msg).await;
+            }
+        }
+    }
+
+    async fn follow_nodes(self: Arc<Self>, changes: impl futures::Stream<Item = Change<NodeRecord>>) {
+        let mut changes = std::pin::pin!(changes);
+        while let Some(change) = changes.next().await {
+            match change {
+                Change::Put { value, .. } => {
+                    let name = value.name.clone();
+                    let known = self.view.read().unwrap().nodes.contains_key(&name);
+                    self.view.write().unwrap().register(value);
+                    if !known {
+                        self.events
+                            .emit("node", "register", &name, Some(&name), format!("node {name} joined"))
+                            .await;
+                    }
+                }
+                Change::Delete { key, .. } => {
+                    self.view.write().unwrap().nodes.remove(&key);
+                }
+            }
+        }
+    }
+
+    async fn follow_statuses(self: Arc<Self>, changes: impl futures::Stream<Item = Change<ContainerStatus>>) {
+        let mut changes = std::pin::pin!(changes);
+        while let Some(change) = changes.next().await {
+            match change {
+                Change::Put { key, value, .. } => {
+                    let (old, name) = {
+                        let mut view = self.view.write().unwrap();
+                        let old = view.statuses.insert(key.clone(), value.clone());
+                        let name = view.names_by_id.get(&key).cloned();
+                        (old, name)
+                    };
+                    let Some(name) = name else { continue };
+                    if old.as_ref().map(|o| (o.state, &o.node)) != Some((value.state, &value.node)) {
+                        self.status_event(&name, &value).await;
+                    }
+                }
+                Change::Delete { key, .. } => {
+                    self.view.write().unwrap().statuses.remove(&key);
+                }
+            }
+        }
+    }
+
+    async fn status_event(&self, name: &str, s: &ContainerStatus) {
+        let (action, message) = match s.state {
+            ContainerState::Running => ("start", format!("container {name} started on {}", s.node)),
+            ContainerState::Exited => (
+                "die",
+                format!(
+                    "container {name} exited with code {}",
+                    s.exit_code.map_or("unknown".to_string(), |c| c.to_string())
+                ),
+            ),
+            ContainerState::Checkpointed => ("checkpointed", format!("container {name} was checkpointed and stopped")),
+            ContainerState::Failed => (
+                "fail",
+                format!("container {name} failed: {}", s.error.as_deref().unwrap_or("unknown error")),
+            ),
+            ContainerState::Created => return,
+        };
+        self.events.emit("container", action, name, Some(&s.node), message).await;
+    }
+}

@@ -1,0 +1,162 @@
+//! Images: import of an uploaded archive into the layer store, listing and removal.
+//!
+//! Layers go into the broker's object store, named by digest; nodes fetch them from there
+//! over the network when a container is placed on them.
+
+use std::path::Path;
+
+use anyhow::Context;
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use herd_proto::names::{image_key, normalize_image};
+use herd_proto::now_millis;
+use herd_proto::state::ImageRecord;
+use rand::Rng;
+use tokio::io::AsyncWriteExt;
+
+use crate::control::Control;
+use crate::error::{Error, Result};
+
+impl Control {
+    pub fn list_images(&self) -> Vec<ImageRecord> {
+        let view = self.view.read().unwrap();
+        let mut out: Vec<ImageRecord> = view.images.values().cloned().collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    /// `herd image import NAME PATH`: `body` is the archive the CLI uploads.
+    pub async fn import_image(
+        &self,
+        name: &str,
+        body: impl Stream<Item = std::result::Result<Bytes, axum::Error>>,
+    ) -> Result<ImageRecord> {
+        let name = normalize_image(name).map_err(|e| Error::bad_request(e.0))?;
+        let tag: u64 = rand::rng().random();
+        let work = self.cfg.data_dir.join("uploads").join(format!("{tag:016x}"));
+        std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
+        let result = self.import_into(&name, body, &work).await;
+        if let Err(e) = std::fs::remove_dir_all(&work) {
+            tracing::warn!("could not remove {}: {e}", work.display());
+        }
+        let record = result?;
+        self.events
+            .emit(
+                "image",
+                "import",
+                &record.name,
+                None,
+                format!(
+                    "image {} imported from a {} ({} layers, {})",
+                    record.name,
+                    record.source,
+                    record.layers.len(),
+                    herd_proto::units::Bytes(record.size())
+                ),
+            )
+            .await;
+        Ok(record)
+    }
+
+    async fn import_into(
+        &self,
+        name: &str,
+        body: impl Stream<Item = std::result::Result<Bytes, axum::Error>>,
+        work: &Path,
+    ) -> Result<ImageRecord> {
+        let archive = work.join("upload");
+        let mut file = tokio::fs::File::create(&archive)
+            .await
+            .with_context(|| format!("creating {}", archive.display()))?;
+        let mut body = std::pin::pin!(body);
+        let mut received = 0u64;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| Error::bad_request(format!("the upload was interrupted: {e}")))?;
+            received += chunk.len() as u64;
+            file.write_all(&chunk).await.context("storing the upload")?;
+        }
+        file.flush().await.context("storing the upload")?;
+        drop(file);
+        if received == 0 {
+            return Err(Error::bad_request("the uploaded image archive is empty"));
+        }
+        let blobs = work.join("blobs");
+        std::fs::create_dir_all(&blobs).context("creating the blob directory")?;
+        let imported = tokio::task::spawn_blocking({
+            let archive = archive.clone();
+            move || herd_image::import_archive(&archive, &blobs)
+        })
+        .await
+        .context("image import task")?
+        .map_err(|e| Error::bad_request(format!("cannot import {name}: {e}")))?;
+
+        for layer in &imported.layers {
+            let digest = &layer.layer.digest;
+            if self.layers.info(digest).await.is_ok() {
+                continue;
+            }
+            let mut f = tokio::fs::File::open(&layer.path)
+                .await
+                .with_context(|| format!("opening layer {}", layer.path.display()))?;
+            self.layers
+                .put(digest.as_str(), &mut f)
+                .await
+                .with_context(|| format!("storing layer {digest}"))?;
+        }
+        let record = ImageRecord {
+            name: name.to_string(),
+            id: imported.id.clone(),
+            layers: imported.layers.iter().map(|l| l.layer.clone()).collect(),
+            config: imported.config.clone(),
+            source: imported.source.to_string(),
+            created_at: now_millis(),
+        };
+        self.images.put(&image_key(name), &record).await?;
+        self.view.write().unwrap().images.insert(name.to_string(), record.clone());
+        Ok(record)
+    }
+
+    /// `herd image rm NAME`: refused while a container uses the image; layers no other
+    /// image uses are deleted from the layer store.
+    pub async fn remove_image(&self, name: &str) -> Result<()> {
+        let name = normalize_image(name).map_err(|e| Error::bad_request(e.0))?;
+        let (record, users, shared) = {
+            let view = self.view.read().unwrap();
+            let record = view
+                .images
+                .get(&name)
+                .cloned()
+                .ok_or_else(|| Error::not_found(format!("no such image: {name}")))?;
+            let mut users: Vec<String> = view
+                .containers
+                .values()
+                .filter(|c| c.image == name)
+                .map(|c| c.name.clone())
+                .collect();
+            users.sort();
+            let shared: std::collections::HashSet<String> = view
+                .images
+                .values()
+                .filter(|i| i.name != name)
+                .flat_map(|i| i.layers.iter().map(|l| l.digest.clone()))
+                .collect();
+            (record, users, shared)
+        };
+        if !users.is_empty() {
+            return Err(Error::conflict(format!(
+                "image {name} is used by {}: remove {} first",
+                users.join(", "),
+                if users.len() == 1 { "that container" } else { "those containers" }
+            )));
+        }
+        self.images.delete(&image_key(&name)).await?;
+        self.view.write().unwrap().images.remove(&name);
+        for layer in record.layers.iter().filter(|l| !shared.contains(&l.digest)) {
+            if let Err(e) = self.layers.delete(&layer.digest).await {
+                tracing::warn!("could not delete layer {}: {e}", layer.digest);
+            }
+        }
+        self.events.emit("image", "remove", &name, None, format!("image {name} removed")).await;
+        Ok(())
+    }
+}

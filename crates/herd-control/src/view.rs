@@ -1,0 +1,165 @@
+//! The Control node's in-memory view of the cluster, kept in step with the key-value buckets.
+//!
+//! Reads (`herd ps`, placement) are served from here without touching the broker.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use herd_proto::api::{ContainerInfo, NodeInfo, NodeState};
+use herd_proto::node::NodeUsage;
+use herd_proto::state::{
+    ContainerRecord, ContainerState, ContainerStatus, ImageRecord, NodeRecord, Resources,
+};
+use herd_proto::UnixMillis;
+
+/// A node's registration and liveness.
+#[derive(Debug, Clone)]
+pub struct NodeEntry {
+    pub record: NodeRecord,
+    pub last_heartbeat: Option<(Instant, UnixMillis)>,
+    pub usage: Option<NodeUsage>,
+    pub state: NodeState,
+}
+
+/// Everything the Control node knows.
+#[derive(Debug, Default)]
+pub struct View {
+    pub nodes: HashMap<String, NodeEntry>,
+    /// Heartbeats from nodes whose registration has not been seen yet.
+    pub early_heartbeats: HashMap<String, (Instant, UnixMillis, NodeUsage)>,
+    pub images: HashMap<String, ImageRecord>,
+    pub containers: HashMap<String, ContainerRecord>,
+    /// Container name by id.
+    pub names_by_id: HashMap<String, String>,
+    /// Keyed by container id.
+    pub statuses: HashMap<String, ContainerStatus>,
+}
+
+impl View {
+    pub fn insert_container(&mut self, c: ContainerRecord) {
+        self.names_by_id.insert(c.id.clone(), c.name.clone());
+        self.containers.insert(c.name.clone(), c);
+    }
+
+    pub fn remove_container(&mut self, name: &str) -> Option<ContainerRecord> {
+        let c = self.containers.remove(name)?;
+        self.names_by_id.remove(&c.id);
+        Some(c)
+    }
+
+    pub fn node_ready(&self, name: &str) -> bool {
+        self.nodes.get(name).is_some_and(|n| n.state == NodeState::Ready)
+    }
+
+    /// Resources reserved on each node by the limits of its containers, and their count.
+    pub fn allocations(&self) -> HashMap<&str, (Resources, usize)> {
+        let mut out: HashMap<&str, (Resources, usize)> = HashMap::new();
+        for c in self.containers.values() {
+            let e = out.entry(c.node.as_str()).or_default();
+            e.0.cpus_milli += c.limits.cpus_milli.unwrap_or(0);
+            e.0.memory_bytes += c.limits.memory_bytes.unwrap_or(0);
+            e.1 += 1;
+        }
+        out
+    }
+
+    pub fn node_info(&self, allocations: &HashMap<&str, (Resources, usize)>, n: &NodeEntry) -> NodeInfo {
+        let (allocated, containers) =
+            allocations.get(n.record.name.as_str()).copied().unwrap_or_default();
+        NodeInfo {
+            name: n.record.name.clone(),
+            state: n.state,
+            address: n.record.address,
+            labels: n.record.labels.clone(),
+            capacity: n.record.capacity,
+            allocated,
+            usage: n.usage,
+            containers,
+            facts: n.record.facts.clone(),
+            last_heartbeat: n.last_heartbeat.map(|(_, t)| t),
+        }
+    }
+
+    pub fn container_info(&self, c: &ContainerRecord) -> ContainerInfo {
+        let status = self.statuses.get(&c.id).filter(|s| s.node == c.node);
+        ContainerInfo {
+            id: c.id.clone(),
+            name: c.name.clone(),
+            image: c.image.clone(),
+            image_id: c.image_id.clone(),
+            node: c.node.clone(),
+            ip: c.ip,
+            state: status.map(|s| s.state).unwrap_or(ContainerState::Created),
+            node_down: !self.node_ready(&c.node),
+            desired: c.desired,
+            limits: c.limits,
+            args: c.args.clone(),
+            env: c.env.clone(),
+            labels: c.labels.clone(),
+            pid: status.and_then(|s| s.pid),
+            created_at: c.created_at,
+            started_at: status.and_then(|s| s.started_at),
+            finished_at: status.and_then(|s| s.finished_at),
+            exit_code: status.and_then(|s| s.exit_code),
+            error: status.and_then(|s| s.error.clone()),
+            checkpoints: c.checkpoints.clone(),
+        }
+    }
+
+    pub fn state_of(&self, c: &ContainerRecord) -> ContainerState {
+        self.statuses
+            .get(&c.id)
+            .filter(|s| s.node == c.node)
+            .map(|s| s.state)
+            .unwrap_or(ContainerState::Created)
+    }
+
+    /// Records a heartbeat; returns true when the node just became ready.
+    pub fn heartbeat(&mut self, node: &str, at: UnixMillis, usage: NodeUsage) -> bool {
+        let now = Instant::now();
+        match self.nodes.get_mut(node) {
+            Some(n) => {
+                n.last_heartbeat = Some((now, at));
+                n.usage = Some(usage);
+                let was = n.state;
+                n.state = NodeState::Ready;
+                was != NodeState::Ready
+            }
+            None => {
+                self.early_heartbeats.insert(node.to_string(), (now, at, usage));
+                false
+            }
+        }
+    }
+
+    /// Adds or replaces a node registration.
+    pub fn register(&mut self, record: NodeRecord) {
+        let name = record.name.clone();
+        let early = self.early_heartbeats.remove(&name);
+        let entry = self.nodes.entry(name).or_insert_with(|| NodeEntry {
+            record: record.clone(),
+            last_heartbeat: None,
+            usage: None,
+            state: NodeState::Down,
+        });
+        entry.record = record;
+        if let Some((when, at, usage)) = early {
+            entry.last_heartbeat = Some((when, at));
+            entry.usage = Some(usage);
+            entry.state = NodeState::Ready;
+        }
+    }
+
+    /// Marks nodes without a recent heartbeat down; returns the names that just went down.
+    pub fn expire(&mut self, timeout: Duration) -> Vec<String> {
+        let mut down = Vec::new();
+        for n in self.nodes.values_mut() {
+            let alive = n.last_heartbeat.is_some_and(|(t, _)| t.elapsed() < timeout);
+            if !alive && n.state == NodeState::Ready {
+                n.state = NodeState::Down;
+                down.push(n.record.name.clone());
+            }
+        }
+        down
+    }
+}

@@ -1,0 +1,26 @@
+//! Image file formats: turning what a user imports into image layers, and layers into
+//! overlayfs lower directories.
+//!
+//! The Control node calls [`import_archive`] on an upload (a rootfs tarball, an OCI image
+//! layout or a `docker save` archive) and stores the layer blobs it writes; the CLI calls
+//! [`pack_dir`] to upload a rootfs directory as a tarball; a Compute node agent calls
+//! [`extract_layer`] to unpack each layer blob into its own directory, which overlayfs then
+//! stacks.
+//!
+//! Everything here is synchronous file work: no network, no async runtime.
+
+mod arch;
+mod compress;
+mod digest;
+mod error;
+mod extract;
+mod import;
+mod pack;
+mod tarwalk;
+
+pub use arch::host_architecture;
+pub use digest::sha256_file;
+pub use error::ImageError;
+pub use extract::{OPAQUE_XATTR, extract_layer};
+pub use import::{ImageSource, ImportedImage, ImportedLayer, blob_path, import_archive};
+pub use pack::pack_dir;

@@ -1,0 +1,236 @@
+//! The Compute node agent (`herd node`): registers the node, heartbeats, serves the Control
+//! node's requests, and keeps routes to the other nodes' containers.
+//!
+//! Restarting the agent does not touch running containers: each has its own shim, and the
+//! agent adopts them again when it comes back.
+
+use std::collections::{BTreeMap, HashSet};
+use std::future::Future;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use futures::StreamExt;
+use herd_broker::{Broker, BrokerConfig};
+use herd_proto::node::{Heartbeat, NodeError, NodeRequest, NodeResult, NodeUsage};
+use herd_proto::state::{ContainerRecord, ContainerStatus, NodeRecord, Resources};
+use herd_proto::{now_millis, subjects};
+use ipnet::Ipv4Net;
+
+use crate::layers::LayerCache;
+use crate::paths::NodePaths;
+use crate::runc::Runc;
+use crate::runtime::{Runtime, RuntimeConfig, validate_id};
+use crate::{cgroups, facts, tools};
+
+/// How the agent is run.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub name: String,
+    pub broker: BrokerConfig,
+    /// The address other nodes route this node's containers through.
+    pub address: Ipv4Addr,
+    pub data_dir: PathBuf,
+    pub run_dir: PathBuf,
+    pub cgroup_parent: String,
+    /// Only routes within this range are managed (all Herd routes when `None`).
+    pub container_cidr: Option<Ipv4Net>,
+    pub labels: BTreeMap<String, String>,
+    /// Capacity to offer instead of the machine's.
+    pub cpus_milli: Option<u64>,
+    pub memory_bytes: Option<u64>,
+    pub runc: Option<PathBuf>,
+    pub criu: Option<PathBuf>,
+    pub heartbeat: Duration,
+}
+
+/// Runs the agent until `shutdown` completes. Containers keep running afterwards.
+pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    herd_proto::names::validate_node_name(&cfg.name).map_err(|e| anyhow::anyhow!(e.0))?;
+    if !nix::unistd::geteuid().is_root() {
+        bail!("herd node must run as root: it drives runc, CRIU, cgroups and network namespaces");
+    }
+    let runc_bin = tools::require_runc(cfg.runc.as_deref())?;
+    let criu = match tools::require_criu(cfg.criu.as_deref()) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::warn!("{e:#}: this node runs containers but cannot checkpoint or migrate them");
+            None
+        }
+    };
+    let paths = NodePaths::new(&cfg.data_dir, &cfg.run_dir, &cfg.cgroup_parent);
+    let runc = Runc { binary: runc_bin, root: paths.runc_root(), criu: criu.as_ref().map(|(p, _)| p.clone()) };
+    let runc_version = runc.version().await.map_err(|e| anyhow::anyhow!("runc does not work: {e}"))?;
+    let node_facts = facts::probe(&runc_version, criu.as_ref().map(|(p, v)| (p.as_path(), v.as_str())));
+    let exe = std::env::current_exe().context("locating the herd executable")?;
+
+    // Containers route through this node; it must forward.
+    if let Err(e) = herd_net::write_sysctl("net/ipv4/ip_forward", "1") {
+        tracing::warn!("cannot enable IP forwarding: {e}");
+    }
+
+    let broker = Broker::connect(&cfg.broker).await?;
+    let statuses = broker.bucket::<ContainerStatus>(subjects::STATUS_BUCKET).await?;
+    let nodes = broker.bucket::<NodeRecord>(subjects::NODES_BUCKET).await?;
+    let containers = broker.bucket::<ContainerRecord>(subjects::CONTAINERS_BUCKET).await?;
+    let layers = LayerCache::new(paths.layers_dir(), broker.layer_store().await?)?;
+    let runtime = Arc::new(Runtime::new(
+        RuntimeConfig { node: cfg.name.clone(), paths: paths.clone(), runc, criu: criu.is_some(), exe },
+        statuses.clone(),
+        layers,
+    )?);
+
+    // Take back what this node ran before the agent (re)started.
+    let (placed, _) = containers.snapshot().await?;
+    let wanted: HashSet<String> =
+        placed.values().filter(|c| c.value.node == cfg.name).map(|c| c.value.id.clone()).collect();
+    runtime.adopt(&wanted).await?;
+    let (known, _) = statuses.snapshot().await?;
+    runtime.forget_stale_statuses(known.into_values().map(|v| v.value)).await;
+
+    let machine = facts::machine_capacity();
+    let record = NodeRecord {
+        name: cfg.name.clone(),
+        address: cfg.address,
+        labels: cfg.labels.clone(),
+        capacity: Resources {
+            cpus_milli: cfg.cpus_milli.unwrap_or(machine.cpus_milli),
+            memory_bytes: cfg.memory_bytes.unwrap_or(machine.memory_bytes),
+        },
+        facts: node_facts,
+        agent_version: env!("CARGO_PKG_VERSION").to_string(),
+        registered_at: now_millis(),
+    };
+    nodes.put(&cfg.name, &record).await?;
+    tracing::info!(
+        "node {} registered: {} ({} CPUs, {} memory), CRIU {}",
+        cfg.name,
+        cfg.address,
+        herd_proto::units::Cpus(record.capacity.cpus_milli),
+        herd_proto::units::Bytes(record.capacity.memory_bytes),
+        record.facts.criu_version.as_deref().unwrap_or("missing")
+    );
+
+    let mut requests = broker
+        .client
+        .subscribe(subjects::node_rpc(&cfg.name))
+        .await
+        .context("subscribing to node requests")?;
+    let heartbeats = tokio::spawn(heartbeat_loop(broker.clone(), cfg.clone(), runtime.clone()));
+    let routes = tokio::spawn({
+        let (broker, name, range) = (broker.clone(), cfg.name.clone(), cfg.container_cidr);
+        async move {
+            if let Err(e) = crate::routes::run_route_sync(broker, Some(name), range).await {
+                tracing::error!("route sync stopped: {e:#}");
+            }
+        }
+    });
+
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            msg = requests.next() => {
+                let Some(msg) = msg else { bail!("the broker connection closed") };
+                let Some(reply) = msg.reply.clone() else { continue };
+                let runtime = runtime.clone();
+                let client = broker.client.clone();
+                tokio::spawn(async move {
+                    let result: NodeResult = match serde_json::from_slice::<NodeRequest>(&msg.payload) {
+                        Ok(req) => handle(&runtime, req).await.map_err(|message| NodeError { message }),
+                        Err(e) => Err(NodeError { message: format!("malformed request: {e}") }),
+                    };
+                    let payload = Bytes::from(serde_json::to_vec(&result).unwrap_or_default());
+                    if let Err(e) = client.publish(reply, payload).await {
+                        tracing::warn!("could not answer a request: {e}");
+                    }
+                });
+            }
+        }
+    }
+    heartbeats.abort();
+    routes.abort();
+    let _ = broker.client.flush().await;
+    tracing::info!("node {} agent stopped; its containers keep running", cfg.name);
+    Ok(())
+}
+
+async fn handle(runtime: &Arc<Runtime>, req: NodeRequest) -> Result<herd_proto::node::NodeReply, String> {
+    match req {
+        NodeRequest::Create { spec } => {
+            validate_id(&spec.id)?;
+            runtime.create(spec).await
+        }
+        NodeRequest::Stop { id, timeout_secs } => {
+            validate_id(&id)?;
+            runtime.stop(&id, Duration::from_secs(timeout_secs)).await
+        }
+        NodeRequest::Remove { id, force } => {
+            validate_id(&id)?;
+            runtime.remove(&id, force).await
+        }
+        NodeRequest::Logs { id, offset, max_bytes } => {
+            validate_id(&id)?;
+            runtime.logs(&id, offset, max_bytes)
+        }
+        NodeRequest::Checkpoint { id, checkpoint_id, leave_running } => {
+            validate_id(&id)?;
+            runtime.checkpoint(&id, &checkpoint_id, leave_running).await
+        }
+        NodeRequest::Restore { spec, checkpoint_id } => {
+            validate_id(&spec.id)?;
+            runtime.restore(spec, &checkpoint_id).await
+        }
+        NodeRequest::Shutdown { stop_containers, timeout_secs } => {
+            if stop_containers {
+                runtime.stop_all(Duration::from_secs(timeout_secs)).await
+            } else {
+                Ok(herd_proto::node::NodeReply::Done)
+            }
+        }
+    }
+}
+
+/// Publishes a heartbeat with the node's container usage every `cfg.heartbeat`.
+async fn heartbeat_loop(broker: Broker, cfg: NodeConfig, runtime: Arc<Runtime>) {
+    let mut tick = tokio::time::interval(cfg.heartbeat);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let parent = NodePaths::new(&cfg.data_dir, &cfg.run_dir, &cfg.cgroup_parent).cgroup_parent;
+    let mut last: Option<(std::time::Instant, u64)> = None;
+    let mut seq = 0;
+    loop {
+        tick.tick().await;
+        seq += 1;
+        let (cpu_ns, memory) = cgroups::usage(&parent).unwrap_or((0, 0));
+        let now = std::time::Instant::now();
+        let cpu_milli = match last {
+            Some((t, prev)) if cpu_ns >= prev => {
+                let secs = now.duration_since(t).as_secs_f64().max(1e-3);
+                ((cpu_ns - prev) as f64 / 1e6 / secs) as u64
+            }
+            _ => 0,
+        };
+        last = Some((now, cpu_ns));
+        let load1 = std::fs::read_to_string("/proc/loadavg")
+            .ok()
+            .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
+            .unwrap_or(0.0);
+        let hb = Heartbeat {
+            node: cfg.name.clone(),
+            seq,
+            time: now_millis(),
+            usage: NodeUsage {
+                cpu_milli,
+                memory_used_bytes: memory,
+                containers_running: runtime.running_count(),
+                load1,
+            },
+        };
+        if let Err(e) = broker.publish(subjects::heartbeat(&cfg.name), &hb).await {
+            tracing::warn!("heartbeat not sent: {e:#}");
+        }
+    }
+}

@@ -1,0 +1,139 @@
+//! The node's cgroups: finding the hierarchies (v1, v2 or hybrid), reading a subtree's
+//! usage, and removing a subtree once its processes are gone.
+
+use std::path::{Path, PathBuf};
+
+/// A mounted cgroup hierarchy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hierarchy {
+    pub mount: PathBuf,
+    /// `true` for the cgroup v2 (unified) hierarchy.
+    pub unified: bool,
+    /// v1 controllers bound to it (`cpu`, `memory`, `name=systemd`, ...).
+    pub controllers: Vec<String>,
+}
+
+/// Every cgroup hierarchy mounted, from `/proc/self/mountinfo`.
+pub fn hierarchies() -> Vec<Hierarchy> {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else { return Vec::new() };
+    parse_hierarchies(&info)
+}
+
+fn parse_hierarchies(mountinfo: &str) -> Vec<Hierarchy> {
+    let mut out = Vec::new();
+    for line in mountinfo.lines() {
+        let Some((pre, post)) = line.split_once(" - ") else { continue };
+        let mut post = post.split(' ');
+        let (Some(fstype), Some(_source), Some(opts)) = (post.next(), post.next(), post.next()) else { continue };
+        let Some(mount) = pre.split(' ').nth(4) else { continue };
+        let unified = fstype == "cgroup2";
+        if fstype != "cgroup" && !unified {
+            continue;
+        }
+        let controllers = if unified {
+            Vec::new()
+        } else {
+            opts.split(',')
+                .filter(|o| !matches!(*o, "rw" | "ro" | "nosuid" | "nodev" | "noexec" | "relatime" | "noatime"))
+                .map(str::to_string)
+                .collect()
+        };
+        out.push(Hierarchy { mount: PathBuf::from(mount), unified, controllers });
+    }
+    out
+}
+
+/// 2 when containers' resources are managed through cgroup v2 only, 1 otherwise (v1 or hybrid).
+pub fn version() -> u8 {
+    let h = hierarchies();
+    if !h.is_empty() && h.iter().all(|h| h.unified) { 2 } else { 1 }
+}
+
+fn v1_dir(h: &[Hierarchy], controller: &str, path: &str) -> Option<PathBuf> {
+    h.iter()
+        .find(|h| !h.unified && h.controllers.iter().any(|c| c == controller))
+        .map(|h| h.mount.join(path.trim_start_matches('/')))
+}
+
+fn read_u64(p: &Path) -> Option<u64> {
+    std::fs::read_to_string(p).ok()?.trim().parse().ok()
+}
+
+/// CPU time (nanoseconds) and memory in use (bytes) of everything under cgroup `path`.
+pub fn usage(path: &str) -> Option<(u64, u64)> {
+    let h = hierarchies();
+    if let (Some(cpu), Some(mem)) = (v1_dir(&h, "cpuacct", path), v1_dir(&h, "memory", path)) {
+        return Some((read_u64(&cpu.join("cpuacct.usage"))?, read_u64(&mem.join("memory.usage_in_bytes")).unwrap_or(0)));
+    }
+    let unified = h.iter().find(|h| h.unified)?.mount.join(path.trim_start_matches('/'));
+    let stat = std::fs::read_to_string(unified.join("cpu.stat")).ok()?;
+    let usec: u64 = stat.lines().find_map(|l| l.strip_prefix("usage_usec "))?.trim().parse().ok()?;
+    Some((usec * 1000, read_u64(&unified.join("memory.current")).unwrap_or(0)))
+}
+
+/// Removes cgroup `path` and everything below it in every hierarchy, deepest first.
+/// Returns what could not be removed (a cgroup with live processes cannot be).
+pub fn remove_tree(path: &str) -> Vec<String> {
+    let rel = path.trim_matches('/');
+    if rel.is_empty() {
+        return vec!["refusing to remove the root cgroup".into()];
+    }
+    let mut problems = Vec::new();
+    for h in hierarchies() {
+        let top = h.mount.join(rel);
+        if !top.exists() {
+            continue;
+        }
+        let mut dirs = Vec::new();
+        collect_dirs(&top, &mut dirs);
+        dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+        for d in dirs {
+            if let Err(e) = std::fs::remove_dir(&d) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    problems.push(format!("removing cgroup {}: {e}", d.display()));
+                }
+            }
+        }
+    }
+    problems
+}
+
+fn collect_dirs(dir: &Path, out: &mut Vec<PathBuf>) {
+    out.push(dir.to_path_buf());
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                collect_dirs(&e.path(), out);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HYBRID: &str = "\
+25 1 0:22 / /sys/fs/cgroup ro,nosuid - tmpfs tmpfs ro,mode=755
+26 25 0:23 / /sys/fs/cgroup/unified rw,nosuid,nodev,noexec,relatime - cgroup2 cgroup2 rw,nsdelegate
+27 25 0:24 / /sys/fs/cgroup/cpuacct rw,relatime - cgroup cgroup rw,cpuacct
+28 25 0:25 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
+29 25 0:26 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,name=systemd
+";
+
+    #[test]
+    fn parses_a_hybrid_host() {
+        let h = parse_hierarchies(HYBRID);
+        assert_eq!(h.len(), 4);
+        assert!(h[0].unified);
+        assert_eq!(h[1].controllers, vec!["cpuacct"]);
+        assert_eq!(h[3].controllers, vec!["name=systemd"]);
+        assert_eq!(v1_dir(&h, "memory", "/herd/n1").unwrap(), PathBuf::from("/sys/fs/cgroup/memory/herd/n1"));
+        assert_eq!(v1_dir(&h, "cpu", "/x"), None);
+    }
+
+    #[test]
+    fn the_root_is_never_removed() {
+        assert_eq!(remove_tree("/").len(), 1);
+    }
+}

@@ -1,0 +1,97 @@
+//! The container's root filesystem: an overlay of the cached read-only image layers and a
+//! per-container writable upper layer.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+
+/// Mounts `lower` (bottom layer first, as images list them) under `upper` at `target`.
+pub fn mount_overlay(lower_bottom_first: &[PathBuf], upper: &Path, work: &Path, target: &Path) -> anyhow::Result<()> {
+    if lower_bottom_first.is_empty() {
+        bail!("an image needs at least one layer");
+    }
+    for d in [upper, work, target] {
+        std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+    }
+    if is_mountpoint(target)? {
+        return Ok(());
+    }
+    // overlayfs wants the uppermost lower layer first.
+    let lower: Vec<String> = lower_bottom_first.iter().rev().map(|p| p.display().to_string()).collect();
+    let options = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lower.join(":"),
+        upper.display(),
+        work.display()
+    );
+    if options.len() >= 4000 {
+        bail!("too many image layers for one overlay mount ({})", lower.len());
+    }
+    mount(Some("overlay"), target, Some("overlay"), MsFlags::empty(), Some(options.as_str()))
+        .with_context(|| format!("mounting the overlay root at {}", target.display()))
+}
+
+/// Unmounts `target` if something is mounted there.
+pub fn unmount(target: &Path) -> anyhow::Result<()> {
+    if !is_mountpoint(target)? {
+        return Ok(());
+    }
+    umount2(target, MntFlags::MNT_DETACH).with_context(|| format!("unmounting {}", target.display()))
+}
+
+/// Whether `path` is a mount point, from `/proc/self/mountinfo`.
+pub fn is_mountpoint(path: &Path) -> anyhow::Result<bool> {
+    Ok(mounts_under(path)?.iter().any(|m| m == path))
+}
+
+/// Mount points at or below `dir`, deepest first (the order to unmount them in).
+pub fn mounts_under(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
+    let mut out: Vec<PathBuf> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(unescape)
+        .map(PathBuf::from)
+        .filter(|p| p.starts_with(dir))
+        .collect();
+    out.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    out.dedup();
+    Ok(out)
+}
+
+/// mountinfo escapes space, tab, newline and backslash as octal.
+fn unescape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 4], 8) {
+                out.push(v as char);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(b[i] as char);
+        i += 1;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_escapes() {
+        assert_eq!(unescape("/a\\040b"), "/a b");
+        assert_eq!(unescape("/plain"), "/plain");
+    }
+
+    #[test]
+    fn root_is_a_mountpoint() {
+        assert!(is_mountpoint(Path::new("/")).unwrap());
+        assert!(!is_mountpoint(Path::new("/nonexistent/dir")).unwrap());
+    }
+}

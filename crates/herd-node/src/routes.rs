@@ -1,0 +1,150 @@
+//! Route sync: keeps a `/32 via <node address>` route to every container that runs on
+//! another node, following the cluster state. Each Compute node runs it in its own network
+//! namespace, and `herd up` runs it on the host, so container addresses are reachable from
+//! everywhere without tunnels, and a migrated container's route flips to its new node.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+
+use futures::StreamExt;
+use herd_broker::{Broker, Change};
+use herd_net::Netlink;
+use herd_proto::state::{ContainerRecord, NodeRecord};
+use herd_proto::subjects;
+use ipnet::Ipv4Net;
+
+/// The routes one namespace should have, derived from nodes and container placements.
+#[derive(Debug, Default)]
+pub struct RouteTable {
+    /// This namespace's own node, whose containers are routed through their veths instead.
+    local_node: Option<String>,
+    range: Option<Ipv4Net>,
+    node_addresses: HashMap<String, Ipv4Addr>,
+    /// Container name -> (node, address).
+    placements: HashMap<String, (String, Ipv4Addr)>,
+}
+
+impl RouteTable {
+    pub fn new(local_node: Option<String>, range: Option<Ipv4Net>) -> Self {
+        RouteTable { local_node, range, ..Default::default() }
+    }
+
+    pub fn set_node(&mut self, name: &str, address: Ipv4Addr) {
+        self.node_addresses.insert(name.to_string(), address);
+    }
+
+    pub fn set_container(&mut self, name: &str, node: &str, ip: Ipv4Addr) {
+        self.placements.insert(name.to_string(), (node.to_string(), ip));
+    }
+
+    pub fn remove_container(&mut self, name: &str) {
+        self.placements.remove(name);
+    }
+
+    /// Container address -> gateway, for every container on another known node.
+    pub fn desired(&self) -> HashMap<Ipv4Addr, Ipv4Addr> {
+        self.placements
+            .values()
+            .filter(|(node, _)| Some(node) != self.local_node.as_ref())
+            .filter(|(_, ip)| self.range.is_none_or(|r| r.contains(ip)))
+            .filter_map(|(node, ip)| self.node_addresses.get(node).map(|gw| (*ip, *gw)))
+            .collect()
+    }
+}
+
+/// Makes the namespace's Herd routes (within `range`) equal `desired`.
+async fn apply(
+    netlink: &Netlink,
+    range: Option<Ipv4Net>,
+    desired: &HashMap<Ipv4Addr, Ipv4Addr>,
+) -> anyhow::Result<()> {
+    let current: HashMap<Ipv4Addr, Ipv4Addr> = netlink
+        .routes_via()
+        .await?
+        .into_iter()
+        .filter(|(ip, _)| range.is_none_or(|r| r.contains(ip)))
+        .collect();
+    for (ip, gw) in desired {
+        if current.get(ip) != Some(gw) {
+            let dest = Ipv4Net::new(*ip, 32).expect("a /32 is valid");
+            if let Err(e) = netlink.replace_route_via(dest, *gw).await {
+                tracing::warn!("cannot route {ip} via {gw}: {e}");
+            }
+        }
+    }
+    for ip in current.keys().filter(|ip| !desired.contains_key(ip)) {
+        let dest = Ipv4Net::new(*ip, 32).expect("a /32 is valid");
+        if let Err(e) = netlink.delete_route(dest).await {
+            tracing::warn!("cannot delete the route to {ip}: {e}");
+        }
+    }
+    Ok(())
+}
+
+/// Follows the nodes and containers buckets forever, keeping this namespace's routes current.
+pub async fn run_route_sync(broker: Broker, local_node: Option<String>, range: Option<Ipv4Net>) -> anyhow::Result<()> {
+    let netlink = Netlink::new()?;
+    let nodes = broker.bucket::<NodeRecord>(subjects::NODES_BUCKET).await?;
+    let containers = broker.bucket::<ContainerRecord>(subjects::CONTAINERS_BUCKET).await?;
+    let mut table = RouteTable::new(local_node, range);
+    let (node_map, node_changes) = nodes.snapshot().await?;
+    for n in node_map.values() {
+        table.set_node(&n.value.name, n.value.address);
+    }
+    let (container_map, container_changes) = containers.snapshot().await?;
+    for c in container_map.values() {
+        table.set_container(&c.value.name, &c.value.node, c.value.ip);
+    }
+    apply(&netlink, range, &table.desired()).await?;
+
+    enum Update {
+        Node(Change<NodeRecord>),
+        Container(Change<ContainerRecord>),
+    }
+    let mut updates = futures::stream::select(
+        node_changes.map(Update::Node).boxed(),
+        container_changes.map(Update::Container).boxed(),
+    );
+    while let Some(update) = updates.next().await {
+        match update {
+            Update::Node(Change::Put { value, .. }) => table.set_node(&value.name, value.address),
+            Update::Node(Change::Delete { .. }) => {}
+            Update::Container(Change::Put { value, .. }) => table.set_container(&value.name, &value.node, value.ip),
+            Update::Container(Change::Delete { key, .. }) => table.remove_container(&key),
+        }
+        apply(&netlink, range, &table.desired()).await?;
+    }
+    anyhow::bail!("the cluster state watch ended")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_go_to_other_nodes_only() {
+        let mut t = RouteTable::new(Some("n1".into()), Some("10.88.0.0/16".parse().unwrap()));
+        t.set_node("n1", "10.77.0.11".parse().unwrap());
+        t.set_node("n2", "10.77.0.12".parse().unwrap());
+        t.set_container("a", "n1", "10.88.0.1".parse().unwrap());
+        t.set_container("b", "n2", "10.88.0.2".parse().unwrap());
+        t.set_container("c", "n3", "10.88.0.3".parse().unwrap()); // node not known yet
+        t.set_container("d", "n2", "192.168.1.1".parse().unwrap()); // outside the range
+        let want: HashMap<Ipv4Addr, Ipv4Addr> =
+            [("10.88.0.2".parse().unwrap(), "10.77.0.12".parse().unwrap())].into_iter().collect();
+        assert_eq!(t.desired(), want);
+        // A migration to n1 makes the route local (no gateway route any more).
+        t.set_container("b", "n1", "10.88.0.2".parse().unwrap());
+        assert!(t.desired().is_empty());
+    }
+
+    #[test]
+    fn the_host_routes_every_container() {
+        let mut t = RouteTable::new(None, None);
+        t.set_node("n1", "10.77.0.11".parse().unwrap());
+        t.set_container("a", "n1", "10.88.0.1".parse().unwrap());
+        assert_eq!(t.desired().len(), 1);
+        t.remove_container("a");
+        assert!(t.desired().is_empty());
+    }
+}

@@ -1,0 +1,515 @@
+//! A typed wrapper of the `runc` command line.
+//!
+//! Every invocation passes `--root` (and `--criu` when configured) and asks runc
+//! to log as JSON into a file of its own (`--log <file> --log-format json`): when
+//! runc fails, the error carries runc's own message, the last entry of that log
+//! whose level is `error` (or, failing that, what runc printed on stderr).
+//!
+//! The async methods are for the node agent; [`Runc::run_command`] and
+//! [`Runc::restore_command`] build the commands the shim runs itself, so that it
+//! can hand them its own pipes as stdio.
+
+use std::ffi::OsString;
+use std::io::{BufRead, BufReader, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::{Deserialize, Serialize};
+
+/// How to invoke runc: its binary, its state directory and the CRIU it should use.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Runc {
+    /// The runc executable, e.g. `/usr/sbin/runc` (or just `runc` to search `PATH`).
+    pub binary: PathBuf,
+    /// runc's `--root`: where it keeps the state of the containers it manages.
+    pub root: PathBuf,
+    /// runc's `--criu`: the CRIU binary for checkpoint and restore (runc's default,
+    /// `criu` on `PATH`, when `None`).
+    pub criu: Option<PathBuf>,
+}
+
+/// What `runc state` / `runc list` say about a container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuncState {
+    /// `created`, `running`, `paused` or `stopped`.
+    pub status: String,
+    /// The container's init process on the host (0 once it has stopped).
+    pub pid: u32,
+}
+
+/// Options of [`Runc::checkpoint`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointOpts {
+    /// Where CRIU writes the images (created if missing).
+    pub image_path: PathBuf,
+    /// Where CRIU writes its log (`dump.log`) and other work files (created if missing).
+    pub work_path: PathBuf,
+    /// Keep the container running after the dump (otherwise CRIU kills it and runc
+    /// deletes it).
+    pub leave_running: bool,
+    /// Dump established TCP connections (`--tcp-established`).
+    pub tcp_established: bool,
+}
+
+/// A failed runc invocation.
+#[derive(Debug, thiserror::Error)]
+pub enum RuncError {
+    /// runc could not be started at all.
+    #[error("cannot run {}: {source}", binary.display())]
+    Spawn {
+        binary: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// runc ran and failed; `message` is runc's own error message.
+    #[error("runc {command} failed: {message}")]
+    Failed { command: String, message: String },
+    /// runc succeeded but printed something this wrapper does not understand.
+    #[error("unexpected output from runc {command}: {message}")]
+    Output { command: String, message: String },
+    /// Preparing the invocation failed (log file, image directories).
+    #[error("runc {command}: {source}")]
+    Io {
+        command: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl RuncError {
+    /// True when runc failed because it does not know the container.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, RuncError::Failed { message, .. } if is_not_exist_message(message))
+    }
+}
+
+fn is_not_exist_message(message: &str) -> bool {
+    message.contains("container does not exist")
+}
+
+/// Unique per-invocation log file names (pid + counter) in the temporary directory.
+static LOG_SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// A runc `--log` file for one invocation, removed on drop.
+struct TempLog(PathBuf);
+
+impl TempLog {
+    fn new() -> TempLog {
+        let seq = LOG_SEQ.fetch_add(1, Ordering::Relaxed);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        TempLog(std::env::temp_dir().join(format!(
+            "herd-runc-{}-{seq}-{nanos}.log",
+            std::process::id()
+        )))
+    }
+}
+
+impl Drop for TempLog {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// The message of the last `"level":"error"` entry of a runc JSON log, reading from
+/// byte `offset` on (runc appends to its log: pass the length the file had before
+/// the invocation to ignore older entries).
+pub fn last_runc_error(log_file: &Path, offset: u64) -> Option<String> {
+    let mut file = std::fs::File::open(log_file).ok()?;
+    file.seek(SeekFrom::Start(offset)).ok()?;
+    let mut last = None;
+    for line in BufReader::new(file).split(b'\n') {
+        let Ok(line) = line else { break };
+        #[derive(Deserialize)]
+        struct Entry {
+            level: Option<String>,
+            msg: Option<String>,
+        }
+        if let Ok(Entry {
+            level: Some(level),
+            msg: Some(msg),
+        }) = serde_json::from_slice(&line)
+            && (level == "error" || level == "fatal")
+        {
+            last = Some(msg);
+        }
+    }
+    last
+}
+
+/// runc's message for a failed invocation: its log, else its stderr, else its status.
+fn failure_message(
+    log_file: &Path,
+    offset: u64,
+    stderr: &[u8],
+    status: std::process::ExitStatus,
+) -> String {
+    if let Some(msg) = last_runc_error(log_file, offset) {
+        return msg;
+    }
+    let stderr = String::from_utf8_lossy(stderr);
+    let stderr = stderr.trim();
+    if !stderr.is_empty() {
+        // The last non-empty line is the fatal error runc prints on exit.
+        return stderr
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or(stderr)
+            .to_string();
+    }
+    format!("runc exited with {status}")
+}
+
+impl Runc {
+    /// A runc invocation with the global options in place: `--root`, `--criu`, and
+    /// `--log <log_file> --log-format json`.
+    fn command(&self, log_file: &Path) -> Command {
+        let mut cmd = Command::new(&self.binary);
+        cmd.arg("--root").arg(&self.root);
+        if let Some(criu) = &self.criu {
+            cmd.arg("--criu").arg(criu);
+        }
+        cmd.arg("--log")
+            .arg(log_file)
+            .args(["--log-format", "json"]);
+        cmd
+    }
+
+    /// Runs `runc <global options> <args>` and returns its stdout, or its error.
+    async fn exec(&self, name: &str, args: &[OsString]) -> Result<Vec<u8>, RuncError> {
+        let log = TempLog::new();
+        let mut cmd = self.command(&log.0);
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let output = tokio::process::Command::from(cmd)
+            .output()
+            .await
+            .map_err(|source| RuncError::Spawn {
+                binary: self.binary.clone(),
+                source,
+            })?;
+        if output.status.success() {
+            Ok(output.stdout)
+        } else {
+            Err(RuncError::Failed {
+                command: name.to_string(),
+                message: failure_message(&log.0, 0, &output.stderr, output.status),
+            })
+        }
+    }
+
+    /// runc's version, e.g. `1.1.5+ds1` (the first line of `runc --version`).
+    pub async fn version(&self) -> Result<String, RuncError> {
+        let output = tokio::process::Command::new(&self.binary)
+            .arg("--root")
+            .arg(&self.root)
+            .arg("--version")
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .map_err(|source| RuncError::Spawn {
+                binary: self.binary.clone(),
+                source,
+            })?;
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        if !output.status.success() {
+            return Err(RuncError::Failed {
+                command: "--version".into(),
+                message: failure_message(Path::new(""), 0, &output.stderr, output.status),
+            });
+        }
+        let first = stdout.lines().next().unwrap_or_default();
+        match first.strip_prefix("runc version ") {
+            Some(v) => Ok(v.trim().to_string()),
+            None => Err(RuncError::Output {
+                command: "--version".into(),
+                message: first.to_string(),
+            }),
+        }
+    }
+
+    /// The container's state, or `None` when runc does not know `id`.
+    pub async fn state(&self, id: &str) -> Result<Option<RuncState>, RuncError> {
+        match self.exec("state", &["state".into(), id.into()]).await {
+            Ok(stdout) => serde_json::from_slice::<RuncState>(&stdout)
+                .map(Some)
+                .map_err(|e| RuncError::Output {
+                    command: "state".into(),
+                    message: e.to_string(),
+                }),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Every container runc knows under its root, with its state.
+    pub async fn list(&self) -> Result<Vec<(String, RuncState)>, RuncError> {
+        let stdout = self
+            .exec("list", &["list".into(), "--format".into(), "json".into()])
+            .await?;
+        #[derive(Deserialize)]
+        struct Item {
+            id: String,
+            status: String,
+            pid: u32,
+        }
+        // runc prints `null` when there is no container.
+        let items: Option<Vec<Item>> =
+            serde_json::from_slice(&stdout).map_err(|e| RuncError::Output {
+                command: "list".into(),
+                message: e.to_string(),
+            })?;
+        Ok(items
+            .unwrap_or_default()
+            .into_iter()
+            .map(|i| {
+                (
+                    i.id,
+                    RuncState {
+                        status: i.status,
+                        pid: i.pid,
+                    },
+                )
+            })
+            .collect())
+    }
+
+    /// Sends `signal` to the container's init (to all its processes when `all`).
+    pub async fn kill(&self, id: &str, signal: i32, all: bool) -> Result<(), RuncError> {
+        let mut args: Vec<OsString> = vec!["kill".into()];
+        if all {
+            args.push("--all".into());
+        }
+        args.push(id.into());
+        args.push(signal.to_string().into());
+        self.exec("kill", &args).await.map(drop)
+    }
+
+    /// Deletes the container's runc state (and cgroup); `force` kills it first if it
+    /// still runs. Succeeds when runc does not know `id`.
+    pub async fn delete(&self, id: &str, force: bool) -> Result<(), RuncError> {
+        let mut args: Vec<OsString> = vec!["delete".into()];
+        if force {
+            args.push("--force".into());
+        }
+        args.push(id.into());
+        match self.exec("delete", &args).await {
+            Err(e) if e.is_not_found() => Ok(()),
+            r => r.map(drop),
+        }
+    }
+
+    /// The blocking twin of `delete(id, true)`, for the shim and for clean-up paths
+    /// that cannot await. Errors other than "does not exist" are returned.
+    pub fn delete_force_blocking(&self, id: &str) -> Result<(), RuncError> {
+        let log = TempLog::new();
+        let output = self
+            .command(&log.0)
+            .args(["delete", "--force", id])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output()
+            .map_err(|source| RuncError::Spawn {
+                binary: self.binary.clone(),
+                source,
+            })?;
+        if output.status.success() {
+            return Ok(());
+        }
+        let message = failure_message(&log.0, 0, &output.stderr, output.status);
+        if is_not_exist_message(&message) {
+            Ok(())
+        } else {
+            Err(RuncError::Failed {
+                command: "delete".into(),
+                message,
+            })
+        }
+    }
+
+    /// Checkpoints the container with CRIU into `opts.image_path`.
+    pub async fn checkpoint(&self, id: &str, opts: &CheckpointOpts) -> Result<(), RuncError> {
+        for dir in [&opts.image_path, &opts.work_path] {
+            std::fs::create_dir_all(dir).map_err(|source| RuncError::Io {
+                command: "checkpoint".into(),
+                source,
+            })?;
+        }
+        let mut args: Vec<OsString> = vec![
+            "checkpoint".into(),
+            "--image-path".into(),
+            opts.image_path.clone().into(),
+            "--work-path".into(),
+            opts.work_path.clone().into(),
+        ];
+        if opts.leave_running {
+            args.push("--leave-running".into());
+        }
+        if opts.tcp_established {
+            args.push("--tcp-established".into());
+        }
+        args.push(id.into());
+        self.exec("checkpoint", &args).await.map(drop)
+    }
+
+    /// `runc run -d --bundle <bundle> --pid-file <pid_file> <id>`, logging to
+    /// `log_file`. Stdio is left for the caller to set: without a terminal runc
+    /// hands its own stdio to the container.
+    pub fn run_command(
+        &self,
+        id: &str,
+        bundle: &Path,
+        pid_file: &Path,
+        log_file: &Path,
+    ) -> Command {
+        let mut cmd = self.command(log_file);
+        cmd.args(["run", "-d", "--bundle"])
+            .arg(bundle)
+            .arg("--pid-file")
+            .arg(pid_file)
+            .arg(id);
+        cmd
+    }
+
+    /// `runc restore -d --bundle <bundle> --image-path <image_path> --work-path
+    /// <work_path> [--tcp-established] --pid-file <pid_file> <id>`, logging to
+    /// `log_file`. runc maps the checkpoint's external stdio pipes onto its own
+    /// stdio (CRIU inherit-fd), so the restored processes write into the caller's
+    /// stdio.
+    #[allow(clippy::too_many_arguments)]
+    pub fn restore_command(
+        &self,
+        id: &str,
+        bundle: &Path,
+        image_path: &Path,
+        work_path: &Path,
+        tcp_established: bool,
+        pid_file: &Path,
+        log_file: &Path,
+    ) -> Command {
+        let mut cmd = self.command(log_file);
+        cmd.args(["restore", "-d", "--bundle"])
+            .arg(bundle)
+            .arg("--image-path")
+            .arg(image_path)
+            .arg("--work-path")
+            .arg(work_path);
+        if tcp_established {
+            cmd.arg("--tcp-established");
+        }
+        cmd.arg("--pid-file").arg(pid_file).arg(id);
+        cmd
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn runc() -> Runc {
+        Runc {
+            binary: "runc".into(),
+            root: "/run/x".into(),
+            criu: Some("/usr/local/sbin/criu".into()),
+        }
+    }
+
+    #[test]
+    fn run_command_args() {
+        let cmd = runc().run_command(
+            "c1",
+            Path::new("/b"),
+            Path::new("/s/pid"),
+            Path::new("/s/log"),
+        );
+        let args: Vec<_> = cmd.get_args().map(|a| a.to_str().unwrap()).collect();
+        assert_eq!(
+            args,
+            [
+                "--root",
+                "/run/x",
+                "--criu",
+                "/usr/local/sbin/criu",
+                "--log",
+                "/s/log",
+                "--log-format",
+                "json",
+                "run",
+                "-d",
+                "--bundle",
+                "/b",
+                "--pid-file",
+                "/s/pid",
+                "c1"
+            ]
+        );
+    }
+
+    #[test]
+    fn restore_command_args() {
+        let mut r = runc();
+        r.criu = None;
+        let cmd = r.restore_command(
+            "c1",
+            Path::new("/b"),
+            Path::new("/img"),
+            Path::new("/w"),
+            true,
+            Path::new("/s/pid"),
+            Path::new("/s/log"),
+        );
+        let args: Vec<_> = cmd.get_args().map(|a| a.to_str().unwrap()).collect();
+        assert_eq!(
+            args,
+            [
+                "--root",
+                "/run/x",
+                "--log",
+                "/s/log",
+                "--log-format",
+                "json",
+                "restore",
+                "-d",
+                "--bundle",
+                "/b",
+                "--image-path",
+                "/img",
+                "--work-path",
+                "/w",
+                "--tcp-established",
+                "--pid-file",
+                "/s/pid",
+                "c1"
+            ]
+        );
+    }
+
+    #[test]
+    fn last_error_of_log() {
+        let path = TempLog::new();
+        std::fs::write(
+            &path.0,
+            concat!(
+                "{\"level\":\"error\",\"msg\":\"old\",\"time\":\"t\"}\n",
+                "{\"level\":\"warning\",\"msg\":\"w\",\"time\":\"t\"}\n",
+                "{\"level\":\"error\",\"msg\":\"runc run failed: boom\",\"time\":\"t\"}\n",
+                "{\"level\":\"info\",\"msg\":\"later\",\"time\":\"t\"}\n",
+                "not json\n",
+            ),
+        )
+        .unwrap();
+        assert_eq!(
+            last_runc_error(&path.0, 0).as_deref(),
+            Some("runc run failed: boom")
+        );
+        let len = std::fs::metadata(&path.0).unwrap().len();
+        assert_eq!(last_runc_error(&path.0, len), None);
+    }
+}

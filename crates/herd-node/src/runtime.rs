@@ -1,0 +1,662 @@
+//! The container manager of a Compute node: creates, stops, removes, checkpoints and
+//! restores containers with runc, CRIU, overlayfs, cgroups and network namespaces, and
+//! keeps each container's observed status in the cluster's status bucket.
+//!
+//! Every operation on a container holds that container's operation lock; a shim's exit is
+//! noticed by a watcher task, which finalises the container unless an operation that
+//! expected the exit (stop, checkpoint) does it itself.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use herd_broker::Bucket;
+use herd_net::{Netlink, Netns, attach_container, detach_container};
+use herd_proto::node::{ContainerSpec, LogChunk, NodeReply};
+use herd_proto::now_millis;
+use herd_proto::state::{CheckpointInfo, ContainerState, ContainerStatus};
+use tokio::sync::watch;
+
+use crate::layers::LayerCache;
+use crate::paths::{ContainerPaths, NodePaths, host_ifname};
+use crate::runc::{CheckpointOpts, Runc};
+use crate::shim::{self, ExitStatus, ShimArgs, ShimMode};
+use crate::{logs, overlay, spec};
+
+/// Name of the upper-layer snapshot inside a checkpoint directory.
+pub const ROOTFS_DIFF: &str = "rootfs-diff.tar";
+/// CRIU images inside a checkpoint directory.
+pub const CRIU_IMAGES: &str = "criu";
+const CHECKPOINT_META: &str = "checkpoint.json";
+/// How long a killed container gets to be reaped.
+const KILL_WAIT: Duration = Duration::from_secs(15);
+
+/// What the runtime needs to know about its node.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    pub node: String,
+    pub paths: NodePaths,
+    pub runc: Runc,
+    /// Whether CRIU is available (checkpoint and restore need it).
+    pub criu: bool,
+    /// The `herd` executable, run as `herd shim` for each container.
+    pub exe: PathBuf,
+}
+
+/// A failed operation, in words for the person who asked.
+pub type OpResult<T> = Result<T, String>;
+
+#[derive(Debug, Clone, Default)]
+struct Live {
+    state: Option<ContainerState>,
+    shim_pid: Option<u32>,
+    pid: Option<u32>,
+    started_at: Option<u64>,
+    finished_at: Option<u64>,
+    exit_code: Option<i32>,
+    error: Option<String>,
+    /// Bumped every time a shim is started; a watcher only acts on its own generation.
+    generation: u64,
+    /// An operation is about to make the container exit and will finalise it itself.
+    expecting_exit: bool,
+}
+
+struct Container {
+    spec: ContainerSpec,
+    paths: ContainerPaths,
+    op: tokio::sync::Mutex<()>,
+    live: Mutex<Live>,
+    /// Carries the generation whose shim exited.
+    exited: watch::Sender<u64>,
+}
+
+pub struct Runtime {
+    cfg: RuntimeConfig,
+    statuses: Bucket<ContainerStatus>,
+    layers: LayerCache,
+    netlink: Netlink,
+    containers: Mutex<HashMap<String, Arc<Container>>>,
+}
+
+fn err(context: &str, e: impl std::fmt::Display) -> String {
+    format!("{context}: {e}")
+}
+
+/// Bytes used by the files under `dir`.
+fn du(dir: &Path) -> u64 {
+    let mut total = 0;
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            match e.metadata() {
+                Ok(m) if m.is_dir() => total += du(&e.path()),
+                Ok(m) => total += m.len(),
+                Err(_) => {}
+            }
+        }
+    }
+    total
+}
+
+/// The last error lines of a CRIU log, to explain a failed dump or restore.
+fn criu_log_tail(log: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(log).ok()?;
+    let errors: Vec<&str> = text.lines().filter(|l| l.contains("Error") || l.contains("error")).collect();
+    let tail: Vec<&str> = errors.iter().rev().take(3).rev().copied().collect();
+    (!tail.is_empty()).then(|| tail.join(" | "))
+}
+
+impl Runtime {
+    pub fn new(cfg: RuntimeConfig, statuses: Bucket<ContainerStatus>, layers: LayerCache) -> anyhow::Result<Runtime> {
+        for d in [cfg.paths.containers_dir(), cfg.paths.netns_dir(), cfg.paths.runc_root()] {
+            std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
+        }
+        Ok(Runtime { cfg, statuses, layers, netlink: Netlink::new()?, containers: Mutex::new(HashMap::new()) })
+    }
+
+    fn get(&self, id: &str) -> OpResult<Arc<Container>> {
+        self.containers
+            .lock()
+            .unwrap()
+            .get(id)
+            .cloned()
+            .ok_or_else(|| format!("no container {id} on node {}", self.cfg.node))
+    }
+
+    pub fn running_count(&self) -> u32 {
+        self.containers
+            .lock()
+            .unwrap()
+            .values()
+            .filter(|c| c.live.lock().unwrap().state == Some(ContainerState::Running))
+            .count() as u32
+    }
+
+    async fn publish_status(&self, c: &Container) {
+        let status = {
+            let l = c.live.lock().unwrap();
+            ContainerStatus {
+                id: c.spec.id.clone(),
+                node: self.cfg.node.clone(),
+                state: l.state.unwrap_or(ContainerState::Created),
+                pid: l.pid,
+                started_at: l.started_at,
+                finished_at: l.finished_at,
+                exit_code: l.exit_code,
+                error: l.error.clone(),
+                updated_at: now_millis(),
+            }
+        };
+        if let Err(e) = self.statuses.put(&status.id, &status).await {
+            tracing::warn!("could not publish the status of {}: {e:#}", c.spec.name);
+        }
+    }
+
+    fn shim_args(&self, c: &Container, mode: ShimMode) -> ShimArgs {
+        ShimArgs {
+            id: c.spec.id.clone(),
+            state_dir: c.paths.state(),
+            bundle: c.paths.bundle(),
+            runc: self.cfg.runc.clone(),
+            mode,
+        }
+    }
+
+    /// Everything a running container needs besides its process: root filesystem, runtime
+    /// config and network. Undone by [`Runtime::release`].
+    async fn prepare(&self, c: &Container) -> anyhow::Result<()> {
+        let spec = &c.spec;
+        let layers = self.layers.ensure(&spec.layers).await?;
+        overlay::mount_overlay(&layers, &c.paths.upper(), &c.paths.overlay_work(), &c.paths.rootfs())?;
+        let netns_path = self.cfg.paths.netns(&spec.id);
+        let config = spec::runtime_spec(spec, &netns_path, &self.cfg.paths.cgroup(&spec.id));
+        let config_path = c.paths.bundle().join("config.json");
+        std::fs::write(&config_path, serde_json::to_vec_pretty(&config)?)
+            .with_context(|| format!("writing {}", config_path.display()))?;
+        let ns = match Netns::open(&netns_path) {
+            Ok(ns) => ns,
+            Err(_) => Netns::create(&netns_path)?,
+        };
+        let host_if = host_ifname(&spec.id);
+        if self.netlink.link_index(&host_if).await?.is_none() {
+            attach_container(&self.netlink, &ns, &host_if, spec.ip).await?;
+        }
+        Ok(())
+    }
+
+    /// Frees what [`Runtime::prepare`] took, once the container's processes are gone.
+    async fn release(&self, c: &Container) -> Vec<String> {
+        let mut problems = Vec::new();
+        if let Err(e) = self.cfg.runc.delete(&c.spec.id, true).await {
+            problems.push(format!("runc delete: {e}"));
+        }
+        if let Err(e) = detach_container(&self.netlink, &host_ifname(&c.spec.id)).await {
+            problems.push(format!("network: {e}"));
+        }
+        if let Err(e) = Netns::remove(&self.cfg.paths.netns(&c.spec.id)) {
+            problems.push(format!("network namespace: {e}"));
+        }
+        if let Err(e) = overlay::unmount(&c.paths.rootfs()) {
+            problems.push(format!("{e:#}"));
+        }
+        // runc leaves the (empty) cgroup behind after a checkpoint; it is ours to remove.
+        crate::cgroups::remove_tree(&self.cfg.paths.cgroup(&c.spec.id));
+        for p in &problems {
+            tracing::warn!("releasing {}: {p}", c.spec.name);
+        }
+        problems
+    }
+
+    /// Starts a shim (run or restore) and the watcher of its exit.
+    async fn start_shim(self: &Arc<Self>, c: &Arc<Container>, mode: ShimMode) -> anyhow::Result<u32> {
+        let _ = std::fs::remove_file(c.paths.state().join(shim::EXIT_FILE));
+        let args = self.shim_args(c, mode);
+        let exe = self.cfg.exe.clone();
+        let started = tokio::task::spawn_blocking(move || shim::spawn_shim(&exe, &["shim"], &args))
+            .await
+            .context("shim start task")??;
+        let generation = {
+            let mut l = c.live.lock().unwrap();
+            l.generation += 1;
+            l.state = Some(ContainerState::Running);
+            l.shim_pid = Some(started.shim_pid);
+            l.pid = Some(started.container_pid);
+            l.started_at = Some(now_millis());
+            l.finished_at = None;
+            l.exit_code = None;
+            l.error = None;
+            l.expecting_exit = false;
+            l.generation
+        };
+        self.publish_status(c).await;
+        self.watch_exit(c.clone(), started.shim_pid, generation);
+        Ok(started.container_pid)
+    }
+
+    fn watch_exit(self: &Arc<Self>, c: Arc<Container>, shim_pid: u32, generation: u64) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = shim::wait_for_exit(shim_pid).await {
+                tracing::warn!("cannot watch the shim of {}: {e}", c.spec.name);
+                return;
+            }
+            let exit = shim::read_exit(&c.paths.state());
+            let expected = {
+                let mut l = c.live.lock().unwrap();
+                if l.generation != generation || l.state != Some(ContainerState::Running) {
+                    return;
+                }
+                l.pid = None;
+                l.shim_pid = None;
+                l.finished_at = Some(exit.map(|e| e.finished_at).unwrap_or_else(now_millis));
+                l.exit_code = exit.map(|e| e.code);
+                if exit.is_none() {
+                    l.error = Some("the container's shim died without recording an exit status".into());
+                }
+                l.expecting_exit
+            };
+            c.exited.send_replace(generation);
+            if !expected {
+                // Ended on its own: finalise unless an operation got there first.
+                let _op = c.op.lock().await;
+                let mine = {
+                    let mut l = c.live.lock().unwrap();
+                    let mine = l.generation == generation && l.state == Some(ContainerState::Running);
+                    if mine {
+                        l.state = Some(ContainerState::Exited);
+                    }
+                    mine
+                };
+                if mine {
+                    this.release(&c).await;
+                    this.publish_status(&c).await;
+                }
+            }
+        });
+    }
+
+    /// Waits until the shim of `generation` has exited, up to `timeout`.
+    async fn wait_exit(c: &Container, generation: u64, timeout: Duration) -> bool {
+        let mut rx = c.exited.subscribe();
+        tokio::time::timeout(timeout, rx.wait_for(|g| *g >= generation)).await.is_ok_and(|r| r.is_ok())
+    }
+
+    /// `Create`: set up and start a new container.
+    pub async fn create(self: &Arc<Self>, spec: ContainerSpec) -> OpResult<NodeReply> {
+        let paths = self.cfg.paths.container(&spec.id);
+        if self.containers.lock().unwrap().contains_key(&spec.id) || paths.dir.exists() {
+            return Err(format!("container {} ({}) already exists on node {}", spec.name, spec.id, self.cfg.node));
+        }
+        let c = Arc::new(Container {
+            paths,
+            op: tokio::sync::Mutex::new(()),
+            live: Mutex::new(Live::default()),
+            exited: watch::channel(0).0,
+            spec,
+        });
+        let _op = c.op.lock().await;
+        self.containers.lock().unwrap().insert(c.spec.id.clone(), c.clone());
+        let result = async {
+            for d in [c.paths.dir.clone(), c.paths.state(), c.paths.bundle()] {
+                std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
+            }
+            std::fs::write(c.paths.spec(), serde_json::to_vec_pretty(&c.spec)?)?;
+            self.prepare(&c).await?;
+            self.start_shim(&c, ShimMode::Run).await
+        }
+        .await;
+        match result {
+            Ok(pid) => {
+                let started_at = c.live.lock().unwrap().started_at.unwrap_or_else(now_millis);
+                Ok(NodeReply::Started { pid, started_at })
+            }
+            Err(e) => {
+                // Leave nothing behind: the Control node forgets the container too.
+                self.release(&c).await;
+                let _ = std::fs::remove_dir_all(&c.paths.dir);
+                self.containers.lock().unwrap().remove(&c.spec.id);
+                Err(format!("{e:#}"))
+            }
+        }
+    }
+
+    /// `Stop`: SIGTERM, then SIGKILL after `timeout`.
+    pub async fn stop(self: &Arc<Self>, id: &str, timeout: Duration) -> OpResult<NodeReply> {
+        let c = self.get(id)?;
+        let _op = c.op.lock().await;
+        self.stop_locked(&c, timeout).await?;
+        let code = c.live.lock().unwrap().exit_code;
+        Ok(NodeReply::Stopped { exit_code: code })
+    }
+
+    async fn stop_locked(self: &Arc<Self>, c: &Arc<Container>, timeout: Duration) -> OpResult<()> {
+        let generation = {
+            let mut l = c.live.lock().unwrap();
+            if l.state != Some(ContainerState::Running) {
+                return Ok(());
+            }
+            l.expecting_exit = true;
+            l.generation
+        };
+        let id = &c.spec.id;
+        if let Err(e) = self.cfg.runc.kill(id, libc::SIGTERM, false).await {
+            tracing::info!("SIGTERM to {}: {e}", c.spec.name);
+        }
+        if !Self::wait_exit(c, generation, timeout).await {
+            let _ = self.cfg.runc.kill(id, libc::SIGKILL, true).await;
+            if !Self::wait_exit(c, generation, KILL_WAIT).await {
+                c.live.lock().unwrap().expecting_exit = false;
+                return Err(format!("container {} did not die after SIGKILL", c.spec.name));
+            }
+        }
+        c.live.lock().unwrap().state = Some(ContainerState::Exited);
+        self.release(c).await;
+        self.publish_status(c).await;
+        Ok(())
+    }
+
+    /// `Remove`: delete the container and everything the node holds for it.
+    pub async fn remove(self: &Arc<Self>, id: &str, force: bool) -> OpResult<NodeReply> {
+        let c = match self.get(id) {
+            Ok(c) => c,
+            Err(_) => {
+                // Unknown here (already removed, or never created): make sure nothing remains.
+                let _ = self.statuses.delete(id).await;
+                let _ = std::fs::remove_dir_all(self.cfg.paths.checkpoints_dir(id));
+                return Ok(NodeReply::Done);
+            }
+        };
+        let _op = c.op.lock().await;
+        let running = c.live.lock().unwrap().state == Some(ContainerState::Running);
+        if running {
+            if !force {
+                return Err(format!("container {} is running", c.spec.name));
+            }
+            self.stop_locked(&c, Duration::ZERO).await?;
+        }
+        let problems = self.release(&c).await;
+        if let Err(e) = std::fs::remove_dir_all(&c.paths.dir) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                return Err(err(&format!("removing {}", c.paths.dir.display()), e));
+            }
+        }
+        let _ = std::fs::remove_dir_all(self.cfg.paths.checkpoints_dir(id));
+        c.live.lock().unwrap().generation += 1; // silence any late watcher
+        self.containers.lock().unwrap().remove(id);
+        if let Err(e) = self.statuses.delete(id).await {
+            tracing::warn!("could not delete the status of {}: {e:#}", c.spec.name);
+        }
+        if !problems.is_empty() {
+            tracing::warn!("removed {} with problems: {}", c.spec.name, problems.join("; "));
+        }
+        Ok(NodeReply::Done)
+    }
+
+    /// `Logs`.
+    pub fn logs(&self, id: &str, offset: u64, max_bytes: u64) -> OpResult<NodeReply> {
+        let c = self.get(id)?;
+        let path = c.paths.state().join(logs::LOG_FILE);
+        let mut chunk = match logs::read_logs(&path, offset, max_bytes.min(1 << 20)) {
+            Ok(chunk) => chunk,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                LogChunk { entries: Vec::new(), next_offset: offset, finished: false }
+            }
+            Err(e) => return Err(err("reading the log", e)),
+        };
+        chunk.finished = c.live.lock().unwrap().state != Some(ContainerState::Running);
+        Ok(NodeReply::Logs(chunk))
+    }
+
+    /// `Checkpoint`: CRIU images of the processes plus a snapshot of the writable layer.
+    pub async fn checkpoint(self: &Arc<Self>, id: &str, checkpoint_id: &str, leave_running: bool) -> OpResult<NodeReply> {
+        if !self.cfg.criu {
+            return Err(format!("node {} has no usable CRIU (>= 4.2)", self.cfg.node));
+        }
+        herd_proto::names::validate_container_name(checkpoint_id).map_err(|e| e.0)?;
+        let c = self.get(id)?;
+        let _op = c.op.lock().await;
+        let generation = {
+            let mut l = c.live.lock().unwrap();
+            if l.state != Some(ContainerState::Running) {
+                return Err(format!("container {} is not running", c.spec.name));
+            }
+            l.expecting_exit = !leave_running;
+            l.generation
+        };
+        let dir = self.cfg.paths.checkpoint(id, checkpoint_id);
+        if dir.exists() {
+            return Err(format!("checkpoint {checkpoint_id} of {} already exists", c.spec.name));
+        }
+        let opts = CheckpointOpts {
+            image_path: dir.join(CRIU_IMAGES),
+            work_path: dir.join("dump-work"),
+            leave_running,
+            tcp_established: true,
+        };
+        if let Err(e) = self.cfg.runc.checkpoint(id, &opts).await {
+            c.live.lock().unwrap().expecting_exit = false;
+            let detail = criu_log_tail(&opts.work_path.join("dump.log")).map(|t| format!(" (CRIU: {t})")).unwrap_or_default();
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(format!("checkpoint of {} failed: {e}{detail}", c.spec.name));
+        }
+        if !leave_running && !Self::wait_exit(&c, generation, KILL_WAIT).await {
+            tracing::warn!("{} still has a shim after its checkpoint", c.spec.name);
+        }
+        // The processes are saved (and, unless left running, gone): save the writable layer.
+        let upper = c.paths.upper();
+        let diff = dir.join(ROOTFS_DIFF);
+        let packed = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            let f = std::io::BufWriter::new(std::fs::File::create(&diff)?);
+            herd_image::pack_upper(&upper, f)
+        })
+        .await
+        .map_err(|e| err("packing the writable layer", e))?;
+        if let Err(e) = packed {
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(err("saving the writable layer", e));
+        }
+        let info = CheckpointInfo {
+            id: checkpoint_id.to_string(),
+            node: self.cfg.node.clone(),
+            created_at: now_millis(),
+            leave_running,
+            size_bytes: du(&dir.join(CRIU_IMAGES)) + du(&dir.join(ROOTFS_DIFF)),
+        };
+        std::fs::write(dir.join(CHECKPOINT_META), serde_json::to_vec_pretty(&info).unwrap_or_default())
+            .map_err(|e| err("writing the checkpoint's description", e))?;
+        if !leave_running {
+            {
+                let mut l = c.live.lock().unwrap();
+                l.state = Some(ContainerState::Checkpointed);
+                l.exit_code = None;
+            }
+            self.release(&c).await;
+            self.publish_status(&c).await;
+        }
+        Ok(NodeReply::Checkpointed(info))
+    }
+
+    /// `Restore`: put back the writable layer of a checkpoint and restore its processes.
+    pub async fn restore(self: &Arc<Self>, spec: ContainerSpec, checkpoint_id: &str) -> OpResult<NodeReply> {
+        if !self.cfg.criu {
+            return Err(format!("node {} has no usable CRIU (>= 4.2)", self.cfg.node));
+        }
+        herd_proto::names::validate_container_name(checkpoint_id).map_err(|e| e.0)?;
+        let id = spec.id.clone();
+        let dir = self.cfg.paths.checkpoint(&id, checkpoint_id);
+        if !dir.join(CRIU_IMAGES).exists() {
+            return Err(format!("checkpoint {checkpoint_id} of {} is not on node {}", spec.name, self.cfg.node));
+        }
+        let c = match self.get(&id) {
+            Ok(c) => c,
+            Err(_) => {
+                let c = Arc::new(Container {
+                    paths: self.cfg.paths.container(&id),
+                    op: tokio::sync::Mutex::new(()),
+                    live: Mutex::new(Live::default()),
+                    exited: watch::channel(0).0,
+                    spec: spec.clone(),
+                });
+                self.containers.lock().unwrap().insert(id.clone(), c.clone());
+                c
+            }
+        };
+        let _op = c.op.lock().await;
+        if c.live.lock().unwrap().state == Some(ContainerState::Running) {
+            return Err(format!("container {} is running", spec.name));
+        }
+        let result = async {
+            for d in [c.paths.dir.clone(), c.paths.state(), c.paths.bundle()] {
+                std::fs::create_dir_all(&d)?;
+            }
+            std::fs::write(c.paths.spec(), serde_json::to_vec_pretty(&spec)?)?;
+            // Processes restored by CRIU expect the files exactly as they were at the dump.
+            overlay::unmount(&c.paths.rootfs())?;
+            let upper = c.paths.upper();
+            if upper.exists() {
+                std::fs::remove_dir_all(&upper).with_context(|| format!("clearing {}", upper.display()))?;
+            }
+            std::fs::create_dir_all(&upper)?;
+            let diff = dir.join(ROOTFS_DIFF);
+            let up2 = upper.clone();
+            tokio::task::spawn_blocking(move || {
+                herd_image::extract_layer(&diff, herd_proto::state::Compression::None, &up2)
+            })
+            .await?
+            .context("restoring the writable layer")?;
+            let _ = self.cfg.runc.delete(&id, true).await;
+            self.prepare(&c).await?;
+            let work = dir.join(format!("restore-work-{}", now_millis()));
+            let mode = ShimMode::Restore { image_path: dir.join(CRIU_IMAGES), work_path: work.clone(), tcp_established: true };
+            self.start_shim(&c, mode).await.map_err(|e| {
+                match criu_log_tail(&work.join("restore.log")) {
+                    Some(t) => anyhow::anyhow!("{e:#} (CRIU: {t})"),
+                    None => e,
+                }
+            })
+        }
+        .await;
+        match result {
+            Ok(pid) => {
+                let started_at = c.live.lock().unwrap().started_at.unwrap_or_else(now_millis);
+                Ok(NodeReply::Started { pid, started_at })
+            }
+            Err(e) => {
+                self.release(&c).await;
+                {
+                    let mut l = c.live.lock().unwrap();
+                    if l.state.is_none() {
+                        l.state = Some(ContainerState::Checkpointed);
+                    }
+                }
+                Err(format!("restore of {} from {checkpoint_id} failed: {e:#}", spec.name))
+            }
+        }
+    }
+
+    /// Stops every running container (for `herd down`).
+    pub async fn stop_all(self: &Arc<Self>, timeout: Duration) -> OpResult<NodeReply> {
+        let all: Vec<Arc<Container>> = self.containers.lock().unwrap().values().cloned().collect();
+        let stops = all.into_iter().map(|c| {
+            let this = self.clone();
+            async move {
+                let _op = c.op.lock().await;
+                if let Err(e) = this.stop_locked(&c, timeout).await {
+                    tracing::warn!("{e}");
+                }
+            }
+        });
+        futures::future::join_all(stops).await;
+        Ok(NodeReply::Done)
+    }
+
+    /// Takes back the containers this node had before its agent (re)started: running ones
+    /// are watched again, those that ended meanwhile are finalised, and those the cluster
+    /// no longer knows (`wanted` is the set of container ids placed here) are removed.
+    pub async fn adopt(self: &Arc<Self>, wanted: &std::collections::HashSet<String>) -> anyhow::Result<()> {
+        let dir = self.cfg.paths.containers_dir();
+        let Ok(entries) = std::fs::read_dir(&dir) else { return Ok(()) };
+        for e in entries.flatten() {
+            let id = e.file_name().to_string_lossy().to_string();
+            let paths = self.cfg.paths.container(&id);
+            let spec: ContainerSpec = match std::fs::read(paths.spec()).ok().and_then(|b| serde_json::from_slice(&b).ok()) {
+                Some(s) => s,
+                None => {
+                    tracing::warn!("removing {}: it has no readable spec", paths.dir.display());
+                    let _ = overlay::unmount(&paths.rootfs());
+                    let _ = std::fs::remove_dir_all(&paths.dir);
+                    continue;
+                }
+            };
+            let previous = self.statuses.get(&id).await.ok().flatten().map(|v| v.value);
+            let c = Arc::new(Container {
+                paths,
+                op: tokio::sync::Mutex::new(()),
+                live: Mutex::new(Live::default()),
+                exited: watch::channel(0).0,
+                spec,
+            });
+            self.containers.lock().unwrap().insert(id.clone(), c.clone());
+            if !wanted.contains(&id) {
+                tracing::info!("removing container {} ({id}): the cluster no longer has it", c.spec.name);
+                let _ = self.remove(&id, true).await;
+                continue;
+            }
+            if let Some(pid) = shim::live_shim(&c.paths.state()) {
+                let generation = {
+                    let mut l = c.live.lock().unwrap();
+                    l.generation = 1;
+                    l.state = Some(ContainerState::Running);
+                    l.shim_pid = Some(pid);
+                    l.pid = std::fs::read_to_string(c.paths.state().join(shim::CONTAINER_PID_FILE))
+                        .ok()
+                        .and_then(|s| s.trim().parse().ok());
+                    l.started_at = previous.as_ref().and_then(|p| p.started_at);
+                    l.generation
+                };
+                tracing::info!("adopted running container {} ({id})", c.spec.name);
+                self.publish_status(&c).await;
+                self.watch_exit(c.clone(), pid, generation);
+                continue;
+            }
+            // Not running: it ended (or was checkpointed) while nobody watched.
+            let state = match previous.as_ref().map(|p| p.state) {
+                Some(ContainerState::Checkpointed) => ContainerState::Checkpointed,
+                Some(ContainerState::Running) | None => ContainerState::Exited,
+                Some(other) => other,
+            };
+            let exit: Option<ExitStatus> = shim::read_exit(&c.paths.state());
+            {
+                let mut l = c.live.lock().unwrap();
+                l.state = Some(state);
+                l.started_at = previous.as_ref().and_then(|p| p.started_at);
+                l.finished_at = exit.map(|e| e.finished_at).or(previous.as_ref().and_then(|p| p.finished_at));
+                l.exit_code = exit.map(|e| e.code).or(previous.as_ref().and_then(|p| p.exit_code));
+            }
+            self.release(&c).await;
+            if previous.as_ref().map(|p| p.state) != Some(state) || exit.is_some() {
+                self.publish_status(&c).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Statuses this node published for containers it no longer has are deleted.
+    pub async fn forget_stale_statuses(&self, statuses: impl Iterator<Item = ContainerStatus>) {
+        for s in statuses {
+            if s.node == self.cfg.node && !self.containers.lock().unwrap().contains_key(&s.id) {
+                let _ = self.statuses.delete(&s.id).await;
+            }
+        }
+    }
+}
+
+/// Checks that `id` cannot escape the node's directories.
+pub fn validate_id(id: &str) -> OpResult<()> {
+    if !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(())
+    } else {
+        Err(format!("invalid container id {id:?}"))
+    }
+}

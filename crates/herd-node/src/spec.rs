@@ -1,0 +1,143 @@
+//! The OCI runtime configuration (`config.json`) of a container, built from its
+//! [`ContainerSpec`] and the node's layout.
+
+use std::path::Path;
+
+use herd_proto::node::ContainerSpec;
+use oci_spec::runtime::{
+    Capability, LinuxCapabilities, LinuxCpu, LinuxMemory, LinuxNamespace, LinuxNamespaceType,
+    LinuxPids, Spec,
+};
+
+/// The CPU quota period, as Docker uses.
+pub const CPU_PERIOD: u64 = 100_000;
+
+/// Docker's default capability set, which users' images expect.
+const CAPABILITIES: [Capability; 14] = [
+    Capability::Chown,
+    Capability::DacOverride,
+    Capability::Fowner,
+    Capability::Fsetid,
+    Capability::Kill,
+    Capability::Setgid,
+    Capability::Setuid,
+    Capability::Setpcap,
+    Capability::NetBindService,
+    Capability::NetRaw,
+    Capability::SysChroot,
+    Capability::Mknod,
+    Capability::AuditWrite,
+    Capability::Setfcap,
+];
+
+/// The runtime spec for `spec`, with its network namespace pinned at `netns` and its cgroup
+/// at `cgroup_path`. The root filesystem is the bundle's `rootfs` directory.
+pub fn runtime_spec(spec: &ContainerSpec, netns: &Path, cgroup_path: &str) -> Spec {
+    let mut s = Spec::default();
+    s.set_hostname(Some(spec.name.chars().take(63).collect()));
+
+    let process = s.process_mut().as_mut().expect("the default spec has a process");
+    process.set_args(Some(spec.args.clone()));
+    process.set_env(Some(spec.env.clone()));
+    process.set_cwd(if spec.working_dir.is_empty() { "/".into() } else { spec.working_dir.clone().into() });
+    process.set_terminal(Some(false));
+    let caps: std::collections::HashSet<Capability> = CAPABILITIES.into_iter().collect();
+    let mut c = LinuxCapabilities::default();
+    c.set_bounding(Some(caps.clone()));
+    c.set_effective(Some(caps.clone()));
+    c.set_permitted(Some(caps));
+    c.set_inheritable(None);
+    c.set_ambient(None);
+    process.set_capabilities(Some(c));
+
+    // No cgroup namespace: on hybrid cgroup v1 hosts CRIU dumps containers without one.
+    let namespaces: Vec<LinuxNamespace> = [
+        LinuxNamespaceType::Pid,
+        LinuxNamespaceType::Ipc,
+        LinuxNamespaceType::Uts,
+        LinuxNamespaceType::Mount,
+        LinuxNamespaceType::Network,
+    ]
+    .into_iter()
+    .map(|typ| {
+        let mut ns = LinuxNamespace::default();
+        ns.set_typ(typ);
+        if typ == LinuxNamespaceType::Network {
+            ns.set_path(Some(netns.to_path_buf()));
+        }
+        ns
+    })
+    .collect();
+
+    let linux = s.linux_mut().as_mut().expect("the default spec has a linux section");
+    linux.set_namespaces(Some(namespaces));
+    linux.set_cgroups_path(Some(cgroup_path.into()));
+    let resources = linux.resources_mut().as_mut().expect("the default spec has resources");
+    if let Some(bytes) = spec.limits.memory_bytes {
+        let mut m = LinuxMemory::default();
+        m.set_limit(Some(bytes as i64));
+        resources.set_memory(Some(m));
+    }
+    if let Some(milli) = spec.limits.cpus_milli {
+        let mut cpu = LinuxCpu::default();
+        cpu.set_period(Some(CPU_PERIOD));
+        cpu.set_quota(Some((milli * CPU_PERIOD / 1000).max(1000) as i64));
+        resources.set_cpu(Some(cpu));
+    }
+    if let Some(pids) = spec.limits.pids {
+        let mut p = LinuxPids::default();
+        p.set_limit(pids as i64);
+        resources.set_pids(Some(p));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use herd_proto::state::Limits;
+
+    fn spec() -> ContainerSpec {
+        ContainerSpec {
+            id: "abc".into(),
+            name: "web".into(),
+            image: "busybox:latest".into(),
+            layers: vec![],
+            args: vec!["sleep".into(), "10".into()],
+            env: vec!["PATH=/bin".into()],
+            working_dir: "/srv".into(),
+            ip: "10.88.0.2".parse().unwrap(),
+            limits: Limits { cpus_milli: Some(500), memory_bytes: Some(64 << 20), pids: Some(100) },
+            labels: Default::default(),
+        }
+    }
+
+    #[test]
+    fn limits_namespaces_and_process_are_set() {
+        let s = runtime_spec(&spec(), Path::new("/run/herd/netns/abc"), "/herd/n1/abc");
+        let json = serde_json::to_value(&s).unwrap();
+        assert_eq!(json["process"]["args"], serde_json::json!(["sleep", "10"]));
+        assert_eq!(json["process"]["cwd"], "/srv");
+        assert_eq!(json["hostname"], "web");
+        assert_eq!(json["linux"]["cgroupsPath"], "/herd/n1/abc");
+        assert_eq!(json["linux"]["resources"]["memory"]["limit"], 64 << 20);
+        assert_eq!(json["linux"]["resources"]["cpu"]["quota"], 50_000);
+        assert_eq!(json["linux"]["resources"]["cpu"]["period"], 100_000);
+        assert_eq!(json["linux"]["resources"]["pids"]["limit"], 100);
+        let ns = json["linux"]["namespaces"].as_array().unwrap();
+        assert!(ns.iter().any(|n| n["type"] == "network" && n["path"] == "/run/herd/netns/abc"));
+        assert!(!ns.iter().any(|n| n["type"] == "cgroup"));
+        let caps = json["process"]["capabilities"]["bounding"].as_array().unwrap();
+        assert!(caps.iter().any(|c| c == "CAP_NET_BIND_SERVICE"));
+        assert!(!caps.iter().any(|c| c == "CAP_SYS_ADMIN"));
+    }
+
+    #[test]
+    fn unlimited_containers_have_no_limits() {
+        let mut sp = spec();
+        sp.limits = Limits::default();
+        let json = serde_json::to_value(runtime_spec(&sp, Path::new("/x"), "/y")).unwrap();
+        assert!(json["linux"]["resources"]["memory"].is_null());
+        assert!(json["linux"]["resources"]["cpu"].is_null());
+    }
+}

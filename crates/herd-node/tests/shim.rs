@@ -1,0 +1,800 @@
+//! Integration tests of the shim, runc wrapper and logs against the real runc and
+//! CRIU. A `harness = false` test: this binary is also the shim (`<exe> shim
+//! <args>` runs `shim_main`) and a throw-away "agent" (`<exe> spawner <args>`
+//! spawns a shim, prints its pids and exits).
+//!
+//! Needs root, runc, CRIU (/usr/local/sbin/criu or on PATH) and /bin/busybox; fails
+//! (never skips) without them. Run `cargo test -p herd-node --test shim -- NAME` to
+//! run the cases whose names contain NAME.
+
+use std::ffi::OsString;
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use herd_node::logs::{LOG_FILE, read_logs, tail_offset};
+use herd_node::runc::{CheckpointOpts, Runc};
+use herd_node::shim::{
+    self, CONTAINER_PID_FILE, ShimArgs, ShimError, ShimMode, ShimStarted, live_shim, read_exit,
+    spawn_shim, spawn_shim_timeout, wait_for_exit,
+};
+use herd_proto::node::{LogEntry, LogStream};
+use tokio::runtime::Runtime;
+
+const CRIU: &str = "/usr/local/sbin/criu";
+const BUSYBOX: &str = "/bin/busybox";
+/// Upper bound for every condition polled for.
+const WAIT: Duration = Duration::from_secs(30);
+
+fn main() {
+    let args: Vec<OsString> = std::env::args_os().collect();
+    match args.get(1).and_then(|a| a.to_str()) {
+        Some("shim") => match ShimArgs::parse(&args[2..]) {
+            Ok(a) => shim::shim_main(a),
+            Err(e) => {
+                eprintln!("shim: {e}");
+                std::process::exit(2);
+            }
+        },
+        Some("spawner") => spawner(&args[2..]),
+        _ => {}
+    }
+    let filters: Vec<String> = args[1..]
+        .iter()
+        .filter_map(|a| a.to_str())
+        .filter(|a| !a.starts_with('-'))
+        .map(String::from)
+        .collect();
+
+    if let Err(e) = prerequisites() {
+        eprintln!("herd-node shim tests cannot run: {e}");
+        std::process::exit(1);
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let env = Env::new();
+
+    type Case = fn(&Env, &Runtime);
+    let cases: [(&str, Case); 7] = [
+        ("exit_code_and_streams", exit_code_and_streams),
+        ("kill_gives_137", kill_gives_137),
+        ("shim_outlives_its_spawner", shim_outlives_its_spawner),
+        (
+            "runc_failure_is_reported_and_cleaned",
+            runc_failure_is_reported_and_cleaned,
+        ),
+        (
+            "checkpoint_restore_continues_log",
+            checkpoint_restore_continues_log,
+        ),
+        ("pipes_held_open_after_exit", pipes_held_open_after_exit),
+        ("start_timeout_kills_the_shim", start_timeout_kills_the_shim),
+    ];
+    let mut failed = Vec::new();
+    let mut ran = 0;
+    for (name, case) in cases {
+        if !filters.is_empty() && !filters.iter().any(|f| name.contains(f.as_str())) {
+            continue;
+        }
+        ran += 1;
+        println!("test {name} ...");
+        let start = Instant::now();
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| case(&env, &rt)));
+        match result {
+            Ok(()) => println!(
+                "test {name} ... ok ({:.2} s)",
+                start.elapsed().as_secs_f64()
+            ),
+            Err(_) => {
+                println!(
+                    "test {name} ... FAILED ({:.2} s)",
+                    start.elapsed().as_secs_f64()
+                );
+                failed.push(name);
+            }
+        }
+    }
+    drop(env);
+    println!("\n{} passed, {} failed", ran - failed.len(), failed.len());
+    if !failed.is_empty() {
+        println!("failed: {}", failed.join(", "));
+        std::process::exit(1);
+    }
+}
+
+/// `<exe> spawner <shim args>`: start a shim, print its pids as JSON, exit.
+fn spawner(args: &[OsString]) -> ! {
+    let args = ShimArgs::parse(args).expect("spawner: shim arguments");
+    let exe = std::env::current_exe().expect("current_exe");
+    match spawn_shim(&exe, &["shim"], &args) {
+        Ok(s) => {
+            println!("{}", serde_json::to_string(&s).unwrap());
+            std::process::exit(0)
+        }
+        Err(e) => {
+            eprintln!("spawner: {e}");
+            std::process::exit(1)
+        }
+    }
+}
+
+fn prerequisites() -> Result<(), String> {
+    // SAFETY: plain syscall.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err("they must run as root (runc and CRIU need it)".into());
+    }
+    if which("runc").is_none() {
+        return Err("runc is not installed (apt-get install runc)".into());
+    }
+    if criu().is_none() {
+        return Err(format!(
+            "CRIU is missing: neither {CRIU} nor criu on PATH (see shared/PLATFORM.md)"
+        ));
+    }
+    if !Path::new(BUSYBOX).exists() {
+        return Err(format!(
+            "{BUSYBOX} is missing (apt-get install busybox-static)"
+        ));
+    }
+    Ok(())
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+fn criu() -> Option<PathBuf> {
+    if Path::new(CRIU).is_file() {
+        Some(CRIU.into())
+    } else {
+        which("criu")
+    }
+}
+
+/// What all cases share: a runc root, a temporary directory and a cgroup parent,
+/// all removed on drop.
+struct Env {
+    runc: Runc,
+    dir: PathBuf,
+    cgroup_parent: String,
+    exe: PathBuf,
+}
+
+impl Env {
+    fn new() -> Env {
+        let pid = std::process::id();
+        let dir = std::env::temp_dir().join(format!("herd-test-{pid}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        Env {
+            runc: Runc {
+                binary: which("runc").unwrap(),
+                root: PathBuf::from(format!("/run/herd-test-{pid}")),
+                criu: criu(),
+            },
+            dir,
+            cgroup_parent: format!("herd-test-{pid}"),
+            exe: std::env::current_exe().unwrap(),
+        }
+    }
+
+    /// A fresh container for one case: bundle (busybox rootfs + config.json running
+    /// `sh -c script`) and state directory.
+    fn case(&self, name: &str, args: &[&str]) -> Case<'_> {
+        self.case_ns(name, args, true)
+    }
+
+    /// [`Env::case`], with or without a pid namespace.
+    fn case_ns(&self, name: &str, args: &[&str], pid_ns: bool) -> Case<'_> {
+        let id = format!("herd-test-{}-{name}", std::process::id());
+        let base = self.dir.join(name);
+        let _ = std::fs::remove_dir_all(&base);
+        let bundle = base.join("bundle");
+        let bin = bundle.join("rootfs/bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        std::fs::copy(BUSYBOX, bin.join("busybox")).unwrap();
+        for tool in ["sh", "sleep", "echo", "cat", "ls", "true", "false", "seq"] {
+            std::os::unix::fs::symlink("busybox", bin.join(tool)).unwrap();
+        }
+        for d in ["proc", "dev", "sys", "tmp"] {
+            std::fs::create_dir_all(bundle.join("rootfs").join(d)).unwrap();
+        }
+        let cgroup = format!("/{}/{id}", self.cgroup_parent);
+        std::fs::write(
+            bundle.join("config.json"),
+            config_json(args, &cgroup, pid_ns),
+        )
+        .unwrap();
+        let state_dir = base.join("state");
+        std::fs::create_dir_all(&state_dir).unwrap();
+        Case {
+            env: self,
+            id,
+            base,
+            bundle,
+            state_dir,
+            cgroup,
+        }
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        // Anything a case left behind (a case's own guard normally did it all).
+        if let Ok(out) = Command::new(&self.runc.binary)
+            .arg("--root")
+            .arg(&self.runc.root)
+            .args(["list", "-q"])
+            .stderr(Stdio::null())
+            .output()
+        {
+            for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                let _ = self.runc.delete_force_blocking(id);
+            }
+        }
+        kill_cgroup_processes(&self.cgroup_parent);
+        remove_cgroups(&self.cgroup_parent);
+        let _ = std::fs::remove_dir_all(&self.runc.root);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn config_json(args: &[&str], cgroups_path: &str, pid_ns: bool) -> String {
+    let caps = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"];
+    let mut namespaces = vec![
+        serde_json::json!({ "type": "ipc" }),
+        serde_json::json!({ "type": "uts" }),
+        serde_json::json!({ "type": "mount" }),
+        serde_json::json!({ "type": "network" }),
+    ];
+    if pid_ns {
+        namespaces.insert(0, serde_json::json!({ "type": "pid" }));
+    }
+    let config = serde_json::json!({
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": false,
+            "user": { "uid": 0, "gid": 0 },
+            "args": args,
+            "env": ["PATH=/bin"],
+            "cwd": "/",
+            "capabilities": { "bounding": caps, "effective": caps, "permitted": caps },
+            "noNewPrivileges": true
+        },
+        "root": { "path": "rootfs", "readonly": false },
+        "hostname": "herd-test",
+        "mounts": [
+            { "destination": "/proc", "type": "proc", "source": "proc" },
+            { "destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+              "options": ["nosuid", "strictatime", "mode=755", "size=65536k"] },
+            { "destination": "/dev/pts", "type": "devpts", "source": "devpts",
+              "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"] },
+            { "destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+              "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"] },
+            { "destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
+              "options": ["nosuid", "noexec", "nodev"] },
+            { "destination": "/sys", "type": "sysfs", "source": "sysfs",
+              "options": ["nosuid", "noexec", "nodev", "ro"] }
+        ],
+        "linux": {
+            "cgroupsPath": cgroups_path,
+            "namespaces": namespaces,
+            "maskedPaths": ["/proc/kcore", "/proc/keys", "/proc/timer_list", "/sys/firmware"],
+            "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
+        }
+    });
+    serde_json::to_string_pretty(&config).unwrap()
+}
+
+/// One container of one case; on drop kills its shim and container and removes its
+/// runc state, cgroup and files.
+struct Case<'a> {
+    env: &'a Env,
+    id: String,
+    base: PathBuf,
+    bundle: PathBuf,
+    state_dir: PathBuf,
+    cgroup: String,
+}
+
+impl Case<'_> {
+    fn args(&self, mode: ShimMode) -> ShimArgs {
+        ShimArgs {
+            id: self.id.clone(),
+            state_dir: self.state_dir.clone(),
+            bundle: self.bundle.clone(),
+            runc: self.env.runc.clone(),
+            mode,
+        }
+    }
+
+    fn spawn(&self, mode: ShimMode) -> Result<ShimStarted, ShimError> {
+        spawn_shim(&self.env.exe, &["shim"], &self.args(mode))
+    }
+
+    fn log(&self) -> Vec<LogEntry> {
+        read_logs(&self.state_dir.join(LOG_FILE), 0, u64::MAX)
+            .unwrap()
+            .entries
+    }
+}
+
+impl Drop for Case<'_> {
+    fn drop(&mut self) {
+        if let Some(pid) = live_shim(&self.state_dir) {
+            // SAFETY: plain syscall; live_shim checked the pid is our shim.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
+        kill_cgroup_processes(self.cgroup.trim_start_matches('/'));
+        if let Err(e) = self.env.runc.delete_force_blocking(&self.id) {
+            eprintln!("cleanup: {e}");
+        }
+        remove_cgroups(self.cgroup.trim_start_matches('/'));
+        let _ = std::fs::remove_dir_all(&self.base);
+    }
+}
+
+/// SIGKILLs every process in the cgroup `rel` (and below) of the pids hierarchy.
+fn kill_cgroup_processes(rel: &str) {
+    fn walk(dir: &Path) {
+        if let Ok(procs) = std::fs::read_to_string(dir.join("cgroup.procs")) {
+            for pid in procs
+                .split_whitespace()
+                .filter_map(|p| p.parse::<i32>().ok())
+            {
+                // SAFETY: plain syscall.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            for e in entries.flatten() {
+                if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                    walk(&e.path());
+                }
+            }
+        }
+    }
+    for hierarchy in ["pids", "freezer", "memory"] {
+        let dir = Path::new("/sys/fs/cgroup").join(hierarchy).join(rel);
+        if dir.is_dir() {
+            // Thaw first: frozen processes do not die.
+            let _ = std::fs::write(dir.join("freezer.state"), "THAWED");
+            walk(&dir);
+        }
+    }
+}
+
+/// Removes the cgroup directory `rel` (and everything below it) in every hierarchy.
+fn remove_cgroups(rel: &str) {
+    fn remove_tree(dir: &Path) {
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            for e in entries.flatten() {
+                if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                    remove_tree(&e.path());
+                }
+            }
+        }
+        // Processes just killed may take a moment to leave the cgroup.
+        let until = Instant::now() + Duration::from_secs(5);
+        while let Err(e) = std::fs::remove_dir(dir) {
+            if e.kind() == std::io::ErrorKind::NotFound || Instant::now() > until {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    eprintln!("cleanup: cannot remove cgroup {}: {e}", dir.display());
+                }
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    if let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") {
+        for h in hierarchies.flatten() {
+            let dir = h.path().join(rel);
+            if dir.is_dir() {
+                remove_tree(&dir);
+            }
+        }
+    }
+}
+
+/// Polls `f` until it returns `Some`, failing after [`WAIT`].
+fn wait_until<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let until = Instant::now() + WAIT;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            Instant::now() < until,
+            "timed out after {WAIT:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn wait_shim_exit(rt: &Runtime, pid: u32) {
+    rt.block_on(async { tokio::time::timeout(WAIT, wait_for_exit(pid)).await })
+        .unwrap_or_else(|_| panic!("shim {pid} did not exit within {WAIT:?}"))
+        .expect("wait_for_exit");
+}
+
+/// The parent pid of `pid` (from /proc/<pid>/stat).
+fn ppid(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "pid (comm) state ppid ...": comm may hold spaces, so split after the last ')'.
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+fn numbers(entries: &[LogEntry]) -> Vec<u64> {
+    entries
+        .iter()
+        .map(|e| {
+            assert_eq!(e.stream, LogStream::Stdout, "unexpected entry {e:?}");
+            e.line
+                .parse()
+                .unwrap_or_else(|_| panic!("not a number: {e:?}"))
+        })
+        .collect()
+}
+
+fn assert_consecutive(nums: &[u64], from: u64) {
+    for (i, n) in nums.iter().enumerate() {
+        assert_eq!(*n, from + i as u64, "log not consecutive: {nums:?}");
+    }
+}
+
+const COUNTER: &str = "i=0; while true; do echo $i; i=$((i+1)); sleep 0.2; done";
+
+// ---------------------------------------------------------------------------
+// The cases.
+
+/// (1) Output on both streams lands in log.jsonl; exit code 3 is collected.
+fn exit_code_and_streams(env: &Env, rt: &Runtime) {
+    let c = env.case(
+        "exit3",
+        &[
+            "sh",
+            "-c",
+            "echo out1; echo err1 >&2; echo out2; echo err2 >&2; printf 'no newline'; exit 3",
+        ],
+    );
+    let started = c.spawn(ShimMode::Run).expect("spawn_shim");
+    assert!(started.container_pid > 0 && started.shim_pid > 0);
+    assert_ne!(started.shim_pid, std::process::id());
+    let pid_file = std::fs::read_to_string(c.state_dir.join(CONTAINER_PID_FILE)).unwrap();
+    assert_eq!(pid_file.trim(), started.container_pid.to_string());
+
+    wait_shim_exit(rt, started.shim_pid);
+    let exit = read_exit(&c.state_dir).expect("exit.json after the shim exited");
+    assert_eq!(exit.code, 3);
+    assert_eq!(exit.signal, None);
+    assert!(exit.finished_at > 0);
+    assert_eq!(live_shim(&c.state_dir), None);
+
+    let log = c.log();
+    let of = |s: LogStream| {
+        log.iter()
+            .filter(|e| e.stream == s)
+            .map(|e| e.line.as_str())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        of(LogStream::Stdout),
+        ["out1", "out2", "no newline"],
+        "log: {log:?}"
+    );
+    assert_eq!(of(LogStream::Stderr), ["err1", "err2"], "log: {log:?}");
+    assert!(
+        log.iter()
+            .all(|e| e.time > 0 && e.time <= exit.finished_at + 1000)
+    );
+    let t = tail_offset(&c.state_dir.join(LOG_FILE), 2).unwrap();
+    assert_eq!(
+        read_logs(&c.state_dir.join(LOG_FILE), t, u64::MAX)
+            .unwrap()
+            .entries
+            .len(),
+        2
+    );
+
+    let version = rt.block_on(env.runc.version()).expect("runc version");
+    assert!(version.starts_with("1."), "runc version {version}");
+
+    // runc still knows the stopped container until it is deleted.
+    let state = rt
+        .block_on(env.runc.state(&c.id))
+        .unwrap()
+        .expect("runc state");
+    assert_eq!(state.status, "stopped");
+    rt.block_on(env.runc.delete(&c.id, false)).unwrap();
+    assert_eq!(rt.block_on(env.runc.state(&c.id)).unwrap(), None);
+    rt.block_on(env.runc.delete(&c.id, false))
+        .expect("deleting a deleted container is fine");
+}
+
+/// (2) A long-running counter killed with SIGKILL through runc exits with 137.
+fn kill_gives_137(env: &Env, rt: &Runtime) {
+    let c = env.case("kill", &["sh", "-c", COUNTER]);
+    let started = c.spawn(ShimMode::Run).expect("spawn_shim");
+    wait_until("3 lines of output", || (c.log().len() >= 3).then_some(()));
+
+    assert_eq!(live_shim(&c.state_dir), Some(started.shim_pid));
+    assert_ne!(
+        ppid(started.shim_pid),
+        Some(std::process::id()),
+        "the shim is still our child"
+    );
+    assert_eq!(
+        ppid(started.container_pid),
+        Some(started.shim_pid),
+        "the shim is not the container's parent"
+    );
+    // stdio on /dev/null, the signalfd, the log and two pipes: nothing inherited.
+    let fds: Vec<String> = std::fs::read_dir(format!("/proc/{}/fd", started.shim_pid))
+        .unwrap()
+        .flatten()
+        .map(|e| {
+            format!(
+                "{:?} -> {:?}",
+                e.file_name(),
+                std::fs::read_link(e.path()).unwrap_or_default()
+            )
+        })
+        .collect();
+    assert!(
+        fds.len() <= 7,
+        "the shim holds unexpected descriptors: {fds:#?}"
+    );
+    let state = rt
+        .block_on(env.runc.state(&c.id))
+        .unwrap()
+        .expect("runc state");
+    assert_eq!(
+        (state.status.as_str(), state.pid),
+        ("running", started.container_pid)
+    );
+    let list = rt.block_on(env.runc.list()).unwrap();
+    assert!(
+        list.iter()
+            .any(|(id, s)| id == &c.id && s.pid == started.container_pid),
+        "list: {list:?}"
+    );
+    assert!(read_exit(&c.state_dir).is_none());
+
+    rt.block_on(env.runc.kill(&c.id, libc::SIGKILL, false))
+        .expect("runc kill");
+    wait_shim_exit(rt, started.shim_pid);
+    let exit = read_exit(&c.state_dir).expect("exit.json");
+    assert_eq!((exit.code, exit.signal), (137, Some(9)));
+    assert_eq!(live_shim(&c.state_dir), None);
+    let nums = numbers(&c.log());
+    assert!(nums.len() >= 3);
+    assert_consecutive(&nums, 0);
+
+    // runc's own error messages come through.
+    let err = rt
+        .block_on(env.runc.kill("herd-test-no-such-container", 9, false))
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("container does not exist"),
+        "{err}"
+    );
+    rt.block_on(env.runc.delete(&c.id, true)).unwrap();
+}
+
+/// (3) The shim survives the process that spawned it and keeps logging.
+fn shim_outlives_its_spawner(env: &Env, rt: &Runtime) {
+    let c = env.case("orphan", &["sh", "-c", COUNTER]);
+    let output = Command::new(&env.exe)
+        .arg("spawner")
+        .args(c.args(ShimMode::Run).to_args())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the spawner");
+    assert!(
+        output.status.success(),
+        "spawner failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let started: ShimStarted = serde_json::from_slice(&output.stdout).expect("spawner output");
+    // The spawner has exited (and been reaped); its shim lives on and still logs.
+    assert_eq!(live_shim(&c.state_dir), Some(started.shim_pid));
+    let before = c.log().len();
+    wait_until("3 more lines after the spawner exited", || {
+        (c.log().len() >= before + 3).then_some(())
+    });
+    assert_eq!(ppid(started.container_pid), Some(started.shim_pid));
+
+    rt.block_on(env.runc.kill(&c.id, libc::SIGKILL, false))
+        .expect("runc kill");
+    wait_shim_exit(rt, started.shim_pid);
+    assert_eq!(read_exit(&c.state_dir).map(|e| e.code), Some(137));
+    assert_consecutive(&numbers(&c.log()), 0);
+}
+
+/// (4) A container that cannot start: runc's message, no runc state left.
+fn runc_failure_is_reported_and_cleaned(env: &Env, rt: &Runtime) {
+    let c = env.case("fail", &["/nonexistent"]);
+    let err = c
+        .spawn(ShimMode::Run)
+        .expect_err("starting /nonexistent must fail");
+    let ShimError::Start(message) = &err else {
+        panic!("unexpected error kind: {err:?}")
+    };
+    assert!(
+        message.contains("/nonexistent") && message.contains("no such file or directory"),
+        "not runc's message: {message}"
+    );
+    assert_eq!(rt.block_on(env.runc.state(&c.id)).unwrap(), None);
+    assert!(
+        !rt.block_on(env.runc.list())
+            .unwrap()
+            .iter()
+            .any(|(id, _)| id == &c.id)
+    );
+    assert!(
+        !env.runc.root.join(&c.id).exists(),
+        "runc state directory left behind"
+    );
+    wait_until("the failed shim to exit", || {
+        live_shim(&c.state_dir).is_none().then_some(())
+    });
+    assert_eq!(read_exit(&c.state_dir), None);
+}
+
+/// (5) Checkpoint a counter, restore it under a new shim: the log continues.
+fn checkpoint_restore_continues_log(env: &Env, rt: &Runtime) {
+    let c = env.case("ckpt", &["sh", "-c", COUNTER]);
+    let first = c.spawn(ShimMode::Run).expect("spawn_shim");
+    wait_until("5 lines of output", || (c.log().len() >= 5).then_some(()));
+
+    let image_path = c.base.join("image");
+    let opts = CheckpointOpts {
+        image_path: image_path.clone(),
+        work_path: c.base.join("dump-work"),
+        leave_running: false,
+        tcp_established: false,
+    };
+    rt.block_on(env.runc.checkpoint(&c.id, &opts))
+        .expect("runc checkpoint");
+    wait_shim_exit(rt, first.shim_pid);
+    // CRIU killed the dumped processes; the old shim saw that.
+    let old_exit = read_exit(&c.state_dir).expect("exit.json of the checkpointed container");
+    assert_eq!(old_exit.signal, Some(libc::SIGKILL));
+    assert_eq!(
+        rt.block_on(env.runc.state(&c.id)).unwrap(),
+        None,
+        "runc forgets a checkpointed container"
+    );
+    let before = numbers(&c.log());
+    assert_consecutive(&before, 0);
+    let last = *before.last().unwrap();
+
+    let mode = ShimMode::Restore {
+        image_path: image_path.clone(),
+        work_path: c.base.join("restore-work"),
+        tcp_established: false,
+    };
+    let second = c.spawn(mode).expect("restoring shim");
+    assert_ne!(second.shim_pid, first.shim_pid);
+    assert_eq!(
+        read_exit(&c.state_dir),
+        None,
+        "the new shim removes the stale exit.json"
+    );
+    assert_eq!(live_shim(&c.state_dir), Some(second.shim_pid));
+    let state = rt
+        .block_on(env.runc.state(&c.id))
+        .unwrap()
+        .expect("runc state after restore");
+    assert_eq!(
+        (state.status.as_str(), state.pid),
+        ("running", second.container_pid)
+    );
+    assert_eq!(
+        ppid(second.container_pid),
+        Some(second.shim_pid),
+        "restored tree not reparented to the shim"
+    );
+
+    wait_until("3 lines from the restored container", || {
+        (c.log().len() >= before.len() + 3).then_some(())
+    });
+    let after = numbers(&c.log()[before.len()..]);
+    assert_eq!(
+        after[0],
+        last + 1,
+        "the restored counter does not continue: before {before:?}, after {after:?}"
+    );
+    assert_consecutive(&after, last + 1);
+
+    rt.block_on(env.runc.kill(&c.id, libc::SIGKILL, false))
+        .expect("runc kill");
+    wait_shim_exit(rt, second.shim_pid);
+    let exit = read_exit(&c.state_dir).expect("exit.json of the restored container");
+    assert_eq!((exit.code, exit.signal), (137, Some(9)));
+    assert_eq!(live_shim(&c.state_dir), None);
+    assert_consecutive(&numbers(&c.log()), 0);
+    rt.block_on(env.runc.delete(&c.id, false)).unwrap();
+}
+
+/// (6) The container's init exits while a process it left behind (possible without
+/// a pid namespace) still holds the pipes: the shim gives up on them after the
+/// grace period and still records the exit.
+fn pipes_held_open_after_exit(env: &Env, rt: &Runtime) {
+    let c = env.case_ns(
+        "grace",
+        &["sh", "-c", "sleep 60 & echo started; exit 5"],
+        false,
+    );
+    let started = c.spawn(ShimMode::Run).expect("spawn_shim");
+    let t0 = Instant::now();
+    wait_shim_exit(rt, started.shim_pid);
+    let took = t0.elapsed();
+    assert!(
+        took >= shim::EXIT_GRACE - Duration::from_millis(200),
+        "the shim did not wait for the pipes: {took:?}"
+    );
+    assert!(
+        took < shim::EXIT_GRACE + Duration::from_secs(5),
+        "the shim waited too long: {took:?}"
+    );
+    let exit = read_exit(&c.state_dir).expect("exit.json");
+    assert_eq!((exit.code, exit.signal), (5, None));
+    assert_eq!(
+        c.log().iter().map(|e| e.line.as_str()).collect::<Vec<_>>(),
+        ["started"]
+    );
+    // runc kills what is left of a container without a pid namespace.
+    rt.block_on(env.runc.delete(&c.id, true)).unwrap();
+}
+
+/// (7) A runc that never finishes: spawn_shim gives up at its time limit and kills
+/// the shim with its runc.
+fn start_timeout_kills_the_shim(env: &Env, _rt: &Runtime) {
+    let c = env.case("hang", &["true"]);
+    let fake = c.base.join("fake-runc");
+    let marker = c.base.join("fake-runc.pid");
+    std::fs::write(
+        &fake,
+        format!(
+            "#!/bin/sh\ncase \"$*\" in *delete*) exit 0;; esac\necho $$ > {}\nexec sleep 600\n",
+            marker.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut args = c.args(ShimMode::Run);
+    args.runc.binary = fake;
+    let t0 = Instant::now();
+    let err = spawn_shim_timeout(&env.exe, &["shim"], &args, Duration::from_secs(1))
+        .expect_err("must time out");
+    assert!(matches!(err, ShimError::Timeout(_)), "{err:?}");
+    assert!(t0.elapsed() < Duration::from_secs(10));
+    wait_until("the shim to die", || {
+        live_shim(&c.state_dir).is_none().then_some(())
+    });
+    // The fake runc (if it got as far as starting) died with its shim.
+    let Ok(fake_pid) = std::fs::read_to_string(&marker) else {
+        return;
+    };
+    let fake_pid: u32 = fake_pid.trim().parse().unwrap();
+    wait_until("the fake runc to die", || {
+        let state = std::fs::read_to_string(format!("/proc/{fake_pid}/stat")).unwrap_or_default();
+        (state.is_empty()
+            || state
+                .rsplit_once(')')
+                .is_some_and(|(_, r)| r.trim_start().starts_with('Z')))
+        .then_some(())
+    });
+}

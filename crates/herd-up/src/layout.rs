@@ -1,0 +1,202 @@
+//! Names, addresses and paths of a local cluster, derived from its options, and the state
+//! file (`up.json`) that lets `herd down` find and undo everything.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// What `herd up` was asked for.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UpOptions {
+    /// Cluster name: keeps several clusters on one machine apart.
+    pub name: String,
+    pub nodes: usize,
+    /// The underlay: the bridge takes the first address, node i the (10+i)th.
+    pub subnet: Ipv4Net,
+    /// Where container addresses come from.
+    pub container_cidr: Ipv4Net,
+    pub api_port: u16,
+    pub broker_port: u16,
+    /// Capacity each node reports (defaults: the machine's).
+    pub node_cpus_milli: Option<u64>,
+    pub node_memory_bytes: Option<u64>,
+    pub data_dir: PathBuf,
+    pub run_dir: PathBuf,
+    /// The CLI config to write.
+    pub config_path: PathBuf,
+    /// Seconds without a heartbeat before the Control node marks a node down.
+    pub node_timeout_secs: f64,
+}
+
+impl UpOptions {
+    pub fn defaults(name: &str) -> UpOptions {
+        UpOptions {
+            name: name.to_string(),
+            nodes: 2,
+            subnet: "10.77.0.0/24".parse().unwrap(),
+            container_cidr: "10.88.0.0/16".parse().unwrap(),
+            api_port: 7700,
+            broker_port: 7422,
+            node_cpus_milli: None,
+            node_memory_bytes: None,
+            data_dir: PathBuf::from("/var/lib/herd").join(name),
+            run_dir: PathBuf::from("/run/herd").join(name),
+            config_path: herd_cli::config::default_path(),
+            node_timeout_secs: 3.0,
+        }
+    }
+}
+
+/// One Compute node of the local cluster.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeLayout {
+    pub name: String,
+    pub address: Ipv4Addr,
+    /// `/run/netns/<netns>`: `ip netns exec <netns> ...` works for debugging.
+    pub netns: String,
+    /// Host end of the node's veth, a port of the bridge.
+    pub host_if: String,
+    pub data_dir: PathBuf,
+    pub run_dir: PathBuf,
+    pub cgroup_parent: String,
+}
+
+/// Everything derived from the options.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Layout {
+    pub opts: UpOptions,
+    pub bridge: String,
+    pub bridge_addr: Ipv4Net,
+    pub nodes: Vec<NodeLayout>,
+}
+
+/// What a running `herd up` has done, so `herd down` (or the next `herd up` after a crash)
+/// can undo it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UpState {
+    pub layout: Layout,
+    pub supervisor_pid: u32,
+    pub broker_pid: Option<u32>,
+    pub control_pid: Option<u32>,
+    /// Node name -> agent pid.
+    pub node_pids: Vec<(String, Option<u32>)>,
+    /// iptables rules added (each the argument list after -I/-D CHAIN).
+    pub iptables_rules: Vec<Vec<String>>,
+    /// The host's `net.ipv4.ip_forward` before `herd up` set it, to put back.
+    pub ip_forward_before: Option<String>,
+    /// Set once every component is up.
+    pub ready: bool,
+}
+
+fn short_hash(s: &str) -> String {
+    hex::encode(&Sha256::digest(s.as_bytes())[..3])
+}
+
+impl Layout {
+    pub fn new(opts: UpOptions) -> anyhow::Result<Layout> {
+        herd_proto::names::validate_node_name(&opts.name)
+            .map_err(|_| anyhow::anyhow!("invalid cluster name {:?}: use lowercase letters, digits and '-'", opts.name))?;
+        if opts.nodes == 0 || opts.nodes > 200 {
+            bail!("--nodes must be between 1 and 200");
+        }
+        let hosts: Vec<Ipv4Addr> = opts.subnet.hosts().collect();
+        if hosts.len() < 11 + opts.nodes {
+            bail!("--subnet {} is too small for {} nodes", opts.subnet, opts.nodes);
+        }
+        if opts.subnet.contains(&opts.container_cidr.network()) || opts.container_cidr.contains(&opts.subnet.network()) {
+            bail!("--subnet {} and --container-cidr {} overlap", opts.subnet, opts.container_cidr);
+        }
+        let tag = short_hash(&opts.name);
+        let bridge_addr = Ipv4Net::new(hosts[0], opts.subnet.prefix_len()).unwrap();
+        let nodes = (1..=opts.nodes)
+            .map(|i| {
+                let name = format!("n{i}");
+                NodeLayout {
+                    address: hosts[9 + i],
+                    netns: format!("herd-{}-{name}", opts.name),
+                    host_if: format!("hn{tag}{i}"),
+                    data_dir: opts.data_dir.join("nodes").join(&name),
+                    run_dir: opts.run_dir.join("nodes").join(&name),
+                    cgroup_parent: format!("/herd/{}/{name}", opts.name),
+                    name,
+                }
+            })
+            .collect();
+        Ok(Layout { bridge: format!("hb{tag}"), bridge_addr, nodes, opts })
+    }
+
+    pub fn broker_url(&self) -> String {
+        format!("nats://{}:{}", self.bridge_addr.addr(), self.opts.broker_port)
+    }
+
+    pub fn api_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.opts.api_port)
+    }
+
+    pub fn state_path(opts_run_dir: &Path) -> PathBuf {
+        opts_run_dir.join("up.json")
+    }
+
+    pub fn secrets_dir(&self) -> PathBuf {
+        self.opts.run_dir.join("secrets")
+    }
+
+    pub fn logs_dir(&self) -> PathBuf {
+        self.opts.run_dir.join("logs")
+    }
+}
+
+impl UpState {
+    pub fn load(run_dir: &Path) -> anyhow::Result<Option<UpState>> {
+        let path = Layout::state_path(run_dir);
+        match std::fs::read(&path) {
+            Ok(bytes) => Ok(Some(
+                serde_json::from_slice(&bytes).with_context(|| format!("{} is corrupt", path.display()))?,
+            )),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+        }
+    }
+
+    pub fn save(&self) -> anyhow::Result<()> {
+        let path = Layout::state_path(&self.layout.opts.run_dir);
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(self)?).with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_names_fit_linux_limits() {
+        let mut opts = UpOptions::defaults("herd-test-long-name");
+        opts.nodes = 12;
+        let l = Layout::new(opts).unwrap();
+        assert!(l.bridge.len() <= 15);
+        for n in &l.nodes {
+            assert!(n.host_if.len() <= 15, "{}", n.host_if);
+        }
+        assert_eq!(l.bridge_addr.to_string(), "10.77.0.1/24");
+        assert_eq!(l.nodes[0].address.to_string(), "10.77.0.11");
+        assert_eq!(l.nodes[11].address.to_string(), "10.77.0.22");
+        assert_eq!(l.broker_url(), "nats://10.77.0.1:7422");
+    }
+
+    #[test]
+    fn bad_options_are_refused() {
+        let mut o = UpOptions::defaults("x");
+        o.container_cidr = "10.77.0.0/16".parse().unwrap();
+        assert!(Layout::new(o).unwrap_err().to_string().contains("overlap"));
+        let mut o = UpOptions::defaults("x");
+        o.subnet = "10.77.0.0/29".parse().unwrap();
+        assert!(Layout::new(o).unwrap_err().to_string().contains("too small"));
+        assert!(Layout::new(UpOptions::defaults("Bad_Name")).is_err());
+    }
+}

@@ -1,0 +1,575 @@
+//! The `herd up` supervisor: builds the network, starts the broker, the Control node and
+//! the node agents, restarts whichever dies, and tears everything down on `herd down`,
+//! SIGTERM or Ctrl-C.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::io::{BufRead, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use herd_broker::{Broker, BrokerConfig};
+use herd_cli::{CliConfig, Client};
+use herd_proto::node::{NodeRequest, NodeResult};
+use herd_proto::subjects;
+use rand::Rng;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+
+use crate::layout::{Layout, UpOptions, UpState};
+use crate::{demo, network, preflight, teardown};
+
+const OPTIONS_ENV: &str = "HERD_UP_OPTIONS";
+const NOTIFY_ENV: &str = "HERD_UP_NOTIFY_FD";
+const READY_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// Where progress goes: the terminal, or the pipe to the `herd up --detach` that started us.
+struct Progress {
+    pipe: Option<std::fs::File>,
+}
+
+impl Progress {
+    fn say(&mut self, msg: &str) {
+        match &mut self.pipe {
+            Some(p) => {
+                let _ = writeln!(p, "{msg}");
+            }
+            None => eprintln!("{msg}"),
+        }
+        tracing::info!("{msg}");
+    }
+}
+
+fn random_secret() -> String {
+    let bytes: [u8; 24] = rand::rng().random();
+    hex::encode(bytes)
+}
+
+fn write_secret(dir: &Path, name: &str, value: &str) -> anyhow::Result<PathBuf> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join(name);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    f.write_all(value.as_bytes())?;
+    Ok(path)
+}
+
+pub(crate) fn pid_alive(pid: u32) -> bool {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_ok()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|s| s.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')))
+}
+
+/// `herd up`. With `detach`, returns once the cluster is ready and leaves a supervisor
+/// running in the background; otherwise supervises until Ctrl-C.
+pub async fn up(opts: UpOptions, detach: bool, demo_after: bool) -> anyhow::Result<()> {
+    preflight::check()?;
+    let layout = Layout::new(opts)?;
+    if let Some(old) = UpState::load(&layout.opts.run_dir)? {
+        if pid_alive(old.supervisor_pid) {
+            bail!(
+                "cluster {} is already up (supervisor pid {}): use it, or stop it with herd down --name {}",
+                layout.opts.name,
+                old.supervisor_pid,
+                layout.opts.name
+            );
+        }
+        eprintln!("cleaning up after a previous run of cluster {} that did not stop cleanly", layout.opts.name);
+        teardown::run(&old, false).await;
+    }
+    if detach {
+        spawn_detached(&layout)?;
+    } else {
+        supervise(layout.clone(), Progress { pipe: None }, demo_after).await?;
+        return Ok(());
+    }
+    if demo_after {
+        demo::run(&layout).await?;
+    }
+    Ok(())
+}
+
+/// Runs the supervisor in a new session and relays its progress until it is ready.
+fn spawn_detached(layout: &Layout) -> anyhow::Result<()> {
+    std::fs::create_dir_all(layout.logs_dir())?;
+    let log_path = layout.logs_dir().join("up.log");
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
+    let (read_end, write_end) = nix::unistd::pipe().context("creating a pipe")?;
+    let write_fd = write_end.as_raw_fd();
+    let exe = std::env::current_exe().context("locating the herd executable")?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(["up", "--supervise"])
+        .env(OPTIONS_ENV, serde_json::to_string(&layout.opts)?)
+        .env(NOTIFY_ENV, write_fd.to_string())
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    // SAFETY: between fork and exec only async-signal-safe calls: setsid and fcntl.
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::unistd::setsid().map_err(std::io::Error::from)?;
+            let flags = libc::fcntl(write_fd, libc::F_GETFD);
+            libc::fcntl(write_fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().context("starting the supervisor")?;
+    drop(write_end);
+    let reader = std::io::BufReader::new(std::fs::File::from(read_end));
+    let mut outcome: Option<Result<(), String>> = None;
+    for line in reader.lines() {
+        let line = line.unwrap_or_default();
+        if line == "ready" {
+            outcome = Some(Ok(()));
+            break;
+        } else if let Some(err) = line.strip_prefix("error: ") {
+            outcome = Some(Err(err.to_string()));
+            break;
+        } else {
+            eprintln!("{line}");
+        }
+    }
+    // The supervisor lives on in its own session; do not leave a zombie behind if it failed.
+    std::thread::spawn(move || child.wait());
+    match outcome {
+        Some(Ok(())) => Ok(()),
+        Some(Err(e)) => bail!("{e} (log: {})", log_path.display()),
+        None => bail!("the supervisor stopped before the cluster was ready; see {}", log_path.display()),
+    }
+}
+
+/// Entry point of `herd up --supervise` (the detached supervisor).
+pub async fn supervise_from_env() -> anyhow::Result<()> {
+    let opts: UpOptions = serde_json::from_str(&std::env::var(OPTIONS_ENV).context("missing options")?)?;
+    let fd: i32 = std::env::var(NOTIFY_ENV).context("missing notify fd")?.parse()?;
+    // SAFETY: the fd was left open for us by the parent and nothing else owns it.
+    let pipe = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    let layout = Layout::new(opts)?;
+    supervise(layout, Progress { pipe: Some(pipe) }, false).await
+}
+
+/// Everything a component needs to be (re)started.
+struct Component {
+    name: String,
+    program: PathBuf,
+    args: Vec<OsString>,
+    netns: Option<PathBuf>,
+    log: PathBuf,
+    restarts: Vec<Instant>,
+}
+
+impl Component {
+    fn spawn(&self, exits: mpsc::UnboundedSender<(String, u32, std::process::ExitStatus)>) -> anyhow::Result<u32> {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
+        let mut cmd = tokio::process::Command::new(&self.program);
+        cmd.args(&self.args)
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .process_group(0)
+            .kill_on_drop(false);
+        if std::env::var_os("RUST_LOG").is_none() {
+            cmd.env("RUST_LOG", "info");
+        }
+        if let Some(ns) = &self.netns {
+            let fd: OwnedFd = std::fs::File::open(ns).with_context(|| format!("opening {}", ns.display()))?.into();
+            let raw = fd.as_raw_fd();
+            // SAFETY: setns is async-signal-safe; the fd stays open until after spawn.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::setns(raw, libc::CLONE_NEWNET) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+            let child = cmd.spawn().with_context(|| format!("starting {}", self.name))?;
+            drop(fd);
+            return Ok(watch(child, self.name.clone(), exits));
+        }
+        let child = cmd.spawn().with_context(|| format!("starting {}", self.name))?;
+        Ok(watch(child, self.name.clone(), exits))
+    }
+}
+
+fn watch(
+    mut child: tokio::process::Child,
+    name: String,
+    exits: mpsc::UnboundedSender<(String, u32, std::process::ExitStatus)>,
+) -> u32 {
+    let pid = child.id().unwrap_or(0);
+    tokio::spawn(async move {
+        if let Ok(status) = child.wait().await {
+            let _ = exits.send((name, pid, status));
+        }
+    });
+    pid
+}
+
+struct Supervisor {
+    layout: Layout,
+    state: UpState,
+    components: Vec<Component>,
+    pids: HashMap<String, u32>,
+    exits_tx: mpsc::UnboundedSender<(String, u32, std::process::ExitStatus)>,
+    exits_rx: mpsc::UnboundedReceiver<(String, u32, std::process::ExitStatus)>,
+    broker: Option<Broker>,
+}
+
+impl Supervisor {
+    fn record_pids(&mut self) {
+        self.state.broker_pid = self.pids.get("broker").copied();
+        self.state.control_pid = self.pids.get("control").copied();
+        self.state.node_pids =
+            self.layout.nodes.iter().map(|n| (n.name.clone(), self.pids.get(&n.name).copied())).collect();
+        if let Err(e) = self.state.save() {
+            tracing::warn!("could not save the cluster state: {e:#}");
+        }
+    }
+
+    fn start(&mut self, name: &str) -> anyhow::Result<()> {
+        let c = self.components.iter().find(|c| c.name == name).expect("known component");
+        let pid = c.spawn(self.exits_tx.clone())?;
+        self.pids.insert(name.to_string(), pid);
+        self.record_pids();
+        Ok(())
+    }
+
+    /// SIGTERM, then SIGKILL after `grace`.
+    async fn stop(&mut self, name: &str, grace: Duration) {
+        let Some(pid) = self.pids.remove(name) else { return };
+        let target = nix::unistd::Pid::from_raw(pid as i32);
+        let _ = nix::sys::signal::kill(target, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + grace;
+        while pid_alive(pid) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if pid_alive(pid) {
+            tracing::warn!("{name} did not stop within {}s: killing it", grace.as_secs());
+            let _ = nix::sys::signal::kill(target, nix::sys::signal::Signal::SIGKILL);
+        }
+        self.record_pids();
+    }
+
+    /// A component exited on its own: restart it, backing off if it keeps dying.
+    async fn restart(&mut self, name: &str, pid: u32, status: std::process::ExitStatus) {
+        if self.pids.get(name) != Some(&pid) {
+            return; // an instance we stopped ourselves
+        }
+        self.pids.remove(name);
+        let c = self.components.iter_mut().find(|c| c.name == name).expect("known component");
+        c.restarts.retain(|t| t.elapsed() < Duration::from_secs(60));
+        c.restarts.push(Instant::now());
+        let delay = Duration::from_millis(200 * (1 << c.restarts.len().min(6)) as u64);
+        tracing::warn!("{name} exited ({status}); restarting it in {}ms (log: {})", delay.as_millis(), c.log.display());
+        tokio::time::sleep(delay).await;
+        if let Err(e) = self.start(name) {
+            tracing::error!("could not restart {name}: {e:#}");
+        }
+    }
+
+    async fn shutdown_nodes(&self) {
+        let Some(broker) = &self.broker else { return };
+        let waits = self.layout.nodes.iter().filter(|n| self.pids.contains_key(&n.name)).map(|n| {
+            let req = NodeRequest::Shutdown { stop_containers: true, timeout_secs: 5 };
+            async move {
+                let r: anyhow::Result<NodeResult> = broker
+                    .request(subjects::node_rpc(&n.name), &format!("node {}", n.name), &req, Duration::from_secs(60))
+                    .await;
+                match r {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => tracing::warn!("node {} could not stop its containers: {}", n.name, e.message),
+                    Err(e) => tracing::warn!("node {}: {e:#}", n.name),
+                }
+            }
+        });
+        futures::future::join_all(waits).await;
+    }
+}
+
+async fn supervise(layout: Layout, mut progress: Progress, demo_after: bool) -> anyhow::Result<()> {
+    let opts = layout.opts.clone();
+    for dir in [&opts.run_dir, &opts.data_dir, &layout.secrets_dir(), &layout.logs_dir()] {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let (exits_tx, exits_rx) = mpsc::unbounded_channel();
+    let state = UpState {
+        layout: layout.clone(),
+        supervisor_pid: std::process::id(),
+        broker_pid: None,
+        control_pid: None,
+        node_pids: Vec::new(),
+        iptables_rules: Vec::new(),
+        ip_forward_before: None,
+        ready: false,
+    };
+    state.save()?;
+    let mut sup = Supervisor {
+        layout: layout.clone(),
+        state,
+        components: Vec::new(),
+        pids: HashMap::new(),
+        exits_tx,
+        exits_rx,
+        broker: None,
+    };
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+
+    let started = tokio::select! {
+        r = start_cluster(&mut sup, &mut progress) => r,
+        _ = sigint.recv() => Err(anyhow::anyhow!("interrupted")),
+        _ = sigterm.recv() => Err(anyhow::anyhow!("terminated")),
+    };
+    if let Err(e) = started {
+        progress.say(&format!("error: {e:#}"));
+        shutdown(sup).await;
+        return Err(e);
+    }
+    progress.say(&format!(
+        "cluster {} is up: {} nodes, API {} (config {})",
+        opts.name,
+        layout.nodes.len(),
+        layout.api_url(),
+        opts.config_path.display()
+    ));
+    progress.say("ready");
+    progress.pipe = None;
+    if demo_after {
+        if let Err(e) = demo::run(&layout).await {
+            eprintln!("the demo failed: {e:#}");
+        }
+        eprintln!("\nherd up is running in the foreground: press Ctrl-C to stop the cluster.");
+    }
+
+    loop {
+        tokio::select! {
+            _ = sigint.recv() => break,
+            _ = sigterm.recv() => break,
+            Some((name, pid, status)) = sup.exits_rx.recv() => sup.restart(&name, pid, status).await,
+        }
+    }
+    eprintln!("stopping cluster {}...", opts.name);
+    shutdown(sup).await;
+    eprintln!("cluster {} stopped", opts.name);
+    Ok(())
+}
+
+async fn start_cluster(sup: &mut Supervisor, progress: &mut Progress) -> anyhow::Result<()> {
+    let programs = preflight::check()?;
+    let layout = sup.layout.clone();
+    let opts = &layout.opts;
+    let exe = std::env::current_exe().context("locating the herd executable")?;
+
+    progress.say(&format!("network: bridge {} ({}), {} node namespaces", layout.bridge, layout.bridge_addr, layout.nodes.len()));
+    network::build(&layout, &mut sup.state, &programs.iptables).await?;
+
+    // Secrets: one broker password per component, one API token.
+    let secrets = layout.secrets_dir();
+    let api_token = random_secret();
+    let token_file = write_secret(&secrets, "api-token", &api_token)?;
+    let mut users = vec![("control".to_string(), random_secret()), ("up".to_string(), random_secret())];
+    for n in &layout.nodes {
+        users.push((n.name.clone(), random_secret()));
+    }
+    let mut password_files = HashMap::new();
+    for (user, pass) in &users {
+        password_files.insert(user.clone(), write_secret(&secrets, &format!("broker-{user}"), pass)?);
+    }
+
+    // The broker.
+    let broker_dir = opts.data_dir.join("broker");
+    std::fs::create_dir_all(&broker_dir)?;
+    let conf = nats_config(&layout, &broker_dir, &users);
+    let conf_path = write_secret(&opts.run_dir, "nats.conf", &conf)?;
+    progress.say(&format!("broker: nats-server on {}", layout.broker_url()));
+    sup.components.push(Component {
+        name: "broker".into(),
+        program: programs.nats_server.clone(),
+        args: vec!["-c".into(), conf_path.into()],
+        netns: None,
+        log: layout.logs_dir().join("broker.log"),
+        restarts: Vec::new(),
+    });
+    sup.start("broker")?;
+    let up_password = users.iter().find(|(u, _)| u == "up").unwrap().1.clone();
+    let broker = Broker::connect(&BrokerConfig::new(layout.broker_url(), "herd up").with_credentials("up", up_password)).await?;
+    sup.broker = Some(broker.clone());
+
+    // The Control node.
+    progress.say(&format!("control: API on {}", layout.api_url()));
+    let control_args: Vec<OsString> = vec![
+        "control".into(),
+        "--broker".into(),
+        layout.broker_url().into(),
+        "--broker-user".into(),
+        "control".into(),
+        "--broker-password-file".into(),
+        password_files["control"].clone().into(),
+        "--api-listen".into(),
+        format!("127.0.0.1:{}", opts.api_port).into(),
+        "--api-token-file".into(),
+        token_file.into(),
+        "--data-dir".into(),
+        opts.data_dir.join("control").into(),
+        "--container-cidr".into(),
+        opts.container_cidr.to_string().into(),
+        "--node-timeout".into(),
+        opts.node_timeout_secs.to_string().into(),
+    ];
+    sup.components.push(Component {
+        name: "control".into(),
+        program: exe.clone(),
+        args: control_args,
+        netns: None,
+        log: layout.logs_dir().join("control.log"),
+        restarts: Vec::new(),
+    });
+    sup.start("control")?;
+
+    // The Compute nodes, each in its own network namespace.
+    for n in &layout.nodes {
+        progress.say(&format!("node {}: {} in network namespace {}", n.name, n.address, n.netns));
+        let mut args: Vec<OsString> = vec![
+            "node".into(),
+            "--name".into(),
+            n.name.clone().into(),
+            "--broker".into(),
+            layout.broker_url().into(),
+            "--broker-user".into(),
+            n.name.clone().into(),
+            "--broker-password-file".into(),
+            password_files[&n.name].clone().into(),
+            "--address".into(),
+            n.address.to_string().into(),
+            "--data-dir".into(),
+            n.data_dir.clone().into(),
+            "--run-dir".into(),
+            n.run_dir.clone().into(),
+            "--cgroup-parent".into(),
+            n.cgroup_parent.clone().into(),
+            "--container-cidr".into(),
+            opts.container_cidr.to_string().into(),
+        ];
+        if let Some(c) = opts.node_cpus_milli {
+            args.extend(["--cpus".into(), herd_proto::units::Cpus(c).to_string().into()]);
+        }
+        if let Some(m) = opts.node_memory_bytes {
+            args.extend(["--memory".into(), m.to_string().into()]);
+        }
+        sup.components.push(Component {
+            name: n.name.clone(),
+            program: exe.clone(),
+            args,
+            netns: Some(network::netns_path(n)),
+            log: layout.logs_dir().join(format!("node-{}.log", n.name)),
+            restarts: Vec::new(),
+        });
+        sup.start(&n.name)?;
+    }
+
+    let cli = CliConfig { api: layout.api_url(), token: api_token, cluster: opts.name.clone() };
+    cli.save(&opts.config_path)?;
+    let client = Client::new(&cli)?;
+    let wait = herd_cli::commands::wait_ready(&client, layout.nodes.len(), READY_TIMEOUT);
+    tokio::pin!(wait);
+    // Components that die while starting are restarted; their logs say why.
+    loop {
+        tokio::select! {
+            r = &mut wait => { r.map_err(|e| anyhow::anyhow!("{e:#}; logs are in {}", layout.logs_dir().display()))?; break; }
+            Some((name, pid, status)) = sup.exits_rx.recv() => sup.restart(&name, pid, status).await,
+        }
+    }
+
+    // Routes from this machine to every container.
+    let range = Some(opts.container_cidr);
+    tokio::spawn(async move {
+        if let Err(e) = herd_node::routes::run_route_sync(broker, None, range).await {
+            tracing::error!("host route sync stopped: {e:#}");
+        }
+    });
+    sup.state.ready = true;
+    sup.record_pids();
+    Ok(())
+}
+
+fn nats_config(layout: &Layout, store: &Path, users: &[(String, String)]) -> String {
+    let users: Vec<String> =
+        users.iter().map(|(u, p)| format!("    {{ user: \"{u}\", password: \"{p}\" }}")).collect();
+    format!(
+        "# Generated by herd up for cluster {name}; each component has its own credentials.\n\
+         server_name: \"herd_{name}\"\n\
+         listen: \"{listen}\"\n\
+         max_payload: 8MB\n\
+         jetstream {{\n    store_dir: \"{store}\"\n    max_memory_store: 256MB\n}}\n\
+         authorization {{\n  users: [\n{users}\n  ]\n}}\n",
+        name = layout.opts.name,
+        listen = format_args!("{}:{}", layout.bridge_addr.addr(), layout.opts.broker_port),
+        store = store.display(),
+        users = users.join(",\n"),
+    )
+}
+
+/// Stops containers, components and the network, in that order.
+async fn shutdown(mut sup: Supervisor) {
+    sup.shutdown_nodes().await;
+    let nodes: Vec<String> = sup.layout.nodes.iter().map(|n| n.name.clone()).collect();
+    for n in &nodes {
+        sup.stop(n, Duration::from_secs(5)).await;
+    }
+    sup.stop("control", Duration::from_secs(5)).await;
+    sup.stop("broker", Duration::from_secs(5)).await;
+    sup.record_pids();
+    teardown::run(&sup.state, false).await;
+}
+
+/// `herd down`: stops the cluster whose runtime directory is `run_dir`.
+pub async fn down(run_dir: &Path, name: &str, purge: bool) -> anyhow::Result<()> {
+    let Some(state) = UpState::load(run_dir)? else {
+        let data = PathBuf::from("/var/lib/herd").join(name);
+        if purge && data.exists() {
+            std::fs::remove_dir_all(&data).with_context(|| format!("removing {}", data.display()))?;
+            eprintln!("cluster {name} is not up; removed its data in {}", data.display());
+        } else {
+            eprintln!("cluster {name} is not up");
+        }
+        return Ok(());
+    };
+    let pid = state.supervisor_pid;
+    if pid_alive(pid) {
+        let target = nix::unistd::Pid::from_raw(pid as i32);
+        nix::sys::signal::kill(target, nix::sys::signal::Signal::SIGTERM).context("signalling the supervisor")?;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while pid_alive(pid) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if pid_alive(pid) {
+            eprintln!("the supervisor (pid {pid}) did not stop in time: killing it and cleaning up");
+            let _ = nix::sys::signal::kill(target, nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+    // Whatever the supervisor did not get to (it may have crashed) is undone here.
+    if let Some(left) = UpState::load(run_dir)? {
+        teardown::run(&left, false).await;
+    }
+    if purge {
+        let data = &state.layout.opts.data_dir;
+        if data.exists() {
+            std::fs::remove_dir_all(data).with_context(|| format!("removing {}", data.display()))?;
+        }
+    }
+    let config = &state.layout.opts.config_path;
+    if CliConfig::load(config).is_ok_and(|c| c.cluster == state.layout.opts.name) {
+        let _ = std::fs::remove_file(config);
+    }
+    eprintln!("cluster {} is down", state.layout.opts.name);
+    Ok(())
+}

@@ -1,0 +1,61 @@
+//! Undoing a local cluster from its state file: what a clean `herd down` does after the
+//! components have stopped, and what the next `herd up` or `herd down` does after a crash.
+
+use std::time::{Duration, Instant};
+
+use herd_node::cleanup::{NodePaths, purge_node, remove_cgroup_tree};
+
+use crate::layout::UpState;
+use crate::network;
+use crate::supervisor::pid_alive;
+
+async fn kill(pid: u32) {
+    let target = nix::unistd::Pid::from_raw(pid as i32);
+    let _ = nix::sys::signal::kill(target, nix::sys::signal::Signal::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while pid_alive(pid) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = nix::sys::signal::kill(target, nix::sys::signal::Signal::SIGKILL);
+}
+
+/// Removes every process, container, mount, namespace, cgroup, link and rule the cluster
+/// made. Problems are reported and do not stop the rest.
+pub async fn run(state: &UpState, purge: bool) {
+    let layout = &state.layout;
+    let pids = state
+        .node_pids
+        .iter()
+        .filter_map(|(_, p)| *p)
+        .chain(state.control_pid)
+        .filter(|p| pid_alive(*p) && *p != std::process::id());
+    for pid in pids.collect::<Vec<_>>() {
+        kill(pid).await;
+    }
+    let mut problems = Vec::new();
+    for node in &layout.nodes {
+        let paths = NodePaths::new(&node.data_dir, &node.run_dir, &node.cgroup_parent);
+        problems.extend(purge_node(&paths).await);
+    }
+    if let Some(pid) = state.broker_pid.filter(|p| pid_alive(*p)) {
+        kill(pid).await;
+    }
+    problems.extend(network::teardown(state).await);
+    problems.extend(remove_cgroup_tree(&format!("/herd/{}", layout.opts.name)));
+    if let Err(e) = std::fs::remove_dir_all(&layout.opts.run_dir) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            problems.push(format!("removing {}: {e}", layout.opts.run_dir.display()));
+        }
+    }
+    if purge {
+        if let Err(e) = std::fs::remove_dir_all(&layout.opts.data_dir) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                problems.push(format!("removing {}: {e}", layout.opts.data_dir.display()));
+            }
+        }
+    }
+    for p in problems {
+        eprintln!("warning: {p}");
+        tracing::warn!("{p}");
+    }
+}

@@ -1,0 +1,78 @@
+//! The agent survives its own restart, and a node that stops heartbeating is marked down.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Cluster, wait_for};
+use herd_proto::api::{NodeInfo, NodeState};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+const T: Duration = Duration::from_secs(30);
+
+fn node_state(cluster: &Cluster, node: &str) -> NodeState {
+    let nodes: Vec<NodeInfo> = cluster.json(&["nodes"]);
+    nodes.into_iter().find(|n| n.name == node).unwrap().state
+}
+
+#[test]
+fn containers_outlive_their_agent_and_are_adopted_again() {
+    let cluster = Cluster::up(5, 2);
+    cluster.import_busybox();
+    cluster.ok(&["run", "--name", "long", "--node", "n1", "busybox", "--", "sh", "-c",
+        "i=0; while true; do echo c$i; i=$((i+1)); sleep 0.1; done"]);
+    cluster.ok(&["run", "--name", "short", "--node", "n1", "busybox", "--", "sh", "-c", "sleep 2; exit 7"]);
+    let long = cluster.wait_state("long", "running", T);
+    cluster.wait_log("long", "c3", T);
+
+    // Kill the agent: the supervisor starts a new one.
+    let old = cluster.agent_pid("n1").expect("agent pid");
+    kill(Pid::from_raw(old as i32), Signal::SIGKILL).unwrap();
+    let new = wait_for("a new n1 agent", T, || cluster.agent_pid("n1").filter(|p| *p != old));
+    assert_ne!(new, old);
+
+    // While it was gone, `short` exited: its exit code is collected by the new agent.
+    let short = cluster.wait_state("short", "exited", T);
+    assert_eq!(short.exit_code, Some(7));
+
+    // `long` was never interrupted: same process, and its log kept growing.
+    wait_for("n1 to be ready again", T, || (node_state(&cluster, "n1") == NodeState::Ready).then_some(()));
+    let again = cluster.container("long");
+    assert_eq!(again.pid, long.pid, "the container was restarted instead of adopted");
+    assert_eq!(again.state.as_str(), "running");
+    let before = cluster.ok(&["logs", "long"]).lines().count();
+    wait_for("the log to grow after the restart", T, || {
+        (cluster.ok(&["logs", "long"]).lines().count() > before + 3).then_some(())
+    });
+
+    // The adopted container is fully managed: stop collects its exit status.
+    cluster.ok(&["stop", "-t", "0", "long"]);
+    assert_eq!(cluster.container("long").exit_code, Some(137));
+}
+
+#[test]
+fn a_silent_node_is_marked_down_and_back_up() {
+    let cluster = Cluster::up(6, 2);
+    let pid = Pid::from_raw(cluster.agent_pid("n2").expect("agent pid") as i32);
+    kill(pid, Signal::SIGSTOP).unwrap();
+    struct Resume(Pid);
+    impl Drop for Resume {
+        fn drop(&mut self) {
+            let _ = kill(self.0, Signal::SIGCONT);
+        }
+    }
+    let _resume = Resume(pid);
+    let started = std::time::Instant::now();
+    wait_for("n2 to be marked down", T, || (node_state(&cluster, "n2") == NodeState::Down).then_some(()));
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(10), "marked down after {took:?}");
+    // The scheduler stops using it.
+    cluster.import_busybox();
+    let err = cluster.fails(&["run", "--node", "n2", "busybox", "--", "true"]);
+    assert!(err.contains("n2 (health filter: node is down)"), "{err}");
+    kill(pid, Signal::SIGCONT).unwrap();
+    wait_for("n2 to be ready again", T, || (node_state(&cluster, "n2") == NodeState::Ready).then_some(()));
+    let events = cluster.ok(&["events"]);
+    assert!(events.contains("node down n2") && events.contains("node ready n2"), "{events}");
+}

@@ -1,0 +1,227 @@
+//! Test harness for end-to-end tests: a real local cluster (`herd up --detach`) per test,
+//! torn down (`herd down --purge`) when the test ends, pass or fail.
+#![allow(dead_code)]
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use serde::de::DeserializeOwned;
+
+pub const HERD: &str = env!("CARGO_BIN_EXE_herd");
+
+/// Fails (never skips) when the machine cannot run real clusters.
+pub fn require_machine() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "these tests run real clusters and must run as root (the README's test command does)"
+    );
+    for (tool, hint) in [
+        ("runc", "apt-get install runc"),
+        ("criu", "scripts/setup.sh builds CRIU 4.2.1"),
+        ("nats-server", "scripts/setup.sh installs nats-server 2.10"),
+        ("iptables", "apt-get install iptables"),
+    ] {
+        assert!(
+            herd_node_find(tool),
+            "{tool} is missing: {hint} (run scripts/setup.sh before the tests)"
+        );
+    }
+    assert!(Path::new("/bin/busybox").exists(), "/bin/busybox is missing: apt-get install busybox-static");
+}
+
+fn herd_node_find(tool: &str) -> bool {
+    ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"]
+        .iter()
+        .any(|d| Path::new(d).join(tool).exists())
+}
+
+/// Polls `cond` every 50 ms until it returns `Some`, or panics after `timeout` with `what`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut cond: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = cond() {
+            return v;
+        }
+        if Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A running local cluster, stopped and purged on drop.
+pub struct Cluster {
+    pub name: String,
+    pub index: u8,
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub data_dir: PathBuf,
+    down: bool,
+}
+
+impl Cluster {
+    /// Starts cluster `herd-t<index>` with `nodes` nodes. Each test uses its own index, so
+    /// clusters of tests running side by side use different names, subnets and ports.
+    pub fn up(index: u8, nodes: usize) -> Cluster {
+        Self::up_with(index, nodes, &[])
+    }
+
+    pub fn up_with(index: u8, nodes: usize, extra: &[&str]) -> Cluster {
+        require_machine();
+        let name = format!("t{index}");
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("config.toml");
+        let data_dir = PathBuf::from(format!("/var/lib/herd-test/{name}"));
+        let mut cluster = Cluster { name: name.clone(), index, config, data_dir, dir, down: false };
+        // A cluster left over by an earlier, killed run of this test must go first.
+        let _ = cluster.herd(&["down", "--name", &name, "--purge"]);
+        let mut args: Vec<String> = vec![
+            "up".into(),
+            "--detach".into(),
+            "--name".into(),
+            name.clone(),
+            "--nodes".into(),
+            nodes.to_string(),
+            "--subnet".into(),
+            format!("10.99.{index}.0/24"),
+            "--container-cidr".into(),
+            format!("10.{}.0.0/16", 100 + index as u32),
+            "--api-port".into(),
+            (17700 + index as u32).to_string(),
+            "--broker-port".into(),
+            (17400 + index as u32).to_string(),
+            "--data-dir".into(),
+            cluster.data_dir.display().to_string(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = cluster.herd(&refs);
+        assert!(out.status.success(), "herd up failed: {}", String::from_utf8_lossy(&out.stderr));
+        cluster
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(HERD);
+        cmd.args(args).env("HERD_CONFIG", &self.config).env_remove("RUST_LOG");
+        cmd
+    }
+
+    /// Runs `herd ARGS` and returns its output, whatever its exit status.
+    pub fn herd(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("running herd")
+    }
+
+    /// Runs `herd ARGS`, asserts success, returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.herd(args);
+        assert!(
+            out.status.success(),
+            "herd {} failed ({}): {}{}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
+    /// Runs `herd ARGS`, asserts failure, returns stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.herd(args);
+        assert!(
+            !out.status.success(),
+            "herd {} should have failed but printed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stderr).to_string()
+    }
+
+    /// Runs `herd ARGS --json` and decodes its output.
+    pub fn json<T: DeserializeOwned>(&self, args: &[&str]) -> T {
+        let mut a = args.to_vec();
+        a.push("--json");
+        let out = self.ok(&a);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("herd {} printed bad JSON ({e}): {out}", a.join(" ")))
+    }
+
+    pub fn container(&self, name: &str) -> herd_proto::api::ContainerInfo {
+        self.json(&["inspect", name])
+    }
+
+    pub fn state(&self, name: &str) -> String {
+        self.container(name).state.as_str().to_string()
+    }
+
+    pub fn wait_state(&self, name: &str, state: &str, timeout: Duration) -> herd_proto::api::ContainerInfo {
+        wait_for(&format!("{name} to be {state}"), timeout, || {
+            let c = self.container(name);
+            (c.state.as_str() == state).then_some(c)
+        })
+    }
+
+    /// Waits until `herd logs NAME` contains `needle`; returns the log.
+    pub fn wait_log(&self, name: &str, needle: &str, timeout: Duration) -> String {
+        wait_for(&format!("{needle:?} in the log of {name}"), timeout, || {
+            let out = self.ok(&["logs", name]);
+            out.contains(needle).then_some(out)
+        })
+    }
+
+    /// Imports the busybox image as `busybox`.
+    pub fn import_busybox(&self) {
+        let rootfs = self.dir.path().join("busybox-rootfs");
+        if !rootfs.exists() {
+            herd_up::busybox_rootfs(&rootfs).unwrap();
+        }
+        self.ok(&["image", "import", "busybox", rootfs.to_str().unwrap()]);
+    }
+
+    /// The cluster's state file, as herd up wrote it.
+    pub fn up_state(&self) -> herd_up::UpState {
+        herd_up::UpState::load(&self.run_dir()).unwrap().expect("the cluster is up")
+    }
+
+    pub fn run_dir(&self) -> PathBuf {
+        PathBuf::from("/run/herd").join(&self.name)
+    }
+
+    pub fn agent_pid(&self, node: &str) -> Option<u32> {
+        self.up_state().node_pids.iter().find(|(n, _)| n == node).and_then(|(_, p)| *p)
+    }
+
+    pub fn node_netns(&self, node: &str) -> PathBuf {
+        PathBuf::from("/run/netns").join(format!("herd-{}-{node}", self.name))
+    }
+
+    /// Stops the cluster now (also done on drop).
+    pub fn down(&mut self) {
+        if !self.down {
+            self.down = true;
+            let out = self.herd(&["down", "--name", &self.name, "--purge"]);
+            assert!(out.status.success(), "herd down failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if !self.down {
+            self.down = true;
+            let _ = self.herd(&["down", "--name", &self.name, "--purge"]);
+        }
+    }
+}
+
+/// Sends one line over TCP to `ip:port` and returns what comes back.
+pub fn tcp_exchange(ip: Ipv4Addr, port: u16, send: &str) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&(ip, port).into(), Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.write_all(send.as_bytes())?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    Ok(out)
+}
