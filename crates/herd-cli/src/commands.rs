@@ -105,7 +105,11 @@ pub async fn image(client: &Client, cmd: ImageCommand) -> anyhow::Result<()> {
                 let f = tokio::fs::File::open(&path).await.with_context(|| format!("cannot open {}", path.display()))?;
                 reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(f))
             };
-            let req = client.request(Method::POST, "/v1/images").query(&[("name", &name)]).body(body);
+            let directory = if meta.is_dir() { "true" } else { "false" };
+            let req = client
+                .request(Method::POST, "/v1/images")
+                .query(&[("name", name.as_str()), ("directory", directory)])
+                .body(body);
             let image: ImageRecord = client.send(req).await?.json().await?;
             println!(
                 "imported {} ({}, {} layer{}, {})",

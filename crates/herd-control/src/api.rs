@@ -85,10 +85,13 @@ async fn images(State(c): State<Arc<Control>>) -> Json<Vec<ImageRecord>> {
 #[derive(Deserialize)]
 struct ImportQuery {
     name: String,
+    /// The CLI packed a directory into the upload.
+    #[serde(default)]
+    directory: bool,
 }
 
 async fn import_image(State(c): State<Arc<Control>>, Query(q): Query<ImportQuery>, body: Body) -> Result<Json<ImageRecord>> {
-    Ok(Json(c.import_image(&q.name, body.into_data_stream()).await?))
+    Ok(Json(c.import_image(&q.name, q.directory, body.into_data_stream()).await?))
 }
 
 async fn remove_image(State(c): State<Arc<Control>>, Path(name): Path<String>) -> Result<StatusCode> {

@@ -95,7 +95,7 @@ impl Control {
         }
         let (status_map, status_changes) = statuses.snapshot().await?;
         for (id, s) in status_map {
-            view.statuses.insert(id, s.value);
+            view.apply_status(&id, Some(s.value), s.revision);
         }
         tracing::info!(
             "loaded {} nodes, {} images, {} containers",
@@ -157,17 +157,25 @@ impl Control {
 
     /// Re-reads a container's status from its bucket (the node writes it before answering).
     pub(crate) async fn refresh_status(&self, id: &str) -> Result<()> {
-        let status = self.statuses.get(id).await?;
-        let mut view = self.view.write().unwrap();
-        match status {
-            Some(s) => {
-                view.statuses.insert(id.to_string(), s.value);
-            }
-            None => {
-                view.statuses.remove(id);
-            }
+        if let Some(s) = self.statuses.get(id).await? {
+            self.apply_status(id, s.value, s.revision).await;
         }
         Ok(())
+    }
+
+    /// Applies a status write unless a newer one is known, and records the event of a change
+    /// of state. Status writes reach the Control node twice (read back after an operation, and
+    /// through the watch); whichever comes first counts.
+    async fn apply_status(&self, id: &str, status: ContainerStatus, revision: u64) {
+        let (applied, old, name) = {
+            let mut view = self.view.write().unwrap();
+            let (applied, old) = view.apply_status(id, Some(status.clone()), revision);
+            (applied, old, view.names_by_id.get(id).cloned())
+        };
+        let (true, Some(name)) = (applied, name) else { return };
+        if old.as_ref().map(|o| (o.state, &o.node)) != Some((status.state, &status.node)) {
+            self.status_event(&name, &status).await;
+        }
     }
 
     async fn follow_heartbeats(self: Arc<Self>, mut sub: async_nats::Subscriber) {
@@ -225,20 +233,9 @@ impl Control {
         let mut changes = std::pin::pin!(changes);
         while let Some(change) = changes.next().await {
             match change {
-                Change::Put { key, value, .. } => {
-                    let (old, name) = {
-                        let mut view = self.view.write().unwrap();
-                        let old = view.statuses.insert(key.clone(), value.clone());
-                        let name = view.names_by_id.get(&key).cloned();
-                        (old, name)
-                    };
-                    let Some(name) = name else { continue };
-                    if old.as_ref().map(|o| (o.state, &o.node)) != Some((value.state, &value.node)) {
-                        self.status_event(&name, &value).await;
-                    }
-                }
-                Change::Delete { key, .. } => {
-                    self.view.write().unwrap().statuses.remove(&key);
+                Change::Put { key, value, revision } => self.apply_status(&key, value, revision).await,
+                Change::Delete { key, revision } => {
+                    self.view.write().unwrap().apply_status(&key, None, revision);
                 }
             }
         }

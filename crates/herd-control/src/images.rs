@@ -25,17 +25,19 @@ impl Control {
         out
     }
 
-    /// `herd image import NAME PATH`: `body` is the archive the CLI uploads.
+    /// `herd image import NAME PATH`: `body` is the archive the CLI uploads (`directory`
+    /// when it packed a root filesystem directory into it).
     pub async fn import_image(
         &self,
         name: &str,
+        directory: bool,
         body: impl Stream<Item = std::result::Result<Bytes, axum::Error>>,
     ) -> Result<ImageRecord> {
         let name = normalize_image(name).map_err(|e| Error::bad_request(e.0))?;
         let tag: u64 = rand::rng().random();
         let work = self.cfg.data_dir.join("uploads").join(format!("{tag:016x}"));
         std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
-        let result = self.import_into(&name, body, &work).await;
+        let result = self.import_into(&name, directory, body, &work).await;
         if let Err(e) = std::fs::remove_dir_all(&work) {
             tracing::warn!("could not remove {}: {e}", work.display());
         }
@@ -61,6 +63,7 @@ impl Control {
     async fn import_into(
         &self,
         name: &str,
+        directory: bool,
         body: impl Stream<Item = std::result::Result<Bytes, axum::Error>>,
         work: &Path,
     ) -> Result<ImageRecord> {
@@ -108,7 +111,10 @@ impl Control {
             id: imported.id.clone(),
             layers: imported.layers.iter().map(|l| l.layer.clone()).collect(),
             config: imported.config.clone(),
-            source: imported.source.to_string(),
+            source: match imported.source {
+                herd_image::ImageSource::RootfsTarball if directory => "rootfs directory".to_string(),
+                other => other.to_string(),
+            },
             created_at: now_millis(),
         };
         self.images.put(&image_key(name), &record).await?;

@@ -33,9 +33,32 @@ pub struct View {
     pub names_by_id: HashMap<String, String>,
     /// Keyed by container id.
     pub statuses: HashMap<String, ContainerStatus>,
+    /// Bucket revision of the newest status write (or delete) seen per container id, so a
+    /// late watch event never overwrites a newer status read directly.
+    status_revisions: HashMap<String, u64>,
 }
 
 impl View {
+    /// Applies a status write (`Some`) or delete (`None`) made at bucket `revision`, unless a
+    /// newer one was applied already. Returns whether it was applied, and the status it replaced.
+    pub fn apply_status(
+        &mut self,
+        id: &str,
+        status: Option<ContainerStatus>,
+        revision: u64,
+    ) -> (bool, Option<ContainerStatus>) {
+        let newest = self.status_revisions.entry(id.to_string()).or_insert(0);
+        if revision <= *newest {
+            return (false, None);
+        }
+        *newest = revision;
+        let old = match status {
+            Some(s) => self.statuses.insert(id.to_string(), s),
+            None => self.statuses.remove(id),
+        };
+        (true, old)
+    }
+
     pub fn insert_container(&mut self, c: ContainerRecord) {
         self.names_by_id.insert(c.id.clone(), c.name.clone());
         self.containers.insert(c.name.clone(), c);
@@ -161,5 +184,36 @@ impl View {
             }
         }
         down
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(state: ContainerState) -> ContainerStatus {
+        ContainerStatus {
+            id: "c".into(),
+            node: "n1".into(),
+            state,
+            pid: None,
+            started_at: None,
+            finished_at: None,
+            exit_code: None,
+            error: None,
+            updated_at: 0,
+        }
+    }
+
+    #[test]
+    fn late_status_events_do_not_win() {
+        let mut v = View::default();
+        assert!(v.apply_status("c", Some(status(ContainerState::Exited)), 7).0);
+        // The watch delivers the older "running" write after the direct read of "exited".
+        assert!(!v.apply_status("c", Some(status(ContainerState::Running)), 5).0);
+        assert_eq!(v.statuses["c"].state, ContainerState::Exited);
+        assert!(v.apply_status("c", None, 9).0);
+        assert!(!v.apply_status("c", Some(status(ContainerState::Running)), 8).0);
+        assert!(!v.statuses.contains_key("c"));
     }
 }

@@ -5,7 +5,8 @@
 //! layout or a `docker save` archive) and stores the layer blobs it writes; the CLI calls
 //! [`pack_dir`] to upload a rootfs directory as a tarball; a Compute node agent calls
 //! [`extract_layer`] to unpack each layer blob into its own directory, which overlayfs then
-//! stacks.
+//! stacks, and [`pack_upper`] to save a container's writable overlay directory as a layer
+//! that [`extract_layer`] restores (checkpoints and live migration).
 //!
 //! Everything here is synchronous file work: no network, no async runtime.
 
@@ -17,6 +18,7 @@ mod extract;
 mod import;
 mod pack;
 mod tarwalk;
+mod upper;
 
 pub use arch::host_architecture;
 pub use digest::sha256_file;
@@ -24,3 +26,4 @@ pub use error::ImageError;
 pub use extract::{OPAQUE_XATTR, extract_layer};
 pub use import::{ImageSource, ImportedImage, ImportedLayer, blob_path, import_archive};
 pub use pack::pack_dir;
+pub use upper::pack_upper;

@@ -223,20 +223,12 @@ pub const NETNS_TEARDOWN_GRACE: Duration = Duration::from_secs(2);
 ///
 /// Cancelling the future may leave the veth in place until the kernel gets
 /// to the namespace (or forever, if the namespace is held); the namespace
-/// file may already be gone. Calling it again finishes the job.
+/// file may already be gone. Calling it again finishes the job. Needs the
+/// runtime's timer (`enable_all` or `enable_time`) to wait.
 pub async fn detach_and_remove(
     node: &Netlink,
     host_if: &str,
     ns_path: &Path,
-) -> Result<(), NetError> {
-    detach_and_remove_within(node, host_if, ns_path, NETNS_TEARDOWN_GRACE).await
-}
-
-pub(crate) async fn detach_and_remove_within(
-    node: &Netlink,
-    host_if: &str,
-    ns_path: &Path,
-    grace: Duration,
 ) -> Result<(), NetError> {
     validate_ifname(host_if)?;
     let what = format!(
@@ -255,7 +247,7 @@ pub(crate) async fn detach_and_remove_within(
         // The kernel destroys a free namespace within a ms or so (tens of ms
         // for a burst, which it batches; longer if a socket in it was closed
         // less than an RCU grace period ago).
-        let deadline = Instant::now() + grace;
+        let deadline = Instant::now() + NETNS_TEARDOWN_GRACE;
         let mut pause = Duration::from_micros(500);
         loop {
             match node.link_name(index).await? {

@@ -98,6 +98,17 @@ pub fn remove_tree(path: &str) -> Vec<String> {
     problems
 }
 
+/// Removes cgroup `path` (not its children) in every hierarchy where it has none left.
+pub fn remove_if_empty(path: &str) {
+    let rel = path.trim_matches('/');
+    if rel.is_empty() {
+        return;
+    }
+    for h in hierarchies() {
+        let _ = std::fs::remove_dir(h.mount.join(rel));
+    }
+}
+
 fn collect_dirs(dir: &Path, out: &mut Vec<PathBuf>) {
     out.push(dir.to_path_buf());
     if let Ok(entries) = std::fs::read_dir(dir) {

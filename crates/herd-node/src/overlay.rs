@@ -20,7 +20,7 @@ pub fn mount_overlay(lower_bottom_first: &[PathBuf], upper: &Path, work: &Path, 
     // overlayfs wants the uppermost lower layer first.
     let lower: Vec<String> = lower_bottom_first.iter().rev().map(|p| p.display().to_string()).collect();
     let options = format!(
-        "lowerdir={},upperdir={},workdir={}",
+        "lowerdir={},upperdir={},workdir={},redirect_dir=off,metacopy=off",
         lower.join(":"),
         upper.display(),
         work.display()

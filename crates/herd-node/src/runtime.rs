@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use herd_broker::Bucket;
-use herd_net::{Netlink, Netns, attach_container, detach_container};
+use herd_net::{Netlink, Netns, attach_container, detach_and_remove};
 use herd_proto::node::{ContainerSpec, LogChunk, NodeReply};
 use herd_proto::now_millis;
 use herd_proto::state::{CheckpointInfo, ContainerState, ContainerStatus};
@@ -191,11 +191,9 @@ impl Runtime {
         if let Err(e) = self.cfg.runc.delete(&c.spec.id, true).await {
             problems.push(format!("runc delete: {e}"));
         }
-        if let Err(e) = detach_container(&self.netlink, &host_ifname(&c.spec.id)).await {
+        // Unpinning the namespace takes its veth and route with it.
+        if let Err(e) = detach_and_remove(&self.netlink, &host_ifname(&c.spec.id), &self.cfg.paths.netns(&c.spec.id)).await {
             problems.push(format!("network: {e}"));
-        }
-        if let Err(e) = Netns::remove(&self.cfg.paths.netns(&c.spec.id)) {
-            problems.push(format!("network namespace: {e}"));
         }
         if let Err(e) = overlay::unmount(&c.paths.rootfs()) {
             problems.push(format!("{e:#}"));

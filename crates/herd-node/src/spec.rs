@@ -6,7 +6,7 @@ use std::path::Path;
 use herd_proto::node::ContainerSpec;
 use oci_spec::runtime::{
     Capability, LinuxCapabilities, LinuxCpu, LinuxMemory, LinuxNamespace, LinuxNamespaceType,
-    LinuxPids, Spec,
+    LinuxPids, Root, Spec,
 };
 
 /// The CPU quota period, as Docker uses.
@@ -35,6 +35,10 @@ const CAPABILITIES: [Capability; 14] = [
 pub fn runtime_spec(spec: &ContainerSpec, netns: &Path, cgroup_path: &str) -> Spec {
     let mut s = Spec::default();
     s.set_hostname(Some(spec.name.chars().take(63).collect()));
+    // The overlay root is the container's to write (its upper layer); oci-spec's default is read-only.
+    let mut root = Root::default();
+    root.set_readonly(Some(false));
+    s.set_root(Some(root));
 
     let process = s.process_mut().as_mut().expect("the default spec has a process");
     process.set_args(Some(spec.args.clone()));
@@ -119,6 +123,8 @@ mod tests {
         assert_eq!(json["process"]["args"], serde_json::json!(["sleep", "10"]));
         assert_eq!(json["process"]["cwd"], "/srv");
         assert_eq!(json["hostname"], "web");
+        assert_eq!(json["root"]["readonly"], false);
+        assert_eq!(json["root"]["path"], "rootfs");
         assert_eq!(json["linux"]["cgroupsPath"], "/herd/n1/abc");
         assert_eq!(json["linux"]["resources"]["memory"]["limit"], 64 << 20);
         assert_eq!(json["linux"]["resources"]["cpu"]["quota"], 50_000);

@@ -40,69 +40,45 @@ fn main() {
         Some("spawner") => spawner(&args[2..]),
         _ => {}
     }
-    let filters: Vec<String> = args[1..]
-        .iter()
-        .filter_map(|a| a.to_str())
-        .filter(|a| !a.starts_with('-'))
-        .map(String::from)
-        .collect();
-
+    let arguments = libtest_mimic::Arguments::from_args();
     if let Err(e) = prerequisites() {
         eprintln!("herd-node shim tests cannot run: {e}");
         std::process::exit(1);
     }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    let env = Env::new();
-
+    let env = std::sync::Arc::new(Env::new());
     type Case = fn(&Env, &Runtime);
     let cases: [(&str, Case); 7] = [
         ("exit_code_and_streams", exit_code_and_streams),
         ("kill_gives_137", kill_gives_137),
         ("shim_outlives_its_spawner", shim_outlives_its_spawner),
-        (
-            "runc_failure_is_reported_and_cleaned",
-            runc_failure_is_reported_and_cleaned,
-        ),
-        (
-            "checkpoint_restore_continues_log",
-            checkpoint_restore_continues_log,
-        ),
+        ("runc_failure_is_reported_and_cleaned", runc_failure_is_reported_and_cleaned),
+        ("checkpoint_restore_continues_log", checkpoint_restore_continues_log),
         ("pipes_held_open_after_exit", pipes_held_open_after_exit),
         ("start_timeout_kills_the_shim", start_timeout_kills_the_shim),
     ];
-    let mut failed = Vec::new();
-    let mut ran = 0;
-    for (name, case) in cases {
-        if !filters.is_empty() && !filters.iter().any(|f| name.contains(f.as_str())) {
-            continue;
-        }
-        ran += 1;
-        println!("test {name} ...");
-        let start = Instant::now();
-        let result = std::panic::catch_unwind(AssertUnwindSafe(|| case(&env, &rt)));
-        match result {
-            Ok(()) => println!(
-                "test {name} ... ok ({:.2} s)",
-                start.elapsed().as_secs_f64()
-            ),
-            Err(_) => {
-                println!(
-                    "test {name} ... FAILED ({:.2} s)",
-                    start.elapsed().as_secs_f64()
-                );
-                failed.push(name);
-            }
-        }
-    }
+    let trials = cases
+        .into_iter()
+        .map(|(name, case)| {
+            let env = env.clone();
+            libtest_mimic::Trial::test(name, move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("tokio runtime");
+                std::panic::catch_unwind(AssertUnwindSafe(|| case(&env, &rt))).map_err(|p| {
+                    let msg = p
+                        .downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                        .unwrap_or_else(|| "panicked".into());
+                    libtest_mimic::Failed::from(msg)
+                })
+            })
+        })
+        .collect();
+    let conclusion = libtest_mimic::run(&arguments, trials);
     drop(env);
-    println!("\n{} passed, {} failed", ran - failed.len(), failed.len());
-    if !failed.is_empty() {
-        println!("failed: {}", failed.join(", "));
-        std::process::exit(1);
-    }
+    conclusion.exit();
 }
 
 /// `<exe> spawner <shim args>`: start a shim, print its pids as JSON, exit.

@@ -15,4 +15,4 @@ mod teardown;
 
 pub use demo::busybox_rootfs;
 pub use layout::{Layout, UpOptions, UpState};
-pub use supervisor::{down, supervise_from_env as supervisor_from_env, up};
+pub use supervisor::{DEFAULT_STOP_TIMEOUT, down, supervise_from_env as supervisor_from_env, up};

@@ -25,6 +25,9 @@ use crate::{demo, network, preflight, teardown};
 const OPTIONS_ENV: &str = "HERD_UP_OPTIONS";
 const NOTIFY_ENV: &str = "HERD_UP_NOTIFY_FD";
 const READY_TIMEOUT: Duration = Duration::from_secs(90);
+/// Seconds containers get between SIGTERM and SIGKILL when the cluster stops.
+pub const DEFAULT_STOP_TIMEOUT: u64 = 10;
+const STOP_TIMEOUT_FILE: &str = "stop-timeout";
 
 /// Where progress goes: the terminal, or the pipe to the `herd up --detach` that started us.
 struct Progress {
@@ -176,9 +179,6 @@ impl Component {
             .stderr(log)
             .process_group(0)
             .kill_on_drop(false);
-        if std::env::var_os("RUST_LOG").is_none() {
-            cmd.env("RUST_LOG", "info");
-        }
         if let Some(ns) = &self.netns {
             let fd: OwnedFd = std::fs::File::open(ns).with_context(|| format!("opening {}", ns.display()))?.into();
             let raw = fd.as_raw_fd();
@@ -278,8 +278,13 @@ impl Supervisor {
 
     async fn shutdown_nodes(&self) {
         let Some(broker) = &self.broker else { return };
+        // `herd down --time` leaves its grace period here; Ctrl-C uses the default.
+        let timeout_secs = std::fs::read_to_string(self.layout.opts.run_dir.join(STOP_TIMEOUT_FILE))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(DEFAULT_STOP_TIMEOUT);
         let waits = self.layout.nodes.iter().filter(|n| self.pids.contains_key(&n.name)).map(|n| {
-            let req = NodeRequest::Shutdown { stop_containers: true, timeout_secs: 5 };
+            let req = NodeRequest::Shutdown { stop_containers: true, timeout_secs };
             async move {
                 let r: anyhow::Result<NodeResult> = broker
                     .request(subjects::node_rpc(&n.name), &format!("node {}", n.name), &req, Duration::from_secs(60))
@@ -531,8 +536,9 @@ async fn shutdown(mut sup: Supervisor) {
     teardown::run(&sup.state, false).await;
 }
 
-/// `herd down`: stops the cluster whose runtime directory is `run_dir`.
-pub async fn down(run_dir: &Path, name: &str, purge: bool) -> anyhow::Result<()> {
+/// `herd down`: stops the cluster whose runtime directory is `run_dir`, giving its
+/// containers `stop_timeout` seconds between SIGTERM and SIGKILL.
+pub async fn down(run_dir: &Path, name: &str, purge: bool, stop_timeout: u64) -> anyhow::Result<()> {
     let Some(state) = UpState::load(run_dir)? else {
         let data = PathBuf::from("/var/lib/herd").join(name);
         if purge && data.exists() {
@@ -545,6 +551,8 @@ pub async fn down(run_dir: &Path, name: &str, purge: bool) -> anyhow::Result<()>
     };
     let pid = state.supervisor_pid;
     if pid_alive(pid) {
+        std::fs::write(run_dir.join(STOP_TIMEOUT_FILE), stop_timeout.to_string())
+            .with_context(|| format!("writing to {}", run_dir.display()))?;
         let target = nix::unistd::Pid::from_raw(pid as i32);
         nix::sys::signal::kill(target, nix::sys::signal::Signal::SIGTERM).context("signalling the supervisor")?;
         let deadline = Instant::now() + Duration::from_secs(120);

@@ -42,6 +42,8 @@ pub async fn run(state: &UpState, purge: bool) {
     }
     problems.extend(network::teardown(state).await);
     problems.extend(remove_cgroup_tree(&format!("/herd/{}", layout.opts.name)));
+    // `/herd` is shared by all clusters on the machine: it goes once the last one has.
+    herd_node::cgroups::remove_if_empty("/herd");
     if let Err(e) = std::fs::remove_dir_all(&layout.opts.run_dir) {
         if e.kind() != std::io::ErrorKind::NotFound {
             problems.push(format!("removing {}: {e}", layout.opts.run_dir.display()));

@@ -112,6 +112,9 @@ struct DownArgs {
     /// Also delete the cluster's data (images, state, caches).
     #[arg(long)]
     purge: bool,
+    /// Seconds containers get to stop after SIGTERM before they are killed.
+    #[arg(long = "time", short = 't', default_value_t = herd_up::DEFAULT_STOP_TIMEOUT)]
+    timeout: u64,
 }
 
 #[derive(Args)]
@@ -206,6 +209,10 @@ struct NodeArgs {
     heartbeat_ms: u64,
 }
 
+/// What the long-running components log unless RUST_LOG says otherwise: the NATS client's
+/// reconnect chatter is left out.
+const LOG_DEFAULT: &str = "info,async_nats=warn";
+
 fn init_logging(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
@@ -231,7 +238,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = cli.config.as_deref();
     match cli.command {
         Command::Up(a) => {
-            init_logging("info");
+            init_logging(LOG_DEFAULT);
             if a.supervise {
                 return herd_up::supervisor_from_env().await;
             }
@@ -254,10 +261,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Down(a) => {
             let run_dir = herd_up::UpOptions::defaults(&a.name).run_dir;
-            herd_up::down(&run_dir, &a.name, a.purge).await
+            herd_up::down(&run_dir, &a.name, a.purge, a.timeout).await
         }
         Command::Control(a) => {
-            init_logging("info");
+            init_logging(LOG_DEFAULT);
             let token = read_secret(&a.api_token_file)?;
             anyhow::ensure!(token.len() >= 16, "the API token in {} is too short (16 characters at least)", a.api_token_file.display());
             let cfg = herd_control::ControlConfig {
@@ -271,7 +278,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             herd_control::run(cfg, shutdown_signal()).await
         }
         Command::Node(a) => {
-            init_logging("info");
+            init_logging(LOG_DEFAULT);
             let labels: BTreeMap<String, String> = a
                 .labels
                 .iter()

@@ -64,14 +64,14 @@ fn a_restored_container_continues_from_its_checkpoint() {
     let err = cluster.fails(&["restore", "counter", "--checkpoint", "ck1"]);
     assert!(err.contains("is running"), "{err}");
     cluster.ok(&["stop", "-t", "0", "counter"]);
+    let err = cluster.fails(&["restore", "counter", "--checkpoint", "ck9"]);
+    assert!(err.contains("has no checkpoint ck9 (it has: ck1, ck2)"), "{err}");
     cluster.ok(&["restore", "counter", "--checkpoint", "ck1"]);
     // ck1's counter runs again: the number after the first checkpoint appears a second time.
     wait_for("ck1's counter to run again", T, || {
         let again = counts(&cluster.ok(&["logs", "counter"])).iter().filter(|n| **n == last + 1).count();
         (again == 2).then_some(())
     });
-    let err = cluster.fails(&["restore", "counter", "--checkpoint", "ck9"]);
-    assert!(err.contains("has no checkpoint ck9"), "{err}");
     let text = cluster.ok(&["inspect", "counter"]);
     assert!(text.contains("ck1") && text.contains("ck2"), "{text}");
     cluster.ok(&["rm", "-f", "counter"]);

@@ -103,7 +103,7 @@ fn foreground_up_stops_cleanly_on_ctrl_c() {
         .env("HERD_CONFIG", &config)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("up.log")).unwrap())
         .spawn()
         .unwrap();
     struct Guard(std::process::Child);
@@ -116,10 +116,10 @@ fn foreground_up_stops_cleanly_on_ctrl_c() {
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
     let ready = wait_for("the foreground cluster to be ready", T, || {
         if let Ok(Some(status)) = child.try_wait() {
-            panic!("herd up exited early: {status}");
+            panic!("herd up exited early ({status}): {}", std::fs::read_to_string(dir.path().join("up.log")).unwrap());
         }
-        let out = std::process::Command::new(HERD).args(["nodes"]).env("HERD_CONFIG", &config).output().unwrap();
-        (out.status.success() && String::from_utf8_lossy(&out.stdout).contains("ready")).then_some(())
+        let state = herd_up::UpState::load(Path::new("/run/herd/t8")).ok().flatten();
+        state.is_some_and(|s| s.ready).then_some(())
     });
     let _ = ready;
     let guard = Guard(child);
@@ -127,7 +127,7 @@ fn foreground_up_stops_cleanly_on_ctrl_c() {
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
     let mut guard = guard;
     let status = wait_for("herd up to exit after Ctrl-C", T, || guard.0.try_wait().unwrap());
-    assert!(status.success(), "herd up exited with {status}");
+    assert!(status.success(), "herd up exited with {status}: {}", std::fs::read_to_string(dir.path().join("up.log")).unwrap());
     let left = leftovers(name, data, &hint);
     assert!(left.is_empty(), "left behind:\n{}", left.join("\n"));
 }

@@ -74,9 +74,9 @@ impl Cluster {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("config.toml");
         let data_dir = PathBuf::from(format!("/var/lib/herd-test/{name}"));
-        let mut cluster = Cluster { name: name.clone(), index, config, data_dir, dir, down: false };
+        let cluster = Cluster { name: name.clone(), index, config, data_dir, dir, down: false };
         // A cluster left over by an earlier, killed run of this test must go first.
-        let _ = cluster.herd(&["down", "--name", &name, "--purge"]);
+        let _ = cluster.herd(&["down", "--name", &name, "--purge", "-t", "1"]);
         let mut args: Vec<String> = vec![
             "up".into(),
             "--detach".into(),
@@ -200,17 +200,34 @@ impl Cluster {
     pub fn down(&mut self) {
         if !self.down {
             self.down = true;
-            let out = self.herd(&["down", "--name", &self.name, "--purge"]);
+            let out = self.herd(&["down", "--name", &self.name, "--purge", "-t", "1"]);
             assert!(out.status.success(), "herd down failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+    }
+}
+
+impl Cluster {
+    /// Prints what the cluster's components logged, to explain a failed test.
+    pub fn dump_logs(&self) {
+        eprintln!("---- events of cluster {} ----\n{}", self.name, String::from_utf8_lossy(&self.herd(&["events"]).stdout));
+        let Ok(entries) = std::fs::read_dir(self.run_dir().join("logs")) else { return };
+        for e in entries.flatten() {
+            let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(40)..];
+            eprintln!("---- {} (last {} lines) ----\n{}", e.path().display(), tail.len(), tail.join("\n"));
         }
     }
 }
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.dump_logs();
+        }
         if !self.down {
             self.down = true;
-            let _ = self.herd(&["down", "--name", &self.name, "--purge"]);
+            let _ = self.herd(&["down", "--name", &self.name, "--purge", "-t", "1"]);
         }
     }
 }
