@@ -53,8 +53,7 @@ impl<T: Serialize + DeserializeOwned> Bucket<T> {
     }
 
     fn decode(&self, key: &str, bytes: &[u8]) -> anyhow::Result<T> {
-        serde_json::from_slice(bytes)
-            .with_context(|| format!("record {key:?} in bucket {} is not valid", self.name()))
+        serde_json::from_slice(bytes).with_context(|| format!("record {key:?} in bucket {} is not valid", self.name()))
     }
 
     pub fn name(&self) -> &str {
@@ -62,11 +61,8 @@ impl<T: Serialize + DeserializeOwned> Bucket<T> {
     }
 
     pub async fn get(&self, key: &str) -> anyhow::Result<Option<Versioned<T>>> {
-        let entry = self
-            .store
-            .entry(key)
-            .await
-            .with_context(|| format!("reading {key:?} from bucket {}", self.name()))?;
+        let entry =
+            self.store.entry(key).await.with_context(|| format!("reading {key:?} from bucket {}", self.name()))?;
         match entry {
             Some(e) if e.operation == Operation::Put => {
                 Ok(Some(Versioned { value: self.decode(key, &e.value)?, revision: e.revision }))
@@ -93,12 +89,7 @@ impl<T: Serialize + DeserializeOwned> Bucket<T> {
     }
 
     /// Writes only if the key is still at `revision`.
-    pub async fn update(
-        &self,
-        key: &str,
-        value: &T,
-        revision: u64,
-    ) -> anyhow::Result<Result<u64, WriteConflict>> {
+    pub async fn update(&self, key: &str, value: &T, revision: u64) -> anyhow::Result<Result<u64, WriteConflict>> {
         match self.store.update(key, Self::encode(value)?, revision).await {
             Ok(rev) => Ok(Ok(rev)),
             Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => Ok(Err(WriteConflict::Conflict)),
@@ -107,10 +98,7 @@ impl<T: Serialize + DeserializeOwned> Bucket<T> {
     }
 
     pub async fn delete(&self, key: &str) -> anyhow::Result<()> {
-        self.store
-            .delete(key)
-            .await
-            .with_context(|| format!("deleting {key:?} from bucket {}", self.name()))
+        self.store.delete(key).await.with_context(|| format!("deleting {key:?} from bucket {}", self.name()))
     }
 
     /// Every current record, and a stream of the changes that follow it (nothing is missed
@@ -119,11 +107,8 @@ impl<T: Serialize + DeserializeOwned> Bucket<T> {
         &self,
     ) -> anyhow::Result<(HashMap<String, Versioned<T>>, impl Stream<Item = Change<T>> + use<T>)> {
         let values = self.store.status().await.context("reading bucket status")?.values();
-        let mut watch = self
-            .store
-            .watch_with_history(">")
-            .await
-            .with_context(|| format!("watching bucket {}", self.name()))?;
+        let mut watch =
+            self.store.watch_with_history(">").await.with_context(|| format!("watching bucket {}", self.name()))?;
         let mut map = HashMap::new();
         if values > 0 {
             while let Some(entry) = watch.next().await {
@@ -166,9 +151,7 @@ impl<T: Serialize + DeserializeOwned> Bucket<T> {
                     None
                 }
             },
-            Operation::Delete | Operation::Purge => {
-                Some(Change::Delete { key: entry.key, revision: entry.revision })
-            }
+            Operation::Delete | Operation::Purge => Some(Change::Delete { key: entry.key, revision: entry.revision }),
         }
     }
 }

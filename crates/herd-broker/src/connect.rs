@@ -158,7 +158,6 @@ impl Broker {
                 _ => bail!("request to {who} failed: {e}"),
             },
         };
-        serde_json::from_slice(&msg.payload)
-            .with_context(|| format!("{who} sent a reply that could not be decoded"))
+        serde_json::from_slice(&msg.payload).with_context(|| format!("{who} sent a reply that could not be decoded"))
     }
 }

@@ -16,6 +16,6 @@
 mod bucket;
 mod connect;
 
+pub use async_nats;
 pub use bucket::{Bucket, Change, Versioned, WriteConflict};
 pub use connect::{Broker, BrokerConfig};
-pub use async_nats;

@@ -11,9 +11,9 @@ use futures::StreamExt;
 use herd_proto::api::{CheckpointRequest, ContainerInfo, Event, NodeInfo, RestoreRequest, RunRequest};
 use herd_proto::names::{normalize_image, parse_pair};
 use herd_proto::node::{LogEntry, LogStream};
+use herd_proto::now_millis;
 use herd_proto::state::{CheckpointInfo, ImageRecord, Limits};
 use herd_proto::units::{self, Bytes as B, Cpus};
-use herd_proto::now_millis;
 use reqwest::Method;
 
 use crate::client::{Client, segment};
@@ -102,7 +102,8 @@ pub async fn image(client: &Client, cmd: ImageCommand) -> anyhow::Result<()> {
             let body = if meta.is_dir() {
                 reqwest::Body::wrap_stream(pack_dir_stream(path.clone()))
             } else {
-                let f = tokio::fs::File::open(&path).await.with_context(|| format!("cannot open {}", path.display()))?;
+                let f =
+                    tokio::fs::File::open(&path).await.with_context(|| format!("cannot open {}", path.display()))?;
                 reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(f))
             };
             let directory = if meta.is_dir() { "true" } else { "false" };
@@ -221,7 +222,9 @@ pub async fn run(client: &Client, args: RunArgs) -> anyhow::Result<()> {
         command: args.command,
     };
     let info: ContainerInfo = client.post("/v1/containers", &req).await?;
-    if args.json { print_json(&info) } else {
+    if args.json {
+        print_json(&info)
+    } else {
         println!("{}", info.name);
         Ok(())
     }

@@ -90,7 +90,11 @@ struct ImportQuery {
     directory: bool,
 }
 
-async fn import_image(State(c): State<Arc<Control>>, Query(q): Query<ImportQuery>, body: Body) -> Result<Json<ImageRecord>> {
+async fn import_image(
+    State(c): State<Arc<Control>>,
+    Query(q): Query<ImportQuery>,
+    body: Body,
+) -> Result<Json<ImageRecord>> {
     Ok(Json(c.import_image(&q.name, q.directory, body.into_data_stream()).await?))
 }
 
@@ -127,7 +131,11 @@ fn default_stop_timeout() -> u64 {
     10
 }
 
-async fn stop(State(c): State<Arc<Control>>, Path(name): Path<String>, Query(q): Query<StopQuery>) -> Result<Json<ContainerInfo>> {
+async fn stop(
+    State(c): State<Arc<Control>>,
+    Path(name): Path<String>,
+    Query(q): Query<StopQuery>,
+) -> Result<Json<ContainerInfo>> {
     Ok(Json(c.stop(&name, q.timeout).await?))
 }
 
@@ -137,7 +145,11 @@ struct RemoveQuery {
     force: bool,
 }
 
-async fn remove(State(c): State<Arc<Control>>, Path(name): Path<String>, Query(q): Query<RemoveQuery>) -> Result<StatusCode> {
+async fn remove(
+    State(c): State<Arc<Control>>,
+    Path(name): Path<String>,
+    Query(q): Query<RemoveQuery>,
+) -> Result<StatusCode> {
     c.remove(&name, q.force).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -10,9 +10,7 @@ use futures::Stream;
 use herd_proto::api::{ContainerInfo, RunRequest};
 use herd_proto::names::{normalize_image, parse_pair, validate_container_name};
 use herd_proto::node::{ContainerSpec, LogChunk, NodeReply, NodeRequest};
-use herd_proto::state::{
-    CheckpointInfo, ContainerRecord, ContainerState, Desired, ImageRecord, Limits,
-};
+use herd_proto::state::{CheckpointInfo, ContainerRecord, ContainerState, Desired, ImageRecord, Limits};
 use herd_proto::{now_millis, units};
 use herd_sched::{Candidate, Request, Strategy};
 use rand::Rng;
@@ -34,14 +32,14 @@ fn new_id() -> String {
 
 /// Checks the limits of a run request.
 pub fn validate_limits(limits: &Limits) -> Result<()> {
-    if let Some(m) = limits.memory_bytes {
-        if m < MIN_MEMORY {
-            return Err(Error::bad_request(format!(
-                "memory limit {} is below the minimum of {}: use --memory 6m or more",
-                units::Bytes(m),
-                units::Bytes(MIN_MEMORY)
-            )));
-        }
+    if let Some(m) = limits.memory_bytes
+        && m < MIN_MEMORY
+    {
+        return Err(Error::bad_request(format!(
+            "memory limit {} is below the minimum of {}: use --memory 6m or more",
+            units::Bytes(m),
+            units::Bytes(MIN_MEMORY)
+        )));
     }
     if limits.cpus_milli == Some(0) {
         return Err(Error::bad_request("--cpus must be more than 0"));
@@ -115,10 +113,7 @@ impl Control {
 
     pub fn container(&self, name: &str) -> Result<ContainerInfo> {
         let view = self.view.read().unwrap();
-        view.containers
-            .get(name)
-            .map(|c| view.container_info(c))
-            .ok_or_else(|| no_such_container(name))
+        view.containers.get(name).map(|c| view.container_info(c)).ok_or_else(|| no_such_container(name))
     }
 
     fn record(&self, name: &str) -> Result<(ContainerRecord, ContainerState)> {
@@ -154,7 +149,7 @@ impl Control {
     pub async fn run(&self, req: RunRequest) -> Result<ContainerInfo> {
         let image_name = normalize_image(&req.image).map_err(|e| Error::bad_request(e.0))?;
         validate_limits(&req.limits)?;
-        for (k, _) in &req.labels {
+        for k in req.labels.keys() {
             if k.is_empty() {
                 return Err(Error::bad_request("label keys must not be empty"));
             }
@@ -185,8 +180,7 @@ impl Control {
                 .nodes
                 .values()
                 .map(|n| {
-                    let (allocated, containers) =
-                        allocations.get(n.record.name.as_str()).copied().unwrap_or_default();
+                    let (allocated, containers) = allocations.get(n.record.name.as_str()).copied().unwrap_or_default();
                     Candidate {
                         name: n.record.name.clone(),
                         ready: view.node_ready(&n.record.name),
@@ -224,7 +218,11 @@ impl Control {
             limits: req.limits,
             args,
             env,
-            working_dir: if image.config.working_dir.is_empty() { "/".into() } else { image.config.working_dir.clone() },
+            working_dir: if image.config.working_dir.is_empty() {
+                "/".into()
+            } else {
+                image.config.working_dir.clone()
+            },
             labels: req.labels.clone(),
             created_at: now_millis(),
             desired: Desired::Running,
@@ -249,7 +247,11 @@ impl Control {
             Err(e) => {
                 // Undo: the node cleans up its own partial work; make sure, then forget the record.
                 let _ = self
-                    .node_call(&node, &NodeRequest::Remove { id: record.id.clone(), force: true }, Duration::from_secs(30))
+                    .node_call(
+                        &node,
+                        &NodeRequest::Remove { id: record.id.clone(), force: true },
+                        Duration::from_secs(30),
+                    )
                     .await;
                 self.forget(&record).await;
                 return Err(Error::new(e.kind, format!("could not start container {name}: {}", e.message)));
@@ -257,7 +259,13 @@ impl Control {
         }
         self.refresh_status(&record.id).await?;
         self.events
-            .emit("container", "create", &name, Some(&node), format!("container {name} created on {node} with address {ip}"))
+            .emit(
+                "container",
+                "create",
+                &name,
+                Some(&node),
+                format!("container {name} created on {node} with address {ip}"),
+            )
             .await;
         self.container(&name)
     }
@@ -292,9 +300,7 @@ impl Control {
             let req = NodeRequest::Stop { id: record.id.clone(), timeout_secs };
             self.node_call(&record.node, &req, Duration::from_secs(timeout_secs + 30)).await?;
             self.refresh_status(&record.id).await?;
-            self.events
-                .emit("container", "stop", name, Some(&record.node), format!("container {name} stopped"))
-                .await;
+            self.events.emit("container", "stop", name, Some(&record.node), format!("container {name} stopped")).await;
         }
         if record.desired != Desired::Stopped {
             self.set_desired(record, Desired::Stopped).await?;
@@ -326,9 +332,7 @@ impl Control {
             Err(e) => return Err(e),
         }
         self.forget(&record).await;
-        self.events
-            .emit("container", "remove", name, Some(&record.node), format!("container {name} removed"))
-            .await;
+        self.events.emit("container", "remove", name, Some(&record.node), format!("container {name} removed")).await;
         Ok(())
     }
 
@@ -456,9 +460,7 @@ impl Control {
                 ))
             })?,
             None => record.checkpoints.last().cloned().ok_or_else(|| {
-                Error::not_found(format!(
-                    "container {name} has no checkpoints: create one with herd checkpoint {name}"
-                ))
+                Error::not_found(format!("container {name} has no checkpoints: create one with herd checkpoint {name}"))
             })?,
         };
         if ck.node != record.node {
@@ -467,9 +469,10 @@ impl Control {
                 ck.id, ck.node, record.node
             )));
         }
-        let image = self.view.read().unwrap().images.get(&record.image).cloned().ok_or_else(|| {
-            Error::not_found(format!("image {} of container {name} no longer exists", record.image))
-        })?;
+        let image =
+            self.view.read().unwrap().images.get(&record.image).cloned().ok_or_else(|| {
+                Error::not_found(format!("image {} of container {name} no longer exists", record.image))
+            })?;
         let spec = self.spec(&record, &image);
         let req = NodeRequest::Restore { spec, checkpoint_id: ck.id.clone() };
         self.node_call(&record.node, &req, CHECKPOINT_TIMEOUT).await?;

@@ -13,9 +13,7 @@ use futures::StreamExt;
 use herd_broker::{Broker, BrokerConfig, Bucket, Change};
 use herd_proto::api::NodeState;
 use herd_proto::node::{Heartbeat, NodeReply, NodeRequest, NodeResult};
-use herd_proto::state::{
-    ContainerRecord, ContainerState, ContainerStatus, ImageRecord, NodeRecord,
-};
+use herd_proto::state::{ContainerRecord, ContainerState, ContainerStatus, ImageRecord, NodeRecord};
 use herd_proto::subjects;
 use ipnet::Ipv4Net;
 
@@ -58,8 +56,7 @@ pub struct Control {
 impl Control {
     /// Connects to the broker, loads the cluster state and starts the background tasks.
     pub async fn start(cfg: ControlConfig) -> anyhow::Result<Arc<Control>> {
-        std::fs::create_dir_all(&cfg.data_dir)
-            .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
+        std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("creating {}", cfg.data_dir.display()))?;
         let broker = Broker::connect(&cfg.broker).await?;
         let nodes: Bucket<NodeRecord> = broker.bucket(subjects::NODES_BUCKET).await?;
         let images: Bucket<ImageRecord> = broker.bucket(subjects::IMAGES_BUCKET).await?;
@@ -186,9 +183,7 @@ impl Control {
             };
             let became_ready = self.view.write().unwrap().heartbeat(&hb.node, hb.time, hb.usage);
             if became_ready {
-                self.events
-                    .emit("node", "ready", &hb.node, Some(&hb.node), format!("node {} is ready", hb.node))
-                    .await;
+                self.events.emit("node", "ready", &hb.node, Some(&hb.node), format!("node {} is ready", hb.node)).await;
             }
         }
     }
@@ -199,10 +194,7 @@ impl Control {
             tick.tick().await;
             let down = self.view.write().unwrap().expire(self.cfg.node_timeout);
             for node in down {
-                let msg = format!(
-                    "node {node} is down: no heartbeat for {}s",
-                    self.cfg.node_timeout.as_secs_f32()
-                );
+                let msg = format!("node {node} is down: no heartbeat for {}s", self.cfg.node_timeout.as_secs_f32());
                 self.events.emit("node", "down", &node, Some(&node), msg).await;
             }
         }
@@ -217,9 +209,7 @@ impl Control {
                     let known = self.view.read().unwrap().nodes.contains_key(&name);
                     self.view.write().unwrap().register(value);
                     if !known {
-                        self.events
-                            .emit("node", "register", &name, Some(&name), format!("node {name} joined"))
-                            .await;
+                        self.events.emit("node", "register", &name, Some(&name), format!("node {name} joined")).await;
                     }
                 }
                 Change::Delete { key, .. } => {
@@ -252,10 +242,9 @@ impl Control {
                 ),
             ),
             ContainerState::Checkpointed => ("checkpointed", format!("container {name} was checkpointed and stopped")),
-            ContainerState::Failed => (
-                "fail",
-                format!("container {name} failed: {}", s.error.as_deref().unwrap_or("unknown error")),
-            ),
+            ContainerState::Failed => {
+                ("fail", format!("container {name} failed: {}", s.error.as_deref().unwrap_or("unknown error")))
+            }
             ContainerState::Created => return,
         };
         self.events.emit("container", action, name, Some(&s.node), message).await;

@@ -68,9 +68,8 @@ impl Control {
         work: &Path,
     ) -> Result<ImageRecord> {
         let archive = work.join("upload");
-        let mut file = tokio::fs::File::create(&archive)
-            .await
-            .with_context(|| format!("creating {}", archive.display()))?;
+        let mut file =
+            tokio::fs::File::create(&archive).await.with_context(|| format!("creating {}", archive.display()))?;
         let mut body = std::pin::pin!(body);
         let mut received = 0u64;
         while let Some(chunk) = body.next().await {
@@ -101,10 +100,7 @@ impl Control {
             let mut f = tokio::fs::File::open(&layer.path)
                 .await
                 .with_context(|| format!("opening layer {}", layer.path.display()))?;
-            self.layers
-                .put(digest.as_str(), &mut f)
-                .await
-                .with_context(|| format!("storing layer {digest}"))?;
+            self.layers.put(digest.as_str(), &mut f).await.with_context(|| format!("storing layer {digest}"))?;
         }
         let record = ImageRecord {
             name: name.to_string(),
@@ -128,17 +124,10 @@ impl Control {
         let name = normalize_image(name).map_err(|e| Error::bad_request(e.0))?;
         let (record, users, shared) = {
             let view = self.view.read().unwrap();
-            let record = view
-                .images
-                .get(&name)
-                .cloned()
-                .ok_or_else(|| Error::not_found(format!("no such image: {name}")))?;
-            let mut users: Vec<String> = view
-                .containers
-                .values()
-                .filter(|c| c.image == name)
-                .map(|c| c.name.clone())
-                .collect();
+            let record =
+                view.images.get(&name).cloned().ok_or_else(|| Error::not_found(format!("no such image: {name}")))?;
+            let mut users: Vec<String> =
+                view.containers.values().filter(|c| c.image == name).map(|c| c.name.clone()).collect();
             users.sort();
             let shared: std::collections::HashSet<String> = view
                 .images

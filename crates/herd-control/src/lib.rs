@@ -31,9 +31,6 @@ pub async fn run(cfg: ControlConfig, shutdown: impl Future<Output = ()> + Send +
         .await
         .with_context(|| format!("cannot listen for the API on {listen}"))?;
     tracing::info!("API listening on {listen}");
-    axum::serve(listener, api::router(control))
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("API server")?;
+    axum::serve(listener, api::router(control)).with_graceful_shutdown(shutdown).await.context("API server")?;
     Ok(())
 }

@@ -5,12 +5,10 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use herd_proto::UnixMillis;
 use herd_proto::api::{ContainerInfo, NodeInfo, NodeState};
 use herd_proto::node::NodeUsage;
-use herd_proto::state::{
-    ContainerRecord, ContainerState, ContainerStatus, ImageRecord, NodeRecord, Resources,
-};
-use herd_proto::UnixMillis;
+use herd_proto::state::{ContainerRecord, ContainerState, ContainerStatus, ImageRecord, NodeRecord, Resources};
 
 /// A node's registration and liveness.
 #[derive(Debug, Clone)]
@@ -87,8 +85,7 @@ impl View {
     }
 
     pub fn node_info(&self, allocations: &HashMap<&str, (Resources, usize)>, n: &NodeEntry) -> NodeInfo {
-        let (allocated, containers) =
-            allocations.get(n.record.name.as_str()).copied().unwrap_or_default();
+        let (allocated, containers) = allocations.get(n.record.name.as_str()).copied().unwrap_or_default();
         NodeInfo {
             name: n.record.name.clone(),
             state: n.state,
@@ -130,11 +127,7 @@ impl View {
     }
 
     pub fn state_of(&self, c: &ContainerRecord) -> ContainerState {
-        self.statuses
-            .get(&c.id)
-            .filter(|s| s.node == c.node)
-            .map(|s| s.state)
-            .unwrap_or(ContainerState::Created)
+        self.statuses.get(&c.id).filter(|s| s.node == c.node).map(|s| s.state).unwrap_or(ContainerState::Created)
     }
 
     /// Records a heartbeat; returns true when the node just became ready.

@@ -36,25 +36,16 @@ pub(crate) fn sniff(head: &[u8]) -> Sniffed {
 pub(crate) fn sniff_file(path: &Path, what: &str) -> Result<Compression, ImageError> {
     let mut file = File::open(path).map_err(ImageError::io("open", path))?;
     let mut head = Vec::with_capacity(8);
-    (&mut file)
-        .take(8)
-        .read_to_end(&mut head)
-        .map_err(ImageError::io("read", path))?;
+    (&mut file).take(8).read_to_end(&mut head).map_err(ImageError::io("read", path))?;
     match sniff(&head) {
         Sniffed::Known(c) => Ok(c),
-        Sniffed::Unsupported(format) => Err(ImageError::UnsupportedCompression {
-            what: what.to_string(),
-            format,
-        }),
+        Sniffed::Unsupported(format) => Err(ImageError::UnsupportedCompression { what: what.to_string(), format }),
     }
 }
 
 /// A reader that undoes `compression`. Concatenated gzip members and zstd frames are read
 /// as one stream, as `gzip -d` and `zstd -d` do.
-pub(crate) fn decoder<'a, R: Read + 'a>(
-    reader: R,
-    compression: Compression,
-) -> io::Result<Box<dyn Read + 'a>> {
+pub(crate) fn decoder<'a, R: Read + 'a>(reader: R, compression: Compression) -> io::Result<Box<dyn Read + 'a>> {
     Ok(match compression {
         Compression::None => Box::new(BufReader::with_capacity(64 * 1024, reader)),
         Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(reader)),
@@ -68,20 +59,11 @@ mod tests {
 
     #[test]
     fn sniffs_magic_bytes() {
-        assert_eq!(
-            sniff(&[0x1f, 0x8b, 8, 0]),
-            Sniffed::Known(Compression::Gzip)
-        );
-        assert_eq!(
-            sniff(&[0x28, 0xb5, 0x2f, 0xfd, 0]),
-            Sniffed::Known(Compression::Zstd)
-        );
+        assert_eq!(sniff(&[0x1f, 0x8b, 8, 0]), Sniffed::Known(Compression::Gzip));
+        assert_eq!(sniff(&[0x28, 0xb5, 0x2f, 0xfd, 0]), Sniffed::Known(Compression::Zstd));
         assert_eq!(sniff(b"etc/\0\0\0"), Sniffed::Known(Compression::None));
         assert_eq!(sniff(b""), Sniffed::Known(Compression::None));
-        assert_eq!(
-            sniff(&[0xfd, b'7', b'z', b'X', b'Z', 0]),
-            Sniffed::Unsupported("xz")
-        );
+        assert_eq!(sniff(&[0xfd, b'7', b'z', b'X', b'Z', 0]), Sniffed::Unsupported("xz"));
         assert_eq!(sniff(b"BZh91AY"), Sniffed::Unsupported("bzip2"));
     }
 
@@ -95,19 +77,13 @@ mod tests {
             gz.extend(enc.finish().unwrap());
         }
         let mut out = String::new();
-        decoder(&gz[..], Compression::Gzip)
-            .unwrap()
-            .read_to_string(&mut out)
-            .unwrap();
+        decoder(&gz[..], Compression::Gzip).unwrap().read_to_string(&mut out).unwrap();
         assert_eq!(out, "hello world");
 
         let mut zst = zstd::encode_all(&b"hello "[..], 0).unwrap();
         zst.extend(zstd::encode_all(&b"world"[..], 0).unwrap());
         let mut out = String::new();
-        decoder(&zst[..], Compression::Zstd)
-            .unwrap()
-            .read_to_string(&mut out)
-            .unwrap();
+        decoder(&zst[..], Compression::Zstd).unwrap().read_to_string(&mut out).unwrap();
         assert_eq!(out, "hello world");
     }
 }

@@ -22,11 +22,7 @@ pub(crate) fn sha256_bytes(bytes: &[u8]) -> String {
 /// (another algorithm, or malformed). The result is safe to use as a file name.
 pub(crate) fn sha256_hex(digest: &str) -> Option<&str> {
     let hex = digest.strip_prefix("sha256:")?;
-    (hex.len() == 64
-        && hex
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
-    .then_some(hex)
+    (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))).then_some(hex)
 }
 
 /// A reader that hashes what passes through it.
@@ -37,10 +33,7 @@ pub(crate) struct HashingReader<R> {
 
 impl<R> HashingReader<R> {
     pub(crate) fn new(inner: R) -> Self {
-        HashingReader {
-            inner,
-            hasher: Sha256::new(),
-        }
+        HashingReader { inner, hasher: Sha256::new() }
     }
 
     /// "sha256:<hex>" of the bytes read so far.
@@ -69,11 +62,7 @@ const HEAD_LEN: usize = 8;
 
 impl<W> HashingWriter<W> {
     pub(crate) fn new(inner: W) -> Self {
-        HashingWriter {
-            inner,
-            hasher: Sha256::new(),
-            head: Vec::with_capacity(HEAD_LEN),
-        }
+        HashingWriter { inner, hasher: Sha256::new(), head: Vec::with_capacity(HEAD_LEN) }
     }
 
     /// "sha256:<hex>" of the bytes written so far.

@@ -16,28 +16,18 @@ pub enum ImageError {
     EmptyArchive { path: PathBuf },
 
     /// The archive or blob is compressed in a format this crate does not read.
-    #[error(
-        "{what} is {format}-compressed, which is not supported; use an uncompressed, gzip or zstd tar"
-    )]
+    #[error("{what} is {format}-compressed, which is not supported; use an uncompressed, gzip or zstd tar")]
     UnsupportedCompression { what: String, format: &'static str },
 
     /// A blob's content does not hash to the digest its manifest gives.
     #[error(
         "{what}: digest mismatch: the manifest says {expected} but the content is {actual}; the archive is corrupt or was modified"
     )]
-    DigestMismatch {
-        what: String,
-        expected: String,
-        actual: String,
-    },
+    DigestMismatch { what: String, expected: String, actual: String },
 
     /// A manifest refers to a file the archive does not contain.
     #[error("{}: {what} is missing: the archive has no file {member}", .archive.display())]
-    MissingBlob {
-        archive: PathBuf,
-        what: String,
-        member: String,
-    },
+    MissingBlob { archive: PathBuf, what: String, member: String },
 
     /// A manifest, config or layer has a media type that is not a container image part.
     #[error(
@@ -47,11 +37,7 @@ pub enum ImageError {
 
     /// A JSON document of the archive (index, manifest, config) is malformed.
     #[error("{}: invalid {what}: {reason}", .archive.display())]
-    InvalidManifest {
-        archive: PathBuf,
-        what: String,
-        reason: String,
-    },
+    InvalidManifest { archive: PathBuf, what: String, reason: String },
 
     /// An image index offers no image for the host's platform.
     #[error("the image index has no image for {wanted}; it has: {}", found_list(.found))]
@@ -59,12 +45,7 @@ pub enum ImageError {
 
     /// A layer entry would be written outside the destination directory.
     #[error("layer {}: entry {entry:?} {reason}; refusing to write outside {}", .blob.display(), .dest.display())]
-    PathEscape {
-        blob: PathBuf,
-        dest: PathBuf,
-        entry: String,
-        reason: String,
-    },
+    PathEscape { blob: PathBuf, dest: PathBuf, entry: String, reason: String },
 
     /// The directory to extract into is missing, not a directory or not empty.
     #[error("{}: {reason}", .path.display())]
@@ -72,26 +53,15 @@ pub enum ImageError {
 
     /// Reading or writing a file failed.
     #[error("{action} {}: {err}", .path.display())]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        err: io::Error,
-    },
+    Io { action: &'static str, path: PathBuf, err: io::Error },
 }
 
 fn found_list(found: &[String]) -> String {
-    if found.is_empty() {
-        "no images for any known platform".to_string()
-    } else {
-        found.join(", ")
-    }
+    if found.is_empty() { "no images for any known platform".to_string() } else { found.join(", ") }
 }
 
 impl ImageError {
-    pub(crate) fn io(
-        action: &'static str,
-        path: impl Into<PathBuf>,
-    ) -> impl FnOnce(io::Error) -> ImageError {
+    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> ImageError {
         let path = path.into();
         move |err| ImageError::Io { action, path, err }
     }
@@ -99,9 +69,5 @@ impl ImageError {
 
 /// The reason text of a read error met while decoding an archive.
 pub(crate) fn read_reason(err: &io::Error) -> String {
-    if err.kind() == io::ErrorKind::UnexpectedEof {
-        format!("it ends too early ({err})")
-    } else {
-        err.to_string()
-    }
+    if err.kind() == io::ErrorKind::UnexpectedEof { format!("it ends too early ({err})") } else { err.to_string() }
 }

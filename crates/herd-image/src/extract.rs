@@ -52,10 +52,7 @@ pub fn extract_layer(blob: &Path, compression: Compression, dest: &Path) -> Resu
     let what = format!("layer blob {}", blob.display());
     let mut file = File::open(blob).map_err(ImageError::io("open layer blob", blob))?;
     let mut head = Vec::with_capacity(8);
-    (&mut file)
-        .take(8)
-        .read_to_end(&mut head)
-        .map_err(ImageError::io("read layer blob", blob))?;
+    (&mut file).take(8).read_to_end(&mut head).map_err(ImageError::io("read layer blob", blob))?;
     let sniffed = sniff(&head);
     if sniffed != Sniffed::Known(compression) && !head.is_empty() {
         let actual = match sniffed {
@@ -65,54 +62,34 @@ pub fn extract_layer(blob: &Path, compression: Compression, dest: &Path) -> Resu
         let said = format!("{compression:?}").to_lowercase();
         return Err(ImageError::Corrupt {
             what,
-            reason: format!(
-                "its layer record says compression {said} but the blob's content is {actual}"
-            ),
+            reason: format!("its layer record says compression {said} but the blob's content is {actual}"),
         });
     }
     let file = File::open(blob).map_err(ImageError::io("open layer blob", blob))?;
     let reader = decoder(file, compression).map_err(|e| corrupt(&what, &e))?;
-    let mut extractor = Extractor {
-        blob,
-        dest,
-        what: &what,
-        dirs: HashMap::new(),
-        whiteouts: HashSet::new(),
-    };
+    let mut extractor = Extractor { blob, dest, what: &what, dirs: HashMap::new(), whiteouts: HashSet::new() };
     walk_tar(reader, &what, false, |entry| extractor.entry(entry))?;
     extractor.finish()
 }
 
 fn check_destination(dest: &Path) -> Result<(), ImageError> {
-    let invalid = |reason: &str| ImageError::InvalidDestination {
-        path: dest.to_path_buf(),
-        reason: reason.to_string(),
-    };
+    let invalid =
+        |reason: &str| ImageError::InvalidDestination { path: dest.to_path_buf(), reason: reason.to_string() };
     match fs::metadata(dest) {
         Ok(m) if m.is_dir() => {}
         Ok(_) => {
-            return Err(invalid(
-                "not a directory; extract a layer into an empty directory",
-            ));
+            return Err(invalid("not a directory; extract a layer into an empty directory"));
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Err(invalid(
-                "no such directory; create an empty directory to extract the layer into",
-            ));
+            return Err(invalid("no such directory; create an empty directory to extract the layer into"));
         }
         Err(e) => {
-            return Err(ImageError::Io {
-                action: "inspect",
-                path: dest.to_path_buf(),
-                err: e,
-            });
+            return Err(ImageError::Io { action: "inspect", path: dest.to_path_buf(), err: e });
         }
     }
     let mut entries = fs::read_dir(dest).map_err(ImageError::io("list", dest))?;
     if entries.next().is_some() {
-        return Err(invalid(
-            "the directory is not empty; extract each layer into a new empty directory",
-        ));
+        return Err(invalid("the directory is not empty; extract each layer into a new empty directory"));
     }
     Ok(())
 }
@@ -150,40 +127,26 @@ struct Extractor<'a> {
 
 impl Extractor<'_> {
     fn entry<R: Read>(&mut self, entry: &mut Entry<'_, R>) -> Result<(), ImageError> {
-        let raw = entry
-            .path()
-            .map_err(|e| corrupt(self.what, &e))?
-            .into_owned();
-        let rel = normalize(&raw)
-            .ok_or_else(|| self.escape(&raw, "climbs out of the layer with `..`"))?;
+        let raw = entry.path().map_err(|e| corrupt(self.what, &e))?.into_owned();
+        let rel = normalize(&raw).ok_or_else(|| self.escape(&raw, "climbs out of the layer with `..`"))?;
         let kind = entry.header().entry_type();
 
         // AUFS bookkeeping directories (`.wh..wh.plnk/...`) are no part of the image.
-        let in_aufs_meta = rel.parent().is_some_and(|parent| {
-            parent
-                .components()
-                .any(|c| c.as_os_str().as_bytes().starts_with(AUFS_META_PREFIX))
-        });
+        let in_aufs_meta = rel
+            .parent()
+            .is_some_and(|parent| parent.components().any(|c| c.as_os_str().as_bytes().starts_with(AUFS_META_PREFIX)));
         if in_aufs_meta {
             return Ok(());
         }
-        if let Some(name) = rel
-            .file_name()
-            .and_then(|n| n.as_bytes().strip_prefix(WHITEOUT_PREFIX))
-        {
+        if let Some(name) = rel.file_name().and_then(|n| n.as_bytes().strip_prefix(WHITEOUT_PREFIX)) {
             return self.whiteout(&rel, &raw, name);
         }
         if rel.as_os_str().is_empty() && kind != EntryType::Directory {
-            return Err(self.corrupt(format!(
-                "entry {:?} names the layer root but is not a directory",
-                raw
-            )));
+            return Err(self.corrupt(format!("entry {:?} names the layer root but is not a directory", raw)));
         }
         match kind {
             EntryType::Directory => self.directory(rel, entry),
-            EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
-                self.file(&rel, &raw, entry)
-            }
+            EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => self.file(&rel, &raw, entry),
             EntryType::Symlink => self.symlink(&rel, &raw, entry),
             EntryType::Link => self.hard_link(&rel, &raw, entry),
             EntryType::Fifo => self.fifo(&rel, &raw, entry),
@@ -224,11 +187,7 @@ impl Extractor<'_> {
             // This layer has the file itself, which hides the lower layers' one as well.
             Ok(_) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => self.create_whiteout(&target),
-            Err(e) => Err(ImageError::Io {
-                action: "inspect",
-                path: self.dest.join(&target),
-                err: e,
-            }),
+            Err(e) => Err(ImageError::Io { action: "inspect", path: self.dest.join(&target), err: e }),
         }
     }
 
@@ -237,27 +196,16 @@ impl Extractor<'_> {
         let c = c_path(&path)?;
         // SAFETY: `c` is a valid NUL-terminated path.
         if unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR, libc::makedev(0, 0)) } != 0 {
-            return Err(ImageError::Io {
-                action: "create whiteout device",
-                path,
-                err: io::Error::last_os_error(),
-            });
+            return Err(ImageError::Io { action: "create whiteout device", path, err: io::Error::last_os_error() });
         }
         self.whiteouts.insert(rel.to_path_buf());
         Ok(())
     }
 
-    fn directory<R: Read>(
-        &mut self,
-        rel: PathBuf,
-        entry: &mut Entry<'_, R>,
-    ) -> Result<(), ImageError> {
+    fn directory<R: Read>(&mut self, rel: PathBuf, entry: &mut Entry<'_, R>) -> Result<(), ImageError> {
         let meta = self.meta(entry)?;
         if !rel.as_os_str().is_empty() {
-            let raw = entry
-                .path()
-                .map_err(|e| corrupt(self.what, &e))?
-                .into_owned();
+            let raw = entry.path().map_err(|e| corrupt(self.what, &e))?.into_owned();
             self.make_parents(&rel, &raw)?;
             let cleared = self.clear_for(&rel, true)?;
             if cleared != Cleared::Directory {
@@ -272,12 +220,7 @@ impl Extractor<'_> {
         Ok(())
     }
 
-    fn file<R: Read>(
-        &mut self,
-        rel: &Path,
-        raw: &Path,
-        entry: &mut Entry<'_, R>,
-    ) -> Result<(), ImageError> {
+    fn file<R: Read>(&mut self, rel: &Path, raw: &Path, entry: &mut Entry<'_, R>) -> Result<(), ImageError> {
         let meta = self.meta(entry)?;
         self.make_parents(rel, raw)?;
         self.clear(rel)?;
@@ -290,11 +233,9 @@ impl Extractor<'_> {
             .open(&path)
             .map_err(ImageError::io("create", &path))?;
         copy_data(entry, &mut file, |e| corrupt(self.what, &e), &path)?;
-        std::os::unix::fs::fchown(&file, Some(meta.uid), Some(meta.gid))
-            .map_err(ImageError::io("chown", &path))?;
+        std::os::unix::fs::fchown(&file, Some(meta.uid), Some(meta.gid)).map_err(ImageError::io("chown", &path))?;
         // After chown, which clears setuid and setgid bits.
-        file.set_permissions(Permissions::from_mode(meta.mode))
-            .map_err(ImageError::io("chmod", &path))?;
+        file.set_permissions(Permissions::from_mode(meta.mode)).map_err(ImageError::io("chmod", &path))?;
         for (name, value) in &meta.xattrs {
             set_xattr(&path, name, value)?;
         }
@@ -303,39 +244,26 @@ impl Extractor<'_> {
             .map_err(ImageError::io("set times of", &path))
     }
 
-    fn symlink<R: Read>(
-        &mut self,
-        rel: &Path,
-        raw: &Path,
-        entry: &mut Entry<'_, R>,
-    ) -> Result<(), ImageError> {
+    fn symlink<R: Read>(&mut self, rel: &Path, raw: &Path, entry: &mut Entry<'_, R>) -> Result<(), ImageError> {
         let meta = self.meta(entry)?;
         let target = self.link_name(entry, raw)?;
         self.make_parents(rel, raw)?;
         self.clear(rel)?;
         let path = self.dest.join(rel);
-        std::os::unix::fs::symlink(&target, &path)
-            .map_err(ImageError::io("create symlink", &path))?;
-        std::os::unix::fs::lchown(&path, Some(meta.uid), Some(meta.gid))
-            .map_err(ImageError::io("chown", &path))?;
+        std::os::unix::fs::symlink(&target, &path).map_err(ImageError::io("create symlink", &path))?;
+        std::os::unix::fs::lchown(&path, Some(meta.uid), Some(meta.gid)).map_err(ImageError::io("chown", &path))?;
         set_mtime_nofollow(&path, meta.mtime)
     }
 
-    fn hard_link<R: Read>(
-        &mut self,
-        rel: &Path,
-        raw: &Path,
-        entry: &mut Entry<'_, R>,
-    ) -> Result<(), ImageError> {
+    fn hard_link<R: Read>(&mut self, rel: &Path, raw: &Path, entry: &mut Entry<'_, R>) -> Result<(), ImageError> {
         let target_raw = self.link_name(entry, raw)?;
         let target_rel = normalize(&target_raw).ok_or_else(|| {
-            self.escape(
-                raw,
-                &format!("is a hard link to {target_raw:?}, which climbs out of the layer"),
-            )
+            self.escape(raw, &format!("is a hard link to {target_raw:?}, which climbs out of the layer"))
         })?;
         let not_earlier = || {
-            self.corrupt(format!("hard link {raw:?} points to {target_raw:?}, which is not an earlier file of the layer"))
+            self.corrupt(format!(
+                "hard link {raw:?} points to {target_raw:?}, which is not an earlier file of the layer"
+            ))
         };
         if target_rel.as_os_str().is_empty() {
             return Err(not_earlier());
@@ -347,11 +275,7 @@ impl Extractor<'_> {
             Ok(_) => return Err(not_earlier()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(not_earlier()),
             Err(e) => {
-                return Err(ImageError::Io {
-                    action: "inspect",
-                    path: target,
-                    err: e,
-                });
+                return Err(ImageError::Io { action: "inspect", path: target, err: e });
             }
         }
         if target_rel == rel {
@@ -364,12 +288,7 @@ impl Extractor<'_> {
         fs::hard_link(&target, &path).map_err(ImageError::io("create hard link", &path))
     }
 
-    fn fifo<R: Read>(
-        &mut self,
-        rel: &Path,
-        raw: &Path,
-        entry: &mut Entry<'_, R>,
-    ) -> Result<(), ImageError> {
+    fn fifo<R: Read>(&mut self, rel: &Path, raw: &Path, entry: &mut Entry<'_, R>) -> Result<(), ImageError> {
         let meta = self.meta(entry)?;
         self.make_parents(rel, raw)?;
         self.clear(rel)?;
@@ -377,11 +296,7 @@ impl Extractor<'_> {
         let c = c_path(&path)?;
         // SAFETY: `c` is a valid NUL-terminated path.
         if unsafe { libc::mkfifo(c.as_ptr(), 0o600) } != 0 {
-            return Err(ImageError::Io {
-                action: "create fifo",
-                path,
-                err: io::Error::last_os_error(),
-            });
+            return Err(ImageError::Io { action: "create fifo", path, err: io::Error::last_os_error() });
         }
         self.apply(&path, &meta)
     }
@@ -396,10 +311,8 @@ impl Extractor<'_> {
 
     /// Sets ownership, mode, extended attributes and mtime of a directory or fifo.
     fn apply(&self, path: &Path, meta: &Meta) -> Result<(), ImageError> {
-        std::os::unix::fs::lchown(path, Some(meta.uid), Some(meta.gid))
-            .map_err(ImageError::io("chown", path))?;
-        fs::set_permissions(path, Permissions::from_mode(meta.mode))
-            .map_err(ImageError::io("chmod", path))?;
+        std::os::unix::fs::lchown(path, Some(meta.uid), Some(meta.gid)).map_err(ImageError::io("chown", path))?;
+        fs::set_permissions(path, Permissions::from_mode(meta.mode)).map_err(ImageError::io("chmod", path))?;
         for (name, value) in &meta.xattrs {
             set_xattr(path, name, value)?;
         }
@@ -428,17 +341,11 @@ impl Extractor<'_> {
                     set_xattr(&path, OPAQUE, b"y")?;
                 }
                 Ok(_) => {
-                    return Err(self.corrupt(format!(
-                        "entry {raw:?} is below {dir:?}, which is not a directory"
-                    )));
+                    return Err(self.corrupt(format!("entry {raw:?} is below {dir:?}, which is not a directory")));
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => self.create_dir(&dir)?,
                 Err(e) => {
-                    return Err(ImageError::Io {
-                        action: "inspect",
-                        path,
-                        err: e,
-                    });
+                    return Err(ImageError::Io { action: "inspect", path, err: e });
                 }
             }
         }
@@ -456,9 +363,7 @@ impl Extractor<'_> {
             match fs::symlink_metadata(self.dest.join(&dir)) {
                 Ok(m) if m.is_dir() => {}
                 Ok(m) if m.file_type().is_symlink() => {
-                    return Err(
-                        self.escape(raw, &format!("is a hard link below {:?}, a symlink", dir))
-                    );
+                    return Err(self.escape(raw, &format!("is a hard link below {:?}, a symlink", dir)));
                 }
                 _ => {
                     return Err(self.corrupt(format!(
@@ -474,8 +379,7 @@ impl Extractor<'_> {
         let path = self.dest.join(rel);
         fs::create_dir(&path).map_err(ImageError::io("create directory", &path))?;
         // Directories the layer does not list get the usual mode, whatever the umask.
-        fs::set_permissions(&path, Permissions::from_mode(0o755))
-            .map_err(ImageError::io("chmod", &path))
+        fs::set_permissions(&path, Permissions::from_mode(0o755)).map_err(ImageError::io("chmod", &path))
     }
 
     /// Frees the path of a non-directory entry.
@@ -489,11 +393,7 @@ impl Extractor<'_> {
         let path = self.dest.join(rel);
         match fs::symlink_metadata(&path) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Cleared::Free),
-            Err(e) => Err(ImageError::Io {
-                action: "inspect",
-                path,
-                err: e,
-            }),
+            Err(e) => Err(ImageError::Io { action: "inspect", path, err: e }),
             Ok(m) if m.is_dir() && is_dir => Ok(Cleared::Directory),
             Ok(m) if m.is_dir() => {
                 fs::remove_dir_all(&path).map_err(ImageError::io("remove", &path))?;
@@ -503,11 +403,7 @@ impl Extractor<'_> {
             }
             Ok(_) => {
                 fs::remove_file(&path).map_err(ImageError::io("remove", &path))?;
-                Ok(if self.whiteouts.remove(rel) {
-                    Cleared::Whiteout
-                } else {
-                    Cleared::Free
-                })
+                Ok(if self.whiteouts.remove(rel) { Cleared::Whiteout } else { Cleared::Free })
             }
         }
     }
@@ -516,8 +412,7 @@ impl Extractor<'_> {
         let header = entry.header();
         let err = |e: io::Error| corrupt(self.what, &e);
         let id = |value: u64, field: &str| {
-            u32::try_from(value)
-                .map_err(|_| self.corrupt(format!("{field} {value} is out of range")))
+            u32::try_from(value).map_err(|_| self.corrupt(format!("{field} {value} is out of range")))
         };
         let uid = id(header.uid().map_err(err)?, "uid")?;
         let gid = id(header.gid().map_err(err)?, "gid")?;
@@ -539,13 +434,7 @@ impl Extractor<'_> {
                 }
             }
         }
-        Ok(Meta {
-            uid,
-            gid,
-            mode,
-            mtime,
-            xattrs,
-        })
+        Ok(Meta { uid, gid, mode, mtime, xattrs })
     }
 
     fn link_name<R: Read>(&self, entry: &Entry<'_, R>, raw: &Path) -> Result<PathBuf, ImageError> {
@@ -565,10 +454,7 @@ impl Extractor<'_> {
     }
 
     fn corrupt(&self, reason: String) -> ImageError {
-        ImageError::Corrupt {
-            what: self.what.to_string(),
-            reason,
-        }
+        ImageError::Corrupt { what: self.what.to_string(), reason }
     }
 }
 
@@ -583,27 +469,11 @@ fn c_path(path: &Path) -> Result<CString, ImageError> {
 fn set_xattr(path: &Path, name: &CStr, value: &[u8]) -> Result<(), ImageError> {
     let c = c_path(path)?;
     // SAFETY: valid NUL-terminated strings, and a buffer with its length.
-    let rc = unsafe {
-        libc::lsetxattr(
-            c.as_ptr(),
-            name.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            0,
-        )
-    };
+    let rc = unsafe { libc::lsetxattr(c.as_ptr(), name.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
     if rc != 0 {
         let err = io::Error::last_os_error();
-        let action = if name == OPAQUE {
-            "set trusted.overlay.opaque on"
-        } else {
-            "set extended attribute on"
-        };
-        return Err(ImageError::Io {
-            action,
-            path: path.to_path_buf(),
-            err,
-        });
+        let action = if name == OPAQUE { "set trusted.overlay.opaque on" } else { "set extended attribute on" };
+        return Err(ImageError::Io { action, path: path.to_path_buf(), err });
     }
     Ok(())
 }
@@ -620,14 +490,7 @@ fn set_mtime_nofollow(path: &Path, secs: u64) -> Result<(), ImageError> {
     time.tv_sec = libc::time_t::try_from(secs).unwrap_or(libc::time_t::MAX);
     let times = [time, time];
     // SAFETY: valid path and a two-element timespec array.
-    let rc = unsafe {
-        libc::utimensat(
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            times.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    };
+    let rc = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) };
     if rc != 0 {
         return Err(ImageError::Io {
             action: "set times of",

@@ -114,10 +114,8 @@ const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-const CONFIG_TYPES: &[&str] = &[
-    "application/vnd.oci.image.config.v1+json",
-    "application/vnd.docker.container.image.v1+json",
-];
+const CONFIG_TYPES: &[&str] =
+    &["application/vnd.oci.image.config.v1+json", "application/vnd.docker.container.image.v1+json"];
 const LAYER_TYPES: &[&str] = &[
     "application/vnd.oci.image.layer.v1.tar",
     "application/vnd.oci.image.layer.v1.tar+gzip",
@@ -317,21 +315,15 @@ impl Scan {
                 return Ok(()); // climbs out of the archive: nothing can refer to it
             };
             let link_target = || -> Result<Option<PathBuf>, ImageError> {
-                Ok(entry
-                    .link_name()
-                    .map_err(|e| corrupt(&what, &e))?
-                    .map(|t| t.into_owned()))
+                Ok(entry.link_name().map_err(|e| corrupt(&what, &e))?.map(|t| t.into_owned()))
             };
             let kind = match entry.header().entry_type() {
                 tar::EntryType::Regular | tar::EntryType::Continuous => MemberKind::File,
                 // A symlink is relative to its directory (an absolute one to the archive root).
                 tar::EntryType::Symlink => MemberKind::Link(
-                    link_target()?
-                        .and_then(|t| normalize(&path.parent().unwrap_or(Path::new("")).join(t))),
+                    link_target()?.and_then(|t| normalize(&path.parent().unwrap_or(Path::new("")).join(t))),
                 ),
-                tar::EntryType::Link => {
-                    MemberKind::Link(link_target()?.and_then(|t| normalize(&t)))
-                }
+                tar::EntryType::Link => MemberKind::Link(link_target()?.and_then(|t| normalize(&t))),
                 _ => MemberKind::Other,
             };
             if matches!(kind, MemberKind::File)
@@ -341,19 +333,10 @@ impl Scan {
             {
                 // Look at the first bytes before reading the rest: most files are no JSON.
                 let mut data = Vec::new();
-                entry
-                    .by_ref()
-                    .take(16)
-                    .read_to_end(&mut data)
-                    .map_err(|e| corrupt(&what, &e))?;
-                let json_like = data
-                    .iter()
-                    .find(|b| !b.is_ascii_whitespace())
-                    .is_none_or(|b| b"{[".contains(b));
+                entry.by_ref().take(16).read_to_end(&mut data).map_err(|e| corrupt(&what, &e))?;
+                let json_like = data.iter().find(|b| !b.is_ascii_whitespace()).is_none_or(|b| b"{[".contains(b));
                 if json_like {
-                    entry
-                        .read_to_end(&mut data)
-                        .map_err(|e| corrupt(&what, &e))?;
+                    entry.read_to_end(&mut data).map_err(|e| corrupt(&what, &e))?;
                     if data.len() as u64 != entry.size() {
                         return Err(ImageError::Corrupt {
                             what: what.clone(),
@@ -367,13 +350,7 @@ impl Scan {
             members.insert(path, Member { index: i, kind });
             Ok(())
         })?;
-        Ok(Scan {
-            archive: archive.to_path_buf(),
-            compression,
-            members,
-            json,
-            entries,
-        })
+        Ok(Scan { archive: archive.to_path_buf(), compression, members, json, entries })
     }
 
     /// The regular file that `path` is, or that it links to.
@@ -402,18 +379,9 @@ impl Scan {
     /// The contents of the JSON document at `path`.
     fn json_at(&self, path: &Path, what: &str) -> Result<&[u8], ImageError> {
         let member = self.member(path, what)?;
-        self.json
-            .get(&member.index)
-            .map(Vec::as_slice)
-            .ok_or_else(|| {
-                self.invalid(
-                    what,
-                    format!(
-                        "{} is not a JSON document of at most {MAX_JSON_LEN} bytes",
-                        path.display()
-                    ),
-                )
-            })
+        self.json.get(&member.index).map(Vec::as_slice).ok_or_else(|| {
+            self.invalid(what, format!("{} is not a JSON document of at most {MAX_JSON_LEN} bytes", path.display()))
+        })
     }
 
     /// The JSON blob a descriptor points to, checked against its digest.
@@ -434,12 +402,7 @@ impl Scan {
     /// `blobs/sha256/<hex>` for a digest.
     fn blob_member_path(&self, digest: &str, what: &str) -> Result<PathBuf, ImageError> {
         let hex = sha256_hex(digest).ok_or_else(|| {
-            self.invalid(
-                what,
-                format!(
-                    "digest {digest:?} is not a sha256 digest (sha256:<64 lowercase hex digits>)"
-                ),
-            )
+            self.invalid(what, format!("digest {digest:?} is not a sha256 digest (sha256:<64 lowercase hex digits>)"))
         })?;
         Ok(Path::new("blobs/sha256").join(hex))
     }
@@ -449,20 +412,13 @@ impl Scan {
     }
 
     fn invalid(&self, what: &str, reason: String) -> ImageError {
-        ImageError::InvalidManifest {
-            archive: self.archive.clone(),
-            what: what.to_string(),
-            reason,
-        }
+        ImageError::InvalidManifest { archive: self.archive.clone(), what: what.to_string(), reason }
     }
 
     // --- OCI image layout ---
 
     fn import_oci(&self, workdir: &Path) -> Result<ImportedImage, ImageError> {
-        let index: Index = self.parse(
-            self.json_at(Path::new("index.json"), "index.json")?,
-            "index.json",
-        )?;
+        let index: Index = self.parse(self.json_at(Path::new("index.json"), "index.json")?, "index.json")?;
         let manifest = self.choose(&index, "index.json", 0)?;
         let config_bytes = self.manifest_config(&manifest)?;
         let config: ConfigFile = self.parse(config_bytes, "image config")?;
@@ -475,28 +431,13 @@ impl Scan {
             if let Some(media_type) = &desc.media_type
                 && !LAYER_TYPES.contains(&media_type.as_str())
             {
-                return Err(ImageError::UnsupportedMediaType {
-                    what,
-                    media_type: media_type.clone(),
-                });
+                return Err(ImageError::UnsupportedMediaType { what, media_type: media_type.clone() });
             }
             let path = self.blob_member_path(&desc.digest, &what)?;
             let member = self.member(&path, &what)?;
-            layers.push((
-                member.index,
-                Want {
-                    what,
-                    expected: Some(desc.digest.clone()),
-                },
-            ));
+            layers.push((member.index, Want { what, expected: Some(desc.digest.clone()) }));
         }
-        self.finish(
-            ImageSource::OciLayout,
-            manifest.config.digest.clone(),
-            &config,
-            layers,
-            workdir,
-        )
+        self.finish(ImageSource::OciLayout, manifest.config.digest.clone(), &config, layers, workdir)
     }
 
     /// The manifest to import from an image index: the only entry, or the first whose platform
@@ -520,18 +461,13 @@ impl Scan {
             if let Some(p) = &desc.platform
                 && !runs_here(&p.os, &p.architecture)
             {
-                note(
-                    platform_name(&p.os, &p.architecture, p.variant.as_deref()),
-                    &p.architecture,
-                );
+                note(platform_name(&p.os, &p.architecture, p.variant.as_deref()), &p.architecture);
                 continue;
             }
             match self.load_manifest_or_index(desc) {
                 Ok(Doc::Index(inner)) => {
                     match self.choose(&inner, &format!("image index {}", desc.digest), depth + 1) {
-                        Err(ImageError::NoManifestForArchitecture {
-                            found: inner_found, ..
-                        }) if !single => {
+                        Err(ImageError::NoManifestForArchitecture { found: inner_found, .. }) if !single => {
                             for name in inner_found {
                                 let arch = name.split('/').nth(1).unwrap_or("").to_string();
                                 note(name, &arch);
@@ -542,15 +478,10 @@ impl Scan {
                 }
                 Ok(Doc::Manifest(manifest)) => {
                     if desc.platform.is_none() && !single {
-                        let config: ConfigFile =
-                            self.parse(self.manifest_config(&manifest)?, "image config")?;
+                        let config: ConfigFile = self.parse(self.manifest_config(&manifest)?, "image config")?;
                         if !runs_here(&config.os, &config.architecture) {
                             note(
-                                platform_name(
-                                    &config.os,
-                                    &config.architecture,
-                                    config.variant.as_deref(),
-                                ),
+                                platform_name(&config.os, &config.architecture, config.variant.as_deref()),
                                 &config.architecture,
                             );
                             continue;
@@ -566,10 +497,7 @@ impl Scan {
         }
         match unsupported {
             Some(e) if found.is_empty() => Err(e),
-            _ => Err(ImageError::NoManifestForArchitecture {
-                wanted: format!("linux/{}", host_architecture()),
-                found,
-            }),
+            _ => Err(ImageError::NoManifestForArchitecture { wanted: format!("linux/{}", host_architecture()), found }),
         }
     }
 
@@ -579,23 +507,15 @@ impl Scan {
             what: what.clone(),
             media_type: media_type.to_string(),
         };
-        let known = [
-            OCI_INDEX,
-            DOCKER_MANIFEST_LIST,
-            OCI_MANIFEST,
-            DOCKER_MANIFEST,
-        ];
+        let known = [OCI_INDEX, DOCKER_MANIFEST_LIST, OCI_MANIFEST, DOCKER_MANIFEST];
         if let Some(t) = &desc.media_type
             && !known.contains(&t.as_str())
         {
             return Err(unsupported(t));
         }
         let value: serde_json::Value = self.parse(self.json_blob(desc, &what)?, &what)?;
-        let media_type = desc
-            .media_type
-            .as_deref()
-            .or_else(|| value.get("mediaType").and_then(|t| t.as_str()))
-            .map(str::to_string);
+        let media_type =
+            desc.media_type.as_deref().or_else(|| value.get("mediaType").and_then(|t| t.as_str())).map(str::to_string);
         let is_index = match media_type.as_deref() {
             Some(OCI_INDEX | DOCKER_MANIFEST_LIST) => true,
             Some(OCI_MANIFEST | DOCKER_MANIFEST) => false,
@@ -603,13 +523,9 @@ impl Scan {
             None => value.get("manifests").is_some(),
         };
         let doc = if is_index {
-            Doc::Index(
-                serde_json::from_value(value).map_err(|e| self.invalid(&what, e.to_string()))?,
-            )
+            Doc::Index(serde_json::from_value(value).map_err(|e| self.invalid(&what, e.to_string()))?)
         } else {
-            Doc::Manifest(
-                serde_json::from_value(value).map_err(|e| self.invalid(&what, e.to_string()))?,
-            )
+            Doc::Manifest(serde_json::from_value(value).map_err(|e| self.invalid(&what, e.to_string()))?)
         };
         Ok(doc)
     }
@@ -620,10 +536,7 @@ impl Scan {
         if let Some(t) = &manifest.config.media_type
             && !CONFIG_TYPES.contains(&t.as_str())
         {
-            return Err(ImageError::UnsupportedMediaType {
-                what,
-                media_type: t.clone(),
-            });
+            return Err(ImageError::UnsupportedMediaType { what, media_type: t.clone() });
         }
         self.json_blob(&manifest.config, &what)
     }
@@ -631,20 +544,12 @@ impl Scan {
     // --- docker save ---
 
     fn import_docker(&self, workdir: &Path) -> Result<ImportedImage, ImageError> {
-        let images: Vec<DockerManifest> = self.parse(
-            self.json_at(Path::new("manifest.json"), "manifest.json")?,
-            "manifest.json",
-        )?;
-        let image = images
-            .first()
-            .ok_or_else(|| self.invalid("manifest.json", "it lists no images".into()))?;
+        let images: Vec<DockerManifest> =
+            self.parse(self.json_at(Path::new("manifest.json"), "manifest.json")?, "manifest.json")?;
+        let image = images.first().ok_or_else(|| self.invalid("manifest.json", "it lists no images".into()))?;
         let member_path = |path: &str, what: &str| {
-            normalize(Path::new(path)).ok_or_else(|| {
-                self.invalid(
-                    "manifest.json",
-                    format!("{what} path {path:?} climbs out of the archive"),
-                )
-            })
+            normalize(Path::new(path))
+                .ok_or_else(|| self.invalid("manifest.json", format!("{what} path {path:?} climbs out of the archive")))
         };
 
         let config_path = member_path(&image.config, "image config")?;
@@ -679,25 +584,16 @@ impl Scan {
 
     fn import_rootfs(&self, workdir: &Path) -> Result<ImportedImage, ImageError> {
         if self.entries == 0 {
-            return Err(ImageError::EmptyArchive {
-                path: self.archive.clone(),
-            });
+            return Err(ImageError::EmptyArchive { path: self.archive.clone() });
         }
         let fetched = copy_file_blob(&self.archive, self.compression, workdir)?;
         let id = sha256_bytes(fetched.digest.as_bytes());
         Ok(ImportedImage {
             source: ImageSource::RootfsTarball,
             id,
-            config: ImageConfig {
-                architecture: host_architecture().to_string(),
-                ..ImageConfig::default()
-            },
+            config: ImageConfig { architecture: host_architecture().to_string(), ..ImageConfig::default() },
             layers: vec![ImportedLayer {
-                layer: LayerRef {
-                    digest: fetched.digest,
-                    size: fetched.size,
-                    compression: fetched.compression,
-                },
+                layer: LayerRef { digest: fetched.digest, size: fetched.size, compression: fetched.compression },
                 path: fetched.path,
             }],
         })
@@ -714,19 +610,11 @@ impl Scan {
         layers: Vec<(u64, Want)>,
         workdir: &Path,
     ) -> Result<ImportedImage, ImageError> {
-        let diff_ids = config
-            .rootfs
-            .as_ref()
-            .and_then(|r| r.diff_ids.clone())
-            .unwrap_or_default();
+        let diff_ids = config.rootfs.as_ref().and_then(|r| r.diff_ids.clone()).unwrap_or_default();
         if !diff_ids.is_empty() && diff_ids.len() != layers.len() {
             return Err(self.invalid(
                 "image config",
-                format!(
-                    "rootfs.diff_ids lists {} layers but the manifest has {}",
-                    diff_ids.len(),
-                    layers.len()
-                ),
+                format!("rootfs.diff_ids lists {} layers but the manifest has {}", diff_ids.len(), layers.len()),
             ));
         }
 
@@ -752,37 +640,21 @@ impl Scan {
                 && *expected != diff_id
             {
                 return Err(ImageError::DigestMismatch {
-                    what: format!(
-                        "{}, uncompressed (image config rootfs.diff_ids[{i}])",
-                        want.what
-                    ),
+                    what: format!("{}, uncompressed (image config rootfs.diff_ids[{i}])", want.what),
                     expected: expected.clone(),
                     actual: diff_id,
                 });
             }
             out.push(ImportedLayer {
-                layer: LayerRef {
-                    digest: blob.digest.clone(),
-                    size: blob.size,
-                    compression: blob.compression,
-                },
+                layer: LayerRef { digest: blob.digest.clone(), size: blob.size, compression: blob.compression },
                 path: blob.path.clone(),
             });
         }
-        Ok(ImportedImage {
-            source,
-            id,
-            config: config.image_config(),
-            layers: out,
-        })
+        Ok(ImportedImage { source, id, config: config.image_config(), layers: out })
     }
 
     /// Second pass: copies the wanted entries to `workdir`, checking digests.
-    fn fetch(
-        &self,
-        wanted: &HashMap<u64, Vec<&Want>>,
-        workdir: &Path,
-    ) -> Result<HashMap<u64, Fetched>, ImageError> {
+    fn fetch(&self, wanted: &HashMap<u64, Vec<&Want>>, workdir: &Path) -> Result<HashMap<u64, Fetched>, ImageError> {
         let what = self.archive.display().to_string();
         let file = File::open(&self.archive).map_err(ImageError::io("open", &self.archive))?;
         let reader = decoder(file, self.compression).map_err(|e| corrupt(&what, &e))?;
@@ -818,32 +690,18 @@ impl Scan {
             let compression = match compress::sniff(out.head()) {
                 Sniffed::Known(c) => c,
                 Sniffed::Unsupported(format) => {
-                    return Err(ImageError::UnsupportedCompression {
-                        what: wants[0].what.clone(),
-                        format,
-                    });
+                    return Err(ImageError::UnsupportedCompression { what: wants[0].what.clone(), format });
                 }
             };
             drop(out);
             let path = temp.persist(workdir, &digest)?;
-            fetched.insert(
-                i,
-                Fetched {
-                    digest,
-                    size,
-                    compression,
-                    path,
-                },
-            );
+            fetched.insert(i, Fetched { digest, size, compression, path });
             Ok(())
         })?;
         if let Some(i) = wanted.keys().find(|i| !fetched.contains_key(i)) {
             return Err(ImageError::Corrupt {
                 what: what.clone(),
-                reason: format!(
-                    "{} vanished between two reads: was the file changed meanwhile?",
-                    wanted[i][0].what
-                ),
+                reason: format!("{} vanished between two reads: was the file changed meanwhile?", wanted[i][0].what),
             });
         }
         Ok(fetched)
@@ -874,8 +732,7 @@ fn digest_in_name(path: &Path, loose: bool) -> Option<String> {
 /// Reads a layer blob through as a tar, returning the digest of its uncompressed content.
 fn read_layer(blob: &Fetched, what: &str) -> Result<String, ImageError> {
     let file = File::open(&blob.path).map_err(ImageError::io("open", &blob.path))?;
-    let mut reader =
-        HashingReader::new(decoder(file, blob.compression).map_err(|e| corrupt(what, &e))?);
+    let mut reader = HashingReader::new(decoder(file, blob.compression).map_err(|e| corrupt(what, &e))?);
     // This reads to the end, so the digest covers what follows the end-of-archive blocks too.
     walk_tar(&mut reader, what, false, |_| Ok(()))?;
     Ok(reader.digest())
@@ -892,11 +749,7 @@ struct TempBlob {
 impl TempBlob {
     fn create(workdir: &Path) -> Result<(TempBlob, HashingWriter<BufWriter<File>>), ImageError> {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let name = format!(
-            ".blob-{}-{}.partial",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        );
+        let name = format!(".blob-{}-{}.partial", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed));
         let path = workdir.join(name);
         let file = OpenOptions::new()
             .write(true)
@@ -904,10 +757,7 @@ impl TempBlob {
             .truncate(true)
             .open(&path)
             .map_err(ImageError::io("create", &path))?;
-        Ok((
-            TempBlob { path, keep: false },
-            HashingWriter::new(BufWriter::with_capacity(256 * 1024, file)),
-        ))
+        Ok((TempBlob { path, keep: false }, HashingWriter::new(BufWriter::with_capacity(256 * 1024, file))))
     }
 
     /// Renames the blob to its final name, `workdir/<hex of digest>`.
@@ -930,36 +780,20 @@ impl Drop for TempBlob {
 /// Writes an in-memory blob to `workdir/<hex>`.
 fn write_blob(workdir: &Path, bytes: &[u8]) -> Result<PathBuf, ImageError> {
     let (temp, mut out) = TempBlob::create(workdir)?;
-    out.write_all(bytes)
-        .and_then(|()| out.flush())
-        .map_err(ImageError::io("write", &temp.path))?;
+    out.write_all(bytes).and_then(|()| out.flush()).map_err(ImageError::io("write", &temp.path))?;
     let digest = out.digest();
     drop(out);
     temp.persist(workdir, &digest)
 }
 
 /// Copies a whole file to `workdir/<hex>`, hashing it on the way.
-fn copy_file_blob(
-    source: &Path,
-    compression: Compression,
-    workdir: &Path,
-) -> Result<Fetched, ImageError> {
+fn copy_file_blob(source: &Path, compression: Compression, workdir: &Path) -> Result<Fetched, ImageError> {
     let mut file = File::open(source).map_err(ImageError::io("open", source))?;
     let (temp, mut out) = TempBlob::create(workdir)?;
-    let size = copy_data(
-        &mut file,
-        &mut out,
-        ImageError::io("read", source),
-        &temp.path,
-    )?;
+    let size = copy_data(&mut file, &mut out, ImageError::io("read", source), &temp.path)?;
     out.flush().map_err(ImageError::io("write", &temp.path))?;
     let digest = out.digest();
     drop(out);
     let path = temp.persist(workdir, &digest)?;
-    Ok(Fetched {
-        digest,
-        size,
-        compression,
-        path,
-    })
+    Ok(Fetched { digest, size, compression, path })
 }

@@ -46,36 +46,21 @@ pub(crate) struct Node<'a> {
 /// Calls `visit` on everything below `dir` (not `dir` itself), depth first, the entries of each
 /// directory in name order and a directory before its contents. Symlinks are never followed.
 /// Errors name the path.
-pub(crate) fn walk(
-    dir: &Path,
-    mut visit: impl FnMut(&Node<'_>) -> io::Result<()>,
-) -> io::Result<()> {
+pub(crate) fn walk(dir: &Path, mut visit: impl FnMut(&Node<'_>) -> io::Result<()>) -> io::Result<()> {
     walk_below(dir, Path::new(""), &mut visit)
 }
 
-fn walk_below(
-    dir: &Path,
-    rel: &Path,
-    visit: &mut impl FnMut(&Node<'_>) -> io::Result<()>,
-) -> io::Result<()> {
+fn walk_below(dir: &Path, rel: &Path, visit: &mut impl FnMut(&Node<'_>) -> io::Result<()>) -> io::Result<()> {
     let here = dir.join(rel);
     let mut names = fs::read_dir(&here)
-        .and_then(|entries| {
-            entries
-                .map(|e| e.map(|e| e.file_name()))
-                .collect::<io::Result<Vec<_>>>()
-        })
+        .and_then(|entries| entries.map(|e| e.map(|e| e.file_name())).collect::<io::Result<Vec<_>>>())
         .map_err(|e| context(e, "list", &here))?;
     names.sort();
     for name in names {
         let rel = rel.join(&name);
         let path = dir.join(&rel);
         let meta = fs::symlink_metadata(&path).map_err(|e| context(e, "inspect", &path))?;
-        visit(&Node {
-            rel: &rel,
-            path: &path,
-            meta: &meta,
-        })?;
+        visit(&Node { rel: &rel, path: &path, meta: &meta })?;
         if meta.is_dir() {
             walk_below(dir, &rel, visit)?;
         }
@@ -103,10 +88,7 @@ impl<W: Write> Packer<W> {
     pub fn new(out: W) -> Self {
         let mut builder = tar::Builder::new(out);
         builder.follow_symlinks(false);
-        Packer {
-            builder,
-            links: HashMap::new(),
-        }
+        Packer { builder, links: HashMap::new() }
     }
 
     /// Writes the end of the archive and flushes the output.
@@ -117,9 +99,7 @@ impl<W: Write> Packer<W> {
     pub fn directory(&mut self, node: &Node<'_>, xattrs: &Xattrs) -> io::Result<()> {
         let mut header = header_of(node.meta);
         self.pax(node.path, xattrs)?;
-        self.builder
-            .append_data(&mut header, node.rel, io::empty())
-            .map_err(|e| context(e, "pack", node.path))
+        self.builder.append_data(&mut header, node.rel, io::empty()).map_err(|e| context(e, "pack", node.path))
     }
 
     /// A symlink, its target stored byte for byte.
@@ -132,8 +112,7 @@ impl<W: Write> Packer<W> {
         if target.len() >= LINK_NAME_LEN {
             // A GNU long link-name record, as `append_link` writes for long targets.
             let mut long = tar::Header::new_gnu();
-            long.as_gnu_mut().expect("a GNU header").name[..LONG_LINK_NAME.len()]
-                .copy_from_slice(LONG_LINK_NAME);
+            long.as_gnu_mut().expect("a GNU header").name[..LONG_LINK_NAME.len()].copy_from_slice(LONG_LINK_NAME);
             long.set_mode(0o644);
             long.set_uid(0);
             long.set_gid(0);
@@ -141,16 +120,12 @@ impl<W: Write> Packer<W> {
             long.set_size(target.len() as u64 + 1);
             long.set_entry_type(tar::EntryType::GNULongLink);
             long.set_cksum();
-            self.builder
-                .append(&long, target.chain(&[0u8][..]))
-                .map_err(|e| context(e, "pack", node.path))?;
+            self.builder.append(&long, target.chain(&[0u8][..])).map_err(|e| context(e, "pack", node.path))?;
         }
         header
             .set_link_name_literal(&target[..target.len().min(LINK_NAME_LEN - 1)])
             .map_err(|e| context(e, "pack", node.path))?;
-        self.builder
-            .append_data(&mut header, node.rel, io::empty())
-            .map_err(|e| context(e, "pack", node.path))
+        self.builder.append_data(&mut header, node.rel, io::empty()).map_err(|e| context(e, "pack", node.path))
     }
 
     /// A regular file with its content, or a hard link to an earlier entry.
@@ -165,22 +140,15 @@ impl<W: Write> Packer<W> {
             .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
             .open(node.path)
             .map_err(|e| context(e, "open", node.path))?;
-        let opened = file
-            .metadata()
-            .map_err(|e| context(e, "inspect", node.path))?;
+        let opened = file.metadata().map_err(|e| context(e, "inspect", node.path))?;
         if !opened.is_file() || (opened.dev(), opened.ino()) != (node.meta.dev(), node.meta.ino()) {
             return Err(context(changed("was replaced"), "pack", node.path));
         }
         let mut header = header_of(&opened);
         header.set_size(opened.len());
         self.pax(node.path, xattrs)?;
-        let data = Exact {
-            file,
-            left: opened.len(),
-        };
-        self.builder
-            .append_data(&mut header, node.rel, data)
-            .map_err(|e| context(e, "pack", node.path))
+        let data = Exact { file, left: opened.len() };
+        self.builder.append_data(&mut header, node.rel, data).map_err(|e| context(e, "pack", node.path))
     }
 
     /// A FIFO (or a hard link to an earlier entry).
@@ -190,9 +158,7 @@ impl<W: Write> Packer<W> {
         }
         let mut header = header_of(node.meta);
         self.pax(node.path, xattrs)?;
-        self.builder
-            .append_data(&mut header, node.rel, io::empty())
-            .map_err(|e| context(e, "pack", node.path))
+        self.builder.append_data(&mut header, node.rel, io::empty()).map_err(|e| context(e, "pack", node.path))
     }
 
     /// An empty regular file with the given name, mode and the owner and mtime of `node` (OCI
@@ -201,9 +167,7 @@ impl<W: Write> Packer<W> {
         let mut header = header_of(node.meta);
         header.set_entry_type(tar::EntryType::Regular);
         header.set_mode(mode);
-        self.builder
-            .append_data(&mut header, name, io::empty())
-            .map_err(|e| context(e, "pack", node.path))
+        self.builder.append_data(&mut header, name, io::empty()).map_err(|e| context(e, "pack", node.path))
     }
 
     /// When `node` has several links and one was written already, writes a hard link to it and
@@ -219,9 +183,7 @@ impl<W: Write> Packer<W> {
         };
         let mut header = header_of(node.meta);
         header.set_entry_type(tar::EntryType::Link);
-        self.builder
-            .append_link(&mut header, node.rel, first)
-            .map_err(|e| context(e, "pack", node.path))?;
+        self.builder.append_link(&mut header, node.rel, first).map_err(|e| context(e, "pack", node.path))?;
         Ok(true)
     }
 
@@ -229,10 +191,8 @@ impl<W: Write> Packer<W> {
         if xattrs.is_empty() {
             return Ok(());
         }
-        let records: Vec<(String, &[u8])> = xattrs
-            .iter()
-            .map(|(name, value)| (format!("SCHILY.xattr.{name}"), value.as_slice()))
-            .collect();
+        let records: Vec<(String, &[u8])> =
+            xattrs.iter().map(|(name, value)| (format!("SCHILY.xattr.{name}"), value.as_slice())).collect();
         self.builder
             .append_pax_extensions(records.iter().map(|(k, v)| (k.as_str(), *v)))
             .map_err(|e| context(e, "pack", path))
@@ -263,9 +223,7 @@ impl Read for Exact {
                 _ => Err(changed("grew")),
             };
         }
-        let len = buf
-            .len()
-            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let len = buf.len().min(usize::try_from(self.left).unwrap_or(usize::MAX));
         let n = self.file.read(&mut buf[..len])?;
         if n == 0 {
             return Err(changed("shrank"));
@@ -276,9 +234,7 @@ impl Read for Exact {
 }
 
 fn changed(how: &str) -> io::Error {
-    io::Error::other(format!(
-        "the file {how} while being packed; pack a directory nothing writes to"
-    ))
+    io::Error::other(format!("the file {how} while being packed; pack a directory nothing writes to"))
 }
 
 pub(crate) fn context(err: io::Error, action: &str, path: &Path) -> io::Error {
@@ -296,10 +252,7 @@ mod tests {
         fs::write(&path, "12345").unwrap();
         let read = |left| {
             let mut data = Vec::new();
-            let mut exact = Exact {
-                file: File::open(&path).unwrap(),
-                left,
-            };
+            let mut exact = Exact { file: File::open(&path).unwrap(), left };
             exact.read_to_end(&mut data).map(|_| data)
         };
         assert_eq!(read(5).unwrap(), b"12345");
@@ -324,11 +277,7 @@ mod tests {
             let mut entries = archive.entries().unwrap();
             let entry = entries.next().unwrap().unwrap();
             assert_eq!(entry.path().unwrap(), Path::new("link"));
-            assert_eq!(
-                entry.link_name_bytes().as_deref(),
-                Some(target.as_bytes()),
-                "{target}"
-            );
+            assert_eq!(entry.link_name_bytes().as_deref(), Some(target.as_bytes()), "{target}");
             assert!(entries.next().is_none());
         }
     }

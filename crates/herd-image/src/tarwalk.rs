@@ -41,10 +41,7 @@ pub(crate) fn walk_tar<R: Read>(
     mut visit: impl FnMut(&mut Entry<'_, R>) -> Result<(), ImageError>,
 ) -> Result<u64, ImageError> {
     let count = Rc::new(Cell::new(0));
-    let mut archive = tar::Archive::new(Counting {
-        inner: reader,
-        count: count.clone(),
-    });
+    let mut archive = tar::Archive::new(Counting { inner: reader, count: count.clone() });
     let mut entries = 0;
     let mut end_of_last = 0u64;
     for entry in archive.entries().map_err(|e| corrupt(what, &e))? {
@@ -74,10 +71,7 @@ pub(crate) fn walk_tar<R: Read>(
 
 /// [`ImageError::Corrupt`] for a read error in the stream `what`.
 pub(crate) fn corrupt(what: &str, err: &io::Error) -> ImageError {
-    ImageError::Corrupt {
-        what: what.to_string(),
-        reason: read_reason(err),
-    }
+    ImageError::Corrupt { what: what.to_string(), reason: read_reason(err) }
 }
 
 /// Copies data to `out`, telling read errors (mapped by `read_error`) from write errors (on
@@ -88,19 +82,12 @@ pub(crate) fn copy_data(
     read_error: impl FnOnce(io::Error) -> ImageError,
     out_path: &Path,
 ) -> Result<u64, ImageError> {
-    let mut from = NoteReadError {
-        inner: from,
-        failed: None,
-    };
+    let mut from = NoteReadError { inner: from, failed: None };
     match io::copy(&mut from, out) {
         Ok(n) => Ok(n),
         Err(err) => match from.failed {
             Some(read_err) => Err(read_error(read_err)),
-            None => Err(ImageError::Io {
-                action: "write",
-                path: out_path.to_path_buf(),
-                err,
-            }),
+            None => Err(ImageError::Io { action: "write", path: out_path.to_path_buf(), err }),
         },
     }
 }
@@ -173,19 +160,10 @@ mod tests {
         assert_eq!(walk_tar(&tar[..], "t", true, |_| Ok(())).unwrap(), 2);
         // Cut inside the data of the first entry, inside the second header, inside the last data.
         for cut in [1200, 1600, 2050] {
-            assert!(
-                matches!(
-                    walk_tar(&tar[..cut], "t", true, |_| Ok(())),
-                    Err(ImageError::Corrupt { .. })
-                ),
-                "{cut}"
-            );
+            assert!(matches!(walk_tar(&tar[..cut], "t", true, |_| Ok(())), Err(ImageError::Corrupt { .. })), "{cut}");
         }
         // Cut at a block boundary, right after the last entry's data.
-        assert!(matches!(
-            walk_tar(&tar[..2560], "t", true, |_| Ok(())),
-            Err(ImageError::Corrupt { .. })
-        ));
+        assert!(matches!(walk_tar(&tar[..2560], "t", true, |_| Ok(())), Err(ImageError::Corrupt { .. })));
         assert_eq!(walk_tar(&tar[..2560], "t", false, |_| Ok(())).unwrap(), 2);
         // A single end block is enough.
         assert_eq!(walk_tar(&tar[..3072], "t", true, |_| Ok(())).unwrap(), 2);

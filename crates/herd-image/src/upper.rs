@@ -72,8 +72,7 @@ fn pack_node<W: Write>(packer: &mut Packer<W>, node: &Node<'_>) -> io::Result<()
         marker.push(name);
         return packer.empty_file(node, &node.rel.with_file_name(marker), 0o600);
     }
-    if !(file_type.is_dir() || file_type.is_file() || file_type.is_symlink() || file_type.is_fifo())
-    {
+    if !(file_type.is_dir() || file_type.is_file() || file_type.is_symlink() || file_type.is_fifo()) {
         // Other devices and sockets: skipped.
         return Ok(());
     }
@@ -107,10 +106,7 @@ struct Attrs {
 
 impl Attrs {
     fn read(path: &Path) -> io::Result<Attrs> {
-        let mut attrs = Attrs {
-            kept: Vec::new(),
-            opaque: false,
-        };
+        let mut attrs = Attrs { kept: Vec::new(), opaque: false };
         for name in list_xattrs(path)? {
             let bytes = name.as_bytes();
             if let Some(overlay) = bytes.strip_prefix(OVERLAY_PREFIX) {
@@ -158,10 +154,7 @@ impl Attrs {
             }
             b"metacopy" => return Err(unsupported(path, "metacopy (trusted.overlay.metacopy)")),
             b"whiteout" | b"whiteouts" => {
-                return Err(unsupported(
-                    path,
-                    "xattr whiteouts (trusted.overlay.whiteout)",
-                ));
+                return Err(unsupported(path, "xattr whiteouts (trusted.overlay.whiteout)"));
             }
             // origin, impure, nlink, protattr, uuid, ... are overlayfs' bookkeeping about lower
             // and index directories, which a restored upper does without; escaped attributes
@@ -185,15 +178,11 @@ fn unsupported(path: &Path, feature: &str) -> io::Error {
 }
 
 fn invalid(path: &Path, reason: &str) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::InvalidData,
-        format!("pack {}: {reason}", path.display()),
-    )
+    io::Error::new(io::ErrorKind::InvalidData, format!("pack {}: {reason}", path.display()))
 }
 
 fn c_path(path: &Path) -> io::Result<CString> {
-    CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| invalid(path, "the path contains a NUL byte"))
+    CString::new(path.as_os_str().as_bytes()).map_err(|_| invalid(path, "the path contains a NUL byte"))
 }
 
 /// The names of the extended attributes of `path` (a symlink itself, not its target).
@@ -214,8 +203,8 @@ fn list_xattrs(path: &Path) -> io::Result<Vec<OsString>> {
 /// The value of the extended attribute `name` of `path`, `None` if it has none.
 fn get_xattr(path: &Path, name: &OsStr) -> io::Result<Option<Vec<u8>>> {
     let c = c_path(path)?;
-    let c_name = CString::new(name.as_bytes())
-        .map_err(|_| invalid(path, "an extended attribute name contains a NUL byte"))?;
+    let c_name =
+        CString::new(name.as_bytes()).map_err(|_| invalid(path, "an extended attribute name contains a NUL byte"))?;
     read_sized(path, "read extended attributes of", |buf, len| {
         // SAFETY: valid NUL-terminated strings and a buffer of `len` bytes (null when 0).
         unsafe { libc::lgetxattr(c.as_ptr(), c_name.as_ptr(), buf.cast(), len) }
@@ -265,10 +254,7 @@ fn can_read_trusted_xattrs() -> bool {
 
 /// Whether the `CapEff` line of a `/proc/PID/status` text has `CAP_SYS_ADMIN`.
 fn has_sys_admin(status: &str) -> Option<bool> {
-    let hex = status
-        .lines()
-        .find_map(|line| line.strip_prefix("CapEff:"))?
-        .trim();
+    let hex = status.lines().find_map(|line| line.strip_prefix("CapEff:"))?.trim();
     let caps = u64::from_str_radix(hex, 16).ok()?;
     Some(caps & (1 << CAP_SYS_ADMIN) != 0)
 }
@@ -284,45 +270,22 @@ mod tests {
     fn require_root() {
         // SAFETY: geteuid has no preconditions and cannot fail.
         let euid = unsafe { libc::geteuid() };
-        assert_eq!(
-            euid, 0,
-            "the pack_upper tests need root (whiteout devices, trusted.* attributes)"
-        );
+        assert_eq!(euid, 0, "the pack_upper tests need root (whiteout devices, trusted.* attributes)");
     }
 
     fn mknod_whiteout(path: &Path) {
         let c = c_path(path).unwrap();
         // SAFETY: valid path.
         let rc = unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR, libc::makedev(0, 0)) };
-        assert_eq!(
-            rc,
-            0,
-            "mknod {}: {}",
-            path.display(),
-            io::Error::last_os_error()
-        );
+        assert_eq!(rc, 0, "mknod {}: {}", path.display(), io::Error::last_os_error());
     }
 
     fn set_xattr(path: &Path, name: &str, value: &[u8]) {
         let c = c_path(path).unwrap();
         let name = CString::new(name).unwrap();
         // SAFETY: valid strings and a buffer with its length.
-        let rc = unsafe {
-            libc::lsetxattr(
-                c.as_ptr(),
-                name.as_ptr(),
-                value.as_ptr().cast(),
-                value.len(),
-                0,
-            )
-        };
-        assert_eq!(
-            rc,
-            0,
-            "setxattr {}: {}",
-            path.display(),
-            io::Error::last_os_error()
-        );
+        let rc = unsafe { libc::lsetxattr(c.as_ptr(), name.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
+        assert_eq!(rc, 0, "setxattr {}: {}", path.display(), io::Error::last_os_error());
     }
 
     /// `(path, entry type, data, PAX records)` of one tar entry.
@@ -382,10 +345,7 @@ mod tests {
         let (_tmp, upper) = upper_dir();
         let tar = pack(&upper).unwrap();
         let entries = entries(&tar);
-        let listed: Vec<(&str, tar::EntryType)> = entries
-            .iter()
-            .map(|(p, k, _, _)| (p.as_str(), *k))
-            .collect();
+        let listed: Vec<(&str, tar::EntryType)> = entries.iter().map(|(p, k, _, _)| (p.as_str(), *k)).collect();
         use tar::EntryType::{Directory, Regular};
         assert_eq!(
             listed,
@@ -398,17 +358,11 @@ mod tests {
                 ("e/z", Regular),
             ]
         );
-        assert!(
-            entries[0].2.is_empty() && entries[2].2.is_empty(),
-            "markers are empty"
-        );
+        assert!(entries[0].2.is_empty() && entries[2].2.is_empty(), "markers are empty");
         // Only user.* (and security.capability) go into the layer, never trusted.*.
         for (path, _, _, xattrs) in &entries {
-            let expected: &[(String, Vec<u8>)] = if path == "e/z" {
-                &[("SCHILY.xattr.user.note".to_string(), b"kept".to_vec())]
-            } else {
-                &[]
-            };
+            let expected: &[(String, Vec<u8>)] =
+                if path == "e/z" { &[("SCHILY.xattr.user.note".to_string(), b"kept".to_vec())] } else { &[] };
             assert_eq!(xattrs, expected, "{path}");
         }
         assert_eq!(pack(&upper).unwrap(), tar, "packing is deterministic");
@@ -445,10 +399,7 @@ mod tests {
             let err = pack(&upper).unwrap_err();
             assert_eq!(err.kind(), io::ErrorKind::Unsupported, "{err}");
             let message = err.to_string();
-            assert!(
-                message.contains(want) && message.contains(&*upper.join("e").to_string_lossy()),
-                "{message}"
-            );
+            assert!(message.contains(want) && message.contains(&*upper.join("e").to_string_lossy()), "{message}");
         }
     }
 

@@ -8,8 +8,8 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::Path;
 
 use herd_image::{
-    ImageError, ImageSource, ImportedImage, OPAQUE_XATTR, blob_path, extract_layer,
-    host_architecture, import_archive, pack_dir, sha256_file,
+    ImageError, ImageSource, ImportedImage, OPAQUE_XATTR, blob_path, extract_layer, host_architecture, import_archive,
+    pack_dir, sha256_file,
 };
 use herd_proto::state::Compression;
 use serde_json::json;
@@ -25,12 +25,7 @@ fn import_bytes(bytes: &[u8]) -> (TempDir, Result<ImportedImage, ImageError>) {
     (tmp, result)
 }
 
-fn extract_to(
-    tmp: &Path,
-    name: &str,
-    blob: &Path,
-    compression: Compression,
-) -> Result<std::path::PathBuf, ImageError> {
+fn extract_to(tmp: &Path, name: &str, blob: &Path, compression: Compression) -> Result<std::path::PathBuf, ImageError> {
     let dest = tmp.join(name);
     fs::create_dir(&dest).unwrap();
     extract_layer(blob, compression, &dest).map(|()| dest)
@@ -47,56 +42,24 @@ fn assert_test_image_config(image: &ImportedImage, arch: &str) {
 
 /// Checks the two extracted layers of the test image.
 fn assert_test_layers_extract(tmp: &Path, image: &ImportedImage) {
-    let lower = extract_to(
-        tmp,
-        "lower",
-        &image.layers[0].path,
-        image.layers[0].layer.compression,
-    )
-    .unwrap();
+    let lower = extract_to(tmp, "lower", &image.layers[0].path, image.layers[0].layer.compression).unwrap();
     assert_eq!(fs::read(lower.join("etc/gone")).unwrap(), b"gone");
     let tool = fs::metadata(lower.join("bin/tool")).unwrap();
     assert_eq!(tool.permissions().mode() & 0o7777, 0o755);
     assert_eq!(tool.mtime() as u64, MTIME);
-    assert_eq!(
-        fs::metadata(lower.join("data/old"))
-            .unwrap()
-            .permissions()
-            .mode()
-            & 0o7777,
-        0o600
-    );
-    assert_eq!(
-        fs::metadata(lower.join("bin")).unwrap().mtime() as u64,
-        MTIME,
-        "directory mtimes are kept"
-    );
+    assert_eq!(fs::metadata(lower.join("data/old")).unwrap().permissions().mode() & 0o7777, 0o600);
+    assert_eq!(fs::metadata(lower.join("bin")).unwrap().mtime() as u64, MTIME, "directory mtimes are kept");
 
-    let upper = extract_to(
-        tmp,
-        "upper",
-        &image.layers[1].path,
-        image.layers[1].layer.compression,
-    )
-    .unwrap();
+    let upper = extract_to(tmp, "upper", &image.layers[1].path, image.layers[1].layer.compression).unwrap();
     let gone = fs::symlink_metadata(upper.join("etc/gone")).unwrap();
-    assert!(
-        gone.file_type().is_char_device(),
-        "a whiteout is a character device"
-    );
+    assert!(gone.file_type().is_char_device(), "a whiteout is a character device");
     assert_eq!(gone.rdev(), 0, "a whiteout is device 0/0");
     assert!(!upper.join("etc/.wh.gone").exists());
-    assert_eq!(
-        lgetxattr(&upper.join("data"), OPAQUE_XATTR).as_deref(),
-        Some(&b"y"[..])
-    );
+    assert_eq!(lgetxattr(&upper.join("data"), OPAQUE_XATTR).as_deref(), Some(&b"y"[..]));
     assert!(lgetxattr(&upper.join("etc"), OPAQUE_XATTR).is_none());
     assert!(!upper.join("data/.wh..wh..opq").exists());
     assert_eq!(fs::read(upper.join("data/new")).unwrap(), b"new");
-    let mut names: Vec<_> = fs::read_dir(upper.join("data"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
+    let mut names: Vec<_> = fs::read_dir(upper.join("data")).unwrap().map(|e| e.unwrap().file_name()).collect();
     names.sort();
     assert_eq!(names, ["new"]);
 }
@@ -118,10 +81,7 @@ fn imports_an_oci_layout_with_gzip_layers() {
         assert_eq!(layer.layer.size, blob.len() as u64);
         assert_eq!(layer.layer.compression, Compression::Gzip);
         assert_eq!(fs::read(&layer.path).unwrap(), *blob);
-        assert_eq!(
-            layer.path,
-            blob_path(&tmp.path().join("work"), &layer.layer.digest).unwrap()
-        );
+        assert_eq!(layer.path, blob_path(&tmp.path().join("work"), &layer.layer.digest).unwrap());
         assert_eq!(sha256_file(&layer.path).unwrap(), layer.layer.digest);
     }
     // The config blob is written too, named by the image id.
@@ -139,12 +99,7 @@ fn imports_a_zstd_compressed_oci_layout_with_zstd_layers() {
     let (tmp, result) = import_bytes(&zstd(&oci.files.tar()));
     let image = result.unwrap();
     assert_eq!(image.source, ImageSource::OciLayout);
-    assert!(
-        image
-            .layers
-            .iter()
-            .all(|l| l.layer.compression == Compression::Zstd)
-    );
+    assert!(image.layers.iter().all(|l| l.layer.compression == Compression::Zstd));
     assert_test_layers_extract(tmp.path(), &image);
 }
 
@@ -154,19 +109,13 @@ fn layer_compression_comes_from_the_blob_not_the_media_type() {
     let oci = oci_image(host_architecture(), |t| t.to_vec(), LAYER_GZIP);
     let (_tmp, result) = import_bytes(&gzip(&oci.files.tar()));
     let image = result.unwrap();
-    assert!(
-        image
-            .layers
-            .iter()
-            .all(|l| l.layer.compression == Compression::None)
-    );
+    assert!(image.layers.iter().all(|l| l.layer.compression == Compression::None));
 }
 
 /// A `docker save` archive (the pre-OCI layout): `<id>/layer.tar` layers, `<config hex>.json`.
 fn docker_save(config_override: Option<Vec<u8>>) -> (Files, Vec<u8>, Vec<Vec<u8>>) {
     let (lower, upper) = test_layers();
-    let config =
-        config_override.unwrap_or_else(|| config(host_architecture(), &[&lower, &upper, &lower]));
+    let config = config_override.unwrap_or_else(|| config(host_architecture(), &[&lower, &upper, &lower]));
     let upper_gz = gzip(&upper);
     let config_name = format!("{}.json", hex_of(&sha256(&config)));
     let mut files = Files::default();
@@ -188,11 +137,7 @@ fn docker_save(config_override: Option<Vec<u8>>) -> (Files, Vec<u8>, Vec<Vec<u8>
 
 fn docker_save_tar(files: &Files) -> Vec<u8> {
     // The third layer is a symlink to the first, as `docker save` writes repeated layers.
-    let mut items: Vec<Item> = files
-        .0
-        .iter()
-        .map(|(p, d)| Item::File(p, d, 0o644))
-        .collect();
+    let mut items: Vec<Item> = files.0.iter().map(|(p, d)| Item::File(p, d, 0o644)).collect();
     items.push(Item::Dir("3333/"));
     items.push(Item::Symlink("3333/layer.tar", "../1111/layer.tar"));
     tar(&items)
@@ -212,10 +157,7 @@ fn imports_a_docker_save_archive() {
     assert_eq!(image.layers[1].layer.compression, Compression::Gzip);
     assert_eq!(image.layers[0].layer.digest, sha256(&blobs[0]));
     assert_eq!(image.layers[1].layer.digest, sha256(&blobs[1]));
-    assert_eq!(
-        image.layers[2], image.layers[0],
-        "a symlinked layer is the same blob"
-    );
+    assert_eq!(image.layers[2], image.layers[0], "a symlinked layer is the same blob");
     assert_test_layers_extract(tmp.path(), &image);
 }
 
@@ -228,14 +170,8 @@ fn docker_save_layers_are_checked_against_diff_ids() {
     let (_tmp, result) = import_bytes(&docker_save_tar(&files));
     let err = result.unwrap_err();
     let message = err.to_string();
-    assert!(
-        matches!(err, ImageError::DigestMismatch { .. }),
-        "{message}"
-    );
-    assert!(
-        message.contains(&sha256(&lower)) && message.contains(&sha256(&upper)),
-        "{message}"
-    );
+    assert!(matches!(err, ImageError::DigestMismatch { .. }), "{message}");
+    assert!(message.contains(&sha256(&lower)) && message.contains(&sha256(&upper)), "{message}");
     assert!(message.contains("layer 2 of 3"), "{message}");
 }
 
@@ -273,10 +209,7 @@ fn multi_arch(arches: &[&str], nested: bool) -> (Vec<u8>, Vec<Vec<u8>>) {
     if nested {
         let index = json_bytes(&index);
         files.blob(index.clone());
-        files.add(
-            "index.json",
-            json_bytes(&json!({"schemaVersion": 2, "manifests": [descriptor(OCI_INDEX, &index)]})),
-        );
+        files.add("index.json", json_bytes(&json!({"schemaVersion": 2, "manifests": [descriptor(OCI_INDEX, &index)]})));
     } else {
         files.add("index.json", json_bytes(&index));
     }
@@ -299,10 +232,7 @@ fn multi_arch_index_without_the_host_architecture_is_an_error_naming_what_it_has
             }
             other => panic!("unexpected error: {other}"),
         }
-        assert!(
-            message.contains(&format!("linux/{a}")) && message.contains(host_architecture()),
-            "{message}"
-        );
+        assert!(message.contains(&format!("linux/{a}")) && message.contains(host_architecture()), "{message}");
         assert!(!message.contains("unknown"), "{message}");
     }
 }
@@ -348,33 +278,19 @@ fn imports_a_rootfs_tarball() {
     assert_eq!(layer.layer.digest, sha256(&archive));
     assert_eq!(layer.layer.size, archive.len() as u64);
     assert_eq!(layer.layer.compression, Compression::Gzip);
-    assert_eq!(
-        fs::read(&layer.path).unwrap(),
-        archive,
-        "the blob is the archive as uploaded"
-    );
+    assert_eq!(fs::read(&layer.path).unwrap(), archive, "the blob is the archive as uploaded");
     assert_eq!(image.id, sha256(layer.layer.digest.as_bytes()));
     assert_eq!(image.config.architecture, host_architecture());
-    assert!(
-        image.config.entrypoint.is_empty()
-            && image.config.cmd.is_empty()
-            && image.config.env.is_empty()
-    );
+    assert!(image.config.entrypoint.is_empty() && image.config.cmd.is_empty() && image.config.env.is_empty());
 
     let dest = extract_to(tmp.path(), "root", &layer.path, layer.layer.compression).unwrap();
     assert_eq!(fs::read(dest.join("etc/hostname")).unwrap(), b"box\n");
-    assert_eq!(
-        fs::read_link(dest.join("etc/localtime")).unwrap(),
-        Path::new("/usr/share/zoneinfo/UTC")
-    );
+    assert_eq!(fs::read_link(dest.join("etc/localtime")).unwrap(), Path::new("/usr/share/zoneinfo/UTC"));
 }
 
 #[test]
 fn garbage_truncated_and_empty_archives_are_errors() {
-    let rootfs = tar(&[
-        Item::Dir("etc/"),
-        Item::File("etc/big", &[b'x'; 100_000], 0o644),
-    ]);
+    let rootfs = tar(&[Item::Dir("etc/"), Item::File("etc/big", &[b'x'; 100_000], 0o644)]);
     let mut seed = 0x2545_f491_4f6c_dd1du64;
     let garbage: Vec<u8> = (0..8192)
         .map(|_| {
@@ -388,10 +304,7 @@ fn garbage_truncated_and_empty_archives_are_errors() {
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("garbage", garbage),
         ("truncated tar", rootfs[..rootfs.len() / 2].to_vec()),
-        (
-            "tar cut at a block boundary",
-            rootfs[..512 + 100_352].to_vec(),
-        ),
+        ("tar cut at a block boundary", rootfs[..512 + 100_352].to_vec()),
         ("truncated tar.gz", gz[..gz.len() / 2].to_vec()),
         ("tar.gz without its trailer", gz[..gz.len() - 4].to_vec()),
         ("truncated tar.zst", {
@@ -410,30 +323,14 @@ fn garbage_truncated_and_empty_archives_are_errors() {
         }
         // Nothing written.
         let work = tmp.path().join("work");
-        assert!(
-            !work.exists() || fs::read_dir(&work).unwrap().count() == 0,
-            "{name}"
-        );
+        assert!(!work.exists() || fs::read_dir(&work).unwrap().count() == 0, "{name}");
     }
-    for (name, bytes) in [
-        ("empty file", Vec::new()),
-        ("empty tar", tar(&[])),
-        ("empty tar.gz", gzip(&tar(&[]))),
-    ] {
+    for (name, bytes) in [("empty file", Vec::new()), ("empty tar", tar(&[])), ("empty tar.gz", gzip(&tar(&[])))] {
         let (_tmp, result) = import_bytes(&bytes);
-        assert!(
-            matches!(result, Err(ImageError::EmptyArchive { .. })),
-            "{name}: {result:?}"
-        );
+        assert!(matches!(result, Err(ImageError::EmptyArchive { .. })), "{name}: {result:?}");
     }
     let (_tmp, result) = import_bytes(&[0xfd, b'7', b'z', b'X', b'Z', 0, 0, 0]);
-    assert!(
-        matches!(
-            result,
-            Err(ImageError::UnsupportedCompression { format: "xz", .. })
-        ),
-        "{result:?}"
-    );
+    assert!(matches!(result, Err(ImageError::UnsupportedCompression { format: "xz", .. })), "{result:?}");
 }
 
 #[test]
@@ -451,32 +348,13 @@ fn a_blob_that_does_not_match_its_digest_is_an_error_naming_both() {
     let (tmp, result) = import_bytes(&oci.files.tar());
     let err = result.unwrap_err();
     let message = err.to_string();
-    assert!(
-        matches!(err, ImageError::DigestMismatch { .. }),
-        "{message}"
-    );
-    assert!(
-        message.contains(&expected) && message.contains(&actual),
-        "{message}"
-    );
+    assert!(matches!(err, ImageError::DigestMismatch { .. }), "{message}");
+    assert!(message.contains(&expected) && message.contains(&actual), "{message}");
     assert!(message.contains("layer 2 of 2"), "{message}");
     // The bad blob is not left in the work directory.
-    let leftovers: Vec<_> = fs::read_dir(tmp.path().join("work"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
-    assert!(
-        leftovers
-            .iter()
-            .all(|n| n.to_str() != Some(hex_of(&actual))),
-        "{leftovers:?}"
-    );
-    assert!(
-        leftovers
-            .iter()
-            .all(|n| !n.to_string_lossy().ends_with(".partial")),
-        "{leftovers:?}"
-    );
+    let leftovers: Vec<_> = fs::read_dir(tmp.path().join("work")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(leftovers.iter().all(|n| n.to_str() != Some(hex_of(&actual))), "{leftovers:?}");
+    assert!(leftovers.iter().all(|n| !n.to_string_lossy().ends_with(".partial")), "{leftovers:?}");
 }
 
 #[test]
@@ -504,21 +382,12 @@ fn a_missing_blob_and_an_unsupported_media_type_are_errors() {
     files.blob(manifest_bytes.clone());
     files.add(
         "index.json",
-        json_bytes(
-            &json!({"schemaVersion": 2, "manifests": [descriptor(OCI_MANIFEST, &manifest_bytes)]}),
-        ),
+        json_bytes(&json!({"schemaVersion": 2, "manifests": [descriptor(OCI_MANIFEST, &manifest_bytes)]})),
     );
     let (_tmp, result) = import_bytes(&files.tar());
     let err = result.unwrap_err();
-    assert!(
-        matches!(err, ImageError::UnsupportedMediaType { .. }),
-        "{err}"
-    );
-    assert!(
-        err.to_string()
-            .contains("application/vnd.cncf.helm.config.v1+json"),
-        "{err}"
-    );
+    assert!(matches!(err, ImageError::UnsupportedMediaType { .. }), "{err}");
+    assert!(err.to_string().contains("application/vnd.cncf.helm.config.v1+json"), "{err}");
 }
 
 /// Extracts a layer made of `items` into `<tmp>/dest`.
@@ -531,50 +400,24 @@ fn extract_items(tmp: &Path, items: &[Item]) -> Result<std::path::PathBuf, Image
 #[test]
 fn path_traversal_is_rejected() {
     let cases: Vec<(&str, Vec<Item>)> = vec![
-        (
-            "dot-dot file",
-            vec![Item::Raw {
-                name: "../x",
-                kind: tar::EntryType::Regular,
-                link: "",
-                data: b"x",
-            }],
-        ),
+        ("dot-dot file", vec![Item::Raw { name: "../x", kind: tar::EntryType::Regular, link: "", data: b"x" }]),
         (
             "dot-dot below a directory",
-            vec![Item::Raw {
-                name: "a/../../x",
-                kind: tar::EntryType::Regular,
-                link: "",
-                data: b"x",
-            }],
+            vec![Item::Raw { name: "a/../../x", kind: tar::EntryType::Regular, link: "", data: b"x" }],
         ),
         (
             "hard link out",
-            vec![Item::Raw {
-                name: "h",
-                kind: tar::EntryType::Link,
-                link: "../../../../etc/passwd",
-                data: b"",
-            }],
+            vec![Item::Raw { name: "h", kind: tar::EntryType::Link, link: "../../../../etc/passwd", data: b"" }],
         ),
         (
             "whiteout of the parent",
-            vec![Item::Raw {
-                name: "../.wh.x",
-                kind: tar::EntryType::Regular,
-                link: "",
-                data: b"",
-            }],
+            vec![Item::Raw { name: "../.wh.x", kind: tar::EntryType::Regular, link: "", data: b"" }],
         ),
     ];
     for (name, items) in cases {
         let tmp = TempDir::new().unwrap();
         let err = extract_items(tmp.path(), &items).unwrap_err();
-        assert!(
-            matches!(err, ImageError::PathEscape { .. }),
-            "{name}: {err}"
-        );
+        assert!(matches!(err, ImageError::PathEscape { .. }), "{name}: {err}");
         assert!(!tmp.path().join("x").exists(), "{name}");
     }
 }
@@ -586,55 +429,24 @@ fn symlinks_are_never_followed_when_extracting() {
     fs::create_dir(&outside).unwrap();
     let outside_str = outside.to_str().unwrap();
     let cases: Vec<(&str, Vec<Item>)> = vec![
-        (
-            "absolute symlink",
-            vec![
-                Item::Symlink("a", outside_str),
-                Item::File("a/passwd", b"root::0:0", 0o644),
-            ],
-        ),
-        (
-            "relative symlink",
-            vec![
-                Item::Symlink("a", "../outside"),
-                Item::File("a/passwd", b"root::0:0", 0o644),
-            ],
-        ),
+        ("absolute symlink", vec![Item::Symlink("a", outside_str), Item::File("a/passwd", b"root::0:0", 0o644)]),
+        ("relative symlink", vec![Item::Symlink("a", "../outside"), Item::File("a/passwd", b"root::0:0", 0o644)]),
         (
             "symlink to a directory, then a whiteout in it",
-            vec![
-                Item::Symlink("a", outside_str),
-                Item::File("a/.wh.passwd", b"", 0o644),
-            ],
+            vec![Item::Symlink("a", outside_str), Item::File("a/.wh.passwd", b"", 0o644)],
         ),
         (
             "symlink to a directory, then an opaque marker in it",
-            vec![
-                Item::Symlink("a", outside_str),
-                Item::File("a/.wh..wh..opq", b"", 0o644),
-            ],
+            vec![Item::Symlink("a", outside_str), Item::File("a/.wh..wh..opq", b"", 0o644)],
         ),
-        (
-            "hard link through a symlink",
-            vec![
-                Item::Symlink("a", outside_str),
-                Item::Hardlink("h", "a/passwd"),
-            ],
-        ),
+        ("hard link through a symlink", vec![Item::Symlink("a", outside_str), Item::Hardlink("h", "a/passwd")]),
     ];
     fs::write(outside.join("passwd"), "original").unwrap();
     for (name, items) in cases {
         let run = TempDir::new().unwrap();
         let err = extract_items(run.path(), &items).unwrap_err();
-        assert!(
-            matches!(err, ImageError::PathEscape { .. }),
-            "{name}: {err}"
-        );
-        assert_eq!(
-            fs::read_to_string(outside.join("passwd")).unwrap(),
-            "original",
-            "{name}"
-        );
+        assert!(matches!(err, ImageError::PathEscape { .. }), "{name}: {err}");
+        assert_eq!(fs::read_to_string(outside.join("passwd")).unwrap(), "original", "{name}");
         assert_eq!(fs::read_dir(&outside).unwrap().count(), 1, "{name}");
         assert!(lgetxattr(&outside, OPAQUE_XATTR).is_none(), "{name}");
     }
@@ -643,17 +455,11 @@ fn symlinks_are_never_followed_when_extracting() {
     let run = TempDir::new().unwrap();
     let dest = extract_items(
         run.path(),
-        &[
-            Item::Symlink("f", &format!("{outside_str}/passwd")),
-            Item::File("f", b"mine", 0o644),
-        ],
+        &[Item::Symlink("f", &format!("{outside_str}/passwd")), Item::File("f", b"mine", 0o644)],
     )
     .unwrap();
     assert_eq!(fs::read(dest.join("f")).unwrap(), b"mine");
-    assert_eq!(
-        fs::read_to_string(outside.join("passwd")).unwrap(),
-        "original"
-    );
+    assert_eq!(fs::read_to_string(outside.join("passwd")).unwrap(), "original");
 }
 
 #[test]
@@ -662,33 +468,15 @@ fn absolute_and_dotted_entry_paths_stay_inside() {
     let dest = extract_items(
         tmp.path(),
         &[
-            Item::Raw {
-                name: "/abs/file",
-                kind: tar::EntryType::Regular,
-                link: "",
-                data: b"abs",
-            },
-            Item::Raw {
-                name: "./a/./b/../c",
-                kind: tar::EntryType::Regular,
-                link: "",
-                data: b"c",
-            },
-            Item::Raw {
-                name: "/hl",
-                kind: tar::EntryType::Link,
-                link: "/abs/file",
-                data: b"",
-            },
+            Item::Raw { name: "/abs/file", kind: tar::EntryType::Regular, link: "", data: b"abs" },
+            Item::Raw { name: "./a/./b/../c", kind: tar::EntryType::Regular, link: "", data: b"c" },
+            Item::Raw { name: "/hl", kind: tar::EntryType::Link, link: "/abs/file", data: b"" },
         ],
     )
     .unwrap();
     assert_eq!(fs::read(dest.join("abs/file")).unwrap(), b"abs");
     assert_eq!(fs::read(dest.join("a/c")).unwrap(), b"c");
-    assert_eq!(
-        fs::metadata(dest.join("hl")).unwrap().ino(),
-        fs::metadata(dest.join("abs/file")).unwrap().ino()
-    );
+    assert_eq!(fs::metadata(dest.join("hl")).unwrap().ino(), fs::metadata(dest.join("abs/file")).unwrap().ino());
 }
 
 #[test]
@@ -718,30 +506,16 @@ fn extraction_details() {
     )
     .unwrap();
     assert!(fs::metadata(dest.join("cache")).unwrap().is_dir());
-    assert_eq!(
-        lgetxattr(&dest.join("cache"), OPAQUE_XATTR).as_deref(),
-        Some(&b"y"[..])
-    );
-    assert_eq!(
-        lgetxattr(&dest.join("logs"), OPAQUE_XATTR).as_deref(),
-        Some(&b"y"[..])
-    );
+    assert_eq!(lgetxattr(&dest.join("cache"), OPAQUE_XATTR).as_deref(), Some(&b"y"[..]));
+    assert_eq!(lgetxattr(&dest.join("logs"), OPAQUE_XATTR).as_deref(), Some(&b"y"[..]));
     assert_eq!(fs::read(dest.join("logs/today")).unwrap(), b"log");
     assert_eq!(fs::read(dest.join("kept")).unwrap(), b"kept");
     let suid = fs::metadata(dest.join("suid")).unwrap();
-    assert_eq!(
-        (suid.uid(), suid.gid(), suid.permissions().mode() & 0o7777),
-        (4321, 8765, 0o4755)
-    );
-    assert_eq!(
-        lgetxattr(&dest.join("labelled"), "user.herd").as_deref(),
-        Some(&b"1"[..])
-    );
+    assert_eq!((suid.uid(), suid.gid(), suid.permissions().mode() & 0o7777), (4321, 8765, 0o4755));
+    assert_eq!(lgetxattr(&dest.join("labelled"), "user.herd").as_deref(), Some(&b"1"[..]));
     assert!(lgetxattr(&dest.join("labelled"), OPAQUE_XATTR).is_none());
-    let mut names: Vec<_> = fs::read_dir(&dest)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
+    let mut names: Vec<_> =
+        fs::read_dir(&dest).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     names.sort();
     assert_eq!(names, ["cache", "kept", "labelled", "logs", "suid"]);
 }
@@ -755,15 +529,9 @@ fn extract_layer_checks_its_destination_and_compression() {
     fs::create_dir(&dest).unwrap();
     fs::write(dest.join("already"), "here").unwrap();
     let err = extract_layer(&blob, Compression::Gzip, &dest).unwrap_err();
-    assert!(
-        matches!(err, ImageError::InvalidDestination { .. }),
-        "{err}"
-    );
+    assert!(matches!(err, ImageError::InvalidDestination { .. }), "{err}");
     let err = extract_layer(&blob, Compression::Gzip, &tmp.path().join("missing")).unwrap_err();
-    assert!(
-        matches!(err, ImageError::InvalidDestination { .. }),
-        "{err}"
-    );
+    assert!(matches!(err, ImageError::InvalidDestination { .. }), "{err}");
 
     let err = extract_to(tmp.path(), "plain", &blob, Compression::None).unwrap_err();
     assert!(err.to_string().contains("gzip"), "{err}");
@@ -782,12 +550,7 @@ fn pack_import_extract_round_trips_a_directory() {
     fs::set_permissions(&run, fs::Permissions::from_mode(0o755)).unwrap();
     std::os::unix::fs::chown(&run, Some(1234), Some(5678)).unwrap();
     let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(MTIME);
-    fs::File::options()
-        .write(true)
-        .open(&run)
-        .unwrap()
-        .set_modified(when)
-        .unwrap();
+    fs::File::options().write(true).open(&run).unwrap().set_modified(when).unwrap();
     std::os::unix::fs::symlink("run", src.join("bin/run-link")).unwrap();
     std::os::unix::fs::symlink("/nonexistent/target", src.join("dangling")).unwrap();
     fs::hard_link(&run, src.join("bin/run-hard")).unwrap();
@@ -805,39 +568,16 @@ fn pack_import_extract_round_trips_a_directory() {
     let dest = extract_to(tmp.path(), "dest", &image.layers[0].path, Compression::None).unwrap();
 
     let meta = fs::metadata(dest.join("bin/run")).unwrap();
-    assert_eq!(
-        fs::read(dest.join("bin/run")).unwrap(),
-        b"#!/bin/sh\nexit 0\n"
-    );
+    assert_eq!(fs::read(dest.join("bin/run")).unwrap(), b"#!/bin/sh\nexit 0\n");
     assert_eq!(meta.permissions().mode() & 0o7777, 0o755);
     assert_eq!((meta.uid(), meta.gid()), (1234, 5678));
     assert_eq!(meta.mtime() as u64, MTIME);
-    assert_eq!(
-        fs::read_link(dest.join("bin/run-link")).unwrap(),
-        Path::new("run")
-    );
-    assert_eq!(
-        fs::read_link(dest.join("dangling")).unwrap(),
-        Path::new("/nonexistent/target")
-    );
-    assert_eq!(
-        fs::metadata(dest.join("bin/run-hard")).unwrap().ino(),
-        meta.ino(),
-        "hard links stay linked"
-    );
-    assert_eq!(
-        fs::metadata(dest.join("etc/secret"))
-            .unwrap()
-            .permissions()
-            .mode()
-            & 0o7777,
-        0o640
-    );
+    assert_eq!(fs::read_link(dest.join("bin/run-link")).unwrap(), Path::new("run"));
+    assert_eq!(fs::read_link(dest.join("dangling")).unwrap(), Path::new("/nonexistent/target"));
+    assert_eq!(fs::metadata(dest.join("bin/run-hard")).unwrap().ino(), meta.ino(), "hard links stay linked");
+    assert_eq!(fs::metadata(dest.join("etc/secret")).unwrap().permissions().mode() & 0o7777, 0o640);
     assert!(fs::metadata(dest.join("etc/empty")).unwrap().is_dir());
-    assert!(
-        !dest.join("fifo").exists() && fs::symlink_metadata(dest.join("fifo")).is_err(),
-        "fifos are skipped"
-    );
+    assert!(!dest.join("fifo").exists() && fs::symlink_metadata(dest.join("fifo")).is_err(), "fifos are skipped");
 
     // Packing is deterministic: the same tree gives the same bytes.
     let mut again = Vec::new();

@@ -21,10 +21,7 @@ use tempfile::TempDir;
 fn require_root() {
     // SAFETY: geteuid has no preconditions and cannot fail.
     let euid = unsafe { libc::geteuid() };
-    assert_eq!(
-        euid, 0,
-        "the pack_upper overlay tests need root (they mount overlayfs): run them as root"
-    );
+    assert_eq!(euid, 0, "the pack_upper overlay tests need root (they mount overlayfs): run them as root");
 }
 
 fn c_path(path: &Path) -> CString {
@@ -42,48 +39,20 @@ impl Overlay {
         for dir in [upper, work, merged] {
             fs::create_dir_all(dir).unwrap();
         }
-        let options = format!(
-            "lowerdir={},upperdir={},workdir={}",
-            lower.display(),
-            upper.display(),
-            work.display()
-        );
+        let options = format!("lowerdir={},upperdir={},workdir={}", lower.display(), upper.display(), work.display());
         let (source, target) = (c_path(Path::new("overlay")), c_path(merged));
         let options = CString::new(options).unwrap();
         // SAFETY: valid NUL-terminated strings.
-        let rc = unsafe {
-            libc::mount(
-                source.as_ptr(),
-                target.as_ptr(),
-                source.as_ptr(),
-                0,
-                options.as_ptr().cast(),
-            )
-        };
-        assert_eq!(
-            rc,
-            0,
-            "mount overlay at {}: {}",
-            merged.display(),
-            io::Error::last_os_error()
-        );
-        Overlay {
-            merged: merged.to_path_buf(),
-            mounted: true,
-        }
+        let rc = unsafe { libc::mount(source.as_ptr(), target.as_ptr(), source.as_ptr(), 0, options.as_ptr().cast()) };
+        assert_eq!(rc, 0, "mount overlay at {}: {}", merged.display(), io::Error::last_os_error());
+        Overlay { merged: merged.to_path_buf(), mounted: true }
     }
 
     fn unmount(&mut self) {
         let target = c_path(&self.merged);
         // SAFETY: valid NUL-terminated path.
         let rc = unsafe { libc::umount2(target.as_ptr(), 0) };
-        assert_eq!(
-            rc,
-            0,
-            "unmount {}: {}",
-            self.merged.display(),
-            io::Error::last_os_error()
-        );
+        assert_eq!(rc, 0, "unmount {}: {}", self.merged.display(), io::Error::last_os_error());
         self.mounted = false;
     }
 }
@@ -101,22 +70,8 @@ impl Drop for Overlay {
 fn set_xattr(path: &Path, name: &str, value: &[u8]) {
     let (c, name) = (c_path(path), CString::new(name).unwrap());
     // SAFETY: valid strings and a buffer with its length.
-    let rc = unsafe {
-        libc::lsetxattr(
-            c.as_ptr(),
-            name.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            0,
-        )
-    };
-    assert_eq!(
-        rc,
-        0,
-        "setxattr {name:?} on {}: {}",
-        path.display(),
-        io::Error::last_os_error()
-    );
+    let rc = unsafe { libc::lsetxattr(c.as_ptr(), name.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
+    assert_eq!(rc, 0, "setxattr {name:?} on {}: {}", path.display(), io::Error::last_os_error());
 }
 
 /// The names of the extended attributes of `path`.
@@ -127,10 +82,7 @@ fn list_xattrs(path: &Path) -> Vec<String> {
     let n = unsafe { libc::llistxattr(c.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
     assert!(n >= 0, "listxattr {}", path.display());
     buf.truncate(n as usize);
-    buf.split(|&b| b == 0)
-        .filter(|n| !n.is_empty())
-        .map(|n| String::from_utf8(n.to_vec()).unwrap())
-        .collect()
+    buf.split(|&b| b == 0).filter(|n| !n.is_empty()).map(|n| String::from_utf8(n.to_vec()).unwrap()).collect()
 }
 
 /// How one entry of a tree looks, for comparing trees.
@@ -165,16 +117,8 @@ fn snapshot(root: &Path) -> BTreeMap<PathBuf, Desc> {
     out
 }
 
-fn snapshot_below(
-    root: &Path,
-    rel: &Path,
-    inodes: &mut HashMap<u64, PathBuf>,
-    out: &mut BTreeMap<PathBuf, Desc>,
-) {
-    let mut names: Vec<_> = fs::read_dir(root.join(rel))
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
+fn snapshot_below(root: &Path, rel: &Path, inodes: &mut HashMap<u64, PathBuf>, out: &mut BTreeMap<PathBuf, Desc>) {
+    let mut names: Vec<_> = fs::read_dir(root.join(rel)).unwrap().map(|e| e.unwrap().file_name()).collect();
     names.sort();
     for name in names {
         let rel = rel.join(name);
@@ -212,8 +156,7 @@ fn snapshot_below(
             rel.clone(),
             Desc {
                 kind,
-                meta: (!whiteout)
-                    .then(|| (meta.mode() & 0o7777, meta.uid(), meta.gid(), meta.mtime())),
+                meta: (!whiteout).then(|| (meta.mode() & 0o7777, meta.uid(), meta.gid(), meta.mtime())),
                 same_as,
                 xattrs,
             },
@@ -225,10 +168,8 @@ fn snapshot_below(
 }
 
 fn names(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
+    let mut names: Vec<String> =
+        fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     names.sort();
     names
 }
@@ -281,13 +222,7 @@ fn a_packed_upper_directory_restores_the_same_overlay() {
     let lower = p("lower");
     fs::create_dir_all(lower.join("d")).unwrap();
     fs::create_dir_all(lower.join("e")).unwrap();
-    for (name, data) in [
-        ("a", "a"),
-        ("b", "b"),
-        ("d/x", "x"),
-        ("d/y", "y"),
-        ("e/z", "z"),
-    ] {
+    for (name, data) in [("a", "a"), ("b", "b"), ("d/x", "x"), ("d/y", "y"), ("e/z", "z")] {
         fs::write(lower.join(name), data).unwrap();
     }
 
@@ -301,22 +236,10 @@ fn a_packed_upper_directory_restores_the_same_overlay() {
     // The upper directory holds what the test is about.
     let before = snapshot(&upper);
     assert_eq!(before[Path::new("a")].kind, Kind::Whiteout, "{before:#?}");
-    assert_eq!(
-        before[Path::new("d")].xattrs,
-        [(OPAQUE_XATTR.to_string(), b"y".to_vec())],
-        "{before:#?}"
-    );
+    assert_eq!(before[Path::new("d")].xattrs, [(OPAQUE_XATTR.to_string(), b"y".to_vec())], "{before:#?}");
     assert_eq!(names(&upper.join("d")), ["new"]);
-    assert_eq!(
-        before[Path::new("c")]
-            .meta
-            .map(|(mode, uid, gid, _)| (mode, uid, gid)),
-        Some((0o755, 1234, 5678))
-    );
-    assert_eq!(
-        before[Path::new("c-hard")].same_as.as_deref(),
-        Some(Path::new("c"))
-    );
+    assert_eq!(before[Path::new("c")].meta.map(|(mode, uid, gid, _)| (mode, uid, gid)), Some((0o755, 1234, 5678)));
+    assert_eq!(before[Path::new("c-hard")].same_as.as_deref(), Some(Path::new("c")));
 
     // Checkpoint: pack the upper directory. Restore: extract it into an empty directory.
     let layer = p("upper.tar");
@@ -329,64 +252,29 @@ fn a_packed_upper_directory_restores_the_same_overlay() {
     assert_eq!(after, before);
     // Spelled out, in case both snapshots miss something the same way.
     let c = fs::metadata(restored.join("c")).unwrap();
-    assert_eq!(
-        (c.permissions().mode() & 0o7777, c.uid(), c.gid()),
-        (0o755, 1234, 5678)
-    );
-    assert_eq!(
-        fs::metadata(restored.join("c-hard")).unwrap().ino(),
-        c.ino()
-    );
+    assert_eq!((c.permissions().mode() & 0o7777, c.uid(), c.gid()), (0o755, 1234, 5678));
+    assert_eq!(fs::metadata(restored.join("c-hard")).unwrap().ino(), c.ino());
     assert_eq!(
         fs::metadata(restored.join("e/z-hard")).unwrap().ino(),
         fs::metadata(restored.join("e/z")).unwrap().ino()
     );
-    assert_eq!(
-        lgetxattr(&restored.join("c"), "user.herd").as_deref(),
-        Some(&b"checkpointed"[..])
-    );
-    assert_eq!(
-        lgetxattr(&restored.join("c"), "security.capability").as_deref(),
-        Some(&CAPABILITY[..])
-    );
+    assert_eq!(lgetxattr(&restored.join("c"), "user.herd").as_deref(), Some(&b"checkpointed"[..]));
+    assert_eq!(lgetxattr(&restored.join("c"), "security.capability").as_deref(), Some(&CAPABILITY[..]));
     let whiteout = fs::symlink_metadata(restored.join("a")).unwrap();
     assert!(whiteout.file_type().is_char_device() && whiteout.rdev() == 0);
-    assert_eq!(
-        lgetxattr(&restored.join("d"), OPAQUE_XATTR).as_deref(),
-        Some(&b"y"[..])
-    );
-    assert_eq!(
-        fs::read_link(restored.join("odd"))
-            .unwrap()
-            .as_os_str()
-            .as_bytes(),
-        b"./e//z"
-    );
-    assert!(
-        fs::symlink_metadata(restored.join("p"))
-            .unwrap()
-            .file_type()
-            .is_fifo()
-    );
+    assert_eq!(lgetxattr(&restored.join("d"), OPAQUE_XATTR).as_deref(), Some(&b"y"[..]));
+    assert_eq!(fs::read_link(restored.join("odd")).unwrap().as_os_str().as_bytes(), b"./e//z");
+    assert!(fs::symlink_metadata(restored.join("p")).unwrap().file_type().is_fifo());
 
     // The restored container sees what it saw before.
     let mut overlay = Overlay::mount(&lower, &restored, &p("work2"), &p("merged2"));
     let merged = overlay.merged.clone();
-    assert_eq!(
-        names(&merged),
-        ["b", "c", "c-hard", "d", "e", "link", "long", "odd", "p"]
-    );
+    assert_eq!(names(&merged), ["b", "c", "c-hard", "d", "e", "link", "long", "odd", "p"]);
     assert_eq!(fs::read_to_string(merged.join("b")).unwrap(), "b, modified");
     assert_eq!(names(&merged.join("d")), ["new"]);
     assert_eq!(fs::read_to_string(merged.join("e/z")).unwrap(), "z");
-    assert_eq!(
-        fs::read_to_string(merged.join("c")).unwrap(),
-        "#!/bin/sh\necho c\n"
-    );
-    assert_eq!(
-        fs::read_to_string(merged.join("link")).unwrap(),
-        "b, modified"
-    );
+    assert_eq!(fs::read_to_string(merged.join("c")).unwrap(), "#!/bin/sh\necho c\n");
+    assert_eq!(fs::read_to_string(merged.join("link")).unwrap(), "b, modified");
     assert_eq!(snapshot(&merged), seen);
     overlay.unmount();
 }

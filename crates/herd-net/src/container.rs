@@ -60,30 +60,14 @@ pub fn container_mac(ip: Ipv4Addr) -> [u8; 6] {
 /// future is dropped half-way, the veth made by this call is deleted (taking
 /// its routes and addresses with it); an interface called `host_if` that
 /// already existed is left alone.
-pub async fn attach_container(
-    node: &Netlink,
-    ns: &Netns,
-    host_if: &str,
-    ip: Ipv4Addr,
-) -> Result<(), NetError> {
+pub async fn attach_container(node: &Netlink, ns: &Netns, host_if: &str, ip: Ipv4Addr) -> Result<(), NetError> {
     validate_ifname(host_if)?;
-    let what = format!(
-        "attaching {} as {ip} via {host_if} in {}",
-        ns.label(),
-        node.netns_label()
-    );
+    let what = format!("attaching {} as {ip} via {host_if} in {}", ns.label(), node.netns_label());
     async {
         // Open the container's namespace first: a bad `ns` changes nothing.
         let container = Netlink::in_netns_async(ns).await?;
-        let undo = create_veth(
-            node,
-            host_if,
-            Some(HOST_IF_MAC),
-            &container,
-            CONTAINER_IF,
-            Some(container_mac(ip)),
-        )
-        .await?;
+        let undo =
+            create_veth(node, host_if, Some(HOST_IF_MAC), &container, CONTAINER_IF, Some(container_mac(ip))).await?;
         let result = configure(node, &container, host_if, ip).await;
         undo.finish(result).await
     }
@@ -91,21 +75,12 @@ pub async fn attach_container(
     .map_err(|e| e.context(&what))
 }
 
-async fn configure(
-    node: &Netlink,
-    container: &Netlink,
-    host_if: &str,
-    ip: Ipv4Addr,
-) -> Result<(), NetError> {
+async fn configure(node: &Netlink, container: &Netlink, host_if: &str, ip: Ipv4Addr) -> Result<(), NetError> {
     let index = container.require_index(CONTAINER_IF).await?;
-    container
-        .add_address_index(index, CONTAINER_IF, Ipv4Net::from(ip))
-        .await?;
+    container.add_address_index(index, CONTAINER_IF, Ipv4Net::from(ip)).await?;
     container.set_up_index(index, CONTAINER_IF).await?;
     container.set_up("lo").await?;
-    container
-        .replace_default_route(CONTAINER_GATEWAY, index, CONTAINER_IF, true)
-        .await?;
+    container.replace_default_route(CONTAINER_GATEWAY, index, CONTAINER_IF, true).await?;
 
     let proxy_arp = format!("net/ipv4/conf/{host_if}/proxy_arp");
     // Answer ARP at once rather than after up to 0.8 s (the default delay).
@@ -114,8 +89,7 @@ async fn configure(
     // lets the container's packets be routed on even if the node's global
     // ip_forward is off (replies from other hosts still need it on).
     let forwarding = format!("net/ipv4/conf/{host_if}/forwarding");
-    node.write_sysctls(&[(&proxy_arp, "1"), (&proxy_delay, "0"), (&forwarding, "1")])
-        .await?;
+    node.write_sysctls(&[(&proxy_arp, "1"), (&proxy_delay, "0"), (&forwarding, "1")]).await?;
     node.set_up(host_if).await?;
     node.replace_route_dev(Ipv4Net::from(ip), host_if).await
 }
@@ -127,9 +101,7 @@ async fn configure(
 /// deletions serialize; when the container's namespace goes too,
 /// [`detach_and_remove`] is much cheaper.
 pub async fn detach_container(node: &Netlink, host_if: &str) -> Result<(), NetError> {
-    node.delete_link(host_if)
-        .await
-        .map_err(|e| e.context(&format!("detaching container veth {host_if}")))
+    node.delete_link(host_if).await.map_err(|e| e.context(&format!("detaching container veth {host_if}")))
 }
 
 /// Detaches many containers at once: the same as [`detach_container`] for
@@ -143,10 +115,7 @@ pub async fn detach_container(node: &Netlink, host_if: &str) -> Result<(), NetEr
 /// other interface turn out to be in that group, each veth is deleted on its
 /// own instead. Names already gone are Ok. If the future is dropped half-way,
 /// some veths may be left in place (in that group): calling again finishes.
-pub async fn detach_containers<S: AsRef<str>>(
-    node: &Netlink,
-    host_ifs: &[S],
-) -> Result<(), NetError> {
+pub async fn detach_containers<S: AsRef<str>>(node: &Netlink, host_ifs: &[S]) -> Result<(), NetError> {
     let names: Vec<&str> = host_ifs.iter().map(AsRef::as_ref).collect();
     for name in &names {
         validate_ifname(name)?;
@@ -157,15 +126,10 @@ pub async fn detach_containers<S: AsRef<str>>(
     if names.is_empty() {
         return Ok(());
     }
-    let what = format!(
-        "detaching {} container veths ({}, ...)",
-        names.len(),
-        names[0]
-    );
+    let what = format!("detaching {} container veths ({}, ...)", names.len(), names[0]);
     async {
         let group = batch_group();
-        let marked =
-            futures::future::join_all(names.iter().map(|n| node.set_group(n, group))).await;
+        let marked = futures::future::join_all(names.iter().map(|n| node.set_group(n, group))).await;
         let mut first_error = None;
         for (name, result) in names.iter().zip(marked) {
             match result {
@@ -179,11 +143,7 @@ pub async fn detach_containers<S: AsRef<str>>(
         if members.iter().all(|m| names.contains(&m.as_str())) {
             node.delete_group(group).await?;
         } else {
-            tracing::warn!(
-                group,
-                ?members,
-                "another interface is in the batch's device group: deleting one by one"
-            );
+            tracing::warn!(group, ?members, "another interface is in the batch's device group: deleting one by one");
             for name in &names {
                 node.delete_link(name).await?;
             }
@@ -225,16 +185,9 @@ pub const NETNS_TEARDOWN_GRACE: Duration = Duration::from_secs(2);
 /// to the namespace (or forever, if the namespace is held); the namespace
 /// file may already be gone. Calling it again finishes the job. Needs the
 /// runtime's timer (`enable_all` or `enable_time`) to wait.
-pub async fn detach_and_remove(
-    node: &Netlink,
-    host_if: &str,
-    ns_path: &Path,
-) -> Result<(), NetError> {
+pub async fn detach_and_remove(node: &Netlink, host_if: &str, ns_path: &Path) -> Result<(), NetError> {
     validate_ifname(host_if)?;
-    let what = format!(
-        "detaching container veth {host_if} and removing netns {}",
-        ns_path.display()
-    );
+    let what = format!("detaching container veth {host_if} and removing netns {}", ns_path.display());
     async {
         // Identify the link by index, so waiting never mistakes a new link of
         // the same name for it.

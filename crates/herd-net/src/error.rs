@@ -76,9 +76,9 @@ impl NetError {
     /// The errno behind this error, if it came from the kernel.
     pub fn errno(&self) -> Option<i32> {
         match self {
-            NetError::Netlink { error, .. }
-            | NetError::Io { error, .. }
-            | NetError::Thread { error, .. } => error.raw_os_error(),
+            NetError::Netlink { error, .. } | NetError::Io { error, .. } | NetError::Thread { error, .. } => {
+                error.raw_os_error()
+            }
             _ => None,
         }
     }
@@ -88,18 +88,9 @@ impl NetError {
     pub(crate) fn context(self, prefix: &str) -> NetError {
         let wrap = |inner: String| format!("{prefix}: {inner}");
         match self {
-            NetError::Netlink { context, error } => NetError::Netlink {
-                context: wrap(context),
-                error,
-            },
-            NetError::Io { context, error } => NetError::Io {
-                context: wrap(context),
-                error,
-            },
-            NetError::Thread { context, error } => NetError::Thread {
-                context: wrap(context),
-                error,
-            },
+            NetError::Netlink { context, error } => NetError::Netlink { context: wrap(context), error },
+            NetError::Io { context, error } => NetError::Io { context: wrap(context), error },
+            NetError::Thread { context, error } => NetError::Thread { context: wrap(context), error },
             NetError::AlreadyExists(what) => NetError::AlreadyExists(wrap(what)),
             NetError::NotFound(what) => NetError::NotFound(wrap(what)),
             NetError::NoRuntime(what) => NetError::NoRuntime(wrap(what)),
@@ -108,24 +99,15 @@ impl NetError {
     }
 
     pub(crate) fn io(context: impl Into<String>, error: impl Into<io::Error>) -> NetError {
-        NetError::Io {
-            context: context.into(),
-            error: error.into(),
-        }
+        NetError::Io { context: context.into(), error: error.into() }
     }
 
     pub(crate) fn netlink(context: impl Into<String>, error: rtnetlink::Error) -> NetError {
-        NetError::Netlink {
-            context: context.into(),
-            error: netlink_to_io(error),
-        }
+        NetError::Netlink { context: context.into(), error: netlink_to_io(error) }
     }
 
     pub(crate) fn invalid(what: impl Into<String>, reason: impl Into<String>) -> NetError {
-        NetError::Invalid {
-            what: what.into(),
-            reason: reason.into(),
-        }
+        NetError::Invalid { what: what.into(), reason: reason.into() }
     }
 }
 

@@ -26,8 +26,8 @@ mod sysctl;
 mod veth;
 
 pub use container::{
-    CONTAINER_GATEWAY, CONTAINER_IF, HOST_IF_MAC, NETNS_TEARDOWN_GRACE, attach_container,
-    container_mac, detach_and_remove, detach_container, detach_containers,
+    CONTAINER_GATEWAY, CONTAINER_IF, HOST_IF_MAC, NETNS_TEARDOWN_GRACE, attach_container, container_mac,
+    detach_and_remove, detach_container, detach_containers,
 };
 pub use error::NetError;
 pub use netlink::{MAX_IFNAME_LEN, Netlink, ROUTE_PROTOCOL, validate_ifname};

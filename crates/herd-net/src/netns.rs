@@ -44,12 +44,8 @@ impl Netns {
         if let Some(parent) = path.parent()
             && !parent.as_os_str().is_empty()
         {
-            fs::create_dir_all(parent).map_err(|e| {
-                NetError::io(
-                    format!("creating directory {} for a netns file", parent.display()),
-                    e,
-                )
-            })?;
+            fs::create_dir_all(parent)
+                .map_err(|e| NetError::io(format!("creating directory {} for a netns file", parent.display()), e))?;
         }
 
         let created = match OpenOptions::new()
@@ -63,16 +59,12 @@ impl Netns {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                 match open_netns(path) {
                     Ok(_) => {
-                        return Err(NetError::AlreadyExists(format!(
-                            "a network namespace at {}",
-                            path.display()
-                        )));
+                        return Err(NetError::AlreadyExists(format!("a network namespace at {}", path.display())));
                     }
                     Err(NetError::NotANetns { .. }) => {}
                     Err(e) => return Err(e),
                 }
-                let meta = fs::metadata(path)
-                    .map_err(|e| NetError::io(format!("inspecting {}", path.display()), e))?;
+                let meta = fs::metadata(path).map_err(|e| NetError::io(format!("inspecting {}", path.display()), e))?;
                 if !meta.is_file() || meta.len() != 0 {
                     return Err(NetError::AlreadyExists(format!(
                         "{} (and it is not an empty file a netns could be mounted on)",
@@ -82,10 +74,7 @@ impl Netns {
                 false
             }
             Err(e) => {
-                return Err(NetError::io(
-                    format!("creating netns file {}", path.display()),
-                    e,
-                ));
+                return Err(NetError::io(format!("creating netns file {}", path.display()), e));
             }
         };
 
@@ -93,26 +82,13 @@ impl Netns {
         let result = run_on_thread("herd-netns-new", move || {
             nix::sched::unshare(CloneFlags::CLONE_NEWNET).map_err(|e| {
                 NetError::io(
-                    format!(
-                        "creating a network namespace for {} (unshare(CLONE_NEWNET))",
-                        target.display()
-                    ),
+                    format!("creating a network namespace for {} (unshare(CLONE_NEWNET))", target.display()),
                     e,
                 )
             })?;
-            nix::mount::mount(
-                Some(THREAD_NETNS),
-                &target,
-                None::<&str>,
-                MsFlags::MS_BIND,
-                None::<&str>,
-            )
-            .map_err(|e| {
+            nix::mount::mount(Some(THREAD_NETNS), &target, None::<&str>, MsFlags::MS_BIND, None::<&str>).map_err(|e| {
                 NetError::io(
-                    format!(
-                        "pinning the new network namespace at {} (bind mount of {THREAD_NETNS})",
-                        target.display()
-                    ),
+                    format!("pinning the new network namespace at {} (bind mount of {THREAD_NETNS})", target.display()),
                     e,
                 )
             })
@@ -123,9 +99,7 @@ impl Netns {
         match result {
             Ok(()) => {
                 tracing::debug!(path = %path.display(), "created network namespace");
-                Ok(Netns {
-                    path: path.to_path_buf(),
-                })
+                Ok(Netns { path: path.to_path_buf() })
             }
             Err(e) => {
                 if created {
@@ -141,9 +115,7 @@ impl Netns {
     /// [`NetError::NotANetns`] if it is not a network namespace.
     pub fn open(path: &Path) -> Result<Netns, NetError> {
         open_netns(path)?;
-        Ok(Netns {
-            path: path.to_path_buf(),
-        })
+        Ok(Netns { path: path.to_path_buf() })
     }
 
     /// The path the namespace is pinned at.
@@ -159,25 +131,17 @@ impl Netns {
         // file shows through (bounded, in case something keeps remounting).
         for _ in 0..8 {
             match statfs::statfs(path) {
-                Ok(fs) if fs.filesystem_type() == NSFS_MAGIC => {
-                    match nix::mount::umount2(path, MntFlags::MNT_DETACH) {
-                        Ok(()) => {}
-                        Err(Errno::EINVAL) | Err(Errno::ENOENT) => break,
-                        Err(e) => {
-                            return Err(NetError::io(
-                                format!("unmounting network namespace {}", path.display()),
-                                e,
-                            ));
-                        }
+                Ok(fs) if fs.filesystem_type() == NSFS_MAGIC => match nix::mount::umount2(path, MntFlags::MNT_DETACH) {
+                    Ok(()) => {}
+                    Err(Errno::EINVAL) | Err(Errno::ENOENT) => break,
+                    Err(e) => {
+                        return Err(NetError::io(format!("unmounting network namespace {}", path.display()), e));
                     }
-                }
+                },
                 Ok(_) => break,
                 Err(Errno::ENOENT) => return Ok(()),
                 Err(e) => {
-                    return Err(NetError::io(
-                        format!("inspecting network namespace file {}", path.display()),
-                        e,
-                    ));
+                    return Err(NetError::io(format!("inspecting network namespace file {}", path.display()), e));
                 }
             }
         }
@@ -187,10 +151,7 @@ impl Netns {
                 Ok(())
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(NetError::io(
-                format!("removing network namespace file {}", path.display()),
-                e,
-            )),
+            Err(e) => Err(NetError::io(format!("removing network namespace file {}", path.display()), e)),
         }
     }
 
@@ -200,20 +161,14 @@ impl Netns {
     ///
     /// Sockets `f` opens stay in this namespace after it returns, and child
     /// processes it spawns start in it.
-    pub fn run<T: Send + 'static>(
-        &self,
-        f: impl FnOnce() -> T + Send + 'static,
-    ) -> Result<T, NetError> {
+    pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T, NetError> {
         let fd = open_netns(&self.path)?;
         let label = self.label();
         run_on_thread("herd-netns-run", move || enter(fd, &label).map(|()| f()))?
     }
 
     /// Like [`Netns::run`], but waits without blocking the async runtime.
-    pub async fn run_async<T: Send + 'static>(
-        &self,
-        f: impl FnOnce() -> T + Send + 'static,
-    ) -> Result<T, NetError> {
+    pub async fn run_async<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T, NetError> {
         let fd = open_netns(&self.path)?;
         run_in_fd_async(fd, self.label(), f).await
     }
@@ -238,16 +193,10 @@ fn open_netns_file(path: &Path) -> Result<File, NetError> {
     {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Err(NetError::NotFound(format!(
-                "network namespace file {}",
-                path.display()
-            )));
+            return Err(NetError::NotFound(format!("network namespace file {}", path.display())));
         }
         Err(e) => {
-            return Err(NetError::io(
-                format!("opening network namespace {}", path.display()),
-                e,
-            ));
+            return Err(NetError::io(format!("opening network namespace {}", path.display()), e));
         }
     };
     check_netns_fd(&file, path)?;
@@ -255,13 +204,9 @@ fn open_netns_file(path: &Path) -> Result<File, NetError> {
 }
 
 fn check_netns_fd(file: &File, path: &Path) -> Result<(), NetError> {
-    let fs = statfs::fstatfs(file.as_fd())
-        .map_err(|e| NetError::io(format!("inspecting {}", path.display()), e))?;
+    let fs = statfs::fstatfs(file.as_fd()).map_err(|e| NetError::io(format!("inspecting {}", path.display()), e))?;
     if fs.filesystem_type() != NSFS_MAGIC {
-        return Err(NetError::NotANetns {
-            path: path.to_path_buf(),
-            reason: "no namespace is mounted there".into(),
-        });
+        return Err(NetError::NotANetns { path: path.to_path_buf(), reason: "no namespace is mounted there".into() });
     }
     // SAFETY: NS_GET_NSTYPE takes no argument and only reads the namespace
     // type of the open nsfs file; `file` is a valid open descriptor.
@@ -283,22 +228,15 @@ fn check_netns_fd(file: &File, path: &Path) -> Result<(), NetError> {
 
 /// setns() the calling thread into the network namespace `fd`.
 fn enter(fd: OwnedFd, label: &str) -> Result<(), NetError> {
-    nix::sched::setns(&fd, CloneFlags::CLONE_NEWNET)
-        .map_err(|e| NetError::io(format!("entering {label} (setns)"), e))
+    nix::sched::setns(&fd, CloneFlags::CLONE_NEWNET).map_err(|e| NetError::io(format!("entering {label} (setns)"), e))
 }
 
 /// Runs `f` on a new named std thread and joins it, re-raising its panic.
-fn run_on_thread<T: Send + 'static>(
-    name: &str,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, NetError> {
+fn run_on_thread<T: Send + 'static>(name: &str, f: impl FnOnce() -> T + Send + 'static) -> Result<T, NetError> {
     let handle = thread::Builder::new()
         .name(name.to_string())
         .spawn(f)
-        .map_err(|e| NetError::Thread {
-            context: name.to_string(),
-            error: e,
-        })?;
+        .map_err(|e| NetError::Thread { context: name.to_string(), error: e })?;
     match handle.join() {
         Ok(v) => Ok(v),
         Err(panic) => std::panic::resume_unwind(panic),
@@ -317,15 +255,11 @@ pub(crate) async fn run_in_fd_async<T: Send + 'static>(
     thread::Builder::new()
         .name("herd-netns-run".into())
         .spawn(move || {
-            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
-                enter(fd, &thread_label).map(|()| f())
-            }));
+            let result =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || enter(fd, &thread_label).map(|()| f())));
             let _ = tx.send(result);
         })
-        .map_err(|e| NetError::Thread {
-            context: format!("running code in {label}"),
-            error: e,
-        })?;
+        .map_err(|e| NetError::Thread { context: format!("running code in {label}"), error: e })?;
     match rx.await {
         Ok(Ok(result)) => result,
         Ok(Err(panic)) => std::panic::resume_unwind(panic),
@@ -345,10 +279,7 @@ pub(crate) struct NsId {
 
 impl NsId {
     fn of_meta(meta: &fs::Metadata) -> NsId {
-        NsId {
-            dev: meta.dev(),
-            ino: meta.ino(),
-        }
+        NsId { dev: meta.dev(), ino: meta.ino() }
     }
 
     /// The calling thread's network namespace.
@@ -376,38 +307,19 @@ pub(crate) struct NsRef {
 impl NsRef {
     /// The calling thread's current network namespace.
     pub(crate) fn current() -> Result<NsRef, NetError> {
-        let file = File::open(THREAD_NETNS)
-            .map_err(|e| NetError::io(format!("opening {THREAD_NETNS}"), e))?;
-        let meta = file
-            .metadata()
-            .map_err(|e| NetError::io(format!("inspecting {THREAD_NETNS}"), e))?;
+        let file = File::open(THREAD_NETNS).map_err(|e| NetError::io(format!("opening {THREAD_NETNS}"), e))?;
+        let meta = file.metadata().map_err(|e| NetError::io(format!("inspecting {THREAD_NETNS}"), e))?;
         let id = NsId::of_meta(&meta);
-        let host = fs::metadata("/proc/1/ns/net")
-            .map(|m| NsId::of_meta(&m) == id)
-            .unwrap_or(false);
-        let label = if host {
-            format!("the host netns ({id})")
-        } else {
-            format!("netns {id}")
-        };
-        Ok(NsRef {
-            fd: Arc::new(file.into()),
-            id,
-            label: label.into(),
-        })
+        let host = fs::metadata("/proc/1/ns/net").map(|m| NsId::of_meta(&m) == id).unwrap_or(false);
+        let label = if host { format!("the host netns ({id})") } else { format!("netns {id}") };
+        Ok(NsRef { fd: Arc::new(file.into()), id, label: label.into() })
     }
 
     /// The namespace pinned at `ns`'s path, kept open.
     pub(crate) fn of(ns: &Netns) -> Result<NsRef, NetError> {
         let file = open_netns_file(ns.path())?;
-        let meta = file
-            .metadata()
-            .map_err(|e| NetError::io(format!("inspecting {}", ns.label()), e))?;
-        Ok(NsRef {
-            id: NsId::of_meta(&meta),
-            fd: Arc::new(file.into()),
-            label: ns.label().into(),
-        })
+        let meta = file.metadata().map_err(|e| NetError::io(format!("inspecting {}", ns.label()), e))?;
+        Ok(NsRef { id: NsId::of_meta(&meta), fd: Arc::new(file.into()), label: ns.label().into() })
     }
 
     pub(crate) fn label(&self) -> &str {
@@ -419,16 +331,11 @@ impl NsRef {
     }
 
     fn dup(&self) -> Result<OwnedFd, NetError> {
-        self.fd
-            .try_clone()
-            .map_err(|e| NetError::io(format!("duplicating the fd of {}", self.label), e))
+        self.fd.try_clone().map_err(|e| NetError::io(format!("duplicating the fd of {}", self.label), e))
     }
 
     /// Runs `f` on a thread inside this namespace and joins it (see [`Netns::run`]).
-    pub(crate) fn run<T: Send + 'static>(
-        &self,
-        f: impl FnOnce() -> T + Send + 'static,
-    ) -> Result<T, NetError> {
+    pub(crate) fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T, NetError> {
         let fd = self.dup()?;
         let label = self.label.to_string();
         run_on_thread("herd-netns-run", move || enter(fd, &label).map(|()| f()))?
@@ -436,9 +343,7 @@ impl NsRef {
 
     /// Whether the calling thread is in this namespace right now.
     pub(crate) fn is_current_thread(&self) -> bool {
-        NsId::current_thread()
-            .map(|id| id == self.id)
-            .unwrap_or(false)
+        NsId::current_thread().map(|id| id == self.id).unwrap_or(false)
     }
 
     /// Runs `f` on a thread inside this namespace (see [`run_in_fd_async`]).

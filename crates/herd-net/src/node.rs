@@ -34,16 +34,11 @@ pub async fn attach_node(
 ) -> Result<(), NetError> {
     validate_ifname(bridge)?;
     validate_ifname(host_if)?;
-    let what = format!(
-        "attaching node {} ({addr}) to bridge {bridge} via {host_if} in {}",
-        ns.label(),
-        host.netns_label()
-    );
+    let what =
+        format!("attaching node {} ({addr}) to bridge {bridge} via {host_if} in {}", ns.label(), host.netns_label());
     async {
-        let bridge_index = host
-            .link_index(bridge)
-            .await?
-            .ok_or_else(|| NetError::NotFound(format!("bridge {bridge}")))?;
+        let bridge_index =
+            host.link_index(bridge).await?.ok_or_else(|| NetError::NotFound(format!("bridge {bridge}")))?;
         let node = Netlink::in_netns_async(ns).await?;
         let undo = create_veth(host, host_if, None, &node, NODE_IF, None).await?;
         let result = configure(host, &node, bridge, bridge_index, host_if, addr, gateway).await;
@@ -68,8 +63,7 @@ async fn configure(
     node.add_address_index(index, NODE_IF, addr).await?;
     node.set_up_index(index, NODE_IF).await?;
     node.set_up("lo").await?;
-    node.replace_default_route(gateway, index, NODE_IF, false)
-        .await?;
+    node.replace_default_route(gateway, index, NODE_IF, false).await?;
 
     let node_if_rp_filter = format!("net/ipv4/conf/{NODE_IF}/rp_filter");
     node.write_sysctls(&[

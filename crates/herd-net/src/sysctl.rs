@@ -17,12 +17,7 @@ use crate::netns::NsId;
 /// (slashes, not dots, because interface names may contain dots).
 pub fn write_sysctl(key: &str, value: &str) -> Result<(), NetError> {
     let path = sysctl_path(key)?;
-    let fail = |e| {
-        NetError::io(
-            format!("writing sysctl {key} = {value:?} in {}", thread_netns()),
-            e,
-        )
-    };
+    let fail = |e| NetError::io(format!("writing sysctl {key} = {value:?} in {}", thread_netns()), e);
     let mut file = OpenOptions::new().write(true).open(&path).map_err(fail)?;
     file.write_all(value.as_bytes()).map_err(fail)
 }
@@ -47,15 +42,9 @@ fn sysctl_path(key: &str) -> Result<PathBuf, NetError> {
         return Err(NetError::invalid(what(), "empty"));
     }
     if !key.contains('/') && key.contains('.') {
-        return Err(NetError::invalid(
-            what(),
-            "use slashes between components (net/ipv4/ip_forward), not dots",
-        ));
+        return Err(NetError::invalid(what(), "use slashes between components (net/ipv4/ip_forward), not dots"));
     }
-    if key
-        .split('/')
-        .any(|c| c.is_empty() || c == "." || c == ".." || c.contains('\0'))
-    {
+    if key.split('/').any(|c| c.is_empty() || c == "." || c == ".." || c.contains('\0')) {
         return Err(NetError::invalid(
             what(),
             "must be a relative path below /proc/sys without empty, '.' or '..' components",
@@ -91,10 +80,7 @@ mod tests {
             "net/ipv4/",
             "net.ipv4.ip_forward",
         ] {
-            assert!(
-                matches!(sysctl_path(bad), Err(NetError::Invalid { .. })),
-                "{bad:?} accepted"
-            );
+            assert!(matches!(sysctl_path(bad), Err(NetError::Invalid { .. })), "{bad:?} accepted");
         }
     }
 

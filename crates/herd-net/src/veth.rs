@@ -25,10 +25,7 @@ pub(crate) async fn create_veth(
     // made: from here on, an interface called `name` is ours (names are
     // unique per node by contract).
     if near.link_index(name).await?.is_some() {
-        return Err(NetError::AlreadyExists(format!(
-            "interface {name} in {}",
-            near.netns_label()
-        )));
+        return Err(NetError::AlreadyExists(format!("interface {name} in {}", near.netns_label())));
     }
     let undo = UndoVeth::new(near, name);
     match near.add_veth(name, mac, far, peer, peer_mac).await {
@@ -53,10 +50,7 @@ pub(crate) struct UndoVeth {
 
 impl UndoVeth {
     fn new(netlink: &Netlink, host_if: &str) -> UndoVeth {
-        UndoVeth {
-            netlink: Some(netlink.clone()),
-            host_if: host_if.to_string(),
-        }
+        UndoVeth { netlink: Some(netlink.clone()), host_if: host_if.to_string() }
     }
 
     /// Forgets the veth: nothing is deleted.

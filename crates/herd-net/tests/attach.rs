@@ -11,16 +11,13 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use herd_net::{
-    NETNS_TEARDOWN_GRACE, NetError, Netlink, Netns, attach_container, attach_node,
-    detach_and_remove, detach_container, detach_containers, read_sysctl, write_sysctl,
+    NETNS_TEARDOWN_GRACE, NetError, Netlink, Netns, attach_container, attach_node, detach_and_remove, detach_container,
+    detach_containers, read_sysctl, write_sysctl,
 };
 
 /// Interfaces whose name shows a temporary veth end was left behind.
 fn temporaries(ns: &Netns) -> Vec<String> {
-    links_in(ns)
-        .into_iter()
-        .filter(|l| l.starts_with("ht") && l.len() == 15)
-        .collect()
+    links_in(ns).into_iter().filter(|l| l.starts_with("ht") && l.len() == 15).collect()
 }
 
 fn route_to(ns: &Netns, ip: Ipv4Addr) -> String {
@@ -44,11 +41,7 @@ async fn detach_and_remove_leave_nothing_behind_and_are_idempotent() {
     detach_container(&node, "hcd0").await.unwrap();
     assert_eq!(links_in(&node_ns), ["lo"]);
     assert!(route_to(&node_ns, ip).trim().is_empty());
-    assert_eq!(
-        links_in(&c),
-        ["lo"],
-        "the container's eth0 goes with the veth"
-    );
+    assert_eq!(links_in(&c), ["lo"], "the container's eth0 goes with the veth");
     detach_container(&node, "hcd0").await.unwrap(); // already gone: Ok
 
     // The namespace can be attached again after a detach.
@@ -104,10 +97,7 @@ async fn detach_and_remove_tears_down_veth_route_and_namespace() {
     let still = pin.try_clone().unwrap();
     let inside = std::thread::spawn(move || {
         nix::sched::setns(&still, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-        std::process::Command::new("ip")
-            .args(["-o", "link", "show"])
-            .output()
-            .unwrap()
+        std::process::Command::new("ip").args(["-o", "link", "show"]).output().unwrap()
     })
     .join()
     .unwrap();
@@ -129,20 +119,14 @@ async fn detach_containers_deletes_a_batch() {
     let ip = |i: u8| Ipv4Addr::new(10, 199, 248, i + 1);
     let containers: Vec<Netns> = (0..3).map(|i| cleanup.netns(&format!("c{i}"))).collect();
     for (i, c) in containers.iter().enumerate() {
-        attach_container(&node, c, &format!("hcb{i}"), ip(i as u8))
-            .await
-            .unwrap();
+        attach_container(&node, c, &format!("hcb{i}"), ip(i as u8)).await.unwrap();
     }
     // A bystander, not in the batch, must survive it.
     let bystander = cleanup.netns("bystander");
-    attach_container(&node, &bystander, "hcbx", ip(9))
-        .await
-        .unwrap();
+    attach_container(&node, &bystander, "hcbx", ip(9)).await.unwrap();
 
     // Names already gone are fine.
-    detach_containers(&node, &["hcb0", "hcb1", "hcb2", "hcbgone"])
-        .await
-        .unwrap();
+    detach_containers(&node, &["hcb0", "hcb1", "hcb2", "hcbgone"]).await.unwrap();
     assert_eq!(links_in(&node_ns), ["lo", "hcbx"]);
     for (i, c) in containers.iter().enumerate() {
         assert!(route_to(&node_ns, ip(i as u8)).trim().is_empty());
@@ -153,9 +137,7 @@ async fn detach_containers_deletes_a_batch() {
     detach_containers::<&str>(&node, &[]).await.unwrap();
     detach_containers(&node, &["hcbx"]).await.unwrap();
     assert_eq!(links_in(&node_ns), ["lo"]);
-    let err = detach_containers(&node, &["hcb0", "much-too-long-name"])
-        .await
-        .unwrap_err();
+    let err = detach_containers(&node, &["hcb0", "much-too-long-name"]).await.unwrap_err();
     assert!(matches!(err, NetError::Invalid { .. }), "{err}");
 
     drop(node);
@@ -173,10 +155,7 @@ async fn wait_until_clean(node_ns: &Netns, container: &Netns, ip: Ipv4Addr) {
         if node_links == ["lo"] && container_links == ["lo"] && route.trim().is_empty() {
             return;
         }
-        assert!(
-            Instant::now() < deadline,
-            "left behind: node {node_links:?} {route}, container {container_links:?}"
-        );
+        assert!(Instant::now() < deadline, "left behind: node {node_links:?} {route}, container {container_links:?}");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
@@ -241,48 +220,21 @@ async fn attach_node_fails_cleanly_when_the_node_has_an_eth0() {
     let cleanup = Cleanup::new("node-eth0");
     let host_ns = cleanup.netns("host");
     let host = Netlink::in_netns(&host_ns).unwrap();
-    host.create_bridge("hnbr", net("10.199.246.1/24"))
-        .await
-        .unwrap();
+    host.create_bridge("hnbr", net("10.199.246.1/24")).await.unwrap();
     let node_ns = cleanup.netns("node");
-    Netlink::in_netns(&node_ns)
-        .unwrap()
-        .create_bridge("eth0", net("192.0.2.1/24"))
-        .await
-        .unwrap();
+    Netlink::in_netns(&node_ns).unwrap().create_bridge("eth0", net("192.0.2.1/24")).await.unwrap();
     let gateway = Ipv4Addr::new(10, 199, 246, 1);
 
-    let err = attach_node(
-        &host,
-        "hnbr",
-        "hnn0",
-        &node_ns,
-        net("10.199.246.11/24"),
-        gateway,
-    )
-    .await
-    .unwrap_err();
+    let err = attach_node(&host, "hnbr", "hnn0", &node_ns, net("10.199.246.11/24"), gateway).await.unwrap_err();
     assert!(matches!(err, NetError::AlreadyExists(_)), "{err}");
     let msg = err.to_string();
-    assert!(
-        msg.contains("interface eth0 in netns") && msg.contains(node_ns.path().to_str().unwrap()),
-        "{msg}"
-    );
+    assert!(msg.contains("interface eth0 in netns") && msg.contains(node_ns.path().to_str().unwrap()), "{msg}");
     assert_eq!(links_in(&host_ns), ["lo", "hnbr"]);
     assert_eq!(links_in(&node_ns), ["lo", "eth0"]);
 
     // A fresh node namespace attaches, its eth0 made there directly.
     let fresh = cleanup.netns("fresh");
-    attach_node(
-        &host,
-        "hnbr",
-        "hnn1",
-        &fresh,
-        net("10.199.246.12/24"),
-        gateway,
-    )
-    .await
-    .unwrap();
+    attach_node(&host, "hnbr", "hnn1", &fresh, net("10.199.246.12/24"), gateway).await.unwrap();
     assert_eq!(links_in(&fresh), ["lo", "eth0"]);
     let eth0 = ip_in(&fresh, &["-4", "-o", "addr", "show", "dev", "eth0"]);
     assert!(eth0.contains("inet 10.199.246.12/24"), "{eth0}");
@@ -293,16 +245,7 @@ async fn attach_node_fails_cleanly_when_the_node_has_an_eth0() {
     assert_eq!(sysctl_in(&fresh, "net/ipv4/ip_forward"), "1");
     ping(Some(&fresh), gateway).unwrap();
     // host_if taken: refused before anything is made.
-    let err = attach_node(
-        &host,
-        "hnbr",
-        "hnn1",
-        &node_ns,
-        net("10.199.246.13/24"),
-        gateway,
-    )
-    .await
-    .unwrap_err();
+    let err = attach_node(&host, "hnbr", "hnn1", &node_ns, net("10.199.246.13/24"), gateway).await.unwrap_err();
     assert!(matches!(err, NetError::AlreadyExists(_)), "{err}");
     assert!(err.to_string().contains("hnn1"), "{err}");
     assert_eq!(links_in(&node_ns), ["lo", "eth0"]);
@@ -319,11 +262,8 @@ async fn failed_attachments_undo_what_they_did() {
     let cleanup = Cleanup::new("conflict");
     let node_ns = cleanup.netns("node");
     let node = Netlink::in_netns(&node_ns).unwrap();
-    let (ip1, ip2, ip3) = (
-        Ipv4Addr::new(10, 199, 251, 1),
-        Ipv4Addr::new(10, 199, 251, 2),
-        Ipv4Addr::new(10, 199, 251, 3),
-    );
+    let (ip1, ip2, ip3) =
+        (Ipv4Addr::new(10, 199, 251, 1), Ipv4Addr::new(10, 199, 251, 2), Ipv4Addr::new(10, 199, 251, 3));
     let c1 = cleanup.netns("c1");
     let c2 = cleanup.netns("c2");
     attach_container(&node, &c1, "hct0", ip1).await.unwrap();
@@ -332,10 +272,7 @@ async fn failed_attachments_undo_what_they_did() {
     let err = attach_container(&node, &c2, "hct0", ip2).await.unwrap_err();
     assert!(matches!(err, NetError::AlreadyExists(_)), "{err}");
     let msg = err.to_string();
-    assert!(
-        msg.contains("hct0") && msg.contains(&ip2.to_string()),
-        "{msg}"
-    );
+    assert!(msg.contains("hct0") && msg.contains(&ip2.to_string()), "{msg}");
     assert_eq!(links_in(&node_ns), ["lo", "hct0"]);
     assert!(route_to(&node_ns, ip1).contains("dev hct0"));
     assert!(route_to(&node_ns, ip2).trim().is_empty());
@@ -346,18 +283,11 @@ async fn failed_attachments_undo_what_they_did() {
     // (its container end is created there as eth0), and nothing is left in
     // either namespace.
     let c3 = cleanup.netns("c3");
-    Netlink::in_netns(&c3)
-        .unwrap()
-        .create_bridge("eth0", net("192.0.2.1/24"))
-        .await
-        .unwrap();
+    Netlink::in_netns(&c3).unwrap().create_bridge("eth0", net("192.0.2.1/24")).await.unwrap();
     let err = attach_container(&node, &c3, "hct3", ip3).await.unwrap_err();
     assert!(matches!(err, NetError::AlreadyExists(_)), "{err}");
     let msg = err.to_string();
-    assert!(
-        msg.contains("interface eth0 in netns") && msg.contains(c3.path().to_str().unwrap()),
-        "{msg}"
-    );
+    assert!(msg.contains("interface eth0 in netns") && msg.contains(c3.path().to_str().unwrap()), "{msg}");
     assert_eq!(links_in(&node_ns), ["lo", "hct0"]);
     assert!(temporaries(&node_ns).is_empty());
     assert!(route_to(&node_ns, ip3).trim().is_empty());
@@ -365,16 +295,12 @@ async fn failed_attachments_undo_what_they_did() {
     assert!(temporaries(&c3).is_empty());
 
     // Bad arguments change nothing.
-    let err = attach_container(&node, &c2, "name-far-too-long", ip2)
-        .await
-        .unwrap_err();
+    let err = attach_container(&node, &c2, "name-far-too-long", ip2).await.unwrap_err();
     assert!(matches!(err, NetError::Invalid { .. }), "{err}");
     // A namespace removed under a caller still holding its Netns.
     let stale = cleanup.netns("stale");
     Netns::remove(stale.path()).unwrap();
-    let err = attach_container(&node, &stale, "hct4", ip2)
-        .await
-        .unwrap_err();
+    let err = attach_container(&node, &stale, "hct4", ip2).await.unwrap_err();
     assert!(matches!(err, NetError::NotFound(_)), "{err}");
     assert_eq!(links_in(&node_ns), ["lo", "hct0"]);
 
@@ -385,11 +311,7 @@ async fn failed_attachments_undo_what_they_did() {
 
 /// Attaches `containers` concurrently (container i through `hm<i>`, with
 /// address `ip(i)`); returns how long it took.
-async fn attach_all(
-    node: &Netlink,
-    containers: &[Netns],
-    ip: impl Fn(usize) -> Ipv4Addr,
-) -> Duration {
+async fn attach_all(node: &Netlink, containers: &[Netns], ip: impl Fn(usize) -> Ipv4Addr) -> Duration {
     let started = Instant::now();
     let attaches = containers.iter().enumerate().map(|(i, ns)| {
         let (node, ns, ip) = (node.clone(), ns.clone(), ip(i));
@@ -428,9 +350,7 @@ async fn many_containers_attach_concurrently() {
     let per = |took: Duration, n: usize| took / n as u32;
 
     let started = Instant::now();
-    let containers: Vec<Netns> = (0..COUNT)
-        .map(|i| cleanup.netns(&format!("c{i}")))
-        .collect();
+    let containers: Vec<Netns> = (0..COUNT).map(|i| cleanup.netns(&format!("c{i}"))).collect();
     eprintln!("{COUNT} netns created in {:?}", started.elapsed());
 
     for n in [1, COUNT] {
@@ -441,10 +361,7 @@ async fn many_containers_attach_concurrently() {
         let attached = attach_all(&node, batch, ip).await;
         let routes = ip_in(&node_ns, &["-4", "route", "show"]);
         for i in 0..n {
-            assert!(
-                routes.contains(&format!("{} dev hm{i} ", ip(i))),
-                "no route for container {i}: {routes}"
-            );
+            assert!(routes.contains(&format!("{} dev hm{i} ", ip(i))), "no route for container {i}: {routes}");
         }
         assert!(temporaries(&node_ns).is_empty());
         for (i, ns) in batch.iter().enumerate().step_by(17) {
@@ -496,10 +413,7 @@ async fn many_containers_attach_concurrently() {
             per(attached, n),
             per(detached, n)
         );
-        assert!(
-            detached < NETNS_TEARDOWN_GRACE,
-            "detach_and_remove fell back to deleting the veths"
-        );
+        assert!(detached < NETNS_TEARDOWN_GRACE, "detach_and_remove fell back to deleting the veths");
         for ns in batch {
             Netns::create(ns.path()).unwrap();
         }
@@ -534,31 +448,18 @@ async fn links_addresses_and_routes_are_idempotent() {
     assert!(index > 1);
     let shown = ip_in(&ns, &["-4", "-o", "addr", "show", "dev", "hbr0"]);
     assert_eq!(shown.matches("inet ").count(), 1, "{shown}");
-    assert!(
-        shown.contains("inet 10.199.253.1/24 brd 10.199.253.255"),
-        "{shown}"
-    );
+    assert!(shown.contains("inet 10.199.253.1/24 brd 10.199.253.255"), "{shown}");
     // lo is not a bridge: create_bridge must refuse to adopt it.
     let err = nl.create_bridge("lo", addr).await.unwrap_err();
     assert!(matches!(err, NetError::AlreadyExists(_)), "{err}");
 
     // Replace semantics: one route per destination, the latest gateway wins.
     let dest = net("10.199.254.7/32");
-    nl.replace_route_via(dest, Ipv4Addr::new(10, 199, 253, 2))
-        .await
-        .unwrap();
-    nl.replace_route_via(dest, Ipv4Addr::new(10, 199, 253, 3))
-        .await
-        .unwrap();
-    assert_eq!(
-        nl.routes_via().await.unwrap(),
-        [(dest.addr(), Ipv4Addr::new(10, 199, 253, 3))]
-    );
+    nl.replace_route_via(dest, Ipv4Addr::new(10, 199, 253, 2)).await.unwrap();
+    nl.replace_route_via(dest, Ipv4Addr::new(10, 199, 253, 3)).await.unwrap();
+    assert_eq!(nl.routes_via().await.unwrap(), [(dest.addr(), Ipv4Addr::new(10, 199, 253, 3))]);
     let shown = ip_in(&ns, &["-4", "route", "show", "10.199.254.7/32"]);
-    assert!(
-        shown.contains("via 10.199.253.3 dev hbr0 proto 72"),
-        "{shown}"
-    );
+    assert!(shown.contains("via 10.199.253.3 dev hbr0 proto 72"), "{shown}");
     // A dev route replaces the via route (what a migration's destination does).
     nl.replace_route_dev(dest, "hbr0").await.unwrap();
     assert!(nl.routes_via().await.unwrap().is_empty());
@@ -566,20 +467,10 @@ async fn links_addresses_and_routes_are_idempotent() {
     assert!(shown.contains("dev hbr0 proto 72 scope link"), "{shown}");
     nl.delete_route(dest).await.unwrap();
     nl.delete_route(dest).await.unwrap();
-    assert!(
-        ip_in(&ns, &["-4", "route", "show", "10.199.254.7/32"])
-            .trim()
-            .is_empty()
-    );
-    let err = nl
-        .replace_route_via(net("10.199.254.8/32"), Ipv4Addr::new(172, 31, 9, 9))
-        .await
-        .unwrap_err();
+    assert!(ip_in(&ns, &["-4", "route", "show", "10.199.254.7/32"]).trim().is_empty());
+    let err = nl.replace_route_via(net("10.199.254.8/32"), Ipv4Addr::new(172, 31, 9, 9)).await.unwrap_err();
     let msg = err.to_string();
-    assert!(
-        msg.contains("172.31.9.9") && msg.contains(&ns.path().display().to_string()),
-        "{msg}"
-    );
+    assert!(msg.contains("172.31.9.9") && msg.contains(&ns.path().display().to_string()), "{msg}");
 
     nl.delete_link("hbr0").await.unwrap();
     nl.delete_link("hbr0").await.unwrap();
@@ -588,20 +479,10 @@ async fn links_addresses_and_routes_are_idempotent() {
     // sysctls: the writes land in the namespace, not in the host.
     nl.write_sysctl("net/ipv4/ip_forward", "1").await.unwrap();
     assert_eq!(sysctl_in(&ns, "net/ipv4/ip_forward"), "1");
-    ns.run(|| write_sysctl("net/ipv4/ip_forward", "0"))
-        .unwrap()
-        .unwrap();
+    ns.run(|| write_sysctl("net/ipv4/ip_forward", "0")).unwrap().unwrap();
     assert_eq!(sysctl_in(&ns, "net/ipv4/ip_forward"), "0");
-    let missing = ns
-        .run(|| write_sysctl("net/ipv4/conf/nothere/proxy_arp", "1"))
-        .unwrap()
-        .unwrap_err();
-    assert!(
-        missing
-            .to_string()
-            .contains("net/ipv4/conf/nothere/proxy_arp"),
-        "{missing}"
-    );
+    let missing = ns.run(|| write_sysctl("net/ipv4/conf/nothere/proxy_arp", "1")).unwrap().unwrap_err();
+    assert!(missing.to_string().contains("net/ipv4/conf/nothere/proxy_arp"), "{missing}");
 
     drop(nl);
     let left = cleanup.teardown();
@@ -621,26 +502,15 @@ async fn namespaces_are_created_opened_and_entered() {
 
     // A different namespace from the test's, with only a down lo in it.
     let here = std::fs::metadata("/proc/thread-self/ns/net").unwrap();
-    let inside = ns
-        .run(|| std::fs::metadata("/proc/thread-self/ns/net").unwrap())
-        .unwrap();
+    let inside = ns.run(|| std::fs::metadata("/proc/thread-self/ns/net").unwrap()).unwrap();
     use std::os::unix::fs::MetadataExt;
     assert_ne!(here.ino(), inside.ino());
-    let again = ns
-        .run_async(|| std::fs::metadata("/proc/thread-self/ns/net").unwrap())
-        .await
-        .unwrap();
+    let again = ns.run_async(|| std::fs::metadata("/proc/thread-self/ns/net").unwrap()).await.unwrap();
     assert_eq!(inside.ino(), again.ino());
     assert_eq!(links_in(&ns), ["lo"]);
     // The calling thread is left where it was.
-    assert_eq!(
-        std::fs::metadata("/proc/thread-self/ns/net").unwrap().ino(),
-        here.ino()
-    );
-    assert!(
-        read_sysctl("net/ipv4/conf/all/forwarding").is_ok(),
-        "the host's sysctls stay readable"
-    );
+    assert_eq!(std::fs::metadata("/proc/thread-self/ns/net").unwrap().ino(), here.ino());
+    assert!(read_sysctl("net/ipv4/conf/all/forwarding").is_ok(), "the host's sysctls stay readable");
 
     // Not namespaces.
     let plain = cleanup.dir.join("plain");
@@ -651,10 +521,7 @@ async fn namespaces_are_created_opened_and_entered() {
     assert!(matches!(err, NetError::AlreadyExists(_)), "{err}");
     std::fs::remove_file(&plain).unwrap();
     let err = Netns::open(std::path::Path::new("/proc/self/ns/mnt")).unwrap_err();
-    assert!(
-        matches!(&err, NetError::NotANetns { reason, .. } if reason.contains("another kind")),
-        "{err}"
-    );
+    assert!(matches!(&err, NetError::NotANetns { reason, .. } if reason.contains("another kind")), "{err}");
     assert_not_found(Netns::open(&cleanup.dir.join("none")));
 
     // An empty file left by a crash before the mount is reused.

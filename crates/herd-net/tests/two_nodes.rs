@@ -32,16 +32,7 @@ async fn containers_on_two_nodes_reach_each_other_and_the_host() {
         let host_if = unique_ifname("hn", &format!("n{i}"));
         cleanup.host_link(&host_if);
         let addr = underlay(11 + i);
-        attach_node(
-            &host,
-            &bridge,
-            &host_if,
-            &ns,
-            ipnet::Ipv4Net::new(addr, 24).unwrap(),
-            underlay(1),
-        )
-        .await
-        .unwrap();
+        attach_node(&host, &bridge, &host_if, &ns, ipnet::Ipv4Net::new(addr, 24).unwrap(), underlay(1)).await.unwrap();
         let netlink = Netlink::in_netns(&ns).unwrap();
         nodes.push((ns, netlink, addr));
     }
@@ -51,33 +42,15 @@ async fn containers_on_two_nodes_reach_each_other_and_the_host() {
     let c_a = cleanup.netns("c-a");
     let c_a2 = cleanup.netns("c-a2");
     let c_b = cleanup.netns("c-b");
-    attach_container(&nodes[0].1, &c_a, "hca", ip_a)
-        .await
-        .unwrap();
-    attach_container(&nodes[0].1, &c_a2, "hca2", ip_a2)
-        .await
-        .unwrap();
-    attach_container(&nodes[1].1, &c_b, "hcb", ip_b)
-        .await
-        .unwrap();
+    attach_container(&nodes[0].1, &c_a, "hca", ip_a).await.unwrap();
+    attach_container(&nodes[0].1, &c_a2, "hca2", ip_a2).await.unwrap();
+    attach_container(&nodes[1].1, &c_b, "hcb", ip_b).await.unwrap();
 
     // Routes between nodes, and from the host to both nodes' containers.
     let (node0, node1) = (nodes[0].2, nodes[1].2);
-    nodes[0]
-        .1
-        .replace_route_via(ip_b.into(), node1)
-        .await
-        .unwrap();
-    nodes[1]
-        .1
-        .replace_route_via(ip_a.into(), node0)
-        .await
-        .unwrap();
-    nodes[1]
-        .1
-        .replace_route_via(ip_a2.into(), node0)
-        .await
-        .unwrap();
+    nodes[0].1.replace_route_via(ip_b.into(), node1).await.unwrap();
+    nodes[1].1.replace_route_via(ip_a.into(), node0).await.unwrap();
+    nodes[1].1.replace_route_via(ip_a2.into(), node0).await.unwrap();
     for (ip, via) in [(ip_a, node0), (ip_a2, node0), (ip_b, node1)] {
         cleanup.host_route(ip.into());
         host.replace_route_via(ip.into(), via).await.unwrap();
@@ -89,17 +62,12 @@ async fn containers_on_two_nodes_reach_each_other_and_the_host() {
         assert!(addrs.contains(&format!("inet {ip}/32")), "{addrs}");
         let default = ip_in(ns, &["-4", "route", "show", "default"]);
         assert!(
-            default.contains(&format!("default via {CONTAINER_GATEWAY} dev eth0"))
-                && default.contains("onlink"),
+            default.contains(&format!("default via {CONTAINER_GATEWAY} dev eth0")) && default.contains("onlink"),
             "{default}"
         );
         let eth0 = ip_in(ns, &["link", "show", "dev", "eth0"]);
         assert!(eth0.contains(",UP") || eth0.contains("<UP"), "{eth0}");
-        let mac = container_mac(ip)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<Vec<_>>()
-            .join(":");
+        let mac = container_mac(ip).iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
         assert!(eth0.contains(&mac), "{eth0} lacks {mac}");
         let lo = ip_in(ns, &["link", "show", "dev", "lo"]);
         assert!(lo.contains("UP"), "{lo}");
@@ -109,10 +77,7 @@ async fn containers_on_two_nodes_reach_each_other_and_the_host() {
     // Node state.
     let (node0_ns, node0_nl) = (&nodes[0].0, &nodes[0].1);
     let route_a = ip_in(node0_ns, &["-4", "route", "show", &format!("{ip_a}/32")]);
-    assert!(
-        route_a.contains("dev hca") && route_a.contains("scope link"),
-        "{route_a}"
-    );
+    assert!(route_a.contains("dev hca") && route_a.contains("scope link"), "{route_a}");
     assert_eq!(sysctl_in(node0_ns, "net/ipv4/conf/hca/proxy_arp"), "1");
     assert_eq!(sysctl_in(node0_ns, "net/ipv4/neigh/hca/proxy_delay"), "0");
     assert_eq!(sysctl_in(node0_ns, "net/ipv4/ip_forward"), "1");
@@ -123,30 +88,17 @@ async fn containers_on_two_nodes_reach_each_other_and_the_host() {
     let eth0 = ip_in(node0_ns, &["-4", "-o", "addr", "show", "dev", "eth0"]);
     assert!(eth0.contains(&format!("inet {node0}/24")), "{eth0}");
     let default = ip_in(node0_ns, &["-4", "route", "show", "default"]);
-    assert!(
-        default.contains(&format!("via {}", underlay(1))),
-        "{default}"
-    );
+    assert!(default.contains(&format!("via {}", underlay(1))), "{default}");
     assert_eq!(node0_nl.routes_via().await.unwrap(), [(ip_b, node1)]);
-    assert_eq!(
-        nodes[1].1.routes_via().await.unwrap(),
-        [(ip_a, node0), (ip_a2, node0)]
-    );
-    let ports =
-        String::from_utf8(ip_host(&["-o", "link", "show", "master", &bridge]).stdout).unwrap();
+    assert_eq!(nodes[1].1.routes_via().await.unwrap(), [(ip_a, node0), (ip_a2, node0)]);
+    let ports = String::from_utf8(ip_host(&["-o", "link", "show", "master", &bridge]).stdout).unwrap();
     for i in 0..2 {
         let port = unique_ifname("hn", &format!("n{i}"));
-        assert!(
-            ports.contains(&format!(": {port}@")),
-            "{port} not in bridge: {ports}"
-        );
+        assert!(ports.contains(&format!(": {port}@")), "{port} not in bridge: {ports}");
     }
     let host_routes = host.routes_via().await.unwrap();
     for entry in [(ip_a, node0), (ip_a2, node0), (ip_b, node1)] {
-        assert!(
-            host_routes.contains(&entry),
-            "{entry:?} not in {host_routes:?}"
-        );
+        assert!(host_routes.contains(&entry), "{entry:?} not in {host_routes:?}");
     }
 
     // Real traffic.
@@ -158,10 +110,7 @@ async fn containers_on_two_nodes_reach_each_other_and_the_host() {
     ping(Some(&c_b), underlay(1)).unwrap(); // container to the host's bridge address
 
     // TCP from a to b: a listener opened in b's namespace, a client in a's.
-    let listener = c_b
-        .run(move || TcpListener::bind((ip_b, 0)))
-        .unwrap()
-        .unwrap();
+    let listener = c_b.run(move || TcpListener::bind((ip_b, 0))).unwrap().unwrap();
     let port = listener.local_addr().unwrap().port();
     let server = std::thread::spawn(move || {
         let (mut conn, peer) = listener.accept().unwrap();
@@ -181,11 +130,7 @@ async fn containers_on_two_nodes_reach_each_other_and_the_host() {
         .unwrap()
         .unwrap();
     assert_eq!(&echoed, b"herd!");
-    assert_eq!(
-        server.join().unwrap().ip(),
-        ip_a,
-        "the peer keeps its own IP (no NAT)"
-    );
+    assert_eq!(server.join().unwrap().ip(), ip_a, "the peer keeps its own IP (no NAT)");
 
     // Removing a remote route is seen by routes_via.
     node0_nl.delete_route(ip_b.into()).await.unwrap();

@@ -114,11 +114,8 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
         record.facts.criu_version.as_deref().unwrap_or("missing")
     );
 
-    let mut requests = broker
-        .client
-        .subscribe(subjects::node_rpc(&cfg.name))
-        .await
-        .context("subscribing to node requests")?;
+    let mut requests =
+        broker.client.subscribe(subjects::node_rpc(&cfg.name)).await.context("subscribing to node requests")?;
     let heartbeats = tokio::spawn(heartbeat_loop(broker.clone(), cfg.clone(), runtime.clone()));
     let routes = tokio::spawn({
         let (broker, name, range) = (broker.clone(), cfg.name.clone(), cfg.container_cidr);

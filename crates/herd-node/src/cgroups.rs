@@ -63,7 +63,10 @@ fn read_u64(p: &Path) -> Option<u64> {
 pub fn usage(path: &str) -> Option<(u64, u64)> {
     let h = hierarchies();
     if let (Some(cpu), Some(mem)) = (v1_dir(&h, "cpuacct", path), v1_dir(&h, "memory", path)) {
-        return Some((read_u64(&cpu.join("cpuacct.usage"))?, read_u64(&mem.join("memory.usage_in_bytes")).unwrap_or(0)));
+        return Some((
+            read_u64(&cpu.join("cpuacct.usage"))?,
+            read_u64(&mem.join("memory.usage_in_bytes")).unwrap_or(0),
+        ));
     }
     let unified = h.iter().find(|h| h.unified)?.mount.join(path.trim_start_matches('/'));
     let stat = std::fs::read_to_string(unified.join("cpu.stat")).ok()?;
@@ -88,10 +91,10 @@ pub fn remove_tree(path: &str) -> Vec<String> {
         collect_dirs(&top, &mut dirs);
         dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
         for d in dirs {
-            if let Err(e) = std::fs::remove_dir(&d) {
-                if e.kind() != std::io::ErrorKind::NotFound {
-                    problems.push(format!("removing cgroup {}: {e}", d.display()));
-                }
+            if let Err(e) = std::fs::remove_dir(&d)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                problems.push(format!("removing cgroup {}: {e}", d.display()));
             }
         }
     }

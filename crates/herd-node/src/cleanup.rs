@@ -23,20 +23,20 @@ fn kill_pidfile(path: &Path) {
 pub async fn purge_node(paths: &NodePaths) -> Vec<String> {
     let mut problems = Vec::new();
     let runc_root = paths.runc_root();
-    if runc_root.exists() {
-        if let Some(binary) = crate::tools::find_executable("runc") {
-            let runc = crate::runc::Runc { binary, root: runc_root.clone(), criu: None };
-            match runc.list().await {
-                Ok(list) => {
-                    for (id, _) in list {
-                        let _ = runc.kill(&id, libc::SIGKILL, true).await;
-                        if let Err(e) = runc.delete(&id, true).await {
-                            problems.push(format!("deleting container {id}: {e}"));
-                        }
+    if runc_root.exists()
+        && let Some(binary) = crate::tools::find_executable("runc")
+    {
+        let runc = crate::runc::Runc { binary, root: runc_root.clone(), criu: None };
+        match runc.list().await {
+            Ok(list) => {
+                for (id, _) in list {
+                    let _ = runc.kill(&id, libc::SIGKILL, true).await;
+                    if let Err(e) = runc.delete(&id, true).await {
+                        problems.push(format!("deleting container {id}: {e}"));
                     }
                 }
-                Err(e) => problems.push(format!("listing containers in {}: {e}", runc_root.display())),
             }
+            Err(e) => problems.push(format!("listing containers in {}: {e}", runc_root.display())),
         }
     }
     // Shims exit once their container is gone; kill any that linger.
@@ -65,10 +65,10 @@ pub async fn purge_node(paths: &NodePaths) -> Vec<String> {
         }
     }
     problems.extend(cgroups::remove_tree(&paths.cgroup_parent));
-    if let Err(e) = std::fs::remove_dir_all(&paths.run_dir) {
-        if e.kind() != std::io::ErrorKind::NotFound {
-            problems.push(format!("removing {}: {e}", paths.run_dir.display()));
-        }
+    if let Err(e) = std::fs::remove_dir_all(&paths.run_dir)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        problems.push(format!("removing {}: {e}", paths.run_dir.display()));
     }
     problems
 }

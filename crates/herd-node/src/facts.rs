@@ -18,19 +18,13 @@ fn kernel_release() -> String {
 fn os_name() -> String {
     std::fs::read_to_string("/etc/os-release")
         .ok()
-        .and_then(|t| {
-            t.lines()
-                .find_map(|l| l.strip_prefix("PRETTY_NAME=").map(|v| v.trim_matches('"').to_string()))
-        })
+        .and_then(|t| t.lines().find_map(|l| l.strip_prefix("PRETTY_NAME=").map(|v| v.trim_matches('"').to_string())))
         .unwrap_or_else(|| "Linux".into())
 }
 
 /// Whether `criu check --feature NAME` passes.
 fn criu_feature(criu: &Path, name: &str) -> bool {
-    Command::new(criu)
-        .args(["check", "--feature", name])
-        .output()
-        .is_ok_and(|o| o.status.success())
+    Command::new(criu).args(["check", "--feature", name]).output().is_ok_and(|o| o.status.success())
 }
 
 /// Probes the node; `criu` is `(path, version)` when CRIU is usable.

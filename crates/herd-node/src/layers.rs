@@ -90,10 +90,7 @@ impl LayerCache {
         let mut buf = vec![0u8; 256 << 10];
         let mut size = 0u64;
         loop {
-            let n = object
-                .read(&mut buf)
-                .await
-                .with_context(|| format!("receiving layer {}", layer.digest))?;
+            let n = object.read(&mut buf).await.with_context(|| format!("receiving layer {}", layer.digest))?;
             if n == 0 {
                 break;
             }

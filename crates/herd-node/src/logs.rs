@@ -26,11 +26,7 @@ pub const MAX_LINE: usize = 16 * 1024;
 /// not valid entries are skipped. A missing file reads as an empty log.
 /// `finished` is false: the caller knows whether the container still runs.
 pub fn read_logs(path: &Path, offset: u64, max_bytes: u64) -> io::Result<LogChunk> {
-    let mut chunk = LogChunk {
-        entries: Vec::new(),
-        next_offset: offset,
-        finished: false,
-    };
+    let mut chunk = LogChunk { entries: Vec::new(), next_offset: offset, finished: false };
     let mut file = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(chunk),
@@ -106,15 +102,8 @@ pub struct LogWriter {
 
 impl LogWriter {
     pub fn open(path: &Path) -> io::Result<LogWriter> {
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o640)
-            .open(path)?;
-        Ok(LogWriter {
-            file,
-            buf: Vec::with_capacity(256),
-        })
+        let file = OpenOptions::new().create(true).append(true).mode(0o640).open(path)?;
+        Ok(LogWriter { file, buf: Vec::with_capacity(256) })
     }
 
     /// Appends one entry as one JSON line, with a single write.
@@ -132,11 +121,7 @@ impl LogWriter {
 
     /// Appends `line` (without its newline) from `stream`, received at `time`.
     pub fn write_line(&mut self, stream: LogStream, time: u64, line: &[u8]) -> io::Result<()> {
-        let entry = LogEntry {
-            time,
-            stream,
-            line: String::from_utf8_lossy(line).into_owned(),
-        };
+        let entry = LogEntry { time, stream, line: String::from_utf8_lossy(line).into_owned() };
         self.write_entry(&entry)
     }
 }
@@ -158,10 +143,7 @@ impl Default for LineSplitter {
 
 impl LineSplitter {
     pub fn new() -> LineSplitter {
-        LineSplitter {
-            buf: vec![0u8; MAX_LINE].into_boxed_slice(),
-            len: 0,
-        }
+        LineSplitter { buf: vec![0u8; MAX_LINE].into_boxed_slice(), len: 0 }
     }
 
     /// The free space to read into (never empty after [`LineSplitter::drain`]).
@@ -216,11 +198,7 @@ fn utf8_cut(bytes: &[u8]) -> usize {
                 0xf0..=0xf7 => 4,
                 _ => return bytes.len(),
             };
-            return if bytes.len() - i < need && i > 0 {
-                i
-            } else {
-                bytes.len()
-            };
+            return if bytes.len() - i < need && i > 0 { i } else { bytes.len() };
         }
     }
     bytes.len()
@@ -278,21 +256,11 @@ mod tests {
         let path = temp_path("log.jsonl");
         let mut w = LogWriter::open(&path).unwrap();
         for i in 0..100 {
-            let stream = if i % 2 == 0 {
-                LogStream::Stdout
-            } else {
-                LogStream::Stderr
-            };
-            w.write_line(stream, 1000 + i, format!("line {i}").as_bytes())
-                .unwrap();
+            let stream = if i % 2 == 0 { LogStream::Stdout } else { LogStream::Stderr };
+            w.write_line(stream, 1000 + i, format!("line {i}").as_bytes()).unwrap();
         }
         // A partial line at the end is not read.
-        std::fs::OpenOptions::new()
-            .append(true)
-            .open(&path)
-            .unwrap()
-            .write_all(b"{\"ti")
-            .unwrap();
+        std::fs::OpenOptions::new().append(true).open(&path).unwrap().write_all(b"{\"ti").unwrap();
 
         let all = read_logs(&path, 0, u64::MAX).unwrap();
         assert_eq!(all.entries.len(), 100);
@@ -321,13 +289,7 @@ mod tests {
 
         let t = tail_offset(&path, 5).unwrap();
         let c = read_logs(&path, t, u64::MAX).unwrap();
-        assert_eq!(
-            c.entries
-                .iter()
-                .map(|e| e.line.as_str())
-                .collect::<Vec<_>>()[0],
-            "line 95"
-        );
+        assert_eq!(c.entries.iter().map(|e| e.line.as_str()).collect::<Vec<_>>()[0], "line 95");
         assert_eq!(c.entries.len(), 5);
         assert_eq!(tail_offset(&path, 0).unwrap(), len - 4);
         assert_eq!(tail_offset(&path, 1000).unwrap(), 0);

@@ -53,17 +53,9 @@ impl RouteTable {
 }
 
 /// Makes the namespace's Herd routes (within `range`) equal `desired`.
-async fn apply(
-    netlink: &Netlink,
-    range: Option<Ipv4Net>,
-    desired: &HashMap<Ipv4Addr, Ipv4Addr>,
-) -> anyhow::Result<()> {
-    let current: HashMap<Ipv4Addr, Ipv4Addr> = netlink
-        .routes_via()
-        .await?
-        .into_iter()
-        .filter(|(ip, _)| range.is_none_or(|r| r.contains(ip)))
-        .collect();
+async fn apply(netlink: &Netlink, range: Option<Ipv4Net>, desired: &HashMap<Ipv4Addr, Ipv4Addr>) -> anyhow::Result<()> {
+    let current: HashMap<Ipv4Addr, Ipv4Addr> =
+        netlink.routes_via().await?.into_iter().filter(|(ip, _)| range.is_none_or(|r| r.contains(ip))).collect();
     for (ip, gw) in desired {
         if current.get(ip) != Some(gw) {
             let dest = Ipv4Net::new(*ip, 32).expect("a /32 is valid");

@@ -97,14 +97,9 @@ struct TempLog(PathBuf);
 impl TempLog {
     fn new() -> TempLog {
         let seq = LOG_SEQ.fetch_add(1, Ordering::Relaxed);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        TempLog(std::env::temp_dir().join(format!(
-            "herd-runc-{}-{seq}-{nanos}.log",
-            std::process::id()
-        )))
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+        TempLog(std::env::temp_dir().join(format!("herd-runc-{}-{seq}-{nanos}.log", std::process::id())))
     }
 }
 
@@ -128,10 +123,7 @@ pub fn last_runc_error(log_file: &Path, offset: u64) -> Option<String> {
             level: Option<String>,
             msg: Option<String>,
         }
-        if let Ok(Entry {
-            level: Some(level),
-            msg: Some(msg),
-        }) = serde_json::from_slice(&line)
+        if let Ok(Entry { level: Some(level), msg: Some(msg) }) = serde_json::from_slice(&line)
             && (level == "error" || level == "fatal")
         {
             last = Some(msg);
@@ -141,12 +133,7 @@ pub fn last_runc_error(log_file: &Path, offset: u64) -> Option<String> {
 }
 
 /// runc's message for a failed invocation: its log, else its stderr, else its status.
-fn failure_message(
-    log_file: &Path,
-    offset: u64,
-    stderr: &[u8],
-    status: std::process::ExitStatus,
-) -> String {
+fn failure_message(log_file: &Path, offset: u64, stderr: &[u8], status: std::process::ExitStatus) -> String {
     if let Some(msg) = last_runc_error(log_file, offset) {
         return msg;
     }
@@ -154,12 +141,7 @@ fn failure_message(
     let stderr = stderr.trim();
     if !stderr.is_empty() {
         // The last non-empty line is the fatal error runc prints on exit.
-        return stderr
-            .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or(stderr)
-            .to_string();
+        return stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or(stderr).to_string();
     }
     format!("runc exited with {status}")
 }
@@ -173,9 +155,7 @@ impl Runc {
         if let Some(criu) = &self.criu {
             cmd.arg("--criu").arg(criu);
         }
-        cmd.arg("--log")
-            .arg(log_file)
-            .args(["--log-format", "json"]);
+        cmd.arg("--log").arg(log_file).args(["--log-format", "json"]);
         cmd
     }
 
@@ -183,17 +163,11 @@ impl Runc {
     async fn exec(&self, name: &str, args: &[OsString]) -> Result<Vec<u8>, RuncError> {
         let log = TempLog::new();
         let mut cmd = self.command(&log.0);
-        cmd.args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        cmd.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let output = tokio::process::Command::from(cmd)
             .output()
             .await
-            .map_err(|source| RuncError::Spawn {
-                binary: self.binary.clone(),
-                source,
-            })?;
+            .map_err(|source| RuncError::Spawn { binary: self.binary.clone(), source })?;
         if output.status.success() {
             Ok(output.stdout)
         } else {
@@ -213,10 +187,7 @@ impl Runc {
             .stdin(Stdio::null())
             .output()
             .await
-            .map_err(|source| RuncError::Spawn {
-                binary: self.binary.clone(),
-                source,
-            })?;
+            .map_err(|source| RuncError::Spawn { binary: self.binary.clone(), source })?;
         let stdout = String::from_utf8_lossy(&output.stdout);
         if !output.status.success() {
             return Err(RuncError::Failed {
@@ -227,10 +198,7 @@ impl Runc {
         let first = stdout.lines().next().unwrap_or_default();
         match first.strip_prefix("runc version ") {
             Some(v) => Ok(v.trim().to_string()),
-            None => Err(RuncError::Output {
-                command: "--version".into(),
-                message: first.to_string(),
-            }),
+            None => Err(RuncError::Output { command: "--version".into(), message: first.to_string() }),
         }
     }
 
@@ -239,10 +207,7 @@ impl Runc {
         match self.exec("state", &["state".into(), id.into()]).await {
             Ok(stdout) => serde_json::from_slice::<RuncState>(&stdout)
                 .map(Some)
-                .map_err(|e| RuncError::Output {
-                    command: "state".into(),
-                    message: e.to_string(),
-                }),
+                .map_err(|e| RuncError::Output { command: "state".into(), message: e.to_string() }),
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e),
         }
@@ -250,9 +215,7 @@ impl Runc {
 
     /// Every container runc knows under its root, with its state.
     pub async fn list(&self) -> Result<Vec<(String, RuncState)>, RuncError> {
-        let stdout = self
-            .exec("list", &["list".into(), "--format".into(), "json".into()])
-            .await?;
+        let stdout = self.exec("list", &["list".into(), "--format".into(), "json".into()]).await?;
         #[derive(Deserialize)]
         struct Item {
             id: String,
@@ -260,24 +223,9 @@ impl Runc {
             pid: u32,
         }
         // runc prints `null` when there is no container.
-        let items: Option<Vec<Item>> =
-            serde_json::from_slice(&stdout).map_err(|e| RuncError::Output {
-                command: "list".into(),
-                message: e.to_string(),
-            })?;
-        Ok(items
-            .unwrap_or_default()
-            .into_iter()
-            .map(|i| {
-                (
-                    i.id,
-                    RuncState {
-                        status: i.status,
-                        pid: i.pid,
-                    },
-                )
-            })
-            .collect())
+        let items: Option<Vec<Item>> = serde_json::from_slice(&stdout)
+            .map_err(|e| RuncError::Output { command: "list".into(), message: e.to_string() })?;
+        Ok(items.unwrap_or_default().into_iter().map(|i| (i.id, RuncState { status: i.status, pid: i.pid })).collect())
     }
 
     /// Sends `signal` to the container's init (to all its processes when `all`).
@@ -316,10 +264,7 @@ impl Runc {
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .output()
-            .map_err(|source| RuncError::Spawn {
-                binary: self.binary.clone(),
-                source,
-            })?;
+            .map_err(|source| RuncError::Spawn { binary: self.binary.clone(), source })?;
         if output.status.success() {
             return Ok(());
         }
@@ -327,20 +272,14 @@ impl Runc {
         if is_not_exist_message(&message) {
             Ok(())
         } else {
-            Err(RuncError::Failed {
-                command: "delete".into(),
-                message,
-            })
+            Err(RuncError::Failed { command: "delete".into(), message })
         }
     }
 
     /// Checkpoints the container with CRIU into `opts.image_path`.
     pub async fn checkpoint(&self, id: &str, opts: &CheckpointOpts) -> Result<(), RuncError> {
         for dir in [&opts.image_path, &opts.work_path] {
-            std::fs::create_dir_all(dir).map_err(|source| RuncError::Io {
-                command: "checkpoint".into(),
-                source,
-            })?;
+            std::fs::create_dir_all(dir).map_err(|source| RuncError::Io { command: "checkpoint".into(), source })?;
         }
         let mut args: Vec<OsString> = vec![
             "checkpoint".into(),
@@ -362,19 +301,9 @@ impl Runc {
     /// `runc run -d --bundle <bundle> --pid-file <pid_file> <id>`, logging to
     /// `log_file`. Stdio is left for the caller to set: without a terminal runc
     /// hands its own stdio to the container.
-    pub fn run_command(
-        &self,
-        id: &str,
-        bundle: &Path,
-        pid_file: &Path,
-        log_file: &Path,
-    ) -> Command {
+    pub fn run_command(&self, id: &str, bundle: &Path, pid_file: &Path, log_file: &Path) -> Command {
         let mut cmd = self.command(log_file);
-        cmd.args(["run", "-d", "--bundle"])
-            .arg(bundle)
-            .arg("--pid-file")
-            .arg(pid_file)
-            .arg(id);
+        cmd.args(["run", "-d", "--bundle"]).arg(bundle).arg("--pid-file").arg(pid_file).arg(id);
         cmd
     }
 
@@ -414,21 +343,12 @@ mod tests {
     use super::*;
 
     fn runc() -> Runc {
-        Runc {
-            binary: "runc".into(),
-            root: "/run/x".into(),
-            criu: Some("/usr/local/sbin/criu".into()),
-        }
+        Runc { binary: "runc".into(), root: "/run/x".into(), criu: Some("/usr/local/sbin/criu".into()) }
     }
 
     #[test]
     fn run_command_args() {
-        let cmd = runc().run_command(
-            "c1",
-            Path::new("/b"),
-            Path::new("/s/pid"),
-            Path::new("/s/log"),
-        );
+        let cmd = runc().run_command("c1", Path::new("/b"), Path::new("/s/pid"), Path::new("/s/log"));
         let args: Vec<_> = cmd.get_args().map(|a| a.to_str().unwrap()).collect();
         assert_eq!(
             args,
@@ -505,10 +425,7 @@ mod tests {
             ),
         )
         .unwrap();
-        assert_eq!(
-            last_runc_error(&path.0, 0).as_deref(),
-            Some("runc run failed: boom")
-        );
+        assert_eq!(last_runc_error(&path.0, 0).as_deref(), Some("runc run failed: boom"));
         let len = std::fs::metadata(&path.0).unwrap().len();
         assert_eq!(last_runc_error(&path.0, len), None);
     }

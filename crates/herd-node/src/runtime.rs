@@ -192,7 +192,9 @@ impl Runtime {
             problems.push(format!("runc delete: {e}"));
         }
         // Unpinning the namespace takes its veth and route with it.
-        if let Err(e) = detach_and_remove(&self.netlink, &host_ifname(&c.spec.id), &self.cfg.paths.netns(&c.spec.id)).await {
+        if let Err(e) =
+            detach_and_remove(&self.netlink, &host_ifname(&c.spec.id), &self.cfg.paths.netns(&c.spec.id)).await
+        {
             problems.push(format!("network: {e}"));
         }
         if let Err(e) = overlay::unmount(&c.paths.rootfs()) {
@@ -374,10 +376,10 @@ impl Runtime {
             self.stop_locked(&c, Duration::ZERO).await?;
         }
         let problems = self.release(&c).await;
-        if let Err(e) = std::fs::remove_dir_all(&c.paths.dir) {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                return Err(err(&format!("removing {}", c.paths.dir.display()), e));
-            }
+        if let Err(e) = std::fs::remove_dir_all(&c.paths.dir)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            return Err(err(&format!("removing {}", c.paths.dir.display()), e));
         }
         let _ = std::fs::remove_dir_all(self.cfg.paths.checkpoints_dir(id));
         c.live.lock().unwrap().generation += 1; // silence any late watcher
@@ -407,7 +409,12 @@ impl Runtime {
     }
 
     /// `Checkpoint`: CRIU images of the processes plus a snapshot of the writable layer.
-    pub async fn checkpoint(self: &Arc<Self>, id: &str, checkpoint_id: &str, leave_running: bool) -> OpResult<NodeReply> {
+    pub async fn checkpoint(
+        self: &Arc<Self>,
+        id: &str,
+        checkpoint_id: &str,
+        leave_running: bool,
+    ) -> OpResult<NodeReply> {
         if !self.cfg.criu {
             return Err(format!("node {} has no usable CRIU (>= 4.2)", self.cfg.node));
         }
@@ -434,7 +441,8 @@ impl Runtime {
         };
         if let Err(e) = self.cfg.runc.checkpoint(id, &opts).await {
             c.live.lock().unwrap().expecting_exit = false;
-            let detail = criu_log_tail(&opts.work_path.join("dump.log")).map(|t| format!(" (CRIU: {t})")).unwrap_or_default();
+            let detail =
+                criu_log_tail(&opts.work_path.join("dump.log")).map(|t| format!(" (CRIU: {t})")).unwrap_or_default();
             let _ = std::fs::remove_dir_all(&dir);
             return Err(format!("checkpoint of {} failed: {e}{detail}", c.spec.name));
         }
@@ -526,12 +534,11 @@ impl Runtime {
             let _ = self.cfg.runc.delete(&id, true).await;
             self.prepare(&c).await?;
             let work = dir.join(format!("restore-work-{}", now_millis()));
-            let mode = ShimMode::Restore { image_path: dir.join(CRIU_IMAGES), work_path: work.clone(), tcp_established: true };
-            self.start_shim(&c, mode).await.map_err(|e| {
-                match criu_log_tail(&work.join("restore.log")) {
-                    Some(t) => anyhow::anyhow!("{e:#} (CRIU: {t})"),
-                    None => e,
-                }
+            let mode =
+                ShimMode::Restore { image_path: dir.join(CRIU_IMAGES), work_path: work.clone(), tcp_established: true };
+            self.start_shim(&c, mode).await.map_err(|e| match criu_log_tail(&work.join("restore.log")) {
+                Some(t) => anyhow::anyhow!("{e:#} (CRIU: {t})"),
+                None => e,
             })
         }
         .await;
@@ -578,15 +585,16 @@ impl Runtime {
         for e in entries.flatten() {
             let id = e.file_name().to_string_lossy().to_string();
             let paths = self.cfg.paths.container(&id);
-            let spec: ContainerSpec = match std::fs::read(paths.spec()).ok().and_then(|b| serde_json::from_slice(&b).ok()) {
-                Some(s) => s,
-                None => {
-                    tracing::warn!("removing {}: it has no readable spec", paths.dir.display());
-                    let _ = overlay::unmount(&paths.rootfs());
-                    let _ = std::fs::remove_dir_all(&paths.dir);
-                    continue;
-                }
-            };
+            let spec: ContainerSpec =
+                match std::fs::read(paths.spec()).ok().and_then(|b| serde_json::from_slice(&b).ok()) {
+                    Some(s) => s,
+                    None => {
+                        tracing::warn!("removing {}: it has no readable spec", paths.dir.display());
+                        let _ = overlay::unmount(&paths.rootfs());
+                        let _ = std::fs::remove_dir_all(&paths.dir);
+                        continue;
+                    }
+                };
             let previous = self.statuses.get(&id).await.ok().flatten().map(|v| v.value);
             let c = Arc::new(Container {
                 paths,

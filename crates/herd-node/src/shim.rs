@@ -62,11 +62,7 @@ pub enum ShimMode {
     /// `runc run -d`.
     Run,
     /// `runc restore -d` from a checkpoint.
-    Restore {
-        image_path: PathBuf,
-        work_path: PathBuf,
-        tcp_established: bool,
-    },
+    Restore { image_path: PathBuf, work_path: PathBuf, tcp_established: bool },
 }
 
 /// Everything a shim needs; convertible to and from its command line.
@@ -103,12 +99,7 @@ impl ShimArgs {
             a.push("--criu".into());
             a.push(criu.clone().into());
         }
-        if let ShimMode::Restore {
-            image_path,
-            work_path,
-            tcp_established,
-        } = &self.mode
-        {
+        if let ShimMode::Restore { image_path, work_path, tcp_established } = &self.mode {
             a.push("--restore-image".into());
             a.push(image_path.clone().into());
             a.push("--restore-work".into());
@@ -133,9 +124,7 @@ impl ShimArgs {
         let mut tcp = false;
         let mut it = args.iter();
         while let Some(flag) = it.next() {
-            let flag = flag
-                .to_str()
-                .ok_or_else(|| format!("bad shim argument {flag:?}"))?;
+            let flag = flag.to_str().ok_or_else(|| format!("bad shim argument {flag:?}"))?;
             if flag == "--tcp-established" {
                 tcp = true;
                 continue;
@@ -151,30 +140,20 @@ impl ShimArgs {
                 "--restore-work" => &mut work,
                 _ => return Err(format!("unknown shim argument {flag}")),
             };
-            let value = it
-                .next()
-                .ok_or_else(|| format!("shim argument {flag} needs a value"))?;
+            let value = it.next().ok_or_else(|| format!("shim argument {flag} needs a value"))?;
             if slot.replace(value.clone()).is_some() {
                 return Err(format!("shim argument {flag} given twice"));
             }
         }
-        let need = |v: Option<OsString>, name: &str| {
-            v.ok_or_else(|| format!("missing shim argument --{name}"))
-        };
-        let id = need(id, "id")?
-            .into_string()
-            .map_err(|v| format!("bad container id {v:?}"))?;
+        let need = |v: Option<OsString>, name: &str| v.ok_or_else(|| format!("missing shim argument --{name}"));
+        let id = need(id, "id")?.into_string().map_err(|v| format!("bad container id {v:?}"))?;
         let mode = match (image, work) {
             (None, None) if !tcp => ShimMode::Run,
-            (Some(image), Some(work)) => ShimMode::Restore {
-                image_path: image.into(),
-                work_path: work.into(),
-                tcp_established: tcp,
-            },
+            (Some(image), Some(work)) => {
+                ShimMode::Restore { image_path: image.into(), work_path: work.into(), tcp_established: tcp }
+            }
             _ => {
-                return Err(
-                    "--restore-image, --restore-work and --tcp-established go together".into(),
-                );
+                return Err("--restore-image, --restore-work and --tcp-established go together".into());
             }
         };
         Ok(ShimArgs {
@@ -205,12 +184,7 @@ impl ShimArgs {
         {
             a.runc.criu = Some(std::path::absolute(criu)?);
         }
-        if let ShimMode::Restore {
-            image_path,
-            work_path,
-            ..
-        } = &mut a.mode
-        {
+        if let ShimMode::Restore { image_path, work_path, .. } = &mut a.mode {
             *image_path = std::path::absolute(&*image_path)?;
             *work_path = std::path::absolute(&*work_path)?;
         }
@@ -265,11 +239,7 @@ enum Report {
 /// caller, and waits (up to [`START_TIMEOUT`]) until runc has started or restored
 /// the container. On failure the shim has exited and removed the runc state.
 /// Blocking: call it from `spawn_blocking` in async code.
-pub fn spawn_shim(
-    exe: &Path,
-    prefix_args: &[&str],
-    args: &ShimArgs,
-) -> Result<ShimStarted, ShimError> {
+pub fn spawn_shim(exe: &Path, prefix_args: &[&str], args: &ShimArgs) -> Result<ShimStarted, ShimError> {
     spawn_shim_timeout(exe, prefix_args, args, START_TIMEOUT)
 }
 
@@ -317,9 +287,7 @@ pub fn spawn_shim_timeout(
             loop {
                 match child.try_wait() {
                     Ok(Some(s)) => break Some(s),
-                    Ok(None) if Instant::now() < until => {
-                        std::thread::sleep(Duration::from_millis(10))
-                    }
+                    Ok(None) if Instant::now() < until => std::thread::sleep(Duration::from_millis(10)),
                     _ => {
                         let _ = child.kill();
                         break child.wait().ok();
@@ -330,18 +298,9 @@ pub fn spawn_shim_timeout(
     };
     match report {
         Ok(Some(bytes)) => match serde_json::from_slice::<Report>(&bytes) {
-            Ok(Report::Started {
-                shim_pid,
-                container_pid,
-            }) => Ok(ShimStarted {
-                shim_pid,
-                container_pid,
-            }),
+            Ok(Report::Started { shim_pid, container_pid }) => Ok(ShimStarted { shim_pid, container_pid }),
             Ok(Report::Failed { message }) => Err(ShimError::Start(message)),
-            Err(e) => Err(ShimError::NoReport(format!(
-                "unreadable report {:?}: {e}",
-                String::from_utf8_lossy(&bytes)
-            ))),
+            Err(e) => Err(ShimError::NoReport(format!("unreadable report {:?}: {e}", String::from_utf8_lossy(&bytes)))),
         },
         Ok(None) => {
             let what = match status {
@@ -372,11 +331,7 @@ fn read_report(fd: &OwnedFd, deadline: Instant) -> Result<Option<Vec<u8>>, ()> {
         if left.is_zero() {
             return Err(());
         }
-        let mut pfd = libc::pollfd {
-            fd: fd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
+        let mut pfd = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
         let ms = left.as_millis().clamp(1, i32::MAX as u128) as i32;
         // SAFETY: one valid pollfd.
         let r = unsafe { libc::poll(&mut pfd, 1, ms) };
@@ -399,11 +354,7 @@ fn read_report(fd: &OwnedFd, deadline: Instant) -> Result<Option<Vec<u8>>, ()> {
         }
         if n == 0 {
             let trimmed = out.trim_ascii();
-            return Ok(if trimmed.is_empty() {
-                None
-            } else {
-                Some(trimmed.to_vec())
-            });
+            return Ok(if trimmed.is_empty() { None } else { Some(trimmed.to_vec()) });
         }
         out.extend_from_slice(&buf[..n as usize]);
         if out.len() > 1 << 20 {
@@ -421,18 +372,12 @@ pub fn read_exit(state_dir: &Path) -> Option<ExitStatus> {
 /// The shim's pid if that process is alive and is a shim for this `state_dir`
 /// (its command line holds `--state-dir <state_dir>`).
 pub fn live_shim(state_dir: &Path) -> Option<u32> {
-    let pid: u32 = std::fs::read_to_string(state_dir.join(SHIM_PID_FILE))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
+    let pid: u32 = std::fs::read_to_string(state_dir.join(SHIM_PID_FILE)).ok()?.trim().parse().ok()?;
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
     let want = std::path::absolute(state_dir).ok()?;
     let want = want.as_os_str().as_bytes();
     let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
-    args.windows(2)
-        .any(|w| w[0] == b"--state-dir" && w[1] == want)
-        .then_some(pid)
+    args.windows(2).any(|w| w[0] == b"--state-dir" && w[1] == want).then_some(pid)
 }
 
 /// Resolves when process `pid` exits (at once if there is no such process). Works
@@ -443,19 +388,13 @@ pub async fn wait_for_exit(pid: u32) -> io::Result<()> {
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0 as libc::c_uint) };
     if fd < 0 {
         let e = io::Error::last_os_error();
-        return if e.raw_os_error() == Some(libc::ESRCH) {
-            Ok(())
-        } else {
-            Err(e)
-        };
+        return if e.raw_os_error() == Some(libc::ESRCH) { Ok(()) } else { Err(e) };
     }
     // SAFETY: a fresh fd that nothing else owns.
     let fd = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
     // SAFETY: the AsyncFd owns the OwnedFd, so the fd stays open and the same for
     // the AsyncFd's whole life.
-    let afd = unsafe {
-        tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
-    }?;
+    let afd = unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }?;
     let _ready = afd.readable().await?;
     Ok(())
 }
@@ -467,9 +406,7 @@ pub async fn wait_for_exit(pid: u32) -> io::Result<()> {
 /// before any other thread exists (no tokio runtime): it forks to leave its
 /// parent, then runs single-threaded until the container has exited.
 pub fn shim_main(args: ShimArgs) -> ! {
-    let report_fd: Option<RawFd> = std::env::var(REPORT_FD_ENV)
-        .ok()
-        .and_then(|v| v.parse().ok());
+    let report_fd: Option<RawFd> = std::env::var(REPORT_FD_ENV).ok().and_then(|v| v.parse().ok());
     // SAFETY: single-threaded at this point (documented requirement).
     unsafe { std::env::remove_var(REPORT_FD_ENV) };
     // Descriptors the caller leaked (a jobserver, a terminal's pipes) must not stay
@@ -493,9 +430,7 @@ pub fn shim_main(args: ShimArgs) -> ! {
     match unsafe { libc::fork() } {
         -1 => {
             let mut reporter = Reporter(report);
-            reporter.send(&Report::Failed {
-                message: format!("shim: fork: {}", io::Error::last_os_error()),
-            });
+            reporter.send(&Report::Failed { message: format!("shim: fork: {}", io::Error::last_os_error()) });
             std::process::exit(1)
         }
         0 => {}
@@ -515,17 +450,12 @@ pub fn shim_main(args: ShimArgs) -> ! {
             }
         }
     }
-    let mut shim = Shim {
-        args,
-        reporter: Reporter(report),
-    };
+    let mut shim = Shim { args, reporter: Reporter(report) };
     let code = match shim.run() {
         Ok(()) => 0,
         Err(e) => {
             shim.note(&e);
-            shim.reporter.send(&Report::Failed {
-                message: format!("shim: {e}"),
-            });
+            shim.reporter.send(&Report::Failed { message: format!("shim: {e}") });
             1
         }
     };
@@ -593,32 +523,17 @@ impl Shim {
 
     /// Appends a line to `shim.log` (best effort).
     fn note(&self, what: &dyn std::fmt::Display) {
-        if let Ok(mut f) = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.path(SHIM_LOG_FILE))
-        {
-            let _ = writeln!(
-                f,
-                "{} shim {}: {what}",
-                herd_proto::now_millis(),
-                std::process::id()
-            );
+        if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(self.path(SHIM_LOG_FILE)) {
+            let _ = writeln!(f, "{} shim {}: {what}", herd_proto::now_millis(), std::process::id());
         }
     }
 
     fn run(&mut self) -> io::Result<()> {
         // SAFETY: prctl on this process.
         if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
-            return Err(io::Error::other(format!(
-                "PR_SET_CHILD_SUBREAPER: {}",
-                io::Error::last_os_error()
-            )));
+            return Err(io::Error::other(format!("PR_SET_CHILD_SUBREAPER: {}", io::Error::last_os_error())));
         }
-        write_atomic(
-            &self.path(SHIM_PID_FILE),
-            std::process::id().to_string().as_bytes(),
-        )?;
+        write_atomic(&self.path(SHIM_PID_FILE), std::process::id().to_string().as_bytes())?;
         for stale in [EXIT_FILE, CONTAINER_PID_FILE] {
             match std::fs::remove_file(self.path(stale)) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
@@ -634,28 +549,14 @@ impl Shim {
         let a = &self.args;
         let mut cmd = match &a.mode {
             ShimMode::Run => a.runc.run_command(&a.id, &a.bundle, &pid_path, &log_path),
-            ShimMode::Restore {
-                image_path,
-                work_path,
-                tcp_established,
-            } => a.runc.restore_command(
-                &a.id,
-                &a.bundle,
-                image_path,
-                work_path,
-                *tcp_established,
-                &pid_path,
-                &log_path,
-            ),
+            ShimMode::Restore { image_path, work_path, tcp_established } => {
+                a.runc.restore_command(&a.id, &a.bundle, image_path, work_path, *tcp_established, &pid_path, &log_path)
+            }
         };
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::from(out_w))
-            .stderr(Stdio::from(err_w));
+        cmd.stdin(Stdio::null()).stdout(Stdio::from(out_w)).stderr(Stdio::from(err_w));
         let spawned = cmd.spawn();
         drop(cmd); // closes the shim's copies of the pipes' write ends
-        let mut runc = spawned.map_err(|e| {
-            io::Error::other(format!("cannot run {}: {e}", a.runc.binary.display()))
-        })?;
+        let mut runc = spawned.map_err(|e| io::Error::other(format!("cannot run {}: {e}", a.runc.binary.display())))?;
         let status = runc.wait()?;
         set_nonblocking(&out_r)?;
         set_nonblocking(&err_r)?;
@@ -681,10 +582,7 @@ impl Shim {
                 std::process::exit(1);
             }
         };
-        self.reporter.send(&Report::Started {
-            shim_pid: std::process::id(),
-            container_pid,
-        });
+        self.reporter.send(&Report::Started { shim_pid: std::process::id(), container_pid });
 
         let mut writer = match LogWriter::open(&self.path(LOG_FILE)) {
             Ok(w) => Some(w),
@@ -694,25 +592,10 @@ impl Shim {
             }
         };
         let mut streams = [
-            Stream {
-                fd: out_r,
-                kind: LogStream::Stdout,
-                open: true,
-                lines: LineSplitter::new(),
-            },
-            Stream {
-                fd: err_r,
-                kind: LogStream::Stderr,
-                open: true,
-                lines: LineSplitter::new(),
-            },
+            Stream { fd: out_r, kind: LogStream::Stdout, open: true, lines: LineSplitter::new() },
+            Stream { fd: err_r, kind: LogStream::Stderr, open: true, lines: LineSplitter::new() },
         ];
-        let exit = self.event_loop(
-            &sigchld,
-            &mut streams,
-            container_pid as libc::pid_t,
-            &mut writer,
-        );
+        let exit = self.event_loop(&sigchld, &mut streams, container_pid as libc::pid_t, &mut writer);
         let json = serde_json::to_vec(&exit).map_err(io::Error::other)?;
         write_atomic(&self.path(EXIT_FILE), &json)
     }
@@ -752,21 +635,9 @@ impl Shim {
                 }
             };
             let mut pfds = [
-                libc::pollfd {
-                    fd: sigchld.as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
-                libc::pollfd {
-                    fd: -1,
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
-                libc::pollfd {
-                    fd: -1,
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
+                libc::pollfd { fd: sigchld.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+                libc::pollfd { fd: -1, events: libc::POLLIN, revents: 0 },
+                libc::pollfd { fd: -1, events: libc::POLLIN, revents: 0 },
             ];
             for (i, s) in streams.iter().enumerate() {
                 if s.open {
@@ -790,9 +661,7 @@ impl Shim {
                     for _ in 0..16 {
                         // SAFETY: reading into the splitter's free space.
                         let spare = s.lines.spare();
-                        let n = unsafe {
-                            libc::read(s.fd.as_raw_fd(), spare.as_mut_ptr().cast(), spare.len())
-                        };
+                        let n = unsafe { libc::read(s.fd.as_raw_fd(), spare.as_mut_ptr().cast(), spare.len()) };
                         if n > 0 {
                             s.lines.filled(n as usize);
                             let kind = s.kind;
@@ -823,8 +692,7 @@ impl Shim {
             let time = herd_proto::now_millis();
             s.lines.finish(|l| emit(kind, time, l, writer));
         }
-        exit.map(|(e, _)| e)
-            .expect("the loop ends only after the container exited")
+        exit.map(|(e, _)| e).expect("the loop ends only after the container exited")
     }
 }
 
@@ -844,14 +712,7 @@ fn reap(container_pid: libc::pid_t, exit: &mut Option<(ExitStatus, Instant)>) {
             } else {
                 (libc::WEXITSTATUS(status), None)
             };
-            *exit = Some((
-                ExitStatus {
-                    code,
-                    signal,
-                    finished_at: herd_proto::now_millis(),
-                },
-                Instant::now(),
-            ));
+            *exit = Some((ExitStatus { code, signal, finished_at: herd_proto::now_millis() }, Instant::now()));
         }
     }
 }
@@ -878,13 +739,8 @@ fn drain_signalfd(fd: &OwnedFd) {
     let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
     let size = std::mem::size_of::<libc::signalfd_siginfo>();
     // SAFETY: reading whole siginfo structures into one.
-    while unsafe {
-        libc::read(
-            fd.as_raw_fd(),
-            (&mut info as *mut libc::signalfd_siginfo).cast(),
-            size,
-        )
-    } == size as isize
+    while unsafe { libc::read(fd.as_raw_fd(), (&mut info as *mut libc::signalfd_siginfo).cast(), size) }
+        == size as isize
     {}
 }
 
@@ -917,10 +773,7 @@ fn last_line(fd: &OwnedFd) -> Option<String> {
     let mut file = File::from(fd.try_clone().ok()?);
     let n = file.read(&mut buf).ok()?;
     let text = String::from_utf8_lossy(&buf[..n]);
-    text.lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .map(|l| l.trim().to_string())
+    text.lines().rev().find(|l| !l.trim().is_empty()).map(|l| l.trim().to_string())
 }
 
 /// Writes `path` atomically: a temporary file beside it, then rename.
@@ -957,16 +810,8 @@ mod tests {
     fn args_round_trip() {
         for mode in [
             ShimMode::Run,
-            ShimMode::Restore {
-                image_path: "/img".into(),
-                work_path: "/work".into(),
-                tcp_established: true,
-            },
-            ShimMode::Restore {
-                image_path: "/img".into(),
-                work_path: "/work".into(),
-                tcp_established: false,
-            },
+            ShimMode::Restore { image_path: "/img".into(), work_path: "/work".into(), tcp_established: true },
+            ShimMode::Restore { image_path: "/img".into(), work_path: "/work".into(), tcp_established: false },
         ] {
             let mut a = sample(mode);
             assert_eq!(ShimArgs::parse(&a.to_args()).unwrap(), a);
@@ -985,11 +830,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("herd-shim-unit-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         assert_eq!(read_exit(&dir), None);
-        let e = ExitStatus {
-            code: 137,
-            signal: Some(9),
-            finished_at: 5,
-        };
+        let e = ExitStatus { code: 137, signal: Some(9), finished_at: 5 };
         write_atomic(&dir.join(EXIT_FILE), &serde_json::to_vec(&e).unwrap()).unwrap();
         assert_eq!(read_exit(&dir), Some(e));
         // Our own pid is alive but is not a shim for this directory.

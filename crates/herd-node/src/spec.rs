@@ -5,8 +5,7 @@ use std::path::Path;
 
 use herd_proto::node::ContainerSpec;
 use oci_spec::runtime::{
-    Capability, LinuxCapabilities, LinuxCpu, LinuxMemory, LinuxNamespace, LinuxNamespaceType,
-    LinuxPids, Root, Spec,
+    Capability, LinuxCapabilities, LinuxCpu, LinuxMemory, LinuxNamespace, LinuxNamespaceType, LinuxPids, Root, Spec,
 };
 
 /// The CPU quota period, as Docker uses.

@@ -59,11 +59,14 @@ pub fn require_criu(explicit: Option<&Path>) -> anyhow::Result<(PathBuf, String)
     let path = match explicit {
         Some(p) => p.to_path_buf(),
         None => find_executable("criu").ok_or_else(|| {
-            anyhow::anyhow!("CRIU not found: Herd needs CRIU >= 4.2; scripts/setup.sh builds CRIU 4.2.1 into /usr/local/sbin")
+            anyhow::anyhow!(
+                "CRIU not found: Herd needs CRIU >= 4.2; scripts/setup.sh builds CRIU 4.2.1 into /usr/local/sbin"
+            )
         })?,
     };
-    let line = program_version(&path)
-        .ok_or_else(|| anyhow::anyhow!("{} does not run: Herd needs CRIU >= 4.2 (scripts/setup.sh builds it)", path.display()))?;
+    let line = program_version(&path).ok_or_else(|| {
+        anyhow::anyhow!("{} does not run: Herd needs CRIU >= 4.2 (scripts/setup.sh builds it)", path.display())
+    })?;
     let version = parse_version(&line).unwrap_or((0, 0, 0));
     if (version.0, version.1) < MIN_CRIU {
         bail!(

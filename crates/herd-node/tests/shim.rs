@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use herd_node::logs::{LOG_FILE, read_logs, tail_offset};
 use herd_node::runc::{CheckpointOpts, Runc};
 use herd_node::shim::{
-    self, CONTAINER_PID_FILE, ShimArgs, ShimError, ShimMode, ShimStarted, live_shim, read_exit,
-    spawn_shim, spawn_shim_timeout, wait_for_exit,
+    self, CONTAINER_PID_FILE, ShimArgs, ShimError, ShimMode, ShimStarted, live_shim, read_exit, spawn_shim,
+    spawn_shim_timeout, wait_for_exit,
 };
 use herd_proto::node::{LogEntry, LogStream};
 use tokio::runtime::Runtime;
@@ -61,10 +61,7 @@ fn main() {
         .map(|(name, case)| {
             let env = env.clone();
             libtest_mimic::Trial::test(name, move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("tokio runtime");
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
                 std::panic::catch_unwind(AssertUnwindSafe(|| case(&env, &rt))).map_err(|p| {
                     let msg = p
                         .downcast_ref::<String>()
@@ -106,14 +103,10 @@ fn prerequisites() -> Result<(), String> {
         return Err("runc is not installed (apt-get install runc)".into());
     }
     if criu().is_none() {
-        return Err(format!(
-            "CRIU is missing: neither {CRIU} nor criu on PATH (see shared/PLATFORM.md)"
-        ));
+        return Err(format!("CRIU is missing: neither {CRIU} nor criu on PATH (see shared/PLATFORM.md)"));
     }
     if !Path::new(BUSYBOX).exists() {
-        return Err(format!(
-            "{BUSYBOX} is missing (apt-get install busybox-static)"
-        ));
+        return Err(format!("{BUSYBOX} is missing (apt-get install busybox-static)"));
     }
     Ok(())
 }
@@ -127,11 +120,7 @@ fn which(name: &str) -> Option<PathBuf> {
 }
 
 fn criu() -> Option<PathBuf> {
-    if Path::new(CRIU).is_file() {
-        Some(CRIU.into())
-    } else {
-        which("criu")
-    }
+    if Path::new(CRIU).is_file() { Some(CRIU.into()) } else { which("criu") }
 }
 
 /// What all cases share: a runc root, a temporary directory and a cgroup parent,
@@ -182,21 +171,10 @@ impl Env {
             std::fs::create_dir_all(bundle.join("rootfs").join(d)).unwrap();
         }
         let cgroup = format!("/{}/{id}", self.cgroup_parent);
-        std::fs::write(
-            bundle.join("config.json"),
-            config_json(args, &cgroup, pid_ns),
-        )
-        .unwrap();
+        std::fs::write(bundle.join("config.json"), config_json(args, &cgroup, pid_ns)).unwrap();
         let state_dir = base.join("state");
         std::fs::create_dir_all(&state_dir).unwrap();
-        Case {
-            env: self,
-            id,
-            base,
-            bundle,
-            state_dir,
-            cgroup,
-        }
+        Case { env: self, id, base, bundle, state_dir, cgroup }
     }
 }
 
@@ -295,9 +273,7 @@ impl Case<'_> {
     }
 
     fn log(&self) -> Vec<LogEntry> {
-        read_logs(&self.state_dir.join(LOG_FILE), 0, u64::MAX)
-            .unwrap()
-            .entries
+        read_logs(&self.state_dir.join(LOG_FILE), 0, u64::MAX).unwrap().entries
     }
 }
 
@@ -320,10 +296,7 @@ impl Drop for Case<'_> {
 fn kill_cgroup_processes(rel: &str) {
     fn walk(dir: &Path) {
         if let Ok(procs) = std::fs::read_to_string(dir.join("cgroup.procs")) {
-            for pid in procs
-                .split_whitespace()
-                .filter_map(|p| p.parse::<i32>().ok())
-            {
+            for pid in procs.split_whitespace().filter_map(|p| p.parse::<i32>().ok()) {
                 // SAFETY: plain syscall.
                 unsafe { libc::kill(pid, libc::SIGKILL) };
             }
@@ -385,10 +358,7 @@ fn wait_until<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
         if let Some(v) = f() {
             return v;
         }
-        assert!(
-            Instant::now() < until,
-            "timed out after {WAIT:?} waiting for {what}"
-        );
+        assert!(Instant::now() < until, "timed out after {WAIT:?} waiting for {what}");
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -403,12 +373,7 @@ fn wait_shim_exit(rt: &Runtime, pid: u32) {
 fn ppid(pid: u32) -> Option<u32> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // "pid (comm) state ppid ...": comm may hold spaces, so split after the last ')'.
-    stat.rsplit_once(')')?
-        .1
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
+    stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()
 }
 
 fn numbers(entries: &[LogEntry]) -> Vec<u64> {
@@ -416,9 +381,7 @@ fn numbers(entries: &[LogEntry]) -> Vec<u64> {
         .iter()
         .map(|e| {
             assert_eq!(e.stream, LogStream::Stdout, "unexpected entry {e:?}");
-            e.line
-                .parse()
-                .unwrap_or_else(|_| panic!("not a number: {e:?}"))
+            e.line.parse().unwrap_or_else(|_| panic!("not a number: {e:?}"))
         })
         .collect()
 }
@@ -438,11 +401,7 @@ const COUNTER: &str = "i=0; while true; do echo $i; i=$((i+1)); sleep 0.2; done"
 fn exit_code_and_streams(env: &Env, rt: &Runtime) {
     let c = env.case(
         "exit3",
-        &[
-            "sh",
-            "-c",
-            "echo out1; echo err1 >&2; echo out2; echo err2 >&2; printf 'no newline'; exit 3",
-        ],
+        &["sh", "-c", "echo out1; echo err1 >&2; echo out2; echo err2 >&2; printf 'no newline'; exit 3"],
     );
     let started = c.spawn(ShimMode::Run).expect("spawn_shim");
     assert!(started.container_pid > 0 && started.shim_pid > 0);
@@ -458,44 +417,22 @@ fn exit_code_and_streams(env: &Env, rt: &Runtime) {
     assert_eq!(live_shim(&c.state_dir), None);
 
     let log = c.log();
-    let of = |s: LogStream| {
-        log.iter()
-            .filter(|e| e.stream == s)
-            .map(|e| e.line.as_str())
-            .collect::<Vec<_>>()
-    };
-    assert_eq!(
-        of(LogStream::Stdout),
-        ["out1", "out2", "no newline"],
-        "log: {log:?}"
-    );
+    let of = |s: LogStream| log.iter().filter(|e| e.stream == s).map(|e| e.line.as_str()).collect::<Vec<_>>();
+    assert_eq!(of(LogStream::Stdout), ["out1", "out2", "no newline"], "log: {log:?}");
     assert_eq!(of(LogStream::Stderr), ["err1", "err2"], "log: {log:?}");
-    assert!(
-        log.iter()
-            .all(|e| e.time > 0 && e.time <= exit.finished_at + 1000)
-    );
+    assert!(log.iter().all(|e| e.time > 0 && e.time <= exit.finished_at + 1000));
     let t = tail_offset(&c.state_dir.join(LOG_FILE), 2).unwrap();
-    assert_eq!(
-        read_logs(&c.state_dir.join(LOG_FILE), t, u64::MAX)
-            .unwrap()
-            .entries
-            .len(),
-        2
-    );
+    assert_eq!(read_logs(&c.state_dir.join(LOG_FILE), t, u64::MAX).unwrap().entries.len(), 2);
 
     let version = rt.block_on(env.runc.version()).expect("runc version");
     assert!(version.starts_with("1."), "runc version {version}");
 
     // runc still knows the stopped container until it is deleted.
-    let state = rt
-        .block_on(env.runc.state(&c.id))
-        .unwrap()
-        .expect("runc state");
+    let state = rt.block_on(env.runc.state(&c.id)).unwrap().expect("runc state");
     assert_eq!(state.status, "stopped");
     rt.block_on(env.runc.delete(&c.id, false)).unwrap();
     assert_eq!(rt.block_on(env.runc.state(&c.id)).unwrap(), None);
-    rt.block_on(env.runc.delete(&c.id, false))
-        .expect("deleting a deleted container is fine");
+    rt.block_on(env.runc.delete(&c.id, false)).expect("deleting a deleted container is fine");
 }
 
 /// (2) A long-running counter killed with SIGKILL through runc exits with 137.
@@ -505,50 +442,22 @@ fn kill_gives_137(env: &Env, rt: &Runtime) {
     wait_until("3 lines of output", || (c.log().len() >= 3).then_some(()));
 
     assert_eq!(live_shim(&c.state_dir), Some(started.shim_pid));
-    assert_ne!(
-        ppid(started.shim_pid),
-        Some(std::process::id()),
-        "the shim is still our child"
-    );
-    assert_eq!(
-        ppid(started.container_pid),
-        Some(started.shim_pid),
-        "the shim is not the container's parent"
-    );
+    assert_ne!(ppid(started.shim_pid), Some(std::process::id()), "the shim is still our child");
+    assert_eq!(ppid(started.container_pid), Some(started.shim_pid), "the shim is not the container's parent");
     // stdio on /dev/null, the signalfd, the log and two pipes: nothing inherited.
     let fds: Vec<String> = std::fs::read_dir(format!("/proc/{}/fd", started.shim_pid))
         .unwrap()
         .flatten()
-        .map(|e| {
-            format!(
-                "{:?} -> {:?}",
-                e.file_name(),
-                std::fs::read_link(e.path()).unwrap_or_default()
-            )
-        })
+        .map(|e| format!("{:?} -> {:?}", e.file_name(), std::fs::read_link(e.path()).unwrap_or_default()))
         .collect();
-    assert!(
-        fds.len() <= 7,
-        "the shim holds unexpected descriptors: {fds:#?}"
-    );
-    let state = rt
-        .block_on(env.runc.state(&c.id))
-        .unwrap()
-        .expect("runc state");
-    assert_eq!(
-        (state.status.as_str(), state.pid),
-        ("running", started.container_pid)
-    );
+    assert!(fds.len() <= 7, "the shim holds unexpected descriptors: {fds:#?}");
+    let state = rt.block_on(env.runc.state(&c.id)).unwrap().expect("runc state");
+    assert_eq!((state.status.as_str(), state.pid), ("running", started.container_pid));
     let list = rt.block_on(env.runc.list()).unwrap();
-    assert!(
-        list.iter()
-            .any(|(id, s)| id == &c.id && s.pid == started.container_pid),
-        "list: {list:?}"
-    );
+    assert!(list.iter().any(|(id, s)| id == &c.id && s.pid == started.container_pid), "list: {list:?}");
     assert!(read_exit(&c.state_dir).is_none());
 
-    rt.block_on(env.runc.kill(&c.id, libc::SIGKILL, false))
-        .expect("runc kill");
+    rt.block_on(env.runc.kill(&c.id, libc::SIGKILL, false)).expect("runc kill");
     wait_shim_exit(rt, started.shim_pid);
     let exit = read_exit(&c.state_dir).expect("exit.json");
     assert_eq!((exit.code, exit.signal), (137, Some(9)));
@@ -558,13 +467,8 @@ fn kill_gives_137(env: &Env, rt: &Runtime) {
     assert_consecutive(&nums, 0);
 
     // runc's own error messages come through.
-    let err = rt
-        .block_on(env.runc.kill("herd-test-no-such-container", 9, false))
-        .unwrap_err();
-    assert!(
-        err.to_string().contains("container does not exist"),
-        "{err}"
-    );
+    let err = rt.block_on(env.runc.kill("herd-test-no-such-container", 9, false)).unwrap_err();
+    assert!(err.to_string().contains("container does not exist"), "{err}");
     rt.block_on(env.runc.delete(&c.id, true)).unwrap();
 }
 
@@ -577,22 +481,15 @@ fn shim_outlives_its_spawner(env: &Env, rt: &Runtime) {
         .stdin(Stdio::null())
         .output()
         .expect("run the spawner");
-    assert!(
-        output.status.success(),
-        "spawner failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert!(output.status.success(), "spawner failed: {}", String::from_utf8_lossy(&output.stderr));
     let started: ShimStarted = serde_json::from_slice(&output.stdout).expect("spawner output");
     // The spawner has exited (and been reaped); its shim lives on and still logs.
     assert_eq!(live_shim(&c.state_dir), Some(started.shim_pid));
     let before = c.log().len();
-    wait_until("3 more lines after the spawner exited", || {
-        (c.log().len() >= before + 3).then_some(())
-    });
+    wait_until("3 more lines after the spawner exited", || (c.log().len() >= before + 3).then_some(()));
     assert_eq!(ppid(started.container_pid), Some(started.shim_pid));
 
-    rt.block_on(env.runc.kill(&c.id, libc::SIGKILL, false))
-        .expect("runc kill");
+    rt.block_on(env.runc.kill(&c.id, libc::SIGKILL, false)).expect("runc kill");
     wait_shim_exit(rt, started.shim_pid);
     assert_eq!(read_exit(&c.state_dir).map(|e| e.code), Some(137));
     assert_consecutive(&numbers(&c.log()), 0);
@@ -601,30 +498,16 @@ fn shim_outlives_its_spawner(env: &Env, rt: &Runtime) {
 /// (4) A container that cannot start: runc's message, no runc state left.
 fn runc_failure_is_reported_and_cleaned(env: &Env, rt: &Runtime) {
     let c = env.case("fail", &["/nonexistent"]);
-    let err = c
-        .spawn(ShimMode::Run)
-        .expect_err("starting /nonexistent must fail");
-    let ShimError::Start(message) = &err else {
-        panic!("unexpected error kind: {err:?}")
-    };
+    let err = c.spawn(ShimMode::Run).expect_err("starting /nonexistent must fail");
+    let ShimError::Start(message) = &err else { panic!("unexpected error kind: {err:?}") };
     assert!(
         message.contains("/nonexistent") && message.contains("no such file or directory"),
         "not runc's message: {message}"
     );
     assert_eq!(rt.block_on(env.runc.state(&c.id)).unwrap(), None);
-    assert!(
-        !rt.block_on(env.runc.list())
-            .unwrap()
-            .iter()
-            .any(|(id, _)| id == &c.id)
-    );
-    assert!(
-        !env.runc.root.join(&c.id).exists(),
-        "runc state directory left behind"
-    );
-    wait_until("the failed shim to exit", || {
-        live_shim(&c.state_dir).is_none().then_some(())
-    });
+    assert!(!rt.block_on(env.runc.list()).unwrap().iter().any(|(id, _)| id == &c.id));
+    assert!(!env.runc.root.join(&c.id).exists(), "runc state directory left behind");
+    wait_until("the failed shim to exit", || live_shim(&c.state_dir).is_none().then_some(()));
     assert_eq!(read_exit(&c.state_dir), None);
 }
 
@@ -641,17 +524,12 @@ fn checkpoint_restore_continues_log(env: &Env, rt: &Runtime) {
         leave_running: false,
         tcp_established: false,
     };
-    rt.block_on(env.runc.checkpoint(&c.id, &opts))
-        .expect("runc checkpoint");
+    rt.block_on(env.runc.checkpoint(&c.id, &opts)).expect("runc checkpoint");
     wait_shim_exit(rt, first.shim_pid);
     // CRIU killed the dumped processes; the old shim saw that.
     let old_exit = read_exit(&c.state_dir).expect("exit.json of the checkpointed container");
     assert_eq!(old_exit.signal, Some(libc::SIGKILL));
-    assert_eq!(
-        rt.block_on(env.runc.state(&c.id)).unwrap(),
-        None,
-        "runc forgets a checkpointed container"
-    );
+    assert_eq!(rt.block_on(env.runc.state(&c.id)).unwrap(), None, "runc forgets a checkpointed container");
     let before = numbers(&c.log());
     assert_consecutive(&before, 0);
     let last = *before.last().unwrap();
@@ -663,39 +541,18 @@ fn checkpoint_restore_continues_log(env: &Env, rt: &Runtime) {
     };
     let second = c.spawn(mode).expect("restoring shim");
     assert_ne!(second.shim_pid, first.shim_pid);
-    assert_eq!(
-        read_exit(&c.state_dir),
-        None,
-        "the new shim removes the stale exit.json"
-    );
+    assert_eq!(read_exit(&c.state_dir), None, "the new shim removes the stale exit.json");
     assert_eq!(live_shim(&c.state_dir), Some(second.shim_pid));
-    let state = rt
-        .block_on(env.runc.state(&c.id))
-        .unwrap()
-        .expect("runc state after restore");
-    assert_eq!(
-        (state.status.as_str(), state.pid),
-        ("running", second.container_pid)
-    );
-    assert_eq!(
-        ppid(second.container_pid),
-        Some(second.shim_pid),
-        "restored tree not reparented to the shim"
-    );
+    let state = rt.block_on(env.runc.state(&c.id)).unwrap().expect("runc state after restore");
+    assert_eq!((state.status.as_str(), state.pid), ("running", second.container_pid));
+    assert_eq!(ppid(second.container_pid), Some(second.shim_pid), "restored tree not reparented to the shim");
 
-    wait_until("3 lines from the restored container", || {
-        (c.log().len() >= before.len() + 3).then_some(())
-    });
+    wait_until("3 lines from the restored container", || (c.log().len() >= before.len() + 3).then_some(()));
     let after = numbers(&c.log()[before.len()..]);
-    assert_eq!(
-        after[0],
-        last + 1,
-        "the restored counter does not continue: before {before:?}, after {after:?}"
-    );
+    assert_eq!(after[0], last + 1, "the restored counter does not continue: before {before:?}, after {after:?}");
     assert_consecutive(&after, last + 1);
 
-    rt.block_on(env.runc.kill(&c.id, libc::SIGKILL, false))
-        .expect("runc kill");
+    rt.block_on(env.runc.kill(&c.id, libc::SIGKILL, false)).expect("runc kill");
     wait_shim_exit(rt, second.shim_pid);
     let exit = read_exit(&c.state_dir).expect("exit.json of the restored container");
     assert_eq!((exit.code, exit.signal), (137, Some(9)));
@@ -708,29 +565,16 @@ fn checkpoint_restore_continues_log(env: &Env, rt: &Runtime) {
 /// a pid namespace) still holds the pipes: the shim gives up on them after the
 /// grace period and still records the exit.
 fn pipes_held_open_after_exit(env: &Env, rt: &Runtime) {
-    let c = env.case_ns(
-        "grace",
-        &["sh", "-c", "sleep 60 & echo started; exit 5"],
-        false,
-    );
+    let c = env.case_ns("grace", &["sh", "-c", "sleep 60 & echo started; exit 5"], false);
     let started = c.spawn(ShimMode::Run).expect("spawn_shim");
     let t0 = Instant::now();
     wait_shim_exit(rt, started.shim_pid);
     let took = t0.elapsed();
-    assert!(
-        took >= shim::EXIT_GRACE - Duration::from_millis(200),
-        "the shim did not wait for the pipes: {took:?}"
-    );
-    assert!(
-        took < shim::EXIT_GRACE + Duration::from_secs(5),
-        "the shim waited too long: {took:?}"
-    );
+    assert!(took >= shim::EXIT_GRACE - Duration::from_millis(200), "the shim did not wait for the pipes: {took:?}");
+    assert!(took < shim::EXIT_GRACE + Duration::from_secs(5), "the shim waited too long: {took:?}");
     let exit = read_exit(&c.state_dir).expect("exit.json");
     assert_eq!((exit.code, exit.signal), (5, None));
-    assert_eq!(
-        c.log().iter().map(|e| e.line.as_str()).collect::<Vec<_>>(),
-        ["started"]
-    );
+    assert_eq!(c.log().iter().map(|e| e.line.as_str()).collect::<Vec<_>>(), ["started"]);
     // runc kills what is left of a container without a pid namespace.
     rt.block_on(env.runc.delete(&c.id, true)).unwrap();
 }
@@ -743,23 +587,17 @@ fn start_timeout_kills_the_shim(env: &Env, _rt: &Runtime) {
     let marker = c.base.join("fake-runc.pid");
     std::fs::write(
         &fake,
-        format!(
-            "#!/bin/sh\ncase \"$*\" in *delete*) exit 0;; esac\necho $$ > {}\nexec sleep 600\n",
-            marker.display()
-        ),
+        format!("#!/bin/sh\ncase \"$*\" in *delete*) exit 0;; esac\necho $$ > {}\nexec sleep 600\n", marker.display()),
     )
     .unwrap();
     std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let mut args = c.args(ShimMode::Run);
     args.runc.binary = fake;
     let t0 = Instant::now();
-    let err = spawn_shim_timeout(&env.exe, &["shim"], &args, Duration::from_secs(1))
-        .expect_err("must time out");
+    let err = spawn_shim_timeout(&env.exe, &["shim"], &args, Duration::from_secs(1)).expect_err("must time out");
     assert!(matches!(err, ShimError::Timeout(_)), "{err:?}");
     assert!(t0.elapsed() < Duration::from_secs(10));
-    wait_until("the shim to die", || {
-        live_shim(&c.state_dir).is_none().then_some(())
-    });
+    wait_until("the shim to die", || live_shim(&c.state_dir).is_none().then_some(()));
     // The fake runc (if it got as far as starting) died with its shim.
     let Ok(fake_pid) = std::fs::read_to_string(&marker) else {
         return;
@@ -767,10 +605,6 @@ fn start_timeout_kills_the_shim(env: &Env, _rt: &Runtime) {
     let fake_pid: u32 = fake_pid.trim().parse().unwrap();
     wait_until("the fake runc to die", || {
         let state = std::fs::read_to_string(format!("/proc/{fake_pid}/stat")).unwrap_or_default();
-        (state.is_empty()
-            || state
-                .rsplit_once(')')
-                .is_some_and(|(_, r)| r.trim_start().starts_with('Z')))
-        .then_some(())
+        (state.is_empty() || state.rsplit_once(')').is_some_and(|(_, r)| r.trim_start().starts_with('Z'))).then_some(())
     });
 }

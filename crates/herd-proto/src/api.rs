@@ -27,9 +27,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::UnixMillis;
 use crate::node::NodeUsage;
-use crate::state::{
-    CheckpointInfo, ContainerState, Desired, Limits, NodeFacts, Resources,
-};
+use crate::state::{CheckpointInfo, ContainerState, Desired, Limits, NodeFacts, Resources};
 
 /// The body of every error answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -58,14 +58,11 @@ pub fn normalize_image(reference: &str) -> Result<String, NameError> {
     let name_ok = !name.is_empty()
         && name.len() <= 128
         && name.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._/-".contains(c))
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._/-".contains(c))
         && !name.contains("//")
         && !name.ends_with('/');
-    let tag_ok = !tag.is_empty()
-        && tag.len() <= 128
-        && tag.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+    let tag_ok =
+        !tag.is_empty() && tag.len() <= 128 && tag.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
     if name_ok && tag_ok { Ok(format!("{name}:{tag}")) } else { Err(err()) }
 }
 
@@ -77,9 +74,7 @@ pub fn image_key(normalized: &str) -> String {
 /// Splits a `KEY=VALUE` pair; `what` names the flag in the error (`--env`, `--label`).
 pub fn parse_pair(text: &str, what: &str) -> Result<(String, String), NameError> {
     match text.split_once('=') {
-        Some((k, v)) if !k.is_empty() && !k.contains(char::is_whitespace) => {
-            Ok((k.to_string(), v.to_string()))
-        }
+        Some((k, v)) if !k.is_empty() && !k.contains(char::is_whitespace) => Ok((k.to_string(), v.to_string())),
         _ => Err(NameError(format!("invalid {what} {text:?}: expected KEY=VALUE"))),
     }
 }

@@ -74,11 +74,7 @@ impl fmt::Display for Bytes {
             v /= 1024.0;
             i += 1;
         }
-        if (v - v.round()).abs() < 0.05 {
-            write!(f, "{:.0}{}", v, UNITS[i])
-        } else {
-            write!(f, "{:.1}{}", v, UNITS[i])
-        }
+        if (v - v.round()).abs() < 0.05 { write!(f, "{:.0}{}", v, UNITS[i]) } else { write!(f, "{:.1}{}", v, UNITS[i]) }
     }
 }
 

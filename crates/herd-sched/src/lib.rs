@@ -38,13 +38,7 @@ pub struct Candidate {
 impl Candidate {
     /// A ready, empty node.
     pub fn new(name: &str, capacity: Resources) -> Self {
-        Candidate {
-            name: name.to_string(),
-            ready: true,
-            capacity,
-            allocated: Resources::default(),
-            containers: 0,
-        }
+        Candidate { name: name.to_string(), ready: true, capacity, allocated: Resources::default(), containers: 0 }
     }
 
     fn free(&self) -> Resources {
@@ -172,44 +166,32 @@ pub fn filter<'a>(nodes: &'a [Candidate], req: &Request) -> (Vec<&'a Candidate>,
 fn rank(strategy: Strategy, a: &Candidate, b: &Candidate) -> Ordering {
     let by_name = a.name.cmp(&b.name);
     match strategy {
-        Strategy::Spread => a
-            .containers
-            .cmp(&b.containers)
-            .then(b.free().memory_bytes.cmp(&a.free().memory_bytes))
-            .then(by_name),
-        Strategy::Binpack => b
-            .allocated
-            .memory_bytes
-            .cmp(&a.allocated.memory_bytes)
-            .then(b.containers.cmp(&a.containers))
-            .then(by_name),
+        Strategy::Spread => {
+            a.containers.cmp(&b.containers).then(b.free().memory_bytes.cmp(&a.free().memory_bytes)).then(by_name)
+        }
+        Strategy::Binpack => {
+            b.allocated.memory_bytes.cmp(&a.allocated.memory_bytes).then(b.containers.cmp(&a.containers)).then(by_name)
+        }
     }
 }
 
 /// Picks the node for `req`. Ties are broken by node name, so placement is deterministic.
 pub fn place(nodes: &[Candidate], req: &Request, strategy: Strategy) -> Result<String, PlacementError> {
     let (ok, exclusions) = filter(nodes, req);
-    if let (Some(wanted), true) = (&req.node, ok.is_empty()) {
-        if !nodes.iter().any(|c| &c.name == wanted) {
-            return Err(PlacementError {
-                exclusions: vec![Exclusion {
-                    node: wanted.clone(),
-                    filter: "node",
-                    reason: "no such node".to_string(),
-                }],
-            });
-        }
+    if let (Some(wanted), true) = (&req.node, ok.is_empty())
+        && !nodes.iter().any(|c| &c.name == wanted)
+    {
+        return Err(PlacementError {
+            exclusions: vec![Exclusion { node: wanted.clone(), filter: "node", reason: "no such node".to_string() }],
+        });
     }
-    ok.into_iter()
-        .min_by(|a, b| rank(strategy, a, b))
-        .map(|c| c.name.clone())
-        .ok_or(PlacementError { exclusions })
+    ok.into_iter().min_by(|a, b| rank(strategy, a, b)).map(|c| c.name.clone()).ok_or(PlacementError { exclusions })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proptest::prelude::{any, prop_assert, prop_assert_eq, proptest, Strategy as _};
+    use proptest::prelude::{Strategy as _, any, prop_assert, prop_assert_eq, proptest};
 
     fn node(name: &str, mem_gib: u64, containers: usize) -> Candidate {
         let mut c = Candidate::new(name, Resources { cpus_milli: 2000, memory_bytes: mem_gib << 30 });
@@ -233,7 +215,10 @@ mod tests {
         let err = place(&[down, full], &req, Strategy::Spread).unwrap_err();
         let text = err.to_string();
         assert!(text.contains("n1 (health filter: node is down)"), "{text}");
-        assert!(text.contains("n2 (resources filter: not enough memory: requested 256MiB, free 124MiB of 1GiB)"), "{text}");
+        assert!(
+            text.contains("n2 (resources filter: not enough memory: requested 256MiB, free 124MiB of 1GiB)"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -30,7 +30,10 @@ pub fn busybox_rootfs(dir: &Path) -> anyhow::Result<()> {
             std::os::unix::fs::symlink("busybox", &link)?;
         }
     }
-    std::fs::write(dir.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n")?;
+    std::fs::write(
+        dir.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n",
+    )?;
     std::fs::write(dir.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n")?;
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(dir.join("tmp"), std::fs::Permissions::from_mode(0o1777))?;

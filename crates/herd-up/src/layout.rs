@@ -98,8 +98,9 @@ fn short_hash(s: &str) -> String {
 
 impl Layout {
     pub fn new(opts: UpOptions) -> anyhow::Result<Layout> {
-        herd_proto::names::validate_node_name(&opts.name)
-            .map_err(|_| anyhow::anyhow!("invalid cluster name {:?}: use lowercase letters, digits and '-'", opts.name))?;
+        herd_proto::names::validate_node_name(&opts.name).map_err(|_| {
+            anyhow::anyhow!("invalid cluster name {:?}: use lowercase letters, digits and '-'", opts.name)
+        })?;
         if opts.nodes == 0 || opts.nodes > 200 {
             bail!("--nodes must be between 1 and 200");
         }
@@ -107,7 +108,8 @@ impl Layout {
         if hosts.len() < 11 + opts.nodes {
             bail!("--subnet {} is too small for {} nodes", opts.subnet, opts.nodes);
         }
-        if opts.subnet.contains(&opts.container_cidr.network()) || opts.container_cidr.contains(&opts.subnet.network()) {
+        if opts.subnet.contains(&opts.container_cidr.network()) || opts.container_cidr.contains(&opts.subnet.network())
+        {
             bail!("--subnet {} and --container-cidr {} overlap", opts.subnet, opts.container_cidr);
         }
         let tag = short_hash(&opts.name);
@@ -154,9 +156,9 @@ impl UpState {
     pub fn load(run_dir: &Path) -> anyhow::Result<Option<UpState>> {
         let path = Layout::state_path(run_dir);
         match std::fs::read(&path) {
-            Ok(bytes) => Ok(Some(
-                serde_json::from_slice(&bytes).with_context(|| format!("{} is corrupt", path.display()))?,
-            )),
+            Ok(bytes) => {
+                Ok(Some(serde_json::from_slice(&bytes).with_context(|| format!("{} is corrupt", path.display()))?))
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
         }

@@ -81,10 +81,10 @@ pub async fn teardown(state: &UpState) -> Vec<String> {
             while iptables(&bin, "-D", rule).is_ok() {}
         }
     }
-    if let Some(before) = &state.ip_forward_before {
-        if let Err(e) = write_sysctl("net/ipv4/ip_forward", before) {
-            problems.push(format!("restoring net.ipv4.ip_forward: {e}"));
-        }
+    if let Some(before) = &state.ip_forward_before
+        && let Err(e) = write_sysctl("net/ipv4/ip_forward", before)
+    {
+        problems.push(format!("restoring net.ipv4.ip_forward: {e}"));
     }
     problems
 }

@@ -30,8 +30,9 @@ pub fn check() -> anyhow::Result<Programs> {
             version.2
         );
     }
-    let iptables = tools::find_executable("iptables")
-        .ok_or_else(|| anyhow::anyhow!("iptables not found: install it with apt-get install iptables (CRIU needs it too)"))?;
+    let iptables = tools::find_executable("iptables").ok_or_else(|| {
+        anyhow::anyhow!("iptables not found: install it with apt-get install iptables (CRIU needs it too)")
+    })?;
     if !std::path::Path::new("/sys/fs/cgroup").exists() {
         bail!("/sys/fs/cgroup is missing: Herd needs cgroups mounted");
     }

@@ -44,17 +44,16 @@ pub async fn run(state: &UpState, purge: bool) {
     problems.extend(remove_cgroup_tree(&format!("/herd/{}", layout.opts.name)));
     // `/herd` is shared by all clusters on the machine: it goes once the last one has.
     herd_node::cgroups::remove_if_empty("/herd");
-    if let Err(e) = std::fs::remove_dir_all(&layout.opts.run_dir) {
-        if e.kind() != std::io::ErrorKind::NotFound {
-            problems.push(format!("removing {}: {e}", layout.opts.run_dir.display()));
-        }
+    if let Err(e) = std::fs::remove_dir_all(&layout.opts.run_dir)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        problems.push(format!("removing {}: {e}", layout.opts.run_dir.display()));
     }
-    if purge {
-        if let Err(e) = std::fs::remove_dir_all(&layout.opts.data_dir) {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                problems.push(format!("removing {}: {e}", layout.opts.data_dir.display()));
-            }
-        }
+    if purge
+        && let Err(e) = std::fs::remove_dir_all(&layout.opts.data_dir)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        problems.push(format!("removing {}: {e}", layout.opts.data_dir.display()));
     }
     for p in problems {
         eprintln!("warning: {p}");

@@ -238,10 +238,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = cli.config.as_deref();
     match cli.command {
         Command::Up(a) => {
-            init_logging(LOG_DEFAULT);
             if a.supervise {
+                // The detached supervisor logs to its log file.
+                init_logging(LOG_DEFAULT);
                 return herd_up::supervisor_from_env().await;
             }
+            // In the foreground, progress lines tell the story; only problems are logged.
+            init_logging("warn");
             let mut opts = herd_up::UpOptions::defaults(&a.name);
             opts.nodes = a.nodes;
             opts.subnet = a.subnet;
@@ -266,7 +269,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Control(a) => {
             init_logging(LOG_DEFAULT);
             let token = read_secret(&a.api_token_file)?;
-            anyhow::ensure!(token.len() >= 16, "the API token in {} is too short (16 characters at least)", a.api_token_file.display());
+            anyhow::ensure!(
+                token.len() >= 16,
+                "the API token in {} is too short (16 characters at least)",
+                a.api_token_file.display()
+            );
             let cfg = herd_control::ControlConfig {
                 broker: a.broker.config("control")?,
                 api_listen: a.api_listen,

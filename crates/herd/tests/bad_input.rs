@@ -43,7 +43,8 @@ fn bad_input_is_refused_clearly_and_changes_nothing() {
 
     // Corrupt or missing image archives.
     let garbage = cluster.dir.path().join("garbage.tar");
-    std::fs::write(&garbage, b"this is not a tar archive at all, just some bytes that go on and on".repeat(20)).unwrap();
+    std::fs::write(&garbage, b"this is not a tar archive at all, just some bytes that go on and on".repeat(20))
+        .unwrap();
     let err = cluster.fails(&["image", "import", "broken", garbage.to_str().unwrap()]);
     assert!(err.contains("cannot import broken:latest"), "{err}");
     let err = cluster.fails(&["image", "import", "broken", "/no/such/path"]);
@@ -61,6 +62,11 @@ fn bad_input_is_refused_clearly_and_changes_nothing() {
         let expected = usize::from(after[0].node == node);
         assert_eq!(dirs, expected, "{node} holds leftovers");
     }
+
+    // The broker refuses clients without credentials.
+    let broker = std::net::Ipv4Addr::new(10, 99, 2, 1);
+    let reply = common::tcp_exchange(broker, 17402, "CONNECT {\"verbose\":false}\r\nPING\r\n").unwrap_or_default();
+    assert!(reply.contains("Authorization Violation"), "the broker accepted an anonymous client: {reply:?}");
 
     // A wrong token is refused.
     let mut cfg = std::fs::read_to_string(&cluster.config).unwrap();

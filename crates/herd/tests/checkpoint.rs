@@ -30,7 +30,8 @@ fn a_restored_container_continues_from_its_checkpoint() {
     let cluster = Cluster::up(3, 2);
     cluster.import_busybox();
     // The counter lives in the shell's memory; a file in the writable layer records it too.
-    let script = "i=0; while true; do echo \"n=$i s=$(cat /state 2>/dev/null)\"; echo $i > /state; i=$((i+1)); sleep 0.1; done";
+    let script =
+        "i=0; while true; do echo \"n=$i s=$(cat /state 2>/dev/null)\"; echo $i > /state; i=$((i+1)); sleep 0.1; done";
     cluster.ok(&["run", "--name", "counter", "--memory", "64m", "busybox", "--", "sh", "-c", script]);
     cluster.wait_log("counter", "n=5 ", T);
 

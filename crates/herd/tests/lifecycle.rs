@@ -32,8 +32,23 @@ fn containers_run_are_listed_logged_stopped_and_removed() {
 
     // A long-running container with limits, env and labels, on a chosen node.
     let name = cluster.ok(&[
-        "run", "--name", "web", "--node", "n2", "--cpus", "0.5", "--memory", "64m", "--env", "GREETING=hello",
-        "--label", "tier=front", "busybox", "--", "sh", "-c",
+        "run",
+        "--name",
+        "web",
+        "--node",
+        "n2",
+        "--cpus",
+        "0.5",
+        "--memory",
+        "64m",
+        "--env",
+        "GREETING=hello",
+        "--label",
+        "tier=front",
+        "busybox",
+        "--",
+        "sh",
+        "-c",
         "echo $GREETING from $(hostname); echo to-stderr >&2; exec sleep 3600",
     ]);
     assert_eq!(name.trim(), "web");
@@ -76,7 +91,16 @@ fn containers_run_are_listed_logged_stopped_and_removed() {
     assert_eq!(cluster.container("spread").node, "n1");
 
     // logs -f follows until the container exits.
-    cluster.ok(&["run", "--name", "ticker", "busybox", "--", "sh", "-c", "for i in 1 2 3; do echo t$i; sleep 0.3; done"]);
+    cluster.ok(&[
+        "run",
+        "--name",
+        "ticker",
+        "busybox",
+        "--",
+        "sh",
+        "-c",
+        "for i in 1 2 3; do echo t$i; sleep 0.3; done",
+    ]);
     let follow = cluster.ok(&["logs", "-f", "ticker"]);
     assert_eq!(follow, "t1\nt2\nt3\n");
 

@@ -52,7 +52,8 @@ fn containers_are_reachable_from_the_host_and_across_nodes() {
     // Removing a container removes its route from the host.
     cluster.ok(&["rm", "-f", "echo"]);
     wait_for("the route to the removed container to go", T, || {
-        let routes = std::process::Command::new("ip").args(["route", "show", &format!("{}/32", echo.ip)]).output().unwrap();
+        let routes =
+            std::process::Command::new("ip").args(["route", "show", &format!("{}/32", echo.ip)]).output().unwrap();
         routes.stdout.is_empty().then_some(())
     });
 }

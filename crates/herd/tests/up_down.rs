@@ -24,7 +24,8 @@ fn leftovers(name: &str, data_dir: &Path, bridge_hint: &str) -> Vec<String> {
     }
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     for line in mountinfo.lines() {
-        if line.contains(&format!("/run/herd/{name}/")) || line.contains(&data_dir.display().to_string())
+        if line.contains(&format!("/run/herd/{name}/"))
+            || line.contains(&data_dir.display().to_string())
             || line.contains(&format!("/run/netns/herd-{name}-"))
         {
             found.push(format!("mount: {line}"));
@@ -67,18 +68,30 @@ fn down_leaves_nothing_behind() {
     for (name, node) in [("a", "n1"), ("b", "n2")] {
         cluster.ok(&["run", "--name", name, "--node", node, "busybox", "--", "sleep", "3600"]);
     }
-    cluster.ok(&["run", "--name", "c", "busybox", "--", "sh", "-c",
-        "i=0; while true; do echo $i; i=$((i+1)); sleep 0.1; done"]);
+    cluster.ok(&[
+        "run",
+        "--name",
+        "c",
+        "busybox",
+        "--",
+        "sh",
+        "-c",
+        "i=0; while true; do echo $i; i=$((i+1)); sleep 0.1; done",
+    ]);
     cluster.wait_log("c", "3", T);
     cluster.ok(&["checkpoint", "c"]);
-    assert!(!leftovers(&cluster.name, &cluster.data_dir, &hint).is_empty(), "the leak check sees nothing of a running cluster");
+    assert!(
+        !leftovers(&cluster.name, &cluster.data_dir, &hint).is_empty(),
+        "the leak check sees nothing of a running cluster"
+    );
     let container_ips: Vec<String> = ["a", "b"].iter().map(|n| cluster.container(n).ip.to_string()).collect();
 
     cluster.down();
     let left = leftovers(&cluster.name, &cluster.data_dir, &hint);
     assert!(left.is_empty(), "left behind:\n{}", left.join("\n"));
     assert!(!cluster.data_dir.exists(), "--purge keeps data");
-    let routes = String::from_utf8_lossy(&std::process::Command::new("ip").args(["route"]).output().unwrap().stdout).to_string();
+    let routes =
+        String::from_utf8_lossy(&std::process::Command::new("ip").args(["route"]).output().unwrap().stdout).to_string();
     for ip in container_ips {
         assert!(!routes.contains(&ip), "route to {ip} left: {routes}");
     }
@@ -96,9 +109,23 @@ fn foreground_up_stops_cleanly_on_ctrl_c() {
     let config = dir.path().join("config.toml");
     let data = Path::new("/var/lib/herd-test/t8");
     let _ = std::process::Command::new(HERD).args(["down", "--name", name, "--purge"]).output();
-    let mut child = std::process::Command::new(HERD)
-        .args(["up", "--name", name, "--nodes", "1", "--subnet", "10.99.8.0/24", "--container-cidr", "10.108.0.0/16",
-            "--api-port", "17708", "--broker-port", "17408", "--data-dir"])
+    let child = std::process::Command::new(HERD)
+        .args([
+            "up",
+            "--name",
+            name,
+            "--nodes",
+            "1",
+            "--subnet",
+            "10.99.8.0/24",
+            "--container-cidr",
+            "10.108.0.0/16",
+            "--api-port",
+            "17708",
+            "--broker-port",
+            "17408",
+            "--data-dir",
+        ])
         .arg(data)
         .env("HERD_CONFIG", &config)
         .stdin(Stdio::null())
@@ -113,21 +140,23 @@ fn foreground_up_stops_cleanly_on_ctrl_c() {
             let _ = std::process::Command::new(HERD).args(["down", "--name", "t8", "--purge"]).output();
         }
     }
-    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-    let ready = wait_for("the foreground cluster to be ready", T, || {
-        if let Ok(Some(status)) = child.try_wait() {
+    let mut guard = Guard(child);
+    let pid = nix::unistd::Pid::from_raw(guard.0.id() as i32);
+    wait_for("the foreground cluster to be ready", T, || {
+        if let Ok(Some(status)) = guard.0.try_wait() {
             panic!("herd up exited early ({status}): {}", std::fs::read_to_string(dir.path().join("up.log")).unwrap());
         }
         let state = herd_up::UpState::load(Path::new("/run/herd/t8")).ok().flatten();
         state.is_some_and(|s| s.ready).then_some(())
     });
-    let _ = ready;
-    let guard = Guard(child);
     let hint = herd_up::UpState::load(Path::new("/run/herd/t8")).unwrap().unwrap().layout.bridge[2..].to_string();
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
-    let mut guard = guard;
     let status = wait_for("herd up to exit after Ctrl-C", T, || guard.0.try_wait().unwrap());
-    assert!(status.success(), "herd up exited with {status}: {}", std::fs::read_to_string(dir.path().join("up.log")).unwrap());
+    assert!(
+        status.success(),
+        "herd up exited with {status}: {}",
+        std::fs::read_to_string(dir.path().join("up.log")).unwrap()
+    );
     let left = leftovers(name, data, &hint);
     assert!(left.is_empty(), "left behind:\n{}", left.join("\n"));
 }

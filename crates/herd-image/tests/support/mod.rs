@@ -78,12 +78,7 @@ pub fn tar(items: &[Item]) -> Vec<u8> {
                 h.set_size(0);
                 b.append_link(&mut h, path, target).unwrap();
             }
-            Item::Raw {
-                name,
-                kind,
-                link,
-                data,
-            } => {
+            Item::Raw { name, kind, link, data } => {
                 h.set_entry_type(*kind);
                 h.set_mode(0o644);
                 h.set_size(data.len() as u64);
@@ -94,12 +89,8 @@ pub fn tar(items: &[Item]) -> Vec<u8> {
                 b.append(&h, *data).unwrap();
             }
             Item::Xattrs(attrs) => {
-                let keys: Vec<(String, &[u8])> = attrs
-                    .iter()
-                    .map(|(k, v)| (format!("SCHILY.xattr.{k}"), *v))
-                    .collect();
-                b.append_pax_extensions(keys.iter().map(|(k, v)| (k.as_str(), *v)))
-                    .unwrap();
+                let keys: Vec<(String, &[u8])> = attrs.iter().map(|(k, v)| (format!("SCHILY.xattr.{k}"), *v)).collect();
+                b.append_pax_extensions(keys.iter().map(|(k, v)| (k.as_str(), *v))).unwrap();
             }
         }
     }
@@ -142,11 +133,7 @@ impl Files {
     }
 
     pub fn tar(&self) -> Vec<u8> {
-        let items: Vec<Item> = self
-            .0
-            .iter()
-            .map(|(p, d)| Item::File(p, d, 0o644))
-            .collect();
+        let items: Vec<Item> = self.0.iter().map(|(p, d)| Item::File(p, d, 0o644)).collect();
         tar(&items)
     }
 }
@@ -239,11 +226,7 @@ pub fn oci_image(arch: &str, compress: fn(&[u8]) -> Vec<u8>, media_type: &str) -
             }]
         })),
     );
-    OciImage {
-        files,
-        config,
-        layer_blobs: blobs,
-    }
+    OciImage { files, config, layer_blobs: blobs }
 }
 
 /// Reads an extended attribute without following symlinks.
@@ -252,14 +235,7 @@ pub fn lgetxattr(path: &Path, name: &str) -> Option<Vec<u8>> {
     let c_name = CString::new(name).unwrap();
     let mut buf = vec![0u8; 256];
     // SAFETY: valid strings and a buffer with its length.
-    let n = unsafe {
-        libc::lgetxattr(
-            c_path.as_ptr(),
-            c_name.as_ptr(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-        )
-    };
+    let n = unsafe { libc::lgetxattr(c_path.as_ptr(), c_name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
     if n < 0 {
         return None;
     }

@@ -59,11 +59,7 @@ struct Recorded {
 impl Cleanup {
     pub fn new(tag: &str) -> Cleanup {
         let dir = std::env::temp_dir().join(format!("herd-net-test-{}-{tag}", pid()));
-        Cleanup {
-            dir,
-            state: Mutex::default(),
-            done: false,
-        }
+        Cleanup { dir, state: Mutex::default(), done: false }
     }
 
     pub fn host_route(&self, dest: Ipv4Net) {
@@ -110,10 +106,7 @@ fn run_cleanup(dir: &Path, recorded: &Recorded) {
     let recorded = recorded.clone();
     let dir = dir.to_path_buf();
     let joined = std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("cleanup runtime");
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("cleanup runtime");
         runtime.block_on(async {
             match Netlink::new() {
                 Ok(host) => {
@@ -184,10 +177,7 @@ fn leftovers(dir: &Path, recorded: &Recorded) -> Vec<String> {
 
 /// Runs `ip ARGS` in the host (the test's) namespace.
 pub fn ip_host(args: &[&str]) -> Output {
-    Command::new("ip")
-        .args(args)
-        .output()
-        .expect("running ip (is iproute2 installed?)")
+    Command::new("ip").args(args).output().expect("running ip (is iproute2 installed?)")
 }
 
 /// Runs `ip ARGS` inside `ns`; returns stdout, panics with stderr on failure.
@@ -222,13 +212,7 @@ pub fn links_in(ns: &Netns) -> Vec<String> {
 
 /// `ping` (iputils) if installed, else busybox's.
 fn ping_command() -> Command {
-    let has = |prog: &str| {
-        Command::new(prog)
-            .arg("--help")
-            .output()
-            .map(|_| true)
-            .unwrap_or(false)
-    };
+    let has = |prog: &str| Command::new(prog).arg("--help").output().map(|_| true).unwrap_or(false);
     if has("ping") {
         Command::new("ping")
     } else if has("busybox") {
@@ -256,8 +240,7 @@ pub fn ping(from: Option<&Netns>, dest: Ipv4Addr) -> Result<(), String> {
     } else {
         Err(format!(
             "ping {dest} from {}: {}{}",
-            from.map(|n| n.path().display().to_string())
-                .unwrap_or_else(|| "the host".into()),
+            from.map(|n| n.path().display().to_string()).unwrap_or_else(|| "the host".into()),
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         ))
@@ -267,9 +250,7 @@ pub fn ping(from: Option<&Netns>, dest: Ipv4Addr) -> Result<(), String> {
 /// Reads a sysctl inside `ns`.
 pub fn sysctl_in(ns: &Netns, key: &str) -> String {
     let key = key.to_string();
-    ns.run(move || herd_net::read_sysctl(&key))
-        .expect("entering netns")
-        .unwrap_or_else(|e| panic!("{e}"))
+    ns.run(move || herd_net::read_sysctl(&key)).expect("entering netns").unwrap_or_else(|e| panic!("{e}"))
 }
 
 pub fn net(s: &str) -> Ipv4Net {
@@ -277,8 +258,5 @@ pub fn net(s: &str) -> Ipv4Net {
 }
 
 pub fn assert_not_found<T: std::fmt::Debug>(r: Result<T, NetError>) {
-    assert!(
-        matches!(r, Err(NetError::NotFound(_))),
-        "expected NotFound, got {r:?}"
-    );
+    assert!(matches!(r, Err(NetError::NotFound(_))), "expected NotFound, got {r:?}");
 }

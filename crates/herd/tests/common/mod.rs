@@ -23,10 +23,7 @@ pub fn require_machine() {
         ("nats-server", "scripts/setup.sh installs nats-server 2.10"),
         ("iptables", "apt-get install iptables"),
     ] {
-        assert!(
-            herd_node_find(tool),
-            "{tool} is missing: {hint} (run scripts/setup.sh before the tests)"
-        );
+        assert!(herd_node_find(tool), "{tool} is missing: {hint} (run scripts/setup.sh before the tests)");
     }
     assert!(Path::new("/bin/busybox").exists(), "/bin/busybox is missing: apt-get install busybox-static");
 }
@@ -209,7 +206,11 @@ impl Cluster {
 impl Cluster {
     /// Prints what the cluster's components logged, to explain a failed test.
     pub fn dump_logs(&self) {
-        eprintln!("---- events of cluster {} ----\n{}", self.name, String::from_utf8_lossy(&self.herd(&["events"]).stdout));
+        eprintln!(
+            "---- events of cluster {} ----\n{}",
+            self.name,
+            String::from_utf8_lossy(&self.herd(&["events"]).stdout)
+        );
         let Ok(entries) = std::fs::read_dir(self.run_dir().join("logs")) else { return };
         for e in entries.flatten() {
             let text = std::fs::read_to_string(e.path()).unwrap_or_default();
