@@ -87,7 +87,7 @@ pub async fn run(layout: &Layout) -> anyhow::Result<()> {
          \x20 {cfg}herd restore counter          # ... and it counts on from where it was\n\
          \x20 {cfg}herd run --name web busybox -- httpd -f -p 80\n\
          \x20 {cfg}herd ps -a --json             # for scripts\n\
-         \x20 herd down                      # stop everything (herd down --purge also deletes the data)"
+         \x20 herd down                     # stop everything (herd down --purge also deletes the data)"
     );
     Ok(())
 }
