@@ -44,8 +44,22 @@ impl BenchCluster {
         let data = format!("/var/lib/herd-bench/{}", c.name);
         let nodes = nodes.to_string();
         c.ok(&[
-            "up", "--detach", "--name", &c.name, "--nodes", &nodes, "--subnet", &subnet, "--container-cidr", &cidr,
-            "--api-port", &api, "--broker-port", &broker, "--data-dir", &data,
+            "up",
+            "--detach",
+            "--name",
+            &c.name,
+            "--nodes",
+            &nodes,
+            "--subnet",
+            &subnet,
+            "--container-cidr",
+            &cidr,
+            "--api-port",
+            &api,
+            "--broker-port",
+            &broker,
+            "--data-dir",
+            &data,
         ])?;
         Ok(c)
     }
@@ -118,13 +132,7 @@ pub struct Row {
 /// Prints rows as a table with the ratio of medians (Herd / baseline).
 pub fn print_table(title: &str, baseline: &str, rows: &[Row]) {
     println!("\n{title}");
-    println!(
-        "{:<34} {:>22} {:>22} {:>10}",
-        "",
-        "herd median (p90)",
-        format!("{baseline} median (p90)"),
-        "herd/base"
-    );
+    println!("{:<34} {:>22} {:>22} {:>10}", "", "herd median (p90)", format!("{baseline} median (p90)"), "herd/base");
     for r in rows {
         println!(
             "{:<34} {:>22} {:>22} {:>9.2}x",

@@ -46,7 +46,11 @@ fn main() -> anyhow::Result<()> {
         "runc",
         &[
             Row { what: "run -> running".into(), herd: Stats::of(&run_times), baseline: Stats::of(&runc_run) },
-            Row { what: format!("ps / runc list ({count})"), herd: Stats::of(&ps_times), baseline: Stats::of(&runc_list) },
+            Row {
+                what: format!("ps / runc list ({count})"),
+                herd: Stats::of(&ps_times),
+                baseline: Stats::of(&runc_list),
+            },
         ],
     );
     println!(

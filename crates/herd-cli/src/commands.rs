@@ -314,6 +314,26 @@ pub async fn inspect(client: &Client, args: InspectArgs) -> anyhow::Result<()> {
     for (k, v) in rows {
         writeln!(out, "{:<14}{}", format!("{k}:"), v)?;
     }
+    if !c.migrations.is_empty() {
+        writeln!(out, "Migrations:")?;
+        for m in &c.migrations {
+            let how = match &m.outcome {
+                herd_proto::migration::Outcome::Migrated => {
+                    format!("downtime {} ms, total {} ms, {} memory", m.downtime_ms, m.total_ms, B(m.memory_bytes))
+                }
+                herd_proto::migration::Outcome::Aborted { reason } => format!("aborted: {reason}"),
+            };
+            writeln!(
+                out,
+                "  {}  {} -> {}  {:<9}{}",
+                format::timestamp(m.started_at),
+                m.source,
+                m.destination,
+                m.mode.as_str(),
+                how
+            )?;
+        }
+    }
     if !c.checkpoints.is_empty() {
         writeln!(out, "Checkpoints:")?;
         for ck in &c.checkpoints {
@@ -488,4 +508,97 @@ pub async fn wait_ready(client: &Client, nodes: usize, timeout: std::time::Durat
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
+}
+
+/// `herd migrate`
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    pub name: String,
+    /// The destination node (the scheduler picks the best other node otherwise).
+    #[arg(long)]
+    pub to: Option<String>,
+    /// How memory moves: auto (the best both nodes support), cold, postcopy or precopy.
+    #[arg(long, default_value = "auto")]
+    pub mode: herd_proto::migration::ModeRequest,
+    /// Cap on the transfer's bandwidth, e.g. 100m (bytes per second).
+    #[arg(long, value_parser = parse_memory)]
+    pub bandwidth: Option<u64>,
+    /// Print the report as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn migrate(client: &Client, args: MigrateArgs) -> anyhow::Result<()> {
+    use herd_proto::api::{MigrateRequest, MigrateUpdate};
+    use std::io::IsTerminal;
+    let req = MigrateRequest { to: args.to, mode: args.mode, bandwidth: args.bandwidth };
+    let resp = client
+        .send(client.request(Method::POST, &format!("/v1/containers/{}/migrate", segment(&args.name))).json(&req))
+        .await?;
+    let bar = (!args.json && std::io::stderr().is_terminal()).then(|| {
+        let b = indicatif::ProgressBar::new_spinner();
+        b.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} {elapsed_precise} {msg} {bytes}")
+                .expect("a valid template"),
+        );
+        b.enable_steady_tick(std::time::Duration::from_millis(100));
+        b
+    });
+    let mut stream = resp.bytes_stream();
+    let mut pending: Vec<u8> = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        pending.extend_from_slice(&chunk.context("the migration's progress stream broke")?);
+        while let Some(pos) = pending.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=pos).collect();
+            match serde_json::from_slice::<MigrateUpdate>(&line).context("decoding a migration update")? {
+                MigrateUpdate::Planned { id, source, destination, mode, reason } => {
+                    let text = format!(
+                        "migrating {} from {source} to {destination} ({}; {reason}) [{id}]",
+                        args.name,
+                        mode.as_str()
+                    );
+                    match &bar {
+                        Some(b) => b.println(text),
+                        None if !args.json => eprintln!("{text}"),
+                        None => {}
+                    }
+                }
+                MigrateUpdate::Progress(p) => {
+                    if let Some(b) = &bar {
+                        b.set_message(p.phase.clone());
+                        b.set_position(p.bytes);
+                    }
+                }
+                MigrateUpdate::Report(report) => {
+                    if let Some(b) = &bar {
+                        b.finish_and_clear();
+                    }
+                    if args.json {
+                        return print_json(&report);
+                    }
+                    print_migration(&report);
+                    return Ok(());
+                }
+                MigrateUpdate::Error(e) => {
+                    if let Some(b) = &bar {
+                        b.finish_and_clear();
+                    }
+                    bail!("{e}");
+                }
+            }
+        }
+    }
+    bail!("the Control node stopped answering before the migration ended; herd events shows how it ends")
+}
+
+fn print_migration(r: &herd_proto::migration::MigrationReport) {
+    let secs = |ms: u64| if ms < 1000 { format!("{ms} ms") } else { format!("{:.2} s", ms as f64 / 1000.0) };
+    println!("migrated {} from {} to {} ({})", r.container, r.source, r.destination, r.mode.as_str());
+    println!("  mode        {}", r.mode_reason);
+    println!("  downtime    {}", secs(r.downtime_ms));
+    println!("  total       {}", secs(r.total_ms));
+    println!("  memory      {}", B(r.memory_bytes));
+    println!("  filesystem  {}", B(r.fs_bytes));
+    let phases: Vec<String> = r.phases.iter().map(|p| format!("{} {}", p.phase, secs(p.ms))).collect();
+    println!("  phases      {}", phases.join(", "));
 }

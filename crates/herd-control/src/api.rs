@@ -11,7 +11,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures::StreamExt;
 use herd_proto::api::{
-    CheckpointRequest, ContainerInfo, Event, Health, NodeInfo, NodeState, RestoreRequest, RunRequest,
+    CheckpointRequest, ContainerInfo, Event, Health, MigrateRequest, MigrateUpdate, NodeInfo, NodeState,
+    RestoreRequest, RunRequest,
 };
 use herd_proto::state::{CheckpointInfo, ImageRecord};
 use serde::Deserialize;
@@ -31,6 +32,7 @@ pub fn router(control: Arc<Control>) -> Router {
         .route("/v1/containers/{name}/logs", get(logs))
         .route("/v1/containers/{name}/checkpoint", post(checkpoint))
         .route("/v1/containers/{name}/restore", post(restore))
+        .route("/v1/containers/{name}/migrate", post(migrate))
         .route("/v1/events", get(events))
         .fallback(|| async { Error::not_found("no such API route") })
         .layer(DefaultBodyLimit::disable())
@@ -181,6 +183,51 @@ async fn restore(
     Json(req): Json<RestoreRequest>,
 ) -> Result<Json<ContainerInfo>> {
     Ok(Json(c.restore(&name, req.checkpoint.as_deref()).await?))
+}
+
+/// Streams the migration's updates as newline-delimited JSON; the migration goes on if the
+/// client disconnects. A migration refused before it starts (bad destination, container not
+/// running, ...) is an ordinary error answer.
+async fn migrate(
+    State(c): State<Arc<Control>>,
+    Path(name): Path<String>,
+    Json(req): Json<MigrateRequest>,
+) -> Result<Response> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<std::result::Result<MigrateUpdate, Error>>(64);
+    tokio::spawn(async move {
+        let (updates_tx, mut updates_rx) = tokio::sync::mpsc::channel::<MigrateUpdate>(64);
+        let relay = {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                while let Some(u) = updates_rx.recv().await {
+                    if tx.send(Ok(u)).await.is_err() {
+                        break;
+                    }
+                }
+            })
+        };
+        let result = c.migrate(name, req, updates_tx).await;
+        let _ = relay.await;
+        let _ = tx.send(result.map(MigrateUpdate::Report)).await;
+    });
+    let first = match rx.recv().await {
+        Some(Ok(u)) => u,
+        Some(Err(e)) => return Err(e),
+        None => return Err(Error::new(crate::error::Kind::Internal, "the migration ended without a word")),
+    };
+    let rest = futures::stream::unfold(rx, |mut rx| async move {
+        let update = match rx.recv().await? {
+            Ok(u) => u,
+            Err(e) => MigrateUpdate::Error(e.message),
+        };
+        Some((update, rx))
+    });
+    let lines = futures::stream::once(async move { first }).chain(rest).map(|u| {
+        let mut line = serde_json::to_vec(&u).expect("updates serialize");
+        line.push(b'\n');
+        Ok::<_, std::io::Error>(bytes::Bytes::from(line))
+    });
+    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], Body::from_stream(lines)).into_response())
 }
 
 #[derive(Deserialize)]

@@ -12,7 +12,7 @@ use herd_proto::names::{normalize_image, parse_pair, validate_container_name};
 use herd_proto::node::{ContainerSpec, LogChunk, NodeReply, NodeRequest};
 use herd_proto::state::{CheckpointInfo, ContainerRecord, ContainerState, Desired, ImageRecord, Limits};
 use herd_proto::{now_millis, units};
-use herd_sched::{Candidate, Request, Strategy};
+use herd_sched::{Request, Strategy};
 use rand::Rng;
 
 use crate::control::Control;
@@ -84,7 +84,7 @@ pub fn resolve_process(image: &ImageRecord, command: &[String], env: &[String]) 
 }
 
 impl Control {
-    fn spec(&self, c: &ContainerRecord, image: &ImageRecord) -> ContainerSpec {
+    pub(crate) fn spec_of(&self, c: &ContainerRecord, image: &ImageRecord) -> ContainerSpec {
         ContainerSpec {
             id: c.id.clone(),
             name: c.name.clone(),
@@ -116,7 +116,7 @@ impl Control {
         view.containers.get(name).map(|c| view.container_info(c)).ok_or_else(|| no_such_container(name))
     }
 
-    fn record(&self, name: &str) -> Result<(ContainerRecord, ContainerState)> {
+    pub(crate) fn record_of(&self, name: &str) -> Result<(ContainerRecord, ContainerState)> {
         let view = self.view.read().unwrap();
         let c = view.containers.get(name).ok_or_else(|| no_such_container(name))?;
         Ok((c.clone(), view.state_of(c)))
@@ -175,22 +175,7 @@ impl Control {
             if let Some(existing) = view.containers.get(&name) {
                 return Err(name_in_use(&name, &existing.id));
             }
-            let allocations = view.allocations();
-            let mut candidates: Vec<Candidate> = view
-                .nodes
-                .values()
-                .map(|n| {
-                    let (allocated, containers) = allocations.get(n.record.name.as_str()).copied().unwrap_or_default();
-                    Candidate {
-                        name: n.record.name.clone(),
-                        ready: view.node_ready(&n.record.name),
-                        capacity: n.record.capacity,
-                        allocated,
-                        containers,
-                    }
-                })
-                .collect();
-            candidates.sort_by(|a, b| a.name.cmp(&b.name));
+            let candidates = view.candidates();
             let request = Request {
                 cpus_milli: req.limits.cpus_milli.unwrap_or(0),
                 memory_bytes: req.limits.memory_bytes.unwrap_or(0),
@@ -227,6 +212,7 @@ impl Control {
             created_at: now_millis(),
             desired: Desired::Running,
             checkpoints: Vec::new(),
+            migrations: Vec::new(),
         };
         match self.containers.create(&name, &record).await {
             Ok(Ok(_)) => {}
@@ -241,7 +227,7 @@ impl Control {
         }
         self.view.write().unwrap().insert_container(record.clone());
 
-        let spec = self.spec(&record, &image);
+        let spec = self.spec_of(&record, &image);
         match self.node_call(&node, &NodeRequest::Create { spec }, CREATE_TIMEOUT).await {
             Ok(_) => {}
             Err(e) => {
@@ -294,8 +280,9 @@ impl Control {
 
     /// `herd stop`.
     pub async fn stop(&self, name: &str, timeout_secs: u64) -> Result<ContainerInfo> {
+        self.ensure_not_migrating(name)?;
         let _guard = self.lock(name).await;
-        let (record, state) = self.record(name)?;
+        let (record, state) = self.record_of(name)?;
         if state == ContainerState::Running {
             let req = NodeRequest::Stop { id: record.id.clone(), timeout_secs };
             self.node_call(&record.node, &req, Duration::from_secs(timeout_secs + 30)).await?;
@@ -310,8 +297,9 @@ impl Control {
 
     /// `herd rm`.
     pub async fn remove(&self, name: &str, force: bool) -> Result<()> {
+        self.ensure_not_migrating(name)?;
         let _guard = self.lock(name).await;
-        let (record, state) = self.record(name)?;
+        let (record, state) = self.record_of(name)?;
         if state == ContainerState::Running && !force {
             return Err(Error::conflict(format!(
                 "container {name} is running: stop it first (herd stop {name}) or force it (herd rm -f {name})"
@@ -338,7 +326,7 @@ impl Control {
 
     /// One chunk of a container's log from `offset`.
     pub async fn logs_chunk(&self, name: &str, offset: u64) -> Result<LogChunk> {
-        let (record, _) = self.record(name)?;
+        let (record, _) = self.record_of(name)?;
         let req = NodeRequest::Logs { id: record.id.clone(), offset, max_bytes: 256 << 10 };
         match self.node_call(&record.node, &req, Duration::from_secs(15)).await? {
             NodeReply::Logs(chunk) => Ok(chunk),
@@ -383,8 +371,9 @@ impl Control {
 
     /// `herd checkpoint`.
     pub async fn checkpoint(&self, name: &str, leave_running: bool) -> Result<CheckpointInfo> {
+        self.ensure_not_migrating(name)?;
         let _guard = self.lock(name).await;
-        let (mut record, state) = self.record(name)?;
+        let (mut record, state) = self.record_of(name)?;
         if state != ContainerState::Running {
             return Err(Error::conflict(format!(
                 "container {name} is {}: only a running container can be checkpointed",
@@ -444,8 +433,9 @@ impl Control {
 
     /// `herd restore`.
     pub async fn restore(&self, name: &str, checkpoint: Option<&str>) -> Result<ContainerInfo> {
+        self.ensure_not_migrating(name)?;
         let _guard = self.lock(name).await;
-        let (record, state) = self.record(name)?;
+        let (record, state) = self.record_of(name)?;
         if state == ContainerState::Running {
             return Err(Error::conflict(format!(
                 "container {name} is running: stop it (herd stop {name}) before restoring a checkpoint into it"
@@ -473,7 +463,7 @@ impl Control {
             self.view.read().unwrap().images.get(&record.image).cloned().ok_or_else(|| {
                 Error::not_found(format!("image {} of container {name} no longer exists", record.image))
             })?;
-        let spec = self.spec(&record, &image);
+        let spec = self.spec_of(&record, &image);
         let req = NodeRequest::Restore { spec, checkpoint_id: ck.id.clone() };
         self.node_call(&record.node, &req, CHECKPOINT_TIMEOUT).await?;
         let node = record.node.clone();

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -12,6 +12,7 @@ use async_nats::jetstream::object_store::ObjectStore;
 use futures::StreamExt;
 use herd_broker::{Broker, BrokerConfig, Bucket, Change};
 use herd_proto::api::NodeState;
+use herd_proto::migration::MigrationRecord;
 use herd_proto::node::{Heartbeat, NodeReply, NodeRequest, NodeResult};
 use herd_proto::state::{ContainerRecord, ContainerState, ContainerStatus, ImageRecord, NodeRecord};
 use herd_proto::subjects;
@@ -49,8 +50,15 @@ pub struct Control {
     pub(crate) layers: ObjectStore,
     pub(crate) events: Events,
     pub(crate) ipam: Mutex<Ipam>,
+    pub(crate) migrations: Bucket<MigrationRecord>,
+    /// Migrations in flight, by container name.
+    pub(crate) migrating: Mutex<HashMap<String, crate::migrate::Active>>,
+    /// Serialises read-modify-write of container records by tasks that do not hold the
+    /// container's operation lock (the status watch, migration reports).
+    pub(crate) record_writes: tokio::sync::Mutex<()>,
     /// One lock per container name, so operations on one container do not interleave.
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    pub(crate) me: Weak<Control>,
 }
 
 impl Control {
@@ -64,6 +72,8 @@ impl Control {
         let statuses: Bucket<ContainerStatus> = broker.bucket(subjects::STATUS_BUCKET).await?;
         let layers = broker.layer_store().await?;
         let events = Events::open(&broker).await?;
+        let migrations: Bucket<MigrationRecord> = broker.bucket(subjects::MIGRATIONS_BUCKET).await?;
+        let (migration_map, _) = migrations.snapshot().await?;
 
         // Subscribe to heartbeats before loading, so no node looks down for longer than it is.
         let heartbeats = broker.client.subscribe(subjects::HEARTBEAT_ALL).await?;
@@ -101,7 +111,7 @@ impl Control {
             view.containers.len()
         );
 
-        let control = Arc::new(Control {
+        let control = Arc::new_cyclic(|me| Control {
             cfg,
             broker,
             view: RwLock::new(view),
@@ -111,8 +121,19 @@ impl Control {
             layers,
             events,
             ipam: Mutex::new(ipam),
+            migrations,
+            migrating: Mutex::new(HashMap::new()),
+            record_writes: tokio::sync::Mutex::new(()),
             locks: Mutex::new(HashMap::new()),
+            me: me.clone(),
         });
+        // Migrations a crash interrupted are finished (or undone) now.
+        for (_, m) in migration_map {
+            if !m.value.phase.is_final() {
+                tracing::info!("resuming the resolution of migration {} of {}", m.value.id, m.value.container);
+                control.spawn_recovery(m.value);
+            }
+        }
         tokio::spawn(control.clone().follow_heartbeats(heartbeats));
         tokio::spawn(control.clone().expire_nodes());
         tokio::spawn(control.clone().follow_nodes(node_changes));
@@ -171,6 +192,7 @@ impl Control {
         };
         let (true, Some(name)) = (applied, name) else { return };
         if old.as_ref().map(|o| (o.state, &o.node)) != Some((status.state, &status.node)) {
+            self.follow_migration(id, &status.node, status.state).await;
             self.status_event(&name, &status).await;
         }
     }

@@ -14,6 +14,7 @@ mod error;
 mod events;
 mod images;
 pub mod ipam;
+mod migrate;
 mod view;
 
 use std::future::Future;

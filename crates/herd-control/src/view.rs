@@ -84,6 +84,27 @@ impl View {
         out
     }
 
+    /// Every node as placement sees it, sorted by name.
+    pub fn candidates(&self) -> Vec<herd_sched::Candidate> {
+        let allocations = self.allocations();
+        let mut out: Vec<herd_sched::Candidate> = self
+            .nodes
+            .values()
+            .map(|n| {
+                let (allocated, containers) = allocations.get(n.record.name.as_str()).copied().unwrap_or_default();
+                herd_sched::Candidate {
+                    name: n.record.name.clone(),
+                    ready: n.state == NodeState::Ready,
+                    capacity: n.record.capacity,
+                    allocated,
+                    containers,
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
     pub fn node_info(&self, allocations: &HashMap<&str, (Resources, usize)>, n: &NodeEntry) -> NodeInfo {
         let (allocated, containers) = allocations.get(n.record.name.as_str()).copied().unwrap_or_default();
         NodeInfo {
@@ -101,7 +122,7 @@ impl View {
     }
 
     pub fn container_info(&self, c: &ContainerRecord) -> ContainerInfo {
-        let status = self.statuses.get(&c.id).filter(|s| s.node == c.node);
+        let status = self.statuses.get(&c.id);
         ContainerInfo {
             id: c.id.clone(),
             name: c.name.clone(),
@@ -123,6 +144,7 @@ impl View {
             exit_code: status.and_then(|s| s.exit_code),
             error: status.and_then(|s| s.error.clone()),
             checkpoints: c.checkpoints.clone(),
+            migrations: c.migrations.clone(),
         }
     }
 

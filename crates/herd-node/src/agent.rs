@@ -45,6 +45,8 @@ pub struct NodeConfig {
     pub runc: Option<PathBuf>,
     pub criu: Option<PathBuf>,
     pub heartbeat: Duration,
+    /// CPU cap of the migration helpers, in thousandths of a CPU.
+    pub migration_cpus_milli: u64,
 }
 
 /// Runs the agent until `shutdown` completes. Containers keep running afterwards.
@@ -77,8 +79,28 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
     let nodes = broker.bucket::<NodeRecord>(subjects::NODES_BUCKET).await?;
     let containers = broker.bucket::<ContainerRecord>(subjects::CONTAINERS_BUCKET).await?;
     let layers = LayerCache::new(paths.layers_dir(), broker.layer_store().await?)?;
+    // Checkpoint images of migrations live in memory, never on disk.
+    mount_scratch(&paths.run_dir.join("scratch"))?;
+    let migration_cgroup = match crate::cgroups::create_budget_cgroup(
+        &format!("{}/migration", paths.cgroup_parent),
+        cfg.migration_cpus_milli,
+    ) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            tracing::warn!("migrations run without a CPU budget: {e:#}");
+            None
+        }
+    };
     let runtime = Arc::new(Runtime::new(
-        RuntimeConfig { node: cfg.name.clone(), paths: paths.clone(), runc, criu: criu.is_some(), exe },
+        RuntimeConfig {
+            node: cfg.name.clone(),
+            paths: paths.clone(),
+            runc,
+            criu: criu.is_some(),
+            exe,
+            address: cfg.address,
+            migration_cgroup,
+        },
         statuses.clone(),
         layers,
     )?);
@@ -135,9 +157,10 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
                 let Some(reply) = msg.reply.clone() else { continue };
                 let runtime = runtime.clone();
                 let client = broker.client.clone();
+                let broker = broker.clone();
                 tokio::spawn(async move {
                     let result: NodeResult = match serde_json::from_slice::<NodeRequest>(&msg.payload) {
-                        Ok(req) => handle(&runtime, req).await.map_err(|message| NodeError { message }),
+                        Ok(req) => handle(&runtime, &broker, req).await.map_err(|message| NodeError { message }),
                         Err(e) => Err(NodeError { message: format!("malformed request: {e}") }),
                     };
                     let payload = Bytes::from(serde_json::to_vec(&result).unwrap_or_default());
@@ -155,7 +178,11 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
     Ok(())
 }
 
-async fn handle(runtime: &Arc<Runtime>, req: NodeRequest) -> Result<herd_proto::node::NodeReply, String> {
+async fn handle(
+    runtime: &Arc<Runtime>,
+    broker: &Broker,
+    req: NodeRequest,
+) -> Result<herd_proto::node::NodeReply, String> {
     match req {
         NodeRequest::Create { spec } => {
             validate_id(&spec.id)?;
@@ -181,6 +208,30 @@ async fn handle(runtime: &Arc<Runtime>, req: NodeRequest) -> Result<herd_proto::
             validate_id(&spec.id)?;
             runtime.restore(spec, &checkpoint_id).await
         }
+        NodeRequest::MigratePrepare { spec, ticket } => {
+            validate_id(&spec.id)?;
+            runtime.migrate_prepare(spec, ticket).await
+        }
+        NodeRequest::MigrateSend { id, ticket, destination } => {
+            validate_id(&id)?;
+            let subject = subjects::migration_progress(&ticket.migration);
+            let client = broker.client.clone();
+            let progress = move |p: herd_proto::migration::Progress| {
+                if let Ok(payload) = serde_json::to_vec(&p) {
+                    let (client, subject) = (client.clone(), subject.clone());
+                    tokio::spawn(async move { client.publish(subject, payload.into()).await });
+                }
+            };
+            runtime.migrate_send(&id, ticket, destination, progress).await
+        }
+        NodeRequest::MigrationStatus { id, migration } => {
+            validate_id(&id)?;
+            runtime.migration_status(&id, &migration)
+        }
+        NodeRequest::MigrateResolve { id, migration, commit } => {
+            validate_id(&id)?;
+            runtime.migrate_resolve(&id, &migration, commit).await
+        }
         NodeRequest::Shutdown { stop_containers, timeout_secs } => {
             if stop_containers {
                 runtime.stop_all(Duration::from_secs(timeout_secs)).await
@@ -189,6 +240,22 @@ async fn handle(runtime: &Arc<Runtime>, req: NodeRequest) -> Result<herd_proto::
             }
         }
     }
+}
+
+/// Mounts a tmpfs at `dir` unless one is there already.
+fn mount_scratch(dir: &std::path::Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    if crate::overlay::is_mountpoint(dir)? {
+        return Ok(());
+    }
+    nix::mount::mount(
+        Some("tmpfs"),
+        dir,
+        Some("tmpfs"),
+        nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV,
+        Some("mode=0700"),
+    )
+    .with_context(|| format!("mounting a tmpfs at {}", dir.display()))
 }
 
 /// Publishes a heartbeat with the node's container usage every `cfg.heartbeat`.

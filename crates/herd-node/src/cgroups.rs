@@ -151,3 +151,60 @@ mod tests {
         assert_eq!(remove_tree("/").len(), 1);
     }
 }
+
+/// Creates cgroup `path` for migration helpers: a CPU cap of `cpus_milli` thousandths of a CPU
+/// and a high weight, so a migration gets CPU on a loaded node without starving its neighbours.
+/// Returns the path to pass to [`join_on_exec`].
+pub fn create_budget_cgroup(path: &str, cpus_milli: u64) -> anyhow::Result<String> {
+    let rel = path.trim_matches('/');
+    let quota = (cpus_milli * 100).max(1000);
+    for h in hierarchies() {
+        let dir = h.mount.join(rel);
+        if h.unified {
+            // Only meaningful where the cpu controller is delegated to this subtree.
+            if std::fs::create_dir_all(&dir).is_ok() {
+                let _ = std::fs::write(dir.join("cpu.max"), format!("{quota} 100000"));
+                let _ = std::fs::write(dir.join("cpu.weight"), "1000");
+            }
+            continue;
+        }
+        let cpu = h.controllers.iter().any(|c| c == "cpu");
+        let cpuacct = h.controllers.iter().any(|c| c == "cpuacct");
+        if !cpu && !cpuacct {
+            continue;
+        }
+        std::fs::create_dir_all(&dir).map_err(|e| anyhow::anyhow!("creating cgroup {}: {e}", dir.display()))?;
+        if cpu {
+            std::fs::write(dir.join("cpu.cfs_period_us"), "100000")?;
+            std::fs::write(dir.join("cpu.cfs_quota_us"), quota.to_string())?;
+            std::fs::write(dir.join("cpu.shares"), "4096")?;
+        }
+    }
+    Ok(format!("/{rel}"))
+}
+
+/// Makes the command's process join cgroup `path` (its CPU hierarchies) before it runs.
+pub fn join_on_exec(cmd: &mut std::process::Command, path: &str) {
+    use std::os::unix::process::CommandExt;
+    let rel = path.trim_matches('/').to_string();
+    let files: Vec<std::ffi::CString> = hierarchies()
+        .into_iter()
+        .filter(|h| h.unified || h.controllers.iter().any(|c| c == "cpu" || c == "cpuacct"))
+        .map(|h| h.mount.join(&rel).join("cgroup.procs"))
+        .filter(|p| p.exists())
+        .filter_map(|p| std::ffi::CString::new(p.into_os_string().into_encoded_bytes()).ok())
+        .collect();
+    // SAFETY: only open/write/close between fork and exec, all async-signal-safe.
+    unsafe {
+        cmd.pre_exec(move || {
+            for f in &files {
+                let fd = libc::open(f.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                if fd >= 0 {
+                    libc::write(fd, b"0".as_ptr().cast(), 1);
+                    libc::close(fd);
+                }
+            }
+            Ok(())
+        });
+    }
+}

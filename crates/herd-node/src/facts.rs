@@ -43,7 +43,22 @@ pub fn probe(runc_version: &str, criu: Option<(&Path, &str)>) -> NodeFacts {
         criu_version: criu.map(|(_, v)| v.to_string()),
         criu_features,
         cgroup_version: crate::cgroups::version(),
+        cpu_flags: cpu_flags(),
     }
+}
+
+/// The CPU feature flags of the first processor in `/proc/cpuinfo`, sorted.
+fn cpu_flags() -> Vec<String> {
+    let text = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let mut flags: Vec<String> = text
+        .lines()
+        .find_map(|l| l.strip_prefix("flags").and_then(|r| r.split_once(':')).map(|(_, v)| v))
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    flags.sort();
+    flags
 }
 
 /// The machine's CPUs and memory, the default capacity a node offers.

@@ -2,6 +2,7 @@
 //!
 //! - [`agent`]: the agent itself: registration, heartbeats, requests, route sync;
 //! - [`runtime`]: the container manager (runc, CRIU, overlayfs, cgroups, networking);
+//! - [`migrate`] and [`transfer`]: live migration between nodes, and its node-to-node connections;
 //! - [`runc`]: a typed wrapper of the runc command line;
 //! - [`shim`]: the per-container shim process that starts a container with runc,
 //!   owns its stdio, writes its log and collects its exit status;
@@ -17,6 +18,7 @@ pub mod cleanup;
 pub mod facts;
 pub mod layers;
 pub mod logs;
+pub mod migrate;
 pub mod overlay;
 pub mod paths;
 pub mod routes;
@@ -25,3 +27,4 @@ pub mod runtime;
 pub mod shim;
 pub mod spec;
 pub mod tools;
+pub mod transfer;

@@ -50,6 +50,34 @@ pub struct CheckpointOpts {
     pub leave_running: bool,
     /// Dump established TCP connections (`--tcp-established`).
     pub tcp_established: bool,
+    /// Send memory pages to (or, with `lazy_pages`, serve them at) a CRIU page server.
+    pub page_server: Option<std::net::SocketAddr>,
+    /// Post-copy: dump everything but memory, then serve pages until the restored side has
+    /// them all (`--lazy-pages`).
+    pub lazy_pages: bool,
+    /// The fd (in runc's process) on which runc writes a `\0` once the images are ready.
+    pub status_fd: Option<i32>,
+    /// Pre-copy round: dump memory only and leave the container running (`--pre-dump`).
+    pub pre_dump: bool,
+    /// The previous pre-dump's images, relative to `image_path` (`--parent-path`).
+    pub parent_path: Option<PathBuf>,
+}
+
+impl CheckpointOpts {
+    /// A plain checkpoint into `image_path`.
+    pub fn new(image_path: PathBuf, work_path: PathBuf) -> Self {
+        CheckpointOpts {
+            image_path,
+            work_path,
+            leave_running: false,
+            tcp_established: true,
+            page_server: None,
+            lazy_pages: false,
+            status_fd: None,
+            pre_dump: false,
+            parent_path: None,
+        }
+    }
 }
 
 /// A failed runc invocation.
@@ -144,6 +172,43 @@ fn failure_message(log_file: &Path, offset: u64, stderr: &[u8], status: std::pro
         return stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or(stderr).to_string();
     }
     format!("runc exited with {status}")
+}
+
+/// The arguments of `runc checkpoint` for `opts` (after the global options).
+fn checkpoint_args(id: &str, opts: &CheckpointOpts) -> Vec<OsString> {
+    let mut args: Vec<OsString> = vec![
+        "checkpoint".into(),
+        "--image-path".into(),
+        opts.image_path.clone().into(),
+        "--work-path".into(),
+        opts.work_path.clone().into(),
+    ];
+    if opts.leave_running {
+        args.push("--leave-running".into());
+    }
+    if opts.tcp_established {
+        args.push("--tcp-established".into());
+    }
+    if let Some(addr) = opts.page_server {
+        args.push("--page-server".into());
+        args.push(addr.to_string().into());
+    }
+    if opts.lazy_pages {
+        args.push("--lazy-pages".into());
+    }
+    if let Some(fd) = opts.status_fd {
+        args.push("--status-fd".into());
+        args.push(fd.to_string().into());
+    }
+    if opts.pre_dump {
+        args.push("--pre-dump".into());
+    }
+    if let Some(parent) = &opts.parent_path {
+        args.push("--parent-path".into());
+        args.push(parent.clone().into());
+    }
+    args.push(id.into());
+    args
 }
 
 impl Runc {
@@ -281,21 +346,26 @@ impl Runc {
         for dir in [&opts.image_path, &opts.work_path] {
             std::fs::create_dir_all(dir).map_err(|source| RuncError::Io { command: "checkpoint".into(), source })?;
         }
-        let mut args: Vec<OsString> = vec![
-            "checkpoint".into(),
-            "--image-path".into(),
-            opts.image_path.clone().into(),
-            "--work-path".into(),
-            opts.work_path.clone().into(),
-        ];
-        if opts.leave_running {
-            args.push("--leave-running".into());
-        }
-        if opts.tcp_established {
-            args.push("--tcp-established".into());
-        }
-        args.push(id.into());
-        self.exec("checkpoint", &args).await.map(drop)
+        self.exec("checkpoint", &checkpoint_args(id, opts)).await.map(drop)
+    }
+
+    /// `runc checkpoint` as a command to spawn with stdio, fds and cgroup of the caller's
+    /// choosing (post-copy keeps it running while it serves pages). Its log goes to `log_file`
+    /// (see [`last_runc_error`]). The image and work directories must exist.
+    pub fn checkpoint_command(&self, id: &str, opts: &CheckpointOpts, log_file: &Path) -> Command {
+        let mut cmd = self.command(log_file);
+        cmd.args(checkpoint_args(id, opts));
+        cmd
+    }
+
+    /// Freezes every process of the container (`runc pause`).
+    pub async fn pause(&self, id: &str) -> Result<(), RuncError> {
+        self.exec("pause", &["pause".into(), id.into()]).await.map(drop)
+    }
+
+    /// Thaws a paused container (`runc resume`).
+    pub async fn resume(&self, id: &str) -> Result<(), RuncError> {
+        self.exec("resume", &["resume".into(), id.into()]).await.map(drop)
     }
 
     /// `runc run -d --bundle <bundle> --pid-file <pid_file> <id>`, logging to
@@ -320,6 +390,7 @@ impl Runc {
         image_path: &Path,
         work_path: &Path,
         tcp_established: bool,
+        lazy_pages: bool,
         pid_file: &Path,
         log_file: &Path,
     ) -> Command {
@@ -332,6 +403,9 @@ impl Runc {
             .arg(work_path);
         if tcp_established {
             cmd.arg("--tcp-established");
+        }
+        if lazy_pages {
+            cmd.arg("--lazy-pages");
         }
         cmd.arg("--pid-file").arg(pid_file).arg(id);
         cmd

@@ -43,41 +43,57 @@ pub struct RuntimeConfig {
     pub criu: bool,
     /// The `herd` executable, run as `herd shim` for each container.
     pub exe: PathBuf,
+    /// The node's address: migrations are received there.
+    pub address: std::net::Ipv4Addr,
+    /// The cgroup migration helpers (runc checkpoint, CRIU page servers) run in, if any.
+    pub migration_cgroup: Option<String>,
 }
 
 /// A failed operation, in words for the person who asked.
 pub type OpResult<T> = Result<T, String>;
 
 #[derive(Debug, Clone, Default)]
-struct Live {
-    state: Option<ContainerState>,
-    shim_pid: Option<u32>,
-    pid: Option<u32>,
-    started_at: Option<u64>,
-    finished_at: Option<u64>,
-    exit_code: Option<i32>,
-    error: Option<String>,
+pub(crate) struct Live {
+    pub(crate) state: Option<ContainerState>,
+    pub(crate) shim_pid: Option<u32>,
+    pub(crate) pid: Option<u32>,
+    pub(crate) started_at: Option<u64>,
+    pub(crate) finished_at: Option<u64>,
+    pub(crate) exit_code: Option<i32>,
+    pub(crate) error: Option<String>,
     /// Bumped every time a shim is started; a watcher only acts on its own generation.
-    generation: u64,
+    pub(crate) generation: u64,
     /// An operation is about to make the container exit and will finalise it itself.
-    expecting_exit: bool,
+    pub(crate) expecting_exit: bool,
 }
 
-struct Container {
-    spec: ContainerSpec,
-    paths: ContainerPaths,
-    op: tokio::sync::Mutex<()>,
-    live: Mutex<Live>,
+pub(crate) struct Container {
+    pub(crate) spec: ContainerSpec,
+    pub(crate) paths: ContainerPaths,
+    pub(crate) op: tokio::sync::Mutex<()>,
+    pub(crate) live: Mutex<Live>,
     /// Carries the generation whose shim exited.
-    exited: watch::Sender<u64>,
+    pub(crate) exited: watch::Sender<u64>,
+}
+
+impl Container {
+    pub(crate) fn new(spec: ContainerSpec, paths: ContainerPaths) -> Container {
+        Container {
+            spec,
+            paths,
+            op: tokio::sync::Mutex::new(()),
+            live: Mutex::new(Live::default()),
+            exited: watch::channel(0).0,
+        }
+    }
 }
 
 pub struct Runtime {
-    cfg: RuntimeConfig,
-    statuses: Bucket<ContainerStatus>,
-    layers: LayerCache,
-    netlink: Netlink,
-    containers: Mutex<HashMap<String, Arc<Container>>>,
+    pub(crate) cfg: RuntimeConfig,
+    pub(crate) statuses: Bucket<ContainerStatus>,
+    pub(crate) layers: LayerCache,
+    pub(crate) netlink: Netlink,
+    pub(crate) containers: Mutex<HashMap<String, Arc<Container>>>,
 }
 
 fn err(context: &str, e: impl std::fmt::Display) -> String {
@@ -100,7 +116,7 @@ fn du(dir: &Path) -> u64 {
 }
 
 /// The last error lines of a CRIU log, to explain a failed dump or restore.
-fn criu_log_tail(log: &Path) -> Option<String> {
+pub(crate) fn criu_log_tail(log: &Path) -> Option<String> {
     let text = std::fs::read_to_string(log).ok()?;
     let errors: Vec<&str> = text.lines().filter(|l| l.contains("Error") || l.contains("error")).collect();
     let tail: Vec<&str> = errors.iter().rev().take(3).rev().copied().collect();
@@ -115,7 +131,7 @@ impl Runtime {
         Ok(Runtime { cfg, statuses, layers, netlink: Netlink::new()?, containers: Mutex::new(HashMap::new()) })
     }
 
-    fn get(&self, id: &str) -> OpResult<Arc<Container>> {
+    pub(crate) fn get(&self, id: &str) -> OpResult<Arc<Container>> {
         self.containers
             .lock()
             .unwrap()
@@ -133,7 +149,7 @@ impl Runtime {
             .count() as u32
     }
 
-    async fn publish_status(&self, c: &Container) {
+    pub(crate) async fn publish_status(&self, c: &Container) {
         let status = {
             let l = c.live.lock().unwrap();
             ContainerStatus {
@@ -186,7 +202,7 @@ impl Runtime {
     }
 
     /// Frees what [`Runtime::prepare`] took, once the container's processes are gone.
-    async fn release(&self, c: &Container) -> Vec<String> {
+    pub(crate) async fn release(&self, c: &Container) -> Vec<String> {
         let mut problems = Vec::new();
         if let Err(e) = self.cfg.runc.delete(&c.spec.id, true).await {
             problems.push(format!("runc delete: {e}"));
@@ -209,7 +225,7 @@ impl Runtime {
     }
 
     /// Starts a shim (run or restore) and the watcher of its exit.
-    async fn start_shim(self: &Arc<Self>, c: &Arc<Container>, mode: ShimMode) -> anyhow::Result<u32> {
+    pub(crate) async fn start_shim(self: &Arc<Self>, c: &Arc<Container>, mode: ShimMode) -> anyhow::Result<u32> {
         let _ = std::fs::remove_file(c.paths.state().join(shim::EXIT_FILE));
         let args = self.shim_args(c, mode);
         let exe = self.cfg.exe.clone();
@@ -277,7 +293,7 @@ impl Runtime {
     }
 
     /// Waits until the shim of `generation` has exited, up to `timeout`.
-    async fn wait_exit(c: &Container, generation: u64, timeout: Duration) -> bool {
+    pub(crate) async fn wait_exit(c: &Container, generation: u64, timeout: Duration) -> bool {
         let mut rx = c.exited.subscribe();
         tokio::time::timeout(timeout, rx.wait_for(|g| *g >= generation)).await.is_ok_and(|r| r.is_ok())
     }
@@ -288,13 +304,7 @@ impl Runtime {
         if self.containers.lock().unwrap().contains_key(&spec.id) || paths.dir.exists() {
             return Err(format!("container {} ({}) already exists on node {}", spec.name, spec.id, self.cfg.node));
         }
-        let c = Arc::new(Container {
-            paths,
-            op: tokio::sync::Mutex::new(()),
-            live: Mutex::new(Live::default()),
-            exited: watch::channel(0).0,
-            spec,
-        });
+        let c = Arc::new(Container::new(spec, paths));
         let _op = c.op.lock().await;
         self.containers.lock().unwrap().insert(c.spec.id.clone(), c.clone());
         let result = async {
@@ -433,12 +443,8 @@ impl Runtime {
         if dir.exists() {
             return Err(format!("checkpoint {checkpoint_id} of {} already exists", c.spec.name));
         }
-        let opts = CheckpointOpts {
-            image_path: dir.join(CRIU_IMAGES),
-            work_path: dir.join("dump-work"),
-            leave_running,
-            tcp_established: true,
-        };
+        let mut opts = CheckpointOpts::new(dir.join(CRIU_IMAGES), dir.join("dump-work"));
+        opts.leave_running = leave_running;
         if let Err(e) = self.cfg.runc.checkpoint(id, &opts).await {
             c.live.lock().unwrap().expecting_exit = false;
             let detail =
@@ -497,13 +503,7 @@ impl Runtime {
         let c = match self.get(&id) {
             Ok(c) => c,
             Err(_) => {
-                let c = Arc::new(Container {
-                    paths: self.cfg.paths.container(&id),
-                    op: tokio::sync::Mutex::new(()),
-                    live: Mutex::new(Live::default()),
-                    exited: watch::channel(0).0,
-                    spec: spec.clone(),
-                });
+                let c = Arc::new(Container::new(spec.clone(), self.cfg.paths.container(&id)));
                 self.containers.lock().unwrap().insert(id.clone(), c.clone());
                 c
             }
@@ -534,8 +534,12 @@ impl Runtime {
             let _ = self.cfg.runc.delete(&id, true).await;
             self.prepare(&c).await?;
             let work = dir.join(format!("restore-work-{}", now_millis()));
-            let mode =
-                ShimMode::Restore { image_path: dir.join(CRIU_IMAGES), work_path: work.clone(), tcp_established: true };
+            let mode = ShimMode::Restore {
+                image_path: dir.join(CRIU_IMAGES),
+                work_path: work.clone(),
+                tcp_established: true,
+                lazy_pages: false,
+            };
             self.start_shim(&c, mode).await.map_err(|e| match criu_log_tail(&work.join("restore.log")) {
                 Some(t) => anyhow::anyhow!("{e:#} (CRIU: {t})"),
                 None => e,
@@ -596,34 +600,24 @@ impl Runtime {
                     }
                 };
             let previous = self.statuses.get(&id).await.ok().flatten().map(|v| v.value);
-            let c = Arc::new(Container {
-                paths,
-                op: tokio::sync::Mutex::new(()),
-                live: Mutex::new(Live::default()),
-                exited: watch::channel(0).0,
-                spec,
-            });
+            let c = Arc::new(Container::new(spec, paths));
             self.containers.lock().unwrap().insert(id.clone(), c.clone());
+            match self.adopt_incoming(&c).await {
+                crate::migrate::Adopted::NotIncoming => {}
+                crate::migrate::Adopted::Running => {
+                    // Committed here, whatever the cluster state says yet: the Control node
+                    // resolves the migration and moves the record.
+                    self.adopt_running(&c, previous.as_ref()).await;
+                    continue;
+                }
+                crate::migrate::Adopted::Dropped => continue,
+            }
             if !wanted.contains(&id) {
                 tracing::info!("removing container {} ({id}): the cluster no longer has it", c.spec.name);
                 let _ = self.remove(&id, true).await;
                 continue;
             }
-            if let Some(pid) = shim::live_shim(&c.paths.state()) {
-                let generation = {
-                    let mut l = c.live.lock().unwrap();
-                    l.generation = 1;
-                    l.state = Some(ContainerState::Running);
-                    l.shim_pid = Some(pid);
-                    l.pid = std::fs::read_to_string(c.paths.state().join(shim::CONTAINER_PID_FILE))
-                        .ok()
-                        .and_then(|s| s.trim().parse().ok());
-                    l.started_at = previous.as_ref().and_then(|p| p.started_at);
-                    l.generation
-                };
-                tracing::info!("adopted running container {} ({id})", c.spec.name);
-                self.publish_status(&c).await;
-                self.watch_exit(c.clone(), pid, generation);
+            if self.adopt_running(&c, previous.as_ref()).await {
                 continue;
             }
             // Not running: it ended (or was checkpointed) while nobody watched.
@@ -646,6 +640,30 @@ impl Runtime {
             }
         }
         Ok(())
+    }
+
+    /// Watches a container whose shim is still alive again; false when there is none.
+    pub(crate) async fn adopt_running(
+        self: &Arc<Self>,
+        c: &Arc<Container>,
+        previous: Option<&ContainerStatus>,
+    ) -> bool {
+        let Some(pid) = shim::live_shim(&c.paths.state()) else { return false };
+        let generation = {
+            let mut l = c.live.lock().unwrap();
+            l.generation = 1;
+            l.state = Some(ContainerState::Running);
+            l.shim_pid = Some(pid);
+            l.pid = std::fs::read_to_string(c.paths.state().join(shim::CONTAINER_PID_FILE))
+                .ok()
+                .and_then(|s| s.trim().parse().ok());
+            l.started_at = previous.and_then(|p| p.started_at);
+            l.generation
+        };
+        tracing::info!("adopted running container {} ({})", c.spec.name, c.spec.id);
+        self.publish_status(c).await;
+        self.watch_exit(c.clone(), pid, generation);
+        true
     }
 
     /// Statuses this node published for containers it no longer has are deleted.

@@ -62,7 +62,14 @@ pub enum ShimMode {
     /// `runc run -d`.
     Run,
     /// `runc restore -d` from a checkpoint.
-    Restore { image_path: PathBuf, work_path: PathBuf, tcp_established: bool },
+    Restore {
+        image_path: PathBuf,
+        work_path: PathBuf,
+        tcp_established: bool,
+        /// Post-copy: pages come from a `criu lazy-pages` daemon whose socket is in `work_path`.
+        #[serde(default)]
+        lazy_pages: bool,
+    },
 }
 
 /// Everything a shim needs; convertible to and from its command line.
@@ -99,13 +106,16 @@ impl ShimArgs {
             a.push("--criu".into());
             a.push(criu.clone().into());
         }
-        if let ShimMode::Restore { image_path, work_path, tcp_established } = &self.mode {
+        if let ShimMode::Restore { image_path, work_path, tcp_established, lazy_pages } = &self.mode {
             a.push("--restore-image".into());
             a.push(image_path.clone().into());
             a.push("--restore-work".into());
             a.push(work_path.clone().into());
             if *tcp_established {
                 a.push("--tcp-established".into());
+            }
+            if *lazy_pages {
+                a.push("--lazy-pages".into());
             }
         }
         a
@@ -122,11 +132,16 @@ impl ShimArgs {
         let mut image = None;
         let mut work = None;
         let mut tcp = false;
+        let mut lazy = false;
         let mut it = args.iter();
         while let Some(flag) = it.next() {
             let flag = flag.to_str().ok_or_else(|| format!("bad shim argument {flag:?}"))?;
             if flag == "--tcp-established" {
                 tcp = true;
+                continue;
+            }
+            if flag == "--lazy-pages" {
+                lazy = true;
                 continue;
             }
             let slot = match flag {
@@ -148,12 +163,15 @@ impl ShimArgs {
         let need = |v: Option<OsString>, name: &str| v.ok_or_else(|| format!("missing shim argument --{name}"));
         let id = need(id, "id")?.into_string().map_err(|v| format!("bad container id {v:?}"))?;
         let mode = match (image, work) {
-            (None, None) if !tcp => ShimMode::Run,
-            (Some(image), Some(work)) => {
-                ShimMode::Restore { image_path: image.into(), work_path: work.into(), tcp_established: tcp }
-            }
+            (None, None) if !tcp && !lazy => ShimMode::Run,
+            (Some(image), Some(work)) => ShimMode::Restore {
+                image_path: image.into(),
+                work_path: work.into(),
+                tcp_established: tcp,
+                lazy_pages: lazy,
+            },
             _ => {
-                return Err("--restore-image, --restore-work and --tcp-established go together".into());
+                return Err("--restore-image, --restore-work, --tcp-established and --lazy-pages go together".into());
             }
         };
         Ok(ShimArgs {
@@ -549,9 +567,16 @@ impl Shim {
         let a = &self.args;
         let mut cmd = match &a.mode {
             ShimMode::Run => a.runc.run_command(&a.id, &a.bundle, &pid_path, &log_path),
-            ShimMode::Restore { image_path, work_path, tcp_established } => {
-                a.runc.restore_command(&a.id, &a.bundle, image_path, work_path, *tcp_established, &pid_path, &log_path)
-            }
+            ShimMode::Restore { image_path, work_path, tcp_established, lazy_pages } => a.runc.restore_command(
+                &a.id,
+                &a.bundle,
+                image_path,
+                work_path,
+                *tcp_established,
+                *lazy_pages,
+                &pid_path,
+                &log_path,
+            ),
         };
         cmd.stdin(Stdio::null()).stdout(Stdio::from(out_w)).stderr(Stdio::from(err_w));
         let spawned = cmd.spawn();
@@ -810,8 +835,18 @@ mod tests {
     fn args_round_trip() {
         for mode in [
             ShimMode::Run,
-            ShimMode::Restore { image_path: "/img".into(), work_path: "/work".into(), tcp_established: true },
-            ShimMode::Restore { image_path: "/img".into(), work_path: "/work".into(), tcp_established: false },
+            ShimMode::Restore {
+                image_path: "/img".into(),
+                work_path: "/work".into(),
+                tcp_established: true,
+                lazy_pages: false,
+            },
+            ShimMode::Restore {
+                image_path: "/img".into(),
+                work_path: "/work".into(),
+                tcp_established: false,
+                lazy_pages: true,
+            },
         ] {
             let mut a = sample(mode);
             assert_eq!(ShimArgs::parse(&a.to_args()).unwrap(), a);

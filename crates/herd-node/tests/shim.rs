@@ -518,12 +518,8 @@ fn checkpoint_restore_continues_log(env: &Env, rt: &Runtime) {
     wait_until("5 lines of output", || (c.log().len() >= 5).then_some(()));
 
     let image_path = c.base.join("image");
-    let opts = CheckpointOpts {
-        image_path: image_path.clone(),
-        work_path: c.base.join("dump-work"),
-        leave_running: false,
-        tcp_established: false,
-    };
+    let mut opts = CheckpointOpts::new(image_path.clone(), c.base.join("dump-work"));
+    opts.tcp_established = false;
     rt.block_on(env.runc.checkpoint(&c.id, &opts)).expect("runc checkpoint");
     wait_shim_exit(rt, first.shim_pid);
     // CRIU killed the dumped processes; the old shim saw that.
@@ -538,6 +534,7 @@ fn checkpoint_restore_continues_log(env: &Env, rt: &Runtime) {
         image_path: image_path.clone(),
         work_path: c.base.join("restore-work"),
         tcp_established: false,
+        lazy_pages: false,
     };
     let second = c.spawn(mode).expect("restoring shim");
     assert_ne!(second.shim_pid, first.shim_pid);

@@ -18,6 +18,7 @@
 //! | `GET /v1/containers/{name}/logs?follow=BOOL` | | newline-delimited [`crate::node::LogEntry`] |
 //! | `POST /v1/containers/{name}/checkpoint` | [`CheckpointRequest`] | [`CheckpointInfo`] |
 //! | `POST /v1/containers/{name}/restore` | [`RestoreRequest`] | [`ContainerInfo`] |
+//! | `POST /v1/containers/{name}/migrate` | [`MigrateRequest`] | newline-delimited [`MigrateUpdate`]s, the last a report or an error |
 //! | `GET /v1/events` | | `[Event]` |
 
 use std::collections::BTreeMap;
@@ -123,6 +124,37 @@ pub struct ContainerInfo {
     pub exit_code: Option<i32>,
     pub error: Option<String>,
     pub checkpoints: Vec<CheckpointInfo>,
+    #[serde(default)]
+    pub migrations: Vec<crate::migration::MigrationReport>,
+}
+
+/// `POST /v1/containers/{name}/migrate`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MigrateRequest {
+    /// The destination; the scheduler picks the best other node when `None`.
+    pub to: Option<String>,
+    #[serde(default)]
+    pub mode: crate::migration::ModeRequest,
+    /// Bytes per second the transfer may use; unlimited when `None`.
+    #[serde(default)]
+    pub bandwidth: Option<u64>,
+}
+
+/// One line of the answer to `POST /v1/containers/{name}/migrate`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MigrateUpdate {
+    /// The migration was planned: where, and how.
+    Planned {
+        id: String,
+        source: String,
+        destination: String,
+        mode: crate::migration::MigrationMode,
+        reason: String,
+    },
+    Progress(crate::migration::Progress),
+    Report(crate::migration::MigrationReport),
+    Error(String),
 }
 
 /// `POST /v1/containers/{name}/checkpoint`.

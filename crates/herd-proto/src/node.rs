@@ -7,7 +7,21 @@ use std::net::Ipv4Addr;
 use serde::{Deserialize, Serialize};
 
 use crate::UnixMillis;
+use crate::migration::{DestinationState, MigrationMode, SourceOutcome};
 use crate::state::{CheckpointInfo, LayerRef, Limits};
+
+/// What both nodes of a migration are told about it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MigrationTicket {
+    pub migration: String,
+    pub mode: MigrationMode,
+    /// One-time secret of the migration's node-to-node connections.
+    pub token: String,
+    /// Bytes per second the transfer may use (unlimited when `None`).
+    pub bandwidth: Option<u64>,
+    pub source: String,
+    pub destination: String,
+}
 
 /// Everything a node needs to create (or restore) a container, self-contained so the
 /// node never has to read cluster state to act on it.
@@ -44,6 +58,18 @@ pub enum NodeRequest {
     Restore { spec: ContainerSpec, checkpoint_id: String },
     /// Stop every container (when `stop_containers`), for `herd down`.
     Shutdown { stop_containers: bool, timeout_secs: u64 },
+    /// To the destination of a migration: check compatibility, fetch layers, set up the
+    /// network (locked) and open the receiving side, while the container keeps running.
+    MigratePrepare { spec: ContainerSpec, ticket: MigrationTicket },
+    /// To the source: checkpoint the container and send it to `destination`; answers once the
+    /// destination runs it (or the migration failed).
+    MigrateSend { id: String, ticket: MigrationTicket, destination: std::net::SocketAddr },
+    /// To the destination: what it knows of a migration.
+    MigrationStatus { id: String, migration: String },
+    /// The Control node's decision on a migration, to either node. Source: let go of the
+    /// container (`commit`) or resume it. Destination: forget the migration (`commit`) or make
+    /// sure the container does not run there and drop what was received.
+    MigrateResolve { id: String, migration: String, commit: bool },
 }
 
 /// The successful outcome of a [`NodeRequest`].
@@ -51,10 +77,21 @@ pub enum NodeRequest {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum NodeReply {
     Done,
-    Started { pid: u32, started_at: UnixMillis },
-    Stopped { exit_code: Option<i32> },
+    Started {
+        pid: u32,
+        started_at: UnixMillis,
+    },
+    Stopped {
+        exit_code: Option<i32>,
+    },
     Logs(LogChunk),
     Checkpointed(CheckpointInfo),
+    /// The destination is ready to receive at `address`.
+    MigrationPrepared {
+        address: std::net::SocketAddr,
+    },
+    MigrationSent(SourceOutcome),
+    MigrationState(DestinationState),
 }
 
 /// A failed [`NodeRequest`]: a message for the person who asked.

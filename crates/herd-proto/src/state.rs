@@ -40,6 +40,9 @@ pub struct NodeFacts {
     pub criu_features: CriuFeatures,
     /// Whether the node's containers' cgroups are managed through cgroup v1 or v2.
     pub cgroup_version: u8,
+    /// CPU feature flags (`/proc/cpuinfo`), which a migrated process may rely on.
+    #[serde(default)]
+    pub cpu_flags: Vec<String>,
 }
 
 /// A Compute node, as it registered itself. Key: node name.
@@ -162,7 +165,13 @@ pub struct ContainerRecord {
     pub desired: Desired,
     #[serde(default)]
     pub checkpoints: Vec<CheckpointInfo>,
+    /// Its migrations, newest last (the last [`MIGRATION_HISTORY`]).
+    #[serde(default)]
+    pub migrations: Vec<crate::migration::MigrationReport>,
 }
+
+/// How many migration reports a container keeps.
+pub const MIGRATION_HISTORY: usize = 20;
 
 /// Lifecycle states of a container on its node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -10,6 +10,8 @@ pub const IMAGES_BUCKET: &str = "herd-images";
 pub const CONTAINERS_BUCKET: &str = "herd-containers";
 /// Bucket of [`crate::state::ContainerStatus`], keyed by container id; written by the node running it.
 pub const STATUS_BUCKET: &str = "herd-status";
+/// Bucket of [`crate::migration::MigrationRecord`], keyed by migration id; written by the Control node.
+pub const MIGRATIONS_BUCKET: &str = "herd-migrations";
 /// Object store holding image layer blobs, named by digest (`sha256:<hex>`).
 pub const LAYERS_STORE: &str = "herd-layers";
 /// JetStream stream of [`crate::api::Event`]s.
@@ -33,4 +35,9 @@ pub const HEARTBEAT_ALL: &str = "herd.hb.*";
 /// Subject an event of the given kind is published on.
 pub fn event(kind: &str) -> String {
     format!("herd.events.{kind}")
+}
+
+/// Subject the source node publishes a migration's [`crate::migration::Progress`] on.
+pub fn migration_progress(migration: &str) -> String {
+    format!("herd.migration.{migration}.progress")
 }

@@ -17,6 +17,8 @@
 //! assert_eq!(place(&nodes, &req, Strategy::Spread).unwrap(), "n1");
 //! ```
 
+pub mod migration;
+
 use std::cmp::Ordering;
 use std::fmt;
 

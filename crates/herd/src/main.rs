@@ -53,6 +53,8 @@ enum Command {
     Checkpoint(cmd::CheckpointArgs),
     /// Continue a container from a checkpoint.
     Restore(cmd::RestoreArgs),
+    /// Move a running container to another node while it runs.
+    Migrate(cmd::MigrateArgs),
     /// Show what happened in the cluster.
     Events(cmd::EventsArgs),
     /// Run the Control node.
@@ -207,6 +209,9 @@ struct NodeArgs {
     /// Milliseconds between heartbeats.
     #[arg(long, default_value_t = 1000)]
     heartbeat_ms: u64,
+    /// CPUs the work of migrations (checkpoint, page servers) may use on this node.
+    #[arg(long, default_value = "1")]
+    migration_cpus: String,
 }
 
 /// What the long-running components log unless RUST_LOG says otherwise: the NATS client's
@@ -305,6 +310,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 runc: a.runc,
                 criu: a.criu,
                 heartbeat: Duration::from_millis(a.heartbeat_ms.max(50)),
+                migration_cpus_milli: herd_proto::units::parse_cpus(&a.migration_cpus)?,
             };
             herd_node::agent::run(cfg, shutdown_signal()).await
         }
@@ -318,6 +324,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Rm(a) => cmd::rm(&client(config)?, a).await,
         Command::Checkpoint(a) => cmd::checkpoint(&client(config)?, a).await,
         Command::Restore(a) => cmd::restore(&client(config)?, a).await,
+        Command::Migrate(a) => cmd::migrate(&client(config)?, a).await,
         Command::Events(a) => cmd::events(&client(config)?, a).await,
     }
 }

@@ -1,0 +1,960 @@
+//! Live migration on a Compute node, both ends.
+//!
+//! The destination prepares while the container still runs on the source: layers, root
+//! filesystem directories, a network namespace with the container's address (locked: TCP
+//! dropped, not reset) and a listener for the migration's authenticated connections. The
+//! source then freezes the container and checkpoints it with CRIU; memory pages go through a
+//! CRIU page server whose connection the two agents proxy (cold: the destination stores them;
+//! post-copy: the source serves them on demand), and the other images, the writable layer and
+//! the log tail go over the control connection. The destination restores, unlocks the network
+//! and says "running": that is the commit point. Until then the source can resume the container;
+//! after it, the source lets go. If the connection breaks after the source asked for the restore,
+//! the source stays frozen and the Control node decides, asking the destination.
+
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use herd_net::{Netns, attach_container};
+use herd_proto::migration::{DestinationState, MigrationMode, PhaseTime, Progress, SourceOutcome, TransferReport};
+use herd_proto::node::{ContainerSpec, MigrationTicket, NodeReply};
+use herd_proto::now_millis;
+use herd_proto::state::ContainerState;
+use serde::{Deserialize, Serialize};
+use tokio::io::AsyncReadExt;
+
+use crate::logs;
+use crate::paths::host_ifname;
+use crate::runc::{CheckpointOpts, last_runc_error};
+use crate::runtime::{Container, OpResult, Runtime};
+use crate::shim::ShimMode;
+use crate::transfer::{self, Accepted, Budget, Channel, Listener, Ticket};
+
+/// The incoming-migration marker in a container's directory on the destination.
+const INCOMING: &str = "incoming.json";
+/// How long the destination waits for the source to connect and send.
+const RECEIVE_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long the source waits for the destination's answer to "restore".
+const RESTORE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Messages on a migration's control connection.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "msg", rename_all = "snake_case")]
+enum Msg {
+    /// A blob follows: log entries to append.
+    Log,
+    /// A blob follows: the writable layer, as an OCI layer tar.
+    Upper,
+    /// A directory follows: the CRIU images other than what the page server carried.
+    Images,
+    /// Everything has been sent: restore now (post-copy: with pages from the source).
+    Restore { lazy: bool },
+    /// From the destination: the container runs here.
+    Running { running_at: u64, restore_ms: u64 },
+    /// From the destination: the restore failed; nothing runs here.
+    Failed { reason: String },
+}
+
+/// What the destination records about an incoming migration (the commit point is `Running`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Incoming {
+    migration: String,
+    source: String,
+    mode: MigrationMode,
+    state: DestinationState,
+}
+
+fn write_incoming(c: &Container, incoming: &Incoming) -> anyhow::Result<()> {
+    let path = c.paths.dir.join(INCOMING);
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, serde_json::to_vec(incoming)?)?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))
+}
+
+fn read_incoming(dir: &Path) -> Option<Incoming> {
+    serde_json::from_slice(&std::fs::read(dir.join(INCOMING)).ok()?).ok()
+}
+
+/// Runs `iptables-restore --noflush` with `rules` inside the namespace at `netns`.
+fn netns_iptables(netns: &Path, rules: &'static str) -> anyhow::Result<()> {
+    let bin = crate::tools::find_executable("iptables-restore")
+        .ok_or_else(|| anyhow::anyhow!("iptables-restore not found: install iptables"))?;
+    let ns = Netns::open(netns)?;
+    let out = ns.run(move || -> std::io::Result<std::process::Output> {
+        let mut child = std::process::Command::new(bin)
+            .args(["-w", "--noflush"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()?;
+        use std::io::Write;
+        child.stdin.take().expect("piped").write_all(rules.as_bytes())?;
+        child.wait_with_output()
+    })??;
+    if !out.status.success() {
+        bail!("iptables-restore in {}: {}", netns.display(), String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(())
+}
+
+/// Drops (does not reset) TCP in and out of a container while it moves.
+const LOCK_RULES: &str = "*filter\n-I INPUT -p tcp -j DROP\n-I OUTPUT -p tcp -j DROP\nCOMMIT\n";
+const UNLOCK_RULES: &str = "*filter\n-D INPUT -p tcp -j DROP\n-D OUTPUT -p tcp -j DROP\nCOMMIT\n";
+
+/// A free TCP port on 127.0.0.1, for a CRIU process to listen on.
+fn free_local_port() -> anyhow::Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
+    Ok(l.local_addr()?.port())
+}
+
+/// Connects to 127.0.0.1:`port`, retrying while the CRIU process there starts.
+async fn connect_local(port: u16, timeout: Duration) -> anyhow::Result<tokio::net::TcpStream> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+            Ok(s) => return Ok(s),
+            Err(e) if Instant::now() >= deadline => bail!("CRIU did not listen on 127.0.0.1:{port}: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+        }
+    }
+}
+
+fn ms_since(t: Instant) -> u64 {
+    t.elapsed().as_millis() as u64
+}
+
+fn phase(name: &str, ms: u64) -> PhaseTime {
+    PhaseTime { phase: name.to_string(), ms }
+}
+
+/// A process spawned with `std::process::Command` in its own process group, watched by tokio.
+fn spawn_group(mut cmd: std::process::Command, cgroup: Option<String>) -> anyhow::Result<tokio::process::Child> {
+    cmd.process_group(0);
+    if let Some(path) = cgroup {
+        crate::cgroups::join_on_exec(&mut cmd, &path);
+    }
+    let child = tokio::process::Command::from(cmd).kill_on_drop(false).spawn()?;
+    Ok(child)
+}
+
+fn kill_group(child: &tokio::process::Child) {
+    if let Some(pid) = child.id() {
+        let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
+    }
+}
+
+impl Runtime {
+    fn scratch(&self, migration: &str) -> PathBuf {
+        self.cfg.paths.run_dir.join("scratch").join("migrations").join(migration)
+    }
+
+    // ------------------------------------------------------------------ destination
+
+    /// `MigratePrepare`: everything the destination can do while the container still runs
+    /// on the source.
+    pub async fn migrate_prepare(
+        self: &Arc<Self>,
+        spec: ContainerSpec,
+        ticket: MigrationTicket,
+    ) -> OpResult<NodeReply> {
+        if !self.cfg.criu {
+            return Err(format!("node {} has no usable CRIU (>= 4.2)", self.cfg.node));
+        }
+        let id = spec.id.clone();
+        let paths = self.cfg.paths.container(&id);
+        if let Some(old) = self.containers.lock().unwrap().get(&id).cloned() {
+            let incoming = read_incoming(&old.paths.dir);
+            if !matches!(incoming, Some(Incoming { state: DestinationState::Aborted, .. })) {
+                return Err(format!("container {} ({id}) already exists on node {}", spec.name, self.cfg.node));
+            }
+        }
+        // Leftovers of an earlier aborted migration of this container.
+        self.drop_incoming(&id).await;
+        let c = Arc::new(Container::new(spec.clone(), paths));
+        self.containers.lock().unwrap().insert(id.clone(), c.clone());
+        let _op = c.op.lock().await;
+        let started = Instant::now();
+        // One budget for every connection of the migration.
+        let budget = Budget::new(ticket.bandwidth);
+        let result = async {
+            for d in [c.paths.dir.clone(), c.paths.state(), c.paths.bundle(), self.scratch(&ticket.migration)] {
+                std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
+            }
+            std::fs::write(c.paths.spec(), serde_json::to_vec_pretty(&spec)?)?;
+            write_incoming(
+                &c,
+                &Incoming {
+                    migration: ticket.migration.clone(),
+                    source: ticket.source.clone(),
+                    mode: ticket.mode,
+                    state: DestinationState::Prepared,
+                },
+            )?;
+            self.layers.ensure(&spec.layers).await?;
+            // The namespace is locked before its link comes up: TCP that reaches it early is
+            // dropped (and retransmitted later), never reset.
+            let netns_path = self.cfg.paths.netns(&id);
+            let ns = Netns::create(&netns_path)?;
+            netns_iptables(&netns_path, LOCK_RULES)?;
+            attach_container(&self.netlink, &ns, &host_ifname(&id), spec.ip).await?;
+            let config = crate::spec::runtime_spec(&spec, &netns_path, &self.cfg.paths.cgroup(&id));
+            std::fs::write(c.paths.bundle().join("config.json"), serde_json::to_vec_pretty(&config)?)?;
+            let t = Ticket { migration: ticket.migration.clone(), token: ticket.token.clone() };
+            let listener = Listener::bind(IpAddr::V4(self.cfg.address), t, budget.clone()).await?;
+            anyhow::Ok(listener)
+        }
+        .await;
+        let listener = match result {
+            Ok(l) => l,
+            Err(e) => {
+                drop(_op);
+                self.drop_incoming(&id).await;
+                return Err(format!("preparing to receive {}: {e:#}", spec.name));
+            }
+        };
+        let address = listener.local_addr();
+        tracing::info!(
+            "migration {}: ready to receive {} from {} at {address} ({} ms)",
+            ticket.migration,
+            spec.name,
+            ticket.source,
+            started.elapsed().as_millis()
+        );
+        let this = self.clone();
+        let c2 = c.clone();
+        tokio::spawn(async move {
+            let migration = ticket.migration.clone();
+            match tokio::time::timeout(RECEIVE_TIMEOUT, this.clone().receive(c2.clone(), ticket, listener, budget))
+                .await
+            {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!("migration {migration}: receiving failed: {e:#}"),
+                Err(_) => {
+                    tracing::warn!("migration {migration}: the source did not finish sending in time");
+                    this.abort_incoming(&c2).await;
+                }
+            }
+        });
+        Ok(NodeReply::MigrationPrepared { address })
+    }
+
+    /// The destination's side of the transfer, until the container runs here or not.
+    async fn receive(
+        self: Arc<Self>,
+        c: Arc<Container>,
+        ticket: MigrationTicket,
+        listener: Listener,
+        budget: Budget,
+    ) -> anyhow::Result<()> {
+        let scratch = self.scratch(&ticket.migration);
+        let images = scratch.join("images");
+        std::fs::create_dir_all(&images)?;
+        // Page connections are taken as they come: cold ones are stored by a CRIU page server
+        // at once (the source's dump waits for it), post-copy ones wait for the restore.
+        let pages: Arc<tokio::sync::Mutex<Option<Pages>>> = Arc::default();
+        let pages_arrived = Arc::new(tokio::sync::Notify::new());
+        let (channel_tx, mut channel_rx) = tokio::sync::mpsc::channel::<Channel>(1);
+        let acceptor = {
+            let (this, scratch, images, budget) = (self.clone(), scratch.clone(), images.clone(), budget.clone());
+            let (pages, pages_arrived, mode) = (pages.clone(), pages_arrived.clone(), ticket.mode);
+            tokio::spawn(async move {
+                loop {
+                    match listener.accept().await {
+                        Ok(Accepted::Control(ch)) => {
+                            if channel_tx.send(ch).await.is_err() {
+                                break;
+                            }
+                        }
+                        Ok(Accepted::Pages(stream)) => {
+                            let entry = if mode == MigrationMode::Postcopy {
+                                Pages::Waiting(stream)
+                            } else {
+                                match this.start_page_server(&scratch, &images, stream, &budget).await {
+                                    Ok((child, splice)) => Pages::Storing(child, splice),
+                                    Err(e) => Pages::Failed(format!("{e:#}")),
+                                }
+                            };
+                            *pages.lock().await = Some(entry);
+                            pages_arrived.notify_one();
+                        }
+                        Err(e) => {
+                            tracing::warn!("migration listener: {e}");
+                            break;
+                        }
+                    }
+                }
+            })
+        };
+        let mut channel = channel_rx.recv().await.context("the source never connected")?;
+        let outcome: anyhow::Result<()> = async {
+            loop {
+                let msg: Msg = channel.recv().await?;
+                match msg {
+                    Msg::Log => {
+                        let path = c.paths.state().join(logs::LOG_FILE);
+                        let f = tokio::fs::OpenOptions::new().create(true).append(true).open(&path).await?;
+                        channel.recv_blob(f).await?;
+                    }
+                    Msg::Upper => {
+                        let tar = scratch.join("upper.tar");
+                        let f = tokio::fs::File::create(&tar).await?;
+                        channel.recv_blob(f).await?;
+                        let upper = c.paths.upper();
+                        if upper.exists() {
+                            std::fs::remove_dir_all(&upper)?;
+                        }
+                        std::fs::create_dir_all(&upper)?;
+                        tokio::task::spawn_blocking(move || {
+                            herd_image::extract_layer(&tar, herd_proto::state::Compression::None, &upper)
+                        })
+                        .await?
+                        .context("unpacking the writable layer")?;
+                    }
+                    Msg::Images => {
+                        channel.recv_dir(&images).await?;
+                    }
+                    Msg::Restore { lazy } => {
+                        let arrived = async {
+                            loop {
+                                if let Some(p) = pages.lock().await.take() {
+                                    return p;
+                                }
+                                pages_arrived.notified().await;
+                            }
+                        };
+                        let entry = tokio::time::timeout(Duration::from_secs(30), arrived)
+                            .await
+                            .context("the source's page connection never arrived")?;
+                        let lazy_stream = match entry {
+                            Pages::Failed(e) => bail!("the CRIU page server could not start: {e}"),
+                            Pages::Storing(mut child, splice) => {
+                                // Every page must be stored before the restore reads them.
+                                let _ = splice.await;
+                                let status = child.wait().await?;
+                                if !status.success() {
+                                    bail!(
+                                        "the CRIU page server failed ({status}); see {}",
+                                        scratch.join("page-server.log").display()
+                                    );
+                                }
+                                None
+                            }
+                            Pages::Waiting(stream) => Some(stream),
+                        };
+                        if lazy != lazy_stream.is_some() {
+                            bail!("the source and this node disagree on the migration mode");
+                        }
+                        let started = Instant::now();
+                        match self.restore_incoming(&c, &ticket, &images, lazy_stream, &budget).await {
+                            Ok(()) => {
+                                let running_at = now_millis();
+                                let restore_ms = started.elapsed().as_millis() as u64;
+                                channel.send(&Msg::Running { running_at, restore_ms }).await?;
+                                return Ok(());
+                            }
+                            Err(e) => {
+                                let reason = format!("{e:#}");
+                                let _ = channel.send(&Msg::Failed { reason: reason.clone() }).await;
+                                bail!("restore failed: {reason}");
+                            }
+                        }
+                    }
+                    Msg::Running { .. } | Msg::Failed { .. } => bail!("unexpected message from the source"),
+                }
+            }
+        }
+        .await;
+        acceptor.abort();
+        if let Err(e) = outcome {
+            if let Some(Pages::Storing(child, _)) = pages.lock().await.take() {
+                kill_group(&child);
+            }
+            // Not running here: the source may resume.
+            if read_incoming(&c.paths.dir).map(|i| i.state) != Some(DestinationState::Running) {
+                let _op = c.op.lock().await;
+                self.abort_incoming(&c).await;
+            }
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Cold and pre-copy: a `criu page-server` storing the pages the source's dump sends.
+    async fn start_page_server(
+        &self,
+        scratch: &Path,
+        images: &Path,
+        stream: tokio::net::TcpStream,
+        budget: &Budget,
+    ) -> anyhow::Result<(tokio::process::Child, tokio::task::JoinHandle<std::io::Result<(u64, u64)>>)> {
+        let port = free_local_port()?;
+        let criu = self.cfg.runc.criu.clone().unwrap_or_else(|| "criu".into());
+        let mut cmd = std::process::Command::new(criu);
+        cmd.args(["page-server", "--address", "127.0.0.1", "--port", &port.to_string(), "--images-dir"])
+            .arg(images)
+            .arg("--work-dir")
+            .arg(scratch)
+            .args(["-o", "page-server.log", "-v4"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        let child = spawn_group(cmd, self.migration_cgroup())?;
+        let local = connect_local(port, Duration::from_secs(10)).await?;
+        let budget = budget.clone();
+        let splice = tokio::spawn(async move { transfer::splice(stream, local, &budget).await });
+        Ok((child, splice))
+    }
+
+    /// Restores the container from what arrived, then unlocks its network: the commit point.
+    async fn restore_incoming(
+        self: &Arc<Self>,
+        c: &Arc<Container>,
+        ticket: &MigrationTicket,
+        images: &Path,
+        lazy_pages: Option<tokio::net::TcpStream>,
+        budget: &Budget,
+    ) -> anyhow::Result<()> {
+        let scratch = self.scratch(&ticket.migration);
+        let mut incoming = read_incoming(&c.paths.dir).context("the migration marker is gone")?;
+        incoming.state = DestinationState::Restoring;
+        write_incoming(c, &incoming)?;
+        let layers = self.layers.ensure(&c.spec.layers).await?;
+        crate::overlay::mount_overlay(&layers, &c.paths.upper(), &c.paths.overlay_work(), &c.paths.rootfs())?;
+        let work = scratch.join("restore-work");
+        std::fs::create_dir_all(&work)?;
+        let mut lazy_daemon = None;
+        if let Some(stream) = lazy_pages {
+            // `criu lazy-pages` asks for pages through a local proxy to the source's page server.
+            let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            let port = proxy.local_addr()?.port();
+            let criu = self.cfg.runc.criu.clone().unwrap_or_else(|| "criu".into());
+            let mut cmd = std::process::Command::new(criu);
+            cmd.args(["lazy-pages", "--page-server", "--address", "127.0.0.1", "--port", &port.to_string()])
+                .arg("--images-dir")
+                .arg(images)
+                .arg("--work-dir")
+                .arg(&work)
+                .args(["-o", "lazy-pages.log", "-v4"])
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null());
+            let child = spawn_group(cmd, self.migration_cgroup())?;
+            let budget = budget.clone();
+            let splice = tokio::spawn(async move {
+                let (local, _) = proxy.accept().await?;
+                transfer::splice(stream, local, &budget).await
+            });
+            let socket = work.join("lazy-pages.socket");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !socket.exists() {
+                if Instant::now() >= deadline {
+                    kill_group(&child);
+                    bail!("criu lazy-pages did not start; see {}", work.join("lazy-pages.log").display());
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            lazy_daemon = Some((child, splice));
+        }
+        let mode = ShimMode::Restore {
+            image_path: images.to_path_buf(),
+            work_path: work.clone(),
+            tcp_established: true,
+            lazy_pages: lazy_daemon.is_some(),
+        };
+        if let Err(e) = self.start_shim(c, mode).await {
+            if let Some((child, _)) = &lazy_daemon {
+                kill_group(child);
+            }
+            let detail = crate::runtime::criu_log_tail(&work.join("restore.log"))
+                .map(|t| format!(" (CRIU: {t})"))
+                .unwrap_or_default();
+            bail!("{e:#}{detail}");
+        }
+        netns_iptables(&self.cfg.paths.netns(&c.spec.id), UNLOCK_RULES)?;
+        incoming.state = DestinationState::Running;
+        write_incoming(c, &incoming)?;
+        if let Some((mut child, splice)) = lazy_daemon {
+            // Pages keep arriving after the container runs; reap the daemon when it is done.
+            let migration = ticket.migration.clone();
+            let scratch = scratch.clone();
+            tokio::spawn(async move {
+                let status = child.wait().await;
+                let moved = splice.await;
+                tracing::info!("migration {migration}: lazy pages done ({status:?}, {moved:?})");
+                let _ = std::fs::remove_dir_all(&scratch);
+            });
+        } else {
+            let _ = std::fs::remove_dir_all(&scratch);
+        }
+        Ok(())
+    }
+
+    /// Makes sure an incoming container does not run here and removes what was received.
+    async fn abort_incoming(self: &Arc<Self>, c: &Arc<Container>) {
+        if let Some(mut incoming) = read_incoming(&c.paths.dir) {
+            incoming.state = DestinationState::Aborted;
+            let _ = write_incoming(c, &incoming);
+            let _ = std::fs::remove_dir_all(self.scratch(&incoming.migration));
+        }
+        let running = c.live.lock().unwrap().state == Some(ContainerState::Running);
+        if running {
+            let _ = self.cfg.runc.kill(&c.spec.id, libc::SIGKILL, true).await;
+            c.live.lock().unwrap().expecting_exit = true;
+        }
+        c.live.lock().unwrap().generation += 1; // this node never reports on it
+        self.release(c).await;
+    }
+
+    /// Removes every trace of an incoming migration of container `id` that did not commit.
+    async fn drop_incoming(self: &Arc<Self>, id: &str) {
+        let existing = self.containers.lock().unwrap().get(id).cloned();
+        if let Some(c) = existing {
+            self.abort_incoming(&c).await;
+            let _ = std::fs::remove_dir_all(&c.paths.dir);
+            self.containers.lock().unwrap().remove(id);
+        }
+    }
+
+    /// After an agent restart: what to make of a container that was migrating in.
+    pub(crate) async fn adopt_incoming(self: &Arc<Self>, c: &Arc<Container>) -> Adopted {
+        let Some(mut incoming) = read_incoming(&c.paths.dir) else { return Adopted::NotIncoming };
+        let alive = crate::shim::live_shim(&c.paths.state()).is_some();
+        match incoming.state {
+            DestinationState::Running => Adopted::Running,
+            // The restore finished but the agent died before recording it: finish the commit.
+            DestinationState::Restoring if alive => {
+                if let Err(e) = netns_iptables(&self.cfg.paths.netns(&c.spec.id), UNLOCK_RULES) {
+                    tracing::warn!("unlocking the network of {}: {e:#}", c.spec.name);
+                }
+                incoming.state = DestinationState::Running;
+                let _ = write_incoming(c, &incoming);
+                Adopted::Running
+            }
+            _ => {
+                tracing::info!(
+                    "dropping the incoming migration {} of {}: it did not finish before the agent restarted",
+                    incoming.migration,
+                    c.spec.name
+                );
+                self.abort_incoming(c).await;
+                let _ = std::fs::remove_dir_all(&c.paths.dir);
+                self.containers.lock().unwrap().remove(&c.spec.id);
+                Adopted::Dropped
+            }
+        }
+    }
+
+    /// `MigrationStatus`.
+    pub fn migration_status(&self, id: &str, migration: &str) -> OpResult<NodeReply> {
+        let dir = self.cfg.paths.container(id).dir;
+        let state = match read_incoming(&dir) {
+            Some(i) if i.migration == migration => i.state,
+            _ => DestinationState::Unknown,
+        };
+        Ok(NodeReply::MigrationState(state))
+    }
+
+    // ------------------------------------------------------------------ source
+
+    /// `MigrateSend`: checkpoint the container and send it; answers once the destination
+    /// runs it, or the migration failed.
+    pub async fn migrate_send(
+        self: &Arc<Self>,
+        id: &str,
+        ticket: MigrationTicket,
+        destination: SocketAddr,
+        progress: impl Fn(Progress) + Send + Sync + 'static,
+    ) -> OpResult<NodeReply> {
+        let c = self.get(id)?;
+        let _op = c.op.lock().await;
+        if c.live.lock().unwrap().state != Some(ContainerState::Running) {
+            return Err(format!("container {} is not running on node {}", c.spec.name, self.cfg.node));
+        }
+        let outcome = match ticket.mode {
+            MigrationMode::Precopy => {
+                return Err(
+                    "pre-copy is not available on this node: its kernel does not track dirty memory".to_string()
+                );
+            }
+            mode => self.send(&c, &ticket, destination, mode, &progress).await,
+        };
+        Ok(NodeReply::MigrationSent(outcome))
+    }
+
+    async fn send(
+        self: &Arc<Self>,
+        c: &Arc<Container>,
+        ticket: &MigrationTicket,
+        destination: SocketAddr,
+        mode: MigrationMode,
+        progress: &(impl Fn(Progress) + Send + Sync),
+    ) -> SourceOutcome {
+        let id = c.spec.id.clone();
+        let netns = self.cfg.paths.netns(&id);
+        let scratch = self.scratch(&ticket.migration);
+        let images = scratch.join("images");
+        let budget = Budget::new(ticket.bandwidth);
+        let t = Ticket { migration: ticket.migration.clone(), token: ticket.token.clone() };
+        let mut phases = Vec::new();
+        let started = Instant::now();
+
+        // Before the freeze: connect, send the log so far.
+        let mut channel = match async {
+            std::fs::create_dir_all(&images)?;
+            let mut ch = transfer::connect_control(destination, &t, budget.clone()).await?;
+            let log_path = c.paths.state().join(logs::LOG_FILE);
+            let log = tokio::fs::File::open(&log_path).await;
+            let offset = match log {
+                Ok(mut f) => {
+                    let len = f.metadata().await?.len();
+                    ch.send(&Msg::Log).await?;
+                    ch.send_blob((&mut f).take(len)).await?;
+                    len
+                }
+                Err(_) => 0,
+            };
+            anyhow::Ok((ch, offset))
+        }
+        .await
+        {
+            Ok(ch) => ch,
+            Err(e) => return SourceOutcome::Resumed { reason: format!("cannot reach the destination: {e:#}") },
+        };
+        phases.push(phase("connect", ms_since(started)));
+
+        // Freeze and checkpoint: from here the container does not run.
+        if let Err(e) = netns_iptables(&netns, LOCK_RULES) {
+            return SourceOutcome::Resumed { reason: format!("{e:#}") };
+        }
+        c.live.lock().unwrap().expecting_exit = true;
+        let frozen_at = now_millis();
+        let freeze_started = Instant::now();
+        progress(Progress { phase: "checkpoint".into(), bytes: 0, total: None });
+        let dumped = self.dump(c, &t, destination, &images, &scratch, mode, &budget).await;
+        let mut dump = match dumped {
+            Ok(d) => d,
+            Err(e) => {
+                let reason = format!("checkpoint failed: {e:#}");
+                return self.resume_here(c, &netns, reason).await;
+            }
+        };
+        phases.push(phase("checkpoint", ms_since(freeze_started)));
+
+        // The rest of the state, while frozen.
+        let transfer_started = Instant::now();
+        let sent: anyhow::Result<u64> = async {
+            let (ch, log_offset) = &mut channel;
+            let upper = c.paths.upper();
+            let (reader, writer) = tokio::io::duplex(1 << 20);
+            let packer = tokio::task::spawn_blocking(move || {
+                let w = tokio_util::io::SyncIoBridge::new(writer);
+                herd_image::pack_upper(&upper, std::io::BufWriter::with_capacity(1 << 20, w))
+            });
+            ch.send(&Msg::Upper).await?;
+            let mut bytes = ch.send_blob(reader).await?;
+            packer.await?.context("packing the writable layer")?;
+            ch.send(&Msg::Images).await?;
+            bytes += ch.send_dir(&images).await?;
+            if let Ok(mut f) = tokio::fs::File::open(c.paths.state().join(logs::LOG_FILE)).await {
+                use tokio::io::AsyncSeekExt;
+                f.seek(std::io::SeekFrom::Start(*log_offset)).await?;
+                ch.send(&Msg::Log).await?;
+                bytes += ch.send_blob(f).await?;
+            }
+            ch.send(&Msg::Restore { lazy: mode == MigrationMode::Postcopy }).await?;
+            Ok(bytes)
+        }
+        .await;
+        let fs_bytes = match sent {
+            Ok(b) => b,
+            Err(e) => {
+                dump.abort().await;
+                return self.resume_here(c, &netns, format!("sending the container failed: {e:#}")).await;
+            }
+        };
+        phases.push(phase("transfer", ms_since(transfer_started)));
+        progress(Progress { phase: "restore".into(), bytes: fs_bytes + dump.memory_bytes(), total: None });
+
+        // The destination restores. Past this point only its answer decides.
+        let answer = tokio::time::timeout(RESTORE_TIMEOUT, channel.0.recv::<Msg>()).await;
+        let (running_at, restore_ms) = match answer {
+            Ok(Ok(Msg::Running { running_at, restore_ms })) => (running_at, restore_ms),
+            Ok(Ok(Msg::Failed { reason })) => {
+                dump.abort().await;
+                return self.resume_here(c, &netns, format!("the destination could not restore: {reason}")).await;
+            }
+            Ok(Ok(other)) => {
+                return SourceOutcome::InDoubt { reason: format!("unexpected answer from the destination: {other:?}") };
+            }
+            Ok(Err(e)) => {
+                return SourceOutcome::InDoubt { reason: format!("lost the destination during the restore: {e:#}") };
+            }
+            Err(_) => return SourceOutcome::InDoubt { reason: "the destination did not answer the restore".into() },
+        };
+        phases.push(phase("restore", restore_ms));
+        // Post-copy: pages keep flowing from here until the destination has them all.
+        let pages_started = Instant::now();
+        let memory_bytes = dump.finish().await;
+        if mode == MigrationMode::Postcopy {
+            phases.push(phase("pages", ms_since(pages_started)));
+        }
+        let finished_at = now_millis();
+        self.let_go(c).await;
+        phases.push(phase("total", ms_since(started)));
+        SourceOutcome::Committed(TransferReport {
+            frozen_at,
+            running_at,
+            finished_at,
+            memory_bytes,
+            fs_bytes: channel.0.bytes_sent().max(fs_bytes),
+            phases,
+        })
+    }
+
+    /// Runs the CRIU dump for `mode`: cold sends the pages through the destination's page
+    /// server as it dumps; post-copy dumps everything else and then serves pages.
+    #[allow(clippy::too_many_arguments)]
+    async fn dump(
+        &self,
+        c: &Container,
+        ticket: &Ticket,
+        destination: SocketAddr,
+        images: &Path,
+        scratch: &Path,
+        mode: MigrationMode,
+        budget: &Budget,
+    ) -> anyhow::Result<Dump> {
+        let id = &c.spec.id;
+        let work = scratch.join("dump-work");
+        std::fs::create_dir_all(&work)?;
+        let log = scratch.join("runc-checkpoint.log");
+        let port = free_local_port()?;
+        let mut opts = CheckpointOpts::new(images.to_path_buf(), work.clone());
+        opts.page_server = Some(SocketAddr::from(([127, 0, 0, 1], port)));
+        match mode {
+            MigrationMode::Cold | MigrationMode::Precopy => {
+                // Frozen by runc and left frozen after the dump: resumable until the commit.
+                self.cfg.runc.pause(id).await?;
+                opts.leave_running = true;
+                // CRIU connects to our local proxy, which carries the pages to the destination.
+                let proxy = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+                let remote = transfer::connect_pages(destination, ticket).await?;
+                let budget = budget.clone();
+                let splice = tokio::spawn(async move {
+                    let (local, _) = proxy.accept().await?;
+                    transfer::splice(local, remote, &budget).await
+                });
+                let cmd = self.cfg.runc.checkpoint_command(id, &opts, &log);
+                let mut child = spawn_group(cmd, self.migration_cgroup())?;
+                let status = child.wait().await?;
+                if !status.success() {
+                    splice.abort();
+                    let why = last_runc_error(&log, 0).unwrap_or_else(|| status.to_string());
+                    let detail = crate::runtime::criu_log_tail(&work.join("dump.log"))
+                        .map(|t| format!(" (CRIU: {t})"))
+                        .unwrap_or_default();
+                    bail!("{why}{detail}");
+                }
+                let (sent, _) = splice.await.context("page transfer")??;
+                Ok(Dump::Cold { memory_bytes: sent })
+            }
+            MigrationMode::Postcopy => {
+                opts.lazy_pages = true;
+                let (status_r, status_w) = nix::unistd::pipe()?;
+                opts.status_fd = Some(status_w.as_raw_fd());
+                let mut cmd = self.cfg.runc.checkpoint_command(id, &opts, &log);
+                keep_fd_on_exec(&mut cmd, &status_w);
+                let child = spawn_group(cmd, self.migration_cgroup())?;
+                drop(status_w);
+                // A '\0' on the status fd: everything but the pages is dumped and the page server listens.
+                let ready = tokio::task::spawn_blocking(move || {
+                    let mut f = std::fs::File::from(status_r);
+                    let mut b = [0u8; 1];
+                    std::io::Read::read(&mut f, &mut b).map(|n| n == 1)
+                })
+                .await??;
+                if !ready {
+                    let mut child = child;
+                    let status = child.wait().await?;
+                    let why = last_runc_error(&log, 0).unwrap_or_else(|| status.to_string());
+                    let detail = crate::runtime::criu_log_tail(&work.join("dump.log"))
+                        .map(|t| format!(" (CRIU: {t})"))
+                        .unwrap_or_default();
+                    bail!("{why}{detail}");
+                }
+                let local = connect_local(port, Duration::from_secs(10)).await?;
+                let remote = transfer::connect_pages(destination, ticket).await?;
+                let budget = budget.clone();
+                let splice = tokio::spawn(async move { transfer::splice(local, remote, &budget).await });
+                Ok(Dump::Lazy { child, splice: Some(splice), runc: self.cfg.runc.clone(), id: id.clone() })
+            }
+        }
+    }
+
+    /// Gives the container back to itself here: unlock, thaw.
+    async fn resume_here(self: &Arc<Self>, c: &Arc<Container>, netns: &Path, reason: String) -> SourceOutcome {
+        tracing::warn!("migration of {} failed, resuming it here: {reason}", c.spec.name);
+        match self.cfg.runc.state(&c.spec.id).await {
+            Ok(Some(s)) if s.status == "paused" => {
+                if let Err(e) = self.cfg.runc.resume(&c.spec.id).await {
+                    tracing::error!("cannot resume {}: {e}", c.spec.name);
+                }
+            }
+            Ok(Some(s)) if s.status == "running" => {}
+            other => {
+                // The processes are gone: the dump got further than it should have.
+                tracing::error!("{} cannot be resumed (runc: {other:?})", c.spec.name);
+            }
+        }
+        if let Err(e) = netns_iptables(netns, UNLOCK_RULES) {
+            tracing::warn!("unlocking the network of {}: {e:#}", c.spec.name);
+        }
+        c.live.lock().unwrap().expecting_exit = false;
+        SourceOutcome::Resumed { reason }
+    }
+
+    /// The destination runs the container: stop it here for good and forget it, without
+    /// reporting its status (the destination owns it now).
+    async fn let_go(self: &Arc<Self>, c: &Arc<Container>) {
+        let id = c.spec.id.clone();
+        let generation = {
+            let mut l = c.live.lock().unwrap();
+            l.expecting_exit = true;
+            l.generation
+        };
+        let _ = self.cfg.runc.kill(&id, libc::SIGKILL, true).await;
+        let _ = self.cfg.runc.resume(&id).await;
+        Runtime::wait_exit(c, generation, Duration::from_secs(15)).await;
+        c.live.lock().unwrap().generation += 1;
+        self.release(c).await;
+        let _ = std::fs::remove_dir_all(&c.paths.dir);
+        self.containers.lock().unwrap().remove(&id);
+    }
+
+    /// `MigrateResolve`: the Control node's decision for a migration it had to resolve.
+    pub async fn migrate_resolve(self: &Arc<Self>, id: &str, migration: &str, commit: bool) -> OpResult<NodeReply> {
+        let Ok(c) = self.get(id) else { return Ok(NodeReply::Done) };
+        if let Some(incoming) = read_incoming(&c.paths.dir) {
+            // Destination side.
+            if incoming.migration != migration {
+                return Ok(NodeReply::Done);
+            }
+            if commit {
+                if incoming.state != DestinationState::Running {
+                    return Err(format!("migration {migration} did not run the container here"));
+                }
+                let _ = std::fs::remove_file(c.paths.dir.join(INCOMING));
+            } else {
+                let _op = c.op.lock().await;
+                self.abort_incoming(&c).await;
+                let _ = std::fs::remove_dir_all(&c.paths.dir);
+                self.containers.lock().unwrap().remove(id);
+            }
+            return Ok(NodeReply::Done);
+        }
+        // Source side: the container is still here, frozen.
+        let _op = c.op.lock().await;
+        if commit {
+            self.let_go(&c).await;
+        } else {
+            let netns = self.cfg.paths.netns(id);
+            self.resume_here(&c, &netns, format!("migration {migration} was aborted")).await;
+        }
+        let _ = std::fs::remove_dir_all(self.scratch(migration));
+        Ok(NodeReply::Done)
+    }
+
+    /// The cgroup migration helpers run in, with the node's migration CPU budget.
+    fn migration_cgroup(&self) -> Option<String> {
+        self.cfg.migration_cgroup.clone()
+    }
+}
+
+/// What [`Runtime::adopt_incoming`] found.
+pub(crate) enum Adopted {
+    NotIncoming,
+    /// The migration committed here: the container is ours.
+    Running,
+    /// An unfinished incoming migration, removed.
+    Dropped,
+}
+
+/// The destination's end of a migration's page connection.
+enum Pages {
+    /// A CRIU page server stores the pages (cold).
+    Storing(tokio::process::Child, tokio::task::JoinHandle<std::io::Result<(u64, u64)>>),
+    /// Kept for the lazy-pages daemon (post-copy).
+    Waiting(tokio::net::TcpStream),
+    Failed(String),
+}
+
+/// A checkpoint whose pages may still be moving.
+enum Dump {
+    Cold {
+        memory_bytes: u64,
+    },
+    Lazy {
+        child: tokio::process::Child,
+        splice: Option<tokio::task::JoinHandle<std::io::Result<(u64, u64)>>>,
+        runc: crate::runc::Runc,
+        id: String,
+    },
+}
+
+impl Dump {
+    fn memory_bytes(&self) -> u64 {
+        match self {
+            Dump::Cold { memory_bytes, .. } => *memory_bytes,
+            Dump::Lazy { .. } => 0,
+        }
+    }
+
+    /// Waits until every page has moved; returns the bytes of memory sent.
+    async fn finish(self) -> u64 {
+        match self {
+            Dump::Cold { memory_bytes, .. } => memory_bytes,
+            Dump::Lazy { mut child, splice, .. } => {
+                let _ = child.wait().await;
+                match splice {
+                    Some(s) => s.await.ok().and_then(|r| r.ok()).map(|(up, down)| up.max(down)).unwrap_or(0),
+                    None => 0,
+                }
+            }
+        }
+    }
+
+    /// Stops serving pages (post-copy): CRIU thaws the container when its page server dies.
+    async fn abort(&mut self) {
+        if let Dump::Lazy { child, splice, runc, id } = self {
+            kill_group(child);
+            let _ = child.wait().await;
+            if let Some(s) = splice.take() {
+                s.abort();
+            }
+            if let Ok(Some(s)) = runc.state(id).await {
+                if s.status == "paused" {
+                    let _ = runc.resume(id).await;
+                }
+            }
+        }
+    }
+}
+
+/// Lets `fd` survive into the command's process (it is close-on-exec otherwise).
+fn keep_fd_on_exec(cmd: &mut std::process::Command, fd: &OwnedFd) {
+    let raw = fd.as_raw_fd();
+    // SAFETY: fcntl is async-signal-safe and only touches the child's copy of the fd.
+    unsafe {
+        cmd.pre_exec(move || {
+            let flags = libc::fcntl(raw, libc::F_GETFD);
+            if flags < 0 || libc::fcntl(raw, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
