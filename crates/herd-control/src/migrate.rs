@@ -86,6 +86,7 @@ impl Control {
             bandwidth,
             source: source.clone(),
             destination: destination.clone(),
+            started_at: self.view.read().unwrap().statuses.get(&record.id).and_then(|s| s.started_at),
         };
         let mut mig = MigrationRecord {
             id: id.clone(),
@@ -326,8 +327,11 @@ impl Control {
             async move { self.node_call(&node, &req, RESOLVE_TIMEOUT).await }
         };
         // The source has normally let go already; this makes sure (and is a no-op otherwise).
+        // Until it has, the migration is not over: the recovery loop keeps at it.
         if let Err(e) = resolve(mig.source.clone()).await {
             tracing::warn!("migration {}: the source could not be told to let go yet: {}", mig.id, e.message);
+            self.spawn_recovery(mig.clone());
+            return Ok(());
         }
         if let Err(e) = resolve(mig.destination.clone()).await {
             tracing::warn!("migration {}: {}", mig.id, e.message);
@@ -383,10 +387,10 @@ impl Control {
         }
         let active =
             self.migrating.lock().unwrap().values().find(|a| a.container_id == id && a.destination == node).cloned();
-        if let Some(a) = active {
-            if let Err(e) = self.switch_node(&a.container, id, node).await {
-                tracing::warn!("migration {}: switching {} to {node}: {}", a.id, a.container, e.message);
-            }
+        if let Some(a) = active
+            && let Err(e) = self.switch_node(&a.container, id, node).await
+        {
+            tracing::warn!("migration {}: switching {} to {node}: {}", a.id, a.container, e.message);
         }
     }
 
@@ -451,10 +455,10 @@ impl Control {
         let mut sub = self.broker.client.subscribe(subjects::migration_progress(id)).await.ok()?;
         Some(tokio::spawn(async move {
             while let Some(msg) = sub.next().await {
-                if let Ok(p) = serde_json::from_slice::<Progress>(&msg.payload) {
-                    if updates.send(MigrateUpdate::Progress(p)).await.is_err() {
-                        break;
-                    }
+                if let Ok(p) = serde_json::from_slice::<Progress>(&msg.payload)
+                    && updates.send(MigrateUpdate::Progress(p)).await.is_err()
+                {
+                    break;
                 }
             }
         }))

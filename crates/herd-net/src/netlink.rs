@@ -250,12 +250,18 @@ impl Netlink {
     /// installed (marked with [`ROUTE_PROTOCOL`]), for route syncing. Routes
     /// installed by anyone else are not listed.
     pub async fn routes_via(&self) -> Result<Vec<(Ipv4Addr, Ipv4Addr)>, NetError> {
+        Ok(self.routes_herd().await?.into_iter().filter_map(|(d, g)| Some((d, g?))).collect())
+    }
+
+    /// Every Herd /32 route in the main table, with its gateway (`None`: a route straight out
+    /// of an interface, such as a local container's veth), sorted.
+    pub async fn routes_herd(&self) -> Result<Vec<(Ipv4Addr, Option<Ipv4Addr>)>, NetError> {
         let mut dump = self.handle.route().get(RouteMessageBuilder::<Ipv4Addr>::new().build()).execute();
         let mut routes = Vec::new();
         while let Some(route) =
             dump.try_next().await.map_err(|e| NetError::netlink(self.ctx("listing IPv4 routes"), e))?
         {
-            if let Some(entry) = herd_route_via(&route) {
+            if let Some(entry) = parse_herd_route(&route) {
                 routes.push(entry);
             }
         }
@@ -457,7 +463,17 @@ fn herd_route(dest: Ipv4Net) -> RouteMessageBuilder<Ipv4Addr> {
 
 /// `(dest, gateway)` if `route` is one of Herd's /32-via-gateway routes in
 /// the main table.
+#[cfg(test)]
 fn herd_route_via(route: &RouteMessage) -> Option<(Ipv4Addr, Ipv4Addr)> {
+    match parse_herd_route(route)? {
+        (dest, Some(gateway)) => Some((dest, gateway)),
+        _ => None,
+    }
+}
+
+/// A Herd /32 route in the main table: its destination and gateway (none for a route
+/// straight out of an interface, as to a local container).
+fn parse_herd_route(route: &RouteMessage) -> Option<(Ipv4Addr, Option<Ipv4Addr>)> {
     let header = &route.header;
     let mut table = u32::from(header.table);
     let (mut dest, mut gateway) = (None, None);
@@ -473,7 +489,7 @@ fn herd_route_via(route: &RouteMessage) -> Option<(Ipv4Addr, Ipv4Addr)> {
         && header.destination_prefix_length == 32
         && header.kind == RouteType::Unicast
         && u8::from(header.protocol) == ROUTE_PROTOCOL;
-    if ours { Some((dest?, gateway?)) } else { None }
+    if ours { Some((dest?, gateway)) } else { None }
 }
 
 fn link_kind(link: &LinkMessage) -> Option<&InfoKind> {
@@ -539,6 +555,7 @@ mod tests {
 
         let dev_only = herd_route(dest).output_interface(3).build();
         assert_eq!(herd_route_via(&dev_only), None);
+        assert_eq!(parse_herd_route(&dev_only), Some((dest.addr(), None)), "local routes are listed by routes_herd");
 
         let other_table = herd_route(dest).gateway(gw).table_id(100).build();
         assert_eq!(herd_route_via(&other_table), None);

@@ -123,35 +123,6 @@ fn collect_dirs(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const HYBRID: &str = "\
-25 1 0:22 / /sys/fs/cgroup ro,nosuid - tmpfs tmpfs ro,mode=755
-26 25 0:23 / /sys/fs/cgroup/unified rw,nosuid,nodev,noexec,relatime - cgroup2 cgroup2 rw,nsdelegate
-27 25 0:24 / /sys/fs/cgroup/cpuacct rw,relatime - cgroup cgroup rw,cpuacct
-28 25 0:25 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
-29 25 0:26 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,name=systemd
-";
-
-    #[test]
-    fn parses_a_hybrid_host() {
-        let h = parse_hierarchies(HYBRID);
-        assert_eq!(h.len(), 4);
-        assert!(h[0].unified);
-        assert_eq!(h[1].controllers, vec!["cpuacct"]);
-        assert_eq!(h[3].controllers, vec!["name=systemd"]);
-        assert_eq!(v1_dir(&h, "memory", "/herd/n1").unwrap(), PathBuf::from("/sys/fs/cgroup/memory/herd/n1"));
-        assert_eq!(v1_dir(&h, "cpu", "/x"), None);
-    }
-
-    #[test]
-    fn the_root_is_never_removed() {
-        assert_eq!(remove_tree("/").len(), 1);
-    }
-}
-
 /// Creates cgroup `path` for migration helpers: a CPU cap of `cpus_milli` thousandths of a CPU
 /// and a high weight, so a migration gets CPU on a loaded node without starving its neighbours.
 /// Returns the path to pass to [`join_on_exec`].
@@ -206,5 +177,34 @@ pub fn join_on_exec(cmd: &mut std::process::Command, path: &str) {
             }
             Ok(())
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HYBRID: &str = "\
+25 1 0:22 / /sys/fs/cgroup ro,nosuid - tmpfs tmpfs ro,mode=755
+26 25 0:23 / /sys/fs/cgroup/unified rw,nosuid,nodev,noexec,relatime - cgroup2 cgroup2 rw,nsdelegate
+27 25 0:24 / /sys/fs/cgroup/cpuacct rw,relatime - cgroup cgroup rw,cpuacct
+28 25 0:25 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
+29 25 0:26 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,name=systemd
+";
+
+    #[test]
+    fn parses_a_hybrid_host() {
+        let h = parse_hierarchies(HYBRID);
+        assert_eq!(h.len(), 4);
+        assert!(h[0].unified);
+        assert_eq!(h[1].controllers, vec!["cpuacct"]);
+        assert_eq!(h[3].controllers, vec!["name=systemd"]);
+        assert_eq!(v1_dir(&h, "memory", "/herd/n1").unwrap(), PathBuf::from("/sys/fs/cgroup/memory/herd/n1"));
+        assert_eq!(v1_dir(&h, "cpu", "/x"), None);
+    }
+
+    #[test]
+    fn the_root_is_never_removed() {
+        assert_eq!(remove_tree("/").len(), 1);
     }
 }

@@ -20,6 +20,7 @@ pub mod layers;
 pub mod logs;
 pub mod migrate;
 pub mod overlay;
+pub mod pageproxy;
 pub mod paths;
 pub mod routes;
 pub mod runc;

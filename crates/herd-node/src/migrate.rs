@@ -123,6 +123,25 @@ async fn connect_local(port: u16, timeout: Duration) -> anyhow::Result<tokio::ne
     }
 }
 
+/// Fault injection for tests: when `HERD_FAULT_INJECT` (a comma-separated list) names `point`,
+/// the agent dies right here, as in a crash, once per point per node (a marker file in the run
+/// directory remembers). The points are `dest-before-restore`, `dest-after-restore`,
+/// `source-after-checkpoint` and `source-before-let-go`.
+fn fault_point(run_dir: &Path, point: &str) {
+    let Ok(list) = std::env::var("HERD_FAULT_INJECT") else { return };
+    if !list.split(',').any(|p| p.trim() == point) {
+        return;
+    }
+    let marker = run_dir.join(format!("fault-{point}"));
+    if marker.exists() {
+        return;
+    }
+    let _ = std::fs::write(&marker, b"");
+    tracing::error!("fault injection: dying at {point}");
+    // SAFETY: _exit ends the process at once, like a crash: nothing runs after it.
+    unsafe { libc::_exit(86) };
+}
+
 fn ms_since(t: Instant) -> u64 {
     t.elapsed().as_millis() as u64
 }
@@ -348,9 +367,11 @@ impl Runtime {
                         if lazy != lazy_stream.is_some() {
                             bail!("the source and this node disagree on the migration mode");
                         }
+                        fault_point(&self.cfg.paths.run_dir, "dest-before-restore");
                         let started = Instant::now();
                         match self.restore_incoming(&c, &ticket, &images, lazy_stream, &budget).await {
                             Ok(()) => {
+                                fault_point(&self.cfg.paths.run_dir, "dest-after-restore");
                                 let running_at = now_millis();
                                 let restore_ms = started.elapsed().as_millis() as u64;
                                 channel.send(&Msg::Running { running_at, restore_ms }).await?;
@@ -428,9 +449,21 @@ impl Runtime {
         std::fs::create_dir_all(&work)?;
         let mut lazy_daemon = None;
         if let Some(stream) = lazy_pages {
-            // `criu lazy-pages` asks for pages through a local proxy to the source's page server.
-            let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-            let port = proxy.local_addr()?.port();
+            // `criu lazy-pages` asks for pages through a local page proxy, a process of its own,
+            // which carries them from the source's page server.
+            let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+            let port = listener.local_addr()?.port();
+            let peer: OwnedFd = stream.into_std()?.into();
+            let report = scratch.join("page-proxy.report");
+            let proxy = crate::pageproxy::spawn(
+                &self.cfg.exe,
+                peer,
+                listener.into(),
+                true,
+                budget.bytes_per_sec(),
+                &report,
+                self.migration_cgroup().as_deref(),
+            )?;
             let criu = self.cfg.runc.criu.clone().unwrap_or_else(|| "criu".into());
             let mut cmd = std::process::Command::new(criu);
             cmd.args(["lazy-pages", "--page-server", "--address", "127.0.0.1", "--port", &port.to_string()])
@@ -442,23 +475,27 @@ impl Runtime {
                 .stdin(std::process::Stdio::null())
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::null());
-            let child = spawn_group(cmd, self.migration_cgroup())?;
-            let budget = budget.clone();
-            let splice = tokio::spawn(async move {
-                let (local, _) = proxy.accept().await?;
-                transfer::splice(stream, local, &budget).await
-            });
+            let child = match spawn_group(cmd, self.migration_cgroup()) {
+                Ok(c) => c,
+                Err(e) => {
+                    kill_group(&proxy);
+                    return Err(e);
+                }
+            };
             let socket = work.join("lazy-pages.socket");
             let deadline = Instant::now() + Duration::from_secs(10);
             while !socket.exists() {
                 if Instant::now() >= deadline {
                     kill_group(&child);
+                    kill_group(&proxy);
                     bail!("criu lazy-pages did not start; see {}", work.join("lazy-pages.log").display());
                 }
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
-            lazy_daemon = Some((child, splice));
+            lazy_daemon = Some((child, proxy));
         }
+        // A restored container keeps the time it first started.
+        c.live.lock().unwrap().started_at = ticket.started_at;
         let mode = ShimMode::Restore {
             image_path: images.to_path_buf(),
             work_path: work.clone(),
@@ -466,8 +503,9 @@ impl Runtime {
             lazy_pages: lazy_daemon.is_some(),
         };
         if let Err(e) = self.start_shim(c, mode).await {
-            if let Some((child, _)) = &lazy_daemon {
+            if let Some((child, proxy)) = &lazy_daemon {
                 kill_group(child);
+                kill_group(proxy);
             }
             let detail = crate::runtime::criu_log_tail(&work.join("restore.log"))
                 .map(|t| format!(" (CRIU: {t})"))
@@ -477,14 +515,15 @@ impl Runtime {
         netns_iptables(&self.cfg.paths.netns(&c.spec.id), UNLOCK_RULES)?;
         incoming.state = DestinationState::Running;
         write_incoming(c, &incoming)?;
-        if let Some((mut child, splice)) = lazy_daemon {
-            // Pages keep arriving after the container runs; reap the daemon when it is done.
+        if let Some((mut child, mut proxy)) = lazy_daemon {
+            // Pages keep arriving after the container runs; reap the helpers when they are done.
             let migration = ticket.migration.clone();
             let scratch = scratch.clone();
             tokio::spawn(async move {
                 let status = child.wait().await;
-                let moved = splice.await;
-                tracing::info!("migration {migration}: lazy pages done ({status:?}, {moved:?})");
+                let _ = proxy.wait().await;
+                let moved = crate::pageproxy::read_report(&scratch.join("page-proxy.report"));
+                tracing::info!("migration {migration}: lazy pages done ({status:?}, {moved:?} bytes)");
                 let _ = std::fs::remove_dir_all(&scratch);
             });
         } else {
@@ -643,6 +682,7 @@ impl Runtime {
             }
         };
         phases.push(phase("checkpoint", ms_since(freeze_started)));
+        fault_point(&self.cfg.paths.run_dir, "source-after-checkpoint");
 
         // The rest of the state, while frozen.
         let transfer_started = Instant::now();
@@ -696,6 +736,7 @@ impl Runtime {
             Err(_) => return SourceOutcome::InDoubt { reason: "the destination did not answer the restore".into() },
         };
         phases.push(phase("restore", restore_ms));
+        fault_point(&self.cfg.paths.run_dir, "source-before-let-go");
         // Post-copy: pages keep flowing from here until the destination has them all.
         let pages_started = Instant::now();
         let memory_bytes = dump.finish().await;
@@ -786,11 +827,21 @@ impl Runtime {
                         .unwrap_or_default();
                     bail!("{why}{detail}");
                 }
+                // The page server's traffic goes through a page proxy process, so it keeps
+                // flowing if this agent restarts.
                 let local = connect_local(port, Duration::from_secs(10)).await?;
                 let remote = transfer::connect_pages(destination, ticket).await?;
-                let budget = budget.clone();
-                let splice = tokio::spawn(async move { transfer::splice(local, remote, &budget).await });
-                Ok(Dump::Lazy { child, splice: Some(splice), runc: self.cfg.runc.clone(), id: id.clone() })
+                let report = scratch.join("page-proxy.report");
+                let proxy = crate::pageproxy::spawn(
+                    &self.cfg.exe,
+                    remote.into_std()?.into(),
+                    local.into_std()?.into(),
+                    false,
+                    budget.bytes_per_sec(),
+                    &report,
+                    self.migration_cgroup().as_deref(),
+                )?;
+                Ok(Dump::Lazy(Box::new(LazyDump { child, proxy, report, runc: self.cfg.runc.clone(), id: id.clone() })))
             }
         }
     }
@@ -848,6 +899,8 @@ impl Runtime {
                     return Err(format!("migration {migration} did not run the container here"));
                 }
                 let _ = std::fs::remove_file(c.paths.dir.join(INCOMING));
+                // The source may have written a status after ours while it was in doubt.
+                self.publish_status(&c).await;
             } else {
                 let _op = c.op.lock().await;
                 self.abort_incoming(&c).await;
@@ -894,22 +947,25 @@ enum Pages {
 
 /// A checkpoint whose pages may still be moving.
 enum Dump {
-    Cold {
-        memory_bytes: u64,
-    },
-    Lazy {
-        child: tokio::process::Child,
-        splice: Option<tokio::task::JoinHandle<std::io::Result<(u64, u64)>>>,
-        runc: crate::runc::Runc,
-        id: String,
-    },
+    Cold { memory_bytes: u64 },
+    Lazy(Box<LazyDump>),
+}
+
+/// A post-copy checkpoint still serving pages to the destination.
+struct LazyDump {
+    /// `runc checkpoint --lazy-pages`, serving pages until the destination has them all.
+    child: tokio::process::Child,
+    proxy: tokio::process::Child,
+    report: PathBuf,
+    runc: crate::runc::Runc,
+    id: String,
 }
 
 impl Dump {
     fn memory_bytes(&self) -> u64 {
         match self {
             Dump::Cold { memory_bytes, .. } => *memory_bytes,
-            Dump::Lazy { .. } => 0,
+            Dump::Lazy(_) => 0,
         }
     }
 
@@ -917,28 +973,27 @@ impl Dump {
     async fn finish(self) -> u64 {
         match self {
             Dump::Cold { memory_bytes, .. } => memory_bytes,
-            Dump::Lazy { mut child, splice, .. } => {
-                let _ = child.wait().await;
-                match splice {
-                    Some(s) => s.await.ok().and_then(|r| r.ok()).map(|(up, down)| up.max(down)).unwrap_or(0),
-                    None => 0,
-                }
+            Dump::Lazy(mut lazy) => {
+                let _ = lazy.child.wait().await;
+                let _ = lazy.proxy.wait().await;
+                crate::pageproxy::read_report(&lazy.report)
+                    .map(|(from_peer, to_peer)| to_peer.max(from_peer))
+                    .unwrap_or(0)
             }
         }
     }
 
     /// Stops serving pages (post-copy): CRIU thaws the container when its page server dies.
     async fn abort(&mut self) {
-        if let Dump::Lazy { child, splice, runc, id } = self {
-            kill_group(child);
-            let _ = child.wait().await;
-            if let Some(s) = splice.take() {
-                s.abort();
-            }
-            if let Ok(Some(s)) = runc.state(id).await {
-                if s.status == "paused" {
-                    let _ = runc.resume(id).await;
-                }
+        if let Dump::Lazy(lazy) = self {
+            kill_group(&lazy.child);
+            kill_group(&lazy.proxy);
+            let _ = lazy.child.wait().await;
+            let _ = lazy.proxy.wait().await;
+            if let Ok(Some(s)) = lazy.runc.state(&lazy.id).await
+                && s.status == "paused"
+            {
+                let _ = lazy.runc.resume(&lazy.id).await;
             }
         }
     }

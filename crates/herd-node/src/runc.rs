@@ -456,6 +456,7 @@ mod tests {
             Path::new("/img"),
             Path::new("/w"),
             true,
+            false,
             Path::new("/s/pid"),
             Path::new("/s/log"),
         );

@@ -227,6 +227,7 @@ impl Runtime {
     /// Starts a shim (run or restore) and the watcher of its exit.
     pub(crate) async fn start_shim(self: &Arc<Self>, c: &Arc<Container>, mode: ShimMode) -> anyhow::Result<u32> {
         let _ = std::fs::remove_file(c.paths.state().join(shim::EXIT_FILE));
+        let mode_is_restore = matches!(mode, ShimMode::Restore { .. });
         let args = self.shim_args(c, mode);
         let exe = self.cfg.exe.clone();
         let started = tokio::task::spawn_blocking(move || shim::spawn_shim(&exe, &["shim"], &args))
@@ -238,7 +239,10 @@ impl Runtime {
             l.state = Some(ContainerState::Running);
             l.shim_pid = Some(started.shim_pid);
             l.pid = Some(started.container_pid);
-            l.started_at = Some(now_millis());
+            // A restored container keeps the time it first started, when known.
+            if !mode_is_restore || l.started_at.is_none() {
+                l.started_at = Some(now_millis());
+            }
             l.finished_at = None;
             l.exit_code = None;
             l.error = None;
@@ -372,7 +376,7 @@ impl Runtime {
             Ok(c) => c,
             Err(_) => {
                 // Unknown here (already removed, or never created): make sure nothing remains.
-                let _ = self.statuses.delete(id).await;
+                self.forget_status(id).await;
                 let _ = std::fs::remove_dir_all(self.cfg.paths.checkpoints_dir(id));
                 return Ok(NodeReply::Done);
             }
@@ -394,9 +398,7 @@ impl Runtime {
         let _ = std::fs::remove_dir_all(self.cfg.paths.checkpoints_dir(id));
         c.live.lock().unwrap().generation += 1; // silence any late watcher
         self.containers.lock().unwrap().remove(id);
-        if let Err(e) = self.statuses.delete(id).await {
-            tracing::warn!("could not delete the status of {}: {e:#}", c.spec.name);
-        }
+        self.forget_status(id).await;
         if !problems.is_empty() {
             tracing::warn!("removed {} with problems: {}", c.spec.name, problems.join("; "));
         }
@@ -635,7 +637,9 @@ impl Runtime {
                 l.exit_code = exit.map(|e| e.code).or(previous.as_ref().and_then(|p| p.exit_code));
             }
             self.release(&c).await;
-            if previous.as_ref().map(|p| p.state) != Some(state) || exit.is_some() {
+            // Another node's status (after a migration) is not this node's to change.
+            let ours = previous.as_ref().is_none_or(|p| p.node == self.cfg.node);
+            if ours && (previous.as_ref().map(|p| p.state) != Some(state) || exit.is_some()) {
                 self.publish_status(&c).await;
             }
         }
@@ -664,6 +668,19 @@ impl Runtime {
         self.publish_status(c).await;
         self.watch_exit(c.clone(), pid, generation);
         true
+    }
+
+    /// Deletes a container's status if this node wrote it (after a migration the status is
+    /// the destination's).
+    pub(crate) async fn forget_status(&self, id: &str) {
+        match self.statuses.get(id).await {
+            Ok(Some(s)) if s.value.node == self.cfg.node => {
+                if let Err(e) = self.statuses.delete(id).await {
+                    tracing::warn!("could not delete the status of {id}: {e:#}");
+                }
+            }
+            _ => {}
+        }
     }
 
     /// Statuses this node published for containers it no longer has are deleted.

@@ -92,6 +92,20 @@ pub const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// A bulk transfer that moves no byte for this long fails with [`TransferError::Timeout`].
 pub const STALL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The stall timeout in force: [`STALL_TIMEOUT`], or `HERD_MIGRATION_STALL_SECS` seconds when
+/// that is set (tests cut the network and do not want to wait a minute).
+pub fn stall_timeout() -> Duration {
+    static VALUE: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+    *VALUE.get_or_init(|| {
+        std::env::var("HERD_MIGRATION_STALL_SECS")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .filter(|v| *v > 0)
+            .map(Duration::from_secs)
+            .unwrap_or(STALL_TIMEOUT)
+    })
+}
 /// Largest JSON frame (a message, a file header).
 pub const MAX_MESSAGE: usize = 16 << 20;
 /// Largest DATA frame, and the size of bulk buffers.
@@ -487,7 +501,7 @@ fn configure(stream: &TcpStream) -> io::Result<()> {
     let keepalive =
         TcpKeepalive::new().with_time(Duration::from_secs(15)).with_interval(Duration::from_secs(5)).with_retries(6);
     sock.set_tcp_keepalive(&keepalive)?;
-    sock.set_tcp_user_timeout(Some(STALL_TIMEOUT))?;
+    sock.set_tcp_user_timeout(Some(stall_timeout()))?;
     Ok(())
 }
 
@@ -802,7 +816,7 @@ impl Channel {
         self.budget.consume(len).await;
         let peer = self.peer;
         let stream = self.stream()?;
-        match timeout(STALL_TIMEOUT, stream.write_all_buf(buf)).await {
+        match timeout(stall_timeout(), stream.write_all_buf(buf)).await {
             Ok(Ok(())) => {
                 self.sent += len;
                 Ok(())
@@ -813,7 +827,7 @@ impl Channel {
             }
             Err(_) => {
                 self.link_failed = true;
-                Err(TransferError::Timeout(format!("sending to {peer}: it read nothing for {STALL_TIMEOUT:?}")))
+                Err(TransferError::Timeout(format!("sending to {peer}: it read nothing for {:?}", stall_timeout())))
             }
         }
     }
@@ -823,12 +837,13 @@ impl Channel {
         let peer = self.peer;
         let stream = self.stream()?;
         let r = if stall {
-            match timeout(STALL_TIMEOUT, stream.read_exact(buf)).await {
+            match timeout(stall_timeout(), stream.read_exact(buf)).await {
                 Ok(r) => r,
                 Err(_) => {
                     self.link_failed = true;
                     return Err(TransferError::Timeout(format!(
-                        "receiving from {peer}: it sent nothing for {STALL_TIMEOUT:?}"
+                        "receiving from {peer}: it sent nothing for {:?}",
+                        stall_timeout()
                     )));
                 }
             }

@@ -21,6 +21,9 @@ pub struct MigrationTicket {
     pub bandwidth: Option<u64>,
     pub source: String,
     pub destination: String,
+    /// When the container first started, kept across the move.
+    #[serde(default)]
+    pub started_at: Option<UnixMillis>,
 }
 
 /// Everything a node needs to create (or restore) a container, self-contained so the

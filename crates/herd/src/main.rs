@@ -61,6 +61,12 @@ enum Command {
     Control(ControlArgs),
     /// Run the Compute node agent.
     Node(NodeArgs),
+    /// Carry a post-copy migration's pages (started by the agent).
+    #[command(hide = true)]
+    PageProxy {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 #[derive(Args)]
@@ -313,6 +319,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 migration_cpus_milli: herd_proto::units::parse_cpus(&a.migration_cpus)?,
             };
             herd_node::agent::run(cfg, shutdown_signal()).await
+        }
+        Command::PageProxy { args } => {
+            let args = herd_node::pageproxy::ProxyArgs::parse(&args).map_err(anyhow::Error::msg)?;
+            herd_node::pageproxy::run(args).await
         }
         Command::Nodes(a) => cmd::nodes(&client(config)?, a).await,
         Command::Image(a) => cmd::image(&client(config)?, a).await,

@@ -66,6 +66,12 @@ impl Cluster {
     }
 
     pub fn up_with(index: u8, nodes: usize, extra: &[&str]) -> Cluster {
+        Self::up_with_env(index, nodes, extra, &[])
+    }
+
+    /// Like [`Cluster::up_with`], with environment variables for every component (fault
+    /// injection, timeouts).
+    pub fn up_with_env(index: u8, nodes: usize, extra: &[&str], env: &[(&str, &str)]) -> Cluster {
         require_machine();
         let name = format!("t{index}");
         let dir = tempfile::tempdir().unwrap();
@@ -94,7 +100,9 @@ impl Cluster {
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        let out = cluster.herd(&refs);
+        let mut cmd = cluster.command(&refs);
+        cmd.envs(env.iter().copied());
+        let out = cmd.output().expect("running herd up");
         assert!(out.status.success(), "herd up failed: {}", String::from_utf8_lossy(&out.stderr));
         cluster
     }
@@ -173,6 +181,23 @@ impl Cluster {
         if !rootfs.exists() {
             herd_up::busybox_rootfs(&rootfs).unwrap();
         }
+        self.ok(&["image", "import", "busybox", rootfs.to_str().unwrap()]);
+    }
+
+    /// Imports `busybox` with `/bin/memhog` (tests/fixtures/memhog.c, built statically) in it.
+    pub fn import_busybox_with_memhog(&self) {
+        let rootfs = self.dir.path().join("busybox-rootfs");
+        if !rootfs.exists() {
+            herd_up::busybox_rootfs(&rootfs).unwrap();
+        }
+        let source = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/memhog.c");
+        let out = Command::new("gcc")
+            .args(["-static", "-O2", "-o"])
+            .arg(rootfs.join("bin/memhog"))
+            .arg(source)
+            .output()
+            .expect("gcc (build-essential) is needed to build the memhog test program");
+        assert!(out.status.success(), "building memhog: {}", String::from_utf8_lossy(&out.stderr));
         self.ok(&["image", "import", "busybox", rootfs.to_str().unwrap()]);
     }
 

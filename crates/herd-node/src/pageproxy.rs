@@ -1,0 +1,171 @@
+//! `herd page-proxy`: a small process that carries a post-copy migration's page traffic
+//! between the peer node's connection and the local CRIU process (the page server on the
+//! source, `criu lazy-pages` on the destination).
+//!
+//! It is a process of its own, not a task of the agent, so the pages keep flowing while an
+//! agent restarts: a post-copy container on the destination runs with pages still on the
+//! source, and would die if the flow stopped. The agent hands it both ends as inherited file
+//! descriptors, so nothing has to be re-established.
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+
+use crate::transfer::{Budget, splice};
+
+/// How the proxy gets its local end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Local {
+    /// An already connected socket (the source's page server).
+    Connected(RawFd),
+    /// A listening socket: accept one connection (from `criu lazy-pages`).
+    Accept(RawFd),
+}
+
+/// The proxy's command line: `herd page-proxy --peer-fd N (--local-fd M | --accept-fd M)
+/// [--bandwidth BYTES_PER_SEC] --report FILE`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyArgs {
+    pub peer_fd: RawFd,
+    pub local: Local,
+    pub bandwidth: Option<u64>,
+    /// Where the proxy writes the bytes it moved each way when it is done.
+    pub report: PathBuf,
+}
+
+impl ProxyArgs {
+    pub fn to_args(&self) -> Vec<String> {
+        let mut a = vec!["page-proxy".to_string(), "--peer-fd".into(), self.peer_fd.to_string()];
+        match self.local {
+            Local::Connected(fd) => a.extend(["--local-fd".into(), fd.to_string()]),
+            Local::Accept(fd) => a.extend(["--accept-fd".into(), fd.to_string()]),
+        }
+        if let Some(b) = self.bandwidth {
+            a.extend(["--bandwidth".into(), b.to_string()]);
+        }
+        a.extend(["--report".into(), self.report.display().to_string()]);
+        a
+    }
+
+    pub fn parse(args: &[String]) -> Result<ProxyArgs, String> {
+        let (mut peer, mut local, mut bandwidth, mut report) = (None, None, None, None);
+        let mut it = args.iter();
+        while let Some(flag) = it.next() {
+            let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
+            let fd = || value.parse::<RawFd>().map_err(|_| format!("bad fd {value:?}"));
+            match flag.as_str() {
+                "--peer-fd" => peer = Some(fd()?),
+                "--local-fd" => local = Some(Local::Connected(fd()?)),
+                "--accept-fd" => local = Some(Local::Accept(fd()?)),
+                "--bandwidth" => bandwidth = Some(value.parse().map_err(|_| format!("bad bandwidth {value:?}"))?),
+                "--report" => report = Some(PathBuf::from(value)),
+                _ => return Err(format!("unknown page-proxy argument {flag}")),
+            }
+        }
+        Ok(ProxyArgs {
+            peer_fd: peer.ok_or("--peer-fd is required")?,
+            local: local.ok_or("--local-fd or --accept-fd is required")?,
+            bandwidth,
+            report: report.ok_or("--report is required")?,
+        })
+    }
+}
+
+/// Starts `exe page-proxy` with `peer` and `local` as inherited descriptors, in its own
+/// process group (and `cgroup`), so it outlives the agent.
+pub fn spawn(
+    exe: &Path,
+    peer: OwnedFd,
+    local: OwnedFd,
+    accept: bool,
+    bandwidth: Option<u64>,
+    report: &Path,
+    cgroup: Option<&str>,
+) -> anyhow::Result<tokio::process::Child> {
+    let (peer_raw, local_raw) = (peer.as_raw_fd(), local.as_raw_fd());
+    let args = ProxyArgs {
+        peer_fd: peer_raw,
+        local: if accept { Local::Accept(local_raw) } else { Local::Connected(local_raw) },
+        bandwidth,
+        report: report.to_path_buf(),
+    };
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(args.to_args())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0);
+    if let Some(path) = cgroup {
+        crate::cgroups::join_on_exec(&mut cmd, path);
+    }
+    // SAFETY: only fcntl between fork and exec; it clears close-on-exec on the child's copies.
+    unsafe {
+        cmd.pre_exec(move || {
+            for fd in [peer_raw, local_raw] {
+                let flags = libc::fcntl(fd, libc::F_GETFD);
+                if flags < 0 || libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    let child = tokio::process::Command::from(cmd).kill_on_drop(false).spawn().context("starting the page proxy")?;
+    drop((peer, local));
+    Ok(child)
+}
+
+/// Reads what a finished proxy moved: (peer to local, local to peer) bytes.
+pub fn read_report(report: &Path) -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string(report).ok()?;
+    let (a, b) = text.trim().split_once(' ')?;
+    Some((a.parse().ok()?, b.parse().ok()?))
+}
+
+/// The proxy's body (`herd page-proxy`).
+pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
+    // SAFETY: the fds were inherited from the agent for this process alone.
+    let peer = unsafe { std::net::TcpStream::from_raw_fd(args.peer_fd) };
+    peer.set_nonblocking(true)?;
+    let peer = tokio::net::TcpStream::from_std(peer)?;
+    let local = match args.local {
+        Local::Connected(fd) => {
+            // SAFETY: as above.
+            let s = unsafe { std::net::TcpStream::from_raw_fd(fd) };
+            s.set_nonblocking(true)?;
+            tokio::net::TcpStream::from_std(s)?
+        }
+        Local::Accept(fd) => {
+            // SAFETY: as above.
+            let l = unsafe { std::net::TcpListener::from_raw_fd(fd) };
+            l.set_nonblocking(true)?;
+            let l = tokio::net::TcpListener::from_std(l)?;
+            let (s, _) = tokio::time::timeout(std::time::Duration::from_secs(60), l.accept())
+                .await
+                .context("nobody connected to the page proxy")??;
+            s
+        }
+    };
+    let (to_local, to_peer) = splice(peer, local, &Budget::new(args.bandwidth)).await?;
+    std::fs::write(&args.report, format!("{to_local} {to_peer}\n")).context("writing the page proxy's report")?;
+    if to_local == 0 && to_peer == 0 {
+        bail!("no page moved");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arguments_round_trip() {
+        let a = ProxyArgs { peer_fd: 3, local: Local::Accept(4), bandwidth: Some(10), report: "/r".into() };
+        assert_eq!(ProxyArgs::parse(&a.to_args()[1..]).unwrap(), a);
+        let b = ProxyArgs { peer_fd: 5, local: Local::Connected(6), bandwidth: None, report: "/x".into() };
+        assert_eq!(ProxyArgs::parse(&b.to_args()[1..]).unwrap(), b);
+        assert!(ProxyArgs::parse(&["--peer-fd".into()]).is_err());
+    }
+}

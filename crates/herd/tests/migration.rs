@@ -1,0 +1,184 @@
+//! Live migration end to end: a migrated container carries on with its memory, its files, its
+//! address, its TCP connections and its log; bad requests change nothing.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::time::Duration;
+
+use common::{Cluster, wait_for};
+use herd_proto::api::ContainerInfo;
+use herd_proto::migration::{MigrationMode, MigrationReport, Outcome};
+
+const T: Duration = Duration::from_secs(60);
+
+/// The counter script: each line shows the number and what the writable layer's file held,
+/// which must be the previous number.
+const COUNTER: &str =
+    "i=0; while true; do echo \"n=$i s=$(cat /state 2>/dev/null)\"; echo $i > /state; i=$((i+1)); sleep 0.05; done";
+
+/// Checks the counter's log is one unbroken sequence with its file in step; returns its length.
+fn counted(log: &str) -> u64 {
+    let mut next = 0;
+    for line in log.lines() {
+        let Some((n, s)) = line.strip_prefix("n=").and_then(|r| r.split_once(" s=")) else { continue };
+        let n: u64 = n.parse().unwrap();
+        assert_eq!(n, next, "the counter skipped or repeated: {line:?} after {}", next as i64 - 1);
+        if n > 0 {
+            assert_eq!(s, (n - 1).to_string(), "the writable layer lost its content at {line:?}");
+        }
+        next += 1;
+    }
+    next
+}
+
+fn migrate(cluster: &Cluster, name: &str, to: &str, mode: &str) -> MigrationReport {
+    cluster.json(&["migrate", name, "--to", to, "--mode", mode])
+}
+
+#[test]
+fn cold_and_postcopy_migrations_carry_memory_files_logs_and_address() {
+    let cluster = Cluster::up(11, 2);
+    cluster.import_busybox_with_memhog();
+    cluster.ok(&["run", "--name", "counter", "--node", "n1", "--memory", "64m", "busybox", "--", "sh", "-c", COUNTER]);
+    let before = cluster.wait_state("counter", "running", T);
+    cluster.wait_log("counter", "n=10 ", T);
+
+    let mut seen = 0;
+    for (to, mode, want) in [("n2", "cold", MigrationMode::Cold), ("n1", "postcopy", MigrationMode::Postcopy)] {
+        let report = migrate(&cluster, "counter", to, mode);
+        assert_eq!(report.mode, want);
+        assert_eq!(report.outcome, Outcome::Migrated);
+        assert_eq!(report.destination, to);
+        assert!(report.downtime_ms > 0 && report.downtime_ms <= report.total_ms, "{report:?}");
+        assert!(report.memory_bytes > 0 && report.fs_bytes > 0, "{report:?}");
+        let c = cluster.container("counter");
+        assert_eq!((c.node.as_str(), c.state.as_str(), c.ip), (to, "running", before.ip), "{c:?}");
+        assert_eq!(c.started_at, before.started_at, "the container keeps its start time");
+        // It goes on counting from where it was, with its file, and the log holds both parts.
+        let log = wait_for("the counter to count on after the move", T, || {
+            let log = cluster.ok(&["logs", "counter"]);
+            (counted(&log) > seen + 20).then_some(log)
+        });
+        seen = counted(&log);
+    }
+    let c = cluster.container("counter");
+    assert_eq!(c.migrations.len(), 2);
+    let text = cluster.ok(&["inspect", "counter"]);
+    assert!(text.contains("n1 -> n2  cold") && text.contains("n2 -> n1  postcopy"), "{text}");
+    let events = cluster.ok(&["events"]);
+    assert!(events.contains("migration done counter"), "{events}");
+    // The source let go of everything.
+    assert_eq!(std::fs::read_dir(cluster.data_dir.join("nodes/n2/containers")).unwrap().count(), 0);
+
+    // 256 MiB written with a pattern come back intact after post-copy.
+    cluster.ok(&["run", "--name", "hog", "--node", "n1", "busybox", "--", "memhog", "256"]);
+    cluster.wait_log("hog", "check 1 ok", T);
+    let checks_before = cluster.ok(&["logs", "hog"]).lines().filter(|l| l.ends_with(" ok")).count();
+    let report = migrate(&cluster, "hog", "n2", "postcopy");
+    assert!(report.memory_bytes >= 256 << 20, "only {} bytes of memory moved", report.memory_bytes);
+    let log = wait_for("memhog to check its memory after the move", T, || {
+        let log = cluster.ok(&["logs", "hog"]);
+        (log.lines().filter(|l| l.ends_with(" ok")).count() >= checks_before + 2).then_some(log)
+    });
+    assert!(!log.contains("CORRUPT"), "{log}");
+    assert_eq!(cluster.container("hog").state.as_str(), "running");
+}
+
+/// Reads one line from `stream`.
+fn read_line(reader: &mut BufReader<std::net::TcpStream>) -> String {
+    let mut line = String::new();
+    reader.read_line(&mut line).expect("reading from the migrated server");
+    line
+}
+
+#[test]
+fn tcp_connections_survive_migration() {
+    let cluster = Cluster::up(12, 3);
+    cluster.import_busybox();
+    cluster.ok(&["run", "--name", "echo", "--node", "n1", "busybox", "--", "nc", "-ll", "-p", "9000", "-e", "cat"]);
+    let server = cluster.wait_state("echo", "running", T);
+    // A client on the host...
+    let stream = wait_for("the echo server to accept", T, || {
+        std::net::TcpStream::connect_timeout(&(server.ip, 9000).into(), Duration::from_secs(1)).ok()
+    });
+    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    let mut reader = BufReader::new(stream);
+    writer.write_all(b"hello\n").unwrap();
+    assert_eq!(read_line(&mut reader), "hello\n");
+    // ... and one in a container on a third node, pinging every 100 ms.
+    let ping = format!("i=0; while true; do echo ping-$i; i=$((i+1)); sleep 0.1; done | nc {} 9000", server.ip);
+    cluster.ok(&["run", "--name", "pinger", "--node", "n3", "busybox", "--", "sh", "-c", &ping]);
+    cluster.wait_log("pinger", "ping-5", T);
+
+    for (to, mode) in [("n2", "postcopy"), ("n1", "cold")] {
+        let before = cluster.ok(&["logs", "pinger"]).lines().count();
+        migrate(&cluster, "echo", to, mode);
+        assert_eq!(cluster.container("echo").node, to);
+        // The host's connection is the same one, and still works.
+        writer.write_all(format!("after-{mode}\n").as_bytes()).unwrap();
+        assert_eq!(read_line(&mut reader), format!("after-{mode}\n"));
+        // The pinger's connection was never reset: its echoes keep coming, in order.
+        wait_for("the pinger's echoes to continue", T, || {
+            (cluster.ok(&["logs", "pinger"]).lines().count() > before + 10).then_some(())
+        });
+        let log = cluster.ok(&["logs", "pinger"]);
+        for (i, line) in log.lines().enumerate() {
+            assert_eq!(line, format!("ping-{i}"), "the pinger's stream broke");
+        }
+        assert_eq!(cluster.container("pinger").state.as_str(), "running");
+    }
+}
+
+#[test]
+fn bad_migrations_are_refused_and_the_container_keeps_running() {
+    let cluster = Cluster::up_with(13, 2, &["--node-memory", "1g"]);
+    cluster.import_busybox_with_memhog();
+    cluster.ok(&["run", "--name", "big1", "--node", "n1", "--memory", "700m", "busybox", "--", "sleep", "3600"]);
+    cluster.ok(&["run", "--name", "big2", "--node", "n2", "--memory", "700m", "busybox", "--", "sleep", "3600"]);
+    cluster.ok(&["run", "--name", "done", "--node", "n1", "busybox", "--", "true"]);
+    cluster.ok(&["run", "--name", "slow", "--node", "n1", "--memory", "128m", "busybox", "--", "memhog", "32"]);
+    cluster.wait_log("slow", "filled", T);
+    cluster.wait_state("done", "exited", T);
+    let cases: &[(&[&str], &str)] = &[
+        (&["migrate", "big1", "--to", "n1"], "already runs on n1"),
+        (&["migrate", "big1", "--to", "n9"], "no such node: n9"),
+        (&["migrate", "big1", "--to", "n2"], "not enough memory"),
+        (&["migrate", "big1"], "no other node can take big1"),
+        (&["migrate", "done", "--to", "n2"], "only a running container can migrate"),
+        (&["migrate", "ghost", "--to", "n2"], "no such container: ghost"),
+        (&["migrate", "slow", "--to", "n2", "--mode", "precopy"], "soft-dirty"),
+        (&["migrate", "slow", "--mode", "fast"], "invalid migration mode"),
+    ];
+    for (args, want) in cases {
+        let err = cluster.fails(args);
+        assert!(err.contains(want), "herd {}: expected {want:?} in {err}", args.join(" "));
+    }
+    // Two migrations of one container at once: the second is refused.
+    let first = {
+        let mut cmd =
+            cluster.command(&["migrate", "slow", "--to", "n2", "--mode", "cold", "--bandwidth", "8m", "--json"]);
+        cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+        cmd.spawn().unwrap()
+    };
+    wait_for("the first migration to start", T, || {
+        cluster.ok(&["events"]).contains("migration start slow").then_some(())
+    });
+    let err = cluster.fails(&["migrate", "slow", "--to", "n2"]);
+    assert!(err.contains("container slow is migrating to n2"), "{err}");
+    let err = cluster.fails(&["stop", "slow"]);
+    assert!(err.contains("is migrating"), "{err}");
+    let out = first.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: MigrationReport = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(report.memory_bytes >= 32 << 20);
+    // With 8 MiB/s for 32 MiB of memory, the bandwidth budget was respected.
+    assert!(report.total_ms >= 3000, "32 MiB moved in {} ms despite an 8 MiB/s budget", report.total_ms);
+    // Everything refused is still running where it was.
+    let all: Vec<ContainerInfo> = cluster.json(&["ps"]);
+    let placed: Vec<(String, String)> = all.iter().map(|c| (c.name.clone(), c.node.clone())).collect();
+    for (name, node) in [("big1", "n1"), ("big2", "n2"), ("slow", "n2")] {
+        assert!(placed.contains(&(name.to_string(), node.to_string())), "{name} should run on {node}: {placed:?}");
+    }
+}
