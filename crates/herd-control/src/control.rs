@@ -58,6 +58,9 @@ pub struct Control {
     pub(crate) record_writes: tokio::sync::Mutex<()>,
     /// One lock per container name, so operations on one container do not interleave.
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Names of nodes whose agent restarted or went down: a request in flight to one of them
+    /// will never be answered.
+    pub(crate) node_lost: tokio::sync::broadcast::Sender<String>,
     pub(crate) me: Weak<Control>,
 }
 
@@ -125,6 +128,7 @@ impl Control {
             migrating: Mutex::new(HashMap::new()),
             record_writes: tokio::sync::Mutex::new(()),
             locks: Mutex::new(HashMap::new()),
+            node_lost: tokio::sync::broadcast::channel(64).0,
             me: me.clone(),
         });
         // Migrations a crash interrupted are finished (or undone) now.
@@ -173,6 +177,30 @@ impl Control {
         reply.map_err(|e| Error::new(Kind::NodeFailed, format!("node {node}: {}", e.message)))
     }
 
+    /// Like [`Control::node_call`], for long requests: fails as soon as the node's agent
+    /// restarts or the node goes down, since the answer will then never come.
+    pub(crate) async fn node_call_watched(
+        &self,
+        node: &str,
+        req: &NodeRequest,
+        timeout: Duration,
+    ) -> Result<NodeReply> {
+        let mut lost = self.node_lost.subscribe();
+        let lost = async {
+            loop {
+                match lost.recv().await {
+                    Ok(n) if n == node => return,
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
+                }
+            }
+        };
+        tokio::select! {
+            reply = self.node_call(node, req, timeout) => reply,
+            () = lost => Err(Error::unavailable(format!("node {node} restarted or went down before it answered"))),
+        }
+    }
+
     /// Re-reads a container's status from its bucket (the node writes it before answering).
     pub(crate) async fn refresh_status(&self, id: &str) -> Result<()> {
         if let Some(s) = self.statuses.get(id).await? {
@@ -216,6 +244,7 @@ impl Control {
             tick.tick().await;
             let down = self.view.write().unwrap().expire(self.cfg.node_timeout);
             for node in down {
+                let _ = self.node_lost.send(node.clone());
                 let msg = format!("node {node} is down: no heartbeat for {}s", self.cfg.node_timeout.as_secs_f32());
                 self.events.emit("node", "down", &node, Some(&node), msg).await;
             }
@@ -228,7 +257,12 @@ impl Control {
             match change {
                 Change::Put { value, .. } => {
                     let name = value.name.clone();
-                    let known = self.view.read().unwrap().nodes.contains_key(&name);
+                    let previous = self.view.read().unwrap().nodes.get(&name).map(|n| n.record.registered_at);
+                    let known = previous.is_some();
+                    if previous.is_some_and(|at| at != value.registered_at) {
+                        // A new agent: whatever the old one was doing is lost.
+                        let _ = self.node_lost.send(name.clone());
+                    }
                     self.view.write().unwrap().register(value);
                     if !known {
                         self.events.emit("node", "register", &name, Some(&name), format!("node {name} joined")).await;

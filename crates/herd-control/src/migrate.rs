@@ -230,7 +230,11 @@ impl Control {
         let spec = self.spec_of(record, image);
         let prepare_started = Instant::now();
         let prepared = self
-            .node_call(&destination, &NodeRequest::MigratePrepare { spec, ticket: ticket.clone() }, PREPARE_TIMEOUT)
+            .node_call_watched(
+                &destination,
+                &NodeRequest::MigratePrepare { spec, ticket: ticket.clone() },
+                PREPARE_TIMEOUT,
+            )
             .await;
         let address = match prepared {
             Ok(NodeReply::MigrationPrepared { address }) => address,
@@ -249,7 +253,7 @@ impl Control {
         mig.phase = MigrationPhase::Transferring;
         self.save_migration(mig).await?;
         let sent = self
-            .node_call(
+            .node_call_watched(
                 &source,
                 &NodeRequest::MigrateSend { id: record.id.clone(), ticket: ticket.clone(), destination: address },
                 SEND_TIMEOUT,
@@ -283,7 +287,7 @@ impl Control {
                 self.commit(mig).await?;
                 Ok(TransferReport::default())
             }
-            Some(_) => {
+            Some(DestinationState::Unknown | DestinationState::Aborted) => {
                 self.abort(mig, reason, true).await;
                 Err(Error::new(
                     Kind::NodeFailed,
@@ -293,8 +297,9 @@ impl Control {
                     ),
                 ))
             }
-            None => {
-                // Nobody can say yet; the recovery loop keeps asking.
+            // The destination is still at it, or nobody can say yet: the recovery loop asks
+            // until it can tell.
+            Some(DestinationState::Prepared | DestinationState::Restoring) | None => {
                 self.spawn_recovery(mig.clone());
                 Err(Error::unavailable(format!(
                     "{reason}; node {} does not answer, so it is not known yet whether {} runs there: \
@@ -517,8 +522,10 @@ impl Control {
             MigrationPhase::Switching => true,
             MigrationPhase::Transferring => match self.destination_state(mig).await {
                 Some(DestinationState::Running) => true,
-                Some(_) => false,
-                None => return false,
+                Some(DestinationState::Unknown | DestinationState::Aborted) => false,
+                // Still moving between the nodes (they need no Control node for that), or no
+                // answer: ask again later. The destination gives up on its own in the end.
+                Some(DestinationState::Prepared | DestinationState::Restoring) | None => return false,
             },
         };
         let req =

@@ -613,6 +613,11 @@ impl Runtime {
         if c.live.lock().unwrap().state != Some(ContainerState::Running) {
             return Err(format!("container {} is not running on node {}", c.spec.name, self.cfg.node));
         }
+        // It runs here, so the migration that brought it here committed, even if this node
+        // was down when the Control node said so: its marker must not confuse this one.
+        if read_incoming(&c.paths.dir).is_some_and(|i| i.state == DestinationState::Running) {
+            let _ = std::fs::remove_file(c.paths.dir.join(INCOMING));
+        }
         let outcome = match ticket.mode {
             MigrationMode::Precopy => {
                 return Err(
@@ -621,6 +626,10 @@ impl Runtime {
             }
             mode => self.send(&c, &ticket, destination, mode, &progress).await,
         };
+        if matches!(outcome, SourceOutcome::Resumed { .. }) {
+            // Settled here: a later resolution of this migration has nothing left to do.
+            let _ = std::fs::remove_dir_all(self.scratch(&ticket.migration));
+        }
         Ok(NodeReply::MigrationSent(outcome))
     }
 
@@ -889,11 +898,8 @@ impl Runtime {
     /// `MigrateResolve`: the Control node's decision for a migration it had to resolve.
     pub async fn migrate_resolve(self: &Arc<Self>, id: &str, migration: &str, commit: bool) -> OpResult<NodeReply> {
         let Ok(c) = self.get(id) else { return Ok(NodeReply::Done) };
-        if let Some(incoming) = read_incoming(&c.paths.dir) {
+        if let Some(incoming) = read_incoming(&c.paths.dir).filter(|i| i.migration == migration) {
             // Destination side.
-            if incoming.migration != migration {
-                return Ok(NodeReply::Done);
-            }
             if commit {
                 if incoming.state != DestinationState::Running {
                     return Err(format!("migration {migration} did not run the container here"));
@@ -909,7 +915,12 @@ impl Runtime {
             }
             return Ok(NodeReply::Done);
         }
-        // Source side: the container is still here, frozen.
+        // Source side: the container is still here, frozen, and the migration's scratch
+        // directory says this node sent it. A migration this node knows nothing of (resolved
+        // already, or another node's) changes nothing here.
+        if !self.scratch(migration).exists() {
+            return Ok(NodeReply::Done);
+        }
         let _op = c.op.lock().await;
         if commit {
             self.let_go(&c).await;

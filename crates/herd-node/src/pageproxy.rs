@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 
-use crate::transfer::{Budget, splice};
+use crate::transfer::{Budget, splice, splice_page_requests};
 
 /// How the proxy gets its local end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,7 +148,12 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
             s
         }
     };
-    let (to_local, to_peer) = splice(peer, local, &Budget::new(args.bandwidth)).await?;
+    let budget = Budget::new(args.bandwidth);
+    let (to_local, to_peer) = match args.local {
+        // The source's page server: it must not mistake a vanished peer for a finished one.
+        Local::Connected(_) => splice_page_requests(peer, local, &budget).await?,
+        Local::Accept(_) => splice(peer, local, &budget).await?,
+    };
     std::fs::write(&args.report, format!("{to_local} {to_peer}\n")).context("writing the page proxy's report")?;
     if to_local == 0 && to_peer == 0 {
         bail!("no page moved");

@@ -1284,9 +1284,61 @@ pub async fn splice(mut a: TcpStream, mut b: TcpStream, budget: &Budget) -> io::
     let (mut a_read, mut a_write) = a.split();
     let (mut b_read, mut b_write) = b.split();
     tokio::try_join!(
-        pump(&mut a_read, &mut b_write, budget, "a to b"),
-        pump(&mut b_read, &mut a_write, budget, "b to a"),
+        pump(&mut a_read, &mut b_write, budget, "a to b", None),
+        pump(&mut b_read, &mut a_write, budget, "b to a", None),
     )
+}
+
+/// Like [`splice`], between the destination's `criu lazy-pages` (`peer`) and the source's
+/// CRIU page server (`local`), which takes a clean end of its connection for "every page
+/// has arrived" and then kills the container it dumped. So the peer's end is passed on as a
+/// clean end only after the peer closed the session properly (its last request is CRIU's
+/// `PS_IOV_CLOSE`); a peer that vanishes mid-transfer resets the local connection instead,
+/// which makes CRIU fail the dump and thaw the container, still whole, on the source.
+pub async fn splice_page_requests(
+    mut peer: TcpStream,
+    mut local: TcpStream,
+    budget: &Budget,
+) -> io::Result<(u64, u64)> {
+    // Dropping `local` on an error then resets it rather than ending it cleanly.
+    SockRef::from(&local).set_linger(Some(Duration::ZERO))?;
+    let (mut peer_read, mut peer_write) = peer.split();
+    let (mut local_read, mut local_write) = local.split();
+    let mut requests = RequestTail::default();
+    tokio::try_join!(
+        pump(&mut peer_read, &mut local_write, budget, "peer to CRIU", Some(&mut requests)),
+        pump(&mut local_read, &mut peer_write, budget, "CRIU to peer", None),
+    )
+}
+
+/// The tail of a stream of CRIU page-server requests (`struct page_server_iov`: a `u32`
+/// command padded to 8 bytes, then three `u64`: 32 bytes on 64-bit Linux).
+#[derive(Default)]
+struct RequestTail {
+    last: [u8; RequestTail::SIZE],
+    len: u64,
+}
+
+impl RequestTail {
+    const SIZE: usize = 32;
+    const PS_IOV_CLOSE: u32 = 0x1023;
+    const PS_IOV_FORCE_CLOSE: u32 = 0x1024;
+
+    fn push(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.last[(self.len % Self::SIZE as u64) as usize] = b;
+            self.len += 1;
+        }
+    }
+
+    /// Whether the stream ends with a whole close request.
+    fn closed(&self) -> bool {
+        if self.len == 0 || !self.len.is_multiple_of(Self::SIZE as u64) {
+            return false;
+        }
+        let cmd = u32::from_ne_bytes(self.last[..4].try_into().unwrap());
+        cmd == Self::PS_IOV_CLOSE || cmd == Self::PS_IOV_FORCE_CLOSE
+    }
 }
 
 async fn pump(
@@ -1294,6 +1346,7 @@ async fn pump(
     w: &mut (impl AsyncWrite + Unpin),
     budget: &Budget,
     direction: &str,
+    mut requests: Option<&mut RequestTail>,
 ) -> io::Result<u64> {
     let context = |what: &str, e: io::Error| io::Error::new(e.kind(), format!("splice {direction}: {what}: {e}"));
     let mut buf = vec![0u8; budget.chunk_size()];
@@ -1301,6 +1354,12 @@ async fn pump(
     loop {
         let n = r.read(&mut buf).await.map_err(|e| context("reading", e))?;
         if n == 0 {
+            if requests.as_ref().is_some_and(|t| !t.closed()) {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("splice {direction}: the peer went away before it had every page"),
+                ));
+            }
             match w.shutdown().await {
                 Ok(()) => {}
                 // The other side is gone already: nothing left to tell it.
@@ -1308,6 +1367,9 @@ async fn pump(
                 Err(e) => return Err(context("shutting down", e)),
             }
             return Ok(total);
+        }
+        if let Some(t) = requests.as_deref_mut() {
+            t.push(&buf[..n]);
         }
         budget.consume(n as u64).await;
         w.write_all(&buf[..n]).await.map_err(|e| context("writing", e))?;
@@ -1334,6 +1396,27 @@ mod tests {
 
     async fn within<T>(f: impl std::future::Future<Output = T>) -> T {
         timeout(WAIT, f).await.expect("timed out")
+    }
+
+    #[test]
+    fn only_a_close_request_ends_the_page_requests_cleanly() {
+        let request = |cmd: u32| {
+            let mut r = [0u8; 32];
+            r[..4].copy_from_slice(&cmd.to_ne_bytes());
+            r
+        };
+        let mut t = RequestTail::default();
+        assert!(!t.closed(), "nothing asked yet");
+        t.push(&request(7)); // PS_IOV_GET
+        assert!(!t.closed());
+        let close = request(0x1023);
+        t.push(&close[..20]);
+        assert!(!t.closed(), "half a close request");
+        t.push(&close[20..]);
+        assert!(t.closed());
+        let mut forced = RequestTail::default();
+        forced.push(&request(0x1024));
+        assert!(forced.closed());
     }
 
     #[test]

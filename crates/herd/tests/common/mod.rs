@@ -231,6 +231,16 @@ impl Cluster {
 impl Cluster {
     /// Prints what the cluster's components logged, to explain a failed test.
     pub fn dump_logs(&self) {
+        // Keep every log whole for a closer look (the cluster's own directories are purged).
+        let keep = std::env::temp_dir().join("herd-test-logs").join(&self.name);
+        let _ = std::fs::remove_dir_all(&keep);
+        let _ = std::fs::create_dir_all(&keep);
+        if let Ok(entries) = std::fs::read_dir(self.run_dir().join("logs")) {
+            for e in entries.flatten() {
+                let _ = std::fs::copy(e.path(), keep.join(e.file_name()));
+            }
+        }
+        eprintln!("the cluster's logs are kept in {}", keep.display());
         eprintln!(
             "---- events of cluster {} ----\n{}",
             self.name,
@@ -240,7 +250,7 @@ impl Cluster {
         for e in entries.flatten() {
             let text = std::fs::read_to_string(e.path()).unwrap_or_default();
             let lines: Vec<&str> = text.lines().collect();
-            let tail = &lines[lines.len().saturating_sub(40)..];
+            let tail = &lines[lines.len().saturating_sub(80)..];
             eprintln!("---- {} (last {} lines) ----\n{}", e.path().display(), tail.len(), tail.join("\n"));
         }
     }
@@ -248,7 +258,7 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        if std::thread::panicking() {
+        if std::thread::panicking() || std::env::var_os("HERD_TEST_KEEP_LOGS").is_some() {
             self.dump_logs();
         }
         if !self.down {
@@ -267,4 +277,80 @@ pub fn tcp_exchange(ip: Ipv4Addr, port: u16, send: &str) -> std::io::Result<Stri
     let mut out = String::new();
     s.read_to_string(&mut out)?;
     Ok(out)
+}
+
+impl Cluster {
+    /// The nodes where runc has container `id`, with its runc status ("running", "paused",
+    /// ...): the ground truth for "the container runs exactly once".
+    pub fn runc_copies(&self, id: &str) -> Vec<(String, String)> {
+        let mut copies = Vec::new();
+        for node in &self.up_state().layout.nodes {
+            let out = Command::new("runc")
+                .arg("--root")
+                .arg(node.run_dir.join("runc"))
+                .args(["list", "--format", "json"])
+                .output()
+                .expect("running runc list");
+            let list: Option<Vec<serde_json::Value>> = serde_json::from_slice(&out.stdout).unwrap_or(None);
+            for c in list.unwrap_or_default() {
+                if c["id"] == id {
+                    let mut status = c["status"].as_str().unwrap_or("").to_string();
+                    // runc calls a container "running" while its init is seized by CRIU, or
+                    // killed and not reaped yet.
+                    if status == "running" && !process_runs(c["pid"].as_u64().unwrap_or(0)) {
+                        status = "stopped or dying".into();
+                    }
+                    copies.push((node.name.clone(), status));
+                }
+            }
+        }
+        copies
+    }
+
+    /// Waits until `name` runs on `node` and nowhere else, as herd and runc both see it.
+    pub fn wait_runs_only_on(&self, name: &str, node: &str, timeout: Duration) -> herd_proto::api::ContainerInfo {
+        wait_for(&format!("{name} to run on {node} only"), timeout, || {
+            let c = self.container(name);
+            let copies = self.runc_copies(&c.id);
+            (c.node == node && c.state.as_str() == "running" && copies == [(node.to_string(), "running".to_string())])
+                .then_some(c)
+        })
+    }
+
+    /// The address of `node` on the cluster network.
+    pub fn node_address(&self, node: &str) -> Ipv4Addr {
+        self.up_state().layout.nodes.iter().find(|n| n.name == node).expect("a node of the cluster").address
+    }
+}
+
+impl Cluster {
+    /// Waits until node `node` has an agent other than `old_pid` that serves requests (it
+    /// subscribes before its first heartbeat, so a heartbeat newer than its start shows it).
+    pub fn wait_agent_restarted(&self, node: &str, old_pid: u32, timeout: Duration) {
+        wait_for(&format!("a new agent on {node}"), timeout, || self.agent_pid(node).filter(|p| *p != old_pid));
+        let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+        wait_for(&format!("the new agent on {node} to heartbeat"), timeout, || {
+            let nodes: Vec<herd_proto::api::NodeInfo> = self.json(&["nodes"]);
+            let n = nodes.into_iter().find(|n| n.name == node)?;
+            (n.last_heartbeat.is_some_and(|t| t > since) && n.state == herd_proto::api::NodeState::Ready).then_some(())
+        });
+    }
+}
+
+/// Whether process `pid` exists and runs: not a zombie, not stopped (CRIU seizes the tasks it
+/// dumps with ptrace, and runc still calls such a container "running").
+pub fn process_runs(pid: u64) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
+    // The state is the first field after the parenthesised command name.
+    let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next());
+    if pid == 0 || matches!(state, Some("Z" | "X" | "x" | "t" | "T")) {
+        return false;
+    }
+    // A task with SIGKILL pending is on its way out (CRIU kills what it dumped that way).
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let sigkill_pending = status.lines().any(|l| {
+        let Some((key, mask)) = l.split_once(':') else { return false };
+        matches!(key, "SigPnd" | "ShdPnd") && u64::from_str_radix(mask.trim(), 16).is_ok_and(|m| m & (1 << 8) != 0)
+    });
+    !sigkill_pending
 }

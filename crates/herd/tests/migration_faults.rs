@@ -1,0 +1,267 @@
+//! Live migration under faults: an agent that dies at each phase (on either side), a network
+//! cut mid-transfer and a Control node killed mid-migration. Whatever happens, the container
+//! ends up running on exactly one node with its state intact, and never runs on two at once.
+//!
+//! Agents die through fault injection (`HERD_FAULT_INJECT`, see herd-node's `fault_point`):
+//! the agent `_exit`s at the named point, as in a crash, and `herd up` restarts it.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use common::{Cluster, wait_for};
+
+const T: Duration = Duration::from_secs(90);
+
+/// The counter script: each line is the next number and what the writable layer's file held.
+const COUNTER: &str =
+    "i=0; while true; do echo \"n=$i s=$(cat /state 2>/dev/null)\"; echo $i > /state; i=$((i+1)); sleep 0.05; done";
+
+/// Checks the counter's log is one unbroken sequence with its file in step; returns its length.
+fn counted(log: &str) -> u64 {
+    let mut next = 0;
+    for line in log.lines() {
+        let Some((n, s)) = line.strip_prefix("n=").and_then(|r| r.split_once(" s=")) else { continue };
+        let n: u64 = n.parse().unwrap();
+        assert_eq!(n, next, "the counter skipped or repeated: {line:?} after {}", next as i64 - 1);
+        if n > 0 {
+            assert_eq!(s, (n - 1).to_string(), "the writable layer lost its content at {line:?}");
+        }
+        next += 1;
+    }
+    next
+}
+
+/// Waits until the counter has counted 20 more than `seen` (checking the whole log); returns
+/// the new count.
+fn counts_on(cluster: &Cluster, name: &str, seen: u64) -> u64 {
+    wait_for(&format!("{name} to count on"), T, || {
+        let n = counted(&cluster.ok(&["logs", name]));
+        (n > seen + 20).then_some(n)
+    })
+}
+
+/// The cluster's environment for fault tests: the named fault points, and a short stall timeout
+/// so a cut network is noticed in seconds.
+fn faults(points: &'static str) -> [(&'static str, &'static str); 2] {
+    [("HERD_FAULT_INJECT", points), ("HERD_MIGRATION_STALL_SECS", "5")]
+}
+
+/// Watches, until dropped, that container `id` never runs on two nodes at once.
+struct NeverTwice {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<Option<String>>>,
+}
+
+impl NeverTwice {
+    fn watch(cluster: &Cluster, id: &str) -> NeverTwice {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (flag, id) = (stop.clone(), id.to_string());
+        // The watcher only runs `runc list`, so it needs the node roots, not the cluster.
+        let roots: Vec<(String, std::path::PathBuf)> =
+            cluster.up_state().layout.nodes.iter().map(|n| (n.name.clone(), n.run_dir.join("runc"))).collect();
+        let thread = std::thread::spawn(move || {
+            while !flag.load(Ordering::Relaxed) {
+                let mut running = Vec::new();
+                for (node, root) in &roots {
+                    let out = std::process::Command::new("runc")
+                        .arg("--root")
+                        .arg(root)
+                        .args(["list", "--format", "json"])
+                        .output()
+                        .expect("running runc list");
+                    let list: Option<Vec<serde_json::Value>> = serde_json::from_slice(&out.stdout).unwrap_or(None);
+                    for c in list.unwrap_or_default() {
+                        let pid = c["pid"].as_u64().unwrap_or(0);
+                        if c["id"] == id.as_str() && c["status"] == "running" && common::process_runs(pid) {
+                            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+                            running
+                                .push(format!("{node} (pid {pid}: {})", stat.rsplit_once(')').unwrap_or_default().1));
+                        }
+                    }
+                }
+                if running.len() > 1 {
+                    let at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+                    return Some(format!(
+                        "{id} ran on {running:?} at once (at {:.3} s since the epoch)",
+                        at.as_secs_f64()
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            None
+        });
+        NeverTwice { stop, thread: Some(thread) }
+    }
+
+    fn check(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(problem) = self.thread.take().unwrap().join().unwrap() {
+            panic!("{problem}");
+        }
+    }
+}
+
+#[test]
+fn a_destination_agent_dying_before_or_after_the_restore_leaves_exactly_one_copy() {
+    let cluster = Cluster::up_with_env(14, 2, &[], &faults("dest-before-restore,dest-after-restore"));
+    cluster.import_busybox();
+    cluster.ok(&["run", "--name", "counter", "--node", "n1", "busybox", "--", "sh", "-c", COUNTER]);
+    let id = cluster.wait_state("counter", "running", T).id;
+    let mut seen = counts_on(&cluster, "counter", 0);
+    let watch = NeverTwice::watch(&cluster, &id);
+
+    // Each node dies once before and once after restoring (the markers make each fault fire
+    // once per node): before, the source resumes; after, the destination keeps the container.
+    for (mode, from, to) in [("cold", "n1", "n2"), ("postcopy", "n2", "n1")] {
+        let agent = cluster.agent_pid(to).unwrap();
+        let out = cluster.herd(&["migrate", "counter", "--to", to, "--mode", mode]);
+        assert!(!out.status.success(), "the {mode} migration survived its destination's crash?");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(from), "the error should say where {mode} left the container: {err}");
+        cluster.wait_runs_only_on("counter", from, T);
+        seen = counts_on(&cluster, "counter", seen);
+        cluster.wait_agent_restarted(to, agent, T);
+
+        // The second attempt dies after the restore: the container is the destination's.
+        let agent = cluster.agent_pid(to).unwrap();
+        let _ = cluster.herd(&["migrate", "counter", "--to", to, "--mode", mode]);
+        cluster.wait_runs_only_on("counter", to, T);
+        seen = counts_on(&cluster, "counter", seen);
+        cluster.wait_agent_restarted(to, agent, T);
+    }
+    watch.check();
+    // Nothing of the migrations is left on the node the counter left.
+    wait_for("n2 to forget the counter", T, || {
+        (std::fs::read_dir(cluster.data_dir.join("nodes/n2/containers")).unwrap().count() == 0).then_some(())
+    });
+}
+
+#[test]
+fn a_source_agent_dying_mid_migration_leaves_exactly_one_copy() {
+    let cluster = Cluster::up_with_env(15, 2, &[], &faults("source-after-checkpoint,source-before-let-go"));
+    cluster.import_busybox();
+    cluster.ok(&["run", "--name", "counter", "--node", "n1", "busybox", "--", "sh", "-c", COUNTER]);
+    let id = cluster.wait_state("counter", "running", T).id;
+    let seen = counts_on(&cluster, "counter", 0);
+    let watch = NeverTwice::watch(&cluster, &id);
+
+    // Frozen and checkpointed, then the source dies before sending anything: the container was
+    // never restored elsewhere, so it resumes on the source when its agent is back.
+    let agent = cluster.agent_pid("n1").unwrap();
+    let out = cluster.herd(&["migrate", "counter", "--to", "n2", "--mode", "cold"]);
+    assert!(!out.status.success(), "the migration survived its source's crash?");
+    cluster.wait_runs_only_on("counter", "n1", T);
+    let seen = counts_on(&cluster, "counter", seen);
+    cluster.wait_agent_restarted("n1", agent, T);
+
+    // The destination runs it, then the source dies before letting go: the pages still flow
+    // (the page proxy outlives the agent), and the restarted source lets go.
+    let _ = cluster.herd(&["migrate", "counter", "--to", "n2", "--mode", "postcopy"]);
+    cluster.wait_runs_only_on("counter", "n2", T);
+    counts_on(&cluster, "counter", seen);
+    watch.check();
+    wait_for("n1 to forget the counter", T, || {
+        (std::fs::read_dir(cluster.data_dir.join("nodes/n1/containers")).unwrap().count() == 0).then_some(())
+    });
+}
+
+/// Runs `iptables ARGS` in the network namespace of node `node`.
+fn node_iptables(cluster: &Cluster, node: &str, args: &[&str]) {
+    let netns = format!("herd-{}-{node}", cluster.name);
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &netns, "iptables", "-w"])
+        .args(args)
+        .output()
+        .expect("running iptables");
+    assert!(out.status.success(), "iptables {args:?} in {netns}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn a_network_cut_mid_transfer_leaves_the_container_where_it_was() {
+    let cluster = Cluster::up_with_env(16, 2, &[], &faults(""));
+    cluster.import_busybox_with_memhog();
+    cluster.ok(&["run", "--name", "hog", "--node", "n1", "busybox", "--", "memhog", "48"]);
+    let id = cluster.wait_state("hog", "running", T).id;
+    cluster.wait_log("hog", "check 1 ok", T);
+    let watch = NeverTwice::watch(&cluster, &id);
+
+    // 48 MiB at 8 MiB/s take about 6 s: cut n1 from n2 once the pages are moving.
+    let mut migration = cluster.command(&["migrate", "hog", "--to", "n2", "--mode", "cold", "--bandwidth", "8m"]);
+    migration.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped());
+    let migration = migration.spawn().unwrap();
+    wait_for("the pages to move", T, || cluster.ok(&["events"]).contains("migration start hog").then_some(()));
+    std::thread::sleep(Duration::from_millis(1500)); // into the transfer, which lasts about 6 s
+    let n2 = cluster.node_address("n2").to_string();
+    node_iptables(&cluster, "n1", &["-I", "INPUT", "-s", &n2, "-j", "DROP"]);
+    node_iptables(&cluster, "n1", &["-I", "OUTPUT", "-d", &n2, "-j", "DROP"]);
+
+    let out = migration.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the migration went through a cut network?");
+    assert!(err.contains("keeps running on n1") || err.contains("runs on n1 again"), "{err}");
+    cluster.wait_runs_only_on("hog", "n1", T);
+    let checks = |log: &str| log.lines().filter(|l| l.ends_with(" ok")).count();
+    let before = checks(&cluster.ok(&["logs", "hog"]));
+    let log = wait_for("memhog to check its memory after the failed move", T, || {
+        let log = cluster.ok(&["logs", "hog"]);
+        (checks(&log) >= before + 2).then_some(log)
+    });
+    assert!(!log.contains("CORRUPT"), "{log}");
+
+    // With the network back, the same container migrates.
+    node_iptables(&cluster, "n1", &["-D", "INPUT", "-s", &n2, "-j", "DROP"]);
+    node_iptables(&cluster, "n1", &["-D", "OUTPUT", "-d", &n2, "-j", "DROP"]);
+    cluster.ok(&["migrate", "hog", "--to", "n2", "--mode", "postcopy"]);
+    cluster.wait_runs_only_on("hog", "n2", T);
+    let before = checks(&cluster.ok(&["logs", "hog"]));
+    let log = wait_for("memhog to check its memory after the move", T, || {
+        let log = cluster.ok(&["logs", "hog"]);
+        (checks(&log) >= before + 2).then_some(log)
+    });
+    assert!(!log.contains("CORRUPT"), "{log}");
+    watch.check();
+}
+
+#[test]
+fn a_control_node_killed_mid_migration_resolves_it_when_it_returns() {
+    let cluster = Cluster::up(17, 2);
+    cluster.import_busybox_with_memhog();
+    cluster.ok(&["run", "--name", "hog", "--node", "n1", "busybox", "--", "memhog", "32"]);
+    let id = cluster.wait_state("hog", "running", T).id;
+    cluster.wait_log("hog", "check 1 ok", T);
+    let watch = NeverTwice::watch(&cluster, &id);
+
+    let mut migration = cluster.command(&["migrate", "hog", "--to", "n2", "--mode", "cold", "--bandwidth", "8m"]);
+    migration.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped());
+    let migration = migration.spawn().unwrap();
+    // Once the source sends (its scratch directory appears), the pages take about 4 s.
+    let scratch = cluster.run_dir().join("nodes/n1/scratch/migrations");
+    wait_for("the source to send", T, || std::fs::read_dir(&scratch).ok().and_then(|mut d| d.next()).map(|_| ()));
+    let control = cluster.up_state().control_pid.expect("the Control node's pid");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(control as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+
+    // The client lost its Control node; the nodes finish the hand-off between themselves and the
+    // restarted Control node learns from the destination how it ended.
+    let out = migration.wait_with_output().unwrap();
+    assert!(!out.status.success(), "the client saw a migration end that its Control node never reported");
+    wait_for("the Control node to be back", T, || cluster.herd(&["ps"]).status.success().then_some(()));
+    let c = cluster.wait_runs_only_on("hog", "n2", T);
+    assert_eq!(c.state.as_str(), "running");
+    wait_for("the restarted Control node to resolve the migration", T, || {
+        cluster.ok(&["events"]).contains("resolved: it runs on n2").then_some(())
+    });
+    let checks = |log: &str| log.lines().filter(|l| l.ends_with(" ok")).count();
+    let before = checks(&cluster.ok(&["logs", "hog"]));
+    let log = wait_for("memhog to check its memory after the move", T, || {
+        let log = cluster.ok(&["logs", "hog"]);
+        (checks(&log) >= before + 2).then_some(log)
+    });
+    assert!(!log.contains("CORRUPT"), "{log}");
+    watch.check();
+    // The next migration is not blocked by the one the crash interrupted.
+    cluster.ok(&["migrate", "hog", "--to", "n1"]);
+    cluster.wait_runs_only_on("hog", "n1", T);
+}
