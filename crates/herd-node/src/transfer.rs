@@ -1281,6 +1281,10 @@ fn write_files_into(
 /// When one direction reaches EOF, the write side of its destination is shut down and the
 /// other direction goes on. An error in either direction ends both.
 pub async fn splice(mut a: TcpStream, mut b: TcpStream, budget: &Budget) -> io::Result<(u64, u64)> {
+    // CRIU's page protocol is small requests and answers: Nagle's algorithm would hold each
+    // back until the peer's delayed ACK (up to 200 ms), as CRIU knows (it sets TCP_NODELAY).
+    a.set_nodelay(true)?;
+    b.set_nodelay(true)?;
     let (mut a_read, mut a_write) = a.split();
     let (mut b_read, mut b_write) = b.split();
     tokio::try_join!(
@@ -1302,6 +1306,8 @@ pub async fn splice_page_requests(
 ) -> io::Result<(u64, u64)> {
     // Dropping `local` on an error then resets it rather than ending it cleanly.
     SockRef::from(&local).set_linger(Some(Duration::ZERO))?;
+    peer.set_nodelay(true)?; // as in `splice`
+    local.set_nodelay(true)?;
     let (mut peer_read, mut peer_write) = peer.split();
     let (mut local_read, mut local_write) = local.split();
     let mut requests = RequestTail::default();
