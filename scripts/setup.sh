@@ -20,7 +20,7 @@ CACHE=/var/cache/herd-setup
 # Packages Herd runs with, and CRIU's build dependencies.
 PACKAGES=(
   runc iptables iproute2 busybox-static procps psmisc ca-certificates curl xz-utils
-  build-essential pkg-config git
+  build-essential pkg-config git patch
   libprotobuf-dev libprotobuf-c-dev protobuf-c-compiler protobuf-compiler python3-protobuf
   libnl-3-dev libcap-dev libnet1-dev libbsd-dev libaio-dev libgnutls28-dev libnftables-dev uuid-dev
 )
@@ -81,9 +81,14 @@ fi
 # (criu.kdat) only on a tmpfs, and /run is not one here; without the cache every CRIU run spends
 # about 25 ms probing the kernel, on a migration's critical path.
 CRIU_RUNDIR=/run/criu
+# Herd's patches (scripts/criu-patches) remove waits CRIU does not need; the stamp file names
+# the version, the rundir and the patches the installed binary was built with.
+CRIU_PATCHES="$(cd "$(dirname "$0")" && pwd)/criu-patches"
+CRIU_STAMP=/usr/local/share/herd/criu.build
+criu_build_id() { echo "$CRIU_VERSION $CRIU_RUNDIR $(cat "$CRIU_PATCHES"/*.patch | sha256sum | cut -c1-16)"; }
 criu_ok() {
   [ -x "$CRIU_BIN" ] && "$CRIU_BIN" --version 2>/dev/null | grep -q "Version: $CRIU_VERSION" \
-    && grep -aq "$CRIU_RUNDIR/criu.kdat" "$CRIU_BIN"
+    && [ "$(cat "$CRIU_STAMP" 2>/dev/null)" = "$(criu_build_id)" ]
 }
 if ! criu_ok; then
   if [ ! -f /etc/apt/sources.list.d/herd-sid-src.sources ]; then
@@ -113,10 +118,14 @@ SRC
   [ -n "$want" ] && [ "$want" = "$got" ] || die "$tarball: SHA-256 $got does not match the .dsc ($want)"
   log "building CRIU $CRIU_VERSION (about half a minute)"
   rm -rf "criu-$CRIU_VERSION" && tar xf "$tarball"
+  for patch in "$CRIU_PATCHES"/*.patch; do
+    patch -d "criu-$CRIU_VERSION" -p1 -s < "$patch" || die "applying $patch to CRIU $CRIU_VERSION"
+  done
   make -C "criu-$CRIU_VERSION" -j"$(nproc)" RUNDIR="$CRIU_RUNDIR" criu >"$CACHE/criu/build.log" 2>&1 \
     || die "CRIU build failed; see $CACHE/criu/build.log"
   # Beside, then renamed: a CRIU running right now keeps its old binary.
   install -m 0755 "criu-$CRIU_VERSION/criu/criu" "$CRIU_BIN.new" && mv -f "$CRIU_BIN.new" "$CRIU_BIN"
+  mkdir -p "$(dirname "$CRIU_STAMP")" && criu_build_id > "$CRIU_STAMP"
   criu_ok || die "$CRIU_BIN does not report version $CRIU_VERSION"
 fi
 
