@@ -117,6 +117,26 @@ impl Broker {
         }
     }
 
+    /// Opens the object store that carries checkpoints between nodes and between a node and
+    /// the Control node, creating it when missing. Its objects are transient: leftovers of
+    /// interrupted transfers expire.
+    pub async fn checkpoint_store(&self) -> anyhow::Result<object_store::ObjectStore> {
+        match self.js.get_object_store(subjects::CHECKPOINTS_STORE).await {
+            Ok(s) => Ok(s),
+            Err(_) => self
+                .js
+                .create_object_store(object_store::Config {
+                    bucket: subjects::CHECKPOINTS_STORE.to_string(),
+                    description: Some("checkpoints in transit".into()),
+                    max_age: Duration::from_secs(subjects::CHECKPOINTS_STORE_MAX_AGE_SECS),
+                    storage: stream::StorageType::File,
+                    ..Default::default()
+                })
+                .await
+                .context("creating the checkpoint store"),
+        }
+    }
+
     /// Opens the event stream, creating it (bounded to the newest 10,000 events) when missing.
     pub async fn event_stream(&self) -> anyhow::Result<stream::Stream> {
         self.js

@@ -1,5 +1,6 @@
 //! Herd's access to the NATS broker: authenticated connections, the JetStream buckets that
-//! hold the cluster state, typed key-value access and typed request/reply.
+//! hold the cluster state, typed key-value access, typed request/reply, and the object stores
+//! of image layers and checkpoints in transit.
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
@@ -15,7 +16,9 @@
 
 mod bucket;
 mod connect;
+mod objects;
 
 pub use async_nats;
 pub use bucket::{Bucket, Change, Versioned, WriteConflict};
 pub use connect::{Broker, BrokerConfig};
+pub use objects::put_object;

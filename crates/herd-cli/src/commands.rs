@@ -8,14 +8,15 @@ use anyhow::{Context, bail};
 use bytes::Bytes;
 use clap::{Args, Subcommand};
 use futures::StreamExt;
-use herd_proto::api::{CheckpointRequest, ContainerInfo, Event, NodeInfo, RestoreRequest, RunRequest};
+use herd_proto::api::{ContainerInfo, Event, NodeInfo, RunRequest};
 use herd_proto::names::{normalize_image, parse_pair};
 use herd_proto::node::{LogEntry, LogStream};
 use herd_proto::now_millis;
-use herd_proto::state::{CheckpointInfo, ImageRecord, Limits};
+use herd_proto::state::{ImageRecord, Limits};
 use herd_proto::units::{self, Bytes as B, Cpus};
 use reqwest::Method;
 
+pub use crate::checkpoint::{CheckpointArgs, RestoreArgs, checkpoint, restore};
 use crate::client::{Client, segment};
 use crate::format::{self, print_table, table};
 
@@ -35,7 +36,7 @@ fn parse_label(s: &str) -> Result<(String, String), String> {
     parse_pair(s, "--label").map_err(|e| e.0)
 }
 
-fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
+pub(crate) fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     serde_json::to_writer_pretty(&mut out, v)?;
     writeln!(out)?;
@@ -152,6 +153,17 @@ pub async fn image(client: &Client, cmd: ImageCommand) -> anyhow::Result<()> {
 
 /// Tars a directory on a thread and yields the archive as it is written.
 fn pack_dir_stream(dir: PathBuf) -> impl futures::Stream<Item = std::io::Result<Bytes>> {
+    written_stream(move |w| {
+        herd_image::pack_dir(&dir, w)
+            .map_err(|e| std::io::Error::new(e.kind(), format!("packing {}: {e}", dir.display())))
+    })
+}
+
+/// Runs `write` on a thread and yields what it writes as it is written, then its error if it
+/// fails (for upload bodies).
+pub(crate) fn written_stream(
+    write: impl FnOnce(&mut dyn Write) -> std::io::Result<()> + Send + 'static,
+) -> impl futures::Stream<Item = std::io::Result<Bytes>> {
     struct ChannelWriter(tokio::sync::mpsc::Sender<std::io::Result<Bytes>>);
     impl Write for ChannelWriter {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -166,9 +178,9 @@ fn pack_dir_stream(dir: PathBuf) -> impl futures::Stream<Item = std::io::Result<
     }
     let (tx, rx) = tokio::sync::mpsc::channel(16);
     std::thread::spawn(move || {
-        let w = std::io::BufWriter::with_capacity(256 << 10, ChannelWriter(tx.clone()));
-        if let Err(e) = herd_image::pack_dir(&dir, w) {
-            let _ = tx.blocking_send(Err(std::io::Error::new(e.kind(), format!("packing {}: {e}", dir.display()))));
+        let mut w = std::io::BufWriter::with_capacity(256 << 10, ChannelWriter(tx.clone()));
+        if let Err(e) = write(&mut w).and_then(|()| w.flush()) {
+            let _ = tx.blocking_send(Err(e));
         }
     });
     futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) })
@@ -426,48 +438,6 @@ pub async fn rm(client: &Client, args: RmArgs) -> anyhow::Result<()> {
         client.delete(&format!("/v1/containers/{}?force={}", segment(name), args.force)).await?;
         println!("{name}");
     }
-    Ok(())
-}
-
-/// `herd checkpoint`
-#[derive(Debug, Args)]
-pub struct CheckpointArgs {
-    pub name: String,
-    /// Keep the container running after the checkpoint.
-    #[arg(long)]
-    pub leave_running: bool,
-    #[arg(long)]
-    pub json: bool,
-}
-
-pub async fn checkpoint(client: &Client, args: CheckpointArgs) -> anyhow::Result<()> {
-    let req = CheckpointRequest { leave_running: args.leave_running };
-    let ck: CheckpointInfo = client.post(&format!("/v1/containers/{}/checkpoint", segment(&args.name)), &req).await?;
-    if args.json {
-        return print_json(&ck);
-    }
-    println!("{}", ck.id);
-    Ok(())
-}
-
-/// `herd restore`
-#[derive(Debug, Args)]
-pub struct RestoreArgs {
-    pub name: String,
-    /// The checkpoint to restore (the newest by default).
-    #[arg(long)]
-    pub checkpoint: Option<String>,
-    #[arg(long)]
-    pub json: bool,
-}
-
-pub async fn restore(client: &Client, args: RestoreArgs) -> anyhow::Result<()> {
-    let req = RestoreRequest { checkpoint: args.checkpoint };
-    let info: ContainerInfo = client.post(&format!("/v1/containers/{}/restore", segment(&args.name)), &req).await?;
-    if args.json {
-        return print_json(&info);
-    }
-    println!("{}", info.name);
     Ok(())
 }
 

@@ -31,7 +31,9 @@ pub fn router(control: Arc<Control>) -> Router {
         .route("/v1/containers/{name}/stop", post(stop))
         .route("/v1/containers/{name}/logs", get(logs))
         .route("/v1/containers/{name}/checkpoint", post(checkpoint))
+        .route("/v1/containers/{name}/checkpoints/{id}/archive", get(export_checkpoint))
         .route("/v1/containers/{name}/restore", post(restore))
+        .route("/v1/containers/{name}/restore/archive", post(restore_archive))
         .route("/v1/containers/{name}/migrate", post(migrate))
         .route("/v1/events", get(events))
         .fallback(|| async { Error::not_found("no such API route") })
@@ -177,12 +179,35 @@ async fn checkpoint(
     Ok(Json(c.checkpoint(&name, req.leave_running).await?))
 }
 
+/// Streams a checkpoint archive; an error before the first byte is an ordinary error answer.
+async fn export_checkpoint(
+    State(c): State<Arc<Control>>,
+    Path((name, id)): Path<(String, String)>,
+) -> Result<Response> {
+    let stream = c.export_checkpoint(&name, &id).await?;
+    Ok(([(header::CONTENT_TYPE, "application/x-tar")], Body::from_stream(stream)).into_response())
+}
+
 async fn restore(
     State(c): State<Arc<Control>>,
     Path(name): Path<String>,
     Json(req): Json<RestoreRequest>,
 ) -> Result<Json<ContainerInfo>> {
-    Ok(Json(c.restore(&name, req.checkpoint.as_deref()).await?))
+    Ok(Json(c.restore(&name, &req).await?))
+}
+
+#[derive(Deserialize)]
+struct RestoreArchiveQuery {
+    node: Option<String>,
+}
+
+async fn restore_archive(
+    State(c): State<Arc<Control>>,
+    Path(name): Path<String>,
+    Query(q): Query<RestoreArchiveQuery>,
+    body: Body,
+) -> Result<Json<ContainerInfo>> {
+    Ok(Json(c.restore_archive(&name, q.node.as_deref(), body.into_data_stream()).await?))
 }
 
 /// Streams the migration's updates as newline-delimited JSON; the migration goes on if the

@@ -1,4 +1,5 @@
-//! Container operations: run, stop, remove, logs, checkpoint and restore.
+//! Container operations: run, stop, remove and logs (checkpoint and restore are in
+//! [`crate::checkpoints`]).
 //!
 //! Each one validates first, then changes the cluster state and the node together, undoing
 //! its own changes when the node fails, so a failed command leaves nothing behind.
@@ -10,7 +11,7 @@ use futures::Stream;
 use herd_proto::api::{ContainerInfo, RunRequest};
 use herd_proto::names::{normalize_image, parse_pair, validate_container_name};
 use herd_proto::node::{ContainerSpec, LogChunk, NodeReply, NodeRequest};
-use herd_proto::state::{CheckpointInfo, ContainerRecord, ContainerState, Desired, ImageRecord, Limits};
+use herd_proto::state::{ContainerRecord, ContainerState, Desired, ImageRecord, Limits};
 use herd_proto::{now_millis, units};
 use herd_sched::{Request, Strategy};
 use rand::Rng;
@@ -22,7 +23,6 @@ use crate::error::{Error, Result};
 pub const MIN_MEMORY: u64 = 6 << 20;
 /// Time a node gets to fetch layers and start a container.
 const CREATE_TIMEOUT: Duration = Duration::from_secs(180);
-const CHECKPOINT_TIMEOUT: Duration = Duration::from_secs(300);
 const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 fn new_id() -> String {
@@ -235,7 +235,7 @@ impl Control {
                 let _ = self
                     .node_call(
                         &node,
-                        &NodeRequest::Remove { id: record.id.clone(), force: true },
+                        &NodeRequest::Remove { id: record.id.clone(), force: true, keep_checkpoints: false },
                         Duration::from_secs(30),
                     )
                     .await;
@@ -305,7 +305,7 @@ impl Control {
                 "container {name} is running: stop it first (herd stop {name}) or force it (herd rm -f {name})"
             )));
         }
-        let req = NodeRequest::Remove { id: record.id.clone(), force };
+        let req = NodeRequest::Remove { id: record.id.clone(), force, keep_checkpoints: false };
         match self.node_call(&record.node, &req, Duration::from_secs(60)).await {
             Ok(_) => {}
             Err(e) if force && e.kind == crate::error::Kind::Unavailable => {
@@ -320,6 +320,17 @@ impl Control {
             Err(e) => return Err(e),
         }
         self.forget(&record).await;
+        // Checkpoints taken before a migration stay on the node it left: they go too.
+        let mut elsewhere: Vec<&str> =
+            record.checkpoints.iter().map(|c| c.node.as_str()).filter(|n| *n != record.node).collect();
+        elsewhere.sort();
+        elsewhere.dedup();
+        for node in elsewhere {
+            let req = NodeRequest::Remove { id: record.id.clone(), force: false, keep_checkpoints: false };
+            if let Err(e) = self.node_call(node, &req, Duration::from_secs(60)).await {
+                tracing::warn!("the checkpoints of {name} on {node} stay there: {}", e.message);
+            }
+        }
         self.events.emit("container", "remove", name, Some(&record.node), format!("container {name} removed")).await;
         Ok(())
     }
@@ -368,115 +379,9 @@ impl Control {
             }
         })
     }
-
-    /// `herd checkpoint`.
-    pub async fn checkpoint(&self, name: &str, leave_running: bool) -> Result<CheckpointInfo> {
-        self.ensure_not_migrating(name)?;
-        let _guard = self.lock(name).await;
-        let (mut record, state) = self.record_of(name)?;
-        if state != ContainerState::Running {
-            return Err(Error::conflict(format!(
-                "container {name} is {}: only a running container can be checkpointed",
-                state.as_str()
-            )));
-        }
-        let criu = self
-            .view
-            .read()
-            .unwrap()
-            .nodes
-            .get(&record.node)
-            .map(|n| n.record.facts.criu_version.is_some())
-            .unwrap_or(false);
-        if !criu {
-            return Err(Error::conflict(format!(
-                "node {} cannot checkpoint: CRIU (>= 4.2) is not installed there",
-                record.node
-            )));
-        }
-        let next = record
-            .checkpoints
-            .iter()
-            .filter_map(|c| c.id.strip_prefix("ck").and_then(|n| n.parse::<u64>().ok()))
-            .max()
-            .unwrap_or(0)
-            + 1;
-        let checkpoint_id = format!("ck{next}");
-        let req = NodeRequest::Checkpoint { id: record.id.clone(), checkpoint_id, leave_running };
-        let info = match self.node_call(&record.node, &req, CHECKPOINT_TIMEOUT).await? {
-            NodeReply::Checkpointed(info) => info,
-            other => return Err(unexpected(&record.node, &other)),
-        };
-        record.checkpoints.push(info.clone());
-        if !leave_running {
-            record.desired = Desired::Stopped;
-        }
-        self.containers.put(name, &record).await?;
-        self.view.write().unwrap().insert_container(record.clone());
-        self.refresh_status(&record.id).await?;
-        self.events
-            .emit(
-                "container",
-                "checkpoint",
-                name,
-                Some(&record.node),
-                format!(
-                    "container {name} checkpointed as {} ({}){}",
-                    info.id,
-                    units::Bytes(info.size_bytes),
-                    if leave_running { ", left running" } else { "" }
-                ),
-            )
-            .await;
-        Ok(info)
-    }
-
-    /// `herd restore`.
-    pub async fn restore(&self, name: &str, checkpoint: Option<&str>) -> Result<ContainerInfo> {
-        self.ensure_not_migrating(name)?;
-        let _guard = self.lock(name).await;
-        let (record, state) = self.record_of(name)?;
-        if state == ContainerState::Running {
-            return Err(Error::conflict(format!(
-                "container {name} is running: stop it (herd stop {name}) before restoring a checkpoint into it"
-            )));
-        }
-        let ck = match checkpoint {
-            Some(id) => record.checkpoints.iter().find(|c| c.id == id).cloned().ok_or_else(|| {
-                let known: Vec<&str> = record.checkpoints.iter().map(|c| c.id.as_str()).collect();
-                Error::not_found(format!(
-                    "container {name} has no checkpoint {id} (it has: {})",
-                    if known.is_empty() { "none".to_string() } else { known.join(", ") }
-                ))
-            })?,
-            None => record.checkpoints.last().cloned().ok_or_else(|| {
-                Error::not_found(format!("container {name} has no checkpoints: create one with herd checkpoint {name}"))
-            })?,
-        };
-        if ck.node != record.node {
-            return Err(Error::conflict(format!(
-                "checkpoint {} of {name} is stored on node {}, but the container is on {}",
-                ck.id, ck.node, record.node
-            )));
-        }
-        let image =
-            self.view.read().unwrap().images.get(&record.image).cloned().ok_or_else(|| {
-                Error::not_found(format!("image {} of container {name} no longer exists", record.image))
-            })?;
-        let spec = self.spec_of(&record, &image);
-        let req = NodeRequest::Restore { spec, checkpoint_id: ck.id.clone() };
-        self.node_call(&record.node, &req, CHECKPOINT_TIMEOUT).await?;
-        let node = record.node.clone();
-        self.set_desired(record.clone(), Desired::Running).await?;
-        self.refresh_status(&record.id).await?;
-        self.events
-            .emit("container", "restore", name, Some(&node), format!("container {name} restored from {}", ck.id))
-            .await;
-        self.container(name)
-    }
 }
 
-fn no_such_container(name: &str) -> Error {
+pub(crate) fn no_such_container(name: &str) -> Error {
     Error::not_found(format!("no such container: {name}"))
 }
 
@@ -486,7 +391,7 @@ fn name_in_use(name: &str, id: &str) -> Error {
     ))
 }
 
-fn unexpected(node: &str, reply: &NodeReply) -> Error {
+pub(crate) fn unexpected(node: &str, reply: &NodeReply) -> Error {
     Error::new(crate::error::Kind::Internal, format!("node {node} gave an unexpected answer: {reply:?}"))
 }
 

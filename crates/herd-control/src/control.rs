@@ -48,6 +48,8 @@ pub struct Control {
     pub(crate) images: Bucket<ImageRecord>,
     pub(crate) statuses: Bucket<ContainerStatus>,
     pub(crate) layers: ObjectStore,
+    /// Checkpoints in transit (see [`crate::checkpoints`]).
+    pub(crate) checkpoint_store: ObjectStore,
     pub(crate) events: Events,
     pub(crate) ipam: Mutex<Ipam>,
     pub(crate) migrations: Bucket<MigrationRecord>,
@@ -74,6 +76,7 @@ impl Control {
         let containers: Bucket<ContainerRecord> = broker.bucket(subjects::CONTAINERS_BUCKET).await?;
         let statuses: Bucket<ContainerStatus> = broker.bucket(subjects::STATUS_BUCKET).await?;
         let layers = broker.layer_store().await?;
+        let checkpoint_store = broker.checkpoint_store().await?;
         let events = Events::open(&broker).await?;
         let migrations: Bucket<MigrationRecord> = broker.bucket(subjects::MIGRATIONS_BUCKET).await?;
         let (migration_map, _) = migrations.snapshot().await?;
@@ -122,6 +125,7 @@ impl Control {
             images,
             statuses,
             layers,
+            checkpoint_store,
             events,
             ipam: Mutex::new(ipam),
             migrations,

@@ -8,6 +8,7 @@
 //! ```
 
 mod api;
+mod checkpoints;
 mod containers;
 mod control;
 mod error;

@@ -51,6 +51,11 @@ pub enum ImageError {
     #[error("{}: {reason}", .path.display())]
     InvalidDestination { path: PathBuf, reason: String },
 
+    /// A checkpoint directory or archive is not a whole Herd checkpoint (no or a foreign
+    /// manifest, a file missing, changed or extra).
+    #[error("{what} is not a usable Herd checkpoint: {reason}")]
+    NotACheckpoint { what: String, reason: String },
+
     /// Reading or writing a file failed.
     #[error("{action} {}: {err}", .path.display())]
     Io { action: &'static str, path: PathBuf, err: io::Error },

@@ -6,11 +6,13 @@
 //! [`pack_dir`] to upload a rootfs directory as a tarball; a Compute node agent calls
 //! [`extract_layer`] to unpack each layer blob into its own directory, which overlayfs then
 //! stacks, and [`pack_upper`] to save a container's writable overlay directory as a layer
-//! that [`extract_layer`] restores (checkpoints and live migration).
+//! that [`extract_layer`] restores (checkpoints and live migration). Checkpoints move between
+//! machines as checkpoint archives ([`pack_checkpoint`], [`unpack_checkpoint`]).
 //!
 //! Everything here is synchronous file work: no network, no async runtime.
 
 mod arch;
+mod checkpoint;
 mod compress;
 mod digest;
 mod error;
@@ -21,6 +23,9 @@ mod tarwalk;
 mod upper;
 
 pub use arch::host_architecture;
+pub use checkpoint::{
+    checkpoint_files, pack_checkpoint, read_manifest, unpack_checkpoint, verify_checkpoint_dir, write_manifest,
+};
 pub use digest::sha256_file;
 pub use error::ImageError;
 pub use extract::{OPAQUE_XATTR, extract_layer};

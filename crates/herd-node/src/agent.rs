@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use async_nats::jetstream::object_store::ObjectStore;
 use bytes::Bytes;
 use futures::StreamExt;
 use herd_broker::{Broker, BrokerConfig};
@@ -23,7 +24,7 @@ use ipnet::Ipv4Net;
 use crate::layers::LayerCache;
 use crate::paths::NodePaths;
 use crate::runc::Runc;
-use crate::runtime::{Runtime, RuntimeConfig, validate_id};
+use crate::runtime::{CarriedLog, Runtime, RuntimeConfig, validate_id};
 use crate::{cgroups, facts, tools};
 
 /// How the agent is run.
@@ -79,6 +80,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
     let nodes = broker.bucket::<NodeRecord>(subjects::NODES_BUCKET).await?;
     let containers = broker.bucket::<ContainerRecord>(subjects::CONTAINERS_BUCKET).await?;
     let layers = LayerCache::new(paths.layers_dir(), broker.layer_store().await?)?;
+    let checkpoint_store = broker.checkpoint_store().await?;
     // Checkpoint images of migrations live in memory, never on disk.
     mount_scratch(&paths.run_dir.join("scratch"))?;
     let migration_cgroup = match crate::cgroups::create_budget_cgroup(
@@ -158,9 +160,10 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
                 let runtime = runtime.clone();
                 let client = broker.client.clone();
                 let broker = broker.clone();
+                let store = checkpoint_store.clone();
                 tokio::spawn(async move {
                     let result: NodeResult = match serde_json::from_slice::<NodeRequest>(&msg.payload) {
-                        Ok(req) => handle(&runtime, &broker, req).await.map_err(|message| NodeError { message }),
+                        Ok(req) => handle(&runtime, &broker, &store, req).await.map_err(|message| NodeError { message }),
                         Err(e) => Err(NodeError { message: format!("malformed request: {e}") }),
                     };
                     let payload = Bytes::from(serde_json::to_vec(&result).unwrap_or_default());
@@ -181,6 +184,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
 async fn handle(
     runtime: &Arc<Runtime>,
     broker: &Broker,
+    checkpoint_store: &ObjectStore,
     req: NodeRequest,
 ) -> Result<herd_proto::node::NodeReply, String> {
     match req {
@@ -192,9 +196,9 @@ async fn handle(
             validate_id(&id)?;
             runtime.stop(&id, Duration::from_secs(timeout_secs)).await
         }
-        NodeRequest::Remove { id, force } => {
+        NodeRequest::Remove { id, force, keep_checkpoints } => {
             validate_id(&id)?;
-            runtime.remove(&id, force).await
+            runtime.remove_keeping(&id, force, keep_checkpoints).await
         }
         NodeRequest::Logs { id, offset, max_bytes } => {
             validate_id(&id)?;
@@ -204,9 +208,26 @@ async fn handle(
             validate_id(&id)?;
             runtime.checkpoint(&id, &checkpoint_id, leave_running).await
         }
-        NodeRequest::Restore { spec, checkpoint_id } => {
+        NodeRequest::Restore { spec, checkpoint_id, log_object } => {
             validate_id(&spec.id)?;
-            runtime.restore(spec, &checkpoint_id).await
+            let log = log_object.as_deref().map(|object| CarriedLog { store: checkpoint_store, object });
+            runtime.restore_with_log(spec, &checkpoint_id, log).await
+        }
+        NodeRequest::ExportCheckpoint { id, checkpoint_id, object } => {
+            validate_id(&id)?;
+            runtime.export_checkpoint(checkpoint_store, &id, &checkpoint_id, &object).await
+        }
+        NodeRequest::ExportLog { id, object } => {
+            validate_id(&id)?;
+            runtime.export_log(checkpoint_store, &id, &object).await
+        }
+        NodeRequest::ImportCheckpoint { spec, checkpoint_id, object } => {
+            validate_id(&spec.id)?;
+            runtime.import_checkpoint(checkpoint_store, spec, &checkpoint_id, &object).await
+        }
+        NodeRequest::DropCheckpoint { id, checkpoint_id } => {
+            validate_id(&id)?;
+            runtime.drop_checkpoint(&id, &checkpoint_id).await
         }
         NodeRequest::MigratePrepare { spec, ticket } => {
             validate_id(&spec.id)?;

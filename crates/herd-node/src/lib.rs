@@ -2,6 +2,7 @@
 //!
 //! - [`agent`]: the agent itself: registration, heartbeats, requests, route sync;
 //! - [`runtime`]: the container manager (runc, CRIU, overlayfs, cgroups, networking);
+//! - [`checkpoints`]: checkpoints leaving and reaching the node through the broker;
 //! - [`migrate`] and [`transfer`]: live migration between nodes, and its node-to-node connections;
 //! - [`runc`]: a typed wrapper of the runc command line;
 //! - [`shim`]: the per-container shim process that starts a container with runc,
@@ -14,6 +15,7 @@
 
 pub mod agent;
 pub mod cgroups;
+pub mod checkpoints;
 pub mod cleanup;
 pub mod facts;
 pub mod layers;

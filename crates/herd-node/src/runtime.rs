@@ -26,10 +26,16 @@ use crate::shim::{self, ExitStatus, ShimArgs, ShimMode};
 use crate::{logs, overlay, spec};
 
 /// Name of the upper-layer snapshot inside a checkpoint directory.
-pub const ROOTFS_DIFF: &str = "rootfs-diff.tar";
+pub const ROOTFS_DIFF: &str = herd_proto::checkpoint::ROOTFS_DIFF;
 /// CRIU images inside a checkpoint directory.
-pub const CRIU_IMAGES: &str = "criu";
-const CHECKPOINT_META: &str = "checkpoint.json";
+pub const CRIU_IMAGES: &str = herd_proto::checkpoint::CRIU_DIR;
+/// The log of a container that moves to this node: an object in the checkpoint store.
+#[derive(Clone, Copy)]
+pub struct CarriedLog<'a> {
+    pub store: &'a async_nats::jetstream::object_store::ObjectStore,
+    pub object: &'a str,
+}
+
 /// How long a killed container gets to be reaped.
 const KILL_WAIT: Duration = Duration::from_secs(15);
 
@@ -98,21 +104,6 @@ pub struct Runtime {
 
 fn err(context: &str, e: impl std::fmt::Display) -> String {
     format!("{context}: {e}")
-}
-
-/// Bytes used by the files under `dir`.
-fn du(dir: &Path) -> u64 {
-    let mut total = 0;
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for e in entries.flatten() {
-            match e.metadata() {
-                Ok(m) if m.is_dir() => total += du(&e.path()),
-                Ok(m) => total += m.len(),
-                Err(_) => {}
-            }
-        }
-    }
-    total
 }
 
 /// The last error lines of a CRIU log, to explain a failed dump or restore.
@@ -372,12 +363,28 @@ impl Runtime {
 
     /// `Remove`: delete the container and everything the node holds for it.
     pub async fn remove(self: &Arc<Self>, id: &str, force: bool) -> OpResult<NodeReply> {
+        self.remove_keeping(id, force, false).await
+    }
+
+    /// `Remove`, keeping the container's checkpoints on this node when `keep_checkpoints`
+    /// (another node's failed restore is undone that way: its checkpoints may be listed).
+    pub async fn remove_keeping(
+        self: &Arc<Self>,
+        id: &str,
+        force: bool,
+        keep_checkpoints: bool,
+    ) -> OpResult<NodeReply> {
+        let remove_checkpoints = || {
+            if !keep_checkpoints {
+                let _ = std::fs::remove_dir_all(self.cfg.paths.checkpoints_dir(id));
+            }
+        };
         let c = match self.get(id) {
             Ok(c) => c,
             Err(_) => {
                 // Unknown here (already removed, or never created): make sure nothing remains.
                 self.forget_status(id).await;
-                let _ = std::fs::remove_dir_all(self.cfg.paths.checkpoints_dir(id));
+                remove_checkpoints();
                 return Ok(NodeReply::Done);
             }
         };
@@ -395,7 +402,7 @@ impl Runtime {
         {
             return Err(err(&format!("removing {}", c.paths.dir.display()), e));
         }
-        let _ = std::fs::remove_dir_all(self.cfg.paths.checkpoints_dir(id));
+        remove_checkpoints();
         c.live.lock().unwrap().generation += 1; // silence any late watcher
         self.containers.lock().unwrap().remove(id);
         self.forget_status(id).await;
@@ -475,10 +482,21 @@ impl Runtime {
             node: self.cfg.node.clone(),
             created_at: now_millis(),
             leave_running,
-            size_bytes: du(&dir.join(CRIU_IMAGES)) + du(&dir.join(ROOTFS_DIFF)),
+            size_bytes: 0,
         };
-        std::fs::write(dir.join(CHECKPOINT_META), serde_json::to_vec_pretty(&info).unwrap_or_default())
-            .map_err(|e| err("writing the checkpoint's description", e))?;
+        let described = tokio::task::spawn_blocking({
+            let (dir, spec) = (dir.clone(), c.spec.clone());
+            move || crate::checkpoints::describe(&dir, spec, info)
+        })
+        .await
+        .map_err(|e| err("describing the checkpoint", e))?;
+        let info = match described {
+            Ok(manifest) => manifest.checkpoint,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(err("describing the checkpoint", e));
+            }
+        };
         if !leave_running {
             {
                 let mut l = c.live.lock().unwrap();
@@ -493,6 +511,17 @@ impl Runtime {
 
     /// `Restore`: put back the writable layer of a checkpoint and restore its processes.
     pub async fn restore(self: &Arc<Self>, spec: ContainerSpec, checkpoint_id: &str) -> OpResult<NodeReply> {
+        self.restore_with_log(spec, checkpoint_id, None).await
+    }
+
+    /// `Restore`, for a container that comes from another node with its log: a container
+    /// that has no log here yet starts with `log`.
+    pub async fn restore_with_log(
+        self: &Arc<Self>,
+        spec: ContainerSpec,
+        checkpoint_id: &str,
+        log: Option<CarriedLog<'_>>,
+    ) -> OpResult<NodeReply> {
         if !self.cfg.criu {
             return Err(format!("node {} has no usable CRIU (>= 4.2)", self.cfg.node));
         }
@@ -519,6 +548,9 @@ impl Runtime {
                 std::fs::create_dir_all(&d)?;
             }
             std::fs::write(c.paths.spec(), serde_json::to_vec_pretty(&spec)?)?;
+            if let Some(log) = &log {
+                crate::checkpoints::receive_log(log, &c.paths).await?;
+            }
             // Processes restored by CRIU expect the files exactly as they were at the dump.
             overlay::unmount(&c.paths.rootfs())?;
             let upper = c.paths.upper();

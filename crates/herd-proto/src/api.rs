@@ -17,7 +17,9 @@
 //! | `DELETE /v1/containers/{name}?force=BOOL` | | |
 //! | `GET /v1/containers/{name}/logs?follow=BOOL` | | newline-delimited [`crate::node::LogEntry`] |
 //! | `POST /v1/containers/{name}/checkpoint` | [`CheckpointRequest`] | [`CheckpointInfo`] |
+//! | `GET /v1/containers/{name}/checkpoints/{id}/archive` | | the checkpoint as a tar stream (see [`crate::checkpoint`]) |
 //! | `POST /v1/containers/{name}/restore` | [`RestoreRequest`] | [`ContainerInfo`] |
+//! | `POST /v1/containers/{name}/restore/archive?node=NODE` | a checkpoint archive (tar) | [`ContainerInfo`] |
 //! | `POST /v1/containers/{name}/migrate` | [`MigrateRequest`] | newline-delimited [`MigrateUpdate`]s, the last a report or an error |
 //! | `GET /v1/events` | | `[Event]` |
 
@@ -169,6 +171,11 @@ pub struct CheckpointRequest {
 pub struct RestoreRequest {
     /// The checkpoint to restore; the newest when `None`.
     pub checkpoint: Option<String>,
+    /// The node to restore onto; the container's own node when `None`. Another node gets
+    /// the checkpoint (and the container's log) over the broker, and the container moves
+    /// there with its name and address.
+    #[serde(default)]
+    pub node: Option<String>,
 }
 
 /// Something that happened in the cluster, as `herd events` shows it.

@@ -4,12 +4,14 @@
 //! - [`node`]: requests the Control node sends a Compute node agent over NATS, and their replies.
 //! - [`state`]: the records kept in JetStream key-value buckets (the cluster state).
 //! - [`migration`]: live migration modes, records and reports.
+//! - [`checkpoint`]: the manifest of a checkpoint, on a node and in an exported image directory.
 //! - [`subjects`]: NATS subject, bucket and stream names.
 //! - [`units`] and [`names`]: parsing and validation shared by the CLI, the Control node and the agent.
 //!
 //! This crate does no I/O, so it is tested fast and shared by every component.
 
 pub mod api;
+pub mod checkpoint;
 pub mod migration;
 pub mod names;
 pub mod node;

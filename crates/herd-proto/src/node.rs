@@ -51,14 +51,38 @@ pub enum NodeRequest {
     Create { spec: ContainerSpec },
     /// SIGTERM, then SIGKILL after `timeout_secs`.
     Stop { id: String, timeout_secs: u64 },
-    /// Delete the container and everything the node holds for it; `force` kills it first.
-    Remove { id: String, force: bool },
+    /// Delete the container and everything the node holds for it (but its checkpoints, with
+    /// `keep_checkpoints`); `force` kills it first.
+    Remove {
+        id: String,
+        force: bool,
+        #[serde(default)]
+        keep_checkpoints: bool,
+    },
     /// Log entries from byte `offset` of the container's log, at most `max_bytes` of them.
     Logs { id: String, offset: u64, max_bytes: u64 },
     /// Checkpoint with CRIU into the node's checkpoint store.
     Checkpoint { id: String, checkpoint_id: String, leave_running: bool },
-    /// Restore a container from one of the node's checkpoints.
-    Restore { spec: ContainerSpec, checkpoint_id: String },
+    /// Restore a container from one of the node's checkpoints. With `log_object` (a container
+    /// moving from another node), a container with no log on this node yet starts with that
+    /// log from the checkpoint store.
+    Restore {
+        spec: ContainerSpec,
+        checkpoint_id: String,
+        #[serde(default)]
+        log_object: Option<String>,
+    },
+    /// Put one of the node's checkpoints, as a checkpoint archive, into the checkpoint store
+    /// under the name `object`.
+    ExportCheckpoint { id: String, checkpoint_id: String, object: String },
+    /// Put the container's log into the checkpoint store under the name `object`.
+    ExportLog { id: String, object: String },
+    /// Fetch the checkpoint archive `object` from the checkpoint store, check that it is a
+    /// whole checkpoint of this container on its image layers, and keep it as checkpoint
+    /// `checkpoint_id`.
+    ImportCheckpoint { spec: ContainerSpec, checkpoint_id: String, object: String },
+    /// Delete one of the node's checkpoints.
+    DropCheckpoint { id: String, checkpoint_id: String },
     /// Stop every container (when `stop_containers`), for `herd down`.
     Shutdown { stop_containers: bool, timeout_secs: u64 },
     /// To the destination of a migration: check compatibility, fetch layers, set up the
@@ -89,6 +113,10 @@ pub enum NodeReply {
     },
     Logs(LogChunk),
     Checkpointed(CheckpointInfo),
+    /// An object was written to the checkpoint store.
+    Exported {
+        bytes: u64,
+    },
     /// The destination is ready to receive at `address`.
     MigrationPrepared {
         address: std::net::SocketAddr,

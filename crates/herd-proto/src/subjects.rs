@@ -14,6 +14,15 @@ pub const STATUS_BUCKET: &str = "herd-status";
 pub const MIGRATIONS_BUCKET: &str = "herd-migrations";
 /// Object store holding image layer blobs, named by digest (`sha256:<hex>`).
 pub const LAYERS_STORE: &str = "herd-layers";
+/// Object store carrying checkpoints (and container logs) between nodes, and between a node
+/// and the Control node for `--image-dir`. Objects are transient: whoever asked for one
+/// deletes it once it has been read, and the store drops leftovers after
+/// [`CHECKPOINTS_STORE_MAX_AGE_SECS`].
+pub const CHECKPOINTS_STORE: &str = "herd-checkpoints";
+/// How long a transfer object may stay in [`CHECKPOINTS_STORE`].
+pub const CHECKPOINTS_STORE_MAX_AGE_SECS: u64 = 6 * 3600;
+/// Chunk size of transfer objects (below the broker's default 1 MB message limit).
+pub const CHECKPOINTS_CHUNK: usize = 512 << 10;
 /// JetStream stream of [`crate::api::Event`]s.
 pub const EVENTS_STREAM: &str = "HERD_EVENTS";
 /// Subjects captured by [`EVENTS_STREAM`].

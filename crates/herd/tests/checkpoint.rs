@@ -1,12 +1,16 @@
-//! Checkpoint and restore on the container's own node: the container continues from its
-//! saved state.
+//! Checkpoint and restore: on the container's own node, onto another node (`--node`), and
+//! through an exported image directory (`--image-dir`); the container continues from its
+//! saved state, with its address and its log. Bad requests are explained and change nothing.
 
 mod common;
 
+use std::path::Path;
 use std::time::Duration;
 
 use common::{Cluster, wait_for};
 use herd_proto::state::ContainerState;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 
 const T: Duration = Duration::from_secs(60);
 
@@ -77,4 +81,210 @@ fn a_restored_container_continues_from_its_checkpoint() {
     assert!(text.contains("ck1") && text.contains("ck2"), "{text}");
     cluster.ok(&["rm", "-f", "counter"]);
     assert!(!cluster.data_dir.join("nodes/n1/checkpoints").read_dir().is_ok_and(|mut d| d.next().is_some()));
+}
+
+/// The counter script of these tests: each line shows the number and what the writable
+/// layer's file held, which must be the previous number.
+const COUNTER: &str =
+    "i=0; while true; do echo \"n=$i s=$(cat /state 2>/dev/null)\"; echo $i > /state; i=$((i+1)); sleep 0.05; done";
+
+/// Checks the counter's log is one unbroken sequence from 0 with its file in step (so the
+/// counter went on from where it was, and its log came along); returns how far it counted.
+fn counted(log: &str) -> u64 {
+    let all = counts(log);
+    assert_eq!(all, (0..all.len() as u64).collect::<Vec<_>>(), "the counter skipped or repeated");
+    all.len() as u64
+}
+
+/// Waits until the counter has counted `more` numbers past `seen`, unbroken.
+fn counts_on(cluster: &Cluster, seen: u64, more: u64) -> u64 {
+    let log = wait_for("the counter to count on", T, || {
+        let log = cluster.ok(&["logs", "counter"]);
+        (counts(&log).len() as u64 > seen + more).then_some(log)
+    });
+    counted(&log)
+}
+
+/// Whether node `node` still holds anything of container `id`.
+fn node_holds(cluster: &Cluster, node: &str, id: &str) -> bool {
+    let dir = cluster.data_dir.join("nodes").join(node);
+    dir.join("containers").join(id).exists() || dir.join("checkpoints").join(id).exists()
+}
+
+#[test]
+fn a_checkpoint_moves_to_another_node_and_through_an_image_dir() {
+    let cluster = Cluster::up(18, 2);
+    cluster.import_busybox();
+    cluster.ok(&["run", "--name", "counter", "--node", "n1", "--memory", "64m", "busybox", "--", "sh", "-c", COUNTER]);
+    let before = cluster.wait_state("counter", "running", T);
+    cluster.wait_log("counter", "n=10 ", T);
+
+    // Checkpointed on n1, restored on n2: same address, and it counts on from where it was.
+    assert_eq!(cluster.ok(&["checkpoint", "counter"]).trim(), "ck1");
+    let seen = counted(&cluster.ok(&["logs", "counter"]));
+    cluster.ok(&["restore", "counter", "--node", "n2"]);
+    let c = cluster.wait_runs_only_on("counter", "n2", T);
+    assert_eq!((c.ip, c.id.as_str()), (before.ip, before.id.as_str()));
+    let cks: Vec<(&str, &str)> = c.checkpoints.iter().map(|k| (k.id.as_str(), k.node.as_str())).collect();
+    assert_eq!(cks, [("ck1", "n2")], "the checkpoint moved with the container");
+    let seen = counts_on(&cluster, seen, 10);
+    assert!(!node_holds(&cluster, "n1", &c.id), "n1 let go of everything it held for the container");
+    let events = cluster.ok(&["events"]);
+    assert!(events.contains("restored from ck1 on n2, moved from n1"), "{events}");
+
+    // Exported while it keeps running: a whole checkpoint directory on this machine.
+    let dir = cluster.dir.path().join("export-running");
+    assert_eq!(
+        cluster.ok(&["checkpoint", "counter", "--leave-running", "--image-dir", dir.to_str().unwrap()]).trim(),
+        "ck2"
+    );
+    assert_eq!(cluster.state("counter"), "running");
+    let manifest = herd_image::verify_checkpoint_dir(&dir).unwrap();
+    assert_eq!((manifest.container.id.as_str(), manifest.checkpoint.id.as_str()), (c.id.as_str(), "ck2"));
+    for part in ["checkpoint.json", "criu", "rootfs-diff.tar"] {
+        assert!(dir.join(part).exists(), "{part} is missing from the export");
+    }
+
+    // Exported on n2 as it stops, restored from the directory onto n1.
+    let dir = cluster.dir.path().join("export");
+    cluster.ok(&["checkpoint", "counter", "--image-dir", dir.to_str().unwrap()]);
+    let seen = counted(&cluster.ok(&["logs", "counter"])).max(seen);
+    cluster.ok(&["restore", "counter", "--image-dir", dir.to_str().unwrap(), "--node", "n1"]);
+    let c = cluster.wait_runs_only_on("counter", "n1", T);
+    assert_eq!(c.ip, before.ip);
+    let cks: Vec<(&str, &str)> = c.checkpoints.iter().map(|k| (k.id.as_str(), k.node.as_str())).collect();
+    assert_eq!(cks, [("ck4", "n1")], "the directory became the newest checkpoint, on n1");
+    counts_on(&cluster, seen, 10);
+    assert!(!node_holds(&cluster, "n2", &c.id), "n2 let go of everything it held for the container");
+
+    // The same directory restores on the container's own node too (after a stop).
+    cluster.ok(&["stop", "-t", "0", "counter"]);
+    cluster.ok(&["restore", "counter", "--image-dir", dir.to_str().unwrap()]);
+    assert_eq!(cluster.state("counter"), "running");
+    assert_eq!(cluster.container("counter").node, "n1");
+
+    // A checkpoint taken before a migration is brought from the node the container left.
+    assert_eq!(cluster.ok(&["checkpoint", "counter", "--leave-running"]).trim(), "ck6");
+    cluster.ok(&["migrate", "counter", "--to", "n2", "--mode", "cold"]);
+    cluster.ok(&["stop", "-t", "0", "counter"]);
+    cluster.ok(&["restore", "counter", "--checkpoint", "ck6"]);
+    let c = cluster.wait_runs_only_on("counter", "n2", T);
+    assert!(c.checkpoints.iter().any(|k| (k.id.as_str(), k.node.as_str()) == ("ck6", "n2")), "{:?}", c.checkpoints);
+    cluster.ok(&["rm", "-f", "counter"]);
+    assert!(!node_holds(&cluster, "n1", &c.id), "herd rm deleted the checkpoints left on n1");
+    assert!(!node_holds(&cluster, "n2", &c.id));
+}
+
+/// Copies checkpoint directory `from` to `to`.
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+#[test]
+fn bad_checkpoint_and_restore_requests_are_explained() {
+    let cluster = Cluster::up(19, 2);
+    cluster.import_busybox();
+    cluster.ok(&["run", "--name", "counter", "--node", "n1", "busybox", "--", "sh", "-c", COUNTER]);
+    cluster.ok(&["run", "--name", "other", "--node", "n1", "busybox", "--", "sleep", "3600"]);
+    cluster.wait_log("counter", "n=5 ", T);
+    cluster.wait_state("other", "running", T);
+    let good = cluster.dir.path().join("good");
+    let dir_arg = |p: &Path| p.to_str().unwrap().to_string();
+    cluster.ok(&["checkpoint", "counter", "--leave-running", "--image-dir", &dir_arg(&good)]);
+
+    // A running container is not restored into, from a node's checkpoint or a directory.
+    let err = cluster.fails(&["restore", "counter", "--node", "n2"]);
+    assert!(err.contains("container counter is running: stop it"), "{err}");
+    let err = cluster.fails(&["restore", "counter", "--image-dir", &dir_arg(&good)]);
+    assert!(err.contains("container counter is running: stop it"), "{err}");
+    // An export never overwrites anything.
+    let err = cluster.fails(&["checkpoint", "counter", "--image-dir", &dir_arg(&good)]);
+    assert!(err.contains("is not empty"), "{err}");
+    assert_eq!(cluster.state("counter"), "running", "nothing was checkpointed");
+
+    cluster.ok(&["checkpoint", "counter"]);
+    let err = cluster.fails(&["restore", "counter", "--node", "n9"]);
+    assert!(err.contains("no such node: n9 (the nodes are: n1, n2)"), "{err}");
+    let err = cluster.fails(&["restore", "counter", "--node", "n2", "--checkpoint", "ck7"]);
+    assert!(err.contains("container counter has no checkpoint ck7 (it has: ck1, ck2)"), "{err}");
+
+    // Directories that are not whole checkpoints of this container.
+    let missing = cluster.dir.path().join("missing");
+    let err = cluster.fails(&["restore", "counter", "--image-dir", &dir_arg(&missing)]);
+    assert!(err.contains("is not a usable Herd checkpoint: it is not a directory"), "{err}");
+    let empty = cluster.dir.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let err = cluster.fails(&["restore", "counter", "--image-dir", &dir_arg(&empty)]);
+    assert!(err.contains("is not a usable Herd checkpoint: it has no checkpoint.json"), "{err}");
+    let corrupt = cluster.dir.path().join("corrupt");
+    copy_dir(&good, &corrupt);
+    let pages = std::fs::read_dir(corrupt.join("criu"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("pages-"))
+        .expect("CRIU wrote a pages image");
+    let mut bytes = std::fs::read(&pages).unwrap();
+    bytes[0] ^= 0xff;
+    std::fs::write(&pages, bytes).unwrap();
+    let err = cluster.fails(&["restore", "counter", "--image-dir", &dir_arg(&corrupt), "--node", "n2"]);
+    assert!(err.contains("digest mismatch"), "{err}");
+    std::fs::remove_file(&pages).unwrap();
+    let err = cluster.fails(&["restore", "counter", "--image-dir", &dir_arg(&corrupt)]);
+    assert!(err.contains("is missing"), "{err}");
+    let foreign = cluster.dir.path().join("foreign");
+    cluster.ok(&["checkpoint", "other", "--image-dir", &dir_arg(&foreign)]);
+    let err = cluster.fails(&["restore", "counter", "--image-dir", &dir_arg(&foreign)]);
+    assert!(err.contains("holds a checkpoint of container other"), "{err}");
+
+    // A directory whose manifest was edited to other image layers passes the CLI's checks, but
+    // the node refuses it; the container stays restorable where it was.
+    let edited = cluster.dir.path().join("edited");
+    copy_dir(&good, &edited);
+    let manifest_path = edited.join("checkpoint.json");
+    let mut manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
+    manifest["container"]["layers"][0]["digest"] = format!("sha256:{}", "0".repeat(64)).into();
+    std::fs::write(&manifest_path, serde_json::to_vec(&manifest).unwrap()).unwrap();
+    let err = cluster.fails(&["restore", "counter", "--image-dir", &dir_arg(&edited), "--node", "n2"]);
+    assert!(
+        err.contains("node n2 cannot take the checkpoint of counter") && err.contains("other image layers"),
+        "{err}"
+    );
+    let c = cluster.container("counter");
+    assert_eq!((c.node.as_str(), c.state), ("n1", ContainerState::Checkpointed));
+    assert!(!node_holds(&cluster, "n2", &c.id), "n2 dropped what it received");
+
+    // A node that is down takes nothing.
+    let pid = Pid::from_raw(cluster.agent_pid("n2").expect("agent pid") as i32);
+    kill(pid, Signal::SIGSTOP).unwrap();
+    struct Resume(Pid);
+    impl Drop for Resume {
+        fn drop(&mut self) {
+            let _ = kill(self.0, Signal::SIGCONT);
+        }
+    }
+    let resume = Resume(pid);
+    wait_for("n2 to be marked down", T, || {
+        let nodes: Vec<herd_proto::api::NodeInfo> = cluster.json(&["nodes"]);
+        nodes.iter().any(|n| n.name == "n2" && n.state == herd_proto::api::NodeState::Down).then_some(())
+    });
+    let err = cluster.fails(&["restore", "counter", "--node", "n2"]);
+    assert!(err.contains("node n2 is down"), "{err}");
+    let err = cluster.fails(&["restore", "counter", "--image-dir", &dir_arg(&good), "--node", "n2"]);
+    assert!(err.contains("node n2 is down"), "{err}");
+    drop(resume);
+
+    // After all that, the container restores where it was and counts on.
+    cluster.ok(&["restore", "counter"]);
+    let c = cluster.wait_runs_only_on("counter", "n1", T);
+    assert_eq!(c.state, ContainerState::Running);
+    let seen = counted(&cluster.ok(&["logs", "counter"]));
+    counts_on(&cluster, seen, 5);
 }

@@ -1,0 +1,215 @@
+//! Checkpoints that leave or reach this node: the manifest of a new checkpoint, export of a
+//! checkpoint (or of a container's log) to the broker's checkpoint store, import from it, and
+//! removal.
+//!
+//! The checkpoint store is only a channel: the Control node names an object, one node (or the
+//! Control node, for an uploaded image directory) writes it, the other side reads it, and the
+//! Control node deletes it. A checkpoint travels as a checkpoint archive
+//! ([`herd_image::pack_checkpoint`]), checked file by file against its manifest on arrival.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use async_nats::jetstream::object_store::ObjectStore;
+use herd_image::ImageError;
+use herd_proto::checkpoint::{CheckpointManifest, FORMAT};
+use herd_proto::node::{ContainerSpec, NodeReply};
+use herd_proto::state::CheckpointInfo;
+use tokio_util::io::SyncIoBridge;
+
+use crate::logs::LOG_FILE;
+use crate::paths::ContainerPaths;
+use crate::runtime::{CRIU_IMAGES, CarriedLog, OpResult, Runtime};
+
+/// Hashes the files of the new checkpoint in `dir` and writes its manifest; the returned
+/// manifest's [`CheckpointInfo`] has its size filled in.
+pub(crate) fn describe(
+    dir: &Path,
+    container: ContainerSpec,
+    mut info: CheckpointInfo,
+) -> Result<CheckpointManifest, ImageError> {
+    let files = herd_image::checkpoint_files(dir)?;
+    info.size_bytes = files.iter().map(|f| f.size).sum();
+    let manifest = CheckpointManifest { format: FORMAT.to_string(), container, checkpoint: info, files };
+    herd_image::write_manifest(dir, &manifest)?;
+    Ok(manifest)
+}
+
+/// Fetches the log of a container that moves to this node, unless it has a log here already.
+pub(crate) async fn receive_log(log: &CarriedLog<'_>, paths: &ContainerPaths) -> anyhow::Result<()> {
+    let path = paths.state().join(LOG_FILE);
+    if path.exists() {
+        return Ok(());
+    }
+    let tmp = paths.state().join(format!(".{LOG_FILE}.tmp"));
+    let received = async {
+        let mut obj = log.store.get(log.object).await.with_context(|| format!("fetching log {}", log.object))?;
+        let mut file = tokio::fs::File::create(&tmp).await.with_context(|| format!("creating {}", tmp.display()))?;
+        tokio::io::copy(&mut obj, &mut file).await.context("receiving the container's log")?;
+        file.sync_all().await.context("writing the container's log")?;
+        std::fs::rename(&tmp, &path).with_context(|| format!("moving the log to {}", path.display()))
+    }
+    .await;
+    if received.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    received
+}
+
+fn fail(context: &str, e: impl std::fmt::Display) -> String {
+    format!("{context}: {e:#}")
+}
+
+impl Runtime {
+    /// `ExportCheckpoint`: writes checkpoint `checkpoint_id` of container `id` to `store` as
+    /// object `object`, as a checkpoint archive.
+    pub async fn export_checkpoint(
+        &self,
+        store: &ObjectStore,
+        id: &str,
+        checkpoint_id: &str,
+        object: &str,
+    ) -> OpResult<NodeReply> {
+        herd_proto::names::validate_container_name(checkpoint_id).map_err(|e| e.0)?;
+        // Nothing else changes the container's checkpoints meanwhile.
+        let known = self.get(id).ok();
+        let _op = match &known {
+            Some(c) => Some(c.op.lock().await),
+            None => None,
+        };
+        let dir = self.cfg.paths.checkpoint(id, checkpoint_id);
+        if !dir.join(CRIU_IMAGES).exists() {
+            return Err(format!("checkpoint {checkpoint_id} of container {id} is not on node {}", self.cfg.node));
+        }
+        let (mut reader, writer) = tokio::io::duplex(1 << 20);
+        let packer = tokio::task::spawn_blocking(move || {
+            let out = std::io::BufWriter::with_capacity(1 << 20, SyncIoBridge::new(writer));
+            herd_image::pack_checkpoint(&dir, out)
+        });
+        let (put, packed) = tokio::join!(herd_broker::put_object(store, object, &mut reader), packer);
+        let problem = match (put, packed) {
+            (Ok(bytes), Ok(Ok(_))) => return Ok(NodeReply::Exported { bytes }),
+            (Err(e), _) => fail("sending the checkpoint", e),
+            (Ok(_), Ok(Err(e))) => fail(&format!("reading checkpoint {checkpoint_id}"), e),
+            (Ok(_), Err(e)) => fail("the packing task", e),
+        };
+        // Whatever part arrived is not a checkpoint.
+        let _ = store.delete(object).await;
+        Err(problem)
+    }
+
+    /// `ExportLog`: writes the log of container `id` to `store` as object `object`.
+    pub async fn export_log(&self, store: &ObjectStore, id: &str, object: &str) -> OpResult<NodeReply> {
+        let c = self.get(id)?;
+        let path = c.paths.state().join(LOG_FILE);
+        let bytes = match tokio::fs::File::open(&path).await {
+            Ok(mut f) => herd_broker::put_object(store, object, &mut f).await,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                herd_broker::put_object(store, object, &mut tokio::io::empty()).await
+            }
+            Err(e) => return Err(fail(&format!("opening {}", path.display()), e)),
+        }
+        .map_err(|e| fail("sending the log", e))?;
+        Ok(NodeReply::Exported { bytes })
+    }
+
+    /// `ImportCheckpoint`: fetches checkpoint archive `object` from `store` and keeps it as
+    /// checkpoint `checkpoint_id` of the container of `spec`, once it has been checked whole
+    /// and found to be a checkpoint of that container on the same image layers.
+    pub async fn import_checkpoint(
+        &self,
+        store: &ObjectStore,
+        spec: ContainerSpec,
+        checkpoint_id: &str,
+        object: &str,
+    ) -> OpResult<NodeReply> {
+        herd_proto::names::validate_container_name(checkpoint_id).map_err(|e| e.0)?;
+        // Nothing else changes the container's checkpoints meanwhile.
+        let known = self.get(&spec.id).ok();
+        let _op = match &known {
+            Some(c) => Some(c.op.lock().await),
+            None => None,
+        };
+        let parent = self.cfg.paths.checkpoints_dir(&spec.id);
+        std::fs::create_dir_all(&parent).map_err(|e| fail(&format!("creating {}", parent.display()), e))?;
+        let tag: u32 = rand::random();
+        let tmp = parent.join(format!(".import-{checkpoint_id}-{tag:08x}"));
+        let result = self.import_into(store, &spec, checkpoint_id, object, &tmp).await;
+        if result.is_err() {
+            let _ = std::fs::remove_dir_all(&tmp);
+        }
+        result.map(NodeReply::Checkpointed)
+    }
+
+    async fn import_into(
+        &self,
+        store: &ObjectStore,
+        spec: &ContainerSpec,
+        checkpoint_id: &str,
+        object: &str,
+        tmp: &Path,
+    ) -> OpResult<CheckpointInfo> {
+        let archive = store.get(object).await.map_err(|e| fail(&format!("fetching checkpoint archive {object}"), e))?;
+        let mut manifest = tokio::task::spawn_blocking({
+            let tmp = tmp.to_path_buf();
+            let what = format!("checkpoint archive {object}");
+            move || {
+                let input = std::io::BufReader::with_capacity(1 << 20, SyncIoBridge::new(archive));
+                herd_image::unpack_checkpoint(input, &tmp, &what)
+            }
+        })
+        .await
+        .map_err(|e| fail("the unpacking task", e))?
+        .map_err(|e| e.to_string())?;
+        let theirs = &manifest.container;
+        if theirs.id != spec.id {
+            return Err(format!(
+                "the checkpoint is one of container {} ({}), not of {} ({})",
+                theirs.name, theirs.id, spec.name, spec.id
+            ));
+        }
+        let digests = |s: &ContainerSpec| s.layers.iter().map(|l| l.digest.clone()).collect::<Vec<_>>();
+        if digests(theirs) != digests(spec) {
+            return Err(format!(
+                "the checkpoint was taken on other image layers than those of {} now (image {}): \
+                 its processes would find other files",
+                spec.name, spec.image
+            ));
+        }
+        manifest.checkpoint.id = checkpoint_id.to_string();
+        manifest.checkpoint.node = self.cfg.node.clone();
+        herd_image::write_manifest(tmp, &manifest).map_err(|e| e.to_string())?;
+        let dest: PathBuf = self.cfg.paths.checkpoint(&spec.id, checkpoint_id);
+        if dest.exists() {
+            // Left by an earlier stay of the container on this node: the cluster no longer has it.
+            std::fs::remove_dir_all(&dest).map_err(|e| fail(&format!("removing {}", dest.display()), e))?;
+        }
+        std::fs::rename(tmp, &dest).map_err(|e| fail(&format!("moving the checkpoint to {}", dest.display()), e))?;
+        tracing::info!(
+            "imported checkpoint {checkpoint_id} of {} ({} bytes)",
+            spec.name,
+            manifest.checkpoint.size_bytes
+        );
+        Ok(manifest.checkpoint)
+    }
+
+    /// `DropCheckpoint`: deletes one checkpoint (gone already is fine).
+    pub async fn drop_checkpoint(&self, id: &str, checkpoint_id: &str) -> OpResult<NodeReply> {
+        herd_proto::names::validate_container_name(checkpoint_id).map_err(|e| e.0)?;
+        // Nothing else changes the container's checkpoints meanwhile.
+        let known = self.get(id).ok();
+        let _op = match &known {
+            Some(c) => Some(c.op.lock().await),
+            None => None,
+        };
+        let dir = self.cfg.paths.checkpoint(id, checkpoint_id);
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(fail(&format!("removing {}", dir.display()), e)),
+        }
+        // The container's checkpoint directory goes too when that was its last checkpoint.
+        let _ = std::fs::remove_dir(self.cfg.paths.checkpoints_dir(id));
+        Ok(NodeReply::Done)
+    }
+}
