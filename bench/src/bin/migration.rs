@@ -214,7 +214,7 @@ fn link_copy(cluster: &BenchCluster, bytes: u64) -> anyhow::Result<Duration> {
 
 fn sink(port: u16) -> anyhow::Result<()> {
     let listener = std::net::TcpListener::bind(("0.0.0.0", port))?;
-    print!("ready\n");
+    println!("ready");
     std::io::stdout().flush()?;
     let (mut s, _) = listener.accept()?;
     let mut buf = vec![0u8; 1 << 20];
