@@ -254,7 +254,7 @@ impl Runtime {
                 Ok(Err(e)) => tracing::warn!("migration {migration}: receiving failed: {e:#}"),
                 Err(_) => {
                     tracing::warn!("migration {migration}: the source did not finish sending in time");
-                    this.abort_incoming(&c2).await;
+                    this.abort_unfinished_incoming(&c2, &migration).await;
                 }
             }
         });
@@ -394,11 +394,7 @@ impl Runtime {
             if let Some(Pages::Storing(child, _)) = pages.lock().await.take() {
                 kill_group(&child);
             }
-            // Not running here: the source may resume.
-            if read_incoming(&c.paths.dir).map(|i| i.state) != Some(DestinationState::Running) {
-                let _op = c.op.lock().await;
-                self.abort_incoming(&c).await;
-            }
+            self.abort_unfinished_incoming(&c, &ticket.migration).await;
             return Err(e);
         }
         Ok(())
@@ -530,6 +526,20 @@ impl Runtime {
             let _ = std::fs::remove_dir_all(&scratch);
         }
         Ok(())
+    }
+
+    /// Undoes incoming migration `migration` unless it runs here: the source may resume.
+    /// Only while the container's marker still names this migration: once the Control node
+    /// has resolved it, a later migration of the same container may own the directory (and a
+    /// running container) that this one's slow failure must not touch.
+    async fn abort_unfinished_incoming(self: &Arc<Self>, c: &Arc<Container>, migration: &str) {
+        let _op = c.op.lock().await;
+        match read_incoming(&c.paths.dir) {
+            Some(i) if i.migration == migration && i.state != DestinationState::Running => {
+                self.abort_incoming(c).await;
+            }
+            _ => {}
+        }
     }
 
     /// Makes sure an incoming container does not run here and removes what was received.
