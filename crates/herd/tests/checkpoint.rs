@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{Cluster, wait_for};
+use common::{COUNTER, Cluster, counted, wait_for};
 use herd_proto::state::ContainerState;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -81,19 +81,6 @@ fn a_restored_container_continues_from_its_checkpoint() {
     assert!(text.contains("ck1") && text.contains("ck2"), "{text}");
     cluster.ok(&["rm", "-f", "counter"]);
     assert!(!cluster.data_dir.join("nodes/n1/checkpoints").read_dir().is_ok_and(|mut d| d.next().is_some()));
-}
-
-/// The counter script of these tests: each line shows the number and what the writable
-/// layer's file held, which must be the previous number.
-const COUNTER: &str =
-    "i=0; while true; do echo \"n=$i s=$(cat /state 2>/dev/null)\"; echo $i > /state; i=$((i+1)); sleep 0.05; done";
-
-/// Checks the counter's log is one unbroken sequence from 0 with its file in step (so the
-/// counter went on from where it was, and its log came along); returns how far it counted.
-fn counted(log: &str) -> u64 {
-    let all = counts(log);
-    assert_eq!(all, (0..all.len() as u64).collect::<Vec<_>>(), "the counter skipped or repeated");
-    all.len() as u64
 }
 
 /// Waits until the counter has counted `more` numbers past `seen`, unbroken.

@@ -11,28 +11,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use common::{Cluster, wait_for};
+use common::{COUNTER, Cluster, counted, wait_for};
 
 const T: Duration = Duration::from_secs(90);
-
-/// The counter script: each line is the next number and what the writable layer's file held.
-const COUNTER: &str =
-    "i=0; while true; do echo \"n=$i s=$(cat /state 2>/dev/null)\"; echo $i > /state; i=$((i+1)); sleep 0.05; done";
-
-/// Checks the counter's log is one unbroken sequence with its file in step; returns its length.
-fn counted(log: &str) -> u64 {
-    let mut next = 0;
-    for line in log.lines() {
-        let Some((n, s)) = line.strip_prefix("n=").and_then(|r| r.split_once(" s=")) else { continue };
-        let n: u64 = n.parse().unwrap();
-        assert_eq!(n, next, "the counter skipped or repeated: {line:?} after {}", next as i64 - 1);
-        if n > 0 {
-            assert_eq!(s, (n - 1).to_string(), "the writable layer lost its content at {line:?}");
-        }
-        next += 1;
-    }
-    next
-}
 
 /// Waits until the counter has counted 20 more than `seen` (checking the whole log); returns
 /// the new count.
@@ -192,8 +173,12 @@ fn a_network_cut_mid_transfer_leaves_the_container_where_it_was() {
     let mut migration = cluster.command(&["migrate", "hog", "--to", "n2", "--mode", "cold", "--bandwidth", "8m"]);
     migration.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped());
     let migration = migration.spawn().unwrap();
-    wait_for("the pages to move", T, || cluster.ok(&["events"]).contains("migration start hog").then_some(()));
-    std::thread::sleep(Duration::from_millis(1500)); // into the transfer, which lasts about 6 s
+    // CRIU's dump log appears once the dump, and with it the pages, has started.
+    let scratch = cluster.run_dir().join("nodes/n1/scratch/migrations");
+    wait_for("the pages to move", T, || {
+        let mut dirs = std::fs::read_dir(&scratch).ok()?;
+        dirs.any(|d| d.is_ok_and(|d| d.path().join("dump-work/dump.log").exists())).then_some(())
+    });
     let n2 = cluster.node_address("n2").to_string();
     node_iptables(&cluster, "n1", &["-I", "INPUT", "-s", &n2, "-j", "DROP"]);
     node_iptables(&cluster, "n1", &["-I", "OUTPUT", "-d", &n2, "-j", "DROP"]);
@@ -203,25 +188,14 @@ fn a_network_cut_mid_transfer_leaves_the_container_where_it_was() {
     assert!(!out.status.success(), "the migration went through a cut network?");
     assert!(err.contains("keeps running on n1") || err.contains("runs on n1 again"), "{err}");
     cluster.wait_runs_only_on("hog", "n1", T);
-    let checks = |log: &str| log.lines().filter(|l| l.ends_with(" ok")).count();
-    let before = checks(&cluster.ok(&["logs", "hog"]));
-    let log = wait_for("memhog to check its memory after the failed move", T, || {
-        let log = cluster.ok(&["logs", "hog"]);
-        (checks(&log) >= before + 2).then_some(log)
-    });
-    assert!(!log.contains("CORRUPT"), "{log}");
+    cluster.memhog_checks_more("hog", 2, T);
 
     // With the network back, the same container migrates.
     node_iptables(&cluster, "n1", &["-D", "INPUT", "-s", &n2, "-j", "DROP"]);
     node_iptables(&cluster, "n1", &["-D", "OUTPUT", "-d", &n2, "-j", "DROP"]);
     cluster.ok(&["migrate", "hog", "--to", "n2", "--mode", "postcopy"]);
     cluster.wait_runs_only_on("hog", "n2", T);
-    let before = checks(&cluster.ok(&["logs", "hog"]));
-    let log = wait_for("memhog to check its memory after the move", T, || {
-        let log = cluster.ok(&["logs", "hog"]);
-        (checks(&log) >= before + 2).then_some(log)
-    });
-    assert!(!log.contains("CORRUPT"), "{log}");
+    cluster.memhog_checks_more("hog", 2, T);
     watch.check();
 }
 
@@ -253,13 +227,7 @@ fn a_control_node_killed_mid_migration_resolves_it_when_it_returns() {
     wait_for("the restarted Control node to resolve the migration", T, || {
         cluster.ok(&["events"]).contains("resolved: it runs on n2").then_some(())
     });
-    let checks = |log: &str| log.lines().filter(|l| l.ends_with(" ok")).count();
-    let before = checks(&cluster.ok(&["logs", "hog"]));
-    let log = wait_for("memhog to check its memory after the move", T, || {
-        let log = cluster.ok(&["logs", "hog"]);
-        (checks(&log) >= before + 2).then_some(log)
-    });
-    assert!(!log.contains("CORRUPT"), "{log}");
+    cluster.memhog_checks_more("hog", 2, T);
     watch.check();
     // The next migration is not blocked by the one the crash interrupted.
     cluster.ok(&["migrate", "hog", "--to", "n1"]);

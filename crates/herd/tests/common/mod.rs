@@ -354,3 +354,37 @@ pub fn process_runs(pid: u64) -> bool {
     });
     !sigkill_pending
 }
+
+/// A counter for migration and checkpoint tests: each line is the next number and what the
+/// writable layer's file held, which must be the previous number.
+pub const COUNTER: &str =
+    "i=0; while true; do echo \"n=$i s=$(cat /state 2>/dev/null)\"; echo $i > /state; i=$((i+1)); sleep 0.05; done";
+
+/// Checks a [`COUNTER`]'s log is one unbroken sequence with its file in step; returns its length.
+pub fn counted(log: &str) -> u64 {
+    let mut next = 0;
+    for line in log.lines() {
+        let Some((n, s)) = line.strip_prefix("n=").and_then(|r| r.split_once(" s=")) else { continue };
+        let n: u64 = n.parse().unwrap();
+        assert_eq!(n, next, "the counter skipped or repeated: {line:?} after {}", next as i64 - 1);
+        if n > 0 {
+            assert_eq!(s, (n - 1).to_string(), "the writable layer lost its content at {line:?}");
+        }
+        next += 1;
+    }
+    next
+}
+
+impl Cluster {
+    /// Waits until memhog container `name` has checked its memory `more` more times, and
+    /// asserts it never found it corrupted; returns the log.
+    pub fn memhog_checks_more(&self, name: &str, more: usize, timeout: Duration) -> String {
+        let checks = |log: &str| log.lines().filter(|l| l.ends_with(" ok")).count();
+        let before = checks(&self.ok(&["logs", name]));
+        wait_for(&format!("{name} to check its memory {more} more times"), timeout, || {
+            let log = self.ok(&["logs", name]);
+            assert!(!log.contains("CORRUPT"), "{name}'s memory was corrupted: {log}");
+            (checks(&log) >= before + more).then_some(log)
+        })
+    }
+}
