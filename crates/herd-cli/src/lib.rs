@@ -6,6 +6,7 @@ pub mod client;
 pub mod commands;
 pub mod config;
 pub mod format;
+pub mod stats;
 
 pub use client::Client;
 pub use config::CliConfig;

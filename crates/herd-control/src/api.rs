@@ -36,6 +36,9 @@ pub fn router(control: Arc<Control>) -> Router {
         .route("/v1/containers/{name}/restore/archive", post(restore_archive))
         .route("/v1/containers/{name}/migrate", post(migrate))
         .route("/v1/events", get(events))
+        .route("/v1/stats", get(stats))
+        .route("/v1/containers/{name}/series", get(series))
+        .route("/metrics", get(metrics))
         .fallback(|| async { Error::not_found("no such API route") })
         .layer(DefaultBodyLimit::disable())
         .layer(middleware::from_fn_with_state(control.clone(), authenticate))
@@ -267,6 +270,47 @@ fn default_event_limit() -> usize {
 
 async fn events(State(c): State<Arc<Control>>, Query(q): Query<EventsQuery>) -> Result<Json<Vec<Event>>> {
     Ok(Json(c.events.recent(q.limit.min(10_000)).await?))
+}
+
+#[derive(Deserialize)]
+struct StatsQuery {
+    /// Comma-separated container names; all running containers when absent.
+    #[serde(default)]
+    names: String,
+}
+
+async fn stats(
+    State(c): State<Arc<Control>>,
+    Query(q): Query<StatsQuery>,
+) -> Result<Json<Vec<herd_proto::api::ContainerStats>>> {
+    let names: Vec<String> = q.names.split(',').filter(|n| !n.is_empty()).map(str::to_string).collect();
+    Ok(Json(c.stats(&names)?))
+}
+
+#[derive(Deserialize)]
+struct SeriesQuery {
+    /// Start, ms since the Unix epoch (default: an hour ago).
+    from: Option<u64>,
+    /// End, ms since the Unix epoch (default: now).
+    to: Option<u64>,
+    /// Bucket width in ms (default: the stored resolution).
+    step: Option<u64>,
+}
+
+async fn series(
+    State(c): State<Arc<Control>>,
+    Path(name): Path<String>,
+    Query(q): Query<SeriesQuery>,
+) -> Result<Json<herd_metrics::history::QueryResult>> {
+    let to = q.to.unwrap_or_else(herd_proto::now_millis);
+    let from = q.from.unwrap_or(to.saturating_sub(3_600_000));
+    Ok(Json(c.series(&name, from, to, q.step)?))
+}
+
+/// Prometheus's scrape endpoint (text format 0.0.4), behind the same token as the API
+/// (`bearer_token` in Prometheus's scrape config).
+async fn metrics(State(c): State<Arc<Control>>) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], c.prometheus_text()).into_response()
 }
 
 #[cfg(test)]

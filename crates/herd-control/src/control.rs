@@ -63,6 +63,8 @@ pub struct Control {
     /// Names of nodes whose agent restarted or went down: a request in flight to one of them
     /// will never be answered.
     pub(crate) node_lost: tokio::sync::broadcast::Sender<String>,
+    /// The nodes' monitoring samples: history and latest.
+    pub(crate) monitoring: Mutex<crate::monitoring::Monitoring>,
     pub(crate) me: Weak<Control>,
 }
 
@@ -83,6 +85,7 @@ impl Control {
 
         // Subscribe to heartbeats before loading, so no node looks down for longer than it is.
         let heartbeats = broker.client.subscribe(subjects::HEARTBEAT_ALL).await?;
+        let metrics = broker.client.subscribe(subjects::METRICS_ALL).await?;
 
         let mut view = View::default();
         let mut ipam = Ipam::new(cfg.container_cidr);
@@ -133,6 +136,7 @@ impl Control {
             record_writes: tokio::sync::Mutex::new(()),
             locks: Mutex::new(HashMap::new()),
             node_lost: tokio::sync::broadcast::channel(64).0,
+            monitoring: Mutex::new(crate::monitoring::Monitoring::default()),
             me: me.clone(),
         });
         // Migrations a crash interrupted are finished (or undone) now.
@@ -143,6 +147,7 @@ impl Control {
             }
         }
         tokio::spawn(control.clone().follow_heartbeats(heartbeats));
+        tokio::spawn(control.clone().follow_metrics(metrics));
         tokio::spawn(control.clone().expire_nodes());
         tokio::spawn(control.clone().follow_nodes(node_changes));
         tokio::spawn(control.clone().follow_statuses(status_changes));

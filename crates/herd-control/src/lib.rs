@@ -16,6 +16,7 @@ mod events;
 mod images;
 pub mod ipam;
 mod migrate;
+mod monitoring;
 mod view;
 
 use std::future::Future;

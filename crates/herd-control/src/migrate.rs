@@ -448,6 +448,16 @@ impl Control {
         if let Err(e) = self.save_migration(mig).await {
             tracing::warn!("could not record the end of migration {}: {}", mig.id, e.message);
         }
+        if phase == MigrationPhase::Done {
+            // The container's monitoring series goes on; the move is marked on it.
+            let text = format!("migrated from {} to {} ({})", mig.source, mig.destination, mig.mode.as_str());
+            self.monitoring.lock().unwrap().container_event(
+                &mig.container_id,
+                herd_proto::now_millis(),
+                "migration",
+                &text,
+            );
+        }
     }
 
     /// Relays the source's progress reports to the caller.

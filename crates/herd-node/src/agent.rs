@@ -46,6 +46,8 @@ pub struct NodeConfig {
     pub runc: Option<PathBuf>,
     pub criu: Option<PathBuf>,
     pub heartbeat: Duration,
+    /// How often the monitoring sampler samples.
+    pub sample_interval: Duration,
     /// CPU cap of the migration helpers, in thousandths of a CPU.
     pub migration_cpus_milli: u64,
 }
@@ -141,6 +143,8 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
     let mut requests =
         broker.client.subscribe(subjects::node_rpc(&cfg.name)).await.context("subscribing to node requests")?;
     let heartbeats = tokio::spawn(heartbeat_loop(broker.clone(), cfg.clone(), runtime.clone()));
+    let sampler =
+        tokio::spawn(crate::sampler::run(broker.clone(), cfg.name.clone(), runtime.clone(), cfg.sample_interval));
     let routes = tokio::spawn({
         let (broker, name, range) = (broker.clone(), cfg.name.clone(), cfg.container_cidr);
         async move {
@@ -175,6 +179,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
         }
     }
     heartbeats.abort();
+    sampler.abort();
     routes.abort();
     let _ = broker.client.flush().await;
     tracing::info!("node {} agent stopped; its containers keep running", cfg.name);

@@ -10,6 +10,7 @@
 //! - [`logs`]: the container log format and its readers;
 //! - [`layers`], [`overlay`], [`spec`], [`cgroups`], [`paths`]: what a container is made of;
 //! - [`routes`]: /32 routes to containers on other nodes;
+//! - [`sampler`]: per-container and per-node monitoring samples, published every interval;
 //! - [`facts`], [`tools`]: what the node can do and where its programs are;
 //! - [`cleanup`]: removing everything a node made (for `herd down`).
 
@@ -27,6 +28,7 @@ pub mod paths;
 pub mod routes;
 pub mod runc;
 pub mod runtime;
+pub mod sampler;
 pub mod shim;
 pub mod spec;
 pub mod tools;

@@ -191,3 +191,39 @@ pub struct Event {
     pub node: Option<String>,
     pub message: String,
 }
+
+/// `GET /v1/stats`: one running container's latest monitoring figures (what `herd stats`
+/// shows). Rates cover the sampling interval before `time`; `None` where the node's kernel
+/// does not offer a figure or no sample has arrived yet.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ContainerStats {
+    pub name: String,
+    pub id: String,
+    pub node: String,
+    pub image: String,
+    /// When the sample was taken (ms since the Unix epoch).
+    pub time: Option<UnixMillis>,
+    /// CPU used, in cores (1.0 = one CPU busy).
+    pub cpu_cores: Option<f64>,
+    /// CPU used as a percent of the container's CPU limit.
+    pub cpu_percent_of_limit: Option<f64>,
+    /// Percent of CPU periods in which the container was throttled.
+    pub cpu_throttled_percent: Option<f64>,
+    pub memory_bytes: Option<u64>,
+    pub memory_limit_bytes: Option<u64>,
+    pub memory_working_set_bytes: Option<u64>,
+    pub memory_rss_bytes: Option<u64>,
+    pub memory_cache_bytes: Option<u64>,
+    pub oom_kills: Option<u64>,
+    pub net_rx_bytes: Option<u64>,
+    pub net_tx_bytes: Option<u64>,
+    pub net_rx_bytes_per_sec: Option<f64>,
+    pub net_tx_bytes_per_sec: Option<f64>,
+    pub block_read_bytes: Option<u64>,
+    pub block_write_bytes: Option<u64>,
+    pub pids: Option<u64>,
+    /// Share of the last 10 s some task waited for CPU, memory, I/O (PSI), percent.
+    pub pressure_cpu: Option<f64>,
+    pub pressure_memory: Option<f64>,
+    pub pressure_io: Option<f64>,
+}

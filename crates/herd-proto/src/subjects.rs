@@ -41,6 +41,14 @@ pub fn heartbeat(node: &str) -> String {
 /// Wildcard matching every node's heartbeat.
 pub const HEARTBEAT_ALL: &str = "herd.hb.*";
 
+/// Subject a node publishes its monitoring batches on (`herd_metrics::sample::Batch`).
+pub fn metrics(node: &str) -> String {
+    format!("herd.metrics.{node}")
+}
+
+/// Wildcard matching every node's monitoring batches.
+pub const METRICS_ALL: &str = "herd.metrics.*";
+
 /// Subject an event of the given kind is published on.
 pub fn event(kind: &str) -> String {
     format!("herd.events.{kind}")

@@ -57,6 +57,8 @@ enum Command {
     Migrate(cmd::MigrateArgs),
     /// Show what happened in the cluster.
     Events(cmd::EventsArgs),
+    /// Live CPU, memory, network and block I/O figures of running containers.
+    Stats(herd_cli::stats::StatsArgs),
     /// Run the Control node.
     Control(ControlArgs),
     /// Run the Compute node agent.
@@ -215,6 +217,9 @@ struct NodeArgs {
     /// Milliseconds between heartbeats.
     #[arg(long, default_value_t = 1000)]
     heartbeat_ms: u64,
+    /// Milliseconds between monitoring samples (at least 100).
+    #[arg(long, default_value_t = 1000)]
+    sample_ms: u64,
     /// CPUs the work of migrations (checkpoint, page servers) may use on this node.
     #[arg(long, default_value = "1")]
     migration_cpus: String,
@@ -316,6 +321,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 runc: a.runc,
                 criu: a.criu,
                 heartbeat: Duration::from_millis(a.heartbeat_ms.max(50)),
+                sample_interval: Duration::from_millis(a.sample_ms.max(100)),
                 migration_cpus_milli: herd_proto::units::parse_cpus(&a.migration_cpus)?,
             };
             herd_node::agent::run(cfg, shutdown_signal()).await
@@ -335,6 +341,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Checkpoint(a) => cmd::checkpoint(&client(config)?, a).await,
         Command::Restore(a) => cmd::restore(&client(config)?, a).await,
         Command::Migrate(a) => cmd::migrate(&client(config)?, a).await,
+        Command::Stats(a) => herd_cli::stats::stats(&client(config)?, a).await,
         Command::Events(a) => cmd::events(&client(config)?, a).await,
     }
 }

@@ -1,0 +1,161 @@
+//! Monitoring on the Control node: the nodes' sample batches (`herd.metrics.<node>`) go into
+//! a bounded in-memory [`History`] (one series per container id, so a container's series
+//! follows it across migrations, and one per node), and the latest samples answer
+//! `herd stats` and `GET /metrics`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use herd_metrics::history::{History, HistoryConfig, QueryResult, SeriesId};
+use herd_metrics::prometheus::{self, ContainerEntry};
+use herd_metrics::sample::{Batch, ContainerSample, NodeSample};
+use herd_proto::api::ContainerStats;
+use herd_proto::state::ContainerState;
+
+use crate::control::Control;
+use crate::error::{Error, Result};
+
+/// What the Control node knows of the cluster's samples.
+pub struct Monitoring {
+    history: History,
+    /// Latest sample per container id, with the node that sent it.
+    containers: HashMap<String, (String, ContainerSample)>,
+    /// Latest sample per node.
+    nodes: HashMap<String, NodeSample>,
+}
+
+impl Default for Monitoring {
+    fn default() -> Self {
+        Monitoring {
+            history: History::new(HistoryConfig::default()).expect("the default history configuration is valid"),
+            containers: HashMap::new(),
+            nodes: HashMap::new(),
+        }
+    }
+}
+
+impl Monitoring {
+    /// Takes in one node's batch.
+    pub fn insert(&mut self, batch: &Batch) {
+        let outcome = self.history.insert_batch(batch);
+        if outcome.lost_batches > 0 {
+            tracing::debug!("{} monitoring batches from {} were lost", outcome.lost_batches, batch.node);
+        }
+        for s in &batch.containers {
+            let newer = self.containers.get(&s.id).is_none_or(|(_, old)| old.ts_ms < s.ts_ms);
+            if newer {
+                self.containers.insert(s.id.clone(), (batch.node.clone(), s.clone()));
+            }
+        }
+        if let Some(n) = &batch.node_sample {
+            self.nodes.insert(batch.node.clone(), n.clone());
+        }
+    }
+
+    /// Marks an event (a migration, say) on container `id`'s series.
+    pub fn container_event(&mut self, id: &str, ts_ms: u64, kind: &str, text: &str) {
+        self.history.add_event(&SeriesId::Container(id.to_string()), ts_ms, kind, text);
+    }
+}
+
+impl Control {
+    /// Feeds the nodes' batches into [`Monitoring`] until the subscription ends.
+    pub(crate) async fn follow_metrics(self: Arc<Self>, mut sub: async_nats::Subscriber) {
+        while let Some(msg) = sub.next().await {
+            match Batch::decode(&msg.payload) {
+                Ok(batch) => self.monitoring.lock().unwrap().insert(&batch),
+                Err(e) => tracing::warn!("ignoring a monitoring batch on {}: {e}", msg.subject),
+            }
+        }
+    }
+
+    /// The latest figures of the running containers named in `names` (all when empty).
+    pub(crate) fn stats(&self, names: &[String]) -> Result<Vec<ContainerStats>> {
+        let view = self.view.read().unwrap();
+        for n in names {
+            if !view.containers.contains_key(n) {
+                return Err(Error::not_found(format!("no such container: {n}")));
+            }
+        }
+        let monitoring = self.monitoring.lock().unwrap();
+        let mut out: Vec<ContainerStats> = view
+            .containers
+            .values()
+            .filter(|c| if names.is_empty() { true } else { names.contains(&c.name) })
+            .filter(|c| view.statuses.get(&c.id).is_some_and(|s| s.state == ContainerState::Running))
+            .map(|c| {
+                let mut s = ContainerStats {
+                    name: c.name.clone(),
+                    id: c.id.clone(),
+                    node: c.node.clone(),
+                    image: c.image.clone(),
+                    memory_limit_bytes: c.limits.memory_bytes,
+                    ..Default::default()
+                };
+                if let Some((_, x)) = monitoring.containers.get(&c.id) {
+                    let t = x.totals.unwrap_or_default();
+                    s.time = Some(x.ts_ms);
+                    s.cpu_cores = x.cpu_cores;
+                    s.cpu_percent_of_limit = x.cpu_limit_pct;
+                    s.cpu_throttled_percent = x.throttled_pct;
+                    s.memory_bytes = x.mem_bytes;
+                    s.memory_working_set_bytes = x.working_set;
+                    s.memory_rss_bytes = x.rss;
+                    s.memory_cache_bytes = x.cache;
+                    s.oom_kills = x.oom_kills;
+                    s.net_rx_bytes = t.net_rx_bytes;
+                    s.net_tx_bytes = t.net_tx_bytes;
+                    s.net_rx_bytes_per_sec = x.net_rx_bps;
+                    s.net_tx_bytes_per_sec = x.net_tx_bps;
+                    s.block_read_bytes = t.blk_read_bytes;
+                    s.block_write_bytes = t.blk_write_bytes;
+                    s.pids = x.pids;
+                    s.pressure_cpu = x.psi_cpu_some10;
+                    s.pressure_memory = x.psi_mem_some10;
+                    s.pressure_io = x.psi_io_some10;
+                }
+                s
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    /// Container `name`'s series between `from_ms` and `to_ms` (averaged into `step_ms`
+    /// buckets if given), with its gaps, events and the nodes it ran on.
+    pub(crate) fn series(&self, name: &str, from_ms: u64, to_ms: u64, step_ms: Option<u64>) -> Result<QueryResult> {
+        let id = {
+            let view = self.view.read().unwrap();
+            view.containers.get(name).map(|c| c.id.clone())
+        }
+        .ok_or_else(|| Error::not_found(format!("no such container: {name}")))?;
+        self.monitoring
+            .lock()
+            .unwrap()
+            .history
+            .query(&SeriesId::Container(id), from_ms, to_ms, step_ms)
+            .map_err(|e| Error::bad_request(format!("{e}")))
+    }
+
+    /// The latest samples in Prometheus's text format.
+    pub(crate) fn prometheus_text(&self) -> String {
+        let view = self.view.read().unwrap();
+        let monitoring = self.monitoring.lock().unwrap();
+        let running: Vec<(&String, &str)> = view
+            .containers
+            .values()
+            .filter(|c| view.statuses.get(&c.id).is_some_and(|s| s.state == ContainerState::Running))
+            .map(|c| (&c.id, c.image.as_str()))
+            .collect();
+        let entries: Vec<ContainerEntry<'_>> = running
+            .iter()
+            .filter_map(|(id, image)| {
+                monitoring.containers.get(*id).map(|(node, sample)| ContainerEntry { sample, node, image })
+            })
+            .collect();
+        let nodes: Vec<&NodeSample> =
+            monitoring.nodes.iter().filter(|(n, _)| view.nodes.contains_key(*n)).map(|(_, s)| s).collect();
+        prometheus::render(&nodes, &entries)
+    }
+}
