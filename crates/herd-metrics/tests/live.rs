@@ -1,6 +1,6 @@
 //! Readers against this machine's real `/proc` and cgroup files. The cgroup test needs root
-//! and a cgroup v1 `pids` and `memory` hierarchy (this project's hosts); elsewhere it
-//! returns early, saying so.
+//! and a cgroup v1 `pids` and `memory` hierarchy (this project's hosts: see
+//! ../shared/PLATFORM.md); elsewhere it fails, saying so, rather than pass without testing.
 
 use std::path::Path;
 
@@ -28,12 +28,14 @@ fn cgroup_v1_of_this_machine_created_and_removed() {
     let root = Path::new("/sys/fs/cgroup");
     let name = format!("herd-metrics-live-{}", std::process::id());
     let dirs: Vec<_> = ["pids", "memory"].iter().map(|c| root.join(c).join(&name)).collect();
-    if !root.join("pids/cgroup.procs").exists() || dirs.iter().any(|d| std::fs::create_dir(d).is_err()) {
-        eprintln!("skipped: needs root and cgroup v1 pids and memory hierarchies");
-        for d in &dirs {
-            let _ = std::fs::remove_dir(d);
+    let created: Vec<bool> = dirs.iter().map(|d| std::fs::create_dir(d).is_ok()).collect();
+    if !root.join("pids/cgroup.procs").exists() || created.contains(&false) {
+        for (d, made) in dirs.iter().zip(&created) {
+            if *made {
+                let _ = std::fs::remove_dir(d);
+            }
         }
-        return;
+        panic!("this test needs root and cgroup v1 pids and memory hierarchies (run it as root on a v1 or hybrid host)");
     }
     let paths = V1Paths { pids: Some(dirs[0].clone()), memory: Some(dirs[1].clone()), ..Default::default() };
     let mut r = CgroupReader::v1(&paths);
