@@ -35,7 +35,9 @@ fn cgroup_v1_of_this_machine_created_and_removed() {
                 let _ = std::fs::remove_dir(d);
             }
         }
-        panic!("this test needs root and cgroup v1 pids and memory hierarchies (run it as root on a v1 or hybrid host)");
+        panic!(
+            "this test needs root and cgroup v1 pids and memory hierarchies (run it as root on a v1 or hybrid host)"
+        );
     }
     let paths = V1Paths { pids: Some(dirs[0].clone()), memory: Some(dirs[1].clone()), ..Default::default() };
     let mut r = CgroupReader::v1(&paths);
