@@ -149,6 +149,19 @@ fn a_source_agent_dying_mid_migration_leaves_exactly_one_copy() {
     });
 }
 
+/// Starts memhog container `hog` holding `mib` MiB on n1 and, once it checked its memory, a
+/// cold migration of it to n2 at 8 MiB/s (so it takes a while), watched by [`NeverTwice`].
+fn hog_migrating_slowly(cluster: &Cluster, mib: u32) -> (NeverTwice, std::process::Child) {
+    cluster.import_busybox_with_memhog();
+    cluster.ok(&["run", "--name", "hog", "--node", "n1", "busybox", "--", "memhog", &mib.to_string()]);
+    let id = cluster.wait_state("hog", "running", T).id;
+    cluster.wait_log("hog", "check 1 ok", T);
+    let watch = NeverTwice::watch(cluster, &id);
+    let mut migration = cluster.command(&["migrate", "hog", "--to", "n2", "--mode", "cold", "--bandwidth", "8m"]);
+    migration.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped());
+    (watch, migration.spawn().unwrap())
+}
+
 /// Runs `iptables ARGS` in the network namespace of node `node`.
 fn node_iptables(cluster: &Cluster, node: &str, args: &[&str]) {
     let netns = format!("herd-{}-{node}", cluster.name);
@@ -163,16 +176,8 @@ fn node_iptables(cluster: &Cluster, node: &str, args: &[&str]) {
 #[test]
 fn a_network_cut_mid_transfer_leaves_the_container_where_it_was() {
     let cluster = Cluster::up_with_env(16, 2, &[], &faults(""));
-    cluster.import_busybox_with_memhog();
-    cluster.ok(&["run", "--name", "hog", "--node", "n1", "busybox", "--", "memhog", "48"]);
-    let id = cluster.wait_state("hog", "running", T).id;
-    cluster.wait_log("hog", "check 1 ok", T);
-    let watch = NeverTwice::watch(&cluster, &id);
-
     // 48 MiB at 8 MiB/s take about 6 s: cut n1 from n2 once the pages are moving.
-    let mut migration = cluster.command(&["migrate", "hog", "--to", "n2", "--mode", "cold", "--bandwidth", "8m"]);
-    migration.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped());
-    let migration = migration.spawn().unwrap();
+    let (watch, migration) = hog_migrating_slowly(&cluster, 48);
     // CRIU's dump log appears once the dump, and with it the pages, has started.
     let scratch = cluster.run_dir().join("nodes/n1/scratch/migrations");
     wait_for("the pages to move", T, || {
@@ -202,15 +207,7 @@ fn a_network_cut_mid_transfer_leaves_the_container_where_it_was() {
 #[test]
 fn a_control_node_killed_mid_migration_resolves_it_when_it_returns() {
     let cluster = Cluster::up(17, 2);
-    cluster.import_busybox_with_memhog();
-    cluster.ok(&["run", "--name", "hog", "--node", "n1", "busybox", "--", "memhog", "32"]);
-    let id = cluster.wait_state("hog", "running", T).id;
-    cluster.wait_log("hog", "check 1 ok", T);
-    let watch = NeverTwice::watch(&cluster, &id);
-
-    let mut migration = cluster.command(&["migrate", "hog", "--to", "n2", "--mode", "cold", "--bandwidth", "8m"]);
-    migration.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped());
-    let migration = migration.spawn().unwrap();
+    let (watch, migration) = hog_migrating_slowly(&cluster, 32);
     // Once the source sends (its scratch directory appears), the pages take about 4 s.
     let scratch = cluster.run_dir().join("nodes/n1/scratch/migrations");
     wait_for("the source to send", T, || std::fs::read_dir(&scratch).ok().and_then(|mut d| d.next()).map(|_| ()));
