@@ -931,7 +931,9 @@ impl Runtime {
         if !self.scratch(migration).exists() {
             return Ok(NodeReply::Done);
         }
+        tracing::debug!("migration {migration}: resolving ({})", if commit { "commit" } else { "abort" });
         let _op = c.op.lock().await;
+        tracing::debug!("migration {migration}: resolving, container locked");
         if commit {
             self.let_go(&c).await;
         } else {
