@@ -447,20 +447,39 @@ pub struct EventsArgs {
     /// How many of the newest events to show.
     #[arg(long, short = 'n', default_value_t = 100)]
     pub limit: usize,
+    /// JSON: an array (with --follow, one event object per line).
     #[arg(long)]
     pub json: bool,
+    /// Keep printing events as they happen, until interrupted.
+    #[arg(long, short = 'f')]
+    pub follow: bool,
 }
 
 pub async fn events(client: &Client, args: EventsArgs) -> anyhow::Result<()> {
-    let events: Vec<Event> = client.get(&format!("/v1/events?limit={}", args.limit)).await?;
-    if args.json {
+    // At least one, so following starts after the newest event even with `-n 0`.
+    let mut events: Vec<Event> = client.get(&format!("/v1/events?limit={}", args.limit.max(1))).await?;
+    let mut last = events.iter().map(|e| e.seq).max().unwrap_or(0);
+    events.drain(..events.len() - events.len().min(args.limit));
+    if args.json && !args.follow {
         return print_json(&events);
     }
-    let mut out = std::io::stdout().lock();
-    for e in &events {
-        writeln!(out, "{} {} {} {}: {}", format::timestamp(e.time), e.kind, e.action, e.name, e.message)?;
+    loop {
+        let mut out = std::io::stdout().lock();
+        for e in &events {
+            if args.json {
+                writeln!(out, "{}", serde_json::to_string(e)?)?;
+            } else {
+                writeln!(out, "{} {} {} {}: {}", format::timestamp(e.time), e.kind, e.action, e.name, e.message)?;
+            }
+            last = last.max(e.seq);
+        }
+        out.flush()?;
+        drop(out);
+        if !args.follow {
+            return Ok(());
+        }
+        events = client.get(&format!("/v1/events?after={last}&limit=1000&wait=30")).await?;
     }
-    Ok(())
 }
 
 /// Waits until the API answers and `nodes` nodes are ready (used by `herd up`).

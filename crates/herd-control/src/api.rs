@@ -262,6 +262,10 @@ async fn migrate(
 struct EventsQuery {
     #[serde(default = "default_event_limit")]
     limit: usize,
+    /// Only events after this sequence number, waiting up to `wait` seconds for one.
+    after: Option<u64>,
+    #[serde(default)]
+    wait: u64,
 }
 
 fn default_event_limit() -> usize {
@@ -269,7 +273,14 @@ fn default_event_limit() -> usize {
 }
 
 async fn events(State(c): State<Arc<Control>>, Query(q): Query<EventsQuery>) -> Result<Json<Vec<Event>>> {
-    Ok(Json(c.events.recent(q.limit.min(10_000)).await?))
+    let limit = q.limit.min(10_000);
+    match q.after {
+        Some(after) => {
+            let wait = std::time::Duration::from_secs(q.wait.min(60));
+            Ok(Json(c.events.after(after, limit, wait).await?))
+        }
+        None => Ok(Json(c.events.recent(limit).await?)),
+    }
 }
 
 #[derive(Deserialize)]

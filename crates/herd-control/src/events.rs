@@ -26,6 +26,7 @@ impl Events {
     /// Records an event; a failure is logged, never returned (events must not fail operations).
     pub async fn emit(&self, kind: &str, action: &str, name: &str, node: Option<&str>, message: String) {
         let ev = Event {
+            seq: 0, // the stream's sequence number, known once stored
             time: now_millis(),
             kind: kind.to_string(),
             action: action.to_string(),
@@ -68,12 +69,40 @@ impl Events {
             let next = tokio::time::timeout(Duration::from_secs(5), messages.next()).await;
             let Ok(Some(Ok(msg))) = next else { break };
             let seq = msg.info().map(|i| i.stream_sequence).unwrap_or(u64::MAX);
-            if let Ok(ev) = serde_json::from_slice::<Event>(&msg.payload) {
+            if let Ok(mut ev) = serde_json::from_slice::<Event>(&msg.payload) {
+                ev.seq = seq;
                 out.push(ev);
             }
             if seq >= state.last_sequence {
                 break;
             }
+        }
+        Ok(out)
+    }
+
+    /// Up to `limit` events after sequence number `after`, waiting up to `wait` for the first
+    /// one if there is none yet (a long poll, for `herd events --follow`).
+    pub async fn after(&self, after: u64, limit: usize, wait: Duration) -> anyhow::Result<Vec<Event>> {
+        let consumer = self
+            .stream
+            .clone()
+            .create_consumer(OrderedConfig {
+                deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: after + 1 },
+                ..Default::default()
+            })
+            .await?;
+        let mut messages = consumer.messages().await?;
+        let mut out = Vec::new();
+        let mut timeout = wait;
+        while out.len() < limit {
+            let Ok(Some(Ok(msg))) = tokio::time::timeout(timeout, messages.next()).await else { break };
+            let seq = msg.info().map(|i| i.stream_sequence).unwrap_or(0);
+            if let Ok(mut ev) = serde_json::from_slice::<Event>(&msg.payload) {
+                ev.seq = seq;
+                out.push(ev);
+            }
+            // After the first, take only what is there already.
+            timeout = Duration::from_millis(50);
         }
         Ok(out)
     }

@@ -181,6 +181,9 @@ pub struct RestoreRequest {
 /// Something that happened in the cluster, as `herd events` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Event {
+    /// Position in the cluster's event log (`herd events --follow` asks for what comes after).
+    #[serde(default)]
+    pub seq: u64,
     pub time: UnixMillis,
     /// `container`, `node`, `image` or `migration`.
     pub kind: String,

@@ -26,6 +26,16 @@ fn api_get(cluster: &Cluster, path: &str, with_token: bool) -> (u16, String) {
     (code, body.to_string())
 }
 
+/// A child process killed when dropped, pass or fail.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn stats(cluster: &Cluster, name: &str) -> ContainerStats {
     let all: Vec<ContainerStats> = cluster.json(&["stats", "--no-stream", name]);
     assert_eq!(all.len(), 1, "{all:?}");
@@ -44,6 +54,18 @@ fn metric(text: &str, metric: &str, name: &str) -> Option<f64> {
 fn stats_and_metrics_show_busy_containers_and_series_follow_a_migration() {
     let cluster = Cluster::up(20, 2);
     cluster.import_busybox_with_memhog();
+    // herd events --follow prints what happens from now on, one JSON object per line.
+    let mut follow = cluster.command(&["events", "--follow", "--json", "-n", "0"]);
+    follow.stdout(std::process::Stdio::piped());
+    let mut follow = KillOnDrop(follow.spawn().unwrap());
+    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
+    let stdout = follow.0.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
     cluster.ok(&[
         "run",
         "--name",
@@ -60,6 +82,14 @@ fn stats_and_metrics_show_busy_containers_and_series_follow_a_migration() {
     ]);
     cluster.ok(&["run", "--name", "hog", "--node", "n2", "--memory", "128m", "busybox", "--", "memhog", "64"]);
     cluster.wait_log("hog", "filled", T);
+    let started = wait_for("the start of burn in herd events --follow", T, || {
+        let line = lines.recv_timeout(Duration::from_millis(100)).ok()?;
+        let e: herd_proto::api::Event = serde_json::from_str(&line).unwrap();
+        assert_ne!(e.kind, "image", "--follow -n 0 printed an event from before it started: {e:?}");
+        (e.name == "burn" && e.action == "start").then_some(e)
+    });
+    assert_eq!(started.node.as_deref(), Some("n1"));
+    drop(follow);
 
     // herd stats: the burner uses its half CPU, the hog its 64 MiB.
     let burn = wait_for("the burner's CPU figure", T, || {
