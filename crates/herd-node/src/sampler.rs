@@ -56,6 +56,8 @@ impl Runtime {
 /// One container's reader and its previous reading.
 struct Watched {
     reader: CgroupReader,
+    /// The pid whose network counters the reader follows.
+    net_pid: Option<u32>,
     prev: Option<Snapshot<ContainerCounters>>,
     reported: HashSet<std::path::PathBuf>,
 }
@@ -94,10 +96,15 @@ pub(crate) async fn run(broker: Broker, node: String, runtime: Arc<Runtime>, int
                 } else {
                     CgroupReader::v1(&V1Paths::under(cgroup_root, &c.cgroup))
                 },
+                net_pid: None,
                 prev: None,
                 reported: HashSet::new(),
             });
-            w.reader.set_net_pid(Path::new("/proc"), c.pid);
+            if w.net_pid != c.pid {
+                // Reopened only when the process changes: the file stays open between samples.
+                w.reader.set_net_pid(Path::new("/proc"), c.pid);
+                w.net_pid = c.pid;
+            }
             let read = w.reader.read();
             if read.gone() {
                 continue; // stopped between the list and the read
