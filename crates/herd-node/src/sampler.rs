@@ -63,9 +63,10 @@ struct Watched {
 }
 
 /// Whether the node's network figures count interface `name`: not loopback, not the host
-/// ends of container veths (their traffic is the containers').
+/// ends of container veths (their traffic is the containers'; see [`crate::paths::host_ifname`]).
 fn node_interface(name: &str) -> bool {
-    name != "lo" && !name.starts_with('h')
+    let container_veth = name.len() == 15 && name.starts_with('h') && name[1..].bytes().all(|b| b.is_ascii_hexdigit());
+    name != "lo" && !container_veth
 }
 
 /// Samples every `interval` and publishes, until the task is dropped.
@@ -134,6 +135,21 @@ pub(crate) async fn run(broker: Broker, node: String, runtime: Arc<Runtime>, int
         node_prev = Some(cur);
         if let Err(e) = broker.client.publish(subjects::metrics(&node), batch.encode().into()).await {
             tracing::debug!("monitoring batch not sent: {e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::node_interface;
+
+    #[test]
+    fn node_traffic_leaves_out_loopback_and_container_veths() {
+        let veth = crate::paths::host_ifname("0123456789abcdef0123456789abcdef");
+        assert!(!node_interface(&veth), "{veth}");
+        assert!(!node_interface("lo"));
+        for uplink in ["eth0", "hn1a2b3c1", "hsr0", "enp3s0"] {
+            assert!(node_interface(uplink), "{uplink}");
         }
     }
 }
