@@ -64,15 +64,7 @@ fn containers_outlive_their_agent_and_are_adopted_again() {
 #[test]
 fn a_silent_node_is_marked_down_and_back_up() {
     let cluster = Cluster::up(6, 2);
-    let pid = Pid::from_raw(cluster.agent_pid("n2").expect("agent pid") as i32);
-    kill(pid, Signal::SIGSTOP).unwrap();
-    struct Resume(Pid);
-    impl Drop for Resume {
-        fn drop(&mut self) {
-            let _ = kill(self.0, Signal::SIGCONT);
-        }
-    }
-    let _resume = Resume(pid);
+    let stopped = cluster.stop_agent("n2");
     let started = std::time::Instant::now();
     wait_for("n2 to be marked down", T, || (node_state(&cluster, "n2") == NodeState::Down).then_some(()));
     let took = started.elapsed();
@@ -81,7 +73,7 @@ fn a_silent_node_is_marked_down_and_back_up() {
     cluster.import_busybox();
     let err = cluster.fails(&["run", "--node", "n2", "busybox", "--", "true"]);
     assert!(err.contains("n2 (health filter: node is down)"), "{err}");
-    kill(pid, Signal::SIGCONT).unwrap();
+    stopped.resume();
     wait_for("n2 to be ready again", T, || (node_state(&cluster, "n2") == NodeState::Ready).then_some(()));
     let events = cluster.ok(&["events"]);
     assert!(events.contains("node down n2") && events.contains("node ready n2"), "{events}");

@@ -9,8 +9,6 @@ use std::time::Duration;
 
 use common::{COUNTER, Cluster, counted, wait_for};
 use herd_proto::state::ContainerState;
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
 
 const T: Duration = Duration::from_secs(60);
 
@@ -249,15 +247,7 @@ fn bad_checkpoint_and_restore_requests_are_explained() {
     assert!(!node_holds(&cluster, "n2", &c.id), "n2 dropped what it received");
 
     // A node that is down takes nothing.
-    let pid = Pid::from_raw(cluster.agent_pid("n2").expect("agent pid") as i32);
-    kill(pid, Signal::SIGSTOP).unwrap();
-    struct Resume(Pid);
-    impl Drop for Resume {
-        fn drop(&mut self) {
-            let _ = kill(self.0, Signal::SIGCONT);
-        }
-    }
-    let resume = Resume(pid);
+    let stopped = cluster.stop_agent("n2");
     wait_for("n2 to be marked down", T, || {
         let nodes: Vec<herd_proto::api::NodeInfo> = cluster.json(&["nodes"]);
         nodes.iter().any(|n| n.name == "n2" && n.state == herd_proto::api::NodeState::Down).then_some(())
@@ -266,7 +256,7 @@ fn bad_checkpoint_and_restore_requests_are_explained() {
     assert!(err.contains("node n2 is down"), "{err}");
     let err = cluster.fails(&["restore", "counter", "--image-dir", &dir_arg(&good), "--node", "n2"]);
     assert!(err.contains("node n2 is down"), "{err}");
-    drop(resume);
+    stopped.resume();
 
     // After all that, the container restores where it was and counts on.
     cluster.ok(&["restore", "counter"]);

@@ -388,3 +388,28 @@ impl Cluster {
         })
     }
 }
+
+/// A node agent stopped with SIGSTOP (a node that goes silent); continued on
+/// [`StoppedAgent::resume`] or, whatever happens, on drop.
+pub struct StoppedAgent(nix::unistd::Pid);
+
+impl StoppedAgent {
+    pub fn resume(self) {
+        nix::sys::signal::kill(self.0, nix::sys::signal::Signal::SIGCONT).unwrap();
+    }
+}
+
+impl Drop for StoppedAgent {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(self.0, nix::sys::signal::Signal::SIGCONT);
+    }
+}
+
+impl Cluster {
+    /// Stops node `node`'s agent with SIGSTOP until the returned guard resumes it.
+    pub fn stop_agent(&self, node: &str) -> StoppedAgent {
+        let pid = nix::unistd::Pid::from_raw(self.agent_pid(node).expect("agent pid") as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+        StoppedAgent(pid)
+    }
+}
