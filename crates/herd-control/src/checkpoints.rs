@@ -182,7 +182,7 @@ impl Control {
                 checkpoint_id: ck.id.clone(),
                 object: object.clone(),
             };
-            self.node_call_watched(&ck.node, &req, TRANSFER_TIMEOUT).await.map_err(|e| {
+            self.node_call(&ck.node, &req, TRANSFER_TIMEOUT).await.map_err(|e| {
                 Error::new(
                     e.kind,
                     format!("cannot export checkpoint {} of {name} from node {}: {}", ck.id, ck.node, e.message),
@@ -219,7 +219,7 @@ impl Control {
             checkpoint_id: ck.id.clone(),
             object: object.clone(),
         };
-        self.node_call_watched(&ck.node, &export, TRANSFER_TIMEOUT).await.map_err(|e| {
+        self.node_call(&ck.node, &export, TRANSFER_TIMEOUT).await.map_err(|e| {
             Error::new(
                 e.kind,
                 format!("cannot fetch checkpoint {} of {name} from node {}: {}", ck.id, ck.node, e.message),
@@ -312,7 +312,7 @@ impl Control {
             checkpoint_id: checkpoint_id.to_string(),
             object: object.to_string(),
         };
-        match self.node_call_watched(target, &req, TRANSFER_TIMEOUT).await {
+        match self.node_call(target, &req, TRANSFER_TIMEOUT).await {
             Ok(NodeReply::Checkpointed(info)) => Ok(info),
             Ok(other) => Err(unexpected(target, &other)),
             Err(e) => {
@@ -365,7 +365,7 @@ impl Control {
         let log_object = if plan.moves() {
             let log = transfers.name("log");
             let req = NodeRequest::ExportLog { id: plan.record.id.clone(), object: log.clone() };
-            if let Err(e) = self.node_call_watched(&source, &req, TRANSFER_TIMEOUT).await {
+            if let Err(e) = self.node_call(&source, &req, TRANSFER_TIMEOUT).await {
                 self.undo_on_target(&plan, &ck.id, brought).await;
                 return Err(Error::new(
                     e.kind,
@@ -394,7 +394,7 @@ impl Control {
         }
         let req =
             NodeRequest::Restore { spec: self.spec_of(&record, &plan.image), checkpoint_id: ck.id.clone(), log_object };
-        if let Err(e) = self.node_call_watched(&target, &req, CHECKPOINT_TIMEOUT).await {
+        if let Err(e) = self.node_call(&target, &req, CHECKPOINT_TIMEOUT).await {
             match self.put_record(&plan.record).await {
                 Ok(()) => self.undo_on_target(&plan, &ck.id, brought).await,
                 // The record names the target, which keeps the checkpoint: still restorable.

@@ -166,7 +166,9 @@ impl Control {
         m.lock_owned().await
     }
 
-    /// Sends a request to a node agent and waits for its answer.
+    /// Sends a request to a node agent and waits for its answer, at most `timeout`, and fails
+    /// as soon as the node's agent restarts or the node goes down, since the answer will then
+    /// never come (the broker may even have handed the request to the dead agent).
     pub(crate) async fn node_call(&self, node: &str, req: &NodeRequest, timeout: Duration) -> Result<NodeReply> {
         {
             let view = self.view.read().unwrap();
@@ -178,22 +180,6 @@ impl Control {
                 Some(_) => {}
             }
         }
-        let reply: NodeResult = self
-            .broker
-            .request(subjects::node_rpc(node), &format!("node {node}"), req, timeout)
-            .await
-            .map_err(|e| Error::unavailable(format!("{e:#}")))?;
-        reply.map_err(|e| Error::new(Kind::NodeFailed, format!("node {node}: {}", e.message)))
-    }
-
-    /// Like [`Control::node_call`], for long requests: fails as soon as the node's agent
-    /// restarts or the node goes down, since the answer will then never come.
-    pub(crate) async fn node_call_watched(
-        &self,
-        node: &str,
-        req: &NodeRequest,
-        timeout: Duration,
-    ) -> Result<NodeReply> {
         let mut lost = self.node_lost.subscribe();
         let lost = async {
             loop {
@@ -204,10 +190,13 @@ impl Control {
                 }
             }
         };
-        tokio::select! {
-            reply = self.node_call(node, req, timeout) => reply,
-            () = lost => Err(Error::unavailable(format!("node {node} restarted or went down before it answered"))),
-        }
+        let who = format!("node {node}");
+        let request = self.broker.request(subjects::node_rpc(node), &who, req, timeout);
+        let reply: NodeResult = tokio::select! {
+            reply = request => reply.map_err(|e| Error::unavailable(format!("{e:#}")))?,
+            () = lost => return Err(Error::unavailable(format!("node {node} restarted or went down before it answered"))),
+        };
+        reply.map_err(|e| Error::new(Kind::NodeFailed, format!("node {node}: {}", e.message)))
     }
 
     /// Re-reads a container's status from its bucket (the node writes it before answering).

@@ -232,11 +232,7 @@ impl Control {
         let spec = self.spec_of(record, image);
         let prepare_started = Instant::now();
         let prepared = self
-            .node_call_watched(
-                &destination,
-                &NodeRequest::MigratePrepare { spec, ticket: ticket.clone() },
-                PREPARE_TIMEOUT,
-            )
+            .node_call(&destination, &NodeRequest::MigratePrepare { spec, ticket: ticket.clone() }, PREPARE_TIMEOUT)
             .await;
         let address = match prepared {
             Ok(NodeReply::MigrationPrepared { address }) => address,
@@ -255,7 +251,7 @@ impl Control {
         mig.phase = MigrationPhase::Transferring;
         self.save_migration(mig).await?;
         let sent = self
-            .node_call_watched(
+            .node_call(
                 &source,
                 &NodeRequest::MigrateSend { id: record.id.clone(), ticket: ticket.clone(), destination: address },
                 SEND_TIMEOUT,
@@ -315,9 +311,7 @@ impl Control {
     async fn destination_state(&self, mig: &MigrationRecord) -> Option<DestinationState> {
         let req = NodeRequest::MigrationStatus { id: mig.container_id.clone(), migration: mig.id.clone() };
         for attempt in 0..5 {
-            if let Ok(NodeReply::MigrationState(s)) =
-                self.node_call_watched(&mig.destination, &req, STATUS_TIMEOUT).await
-            {
+            if let Ok(NodeReply::MigrationState(s)) = self.node_call(&mig.destination, &req, STATUS_TIMEOUT).await {
                 return Some(s);
             }
             tokio::time::sleep(Duration::from_millis(500 * (attempt + 1))).await;
@@ -333,7 +327,7 @@ impl Control {
         let resolve = |node: String| {
             let req =
                 NodeRequest::MigrateResolve { id: mig.container_id.clone(), migration: mig.id.clone(), commit: true };
-            async move { self.node_call_watched(&node, &req, RESOLVE_TIMEOUT).await }
+            async move { self.node_call(&node, &req, RESOLVE_TIMEOUT).await }
         };
         // The source has normally let go already; this makes sure (and is a no-op otherwise).
         // Until it has, the migration is not over: the recovery loop keeps at it.
@@ -359,7 +353,7 @@ impl Control {
         if resume_source {
             let req =
                 NodeRequest::MigrateResolve { id: mig.container_id.clone(), migration: mig.id.clone(), commit: false };
-            if let Err(e) = self.node_call_watched(&mig.source, &req, RESOLVE_TIMEOUT).await {
+            if let Err(e) = self.node_call(&mig.source, &req, RESOLVE_TIMEOUT).await {
                 tracing::warn!("migration {}: the source could not resume the container yet: {}", mig.id, e.message);
                 self.spawn_recovery(mig.clone());
                 return;
@@ -370,7 +364,7 @@ impl Control {
 
     async fn resolve_destination(&self, mig: &MigrationRecord, commit: bool) {
         let req = NodeRequest::MigrateResolve { id: mig.container_id.clone(), migration: mig.id.clone(), commit };
-        if let Err(e) = self.node_call_watched(&mig.destination, &req, RESOLVE_TIMEOUT).await {
+        if let Err(e) = self.node_call(&mig.destination, &req, RESOLVE_TIMEOUT).await {
             tracing::warn!("migration {}: could not tell {} to drop its copy: {}", mig.id, mig.destination, e.message);
         }
     }
@@ -550,18 +544,18 @@ impl Control {
             if self.switch_node(&mig.container, &mig.container_id, &mig.destination).await.is_err() {
                 return false;
             }
-            if self.node_call_watched(&mig.source, &req(true), RESOLVE_TIMEOUT).await.is_err() {
+            if self.node_call(&mig.source, &req(true), RESOLVE_TIMEOUT).await.is_err() {
                 return false;
             }
-            let _ = self.node_call_watched(&mig.destination, &req(true), RESOLVE_TIMEOUT).await;
+            let _ = self.node_call(&mig.destination, &req(true), RESOLVE_TIMEOUT).await;
             self.finish(mig, MigrationPhase::Done, None).await;
         } else {
             mig.phase = MigrationPhase::Aborting;
             let _ = self.save_migration(mig).await;
-            if self.node_call_watched(&mig.destination, &req(false), RESOLVE_TIMEOUT).await.is_err() {
+            if self.node_call(&mig.destination, &req(false), RESOLVE_TIMEOUT).await.is_err() {
                 return false;
             }
-            if self.node_call_watched(&mig.source, &req(false), RESOLVE_TIMEOUT).await.is_err() {
+            if self.node_call(&mig.source, &req(false), RESOLVE_TIMEOUT).await.is_err() {
                 return false;
             }
             self.finish(mig, MigrationPhase::Aborted, mig.error.clone()).await;
