@@ -85,6 +85,8 @@ pub async fn run(layout: &Layout) -> anyhow::Result<()> {
          \x20 {cfg}herd inspect counter          # node, IP address, limits, times\n\
          \x20 {cfg}herd checkpoint counter       # save it with CRIU (it stops)\n\
          \x20 {cfg}herd restore counter          # ... and it counts on from where it was\n\
+         \x20 {cfg}herd migrate counter          # live, to another node: it keeps counting\n\
+         \x20 {cfg}herd stats                    # CPU, memory, network of each container\n\
          \x20 {cfg}herd run --name web busybox -- httpd -f -p 80\n\
          \x20 {cfg}herd ps -a --json             # for scripts\n\
          \x20 herd down                     # stop everything (herd down --purge also deletes the data)"
