@@ -38,6 +38,8 @@ pub fn router(control: Arc<Control>) -> Router {
         .route("/v1/events", get(events))
         .route("/v1/stats", get(stats))
         .route("/v1/containers/{name}/series", get(series))
+        .route("/v1/stats/nodes", get(node_stats))
+        .route("/v1/nodes/{name}/series", get(node_series))
         .route("/metrics", get(metrics))
         .fallback(|| async { Error::not_found("no such API route") })
         .layer(DefaultBodyLimit::disable())
@@ -308,14 +310,34 @@ struct SeriesQuery {
     step: Option<u64>,
 }
 
+impl SeriesQuery {
+    /// `from` and `to`, with their defaults.
+    fn range(&self) -> (u64, u64) {
+        let to = self.to.unwrap_or_else(herd_proto::now_millis);
+        (self.from.unwrap_or(to.saturating_sub(3_600_000)), to)
+    }
+}
+
 async fn series(
     State(c): State<Arc<Control>>,
     Path(name): Path<String>,
     Query(q): Query<SeriesQuery>,
 ) -> Result<Json<herd_metrics::history::QueryResult>> {
-    let to = q.to.unwrap_or_else(herd_proto::now_millis);
-    let from = q.from.unwrap_or(to.saturating_sub(3_600_000));
+    let (from, to) = q.range();
     Ok(Json(c.series(&name, from, to, q.step)?))
+}
+
+async fn node_stats(State(c): State<Arc<Control>>) -> Json<Vec<herd_proto::api::NodeStats>> {
+    Json(c.node_stats())
+}
+
+async fn node_series(
+    State(c): State<Arc<Control>>,
+    Path(name): Path<String>,
+    Query(q): Query<SeriesQuery>,
+) -> Result<Json<herd_metrics::history::QueryResult>> {
+    let (from, to) = q.range();
+    Ok(Json(c.node_series(&name, from, to, q.step)?))
 }
 
 /// Prometheus's scrape endpoint (text format 0.0.4), behind the same token as the API

@@ -10,7 +10,7 @@ use futures::StreamExt;
 use herd_metrics::history::{History, HistoryConfig, QueryResult, SeriesId};
 use herd_metrics::prometheus::{self, ContainerEntry};
 use herd_metrics::sample::{Batch, ContainerSample, NodeSample};
-use herd_proto::api::ContainerStats;
+use herd_proto::api::{ContainerStats, NodeState, NodeStats};
 use herd_proto::state::ContainerState;
 
 use crate::control::Control;
@@ -120,6 +120,58 @@ impl Control {
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
+    }
+
+    /// The latest figures of every known node, by name.
+    pub(crate) fn node_stats(&self) -> Vec<NodeStats> {
+        let view = self.view.read().unwrap();
+        let monitoring = self.monitoring.lock().unwrap();
+        let mut out: Vec<NodeStats> = view
+            .nodes
+            .values()
+            .map(|n| {
+                let x = monitoring.nodes.get(&n.record.name);
+                NodeStats {
+                    name: n.record.name.clone(),
+                    state: n.state,
+                    time: x.map(|x| x.ts_ms),
+                    cpus: x.and_then(|x| x.cpus),
+                    cpu_user_percent: x.and_then(|x| x.cpu_user_pct),
+                    cpu_system_percent: x.and_then(|x| x.cpu_system_pct),
+                    cpu_iowait_percent: x.and_then(|x| x.cpu_iowait_pct),
+                    cpu_steal_percent: x.and_then(|x| x.cpu_steal_pct),
+                    load1: x.and_then(|x| x.load1),
+                    load5: x.and_then(|x| x.load5),
+                    load15: x.and_then(|x| x.load15),
+                    memory_total_bytes: x.and_then(|x| x.mem_total),
+                    memory_available_bytes: x.and_then(|x| x.mem_available),
+                    memory_containers_bytes: x.and_then(|x| x.mem_containers),
+                    disk_read_bytes_per_sec: x.and_then(|x| x.disk_read_bps),
+                    disk_write_bytes_per_sec: x.and_then(|x| x.disk_write_bps),
+                    net_rx_bytes_per_sec: x.and_then(|x| x.net_rx_bps),
+                    net_tx_bytes_per_sec: x.and_then(|x| x.net_tx_bps),
+                    pressure_cpu: x.and_then(|x| x.psi_cpu_some10),
+                    pressure_memory: x.and_then(|x| x.psi_mem_some10),
+                    pressure_io: x.and_then(|x| x.psi_io_some10),
+                    containers_running: if n.state == NodeState::Ready { x.map_or(0, |x| x.containers) } else { 0 },
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    /// Node `name`'s series between `from_ms` and `to_ms`, like [`Control::series`].
+    pub(crate) fn node_series(&self, name: &str, from_ms: u64, to_ms: u64, step_ms: Option<u64>) -> Result<QueryResult> {
+        if !self.view.read().unwrap().nodes.contains_key(name) {
+            return Err(Error::not_found(format!("no such node: {name}")));
+        }
+        self.monitoring
+            .lock()
+            .unwrap()
+            .history
+            .query(&SeriesId::Node(name.to_string()), from_ms, to_ms, step_ms)
+            .map_err(|e| Error::bad_request(format!("{e}")))
     }
 
     /// Container `name`'s series between `from_ms` and `to_ms` (averaged into `step_ms`

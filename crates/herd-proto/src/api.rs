@@ -21,7 +21,12 @@
 //! | `POST /v1/containers/{name}/restore` | [`RestoreRequest`] | [`ContainerInfo`] |
 //! | `POST /v1/containers/{name}/restore/archive?node=NODE` | a checkpoint archive (tar) | [`ContainerInfo`] |
 //! | `POST /v1/containers/{name}/migrate` | [`MigrateRequest`] | newline-delimited [`MigrateUpdate`]s, the last a report or an error |
-//! | `GET /v1/events` | | `[Event]` |
+//! | `GET /v1/events?after=SEQ&wait=SECS&limit=N` | | `[Event]` (with `after`: those after `SEQ`, waiting up to `wait` s for one) |
+//! | `GET /v1/stats?names=A,B` | | `[ContainerStats]` |
+//! | `GET /v1/stats/nodes` | | `[NodeStats]` |
+//! | `GET /v1/containers/{name}/series?from=MS&to=MS&step=MS` | | a container's history (`herd_metrics::history::QueryResult`) |
+//! | `GET /v1/nodes/{name}/series?from=MS&to=MS&step=MS` | | a node's history, likewise |
+//! | `GET /metrics` | | Prometheus text format |
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -229,4 +234,37 @@ pub struct ContainerStats {
     pub pressure_cpu: Option<f64>,
     pub pressure_memory: Option<f64>,
     pub pressure_io: Option<f64>,
+}
+
+/// `GET /v1/stats/nodes`: one node's latest monitoring figures (what `herd top` and the
+/// dashboard show). Percentages are of the whole node (all CPUs); `None` where the node's
+/// kernel does not offer a figure or no sample has arrived yet.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeStats {
+    pub name: String,
+    pub state: NodeState,
+    /// When the sample was taken (ms since the Unix epoch).
+    pub time: Option<UnixMillis>,
+    pub cpus: Option<u32>,
+    pub cpu_user_percent: Option<f64>,
+    pub cpu_system_percent: Option<f64>,
+    pub cpu_iowait_percent: Option<f64>,
+    pub cpu_steal_percent: Option<f64>,
+    pub load1: Option<f64>,
+    pub load5: Option<f64>,
+    pub load15: Option<f64>,
+    pub memory_total_bytes: Option<u64>,
+    pub memory_available_bytes: Option<u64>,
+    /// Memory used by the node's containers (sum of their usage).
+    pub memory_containers_bytes: Option<u64>,
+    pub disk_read_bytes_per_sec: Option<f64>,
+    pub disk_write_bytes_per_sec: Option<f64>,
+    pub net_rx_bytes_per_sec: Option<f64>,
+    pub net_tx_bytes_per_sec: Option<f64>,
+    /// Share of the last 10 s some task waited for CPU, memory, I/O (PSI), percent.
+    pub pressure_cpu: Option<f64>,
+    pub pressure_memory: Option<f64>,
+    pub pressure_io: Option<f64>,
+    /// Containers running on it, as its sampler last counted.
+    pub containers_running: u32,
 }
