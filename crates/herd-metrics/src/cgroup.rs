@@ -24,7 +24,7 @@ use crate::node::NetTotals;
 use crate::parse::{Keyed, ParseError, bad_line, single_u64};
 use crate::psi::Pressure;
 
-pub use crate::read::{CgroupReader, CounterRead, FileGroups, FileProblem, ProblemReason, V1Paths, read_v1, read_v2};
+pub use crate::read::{CgroupReader, CounterRead, DetailSchedule, FileProblem, Files, ProblemReason, V1Paths, read_v1, read_v2};
 
 /// `USER_HZ`, the unit of `cpuacct.stat`: 100 on every Linux architecture Herd runs on
 /// (the kernel exports clock ticks to user space at this fixed rate whatever `CONFIG_HZ` is).
@@ -410,6 +410,9 @@ pub struct ContainerCounters {
     pub mem_usage: Option<u64>,
     /// Usage minus inactive file pages, bytes (gauge).
     pub mem_working_set: Option<u64>,
+    /// Inactive file pages (`memory.stat`'s `inactive_file`, 0 where it lacks the line), bytes
+    /// (gauge).
+    pub mem_inactive_file: Option<u64>,
     /// RSS (v1 `rss`, v2 `anon`), bytes (gauge).
     pub mem_rss: Option<u64>,
     /// Page cache (v1 `cache`, v2 `file`), bytes (gauge).

@@ -112,6 +112,12 @@ impl<K> Slot<K> {
     }
 }
 
+/// A first read this short ended the file: the kernel's pseudo-files (`seq_file`) fill a
+/// read up to their page-sized buffer and stop early only when the next record does not fit,
+/// and no record of the files read here comes near this size. Skipping the read that would
+/// return 0 saves a system call per file.
+const SHORT_READ_IS_WHOLE: usize = 2048;
+
 fn read_all_at(f: &File, buf: &mut Vec<u8>) -> std::io::Result<usize> {
     if buf.len() < 4096 {
         buf.resize(4096, 0);
@@ -123,6 +129,7 @@ fn read_all_at(f: &File, buf: &mut Vec<u8>) -> std::io::Result<usize> {
         }
         match f.read_at(&mut buf[off..], off as u64) {
             Ok(0) => return Ok(off),
+            Ok(n) if off == 0 && n <= SHORT_READ_IS_WHOLE => return Ok(n),
             Ok(n) => off += n,
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
@@ -130,16 +137,17 @@ fn read_all_at(f: &File, buf: &mut Vec<u8>) -> std::io::Result<usize> {
     }
 }
 
-/// Reads every slot, handing each file's text to `apply`; collects problems.
+/// Reads the slots `which` selects, handing each file's text to `apply`; collects problems.
 fn read_slots<K: Copy>(
     slots: &mut [Slot<K>],
     buf: &mut Vec<u8>,
     keep: bool,
+    selects: impl Fn(K) -> bool,
     mut apply: impl FnMut(K, &str) -> Result<(), ParseError>,
 ) -> (Vec<FileProblem>, usize) {
     let mut problems = Vec::new();
     let mut ok = 0;
-    for slot in slots.iter_mut() {
+    for slot in slots.iter_mut().filter(|s| selects(s.kind)) {
         let reason = match slot.read(buf, keep) {
             Ok(n) => match std::str::from_utf8(&buf[..n]) {
                 Ok(text) => match apply(slot.kind, text) {
@@ -219,46 +227,98 @@ enum CgFile {
     NetDev,
 }
 
-/// Groups of cgroup files, to read some figures less often than others (two readers over
-/// the same cgroup, e.g. [`FileGroups::FAST`] every interval and the rest every tenth).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FileGroups {
-    /// CPU time (`cpuacct.usage`, `cpuacct.stat`; v2 `cpu.stat`, which also has throttling).
-    pub cpu: bool,
-    /// v1 `cpu.stat` (throttling).
-    pub throttle: bool,
-    /// Memory usage and `memory.stat`.
-    pub memory: bool,
-    /// OOM kills (`memory.oom_control`, `memory.events`).
-    pub oom: bool,
-    /// Block I/O.
-    pub blkio: bool,
-    /// `pids.current`.
-    pub pids: bool,
-    /// PSI.
-    pub psi: bool,
+impl CgFile {
+    /// Cheap files hold one number or a few lines the kernel keeps ready (about 1 µs to
+    /// re-read); the rest (`memory.stat`, block I/O, PSI, ...) cost several times more.
+    fn cheap(self) -> bool {
+        use CgFile::*;
+        matches!(self, CpuacctUsage | CpuStatV2 | MemUsageV1 | MemCurrentV2 | Pids)
+    }
+
+    /// Clears the fields this file sets, before it is read again.
+    fn clear(self, c: &mut ContainerCounters) {
+        use CgFile::*;
+        match self {
+            CpuacctUsage => c.cpu_usage_ns = None,
+            CpuacctStat => (c.cpu_user_ns, c.cpu_system_ns) = (None, None),
+            CpuStatV1 => c.cpu_throttle = None,
+            CpuStatV2 => (c.cpu_usage_ns, c.cpu_user_ns, c.cpu_system_ns, c.cpu_throttle) = (None, None, None, None),
+            MemUsageV1 | MemCurrentV2 => c.mem_usage = None,
+            MemStatV1 | MemStatV2 => {
+                (c.mem_rss, c.mem_cache, c.pgfault, c.pgmajfault, c.mem_inactive_file) = (None, None, None, None, None)
+            }
+            OomControlV1 => c.oom_kills = None,
+            MemEventsV2 => (c.oom_kills, c.oom_events) = (None, None),
+            BlkBytesV1 => (c.blk_read_bytes, c.blk_write_bytes) = (None, None),
+            BlkIosV1 => (c.blk_read_ios, c.blk_write_ios) = (None, None),
+            IoStatV2 => {
+                (c.blk_read_bytes, c.blk_write_bytes, c.blk_read_ios, c.blk_write_ios) = (None, None, None, None)
+            }
+            Pids => c.pids = None,
+            PsiCpu => c.psi_cpu = None,
+            PsiMem => c.psi_memory = None,
+            PsiIo => c.psi_io = None,
+            NetDev => c.net = None,
+        }
+    }
 }
 
-impl FileGroups {
+/// Which of a container's files a read covers (see [`CgroupReader::read_files`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Files {
     /// Every file.
-    pub const ALL: FileGroups =
-        FileGroups { cpu: true, throttle: true, memory: true, oom: true, blkio: true, pids: true, psi: true };
-    /// CPU time, memory and pids.
-    pub const FAST: FileGroups =
-        FileGroups { cpu: true, throttle: false, memory: true, oom: false, blkio: false, pids: true, psi: false };
+    All,
+    /// CPU time, memory usage and pids: the files that are cheap to re-read.
+    Cheap,
+    /// The others: `memory.stat`, throttling, OOM, block I/O, PSI and network.
+    Detail,
+}
 
-    fn has(&self, f: CgFile) -> bool {
-        use CgFile::*;
-        match f {
-            CpuacctUsage | CpuacctStat | CpuStatV2 => self.cpu,
-            CpuStatV1 => self.throttle,
-            MemUsageV1 | MemStatV1 | MemCurrentV2 | MemStatV2 => self.memory,
-            OomControlV1 | MemEventsV2 => self.oom,
-            BlkBytesV1 | BlkIosV1 | IoStatV2 => self.blkio,
-            Pids => self.pids,
-            PsiCpu | PsiMem | PsiIo => self.psi,
-            NetDev => true,
+impl Files {
+    fn covers(self, f: CgFile) -> bool {
+        match self {
+            Files::All => true,
+            Files::Cheap => f.cheap(),
+            Files::Detail => !f.cheap(),
         }
+    }
+}
+
+/// When a sampler reads a container's costly files ([`Files::Detail`]): whenever its cheap
+/// figures (CPU time, memory usage, pids) moved since they were last read, and otherwise
+/// every `every`th interval. A container whose CPU time did not move ran no instruction, so
+/// it took no page fault, issued no I/O and was not throttled; what can still change without
+/// it (page reclaim, pressure averages decaying) is at most `every` intervals old.
+#[derive(Debug, Clone)]
+pub struct DetailSchedule {
+    every: u32,
+    left: u32,
+    seen: Option<(Option<u64>, Option<u64>, Option<u64>)>,
+}
+
+impl DetailSchedule {
+    /// Forced reads every `every` intervals (at least 1), the first after the first read and
+    /// `phase % every` skipped intervals (so that many containers' forced reads spread over
+    /// the intervals instead of falling on the same one).
+    pub fn new(every: u32, phase: u32) -> Self {
+        let every = every.max(1);
+        DetailSchedule { every, left: phase % every, seen: None }
+    }
+
+    /// Whether to read the costly files this interval, given its cheap reading.
+    pub fn due(&mut self, cheap: &ContainerCounters) -> bool {
+        let key = (cheap.cpu_usage_ns, cheap.mem_usage, cheap.pids);
+        let first = self.seen.is_none();
+        let due = first || self.left == 0 || self.seen != Some(key);
+        if due {
+            self.seen = Some(key);
+            if !first {
+                self.left = self.every - 1;
+            }
+        } else {
+            self.left -= 1;
+        }
+        due
     }
 }
 
@@ -269,6 +329,8 @@ pub struct CgroupReader {
     slots: Vec<Slot<CgFile>>,
     buf: Vec<u8>,
     keep_open: bool,
+    /// The last reading, whose figures a partial read carries over.
+    last: ContainerCounters,
 }
 
 impl CgroupReader {
@@ -290,7 +352,7 @@ impl CgroupReader {
         add(&paths.blkio, &[(BlkBytesV1, "blkio.throttle.io_service_bytes"), (BlkIosV1, "blkio.throttle.io_serviced")]);
         add(&paths.pids, &[(Pids, "pids.current")]);
         add(&paths.unified, &[(PsiCpu, "cpu.pressure"), (PsiMem, "memory.pressure"), (PsiIo, "io.pressure")]);
-        CgroupReader { slots, buf: Vec::new(), keep_open: true }
+        CgroupReader { slots, buf: Vec::new(), keep_open: true, last: ContainerCounters::default() }
     }
 
     /// A reader of a cgroup v2 container directory.
@@ -308,7 +370,7 @@ impl CgroupReader {
             (PsiIo, "io.pressure"),
         ];
         let slots = files.iter().map(|(k, n)| Slot::new(*k, dir.join(n))).collect();
-        CgroupReader { slots, buf: Vec::new(), keep_open: true }
+        CgroupReader { slots, buf: Vec::new(), keep_open: true, last: ContainerCounters::default() }
     }
 
     /// Also reads the container's network counters from `<proc_root>/<pid>/net/dev` (the
@@ -316,15 +378,10 @@ impl CgroupReader {
     /// with `None`.
     pub fn set_net_pid(&mut self, proc_root: &Path, pid: Option<u32>) {
         self.slots.retain(|s| s.kind != CgFile::NetDev);
+        self.last.net = None;
         if let Some(pid) = pid {
             self.slots.push(Slot::new(CgFile::NetDev, proc_root.join(pid.to_string()).join("net/dev")));
         }
-    }
-
-    /// Reads only the files of `groups` (default: all).
-    pub fn only(mut self, groups: FileGroups) -> Self {
-        self.slots.retain(|s| groups.has(s.kind));
-        self
     }
 
     /// Whether files stay open between reads (default true).
@@ -335,10 +392,18 @@ impl CgroupReader {
 
     /// Reads every file once.
     pub fn read(&mut self) -> CounterRead {
-        let mut c = ContainerCounters::default();
-        let mut inactive_file = None;
-        let mut mem_stat_ok = false;
-        let (problems, files_ok) = read_slots(&mut self.slots, &mut self.buf, self.keep_open, |kind, text| {
+        self.read_files(Files::All)
+    }
+
+    /// Reads the files `which` covers; the other figures are those of the previous read (none
+    /// before the first), so a cheap read every interval and a detail read now and then give
+    /// whole readings.
+    pub fn read_files(&mut self, which: Files) -> CounterRead {
+        let mut c = self.last.clone();
+        for s in self.slots.iter().filter(|s| which.covers(s.kind)) {
+            s.kind.clear(&mut c);
+        }
+        let (problems, files_ok) = read_slots(&mut self.slots, &mut self.buf, self.keep_open, |k| which.covers(k), |kind, text| {
             use CgFile::*;
             match kind {
                 CpuacctUsage => c.cpu_usage_ns = Some(cgroup::parse_u64_file(text)?),
@@ -360,15 +425,13 @@ impl CgroupReader {
                     let st = cgroup::parse_memory_stat_v1(text)?;
                     (c.mem_rss, c.mem_cache, c.pgfault, c.pgmajfault) =
                         (Some(st.rss), Some(st.cache), st.pgfault, st.pgmajfault);
-                    inactive_file = st.inactive_file;
-                    mem_stat_ok = true;
+                    c.mem_inactive_file = Some(st.inactive_file.unwrap_or(0));
                 }
                 MemStatV2 => {
                     let st = cgroup::parse_memory_stat_v2(text)?;
                     (c.mem_rss, c.mem_cache, c.pgfault, c.pgmajfault) =
                         (Some(st.anon), Some(st.file), st.pgfault, st.pgmajfault);
-                    inactive_file = st.inactive_file;
-                    mem_stat_ok = true;
+                    c.mem_inactive_file = Some(st.inactive_file.unwrap_or(0));
                 }
                 OomControlV1 => c.oom_kills = cgroup::parse_oom_control_v1(text)?.oom_kill,
                 MemEventsV2 => {
@@ -401,9 +464,11 @@ impl CgroupReader {
             }
             Ok(())
         });
-        if mem_stat_ok {
-            c.mem_working_set = c.mem_usage.map(|u| cgroup::working_set(u, inactive_file));
-        }
+        c.mem_working_set = match (c.mem_usage, c.mem_inactive_file) {
+            (Some(u), Some(inactive)) => Some(cgroup::working_set(u, Some(inactive))),
+            _ => None,
+        };
+        self.last = c.clone();
         CounterRead { counters: c, problems, files_ok }
     }
 }
@@ -422,7 +487,7 @@ pub fn read_v2(dir: &Path) -> CounterRead {
 /// A container's network counters: `<proc_root>/<pid>/net/dev` (the network namespace of
 /// one of its processes), summed over non-loopback interfaces.
 pub fn read_container_net(proc_root: &Path, pid: u32) -> Result<NetTotals, FileProblem> {
-    let mut r = CgroupReader { slots: Vec::new(), buf: Vec::new(), keep_open: false };
+    let mut r = CgroupReader { slots: Vec::new(), buf: Vec::new(), keep_open: false, last: ContainerCounters::default() };
     r.set_net_pid(proc_root, Some(pid));
     let mut out = r.read();
     match out.counters.net {
@@ -438,6 +503,10 @@ pub struct NodeRead {
     pub counters: NodeCounters,
     /// Files that could not be read or parsed.
     pub problems: Vec<FileProblem>,
+    /// Every interface of `net/dev`, the ones left out of the node's total too (on a
+    /// Compute node, the host ends of the containers' veths: their counters are the
+    /// containers' traffic, seen from the other end).
+    pub interfaces: Vec<node::NetDev>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -486,7 +555,8 @@ impl<F: Fn(&str) -> bool> NodeReader<F> {
     pub fn read(&mut self) -> NodeRead {
         let mut c = NodeCounters::default();
         let include = &self.include_iface;
-        let (problems, _) = read_slots(&mut self.slots, &mut self.buf, self.keep_open, |kind, text| {
+        let mut interfaces = Vec::new();
+        let (problems, _) = read_slots(&mut self.slots, &mut self.buf, self.keep_open, |_| true, |kind, text| {
             use ProcFile::*;
             match kind {
                 Stat => {
@@ -497,14 +567,17 @@ impl<F: Fn(&str) -> bool> NodeReader<F> {
                 LoadAvg => c.load = Some(node::parse_loadavg(text)?),
                 MemInfo => c.mem = Some(node::parse_meminfo(text)?),
                 DiskStats => c.disk = Some(DiskTotals::whole_disks(&node::parse_diskstats(text)?)),
-                NetDev => c.net = Some(NetTotals::sum(&node::parse_net_dev(text)?, include)),
+                NetDev => {
+                    interfaces = node::parse_net_dev(text)?;
+                    c.net = Some(NetTotals::sum(&interfaces, include));
+                }
                 PsiCpu => c.psi_cpu = Some(psi::parse_pressure(text)?),
                 PsiMem => c.psi_memory = Some(psi::parse_pressure(text)?),
                 PsiIo => c.psi_io = Some(psi::parse_pressure(text)?),
             }
             Ok(())
         });
-        NodeRead { counters: c, problems }
+        NodeRead { counters: c, problems, interfaces }
     }
 }
 
@@ -749,12 +822,50 @@ mod tests {
         assert_eq!(r.read().counters.net.unwrap().tx_bytes, 9);
         r.set_net_pid(&proc, None);
         assert_eq!(r.read().counters.net, None);
-        // A subset of the files.
-        let fast = CgroupReader::v2(&dir).only(FileGroups::FAST).read();
-        assert_eq!((fast.files_ok, fast.problems.len()), (4, 0));
-        assert!(fast.counters.blk_read_bytes.is_none() && fast.counters.pids.is_some());
-        let v1 = CgroupReader::v1(&V1Paths::under(t.path(), "x")).only(FileGroups { psi: false, ..FileGroups::FAST });
-        assert_eq!(v1.slots.len(), 5);
+        // A cheap read refreshes CPU, memory usage and pids, and carries the rest over.
+        std::fs::write(dir.join("pids.current"), "8\n").unwrap();
+        std::fs::write(dir.join("memory.current"), "5000\n").unwrap();
+        std::fs::write(dir.join("io.stat"), "8:0 rbytes=10 wbytes=20 rios=1 wios=2\n").unwrap();
+        let cheap = r.read_files(Files::Cheap);
+        assert_eq!((cheap.files_ok, cheap.problems.len()), (3, 0), "cpu.stat, memory.current, pids.current");
+        assert_eq!((cheap.counters.pids, cheap.counters.mem_usage), (Some(8), Some(5000)));
+        assert_eq!(cheap.counters.blk_write_bytes, Some(4000), "carried from the last detail read");
+        let inactive = cheap.counters.mem_inactive_file.expect("carried from memory.stat");
+        assert_eq!(cheap.counters.mem_working_set, Some(5000u64.saturating_sub(inactive)), "new usage less carried inactive_file");
+        // A detail read refreshes the rest and keeps the cheap figures.
+        let detail = r.read_files(Files::Detail);
+        assert_eq!(detail.counters.blk_write_bytes, Some(20));
+        assert_eq!(detail.counters.pids, Some(8));
+        assert_eq!(detail.files_ok, 2, "memory.stat and io.stat");
+        // A file that fails on a partial read leaves its fields empty, not stale.
+        std::fs::write(dir.join("pids.current"), "many\n").unwrap();
+        let broken = r.read_files(Files::Cheap);
+        assert_eq!((broken.counters.pids, broken.problems.len()), (None, 1));
+    }
+
+    #[test]
+    fn detail_is_read_when_cheap_figures_move_or_every_nth_interval() {
+        let at = |cpu: u64, mem: u64| ContainerCounters {
+            cpu_usage_ns: Some(cpu),
+            mem_usage: Some(mem),
+            pids: Some(1),
+            ..Default::default()
+        };
+        let mut s = DetailSchedule::new(3, 1);
+        assert!(s.due(&at(0, 10)), "the first interval");
+        assert!(!s.due(&at(0, 10)), "phase 1: one interval skipped");
+        assert!(s.due(&at(0, 10)), "then the first forced read");
+        assert!(!s.due(&at(0, 10)));
+        assert!(!s.due(&at(0, 10)));
+        assert!(s.due(&at(0, 10)), "every third interval");
+        assert!(s.due(&at(5, 10)), "CPU time moved");
+        assert!(!s.due(&at(5, 10)));
+        assert!(s.due(&at(5, 11)), "memory usage moved");
+        assert!(!s.due(&at(5, 11)));
+        assert!(!s.due(&at(5, 11)));
+        assert!(s.due(&at(5, 11)));
+        let mut every = DetailSchedule::new(0, 7);
+        assert!((0..5).all(|_| every.due(&at(0, 0))), "every 0 means every interval");
     }
 
     #[test]

@@ -2,9 +2,12 @@
 //! (and network counters through its init process) and the node's `/proc`, turns the counters
 //! into a [`Batch`] of samples and publishes it on `herd.metrics.<node>`.
 //!
-//! Readers keep their files open between samples (see `herd_metrics::read`), so a sample of
-//! a container costs a few `pread`s. A file that cannot be read is reported once per
-//! container and file, not every interval.
+//! Readers keep their files open between samples (see `herd_metrics::read`). Every interval
+//! a container costs three cheap reads (CPU time, memory usage, pids); its costly files
+//! (`memory.stat`, block I/O, PSI, ...) are read when those moved and at least every
+//! [`DETAIL_EVERY`] otherwise (see [`DetailSchedule`]). Its network counters come from the
+//! host end of its veth in the node's own `/proc/net/dev`, which the node sample reads anyway.
+//! A file that cannot be read is reported once per container and file, not every interval.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -15,12 +18,14 @@ use herd_broker::Broker;
 use herd_metrics::cgroup::ContainerCounters;
 use herd_metrics::node::NodeCounters;
 use herd_metrics::rate::Snapshot;
-use herd_metrics::read::{CgroupReader, NodeReader, V1Paths};
+use herd_metrics::node::{NetDev, NetTotals};
+use herd_metrics::read::{CgroupReader, DetailSchedule, Files, NodeReader, V1Paths};
 use herd_metrics::sample::{Batch, ContainerSample, NodeSample};
 use herd_proto::now_millis;
 use herd_proto::state::ContainerState;
 use herd_proto::subjects;
 
+use crate::paths::host_ifname;
 use crate::runtime::Runtime;
 
 /// A running container, as the sampler needs it.
@@ -28,7 +33,6 @@ pub(crate) struct Sampled {
     pub id: String,
     pub name: String,
     pub cgroup: String,
-    pub pid: Option<u32>,
     pub cpus_milli: Option<u64>,
 }
 
@@ -45,7 +49,6 @@ impl Runtime {
                     id: c.spec.id.clone(),
                     name: c.spec.name.clone(),
                     cgroup: self.cfg.paths.cgroup(&c.spec.id),
-                    pid: live.pid,
                     cpus_milli: c.spec.limits.cpus_milli,
                 })
             })
@@ -53,13 +56,33 @@ impl Runtime {
     }
 }
 
+/// The longest a container's costly files go unread while its cheap figures stand still.
+pub(crate) const DETAIL_EVERY: Duration = Duration::from_secs(10);
+
 /// One container's reader and its previous reading.
 struct Watched {
     reader: CgroupReader,
-    /// The pid whose network counters the reader follows.
-    net_pid: Option<u32>,
+    detail: DetailSchedule,
+    /// The host end of its veth.
+    veth: String,
     prev: Option<Snapshot<ContainerCounters>>,
     reported: HashSet<std::path::PathBuf>,
+}
+
+/// A container's traffic from the host end of its veth: what the host end receives, the
+/// container sent.
+fn container_net(host_end: &NetDev) -> NetTotals {
+    NetTotals {
+        rx_bytes: host_end.tx_bytes,
+        tx_bytes: host_end.rx_bytes,
+        rx_packets: host_end.tx_packets,
+        tx_packets: host_end.rx_packets,
+    }
+}
+
+/// Spreads containers' forced detail reads over the intervals: a number from the id.
+fn phase(id: &str) -> u32 {
+    id.bytes().fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(b as u32))
 }
 
 /// Whether the node's network figures count interface `name`: not loopback, not the host
@@ -79,6 +102,7 @@ pub(crate) async fn run(broker: Broker, node: String, runtime: Arc<Runtime>, int
     let mut node_reader = NodeReader::new(Path::new("/proc"), node_interface);
     let mut node_prev: Option<Snapshot<NodeCounters>> = None;
     let mut watched: HashMap<String, Watched> = HashMap::new();
+    let detail_every = (DETAIL_EVERY.as_millis() / interval.as_millis().max(1)) as u32;
     let mut seq = 0;
     loop {
         tick.tick().await;
@@ -89,6 +113,8 @@ pub(crate) async fn run(broker: Broker, node: String, runtime: Arc<Runtime>, int
         let running = runtime.sampled();
         let ids: HashSet<&str> = running.iter().map(|c| c.id.as_str()).collect();
         watched.retain(|id, _| ids.contains(id.as_str()));
+        let node_read = node_reader.read();
+        let interfaces: HashMap<&str, &NetDev> = node_read.interfaces.iter().map(|d| (d.name.as_str(), d)).collect();
         let mut mem_containers = 0u64;
         for c in &running {
             let w = watched.entry(c.id.clone()).or_insert_with(|| Watched {
@@ -97,33 +123,35 @@ pub(crate) async fn run(broker: Broker, node: String, runtime: Arc<Runtime>, int
                 } else {
                     CgroupReader::v1(&V1Paths::under(cgroup_root, &c.cgroup))
                 },
-                net_pid: None,
+                detail: DetailSchedule::new(detail_every, phase(&c.id)),
+                veth: host_ifname(&c.id),
                 prev: None,
                 reported: HashSet::new(),
             });
-            if w.net_pid != c.pid {
-                // Reopened only when the process changes: the file stays open between samples.
-                w.reader.set_net_pid(Path::new("/proc"), c.pid);
-                w.net_pid = c.pid;
-            }
-            let read = w.reader.read();
+            let mut read = w.reader.read_files(Files::Cheap);
             if read.gone() {
                 continue; // stopped between the list and the read
+            }
+            if w.detail.due(&read.counters) {
+                let detail = w.reader.read_files(Files::Detail);
+                read.problems.extend(detail.problems);
+                read.counters = detail.counters;
             }
             for p in &read.problems {
                 if w.reported.insert(p.file.clone()) {
                     tracing::warn!("monitoring {}: {} ({:?}); not reported again", c.name, p.file.display(), p.reason);
                 }
             }
-            let cur = Snapshot { at_ms, counters: read.counters };
+            let mut counters = read.counters;
+            counters.net = interfaces.get(w.veth.as_str()).map(|d| container_net(d));
+            let cur = Snapshot { at_ms, counters };
             let sample =
                 ContainerSample::from_counters(&c.id, Some(c.name.clone()), ts_ms, w.prev.as_ref(), &cur, c.cpus_milli);
             mem_containers += sample.mem_bytes.unwrap_or(0);
             batch.containers.push(sample);
             w.prev = Some(cur);
         }
-        let read = node_reader.read();
-        let cur = Snapshot { at_ms, counters: read.counters };
+        let cur = Snapshot { at_ms, counters: node_read.counters };
         batch.node_sample = Some(NodeSample::from_counters(
             node.clone(),
             ts_ms,
