@@ -7,6 +7,7 @@ pub mod commands;
 pub mod config;
 pub mod format;
 pub mod stats;
+pub mod top;
 
 pub use client::Client;
 pub use config::CliConfig;

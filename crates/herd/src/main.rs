@@ -59,6 +59,8 @@ enum Command {
     Events(cmd::EventsArgs),
     /// Live CPU, memory, network and block I/O figures of running containers.
     Stats(herd_cli::stats::StatsArgs),
+    /// A full-screen live view of the cluster: nodes, containers and recent events.
+    Top(herd_cli::top::TopArgs),
     /// Run the Control node.
     Control(ControlArgs),
     /// Run the Compute node agent.
@@ -342,6 +344,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Restore(a) => cmd::restore(&client(config)?, a).await,
         Command::Migrate(a) => cmd::migrate(&client(config)?, a).await,
         Command::Stats(a) => herd_cli::stats::stats(&client(config)?, a).await,
+        Command::Top(a) => herd_cli::top::top(&client(config)?, a).await,
         Command::Events(a) => cmd::events(&client(config)?, a).await,
     }
 }
