@@ -17,9 +17,9 @@ CRIU_DEB_VERSION=4.2.1-1
 CRIU_BIN=/usr/local/sbin/criu
 CACHE=/var/cache/herd-setup
 
-# Packages Herd runs with, and CRIU's build dependencies.
+# Packages Herd runs with, CRIU's build dependencies, and chromium (the dashboard's browser test).
 PACKAGES=(
-  runc iptables iproute2 busybox-static procps psmisc ca-certificates curl xz-utils
+  runc iptables iproute2 busybox-static procps psmisc ca-certificates curl xz-utils chromium
   build-essential pkg-config git patch
   libprotobuf-dev libprotobuf-c-dev protobuf-c-compiler protobuf-compiler python3-protobuf
   libnl-3-dev libcap-dev libnet1-dev libbsd-dev libaio-dev libgnutls28-dev libnftables-dev uuid-dev

@@ -5,6 +5,7 @@ mod checkpoint;
 pub mod client;
 pub mod commands;
 pub mod config;
+pub mod dashboard;
 pub mod format;
 pub mod stats;
 pub mod top;

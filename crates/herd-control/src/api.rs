@@ -44,6 +44,9 @@ pub fn router(control: Arc<Control>) -> Router {
         .fallback(|| async { Error::not_found("no such API route") })
         .layer(DefaultBodyLimit::disable())
         .layer(middleware::from_fn_with_state(control.clone(), authenticate))
+        // Added after the auth layer, so only the dashboard's page shell (no data) is served
+        // without a token; its scripts send the token with every API call.
+        .merge(crate::dashboard::router())
         .with_state(control)
 }
 

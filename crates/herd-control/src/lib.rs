@@ -11,6 +11,7 @@ mod api;
 mod checkpoints;
 mod containers;
 mod control;
+mod dashboard;
 mod error;
 mod events;
 mod images;

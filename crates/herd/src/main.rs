@@ -34,6 +34,8 @@ enum Command {
     Down(DownArgs),
     /// List the nodes of the cluster.
     Nodes(cmd::NodesArgs),
+    /// Print the link to the web dashboard (token included).
+    Dashboard(herd_cli::dashboard::DashboardArgs),
     /// Manage images.
     #[command(subcommand)]
     Image(cmd::ImageCommand),
@@ -333,6 +335,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             herd_node::pageproxy::run(args).await
         }
         Command::Nodes(a) => cmd::nodes(&client(config)?, a).await,
+        Command::Dashboard(a) => herd_cli::dashboard::dashboard(config, a),
         Command::Image(a) => cmd::image(&client(config)?, a).await,
         Command::Run(a) => cmd::run(&client(config)?, a).await,
         Command::Ps(a) => cmd::ps(&client(config)?, a).await,
