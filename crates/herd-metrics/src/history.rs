@@ -28,7 +28,8 @@
 //!
 //! [`History::query`] picks the finest tier that still holds `from_ms` (or, failing that, the
 //! coarsest), optionally averages points into `step_ms` buckets, and returns explicit
-//! [`Gap`]s wherever consecutive samples are more than two intervals apart: values are never
+//! [`Gap`]s wherever consecutive samples are more than two intervals apart, and from the last
+//! sample to the end of the range when that is more than three intervals: values are never
 //! interpolated or invented. Samples older than the newest one of their series are ignored
 //! (repeated or late batches).
 
@@ -734,6 +735,13 @@ impl History {
                 gaps.push(Gap { from_ms: w[0].max(from_ms), to_ms: w[1].min(to_ms) });
             }
         }
+        // Silent up to the end of the range (a node that stopped sending, a container that
+        // went): a gap too, once it is longer than a sample's usual delay could explain.
+        if let (Some(&last), None) = (stamps.last(), after)
+            && to_ms.saturating_sub(last) > limit + tier.step_ms
+        {
+            gaps.push(Gap { from_ms: last.max(from_ms), to_ms });
+        }
 
         let out_step = step_ms.map_or(tier.step_ms, |st| st.max(tier.step_ms));
         let points = if out_step > tier.step_ms { bucket(&inside, out_step) } else { inside };
@@ -902,6 +910,11 @@ mod tests {
         // A query entirely inside the gap.
         let r = h.query(&cid("c1"), 15_000, 20_000, None).unwrap();
         assert_eq!((r.points.len(), r.gaps.clone()), (0, vec![Gap { from_ms: 15_000, to_ms: 20_000 }]));
+        // Silent since the last sample (31 s): a trailing gap, once over three intervals.
+        let r = h.query(&cid("c1"), 20_000, 34_000, None).unwrap();
+        assert_eq!(r.gaps, vec![Gap { from_ms: 20_000, to_ms: 27_000 }], "the last sample is 3 s old: no gap yet");
+        let r = h.query(&cid("c1"), 20_000, 35_000, None).unwrap();
+        assert_eq!(r.gaps, vec![Gap { from_ms: 20_000, to_ms: 27_000 }, Gap { from_ms: 31_000, to_ms: 35_000 }]);
     }
 
     #[test]
@@ -1001,7 +1014,7 @@ mod tests {
         for i in 13..20u64 {
             h.insert_container("n2", &cs("c1", i * 1000, 0.7));
         }
-        let r = h.query(&cid("c1"), 0, 30_000, None).unwrap();
+        let r = h.query(&cid("c1"), 0, 19_000, None).unwrap();
         assert_eq!(r.points.len(), 17);
         assert_eq!(r.events, vec![Event { ts_ms: 10_500, kind: "migrated".into(), text: "n1 -> n2".into() }]);
         assert_eq!(
