@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use futures::StreamExt;
-use herd_metrics::history::{History, HistoryConfig, QueryResult, SeriesId};
+use herd_metrics::history::{History, HistoryConfig, HistoryError, QueryResult, SeriesId};
 use herd_metrics::prometheus::{self, ContainerEntry};
 use herd_metrics::sample::{Batch, ContainerSample, NodeSample};
 use herd_proto::api::{ContainerStats, NodeState, NodeStats};
@@ -50,6 +50,14 @@ impl Monitoring {
         }
         if let Some(n) = &batch.node_sample {
             self.nodes.insert(batch.node.clone(), n.clone());
+        }
+    }
+
+    /// Series `id` from `from_ms` to `to_ms`: empty for a container or node not sampled yet.
+    fn query(&self, id: SeriesId, from_ms: u64, to_ms: u64, step_ms: Option<u64>) -> Result<QueryResult> {
+        match self.history.query(&id, from_ms, to_ms, step_ms) {
+            Err(HistoryError::UnknownSeries(_)) => Ok(QueryResult::empty(id, self.history.config().interval_ms)),
+            r => r.map_err(|e| Error::bad_request(format!("{e}"))),
         }
     }
 
@@ -166,12 +174,7 @@ impl Control {
         if !self.view.read().unwrap().nodes.contains_key(name) {
             return Err(Error::not_found(format!("no such node: {name}")));
         }
-        self.monitoring
-            .lock()
-            .unwrap()
-            .history
-            .query(&SeriesId::Node(name.to_string()), from_ms, to_ms, step_ms)
-            .map_err(|e| Error::bad_request(format!("{e}")))
+        self.monitoring.lock().unwrap().query(SeriesId::Node(name.to_string()), from_ms, to_ms, step_ms)
     }
 
     /// Container `name`'s series between `from_ms` and `to_ms` (averaged into `step_ms`
@@ -182,12 +185,7 @@ impl Control {
             view.containers.get(name).map(|c| c.id.clone())
         }
         .ok_or_else(|| Error::not_found(format!("no such container: {name}")))?;
-        self.monitoring
-            .lock()
-            .unwrap()
-            .history
-            .query(&SeriesId::Container(id), from_ms, to_ms, step_ms)
-            .map_err(|e| Error::bad_request(format!("{e}")))
+        self.monitoring.lock().unwrap().query(SeriesId::Container(id), from_ms, to_ms, step_ms)
     }
 
     /// The latest samples in Prometheus's text format.

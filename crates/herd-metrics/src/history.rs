@@ -247,6 +247,20 @@ pub struct QueryResult {
 }
 
 impl QueryResult {
+    /// A series with no sample yet (a container that just started).
+    pub fn empty(series: SeriesId, step_ms: u64) -> Self {
+        QueryResult {
+            fields: series.fields().iter().map(|f| f.to_string()).collect(),
+            series,
+            step_ms,
+            points: Vec::new(),
+            gaps: Vec::new(),
+            events: Vec::new(),
+            nodes: Vec::new(),
+            last_ts_ms: None,
+        }
+    }
+
     /// One field's values over time.
     pub fn column(&self, field: &str) -> Option<Vec<(u64, Option<f32>)>> {
         let i = self.fields.iter().position(|f| f == field)?;

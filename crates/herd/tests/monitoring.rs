@@ -150,3 +150,61 @@ fn stats_and_metrics_show_busy_containers_and_series_follow_a_migration() {
     let (code, body) = api_get(&cluster, "/v1/containers/burn/series?from=20&to=10", true);
     assert_eq!(code, 400, "{body}");
 }
+
+/// Container `name`'s series from `from` to now.
+fn series_since(cluster: &Cluster, name: &str, from: u64) -> herd_metrics::history::QueryResult {
+    let (code, body) = api_get(cluster, &format!("/v1/containers/{name}/series?from={from}"), true);
+    assert_eq!(code, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+#[test]
+fn a_silent_node_leaves_a_marked_gap_and_samples_survive_a_broker_restart() {
+    let cluster = Cluster::up(22, 1);
+    cluster.import_busybox();
+    cluster.ok(&["run", "--name", "idle", "busybox", "--", "sleep", "3600"]);
+    let t0 = herd_proto::now_millis();
+    wait_for("samples of idle", T, || series_since(&cluster, "idle", t0).last_ts_ms.filter(|t| *t > t0));
+    let agent = cluster.agent_pid("n1").unwrap();
+
+    // The node goes silent (its agent stopped): the series shows a gap up to now, no values.
+    let stopped = cluster.stop_agent("n1");
+    let silent_from = herd_proto::now_millis();
+    let trailing = wait_for("a trailing gap in the series", T, || {
+        let s = series_since(&cluster, "idle", t0);
+        let gap = s.gaps.last()?.clone();
+        (gap.to_ms > gap.from_ms + 3000 && s.points.iter().all(|p| p.ts_ms <= gap.from_ms)).then_some(gap)
+    });
+    assert!(trailing.from_ms <= silent_from, "{trailing:?} starts after the agent stopped at {silent_from}");
+    stopped.resume();
+    let resumed = herd_proto::now_millis();
+    let s = wait_for("samples after the agent resumed", T, || {
+        let s = series_since(&cluster, "idle", t0);
+        s.last_ts_ms.is_some_and(|t| t > resumed).then_some(s)
+    });
+    let gap = s
+        .gaps
+        .iter()
+        .find(|g| g.from_ms <= silent_from && g.to_ms >= resumed)
+        .unwrap_or_else(|| panic!("no gap over the silence ({silent_from}..{resumed}): {:?}", s.gaps));
+    assert!(
+        s.points.iter().all(|p| p.ts_ms <= gap.from_ms || p.ts_ms >= gap.to_ms),
+        "values inside the gap {gap:?}: {:?}",
+        s.points
+    );
+    cluster.wait_state("idle", "running", T);
+
+    // The broker dies and `herd up` restarts it: the sampler and the Control node carry on.
+    let state = cluster.up_state();
+    let (broker, control) = (state.broker_pid.unwrap(), state.control_pid.unwrap());
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(broker as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+    let killed = herd_proto::now_millis();
+    wait_for("a new broker", T, || cluster.up_state().broker_pid.filter(|p| *p != broker));
+    wait_for("samples through the new broker", T, || {
+        series_since(&cluster, "idle", t0).last_ts_ms.filter(|t| *t > killed + 1000)
+    });
+    let stats = stats(&cluster, "idle");
+    assert!(stats.time.is_some_and(|t| t > killed) && stats.memory_bytes.is_some(), "{stats:?}");
+    assert_eq!(cluster.agent_pid("n1"), Some(agent), "the agent was restarted");
+    assert_eq!(cluster.up_state().control_pid, Some(control), "the Control node was restarted");
+}
