@@ -172,7 +172,7 @@ fn a_silent_node_leaves_a_marked_gap_and_samples_survive_a_broker_restart() {
     let silent_from = herd_proto::now_millis();
     let trailing = wait_for("a trailing gap in the series", T, || {
         let s = series_since(&cluster, "idle", t0);
-        let gap = s.gaps.last()?.clone();
+        let gap = *s.gaps.last()?;
         (gap.to_ms > gap.from_ms + 3000 && s.points.iter().all(|p| p.ts_ms <= gap.from_ms)).then_some(gap)
     });
     assert!(trailing.from_ms <= silent_from, "{trailing:?} starts after the agent stopped at {silent_from}");
