@@ -1,6 +1,7 @@
 //! The `herd` client commands: they talk to the Control node's HTTP API with the token from
 //! the user's Herd config, and print tables for people or JSON for scripts.
 
+pub mod analyze;
 mod checkpoint;
 pub mod client;
 pub mod commands;

@@ -63,6 +63,9 @@ enum Command {
     Stats(herd_cli::stats::StatsArgs),
     /// A full-screen live view of the cluster: nodes, containers and recent events.
     Top(herd_cli::top::TopArgs),
+    /// Offline analysis, no cluster needed (forecast a CSV column).
+    #[command(subcommand)]
+    Analyze(herd_cli::analyze::AnalyzeCommand),
     /// Run the Control node.
     Control(ControlArgs),
     /// Run the Compute node agent.
@@ -348,6 +351,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Migrate(a) => cmd::migrate(&client(config)?, a).await,
         Command::Stats(a) => herd_cli::stats::stats(&client(config)?, a).await,
         Command::Top(a) => herd_cli::top::top(&client(config)?, a).await,
+        Command::Analyze(a) => herd_cli::analyze::analyze(a),
         Command::Events(a) => cmd::events(&client(config)?, a).await,
     }
 }

@@ -1,0 +1,121 @@
+//! `herd analyze`: offline analysis that needs no cluster. `herd analyze forecast` forecasts
+//! one column of a CSV file with the models of `herd-forecast` and shows how accurate each
+//! was on held-out data.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use herd_forecast::{Selection, Series};
+
+use crate::format;
+
+/// `herd analyze ...`
+#[derive(Debug, Subcommand)]
+pub enum AnalyzeCommand {
+    /// Forecast a column of a CSV file and compare the models on held-out data.
+    Forecast(ForecastArgs),
+}
+
+/// `herd analyze forecast`
+#[derive(Debug, Args)]
+pub struct ForecastArgs {
+    /// The CSV file: a header row, then one row per sample, comma-separated.
+    #[arg(long, value_name = "FILE")]
+    pub csv: PathBuf,
+    /// The column to forecast.
+    #[arg(long, value_name = "NAME")]
+    pub column: String,
+    /// The column holding each row's time (RFC 3339, or Unix seconds or milliseconds);
+    /// without it rows are taken as evenly spaced.
+    #[arg(long, value_name = "NAME")]
+    pub timestamp_column: Option<String>,
+    /// How many steps to forecast; as many points are held out to measure accuracy.
+    #[arg(long, value_name = "N")]
+    pub horizon: usize,
+    /// Season length in rows (1: no season). Default: one day of samples when the
+    /// timestamps allow, else the autocorrelation peak, else none.
+    #[arg(long, value_name = "N")]
+    pub season: Option<usize>,
+    /// Print one JSON object instead of tables.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn analyze(cmd: AnalyzeCommand) -> anyhow::Result<()> {
+    match cmd {
+        AnalyzeCommand::Forecast(a) => forecast(a),
+    }
+}
+
+fn forecast(args: ForecastArgs) -> anyhow::Result<()> {
+    let file = std::fs::File::open(&args.csv).with_context(|| format!("cannot read {}", args.csv.display()))?;
+    let mut series: Series = herd_forecast::read_csv(file, &args.column, args.timestamp_column.as_deref())
+        .with_context(|| format!("{}", args.csv.display()))?;
+    if let Some(s) = args.season {
+        series = series.with_season(s);
+    }
+    let selection = herd_forecast::select_best(&series, args.horizon)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&selection)?);
+    } else {
+        print_text(&selection);
+    }
+    Ok(())
+}
+
+fn print_text(s: &Selection) {
+    println!(
+        "{}: {} rows; season: {}; {} fold(s), {} held-out points",
+        s.series, s.rows, s.season.why, s.folds, s.held_out_points
+    );
+    println!();
+    let mut t = format::table(&["MODEL", "MAE", "RMSE", "MAPE", "", "DETAIL"]);
+    for m in &s.models {
+        let won = if m.name == s.best { "best (lowest RMSE)" } else { "" };
+        let row = match (&m.accuracy, &m.failed) {
+            (Some(a), _) => vec![
+                m.name.clone(),
+                num(a.mae),
+                num(a.rmse),
+                a.mape.map_or_else(|| "-".to_string(), |p| format!("{p:.2}%")),
+                won.to_string(),
+                m.detail.clone().unwrap_or_default(),
+            ],
+            (None, failed) => vec![
+                m.name.clone(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                "failed".into(),
+                failed.clone().unwrap_or_default(),
+            ],
+        };
+        t.add_row(row);
+    }
+    format::print_table(&t);
+    if let Some(why) = s.models.iter().find_map(|m| m.accuracy.as_ref()?.mape_absent.clone()) {
+        println!("MAPE: {why}");
+    }
+    for note in &s.notes {
+        println!("note: {note}");
+    }
+    println!();
+    println!("Forecast ({}, {} steps):", s.best, s.horizon);
+    let timed = s.forecast.iter().any(|p| p.timestamp.is_some());
+    let mut t = format::table(if timed { &["STEP", "TIME", "VALUE"] } else { &["STEP", "VALUE"] });
+    for p in &s.forecast {
+        let mut row = vec![p.step.to_string()];
+        if timed {
+            row.push(p.timestamp.clone().unwrap_or_default());
+        }
+        row.push(num(p.value));
+        t.add_row(row);
+    }
+    format::print_table(&t);
+}
+
+/// Four significant figures at least, without a wall of digits.
+fn num(v: f64) -> String {
+    if v != 0.0 && v.abs() < 0.01 { format!("{v:.3e}") } else { format!("{v:.4}") }
+}
