@@ -230,9 +230,11 @@ enum CgFile {
 impl CgFile {
     /// Cheap files hold one number or a few lines the kernel keeps ready (about 1 µs to
     /// re-read); the rest (`memory.stat`, block I/O, PSI, ...) cost several times more.
+    /// `pids.current` is cheap too, but a process starts or exits only by running, which moves
+    /// the CPU time: it needs no read of its own every interval.
     fn cheap(self) -> bool {
         use CgFile::*;
-        matches!(self, CpuacctUsage | CpuStatV2 | MemUsageV1 | MemCurrentV2 | Pids)
+        matches!(self, CpuacctUsage | CpuStatV2 | MemUsageV1 | MemCurrentV2)
     }
 
     /// Clears the fields this file sets, before it is read again.
@@ -268,9 +270,9 @@ impl CgFile {
 pub enum Files {
     /// Every file.
     All,
-    /// CPU time, memory usage and pids: the files that are cheap to re-read.
+    /// CPU time and memory usage: cheap to re-read, and what shows a container is active.
     Cheap,
-    /// The others: `memory.stat`, throttling, OOM, block I/O, PSI and network.
+    /// The others: `memory.stat`, throttling, OOM, block I/O, pids, PSI and network.
     Detail,
 }
 
@@ -285,15 +287,16 @@ impl Files {
 }
 
 /// When a sampler reads a container's costly files ([`Files::Detail`]): whenever its cheap
-/// figures (CPU time, memory usage, pids) moved since they were last read, and otherwise
-/// every `every`th interval. A container whose CPU time did not move ran no instruction, so
-/// it took no page fault, issued no I/O and was not throttled; what can still change without
-/// it (page reclaim, pressure averages decaying) is at most `every` intervals old.
+/// figures (CPU time, memory usage) moved since they were last read, and otherwise every
+/// `every`th interval. A container whose CPU time did not move ran no instruction, so it took
+/// no page fault, issued no I/O, started or ended no process and was not throttled; what can
+/// still change without it (page reclaim, pressure averages decaying) is at most `every`
+/// intervals old.
 #[derive(Debug, Clone)]
 pub struct DetailSchedule {
     every: u32,
     left: u32,
-    seen: Option<(Option<u64>, Option<u64>, Option<u64>)>,
+    seen: Option<(Option<u64>, Option<u64>)>,
 }
 
 impl DetailSchedule {
@@ -307,7 +310,7 @@ impl DetailSchedule {
 
     /// Whether to read the costly files this interval, given its cheap reading.
     pub fn due(&mut self, cheap: &ContainerCounters) -> bool {
-        let key = (cheap.cpu_usage_ns, cheap.mem_usage, cheap.pids);
+        let key = (cheap.cpu_usage_ns, cheap.mem_usage);
         let first = self.seen.is_none();
         let due = first || self.left == 0 || self.seen != Some(key);
         if due {
@@ -822,13 +825,13 @@ mod tests {
         assert_eq!(r.read().counters.net.unwrap().tx_bytes, 9);
         r.set_net_pid(&proc, None);
         assert_eq!(r.read().counters.net, None);
-        // A cheap read refreshes CPU, memory usage and pids, and carries the rest over.
+        // A cheap read refreshes CPU and memory usage, and carries the rest over.
         std::fs::write(dir.join("pids.current"), "8\n").unwrap();
         std::fs::write(dir.join("memory.current"), "5000\n").unwrap();
         std::fs::write(dir.join("io.stat"), "8:0 rbytes=10 wbytes=20 rios=1 wios=2\n").unwrap();
         let cheap = r.read_files(Files::Cheap);
-        assert_eq!((cheap.files_ok, cheap.problems.len()), (3, 0), "cpu.stat, memory.current, pids.current");
-        assert_eq!((cheap.counters.pids, cheap.counters.mem_usage), (Some(8), Some(5000)));
+        assert_eq!((cheap.files_ok, cheap.problems.len()), (2, 0), "cpu.stat and memory.current");
+        assert_eq!((cheap.counters.pids, cheap.counters.mem_usage), (Some(7), Some(5000)), "pids carried");
         assert_eq!(cheap.counters.blk_write_bytes, Some(4000), "carried from the last detail read");
         let inactive = cheap.counters.mem_inactive_file.expect("carried from memory.stat");
         assert_eq!(cheap.counters.mem_working_set, Some(5000u64.saturating_sub(inactive)), "new usage less carried inactive_file");
@@ -836,11 +839,12 @@ mod tests {
         let detail = r.read_files(Files::Detail);
         assert_eq!(detail.counters.blk_write_bytes, Some(20));
         assert_eq!(detail.counters.pids, Some(8));
-        assert_eq!(detail.files_ok, 2, "memory.stat and io.stat");
+        assert_eq!(detail.files_ok, 3, "memory.stat, io.stat and pids.current");
         // A file that fails on a partial read leaves its fields empty, not stale.
-        std::fs::write(dir.join("pids.current"), "many\n").unwrap();
+        std::fs::write(dir.join("memory.current"), "much\n").unwrap();
         let broken = r.read_files(Files::Cheap);
-        assert_eq!((broken.counters.pids, broken.problems.len()), (None, 1));
+        assert_eq!((broken.counters.mem_usage, broken.problems.len()), (None, 1));
+        assert_eq!(broken.counters.mem_working_set, None);
     }
 
     #[test]

@@ -3,8 +3,8 @@
 //! into a [`Batch`] of samples and publishes it on `herd.metrics.<node>`.
 //!
 //! Readers keep their files open between samples (see `herd_metrics::read`). Every interval
-//! a container costs three cheap reads (CPU time, memory usage, pids); its costly files
-//! (`memory.stat`, block I/O, PSI, ...) are read when those moved and at least every
+//! a container costs two cheap reads (CPU time, memory usage); its other files
+//! (`memory.stat`, block I/O, pids, PSI, ...) are read when those moved and at least every
 //! [`DETAIL_EVERY`] otherwise (see [`DetailSchedule`]). Its network counters come from the
 //! host end of its veth in the node's own `/proc/net/dev`, which the node sample reads anyway.
 //! A file that cannot be read is reported once per container and file, not every interval.
@@ -67,6 +67,8 @@ struct Watched {
     veth: String,
     prev: Option<Snapshot<ContainerCounters>>,
     reported: HashSet<std::path::PathBuf>,
+    /// The last interval it was seen running.
+    seen: u64,
 }
 
 /// A container's traffic from the host end of its veth: what the host end receives, the
@@ -103,6 +105,18 @@ pub(crate) async fn run(broker: Broker, node: String, runtime: Arc<Runtime>, int
     let mut node_prev: Option<Snapshot<NodeCounters>> = None;
     let mut watched: HashMap<String, Watched> = HashMap::new();
     let detail_every = (DETAIL_EVERY.as_millis() / interval.as_millis().max(1)) as u32;
+    let watch = |c: &Sampled| Watched {
+        reader: if unified_only {
+            CgroupReader::v2(&cgroup_root.join(c.cgroup.trim_start_matches('/')))
+        } else {
+            CgroupReader::v1(&V1Paths::under(cgroup_root, &c.cgroup))
+        },
+        detail: DetailSchedule::new(detail_every, phase(&c.id)),
+        veth: host_ifname(&c.id),
+        prev: None,
+        reported: HashSet::new(),
+        seen: 0,
+    };
     let mut seq = 0;
     loop {
         tick.tick().await;
@@ -111,23 +125,15 @@ pub(crate) async fn run(broker: Broker, node: String, runtime: Arc<Runtime>, int
         let at_ms = started.elapsed().as_millis() as u64;
         let mut batch = Batch::new(node.clone(), seq, ts_ms);
         let running = runtime.sampled();
-        let ids: HashSet<&str> = running.iter().map(|c| c.id.as_str()).collect();
-        watched.retain(|id, _| ids.contains(id.as_str()));
         let node_read = node_reader.read();
         let interfaces: HashMap<&str, &NetDev> = node_read.interfaces.iter().map(|d| (d.name.as_str(), d)).collect();
         let mut mem_containers = 0u64;
         for c in &running {
-            let w = watched.entry(c.id.clone()).or_insert_with(|| Watched {
-                reader: if unified_only {
-                    CgroupReader::v2(&cgroup_root.join(c.cgroup.trim_start_matches('/')))
-                } else {
-                    CgroupReader::v1(&V1Paths::under(cgroup_root, &c.cgroup))
-                },
-                detail: DetailSchedule::new(detail_every, phase(&c.id)),
-                veth: host_ifname(&c.id),
-                prev: None,
-                reported: HashSet::new(),
-            });
+            if !watched.contains_key(&c.id) {
+                watched.insert(c.id.clone(), watch(c));
+            }
+            let w = watched.get_mut(&c.id).expect("inserted above");
+            w.seen = seq;
             let mut read = w.reader.read_files(Files::Cheap);
             if read.gone() {
                 continue; // stopped between the list and the read
@@ -151,6 +157,7 @@ pub(crate) async fn run(broker: Broker, node: String, runtime: Arc<Runtime>, int
             batch.containers.push(sample);
             w.prev = Some(cur);
         }
+        watched.retain(|_, w| w.seen == seq); // gone, or stopped since the last interval
         let cur = Snapshot { at_ms, counters: node_read.counters };
         batch.node_sample = Some(NodeSample::from_counters(
             node.clone(),
