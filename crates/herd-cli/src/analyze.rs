@@ -2,6 +2,8 @@
 //! one column of a CSV file with the models of `herd-forecast` and shows how accurate each
 //! was on held-out data.
 
+use std::fmt::Write as _;
+use std::io::Write as _;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -56,20 +58,30 @@ fn forecast(args: ForecastArgs) -> anyhow::Result<()> {
         series = series.with_season(s);
     }
     let selection = herd_forecast::select_best(&series, args.horizon)?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&selection)?);
-    } else {
-        print_text(&selection);
+    let out = if args.json { serde_json::to_string_pretty(&selection)? + "\n" } else { text(&selection) };
+    // Written at once; a reader that went away (`| head`) is not an error.
+    match std::io::stdout().lock().write_all(out.as_bytes()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => Ok(r?),
     }
-    Ok(())
 }
 
-fn print_text(s: &Selection) {
-    println!(
-        "{}: {} rows; season: {}; {} fold(s), {} held-out points",
+/// Appends a table without the trailing spaces of its last column.
+fn push_table(out: &mut String, t: &comfy_table::Table) {
+    for line in t.lines() {
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+}
+
+fn text(s: &Selection) -> String {
+    let mut out = String::new();
+    // Writing to a String cannot fail.
+    let _ = writeln!(
+        out,
+        "{}: {} rows; season: {}; {} fold(s), {} held-out points\n",
         s.series, s.rows, s.season.why, s.folds, s.held_out_points
     );
-    println!();
     let mut t = format::table(&["MODEL", "MAE", "RMSE", "MAPE", "", "DETAIL"]);
     for m in &s.models {
         let won = if m.name == s.best { "best (lowest RMSE)" } else { "" };
@@ -93,15 +105,14 @@ fn print_text(s: &Selection) {
         };
         t.add_row(row);
     }
-    format::print_table(&t);
+    push_table(&mut out, &t);
     if let Some(why) = s.models.iter().find_map(|m| m.accuracy.as_ref()?.mape_absent.clone()) {
-        println!("MAPE: {why}");
+        let _ = writeln!(out, "MAPE: {why}");
     }
     for note in &s.notes {
-        println!("note: {note}");
+        let _ = writeln!(out, "note: {note}");
     }
-    println!();
-    println!("Forecast ({}, {} steps):", s.best, s.horizon);
+    let _ = writeln!(out, "\nForecast ({}, {} steps):", s.best, s.horizon);
     let timed = s.forecast.iter().any(|p| p.timestamp.is_some());
     let mut t = format::table(if timed { &["STEP", "TIME", "VALUE"] } else { &["STEP", "VALUE"] });
     for p in &s.forecast {
@@ -112,7 +123,8 @@ fn print_text(s: &Selection) {
         row.push(num(p.value));
         t.add_row(row);
     }
-    format::print_table(&t);
+    push_table(&mut out, &t);
+    out
 }
 
 /// Four significant figures at least, without a wall of digits.

@@ -13,6 +13,11 @@ use augurs_mstl::MSTLModel;
 
 use super::{Fitted, Model, ModelFailure};
 
+/// ETS fits on at most this many recent points (or four seasons, if more): older points
+/// barely move exponentially weighted states, and fitting time grows with the length (about
+/// 6 s for 20,000 points in a debug build).
+pub const MAX_HISTORY: usize = 2000;
+
 /// AutoETS with additive or multiplicative error, any trend (damped or not), no seasonal part.
 const SPEC: &str = "ZZN";
 
@@ -39,6 +44,11 @@ impl Model for Ets {
     }
 
     fn fit(&self, history: &[f64], season: Option<usize>) -> Result<Box<dyn Fitted>, ModelFailure> {
+        let keep = MAX_HISTORY.max(4 * season.unwrap_or(0));
+        let (history, window) = match history.len().checked_sub(keep) {
+            Some(skip) if skip > 0 => (&history[skip..], format!(", on the last {keep} points")),
+            _ => (history, String::new()),
+        };
         let mut fallback = None;
         if let Some(s) = season {
             if history.len() >= 2 * s {
@@ -47,7 +57,9 @@ impl Model for Ets {
                     Ok(fit) => {
                         return Ok(Box::new(FittedEts {
                             inner: Inner::Seasonal(fit),
-                            describe: format!("MSTL (season {s}) + AutoETS {SPEC} on the deseasonalised series"),
+                            describe: format!(
+                                "MSTL (season {s}) + AutoETS {SPEC} on the deseasonalised series{window}"
+                            ),
                         }));
                     }
                     Err(e) => fallback = Some(format!("MSTL failed ({e})")),
@@ -57,7 +69,7 @@ impl Model for Ets {
             }
         }
         let fit = auto_ets()?.fit(history).map_err(|e| ModelFailure(format!("AutoETS: {e}")))?;
-        let mut describe = format!("AutoETS {}", fit.model().model_type());
+        let mut describe = format!("AutoETS {}{window}", fit.model().model_type());
         if let Some(why) = fallback {
             describe.push_str(&format!(", without season: {why}"));
         }
@@ -106,6 +118,15 @@ mod tests {
         }
         let f = Ets.fit(&y[..30], Some(24)).unwrap();
         assert!(f.describe().contains("without season"), "{}", f.describe());
+    }
+
+    #[test]
+    fn long_histories_are_cut_to_the_recent_points() {
+        let y: Vec<f64> = (0..MAX_HISTORY + 500).map(|i| i as f64).collect();
+        let f = Ets.fit(&y, None).unwrap();
+        assert!(f.describe().ends_with(&format!("on the last {MAX_HISTORY} points")), "{}", f.describe());
+        let next = f.forecast(1).unwrap()[0];
+        assert!((next - y.len() as f64).abs() < 1.0, "{next}");
     }
 
     #[test]

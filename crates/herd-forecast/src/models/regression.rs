@@ -33,6 +33,8 @@ type Ridge = RidgeRegression<f64, f64, DenseMatrix<f64>, Vec<f64>>;
 struct FittedRegression {
     history: Vec<f64>,
     season: Option<usize>,
+    /// A season that was not used (no longer than the lags, or longer than half the history).
+    dropped: Option<usize>,
     /// Which of the features are used (the others were constant).
     used: Vec<bool>,
     model: Option<Ridge>,
@@ -70,7 +72,8 @@ impl Model for Regression {
     fn fit(&self, history: &[f64], season: Option<usize>) -> Result<Box<dyn Fitted>, ModelFailure> {
         // A season of 2 adds nothing the lags do not have; a season as long as the history
         // would leave no rows. Drop it rather than fail (the description says so).
-        let season = season.filter(|&s| s > LAGS && history.len() >= 2 * s);
+        let dropped = season.filter(|&s| s <= LAGS || history.len() < 2 * s);
+        let season = season.filter(|_| dropped.is_none());
         let start = first_row(season);
         let n_features = LAGS + if season.is_some() { 5 } else { 0 };
         let rows = history.len().saturating_sub(start);
@@ -101,7 +104,7 @@ impl Model for Regression {
         } else {
             None
         };
-        Ok(Box::new(FittedRegression { history: history.to_vec(), season, used, model, mean }))
+        Ok(Box::new(FittedRegression { history: history.to_vec(), season, dropped, used, model, mean }))
     }
 }
 
@@ -112,9 +115,11 @@ fn select(row: &[f64], used: &[bool]) -> Vec<f64> {
 impl Fitted for FittedRegression {
     fn describe(&self) -> String {
         let mut d = format!("ridge on lags 1..{LAGS}");
-        match self.season {
-            Some(s) => d.push_str(&format!(", seasonal lag {s} and season phase")),
-            None => d.push_str(", no season"),
+        match (self.season, self.dropped) {
+            (Some(s), _) => d.push_str(&format!(", seasonal lag {s} and season phase")),
+            (None, Some(s)) if s <= LAGS => d.push_str(&format!(" (season {s} is within the lags)")),
+            (None, Some(s)) => d.push_str(&format!(", no season (less than two seasons of {s} in the history)")),
+            (None, None) => d.push_str(", no season"),
         }
         if self.model.is_none() {
             d.push_str(" (no feature varies: training mean)");
