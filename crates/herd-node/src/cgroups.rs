@@ -67,7 +67,7 @@ fn read_u64(p: &Path) -> Option<u64> {
 /// CPU time (nanoseconds) and memory in use (bytes) of everything under cgroup `path`.
 pub fn usage(path: &str) -> Option<(u64, u64)> {
     let h = hierarchies();
-    if let (Some(cpu), Some(mem)) = (v1_dir(&h, "cpuacct", path), v1_dir(&h, "memory", path)) {
+    if let (Some(cpu), Some(mem)) = (v1_dir(h, "cpuacct", path), v1_dir(h, "memory", path)) {
         return Some((
             read_u64(&cpu.join("cpuacct.usage"))?,
             read_u64(&mem.join("memory.usage_in_bytes")).unwrap_or(0),
@@ -164,7 +164,7 @@ pub fn join_on_exec(cmd: &mut std::process::Command, path: &str) {
     use std::os::unix::process::CommandExt;
     let rel = path.trim_matches('/').to_string();
     let files: Vec<std::ffi::CString> = hierarchies()
-        .into_iter()
+        .iter()
         .filter(|h| h.unified || h.controllers.iter().any(|c| c == "cpu" || c == "cpuacct"))
         .map(|h| h.mount.join(&rel).join("cgroup.procs"))
         .filter(|p| p.exists())
