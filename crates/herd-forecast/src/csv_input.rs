@@ -21,10 +21,16 @@ pub fn read_csv<R: Read>(
     if headers.is_empty() || headers.iter().all(str::is_empty) {
         return Err(ForecastError::NoHeader);
     }
+    let hint = if headers.len() == 1 && headers[0].contains([';', '\t']) {
+        " (the file must be comma-separated)".to_string()
+    } else {
+        String::new()
+    };
     let find = |name: &str| {
         headers.iter().position(|h| h == name).ok_or_else(|| ForecastError::MissingColumn {
             name: name.to_string(),
             available: headers.iter().map(str::to_string).collect(),
+            hint: hint.clone(),
         })
     };
     let value_idx = find(value_column)?;
@@ -121,6 +127,8 @@ mod tests {
         assert_eq!(err.to_string(), "no column named \"memory\"; the columns are: time, cpu");
         let err = read("time,cpu\n1,2\n", "cpu", Some("ts")).unwrap_err();
         assert!(matches!(err, ForecastError::MissingColumn { .. }), "{err}");
+        let err = read("time;cpu\n1;2\n", "cpu", None).unwrap_err();
+        assert!(err.to_string().ends_with("the columns are: time;cpu (the file must be comma-separated)"), "{err}");
     }
 
     #[test]

@@ -13,8 +13,8 @@ pub enum ForecastError {
     #[error("the CSV is empty: a header row naming the columns is needed")]
     NoHeader,
     /// A requested column is not in the header.
-    #[error("no column named {name:?}; the columns are: {}", available.join(", "))]
-    MissingColumn { name: String, available: Vec<String> },
+    #[error("no column named {name:?}; the columns are: {}{hint}", available.join(", "))]
+    MissingColumn { name: String, available: Vec<String>, hint: String },
     /// A value cell is empty or not a finite number.
     #[error("line {line}, column {column} ({name:?}): {problem}")]
     BadValue { line: u64, column: usize, name: String, problem: String },

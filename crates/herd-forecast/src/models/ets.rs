@@ -22,7 +22,16 @@ pub const MAX_HISTORY: usize = 2000;
 const SPEC: &str = "ZZN";
 
 /// Exponential smoothing, seasonal through MSTL.
-pub struct Ets;
+pub struct Ets {
+    /// Fit on at most this many recent points (or four seasons, if more).
+    pub max_history: usize,
+}
+
+impl Default for Ets {
+    fn default() -> Self {
+        Ets { max_history: MAX_HISTORY }
+    }
+}
 
 enum Inner {
     Plain(augurs_ets::FittedAutoETS),
@@ -44,7 +53,7 @@ impl Model for Ets {
     }
 
     fn fit(&self, history: &[f64], season: Option<usize>) -> Result<Box<dyn Fitted>, ModelFailure> {
-        let keep = MAX_HISTORY.max(4 * season.unwrap_or(0));
+        let keep = self.max_history.max(4 * season.unwrap_or(0));
         let (history, window) = match history.len().checked_sub(keep) {
             Some(skip) if skip > 0 => (&history[skip..], format!(", on the last {keep} points")),
             _ => (history, String::new()),
@@ -98,7 +107,7 @@ mod tests {
     #[test]
     fn follows_a_linear_trend() {
         let y: Vec<f64> = (0..40).map(|i| 5.0 + 2.0 * i as f64).collect();
-        let f = Ets.fit(&y, None).unwrap();
+        let f = Ets::default().fit(&y, None).unwrap();
         let next = f.forecast(3).unwrap();
         for (k, v) in next.iter().enumerate() {
             let want = 5.0 + 2.0 * (40 + k) as f64;
@@ -109,28 +118,28 @@ mod tests {
     #[test]
     fn seasonal_through_mstl_and_falls_back_without_enough_seasons() {
         let y: Vec<f64> = (0..96).map(|i| 10.0 + (i as f64 * std::f64::consts::TAU / 24.0).sin()).collect();
-        let f = Ets.fit(&y, Some(24)).unwrap();
+        let f = Ets::default().fit(&y, Some(24)).unwrap();
         assert!(f.describe().starts_with("MSTL"), "{}", f.describe());
         let next = f.forecast(24).unwrap();
         for (k, v) in next.iter().enumerate() {
             let want = 10.0 + ((96 + k) as f64 * std::f64::consts::TAU / 24.0).sin();
             assert!((v - want).abs() < 0.2, "step {k}: {v} vs {want}");
         }
-        let f = Ets.fit(&y[..30], Some(24)).unwrap();
+        let f = Ets::default().fit(&y[..30], Some(24)).unwrap();
         assert!(f.describe().contains("without season"), "{}", f.describe());
     }
 
     #[test]
     fn long_histories_are_cut_to_the_recent_points() {
-        let y: Vec<f64> = (0..MAX_HISTORY + 500).map(|i| i as f64).collect();
-        let f = Ets.fit(&y, None).unwrap();
-        assert!(f.describe().ends_with(&format!("on the last {MAX_HISTORY} points")), "{}", f.describe());
+        let y: Vec<f64> = (0..300).map(|i| i as f64).collect();
+        let f = Ets { max_history: 100 }.fit(&y, None).unwrap();
+        assert!(f.describe().ends_with("on the last 100 points"), "{}", f.describe());
         let next = f.forecast(1).unwrap()[0];
         assert!((next - y.len() as f64).abs() < 1.0, "{next}");
     }
 
     #[test]
     fn too_little_history_is_a_failure_not_a_panic() {
-        assert!(Ets.fit(&[1.0, 2.0, 3.0], None).is_err());
+        assert!(Ets::default().fit(&[1.0, 2.0, 3.0], None).is_err());
     }
 }

@@ -42,7 +42,12 @@ pub trait Fitted {
 
 /// Every model, simplest first (on equal errors the simpler one wins).
 pub fn all() -> Vec<Box<dyn Model>> {
-    vec![Box::new(naive::Naive), Box::new(naive::SeasonalNaive), Box::new(ets::Ets), Box::new(regression::Regression)]
+    vec![
+        Box::new(naive::Naive),
+        Box::new(naive::SeasonalNaive),
+        Box::new(ets::Ets::default()),
+        Box::new(regression::Regression),
+    ]
 }
 
 /// Fits `model` and forecasts `horizon` steps, turning a panic inside a model crate and
