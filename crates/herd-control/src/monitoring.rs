@@ -170,7 +170,13 @@ impl Control {
     }
 
     /// Node `name`'s series between `from_ms` and `to_ms`, like [`Control::series`].
-    pub(crate) fn node_series(&self, name: &str, from_ms: u64, to_ms: u64, step_ms: Option<u64>) -> Result<QueryResult> {
+    pub(crate) fn node_series(
+        &self,
+        name: &str,
+        from_ms: u64,
+        to_ms: u64,
+        step_ms: Option<u64>,
+    ) -> Result<QueryResult> {
         if !self.view.read().unwrap().nodes.contains_key(name) {
             return Err(Error::not_found(format!("no such node: {name}")));
         }

@@ -24,7 +24,9 @@ use crate::node::NetTotals;
 use crate::parse::{Keyed, ParseError, bad_line, single_u64};
 use crate::psi::Pressure;
 
-pub use crate::read::{CgroupReader, CounterRead, DetailSchedule, FileProblem, Files, ProblemReason, V1Paths, read_v1, read_v2};
+pub use crate::read::{
+    CgroupReader, CounterRead, DetailSchedule, FileProblem, Files, ProblemReason, V1Paths, read_v1, read_v2,
+};
 
 /// `USER_HZ`, the unit of `cpuacct.stat`: 100 on every Linux architecture Herd runs on
 /// (the kernel exports clock ticks to user space at this fixed rate whatever `CONFIG_HZ` is).

@@ -406,67 +406,73 @@ impl CgroupReader {
         for s in self.slots.iter().filter(|s| which.covers(s.kind)) {
             s.kind.clear(&mut c);
         }
-        let (problems, files_ok) = read_slots(&mut self.slots, &mut self.buf, self.keep_open, |k| which.covers(k), |kind, text| {
-            use CgFile::*;
-            match kind {
-                CpuacctUsage => c.cpu_usage_ns = Some(cgroup::parse_u64_file(text)?),
-                CpuacctStat => {
-                    let st = cgroup::parse_cpuacct_stat(text)?;
-                    c.cpu_user_ns = Some(st.user_ns());
-                    c.cpu_system_ns = Some(st.system_ns());
+        let (problems, files_ok) = read_slots(
+            &mut self.slots,
+            &mut self.buf,
+            self.keep_open,
+            |k| which.covers(k),
+            |kind, text| {
+                use CgFile::*;
+                match kind {
+                    CpuacctUsage => c.cpu_usage_ns = Some(cgroup::parse_u64_file(text)?),
+                    CpuacctStat => {
+                        let st = cgroup::parse_cpuacct_stat(text)?;
+                        c.cpu_user_ns = Some(st.user_ns());
+                        c.cpu_system_ns = Some(st.system_ns());
+                    }
+                    CpuStatV1 => c.cpu_throttle = Some(cgroup::parse_cpu_stat_v1(text)?),
+                    CpuStatV2 => {
+                        let st = cgroup::parse_cpu_stat_v2(text)?;
+                        c.cpu_usage_ns = Some(st.usage_usec.saturating_mul(1000));
+                        c.cpu_user_ns = Some(st.user_usec.saturating_mul(1000));
+                        c.cpu_system_ns = Some(st.system_usec.saturating_mul(1000));
+                        c.cpu_throttle = st.throttle;
+                    }
+                    MemUsageV1 | MemCurrentV2 => c.mem_usage = Some(cgroup::parse_u64_file(text)?),
+                    MemStatV1 => {
+                        let st = cgroup::parse_memory_stat_v1(text)?;
+                        (c.mem_rss, c.mem_cache, c.pgfault, c.pgmajfault) =
+                            (Some(st.rss), Some(st.cache), st.pgfault, st.pgmajfault);
+                        c.mem_inactive_file = Some(st.inactive_file.unwrap_or(0));
+                    }
+                    MemStatV2 => {
+                        let st = cgroup::parse_memory_stat_v2(text)?;
+                        (c.mem_rss, c.mem_cache, c.pgfault, c.pgmajfault) =
+                            (Some(st.anon), Some(st.file), st.pgfault, st.pgmajfault);
+                        c.mem_inactive_file = Some(st.inactive_file.unwrap_or(0));
+                    }
+                    OomControlV1 => c.oom_kills = cgroup::parse_oom_control_v1(text)?.oom_kill,
+                    MemEventsV2 => {
+                        let ev = cgroup::parse_memory_events_v2(text)?;
+                        c.oom_kills = Some(ev.oom_kill);
+                        c.oom_events = Some(ev.oom);
+                    }
+                    BlkBytesV1 => {
+                        let b = cgroup::parse_blkio_v1(text)?;
+                        c.blk_read_bytes = Some(b.read_sum());
+                        c.blk_write_bytes = Some(b.write_sum());
+                    }
+                    BlkIosV1 => {
+                        let b = cgroup::parse_blkio_v1(text)?;
+                        c.blk_read_ios = Some(b.read_sum());
+                        c.blk_write_ios = Some(b.write_sum());
+                    }
+                    IoStatV2 => {
+                        let t = cgroup::io_totals(&cgroup::parse_io_stat(text)?);
+                        c.blk_read_bytes = Some(t.read_bytes);
+                        c.blk_write_bytes = Some(t.write_bytes);
+                        c.blk_read_ios = Some(t.read_ios);
+                        c.blk_write_ios = Some(t.write_ios);
+                    }
+                    Pids => c.pids = Some(cgroup::parse_u64_file(text)?),
+                    PsiCpu => c.psi_cpu = Some(psi::parse_pressure(text)?),
+                    PsiMem => c.psi_memory = Some(psi::parse_pressure(text)?),
+                    PsiIo => c.psi_io = Some(psi::parse_pressure(text)?),
+                    NetDev => c.net = Some(NetTotals::non_loopback(&node::parse_net_dev(text)?)),
                 }
-                CpuStatV1 => c.cpu_throttle = Some(cgroup::parse_cpu_stat_v1(text)?),
-                CpuStatV2 => {
-                    let st = cgroup::parse_cpu_stat_v2(text)?;
-                    c.cpu_usage_ns = Some(st.usage_usec.saturating_mul(1000));
-                    c.cpu_user_ns = Some(st.user_usec.saturating_mul(1000));
-                    c.cpu_system_ns = Some(st.system_usec.saturating_mul(1000));
-                    c.cpu_throttle = st.throttle;
-                }
-                MemUsageV1 | MemCurrentV2 => c.mem_usage = Some(cgroup::parse_u64_file(text)?),
-                MemStatV1 => {
-                    let st = cgroup::parse_memory_stat_v1(text)?;
-                    (c.mem_rss, c.mem_cache, c.pgfault, c.pgmajfault) =
-                        (Some(st.rss), Some(st.cache), st.pgfault, st.pgmajfault);
-                    c.mem_inactive_file = Some(st.inactive_file.unwrap_or(0));
-                }
-                MemStatV2 => {
-                    let st = cgroup::parse_memory_stat_v2(text)?;
-                    (c.mem_rss, c.mem_cache, c.pgfault, c.pgmajfault) =
-                        (Some(st.anon), Some(st.file), st.pgfault, st.pgmajfault);
-                    c.mem_inactive_file = Some(st.inactive_file.unwrap_or(0));
-                }
-                OomControlV1 => c.oom_kills = cgroup::parse_oom_control_v1(text)?.oom_kill,
-                MemEventsV2 => {
-                    let ev = cgroup::parse_memory_events_v2(text)?;
-                    c.oom_kills = Some(ev.oom_kill);
-                    c.oom_events = Some(ev.oom);
-                }
-                BlkBytesV1 => {
-                    let b = cgroup::parse_blkio_v1(text)?;
-                    c.blk_read_bytes = Some(b.read_sum());
-                    c.blk_write_bytes = Some(b.write_sum());
-                }
-                BlkIosV1 => {
-                    let b = cgroup::parse_blkio_v1(text)?;
-                    c.blk_read_ios = Some(b.read_sum());
-                    c.blk_write_ios = Some(b.write_sum());
-                }
-                IoStatV2 => {
-                    let t = cgroup::io_totals(&cgroup::parse_io_stat(text)?);
-                    c.blk_read_bytes = Some(t.read_bytes);
-                    c.blk_write_bytes = Some(t.write_bytes);
-                    c.blk_read_ios = Some(t.read_ios);
-                    c.blk_write_ios = Some(t.write_ios);
-                }
-                Pids => c.pids = Some(cgroup::parse_u64_file(text)?),
-                PsiCpu => c.psi_cpu = Some(psi::parse_pressure(text)?),
-                PsiMem => c.psi_memory = Some(psi::parse_pressure(text)?),
-                PsiIo => c.psi_io = Some(psi::parse_pressure(text)?),
-                NetDev => c.net = Some(NetTotals::non_loopback(&node::parse_net_dev(text)?)),
-            }
-            Ok(())
-        });
+                Ok(())
+            },
+        );
         c.mem_working_set = match (c.mem_usage, c.mem_inactive_file) {
             (Some(u), Some(inactive)) => Some(cgroup::working_set(u, Some(inactive))),
             _ => None,
@@ -490,7 +496,8 @@ pub fn read_v2(dir: &Path) -> CounterRead {
 /// A container's network counters: `<proc_root>/<pid>/net/dev` (the network namespace of
 /// one of its processes), summed over non-loopback interfaces.
 pub fn read_container_net(proc_root: &Path, pid: u32) -> Result<NetTotals, FileProblem> {
-    let mut r = CgroupReader { slots: Vec::new(), buf: Vec::new(), keep_open: false, last: ContainerCounters::default() };
+    let mut r =
+        CgroupReader { slots: Vec::new(), buf: Vec::new(), keep_open: false, last: ContainerCounters::default() };
     r.set_net_pid(proc_root, Some(pid));
     let mut out = r.read();
     match out.counters.net {
@@ -559,27 +566,33 @@ impl<F: Fn(&str) -> bool> NodeReader<F> {
         let mut c = NodeCounters::default();
         let include = &self.include_iface;
         let mut interfaces = Vec::new();
-        let (problems, _) = read_slots(&mut self.slots, &mut self.buf, self.keep_open, |_| true, |kind, text| {
-            use ProcFile::*;
-            match kind {
-                Stat => {
-                    let st = node::parse_proc_stat(text)?;
-                    c.cpu = Some(st.cpu);
-                    c.cpus = Some(st.cpus);
+        let (problems, _) = read_slots(
+            &mut self.slots,
+            &mut self.buf,
+            self.keep_open,
+            |_| true,
+            |kind, text| {
+                use ProcFile::*;
+                match kind {
+                    Stat => {
+                        let st = node::parse_proc_stat(text)?;
+                        c.cpu = Some(st.cpu);
+                        c.cpus = Some(st.cpus);
+                    }
+                    LoadAvg => c.load = Some(node::parse_loadavg(text)?),
+                    MemInfo => c.mem = Some(node::parse_meminfo(text)?),
+                    DiskStats => c.disk = Some(DiskTotals::whole_disks(&node::parse_diskstats(text)?)),
+                    NetDev => {
+                        interfaces = node::parse_net_dev(text)?;
+                        c.net = Some(NetTotals::sum(&interfaces, include));
+                    }
+                    PsiCpu => c.psi_cpu = Some(psi::parse_pressure(text)?),
+                    PsiMem => c.psi_memory = Some(psi::parse_pressure(text)?),
+                    PsiIo => c.psi_io = Some(psi::parse_pressure(text)?),
                 }
-                LoadAvg => c.load = Some(node::parse_loadavg(text)?),
-                MemInfo => c.mem = Some(node::parse_meminfo(text)?),
-                DiskStats => c.disk = Some(DiskTotals::whole_disks(&node::parse_diskstats(text)?)),
-                NetDev => {
-                    interfaces = node::parse_net_dev(text)?;
-                    c.net = Some(NetTotals::sum(&interfaces, include));
-                }
-                PsiCpu => c.psi_cpu = Some(psi::parse_pressure(text)?),
-                PsiMem => c.psi_memory = Some(psi::parse_pressure(text)?),
-                PsiIo => c.psi_io = Some(psi::parse_pressure(text)?),
-            }
-            Ok(())
-        });
+                Ok(())
+            },
+        );
         NodeRead { counters: c, problems, interfaces }
     }
 }
@@ -834,7 +847,11 @@ mod tests {
         assert_eq!((cheap.counters.pids, cheap.counters.mem_usage), (Some(7), Some(5000)), "pids carried");
         assert_eq!(cheap.counters.blk_write_bytes, Some(4000), "carried from the last detail read");
         let inactive = cheap.counters.mem_inactive_file.expect("carried from memory.stat");
-        assert_eq!(cheap.counters.mem_working_set, Some(5000u64.saturating_sub(inactive)), "new usage less carried inactive_file");
+        assert_eq!(
+            cheap.counters.mem_working_set,
+            Some(5000u64.saturating_sub(inactive)),
+            "new usage less carried inactive_file"
+        );
         // A detail read refreshes the rest and keeps the cheap figures.
         let detail = r.read_files(Files::Detail);
         assert_eq!(detail.counters.blk_write_bytes, Some(20));
