@@ -219,8 +219,17 @@ pub fn parse_net_dev(s: &str) -> Result<Vec<NetDev>, ParseError> {
         }
         let bad = || bad_line(i, "expected `name: 16 counters`", line);
         let (name, rest) = line.rsplit_once(':').ok_or_else(bad)?;
-        let v: Vec<u64> = rest.split_whitespace().map(|x| x.parse()).collect::<Result<_, _>>().map_err(|_| bad())?;
-        if v.len() < 16 || name.trim().is_empty() {
+        // No allocation per line: a Compute node's file has a line per container veth.
+        let mut v = [0u64; 16];
+        let mut n = 0;
+        for x in rest.split_whitespace() {
+            let x: u64 = x.parse().map_err(|_| bad())?;
+            if let Some(slot) = v.get_mut(n) {
+                *slot = x;
+            }
+            n += 1;
+        }
+        if n < 16 || name.trim().is_empty() {
             return Err(bad());
         }
         out.push(NetDev {

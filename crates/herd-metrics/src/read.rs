@@ -402,7 +402,7 @@ impl CgroupReader {
     /// before the first), so a cheap read every interval and a detail read now and then give
     /// whole readings.
     pub fn read_files(&mut self, which: Files) -> CounterRead {
-        let mut c = self.last.clone();
+        let mut c = std::mem::take(&mut self.last);
         for s in self.slots.iter().filter(|s| which.covers(s.kind)) {
             s.kind.clear(&mut c);
         }
