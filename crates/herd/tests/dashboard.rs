@@ -83,20 +83,7 @@ fn dashboard_draws_live_charts_and_a_migration_in_headless_chromium() {
     let cluster = Cluster::up(21, 2);
     let mut browser = Browser::launch();
     cluster.import_busybox();
-    cluster.ok(&[
-        "run",
-        "--name",
-        "burn",
-        "--node",
-        "n1",
-        "--cpus",
-        "0.5",
-        "busybox",
-        "--",
-        "sh",
-        "-c",
-        "while :; do :; done",
-    ]);
+    cluster.run_cpu_burner("burn", "n1", "0.5");
     let cfg = herd_cli::CliConfig::load(&cluster.config).unwrap();
     let link = cluster.ok(&["dashboard"]).trim().to_string();
 

@@ -66,20 +66,7 @@ fn stats_and_metrics_show_busy_containers_and_series_follow_a_migration() {
             let _ = lines_tx.send(line);
         }
     });
-    cluster.ok(&[
-        "run",
-        "--name",
-        "burn",
-        "--node",
-        "n1",
-        "--cpus",
-        "0.5",
-        "busybox",
-        "--",
-        "sh",
-        "-c",
-        "while :; do :; done",
-    ]);
+    cluster.run_cpu_burner("burn", "n1", "0.5");
     cluster.ok(&["run", "--name", "hog", "--node", "n2", "--memory", "128m", "busybox", "--", "memhog", "64"]);
     cluster.wait_log("hog", "filled", T);
     let started = wait_for("the start of burn in herd events --follow", T, || {

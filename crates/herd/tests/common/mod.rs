@@ -406,6 +406,24 @@ impl Drop for StoppedAgent {
 }
 
 impl Cluster {
+    /// Runs busybox container `name` on `node` spinning on the CPU, limited to `cpus`.
+    pub fn run_cpu_burner(&self, name: &str, node: &str, cpus: &str) {
+        self.ok(&[
+            "run",
+            "--name",
+            name,
+            "--node",
+            node,
+            "--cpus",
+            cpus,
+            "busybox",
+            "--",
+            "sh",
+            "-c",
+            "while :; do :; done",
+        ]);
+    }
+
     /// Stops node `node`'s agent with SIGSTOP until the returned guard resumes it.
     pub fn stop_agent(&self, node: &str) -> StoppedAgent {
         let pid = nix::unistd::Pid::from_raw(self.agent_pid(node).expect("agent pid") as i32);
