@@ -289,6 +289,7 @@ impl Control {
                 cpus_milli: record.limits.cpus_milli.unwrap_or(0),
                 memory_bytes: record.limits.memory_bytes.unwrap_or(0),
                 node: Some(target.clone()),
+                ..Default::default()
             };
             herd_sched::place(&view.candidates(), &request, Strategy::Spread).map_err(|e| {
                 Error::conflict(format!(

@@ -180,6 +180,7 @@ impl Control {
                 cpus_milli: req.limits.cpus_milli.unwrap_or(0),
                 memory_bytes: req.limits.memory_bytes.unwrap_or(0),
                 node: req.node.clone(),
+                ..Default::default()
             };
             herd_sched::place(&candidates, &request, Strategy::Spread).map_err(|e| {
                 if req.node.is_some() && e.exclusions.iter().any(|x| x.reason == "no such node") {

@@ -188,6 +188,7 @@ impl Control {
             cpus_milli: record.limits.cpus_milli.unwrap_or(0),
             memory_bytes: record.limits.memory_bytes.unwrap_or(0),
             node: req.to.clone(),
+            ..Default::default()
         };
         if let Some(to) = &req.to {
             if to == source {

@@ -84,9 +84,17 @@ impl View {
         out
     }
 
-    /// Every node as placement sees it, sorted by name.
+    /// Every node as placement sees it, sorted by name. A node's `containerslots` label (as in
+    /// Docker Swarm) caps how many containers it takes.
     pub fn candidates(&self) -> Vec<herd_sched::Candidate> {
         let allocations = self.allocations();
+        let mut hosted: HashMap<&str, Vec<herd_sched::Hosted>> = HashMap::new();
+        for c in self.containers.values() {
+            hosted
+                .entry(c.node.as_str())
+                .or_default()
+                .push(herd_sched::Hosted { name: c.name.clone(), image: c.image.clone() });
+        }
         let mut out: Vec<herd_sched::Candidate> = self
             .nodes
             .values()
@@ -98,6 +106,10 @@ impl View {
                     capacity: n.record.capacity,
                     allocated,
                     containers,
+                    hosted: hosted.remove(n.record.name.as_str()).unwrap_or_default(),
+                    labels: n.record.labels.clone(),
+                    facts: n.record.facts.clone(),
+                    max_containers: n.record.labels.get("containerslots").and_then(|v| v.parse().ok()),
                 }
             })
             .collect();

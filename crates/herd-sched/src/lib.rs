@@ -17,13 +17,25 @@
 //! assert_eq!(place(&nodes, &req, Strategy::Spread).unwrap(), "n1");
 //! ```
 
+pub mod expr;
 pub mod migration;
 
 use std::cmp::Ordering;
+use std::collections::BTreeMap;
 use std::fmt;
 
-use herd_proto::state::Resources;
+use herd_proto::state::{NodeFacts, Resources};
 use herd_proto::units;
+
+pub use expr::{Affinity, Constraint, Key, ParseError};
+
+/// A container already on a node, as affinities see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hosted {
+    pub name: String,
+    /// Normalised image name (`redis:latest`).
+    pub image: String,
+}
 
 /// A node as placement sees it.
 #[derive(Debug, Clone, PartialEq)]
@@ -35,12 +47,32 @@ pub struct Candidate {
     pub allocated: Resources,
     /// Containers already placed there.
     pub containers: usize,
+    /// Which containers those are (for affinities).
+    pub hosted: Vec<Hosted>,
+    pub labels: BTreeMap<String, String>,
+    pub facts: NodeFacts,
+    /// At most this many containers on the node, when set.
+    pub max_containers: Option<usize>,
 }
 
 impl Candidate {
     /// A ready, empty node.
     pub fn new(name: &str, capacity: Resources) -> Self {
-        Candidate { name: name.to_string(), ready: true, capacity, allocated: Resources::default(), containers: 0 }
+        Candidate {
+            name: name.to_string(),
+            ready: true,
+            capacity,
+            allocated: Resources::default(),
+            containers: 0,
+            hosted: Vec::new(),
+            labels: BTreeMap::new(),
+            facts: NodeFacts::default(),
+            max_containers: None,
+        }
+    }
+
+    fn soft_score(&self, req: &Request) -> usize {
+        req.affinities.iter().filter(|a| a.soft && affinity_holds(self, a)).count()
     }
 
     fn free(&self) -> Resources {
@@ -60,6 +92,23 @@ pub struct Request {
     pub memory_bytes: u64,
     /// The node the user asked for, if any.
     pub node: Option<String>,
+    /// Every one must hold on the chosen node.
+    pub constraints: Vec<Constraint>,
+    /// Hard ones must hold on the chosen node; soft ones rank the nodes that pass.
+    pub affinities: Vec<Affinity>,
+}
+
+impl Request {
+    /// Adds the constraint and affinity expressions, failing on the first malformed one.
+    pub fn with_expressions(mut self, constraints: &[String], affinities: &[String]) -> Result<Self, ParseError> {
+        for c in constraints {
+            self.constraints.push(Constraint::parse(c)?);
+        }
+        for a in affinities {
+            self.affinities.push(Affinity::parse(a)?);
+        }
+        Ok(self)
+    }
 }
 
 /// How the nodes that pass the filters are ranked.
@@ -70,13 +119,27 @@ pub enum Strategy {
     Spread,
     /// Most allocated first: fills nodes before opening new ones.
     Binpack,
+    /// Any node that passes, drawn from `seed` (the caller picks it: fixed in tests).
+    Random { seed: u64 },
+}
+
+impl Strategy {
+    /// `spread`, `binpack` or `random` (seeded with `seed`).
+    pub fn parse(name: &str, seed: u64) -> Result<Strategy, ParseError> {
+        match name {
+            "spread" => Ok(Strategy::Spread),
+            "binpack" => Ok(Strategy::Binpack),
+            "random" => Ok(Strategy::Random { seed }),
+            _ => Err(ParseError(format!("invalid strategy {name:?}: use spread, binpack or random"))),
+        }
+    }
 }
 
 /// Why one node was excluded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Exclusion {
     pub node: String,
-    /// The filter that excluded it: `node`, `health`, `resources`.
+    /// The filter that excluded it: `node`, `health`, `constraint`, `affinity`, `slots`, `resources`.
     pub filter: &'static str,
     pub reason: String,
 }
@@ -85,6 +148,8 @@ pub struct Exclusion {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlacementError {
     pub exclusions: Vec<Exclusion>,
+    /// Labels a constraint requires that no node has at all (likely a typo).
+    pub unknown_labels: Vec<String>,
 }
 
 impl fmt::Display for PlacementError {
@@ -93,6 +158,9 @@ impl fmt::Display for PlacementError {
             return write!(f, "no node can run this container: the cluster has no nodes");
         }
         write!(f, "no node can run this container: ")?;
+        for l in &self.unknown_labels {
+            write!(f, "no node has label {l}; ")?;
+        }
         for (i, e) in self.exclusions.iter().enumerate() {
             if i > 0 {
                 write!(f, "; ")?;
@@ -145,7 +213,49 @@ fn resources_filter(c: &Candidate, r: &Request) -> Result<(), (&'static str, Str
     Ok(())
 }
 
-const FILTERS: [Filter; 3] = [node_filter, health_filter, resources_filter];
+fn constraint_filter(c: &Candidate, r: &Request) -> Result<(), (&'static str, String)> {
+    for k in &r.constraints {
+        let actual = k.key.value_of(&c.name, &c.labels, &c.facts);
+        if !k.matches(actual.as_deref()) {
+            let why = match (&k.key, actual) {
+                (Key::Label(l), None) => format!("{k} not met: node has no label {l}"),
+                (_, Some(v)) => format!("{k} not met: {} is {v}", k.key),
+                (_, None) => format!("{k} not met"),
+            };
+            return Err(("constraint", why));
+        }
+    }
+    Ok(())
+}
+
+fn affinity_holds(c: &Candidate, a: &Affinity) -> bool {
+    c.hosted.iter().any(|h| a.hits(&h.name, &h.image)) == a.together
+}
+
+fn affinity_filter(c: &Candidate, r: &Request) -> Result<(), (&'static str, String)> {
+    for a in r.affinities.iter().filter(|a| !a.soft) {
+        if !affinity_holds(c, a) {
+            let what = match a.target {
+                expr::Target::Container => "container",
+                expr::Target::Image => "container of image",
+            };
+            let why =
+                if a.together { format!("runs no {what} {}", a.value) } else { format!("runs a {what} {}", a.value) };
+            return Err(("affinity", format!("{a} not met: node {why}")));
+        }
+    }
+    Ok(())
+}
+
+fn slots_filter(c: &Candidate, _: &Request) -> Result<(), (&'static str, String)> {
+    match c.max_containers {
+        Some(max) if c.containers >= max => Err(("slots", format!("full: {} of {max} containers", c.containers))),
+        _ => Ok(()),
+    }
+}
+
+const FILTERS: [Filter; 6] =
+    [node_filter, health_filter, constraint_filter, affinity_filter, slots_filter, resources_filter];
 
 /// Nodes that may run the request, and why the others may not.
 pub fn filter<'a>(nodes: &'a [Candidate], req: &Request) -> (Vec<&'a Candidate>, Vec<Exclusion>) {
@@ -168,26 +278,64 @@ pub fn filter<'a>(nodes: &'a [Candidate], req: &Request) -> (Vec<&'a Candidate>,
 fn rank(strategy: Strategy, a: &Candidate, b: &Candidate) -> Ordering {
     let by_name = a.name.cmp(&b.name);
     match strategy {
+        // Random draws among the best soft-affinity score in `place`; here only names order.
+        Strategy::Random { .. } => by_name,
         Strategy::Spread => {
             a.containers.cmp(&b.containers).then(b.free().memory_bytes.cmp(&a.free().memory_bytes)).then(by_name)
         }
-        Strategy::Binpack => {
-            b.allocated.memory_bytes.cmp(&a.allocated.memory_bytes).then(b.containers.cmp(&a.containers)).then(by_name)
-        }
+        Strategy::Binpack => b
+            .allocated
+            .memory_bytes
+            .cmp(&a.allocated.memory_bytes)
+            .then(b.allocated.cpus_milli.cmp(&a.allocated.cpus_milli))
+            .then(b.containers.cmp(&a.containers))
+            .then(by_name),
     }
 }
 
-/// Picks the node for `req`. Ties are broken by node name, so placement is deterministic.
+/// SplitMix64: a well-mixed index from a seed, without a dependency.
+fn mix(seed: u64) -> u64 {
+    let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Picks the node for `req`: the nodes that pass every filter, ranked by how many soft
+/// affinities they meet, then by the strategy. Ties are broken by node name, so placement is
+/// deterministic (for `Random`, given the seed).
 pub fn place(nodes: &[Candidate], req: &Request, strategy: Strategy) -> Result<String, PlacementError> {
-    let (ok, exclusions) = filter(nodes, req);
+    let (mut ok, exclusions) = filter(nodes, req);
     if let (Some(wanted), true) = (&req.node, ok.is_empty())
         && !nodes.iter().any(|c| &c.name == wanted)
     {
         return Err(PlacementError {
             exclusions: vec![Exclusion { node: wanted.clone(), filter: "node", reason: "no such node".to_string() }],
+            unknown_labels: Vec::new(),
         });
     }
-    ok.into_iter().min_by(|a, b| rank(strategy, a, b)).map(|c| c.name.clone()).ok_or(PlacementError { exclusions })
+    if ok.is_empty() {
+        let mut unknown_labels: Vec<String> = req
+            .constraints
+            .iter()
+            .filter_map(|k| match &k.key {
+                Key::Label(l) if k.equal && !nodes.iter().any(|c| c.labels.contains_key(l)) => Some(l.clone()),
+                _ => None,
+            })
+            .collect();
+        unknown_labels.dedup();
+        return Err(PlacementError { exclusions, unknown_labels });
+    }
+    let best = ok.iter().map(|c| c.soft_score(req)).max().unwrap_or(0);
+    ok.retain(|c| c.soft_score(req) == best);
+    let chosen = match strategy {
+        Strategy::Random { seed } => {
+            ok.sort_by(|a, b| a.name.cmp(&b.name));
+            ok[(mix(seed) % ok.len() as u64) as usize]
+        }
+        _ => ok.into_iter().min_by(|a, b| rank(strategy, a, b)).expect("not empty"),
+    };
+    Ok(chosen.name.clone())
 }
 
 #[cfg(test)]
@@ -243,39 +391,163 @@ mod tests {
         assert_eq!(place(&[b, a], &Request::default(), Strategy::Binpack).unwrap(), "a");
     }
 
+    fn hosted(name: &str, image: &str) -> Hosted {
+        Hosted { name: name.into(), image: image.into() }
+    }
+
+    fn req(constraints: &[&str], affinities: &[&str]) -> Request {
+        let c: Vec<String> = constraints.iter().map(|s| s.to_string()).collect();
+        let a: Vec<String> = affinities.iter().map(|s| s.to_string()).collect();
+        Request::default().with_expressions(&c, &a).unwrap()
+    }
+
+    #[test]
+    fn constraints_filter_and_explain() {
+        let mut a = node("n1", 4, 0);
+        a.labels.insert("zone".into(), "a".into());
+        let mut b = node("n2", 4, 0);
+        b.labels.insert("zone".into(), "b".into());
+        let nodes = vec![a, b];
+        assert_eq!(place(&nodes, &req(&["zone==b"], &[]), Strategy::Spread).unwrap(), "n2");
+        assert_eq!(place(&nodes, &req(&["node.name!=n1"], &[]), Strategy::Spread).unwrap(), "n2");
+        assert_eq!(place(&nodes, &req(&["node.labels.zone==*"], &[]), Strategy::Spread).unwrap(), "n1");
+        let text = place(&nodes, &req(&["zone==c"], &[]), Strategy::Spread).unwrap_err().to_string();
+        assert!(text.contains("n1 (constraint filter: node.labels.zone==c not met: node.labels.zone is a)"), "{text}");
+        let text = place(&nodes, &req(&["rack==r1"], &[]), Strategy::Spread).unwrap_err().to_string();
+        assert!(text.starts_with("no node can run this container: no node has label rack; "), "{text}");
+        assert!(
+            text.contains("n2 (constraint filter: node.labels.rack==r1 not met: node has no label rack)"),
+            "{text}"
+        );
+        // Facts: every test node has the default (empty) arch.
+        assert!(place(&nodes, &req(&["node.arch==x86_64"], &[]), Strategy::Spread).is_err());
+    }
+
+    #[test]
+    fn hard_affinities_filter_soft_ones_rank() {
+        let mut a = node("n1", 4, 0);
+        a.hosted.push(hosted("web", "nginx:latest"));
+        a.containers = 1;
+        let b = node("n2", 4, 0);
+        let nodes = vec![a, b];
+        assert_eq!(place(&nodes, &req(&[], &["container==web"]), Strategy::Spread).unwrap(), "n1");
+        assert_eq!(place(&nodes, &req(&[], &["image==nginx"]), Strategy::Spread).unwrap(), "n1");
+        assert_eq!(place(&nodes, &req(&[], &["container!=web"]), Strategy::Binpack).unwrap(), "n2");
+        assert_eq!(place(&nodes, &req(&[], &["container~=web"]), Strategy::Spread).unwrap(), "n1");
+        assert_eq!(place(&nodes, &req(&[], &["container~=nothing"]), Strategy::Spread).unwrap(), "n2");
+        let text = place(&nodes, &req(&[], &["container==db"]), Strategy::Spread).unwrap_err().to_string();
+        assert!(text.contains("n2 (affinity filter: container==db not met: node runs no container db)"), "{text}");
+    }
+
+    #[test]
+    fn full_nodes_are_skipped() {
+        let mut a = node("n1", 4, 2);
+        a.max_containers = Some(2);
+        let b = node("n2", 4, 5);
+        assert_eq!(place(&[a.clone(), b], &Request::default(), Strategy::Spread).unwrap(), "n2");
+        let text = place(&[a], &Request::default(), Strategy::Spread).unwrap_err().to_string();
+        assert!(text.contains("n1 (slots filter: full: 2 of 2 containers)"), "{text}");
+    }
+
+    #[test]
+    fn random_is_deterministic_per_seed_and_uses_every_node() {
+        let nodes: Vec<Candidate> = (0..4).map(|i| node(&format!("n{i}"), 4, 0)).collect();
+        let pick = |seed| place(&nodes, &Request::default(), Strategy::Random { seed }).unwrap();
+        assert_eq!(pick(7), pick(7));
+        let seen: std::collections::BTreeSet<String> = (0..64).map(pick).collect();
+        assert_eq!(seen.len(), 4);
+        assert!(Strategy::parse("random", 1).is_ok() && Strategy::parse("fill", 1).is_err());
+    }
+
+    const NAMES: [&str; 3] = ["web", "db", "cache"];
+
     fn arb_nodes() -> impl proptest::strategy::Strategy<Value = Vec<Candidate>> {
-        proptest::collection::vec((any::<bool>(), 0u64..8, 0u64..8, 0usize..20), 0..12).prop_map(|v| {
+        let node = (any::<bool>(), 0u64..8, 0u64..8, proptest::collection::vec(0usize..3, 0..4), 0u8..3, 0usize..5);
+        proptest::collection::vec(node, 0..10).prop_map(|v| {
             v.into_iter()
                 .enumerate()
-                .map(|(i, (ready, cap, alloc, n))| Candidate {
-                    name: format!("n{i}"),
-                    ready,
-                    capacity: Resources { cpus_milli: 4000, memory_bytes: cap << 28 },
-                    allocated: Resources { cpus_milli: 0, memory_bytes: alloc << 28 },
-                    containers: n,
+                .map(|(i, (ready, cap, alloc, hosted, zone, max))| {
+                    let mut c =
+                        Candidate::new(&format!("n{i}"), Resources { cpus_milli: 4000, memory_bytes: cap << 28 });
+                    c.ready = ready;
+                    c.containers = hosted.len();
+                    c.hosted = hosted
+                        .iter()
+                        .map(|&h| Hosted { name: NAMES[h].into(), image: format!("{}:latest", NAMES[h]) })
+                        .collect();
+                    // An empty node has nothing allocated.
+                    c.allocated.memory_bytes = if hosted.is_empty() { 0 } else { alloc << 28 };
+                    if zone > 0 {
+                        c.labels.insert("zone".into(), ["a", "b"][zone as usize - 1].into());
+                    }
+                    c.max_containers = (max > 0).then_some(max);
+                    c
                 })
                 .collect()
         })
     }
 
+    fn arb_request() -> impl proptest::strategy::Strategy<Value = Request> {
+        let constraints = proptest::sample::subsequence(vec!["zone==a", "zone!=b", "node.name!=n0", "rack==x"], 0..3);
+        let affinities = proptest::sample::subsequence(
+            vec!["container==web", "container!=db", "image==cache", "container~=db", "image~!=web"],
+            0..3,
+        );
+        (0u64..4, constraints, affinities).prop_map(|(mem, c, a)| {
+            let mut r = req(&c, &a);
+            r.memory_bytes = mem << 28;
+            r
+        })
+    }
+
+    /// An independent statement of the hard filters.
+    fn allowed(c: &Candidate, r: &Request) -> bool {
+        let zone = c.labels.get("zone").map(String::as_str);
+        let hosts = |n: &str| c.hosted.iter().any(|h| h.name == n);
+        c.ready
+            && r.constraints.iter().all(|k| match k.to_string().as_str() {
+                "node.labels.zone==a" => zone == Some("a"),
+                "node.labels.zone!=b" => zone != Some("b"),
+                "node.name!=n0" => c.name != "n0",
+                "node.labels.rack==x" => false,
+                other => panic!("{other}"),
+            })
+            && r.affinities.iter().filter(|a| !a.soft).all(|a| match a.to_string().as_str() {
+                "container==web" => hosts("web"),
+                "container!=db" => !hosts("db"),
+                "image==cache" => hosts("cache"),
+                other => panic!("{other}"),
+            })
+            && c.max_containers.is_none_or(|m| c.containers < m)
+            && r.memory_bytes <= c.capacity.memory_bytes - c.allocated.memory_bytes.min(c.capacity.memory_bytes)
+    }
+
     proptest! {
         #[test]
-        fn placement_never_violates_a_filter(nodes in arb_nodes(), mem in 0u64..4, spread in any::<bool>()) {
-            let req = Request { memory_bytes: mem << 28, ..Default::default() };
-            let strategy = if spread { Strategy::Spread } else { Strategy::Binpack };
+        fn placement_never_violates_a_hard_filter(nodes in arb_nodes(), req in arb_request(), which in 0u8..3, seed in any::<u64>()) {
+            let strategy = [Strategy::Spread, Strategy::Binpack, Strategy::Random { seed }][which as usize];
             match place(&nodes, &req, strategy) {
                 Ok(name) => {
                     let c = nodes.iter().find(|c| c.name == name).unwrap();
-                    prop_assert!(c.ready);
-                    prop_assert!(req.memory_bytes <= c.capacity.memory_bytes.saturating_sub(c.allocated.memory_bytes));
+                    prop_assert!(allowed(c, &req), "{name} chosen for {req:?}");
                 }
                 Err(e) => {
                     // Every node is accounted for, and none of them could have taken it.
                     prop_assert_eq!(e.exclusions.len(), nodes.len());
                     for c in &nodes {
-                        prop_assert!(!c.ready || req.memory_bytes > c.capacity.memory_bytes.saturating_sub(c.allocated.memory_bytes));
+                        prop_assert!(!allowed(c, &req), "{} was free for {req:?}", c.name);
                     }
                 }
+            }
+        }
+
+        #[test]
+        fn binpack_never_opens_a_node_while_a_used_one_fits(nodes in arb_nodes(), mem in 0u64..4) {
+            let req = Request { memory_bytes: mem << 28, ..Default::default() };
+            if let Ok(name) = place(&nodes, &req, Strategy::Binpack) {
+                let chosen = nodes.iter().find(|c| c.name == name).unwrap();
+                let used_fits = nodes.iter().any(|c| c.containers > 0 && allowed(c, &req));
+                prop_assert!(chosen.containers > 0 || !used_fits, "opened {name} while a used node fits");
             }
         }
 
