@@ -28,7 +28,13 @@ fn parse_cpus(s: &str) -> Result<u64, String> {
     units::parse_cpus(s).map_err(|e| e.to_string())
 }
 
+/// Swarm's `-e constraint:EXPR` and `-e affinity:EXPR` are placement, not environment.
+const PLACEMENT_PREFIXES: [&str; 2] = ["constraint:", "affinity:"];
+
 fn parse_env(s: &str) -> Result<String, String> {
+    if PLACEMENT_PREFIXES.iter().any(|p| s.starts_with(p)) {
+        return Ok(s.to_string());
+    }
     parse_pair(s, "--env").map(|_| s.to_string()).map_err(|e| e.0)
 }
 
@@ -210,6 +216,17 @@ pub struct RunArgs {
     /// Set a label (KEY=VALUE); repeatable.
     #[arg(long = "label", short = 'l', value_parser = parse_label)]
     pub labels: Vec<(String, String)>,
+    /// Only place on nodes where EXPR holds: KEY==VALUE or KEY!=VALUE on node.name,
+    /// node.labels.X, node.arch, node.kernel, node.criu…; repeatable (also -e constraint:EXPR).
+    #[arg(long = "constraint", value_name = "EXPR")]
+    pub constraints: Vec<String>,
+    /// Place next to (==) or away from (!=) a container or image: container==web, image!=redis;
+    /// ~= and ~!= are preferences only; repeatable (also -e affinity:EXPR).
+    #[arg(long = "affinity", value_name = "EXPR")]
+    pub affinities: Vec<String>,
+    /// Placement strategy for this container, instead of the cluster's default.
+    #[arg(long, value_parser = ["spread", "binpack", "random"])]
+    pub strategy: Option<String>,
     /// Run in the background and print the container's name (the default; kept for Docker users).
     #[arg(long, short = 'd')]
     pub detach: bool,
@@ -224,14 +241,27 @@ pub struct RunArgs {
 }
 
 pub async fn run(client: &Client, args: RunArgs) -> anyhow::Result<()> {
+    let (mut constraints, mut affinities, mut env) = (args.constraints, args.affinities, Vec::new());
+    for e in args.env {
+        if e.starts_with("constraint:") {
+            constraints.push(e);
+        } else if e.starts_with("affinity:") {
+            affinities.push(e);
+        } else {
+            env.push(e);
+        }
+    }
     let req = RunRequest {
         name: args.name,
         image: args.image,
         node: args.node,
         limits: Limits { cpus_milli: args.cpus, memory_bytes: args.memory, pids: args.pids_limit },
-        env: args.env,
+        env,
         labels: args.labels.into_iter().collect::<BTreeMap<_, _>>(),
         command: args.command,
+        constraints,
+        affinities,
+        strategy: args.strategy,
     };
     let info: ContainerInfo = client.post("/v1/containers", &req).await?;
     if args.json {

@@ -149,6 +149,17 @@ impl Control {
     pub async fn run(&self, req: RunRequest) -> Result<ContainerInfo> {
         let image_name = normalize_image(&req.image).map_err(|e| Error::bad_request(e.0))?;
         validate_limits(&req.limits)?;
+        // Placement input is checked before anything is created, so bad input leaves nothing behind.
+        let strategy_name = req.strategy.as_deref().unwrap_or(&self.cfg.strategy);
+        let strategy = Strategy::parse(strategy_name, rand::rng().random()).map_err(|e| Error::bad_request(e.0))?;
+        let placement = Request {
+            cpus_milli: req.limits.cpus_milli.unwrap_or(0),
+            memory_bytes: req.limits.memory_bytes.unwrap_or(0),
+            node: req.node.clone(),
+            ..Default::default()
+        }
+        .with_expressions(&req.constraints, &req.affinities)
+        .map_err(|e| Error::bad_request(e.0))?;
         for k in req.labels.keys() {
             if k.is_empty() {
                 return Err(Error::bad_request("label keys must not be empty"));
@@ -176,13 +187,7 @@ impl Control {
                 return Err(name_in_use(&name, &existing.id));
             }
             let candidates = view.candidates();
-            let request = Request {
-                cpus_milli: req.limits.cpus_milli.unwrap_or(0),
-                memory_bytes: req.limits.memory_bytes.unwrap_or(0),
-                node: req.node.clone(),
-                ..Default::default()
-            };
-            herd_sched::place(&candidates, &request, Strategy::Spread).map_err(|e| {
+            herd_sched::place(&candidates, &placement, strategy).map_err(|e| {
                 if req.node.is_some() && e.exclusions.iter().any(|x| x.reason == "no such node") {
                     Error::not_found(format!("no such node: {}", req.node.as_deref().unwrap_or("")))
                 } else {

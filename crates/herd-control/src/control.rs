@@ -37,6 +37,9 @@ pub struct ControlConfig {
     pub container_cidr: Ipv4Net,
     /// A node without a heartbeat for this long is down.
     pub node_timeout: Duration,
+    /// How containers are placed unless `herd run --strategy` says otherwise: `spread`,
+    /// `binpack` or `random`.
+    pub strategy: String,
 }
 
 /// The running Control node, shared by the API handlers.

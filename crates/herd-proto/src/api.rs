@@ -104,6 +104,15 @@ pub struct RunRequest {
     /// Replaces the image's command (the entrypoint stays) when not empty.
     #[serde(default)]
     pub command: Vec<String>,
+    /// Placement constraints on the node, e.g. `node.labels.zone==a` (see docs/design/placement.md).
+    #[serde(default)]
+    pub constraints: Vec<String>,
+    /// Placement affinities to other containers and images, e.g. `container==web`, `image~=redis`.
+    #[serde(default)]
+    pub affinities: Vec<String>,
+    /// `spread`, `binpack` or `random`: overrides the cluster's default strategy.
+    #[serde(default)]
+    pub strategy: Option<String>,
 }
 
 /// A container as `herd ps` and `herd inspect` show it: its placement and its observed state.

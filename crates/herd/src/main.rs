@@ -184,6 +184,9 @@ struct ControlArgs {
     /// Seconds without a heartbeat before a node is marked down.
     #[arg(long, default_value_t = 3.0)]
     node_timeout: f64,
+    /// How containers are placed unless herd run --strategy says otherwise.
+    #[arg(long, default_value = "spread", value_parser = ["spread", "binpack", "random"])]
+    strategy: String,
 }
 
 #[derive(Args)]
@@ -304,6 +307,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 data_dir: a.data_dir,
                 container_cidr: a.container_cidr,
                 node_timeout: Duration::from_secs_f64(a.node_timeout),
+                strategy: a.strategy,
             };
             herd_control::run(cfg, shutdown_signal()).await
         }
