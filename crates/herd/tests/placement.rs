@@ -1,0 +1,80 @@
+//! Placement on a real cluster: constraints, affinities and strategies given to `herd run`, and
+//! placement failures that explain themselves and leave nothing behind.
+
+mod common;
+
+use common::Cluster;
+use herd_proto::api::ContainerInfo;
+
+fn names(cluster: &Cluster) -> Vec<String> {
+    let list: Vec<ContainerInfo> = cluster.json(&["ps", "-a"]);
+    let mut names: Vec<String> = list.into_iter().map(|c| c.name).collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn constraints_and_affinities_steer_placement_and_failures_explain_themselves() {
+    let cluster = Cluster::up(23, 2);
+    cluster.import_busybox();
+    let sleep = ["busybox", "--", "sleep", "3600"];
+    let run = |extra: &[&str]| {
+        let mut args = vec!["run"];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&sleep);
+        cluster.ok(&args);
+    };
+
+    // A constraint on the node's name keeps it off n1.
+    run(&["--name", "away", "--constraint", "node.name!=n1"]);
+    assert_eq!(cluster.container("away").node, "n2");
+
+    // Affinity wins over spread: n2 is the fuller node, but web is there.
+    run(&["--name", "web", "--node", "n2"]);
+    run(&["--name", "friend", "--affinity", "container==web"]);
+    assert_eq!(cluster.container("friend").node, "n2");
+    // Swarm's spelling through -e, which does not end up in the environment.
+    run(&["--name", "swarm", "-e", "affinity:container==web", "-e", "X=1"]);
+    let swarm = cluster.container("swarm");
+    assert_eq!(swarm.node, "n2");
+    assert!(swarm.env.iter().any(|e| e == "X=1"), "{:?}", swarm.env);
+    assert!(!swarm.env.iter().any(|e| e.starts_with("affinity:")), "{:?}", swarm.env);
+    run(&["--name", "swarm1", "-e", "constraint:node.name==n1"]);
+    assert_eq!(cluster.container("swarm1").node, "n1");
+    // Anti-affinity, and binpack choosing the fuller node.
+    run(&["--name", "loner", "--affinity", "container!=web"]);
+    assert_eq!(cluster.container("loner").node, "n1");
+    run(&["--name", "packed", "--strategy", "binpack"]);
+    assert_eq!(cluster.container("packed").node, "n2");
+
+    let before = names(&cluster);
+    let cases: &[(&[&str], &[&str])] = &[
+        (
+            &["--constraint", "node.labels.zone==a"],
+            &["no node has label zone", "n1 (constraint filter: node.labels.zone==a not met: node has no label zone)"],
+        ),
+        (
+            &["--constraint", "node.name==n9"],
+            &["n1 (constraint filter: node.name==n9 not met: node.name is n1)", "n2 (constraint filter"],
+        ),
+        (
+            &["--affinity", "container==ghost"],
+            &["(affinity filter: container==ghost not met: node runs no container ghost)"],
+        ),
+        (&["--constraint", "zone=a"], &["invalid constraint \"zone=a\": expected KEY==VALUE or KEY!=VALUE"]),
+        (&["--constraint", "node.colour==red"], &["unknown key \"node.colour\""]),
+        (&["--affinity", "volume==data"], &["invalid affinity \"volume==data\": unknown key \"volume\""]),
+        (&["-e", "constraint:zone"], &["invalid constraint \"constraint:zone\""]),
+        (&["--strategy", "fill"], &["invalid value 'fill'"]),
+    ];
+    for (extra, wants) in cases {
+        let mut args = vec!["run", "--name", "nowhere"];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&sleep);
+        let err = cluster.fails(&args);
+        for want in *wants {
+            assert!(err.contains(want), "herd {}: expected {want:?} in {err:?}", args.join(" "));
+        }
+        assert_eq!(names(&cluster), before, "herd {} left something behind", args.join(" "));
+    }
+}
