@@ -1,0 +1,167 @@
+//! The cluster snapshot a policy evaluates: nodes (capacity, power model) and containers (where
+//! they run, their recent CPU demand samples, their memory), plus [`Layout`], the working copy
+//! of "which container is where, and how loaded is each node" that policies update as they
+//! plan one move after another.
+
+use serde::Serialize;
+
+/// A node's electrical power: `idle_watts` when on and idle, rising linearly with CPU
+/// utilisation to `peak_watts` at full load. A node with no containers can be switched off.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct PowerModel {
+    pub idle_watts: f64,
+    pub peak_watts: f64,
+}
+
+impl PowerModel {
+    /// Watts drawn at CPU utilisation `util` (clamped to 0..=1).
+    pub fn watts(&self, util: f64) -> f64 {
+        self.idle_watts + (self.peak_watts - self.idle_watts) * util.clamp(0.0, 1.0)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Node {
+    pub name: String,
+    /// CPU capacity in cores.
+    pub cpu_cores: f64,
+    pub memory_bytes: u64,
+    pub power: PowerModel,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Container {
+    pub name: String,
+    /// Index into [`Cluster::nodes`] of the node it runs on.
+    pub node: usize,
+    /// CPU demand in cores, one sample per [`Cluster::sample_secs`], oldest first; the last
+    /// one is the current demand. Policies look at as many as they need.
+    pub cpu: Vec<f64>,
+    pub memory_bytes: u64,
+    /// How fast it writes memory, bytes per second (0 if unknown): the cost model uses it.
+    pub dirty_bytes_per_sec: f64,
+}
+
+impl Container {
+    /// The current CPU demand (0 without samples).
+    pub fn cpu_now(&self) -> f64 {
+        self.cpu.last().copied().unwrap_or(0.0)
+    }
+
+    /// The mean of the last `n` samples (fewer if there are fewer).
+    pub fn cpu_mean(&self, n: usize) -> f64 {
+        let tail = &self.cpu[self.cpu.len().saturating_sub(n.max(1))..];
+        if tail.is_empty() { 0.0 } else { tail.iter().sum::<f64>() / tail.len() as f64 }
+    }
+
+    /// The largest of the last `n` samples.
+    pub fn cpu_peak(&self, n: usize) -> f64 {
+        self.cpu[self.cpu.len().saturating_sub(n.max(1))..].iter().copied().fold(0.0, f64::max)
+    }
+
+    /// Sample `i` counted back from the newest (0 = newest), if there is one.
+    pub fn cpu_back(&self, i: usize) -> Option<f64> {
+        self.cpu.len().checked_sub(i + 1).map(|j| self.cpu[j])
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Cluster {
+    pub nodes: Vec<Node>,
+    pub containers: Vec<Container>,
+    /// Seconds between two demand samples.
+    pub sample_secs: f64,
+}
+
+impl Cluster {
+    /// Checks that every container's node exists and capacities are positive.
+    pub fn check(&self) -> Result<(), String> {
+        for n in &self.nodes {
+            if n.cpu_cores.is_nan() || n.cpu_cores <= 0.0 {
+                return Err(format!("node {} has no CPU capacity", n.name));
+            }
+        }
+        for c in &self.containers {
+            if c.node >= self.nodes.len() {
+                return Err(format!("container {} is on node #{} which does not exist", c.name, c.node));
+            }
+        }
+        if self.sample_secs.is_nan() || self.sample_secs <= 0.0 {
+            return Err("sample_secs must be positive".into());
+        }
+        Ok(())
+    }
+}
+
+/// Where containers are and how loaded nodes are, by one demand estimate per container.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    pub node_of: Vec<usize>,
+    /// The demand estimate used for each container, cores.
+    pub demand: Vec<f64>,
+    pub memory: Vec<u64>,
+    pub node_cpu: Vec<f64>,
+    pub node_mem: Vec<u64>,
+    pub capacity: Vec<f64>,
+    pub mem_capacity: Vec<u64>,
+}
+
+impl Layout {
+    /// The layout of `cluster` with each container's demand estimated by `demand`.
+    pub fn new(cluster: &Cluster, demand: impl Fn(&Container) -> f64) -> Layout {
+        let n = cluster.nodes.len();
+        let mut layout = Layout {
+            node_of: cluster.containers.iter().map(|c| c.node).collect(),
+            demand: cluster.containers.iter().map(&demand).collect(),
+            memory: cluster.containers.iter().map(|c| c.memory_bytes).collect(),
+            node_cpu: vec![0.0; n],
+            node_mem: vec![0; n],
+            capacity: cluster.nodes.iter().map(|n| n.cpu_cores).collect(),
+            mem_capacity: cluster.nodes.iter().map(|n| n.memory_bytes).collect(),
+        };
+        for c in 0..layout.node_of.len() {
+            let node = layout.node_of[c];
+            layout.node_cpu[node] += layout.demand[c];
+            layout.node_mem[node] += layout.memory[c];
+        }
+        layout
+    }
+
+    pub fn util(&self, node: usize) -> f64 {
+        self.node_cpu[node] / self.capacity[node]
+    }
+
+    pub fn mem_util(&self, node: usize) -> f64 {
+        self.node_mem[node] as f64 / self.mem_capacity[node].max(1) as f64
+    }
+
+    /// CPU utilisation of `to` if container `c` moved there.
+    pub fn util_with(&self, c: usize, to: usize) -> f64 {
+        (self.node_cpu[to] + self.demand[c]) / self.capacity[to]
+    }
+
+    /// Whether `c` fits on `to` with CPU utilisation at most `cpu_limit` and memory within
+    /// capacity.
+    pub fn fits(&self, c: usize, to: usize, cpu_limit: f64) -> bool {
+        self.node_of[c] != to
+            && self.util_with(c, to) <= cpu_limit
+            && self.node_mem[to] + self.memory[c] <= self.mem_capacity[to]
+    }
+
+    pub fn containers_on(&self, node: usize) -> impl Iterator<Item = usize> + '_ {
+        (0..self.node_of.len()).filter(move |&c| self.node_of[c] == node)
+    }
+
+    pub fn is_empty(&self, node: usize) -> bool {
+        !self.node_of.contains(&node)
+    }
+
+    pub fn apply(&mut self, c: usize, to: usize) {
+        let from = self.node_of[c];
+        self.node_cpu[from] -= self.demand[c];
+        self.node_mem[from] -= self.memory[c];
+        self.node_cpu[to] += self.demand[c];
+        self.node_mem[to] += self.memory[c];
+        self.node_of[c] = to;
+    }
+}

@@ -1,0 +1,103 @@
+//! The engine: a policy plus the safeguards a running cluster needs. Per evaluation at most
+//! `max_concurrent` migrations run (counting those still in flight); a container moved less
+//! than `cooldown_secs` ago is not moved again; a container is not moved back to the node it
+//! left less than `hysteresis_secs` ago (no ping-pong). A node a policy empties is reported
+//! idle only if all of its moves pass; otherwise none of them is made. Everything held back is
+//! in [`Plan::deferred`] with the reason.
+
+use std::collections::HashMap;
+
+use crate::cluster::Cluster;
+use crate::cost::CostModel;
+use crate::plan::{Move, Plan};
+use crate::policies::Policy;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EngineConfig {
+    pub max_concurrent: usize,
+    pub cooldown_secs: f64,
+    pub hysteresis_secs: f64,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig { max_concurrent: 4, cooldown_secs: 1800.0, hysteresis_secs: 4.0 * 3600.0 }
+    }
+}
+
+struct LastMove {
+    from: String,
+    at: f64,
+}
+
+pub struct Engine {
+    pub policy: Box<dyn Policy>,
+    pub cost: CostModel,
+    pub config: EngineConfig,
+    last: HashMap<String, LastMove>,
+}
+
+impl Engine {
+    pub fn new(policy: Box<dyn Policy>, cost: CostModel, config: EngineConfig) -> Engine {
+        Engine { policy, cost, config, last: HashMap::new() }
+    }
+
+    /// Why `m` may not run at `now`, if it may not.
+    fn blocked(&self, m: &Move, now: f64) -> Option<String> {
+        let last = self.last.get(&m.container)?;
+        let age = now - last.at;
+        if age < self.config.cooldown_secs {
+            return Some(format!("cool-down: moved {age:.0} s ago (cool-down {:.0} s)", self.config.cooldown_secs));
+        }
+        if last.from == m.to && age < self.config.hysteresis_secs {
+            return Some(format!(
+                "hysteresis: left {} {age:.0} s ago (no move back within {:.0} s)",
+                m.to, self.config.hysteresis_secs
+            ));
+        }
+        None
+    }
+
+    /// Evaluates the policy on `cluster` at time `now` (seconds, any origin) with `in_flight`
+    /// migrations still running, and records the moves it lets through.
+    pub fn evaluate(&mut self, now: f64, cluster: &Cluster, in_flight: usize) -> Plan {
+        let proposed = self.policy.plan(cluster, &self.cost);
+        let mut budget = self.config.max_concurrent.saturating_sub(in_flight);
+        let mut plan = Plan::default();
+        let (mut grouped, mut single): (Vec<Move>, Vec<Move>) =
+            proposed.moves.into_iter().partition(|m| proposed.idle_nodes.iter().any(|n| n.node == m.from));
+        for idle in proposed.idle_nodes {
+            let (group, rest): (Vec<Move>, Vec<Move>) = grouped.into_iter().partition(|m| m.from == idle.node);
+            grouped = rest;
+            let why = group.iter().find_map(|m| self.blocked(m, now)).or_else(|| {
+                (group.len() > budget)
+                    .then(|| format!("emptying {} needs {} migrations, {budget} allowed now", idle.node, group.len()))
+            });
+            match why {
+                Some(why) => plan.deferred.extend(group.into_iter().map(|m| (m, why.clone()))),
+                None => {
+                    budget -= group.len();
+                    plan.moves.extend(group);
+                    plan.idle_nodes.push(idle);
+                }
+            }
+        }
+        single.extend(grouped);
+        single.sort_by(|a, b| b.score.total_cmp(&a.score));
+        for m in single {
+            if let Some(why) = self.blocked(&m, now) {
+                plan.deferred.push((m, why));
+            } else if budget == 0 {
+                let why = format!("at most {} concurrent migrations", self.config.max_concurrent);
+                plan.deferred.push((m, why));
+            } else {
+                budget -= 1;
+                plan.moves.push(m);
+            }
+        }
+        for m in &plan.moves {
+            self.last.insert(m.container.clone(), LastMove { from: m.from.clone(), at: now });
+        }
+        plan
+    }
+}

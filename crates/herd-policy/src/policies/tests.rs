@@ -1,0 +1,158 @@
+//! Behaviour of the built-in policies and the engine on small hand-made clusters.
+
+use crate::cluster::{Cluster, Container, Node, PowerModel};
+use crate::cost::CostModel;
+use crate::engine::{Engine, EngineConfig};
+use crate::spec::parse_policy;
+
+const GIB: u64 = 1 << 30;
+
+fn node(name: &str, cores: f64) -> Node {
+    Node {
+        name: name.into(),
+        cpu_cores: cores,
+        memory_bytes: 64 * GIB,
+        power: PowerModel { idle_watts: 100.0, peak_watts: 300.0 },
+    }
+}
+
+fn ct(name: &str, node: usize, cpu: &[f64], mem_gib: u64) -> Container {
+    Container { name: name.into(), node, cpu: cpu.to_vec(), memory_bytes: mem_gib * GIB, dirty_bytes_per_sec: 0.0 }
+}
+
+fn cluster(containers: Vec<Container>) -> Cluster {
+    Cluster { nodes: vec![node("a", 8.0), node("b", 8.0), node("c", 8.0)], containers, sample_secs: 60.0 }
+}
+
+#[test]
+fn a_hot_node_is_relieved_by_the_cheapest_relief() {
+    // a: 7.5 of 8 cores for five samples; b and c light.
+    let c = cluster(vec![
+        ct("big", 0, &[4.0; 5], 4),
+        ct("small", 0, &[3.5; 5], 1),
+        ct("x", 1, &[1.0; 5], 1),
+        ct("y", 2, &[2.0; 5], 1),
+    ]);
+    let plan = parse_policy("hotspot").unwrap().plan(&c, &CostModel::default());
+    assert_eq!(plan.moves.len(), 1, "{plan:#?}");
+    let m = &plan.moves[0];
+    // Either container brings a under 75 %; the 1 GiB one costs less to move.
+    assert_eq!((m.container.as_str(), m.from.as_str(), m.to.as_str()), ("small", "a", "b"));
+    assert!(m.reason.predicted_gain > 1.4 && m.reason.estimated_cost.transfer_secs > 0.0);
+    assert!(m.reason.figures.iter().any(|f| f.name == "hot_samples" && f.value == 5.0));
+}
+
+#[test]
+fn a_short_spike_is_not_a_hot_spot() {
+    // Hot in only 2 of the last 5 samples: k=3 is not reached.
+    let c = cluster(vec![
+        ct("a1", 0, &[0.5, 0.5, 0.5, 3.5, 3.5], 1),
+        ct("a2", 0, &[0.5, 0.5, 0.5, 4.0, 4.0], 1),
+        ct("b1", 1, &[1.0; 5], 1),
+    ]);
+    assert!(parse_policy("hotspot").unwrap().plan(&c, &CostModel::default()).moves.is_empty());
+    assert_eq!(parse_policy("hotspot:k=2").unwrap().plan(&c, &CostModel::default()).moves.len(), 1);
+}
+
+#[test]
+fn hysteresis_stops_ping_pong() {
+    // Two nodes; one container whose load alternates which node is hot: without the engine's
+    // memory it would be sent back and forth.
+    let mut c = Cluster {
+        nodes: vec![node("a", 8.0), node("b", 8.0)],
+        containers: vec![ct("mover", 0, &[3.0; 5], 1), ct("a_base", 0, &[4.0; 5], 1), ct("b_base", 1, &[1.0; 5], 1)],
+        sample_secs: 60.0,
+    };
+    let config = EngineConfig { max_concurrent: 4, cooldown_secs: 600.0, hysteresis_secs: 7200.0 };
+    let mut engine = Engine::new(parse_policy("hotspot:k=1,n=1").unwrap(), CostModel::default(), config);
+    let mut moves = 0;
+    for step in 0..20 {
+        let now = step as f64 * 300.0;
+        // Whichever node holds `mover` gets its base load raised to make it hot.
+        let on = c.containers[0].node;
+        c.containers[1] = ct("a_base", 0, &[if on == 0 { 4.0 } else { 1.0 }; 5], 1);
+        c.containers[2] = ct("b_base", 1, &[if on == 1 { 4.0 } else { 1.0 }; 5], 1);
+        let plan = engine.evaluate(now, &c, 0);
+        for m in &plan.moves {
+            moves += 1;
+            let i = c.containers.iter().position(|x| x.name == m.container).unwrap();
+            c.containers[i].node = c.nodes.iter().position(|n| n.name == m.to).unwrap();
+        }
+        if step > 2 {
+            assert!(plan.moves.is_empty(), "step {step}: {plan:#?}");
+            assert!(plan.deferred.iter().all(|(_, why)| why.starts_with("hysteresis") || why.starts_with("cool-down")));
+        }
+    }
+    assert_eq!(moves, 1);
+    // The same without hysteresis ping-pongs.
+    let config = EngineConfig { max_concurrent: 4, cooldown_secs: 0.0, hysteresis_secs: 0.0 };
+    let mut engine = Engine::new(parse_policy("hotspot:k=1,n=1").unwrap(), CostModel::default(), config);
+    c.containers[0].node = 0;
+    let mut moves = 0;
+    for step in 0..6 {
+        let on = c.containers[0].node;
+        c.containers[1] = ct("a_base", 0, &[if on == 0 { 4.0 } else { 1.0 }; 5], 1);
+        c.containers[2] = ct("b_base", 1, &[if on == 1 { 4.0 } else { 1.0 }; 5], 1);
+        for m in engine.evaluate(step as f64 * 300.0, &c, 0).moves {
+            moves += 1;
+            c.containers[0].node = if m.to == "a" { 0 } else { 1 };
+        }
+    }
+    assert!(moves >= 5, "{moves}");
+}
+
+#[test]
+fn consolidate_empties_the_lightest_node_and_reports_watts() {
+    let c = cluster(vec![
+        ct("a1", 0, &[2.0; 5], 1),
+        ct("b1", 1, &[1.5; 5], 1),
+        ct("c1", 2, &[0.5; 5], 1),
+        ct("c2", 2, &[0.3; 5], 1),
+    ]);
+    let plan = parse_policy("consolidate").unwrap().plan(&c, &CostModel::default());
+    assert_eq!(plan.idle_nodes.len(), 1, "{plan:#?}");
+    assert_eq!(plan.idle_nodes[0].node, "c");
+    // c draws 100 + 200 * 0.1 = 120 W; its 0.8 cores add 200 * 0.8 / 8 = 20 W elsewhere.
+    assert!((plan.idle_nodes[0].watts_saved - 100.0).abs() < 1e-6, "{plan:#?}");
+    assert_eq!(plan.moves.len(), 2);
+    assert!(plan.moves.iter().all(|m| m.from == "c" && m.to != "c"));
+    // Under high load nothing is packed.
+    let busy = cluster(vec![ct("a1", 0, &[5.0; 5], 1), ct("b1", 1, &[5.0; 5], 1), ct("c1", 2, &[5.0; 5], 1)]);
+    assert!(parse_policy("consolidate").unwrap().plan(&busy, &CostModel::default()).moves.is_empty());
+}
+
+#[test]
+fn the_engine_bounds_concurrent_migrations() {
+    let c = cluster(vec![
+        ct("a1", 0, &[3.0; 5], 1),
+        ct("a2", 0, &[3.0; 5], 1),
+        ct("a3", 0, &[3.0; 5], 1),
+        ct("a4", 0, &[3.0; 5], 1),
+    ]);
+    let config = EngineConfig { max_concurrent: 2, ..EngineConfig::default() };
+    let mut engine = Engine::new(parse_policy("balance:tolerance=0.1").unwrap(), CostModel::default(), config);
+    let plan = engine.evaluate(0.0, &c, 1);
+    assert_eq!(plan.moves.len(), 1, "{plan:#?}");
+    assert!(plan.deferred.iter().any(|(_, why)| why.contains("at most 2 concurrent")));
+}
+
+#[test]
+fn forecast_acts_before_the_daily_peak() {
+    // A day of 60 s samples with a peak at 12:00; it is now 11:00 and load is still moderate.
+    let day = 1440;
+    let shape = |i: usize| if (660..780).contains(&(i % day)) { 3.5 } else { 1.0 };
+    let history: Vec<f64> = (0..day + 660).map(shape).collect();
+    let c = Cluster {
+        nodes: vec![node("a", 8.0), node("b", 8.0)],
+        containers: vec![
+            Container { name: "p1".into(), node: 0, cpu: history.clone(), memory_bytes: GIB, dirty_bytes_per_sec: 0.0 },
+            Container { name: "p2".into(), node: 0, cpu: history, memory_bytes: GIB, dirty_bytes_per_sec: 0.0 },
+        ],
+        sample_secs: 60.0,
+    };
+    // Now 2 of 8 cores: hotspot sees nothing; forecast sees 7 cores coming within 30 min.
+    assert!(parse_policy("hotspot:k=1,n=1").unwrap().plan(&c, &CostModel::default()).moves.is_empty());
+    let plan = parse_policy("forecast:horizon=30m").unwrap().plan(&c, &CostModel::default());
+    assert_eq!(plan.moves.len(), 1, "{plan:#?}");
+    assert_eq!(plan.moves[0].to, "b");
+}

@@ -1,0 +1,1 @@
+//! The simulator: replays a workload trace through the same engine and policies.
