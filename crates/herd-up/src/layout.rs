@@ -30,6 +30,9 @@ pub struct UpOptions {
     pub config_path: PathBuf,
     /// Seconds without a heartbeat before the Control node marks a node down.
     pub node_timeout_secs: f64,
+    /// Labels given to nodes: (node, key, value).
+    #[serde(default)]
+    pub node_labels: Vec<(String, String, String)>,
 }
 
 impl UpOptions {
@@ -47,6 +50,7 @@ impl UpOptions {
             run_dir: PathBuf::from("/run/herd").join(name),
             config_path: herd_cli::config::default_path(),
             node_timeout_secs: 3.0,
+            node_labels: Vec::new(),
         }
     }
 }
@@ -111,6 +115,11 @@ impl Layout {
         if opts.subnet.contains(&opts.container_cidr.network()) || opts.container_cidr.contains(&opts.subnet.network())
         {
             bail!("--subnet {} and --container-cidr {} overlap", opts.subnet, opts.container_cidr);
+        }
+        if let Some((node, _, _)) =
+            opts.node_labels.iter().find(|(n, _, _)| !(1..=opts.nodes).any(|i| *n == format!("n{i}")))
+        {
+            bail!("--node-label names {node}, but the cluster's nodes are n1 to n{}", opts.nodes);
         }
         let tag = short_hash(&opts.name);
         let bridge_addr = Ipv4Net::new(hosts[0], opts.subnet.prefix_len()).unwrap();
@@ -200,5 +209,11 @@ mod tests {
         o.subnet = "10.77.0.0/29".parse().unwrap();
         assert!(Layout::new(o).unwrap_err().to_string().contains("too small"));
         assert!(Layout::new(UpOptions::defaults("Bad_Name")).is_err());
+        let mut o = UpOptions::defaults("x");
+        o.node_labels = vec![("n3".into(), "zone".into(), "a".into())];
+        assert_eq!(
+            Layout::new(o).unwrap_err().to_string(),
+            "--node-label names n3, but the cluster's nodes are n1 to n2"
+        );
     }
 }

@@ -476,6 +476,9 @@ async fn start_cluster(sup: &mut Supervisor, progress: &mut Progress) -> anyhow:
         if let Some(m) = opts.node_memory_bytes {
             args.extend(["--memory".into(), m.to_string().into()]);
         }
+        for (_, k, v) in opts.node_labels.iter().filter(|(node, _, _)| *node == n.name) {
+            args.extend(["--label".into(), format!("{k}={v}").into()]);
+        }
         sup.components.push(Component {
             name: n.name.clone(),
             program: exe.clone(),

@@ -116,9 +116,20 @@ struct UpArgs {
     /// Where the cluster keeps its data (default: /var/lib/herd/NAME).
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// A label for one node, NODE:KEY=VALUE (e.g. n2:zone=b); repeatable.
+    #[arg(long = "node-label", value_parser = parse_node_label)]
+    node_labels: Vec<(String, String, String)>,
     /// Runs the supervisor of a detached cluster (internal).
     #[arg(long, hide = true)]
     supervise: bool,
+}
+
+fn parse_node_label(s: &str) -> Result<(String, String, String), String> {
+    let (node, pair) = s
+        .split_once(':')
+        .ok_or_else(|| format!("invalid node label {s:?}: expected NODE:KEY=VALUE, e.g. n2:zone=b"))?;
+    let (k, v) = herd_proto::names::parse_pair(pair, "--node-label").map_err(|e| e.0)?;
+    Ok((node.to_string(), k, v))
 }
 
 #[derive(Args)]
@@ -278,6 +289,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             opts.api_port = a.api_port;
             opts.broker_port = a.broker_port;
             opts.node_timeout_secs = a.node_timeout;
+            opts.node_labels = a.node_labels;
             opts.node_cpus_milli = a.node_cpus.as_deref().map(herd_proto::units::parse_cpus).transpose()?;
             opts.node_memory_bytes = a.node_memory.as_deref().map(herd_proto::units::parse_memory).transpose()?;
             if let Some(d) = a.data_dir {

@@ -15,7 +15,7 @@ fn names(cluster: &Cluster) -> Vec<String> {
 
 #[test]
 fn constraints_and_affinities_steer_placement_and_failures_explain_themselves() {
-    let cluster = Cluster::up(23, 2);
+    let cluster = Cluster::up_with(23, 2, &["--node-label", "n1:zone=a", "--node-label", "n2:zone=b"]);
     cluster.import_busybox();
     let sleep = ["busybox", "--", "sleep", "3600"];
     let run = |extra: &[&str]| {
@@ -28,6 +28,11 @@ fn constraints_and_affinities_steer_placement_and_failures_explain_themselves() 
     // A constraint on the node's name keeps it off n1.
     run(&["--name", "away", "--constraint", "node.name!=n1"]);
     assert_eq!(cluster.container("away").node, "n2");
+    // Labels from herd up --node-label, in both spellings; spread alone would pick n1.
+    run(&["--name", "zoned", "--constraint", "node.labels.zone==b"]);
+    assert_eq!(cluster.container("zoned").node, "n2");
+    run(&["--name", "zoned1", "-e", "constraint:zone!=b", "--constraint", "node.arch!=nosuch"]);
+    assert_eq!(cluster.container("zoned1").node, "n1");
 
     // Affinity wins over spread: n2 is the fuller node, but web is there.
     run(&["--name", "web", "--node", "n2"]);
@@ -50,8 +55,12 @@ fn constraints_and_affinities_steer_placement_and_failures_explain_themselves() 
     let before = names(&cluster);
     let cases: &[(&[&str], &[&str])] = &[
         (
-            &["--constraint", "node.labels.zone==a"],
-            &["no node has label zone", "n1 (constraint filter: node.labels.zone==a not met: node has no label zone)"],
+            &["--constraint", "node.labels.rack==r1"],
+            &["no node has label rack", "n1 (constraint filter: node.labels.rack==r1 not met: node has no label rack)"],
+        ),
+        (
+            &["--constraint", "zone==c"],
+            &["n1 (constraint filter: node.labels.zone==c not met: node.labels.zone is a)", "n2 (constraint filter"],
         ),
         (
             &["--constraint", "node.name==n9"],
