@@ -66,6 +66,8 @@ enum Command {
     /// Offline analysis, no cluster needed (forecast a CSV column).
     #[command(subcommand)]
     Analyze(herd_cli::analyze::AnalyzeCommand),
+    /// Replay a workload trace through the migration policies and compare them (no cluster needed).
+    Sim(herd_cli::sim::SimArgs),
     /// Run the Control node.
     Control(ControlArgs),
     /// Run the Compute node agent.
@@ -368,6 +370,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Stats(a) => herd_cli::stats::stats(&client(config)?, a).await,
         Command::Top(a) => herd_cli::top::top(&client(config)?, a).await,
         Command::Analyze(a) => herd_cli::analyze::analyze(a),
+        Command::Sim(a) => herd_cli::sim::sim(a),
         Command::Events(a) => cmd::events(&client(config)?, a).await,
     }
 }
