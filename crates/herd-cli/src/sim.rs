@@ -112,41 +112,9 @@ pub fn sim(args: SimArgs) -> anyhow::Result<()> {
             trace.step_secs,
             trace.steps() as f64 * trace.step_secs / 3600.0
         );
-        print!("{}", table(&specs, &results));
+        print!("{}", sim::table(&specs, &results));
     }
     Ok(())
-}
-
-/// The comparison table (also used by `bench/provisioning`).
-pub fn table(names: &[String], results: &[SimResult]) -> String {
-    let mut t = comfy_table::Table::new();
-    t.load_preset(comfy_table::presets::NOTHING);
-    t.set_header([
-        "POLICY",
-        "CONTENTION core-s",
-        "CONTENTION ctr-s",
-        "SLA VIOL",
-        "MIGRATIONS",
-        "MOVED GiB",
-        "DOWNTIME s",
-        "ENERGY kWh",
-        "ACTIVE NODES",
-    ]);
-    for (n, r) in names.iter().zip(results) {
-        let (lo, hi) = (r.active_nodes.iter().min().unwrap_or(&0), r.active_nodes.iter().max().unwrap_or(&0));
-        t.add_row([
-            n.clone(),
-            format!("{:.0}", r.contention_core_secs),
-            format!("{:.0}", r.contention_container_secs),
-            r.sla_violations.to_string(),
-            r.migrations.to_string(),
-            format!("{:.1}", r.bytes_moved as f64 / (1u64 << 30) as f64),
-            format!("{:.1}", r.downtime_secs),
-            format!("{:.1}", r.energy_kwh),
-            format!("{:.1} ({lo}-{hi})", r.mean_active_nodes),
-        ]);
-    }
-    format!("{t}\n")
 }
 
 fn write_plots(dir: &std::path::Path, names: &[String], results: &[SimResult]) -> anyhow::Result<()> {

@@ -2,8 +2,9 @@
 //! `max_concurrent` migrations run (counting those still in flight); a container moved less
 //! than `cooldown_secs` ago is not moved again; a container is not moved back to the node it
 //! left less than `hysteresis_secs` ago (no ping-pong). A node a policy empties is reported
-//! idle only if all of its moves pass; otherwise none of them is made. Everything held back is
-//! in [`Plan::deferred`] with the reason.
+//! idle only if all of its moves pass now; if one is blocked none is made, and if they are
+//! more than the bound allows, the first ones are made and the rest wait for the next
+//! evaluations. Everything held back is in [`Plan::deferred`] with the reason.
 
 use std::collections::HashMap;
 
@@ -69,17 +70,20 @@ impl Engine {
         for idle in proposed.idle_nodes {
             let (group, rest): (Vec<Move>, Vec<Move>) = grouped.into_iter().partition(|m| m.from == idle.node);
             grouped = rest;
-            let why = group.iter().find_map(|m| self.blocked(m, now)).or_else(|| {
-                (group.len() > budget)
-                    .then(|| format!("emptying {} needs {} migrations, {budget} allowed now", idle.node, group.len()))
-            });
-            match why {
-                Some(why) => plan.deferred.extend(group.into_iter().map(|m| (m, why.clone()))),
-                None => {
-                    budget -= group.len();
-                    plan.moves.extend(group);
-                    plan.idle_nodes.push(idle);
-                }
+            if let Some(why) = group.iter().find_map(|m| self.blocked(m, now)) {
+                plan.deferred.extend(group.into_iter().map(|m| (m, why.clone())));
+            } else if group.len() > budget {
+                // Make progress: the first moves now, the node is emptied over the next
+                // evaluations (the policy proposes the rest again) and not reported idle yet.
+                let why = format!("emptying {} needs {} migrations, {budget} allowed now", idle.node, group.len());
+                let mut group = group.into_iter();
+                plan.moves.extend(group.by_ref().take(budget));
+                plan.deferred.extend(group.map(|m| (m, why.clone())));
+                budget = 0;
+            } else {
+                budget -= group.len();
+                plan.moves.extend(group);
+                plan.idle_nodes.push(idle);
             }
         }
         single.extend(grouped);

@@ -5,10 +5,12 @@
 
 pub mod generate;
 pub mod plot;
+mod report;
 mod rng;
 mod run;
 mod trace;
 
 pub use generate::{GenSpec, Shape, generate};
-pub use run::{SimConfig, SimResult, default_nodes, simulate};
+pub use report::table;
+pub use run::{SimConfig, SimResult, default_nodes, energy_floor, simulate};
 pub use trace::Trace;
