@@ -1,17 +1,19 @@
 //! `forecast`: relieve a node before it gets hot. Each container's demand over the next
-//! `horizon` is forecast with the seasonal-naive model of `herd-forecast` (a day earlier,
-//! scaled by how the last `level` samples compare with the same samples a day earlier; the
+//! `horizon` is its current level plus the change the seasonal-naive model of `herd-forecast`
+//! expects (what followed the same time a day earlier, smoothed over `level` samples; the
 //! cheapest model that follows a daily cycle, so the simulator can call it thousands of times),
-//! or the current level without a day of history. A node whose predicted peak utilisation
-//! exceeds `threshold` is relieved as in `hotspot`, by the predicted peaks.
+//! or the current level without a day of history. Node loads are forecast step by step (the
+//! sum of their containers' forecasts), and a node whose predicted peak utilisation exceeds
+//! `threshold` is relieved as in `hotspot`: the move cutting most of the peak per unit of cost,
+//! to the node whose predicted peak stays lowest and at most `threshold - margin` (or, when no
+//! node can, at most `threshold`).
 
 use herd_forecast::models::{fit_and_forecast, naive::SeasonalNaive};
 
 use crate::cluster::{Cluster, Container, Layout};
 use crate::cost::CostModel;
-use crate::plan::{Plan, fig};
+use crate::plan::{Explanation, Move, Plan, fig};
 use crate::policies::Policy;
-use crate::policies::relieve::Relief;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Forecast {
@@ -27,7 +29,7 @@ pub struct Forecast {
 
 impl Default for Forecast {
     fn default() -> Self {
-        Forecast { horizon_secs: 1800.0, threshold: 0.75, margin: 0.1, season_secs: 86_400.0, level: 15, max_moves: 4 }
+        Forecast { horizon_secs: 600.0, threshold: 0.85, margin: 0.1, season_secs: 86_400.0, level: 15, max_moves: 4 }
     }
 }
 
@@ -36,23 +38,63 @@ fn mean(v: &[f64]) -> f64 {
 }
 
 impl Forecast {
-    /// The predicted peak CPU demand of `c` over the horizon, cores.
-    pub fn predict(&self, c: &Container, sample_secs: f64) -> f64 {
-        let now = c.cpu_mean(3);
+    fn steps(&self, sample_secs: f64) -> (usize, usize) {
         let season = (self.season_secs / sample_secs).round() as usize;
         let horizon = ((self.horizon_secs / sample_secs).ceil() as usize).max(1);
+        (season, horizon)
+    }
+
+    /// The predicted CPU demand of `c` at each step of the horizon, cores: the current level
+    /// (mean of the last 3 samples) plus the change the seasonal-naive forecast expects from
+    /// now to that step, both smoothed over `level` samples so that yesterday's short bursts
+    /// are not taken to repeat. Without a season of history: the current level.
+    pub fn predict(&self, c: &Container, sample_secs: f64) -> Vec<f64> {
+        let now = c.cpu_mean(3);
+        let (season, horizon) = self.steps(sample_secs);
         let h = &c.cpu;
-        if season < 2 || h.len() < season + self.level {
-            return now;
+        let w = self.level.max(1);
+        if season < 2 || h.len() < season + w || horizon + w > season {
+            return vec![now; horizon];
         }
-        let Ok((values, _)) = fit_and_forecast(&SeasonalNaive, &h[h.len() - season..], Some(season), horizon) else {
-            return now;
+        // What happened a season ago around now (the last `w` samples before this point) ...
+        let before = &h[h.len() - season - w..h.len() - season];
+        // ... and after it, as the seasonal-naive model forecasts it.
+        let Ok((after, _)) = fit_and_forecast(&SeasonalNaive, &h[h.len() - season..], Some(season), horizon + w) else {
+            return vec![now; horizon];
         };
-        let recent = mean(&h[h.len() - self.level..]);
-        let ago = mean(&h[h.len() - season - self.level..h.len() - season]);
-        let scale = if ago > 1e-3 { (recent / ago).clamp(0.5, 2.0) } else { 1.0 };
-        let peak = values.iter().copied().fold(0.0, f64::max) * scale;
-        peak.max(now)
+        let ago: Vec<f64> = before.iter().chain(&after).copied().collect();
+        // Means over `w` samples centred on each point (the base: the `w` samples up to now).
+        let smooth = |i: usize| mean(&ago[i..i + w]);
+        let base = smooth(0);
+        (1..=horizon).map(|k| (now + smooth(k + w / 2) - base).max(0.0)).collect()
+    }
+}
+
+/// Predicted load of every node at every step of the horizon.
+struct Outlook {
+    /// `fc[container][step]`
+    fc: Vec<Vec<f64>>,
+    /// `load[node][step]`
+    load: Vec<Vec<f64>>,
+    node_of: Vec<usize>,
+}
+
+impl Outlook {
+    fn peak(&self, cluster: &Cluster, n: usize) -> f64 {
+        self.load[n].iter().copied().fold(0.0, f64::max) / cluster.nodes[n].cpu_cores
+    }
+
+    fn peak_with(&self, cluster: &Cluster, c: usize, n: usize, sign: f64) -> f64 {
+        self.load[n].iter().zip(&self.fc[c]).map(|(l, f)| l + sign * f).fold(0.0, f64::max) / cluster.nodes[n].cpu_cores
+    }
+
+    fn apply(&mut self, c: usize, to: usize) {
+        let from = self.node_of[c];
+        for (h, f) in self.fc[c].iter().enumerate() {
+            self.load[from][h] -= f;
+            self.load[to][h] += f;
+        }
+        self.node_of[c] = to;
     }
 }
 
@@ -62,25 +104,81 @@ impl Policy for Forecast {
     }
 
     fn plan(&self, cluster: &Cluster, cost: &CostModel) -> Plan {
-        let mut layout = Layout::new(cluster, |c| self.predict(c, cluster.sample_secs));
+        let (_, horizon) = self.steps(cluster.sample_secs);
+        let fc: Vec<Vec<f64>> = cluster.containers.iter().map(|c| self.predict(c, cluster.sample_secs)).collect();
+        let mut load = vec![vec![0.0; horizon]; cluster.nodes.len()];
+        for (c, ct) in cluster.containers.iter().enumerate() {
+            for (h, f) in fc[c].iter().enumerate() {
+                load[ct.node][h] += f;
+            }
+        }
+        let mut o = Outlook { fc, load, node_of: cluster.containers.iter().map(|c| c.node).collect() };
+        let mut mem = Layout::new(cluster, |_| 0.0);
         let now = Layout::new(cluster, |c| c.cpu_now());
-        let hot: Vec<usize> = (0..cluster.nodes.len()).filter(|&n| layout.util(n) > self.threshold).collect();
-        let relief = Relief {
-            policy: "forecast",
-            trigger: self.threshold,
-            limit: self.threshold - self.margin,
-            max_moves: self.max_moves,
-            gain_unit: "predicted cores above threshold",
-        };
-        let predicted: Vec<f64> = (0..cluster.nodes.len()).map(|n| layout.util(n)).collect();
-        let figures = |n: usize| {
-            vec![
-                fig("util_now", now.util(n)),
-                fig("predicted_peak_util", predicted[n]),
-                fig("horizon_secs", self.horizon_secs),
-            ]
-        };
-        let moves = relief.run(cluster, cost, &mut layout, hot, &figures);
+        let mut hot: Vec<usize> = (0..cluster.nodes.len()).filter(|&n| o.peak(cluster, n) > self.threshold).collect();
+        hot.sort_by(|&a, &b| o.peak(cluster, b).total_cmp(&o.peak(cluster, a)));
+        let limit = self.threshold - self.margin;
+        let mut moves = Vec::new();
+        for node in hot {
+            while o.peak(cluster, node) > self.threshold && moves.len() < self.max_moves {
+                let before = o.peak(cluster, node);
+                let excess = before - self.threshold;
+                let mut best: Option<(f64, usize, usize, f64)> = None;
+                for c in (0..o.node_of.len()).filter(|&c| o.node_of[c] == node) {
+                    // The receiver with the lowest predicted peak after the move, running nodes first.
+                    let target = (0..cluster.nodes.len())
+                        .filter(|&t| t != node && mem.fits(c, t, f64::INFINITY))
+                        .map(|t| (mem.is_empty(t), o.peak_with(cluster, c, t, 1.0), t))
+                        .filter(|x| x.1 <= self.threshold)
+                        .min_by(|a, b| (a.1 > limit, a.0).cmp(&(b.1 > limit, b.0)).then(a.1.total_cmp(&b.1)));
+                    let Some((_, _, to)) = target else { continue };
+                    let relief =
+                        (before - o.peak_with(cluster, c, node, -1.0)).min(excess) * cluster.nodes[node].cpu_cores;
+                    let ct = &cluster.containers[c];
+                    let score = relief / cost.predict(ct.memory_bytes, ct.dirty_bytes_per_sec).weight(cost).max(1e-6);
+                    if relief > 0.0 && best.is_none_or(|b| score > b.0) {
+                        best = Some((score, c, to, relief));
+                    }
+                }
+                let Some((score, c, to, relief)) = best else { break };
+                let ct = &cluster.containers[c];
+                let figures = vec![
+                    fig("from_util_now", now.util(node)),
+                    fig("from_predicted_peak_util", before),
+                    fig("to_predicted_peak_util_before", o.peak(cluster, to)),
+                    fig("to_predicted_peak_util_after", o.peak_with(cluster, c, to, 1.0)),
+                    fig("container_predicted_peak_cpu", o.fc[c].iter().copied().fold(0.0, f64::max)),
+                    fig("horizon_secs", self.horizon_secs),
+                    fig("threshold", self.threshold),
+                ];
+                moves.push(Move {
+                    container: ct.name.clone(),
+                    from: cluster.nodes[node].name.clone(),
+                    to: cluster.nodes[to].name.clone(),
+                    score,
+                    reason: Explanation {
+                        policy: "forecast".into(),
+                        summary: format!(
+                            "{} is predicted to peak at {:.0}% CPU within {:.0} min (threshold {:.0}%, now {:.0}%): moving {} to {} cuts {:.2} cores of the peak",
+                            cluster.nodes[node].name,
+                            before * 100.0,
+                            self.horizon_secs / 60.0,
+                            self.threshold * 100.0,
+                            now.util(node) * 100.0,
+                            ct.name,
+                            cluster.nodes[to].name,
+                            relief
+                        ),
+                        figures,
+                        predicted_gain: relief,
+                        gain_unit: "predicted peak cores above threshold".into(),
+                        estimated_cost: cost.predict(ct.memory_bytes, ct.dirty_bytes_per_sec),
+                    },
+                });
+                o.apply(c, to);
+                mem.apply(c, to);
+            }
+        }
         Plan { moves, ..Plan::default() }
     }
 }

@@ -1,7 +1,8 @@
 //! Relieving hot nodes, shared by `hotspot`, `forecast` and `consolidate`: while a node is
 //! above its trigger, move the container whose move gives the most relief per unit of
 //! migration cost to the node where it leaves the most headroom (a node already running
-//! containers if one fits, else an idle one).
+//! containers if one fits, else an idle one), staying at or below a limit under the trigger
+//! (or, when no node can, at or below the trigger).
 
 use crate::cluster::{Cluster, Layout};
 use crate::cost::CostModel;
@@ -83,16 +84,20 @@ impl Relief<'_> {
         moves
     }
 
-    /// The receiving node for `c`: the most headroom among running nodes, else among idle ones.
+    /// The receiving node for `c`: the most headroom among running nodes, else among idle ones,
+    /// within `limit`; if none is within `limit`, the one that stays lowest if it stays at or
+    /// below `trigger` (a smaller step of relief, still without making a new hot spot).
     fn target(&self, layout: &Layout, c: usize) -> Option<usize> {
-        let fitting = (0..layout.capacity.len()).filter(|&t| layout.fits(c, t, self.limit));
-        let mut best: Option<(bool, f64, usize)> = None;
-        for t in fitting {
-            let key = (layout.is_empty(t), layout.util_with(c, t));
-            if best.is_none_or(|b| (!key.0 & b.0) || (key.0 == b.0 && key.1 < b.1)) {
-                best = Some((key.0, key.1, t));
+        let pick = |cap: f64| {
+            let mut best: Option<(bool, f64, usize)> = None;
+            for t in (0..layout.capacity.len()).filter(|&t| layout.fits(c, t, cap)) {
+                let key = (layout.is_empty(t), layout.util_with(c, t));
+                if best.is_none_or(|b| (!key.0 & b.0) || (key.0 == b.0 && key.1 < b.1)) {
+                    best = Some((key.0, key.1, t));
+                }
             }
-        }
-        best.map(|b| b.2)
+            best.map(|b| b.2)
+        };
+        pick(self.limit).or_else(|| pick(self.trigger))
     }
 }

@@ -152,7 +152,7 @@ fn forecast_acts_before_the_daily_peak() {
     };
     // Now 2 of 8 cores: hotspot sees nothing; forecast sees 7 cores coming within 30 min.
     assert!(parse_policy("hotspot:k=1,n=1").unwrap().plan(&c, &CostModel::default()).moves.is_empty());
-    let plan = parse_policy("forecast:horizon=30m").unwrap().plan(&c, &CostModel::default());
+    let plan = parse_policy("forecast:horizon=30m,threshold=0.75").unwrap().plan(&c, &CostModel::default());
     assert_eq!(plan.moves.len(), 1, "{plan:#?}");
     assert_eq!(plan.moves[0].to, "b");
 }
