@@ -22,7 +22,7 @@ pub struct Consolidate {
 
 impl Default for Consolidate {
     fn default() -> Self {
-        Consolidate { low: 0.5, target: 0.65, high: 0.8, window: 60 }
+        Consolidate { low: 0.6, target: 0.75, high: 0.85, window: 60 }
     }
 }
 
