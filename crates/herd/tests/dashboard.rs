@@ -11,7 +11,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, MutexGuard, mpsc};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::Cluster;
@@ -20,13 +20,6 @@ use nix::unistd::Pid;
 use serde_json::{Value, json};
 
 const T: Duration = Duration::from_secs(60);
-
-/// Both tests use cluster index 21, so they take turns.
-static CLUSTER_21: Mutex<()> = Mutex::new(());
-
-fn cluster_21() -> MutexGuard<'static, ()> {
-    CLUSTER_21.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// `GET path` on the API at `api` (`http://ADDR`); returns the status code, the headers
 /// (lower-cased) and the body.
@@ -44,8 +37,9 @@ fn http_get(api: &str, path: &str, token: Option<&str>) -> (u16, String, String)
 
 #[test]
 fn dashboard_page_needs_no_token_but_the_api_does() {
-    let _turn = cluster_21();
-    let cluster = Cluster::up(21, 1);
+    // Each test has a cluster index of its own: nextest runs tests as separate processes, in
+    // parallel, and `Cluster::up` takes down whatever cluster has its index.
+    let cluster = Cluster::up(24, 1);
     let cfg = herd_cli::CliConfig::load(&cluster.config).unwrap();
     let get = |path: &str, token: Option<&str>| http_get(&cfg.api, path, token);
 
@@ -79,7 +73,6 @@ fn dashboard_page_needs_no_token_but_the_api_does() {
 
 #[test]
 fn dashboard_draws_live_charts_and_a_migration_in_headless_chromium() {
-    let _turn = cluster_21();
     let cluster = Cluster::up(21, 2);
     let mut browser = Browser::launch();
     cluster.import_busybox();
