@@ -51,23 +51,31 @@ pub(crate) fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
 
 /// `herd nodes`
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct NodesArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    #[command(subcommand)]
+    pub command: Option<crate::nodes::NodesCommand>,
 }
 
 pub async fn nodes(client: &Client, args: NodesArgs) -> anyhow::Result<()> {
+    if let Some(command) = args.command {
+        return crate::nodes::manage(client, command).await;
+    }
     let nodes: Vec<NodeInfo> = client.get("/v1/nodes").await?;
     if args.json {
         return print_json(&nodes);
     }
-    let mut t = table(&["NAME", "STATE", "ADDRESS", "CPUS", "MEMORY", "CPU USED", "MEM USED", "CONTAINERS", "LABELS"]);
+    let mut t =
+        table(&["NAME", "STATE", "AVAIL", "ADDRESS", "CPUS", "MEMORY", "CPU USED", "MEM USED", "CONTAINERS", "LABELS"]);
     for n in &nodes {
         let labels: Vec<String> = n.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
         t.add_row(vec![
             n.name.clone(),
             n.state.as_str().to_string(),
+            n.availability.as_str().to_string(),
             n.address.to_string(),
             format!("{}/{}", Cpus(n.allocated.cpus_milli), Cpus(n.capacity.cpus_milli)),
             format!("{}/{}", B(n.allocated.memory_bytes), B(n.capacity.memory_bytes)),

@@ -8,6 +8,7 @@ pub mod commands;
 pub mod config;
 pub mod dashboard;
 pub mod format;
+pub mod nodes;
 pub mod sim;
 pub mod stats;
 pub mod top;

@@ -11,8 +11,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures::StreamExt;
 use herd_proto::api::{
-    CheckpointRequest, ContainerInfo, Event, Health, MigrateRequest, MigrateUpdate, NodeInfo, NodeState,
-    RestoreRequest, RunRequest,
+    CheckpointRequest, ContainerInfo, DrainReport, Event, Health, LabelRequest, MigrateRequest, MigrateUpdate,
+    NodeInfo, NodeState, RestoreRequest, RunRequest,
 };
 use herd_proto::state::{CheckpointInfo, ImageRecord};
 use serde::Deserialize;
@@ -24,6 +24,9 @@ pub fn router(control: Arc<Control>) -> Router {
     Router::new()
         .route("/v1/health", get(health))
         .route("/v1/nodes", get(nodes))
+        .route("/v1/nodes/{name}/labels", post(label_node))
+        .route("/v1/nodes/{name}/drain", post(drain_node))
+        .route("/v1/nodes/{name}/activate", post(activate_node))
         .route("/v1/images", get(images).post(import_image))
         .route("/v1/images/{*name}", axum::routing::delete(remove_image))
         .route("/v1/containers", get(containers).post(run))
@@ -88,6 +91,25 @@ async fn nodes(State(c): State<Arc<Control>>) -> Json<Vec<NodeInfo>> {
     let mut out: Vec<NodeInfo> = view.nodes.values().map(|n| view.node_info(&allocations, n)).collect();
     out.sort_by(|a, b| a.name.cmp(&b.name));
     Json(out)
+}
+
+async fn label_node(
+    State(c): State<Arc<Control>>,
+    Path(name): Path<String>,
+    Json(req): Json<LabelRequest>,
+) -> Result<Json<NodeInfo>> {
+    Ok(Json(c.label_node(&name, &req.changes).await?))
+}
+
+/// The drain runs in its own task, so a client that goes away does not cut a migration short.
+async fn drain_node(State(c): State<Arc<Control>>, Path(name): Path<String>) -> Result<Json<DrainReport>> {
+    let drain = tokio::spawn(async move { c.drain_node(&name).await });
+    let report = drain.await.map_err(|e| Error::new(crate::error::Kind::Internal, format!("the drain failed: {e}")))?;
+    Ok(Json(report?))
+}
+
+async fn activate_node(State(c): State<Arc<Control>>, Path(name): Path<String>) -> Result<Json<NodeInfo>> {
+    Ok(Json(c.activate_node(&name).await?))
 }
 
 async fn images(State(c): State<Arc<Control>>) -> Json<Vec<ImageRecord>> {

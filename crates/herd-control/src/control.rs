@@ -14,7 +14,7 @@ use herd_broker::{Broker, BrokerConfig, Bucket, Change};
 use herd_proto::api::NodeState;
 use herd_proto::migration::MigrationRecord;
 use herd_proto::node::{Heartbeat, NodeReply, NodeRequest, NodeResult};
-use herd_proto::state::{ContainerRecord, ContainerState, ContainerStatus, ImageRecord, NodeRecord};
+use herd_proto::state::{ContainerRecord, ContainerState, ContainerStatus, ImageRecord, NodeRecord, NodeSettings};
 use herd_proto::subjects;
 use ipnet::Ipv4Net;
 
@@ -56,6 +56,10 @@ pub struct Control {
     pub(crate) events: Events,
     pub(crate) ipam: Mutex<Ipam>,
     pub(crate) migrations: Bucket<MigrationRecord>,
+    /// The operator's node settings; this node is their only writer (see [`crate::nodes`]).
+    pub(crate) node_settings: Bucket<NodeSettings>,
+    /// Serialises read-modify-write of node settings.
+    pub(crate) settings_writes: tokio::sync::Mutex<()>,
     /// Migrations in flight, by container name.
     pub(crate) migrating: Mutex<HashMap<String, crate::migrate::Active>>,
     /// Serialises read-modify-write of container records by tasks that do not hold the
@@ -85,6 +89,8 @@ impl Control {
         let events = Events::open(&broker).await?;
         let migrations: Bucket<MigrationRecord> = broker.bucket(subjects::MIGRATIONS_BUCKET).await?;
         let (migration_map, _) = migrations.snapshot().await?;
+        let node_settings: Bucket<NodeSettings> = broker.bucket(subjects::NODE_SETTINGS_BUCKET).await?;
+        let (settings_map, _) = node_settings.snapshot().await?;
 
         // Subscribe to heartbeats before loading, so no node looks down for longer than it is.
         let heartbeats = broker.client.subscribe(subjects::HEARTBEAT_ALL).await?;
@@ -96,6 +102,7 @@ impl Control {
         for (_, n) in node_map {
             view.register(n.value);
         }
+        view.settings = settings_map.into_iter().map(|(name, s)| (name, s.value)).collect();
         let (image_map, _) = images.snapshot().await?;
         for (_, i) in image_map {
             view.images.insert(i.value.name.clone(), i.value);
@@ -135,6 +142,8 @@ impl Control {
             events,
             ipam: Mutex::new(ipam),
             migrations,
+            node_settings,
+            settings_writes: tokio::sync::Mutex::new(()),
             migrating: Mutex::new(HashMap::new()),
             record_writes: tokio::sync::Mutex::new(()),
             locks: Mutex::new(HashMap::new()),

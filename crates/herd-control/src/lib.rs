@@ -18,6 +18,7 @@ mod images;
 pub mod ipam;
 mod migrate;
 mod monitoring;
+mod nodes;
 mod view;
 
 use std::future::Future;

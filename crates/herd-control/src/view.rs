@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 use herd_proto::UnixMillis;
 use herd_proto::api::{ContainerInfo, NodeInfo, NodeState};
 use herd_proto::node::NodeUsage;
-use herd_proto::state::{ContainerRecord, ContainerState, ContainerStatus, ImageRecord, NodeRecord, Resources};
+use herd_proto::state::{
+    Availability, ContainerRecord, ContainerState, ContainerStatus, ImageRecord, NodeRecord, NodeSettings, Resources,
+};
 
 /// A node's registration and liveness.
 #[derive(Debug, Clone)]
@@ -23,6 +25,8 @@ pub struct NodeEntry {
 #[derive(Debug, Default)]
 pub struct View {
     pub nodes: HashMap<String, NodeEntry>,
+    /// The operator's labels and drain decisions, by node name (see [`crate::nodes`]).
+    pub settings: HashMap<String, NodeSettings>,
     /// Heartbeats from nodes whose registration has not been seen yet.
     pub early_heartbeats: HashMap<String, (Instant, UnixMillis, NodeUsage)>,
     pub images: HashMap<String, ImageRecord>,
@@ -68,6 +72,18 @@ impl View {
         Some(c)
     }
 
+    /// A node's labels as placement and `herd nodes` see them: its own, with the operator's over them.
+    pub fn labels_of(&self, n: &NodeEntry) -> std::collections::BTreeMap<String, String> {
+        match self.settings.get(&n.record.name) {
+            Some(s) => s.merge_labels(&n.record.labels),
+            None => n.record.labels.clone(),
+        }
+    }
+
+    pub fn availability_of(&self, node: &str) -> Availability {
+        self.settings.get(node).map(|s| s.availability).unwrap_or_default()
+    }
+
     pub fn node_ready(&self, name: &str) -> bool {
         self.nodes.get(name).is_some_and(|n| n.state == NodeState::Ready)
     }
@@ -100,16 +116,18 @@ impl View {
             .values()
             .map(|n| {
                 let (allocated, containers) = allocations.get(n.record.name.as_str()).copied().unwrap_or_default();
+                let labels = self.labels_of(n);
                 herd_sched::Candidate {
                     name: n.record.name.clone(),
                     ready: n.state == NodeState::Ready,
+                    draining: self.availability_of(&n.record.name) == Availability::Drain,
                     capacity: n.record.capacity,
                     allocated,
                     containers,
                     hosted: hosted.remove(n.record.name.as_str()).unwrap_or_default(),
-                    labels: n.record.labels.clone(),
+                    max_containers: labels.get("containerslots").and_then(|v| v.parse().ok()),
+                    labels,
                     facts: n.record.facts.clone(),
-                    max_containers: n.record.labels.get("containerslots").and_then(|v| v.parse().ok()),
                 }
             })
             .collect();
@@ -122,8 +140,9 @@ impl View {
         NodeInfo {
             name: n.record.name.clone(),
             state: n.state,
+            availability: self.availability_of(&n.record.name),
             address: n.record.address,
-            labels: n.record.labels.clone(),
+            labels: self.labels_of(n),
             capacity: n.record.capacity,
             allocated,
             usage: n.usage,

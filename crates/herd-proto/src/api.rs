@@ -7,6 +7,9 @@
 //! |---|---|---|
 //! | `GET /v1/health` | | [`Health`] |
 //! | `GET /v1/nodes` | | `[NodeInfo]` |
+//! | `POST /v1/nodes/{name}/labels` | [`LabelRequest`] | [`NodeInfo`] |
+//! | `POST /v1/nodes/{name}/drain` | | [`DrainReport`] |
+//! | `POST /v1/nodes/{name}/activate` | | [`NodeInfo`] |
 //! | `GET /v1/images` | | `[ImageRecord]` |
 //! | `POST /v1/images?name=NAME` | a tar stream (rootfs, OCI layout or `docker save`; gzip allowed) | [`ImageRecord`] |
 //! | `DELETE /v1/images/{name}` | | |
@@ -35,7 +38,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::UnixMillis;
 use crate::node::NodeUsage;
-use crate::state::{CheckpointInfo, ContainerState, Desired, Limits, NodeFacts, Resources};
+use crate::state::{Availability, CheckpointInfo, ContainerState, Desired, Limits, NodeFacts, Resources};
 
 /// The body of every error answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -74,7 +77,11 @@ impl NodeState {
 pub struct NodeInfo {
     pub name: String,
     pub state: NodeState,
+    /// Whether placement may use it (`herd nodes drain|activate`).
+    #[serde(default)]
+    pub availability: Availability,
     pub address: Ipv4Addr,
+    /// Its own labels with the operator's (`herd nodes label`) over them.
     pub labels: BTreeMap<String, String>,
     pub capacity: Resources,
     /// Sum of the limits of the containers placed on it (unlimited ones count as zero).
@@ -85,6 +92,35 @@ pub struct NodeInfo {
     pub containers: usize,
     pub facts: NodeFacts,
     pub last_heartbeat: Option<UnixMillis>,
+}
+
+/// `POST /v1/nodes/{name}/labels`: `KEY=VALUE` sets a label, `KEY-` removes one.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LabelRequest {
+    pub changes: Vec<String>,
+}
+
+/// A container `herd nodes drain` moved to another node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrainMove {
+    pub container: String,
+    pub to: String,
+    pub migration: String,
+}
+
+/// A container `herd nodes drain` left where it was, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrainStay {
+    pub container: String,
+    pub reason: String,
+}
+
+/// The answer to `POST /v1/nodes/{name}/drain`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrainReport {
+    pub node: String,
+    pub moved: Vec<DrainMove>,
+    pub stayed: Vec<DrainStay>,
 }
 
 /// `POST /v1/containers`: what `herd run` asks for.

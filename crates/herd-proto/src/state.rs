@@ -58,6 +58,50 @@ pub struct NodeRecord {
     pub registered_at: UnixMillis,
 }
 
+/// Whether placement may put new containers on a node (`herd nodes drain|activate`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Availability {
+    #[default]
+    Active,
+    /// No new placements; its running containers are migrated away.
+    Drain,
+}
+
+impl Availability {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Availability::Active => "active",
+            Availability::Drain => "drain",
+        }
+    }
+}
+
+/// What the operator decided about a node. Key: node name. Written only by the Control node,
+/// so the node's own [`NodeRecord`] keeps its single writer.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeSettings {
+    /// Labels set (`Some`) or hidden (`None`, `herd nodes label NODE KEY-`) over the node's own.
+    #[serde(default)]
+    pub labels: BTreeMap<String, Option<String>>,
+    #[serde(default)]
+    pub availability: Availability,
+}
+
+impl NodeSettings {
+    /// The node's own labels with the operator's set over them and the removed ones taken out.
+    pub fn merge_labels(&self, own: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+        let mut out = own.clone();
+        for (k, v) in &self.labels {
+            match v {
+                Some(v) => out.insert(k.clone(), v.clone()),
+                None => out.remove(k),
+            };
+        }
+        out
+    }
+}
+
 /// How an image layer blob is compressed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -223,5 +267,24 @@ mod tests {
     fn states_serialize_lowercase() {
         assert_eq!(serde_json::to_string(&ContainerState::Checkpointed).unwrap(), "\"checkpointed\"");
         assert_eq!(serde_json::to_string(&Compression::Gzip).unwrap(), "\"gzip\"");
+    }
+
+    #[test]
+    fn operator_labels_override_and_hide_the_nodes_own() {
+        let own = BTreeMap::from([("zone".to_string(), "a".to_string()), ("disk".to_string(), "hdd".to_string())]);
+        let settings = NodeSettings {
+            labels: BTreeMap::from([
+                ("zone".to_string(), Some("b".to_string())),
+                ("disk".to_string(), None),
+                ("gpu".to_string(), Some("yes".to_string())),
+            ]),
+            availability: Availability::Drain,
+        };
+        let merged = settings.merge_labels(&own);
+        assert_eq!(
+            merged,
+            BTreeMap::from([("gpu".to_string(), "yes".to_string()), ("zone".to_string(), "b".to_string())])
+        );
+        assert_eq!(serde_json::to_string(&settings.availability).unwrap(), "\"drain\"");
     }
 }

@@ -12,6 +12,9 @@ pub const CONTAINERS_BUCKET: &str = "herd-containers";
 pub const STATUS_BUCKET: &str = "herd-status";
 /// Bucket of [`crate::migration::MigrationRecord`], keyed by migration id; written by the Control node.
 pub const MIGRATIONS_BUCKET: &str = "herd-migrations";
+/// Bucket of [`crate::state::NodeSettings`] (operator labels, drain), keyed by node name;
+/// written by the Control node.
+pub const NODE_SETTINGS_BUCKET: &str = "herd-node-settings";
 /// Object store holding image layer blobs, named by digest (`sha256:<hex>`).
 pub const LAYERS_STORE: &str = "herd-layers";
 /// Object store carrying checkpoints (and container logs) between nodes, and between a node

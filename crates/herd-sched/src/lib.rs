@@ -42,6 +42,8 @@ pub struct Hosted {
 pub struct Candidate {
     pub name: String,
     pub ready: bool,
+    /// The operator drains it (`herd nodes drain`): no new containers.
+    pub draining: bool,
     pub capacity: Resources,
     /// Sum of the limits of the containers already placed there.
     pub allocated: Resources,
@@ -61,6 +63,7 @@ impl Candidate {
         Candidate {
             name: name.to_string(),
             ready: true,
+            draining: false,
             capacity,
             allocated: Resources::default(),
             containers: 0,
@@ -139,7 +142,8 @@ impl Strategy {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Exclusion {
     pub node: String,
-    /// The filter that excluded it: `node`, `health`, `constraint`, `affinity`, `slots`, `resources`.
+    /// The filter that excluded it: `node`, `health`, `availability`, `constraint`, `affinity`,
+    /// `slots`, `resources`.
     pub filter: &'static str,
     pub reason: String,
 }
@@ -184,6 +188,10 @@ fn node_filter(c: &Candidate, r: &Request) -> Result<(), (&'static str, String)>
 
 fn health_filter(c: &Candidate, _: &Request) -> Result<(), (&'static str, String)> {
     if c.ready { Ok(()) } else { Err(("health", "node is down".to_string())) }
+}
+
+fn availability_filter(c: &Candidate, _: &Request) -> Result<(), (&'static str, String)> {
+    if c.draining { Err(("availability", format!("node {} is draining", c.name))) } else { Ok(()) }
 }
 
 fn resources_filter(c: &Candidate, r: &Request) -> Result<(), (&'static str, String)> {
@@ -254,8 +262,15 @@ fn slots_filter(c: &Candidate, _: &Request) -> Result<(), (&'static str, String)
     }
 }
 
-const FILTERS: [Filter; 6] =
-    [node_filter, health_filter, constraint_filter, affinity_filter, slots_filter, resources_filter];
+const FILTERS: [Filter; 7] = [
+    node_filter,
+    health_filter,
+    availability_filter,
+    constraint_filter,
+    affinity_filter,
+    slots_filter,
+    resources_filter,
+];
 
 /// Nodes that may run the request, and why the others may not.
 pub fn filter<'a>(nodes: &'a [Candidate], req: &Request) -> (Vec<&'a Candidate>, Vec<Exclusion>) {
@@ -372,6 +387,17 @@ mod tests {
     }
 
     #[test]
+    fn draining_nodes_take_nothing_new() {
+        let mut drained = node("n1", 4, 0);
+        drained.draining = true;
+        let nodes = vec![drained, node("n2", 4, 3)];
+        assert_eq!(place(&nodes, &Request::default(), Strategy::Spread).unwrap(), "n2");
+        let req = Request { node: Some("n1".into()), ..Default::default() };
+        let text = place(&nodes, &req, Strategy::Spread).unwrap_err().to_string();
+        assert!(text.contains("n1 (availability filter: node n1 is draining)"), "{text}");
+    }
+
+    #[test]
     fn requested_node_is_honoured_or_explained() {
         let nodes = vec![node("n1", 4, 0), node("n2", 4, 5)];
         let req = Request { node: Some("n2".into()), ..Default::default() };
@@ -470,6 +496,7 @@ mod tests {
                     let mut c =
                         Candidate::new(&format!("n{i}"), Resources { cpus_milli: 4000, memory_bytes: cap << 28 });
                     c.ready = ready;
+                    c.draining = i % 4 == 3;
                     c.containers = hosted.len();
                     c.hosted = hosted
                         .iter()
@@ -505,6 +532,7 @@ mod tests {
         let zone = c.labels.get("zone").map(String::as_str);
         let hosts = |n: &str| c.hosted.iter().any(|h| h.name == n);
         c.ready
+            && !c.draining
             && r.constraints.iter().all(|k| match k.to_string().as_str() {
                 "node.labels.zone==a" => zone == Some("a"),
                 "node.labels.zone!=b" => zone != Some("b"),
