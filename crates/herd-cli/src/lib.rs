@@ -9,6 +9,7 @@ pub mod config;
 pub mod dashboard;
 pub mod format;
 pub mod nodes;
+pub mod policy;
 pub mod sim;
 pub mod stats;
 pub mod top;

@@ -43,6 +43,8 @@ pub fn router(control: Arc<Control>) -> Router {
         .route("/v1/containers/{name}/series", get(series))
         .route("/v1/stats/nodes", get(node_stats))
         .route("/v1/nodes/{name}/series", get(node_series))
+        .route("/v1/policy", get(policy).put(set_policy))
+        .route("/v1/policy/decisions", get(policy_decisions))
         .route("/metrics", get(metrics))
         .fallback(|| async { Error::not_found("no such API route") })
         .layer(DefaultBodyLimit::disable())
@@ -363,6 +365,24 @@ async fn node_series(
 ) -> Result<Json<herd_metrics::history::QueryResult>> {
     let (from, to) = q.range();
     Ok(Json(c.node_series(&name, from, to, q.step)?))
+}
+
+async fn policy(State(c): State<Arc<Control>>) -> Json<herd_proto::policy::PolicyInfo> {
+    Json(c.policy_info())
+}
+
+async fn set_policy(
+    State(c): State<Arc<Control>>,
+    Json(req): Json<herd_proto::policy::SetPolicyRequest>,
+) -> Result<Json<herd_proto::policy::PolicyInfo>> {
+    Ok(Json(c.set_policy(&req).await?))
+}
+
+async fn policy_decisions(
+    State(c): State<Arc<Control>>,
+    Query(q): Query<EventsQuery>,
+) -> Json<Vec<herd_proto::policy::PolicyDecision>> {
+    Json(c.policy_decisions(q.limit))
 }
 
 /// Prometheus's scrape endpoint (text format 0.0.4), behind the same token as the API

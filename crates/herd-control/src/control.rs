@@ -40,6 +40,10 @@ pub struct ControlConfig {
     /// How containers are placed unless `herd run --strategy` says otherwise: `spread`,
     /// `binpack` or `random`.
     pub strategy: String,
+    /// The migration policy (a `herd-policy` spec, `none` to move nothing) and how often it
+    /// is evaluated.
+    pub policy: String,
+    pub policy_interval: Duration,
 }
 
 /// The running Control node, shared by the API handlers.
@@ -72,12 +76,15 @@ pub struct Control {
     pub(crate) node_lost: tokio::sync::broadcast::Sender<String>,
     /// The nodes' monitoring samples: history and latest.
     pub(crate) monitoring: Mutex<crate::monitoring::Monitoring>,
+    /// The policy engine and its recent decisions (see [`crate::policy`]).
+    pub(crate) policy: Mutex<crate::policy::PolicyState>,
     pub(crate) me: Weak<Control>,
 }
 
 impl Control {
     /// Connects to the broker, loads the cluster state and starts the background tasks.
     pub async fn start(cfg: ControlConfig) -> anyhow::Result<Arc<Control>> {
+        let policy = crate::policy::PolicyState::new(&cfg.policy, cfg.policy_interval)?;
         std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("creating {}", cfg.data_dir.display()))?;
         let broker = Broker::connect(&cfg.broker).await?;
         let nodes: Bucket<NodeRecord> = broker.bucket(subjects::NODES_BUCKET).await?;
@@ -149,6 +156,7 @@ impl Control {
             locks: Mutex::new(HashMap::new()),
             node_lost: tokio::sync::broadcast::channel(64).0,
             monitoring: Mutex::new(crate::monitoring::Monitoring::default()),
+            policy: Mutex::new(policy),
             me: me.clone(),
         });
         // Migrations a crash interrupted are finished (or undone) now.
@@ -163,6 +171,7 @@ impl Control {
         tokio::spawn(control.clone().expire_nodes());
         tokio::spawn(control.clone().follow_nodes(node_changes));
         tokio::spawn(control.clone().follow_statuses(status_changes));
+        tokio::spawn(control.clone().run_policy());
         Ok(control)
     }
 

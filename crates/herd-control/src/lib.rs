@@ -19,6 +19,7 @@ pub mod ipam;
 mod migrate;
 mod monitoring;
 mod nodes;
+mod policy;
 mod view;
 
 use std::future::Future;

@@ -61,6 +61,30 @@ impl Monitoring {
         }
     }
 
+    /// Container `id`'s CPU use in cores, one value per sample from `from_ms` to `to_ms`,
+    /// oldest first (samples without a CPU figure left out), and its latest memory use: what
+    /// the policy engine evaluates.
+    pub fn demand(&self, id: &str, from_ms: u64, to_ms: u64) -> (Vec<f64>, Option<u64>) {
+        let cpu = match self.history.query(&SeriesId::Container(id.to_string()), from_ms, to_ms, None) {
+            Ok(q) => {
+                let Some(i) = q.fields.iter().position(|f| f == "cpu_cores") else { return (Vec::new(), None) };
+                q.points
+                    .iter()
+                    .filter_map(|p| p.values.get(i).copied().flatten())
+                    .filter(|v| v.is_finite())
+                    .map(f64::from)
+                    .collect()
+            }
+            Err(_) => Vec::new(),
+        };
+        (cpu, self.containers.get(id).and_then(|(_, s)| s.mem_bytes))
+    }
+
+    /// Milliseconds between two samples of a series.
+    pub fn interval_ms(&self) -> u64 {
+        self.history.config().interval_ms
+    }
+
     /// Marks an event (a migration, say) on container `id`'s series.
     pub fn container_event(&mut self, id: &str, ts_ms: u64, kind: &str, text: &str) {
         self.history.add_event(&SeriesId::Container(id.to_string()), ts_ms, kind, text);

@@ -4,6 +4,7 @@
 //! - [`node`]: requests the Control node sends a Compute node agent over NATS, and their replies.
 //! - [`state`]: the records kept in JetStream key-value buckets (the cluster state).
 //! - [`migration`]: live migration modes, records and reports.
+//! - [`policy`]: the policy engine's settings and explained decisions.
 //! - [`checkpoint`]: the manifest of a checkpoint, on a node and in an exported image directory.
 //! - [`subjects`]: NATS subject, bucket and stream names.
 //! - [`units`] and [`names`]: parsing and validation shared by the CLI, the Control node and the agent.
@@ -15,6 +16,7 @@ pub mod checkpoint;
 pub mod migration;
 pub mod names;
 pub mod node;
+pub mod policy;
 pub mod state;
 pub mod subjects;
 pub mod units;

@@ -33,6 +33,12 @@ pub struct UpOptions {
     /// Labels given to nodes: (node, key, value).
     #[serde(default)]
     pub node_labels: Vec<(String, String, String)>,
+    /// The Control node's migration policy and seconds between its evaluations (its own
+    /// defaults when `None`).
+    #[serde(default)]
+    pub policy: Option<String>,
+    #[serde(default)]
+    pub policy_interval_secs: Option<f64>,
 }
 
 impl UpOptions {
@@ -51,6 +57,8 @@ impl UpOptions {
             config_path: herd_cli::config::default_path(),
             node_timeout_secs: 3.0,
             node_labels: Vec::new(),
+            policy: None,
+            policy_interval_secs: None,
         }
     }
 }

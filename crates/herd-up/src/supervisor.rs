@@ -417,7 +417,7 @@ async fn start_cluster(sup: &mut Supervisor, progress: &mut Progress) -> anyhow:
 
     // The Control node.
     progress.say(&format!("control: API on {}", layout.api_url()));
-    let control_args: Vec<OsString> = vec![
+    let mut control_args: Vec<OsString> = vec![
         "control".into(),
         "--broker".into(),
         layout.broker_url().into(),
@@ -436,6 +436,12 @@ async fn start_cluster(sup: &mut Supervisor, progress: &mut Progress) -> anyhow:
         "--node-timeout".into(),
         opts.node_timeout_secs.to_string().into(),
     ];
+    if let Some(p) = &opts.policy {
+        control_args.extend(["--policy".into(), p.into()]);
+    }
+    if let Some(s) = opts.policy_interval_secs {
+        control_args.extend(["--policy-interval".into(), s.to_string().into()]);
+    }
     sup.components.push(Component {
         name: "control".into(),
         program: exe.clone(),

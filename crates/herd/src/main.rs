@@ -68,6 +68,9 @@ enum Command {
     Analyze(herd_cli::analyze::AnalyzeCommand),
     /// Replay a workload trace through the migration policies and compare them (no cluster needed).
     Sim(herd_cli::sim::SimArgs),
+    /// The migration policy the Control node runs: list, show, set, explain its decisions.
+    #[command(subcommand)]
+    Policy(herd_cli::policy::PolicyCommand),
     /// Run the Control node.
     Control(ControlArgs),
     /// Run the Compute node agent.
@@ -121,6 +124,12 @@ struct UpArgs {
     /// A label for one node, NODE:KEY=VALUE (e.g. n2:zone=b); repeatable.
     #[arg(long = "node-label", value_parser = parse_node_label)]
     node_labels: Vec<(String, String, String)>,
+    /// The Control node's migration policy, e.g. hotspot:threshold=80% (herd policy ls).
+    #[arg(long)]
+    policy: Option<String>,
+    /// Seconds between two evaluations of the policy (default 5).
+    #[arg(long)]
+    policy_interval: Option<f64>,
     /// Runs the supervisor of a detached cluster (internal).
     #[arg(long, hide = true)]
     supervise: bool,
@@ -200,6 +209,12 @@ struct ControlArgs {
     /// How containers are placed unless herd run --strategy says otherwise.
     #[arg(long, default_value = "spread", value_parser = ["spread", "binpack", "random"])]
     strategy: String,
+    /// The migration policy, e.g. hotspot:threshold=80% or 0.7*forecast+0.3*balance (herd policy ls).
+    #[arg(long, default_value = "none")]
+    policy: String,
+    /// Seconds between two evaluations of the policy.
+    #[arg(long, default_value_t = 5.0)]
+    policy_interval: f64,
 }
 
 #[derive(Args)]
@@ -292,6 +307,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             opts.broker_port = a.broker_port;
             opts.node_timeout_secs = a.node_timeout;
             opts.node_labels = a.node_labels;
+            opts.policy = a.policy;
+            opts.policy_interval_secs = a.policy_interval;
             opts.node_cpus_milli = a.node_cpus.as_deref().map(herd_proto::units::parse_cpus).transpose()?;
             opts.node_memory_bytes = a.node_memory.as_deref().map(herd_proto::units::parse_memory).transpose()?;
             if let Some(d) = a.data_dir {
@@ -322,6 +339,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 container_cidr: a.container_cidr,
                 node_timeout: Duration::from_secs_f64(a.node_timeout),
                 strategy: a.strategy,
+                policy: a.policy,
+                policy_interval: Duration::try_from_secs_f64(a.policy_interval)
+                    .map_err(|_| anyhow::anyhow!("--policy-interval {}: not a duration", a.policy_interval))?,
             };
             herd_control::run(cfg, shutdown_signal()).await
         }
@@ -371,6 +391,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Top(a) => herd_cli::top::top(&client(config)?, a).await,
         Command::Analyze(a) => herd_cli::analyze::analyze(a),
         Command::Sim(a) => herd_cli::sim::sim(a),
+        Command::Policy(a) => herd_cli::policy::policy(|| client(config), a).await,
         Command::Events(a) => cmd::events(&client(config)?, a).await,
     }
 }

@@ -1,0 +1,239 @@
+//! The policy engine in the Control node: every interval, a snapshot of the cluster (ready
+//! nodes and their capacity, running containers with their recent CPU samples and memory) goes
+//! through the [`Engine`] with the current policy, and each planned move is explained in an
+//! event (kind `policy`) and carried out, one after the other, as a live migration. The last
+//! decisions are kept for `herd policy explain`. The default policy is `none`: nothing moves.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use herd_policy::{Cluster, Container, CostModel, Engine, EngineConfig, Move, Node, PowerModel, parse_policy};
+use herd_proto::api::{MigrateRequest, NodeState};
+use herd_proto::now_millis;
+use herd_proto::policy::{PolicyDecision, PolicyFigure, PolicyInfo, SetPolicyRequest};
+use herd_proto::state::ContainerState;
+
+use crate::control::Control;
+use crate::error::{Error, Result};
+
+/// How many decisions `herd policy explain` can show.
+const DECISIONS_KEPT: usize = 200;
+/// How much of each container's history a policy sees.
+const WINDOW_MS: u64 = 300_000;
+/// The power model of a node, for the policies that count watts: nodes do not report theirs.
+const POWER: PowerModel = PowerModel { idle_watts: 100.0, peak_watts: 300.0 };
+/// The shortest evaluation interval accepted.
+const MIN_INTERVAL: Duration = Duration::from_millis(100);
+
+/// The engine and what it decided.
+pub struct PolicyState {
+    engine: Engine,
+    interval: Duration,
+    since: u64,
+    evaluations: u64,
+    decisions: VecDeque<PolicyDecision>,
+}
+
+impl PolicyState {
+    /// The engine running `spec` every `interval`.
+    pub fn new(spec: &str, interval: Duration) -> anyhow::Result<PolicyState> {
+        let policy = parse_policy(spec).map_err(|e| anyhow::anyhow!("--policy {spec:?}: {e}"))?;
+        check_interval(interval.as_secs_f64()).map_err(|e| anyhow::anyhow!("--policy-interval: {e}"))?;
+        Ok(PolicyState {
+            engine: Engine::new(policy, CostModel::default(), EngineConfig::default()),
+            interval,
+            since: now_millis(),
+            evaluations: 0,
+            decisions: VecDeque::new(),
+        })
+    }
+
+    fn info(&self) -> PolicyInfo {
+        let c = self.engine.config;
+        PolicyInfo {
+            spec: self.engine.policy.spec(),
+            interval_secs: self.interval.as_secs_f64(),
+            max_concurrent: c.max_concurrent,
+            cooldown_secs: c.cooldown_secs,
+            hysteresis_secs: c.hysteresis_secs,
+            since: self.since,
+            evaluations: self.evaluations,
+        }
+    }
+
+    fn record(&mut self, d: PolicyDecision) {
+        if self.decisions.len() == DECISIONS_KEPT {
+            self.decisions.pop_front();
+        }
+        self.decisions.push_back(d);
+    }
+
+    /// Sets the outcome of the newest decision about `container`.
+    fn settle(&mut self, container: &str, outcome: &str, detail: String) {
+        if let Some(d) = self.decisions.iter_mut().rev().find(|d| d.container == container) {
+            d.outcome = outcome.into();
+            d.detail = Some(detail);
+        }
+    }
+}
+
+fn check_interval(secs: f64) -> std::result::Result<(), String> {
+    if secs.is_finite() && secs >= MIN_INTERVAL.as_secs_f64() {
+        Ok(())
+    } else {
+        Err(format!("the interval must be at least {} s, not {secs}", MIN_INTERVAL.as_secs_f64()))
+    }
+}
+
+/// A planned move as the API shows it.
+fn decision(m: &Move) -> PolicyDecision {
+    let r = &m.reason;
+    PolicyDecision {
+        time: now_millis(),
+        policy: r.policy.clone(),
+        container: m.container.clone(),
+        from: m.from.clone(),
+        to: m.to.clone(),
+        summary: r.summary.clone(),
+        figures: r.figures.iter().map(|f| PolicyFigure { name: f.name.clone(), value: f.value }).collect(),
+        predicted_gain: r.predicted_gain,
+        gain_unit: r.gain_unit.clone(),
+        estimated_downtime_secs: r.estimated_cost.downtime_secs,
+        estimated_transfer_secs: r.estimated_cost.transfer_secs,
+        estimated_bytes: r.estimated_cost.bytes,
+        outcome: "migrating".into(),
+        detail: None,
+    }
+}
+
+impl Control {
+    pub(crate) fn policy_info(&self) -> PolicyInfo {
+        self.policy.lock().unwrap().info()
+    }
+
+    /// `PUT /v1/policy`: a spec that does not parse changes nothing. The engine's record of
+    /// recent moves (cool-down, hysteresis) carries over to the new policy.
+    pub(crate) async fn set_policy(&self, req: &SetPolicyRequest) -> Result<PolicyInfo> {
+        let policy = parse_policy(&req.spec).map_err(|e| Error::bad_request(e.to_string()))?;
+        if let Some(secs) = req.interval_secs {
+            check_interval(secs).map_err(Error::bad_request)?;
+        }
+        let info = {
+            let mut p = self.policy.lock().unwrap();
+            p.engine.policy = policy;
+            if let Some(secs) = req.interval_secs {
+                p.interval = Duration::from_secs_f64(secs);
+            }
+            p.since = now_millis();
+            p.info()
+        };
+        let msg = format!("policy set to {} (every {} s)", info.spec, info.interval_secs);
+        self.events.emit("policy", "set", &info.spec, None, msg).await;
+        Ok(info)
+    }
+
+    /// The newest `limit` decisions, oldest first.
+    pub(crate) fn policy_decisions(&self, limit: usize) -> Vec<PolicyDecision> {
+        let p = self.policy.lock().unwrap();
+        p.decisions.iter().skip(p.decisions.len().saturating_sub(limit)).cloned().collect()
+    }
+
+    /// Evaluates the policy every interval, for as long as the Control node runs.
+    pub(crate) async fn run_policy(self: Arc<Self>) {
+        let origin = Instant::now();
+        loop {
+            let interval = self.policy.lock().unwrap().interval;
+            tokio::time::sleep(interval).await;
+            self.clone().evaluate_policy(origin.elapsed().as_secs_f64()).await;
+        }
+    }
+
+    /// One evaluation: plans, explains and carries out the moves one after the other.
+    async fn evaluate_policy(self: Arc<Self>, now: f64) {
+        if self.policy.lock().unwrap().engine.policy.spec() == "none" {
+            return;
+        }
+        let Some(cluster) = self.policy_snapshot() else { return };
+        let in_flight = self.migrating.lock().unwrap().len();
+        let plan = {
+            let mut p = self.policy.lock().unwrap();
+            p.evaluations += 1;
+            p.engine.evaluate(now, &cluster, in_flight)
+        };
+        for (m, why) in &plan.deferred {
+            tracing::debug!("policy: {} from {} to {} held back: {why}", m.container, m.from, m.to);
+        }
+        for m in plan.moves {
+            let d = decision(&m);
+            let text = d.explain();
+            self.policy.lock().unwrap().record(d);
+            let msg = format!("moving {} from {} to {}: {text}", m.container, m.from, m.to);
+            self.events.emit("policy", "decide", &m.container, Some(&m.from), msg).await;
+            let req = MigrateRequest { to: Some(m.to.clone()), ..Default::default() };
+            // Nobody follows a policy migration's progress: its events tell the story.
+            let (updates, _) = tokio::sync::mpsc::channel(1);
+            match self.clone().migrate(m.container.clone(), req, updates).await {
+                Ok(report) => {
+                    let detail = format!("migration {} took {} ms", report.id, report.total_ms);
+                    self.policy.lock().unwrap().settle(&m.container, "moved", detail);
+                }
+                Err(e) => {
+                    self.policy.lock().unwrap().settle(&m.container, "failed", e.message.clone());
+                    let msg = format!("moving {} from {} to {} failed: {}", m.container, m.from, m.to, e.message);
+                    self.events.emit("policy", "fail", &m.container, Some(&m.from), msg).await;
+                }
+            }
+        }
+    }
+
+    /// The cluster as the policies see it: ready nodes (at least two, else there is nothing
+    /// to decide), and the running containers on them that are not migrating.
+    fn policy_snapshot(&self) -> Option<Cluster> {
+        let view = self.view.read().unwrap();
+        let migrating = self.migrating.lock().unwrap().keys().cloned().collect::<Vec<_>>();
+        let mut ready: Vec<_> = view.nodes.values().filter(|n| n.state == NodeState::Ready).collect();
+        if ready.len() < 2 {
+            return None;
+        }
+        ready.sort_by(|a, b| a.record.name.cmp(&b.record.name));
+        let index: HashMap<&str, usize> = ready.iter().enumerate().map(|(i, n)| (n.record.name.as_str(), i)).collect();
+        let nodes = ready
+            .iter()
+            .map(|n| Node {
+                name: n.record.name.clone(),
+                cpu_cores: n.record.capacity.cpus_milli as f64 / 1000.0,
+                memory_bytes: n.record.capacity.memory_bytes,
+                power: POWER,
+            })
+            .collect();
+        let monitoring = self.monitoring.lock().unwrap();
+        let to = now_millis();
+        let mut containers: Vec<Container> = view
+            .containers
+            .values()
+            .filter(|c| !migrating.contains(&c.name))
+            .filter_map(|c| {
+                let s = view.statuses.get(&c.id).filter(|s| s.state == ContainerState::Running)?;
+                let node = *index.get(s.node.as_str())?;
+                let (cpu, memory) = monitoring.demand(&c.id, to.saturating_sub(WINDOW_MS), to);
+                Some(Container {
+                    name: c.name.clone(),
+                    node,
+                    cpu,
+                    memory_bytes: memory.or(c.limits.memory_bytes).unwrap_or(0),
+                    dirty_bytes_per_sec: 0.0,
+                })
+            })
+            .collect();
+        containers.sort_by(|a, b| a.name.cmp(&b.name));
+        let cluster = Cluster { nodes, containers, sample_secs: monitoring.interval_ms() as f64 / 1000.0 };
+        match cluster.check() {
+            Ok(()) => Some(cluster),
+            Err(e) => {
+                tracing::warn!("policy: not evaluating: {e}");
+                None
+            }
+        }
+    }
+}

@@ -1,0 +1,117 @@
+//! The policy engine's API (`/v1/policy`): what runs, and the decisions it made, each with the
+//! figures it was made on, the predicted gain and the estimated cost.
+
+use serde::{Deserialize, Serialize};
+
+use crate::UnixMillis;
+
+/// `GET /v1/policy`: the policy the Control node runs and the engine's safeguards.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PolicyInfo {
+    /// The policy with all of its parameters (`hotspot:threshold=0.8,k=3,n=5,margin=0.1`).
+    pub spec: String,
+    /// Seconds between two evaluations.
+    pub interval_secs: f64,
+    /// At most this many migrations at once (those in flight included).
+    pub max_concurrent: usize,
+    /// A container moved is not moved again for this long, seconds.
+    pub cooldown_secs: f64,
+    /// A container is not moved back to the node it left for this long, seconds.
+    pub hysteresis_secs: f64,
+    /// When the policy was last set, ms since the Unix epoch.
+    pub since: UnixMillis,
+    /// Evaluations made since the Control node started.
+    pub evaluations: u64,
+}
+
+/// `PUT /v1/policy`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SetPolicyRequest {
+    pub spec: String,
+    /// A new evaluation interval, seconds (unchanged when absent).
+    #[serde(default)]
+    pub interval_secs: Option<f64>,
+}
+
+/// One figure a decision was made on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PolicyFigure {
+    pub name: String,
+    pub value: f64,
+}
+
+/// One move the engine decided, explained, and what became of it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PolicyDecision {
+    pub time: UnixMillis,
+    /// The policy that proposed the move.
+    pub policy: String,
+    pub container: String,
+    pub from: String,
+    pub to: String,
+    /// One sentence.
+    pub summary: String,
+    pub figures: Vec<PolicyFigure>,
+    pub predicted_gain: f64,
+    pub gain_unit: String,
+    pub estimated_downtime_secs: f64,
+    pub estimated_transfer_secs: f64,
+    pub estimated_bytes: u64,
+    /// `migrating`, `moved` or `failed`.
+    pub outcome: String,
+    /// The migration's id and duration, or why it failed.
+    #[serde(default)]
+    pub detail: Option<String>,
+}
+
+impl PolicyDecision {
+    /// The whole explanation in one line: the figures, the predicted gain, the estimated cost.
+    pub fn explain(&self) -> String {
+        let figures: Vec<String> = self.figures.iter().map(|f| format!("{}={}", f.name, round3(f.value))).collect();
+        format!(
+            "{}: {} (figures: {}; predicted gain {} {}; estimated cost: downtime {:.2} s, transfer {:.2} s, {} bytes)",
+            self.policy,
+            self.summary,
+            figures.join(", "),
+            round3(self.predicted_gain),
+            self.gain_unit,
+            self.estimated_downtime_secs,
+            self.estimated_transfer_secs,
+            self.estimated_bytes
+        )
+    }
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn explain_names_figures_gain_and_cost() {
+        let d = PolicyDecision {
+            time: 0,
+            policy: "hotspot".into(),
+            container: "c".into(),
+            from: "n1".into(),
+            to: "n2".into(),
+            summary: "move c off n1".into(),
+            figures: vec![PolicyFigure { name: "from_util".into(), value: 0.87654 }],
+            predicted_gain: 0.25,
+            gain_unit: "cores above threshold".into(),
+            estimated_downtime_secs: 0.23,
+            estimated_transfer_secs: 0.5,
+            estimated_bytes: 1000,
+            outcome: "migrating".into(),
+            detail: None,
+        };
+        assert_eq!(
+            d.explain(),
+            "hotspot: move c off n1 (figures: from_util=0.877; predicted gain 0.25 cores above threshold; \
+             estimated cost: downtime 0.23 s, transfer 0.50 s, 1000 bytes)"
+        );
+    }
+}
