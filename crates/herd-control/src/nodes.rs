@@ -103,31 +103,35 @@ impl Control {
         };
         hosted.sort_by(|a, b| a.0.cmp(&b.0));
         for (name, state) in hosted {
-            if state != ContainerState::Running {
-                let reason = format!("container {name} is {}: only running containers are moved", state.as_str());
-                report.stayed.push(DrainStay { container: name, reason });
-                continue;
-            }
-            // Updates are not forwarded: the report below says what happened.
-            let (updates, mut ignored) = tokio::sync::mpsc::channel(16);
-            let drop_updates = tokio::spawn(async move { while ignored.recv().await.is_some() {} });
-            let req = MigrateRequest { to: None, mode: ModeRequest::Auto, bandwidth: None };
-            let result = self.clone().migrate(name.clone(), req, updates).await;
-            let _ = drop_updates.await;
-            match result {
-                Ok(m) => {
-                    let msg = format!("drain of node {node}: container {name} moved to {}", m.destination);
-                    self.events.emit("node", "drain-move", node, Some(node), msg).await;
-                    report.moved.push(DrainMove { container: name, to: m.destination, migration: m.id });
+            let reason = if state == ContainerState::Running {
+                match self.clone().move_away(&name).await {
+                    Ok(m) => {
+                        let msg = format!("drain of node {node}: container {name} moved to {}", m.destination);
+                        self.events.emit("node", "drain-move", node, Some(node), msg).await;
+                        report.moved.push(DrainMove { container: name, to: m.destination, migration: m.id });
+                        continue;
+                    }
+                    Err(e) => e.message,
                 }
-                Err(e) => {
-                    let msg = format!("drain of node {node}: container {name} stays: {}", e.message);
-                    self.events.emit("node", "drain-stay", node, Some(node), msg).await;
-                    report.stayed.push(DrainStay { container: name, reason: e.message });
-                }
-            }
+            } else {
+                format!("container {name} is {}: only running containers are moved", state.as_str())
+            };
+            let msg = format!("drain of node {node}: container {name} stays: {reason}");
+            self.events.emit("node", "drain-stay", node, Some(node), msg).await;
+            report.stayed.push(DrainStay { container: name, reason });
         }
         Ok(report)
+    }
+
+    /// Migrates a container to the node the scheduler picks (mode auto). Progress updates are
+    /// not forwarded: the drain report says what happened.
+    async fn move_away(self: Arc<Self>, name: &str) -> Result<herd_proto::migration::MigrationReport> {
+        let (updates, mut ignored) = tokio::sync::mpsc::channel(16);
+        let drop_updates = tokio::spawn(async move { while ignored.recv().await.is_some() {} });
+        let req = MigrateRequest { to: None, mode: ModeRequest::Auto, bandwidth: None };
+        let result = self.migrate(name.to_string(), req, updates).await;
+        let _ = drop_updates.await;
+        result
     }
 }
 
