@@ -1,7 +1,7 @@
 //! The cluster state: records kept in JetStream key-value buckets (see [`crate::subjects`]).
 //!
-//! Each bucket has one writer. The Control node writes images and containers (the desired
-//! state); each node writes its own [`NodeRecord`] and the [`ContainerStatus`] of the
+//! Each bucket has one writer. The Control node writes images, containers (the desired
+//! state) and the operator's [`NodeSettings`]; each node writes its own [`NodeRecord`] and the [`ContainerStatus`] of the
 //! containers it runs (the observed state). A restarted component reads them back.
 
 use std::collections::BTreeMap;
