@@ -1,8 +1,9 @@
 //! The cluster state: records kept in JetStream key-value buckets (see [`crate::subjects`]).
 //!
 //! Each bucket has one writer. The Control node writes images, containers (the desired
-//! state) and the operator's [`NodeSettings`]; each node writes its own [`NodeRecord`] and the [`ContainerStatus`] of the
-//! containers it runs (the observed state). A restarted component reads them back.
+//! state) and the operator's [`NodeSettings`]; each node writes its own [`NodeRecord`] and
+//! the [`ContainerStatus`] of the containers it runs (the observed state). A restarted
+//! component reads them back.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
