@@ -151,16 +151,16 @@ impl Control {
 
     /// One evaluation: plans, explains and carries out the moves one after the other.
     async fn evaluate_policy(self: Arc<Self>, now: f64) {
-        if self.policy.lock().unwrap().engine.policy.spec() == "none" {
-            return;
+        {
+            let mut p = self.policy.lock().unwrap();
+            p.evaluations += 1;
+            if p.engine.policy.spec() == "none" {
+                return;
+            }
         }
         let Some(cluster) = self.policy_snapshot() else { return };
         let in_flight = self.migrating.lock().unwrap().len();
-        let plan = {
-            let mut p = self.policy.lock().unwrap();
-            p.evaluations += 1;
-            p.engine.evaluate(now, &cluster, in_flight)
-        };
+        let plan = { self.policy.lock().unwrap().engine.evaluate(now, &cluster, in_flight) };
         for (m, why) in &plan.deferred {
             tracing::debug!("policy: {} from {} to {} held back: {why}", m.container, m.from, m.to);
         }
