@@ -12,7 +12,7 @@ use herd_policy::{Cluster, Container, CostModel, Engine, EngineConfig, Move, Nod
 use herd_proto::api::{MigrateRequest, NodeState};
 use herd_proto::now_millis;
 use herd_proto::policy::{PolicyDecision, PolicyFigure, PolicyInfo, SetPolicyRequest};
-use herd_proto::state::ContainerState;
+use herd_proto::state::{Availability, ContainerState};
 
 use crate::control::Control;
 use crate::error::{Error, Result};
@@ -187,12 +187,17 @@ impl Control {
         }
     }
 
-    /// The cluster as the policies see it: ready nodes (at least two, else there is nothing
-    /// to decide), and the running containers on them that are not migrating.
+    /// The cluster as the policies see it: ready nodes that are not draining (at least two,
+    /// else there is nothing to decide; a draining node is `herd nodes drain`'s to empty),
+    /// and the running containers on them that are not migrating.
     fn policy_snapshot(&self) -> Option<Cluster> {
         let view = self.view.read().unwrap();
         let migrating = self.migrating.lock().unwrap().keys().cloned().collect::<Vec<_>>();
-        let mut ready: Vec<_> = view.nodes.values().filter(|n| n.state == NodeState::Ready).collect();
+        let mut ready: Vec<_> = view
+            .nodes
+            .values()
+            .filter(|n| n.state == NodeState::Ready && view.availability_of(&n.record.name) != Availability::Drain)
+            .collect();
         if ready.len() < 2 {
             return None;
         }
