@@ -3,6 +3,7 @@
 
 use serde::Serialize;
 
+use crate::cluster::Cluster;
 use crate::cost::MigrationCost;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -37,6 +38,19 @@ pub struct Move {
     /// Gain per unit of cost, scaled by the policy's weight: higher is done first.
     pub score: f64,
     pub reason: Explanation,
+}
+
+impl Move {
+    /// Container `container` from node `from` to node `to` (indices into `cluster`).
+    pub fn new(cluster: &Cluster, container: usize, from: usize, to: usize, score: f64, reason: Explanation) -> Move {
+        Move {
+            container: cluster.containers[container].name.clone(),
+            from: cluster.nodes[from].name.clone(),
+            to: cluster.nodes[to].name.clone(),
+            score,
+            reason,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

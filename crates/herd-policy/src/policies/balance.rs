@@ -53,12 +53,13 @@ impl Policy for Balance {
             }
             let Some((score, c, gain)) = best else { break };
             let ct = &cluster.containers[c];
-            moves.push(Move {
-                container: ct.name.clone(),
-                from: cluster.nodes[hi].name.clone(),
-                to: cluster.nodes[lo].name.clone(),
+            moves.push(Move::new(
+                cluster,
+                c,
+                hi,
+                lo,
                 score,
-                reason: Explanation {
+                Explanation {
                     policy: "balance".into(),
                     summary: format!(
                         "{} at {:.0}% and {} at {:.0}% differ by more than {:.0} points: moving {} narrows the gap by {:.0} points",
@@ -80,7 +81,7 @@ impl Policy for Balance {
                     gain_unit: "utilisation gap narrowed".into(),
                     estimated_cost: cost.predict(ct.memory_bytes, ct.dirty_bytes_per_sec),
                 },
-            });
+            ));
             layout.apply(c, lo);
         }
         Plan { moves, ..Plan::default() }

@@ -151,12 +151,13 @@ impl Policy for Forecast {
                     fig("horizon_secs", self.horizon_secs),
                     fig("threshold", self.threshold),
                 ];
-                moves.push(Move {
-                    container: ct.name.clone(),
-                    from: cluster.nodes[node].name.clone(),
-                    to: cluster.nodes[to].name.clone(),
+                moves.push(Move::new(
+                    cluster,
+                    c,
+                    node,
+                    to,
                     score,
-                    reason: Explanation {
+                    Explanation {
                         policy: "forecast".into(),
                         summary: format!(
                             "{} is predicted to peak at {:.0}% CPU within {:.0} min (threshold {:.0}%, now {:.0}%): moving {} to {} cuts {:.2} cores of the peak",
@@ -174,7 +175,7 @@ impl Policy for Forecast {
                         gain_unit: "predicted peak cores above threshold".into(),
                         estimated_cost: cost.predict(ct.memory_bytes, ct.dirty_bytes_per_sec),
                     },
-                });
+                ));
                 o.apply(c, to);
                 mem.apply(c, to);
             }

@@ -55,12 +55,13 @@ impl Relief<'_> {
                     fig("container_cpu", layout.demand[c]),
                     fig("trigger", self.trigger),
                 ]);
-                moves.push(Move {
-                    container: ct.name.clone(),
-                    from: cluster.nodes[node].name.clone(),
-                    to: cluster.nodes[to].name.clone(),
+                moves.push(Move::new(
+                    cluster,
+                    c,
+                    node,
+                    to,
                     score,
-                    reason: Explanation {
+                    Explanation {
                         policy: self.policy.into(),
                         summary: format!(
                             "{} is at {:.0}% CPU (trigger {:.0}%): moving {} ({:.2} cores) to {} relieves {:.2} cores",
@@ -77,7 +78,7 @@ impl Relief<'_> {
                         gain_unit: self.gain_unit.into(),
                         estimated_cost: cost.predict(ct.memory_bytes, ct.dirty_bytes_per_sec),
                     },
-                });
+                ));
                 layout.apply(c, to);
             }
         }
