@@ -61,6 +61,13 @@ fn fail(context: &str, e: impl std::fmt::Display) -> String {
 }
 
 impl Runtime {
+    /// Holds container `id`'s operation lock, when the node knows the container, so that
+    /// nothing else changes its checkpoints meanwhile.
+    async fn hold_checkpoints(&self, id: &str) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+        let c = self.get(id).ok()?;
+        Some(c.op.clone().lock_owned().await)
+    }
+
     /// `ExportCheckpoint`: writes checkpoint `checkpoint_id` of container `id` to `store` as
     /// object `object`, as a checkpoint archive.
     pub async fn export_checkpoint(
@@ -71,12 +78,7 @@ impl Runtime {
         object: &str,
     ) -> OpResult<NodeReply> {
         herd_proto::names::validate_container_name(checkpoint_id).map_err(|e| e.0)?;
-        // Nothing else changes the container's checkpoints meanwhile.
-        let known = self.get(id).ok();
-        let _op = match &known {
-            Some(c) => Some(c.op.lock().await),
-            None => None,
-        };
+        let _op = self.hold_checkpoints(id).await;
         let dir = self.cfg.paths.checkpoint(id, checkpoint_id);
         if !dir.join(CRIU_IMAGES).exists() {
             return Err(format!("checkpoint {checkpoint_id} of container {id} is not on node {}", self.cfg.node));
@@ -124,12 +126,7 @@ impl Runtime {
         object: &str,
     ) -> OpResult<NodeReply> {
         herd_proto::names::validate_container_name(checkpoint_id).map_err(|e| e.0)?;
-        // Nothing else changes the container's checkpoints meanwhile.
-        let known = self.get(&spec.id).ok();
-        let _op = match &known {
-            Some(c) => Some(c.op.lock().await),
-            None => None,
-        };
+        let _op = self.hold_checkpoints(&spec.id).await;
         let parent = self.cfg.paths.checkpoints_dir(&spec.id);
         std::fs::create_dir_all(&parent).map_err(|e| fail(&format!("creating {}", parent.display()), e))?;
         let tag: u32 = rand::random();
@@ -196,12 +193,7 @@ impl Runtime {
     /// `DropCheckpoint`: deletes one checkpoint (gone already is fine).
     pub async fn drop_checkpoint(&self, id: &str, checkpoint_id: &str) -> OpResult<NodeReply> {
         herd_proto::names::validate_container_name(checkpoint_id).map_err(|e| e.0)?;
-        // Nothing else changes the container's checkpoints meanwhile.
-        let known = self.get(id).ok();
-        let _op = match &known {
-            Some(c) => Some(c.op.lock().await),
-            None => None,
-        };
+        let _op = self.hold_checkpoints(id).await;
         let dir = self.cfg.paths.checkpoint(id, checkpoint_id);
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => {}

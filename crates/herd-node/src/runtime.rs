@@ -76,7 +76,8 @@ pub(crate) struct Live {
 pub(crate) struct Container {
     pub(crate) spec: ContainerSpec,
     pub(crate) paths: ContainerPaths,
-    pub(crate) op: tokio::sync::Mutex<()>,
+    /// Held by whatever changes the container (start, stop, checkpoint, migrate...).
+    pub(crate) op: Arc<tokio::sync::Mutex<()>>,
     pub(crate) live: Mutex<Live>,
     /// Carries the generation whose shim exited.
     pub(crate) exited: watch::Sender<u64>,
@@ -87,7 +88,7 @@ impl Container {
         Container {
             spec,
             paths,
-            op: tokio::sync::Mutex::new(()),
+            op: Arc::new(tokio::sync::Mutex::new(())),
             live: Mutex::new(Live::default()),
             exited: watch::channel(0).0,
         }
