@@ -42,12 +42,18 @@ pub async fn run(state: &UpState, purge: bool) {
     }
     problems.extend(network::teardown(state).await);
     problems.extend(remove_cgroup_tree(&format!("/herd/{}", layout.opts.name)));
-    // `/herd` is shared by all clusters on the machine: it goes once the last one has.
-    herd_node::cgroups::remove_if_empty("/herd");
     if let Err(e) = std::fs::remove_dir_all(&layout.opts.run_dir)
         && e.kind() != std::io::ErrorKind::NotFound
     {
         problems.push(format!("removing {}: {e}", layout.opts.run_dir.display()));
+    }
+    // `/herd` is shared by all clusters on the machine: it goes with the last one, never
+    // while another cluster still has a run directory (and may be creating cgroups under it:
+    // runc fails if `/herd` vanishes between its mkdirs).
+    let other_clusters =
+        layout.opts.run_dir.parent().and_then(|d| std::fs::read_dir(d).ok()).is_some_and(|mut d| d.next().is_some());
+    if !other_clusters {
+        herd_node::cgroups::remove_if_empty("/herd");
     }
     if purge
         && let Err(e) = std::fs::remove_dir_all(&layout.opts.data_dir)
