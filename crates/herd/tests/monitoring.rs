@@ -163,8 +163,9 @@ fn a_silent_node_leaves_a_marked_gap_and_samples_survive_a_broker_restart() {
         (gap.to_ms > gap.from_ms + 3000 && s.points.iter().all(|p| p.ts_ms <= gap.from_ms)).then_some(gap)
     });
     assert!(trailing.from_ms <= silent_from, "{trailing:?} starts after the agent stopped at {silent_from}");
-    stopped.resume();
+    // The silence ends when SIGCONT is sent: a sample can be taken before `resume` returns.
     let resumed = herd_proto::now_millis();
+    stopped.resume();
     let s = wait_for("samples after the agent resumed", T, || {
         let s = series_since(&cluster, "idle", t0);
         s.last_ts_ms.is_some_and(|t| t > resumed).then_some(s)
