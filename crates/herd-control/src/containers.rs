@@ -419,6 +419,7 @@ mod tests {
             },
             source: "oci-layout".into(),
             created_at: 0,
+            registry: None,
         }
     }
 

@@ -112,6 +112,7 @@ impl Control {
                 other => other.to_string(),
             },
             created_at: now_millis(),
+            registry: None,
         };
         self.images.put(&image_key(name), &record).await?;
         self.view.write().unwrap().images.insert(name.to_string(), record.clone());

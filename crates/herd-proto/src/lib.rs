@@ -5,6 +5,7 @@
 //! - [`state`]: the records kept in JetStream key-value buckets (the cluster state).
 //! - [`migration`]: live migration modes, records and reports.
 //! - [`policy`]: the policy engine's settings and explained decisions.
+//! - [`pull`]: `herd image pull`'s request and progress.
 //! - [`checkpoint`]: the manifest of a checkpoint, on a node and in an exported image directory.
 //! - [`subjects`]: NATS subject, bucket and stream names.
 //! - [`units`] and [`names`]: parsing and validation shared by the CLI, the Control node and the agent.
@@ -17,6 +18,7 @@ pub mod migration;
 pub mod names;
 pub mod node;
 pub mod policy;
+pub mod pull;
 pub mod state;
 pub mod subjects;
 pub mod units;

@@ -40,10 +40,13 @@ pub fn validate_node_name(name: &str) -> Result<(), NameError> {
 
 /// Normalises an image reference to `name:tag` (the tag defaults to `latest`, as in Docker)
 /// and checks its characters: `[a-z0-9][a-z0-9._/-]*` for the name, `[A-Za-z0-9_.-]+` for the tag.
+/// The name may start with a registry host and port, as pulled images' names do
+/// (`127.0.0.1:5000/app`).
 ///
 /// ```
 /// assert_eq!(herd_proto::names::normalize_image("busybox").unwrap(), "busybox:latest");
 /// assert_eq!(herd_proto::names::normalize_image("lib/app:1.2").unwrap(), "lib/app:1.2");
+/// assert_eq!(herd_proto::names::normalize_image("127.0.0.1:5000/app").unwrap(), "127.0.0.1:5000/app:latest");
 /// ```
 pub fn normalize_image(reference: &str) -> Result<String, NameError> {
     let err = || {
@@ -55,12 +58,28 @@ pub fn normalize_image(reference: &str) -> Result<String, NameError> {
         Some((n, t)) if !t.contains('/') => (n, t),
         _ => (reference, "latest"),
     };
-    let name_ok = !name.is_empty()
+    // A registry host with a port (`host:5000/`) is the only place a name may hold a ':'.
+    let path = match name.split_once('/') {
+        Some((host, rest)) if host.contains(':') => {
+            let (h, port) = host.rsplit_once(':').unwrap_or((host, ""));
+            let host_ok = !h.is_empty()
+                && h.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || ".-".contains(c))
+                && !port.is_empty()
+                && port.len() <= 5
+                && port.chars().all(|c| c.is_ascii_digit());
+            if !host_ok {
+                return Err(err());
+            }
+            rest
+        }
+        _ => name,
+    };
+    let name_ok = !path.is_empty()
         && name.len() <= 128
-        && name.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._/-".contains(c))
-        && !name.contains("//")
-        && !name.ends_with('/');
+        && path.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && path.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._/-".contains(c))
+        && !path.contains("//")
+        && !path.ends_with('/');
     let tag_ok =
         !tag.is_empty() && tag.len() <= 128 && tag.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
     if name_ok && tag_ok { Ok(format!("{name}:{tag}")) } else { Err(err()) }
@@ -107,7 +126,9 @@ mod tests {
         assert_eq!(normalize_image("busybox").unwrap(), "busybox:latest");
         assert_eq!(normalize_image("busybox:1.36").unwrap(), "busybox:1.36");
         assert_eq!(normalize_image("localhost/app").unwrap(), "localhost/app:latest");
-        for bad in ["", "Busybox", "a b", "x:", ":t", "a//b", "a/"] {
+        assert_eq!(normalize_image("127.0.0.1:5000/app").unwrap(), "127.0.0.1:5000/app:latest");
+        assert_eq!(normalize_image("reg.example:443/a/b:v1").unwrap(), "reg.example:443/a/b:v1");
+        for bad in ["", "Busybox", "a b", "x:", ":t", "a//b", "a/", "h:x/app", ":5000/app", "h:5000/", "a:1:2/b"] {
             assert!(normalize_image(bad).is_err(), "{bad:?}");
         }
         assert_eq!(image_key("busybox:latest"), "busybox=latest");

@@ -149,9 +149,22 @@ pub struct ImageRecord {
     /// Layers from the bottom one up.
     pub layers: Vec<LayerRef>,
     pub config: ImageConfig,
-    /// What was imported: `rootfs directory`, `rootfs tarball`, `oci-layout` or `docker save`.
+    /// What was imported: `rootfs directory`, `rootfs tarball`, `oci-layout` or `docker save`;
+    /// `registry` for a pulled image.
     pub source: String,
     pub created_at: UnixMillis,
+    /// Where a pulled image came from (`None` for imported ones).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry: Option<RegistryOrigin>,
+}
+
+/// The registry reference and manifest a pulled image was made from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistryOrigin {
+    /// Canonical reference as pulled: `docker.io/library/busybox:latest`, `host:port/repo@sha256:...`.
+    pub reference: String,
+    /// `sha256:<hex>` of the image manifest.
+    pub manifest_digest: String,
 }
 
 impl ImageRecord {
