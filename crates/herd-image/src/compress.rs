@@ -32,6 +32,15 @@ pub(crate) fn sniff(head: &[u8]) -> Sniffed {
     }
 }
 
+/// The compression a layer blob starting with `head` uses, or the name of a compression
+/// format Herd does not read.
+pub fn layer_compression(head: &[u8]) -> Result<Compression, &'static str> {
+    match sniff(head) {
+        Sniffed::Known(c) => Ok(c),
+        Sniffed::Unsupported(format) => Err(format),
+    }
+}
+
 /// Sniffs a file's compression; `what` names it in errors.
 pub(crate) fn sniff_file(path: &Path, what: &str) -> Result<Compression, ImageError> {
     let mut file = File::open(path).map_err(ImageError::io("open", path))?;

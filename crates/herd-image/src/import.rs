@@ -237,6 +237,21 @@ impl ConfigFile {
     }
 }
 
+/// An image configuration blob read for what starts a container, and the platform it is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParsedConfig {
+    pub config: ImageConfig,
+    pub os: String,
+    pub architecture: String,
+}
+
+/// Reads an OCI or Docker image configuration blob (what `herd image pull` fetches from a
+/// registry) the way [`import_archive`] reads one from an archive.
+pub fn parse_image_config(bytes: &[u8]) -> Result<ParsedConfig, serde_json::Error> {
+    let file: ConfigFile = serde_json::from_slice(bytes)?;
+    Ok(ParsedConfig { config: file.image_config(), os: file.os.clone(), architecture: file.architecture.clone() })
+}
+
 /// Whether a platform is one this host runs: Linux (or unspecified) on the host architecture.
 fn runs_here(os: &str, architecture: &str) -> bool {
     (os.is_empty() || os == "linux") && architecture == host_architecture()

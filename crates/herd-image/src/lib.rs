@@ -29,6 +29,7 @@ pub use checkpoint::{
 pub use digest::sha256_file;
 pub use error::ImageError;
 pub use extract::{OPAQUE_XATTR, extract_layer};
-pub use import::{ImageSource, ImportedImage, ImportedLayer, blob_path, import_archive};
+pub use compress::layer_compression;
+pub use import::{ImageSource, ImportedImage, ImportedLayer, ParsedConfig, blob_path, import_archive, parse_image_config};
 pub use pack::pack_dir;
 pub use upper::pack_upper;
