@@ -235,6 +235,17 @@ pub struct RunArgs {
     /// Placement strategy for this container, instead of the cluster's default.
     #[arg(long, value_parser = ["spread", "binpack", "random"])]
     pub strategy: Option<String>,
+    /// Publish a container port on its node: [HOST_IP:]HOST_PORT:CONTAINER_PORT[/tcp|/udp];
+    /// only nodes where the host port is free are chosen; repeatable.
+    #[arg(long = "publish", short = 'p', value_name = "PORTS")]
+    pub publish: Vec<String>,
+    /// container:NAME shares NAME's network namespace (and so runs on its node).
+    #[arg(long, value_name = "MODE")]
+    pub network: Option<String>,
+    /// Mount a named volume, a directory of the node kept after the container:
+    /// NAME:/path[:ro]; containers using one volume run on one node; repeatable.
+    #[arg(long = "volume", short = 'v', value_name = "NAME:PATH")]
+    pub volumes: Vec<String>,
     /// Run in the background and print the container's name (the default; kept for Docker users).
     #[arg(long, short = 'd')]
     pub detach: bool,
@@ -270,6 +281,9 @@ pub async fn run(client: &Client, args: RunArgs) -> anyhow::Result<()> {
         constraints,
         affinities,
         strategy: args.strategy,
+        ports: args.publish,
+        network: args.network,
+        volumes: args.volumes,
     };
     let info: ContainerInfo = client.post("/v1/containers", &req).await?;
     if args.json {
@@ -306,7 +320,7 @@ pub async fn ps(client: &Client, args: PsArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let now = now_millis();
-    let mut t = table(&["NAME", "IMAGE", "COMMAND", "NODE", "IP", "STATUS", "CREATED"]);
+    let mut t = table(&["NAME", "IMAGE", "COMMAND", "NODE", "IP", "STATUS", "CREATED", "PORTS"]);
     for c in &list {
         t.add_row(vec![
             c.name.clone(),
@@ -316,6 +330,7 @@ pub async fn ps(client: &Client, args: PsArgs) -> anyhow::Result<()> {
             c.ip.to_string(),
             format::status(c, now),
             format!("{} ago", format::ago(c.created_at, now)),
+            c.host.ports_text(),
         ]);
     }
     for line in t.lines() {
@@ -359,6 +374,20 @@ pub async fn inspect(client: &Client, args: InspectArgs) -> anyhow::Result<()> {
         ("Error", opt(c.error.clone())),
         ("Labels", c.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", ")),
         ("Env", c.env.join(" ")),
+        ("Ports", opt(Some(c.host.ports_text()).filter(|p| !p.is_empty()))),
+        ("Network", c.host.network.as_ref().map(|n| format!("container:{}", n.name)).unwrap_or_else(|| "own".into())),
+        (
+            "Volumes",
+            opt(Some(
+                c.host
+                    .volumes
+                    .iter()
+                    .map(|v| format!("{}:{}{}", v.name, v.target, if v.read_only { ":ro" } else { "" }))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            )
+            .filter(|v| !v.is_empty())),
+        ),
     ];
     let mut out = std::io::stdout().lock();
     for (k, v) in rows {

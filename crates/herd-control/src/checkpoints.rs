@@ -285,10 +285,12 @@ impl Control {
                     record.node
                 )));
             }
+            crate::hostconfig::ensure_movable(&view, &record)?;
             let request = Request {
                 cpus_milli: record.limits.cpus_milli.unwrap_or(0),
                 memory_bytes: record.limits.memory_bytes.unwrap_or(0),
                 node: Some(target.clone()),
+                ports: record.host.ports.clone(),
                 ..Default::default()
             };
             herd_sched::place(&view.candidates(), &request, Strategy::Spread).map_err(|e| {
@@ -468,6 +470,7 @@ mod tests {
                 })
                 .collect(),
             migrations: vec![],
+            host: Default::default(),
         }
     }
 

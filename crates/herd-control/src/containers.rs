@@ -96,6 +96,7 @@ impl Control {
             ip: c.ip,
             limits: c.limits,
             labels: c.labels.clone(),
+            host: c.host.clone(),
         }
     }
 
@@ -160,6 +161,7 @@ impl Control {
         }
         .with_expressions(&req.constraints, &req.affinities)
         .map_err(|e| Error::bad_request(e.0))?;
+        let requested = crate::hostconfig::parse(&req)?;
         for k in req.labels.keys() {
             if k.is_empty() {
                 return Err(Error::bad_request("label keys must not be empty"));
@@ -181,11 +183,17 @@ impl Control {
         };
         let _guard = self.lock(&name).await;
 
+        let (joined_ip, host_config);
         let node = {
             let view = self.view.read().unwrap();
             if let Some(existing) = view.containers.get(&name) {
                 return Err(name_in_use(&name, &existing.id));
             }
+            let (host, shared) = crate::hostconfig::resolve(&view, &requested)?;
+            // A container that joins another's network namespace has that one's address.
+            joined_ip = shared.map(|s| s.ip);
+            host_config = host;
+            let placement = crate::hostconfig::placement(placement, &host_config);
             let candidates = view.candidates();
             herd_sched::place(&candidates, &placement, strategy).map_err(|e| {
                 if req.node.is_some() && e.exclusions.iter().any(|x| x.reason == "no such node") {
@@ -196,9 +204,12 @@ impl Control {
             })?
         };
 
-        let ip = self.ipam.lock().unwrap().allocate().ok_or_else(|| {
-            Error::conflict(format!("no free address left in the container range {}", self.cfg.container_cidr))
-        })?;
+        let ip = match joined_ip {
+            Some(ip) => ip,
+            None => self.ipam.lock().unwrap().allocate().ok_or_else(|| {
+                Error::conflict(format!("no free address left in the container range {}", self.cfg.container_cidr))
+            })?,
+        };
         let record = ContainerRecord {
             id: new_id(),
             name: name.clone(),
@@ -219,15 +230,20 @@ impl Control {
             desired: Desired::Running,
             checkpoints: Vec::new(),
             migrations: Vec::new(),
+            host: host_config,
         };
         match self.containers.create(&name, &record).await {
             Ok(Ok(_)) => {}
             Ok(Err(_)) => {
-                self.ipam.lock().unwrap().release(ip);
+                if joined_ip.is_none() {
+                    self.ipam.lock().unwrap().release(ip);
+                }
                 return Err(name_in_use(&name, "(another Control node)"));
             }
             Err(e) => {
-                self.ipam.lock().unwrap().release(ip);
+                if joined_ip.is_none() {
+                    self.ipam.lock().unwrap().release(ip);
+                }
                 return Err(e.into());
             }
         }
@@ -273,8 +289,12 @@ impl Control {
         let mut view = self.view.write().unwrap();
         view.remove_container(&record.name);
         view.statuses.remove(&record.id);
+        // Containers sharing a network namespace share its address: the last one frees it.
+        let still_used = view.containers.values().any(|c| c.ip == record.ip);
         drop(view);
-        self.ipam.lock().unwrap().release(record.ip);
+        if !still_used {
+            self.ipam.lock().unwrap().release(record.ip);
+        }
     }
 
     async fn set_desired(&self, mut record: ContainerRecord, desired: Desired) -> Result<ContainerRecord> {
@@ -309,6 +329,13 @@ impl Control {
         if state == ContainerState::Running && !force {
             return Err(Error::conflict(format!(
                 "container {name} is running: stop it first (herd stop {name}) or force it (herd rm -f {name})"
+            )));
+        }
+        let sharers = crate::hostconfig::sharers(&self.view.read().unwrap(), name);
+        if !sharers.is_empty() && !force {
+            return Err(Error::conflict(format!(
+                "containers {} share the network namespace of {name}: remove them first, or force it (herd rm -f {name}) and leave them without a network",
+                sharers.join(", ")
             )));
         }
         let req = NodeRequest::Remove { id: record.id.clone(), force, keep_checkpoints: false };

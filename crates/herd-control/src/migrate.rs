@@ -181,6 +181,7 @@ impl Control {
     /// compatibility, and the mode.
     fn plan(&self, record: &ContainerRecord, req: MigrateRequest) -> Result<(String, MigrationMode, String)> {
         let view = self.view.read().unwrap();
+        crate::hostconfig::ensure_movable(&view, record)?;
         let source = &record.node;
         let candidates: Vec<herd_sched::Candidate> =
             view.candidates().into_iter().filter(|c| &c.name != source).collect();
@@ -188,6 +189,8 @@ impl Control {
             cpus_milli: record.limits.cpus_milli.unwrap_or(0),
             memory_bytes: record.limits.memory_bytes.unwrap_or(0),
             node: req.to.clone(),
+            // Its published ports must be free at the destination.
+            ports: record.host.ports.clone(),
             ..Default::default()
         };
         if let Some(to) = &req.to {

@@ -111,12 +111,21 @@ impl View {
                 .or_default()
                 .push(herd_sched::Hosted { name: c.name.clone(), image: c.image.clone() });
         }
+        // Published ports and named volumes in use, per node (port and dependency filters).
+        let mut shared: HashMap<&str, (Vec<herd_proto::hostconfig::PortMapping>, std::collections::BTreeSet<String>)> =
+            HashMap::new();
+        for c in self.containers.values().filter(|c| !c.host.ports.is_empty() || !c.host.volumes.is_empty()) {
+            let e = shared.entry(c.node.as_str()).or_default();
+            e.0.extend(c.host.ports.iter().copied());
+            e.1.extend(c.host.volumes.iter().map(|v| v.name.clone()));
+        }
         let mut out: Vec<herd_sched::Candidate> = self
             .nodes
             .values()
             .map(|n| {
                 let (allocated, containers) = allocations.get(n.record.name.as_str()).copied().unwrap_or_default();
                 let labels = self.labels_of(n);
+                let (ports, volumes) = shared.remove(n.record.name.as_str()).unwrap_or_default();
                 herd_sched::Candidate {
                     name: n.record.name.clone(),
                     ready: n.state == NodeState::Ready,
@@ -128,6 +137,9 @@ impl View {
                     max_containers: labels.get("containerslots").and_then(|v| v.parse().ok()),
                     labels,
                     facts: n.record.facts.clone(),
+                    ports,
+                    volumes,
+                    address: Some(n.record.address),
                 }
             })
             .collect();
@@ -176,6 +188,7 @@ impl View {
             error: status.and_then(|s| s.error.clone()),
             checkpoints: c.checkpoints.clone(),
             migrations: c.migrations.clone(),
+            host: c.host.clone(),
         }
     }
 

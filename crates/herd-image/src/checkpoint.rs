@@ -356,6 +356,7 @@ mod tests {
             ip: "10.88.0.2".parse().unwrap(),
             limits: Limits::default(),
             labels: Default::default(),
+            host: Default::default(),
         }
     }
 

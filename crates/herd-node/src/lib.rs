@@ -10,6 +10,7 @@
 //! - [`logs`]: the container log format and its readers;
 //! - [`layers`], [`overlay`], [`spec`], [`cgroups`], [`paths`]: what a container is made of;
 //! - [`routes`]: /32 routes to containers on other nodes;
+//! - [`ports`], [`volumes`]: published ports (DNAT on the node) and named volumes;
 //! - [`sampler`]: per-container and per-node monitoring samples, published every interval;
 //! - [`facts`], [`tools`]: what the node can do and where its programs are;
 //! - [`cleanup`]: removing everything a node made (for `herd down`).
@@ -25,6 +26,7 @@ pub mod migrate;
 pub mod overlay;
 pub mod pageproxy;
 pub mod paths;
+pub mod ports;
 pub mod routes;
 pub mod runc;
 pub mod runtime;
@@ -33,3 +35,4 @@ pub mod shim;
 pub mod spec;
 pub mod tools;
 pub mod transfer;
+pub mod volumes;

@@ -177,11 +177,16 @@ impl Runtime {
         let spec = &c.spec;
         let layers = self.layers.ensure(&spec.layers).await?;
         overlay::mount_overlay(&layers, &c.paths.upper(), &c.paths.overlay_work(), &c.paths.rootfs())?;
-        let netns_path = self.cfg.paths.netns(&spec.id);
-        let config = spec::runtime_spec(spec, &netns_path, &self.cfg.paths.cgroup(&spec.id));
+        let netns_path = self.netns_of(spec)?;
+        let mut config = spec::runtime_spec(spec, &netns_path, &self.cfg.paths.cgroup(&spec.id));
+        crate::volumes::mount_into(&mut config, &self.cfg.paths.data_dir, &spec.host.volumes)?;
         let config_path = c.paths.bundle().join("config.json");
         std::fs::write(&config_path, serde_json::to_vec_pretty(&config)?)
             .with_context(|| format!("writing {}", config_path.display()))?;
+        if spec.host.network.is_some() {
+            // It lives in another container's namespace, which is that one's to set up.
+            return Ok(());
+        }
         let ns = match Netns::open(&netns_path) {
             Ok(ns) => ns,
             Err(_) => Netns::create(&netns_path)?,
@@ -190,7 +195,24 @@ impl Runtime {
         if self.netlink.link_index(&host_if).await?.is_none() {
             attach_container(&self.netlink, &ns, &host_if, spec.ip).await?;
         }
+        crate::ports::publish(&spec.id, spec.ip, &spec.host.ports).await?;
         Ok(())
+    }
+
+    /// The network namespace a container runs in: its own, or (`--network container:NAME`)
+    /// the one of the container it joins, which must be here.
+    pub(crate) fn netns_of(&self, spec: &ContainerSpec) -> anyhow::Result<PathBuf> {
+        let Some(shared) = &spec.host.network else { return Ok(self.cfg.paths.netns(&spec.id)) };
+        let path = self.cfg.paths.netns(&shared.id);
+        Netns::open(&path).map_err(|_| {
+            anyhow::anyhow!(
+                "the network namespace of container {} is not on node {}: it must run here for {} to join it",
+                shared.name,
+                self.cfg.node,
+                spec.name
+            )
+        })?;
+        Ok(path)
     }
 
     /// Frees what [`Runtime::prepare`] took, once the container's processes are gone.
@@ -199,9 +221,14 @@ impl Runtime {
         if let Err(e) = self.cfg.runc.delete(&c.spec.id, true).await {
             problems.push(format!("runc delete: {e}"));
         }
-        // Unpinning the namespace takes its veth and route with it.
-        if let Err(e) =
-            detach_and_remove(&self.netlink, &host_ifname(&c.spec.id), &self.cfg.paths.netns(&c.spec.id)).await
+        if let Err(e) = crate::ports::unpublish(&c.spec.id, c.spec.ip, &c.spec.host.ports).await {
+            problems.push(format!("{e:#}"));
+        }
+        // Unpinning the namespace takes its veth and route with it. A namespace joined from
+        // another container is that one's.
+        if c.spec.host.network.is_none()
+            && let Err(e) =
+                detach_and_remove(&self.netlink, &host_ifname(&c.spec.id), &self.cfg.paths.netns(&c.spec.id)).await
         {
             problems.push(format!("network: {e}"));
         }

@@ -112,6 +112,7 @@ mod tests {
             ip: "10.88.0.2".parse().unwrap(),
             limits: Limits { cpus_milli: Some(500), memory_bytes: Some(64 << 20), pids: Some(100) },
             labels: Default::default(),
+            host: Default::default(),
         }
     }
 

@@ -149,6 +149,15 @@ pub struct RunRequest {
     /// `spread`, `binpack` or `random`: overrides the cluster's default strategy.
     #[serde(default)]
     pub strategy: Option<String>,
+    /// Ports to publish on the node: `[HOST_IP:]HOST_PORT:CONTAINER_PORT[/tcp|/udp]`.
+    #[serde(default)]
+    pub ports: Vec<String>,
+    /// `container:NAME` shares NAME's network namespace (and so its node).
+    #[serde(default)]
+    pub network: Option<String>,
+    /// Named volumes: `NAME:/path[:ro]`.
+    #[serde(default)]
+    pub volumes: Vec<String>,
 }
 
 /// A container as `herd ps` and `herd inspect` show it: its placement and its observed state.
@@ -178,6 +187,9 @@ pub struct ContainerInfo {
     pub checkpoints: Vec<CheckpointInfo>,
     #[serde(default)]
     pub migrations: Vec<crate::migration::MigrationReport>,
+    /// Published ports, shared network namespace, named volumes.
+    #[serde(default)]
+    pub host: crate::hostconfig::HostConfig,
 }
 
 /// `POST /v1/containers/{name}/migrate`.

@@ -8,12 +8,14 @@
 //! - [`pull`]: `herd image pull`'s request and progress.
 //! - [`checkpoint`]: the manifest of a checkpoint, on a node and in an exported image directory.
 //! - [`subjects`]: NATS subject, bucket and stream names.
+//! - [`hostconfig`]: published ports, shared network namespaces and named volumes.
 //! - [`units`] and [`names`]: parsing and validation shared by the CLI, the Control node and the agent.
 //!
 //! This crate does no I/O, so it is tested fast and shared by every component.
 
 pub mod api;
 pub mod checkpoint;
+pub mod hostconfig;
 pub mod migration;
 pub mod names;
 pub mod node;

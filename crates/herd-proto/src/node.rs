@@ -41,6 +41,9 @@ pub struct ContainerSpec {
     pub ip: Ipv4Addr,
     pub limits: Limits,
     pub labels: BTreeMap<String, String>,
+    /// Ports to publish on the node, a network namespace to join, volumes to mount.
+    #[serde(default)]
+    pub host: crate::hostconfig::HostConfig,
 }
 
 /// A request to a node agent.

@@ -226,6 +226,9 @@ pub struct ContainerRecord {
     /// Its migrations, newest last (the last [`MIGRATION_HISTORY`]).
     #[serde(default)]
     pub migrations: Vec<crate::migration::MigrationReport>,
+    /// Published ports, shared network namespace, named volumes.
+    #[serde(default)]
+    pub host: crate::hostconfig::HostConfig,
 }
 
 /// How many migration reports a container keeps.

@@ -19,11 +19,14 @@
 
 pub mod expr;
 pub mod migration;
+pub mod sharing;
 
 use std::cmp::Ordering;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::net::Ipv4Addr;
 
+use herd_proto::hostconfig::PortMapping;
 use herd_proto::state::{NodeFacts, Resources};
 use herd_proto::units;
 
@@ -55,6 +58,12 @@ pub struct Candidate {
     pub facts: NodeFacts,
     /// At most this many containers on the node, when set.
     pub max_containers: Option<usize>,
+    /// Ports its containers publish (for the `port` filter).
+    pub ports: Vec<PortMapping>,
+    /// Named volumes its containers use (for the `dependency` filter).
+    pub volumes: BTreeSet<String>,
+    /// The node's address: a port published on a given host IP needs it to be this one.
+    pub address: Option<Ipv4Addr>,
 }
 
 impl Candidate {
@@ -71,6 +80,9 @@ impl Candidate {
             labels: BTreeMap::new(),
             facts: NodeFacts::default(),
             max_containers: None,
+            ports: Vec::new(),
+            volumes: BTreeSet::new(),
+            address: None,
         }
     }
 
@@ -99,6 +111,12 @@ pub struct Request {
     pub constraints: Vec<Constraint>,
     /// Hard ones must hold on the chosen node; soft ones rank the nodes that pass.
     pub affinities: Vec<Affinity>,
+    /// Host ports to publish: free on the chosen node.
+    pub ports: Vec<PortMapping>,
+    /// The container whose network namespace it joins: the chosen node runs it.
+    pub network_of: Option<String>,
+    /// Named volumes it mounts: the chosen node holds those other containers use.
+    pub volumes: Vec<String>,
 }
 
 impl Request {
@@ -143,7 +161,7 @@ impl Strategy {
 pub struct Exclusion {
     pub node: String,
     /// The filter that excluded it: `node`, `health`, `availability`, `constraint`, `affinity`,
-    /// `slots`, `resources`.
+    /// `dependency`, `port`, `slots`, `resources`.
     pub filter: &'static str,
     pub reason: String,
 }
@@ -177,24 +195,24 @@ impl fmt::Display for PlacementError {
 
 impl std::error::Error for PlacementError {}
 
-type Filter = fn(&Candidate, &Request) -> Result<(), (&'static str, String)>;
+type Filter = fn(&Candidate, &Request, &sharing::Cluster) -> Result<(), (&'static str, String)>;
 
-fn node_filter(c: &Candidate, r: &Request) -> Result<(), (&'static str, String)> {
+fn node_filter(c: &Candidate, r: &Request, _: &sharing::Cluster) -> Result<(), (&'static str, String)> {
     match &r.node {
         Some(n) if *n != c.name => Err(("node", format!("not the requested node {n}"))),
         _ => Ok(()),
     }
 }
 
-fn health_filter(c: &Candidate, _: &Request) -> Result<(), (&'static str, String)> {
+fn health_filter(c: &Candidate, _: &Request, _: &sharing::Cluster) -> Result<(), (&'static str, String)> {
     if c.ready { Ok(()) } else { Err(("health", "node is down".to_string())) }
 }
 
-fn availability_filter(c: &Candidate, _: &Request) -> Result<(), (&'static str, String)> {
+fn availability_filter(c: &Candidate, _: &Request, _: &sharing::Cluster) -> Result<(), (&'static str, String)> {
     if c.draining { Err(("availability", format!("node {} is draining", c.name))) } else { Ok(()) }
 }
 
-fn resources_filter(c: &Candidate, r: &Request) -> Result<(), (&'static str, String)> {
+fn resources_filter(c: &Candidate, r: &Request, _: &sharing::Cluster) -> Result<(), (&'static str, String)> {
     let free = c.free();
     if r.memory_bytes > free.memory_bytes {
         return Err((
@@ -221,7 +239,7 @@ fn resources_filter(c: &Candidate, r: &Request) -> Result<(), (&'static str, Str
     Ok(())
 }
 
-fn constraint_filter(c: &Candidate, r: &Request) -> Result<(), (&'static str, String)> {
+fn constraint_filter(c: &Candidate, r: &Request, _: &sharing::Cluster) -> Result<(), (&'static str, String)> {
     for k in &r.constraints {
         let actual = k.key.value_of(&c.name, &c.labels, &c.facts);
         if !k.matches(actual.as_deref()) {
@@ -240,7 +258,7 @@ fn affinity_holds(c: &Candidate, a: &Affinity) -> bool {
     c.hosted.iter().any(|h| a.hits(&h.name, &h.image)) == a.together
 }
 
-fn affinity_filter(c: &Candidate, r: &Request) -> Result<(), (&'static str, String)> {
+fn affinity_filter(c: &Candidate, r: &Request, _: &sharing::Cluster) -> Result<(), (&'static str, String)> {
     for a in r.affinities.iter().filter(|a| !a.soft) {
         if !affinity_holds(c, a) {
             let what = match a.target {
@@ -255,19 +273,21 @@ fn affinity_filter(c: &Candidate, r: &Request) -> Result<(), (&'static str, Stri
     Ok(())
 }
 
-fn slots_filter(c: &Candidate, _: &Request) -> Result<(), (&'static str, String)> {
+fn slots_filter(c: &Candidate, _: &Request, _: &sharing::Cluster) -> Result<(), (&'static str, String)> {
     match c.max_containers {
         Some(max) if c.containers >= max => Err(("slots", format!("full: {} of {max} containers", c.containers))),
         _ => Ok(()),
     }
 }
 
-const FILTERS: [Filter; 7] = [
+const FILTERS: [Filter; 9] = [
     node_filter,
     health_filter,
     availability_filter,
     constraint_filter,
     affinity_filter,
+    sharing::dependency_filter,
+    sharing::port_filter,
     slots_filter,
     resources_filter,
 ];
@@ -276,8 +296,9 @@ const FILTERS: [Filter; 7] = [
 pub fn filter<'a>(nodes: &'a [Candidate], req: &Request) -> (Vec<&'a Candidate>, Vec<Exclusion>) {
     let mut ok = Vec::new();
     let mut excluded = Vec::new();
+    let cluster = sharing::Cluster::of(nodes, req);
     for c in nodes {
-        match FILTERS.iter().try_for_each(|f| f(c, req)) {
+        match FILTERS.iter().try_for_each(|f| f(c, req, &cluster)) {
             Ok(()) => ok.push(c),
             Err((filter, reason)) => {
                 // A node the user did not ask for is not worth reporting.

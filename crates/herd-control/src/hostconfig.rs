@@ -1,0 +1,148 @@
+//! What a container shares with its node and with other containers (published ports, another
+//! container's network namespace, named volumes): a run request's are parsed and checked before
+//! anything is created and handed to placement; and the rules that keep a move or a removal
+//! from breaking containers that depend on one another.
+
+use herd_proto::api::RunRequest;
+use herd_proto::hostconfig::{self, HostConfig, SharedNetwork};
+use herd_proto::state::{ContainerRecord, ContainerState};
+
+use crate::error::{Error, Result};
+use crate::view::View;
+
+/// A run request's ports, network and volumes, parsed but not yet checked against the cluster.
+#[derive(Debug, Clone, Default)]
+pub struct Requested {
+    pub host: HostConfig,
+    /// The container whose network namespace it joins.
+    pub network_of: Option<String>,
+}
+
+/// Parses `-p`, `--network` and `-v`: malformed input is refused before anything is reserved.
+pub fn parse(req: &RunRequest) -> Result<Requested> {
+    let bad = |e: herd_proto::names::NameError| Error::bad_request(e.0);
+    let ports = hostconfig::parse_ports(&req.ports).map_err(bad)?;
+    let volumes = hostconfig::parse_volumes(&req.volumes).map_err(bad)?;
+    let network_of = match &req.network {
+        Some(n) => hostconfig::parse_network(n).map_err(bad)?,
+        None => None,
+    };
+    if let Some(owner) = &network_of
+        && !ports.is_empty()
+    {
+        return Err(Error::bad_request(format!(
+            "a container that joins the network of {owner} cannot publish ports of its own: publish them on {owner}"
+        )));
+    }
+    Ok(Requested { host: HostConfig { ports, network: None, volumes }, network_of })
+}
+
+/// Checks the container whose network namespace is joined and fills it in: it must exist, run,
+/// and have a namespace of its own. Returns the finished host config and that container's record.
+pub fn resolve(view: &View, requested: &Requested) -> Result<(HostConfig, Option<ContainerRecord>)> {
+    let mut host = requested.host.clone();
+    let Some(owner) = &requested.network_of else { return Ok((host, None)) };
+    let record = view
+        .containers
+        .get(owner)
+        .ok_or_else(|| Error::not_found(format!("no such container: {owner} (--network container:{owner})")))?;
+    if let Some(theirs) = &record.host.network {
+        return Err(Error::bad_request(format!(
+            "container {owner} itself shares the network of {}: use --network container:{}",
+            theirs.name, theirs.name
+        )));
+    }
+    if view.state_of(record) != ContainerState::Running {
+        return Err(Error::conflict(format!(
+            "container {owner} is not running: only a running container's network can be joined"
+        )));
+    }
+    host.network = Some(SharedNetwork { name: owner.clone(), id: record.id.clone() });
+    Ok((host, Some(record.clone())))
+}
+
+/// Fills a placement request with what the host config asks of the node.
+pub fn placement(mut request: herd_sched::Request, host: &HostConfig) -> herd_sched::Request {
+    request.ports = host.ports.clone();
+    request.network_of = host.network.as_ref().map(|n| n.name.clone());
+    request.volumes = host.volumes.iter().map(|v| v.name.clone()).collect();
+    request
+}
+
+/// The containers that share `name`'s network namespace, sorted.
+pub fn sharers(view: &View, name: &str) -> Vec<String> {
+    let mut out: Vec<String> = view
+        .containers
+        .values()
+        .filter(|c| c.host.network.as_ref().is_some_and(|n| n.name == name))
+        .map(|c| c.name.clone())
+        .collect();
+    out.sort();
+    out
+}
+
+/// Refuses to move a container that shares with others: moving a group together is not
+/// supported, and moving one of them alone would break the others.
+pub fn ensure_movable(view: &View, record: &ContainerRecord) -> Result<()> {
+    let name = &record.name;
+    if let Some(n) = &record.host.network {
+        return Err(Error::conflict(format!(
+            "container {name} cannot move: it shares the network namespace of container {}, and containers that depend on one another do not move (as a group or apart)",
+            n.name
+        )));
+    }
+    let sharers = sharers(view, name);
+    if !sharers.is_empty() {
+        return Err(Error::conflict(format!(
+            "container {name} cannot move: {} share{} its network namespace, and containers that depend on one another do not move (as a group or apart)",
+            sharers.join(", "),
+            if sharers.len() == 1 { "s" } else { "" }
+        )));
+    }
+    if !record.host.volumes.is_empty() {
+        let names: Vec<&str> = record.host.volumes.iter().map(|v| v.name.as_str()).collect();
+        return Err(Error::conflict(format!(
+            "container {name} cannot move: it uses volume{} {}, which stay{} on node {}",
+            if names.len() == 1 { "" } else { "s" },
+            names.join(", "),
+            if names.len() == 1 { "s" } else { "" },
+            record.node
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(ports: &[&str], network: Option<&str>, volumes: &[&str]) -> RunRequest {
+        RunRequest {
+            image: "busybox".into(),
+            ports: ports.iter().map(|s| s.to_string()).collect(),
+            network: network.map(str::to_string),
+            volumes: volumes.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn bad_input_is_refused_with_its_cause() {
+        let msg = |r: RunRequest| parse(&r).unwrap_err().message;
+        assert!(msg(run(&["0:80"], None, &[])).contains("host port 0 is out of range 1-65535"));
+        assert!(msg(run(&["8080:80"], Some("container:web"), &[])).contains("cannot publish ports of its own"));
+        assert!(msg(run(&[], Some("bridge"), &[])).contains("use container:NAME"));
+        assert!(msg(run(&[], None, &["/etc:/etc"])).contains("bind mounts of host paths are not supported"));
+        let ok = parse(&run(&["8080:80"], None, &["data:/data"])).unwrap();
+        assert_eq!(ok.host.ports.len(), 1);
+        assert_eq!(ok.network_of, None);
+    }
+
+    #[test]
+    fn joining_a_missing_container_names_it() {
+        let view = View::default();
+        let requested = parse(&run(&[], Some("container:missing"), &[])).unwrap();
+        let err = resolve(&view, &requested).unwrap_err();
+        assert_eq!(err.message, "no such container: missing (--network container:missing)");
+    }
+}
