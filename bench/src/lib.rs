@@ -32,18 +32,24 @@ impl BenchCluster {
     /// `herd up --detach` with a name, subnets and ports of its own (`index` keeps
     /// benchmarks apart from each other and from the default cluster).
     pub fn up(index: u8, nodes: usize) -> anyhow::Result<BenchCluster> {
+        Self::up_with(index, nodes, None, &[])
+    }
+
+    /// Like [`BenchCluster::up`], with a container range of its own (`cidr`) and more
+    /// `herd up` flags.
+    pub fn up_with(index: u8, nodes: usize, cidr: Option<&str>, extra: &[&str]) -> anyhow::Result<BenchCluster> {
         let herd = herd_binary()?;
         let dir = tempfile::tempdir()?;
         let name = format!("bench{index}");
         let c = BenchCluster { config: dir.path().join("config.toml"), name, herd, dir };
         let _ = c.run(&["down", "--name", &c.name, "--purge", "-t", "1"]);
         let subnet = format!("10.98.{index}.0/24");
-        let cidr = format!("10.{}.0.0/16", 200 + index as u32);
+        let cidr = cidr.map(str::to_string).unwrap_or_else(|| format!("10.{}.0.0/16", 200 + index as u32));
         let api = (18700 + index as u32).to_string();
         let broker = (18400 + index as u32).to_string();
         let data = format!("/var/lib/herd-bench/{}", c.name);
         let nodes = nodes.to_string();
-        c.ok(&[
+        let mut args = vec![
             "up",
             "--detach",
             "--name",
@@ -60,8 +66,16 @@ impl BenchCluster {
             &broker,
             "--data-dir",
             &data,
-        ])?;
+        ];
+        args.extend_from_slice(extra);
+        c.ok(&args)?;
         Ok(c)
+    }
+
+    /// The cluster's state as `herd up` recorded it (component pids, layout).
+    pub fn state(&self) -> anyhow::Result<herd_up::UpState> {
+        herd_up::UpState::load(&herd_up::UpOptions::defaults(&self.name).run_dir)?
+            .with_context(|| format!("cluster {} has no state: is it up?", self.name))
     }
 
     pub fn run(&self, args: &[&str]) -> anyhow::Result<Output> {

@@ -12,6 +12,8 @@
 //! - [`routes`]: /32 routes to containers on other nodes;
 //! - [`ports`], [`volumes`]: published ports (DNAT on the node) and named volumes;
 //! - [`sampler`]: per-container and per-node monitoring samples, published every interval;
+//! - [`sim`]: the simulated runtime (`herd node --runtime sim`), which accepts containers
+//!   without running them, for scale tests;
 //! - [`facts`], [`tools`]: what the node can do and where its programs are;
 //! - [`cleanup`]: removing everything a node made (for `herd down`).
 
@@ -32,6 +34,7 @@ pub mod runc;
 pub mod runtime;
 pub mod sampler;
 pub mod shim;
+pub mod sim;
 pub mod spec;
 pub mod tools;
 pub mod transfer;

@@ -48,6 +48,8 @@ impl RouteTable {
             .filter(|(node, _)| Some(node) != self.local_node.as_ref())
             .filter(|(_, ip)| self.range.is_none_or(|r| r.contains(ip)))
             .filter_map(|(node, ip)| self.node_addresses.get(node).map(|gw| (*ip, *gw)))
+            // Simulated nodes have no address: nothing runs there to route to.
+            .filter(|(_, gw)| !gw.is_unspecified())
             .collect()
     }
 }

@@ -39,6 +39,9 @@ pub struct UpOptions {
     pub policy: Option<String>,
     #[serde(default)]
     pub policy_interval_secs: Option<f64>,
+    /// Simulated nodes (`herd node --runtime sim`), all in one process.
+    #[serde(default)]
+    pub sim_nodes: usize,
 }
 
 impl UpOptions {
@@ -59,6 +62,7 @@ impl UpOptions {
             node_labels: Vec::new(),
             policy: None,
             policy_interval_secs: None,
+            sim_nodes: 0,
         }
     }
 }

@@ -28,6 +28,8 @@ const READY_TIMEOUT: Duration = Duration::from_secs(90);
 /// Seconds containers get between SIGTERM and SIGKILL when the cluster stops.
 pub const DEFAULT_STOP_TIMEOUT: u64 = 10;
 const STOP_TIMEOUT_FILE: &str = "stop-timeout";
+/// The component that runs every simulated node, and the prefix of their names.
+const SIM_COMPONENT: &str = "sim";
 
 /// Where progress goes: the terminal, or the pipe to the `herd up --detach` that started us.
 struct Progress {
@@ -230,6 +232,9 @@ impl Supervisor {
         self.state.control_pid = self.pids.get("control").copied();
         self.state.node_pids =
             self.layout.nodes.iter().map(|n| (n.name.clone(), self.pids.get(&n.name).copied())).collect();
+        if let Some(pid) = self.pids.get(SIM_COMPONENT) {
+            self.state.node_pids.push((SIM_COMPONENT.to_string(), Some(*pid)));
+        }
         if let Err(e) = self.state.save() {
             tracing::warn!("could not save the cluster state: {e:#}");
         }
@@ -391,6 +396,9 @@ async fn start_cluster(sup: &mut Supervisor, progress: &mut Progress) -> anyhow:
         users.push((n.name.clone(), random_secret()));
     }
     let mut password_files = HashMap::new();
+    if opts.sim_nodes > 0 {
+        users.push((SIM_COMPONENT.to_string(), random_secret()));
+    }
     for (user, pass) in &users {
         password_files.insert(user.clone(), write_secret(&secrets, &format!("broker-{user}"), pass)?);
     }
@@ -496,10 +504,42 @@ async fn start_cluster(sup: &mut Supervisor, progress: &mut Progress) -> anyhow:
         sup.start(&n.name)?;
     }
 
+    // Simulated nodes: one process, outside the node namespaces; they have no address
+    // because they run nothing to reach.
+    if opts.sim_nodes > 0 {
+        progress.say(&format!("{} simulated nodes (runtime sim: they run nothing)", opts.sim_nodes));
+        let args: Vec<OsString> = vec![
+            "node".into(),
+            "--runtime".into(),
+            "sim".into(),
+            "--name".into(),
+            SIM_COMPONENT.into(),
+            "--sim-nodes".into(),
+            opts.sim_nodes.to_string().into(),
+            "--broker".into(),
+            layout.broker_url().into(),
+            "--broker-user".into(),
+            SIM_COMPONENT.into(),
+            "--broker-password-file".into(),
+            password_files[SIM_COMPONENT].clone().into(),
+            "--address".into(),
+            "0.0.0.0".into(),
+        ];
+        sup.components.push(Component {
+            name: SIM_COMPONENT.into(),
+            program: exe.clone(),
+            args,
+            netns: None,
+            log: layout.logs_dir().join("sim-nodes.log"),
+            restarts: Vec::new(),
+        });
+        sup.start(SIM_COMPONENT)?;
+    }
+
     let cli = CliConfig { api: layout.api_url(), token: api_token, cluster: opts.name.clone() };
     cli.save(&opts.config_path)?;
     let client = Client::new(&cli)?;
-    let wait = herd_cli::commands::wait_ready(&client, layout.nodes.len(), READY_TIMEOUT);
+    let wait = herd_cli::commands::wait_ready(&client, layout.nodes.len() + opts.sim_nodes, READY_TIMEOUT);
     tokio::pin!(wait);
     // Components that die while starting are restarted; their logs say why.
     loop {
@@ -544,6 +584,7 @@ async fn shutdown(mut sup: Supervisor) {
     for n in &nodes {
         sup.stop(n, Duration::from_secs(5)).await;
     }
+    sup.stop(SIM_COMPONENT, Duration::from_secs(5)).await;
     sup.stop("control", Duration::from_secs(5)).await;
     sup.stop("broker", Duration::from_secs(5)).await;
     sup.record_pids();

@@ -91,6 +91,10 @@ struct UpArgs {
     /// Number of Compute nodes.
     #[arg(long, default_value_t = 2)]
     nodes: usize,
+    /// Simulated nodes to add (the `sim` runtime: they accept containers and run nothing),
+    /// for scale tests; all run in one process, named sim-0001, sim-0002, ...
+    #[arg(long, default_value_t = 0)]
+    sim_nodes: usize,
     /// Return once the cluster is ready and leave it running in the background.
     #[arg(long, short = 'd')]
     detach: bool,
@@ -261,6 +265,13 @@ struct NodeArgs {
     /// CPUs the work of migrations (checkpoint, page servers) may use on this node.
     #[arg(long, default_value = "1")]
     migration_cpus: String,
+    /// `runc` runs real containers; `sim` is the simulated runtime for scale tests: it
+    /// accepts containers without running anything.
+    #[arg(long, default_value = "runc", value_parser = ["runc", "sim"])]
+    runtime: String,
+    /// With `--runtime sim`: how many nodes this process simulates (named NAME-0001, ...).
+    #[arg(long, default_value_t = 1)]
+    sim_nodes: usize,
 }
 
 /// What the long-running components log unless RUST_LOG says otherwise: the NATS client's
@@ -301,6 +312,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             init_logging("warn");
             let mut opts = herd_up::UpOptions::defaults(&a.name);
             opts.nodes = a.nodes;
+            opts.sim_nodes = a.sim_nodes;
             opts.subnet = a.subnet;
             opts.container_cidr = a.container_cidr;
             opts.api_port = a.api_port;
@@ -352,6 +364,27 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .iter()
                 .map(|l| herd_proto::names::parse_pair(l, "--label").map_err(|e| anyhow::anyhow!(e.0)))
                 .collect::<anyhow::Result<_>>()?;
+            if a.runtime == "sim" {
+                let cfg = herd_node::sim::SimConfig {
+                    broker: a.broker.config(&format!("simulated nodes {}", a.name))?,
+                    address: a.address,
+                    nodes: a.sim_nodes,
+                    name: a.name,
+                    labels,
+                    capacity: herd_proto::state::Resources {
+                        cpus_milli: a.cpus.as_deref().map(herd_proto::units::parse_cpus).transpose()?.unwrap_or(16_000),
+                        memory_bytes: a
+                            .memory
+                            .as_deref()
+                            .map(herd_proto::units::parse_memory)
+                            .transpose()?
+                            .unwrap_or(64 << 30),
+                    },
+                    heartbeat: Duration::from_millis(a.heartbeat_ms.max(50)),
+                };
+                return herd_node::sim::run(cfg, shutdown_signal()).await;
+            }
+            anyhow::ensure!(a.sim_nodes == 1, "--sim-nodes needs --runtime sim");
             let cfg = herd_node::agent::NodeConfig {
                 broker: a.broker.config(&format!("node {}", a.name))?,
                 address: a.address,

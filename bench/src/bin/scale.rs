@@ -1,0 +1,236 @@
+//! Scale: placement throughput and API latency with 100,000 containers on 1,000 simulated
+//! nodes, and 2,000 real busybox containers on 4 local nodes, beside the published reference
+//! points of kube-scheduler, Nomad and Docker Swarm.
+//!
+//! Run as root: `cargo build --release --bin herd --bin scale && target/release/scale
+//! [sched] [api] [real]` (all three without arguments). Sizes: `SCALE_NODES` (1000),
+//! `SCALE_CONTAINERS` (100000), `SCALE_REAL` (2000), `SCALE_CONCURRENCY` (64).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use futures::StreamExt;
+use herd_bench::{BenchCluster, Stats, ms, time};
+use herd_cli::{CliConfig, Client};
+use herd_proto::api::{ContainerInfo, RunRequest};
+use herd_proto::state::{Limits, Resources};
+use herd_sched::{Candidate, Hosted, Request, Strategy, place};
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn main() -> anyhow::Result<()> {
+    let wanted: Vec<String> = std::env::args().skip(1).collect();
+    let all = wanted.is_empty();
+    let nodes = env_or("SCALE_NODES", 1000);
+    let containers = env_or("SCALE_CONTAINERS", 100_000);
+    let real = env_or("SCALE_REAL", 2000);
+    let concurrency = env_or("SCALE_CONCURRENCY", 64);
+    println!("scale: reference points: kube-scheduler's scalability bar 90 pods/s; Nomad's million-container");
+    println!("test about 3,750 placements/s on large servers; Swarm classic 30,000 containers on 1,000 nodes");
+    println!("with 230 ms median delay. This machine: {} CPUs.", std::thread::available_parallelism()?);
+    if all || wanted.iter().any(|w| w == "sched") {
+        scheduler(nodes, containers);
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    if all || wanted.iter().any(|w| w == "api") {
+        runtime.block_on(simulated(nodes, containers, concurrency))?;
+    }
+    if all || wanted.iter().any(|w| w == "real") {
+        runtime.block_on(real_containers(real, concurrency.min(16)))?;
+    }
+    Ok(())
+}
+
+/// The scheduler alone: `containers` placements onto `nodes` nodes, each placement updating
+/// the chosen node as the Control node does.
+fn scheduler(nodes: usize, containers: usize) {
+    println!("\n## scheduler: {containers} placements on {nodes} nodes (herd_sched::place, one thread)");
+    println!("{:<34} {:>14} {:>14}", "strategy / request", "placements/s", "per placement");
+    let cases: [(&str, Strategy, Vec<String>); 4] = [
+        ("spread", Strategy::Spread, vec![]),
+        ("binpack", Strategy::Binpack, vec![]),
+        ("random", Strategy::Random { seed: 7 }, vec![]),
+        ("spread + constraint zone==a", Strategy::Spread, vec!["node.labels.zone==a".to_string()]),
+    ];
+    for (what, strategy, constraints) in cases {
+        let mut cands: Vec<Candidate> = (0..nodes)
+            .map(|i| {
+                let mut c = Candidate::new(
+                    &format!("sim-{:04}", i + 1),
+                    Resources { cpus_milli: 64_000, memory_bytes: 256 << 30 },
+                );
+                c.labels = BTreeMap::from([("zone".to_string(), ["a", "b", "c"][i % 3].to_string())]);
+                c
+            })
+            .collect();
+        let index: std::collections::HashMap<String, usize> =
+            cands.iter().enumerate().map(|(i, c)| (c.name.clone(), i)).collect();
+        let req = Request { cpus_milli: 100, memory_bytes: 64 << 20, ..Default::default() }
+            .with_expressions(&constraints, &[])
+            .expect("valid expressions");
+        let start = Instant::now();
+        for i in 0..containers {
+            let strategy = match strategy {
+                Strategy::Random { seed } => Strategy::Random { seed: seed.wrapping_add(i as u64) },
+                s => s,
+            };
+            let node = place(&cands, &req, strategy).expect("room for every container");
+            let c = &mut cands[index[&node]];
+            c.allocated.cpus_milli += req.cpus_milli;
+            c.allocated.memory_bytes += req.memory_bytes;
+            c.containers += 1;
+            c.hosted.push(Hosted { name: format!("c{i}"), image: "busybox:latest".to_string() });
+        }
+        let took = start.elapsed();
+        println!(
+            "{:<34} {:>14.0} {:>11.1} µs",
+            what,
+            containers as f64 / took.as_secs_f64(),
+            took.as_secs_f64() * 1e6 / containers as f64
+        );
+    }
+    println!("goal: at least 20,000 placements/s");
+}
+
+async fn client_of(cluster: &BenchCluster) -> anyhow::Result<Client> {
+    Client::new(&CliConfig::load(&cluster.config)?)
+}
+
+/// Creates `count` containers named `{prefix}{i}` through the API with `concurrency`
+/// requests in flight; returns each request's latency and the wall time.
+async fn create_many(
+    client: &Client,
+    prefix: &str,
+    count: usize,
+    concurrency: usize,
+) -> anyhow::Result<(Vec<Duration>, Duration)> {
+    let start = Instant::now();
+    let results: Vec<anyhow::Result<Duration>> = futures::stream::iter(0..count)
+        .map(|i| {
+            let req = RunRequest {
+                name: Some(format!("{prefix}{i:06}")),
+                image: "busybox".to_string(),
+                command: vec!["sleep".into(), "86400".into()],
+                limits: Limits { memory_bytes: Some(64 << 20), ..Default::default() },
+                ..Default::default()
+            };
+            async move {
+                let t = Instant::now();
+                let _: ContainerInfo = client.post("/v1/containers", &req).await?;
+                Ok(t.elapsed())
+            }
+        })
+        .buffer_unordered(concurrency)
+        .collect()
+        .await;
+    let wall = start.elapsed();
+    let latencies = results.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
+    Ok((latencies, wall))
+}
+
+/// Memory of a process: (current RSS, peak RSS) in bytes.
+fn rss(pid: u32) -> anyhow::Result<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let field = |name: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+            .unwrap_or(0)
+            * 1024
+    };
+    Ok((field("VmRSS:"), field("VmHWM:")))
+}
+
+fn mib(b: u64) -> String {
+    format!("{:.0} MiB", b as f64 / (1 << 20) as f64)
+}
+
+fn print_latencies(what: &str, samples: &[Duration]) {
+    let s = Stats::of(samples);
+    println!("{what:<40} median {:>10}  p90 {:>10}  max {:>10}", ms(s.median), ms(s.p90), ms(s.max));
+}
+
+/// Times `herd ps` (the CLI, table output) `runs` times; fails unless it lists `expected` rows.
+fn time_ps(cluster: &BenchCluster, expected: usize, runs: usize) -> anyhow::Result<Vec<Duration>> {
+    let mut out = Vec::new();
+    for _ in 0..runs {
+        let (d, listing) = time(|| cluster.ok(&["ps"]));
+        let rows = listing?.lines().count().saturating_sub(1);
+        if rows != expected {
+            bail!("herd ps listed {rows} containers, expected {expected}");
+        }
+        out.push(d);
+    }
+    Ok(out)
+}
+
+/// 100,000 containers on 1,000 simulated nodes, through the API.
+async fn simulated(nodes: usize, containers: usize, concurrency: usize) -> anyhow::Result<()> {
+    println!("\n## API: {containers} containers on {nodes} simulated nodes (herd up --sim-nodes), {concurrency} requests in flight");
+    let sim_nodes = nodes.to_string();
+    let cluster = BenchCluster::up_with(
+        6,
+        0,
+        Some("10.64.0.0/12"),
+        &["--sim-nodes", &sim_nodes, "--node-timeout", "30"],
+    )?;
+    cluster.import_busybox()?;
+    let client = client_of(&cluster).await?;
+    let control = cluster.state()?.control_pid.context("the Control node's pid")?;
+    let (rss_before, _) = rss(control)?;
+
+    let (latencies, wall) = create_many(&client, "s", containers, concurrency).await?;
+    println!("{:<40} {:>10.0} containers/s ({} in {:.1} s)", "accepted through the API", containers as f64 / wall.as_secs_f64(), containers, wall.as_secs_f64());
+    print_latencies("POST /v1/containers latency", &latencies);
+
+    let mut inspect = Vec::new();
+    for i in (0..containers).step_by((containers / 200).max(1)) {
+        let t = Instant::now();
+        let _: ContainerInfo = client.get(&format!("/v1/containers/s{i:06}")).await?;
+        inspect.push(t.elapsed());
+    }
+    print_latencies(&format!("GET /v1/containers/NAME at {containers}"), &inspect);
+    let list = tokio::task::block_in_place(|| time_ps(&cluster, containers, 5))?;
+    print_latencies(&format!("herd ps with {containers}"), &list);
+    let (rss_now, peak) = rss(control)?;
+    println!(
+        "{:<40} {} now, {} peak ({} before the containers)",
+        "Control node memory (RSS)",
+        mib(rss_now),
+        mib(peak),
+        mib(rss_before)
+    );
+    println!("goals: 2,000 containers/s accepted; herd ps under 1 s; Control node under 1 GiB");
+    Ok(())
+}
+
+/// 2,000 real busybox containers on 4 local nodes: started, listed and removed.
+async fn real_containers(count: usize, concurrency: usize) -> anyhow::Result<()> {
+    println!("\n## real containers: {count} busybox containers on 4 local nodes, {concurrency} requests in flight");
+    let cluster = BenchCluster::up_with(7, 4, Some("10.80.0.0/14"), &[])?;
+    cluster.import_busybox()?;
+    let client = client_of(&cluster).await?;
+    let (latencies, wall) = create_many(&client, "r", count, concurrency).await?;
+    println!("{:<40} {:>10.1} containers/s ({} in {:.1} s)", "started", count as f64 / wall.as_secs_f64(), count, wall.as_secs_f64());
+    print_latencies("API to running (POST /v1/containers)", &latencies);
+    let list = tokio::task::block_in_place(|| time_ps(&cluster, count, 5))?;
+    print_latencies(&format!("herd ps with {count}"), &list);
+    let start = Instant::now();
+    let removed: Vec<anyhow::Result<()>> = futures::stream::iter(0..count)
+        .map(|i| {
+            let client = &client;
+            async move { client.delete(&format!("/v1/containers/r{i:06}?force=true")).await }
+        })
+        .buffer_unordered(concurrency)
+        .collect()
+        .await;
+    removed.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
+    let took = start.elapsed();
+    println!("{:<40} {:>10.1} containers/s ({:.1} s)", "removed (forced)", count as f64 / took.as_secs_f64(), took.as_secs_f64());
+    println!("goal: median API to running under 300 ms");
+    Ok(())
+}
