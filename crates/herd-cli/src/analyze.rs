@@ -1,6 +1,7 @@
-//! `herd analyze`: offline analysis that needs no cluster. `herd analyze forecast` forecasts
-//! one column of a CSV file with the models of `herd-forecast` and shows how accurate each
-//! was on held-out data.
+//! `herd analyze`: analysis of workloads. `herd analyze forecast` forecasts one column of a
+//! CSV file with the models of `herd-forecast` and shows how accurate each was on held-out
+//! data (no cluster needed); `herd analyze classes` and `herd analyze export` are in
+//! [`crate::classes`].
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -17,6 +18,12 @@ use crate::format;
 pub enum AnalyzeCommand {
     /// Forecast a column of a CSV file and compare the models on held-out data.
     Forecast(ForecastArgs),
+    /// Characterise containers from recorded metrics (the cluster's, or a CSV): features,
+    /// classes (cpu-bound, memory-bound, io-bound, network-bound, idle, bursty), the features
+    /// that matter most for CPU stall or throttling.
+    Classes(crate::classes::ClassesArgs),
+    /// Write the cluster's recorded metrics as a trace CSV that herd sim --trace replays.
+    Export(crate::classes::ExportArgs),
 }
 
 /// `herd analyze forecast`
@@ -44,9 +51,15 @@ pub struct ForecastArgs {
     pub json: bool,
 }
 
-pub fn analyze(cmd: AnalyzeCommand) -> anyhow::Result<()> {
+/// Runs `cmd`; `client` is called only by the subcommands that read the cluster.
+pub async fn analyze(
+    client: impl FnOnce() -> anyhow::Result<crate::Client>,
+    cmd: AnalyzeCommand,
+) -> anyhow::Result<()> {
     match cmd {
         AnalyzeCommand::Forecast(a) => forecast(a),
+        AnalyzeCommand::Classes(a) => crate::classes::classes(client, a).await,
+        AnalyzeCommand::Export(a) => crate::classes::export(client, a).await,
     }
 }
 

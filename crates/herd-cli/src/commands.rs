@@ -99,6 +99,8 @@ pub enum ImageCommand {
         /// A directory or a tar file (gzip and zstd compression are recognised).
         path: PathBuf,
     },
+    /// Pull an image from an OCI/Docker registry (the Control node fetches it; nodes get its layers from there).
+    Pull(crate::pull::PullArgs),
     /// List images.
     #[command(alias = "list")]
     Ls {
@@ -136,6 +138,7 @@ pub async fn image(client: &Client, cmd: ImageCommand) -> anyhow::Result<()> {
                 B(image.size())
             );
         }
+        ImageCommand::Pull(args) => return crate::pull::pull(client, args).await,
         ImageCommand::Ls { json } => {
             let images: Vec<ImageRecord> = client.get("/v1/images").await?;
             if json {

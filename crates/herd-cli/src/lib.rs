@@ -3,6 +3,7 @@
 
 pub mod analyze;
 mod checkpoint;
+pub mod classes;
 pub mod client;
 pub mod commands;
 pub mod config;
@@ -10,6 +11,8 @@ pub mod dashboard;
 pub mod format;
 pub mod nodes;
 pub mod policy;
+pub mod pull;
+pub mod recorded;
 pub mod sim;
 pub mod stats;
 pub mod top;

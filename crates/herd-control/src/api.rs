@@ -29,6 +29,7 @@ pub fn router(control: Arc<Control>) -> Router {
         .route("/v1/nodes/{name}/activate", post(activate_node))
         .route("/v1/images", get(images).post(import_image))
         .route("/v1/images/{*name}", axum::routing::delete(remove_image))
+        .route("/v1/pulls", post(pull_image))
         .route("/v1/containers", get(containers).post(run))
         .route("/v1/containers/{name}", get(inspect).delete(remove))
         .route("/v1/containers/{name}/stop", post(stop))
@@ -43,7 +44,7 @@ pub fn router(control: Arc<Control>) -> Router {
         .route("/v1/containers/{name}/series", get(series))
         .route("/v1/stats/nodes", get(node_stats))
         .route("/v1/nodes/{name}/series", get(node_series))
-        .route("/v1/policy", get(policy).put(set_policy))
+        .route("/v1/policy", get(policy).put(set_policy).delete(reset_policy))
         .route("/v1/policy/decisions", get(policy_decisions))
         .route("/metrics", get(metrics))
         .fallback(|| async { Error::not_found("no such API route") })
@@ -137,6 +138,49 @@ async fn import_image(
 async fn remove_image(State(c): State<Arc<Control>>, Path(name): Path<String>) -> Result<StatusCode> {
     c.remove_image(&name).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Streams the pull's updates as newline-delimited JSON ([`herd_proto::pull::PullUpdate`]),
+/// like a migration's; the pull goes on if the client disconnects. A pull that fails before
+/// the image is resolved (bad reference, unreachable registry, unknown tag, no image for this
+/// platform) is an ordinary error answer.
+async fn pull_image(State(c): State<Arc<Control>>, Json(req): Json<herd_proto::pull::PullRequest>) -> Result<Response> {
+    use herd_proto::pull::PullUpdate;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<std::result::Result<PullUpdate, Error>>(64);
+    tokio::spawn(async move {
+        let (updates_tx, mut updates_rx) = tokio::sync::mpsc::channel::<PullUpdate>(64);
+        let relay = {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                while let Some(u) = updates_rx.recv().await {
+                    if tx.send(Ok(u)).await.is_err() {
+                        break;
+                    }
+                }
+            })
+        };
+        let result = c.pull_image(req, updates_tx).await;
+        let _ = relay.await;
+        let _ = tx.send(result.map(PullUpdate::Report)).await;
+    });
+    let first = match rx.recv().await {
+        Some(Ok(u)) => u,
+        Some(Err(e)) => return Err(e),
+        None => return Err(Error::new(crate::error::Kind::Internal, "the pull ended without a word")),
+    };
+    let rest = futures::stream::unfold(rx, |mut rx| async move {
+        let update = match rx.recv().await? {
+            Ok(u) => u,
+            Err(e) => PullUpdate::Error(e.message),
+        };
+        Some((update, rx))
+    });
+    let lines = futures::stream::once(async move { first }).chain(rest).map(|u| {
+        let mut line = serde_json::to_vec(&u).expect("updates serialize");
+        line.push(b'\n');
+        Ok::<_, std::io::Error>(bytes::Bytes::from(line))
+    });
+    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], Body::from_stream(lines)).into_response())
 }
 
 #[derive(Deserialize)]
@@ -376,6 +420,10 @@ async fn set_policy(
     Json(req): Json<herd_proto::policy::SetPolicyRequest>,
 ) -> Result<Json<herd_proto::policy::PolicyInfo>> {
     Ok(Json(c.set_policy(&req).await?))
+}
+
+async fn reset_policy(State(c): State<Arc<Control>>) -> Result<Json<herd_proto::policy::PolicyInfo>> {
+    Ok(Json(c.reset_policy().await?))
 }
 
 async fn policy_decisions(

@@ -44,6 +44,9 @@ pub struct ControlConfig {
     /// is evaluated.
     pub policy: String,
     pub policy_interval: Duration,
+    /// Where `policy` came from (`flag`, `config` or `default`); a policy stored by `herd
+    /// policy set` overrides it (see [`crate::policy`]).
+    pub policy_source: String,
 }
 
 /// The running Control node, shared by the API handlers.
@@ -84,7 +87,6 @@ pub struct Control {
 impl Control {
     /// Connects to the broker, loads the cluster state and starts the background tasks.
     pub async fn start(cfg: ControlConfig) -> anyhow::Result<Arc<Control>> {
-        let policy = crate::policy::PolicyState::new(&cfg.policy, cfg.policy_interval)?;
         std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("creating {}", cfg.data_dir.display()))?;
         let broker = Broker::connect(&cfg.broker).await?;
         let nodes: Bucket<NodeRecord> = broker.bucket(subjects::NODES_BUCKET).await?;
@@ -98,6 +100,7 @@ impl Control {
         let (migration_map, _) = migrations.snapshot().await?;
         let node_settings: Bucket<NodeSettings> = broker.bucket(subjects::NODE_SETTINGS_BUCKET).await?;
         let (settings_map, _) = node_settings.snapshot().await?;
+        let policy = crate::policy::PolicyState::load(&broker, &cfg).await?;
 
         // Subscribe to heartbeats before loading, so no node looks down for longer than it is.
         let heartbeats = broker.client.subscribe(subjects::HEARTBEAT_ALL).await?;

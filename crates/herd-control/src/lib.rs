@@ -21,6 +21,7 @@ mod migrate;
 mod monitoring;
 mod nodes;
 mod policy;
+mod pull;
 mod view;
 
 use std::future::Future;

@@ -8,14 +8,16 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use herd_broker::{Broker, Bucket};
 use herd_policy::{Cluster, Container, CostModel, Engine, EngineConfig, Move, Node, PowerModel, parse_policy};
 use herd_proto::api::{MigrateRequest, NodeState};
 use herd_proto::now_millis;
-use herd_proto::policy::{PolicyDecision, PolicyFigure, PolicyInfo, SetPolicyRequest};
+use herd_proto::policy::{PolicyDecision, PolicyFigure, PolicyInfo, SetPolicyRequest, StoredPolicy};
 use herd_proto::state::{Availability, ContainerState};
+use herd_proto::subjects;
 
-use crate::control::Control;
-use crate::error::{Error, Result};
+use crate::control::{Control, ControlConfig};
+use crate::error::{Error, Kind, Result};
 
 /// How many decisions `herd policy explain` can show.
 const DECISIONS_KEPT: usize = 200;
@@ -33,20 +35,70 @@ pub struct PolicyState {
     since: u64,
     evaluations: u64,
     decisions: VecDeque<PolicyDecision>,
+    /// Where the running policy came from: `set`, `flag`, `config` or `default`.
+    source: String,
+    /// The policy the Control node was started with, and its source: `herd policy reset`
+    /// returns to it.
+    configured: (String, Duration, String),
+    /// Where `herd policy set` keeps its choice; holding its lock serialises changes, so the
+    /// stored and the running policy cannot end up different.
+    store: Arc<tokio::sync::Mutex<Bucket<StoredPolicy>>>,
 }
 
 impl PolicyState {
-    /// The engine running `spec` every `interval`.
-    pub fn new(spec: &str, interval: Duration) -> anyhow::Result<PolicyState> {
-        let policy = parse_policy(spec).map_err(|e| anyhow::anyhow!("--policy {spec:?}: {e}"))?;
+    /// The engine with the configured policy (`cfg.policy`, checked first so a bad flag fails
+    /// before anything else), unless a policy stored by `herd policy set` overrides it. A
+    /// stored policy this build cannot parse (from a newer version, say) is logged and the
+    /// configured one runs instead.
+    pub async fn load(broker: &Broker, cfg: &ControlConfig) -> anyhow::Result<PolicyState> {
+        let policy = parse_policy(&cfg.policy).map_err(|e| anyhow::anyhow!("--policy {:?}: {e}", cfg.policy))?;
+        let interval = cfg.policy_interval;
         check_interval(interval.as_secs_f64()).map_err(|e| anyhow::anyhow!("--policy-interval: {e}"))?;
-        Ok(PolicyState {
+        let store: Bucket<StoredPolicy> = broker.bucket(subjects::POLICY_BUCKET).await?;
+        let mut state = PolicyState {
             engine: Engine::new(policy, CostModel::default(), EngineConfig::default()),
             interval,
             since: now_millis(),
             evaluations: 0,
             decisions: VecDeque::new(),
-        })
+            source: cfg.policy_source.clone(),
+            configured: (cfg.policy.clone(), interval, cfg.policy_source.clone()),
+            store: Arc::new(tokio::sync::Mutex::new(store.clone())),
+        };
+        let stored = match store.get(subjects::POLICY_KEY).await {
+            Ok(s) => s.map(|v| v.value),
+            Err(e) => {
+                tracing::warn!("policy: the stored policy cannot be read ({e:#}); running {}", cfg.policy);
+                None
+            }
+        };
+        if let Some(stored) = stored {
+            match (parse_policy(&stored.spec), check_interval(stored.interval_secs)) {
+                (Ok(p), Ok(())) => {
+                    if stored.spec != cfg.policy {
+                        tracing::info!(
+                            "policy: running {} as set by herd policy set; it overrides the configured {} (herd policy reset returns to it)",
+                            stored.spec,
+                            cfg.policy
+                        );
+                    }
+                    state.engine.policy = p;
+                    state.interval = Duration::from_secs_f64(stored.interval_secs);
+                    state.since = stored.set_at;
+                    state.source = "set".into();
+                }
+                (Err(e), _) => tracing::warn!(
+                    "policy: the stored policy {:?} is not valid here ({e}); running the configured {}",
+                    stored.spec,
+                    cfg.policy
+                ),
+                (_, Err(e)) => tracing::warn!(
+                    "policy: the stored interval is not valid ({e}); running the configured {}",
+                    cfg.policy
+                ),
+            }
+        }
+        Ok(state)
     }
 
     fn info(&self) -> PolicyInfo {
@@ -59,6 +111,8 @@ impl PolicyState {
             hysteresis_secs: c.hysteresis_secs,
             since: self.since,
             evaluations: self.evaluations,
+            source: self.source.clone(),
+            configured_spec: self.configured.0.clone(),
         }
     }
 
@@ -112,24 +166,52 @@ impl Control {
         self.policy.lock().unwrap().info()
     }
 
-    /// `PUT /v1/policy`: a spec that does not parse changes nothing. The engine's record of
-    /// recent moves (cool-down, hysteresis) carries over to the new policy.
+    /// `PUT /v1/policy`: a spec that does not parse changes nothing. The choice is stored in
+    /// the cluster state first (so it survives a restart and overrides the configured policy);
+    /// if that write fails nothing changes either. The engine's record of recent moves
+    /// (cool-down, hysteresis) carries over to the new policy.
     pub(crate) async fn set_policy(&self, req: &SetPolicyRequest) -> Result<PolicyInfo> {
         let policy = parse_policy(&req.spec).map_err(|e| Error::bad_request(e.to_string()))?;
         if let Some(secs) = req.interval_secs {
             check_interval(secs).map_err(Error::bad_request)?;
         }
+        let store = self.policy.lock().unwrap().store.clone();
+        let store = store.lock().await;
+        let interval = req.interval_secs.map(Duration::from_secs_f64).unwrap_or(self.policy.lock().unwrap().interval);
+        let stored = StoredPolicy { spec: policy.spec(), interval_secs: interval.as_secs_f64(), set_at: now_millis() };
+        store.put(subjects::POLICY_KEY, &stored).await?;
         let info = {
             let mut p = self.policy.lock().unwrap();
             p.engine.policy = policy;
-            if let Some(secs) = req.interval_secs {
-                p.interval = Duration::from_secs_f64(secs);
-            }
-            p.since = now_millis();
+            p.interval = interval;
+            p.since = stored.set_at;
+            p.source = "set".into();
             p.info()
         };
         let msg = format!("policy set to {} (every {} s)", info.spec, info.interval_secs);
         self.events.emit("policy", "set", &info.spec, None, msg).await;
+        Ok(info)
+    }
+
+    /// `DELETE /v1/policy` (`herd policy reset`): forgets the stored policy and runs the one
+    /// the Control node was started with (flag, config file or default) again.
+    pub(crate) async fn reset_policy(&self) -> Result<PolicyInfo> {
+        let store = self.policy.lock().unwrap().store.clone();
+        let store = store.lock().await;
+        store.delete(subjects::POLICY_KEY).await?;
+        let info = {
+            let mut p = self.policy.lock().unwrap();
+            let (spec, interval, source) = p.configured.clone();
+            // It parsed when the Control node started, and parsing does not change.
+            p.engine.policy = parse_policy(&spec).map_err(|e| Error::new(Kind::Internal, e.to_string()))?;
+            p.interval = interval;
+            p.since = now_millis();
+            p.source = source;
+            p.info()
+        };
+        let msg =
+            format!("policy reset to the configured {} ({}, every {} s)", info.spec, info.source, info.interval_secs);
+        self.events.emit("policy", "reset", &info.spec, None, msg).await;
         Ok(info)
     }
 

@@ -22,6 +22,26 @@ pub struct PolicyInfo {
     pub since: UnixMillis,
     /// Evaluations made since the Control node started.
     pub evaluations: u64,
+    /// Where the policy came from: `set` (stored by `herd policy set`, survives restarts),
+    /// `flag` (`herd control --policy`), `config` (the config file's `[control]` section) or
+    /// `default` (`none`).
+    #[serde(default)]
+    pub source: String,
+    /// The policy the Control node was started with (flag, config file or default): what
+    /// `herd policy reset` returns to.
+    #[serde(default)]
+    pub configured_spec: String,
+}
+
+/// The policy `herd policy set` chose, kept in the cluster state so it survives a restart
+/// of the Control node; it takes precedence over the flag and the config file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredPolicy {
+    pub spec: String,
+    /// Seconds between two evaluations.
+    pub interval_secs: f64,
+    /// When it was set, ms since the Unix epoch.
+    pub set_at: UnixMillis,
 }
 
 /// `PUT /v1/policy`.

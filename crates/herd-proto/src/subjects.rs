@@ -15,6 +15,11 @@ pub const MIGRATIONS_BUCKET: &str = "herd-migrations";
 /// Bucket of [`crate::state::NodeSettings`] (operator labels, drain), keyed by node name;
 /// written by the Control node.
 pub const NODE_SETTINGS_BUCKET: &str = "herd-node-settings";
+/// Bucket of [`crate::policy::StoredPolicy`] (the policy `herd policy set` chose), one key
+/// [`POLICY_KEY`]; written by the Control node.
+pub const POLICY_BUCKET: &str = "herd-policy";
+/// The key of the policy setting in [`POLICY_BUCKET`].
+pub const POLICY_KEY: &str = "current";
 /// Object store holding image layer blobs, named by digest (`sha256:<hex>`).
 pub const LAYERS_STORE: &str = "herd-layers";
 /// Object store carrying checkpoints (and container logs) between nodes, and between a node

@@ -5,6 +5,7 @@
 //! - [`challenge`]: `WWW-Authenticate` challenges (Basic, Bearer).
 //! - [`manifest`]: manifests and indexes (Docker schema 2, OCI), and picking the one for this
 //!   node's platform.
+//! - [`dockercfg`]: credentials from the user's Docker config (`docker login`).
 //! - [`client`]: the HTTP side: anonymous, Basic and Bearer-token auth, manifests, and blobs
 //!   streamed with their sha256 verified.
 //!
@@ -13,6 +14,7 @@
 
 pub mod challenge;
 pub mod client;
+pub mod dockercfg;
 mod error;
 pub mod manifest;
 pub mod reference;

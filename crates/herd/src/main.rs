@@ -214,11 +214,13 @@ struct ControlArgs {
     #[arg(long, default_value = "spread", value_parser = ["spread", "binpack", "random"])]
     strategy: String,
     /// The migration policy, e.g. hotspot:threshold=80% or 0.7*forecast+0.3*balance (herd policy ls).
-    #[arg(long, default_value = "none")]
-    policy: String,
-    /// Seconds between two evaluations of the policy.
-    #[arg(long, default_value_t = 5.0)]
-    policy_interval: f64,
+    /// Default: the config file's [control] policy, else none; a policy set with herd policy
+    /// set overrides both until herd policy reset.
+    #[arg(long)]
+    policy: Option<String>,
+    /// Seconds between two evaluations of the policy (default: [control] policy_interval, else 5).
+    #[arg(long)]
+    policy_interval: Option<f64>,
 }
 
 #[derive(Args)]
@@ -319,8 +321,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             opts.broker_port = a.broker_port;
             opts.node_timeout_secs = a.node_timeout;
             opts.node_labels = a.node_labels;
-            opts.policy = a.policy;
-            opts.policy_interval_secs = a.policy_interval;
+            // The config file's [control] section fills in what the flags leave out; the
+            // Control node gets the result as flags.
+            let path = config.map(Path::to_path_buf).unwrap_or_else(herd_cli::config::default_path);
+            let section = herd_cli::config::ControlSection::load(&path)?;
+            opts.policy = a.policy.or(section.policy);
+            opts.policy_interval_secs = a.policy_interval.or(section.policy_interval);
             opts.node_cpus_milli = a.node_cpus.as_deref().map(herd_proto::units::parse_cpus).transpose()?;
             opts.node_memory_bytes = a.node_memory.as_deref().map(herd_proto::units::parse_memory).transpose()?;
             if let Some(d) = a.data_dir {
@@ -343,6 +349,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 "the API token in {} is too short (16 characters at least)",
                 a.api_token_file.display()
             );
+            let path = config.map(Path::to_path_buf).unwrap_or_else(herd_cli::config::default_path);
+            let policy = herd_cli::config::ControlSection::load(&path)?.resolve(a.policy, a.policy_interval);
             let cfg = herd_control::ControlConfig {
                 broker: a.broker.config("control")?,
                 api_listen: a.api_listen,
@@ -351,9 +359,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 container_cidr: a.container_cidr,
                 node_timeout: Duration::from_secs_f64(a.node_timeout),
                 strategy: a.strategy,
-                policy: a.policy,
-                policy_interval: Duration::try_from_secs_f64(a.policy_interval)
-                    .map_err(|_| anyhow::anyhow!("--policy-interval {}: not a duration", a.policy_interval))?,
+                policy_interval: Duration::try_from_secs_f64(policy.interval_secs)
+                    .map_err(|_| anyhow::anyhow!("policy interval {}: not a duration", policy.interval_secs))?,
+                policy: policy.spec,
+                policy_source: policy.source.to_string(),
             };
             herd_control::run(cfg, shutdown_signal()).await
         }
@@ -422,7 +431,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Migrate(a) => cmd::migrate(&client(config)?, a).await,
         Command::Stats(a) => herd_cli::stats::stats(&client(config)?, a).await,
         Command::Top(a) => herd_cli::top::top(&client(config)?, a).await,
-        Command::Analyze(a) => herd_cli::analyze::analyze(a),
+        Command::Analyze(a) => herd_cli::analyze::analyze(|| client(config), a).await,
         Command::Sim(a) => herd_cli::sim::sim(a),
         Command::Policy(a) => herd_cli::policy::policy(|| client(config), a).await,
         Command::Events(a) => cmd::events(&client(config)?, a).await,

@@ -1,4 +1,5 @@
-//! Plots as hand-written SVG: one line per series over the steps of a run.
+//! Plots as hand-written SVG: one line per series over the steps of a run (`herd sim`, the
+//! class loads of `herd analyze classes`), and horizontal bars (feature importances).
 
 use std::fmt::Write as _;
 
@@ -70,6 +71,40 @@ pub fn line_chart(title: &str, y_label: &str, step_secs: f64, series: &[(String,
     svg
 }
 
+/// An SVG chart of horizontal bars, one per `(label, value)` (values >= 0), in the order given.
+pub fn bar_chart(title: &str, x_label: &str, bars: &[(String, f64)]) -> String {
+    let (w, left, right, top, row) = (720.0, 170.0, 70.0, 40.0, 24.0);
+    let h = top + row * bars.len().max(1) as f64 + 40.0;
+    let pw = w - left - right;
+    let max = bars.iter().map(|b| b.1).fold(0.0, f64::max).max(1e-9);
+    let mut svg = String::new();
+    let _ = write!(
+        svg,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = write!(svg, r#"<rect width="{w}" height="{h}" fill="white"/>"#);
+    let _ = write!(svg, r#"<text x="10" y="20" font-size="14">{}</text>"#, escape(title));
+    for (i, (label, value)) in bars.iter().enumerate() {
+        let y = top + row * i as f64;
+        let bw = pw * value.max(0.0) / max;
+        let _ = write!(
+            svg,
+            r#"<text x="{}" y="{}" text-anchor="end">{}</text><rect x="{left}" y="{}" width="{bw:.1}" height="{}" fill="{}"/><text x="{}" y="{}">{value:.3}</text>"#,
+            left - 6.0,
+            y + row * 0.65,
+            escape(label),
+            y + 3.0,
+            row - 6.0,
+            COLOURS[0],
+            left + bw + 4.0,
+            y + row * 0.65
+        );
+    }
+    let _ = write!(svg, r#"<text x="{left}" y="{}">{}</text>"#, h - 12.0, escape(x_label));
+    svg.push_str("</svg>\n");
+    svg
+}
+
 fn escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
@@ -82,5 +117,13 @@ mod tests {
         assert!(svg.starts_with("<svg") && svg.ends_with("</svg>\n"));
         assert_eq!(svg.matches("<polyline").count(), 2);
         assert!(svg.contains("a&lt;b"));
+    }
+
+    #[test]
+    fn draws_one_bar_per_value() {
+        let svg = super::bar_chart("t", "share", &[("cpu".into(), 0.75), ("net<".into(), 0.25)]);
+        assert!(svg.starts_with("<svg") && svg.ends_with("</svg>\n"));
+        assert_eq!(svg.matches("<rect x=").count(), 2);
+        assert!(svg.contains("net&lt;") && svg.contains("0.750"));
     }
 }
