@@ -18,9 +18,10 @@ CRIU_BIN=/usr/local/sbin/criu
 CACHE=/var/cache/herd-setup
 
 # Packages Herd runs with, CRIU's build dependencies, and chromium (the dashboard's browser test).
+# libssl-dev: herd image pull speaks HTTPS to registries through the system's OpenSSL.
 PACKAGES=(
-  runc iptables iproute2 busybox-static procps psmisc ca-certificates curl xz-utils chromium
-  build-essential pkg-config git patch
+  runc iptables iproute2 busybox-static procps psmisc ca-certificates curl xz-utils chromium openssl
+  build-essential pkg-config git patch libssl-dev
   libprotobuf-dev libprotobuf-c-dev protobuf-c-compiler protobuf-compiler python3-protobuf
   libnl-3-dev libcap-dev libnet1-dev libbsd-dev libaio-dev libgnutls28-dev libnftables-dev uuid-dev
 )
@@ -75,6 +76,25 @@ if ! nats_ok; then
   nats_ok || die "nats-server >= 2.10 is required; found: $(nats-server --version 2>&1 || echo none)"
 fi
 # The package may start its own server on 127.0.0.1:4222; Herd runs its own broker on its own port.
+
+# docker-registry (Docker's distribution 2.8): the registry tests start on loopback with their own
+# config. Its package enables a service on :5000 with a config of its own; keep it from starting
+# during the install (policy-rc.d) and disabled after, so nothing holds the port in the tests' way.
+if ! dpkg-query -W -f='${Status}' docker-registry 2>/dev/null | grep -q 'install ok installed'; then
+  apt_update
+  log "installing docker-registry (its service stays off)"
+  restore_policy=""; mkdir -p "$CACHE"
+  if [ -e /usr/sbin/policy-rc.d ]; then
+    cp -p /usr/sbin/policy-rc.d "$CACHE/policy-rc.d.saved" 2>/dev/null && restore_policy=1
+  fi
+  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod 0755 /usr/sbin/policy-rc.d
+  apt-get install -y -qq --no-install-recommends docker-registry >/dev/null || install_failed=1
+  if [ -n "$restore_policy" ]; then mv -f "$CACHE/policy-rc.d.saved" /usr/sbin/policy-rc.d; else rm -f /usr/sbin/policy-rc.d; fi
+  [ -z "${install_failed:-}" ] || die "installing docker-registry failed"
+fi
+if command -v systemctl >/dev/null && systemctl is-enabled -q docker-registry 2>/dev/null; then
+  systemctl disable -q --now docker-registry 2>/dev/null || systemctl disable -q docker-registry || true
+fi
 
 # CRIU 4.2.1: bookworm's 3.17 fails on this kernel and trixie's 4.1 cannot dump inet sockets on >= 6.16.
 # It is built with RUNDIR=/run/criu, a small tmpfs (below): CRIU keeps its kernel-feature cache
