@@ -23,8 +23,12 @@ pub enum PolicyCommand {
         json: bool,
     },
     /// Set the policy: a spec (hotspot:threshold=80%, 0.7*forecast+0.3*balance) or a name
-    /// with --param.
+    /// with --param. It is stored in the cluster state: it survives a restart of the Control
+    /// node and overrides its --policy flag and config file until herd policy reset.
     Set(SetArgs),
+    /// Forget the policy herd policy set stored: the Control node runs the one it was
+    /// started with (--policy flag, else the config file's [control] policy, else none).
+    Reset,
     /// Show the recent decisions: what moved where, and why.
     Explain {
         /// How many decisions, newest last.
@@ -75,8 +79,22 @@ fn spec_of(args: &SetArgs) -> anyhow::Result<String> {
     Ok(format!("{}{sep}{}", args.spec, args.params.join(",")))
 }
 
+/// Where a policy came from, in words.
+fn source(info: &PolicyInfo) -> String {
+    match info.source.as_str() {
+        "set" => format!("herd policy set (stored; overrides the configured {})", info.configured_spec),
+        "flag" => "the --policy flag".into(),
+        "config" => "the config file's [control] section".into(),
+        "default" => "the default".into(),
+        other => other.into(),
+    }
+}
+
 fn print_info(info: &PolicyInfo) {
     println!("policy:         {}", info.spec);
+    if !info.source.is_empty() {
+        println!("from:           {}", source(info));
+    }
     println!("interval:       {} s", info.interval_secs);
     println!("max concurrent: {} migrations", info.max_concurrent);
     println!("cool-down:      {} s", info.cooldown_secs);
@@ -104,6 +122,11 @@ pub async fn policy(client: impl FnOnce() -> anyhow::Result<Client>, cmd: Policy
         PolicyCommand::Set(args) => {
             let req = SetPolicyRequest { spec: spec_of(&args)?, interval_secs: args.interval };
             let resp = client.send(client.request(Method::PUT, "/v1/policy").json(&req)).await?;
+            let info: PolicyInfo = resp.json().await?;
+            print_info(&info);
+        }
+        PolicyCommand::Reset => {
+            let resp = client.send(client.request(Method::DELETE, "/v1/policy")).await?;
             let info: PolicyInfo = resp.json().await?;
             print_info(&info);
         }
