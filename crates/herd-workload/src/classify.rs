@@ -90,7 +90,8 @@ impl ClassRules {
     /// network.
     pub fn ratios(&self, f: &Features) -> [f64; 4] {
         let stall = |p: Option<f64>| p.unwrap_or(0.0) / self.stall_pct;
-        let cpu = (f.cpu_mean / self.cpu_cores).max(f.cpu_limit_pct_mean.unwrap_or(0.0) / 100.0).max(stall(f.psi_cpu_mean));
+        let cpu =
+            (f.cpu_mean / self.cpu_cores).max(f.cpu_limit_pct_mean.unwrap_or(0.0) / 100.0).max(stall(f.psi_cpu_mean));
         let mem = (f.memory_mean_bytes.unwrap_or(0.0) / self.memory_bytes).max(stall(f.psi_mem_mean));
         let io = (f.blk_mean_bps.unwrap_or(0.0) / self.blk_bps).max(stall(f.psi_io_mean));
         let net = f.net_mean_bps.unwrap_or(0.0) / self.net_bps;
@@ -101,7 +102,11 @@ impl ClassRules {
         let blk = f.blk_mean_bps.unwrap_or(0.0);
         let net = f.net_mean_bps.unwrap_or(0.0);
         let mem = f.memory_mean_bytes.unwrap_or(0.0);
-        if f.cpu_mean < self.idle_cpu_cores && blk < self.idle_bps && net < self.idle_bps && mem < self.idle_memory_bytes {
+        if f.cpu_mean < self.idle_cpu_cores
+            && blk < self.idle_bps
+            && net < self.idle_bps
+            && mem < self.idle_memory_bytes
+        {
             return Verdict {
                 class: Class::Idle,
                 why: format!(
@@ -169,7 +174,8 @@ mod tests {
         assert_eq!(class(&features(0.5, 1.7)), Class::Bursty);
         assert_eq!(class(&features(0.9, 0.1)), Class::CpuBound);
         // A container using all of a small CPU limit is CPU-bound although it uses few cores.
-        let limited = Features { cpu_limit_pct_mean: Some(98.0), memory_mean_bytes: Some(500.0 * MIB), ..features(0.3, 0.05) };
+        let limited =
+            Features { cpu_limit_pct_mean: Some(98.0), memory_mean_bytes: Some(500.0 * MIB), ..features(0.3, 0.05) };
         assert_eq!(class(&limited), Class::CpuBound);
         let memory = Features { memory_mean_bytes: Some(2048.0 * MIB), ..features(0.2, 0.1) };
         assert_eq!(class(&memory), Class::MemoryBound);

@@ -117,7 +117,11 @@ impl Recording {
         need("cpu")?;
         let cols: Vec<Option<usize>> = FIELDS.iter().map(|f| find(f)).collect();
         let mut rec = Recording {
-            ignored: header.iter().filter(|h| !["time", "container"].contains(&h.as_str()) && !FIELDS.contains(&h.as_str())).cloned().collect(),
+            ignored: header
+                .iter()
+                .filter(|h| !["time", "container"].contains(&h.as_str()) && !FIELDS.contains(&h.as_str()))
+                .cloned()
+                .collect(),
             ..Recording::default()
         };
         for row in reader.records() {
@@ -135,11 +139,14 @@ impl Recording {
                 }
                 match text.parse::<f64>() {
                     Ok(x) if x.is_finite() && (c == time_col || x >= 0.0) => Ok(Some(x)),
-                    Ok(_) => Err(bad(format!("column {} `{}` = `{text}`: must be a finite number >= 0", c + 1, header[c]))),
+                    Ok(_) => {
+                        Err(bad(format!("column {} `{}` = `{text}`: must be a finite number >= 0", c + 1, header[c])))
+                    }
                     Err(_) => Err(bad(format!("column {} `{}` = `{text}` is not a number", c + 1, header[c]))),
                 }
             };
-            let required = |c: usize| number(c)?.ok_or_else(|| bad(format!("column {} `{}` is empty", c + 1, header[c])));
+            let required =
+                |c: usize| number(c)?.ok_or_else(|| bad(format!("column {} `{}` is empty", c + 1, header[c])));
             let t = required(time_col)?;
             let name = cell(name_col);
             if name.is_empty() {

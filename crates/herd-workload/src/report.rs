@@ -118,7 +118,10 @@ mod tests {
         assert_eq!(class_of("proxy"), Class::NetworkBound);
         assert_eq!(class_of("sleeper"), Class::Idle);
         assert_eq!(class_of("cron"), Class::Bursty);
-        assert_eq!(r.skipped, vec![("newcomer".to_string(), "too little history: 1 samples with CPU, 10 needed".to_string())]);
+        assert_eq!(
+            r.skipped,
+            vec![("newcomer".to_string(), "too little history: 1 samples with CPU, 10 needed".to_string())]
+        );
         assert_eq!(r.classes.len(), 6);
         assert!(r.classes.iter().all(|c| c.containers.len() == 1));
         // No throttling or pressure recorded: the ranking is skipped with the reason.
