@@ -13,6 +13,7 @@
 //!
 //! VALUE is matched exactly, except that `*` matches any run of characters (`zone==eu-*`).
 
+use std::borrow::Cow;
 use std::fmt;
 
 use herd_proto::state::NodeFacts;
@@ -80,23 +81,23 @@ impl Key {
     }
 
     /// The node's value for this key; `None` when the node has no such label.
-    pub fn value_of(
+    pub fn value_of<'a>(
         &self,
-        name: &str,
-        labels: &std::collections::BTreeMap<String, String>,
-        facts: &NodeFacts,
-    ) -> Option<String> {
+        name: &'a str,
+        labels: &'a std::collections::BTreeMap<String, String>,
+        facts: &'a NodeFacts,
+    ) -> Option<Cow<'a, str>> {
         Some(match self {
-            Key::Name => name.to_string(),
-            Key::Label(l) => return labels.get(l).cloned(),
-            Key::Arch => facts.arch.clone(),
-            Key::Os => facts.os.clone(),
-            Key::Kernel => facts.kernel.clone(),
-            Key::Runc => facts.runc_version.clone(),
-            Key::Criu => facts.criu_version.clone().unwrap_or_else(|| "none".into()),
-            Key::LazyPages => facts.criu_features.lazy_pages.to_string(),
-            Key::DirtyTracking => facts.criu_features.dirty_tracking.to_string(),
-            Key::Cgroup => facts.cgroup_version.to_string(),
+            Key::Name => Cow::Borrowed(name),
+            Key::Label(l) => return labels.get(l).map(|v| Cow::Borrowed(v.as_str())),
+            Key::Arch => Cow::Borrowed(&facts.arch),
+            Key::Os => Cow::Borrowed(&facts.os),
+            Key::Kernel => Cow::Borrowed(&facts.kernel),
+            Key::Runc => Cow::Borrowed(&facts.runc_version),
+            Key::Criu => Cow::Borrowed(facts.criu_version.as_deref().unwrap_or("none")),
+            Key::LazyPages => Cow::Borrowed(if facts.criu_features.lazy_pages { "true" } else { "false" }),
+            Key::DirtyTracking => Cow::Borrowed(if facts.criu_features.dirty_tracking { "true" } else { "false" }),
+            Key::Cgroup => Cow::Owned(facts.cgroup_version.to_string()),
         })
     }
 }

@@ -195,60 +195,75 @@ impl fmt::Display for PlacementError {
 
 impl std::error::Error for PlacementError {}
 
-type Filter = fn(&Candidate, &Request, &sharing::Cluster) -> Result<(), (&'static str, String)>;
+/// A rejection: the filter's name and, when explaining, why.
+type Rejection = (&'static str, String);
 
-fn node_filter(c: &Candidate, r: &Request, _: &sharing::Cluster) -> Result<(), (&'static str, String)> {
+type Filter = fn(&Candidate, &Request, &Ctx) -> Result<(), Rejection>;
+
+/// What every filter sees besides the node and the request.
+struct Ctx<'a> {
+    cluster: sharing::Cluster<'a>,
+    /// Whether rejections carry their reason. Placement first filters without (formatting a
+    /// reason for each of a thousand nodes costs more than the filters themselves), and
+    /// explains only when no node is left.
+    explain: bool,
+}
+
+impl Ctx<'_> {
+    fn reject(&self, filter: &'static str, why: impl FnOnce() -> String) -> Rejection {
+        (filter, if self.explain { why() } else { String::new() })
+    }
+}
+
+fn node_filter(c: &Candidate, r: &Request, ctx: &Ctx) -> Result<(), Rejection> {
     match &r.node {
-        Some(n) if *n != c.name => Err(("node", format!("not the requested node {n}"))),
+        Some(n) if *n != c.name => Err(ctx.reject("node", || format!("not the requested node {n}"))),
         _ => Ok(()),
     }
 }
 
-fn health_filter(c: &Candidate, _: &Request, _: &sharing::Cluster) -> Result<(), (&'static str, String)> {
-    if c.ready { Ok(()) } else { Err(("health", "node is down".to_string())) }
+fn health_filter(c: &Candidate, _: &Request, ctx: &Ctx) -> Result<(), Rejection> {
+    if c.ready { Ok(()) } else { Err(ctx.reject("health", || "node is down".to_string())) }
 }
 
-fn availability_filter(c: &Candidate, _: &Request, _: &sharing::Cluster) -> Result<(), (&'static str, String)> {
-    if c.draining { Err(("availability", format!("node {} is draining", c.name))) } else { Ok(()) }
+fn availability_filter(c: &Candidate, _: &Request, ctx: &Ctx) -> Result<(), Rejection> {
+    if c.draining { Err(ctx.reject("availability", || format!("node {} is draining", c.name))) } else { Ok(()) }
 }
 
-fn resources_filter(c: &Candidate, r: &Request, _: &sharing::Cluster) -> Result<(), (&'static str, String)> {
+fn resources_filter(c: &Candidate, r: &Request, ctx: &Ctx) -> Result<(), Rejection> {
     let free = c.free();
     if r.memory_bytes > free.memory_bytes {
-        return Err((
-            "resources",
+        return Err(ctx.reject("resources", || {
             format!(
                 "not enough memory: requested {}, free {} of {}",
                 units::Bytes(r.memory_bytes),
                 units::Bytes(free.memory_bytes),
                 units::Bytes(c.capacity.memory_bytes)
-            ),
-        ));
+            )
+        }));
     }
     if r.cpus_milli > free.cpus_milli {
-        return Err((
-            "resources",
+        return Err(ctx.reject("resources", || {
             format!(
                 "not enough CPU: requested {}, free {} of {}",
                 units::Cpus(r.cpus_milli),
                 units::Cpus(free.cpus_milli),
                 units::Cpus(c.capacity.cpus_milli)
-            ),
-        ));
+            )
+        }));
     }
     Ok(())
 }
 
-fn constraint_filter(c: &Candidate, r: &Request, _: &sharing::Cluster) -> Result<(), (&'static str, String)> {
+fn constraint_filter(c: &Candidate, r: &Request, ctx: &Ctx) -> Result<(), Rejection> {
     for k in &r.constraints {
         let actual = k.key.value_of(&c.name, &c.labels, &c.facts);
         if !k.matches(actual.as_deref()) {
-            let why = match (&k.key, actual) {
+            return Err(ctx.reject("constraint", || match (&k.key, actual) {
                 (Key::Label(l), None) => format!("{k} not met: node has no label {l}"),
                 (_, Some(v)) => format!("{k} not met: {} is {v}", k.key),
                 (_, None) => format!("{k} not met"),
-            };
-            return Err(("constraint", why));
+            }));
         }
     }
     Ok(())
@@ -258,24 +273,31 @@ fn affinity_holds(c: &Candidate, a: &Affinity) -> bool {
     c.hosted.iter().any(|h| a.hits(&h.name, &h.image)) == a.together
 }
 
-fn affinity_filter(c: &Candidate, r: &Request, _: &sharing::Cluster) -> Result<(), (&'static str, String)> {
+fn affinity_filter(c: &Candidate, r: &Request, ctx: &Ctx) -> Result<(), Rejection> {
     for a in r.affinities.iter().filter(|a| !a.soft) {
         if !affinity_holds(c, a) {
-            let what = match a.target {
-                expr::Target::Container => "container",
-                expr::Target::Image => "container of image",
-            };
-            let why =
-                if a.together { format!("runs no {what} {}", a.value) } else { format!("runs a {what} {}", a.value) };
-            return Err(("affinity", format!("{a} not met: node {why}")));
+            return Err(ctx.reject("affinity", || {
+                let what = match a.target {
+                    expr::Target::Container => "container",
+                    expr::Target::Image => "container of image",
+                };
+                let why = if a.together {
+                    format!("runs no {what} {}", a.value)
+                } else {
+                    format!("runs a {what} {}", a.value)
+                };
+                format!("{a} not met: node {why}")
+            }));
         }
     }
     Ok(())
 }
 
-fn slots_filter(c: &Candidate, _: &Request, _: &sharing::Cluster) -> Result<(), (&'static str, String)> {
+fn slots_filter(c: &Candidate, _: &Request, ctx: &Ctx) -> Result<(), Rejection> {
     match c.max_containers {
-        Some(max) if c.containers >= max => Err(("slots", format!("full: {} of {max} containers", c.containers))),
+        Some(max) if c.containers >= max => {
+            Err(ctx.reject("slots", || format!("full: {} of {max} containers", c.containers)))
+        }
         _ => Ok(()),
     }
 }
@@ -294,15 +316,20 @@ const FILTERS: [Filter; 9] = [
 
 /// Nodes that may run the request, and why the others may not.
 pub fn filter<'a>(nodes: &'a [Candidate], req: &Request) -> (Vec<&'a Candidate>, Vec<Exclusion>) {
+    filter_with(nodes, req, true)
+}
+
+/// [`filter`], with the reasons of exclusions left empty unless `explain`.
+fn filter_with<'a>(nodes: &'a [Candidate], req: &Request, explain: bool) -> (Vec<&'a Candidate>, Vec<Exclusion>) {
     let mut ok = Vec::new();
     let mut excluded = Vec::new();
-    let cluster = sharing::Cluster::of(nodes, req);
+    let ctx = Ctx { cluster: sharing::Cluster::of(nodes, req), explain };
     for c in nodes {
-        match FILTERS.iter().try_for_each(|f| f(c, req, &cluster)) {
+        match FILTERS.iter().try_for_each(|f| f(c, req, &ctx)) {
             Ok(()) => ok.push(c),
             Err((filter, reason)) => {
                 // A node the user did not ask for is not worth reporting.
-                if filter != "node" {
+                if explain && filter != "node" {
                     excluded.push(Exclusion { node: c.name.clone(), filter, reason });
                 }
             }
@@ -341,7 +368,8 @@ fn mix(seed: u64) -> u64 {
 /// affinities they meet, then by the strategy. Ties are broken by node name, so placement is
 /// deterministic (for `Random`, given the seed).
 pub fn place(nodes: &[Candidate], req: &Request, strategy: Strategy) -> Result<String, PlacementError> {
-    let (mut ok, exclusions) = filter(nodes, req);
+    let (mut ok, _) = filter_with(nodes, req, false);
+    let exclusions = if ok.is_empty() { filter(nodes, req).1 } else { Vec::new() };
     if let (Some(wanted), true) = (&req.node, ok.is_empty())
         && !nodes.iter().any(|c| &c.name == wanted)
     {

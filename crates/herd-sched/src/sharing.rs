@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use herd_proto::hostconfig::PortMapping;
 
-use crate::{Candidate, Request};
+use crate::{Candidate, Ctx, Rejection, Request};
 
 /// What the dependency filter needs to know about the whole cluster: where each named volume
 /// the request mounts is in use, and where the container whose network it joins runs.
@@ -45,33 +45,32 @@ pub fn port_clash<'a>(c: &'a Candidate, wanted: &'a [PortMapping]) -> Option<(&'
     wanted.iter().find_map(|w| c.ports.iter().find(|p| p.clashes_with(w)).map(|p| (w, p)))
 }
 
-pub(crate) fn port_filter(c: &Candidate, r: &Request, _: &Cluster) -> Result<(), (&'static str, String)> {
+pub(crate) fn port_filter(c: &Candidate, r: &Request, ctx: &Ctx) -> Result<(), Rejection> {
     if let Some((wanted, taken)) = port_clash(c, &r.ports) {
-        return Err(("port", format!("host port {} is taken ({taken} published there)", wanted.host_side())));
+        return Err(ctx.reject("port", || format!("host port {} is taken ({taken} published there)", wanted.host_side())));
     }
     if let Some(address) = c.address
         && let Some(p) = r.ports.iter().find(|p| !p.host_ip.is_unspecified() && p.host_ip != address)
     {
-        return Err(("port", format!("host IP {} is not the node's address {address}", p.host_ip)));
+        return Err(ctx.reject("port", || format!("host IP {} is not the node's address {address}", p.host_ip)));
     }
     Ok(())
 }
 
-pub(crate) fn dependency_filter(c: &Candidate, r: &Request, cluster: &Cluster) -> Result<(), (&'static str, String)> {
+pub(crate) fn dependency_filter(c: &Candidate, r: &Request, ctx: &Ctx) -> Result<(), Rejection> {
+    let cluster = &ctx.cluster;
     if let Some(owner) = &r.network_of {
         match cluster.network_node {
             Some(node) if node == c.name => {}
             Some(node) => {
-                return Err((
-                    "dependency",
-                    format!("joins the network namespace of container {owner}, which is on {node}"),
-                ));
+                return Err(ctx.reject("dependency", || {
+                    format!("joins the network namespace of container {owner}, which is on {node}")
+                }));
             }
             None => {
-                return Err((
-                    "dependency",
-                    format!("joins the network namespace of container {owner}, which is on no node"),
-                ));
+                return Err(ctx.reject("dependency", || {
+                    format!("joins the network namespace of container {owner}, which is on no node")
+                }));
             }
         }
     }
@@ -79,7 +78,7 @@ pub(crate) fn dependency_filter(c: &Candidate, r: &Request, cluster: &Cluster) -
         if let Some(holders) = cluster.volumes.get(v.as_str())
             && !holders.contains(&c.name.as_str())
         {
-            return Err(("dependency", format!("volume {v} is on {}", holders.join(", "))));
+            return Err(ctx.reject("dependency", || format!("volume {v} is on {}", holders.join(", "))));
         }
     }
     Ok(())
