@@ -77,7 +77,7 @@ pub async fn pull(client: &Client, args: PullArgs) -> anyhow::Result<()> {
                 PullUpdate::Report(report) => {
                     view.finish();
                     if args.json {
-                        return print_json(&report);
+                        return print_json(&*report);
                     }
                     print_report(&report);
                     return Ok(());

@@ -161,7 +161,7 @@ async fn pull_image(State(c): State<Arc<Control>>, Json(req): Json<herd_proto::p
         };
         let result = c.pull_image(req, updates_tx).await;
         let _ = relay.await;
-        let _ = tx.send(result.map(PullUpdate::Report)).await;
+        let _ = tx.send(result.map(|r| PullUpdate::Report(Box::new(r)))).await;
     });
     let first = match rx.recv().await {
         Some(Ok(u)) => u,

@@ -13,6 +13,7 @@
 //! | `GET /v1/images` | | `[ImageRecord]` |
 //! | `POST /v1/images?name=NAME` | a tar stream (rootfs, OCI layout or `docker save`; gzip allowed) | [`ImageRecord`] |
 //! | `DELETE /v1/images/{name}` | | |
+//! | `POST /v1/pulls` | [`crate::pull::PullRequest`] | newline-delimited [`crate::pull::PullUpdate`]s, the last a report or an error |
 //! | `GET /v1/containers?all=BOOL` | | `[ContainerInfo]` |
 //! | `POST /v1/containers` | [`RunRequest`] | [`ContainerInfo`] |
 //! | `GET /v1/containers/{name}` | | [`ContainerInfo`] |

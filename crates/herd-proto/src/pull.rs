@@ -72,6 +72,6 @@ pub enum PullUpdate {
         digest: String,
         size: u64,
     },
-    Report(PullReport),
+    Report(Box<PullReport>),
     Error(String),
 }

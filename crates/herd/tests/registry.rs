@@ -42,6 +42,9 @@ fn b64url(data: &[u8]) -> String {
 
 // --- the token service ----------------------------------------------------------------------
 
+/// The token service's key (PKCS#8), certificate (DER) and the requests it saw.
+type TokenState = (Arc<Vec<u8>>, Arc<Vec<u8>>, Arc<Mutex<Vec<(String, bool)>>>);
+
 /// A token service on loopback: it checks Basic credentials and grants what is asked, in an
 /// ES256 JWT whose `x5c` header carries the certificate the registry trusts.
 struct TokenService {
@@ -63,11 +66,7 @@ impl TokenService {
             let app = axum::Router::new().route(
                 "/token",
                 axum::routing::get(
-                    |axum::extract::State((key, cert, requests)): axum::extract::State<(
-                        Arc<Vec<u8>>,
-                        Arc<Vec<u8>>,
-                        Arc<Mutex<Vec<(String, bool)>>>,
-                    )>,
+                    |axum::extract::State((key, cert, requests)): axum::extract::State<TokenState>,
                      axum::extract::Query(q): axum::extract::Query<HashMap<String, String>>,
                      headers: axum::http::HeaderMap| async move {
                         let expected = format!(
