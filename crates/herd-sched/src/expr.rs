@@ -257,10 +257,10 @@ fn split<'a>(expr: &'a str, ops: &[&'static str]) -> Option<(&'a str, &'static s
 
 /// `pattern` matches `text` exactly, `*` matching any run of characters.
 pub fn glob(pattern: &str, text: &str) -> bool {
-    let parts: Vec<&str> = pattern.split('*').collect();
-    if parts.len() == 1 {
+    if !pattern.contains('*') {
         return pattern == text;
     }
+    let parts: Vec<&str> = pattern.split('*').collect();
     let (first, last) = (parts[0], parts[parts.len() - 1]);
     if !text.starts_with(first) || text.len() < first.len() + last.len() || !text.ends_with(last) {
         return false;

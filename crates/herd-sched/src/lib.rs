@@ -316,20 +316,15 @@ const FILTERS: [Filter; 9] = [
 
 /// Nodes that may run the request, and why the others may not.
 pub fn filter<'a>(nodes: &'a [Candidate], req: &Request) -> (Vec<&'a Candidate>, Vec<Exclusion>) {
-    filter_with(nodes, req, true)
-}
-
-/// [`filter`], with the reasons of exclusions left empty unless `explain`.
-fn filter_with<'a>(nodes: &'a [Candidate], req: &Request, explain: bool) -> (Vec<&'a Candidate>, Vec<Exclusion>) {
     let mut ok = Vec::new();
     let mut excluded = Vec::new();
-    let ctx = Ctx { cluster: sharing::Cluster::of(nodes, req), explain };
+    let ctx = Ctx { cluster: sharing::Cluster::of(nodes, req), explain: true };
     for c in nodes {
         match FILTERS.iter().try_for_each(|f| f(c, req, &ctx)) {
             Ok(()) => ok.push(c),
             Err((filter, reason)) => {
                 // A node the user did not ask for is not worth reporting.
-                if explain && filter != "node" {
+                if filter != "node" {
                     excluded.push(Exclusion { node: c.name.clone(), filter, reason });
                 }
             }
@@ -368,9 +363,29 @@ fn mix(seed: u64) -> u64 {
 /// affinities they meet, then by the strategy. Ties are broken by node name, so placement is
 /// deterministic (for `Random`, given the seed).
 pub fn place(nodes: &[Candidate], req: &Request, strategy: Strategy) -> Result<String, PlacementError> {
-    let (mut ok, _) = filter_with(nodes, req, false);
-    let exclusions = if ok.is_empty() { filter(nodes, req).1 } else { Vec::new() };
-    if let (Some(wanted), true) = (&req.node, ok.is_empty())
+    // One pass without reasons: a placement looks at every node, so nothing here allocates
+    // per node. Reasons are worked out only when no node is left.
+    let ctx = Ctx { cluster: sharing::Cluster::of(nodes, req), explain: false };
+    let passing = nodes.iter().filter(|c| FILTERS.iter().all(|f| f(c, req, &ctx).is_ok()));
+    let chosen = match strategy {
+        Strategy::Random { seed } => {
+            let scored: Vec<(usize, &Candidate)> = passing.map(|c| (c.soft_score(req), c)).collect();
+            let best = scored.iter().map(|(s, _)| *s).max();
+            let mut pool: Vec<&Candidate> =
+                scored.into_iter().filter(|(s, _)| Some(*s) == best).map(|(_, c)| c).collect();
+            pool.sort_by(|a, b| a.name.cmp(&b.name));
+            (!pool.is_empty()).then(|| pool[(mix(seed) % pool.len() as u64) as usize])
+        }
+        // The most soft affinities met, then the strategy's best.
+        _ => passing
+            .map(|c| (c.soft_score(req), c))
+            .max_by(|(sa, a), (sb, b)| sa.cmp(sb).then_with(|| rank(strategy, b, a)))
+            .map(|(_, c)| c),
+    };
+    if let Some(c) = chosen {
+        return Ok(c.name.clone());
+    }
+    if let Some(wanted) = &req.node
         && !nodes.iter().any(|c| &c.name == wanted)
     {
         return Err(PlacementError {
@@ -378,28 +393,16 @@ pub fn place(nodes: &[Candidate], req: &Request, strategy: Strategy) -> Result<S
             unknown_labels: Vec::new(),
         });
     }
-    if ok.is_empty() {
-        let mut unknown_labels: Vec<String> = req
-            .constraints
-            .iter()
-            .filter_map(|k| match &k.key {
-                Key::Label(l) if k.equal && !nodes.iter().any(|c| c.labels.contains_key(l)) => Some(l.clone()),
-                _ => None,
-            })
-            .collect();
-        unknown_labels.dedup();
-        return Err(PlacementError { exclusions, unknown_labels });
-    }
-    let best = ok.iter().map(|c| c.soft_score(req)).max().unwrap_or(0);
-    ok.retain(|c| c.soft_score(req) == best);
-    let chosen = match strategy {
-        Strategy::Random { seed } => {
-            ok.sort_by(|a, b| a.name.cmp(&b.name));
-            ok[(mix(seed) % ok.len() as u64) as usize]
-        }
-        _ => ok.into_iter().min_by(|a, b| rank(strategy, a, b)).expect("not empty"),
-    };
-    Ok(chosen.name.clone())
+    let mut unknown_labels: Vec<String> = req
+        .constraints
+        .iter()
+        .filter_map(|k| match &k.key {
+            Key::Label(l) if k.equal && !nodes.iter().any(|c| c.labels.contains_key(l)) => Some(l.clone()),
+            _ => None,
+        })
+        .collect();
+    unknown_labels.dedup();
+    Err(PlacementError { exclusions: filter(nodes, req).1, unknown_labels })
 }
 
 #[cfg(test)]
