@@ -117,8 +117,11 @@ impl Layout {
         herd_proto::names::validate_node_name(&opts.name).map_err(|_| {
             anyhow::anyhow!("invalid cluster name {:?}: use lowercase letters, digits and '-'", opts.name)
         })?;
-        if opts.nodes == 0 || opts.nodes > 200 {
-            bail!("--nodes must be between 1 and 200");
+        if opts.nodes > 200 || (opts.nodes == 0 && opts.sim_nodes == 0) {
+            bail!("--nodes must be between 1 and 200 (0 only with --sim-nodes)");
+        }
+        if opts.sim_nodes > 100_000 {
+            bail!("--sim-nodes must be at most 100000");
         }
         let hosts: Vec<Ipv4Addr> = opts.subnet.hosts().collect();
         if hosts.len() < 11 + opts.nodes {
