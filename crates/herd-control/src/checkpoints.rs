@@ -293,7 +293,7 @@ impl Control {
                 ports: record.host.ports.clone(),
                 ..Default::default()
             };
-            herd_sched::place(&view.candidates(), &request, Strategy::Spread).map_err(|e| {
+            herd_sched::place(&view.candidates(&request), &request, Strategy::Spread).map_err(|e| {
                 Error::conflict(format!(
                     "node {target} cannot take {name}: {}",
                     e.to_string().trim_start_matches("no node can run this container: ")

@@ -194,7 +194,7 @@ impl Control {
             joined_ip = shared.map(|s| s.ip);
             host_config = host;
             let placement = crate::hostconfig::placement(placement, &host_config);
-            let candidates = view.candidates();
+            let candidates = view.candidates(&placement);
             herd_sched::place(&candidates, &placement, strategy).map_err(|e| {
                 if req.node.is_some() && e.exclusions.iter().any(|x| x.reason == "no such node") {
                     Error::not_found(format!("no such node: {}", req.node.as_deref().unwrap_or("")))

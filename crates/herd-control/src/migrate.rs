@@ -183,8 +183,6 @@ impl Control {
         let view = self.view.read().unwrap();
         crate::hostconfig::ensure_movable(&view, record)?;
         let source = &record.node;
-        let candidates: Vec<herd_sched::Candidate> =
-            view.candidates().into_iter().filter(|c| &c.name != source).collect();
         let request = Request {
             cpus_milli: record.limits.cpus_milli.unwrap_or(0),
             memory_bytes: record.limits.memory_bytes.unwrap_or(0),
@@ -193,6 +191,8 @@ impl Control {
             ports: record.host.ports.clone(),
             ..Default::default()
         };
+        let candidates: Vec<herd_sched::Candidate> =
+            view.candidates(&request).into_iter().filter(|c| &c.name != source).collect();
         if let Some(to) = &req.to {
             if to == source {
                 return Err(Error::bad_request(format!(

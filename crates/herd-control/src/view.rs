@@ -38,6 +38,12 @@ pub struct View {
     /// Bucket revision of the newest status write (or delete) seen per container id, so a
     /// late watch event never overwrites a newer status read directly.
     status_revisions: HashMap<String, u64>,
+    /// Per node: the limits of its containers summed, and how many there are. Kept in step
+    /// by [`View::insert_container`] and [`View::remove_container`], so a placement costs
+    /// the number of nodes, not the number of containers.
+    loads: HashMap<String, (Resources, usize)>,
+    /// Containers that publish ports or mount named volumes (few), for the placement filters.
+    with_host_config: std::collections::HashSet<String>,
 }
 
 impl View {
@@ -63,13 +69,42 @@ impl View {
 
     pub fn insert_container(&mut self, c: ContainerRecord) {
         self.names_by_id.insert(c.id.clone(), c.name.clone());
-        self.containers.insert(c.name.clone(), c);
+        self.count_load(&c, true);
+        if let Some(old) = self.containers.insert(c.name.clone(), c) {
+            self.count_load(&old, false);
+        }
     }
 
     pub fn remove_container(&mut self, name: &str) -> Option<ContainerRecord> {
         let c = self.containers.remove(name)?;
         self.names_by_id.remove(&c.id);
+        self.count_load(&c, false);
         Some(c)
+    }
+
+    /// Adds (or takes away) a container's share of its node's load.
+    fn count_load(&mut self, c: &ContainerRecord, add: bool) {
+        let load = self.loads.entry(c.node.clone()).or_default();
+        let (cpus, memory) = (c.limits.cpus_milli.unwrap_or(0), c.limits.memory_bytes.unwrap_or(0));
+        if add {
+            load.0.cpus_milli += cpus;
+            load.0.memory_bytes += memory;
+            load.1 += 1;
+        } else {
+            load.0.cpus_milli = load.0.cpus_milli.saturating_sub(cpus);
+            load.0.memory_bytes = load.0.memory_bytes.saturating_sub(memory);
+            load.1 = load.1.saturating_sub(1);
+            if load.1 == 0 {
+                self.loads.remove(&c.node);
+            }
+        }
+        if !c.host.ports.is_empty() || !c.host.volumes.is_empty() {
+            if add {
+                self.with_host_config.insert(c.name.clone());
+            } else if !self.containers.get(&c.name).is_some_and(|now| !now.host.ports.is_empty() || !now.host.volumes.is_empty()) {
+                self.with_host_config.remove(&c.name);
+            }
+        }
     }
 
     /// A node's labels as placement and `herd nodes` see them: its own, with the operator's over them.
@@ -90,31 +125,28 @@ impl View {
 
     /// Resources reserved on each node by the limits of its containers, and their count.
     pub fn allocations(&self) -> HashMap<&str, (Resources, usize)> {
-        let mut out: HashMap<&str, (Resources, usize)> = HashMap::new();
-        for c in self.containers.values() {
-            let e = out.entry(c.node.as_str()).or_default();
-            e.0.cpus_milli += c.limits.cpus_milli.unwrap_or(0);
-            e.0.memory_bytes += c.limits.memory_bytes.unwrap_or(0);
-            e.1 += 1;
-        }
-        out
+        self.loads.iter().map(|(node, load)| (node.as_str(), *load)).collect()
     }
 
-    /// Every node as placement sees it, sorted by name. A node's `containerslots` label (as in
-    /// Docker Swarm) caps how many containers it takes.
-    pub fn candidates(&self) -> Vec<herd_sched::Candidate> {
-        let allocations = self.allocations();
+    /// Every node as placement sees it for `req`, sorted by name. A node's `containerslots`
+    /// label (as in Docker Swarm) caps how many containers it takes. The containers each node
+    /// hosts are listed only when `req` has affinities or joins another container's network:
+    /// that costs a pass over every container, which other placements need not pay.
+    pub fn candidates(&self, req: &herd_sched::Request) -> Vec<herd_sched::Candidate> {
+        let allocations = &self.loads;
         let mut hosted: HashMap<&str, Vec<herd_sched::Hosted>> = HashMap::new();
-        for c in self.containers.values() {
-            hosted
-                .entry(c.node.as_str())
-                .or_default()
-                .push(herd_sched::Hosted { name: c.name.clone(), image: c.image.clone() });
+        if !req.affinities.is_empty() || req.network_of.is_some() {
+            for c in self.containers.values() {
+                hosted
+                    .entry(c.node.as_str())
+                    .or_default()
+                    .push(herd_sched::Hosted { name: c.name.clone(), image: c.image.clone() });
+            }
         }
         // Published ports and named volumes in use, per node (port and dependency filters).
         let mut shared: HashMap<&str, (Vec<herd_proto::hostconfig::PortMapping>, std::collections::BTreeSet<String>)> =
             HashMap::new();
-        for c in self.containers.values().filter(|c| !c.host.ports.is_empty() || !c.host.volumes.is_empty()) {
+        for c in self.with_host_config.iter().filter_map(|name| self.containers.get(name)) {
             let e = shared.entry(c.node.as_str()).or_default();
             e.0.extend(c.host.ports.iter().copied());
             e.1.extend(c.host.volumes.iter().map(|v| v.name.clone()));
@@ -123,7 +155,7 @@ impl View {
             .nodes
             .values()
             .map(|n| {
-                let (allocated, containers) = allocations.get(n.record.name.as_str()).copied().unwrap_or_default();
+                let (allocated, containers) = allocations.get(&n.record.name).copied().unwrap_or_default();
                 let labels = self.labels_of(n);
                 let (ports, volumes) = shared.remove(n.record.name.as_str()).unwrap_or_default();
                 herd_sched::Candidate {
@@ -262,6 +294,44 @@ mod tests {
             error: None,
             updated_at: 0,
         }
+    }
+
+    fn record(name: &str, node: &str, memory: u64) -> ContainerRecord {
+        ContainerRecord {
+            id: format!("id-{name}"),
+            name: name.into(),
+            image: "busybox:latest".into(),
+            image_id: "i".into(),
+            node: node.into(),
+            ip: std::net::Ipv4Addr::new(10, 0, 0, 1),
+            limits: herd_proto::state::Limits { memory_bytes: Some(memory), ..Default::default() },
+            args: Vec::new(),
+            env: Vec::new(),
+            working_dir: "/".into(),
+            labels: Default::default(),
+            created_at: 0,
+            desired: herd_proto::state::Desired::Running,
+            checkpoints: Vec::new(),
+            migrations: Vec::new(),
+            host: Default::default(),
+        }
+    }
+
+    #[test]
+    fn node_loads_follow_inserts_moves_and_removals() {
+        let mut v = View::default();
+        v.insert_container(record("a", "n1", 100));
+        v.insert_container(record("b", "n1", 50));
+        v.insert_container(record("c", "n2", 10));
+        assert_eq!(v.allocations()["n1"], (Resources { cpus_milli: 0, memory_bytes: 150 }, 2));
+        // A migration rewrites the record with another node.
+        v.insert_container(record("a", "n2", 100));
+        assert_eq!(v.allocations()["n1"], (Resources { cpus_milli: 0, memory_bytes: 50 }, 1));
+        assert_eq!(v.allocations()["n2"], (Resources { cpus_milli: 0, memory_bytes: 110 }, 2));
+        v.remove_container("b");
+        assert!(!v.allocations().contains_key("n1"));
+        v.remove_container("missing");
+        assert_eq!(v.allocations()["n2"].1, 2);
     }
 
     #[test]
