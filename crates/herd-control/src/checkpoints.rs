@@ -286,13 +286,16 @@ impl Control {
                 )));
             }
             crate::hostconfig::ensure_movable(&view, &record)?;
-            let request = Request {
-                cpus_milli: record.limits.cpus_milli.unwrap_or(0),
-                memory_bytes: record.limits.memory_bytes.unwrap_or(0),
-                node: Some(target.clone()),
-                ports: record.host.ports.clone(),
-                ..Default::default()
-            };
+            let request = crate::containers::with_placement_rules(
+                Request {
+                    cpus_milli: record.limits.cpus_milli.unwrap_or(0),
+                    memory_bytes: record.limits.memory_bytes.unwrap_or(0),
+                    node: Some(target.clone()),
+                    ports: record.host.ports.clone(),
+                    ..Default::default()
+                },
+                &record,
+            )?;
             herd_sched::place(&view.candidates(&request), &request, Strategy::Spread).map_err(|e| {
                 Error::conflict(format!(
                     "node {target} cannot take {name}: {}",
@@ -471,6 +474,7 @@ mod tests {
                 .collect(),
             migrations: vec![],
             host: Default::default(),
+            placement: Default::default(),
         }
     }
 

@@ -11,7 +11,7 @@ use futures::Stream;
 use herd_proto::api::{ContainerInfo, RunRequest};
 use herd_proto::names::{normalize_image, parse_pair, validate_container_name};
 use herd_proto::node::{ContainerSpec, LogChunk, NodeReply, NodeRequest};
-use herd_proto::state::{ContainerRecord, ContainerState, Desired, ImageRecord, Limits};
+use herd_proto::state::{ContainerRecord, ContainerState, Desired, ImageRecord, Limits, PlacementRules};
 use herd_proto::{now_millis, units};
 use herd_sched::{Request, Strategy};
 use rand::Rng;
@@ -81,6 +81,14 @@ pub fn resolve_process(image: &ImageRecord, command: &[String], env: &[String]) 
         set(k, v);
     }
     Ok((args, merged.into_iter().map(|(k, v)| format!("{k}={v}")).collect()))
+}
+
+/// `request` with the constraints and affinities `record` was run with: a container that
+/// moves keeps its placement rules.
+pub(crate) fn with_placement_rules(request: Request, record: &ContainerRecord) -> Result<Request> {
+    request.with_expressions(&record.placement.constraints, &record.placement.affinities).map_err(|e| {
+        Error::conflict(format!("the stored placement rules of container {} do not parse: {}", record.name, e.0))
+    })
 }
 
 impl Control {
@@ -231,6 +239,7 @@ impl Control {
             checkpoints: Vec::new(),
             migrations: Vec::new(),
             host: host_config,
+            placement: PlacementRules { constraints: req.constraints.clone(), affinities: req.affinities.clone() },
         };
         match self.containers.create(&name, &record).await {
             Ok(Ok(_)) => {}

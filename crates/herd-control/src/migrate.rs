@@ -183,14 +183,17 @@ impl Control {
         let view = self.view.read().unwrap();
         crate::hostconfig::ensure_movable(&view, record)?;
         let source = &record.node;
-        let request = Request {
-            cpus_milli: record.limits.cpus_milli.unwrap_or(0),
-            memory_bytes: record.limits.memory_bytes.unwrap_or(0),
-            node: req.to.clone(),
-            // Its published ports must be free at the destination.
-            ports: record.host.ports.clone(),
-            ..Default::default()
-        };
+        let request = crate::containers::with_placement_rules(
+            Request {
+                cpus_milli: record.limits.cpus_milli.unwrap_or(0),
+                memory_bytes: record.limits.memory_bytes.unwrap_or(0),
+                node: req.to.clone(),
+                // Its published ports must be free at the destination.
+                ports: record.host.ports.clone(),
+                ..Default::default()
+            },
+            record,
+        )?;
         let candidates: Vec<herd_sched::Candidate> =
             view.candidates(&request).into_iter().filter(|c| &c.name != source).collect();
         if let Some(to) = &req.to {

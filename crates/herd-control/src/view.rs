@@ -101,7 +101,11 @@ impl View {
         if !c.host.ports.is_empty() || !c.host.volumes.is_empty() {
             if add {
                 self.with_host_config.insert(c.name.clone());
-            } else if !self.containers.get(&c.name).is_some_and(|now| !now.host.ports.is_empty() || !now.host.volumes.is_empty()) {
+            } else if !self
+                .containers
+                .get(&c.name)
+                .is_some_and(|now| !now.host.ports.is_empty() || !now.host.volumes.is_empty())
+            {
                 self.with_host_config.remove(&c.name);
             }
         }
@@ -128,7 +132,8 @@ impl View {
         self.loads.iter().map(|(node, load)| (node.as_str(), *load)).collect()
     }
 
-    /// Every node as placement sees it for `req`, sorted by name. A node's `containerslots`
+    /// Every node as placement sees it for `req`, in no particular order (placement breaks
+    /// ties by name). A node's `containerslots`
     /// label (as in Docker Swarm) caps how many containers it takes. The containers each node
     /// hosts are listed only when `req` has affinities or joins another container's network:
     /// that costs a pass over every container, which other placements need not pay.
@@ -151,7 +156,7 @@ impl View {
             e.0.extend(c.host.ports.iter().copied());
             e.1.extend(c.host.volumes.iter().map(|v| v.name.clone()));
         }
-        let mut out: Vec<herd_sched::Candidate> = self
+        let out: Vec<herd_sched::Candidate> = self
             .nodes
             .values()
             .map(|n| {
@@ -168,14 +173,13 @@ impl View {
                     hosted: hosted.remove(n.record.name.as_str()).unwrap_or_default(),
                     max_containers: labels.get("containerslots").and_then(|v| v.parse().ok()),
                     labels,
-                    facts: n.record.facts.clone(),
+                    facts: placement_facts(&n.record.facts),
                     ports,
                     volumes,
                     address: Some(n.record.address),
                 }
             })
             .collect();
-        out.sort_by(|a, b| a.name.cmp(&b.name));
         out
     }
 
@@ -278,6 +282,21 @@ impl View {
     }
 }
 
+/// A node's facts as placement constraints see them: all but its CPU flags, which no
+/// constraint names and which are a hundred strings to copy per node and placement.
+fn placement_facts(f: &herd_proto::state::NodeFacts) -> herd_proto::state::NodeFacts {
+    herd_proto::state::NodeFacts {
+        arch: f.arch.clone(),
+        os: f.os.clone(),
+        kernel: f.kernel.clone(),
+        runc_version: f.runc_version.clone(),
+        criu_version: f.criu_version.clone(),
+        criu_features: f.criu_features.clone(),
+        cgroup_version: f.cgroup_version,
+        cpu_flags: Vec::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -314,6 +333,7 @@ mod tests {
             checkpoints: Vec::new(),
             migrations: Vec::new(),
             host: Default::default(),
+            placement: Default::default(),
         }
     }
 

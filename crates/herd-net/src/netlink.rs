@@ -273,6 +273,18 @@ impl Netlink {
         }
     }
 
+    /// Deletes the route to `dest` only if it is Herd's route via `gateway` (a route to the
+    /// same destination out of an interface, or via another gateway, stays).
+    pub async fn delete_route_via(&self, dest: Ipv4Net, gateway: Ipv4Addr) -> Result<(), NetError> {
+        let dest = dest.trunc();
+        let route = herd_route(dest).gateway(gateway).scope(RouteScope::NoWhere).kind(RouteType::Unspec).build();
+        match self.handle.route().del(route).execute().await {
+            Ok(()) => Ok(()),
+            Err(e) if netlink_errno(&e) == Some(libc::ESRCH) => Ok(()),
+            Err(e) => Err(NetError::netlink(self.ctx(format_args!("deleting route to {dest} via {gateway}")), e)),
+        }
+    }
+
     /// Lists Herd's /32 routes via a gateway in the main table, as
     /// `(destination, gateway)`: the ones [`Netlink::replace_route_via`]
     /// installed (marked with [`ROUTE_PROTOCOL`]), for route syncing. Routes

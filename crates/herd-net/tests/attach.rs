@@ -465,6 +465,16 @@ async fn links_addresses_and_routes_are_idempotent() {
     assert!(nl.routes_via().await.unwrap().is_empty());
     let shown = ip_in(&ns, &["-4", "route", "show", "10.199.254.7/32"]);
     assert!(shown.contains("dev hbr0 proto 72 scope link"), "{shown}");
+    // Deleting the via route it replaced leaves the dev route alone.
+    nl.delete_route_via(dest, Ipv4Addr::new(10, 199, 253, 3)).await.unwrap();
+    let shown = ip_in(&ns, &["-4", "route", "show", "10.199.254.7/32"]);
+    assert!(shown.contains("dev hbr0 proto 72 scope link"), "{shown}");
+    let other = net("10.199.254.9/32");
+    nl.replace_route_via(other, Ipv4Addr::new(10, 199, 253, 2)).await.unwrap();
+    nl.delete_route_via(other, Ipv4Addr::new(10, 199, 253, 4)).await.unwrap();
+    assert_eq!(nl.routes_via().await.unwrap(), [(other.addr(), Ipv4Addr::new(10, 199, 253, 2))]);
+    nl.delete_route_via(other, Ipv4Addr::new(10, 199, 253, 2)).await.unwrap();
+    assert!(nl.routes_via().await.unwrap().is_empty());
     nl.delete_route(dest).await.unwrap();
     nl.delete_route(dest).await.unwrap();
     assert!(ip_in(&ns, &["-4", "route", "show", "10.199.254.7/32"]).trim().is_empty());

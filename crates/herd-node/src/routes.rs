@@ -5,8 +5,9 @@
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use herd_broker::{Broker, Change};
 use herd_net::Netlink;
 use herd_proto::state::{ContainerRecord, NodeRecord};
@@ -54,26 +55,45 @@ impl RouteTable {
     }
 }
 
-/// Makes the namespace's Herd routes (within `range`) equal `desired`.
-async fn apply(netlink: &Netlink, range: Option<Ipv4Net>, desired: &HashMap<Ipv4Addr, Ipv4Addr>) -> anyhow::Result<()> {
-    let current: HashMap<Ipv4Addr, Ipv4Addr> =
-        netlink.routes_via().await?.into_iter().filter(|(ip, _)| range.is_none_or(|r| r.contains(ip))).collect();
+/// The namespace's Herd routes within `range`: container address -> gateway.
+async fn current_routes(netlink: &Netlink, range: Option<Ipv4Net>) -> anyhow::Result<HashMap<Ipv4Addr, Ipv4Addr>> {
+    Ok(netlink.routes_via().await?.into_iter().filter(|(ip, _)| range.is_none_or(|r| r.contains(ip))).collect())
+}
+
+/// Changes the routes in `applied` (what the namespace has) into `desired`, one netlink
+/// request per route that differs, and records what it changed in `applied`.
+async fn apply(netlink: &Netlink, applied: &mut HashMap<Ipv4Addr, Ipv4Addr>, desired: &HashMap<Ipv4Addr, Ipv4Addr>) {
     for (ip, gw) in desired {
-        if current.get(ip) != Some(gw) {
+        if applied.get(ip) != Some(gw) {
             let dest = Ipv4Net::new(*ip, 32).expect("a /32 is valid");
-            if let Err(e) = netlink.replace_route_via(dest, *gw).await {
-                tracing::warn!("cannot route {ip} via {gw}: {e}");
+            match netlink.replace_route_via(dest, *gw).await {
+                Ok(()) => {
+                    applied.insert(*ip, *gw);
+                }
+                Err(e) => tracing::warn!("cannot route {ip} via {gw}: {e}"),
             }
         }
     }
-    for ip in current.keys().filter(|ip| !desired.contains_key(ip)) {
-        let dest = Ipv4Net::new(*ip, 32).expect("a /32 is valid");
-        if let Err(e) = netlink.delete_route(dest).await {
-            tracing::warn!("cannot delete the route to {ip}: {e}");
+    let gone: Vec<(Ipv4Addr, Ipv4Addr)> =
+        applied.iter().filter(|(ip, _)| !desired.contains_key(ip)).map(|(ip, gw)| (*ip, *gw)).collect();
+    for (ip, gw) in gone {
+        // Only our route via `gw`: the container may have just arrived on this node, whose
+        // route out of its veth must stay.
+        let dest = Ipv4Net::new(ip, 32).expect("a /32 is valid");
+        match netlink.delete_route_via(dest, gw).await {
+            Ok(()) => {
+                applied.remove(&ip);
+            }
+            Err(e) => tracing::warn!("cannot delete the route to {ip}: {e}"),
         }
     }
-    Ok(())
 }
+
+/// Changes arriving within this window are applied together: starting a thousand containers
+/// makes a thousand changes, and working out the routes once per change would cost the square.
+const BATCH_WINDOW: Duration = Duration::from_millis(20);
+/// How often the namespace's routes are read back, to repair what someone else changed.
+const RESYNC_EVERY: Duration = Duration::from_secs(60);
 
 /// Follows the nodes and containers buckets forever, keeping this namespace's routes current.
 pub async fn run_route_sync(broker: Broker, local_node: Option<String>, range: Option<Ipv4Net>) -> anyhow::Result<()> {
@@ -89,7 +109,9 @@ pub async fn run_route_sync(broker: Broker, local_node: Option<String>, range: O
     for c in container_map.values() {
         table.set_container(&c.value.name, &c.value.node, c.value.ip);
     }
-    apply(&netlink, range, &table.desired()).await?;
+    let mut applied = current_routes(&netlink, range).await?;
+    apply(&netlink, &mut applied, &table.desired()).await;
+    let mut resynced = Instant::now();
 
     enum Update {
         Node(Change<NodeRecord>),
@@ -99,14 +121,26 @@ pub async fn run_route_sync(broker: Broker, local_node: Option<String>, range: O
         node_changes.map(Update::Node).boxed(),
         container_changes.map(Update::Container).boxed(),
     );
+    let take = |table: &mut RouteTable, update: Update| match update {
+        Update::Node(Change::Put { value, .. }) => table.set_node(&value.name, value.address),
+        Update::Node(Change::Delete { .. }) => {}
+        Update::Container(Change::Put { value, .. }) => table.set_container(&value.name, &value.node, value.ip),
+        Update::Container(Change::Delete { key, .. }) => table.remove_container(&key),
+    };
     while let Some(update) = updates.next().await {
-        match update {
-            Update::Node(Change::Put { value, .. }) => table.set_node(&value.name, value.address),
-            Update::Node(Change::Delete { .. }) => {}
-            Update::Container(Change::Put { value, .. }) => table.set_container(&value.name, &value.node, value.ip),
-            Update::Container(Change::Delete { key, .. }) => table.remove_container(&key),
+        take(&mut table, update);
+        tokio::time::sleep(BATCH_WINDOW).await;
+        while let Some(more) = updates.next().now_or_never() {
+            match more {
+                Some(update) => take(&mut table, update),
+                None => anyhow::bail!("the cluster state watch ended"),
+            }
         }
-        apply(&netlink, range, &table.desired()).await?;
+        if resynced.elapsed() >= RESYNC_EVERY {
+            applied = current_routes(&netlink, range).await?;
+            resynced = Instant::now();
+        }
+        apply(&netlink, &mut applied, &table.desired()).await;
     }
     anyhow::bail!("the cluster state watch ended")
 }

@@ -229,6 +229,19 @@ pub struct ContainerRecord {
     /// Published ports, shared network namespace, named volumes.
     #[serde(default)]
     pub host: crate::hostconfig::HostConfig,
+    /// The placement rules it was run with, applied again when it moves.
+    #[serde(default)]
+    pub placement: PlacementRules,
+}
+
+/// How a container asked to be placed (`herd run --constraint/--affinity`), kept with it so
+/// that a migration or a restore on another node follows the same rules.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlacementRules {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub constraints: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub affinities: Vec<String>,
 }
 
 /// How many migration reports a container keeps.

@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::Cluster;
 use herd_proto::api::ContainerInfo;
 
@@ -85,5 +87,15 @@ fn constraints_and_affinities_steer_placement_and_failures_explain_themselves() 
             assert!(err.contains(want), "herd {}: expected {want:?} in {err:?}", args.join(" "));
         }
         assert_eq!(names(&cluster), before, "herd {} left something behind", args.join(" "));
+    }
+
+    // A container keeps its rules when it moves: zoned (zone==b, on n2) may not go to n1,
+    // away (node.name!=n1) neither, and a container without rules may.
+    for (name, rule) in [("zoned", "node.labels.zone==b not met"), ("away", "node.name!=n1 not met")] {
+        let err = cluster.fails(&["migrate", name]);
+        assert!(err.contains(&format!("n1 (constraint filter: {rule}")), "herd migrate {name}: {err}");
+        let err = cluster.fails(&["migrate", name, "--to", "n1"]);
+        assert!(err.contains("constraint filter"), "herd migrate {name} --to n1: {err}");
+        assert_eq!(cluster.wait_state(name, "running", Duration::from_secs(10)).node, "n2");
     }
 }
