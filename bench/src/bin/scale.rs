@@ -170,21 +170,25 @@ fn time_ps(cluster: &BenchCluster, expected: usize, runs: usize) -> anyhow::Resu
 
 /// 100,000 containers on 1,000 simulated nodes, through the API.
 async fn simulated(nodes: usize, containers: usize, concurrency: usize) -> anyhow::Result<()> {
-    println!("\n## API: {containers} containers on {nodes} simulated nodes (herd up --sim-nodes), {concurrency} requests in flight");
+    println!(
+        "\n## API: {containers} containers on {nodes} simulated nodes (herd up --sim-nodes), {concurrency} requests in flight"
+    );
     let sim_nodes = nodes.to_string();
-    let cluster = BenchCluster::up_with(
-        6,
-        0,
-        Some("10.64.0.0/12"),
-        &["--sim-nodes", &sim_nodes, "--node-timeout", "30"],
-    )?;
+    let cluster =
+        BenchCluster::up_with(6, 0, Some("10.64.0.0/12"), &["--sim-nodes", &sim_nodes, "--node-timeout", "30"])?;
     cluster.import_busybox()?;
     let client = client_of(&cluster).await?;
     let control = cluster.state()?.control_pid.context("the Control node's pid")?;
     let (rss_before, _) = rss(control)?;
 
     let (latencies, wall) = create_many(&client, "s", containers, concurrency).await?;
-    println!("{:<40} {:>10.0} containers/s ({} in {:.1} s)", "accepted through the API", containers as f64 / wall.as_secs_f64(), containers, wall.as_secs_f64());
+    println!(
+        "{:<40} {:>10.0} containers/s ({} in {:.1} s)",
+        "accepted through the API",
+        containers as f64 / wall.as_secs_f64(),
+        containers,
+        wall.as_secs_f64()
+    );
     print_latencies("POST /v1/containers latency", &latencies);
 
     let mut inspect = Vec::new();
@@ -215,7 +219,13 @@ async fn real_containers(count: usize, concurrency: usize) -> anyhow::Result<()>
     cluster.import_busybox()?;
     let client = client_of(&cluster).await?;
     let (latencies, wall) = create_many(&client, "r", count, concurrency).await?;
-    println!("{:<40} {:>10.1} containers/s ({} in {:.1} s)", "started", count as f64 / wall.as_secs_f64(), count, wall.as_secs_f64());
+    println!(
+        "{:<40} {:>10.1} containers/s ({} in {:.1} s)",
+        "started",
+        count as f64 / wall.as_secs_f64(),
+        count,
+        wall.as_secs_f64()
+    );
     print_latencies("API to running (POST /v1/containers)", &latencies);
     let list = tokio::task::block_in_place(|| time_ps(&cluster, count, 5))?;
     print_latencies(&format!("herd ps with {count}"), &list);
@@ -230,7 +240,12 @@ async fn real_containers(count: usize, concurrency: usize) -> anyhow::Result<()>
         .await;
     removed.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
     let took = start.elapsed();
-    println!("{:<40} {:>10.1} containers/s ({:.1} s)", "removed (forced)", count as f64 / took.as_secs_f64(), took.as_secs_f64());
+    println!(
+        "{:<40} {:>10.1} containers/s ({:.1} s)",
+        "removed (forced)",
+        count as f64 / took.as_secs_f64(),
+        took.as_secs_f64()
+    );
     println!("goal: median API to running under 300 ms");
     Ok(())
 }

@@ -114,18 +114,23 @@ pub async fn run_route_sync(broker: Broker, local_node: Option<String>, range: O
     let mut resynced = Instant::now();
 
     enum Update {
-        Node(Change<NodeRecord>),
-        Container(Change<ContainerRecord>),
+        Node(Box<Change<NodeRecord>>),
+        Container(Box<Change<ContainerRecord>>),
     }
     let mut updates = futures::stream::select(
-        node_changes.map(Update::Node).boxed(),
-        container_changes.map(Update::Container).boxed(),
+        node_changes.map(|n| Update::Node(Box::new(n))).boxed(),
+        container_changes.map(|c| Update::Container(Box::new(c))).boxed(),
     );
     let take = |table: &mut RouteTable, update: Update| match update {
-        Update::Node(Change::Put { value, .. }) => table.set_node(&value.name, value.address),
-        Update::Node(Change::Delete { .. }) => {}
-        Update::Container(Change::Put { value, .. }) => table.set_container(&value.name, &value.node, value.ip),
-        Update::Container(Change::Delete { key, .. }) => table.remove_container(&key),
+        Update::Node(change) => {
+            if let Change::Put { value, .. } = *change {
+                table.set_node(&value.name, value.address)
+            }
+        }
+        Update::Container(change) => match *change {
+            Change::Put { value, .. } => table.set_container(&value.name, &value.node, value.ip),
+            Change::Delete { key, .. } => table.remove_container(&key),
+        },
     };
     while let Some(update) = updates.next().await {
         take(&mut table, update);
