@@ -198,6 +198,16 @@ async fn simulated(nodes: usize, containers: usize, concurrency: usize) -> anyho
         inspect.push(t.elapsed());
     }
     print_latencies(&format!("GET /v1/containers/NAME at {containers}"), &inspect);
+    let mut api_list = Vec::new();
+    for _ in 0..5 {
+        let t = Instant::now();
+        let all: Vec<ContainerInfo> = client.get("/v1/containers").await?;
+        api_list.push(t.elapsed());
+        if all.len() != containers {
+            bail!("GET /v1/containers listed {}, expected {containers}", all.len());
+        }
+    }
+    print_latencies(&format!("GET /v1/containers with {containers}"), &api_list);
     let list = tokio::task::block_in_place(|| time_ps(&cluster, containers, 5))?;
     print_latencies(&format!("herd ps with {containers}"), &list);
     let (rss_now, peak) = rss(control)?;

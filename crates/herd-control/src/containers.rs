@@ -193,7 +193,7 @@ impl Control {
 
         let (joined_ip, host_config);
         let node = {
-            let view = self.view.read().unwrap();
+            let mut view = self.view.write().unwrap();
             if let Some(existing) = view.containers.get(&name) {
                 return Err(name_in_use(&name, &existing.id));
             }
@@ -202,8 +202,7 @@ impl Control {
             joined_ip = shared.map(|s| s.ip);
             host_config = host;
             let placement = crate::hostconfig::placement(placement, &host_config);
-            let candidates = view.candidates(&placement);
-            herd_sched::place(&candidates, &placement, strategy).map_err(|e| {
+            view.place(&placement, strategy).map_err(|e| {
                 if req.node.is_some() && e.exclusions.iter().any(|x| x.reason == "no such node") {
                     Error::not_found(format!("no such node: {}", req.node.as_deref().unwrap_or("")))
                 } else {

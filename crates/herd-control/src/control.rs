@@ -113,6 +113,7 @@ impl Control {
             view.register(n.value);
         }
         view.settings = settings_map.into_iter().map(|(name, s)| (name, s.value)).collect();
+        view.nodes_changed();
         let (image_map, _) = images.snapshot().await?;
         for (_, i) in image_map {
             view.images.insert(i.value.name.clone(), i.value);
@@ -291,7 +292,9 @@ impl Control {
                     }
                 }
                 Change::Delete { key, .. } => {
-                    self.view.write().unwrap().nodes.remove(&key);
+                    let mut view = self.view.write().unwrap();
+                    view.nodes.remove(&key);
+                    view.nodes_changed();
                 }
             }
         }

@@ -58,7 +58,9 @@ impl Control {
         };
         change(&mut settings)?;
         self.node_settings.put(node, &settings).await?;
-        self.view.write().unwrap().settings.insert(node.to_string(), settings);
+        let mut view = self.view.write().unwrap();
+        view.settings.insert(node.to_string(), settings);
+        view.nodes_changed();
         Ok(())
     }
 

@@ -44,6 +44,18 @@ pub struct View {
     loads: HashMap<String, (Resources, usize)>,
     /// Containers that publish ports or mount named volumes (few), for the placement filters.
     with_host_config: std::collections::HashSet<String>,
+    /// Every node as [`View::place`] sees it, built on first use and kept until a node, its
+    /// settings or a container's ports or volumes change; container counts and reservations
+    /// are updated in place. Whatever changes `nodes` or `settings` must call
+    /// [`View::nodes_changed`].
+    placement_cache: Option<PlacementCache>,
+}
+
+#[derive(Debug)]
+struct PlacementCache {
+    candidates: Vec<herd_sched::Candidate>,
+    /// Node name -> index in `candidates`.
+    index: HashMap<String, usize>,
 }
 
 impl View {
@@ -82,8 +94,50 @@ impl View {
         Some(c)
     }
 
+    /// Forgets what placement knew about the nodes: call it after changing `nodes` or `settings`.
+    pub fn nodes_changed(&mut self) {
+        self.placement_cache = None;
+    }
+
+    /// Picks the node for a new container (see [`herd_sched::place`]). Requests without
+    /// affinities or a shared network, nearly all of them, are placed on the cached
+    /// candidates, so a placement costs one pass over the nodes and nothing else.
+    pub fn place(
+        &mut self,
+        req: &herd_sched::Request,
+        strategy: herd_sched::Strategy,
+    ) -> Result<String, herd_sched::PlacementError> {
+        if !req.affinities.is_empty() || req.network_of.is_some() {
+            return herd_sched::place(&self.candidates(req), req, strategy);
+        }
+        if self.placement_cache.is_none() {
+            let candidates = self.candidates(&herd_sched::Request::default());
+            let index = candidates.iter().enumerate().map(|(i, c)| (c.name.clone(), i)).collect();
+            self.placement_cache = Some(PlacementCache { candidates, index });
+        }
+        let cache = self.placement_cache.as_ref().expect("just built");
+        herd_sched::place(&cache.candidates, req, strategy)
+    }
+
     /// Adds (or takes away) a container's share of its node's load.
     fn count_load(&mut self, c: &ContainerRecord, add: bool) {
+        if let Some(cache) = &mut self.placement_cache
+            && let Some(candidate) = cache.index.get(&c.node).map(|i| &mut cache.candidates[*i])
+        {
+            let (cpus, memory) = (c.limits.cpus_milli.unwrap_or(0), c.limits.memory_bytes.unwrap_or(0));
+            if add {
+                candidate.allocated.cpus_milli += cpus;
+                candidate.allocated.memory_bytes += memory;
+                candidate.containers += 1;
+            } else {
+                candidate.allocated.cpus_milli = candidate.allocated.cpus_milli.saturating_sub(cpus);
+                candidate.allocated.memory_bytes = candidate.allocated.memory_bytes.saturating_sub(memory);
+                candidate.containers = candidate.containers.saturating_sub(1);
+            }
+        }
+        if !c.host.ports.is_empty() || !c.host.volumes.is_empty() {
+            self.placement_cache = None;
+        }
         let load = self.loads.entry(c.node.clone()).or_default();
         let (cpus, memory) = (c.limits.cpus_milli.unwrap_or(0), c.limits.memory_bytes.unwrap_or(0));
         if add {
@@ -241,6 +295,9 @@ impl View {
                 n.usage = Some(usage);
                 let was = n.state;
                 n.state = NodeState::Ready;
+                if was != NodeState::Ready {
+                    self.placement_cache = None;
+                }
                 was != NodeState::Ready
             }
             None => {
@@ -252,6 +309,7 @@ impl View {
 
     /// Adds or replaces a node registration.
     pub fn register(&mut self, record: NodeRecord) {
+        self.placement_cache = None;
         let name = record.name.clone();
         let early = self.early_heartbeats.remove(&name);
         let entry = self.nodes.entry(name).or_insert_with(|| NodeEntry {
@@ -277,6 +335,9 @@ impl View {
                 n.state = NodeState::Down;
                 down.push(n.record.name.clone());
             }
+        }
+        if !down.is_empty() {
+            self.placement_cache = None;
         }
         down
     }
@@ -352,6 +413,49 @@ mod tests {
         assert!(!v.allocations().contains_key("n1"));
         v.remove_container("missing");
         assert_eq!(v.allocations()["n2"].1, 2);
+    }
+
+    fn ready_node(v: &mut View, name: &str) {
+        v.register(NodeRecord {
+            name: name.into(),
+            address: std::net::Ipv4Addr::new(10, 0, 0, 2),
+            labels: Default::default(),
+            capacity: Resources { cpus_milli: 1000, memory_bytes: 1000 },
+            facts: Default::default(),
+            agent_version: "test".into(),
+            registered_at: 0,
+        });
+        v.heartbeat(name, 0, NodeUsage::default());
+    }
+
+    #[test]
+    fn cached_placement_follows_containers_nodes_and_settings() {
+        let mut v = View::default();
+        ready_node(&mut v, "n1");
+        let req = herd_sched::Request { memory_bytes: 400, ..Default::default() };
+        let spread = herd_sched::Strategy::Spread;
+        assert_eq!(v.place(&req, spread).unwrap(), "n1");
+        v.insert_container(record("a", "n1", 400));
+        v.insert_container(record("b", "n1", 400));
+        // n1 is full, as the cache must know without being rebuilt.
+        let err = v.place(&req, spread).unwrap_err().to_string();
+        assert!(err.contains("not enough memory"), "{err}");
+        // A node that registers is seen; so is one that drains.
+        ready_node(&mut v, "n2");
+        assert_eq!(v.place(&req, spread).unwrap(), "n2");
+        v.settings.insert("n2".into(), NodeSettings { availability: Availability::Drain, ..Default::default() });
+        v.nodes_changed();
+        assert!(v.place(&req, spread).is_err());
+        // Room made on n1 by a removal and by a migration away.
+        v.remove_container("a");
+        assert_eq!(v.place(&req, spread).unwrap(), "n1");
+        v.insert_container(record("c", "n1", 400));
+        v.insert_container(record("b", "n2", 400));
+        assert_eq!(v.place(&req, spread).unwrap(), "n1");
+        // A node that stops sending heartbeats goes down and out of placement.
+        v.nodes.get_mut("n1").unwrap().last_heartbeat = None;
+        assert_eq!(v.expire(Duration::from_secs(1)), ["n1"]);
+        assert!(v.place(&req, spread).is_err());
     }
 
     #[test]
