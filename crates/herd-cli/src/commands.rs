@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use bytes::Bytes;
 use clap::{Args, Subcommand};
 use futures::StreamExt;
-use herd_proto::api::{ContainerInfo, Event, NodeInfo, RunRequest};
+use herd_proto::api::{ContainerInfo, ContainerSummary, Event, NodeInfo, RunRequest};
 use herd_proto::names::{normalize_image, parse_pair};
 use herd_proto::node::{LogEntry, LogStream};
 use herd_proto::now_millis;
@@ -311,35 +311,36 @@ pub struct PsArgs {
 }
 
 pub async fn ps(client: &Client, args: PsArgs) -> anyhow::Result<()> {
-    let list: Vec<ContainerInfo> = client.get(&format!("/v1/containers?all={}", args.all)).await?;
     if args.json {
+        let list: Vec<ContainerInfo> = client.get(&format!("/v1/containers?all={}", args.all)).await?;
         return print_json(&list);
     }
-    let mut out = std::io::stdout().lock();
+    let list: Vec<ContainerSummary> = client.get(&format!("/v1/containers?all={}&summary=true", args.all)).await?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     if args.quiet {
         for c in &list {
             writeln!(out, "{}", c.name)?;
         }
-        return Ok(());
+        return Ok(out.flush()?);
     }
     let now = now_millis();
-    let mut t = table(&["NAME", "IMAGE", "COMMAND", "NODE", "IP", "STATUS", "CREATED", "PORTS"]);
-    for c in &list {
-        t.add_row(vec![
-            c.name.clone(),
-            c.image.clone(),
-            format::command(&c.args, 24),
-            c.node.clone(),
-            c.ip.to_string(),
-            format::status(c, now),
-            format!("{} ago", format::ago(c.created_at, now)),
-            c.host.ports_text(),
-        ]);
-    }
-    for line in t.lines() {
-        writeln!(out, "{}", line.trim_end())?;
-    }
-    Ok(())
+    let rows: Vec<[String; 8]> = list
+        .iter()
+        .map(|c| {
+            [
+                c.name.clone(),
+                c.image.clone(),
+                format::command(&c.args, 24),
+                c.node.clone(),
+                c.ip.to_string(),
+                format::status(c, now),
+                format!("{} ago", format::ago(c.created_at, now)),
+                c.ports.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", "),
+            ]
+        })
+        .collect();
+    format::write_columns(&mut out, &["NAME", "IMAGE", "COMMAND", "NODE", "IP", "STATUS", "CREATED", "PORTS"], &rows)?;
+    Ok(out.flush()?)
 }
 
 /// `herd inspect`

@@ -187,10 +187,17 @@ async fn pull_image(State(c): State<Arc<Control>>, Json(req): Json<herd_proto::p
 struct ListQuery {
     #[serde(default)]
     all: bool,
+    /// [`herd_proto::api::ContainerSummary`] instead of everything about each container.
+    #[serde(default)]
+    summary: bool,
 }
 
-async fn containers(State(c): State<Arc<Control>>, Query(q): Query<ListQuery>) -> Json<Vec<ContainerInfo>> {
-    Json(c.list_containers(q.all))
+async fn containers(State(c): State<Arc<Control>>, Query(q): Query<ListQuery>) -> Response {
+    if q.summary {
+        Json(c.list_summaries(q.all)).into_response()
+    } else {
+        Json(c.list_containers(q.all)).into_response()
+    }
 }
 
 async fn run(State(c): State<Arc<Control>>, Json(req): Json<RunRequest>) -> Result<(StatusCode, Json<ContainerInfo>)> {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::Stream;
-use herd_proto::api::{ContainerInfo, RunRequest};
+use herd_proto::api::{ContainerInfo, ContainerSummary, RunRequest};
 use herd_proto::names::{normalize_image, parse_pair, validate_container_name};
 use herd_proto::node::{ContainerSpec, LogChunk, NodeReply, NodeRequest};
 use herd_proto::state::{ContainerRecord, ContainerState, Desired, ImageRecord, Limits, PlacementRules};
@@ -83,6 +83,14 @@ pub fn resolve_process(image: &ImageRecord, command: &[String], env: &[String]) 
     Ok((args, merged.into_iter().map(|(k, v)| format!("{k}={v}")).collect()))
 }
 
+/// The containers a listing shows (running ones unless `all`), newest first.
+fn listed(view: &crate::view::View, all: bool) -> Vec<&ContainerRecord> {
+    let mut out: Vec<&ContainerRecord> =
+        view.containers.values().filter(|c| all || view.state_of(c) == ContainerState::Running).collect();
+    out.sort_unstable_by(|a, b| b.created_at.cmp(&a.created_at).then_with(|| a.name.cmp(&b.name)));
+    out
+}
+
 /// `request` with the constraints and affinities `record` was run with: a container that
 /// moves keeps its placement rules.
 pub(crate) fn with_placement_rules(request: Request, record: &ContainerRecord) -> Result<Request> {
@@ -110,14 +118,13 @@ impl Control {
 
     pub fn list_containers(&self, all: bool) -> Vec<ContainerInfo> {
         let view = self.view.read().unwrap();
-        let mut out: Vec<ContainerInfo> = view
-            .containers
-            .values()
-            .filter(|c| all || view.state_of(c) == ContainerState::Running)
-            .map(|c| view.container_info(c))
-            .collect();
-        out.sort_by(|a, b| b.created_at.cmp(&a.created_at).then_with(|| a.name.cmp(&b.name)));
-        out
+        listed(&view, all).into_iter().map(|c| view.container_info(c)).collect()
+    }
+
+    /// `herd ps`: the same list as [`Control::list_containers`], in summary.
+    pub fn list_summaries(&self, all: bool) -> Vec<ContainerSummary> {
+        let view = self.view.read().unwrap();
+        listed(&view, all).into_iter().map(|c| view.container_summary(c)).collect()
     }
 
     pub fn container(&self, name: &str) -> Result<ContainerInfo> {

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use herd_proto::UnixMillis;
-use herd_proto::api::{ContainerInfo, NodeInfo, NodeState};
+use herd_proto::api::{ContainerInfo, ContainerSummary, NodeInfo, NodeState};
 use herd_proto::node::NodeUsage;
 use herd_proto::state::{
     Availability, ContainerRecord, ContainerState, ContainerStatus, ImageRecord, NodeRecord, NodeSettings, Resources,
@@ -279,6 +279,24 @@ impl View {
             checkpoints: c.checkpoints.clone(),
             migrations: c.migrations.clone(),
             host: c.host.clone(),
+        }
+    }
+
+    pub fn container_summary(&self, c: &ContainerRecord) -> ContainerSummary {
+        let status = self.statuses.get(&c.id);
+        ContainerSummary {
+            name: c.name.clone(),
+            image: c.image.clone(),
+            args: c.args.clone(),
+            node: c.node.clone(),
+            ip: c.ip,
+            state: status.map(|s| s.state).unwrap_or(ContainerState::Created),
+            node_down: !self.node_ready(&c.node),
+            created_at: c.created_at,
+            started_at: status.and_then(|s| s.started_at),
+            finished_at: status.and_then(|s| s.finished_at),
+            exit_code: status.and_then(|s| s.exit_code),
+            ports: c.host.ports.clone(),
         }
     }
 

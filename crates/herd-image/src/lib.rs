@@ -26,10 +26,12 @@ pub use arch::host_architecture;
 pub use checkpoint::{
     checkpoint_files, pack_checkpoint, read_manifest, unpack_checkpoint, verify_checkpoint_dir, write_manifest,
 };
+pub use compress::layer_compression;
 pub use digest::sha256_file;
 pub use error::ImageError;
 pub use extract::{OPAQUE_XATTR, extract_layer};
-pub use compress::layer_compression;
-pub use import::{ImageSource, ImportedImage, ImportedLayer, ParsedConfig, blob_path, import_archive, parse_image_config};
+pub use import::{
+    ImageSource, ImportedImage, ImportedLayer, ParsedConfig, blob_path, import_archive, parse_image_config,
+};
 pub use pack::pack_dir;
 pub use upper::pack_upper;

@@ -161,6 +161,28 @@ pub struct RunRequest {
     pub volumes: Vec<String>,
 }
 
+/// A container as `herd ps` lists it (`GET /v1/containers?summary=true`): what the table
+/// shows and no more, so that listing a hundred thousand containers stays fast. Like Docker,
+/// the list is a summary; `herd inspect` has everything.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContainerSummary {
+    pub name: String,
+    pub image: String,
+    pub args: Vec<String>,
+    pub node: String,
+    pub ip: Ipv4Addr,
+    pub state: ContainerState,
+    /// Set when the node hosting the container is down: the state is its last known one.
+    #[serde(default)]
+    pub node_down: bool,
+    pub created_at: UnixMillis,
+    pub started_at: Option<UnixMillis>,
+    pub finished_at: Option<UnixMillis>,
+    pub exit_code: Option<i32>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<crate::hostconfig::PortMapping>,
+}
+
 /// A container as `herd ps` and `herd inspect` show it: its placement and its observed state.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ContainerInfo {

@@ -47,7 +47,9 @@ pub fn port_clash<'a>(c: &'a Candidate, wanted: &'a [PortMapping]) -> Option<(&'
 
 pub(crate) fn port_filter(c: &Candidate, r: &Request, ctx: &Ctx) -> Result<(), Rejection> {
     if let Some((wanted, taken)) = port_clash(c, &r.ports) {
-        return Err(ctx.reject("port", || format!("host port {} is taken ({taken} published there)", wanted.host_side())));
+        return Err(
+            ctx.reject("port", || format!("host port {} is taken ({taken} published there)", wanted.host_side()))
+        );
     }
     if let Some(address) = c.address
         && let Some(p) = r.ports.iter().find(|p| !p.host_ip.is_unspecified() && p.host_ip != address)

@@ -344,8 +344,9 @@ async fn supervise(layout: Layout, mut progress: Progress, demo_after: bool) -> 
         shutdown(sup).await;
         return Err(e);
     }
+    let simulated = if opts.sim_nodes > 0 { format!(" and {} simulated nodes", opts.sim_nodes) } else { String::new() };
     progress.say(&format!(
-        "cluster {} is up: {} nodes, API {} (config {})",
+        "cluster {} is up: {} nodes{simulated}, API {} (config {})",
         opts.name,
         layout.nodes.len(),
         layout.api_url(),
