@@ -4,7 +4,8 @@
 //!
 //! Run as root: `cargo build --release --bin herd --bin scale && target/release/scale
 //! [sched] [api] [real]` (all three without arguments). Sizes: `SCALE_NODES` (1000),
-//! `SCALE_CONTAINERS` (100000), `SCALE_REAL` (2000), `SCALE_CONCURRENCY` (64).
+//! `SCALE_CONTAINERS` (100000), `SCALE_REAL` (2000); requests in flight: `SCALE_CONCURRENCY`
+//! (64, simulated nodes) and `SCALE_REAL_CONCURRENCY` (4, real containers).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -39,7 +40,7 @@ fn main() -> anyhow::Result<()> {
         runtime.block_on(simulated(nodes, containers, concurrency))?;
     }
     if all || wanted.iter().any(|w| w == "real") {
-        runtime.block_on(real_containers(real, concurrency.min(16)))?;
+        runtime.block_on(real_containers(real, env_or("SCALE_REAL_CONCURRENCY", 4)))?;
     }
     Ok(())
 }
@@ -106,6 +107,7 @@ async fn create_many(
     prefix: &str,
     count: usize,
     concurrency: usize,
+    memory: u64,
 ) -> anyhow::Result<(Vec<Duration>, Duration)> {
     let start = Instant::now();
     let results: Vec<anyhow::Result<Duration>> = futures::stream::iter(0..count)
@@ -114,7 +116,7 @@ async fn create_many(
                 name: Some(format!("{prefix}{i:06}")),
                 image: "busybox".to_string(),
                 command: vec!["sleep".into(), "86400".into()],
-                limits: Limits { memory_bytes: Some(64 << 20), ..Default::default() },
+                limits: Limits { memory_bytes: Some(memory), ..Default::default() },
                 ..Default::default()
             };
             async move {
@@ -181,7 +183,7 @@ async fn simulated(nodes: usize, containers: usize, concurrency: usize) -> anyho
     let control = cluster.state()?.control_pid.context("the Control node's pid")?;
     let (rss_before, _) = rss(control)?;
 
-    let (latencies, wall) = create_many(&client, "s", containers, concurrency).await?;
+    let (latencies, wall) = create_many(&client, "s", containers, concurrency, 64 << 20).await?;
     println!(
         "{:<40} {:>10.0} containers/s ({} in {:.1} s)",
         "accepted through the API",
@@ -228,7 +230,7 @@ async fn real_containers(count: usize, concurrency: usize) -> anyhow::Result<()>
     let cluster = BenchCluster::up_with(7, 4, Some("10.80.0.0/14"), &[])?;
     cluster.import_busybox()?;
     let client = client_of(&cluster).await?;
-    let (latencies, wall) = create_many(&client, "r", count, concurrency).await?;
+    let (latencies, wall) = create_many(&client, "r", count, concurrency, 16 << 20).await?;
     println!(
         "{:<40} {:>10.1} containers/s ({} in {:.1} s)",
         "started",
