@@ -3,7 +3,7 @@
 //! namespace, and `herd up` runs it on the host, so container addresses are reachable from
 //! everywhere without tunnels, and a migrated container's route flips to its new node.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
@@ -14,7 +14,8 @@ use herd_proto::state::{ContainerRecord, NodeRecord};
 use herd_proto::subjects;
 use ipnet::Ipv4Net;
 
-/// The routes one namespace should have, derived from nodes and container placements.
+/// The routes one namespace should have, derived from nodes and container placements, and
+/// which addresses changed since the last look (so a change costs one route, not all).
 #[derive(Debug, Default)]
 pub struct RouteTable {
     /// This namespace's own node, whose containers are routed through their veths instead.
@@ -23,6 +24,11 @@ pub struct RouteTable {
     node_addresses: HashMap<String, Ipv4Addr>,
     /// Container name -> (node, address).
     placements: HashMap<String, (String, Ipv4Addr)>,
+    /// Address -> the containers that have it (more than one when containers share a
+    /// network namespace).
+    users: HashMap<Ipv4Addr, Vec<String>>,
+    /// Addresses whose route may have changed since [`RouteTable::take_changes`].
+    dirty: HashSet<Ipv4Addr>,
 }
 
 impl RouteTable {
@@ -31,27 +37,67 @@ impl RouteTable {
     }
 
     pub fn set_node(&mut self, name: &str, address: Ipv4Addr) {
-        self.node_addresses.insert(name.to_string(), address);
+        if self.node_addresses.insert(name.to_string(), address) != Some(address) {
+            let moved = self.placements.values().filter(|(node, _)| node == name).map(|(_, ip)| *ip);
+            self.dirty.extend(moved);
+        }
     }
 
     pub fn set_container(&mut self, name: &str, node: &str, ip: Ipv4Addr) {
-        self.placements.insert(name.to_string(), (node.to_string(), ip));
+        if let Some((_, old)) = self.placements.insert(name.to_string(), (node.to_string(), ip))
+            && old != ip
+        {
+            self.forget_user(old, name);
+        }
+        let users = self.users.entry(ip).or_default();
+        if !users.iter().any(|u| u == name) {
+            users.push(name.to_string());
+        }
+        self.dirty.insert(ip);
     }
 
     pub fn remove_container(&mut self, name: &str) {
-        self.placements.remove(name);
+        if let Some((_, ip)) = self.placements.remove(name) {
+            self.forget_user(ip, name);
+        }
+    }
+
+    fn forget_user(&mut self, ip: Ipv4Addr, name: &str) {
+        if let Some(users) = self.users.get_mut(&ip) {
+            users.retain(|u| u != name);
+            if users.is_empty() {
+                self.users.remove(&ip);
+            }
+        }
+        self.dirty.insert(ip);
+    }
+
+    /// The gateway to `ip`: none when it is on this node, outside the range, on a node not
+    /// known yet, or on a simulated node (which has no address: nothing runs there).
+    fn route_of(&self, ip: Ipv4Addr) -> Option<Ipv4Addr> {
+        if self.range.is_some_and(|r| !r.contains(&ip)) {
+            return None;
+        }
+        let nodes = self.users.get(&ip)?.iter().filter_map(|u| self.placements.get(u).map(|(node, _)| node));
+        let mut gateway = None;
+        for node in nodes {
+            if Some(node) == self.local_node.as_ref() {
+                return None;
+            }
+            gateway = gateway.or(self.node_addresses.get(node).copied().filter(|gw| !gw.is_unspecified()));
+        }
+        gateway
     }
 
     /// Container address -> gateway, for every container on another known node.
     pub fn desired(&self) -> HashMap<Ipv4Addr, Ipv4Addr> {
-        self.placements
-            .values()
-            .filter(|(node, _)| Some(node) != self.local_node.as_ref())
-            .filter(|(_, ip)| self.range.is_none_or(|r| r.contains(ip)))
-            .filter_map(|(node, ip)| self.node_addresses.get(node).map(|gw| (*ip, *gw)))
-            // Simulated nodes have no address: nothing runs there to route to.
-            .filter(|(_, gw)| !gw.is_unspecified())
-            .collect()
+        self.users.keys().filter_map(|ip| self.route_of(*ip).map(|gw| (*ip, gw))).collect()
+    }
+
+    /// The addresses changed since the last call, with their gateway now (`None`: no route).
+    pub fn take_changes(&mut self) -> Vec<(Ipv4Addr, Option<Ipv4Addr>)> {
+        let dirty = std::mem::take(&mut self.dirty);
+        dirty.into_iter().map(|ip| (ip, self.route_of(ip))).collect()
     }
 }
 
@@ -89,6 +135,34 @@ async fn apply(netlink: &Netlink, applied: &mut HashMap<Ipv4Addr, Ipv4Addr>, des
     }
 }
 
+/// Applies the routes of the addresses that changed, against the routes in `applied`.
+async fn apply_changes(
+    netlink: &Netlink,
+    applied: &mut HashMap<Ipv4Addr, Ipv4Addr>,
+    changes: Vec<(Ipv4Addr, Option<Ipv4Addr>)>,
+) {
+    for (ip, wanted) in changes {
+        let dest = Ipv4Net::new(ip, 32).expect("a /32 is valid");
+        match (wanted, applied.get(&ip).copied()) {
+            (Some(gw), have) if have != Some(gw) => match netlink.replace_route_via(dest, gw).await {
+                Ok(()) => {
+                    applied.insert(ip, gw);
+                }
+                Err(e) => tracing::warn!("cannot route {ip} via {gw}: {e}"),
+            },
+            // Only our route via `gw`: the container may have just arrived on this node,
+            // whose route out of its veth must stay.
+            (None, Some(gw)) => match netlink.delete_route_via(dest, gw).await {
+                Ok(()) => {
+                    applied.remove(&ip);
+                }
+                Err(e) => tracing::warn!("cannot delete the route to {ip}: {e}"),
+            },
+            _ => {}
+        }
+    }
+}
+
 /// Changes arriving within this window are applied together: starting a thousand containers
 /// makes a thousand changes, and working out the routes once per change would cost the square.
 const BATCH_WINDOW: Duration = Duration::from_millis(20);
@@ -111,6 +185,7 @@ pub async fn run_route_sync(broker: Broker, local_node: Option<String>, range: O
     }
     let mut applied = current_routes(&netlink, range).await?;
     apply(&netlink, &mut applied, &table.desired()).await;
+    table.take_changes();
     let mut resynced = Instant::now();
 
     enum Update {
@@ -144,8 +219,11 @@ pub async fn run_route_sync(broker: Broker, local_node: Option<String>, range: O
         if resynced.elapsed() >= RESYNC_EVERY {
             applied = current_routes(&netlink, range).await?;
             resynced = Instant::now();
+            apply(&netlink, &mut applied, &table.desired()).await;
+            table.take_changes();
+        } else {
+            apply_changes(&netlink, &mut applied, table.take_changes()).await;
         }
-        apply(&netlink, &mut applied, &table.desired()).await;
     }
     anyhow::bail!("the cluster state watch ended")
 }
@@ -169,6 +247,38 @@ mod tests {
         // A migration to n1 makes the route local (no gateway route any more).
         t.set_container("b", "n1", "10.88.0.2".parse().unwrap());
         assert!(t.desired().is_empty());
+    }
+
+    #[test]
+    fn changes_name_only_the_addresses_that_moved() {
+        let mut t = RouteTable::new(Some("n1".into()), None);
+        let (a, b) = ("10.88.0.1".parse().unwrap(), "10.88.0.2".parse().unwrap());
+        let (n2, n3) = ("10.77.0.12".parse().unwrap(), "10.77.0.13".parse().unwrap());
+        t.set_node("n2", n2);
+        t.set_node("n3", n3);
+        t.set_container("a", "n2", a);
+        t.set_container("b", "n1", b);
+        let mut changes = t.take_changes();
+        changes.sort();
+        assert_eq!(changes, [(a, Some(n2)), (b, None)]);
+        assert!(t.take_changes().is_empty());
+        // A migration of a to n3, then to this node.
+        t.set_container("a", "n3", a);
+        assert_eq!(t.take_changes(), [(a, Some(n3))]);
+        t.set_container("a", "n1", a);
+        assert_eq!(t.take_changes(), [(a, None)]);
+        // A second container sharing b's network namespace keeps b's route when b goes.
+        t.set_container("b", "n2", b);
+        t.set_container("b2", "n2", b);
+        t.remove_container("b");
+        assert_eq!(t.take_changes(), [(b, Some(n2))]);
+        t.remove_container("b2");
+        assert_eq!(t.take_changes(), [(b, None)]);
+        // A node whose address changes moves its containers' routes; a simulated node has none.
+        t.set_container("c", "n3", "10.88.0.3".parse().unwrap());
+        t.take_changes();
+        t.set_node("n3", "0.0.0.0".parse().unwrap());
+        assert_eq!(t.take_changes(), [("10.88.0.3".parse().unwrap(), None)]);
     }
 
     #[test]
