@@ -168,19 +168,7 @@ async fn pull_image(State(c): State<Arc<Control>>, Json(req): Json<herd_proto::p
         Some(Err(e)) => return Err(e),
         None => return Err(Error::new(crate::error::Kind::Internal, "the pull ended without a word")),
     };
-    let rest = futures::stream::unfold(rx, |mut rx| async move {
-        let update = match rx.recv().await? {
-            Ok(u) => u,
-            Err(e) => PullUpdate::Error(e.message),
-        };
-        Some((update, rx))
-    });
-    let lines = futures::stream::once(async move { first }).chain(rest).map(|u| {
-        let mut line = serde_json::to_vec(&u).expect("updates serialize");
-        line.push(b'\n');
-        Ok::<_, std::io::Error>(bytes::Bytes::from(line))
-    });
-    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], Body::from_stream(lines)).into_response())
+    Ok(json_lines(first, rx, PullUpdate::Error))
 }
 
 #[derive(Deserialize)]
@@ -323,19 +311,7 @@ async fn migrate(
         Some(Err(e)) => return Err(e),
         None => return Err(Error::new(crate::error::Kind::Internal, "the migration ended without a word")),
     };
-    let rest = futures::stream::unfold(rx, |mut rx| async move {
-        let update = match rx.recv().await? {
-            Ok(u) => u,
-            Err(e) => MigrateUpdate::Error(e.message),
-        };
-        Some((update, rx))
-    });
-    let lines = futures::stream::once(async move { first }).chain(rest).map(|u| {
-        let mut line = serde_json::to_vec(&u).expect("updates serialize");
-        line.push(b'\n');
-        Ok::<_, std::io::Error>(bytes::Bytes::from(line))
-    });
-    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], Body::from_stream(lines)).into_response())
+    Ok(json_lines(first, rx, MigrateUpdate::Error))
 }
 
 #[derive(Deserialize)]
@@ -444,6 +420,28 @@ async fn policy_decisions(
 /// (`bearer_token` in Prometheus's scrape config).
 async fn metrics(State(c): State<Arc<Control>>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], c.prometheus_text()).into_response()
+}
+
+/// A response streaming `first`, then each update `rx` brings, one JSON object per line; an
+/// error from `rx` becomes the update `error` makes of its message.
+fn json_lines<U: serde::Serialize + Send + 'static>(
+    first: U,
+    rx: tokio::sync::mpsc::Receiver<Result<U>>,
+    error: fn(String) -> U,
+) -> Response {
+    let rest = futures::stream::unfold(rx, move |mut rx| async move {
+        let update = match rx.recv().await? {
+            Ok(u) => u,
+            Err(e) => error(e.message),
+        };
+        Some((update, rx))
+    });
+    let lines = futures::stream::once(async move { first }).chain(rest).map(|u| {
+        let mut line = serde_json::to_vec(&u).expect("updates serialize");
+        line.push(b'\n');
+        Ok::<_, std::io::Error>(bytes::Bytes::from(line))
+    });
+    ([(header::CONTENT_TYPE, "application/x-ndjson")], Body::from_stream(lines)).into_response()
 }
 
 #[cfg(test)]
