@@ -37,7 +37,9 @@ pub(crate) struct Sampled {
 }
 
 impl Runtime {
-    /// The containers running on this node now.
+    /// The containers running on this node now. One that an operation is about to end (a
+    /// stop, or a checkpoint or migration that froze it) is left out: after a migration its
+    /// frozen copy here would add samples to a series that has moved on to another node.
     pub(crate) fn sampled(&self) -> Vec<Sampled> {
         self.containers
             .lock()
@@ -45,7 +47,7 @@ impl Runtime {
             .values()
             .filter_map(|c| {
                 let live = c.live.lock().unwrap();
-                (live.state == Some(ContainerState::Running)).then(|| Sampled {
+                (live.state == Some(ContainerState::Running) && !live.expecting_exit).then(|| Sampled {
                     id: c.spec.id.clone(),
                     name: c.spec.name.clone(),
                     cgroup: self.cfg.paths.cgroup(&c.spec.id),
