@@ -34,7 +34,9 @@ impl Events {
             node: node.map(str::to_string),
             message,
         };
-        tracing::info!(kind, action, name, node, "{}", ev.message);
+        // Events are kept in their stream (herd events); the log has them at debug level only,
+        // since at thousands of containers a second a line per event costs a share of a core.
+        tracing::debug!(kind, action, name, node, "{}", ev.message);
         let payload = match serde_json::to_vec(&ev) {
             Ok(p) => Bytes::from(p),
             Err(_) => return,

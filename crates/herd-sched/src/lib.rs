@@ -334,20 +334,23 @@ pub fn filter<'a>(nodes: &'a [Candidate], req: &Request) -> (Vec<&'a Candidate>,
 }
 
 fn rank(strategy: Strategy, a: &Candidate, b: &Candidate) -> Ordering {
-    let by_name = a.name.cmp(&b.name);
+    // Names only break ties: compared last, and only when needed.
+    let by_name = || a.name.cmp(&b.name);
     match strategy {
         // Random draws among the best soft-affinity score in `place`; here only names order.
-        Strategy::Random { .. } => by_name,
-        Strategy::Spread => {
-            a.containers.cmp(&b.containers).then(b.free().memory_bytes.cmp(&a.free().memory_bytes)).then(by_name)
-        }
+        Strategy::Random { .. } => by_name(),
+        Strategy::Spread => a
+            .containers
+            .cmp(&b.containers)
+            .then_with(|| b.free().memory_bytes.cmp(&a.free().memory_bytes))
+            .then_with(by_name),
         Strategy::Binpack => b
             .allocated
             .memory_bytes
             .cmp(&a.allocated.memory_bytes)
             .then(b.allocated.cpus_milli.cmp(&a.allocated.cpus_milli))
             .then(b.containers.cmp(&a.containers))
-            .then(by_name),
+            .then_with(by_name),
     }
 }
 
