@@ -146,29 +146,8 @@ async fn remove_image(State(c): State<Arc<Control>>, Path(name): Path<String>) -
 /// platform) is an ordinary error answer.
 async fn pull_image(State(c): State<Arc<Control>>, Json(req): Json<herd_proto::pull::PullRequest>) -> Result<Response> {
     use herd_proto::pull::PullUpdate;
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<std::result::Result<PullUpdate, Error>>(64);
-    tokio::spawn(async move {
-        let (updates_tx, mut updates_rx) = tokio::sync::mpsc::channel::<PullUpdate>(64);
-        let relay = {
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                while let Some(u) = updates_rx.recv().await {
-                    if tx.send(Ok(u)).await.is_err() {
-                        break;
-                    }
-                }
-            })
-        };
-        let result = c.pull_image(req, updates_tx).await;
-        let _ = relay.await;
-        let _ = tx.send(result.map(|r| PullUpdate::Report(Box::new(r)))).await;
-    });
-    let first = match rx.recv().await {
-        Some(Ok(u)) => u,
-        Some(Err(e)) => return Err(e),
-        None => return Err(Error::new(crate::error::Kind::Internal, "the pull ended without a word")),
-    };
-    Ok(json_lines(first, rx, PullUpdate::Error))
+    let pull = move |updates| async move { c.pull_image(req, updates).await };
+    stream_updates("pull", pull, |r| PullUpdate::Report(Box::new(r)), PullUpdate::Error).await
 }
 
 #[derive(Deserialize)]
@@ -289,29 +268,8 @@ async fn migrate(
     Path(name): Path<String>,
     Json(req): Json<MigrateRequest>,
 ) -> Result<Response> {
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<std::result::Result<MigrateUpdate, Error>>(64);
-    tokio::spawn(async move {
-        let (updates_tx, mut updates_rx) = tokio::sync::mpsc::channel::<MigrateUpdate>(64);
-        let relay = {
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                while let Some(u) = updates_rx.recv().await {
-                    if tx.send(Ok(u)).await.is_err() {
-                        break;
-                    }
-                }
-            })
-        };
-        let result = c.migrate(name, req, updates_tx).await;
-        let _ = relay.await;
-        let _ = tx.send(result.map(MigrateUpdate::Report)).await;
-    });
-    let first = match rx.recv().await {
-        Some(Ok(u)) => u,
-        Some(Err(e)) => return Err(e),
-        None => return Err(Error::new(crate::error::Kind::Internal, "the migration ended without a word")),
-    };
-    Ok(json_lines(first, rx, MigrateUpdate::Error))
+    let migration = move |updates| async move { c.migrate(name, req, updates).await };
+    stream_updates("migration", migration, MigrateUpdate::Report, MigrateUpdate::Error).await
 }
 
 #[derive(Deserialize)]
@@ -422,13 +380,43 @@ async fn metrics(State(c): State<Arc<Control>>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], c.prometheus_text()).into_response()
 }
 
-/// A response streaming `first`, then each update `rx` brings, one JSON object per line; an
-/// error from `rx` becomes the update `error` makes of its message.
-fn json_lines<U: serde::Serialize + Send + 'static>(
-    first: U,
-    rx: tokio::sync::mpsc::Receiver<Result<U>>,
+/// Runs a long operation (a pull, a migration) in a task of its own, so that it goes on if the
+/// client disconnects, and answers with its updates as they come, one JSON object per line,
+/// ending with `report` of its outcome (or `error` of its failure). An operation that fails
+/// before its first update gets an ordinary error answer.
+async fn stream_updates<U, R, F>(
+    what: &'static str,
+    run: impl FnOnce(tokio::sync::mpsc::Sender<U>) -> F + Send + 'static,
+    report: fn(R) -> U,
     error: fn(String) -> U,
-) -> Response {
+) -> Result<Response>
+where
+    U: serde::Serialize + Send + 'static,
+    R: Send + 'static,
+    F: std::future::Future<Output = Result<R>> + Send + 'static,
+{
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<U>>(64);
+    tokio::spawn(async move {
+        let (updates_tx, mut updates_rx) = tokio::sync::mpsc::channel::<U>(64);
+        let relay = {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                while let Some(u) = updates_rx.recv().await {
+                    if tx.send(Ok(u)).await.is_err() {
+                        break;
+                    }
+                }
+            })
+        };
+        let result = run(updates_tx).await;
+        let _ = relay.await;
+        let _ = tx.send(result.map(report)).await;
+    });
+    let first = match rx.recv().await {
+        Some(Ok(u)) => u,
+        Some(Err(e)) => return Err(e),
+        None => return Err(Error::new(crate::error::Kind::Internal, format!("the {what} ended without a word"))),
+    };
     let rest = futures::stream::unfold(rx, move |mut rx| async move {
         let update = match rx.recv().await? {
             Ok(u) => u,
@@ -441,7 +429,7 @@ fn json_lines<U: serde::Serialize + Send + 'static>(
         line.push(b'\n');
         Ok::<_, std::io::Error>(bytes::Bytes::from(line))
     });
-    ([(header::CONTENT_TYPE, "application/x-ndjson")], Body::from_stream(lines)).into_response()
+    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], Body::from_stream(lines)).into_response())
 }
 
 #[cfg(test)]
