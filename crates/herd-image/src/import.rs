@@ -20,6 +20,7 @@ use crate::arch::host_architecture;
 use crate::compress::{self, Sniffed, decoder, sniff_file};
 use crate::digest::{HashingReader, HashingWriter, sha256_bytes, sha256_hex};
 use crate::error::ImageError;
+use crate::media_types::{CONFIG_TYPES, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, LAYER_TYPES, OCI_INDEX, OCI_MANIFEST};
 use crate::tarwalk::{copy_data, corrupt, normalize, walk_tar};
 
 /// What kind of archive was imported.
@@ -109,24 +110,6 @@ const MAX_JSON_LEN: u64 = 4 << 20;
 const MAX_JSON_TOTAL: usize = 64 << 20;
 /// JSON documents are only looked for this many path components deep (`blobs/sha256/<hex>`).
 const MAX_JSON_DEPTH: usize = 3;
-
-const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
-const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-const CONFIG_TYPES: &[&str] =
-    &["application/vnd.oci.image.config.v1+json", "application/vnd.docker.container.image.v1+json"];
-const LAYER_TYPES: &[&str] = &[
-    "application/vnd.oci.image.layer.v1.tar",
-    "application/vnd.oci.image.layer.v1.tar+gzip",
-    "application/vnd.oci.image.layer.v1.tar+zstd",
-    "application/vnd.oci.image.layer.nondistributable.v1.tar",
-    "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
-    "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd",
-    "application/vnd.docker.image.rootfs.diff.tar",
-    "application/vnd.docker.image.rootfs.diff.tar.gzip",
-    "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
-];
 
 // --- JSON documents -------------------------------------------------------------------------
 

@@ -33,5 +33,6 @@ pub use extract::{OPAQUE_XATTR, extract_layer};
 pub use import::{
     ImageSource, ImportedImage, ImportedLayer, ParsedConfig, blob_path, import_archive, parse_image_config,
 };
+pub mod media_types;
 pub use pack::pack_dir;
 pub use upper::pack_upper;
