@@ -121,23 +121,6 @@ impl View {
 
     /// Adds (or takes away) a container's share of its node's load.
     fn count_load(&mut self, c: &ContainerRecord, add: bool) {
-        if let Some(cache) = &mut self.placement_cache
-            && let Some(candidate) = cache.index.get(&c.node).map(|i| &mut cache.candidates[*i])
-        {
-            let (cpus, memory) = (c.limits.cpus_milli.unwrap_or(0), c.limits.memory_bytes.unwrap_or(0));
-            if add {
-                candidate.allocated.cpus_milli += cpus;
-                candidate.allocated.memory_bytes += memory;
-                candidate.containers += 1;
-            } else {
-                candidate.allocated.cpus_milli = candidate.allocated.cpus_milli.saturating_sub(cpus);
-                candidate.allocated.memory_bytes = candidate.allocated.memory_bytes.saturating_sub(memory);
-                candidate.containers = candidate.containers.saturating_sub(1);
-            }
-        }
-        if !c.host.ports.is_empty() || !c.host.volumes.is_empty() {
-            self.placement_cache = None;
-        }
         let load = self.loads.entry(c.node.clone()).or_default();
         let (cpus, memory) = (c.limits.cpus_milli.unwrap_or(0), c.limits.memory_bytes.unwrap_or(0));
         if add {
@@ -148,18 +131,22 @@ impl View {
             load.0.cpus_milli = load.0.cpus_milli.saturating_sub(cpus);
             load.0.memory_bytes = load.0.memory_bytes.saturating_sub(memory);
             load.1 = load.1.saturating_sub(1);
-            if load.1 == 0 {
-                self.loads.remove(&c.node);
-            }
         }
-        if !c.host.ports.is_empty() || !c.host.volumes.is_empty() {
+        let (allocated, containers) = *load;
+        if containers == 0 {
+            self.loads.remove(&c.node);
+        }
+        if let Some(cache) = &mut self.placement_cache
+            && let Some(candidate) = cache.index.get(&c.node).map(|i| &mut cache.candidates[*i])
+        {
+            (candidate.allocated, candidate.containers) = (allocated, containers);
+        }
+        let shares = |r: &ContainerRecord| !r.host.ports.is_empty() || !r.host.volumes.is_empty();
+        if shares(c) {
+            self.placement_cache = None;
             if add {
                 self.with_host_config.insert(c.name.clone());
-            } else if !self
-                .containers
-                .get(&c.name)
-                .is_some_and(|now| !now.host.ports.is_empty() || !now.host.volumes.is_empty())
-            {
+            } else if !self.containers.get(&c.name).is_some_and(shares) {
                 self.with_host_config.remove(&c.name);
             }
         }
