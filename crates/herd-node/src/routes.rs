@@ -106,33 +106,13 @@ async fn current_routes(netlink: &Netlink, range: Option<Ipv4Net>) -> anyhow::Re
     Ok(netlink.routes_via().await?.into_iter().filter(|(ip, _)| range.is_none_or(|r| r.contains(ip))).collect())
 }
 
-/// Changes the routes in `applied` (what the namespace has) into `desired`, one netlink
-/// request per route that differs, and records what it changed in `applied`.
+/// Changes the routes in `applied` (what the namespace has) into `desired`, and records what
+/// it changed in `applied`.
 async fn apply(netlink: &Netlink, applied: &mut HashMap<Ipv4Addr, Ipv4Addr>, desired: &HashMap<Ipv4Addr, Ipv4Addr>) {
-    for (ip, gw) in desired {
-        if applied.get(ip) != Some(gw) {
-            let dest = Ipv4Net::new(*ip, 32).expect("a /32 is valid");
-            match netlink.replace_route_via(dest, *gw).await {
-                Ok(()) => {
-                    applied.insert(*ip, *gw);
-                }
-                Err(e) => tracing::warn!("cannot route {ip} via {gw}: {e}"),
-            }
-        }
-    }
-    let gone: Vec<(Ipv4Addr, Ipv4Addr)> =
-        applied.iter().filter(|(ip, _)| !desired.contains_key(ip)).map(|(ip, gw)| (*ip, *gw)).collect();
-    for (ip, gw) in gone {
-        // Only our route via `gw`: the container may have just arrived on this node, whose
-        // route out of its veth must stay.
-        let dest = Ipv4Net::new(ip, 32).expect("a /32 is valid");
-        match netlink.delete_route_via(dest, gw).await {
-            Ok(()) => {
-                applied.remove(&ip);
-            }
-            Err(e) => tracing::warn!("cannot delete the route to {ip}: {e}"),
-        }
-    }
+    let differ = desired.iter().filter(|(ip, gw)| applied.get(ip) != Some(gw)).map(|(ip, gw)| (*ip, Some(*gw)));
+    let gone = applied.keys().filter(|ip| !desired.contains_key(ip)).map(|ip| (*ip, None));
+    let changes = differ.chain(gone).collect();
+    apply_changes(netlink, applied, changes).await;
 }
 
 /// Applies the routes of the addresses that changed, against the routes in `applied`.
