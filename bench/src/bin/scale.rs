@@ -151,6 +151,12 @@ fn mib(b: u64) -> String {
     format!("{:.0} MiB", b as f64 / (1 << 20) as f64)
 }
 
+/// `count` containers done in `wall`, as a rate.
+fn print_rate(what: &str, count: usize, wall: Duration) {
+    let secs = wall.as_secs_f64();
+    println!("{what:<40} {:>10.1} containers/s ({count} in {secs:.1} s)", count as f64 / secs);
+}
+
 fn print_latencies(what: &str, samples: &[Duration]) {
     let s = Stats::of(samples);
     println!("{what:<40} median {:>10}  p90 {:>10}  max {:>10}", ms(s.median), ms(s.p90), ms(s.max));
@@ -184,13 +190,7 @@ async fn simulated(nodes: usize, containers: usize, concurrency: usize) -> anyho
     let (rss_before, _) = rss(control)?;
 
     let (latencies, wall) = create_many(&client, "s", containers, concurrency, 64 << 20).await?;
-    println!(
-        "{:<40} {:>10.0} containers/s ({} in {:.1} s)",
-        "accepted through the API",
-        containers as f64 / wall.as_secs_f64(),
-        containers,
-        wall.as_secs_f64()
-    );
+    print_rate("accepted through the API", containers, wall);
     print_latencies("POST /v1/containers latency", &latencies);
 
     let mut inspect = Vec::new();
@@ -231,13 +231,7 @@ async fn real_containers(count: usize, concurrency: usize) -> anyhow::Result<()>
     cluster.import_busybox()?;
     let client = client_of(&cluster).await?;
     let (latencies, wall) = create_many(&client, "r", count, concurrency, 16 << 20).await?;
-    println!(
-        "{:<40} {:>10.1} containers/s ({} in {:.1} s)",
-        "started",
-        count as f64 / wall.as_secs_f64(),
-        count,
-        wall.as_secs_f64()
-    );
+    print_rate("started", count, wall);
     print_latencies("API to running (POST /v1/containers)", &latencies);
     let list = tokio::task::block_in_place(|| time_ps(&cluster, count, 5))?;
     print_latencies(&format!("herd ps with {count}"), &list);
@@ -252,12 +246,7 @@ async fn real_containers(count: usize, concurrency: usize) -> anyhow::Result<()>
         .await;
     removed.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
     let took = start.elapsed();
-    println!(
-        "{:<40} {:>10.1} containers/s ({:.1} s)",
-        "removed (forced)",
-        count as f64 / took.as_secs_f64(),
-        took.as_secs_f64()
-    );
+    print_rate("removed (forced)", count, took);
     println!("goal: median API to running under 300 ms");
     Ok(())
 }
