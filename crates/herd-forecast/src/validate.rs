@@ -98,9 +98,7 @@ pub fn select_best_of(
     }
     let season = season::detect(series)?;
     let values = series.values();
-    // Fold origins, latest first: training is values[..origin], testing the next `horizon`.
-    let origins: Vec<usize> =
-        (1..=MAX_FOLDS).map_while(|k| n.checked_sub(k * horizon).filter(|&o| o >= min_training)).collect();
+    let origins = fold_origins(n, horizon);
 
     let mut notes = Vec::new();
     if let Spacing::Uneven { median_ms, min_ms, max_ms } = series.spacing() {
@@ -162,6 +160,47 @@ pub fn select_best_of(
     })
 }
 
+/// Fold origins for a series of `n` points, latest first: each fold trains on
+/// `values[..origin]` and tests on the next `horizon` points. Empty when the series is too
+/// short for one fold.
+pub(crate) fn fold_origins(n: usize, horizon: usize) -> Vec<usize> {
+    let min_training = horizon.max(MIN_TRAINING);
+    (1..=MAX_FOLDS).map_while(|k| n.checked_sub(k * horizon).filter(|&o| o >= min_training)).collect()
+}
+
+/// One model's forecasts of every fold's held-out points.
+pub(crate) struct HeldOut {
+    pub actual: Vec<f64>,
+    pub predicted: Vec<f64>,
+    /// The variant fitted on the latest fold.
+    pub detail: Option<String>,
+}
+
+/// Runs `model` over every fold: its [`HeldOut`] forecasts, or why it failed (and the variant
+/// fitted before it did).
+pub(crate) fn held_out(
+    model: &dyn Model,
+    values: &[f64],
+    origins: &[usize],
+    horizon: usize,
+    season: Option<usize>,
+) -> Result<HeldOut, (String, Option<String>)> {
+    let mut actual = Vec::new();
+    let mut predicted = Vec::new();
+    let mut detail = None;
+    for (k, &origin) in origins.iter().enumerate() {
+        match models::fit_and_forecast(model, &values[..origin], season, horizon) {
+            Ok((forecast, describe)) => {
+                actual.extend_from_slice(&values[origin..origin + horizon]);
+                predicted.extend(forecast);
+                detail.get_or_insert(describe);
+            }
+            Err(e) => return Err((format!("fold {} (trained on {origin} points): {e}", k + 1), detail)),
+        }
+    }
+    Ok(HeldOut { actual, predicted, detail })
+}
+
 fn rmse(r: &ModelResult) -> f64 {
     r.accuracy.as_ref().map_or(f64::INFINITY, |a| a.rmse)
 }
@@ -174,27 +213,13 @@ fn validate(
     horizon: usize,
     season: Option<usize>,
 ) -> ModelResult {
-    let mut actual = Vec::new();
-    let mut predicted = Vec::new();
-    let mut detail = None;
-    for (k, &origin) in origins.iter().enumerate() {
-        match models::fit_and_forecast(model, &values[..origin], season, horizon) {
-            Ok((forecast, describe)) => {
-                actual.extend_from_slice(&values[origin..origin + horizon]);
-                predicted.extend(forecast);
-                detail.get_or_insert(describe);
-            }
-            Err(e) => {
-                return ModelResult {
-                    name: model.name().to_string(),
-                    detail,
-                    accuracy: None,
-                    failed: Some(format!("fold {} (trained on {origin} points): {e}", k + 1)),
-                };
-            }
+    let name = model.name().to_string();
+    match held_out(model, values, origins, horizon, season) {
+        Ok(HeldOut { actual, predicted, detail }) => {
+            ModelResult { name, detail, accuracy: Some(accuracy(&actual, &predicted)), failed: None }
         }
+        Err((why, detail)) => ModelResult { name, detail, accuracy: None, failed: Some(why) },
     }
-    ModelResult { name: model.name().to_string(), detail, accuracy: Some(accuracy(&actual, &predicted)), failed: None }
 }
 
 #[cfg(test)]

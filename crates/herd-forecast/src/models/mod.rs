@@ -50,6 +50,11 @@ pub fn all() -> Vec<Box<dyn Model>> {
     ]
 }
 
+/// The model `name` names (as [`Model::name`] spells it), if there is one.
+pub fn by_name(name: &str) -> Option<Box<dyn Model>> {
+    all().into_iter().find(|m| m.name() == name)
+}
+
 /// Fits `model` and forecasts `horizon` steps, turning a panic inside a model crate and
 /// non-finite output into a [`ModelFailure`] so that one model cannot take the others down.
 pub fn fit_and_forecast(
