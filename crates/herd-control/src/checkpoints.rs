@@ -26,6 +26,7 @@ use rand::Rng;
 use crate::containers::unexpected;
 use crate::control::Control;
 use crate::error::{Error, Result};
+use crate::view::Reservation;
 
 const CHECKPOINT_TIMEOUT: Duration = Duration::from_secs(300);
 /// Time a node gets to write or read a checkpoint archive in the checkpoint store.
@@ -206,6 +207,7 @@ impl Control {
         self.ensure_not_migrating(name)?;
         let _guard = self.lock(name).await;
         let plan = self.plan_restore(name, req.node.as_deref())?;
+        let _reserved = Reservation { view: &self.view, container: name };
         let ck = find_checkpoint(&plan.record, req.checkpoint.as_deref())?;
         let mut transfers = Transfers::new(&self.checkpoint_store);
         if ck.node == plan.target {
@@ -240,6 +242,7 @@ impl Control {
         self.ensure_not_migrating(name)?;
         let _guard = self.lock(name).await;
         let plan = self.plan_restore(name, node)?;
+        let _reserved = Reservation { view: &self.view, container: name };
         let checkpoint_id = next_checkpoint_id(&plan.record);
         let mut transfers = Transfers::new(&self.checkpoint_store);
         let object = transfers.name("upload");
@@ -256,6 +259,8 @@ impl Control {
     }
 
     /// Checks a restore of `name` onto `node` (its own node when `None`) before anything moves.
+    /// Another node counts the container from here on (see [`crate::view::View::reserve_incoming`]): the
+    /// caller holds a [`Reservation`] that ends it.
     fn plan_restore(&self, name: &str, node: Option<&str>) -> Result<Plan> {
         let (record, state) = self.record_of(name)?;
         if state == ContainerState::Running {
@@ -264,7 +269,7 @@ impl Control {
             )));
         }
         let target = node.unwrap_or(&record.node).to_string();
-        let view = self.view.read().unwrap();
+        let mut view = self.view.write().unwrap();
         let Some(t) = view.nodes.get(&target) else {
             let mut known: Vec<&str> = view.nodes.keys().map(String::as_str).collect();
             known.sort();
@@ -307,6 +312,9 @@ impl Control {
             view.images.get(&record.image).cloned().ok_or_else(|| {
                 Error::not_found(format!("image {} of container {name} no longer exists", record.image))
             })?;
+        if target != record.node {
+            view.reserve_incoming(ContainerRecord { node: target.clone(), ..record.clone() });
+        }
         Ok(Plan { record, image, target })
     }
 

@@ -198,71 +198,74 @@ impl Control {
         };
         let _guard = self.lock(&name).await;
 
-        let (joined_ip, host_config);
-        let node = {
+        // Placement, the address and the record enter the view under one lock, so the next
+        // placement already counts this container's memory, CPU, slot and ports: two runs
+        // at once can never both take a node's last free memory or the same host port.
+        let (record, joined) = {
             let mut view = self.view.write().unwrap();
             if let Some(existing) = view.containers.get(&name) {
                 return Err(name_in_use(&name, &existing.id));
             }
-            let (host, shared) = crate::hostconfig::resolve(&view, &requested)?;
-            // A container that joins another's network namespace has that one's address.
-            joined_ip = shared.map(|s| s.ip);
-            host_config = host;
+            let (host_config, shared) = crate::hostconfig::resolve(&view, &requested)?;
             let placement = crate::hostconfig::placement(placement, &host_config);
-            view.place(&placement, strategy).map_err(|e| {
+            let node = view.place(&placement, strategy).map_err(|e| {
                 if req.node.is_some() && e.exclusions.iter().any(|x| x.reason == "no such node") {
                     Error::not_found(format!("no such node: {}", req.node.as_deref().unwrap_or("")))
                 } else {
                     Error::conflict(e.to_string())
                 }
-            })?
+            })?;
+            // A container that joins another's network namespace has that one's address.
+            let ip = match &shared {
+                Some(s) => s.ip,
+                None => self.ipam.lock().unwrap().allocate().ok_or_else(|| {
+                    Error::conflict(format!("no free address left in the container range {}", self.cfg.container_cidr))
+                })?,
+            };
+            let record = ContainerRecord {
+                id: new_id(),
+                name: name.clone(),
+                image: image.name.clone(),
+                image_id: image.id.clone(),
+                node,
+                ip,
+                limits: req.limits,
+                args,
+                env,
+                working_dir: if image.config.working_dir.is_empty() {
+                    "/".into()
+                } else {
+                    image.config.working_dir.clone()
+                },
+                labels: req.labels.clone(),
+                created_at: now_millis(),
+                desired: Desired::Running,
+                checkpoints: Vec::new(),
+                migrations: Vec::new(),
+                host: host_config,
+                placement: PlacementRules { constraints: req.constraints.clone(), affinities: req.affinities.clone() },
+            };
+            view.insert_container(record.clone());
+            (record, shared.is_some())
         };
-
-        let ip = match joined_ip {
-            Some(ip) => ip,
-            None => self.ipam.lock().unwrap().allocate().ok_or_else(|| {
-                Error::conflict(format!("no free address left in the container range {}", self.cfg.container_cidr))
-            })?,
-        };
-        let record = ContainerRecord {
-            id: new_id(),
-            name: name.clone(),
-            image: image.name.clone(),
-            image_id: image.id.clone(),
-            node: node.clone(),
-            ip,
-            limits: req.limits,
-            args,
-            env,
-            working_dir: if image.config.working_dir.is_empty() {
-                "/".into()
-            } else {
-                image.config.working_dir.clone()
-            },
-            labels: req.labels.clone(),
-            created_at: now_millis(),
-            desired: Desired::Running,
-            checkpoints: Vec::new(),
-            migrations: Vec::new(),
-            host: host_config,
-            placement: PlacementRules { constraints: req.constraints.clone(), affinities: req.affinities.clone() },
-        };
-        match self.containers.create(&name, &record).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(_)) => {
-                if joined_ip.is_none() {
-                    self.ipam.lock().unwrap().release(ip);
-                }
-                return Err(name_in_use(&name, "(another Control node)"));
+        let node = record.node.clone();
+        let created = self.containers.create(&name, &record).await;
+        if !matches!(created, Ok(Ok(_))) {
+            // Take the reservation back (unless the watch already replaced it with another
+            // Control node's record of that name) and free the address.
+            let mut view = self.view.write().unwrap();
+            if view.containers.get(&name).is_some_and(|c| c.id == record.id) {
+                view.remove_container(&name);
             }
-            Err(e) => {
-                if joined_ip.is_none() {
-                    self.ipam.lock().unwrap().release(ip);
-                }
-                return Err(e.into());
+            drop(view);
+            if !joined {
+                self.ipam.lock().unwrap().release(record.ip);
             }
+            return match created {
+                Err(e) => Err(e.into()),
+                _ => Err(name_in_use(&name, "(another Control node)")),
+            };
         }
-        self.view.write().unwrap().insert_container(record.clone());
 
         let spec = self.spec_of(&record, &image);
         match self.node_call(&node, &NodeRequest::Create { spec }, CREATE_TIMEOUT).await {
@@ -287,7 +290,7 @@ impl Control {
                 "create",
                 &name,
                 Some(&node),
-                format!("container {name} created on {node} with address {ip}"),
+                format!("container {name} created on {node} with address {}", record.ip),
             )
             .await;
         self.container(&name)

@@ -19,6 +19,7 @@ use tokio::sync::mpsc;
 
 use crate::control::Control;
 use crate::error::{Error, Kind, Result};
+use crate::view::Reservation;
 
 const PREPARE_TIMEOUT: Duration = Duration::from_secs(300);
 const SEND_TIMEOUT: Duration = Duration::from_secs(900);
@@ -76,6 +77,7 @@ impl Control {
         let source = record.node.clone();
         let bandwidth = req.bandwidth;
         let (destination, mode, reason) = self.plan(&record, req)?;
+        let _reserved = Reservation { view: &self.view, container: &name };
         let image =
             self.view.read().unwrap().images.get(&record.image).cloned().ok_or_else(|| {
                 Error::not_found(format!("image {} of container {name} no longer exists", record.image))
@@ -178,9 +180,10 @@ impl Control {
     }
 
     /// Where and how: the destination (given or chosen), checked for resources and
-    /// compatibility, and the mode.
+    /// compatibility, and the mode. The destination counts the container from here on (see
+    /// [`crate::view::View::reserve_incoming`]): the caller holds a [`Reservation`] that ends it.
     fn plan(&self, record: &ContainerRecord, req: MigrateRequest) -> Result<(String, MigrationMode, String)> {
-        let view = self.view.read().unwrap();
+        let mut view = self.view.write().unwrap();
         crate::hostconfig::ensure_movable(&view, record)?;
         let source = &record.node;
         let request = crate::containers::with_placement_rules(
@@ -224,6 +227,7 @@ impl Control {
             .map_err(Error::conflict)?;
         let (mode, reason) = herd_sched::migration::choose_mode(req.mode, source, &src.facts, &destination, &dst.facts)
             .map_err(Error::bad_request)?;
+        view.reserve_incoming(ContainerRecord { node: destination.clone(), ..record.clone() });
         Ok((destination, mode, reason))
     }
 

@@ -44,6 +44,10 @@ pub struct View {
     loads: HashMap<String, (Resources, usize)>,
     /// Containers that publish ports or mount named volumes (few), for the placement filters.
     with_host_config: std::collections::HashSet<String>,
+    /// Containers migrating, by name, as they will be on their destination: from the moment a
+    /// migration picks its destination until it ends, that node's load counts them (limits,
+    /// slot, ports), so two migrations at once cannot both take its last free memory.
+    incoming: HashMap<String, ContainerRecord>,
     /// Every node as [`View::place`] sees it, built on first use and kept until a node, its
     /// settings or a container's ports or volumes change; container counts and reservations
     /// are updated in place. Whatever changes `nodes` or `settings` must call
@@ -119,9 +123,37 @@ impl View {
         herd_sched::place(&cache.candidates, req, strategy)
     }
 
+    /// Counts `c` (whose `node` is its destination) on that node until
+    /// [`View::release_incoming`]: see `incoming`.
+    pub fn reserve_incoming(&mut self, c: ContainerRecord) {
+        self.add_load(&c.node, &c, true);
+        if let Some(old) = self.incoming.insert(c.name.clone(), c) {
+            self.add_load(&old.node, &old, false);
+        }
+    }
+
+    /// Ends the reservation [`View::reserve_incoming`] made for container `name`, if any.
+    pub fn release_incoming(&mut self, name: &str) {
+        if let Some(old) = self.incoming.remove(name) {
+            self.add_load(&old.node, &old, false);
+        }
+    }
+
     /// Adds (or takes away) a container's share of its node's load.
     fn count_load(&mut self, c: &ContainerRecord, add: bool) {
-        let load = self.loads.entry(c.node.clone()).or_default();
+        self.add_load(&c.node, c, add);
+        if shares_host(c) {
+            if add {
+                self.with_host_config.insert(c.name.clone());
+            } else if !self.containers.get(&c.name).is_some_and(shares_host) {
+                self.with_host_config.remove(&c.name);
+            }
+        }
+    }
+
+    /// Adds (or takes away) `c`'s limits and slot on `node`, in `loads` and the cached candidates.
+    fn add_load(&mut self, node: &str, c: &ContainerRecord, add: bool) {
+        let load = self.loads.entry(node.to_string()).or_default();
         let (cpus, memory) = (c.limits.cpus_milli.unwrap_or(0), c.limits.memory_bytes.unwrap_or(0));
         if add {
             load.0.cpus_milli += cpus;
@@ -134,21 +166,16 @@ impl View {
         }
         let (allocated, containers) = *load;
         if containers == 0 {
-            self.loads.remove(&c.node);
+            self.loads.remove(node);
         }
         if let Some(cache) = &mut self.placement_cache
-            && let Some(candidate) = cache.index.get(&c.node).map(|i| &mut cache.candidates[*i])
+            && let Some(candidate) = cache.index.get(node).map(|i| &mut cache.candidates[*i])
         {
             (candidate.allocated, candidate.containers) = (allocated, containers);
         }
-        let shares = |r: &ContainerRecord| !r.host.ports.is_empty() || !r.host.volumes.is_empty();
-        if shares(c) {
+        if shares_host(c) {
+            // Ports and volumes are not updated in place: the cache is rebuilt with them.
             self.placement_cache = None;
-            if add {
-                self.with_host_config.insert(c.name.clone());
-            } else if !self.containers.get(&c.name).is_some_and(shares) {
-                self.with_host_config.remove(&c.name);
-            }
         }
     }
 
@@ -192,7 +219,8 @@ impl View {
         // Published ports and named volumes in use, per node (port and dependency filters).
         let mut shared: HashMap<&str, (Vec<herd_proto::hostconfig::PortMapping>, std::collections::BTreeSet<String>)> =
             HashMap::new();
-        for c in self.with_host_config.iter().filter_map(|name| self.containers.get(name)) {
+        let incoming = self.incoming.values().filter(|c| shares_host(c));
+        for c in self.with_host_config.iter().filter_map(|name| self.containers.get(name)).chain(incoming) {
             let e = shared.entry(c.node.as_str()).or_default();
             e.0.extend(c.host.ports.iter().copied());
             e.1.extend(c.host.volumes.iter().map(|v| v.name.clone()));
@@ -348,6 +376,25 @@ impl View {
     }
 }
 
+/// A move's hold on its destination's resources (see [`View::reserve_incoming`]), released
+/// when the move ends, however it ends: by then the container's record names the node it is on.
+pub struct Reservation<'a> {
+    pub view: &'a std::sync::RwLock<View>,
+    pub container: &'a str,
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        self.view.write().unwrap().release_incoming(self.container);
+    }
+}
+
+/// Whether a container holds something of its node's besides resources: published ports or
+/// named volumes (the port and dependency filters look at those).
+fn shares_host(c: &ContainerRecord) -> bool {
+    !c.host.ports.is_empty() || !c.host.volumes.is_empty()
+}
+
 /// A node's facts as placement constraints see them: all but its CPU flags, which no
 /// constraint names and which are a hundred strings to copy per node and placement.
 fn placement_facts(f: &herd_proto::state::NodeFacts) -> herd_proto::state::NodeFacts {
@@ -461,6 +508,55 @@ mod tests {
         v.nodes.get_mut("n1").unwrap().last_heartbeat = None;
         assert_eq!(v.expire(Duration::from_secs(1)), ["n1"]);
         assert!(v.place(&req, spread).is_err());
+    }
+
+    #[test]
+    fn a_move_holds_its_destination_until_it_ends() {
+        let mut v = View::default();
+        ready_node(&mut v, "n1");
+        ready_node(&mut v, "n2");
+        let req = herd_sched::Request { memory_bytes: 600, node: Some("n2".into()), ..Default::default() };
+        let spread = herd_sched::Strategy::Spread;
+        v.insert_container(record("a", "n1", 600));
+        assert_eq!(v.place(&req, spread).unwrap(), "n2");
+        // "a" is on its way to n2: n2 has no room for another 600 until the move ends.
+        let mut moving = record("a", "n2", 600);
+        v.reserve_incoming(moving.clone());
+        let err = v.place(&req, spread).unwrap_err().to_string();
+        assert!(err.contains("not enough memory"), "{err}");
+        assert_eq!(v.allocations()["n2"], (Resources { cpus_milli: 0, memory_bytes: 600 }, 1));
+        // Reserving again (a retry) replaces the hold rather than adding to it.
+        moving.limits.memory_bytes = Some(500);
+        v.reserve_incoming(moving);
+        assert_eq!(v.allocations()["n2"].0.memory_bytes, 500);
+        // It arrives: its record names n2, and the hold ends without counting it twice.
+        v.insert_container(record("a", "n2", 500));
+        v.release_incoming("a");
+        assert_eq!(v.allocations()["n2"], (Resources { cpus_milli: 0, memory_bytes: 500 }, 1));
+        assert!(!v.allocations().contains_key("n1"));
+        // A move that fails ends its hold too: the container stays where it was.
+        v.reserve_incoming(record("a", "n1", 500));
+        v.release_incoming("a");
+        v.release_incoming("a");
+        assert!(!v.allocations().contains_key("n1"));
+        assert_eq!(v.allocations()["n2"].1, 1);
+    }
+
+    #[test]
+    fn reserved_ports_keep_other_moves_away() {
+        let mut v = View::default();
+        ready_node(&mut v, "n1");
+        let port = herd_proto::hostconfig::PortMapping::parse("8080:80").unwrap();
+        let req = herd_sched::Request { ports: vec![port], ..Default::default() };
+        let spread = herd_sched::Strategy::Spread;
+        assert_eq!(v.place(&req, spread).unwrap(), "n1");
+        let mut moving = record("web", "n1", 0);
+        moving.host.ports.push(port);
+        v.reserve_incoming(moving);
+        let err = v.place(&req, spread).unwrap_err().to_string();
+        assert!(err.contains("port filter"), "{err}");
+        v.release_incoming("web");
+        assert_eq!(v.place(&req, spread).unwrap(), "n1");
     }
 
     #[test]

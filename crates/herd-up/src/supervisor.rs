@@ -485,12 +485,7 @@ async fn start_cluster(sup: &mut Supervisor, progress: &mut Progress) -> anyhow:
             "--container-cidr".into(),
             opts.container_cidr.to_string().into(),
         ];
-        if let Some(c) = opts.node_cpus_milli {
-            args.extend(["--cpus".into(), herd_proto::units::Cpus(c).to_string().into()]);
-        }
-        if let Some(m) = opts.node_memory_bytes {
-            args.extend(["--memory".into(), m.to_string().into()]);
-        }
+        args.extend(capacity_args(opts));
         for (_, k, v) in opts.node_labels.iter().filter(|(node, _, _)| *node == n.name) {
             args.extend(["--label".into(), format!("{k}={v}").into()]);
         }
@@ -509,7 +504,7 @@ async fn start_cluster(sup: &mut Supervisor, progress: &mut Progress) -> anyhow:
     // because they run nothing to reach.
     if opts.sim_nodes > 0 {
         progress.say(&format!("{} simulated nodes (runtime sim: they run nothing)", opts.sim_nodes));
-        let args: Vec<OsString> = vec![
+        let mut args: Vec<OsString> = vec![
             "node".into(),
             "--runtime".into(),
             "sim".into(),
@@ -526,6 +521,7 @@ async fn start_cluster(sup: &mut Supervisor, progress: &mut Progress) -> anyhow:
             "--address".into(),
             "0.0.0.0".into(),
         ];
+        args.extend(capacity_args(opts));
         sup.components.push(Component {
             name: SIM_COMPONENT.into(),
             program: exe.clone(),
@@ -560,6 +556,19 @@ async fn start_cluster(sup: &mut Supervisor, progress: &mut Progress) -> anyhow:
     sup.state.ready = true;
     sup.record_pids();
     Ok(())
+}
+
+/// `--cpus`/`--memory` for a node agent (real or simulated): what `--node-cpus`/`--node-memory` say
+/// each node offers; without them each agent reports its own default.
+fn capacity_args(opts: &UpOptions) -> Vec<OsString> {
+    let mut args = Vec::new();
+    if let Some(c) = opts.node_cpus_milli {
+        args.extend(["--cpus".into(), herd_proto::units::Cpus(c).to_string().into()]);
+    }
+    if let Some(m) = opts.node_memory_bytes {
+        args.extend(["--memory".into(), m.to_string().into()]);
+    }
+    args
 }
 
 fn nats_config(layout: &Layout, store: &Path, users: &[(String, String)]) -> String {

@@ -113,10 +113,10 @@ struct UpArgs {
     /// Port of the broker (on the bridge address).
     #[arg(long, default_value_t = 7422)]
     broker_port: u16,
-    /// CPUs each node offers (default: the machine's).
+    /// CPUs each node offers (default: the machine's; simulated nodes: 16).
     #[arg(long)]
     node_cpus: Option<String>,
-    /// Memory each node offers (default: the machine's), e.g. 8g.
+    /// Memory each node offers (default: the machine's; simulated nodes: 64g), e.g. 8g.
     #[arg(long)]
     node_memory: Option<String>,
     /// Seconds without a heartbeat before a node is marked down.

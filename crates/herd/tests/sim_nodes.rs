@@ -64,3 +64,74 @@ fn simulated_nodes_take_containers_and_refuse_what_needs_a_process() {
     cluster.ok(&["rm", &sim.name]);
     assert!(cluster.fails(&["inspect", &sim.name]).contains("no such container"));
 }
+
+/// Runs `herd ARGS` for every `args`, all at once, and returns each one's output.
+fn run_at_once(cluster: &Cluster, runs: &[Vec<String>]) -> Vec<std::process::Output> {
+    let start = std::sync::Barrier::new(runs.len());
+    std::thread::scope(|s| {
+        let handles: Vec<_> = runs
+            .iter()
+            .map(|args| {
+                let start = &start;
+                s.spawn(move || {
+                    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                    let mut cmd = cluster.command(&args);
+                    start.wait();
+                    cmd.output().expect("running herd")
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
+/// Placements made at the same moment each see the others: a node's last free memory or a
+/// host port goes to exactly one of them, and those that lose are told why.
+#[test]
+fn concurrent_runs_never_overcommit_a_node() {
+    let cluster = Cluster::up_with(30, 0, &["--sim-nodes", "2", "--node-memory", "1g"]);
+    cluster.import_busybox();
+
+    // Two nodes of 1 GiB hold eight 256 MiB containers; ten ask at once.
+    let runs: Vec<Vec<String>> = (0..10)
+        .map(|i| {
+            ["run", "--name", &format!("m{i}"), "--memory", "256m", "busybox", "--", "sleep", "3600"]
+                .map(String::from)
+                .to_vec()
+        })
+        .collect();
+    let outs = run_at_once(&cluster, &runs);
+    let placed = outs.iter().filter(|o| o.status.success()).count();
+    let refused: Vec<String> =
+        outs.iter().filter(|o| !o.status.success()).map(|o| String::from_utf8_lossy(&o.stderr).to_string()).collect();
+    assert_eq!(placed, 8, "refused: {refused:?}");
+    for err in &refused {
+        assert!(err.contains("resources filter: not enough memory"), "{err}");
+    }
+    let nodes: Vec<NodeInfo> = cluster.json(&["nodes"]);
+    for n in &nodes {
+        assert_eq!(n.allocated.memory_bytes, 1 << 30, "{}: {:?} of {:?}", n.name, n.allocated, n.capacity);
+        assert_eq!(n.containers, 4, "{}", n.name);
+    }
+    let listed: Vec<ContainerInfo> = cluster.json(&["ps"]);
+    assert_eq!(listed.len(), 8);
+
+    // One host port, three containers asking for it at once: one per node, the third refused.
+    let runs: Vec<Vec<String>> = (0..3)
+        .map(|i| {
+            ["run", "--name", &format!("p{i}"), "-p", "8080:80", "busybox", "--", "sleep", "3600"]
+                .map(String::from)
+                .to_vec()
+        })
+        .collect();
+    let outs = run_at_once(&cluster, &runs);
+    let refused: Vec<String> =
+        outs.iter().filter(|o| !o.status.success()).map(|o| String::from_utf8_lossy(&o.stderr).to_string()).collect();
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert!(refused[0].contains("port filter: host port 0.0.0.0:8080/tcp is taken"), "{}", refused[0]);
+    let listed: Vec<ContainerInfo> = cluster.json(&["ps"]);
+    let mut port_nodes: Vec<&str> =
+        listed.iter().filter(|c| c.name.starts_with('p')).map(|c| c.node.as_str()).collect();
+    port_nodes.sort();
+    assert_eq!(port_nodes, ["sim-0001", "sim-0002"], "{listed:?}");
+}
