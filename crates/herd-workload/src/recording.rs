@@ -92,6 +92,29 @@ impl Recording {
         v.insert(at, sample);
     }
 
+    /// Adds the points of a recorded series of `name`: `fields` names its columns (as the
+    /// Control node's series do, [`Field::recorded_name`]) and each point is a time in ms since
+    /// the Unix epoch and one value per column. Points without a CPU figure are left out (a
+    /// sample always has one; a bucket with none is a gap); non-finite values are not measured.
+    pub fn push_recorded<'a>(
+        &mut self,
+        name: &str,
+        fields: &[String],
+        points: impl IntoIterator<Item = (u64, &'a [Option<f32>])>,
+    ) {
+        let cols: Vec<Option<usize>> =
+            (0..FIELDS.len()).map(|i| fields.iter().position(|f| f == Field(i).recorded_name())).collect();
+        for (ts_ms, row) in points {
+            let mut values = [None; FIELDS.len()];
+            for (i, c) in cols.iter().enumerate() {
+                values[i] = c.and_then(|c| row.get(c).copied().flatten()).map(f64::from).filter(|v| v.is_finite());
+            }
+            if values[Field::CPU.0].is_some() {
+                self.push(name, Sample { t: ts_ms as f64 / 1000.0, values });
+            }
+        }
+    }
+
     /// Reads the CSV format of the module docs. Errors name the line (the header is line 1),
     /// the column and the text.
     pub fn from_csv(text: &str) -> Result<Recording, WorkloadError> {
