@@ -166,16 +166,33 @@ fn parse_one(term: &str) -> Result<Box<dyn Policy>, PolicyError> {
             Box::new(c)
         }
         "forecast" => {
-            p.check_known(&["horizon", "threshold", "margin", "season", "max_moves"])?;
+            p.check_known(&["horizon", "threshold", "margin", "season", "max_moves", "k", "n", "hold"])?;
             let d = Forecast::default();
-            Box::new(Forecast {
+            let f = Forecast {
                 horizon_secs: p.secs("horizon", d.horizon_secs)?,
                 threshold: p.fraction("threshold", d.threshold)?,
                 margin: p.fraction("margin", d.margin)?,
                 season_secs: p.secs("season", d.season_secs)?,
                 max_moves: p.count("max_moves", d.max_moves)?,
+                k: p.count("k", d.k)?,
+                n: p.count("n", d.n)?,
+                hold_secs: p.secs("hold", d.hold_secs)?,
                 ..d
-            })
+            };
+            if f.k > f.n {
+                return Err(p.bad("k", &f.k.to_string(), format!("must not exceed n ({})", f.n)));
+            }
+            // The seasonal forecast reaches half a season ahead (beyond, it would repeat itself).
+            if f.hold_secs.max(f.horizon_secs) > f.season_secs / 2.0 {
+                let (param, value) =
+                    if f.hold_secs >= f.horizon_secs { ("hold", f.hold_secs) } else { ("horizon", f.horizon_secs) };
+                return Err(p.bad(
+                    param,
+                    &value.to_string(),
+                    format!("must be at most half the season ({} s)", f.season_secs / 2.0),
+                ));
+            }
+            Box::new(f)
         }
         other => {
             return Err(PolicyError::UnknownPolicy { name: other.into(), known: POLICY_NAMES.join(", ") });
@@ -212,6 +229,11 @@ mod tests {
         assert!(e("hotspot:k=6,n=5").contains("must not exceed n"));
         assert!(e("none:x=1").contains("no parameters"));
         assert!(e("forecast:horizon=soon").contains("not a duration"));
+        assert!(e("forecast:k=4,n=3").contains("must not exceed n (3)"));
+        assert_eq!(
+            e("forecast:hold=13h"),
+            "policy `forecast`: parameter `hold` = `46800`: must be at most half the season (43200 s)"
+        );
         assert!(e("x*hotspot").contains("weight `x`"));
         assert!(e("hotspot:k").contains("not KEY=VALUE"));
         assert!(e("").contains("empty"));

@@ -156,3 +156,52 @@ fn forecast_acts_before_the_daily_peak() {
     assert_eq!(plan.moves.len(), 1, "{plan:#?}");
     assert_eq!(plan.moves[0].to, "b");
 }
+
+/// Two 8-core nodes, `a` holding `spiky` (2 cores, then `spike` for its last samples) and
+/// `steady` (4 cores), `b` holding `other` (1 core): less than a day of history, so the forecast
+/// is the current level.
+fn spiking(spike: &[f64]) -> Cluster {
+    let mut cpu = vec![2.0; 10];
+    cpu.extend_from_slice(spike);
+    Cluster {
+        nodes: vec![node("a", 8.0), node("b", 8.0)],
+        containers: vec![ct("spiky", 0, &cpu, 1), ct("steady", 0, &[4.0; 12], 1), ct("other", 1, &[1.0; 12], 1)],
+        sample_secs: 60.0,
+    }
+}
+
+#[test]
+fn forecast_does_not_move_on_a_one_off_spike() {
+    // One sample of 5 cores: a's forecast peak (9 cores) is above capacity in the newest
+    // forecast only.
+    let blip = spiking(&[2.0, 5.0]);
+    assert!(parse_policy("forecast").unwrap().plan(&blip, &CostModel::default()).moves.is_empty());
+    assert_eq!(parse_policy("forecast:k=1,n=1").unwrap().plan(&blip, &CostModel::default()).moves.len(), 1);
+    // The same level for five samples persists: it is relieved.
+    let lasting = spiking(&[5.0; 5]);
+    let plan = parse_policy("forecast").unwrap().plan(&lasting, &CostModel::default());
+    assert_eq!(plan.moves.len(), 1, "{plan:#?}");
+    assert!(plan.moves[0].reason.figures.iter().any(|f| f.name == "hot_forecasts" && f.value == 5.0));
+}
+
+#[test]
+fn forecast_fills_a_receiver_near_its_threshold_only_to_prevent_contention() {
+    // Threshold 85 %, margin 10 %: a receiver normally stays within 75 % (6 of 8 cores).
+    let with = |spiky: f64, other: f64| {
+        let mut c = spiking(&[spiky; 5]);
+        c.containers[2] = ct("other", 1, &[other; 12], 1);
+        parse_policy("forecast").unwrap().plan(&c, &CostModel::default())
+    };
+    // a at 7.2 cores (90 %, under capacity); b at 3.5: spiky would take it to 6.7 (84 %),
+    // under the threshold but above 75 %: no move.
+    assert!(with(3.2, 3.5).moves.is_empty());
+    // b at 2.5: spiky (3.2) takes it to 5.7 cores, within 75 %.
+    let plan = with(3.2, 2.5);
+    assert_eq!(plan.moves.len(), 1, "{plan:#?}");
+    assert_eq!(plan.moves[0].container, "spiky");
+    // a at 8.2 cores, above capacity: a receiver may come up to 85 % (spiky: 6.7 of 8).
+    let plan = with(4.2, 2.5);
+    assert_eq!(plan.moves.len(), 1, "{plan:#?}");
+    let after = plan.moves[0].reason.figures.iter().find(|f| f.name == "to_predicted_peak_util_after").unwrap();
+    assert!((0.75..=0.85).contains(&after.value), "{after:?}");
+}
