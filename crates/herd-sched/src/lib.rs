@@ -200,6 +200,9 @@ type Rejection = (&'static str, String);
 
 type Filter = fn(&Candidate, &Request, &Ctx) -> Result<(), Rejection>;
 
+/// Whether a filter has anything to check for a request.
+type Applies = fn(&Request) -> bool;
+
 /// What every filter sees besides the node and the request.
 struct Ctx<'a> {
     cluster: sharing::Cluster<'a>,
@@ -302,25 +305,39 @@ fn slots_filter(c: &Candidate, _: &Request, ctx: &Ctx) -> Result<(), Rejection> 
     }
 }
 
-const FILTERS: [Filter; 9] = [
-    node_filter,
-    health_filter,
-    availability_filter,
-    constraint_filter,
-    affinity_filter,
-    sharing::dependency_filter,
-    sharing::port_filter,
-    slots_filter,
-    resources_filter,
+/// Every filter in the order a node meets them (the first to reject it is the one reported),
+/// with whether it has anything to check for a request. A filter without (no constraint, no
+/// requested port, ...) passes every node and is left out of the pass over the nodes.
+const FILTERS: [(Filter, Applies); 9] = [
+    (node_filter, |r| r.node.is_some()),
+    (health_filter, |_| true),
+    (availability_filter, |_| true),
+    (constraint_filter, |r| !r.constraints.is_empty()),
+    (affinity_filter, |r| r.affinities.iter().any(|a| !a.soft)),
+    (sharing::dependency_filter, |r| r.network_of.is_some() || !r.volumes.is_empty()),
+    (sharing::port_filter, |r| !r.ports.is_empty()),
+    (slots_filter, |_| true),
+    (resources_filter, |_| true),
 ];
+
+/// Which of [`FILTERS`] can exclude a node for `req`.
+fn filters_for(req: &Request) -> [bool; FILTERS.len()] {
+    FILTERS.map(|(_, applies)| applies(req))
+}
+
+/// The first filter in use that rejects `c`, if any: a filter left out costs a branch, not a call.
+fn first_rejection(c: &Candidate, req: &Request, ctx: &Ctx, on: &[bool; FILTERS.len()]) -> Result<(), Rejection> {
+    FILTERS.iter().zip(on).filter(|(_, on)| **on).try_for_each(|((f, _), _)| f(c, req, ctx))
+}
 
 /// Nodes that may run the request, and why the others may not.
 pub fn filter<'a>(nodes: &'a [Candidate], req: &Request) -> (Vec<&'a Candidate>, Vec<Exclusion>) {
     let mut ok = Vec::new();
     let mut excluded = Vec::new();
     let ctx = Ctx { cluster: sharing::Cluster::of(nodes, req), explain: true };
+    let on = filters_for(req);
     for c in nodes {
-        match FILTERS.iter().try_for_each(|f| f(c, req, &ctx)) {
+        match first_rejection(c, req, &ctx, &on) {
             Ok(()) => ok.push(c),
             Err((filter, reason)) => {
                 // A node the user did not ask for is not worth reporting.
@@ -369,7 +386,8 @@ pub fn place(nodes: &[Candidate], req: &Request, strategy: Strategy) -> Result<S
     // One pass without reasons: a placement looks at every node, so nothing here allocates
     // per node. Reasons are worked out only when no node is left.
     let ctx = Ctx { cluster: sharing::Cluster::of(nodes, req), explain: false };
-    let passing = nodes.iter().filter(|c| FILTERS.iter().all(|f| f(c, req, &ctx).is_ok()));
+    let on = filters_for(req);
+    let passing = nodes.iter().filter(|c| first_rejection(c, req, &ctx, &on).is_ok());
     let chosen = match strategy {
         Strategy::Random { seed } => {
             let scored: Vec<(usize, &Candidate)> = passing.map(|c| (c.soft_score(req), c)).collect();
@@ -620,6 +638,16 @@ mod tests {
                     for c in &nodes {
                         prop_assert!(!allowed(c, &req), "{} was free for {req:?}", c.name);
                     }
+                }
+            }
+        }
+
+        #[test]
+        fn filters_left_out_pass_every_node(nodes in arb_nodes(), req in arb_request()) {
+            let ctx = Ctx { cluster: sharing::Cluster::of(&nodes, &req), explain: false };
+            for c in &nodes {
+                for (f, _) in FILTERS.iter().filter(|(_, applies)| !applies(&req)) {
+                    prop_assert!(f(c, &req, &ctx).is_ok(), "a filter left out for {req:?} rejects {}", c.name);
                 }
             }
         }
