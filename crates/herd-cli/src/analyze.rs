@@ -1,7 +1,7 @@
 //! `herd analyze`: analysis of workloads. `herd analyze forecast` forecasts one column of a
 //! CSV file with the models of `herd-forecast` and shows how accurate each was on held-out
 //! data (no cluster needed); `herd analyze classes` and `herd analyze export` are in
-//! [`crate::classes`].
+//! [`crate::classes`], `herd analyze models` in [`crate::models`].
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -24,6 +24,10 @@ pub enum AnalyzeCommand {
     Classes(crate::classes::ClassesArgs),
     /// Write the cluster's recorded metrics as a trace CSV that herd sim --trace replays.
     Export(crate::classes::ExportArgs),
+    /// Compare the forecasting models per workload class (the cluster's recorded metrics, or a
+    /// CSV): each model's pooled accuracy on the CPU and memory of each class's containers,
+    /// and the best per class.
+    Models(crate::models::ModelsArgs),
 }
 
 /// `herd analyze forecast`
@@ -60,6 +64,7 @@ pub async fn analyze(
         AnalyzeCommand::Forecast(a) => forecast(a),
         AnalyzeCommand::Classes(a) => crate::classes::classes(client, a).await,
         AnalyzeCommand::Export(a) => crate::classes::export(client, a).await,
+        AnalyzeCommand::Models(a) => crate::models::models(client, a).await,
     }
 }
 
@@ -80,7 +85,7 @@ fn forecast(args: ForecastArgs) -> anyhow::Result<()> {
 }
 
 /// Appends a table without the trailing spaces of its last column.
-fn push_table(out: &mut String, t: &comfy_table::Table) {
+pub(crate) fn push_table(out: &mut String, t: &comfy_table::Table) {
     for line in t.lines() {
         out.push_str(line.trim_end());
         out.push('\n');
@@ -141,6 +146,6 @@ fn text(s: &Selection) -> String {
 }
 
 /// Four significant figures at least, without a wall of digits.
-fn num(v: f64) -> String {
+pub(crate) fn num(v: f64) -> String {
     if v != 0.0 && v.abs() < 0.01 { format!("{v:.3e}") } else { format!("{v:.4}") }
 }

@@ -9,6 +9,7 @@ pub mod commands;
 pub mod config;
 pub mod dashboard;
 pub mod format;
+pub mod models;
 pub mod nodes;
 pub mod policy;
 pub mod pull;

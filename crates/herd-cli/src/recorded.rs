@@ -3,7 +3,7 @@
 
 use herd_metrics::history::QueryResult;
 use herd_proto::api::ContainerInfo;
-use herd_workload::{FIELDS, Field, Recording, Sample};
+use herd_workload::Recording;
 
 use crate::client::{Client, segment};
 
@@ -29,17 +29,7 @@ pub fn parse_duration(text: &str) -> anyhow::Result<f64> {
 /// Adds one container's series to `rec`, times in seconds since the Unix epoch. Points
 /// without a CPU figure are left out (a sample always has one; a bucket with none is a gap).
 pub fn add_series(rec: &mut Recording, name: &str, series: &QueryResult) {
-    let cols: Vec<Option<usize>> =
-        (0..FIELDS.len()).map(|i| series.fields.iter().position(|f| f == Field(i).recorded_name())).collect();
-    for p in &series.points {
-        let mut values = [None; FIELDS.len()];
-        for (i, c) in cols.iter().enumerate() {
-            values[i] = c.and_then(|c| p.values.get(c).copied().flatten()).map(f64::from).filter(|v| v.is_finite());
-        }
-        if values[Field::CPU.0].is_some() {
-            rec.push(name, Sample { t: p.ts_ms as f64 / 1000.0, values });
-        }
-    }
+    rec.push_recorded(name, &series.fields, series.points.iter().map(|p| (p.ts_ms, p.values.as_slice())));
 }
 
 /// Every container's series over the last `since_secs`, averaged into `step_secs` buckets
@@ -62,6 +52,7 @@ pub async fn fetch(client: &Client, since_secs: f64, step_secs: Option<f64>) -> 
 mod tests {
     use super::*;
     use herd_metrics::history::{Point, SeriesId};
+    use herd_workload::Field;
 
     #[test]
     fn durations() {
