@@ -101,6 +101,37 @@ fn print_info(info: &PolicyInfo) {
     println!("hysteresis:     {} s", info.hysteresis_secs);
     println!("set at:         {}", timestamp(info.since));
     println!("evaluations:    {}", info.evaluations);
+    if let Some(c) = &info.cost_model {
+        let basis = match (&c.mode, c.basis.as_str()) {
+            (Some(mode), "calibrated") => format!("calibrated from {} {mode} migration reports", c.reports),
+            _ => "default (measured on the development machine)".into(),
+        };
+        println!("cost model:     {basis}");
+        println!(
+            "                downtime {:.3} s + {:.3} s/GiB, total {:.3} s + {:.3} s/GiB",
+            c.downtime_intercept_secs, c.downtime_secs_per_gib, c.total_intercept_secs, c.total_secs_per_gib
+        );
+        println!("                {}", c.why);
+    }
+    if let Some(f) = &info.forecasters {
+        let when = f.refreshed_at.map_or_else(|| "not yet".to_string(), timestamp);
+        println!("forecasting:    models per workload class, chosen every {} s (last: {when})", f.every_secs);
+        for c in &f.classes {
+            let model = |m: &Option<String>, e: Option<f64>, unit: &str| match (m, e) {
+                (Some(m), Some(e)) => format!("{m} (RMSE {e:.3}{unit})"),
+                _ => "none (too little history)".into(),
+            };
+            let mib = c.memory_rmse.map(|b| b / 1048576.0);
+            println!(
+                "                {}: {} containers: cpu {}, memory {}",
+                c.class,
+                c.containers,
+                model(&c.cpu_model, c.cpu_rmse, " cores"),
+                model(&c.memory_model, mib, " MiB")
+            );
+        }
+        println!("                {}", f.note);
+    }
 }
 
 /// Runs `cmd`; `client` is called only by the subcommands that talk to the cluster (`ls`

@@ -14,6 +14,7 @@ mod control;
 mod dashboard;
 mod error;
 mod events;
+mod forecasters;
 mod hostconfig;
 mod images;
 pub mod ipam;

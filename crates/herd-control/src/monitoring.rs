@@ -54,7 +54,7 @@ impl Monitoring {
     }
 
     /// Series `id` from `from_ms` to `to_ms`: empty for a container or node not sampled yet.
-    fn query(&self, id: SeriesId, from_ms: u64, to_ms: u64, step_ms: Option<u64>) -> Result<QueryResult> {
+    pub(crate) fn query(&self, id: SeriesId, from_ms: u64, to_ms: u64, step_ms: Option<u64>) -> Result<QueryResult> {
         match self.history.query(&id, from_ms, to_ms, step_ms) {
             Err(HistoryError::UnknownSeries(_)) => Ok(QueryResult::empty(id, self.history.config().interval_ms)),
             r => r.map_err(|e| Error::bad_request(format!("{e}"))),

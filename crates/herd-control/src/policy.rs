@@ -9,15 +9,22 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use herd_broker::{Broker, Bucket};
-use herd_policy::{Cluster, Container, CostModel, Engine, EngineConfig, Move, Node, PowerModel, parse_policy};
+use herd_metrics::history::SeriesId;
+use herd_policy::cost::{Calibration, Observation, calibrate};
+use herd_policy::{
+    CachedForecast, Cluster, Container, CostModel, DemandForecast, Engine, EngineConfig, Move, Node, PowerModel,
+    parse_policy,
+};
 use herd_proto::api::{MigrateRequest, NodeState};
+use herd_proto::migration::Outcome;
 use herd_proto::now_millis;
-use herd_proto::policy::{PolicyDecision, PolicyFigure, PolicyInfo, SetPolicyRequest, StoredPolicy};
+use herd_proto::policy::{CostModelInfo, PolicyDecision, PolicyFigure, PolicyInfo, SetPolicyRequest, StoredPolicy};
 use herd_proto::state::{Availability, ContainerState};
 use herd_proto::subjects;
 
 use crate::control::{Control, ControlConfig};
 use crate::error::{Error, Kind, Result};
+use crate::forecasters::{self, Forecasters, Recorded};
 
 /// How many decisions `herd policy explain` can show.
 const DECISIONS_KEPT: usize = 200;
@@ -43,6 +50,10 @@ pub struct PolicyState {
     /// Where `herd policy set` keeps its choice; holding its lock serialises changes, so the
     /// stored and the running policy cannot end up different.
     store: Arc<tokio::sync::Mutex<Bucket<StoredPolicy>>>,
+    /// The cost model the engine uses, and where it came from.
+    calibration: Calibration,
+    /// The forecasting model per workload class, and each container's cached forecast.
+    forecasters: Forecasters,
 }
 
 impl PolicyState {
@@ -64,6 +75,8 @@ impl PolicyState {
             source: cfg.policy_source.clone(),
             configured: (cfg.policy.clone(), interval, cfg.policy_source.clone()),
             store: Arc::new(tokio::sync::Mutex::new(store.clone())),
+            calibration: Calibration::default_with(CostModel::default(), "defaults: no migration reports read yet"),
+            forecasters: Forecasters::default(),
         };
         let stored = match store.get(subjects::POLICY_KEY).await {
             Ok(s) => s.map(|v| v.value),
@@ -113,6 +126,8 @@ impl PolicyState {
             evaluations: self.evaluations,
             source: self.source.clone(),
             configured_spec: self.configured.0.clone(),
+            cost_model: Some(cost_info(&self.calibration)),
+            forecasters: Some(self.forecasters.info.clone()),
         }
     }
 
@@ -137,6 +152,19 @@ fn check_interval(secs: f64) -> std::result::Result<(), String> {
         Ok(())
     } else {
         Err(format!("the interval must be at least {} s, not {secs}", MIN_INTERVAL.as_secs_f64()))
+    }
+}
+
+fn cost_info(c: &Calibration) -> CostModelInfo {
+    CostModelInfo {
+        basis: c.basis.into(),
+        mode: c.mode.clone(),
+        reports: c.reports,
+        downtime_intercept_secs: c.model.downtime.intercept_secs,
+        downtime_secs_per_gib: c.model.downtime.secs_per_gib,
+        total_intercept_secs: c.model.total.intercept_secs,
+        total_secs_per_gib: c.model.total.secs_per_gib,
+        why: c.why.clone(),
     }
 }
 
@@ -228,11 +256,93 @@ impl Control {
             let interval = self.policy.lock().unwrap().interval;
             tokio::time::sleep(interval).await;
             self.clone().evaluate_policy(origin.elapsed().as_secs_f64()).await;
+            self.clone().refresh_forecasters_if_due();
         }
+    }
+
+    /// Fits the cost model to the migration reports in the containers' records (the last
+    /// ones of each container, see `MIGRATION_HISTORY`): cheap, so done at every evaluation.
+    fn recalibrate(&self) {
+        let mut reports: Vec<(u64, Observation)> = {
+            let view = self.view.read().unwrap();
+            view.containers
+                .values()
+                .flat_map(|c| c.migrations.iter())
+                .filter(|r| matches!(r.outcome, Outcome::Migrated))
+                .map(|r| {
+                    let o = Observation {
+                        mode: r.mode.as_str().into(),
+                        memory_bytes: r.memory_bytes,
+                        downtime_secs: r.downtime_ms as f64 / 1000.0,
+                        total_secs: r.total_ms as f64 / 1000.0,
+                    };
+                    (r.finished_at, o)
+                })
+                .collect()
+        };
+        reports.sort_by_key(|(t, _)| *t);
+        let observations: Vec<Observation> = reports.into_iter().map(|(_, o)| o).collect();
+        let calibration = calibrate(&observations, CostModel::default());
+        let mut p = self.policy.lock().unwrap();
+        p.engine.cost = calibration.model;
+        p.calibration = calibration;
+    }
+
+    /// Starts choosing the forecasting models again (see [`crate::forecasters`]) if the policy
+    /// forecasts and the last choice is [`forecasters::EVERY`] old; the work runs on a blocking
+    /// thread, and evaluations go on with the previous choice meanwhile.
+    fn refresh_forecasters_if_due(self: Arc<Self>) {
+        let horizon_secs = {
+            let mut p = self.policy.lock().unwrap();
+            match p.engine.policy.forecast_horizon_secs() {
+                Some(h) if p.forecasters.start_if_due(Instant::now()) => h,
+                _ => return,
+            }
+        };
+        let (recorded, step_ms) = {
+            let view = self.view.read().unwrap();
+            let monitoring = self.monitoring.lock().unwrap();
+            let to = now_millis();
+            let from = to.saturating_sub(forecasters::HISTORY_MS);
+            let recorded: Vec<Recorded> = view
+                .containers
+                .values()
+                .filter(|c| view.statuses.get(&c.id).is_some_and(|s| s.state == ContainerState::Running))
+                .filter_map(|c| {
+                    let series = monitoring.query(SeriesId::Container(c.id.clone()), from, to, None).ok()?;
+                    Some(Recorded { name: c.name.clone(), series })
+                })
+                .collect();
+            (recorded, monitoring.interval_ms().max(1))
+        };
+        let horizon_steps = (horizon_secs * 1000.0 / step_ms as f64).ceil() as usize;
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let choice = tokio::task::spawn_blocking(move || {
+                forecasters::choose(recorded, step_ms, horizon_steps, now_millis())
+            })
+            .await;
+            let mut p = self.policy.lock().unwrap();
+            match choice {
+                Ok(choice) => {
+                    tracing::debug!(
+                        "policy: forecasting models chosen in {:.1} s: {}",
+                        started.elapsed().as_secs_f64(),
+                        choice.info.note
+                    );
+                    p.forecasters.finish(choice);
+                }
+                Err(e) => {
+                    tracing::warn!("policy: choosing the forecasting models failed ({e}); the previous choice stays");
+                    p.forecasters.running = false;
+                }
+            }
+        });
     }
 
     /// One evaluation: plans, explains and carries out the moves one after the other.
     async fn evaluate_policy(self: Arc<Self>, now: f64) {
+        self.recalibrate();
         {
             let mut p = self.policy.lock().unwrap();
             p.evaluations += 1;
@@ -240,7 +350,8 @@ impl Control {
                 return;
             }
         }
-        let Some(cluster) = self.policy_snapshot() else { return };
+        let cache = self.policy.lock().unwrap().forecasters.cache.clone();
+        let Some(cluster) = self.policy_snapshot(&cache) else { return };
         let in_flight = self.migrating.lock().unwrap().len();
         let plan = { self.policy.lock().unwrap().engine.evaluate(now, &cluster, in_flight) };
         for (m, why) in &plan.deferred {
@@ -271,8 +382,9 @@ impl Control {
 
     /// The cluster as the policies see it: ready nodes that are not draining (at least two,
     /// else there is nothing to decide; a draining node is `herd nodes drain`'s to empty),
-    /// and the running containers on them that are not migrating.
-    fn policy_snapshot(&self) -> Option<Cluster> {
+    /// and the running containers on them that are not migrating, each with its cached
+    /// forecast from its class's model when there is one still running (`forecasts`).
+    fn policy_snapshot(&self, forecasts: &HashMap<String, CachedForecast>) -> Option<Cluster> {
         let view = self.view.read().unwrap();
         let migrating = self.migrating.lock().unwrap().keys().cloned().collect::<Vec<_>>();
         let mut ready: Vec<_> = view
@@ -310,6 +422,11 @@ impl Control {
                     cpu,
                     memory_bytes: memory.or(c.limits.memory_bytes).unwrap_or(0),
                     dirty_bytes_per_sec: 0.0,
+                    forecast: forecasts
+                        .get(&c.name)
+                        .and_then(|f| f.at(to))
+                        .map(DemandForecast::Given)
+                        .unwrap_or_default(),
                 })
             })
             .collect();

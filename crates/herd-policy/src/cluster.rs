@@ -5,6 +5,8 @@
 
 use serde::Serialize;
 
+use crate::demand::DemandForecast;
+
 /// A node's electrical power: `idle_watts` when on and idle, rising linearly with CPU
 /// utilisation to `peak_watts` at full load. A node with no containers can be switched off.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -40,6 +42,8 @@ pub struct Container {
     pub memory_bytes: u64,
     /// How fast it writes memory, bytes per second (0 if unknown): the cost model uses it.
     pub dirty_bytes_per_sec: f64,
+    /// How the `forecast` policy forecasts its CPU demand (its own seasonal-naive by default).
+    pub forecast: DemandForecast,
 }
 
 impl Container {

@@ -9,6 +9,7 @@
 
 pub mod cluster;
 pub mod cost;
+pub mod demand;
 pub mod engine;
 mod error;
 pub mod plan;
@@ -18,6 +19,7 @@ pub mod spec;
 
 pub use cluster::{Cluster, Container, Node, PowerModel};
 pub use cost::{CostModel, MigrationCost};
+pub use demand::{CachedForecast, DemandForecast, GivenForecast};
 pub use engine::{Engine, EngineConfig};
 pub use error::PolicyError;
 pub use plan::{Explanation, Figure, IdleNode, Move, Plan};

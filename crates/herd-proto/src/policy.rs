@@ -31,6 +31,59 @@ pub struct PolicyInfo {
     /// `herd policy reset` returns to.
     #[serde(default)]
     pub configured_spec: String,
+    /// The migration cost model the policies rank moves by.
+    #[serde(default)]
+    pub cost_model: Option<CostModelInfo>,
+    /// The forecasting model chosen per workload class for the `forecast` policy.
+    #[serde(default)]
+    pub forecasters: Option<ForecastersInfo>,
+}
+
+/// The cost model in use: calibrated from the cluster's migration reports, or the defaults.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CostModelInfo {
+    /// `calibrated` or `default`.
+    pub basis: String,
+    /// The migration mode whose reports it was fitted to.
+    pub mode: Option<String>,
+    /// Reports it was fitted to (0 for the defaults).
+    pub reports: usize,
+    pub downtime_intercept_secs: f64,
+    pub downtime_secs_per_gib: f64,
+    pub total_intercept_secs: f64,
+    pub total_secs_per_gib: f64,
+    /// Why this model, in one sentence.
+    pub why: String,
+}
+
+/// The forecasting models the Control node chose per workload class, and when.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ForecastersInfo {
+    /// When the choice was last made, ms since the Unix epoch (`None`: not yet).
+    pub refreshed_at: Option<UnixMillis>,
+    /// Seconds between two choices.
+    pub every_secs: f64,
+    /// Steps forecast and held out in the validation.
+    pub horizon_steps: usize,
+    pub classes: Vec<ClassModelInfo>,
+    /// Containers forecast by their class's model at the last choice (the others use the
+    /// policy's own seasonal-naive forecast).
+    pub containers_forecast: usize,
+    /// What happened at the last choice, or why there was none.
+    pub note: String,
+}
+
+/// One workload class's models.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClassModelInfo {
+    pub class: String,
+    pub containers: usize,
+    /// The model kept for CPU and its pooled RMSE (cores); `None`: too little history.
+    pub cpu_model: Option<String>,
+    pub cpu_rmse: Option<f64>,
+    pub memory_model: Option<String>,
+    /// Pooled RMSE of the memory model, bytes.
+    pub memory_rmse: Option<f64>,
 }
 
 /// The policy `herd policy set` chose, kept in the cluster state so it survives a restart

@@ -16,6 +16,7 @@ use herd_forecast::models::{fit_and_forecast, naive::SeasonalNaive};
 
 use crate::cluster::{Cluster, Container, Layout};
 use crate::cost::CostModel;
+use crate::demand::DemandForecast;
 use crate::plan::{Explanation, Move, Plan, fig};
 use crate::policies::Policy;
 
@@ -77,7 +78,19 @@ impl Forecast {
     /// now to that step, both smoothed over `level` samples so that yesterday's short bursts
     /// are not taken to repeat. Without a season of history: the current level.
     pub fn predict(&self, c: &Container, sample_secs: f64) -> Vec<f64> {
-        self.predict_from(&c.cpu, sample_secs, self.steps(sample_secs).1)
+        self.forecast_of(c, &c.cpu, sample_secs, self.steps(sample_secs).1)
+    }
+
+    /// The forecast of container `c` from its samples `h` (all of them, or those up to an
+    /// earlier sample), `horizon` steps: when the container comes with a forecast made
+    /// elsewhere ([`DemandForecast::Given`]: the Control node's per-class model), that one,
+    /// anchored at the current level of `h` (mean of its last 3 samples); else
+    /// [`Forecast::predict_from`].
+    pub fn forecast_of(&self, c: &Container, h: &[f64], sample_secs: f64, horizon: usize) -> Vec<f64> {
+        match &c.forecast {
+            DemandForecast::Given(g) => g.anchored(mean(&h[h.len().saturating_sub(3)..]), horizon),
+            DemandForecast::SeasonalNaive => self.predict_from(h, sample_secs, horizon),
+        }
     }
 
     /// As [`Forecast::predict`], from the demand samples `h` (oldest first), `horizon` steps.
@@ -162,7 +175,7 @@ impl Forecast {
         for back in 1..self.n.min(shortest) {
             let mut load = vec![vec![0.0; outlook.horizon]; cluster.nodes.len()];
             for ct in &cluster.containers {
-                let fc = self.predict_from(&ct.cpu[..ct.cpu.len() - back], cluster.sample_secs, outlook.horizon);
+                let fc = self.forecast_of(ct, &ct.cpu[..ct.cpu.len() - back], cluster.sample_secs, outlook.horizon);
                 for (h, f) in fc.iter().enumerate() {
                     load[ct.node][h] += f;
                 }
@@ -185,11 +198,15 @@ impl Policy for Forecast {
         )
     }
 
+    fn forecast_horizon_secs(&self) -> Option<f64> {
+        Some(self.horizon_secs)
+    }
+
     fn plan(&self, cluster: &Cluster, cost: &CostModel) -> Plan {
         let (_, horizon) = self.steps(cluster.sample_secs);
         let hold = self.hold_steps(cluster.sample_secs);
         let fc: Vec<Vec<f64>> =
-            cluster.containers.iter().map(|c| self.predict_from(&c.cpu, cluster.sample_secs, hold)).collect();
+            cluster.containers.iter().map(|c| self.forecast_of(c, &c.cpu, cluster.sample_secs, hold)).collect();
         let mut o = Outlook::new(cluster, fc, horizon);
         let counts = self.hot_forecasts(cluster, &o);
         let mut mem = Layout::new(cluster, |_| 0.0);

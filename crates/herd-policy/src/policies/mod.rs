@@ -28,6 +28,11 @@ pub trait Policy: Send + Sync {
     fn spec(&self) -> String;
     /// The moves this policy would make now, best first, each explained.
     fn plan(&self, cluster: &Cluster, cost: &CostModel) -> Plan;
+    /// How far ahead it forecasts demand, seconds, if it uses
+    /// [`Container::forecast`](crate::cluster::Container::forecast): whoever fills that in needs to know how far.
+    fn forecast_horizon_secs(&self) -> Option<f64> {
+        None
+    }
 }
 
 /// `none`: the baseline that never migrates.
@@ -86,5 +91,9 @@ impl Policy for Weighted {
         };
         idle.retain(|n| moves_from_idle_ok(&n.node));
         Plan { moves, idle_nodes: idle, deferred: Vec::new() }
+    }
+
+    fn forecast_horizon_secs(&self) -> Option<f64> {
+        self.parts.iter().filter_map(|(_, p)| p.forecast_horizon_secs()).reduce(f64::max)
     }
 }

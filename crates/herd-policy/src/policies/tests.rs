@@ -17,7 +17,14 @@ fn node(name: &str, cores: f64) -> Node {
 }
 
 fn ct(name: &str, node: usize, cpu: &[f64], mem_gib: u64) -> Container {
-    Container { name: name.into(), node, cpu: cpu.to_vec(), memory_bytes: mem_gib * GIB, dirty_bytes_per_sec: 0.0 }
+    Container {
+        name: name.into(),
+        node,
+        cpu: cpu.to_vec(),
+        memory_bytes: mem_gib * GIB,
+        dirty_bytes_per_sec: 0.0,
+        forecast: Default::default(),
+    }
 }
 
 fn cluster(containers: Vec<Container>) -> Cluster {
@@ -145,8 +152,22 @@ fn forecast_acts_before_the_daily_peak() {
     let c = Cluster {
         nodes: vec![node("a", 8.0), node("b", 8.0)],
         containers: vec![
-            Container { name: "p1".into(), node: 0, cpu: history.clone(), memory_bytes: GIB, dirty_bytes_per_sec: 0.0 },
-            Container { name: "p2".into(), node: 0, cpu: history, memory_bytes: GIB, dirty_bytes_per_sec: 0.0 },
+            Container {
+                name: "p1".into(),
+                node: 0,
+                cpu: history.clone(),
+                memory_bytes: GIB,
+                dirty_bytes_per_sec: 0.0,
+                forecast: Default::default(),
+            },
+            Container {
+                name: "p2".into(),
+                node: 0,
+                cpu: history,
+                memory_bytes: GIB,
+                dirty_bytes_per_sec: 0.0,
+                forecast: Default::default(),
+            },
         ],
         sample_secs: 60.0,
     };
