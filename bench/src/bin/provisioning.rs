@@ -2,10 +2,16 @@
 //! the simulator on the same generated traces (daily cycle, bursty, trend; several seeds),
 //! then the goals checked with the figures. Pure simulation: no cluster, no root.
 //!
+//! The cluster is the simulator's default (two server types with measured SPECpower curves,
+//! standby and wake-up); the same runs on the former default power model, with the same
+//! standby and wake-up and with the old free, instant switching off, follow for comparison
+//! (goal lines only).
+//!
 //! Run: `cargo run -p herd-bench --release --bin provisioning`. `SEEDS=1`, `HOURS=24`,
 //! `CONTAINERS=..` and `NODES=..` change the runs (defaults: 3 seeds, 72 h, 60 containers,
 //! 8 nodes).
 
+use herd_policy::Node;
 use herd_policy::sim::{self, GenSpec, Shape, SimConfig, SimResult};
 use herd_policy::{Policy, parse_policy};
 
@@ -39,15 +45,47 @@ fn main() -> anyhow::Result<()> {
     let seeds = env_or("SEEDS", 3);
     let hours = env_or("HOURS", 72) as f64;
     let containers = env_or("CONTAINERS", 60) as usize;
-    let nodes = sim::default_nodes(env_or("NODES", 8) as usize);
+    let m = env_or("NODES", 8) as usize;
+    let legacy = sim::legacy_nodes(m);
+    let clusters = [
+        (
+            "default: IBM x3550 M3 + HP ML110 G4, SPECpower curves, standby 5 % of peak, 200 s wake-up",
+            sim::default_nodes(m),
+        ),
+        ("former power model (16 cores 110-330 W + 8 cores 70-180 W), same standby and wake-up", legacy.clone()),
+        (
+            "former power model, switched-off nodes free and woken at once (the former simulator)",
+            sim::free_standby(&legacy),
+        ),
+    ];
+    let mut all_goals = Vec::new();
+    for (i, (label, nodes)) in clusters.iter().enumerate() {
+        let goals = run_cluster(nodes, seeds, hours, containers, i == 0)?;
+        all_goals.push((label, goals));
+    }
+    for (label, goals) in all_goals {
+        println!("goals on the {label} (sums over the seeds):");
+        for g in goals {
+            println!("  {g}");
+        }
+        println!();
+    }
+    Ok(())
+}
+
+/// Runs every policy on every trace shape and seed on `nodes`; prints the tables if `tables`;
+/// returns the goal lines.
+fn run_cluster(nodes: &[Node], seeds: u64, hours: f64, containers: usize, tables: bool) -> anyhow::Result<Vec<String>> {
     let capacity: f64 = nodes.iter().map(|n| n.cpu_cores).sum();
-    let config = SimConfig::new(nodes.clone());
+    let config = SimConfig::new(nodes.to_vec());
     let names: Vec<String> = POLICIES.iter().map(|s| s.to_string()).collect();
-    println!(
-        "{containers} containers on {} nodes ({capacity} cores), {hours} h of 60 s steps, seeds 1..={seeds}; \
-         daily peak of the plain cycle at 80 % of capacity\n",
-        nodes.len()
-    );
+    if tables {
+        println!(
+            "{containers} containers on {} nodes ({capacity} cores), {hours} h of 60 s steps, seeds 1..={seeds}; \
+             daily peak of the plain cycle at 80 % of capacity\n",
+            nodes.len()
+        );
+    }
     let mut goals = Vec::new();
     for (shape_name, shape) in [("daily", Shape::Daily), ("bursty", Shape::Bursty), ("trend", Shape::Trend)] {
         let mut totals = vec![Total::default(); POLICIES.len()];
@@ -70,10 +108,12 @@ fn main() -> anyhow::Result<()> {
             for (t, r) in totals.iter_mut().zip(&results) {
                 add(t, r);
             }
-            floor += sim::energy_floor(&trace, &nodes);
-            println!("trace {shape_name}, seed {seed}:");
-            print!("{}", sim::table(&names, &results));
-            println!();
+            floor += sim::energy_floor(&trace, nodes);
+            if tables {
+                println!("trace {shape_name}, seed {seed}:");
+                print!("{}", sim::table(&names, &results));
+                println!();
+            }
         }
         let by = |name: &str| &totals[POLICIES.iter().position(|p| *p == name).expect("a compared policy")];
         let (none, hot, fc, cons) = (by("none"), by("hotspot"), by("forecast"), by("consolidate"));
@@ -104,7 +144,7 @@ fn main() -> anyhow::Result<()> {
         ));
         if shape == Shape::Daily {
             goals.push(format!(
-                "daily: consolidate energy <= 70% of none | {:.1} vs {:.1} kWh ({:.1}%; floor for any policy {:.1} kWh, {:.1}%) | {}",
+                "daily: consolidate energy <= 70% of none | {:.1} vs {:.1} kWh ({:.1}%; lower bound for any policy {:.1} kWh, {:.1}%) | {}",
                 cons.energy,
                 none.energy,
                 100.0 * ratio(cons.energy, none.energy),
@@ -121,9 +161,5 @@ fn main() -> anyhow::Result<()> {
             ));
         }
     }
-    println!("goals (sums over the seeds):");
-    for g in goals {
-        println!("  {g}");
-    }
-    Ok(())
+    Ok(goals)
 }

@@ -31,7 +31,7 @@ const DECISIONS_KEPT: usize = 200;
 /// How much of each container's history a policy sees.
 const WINDOW_MS: u64 = 300_000;
 /// The power model of a node, for the policies that count watts: nodes do not report theirs.
-const POWER: PowerModel = PowerModel { idle_watts: 100.0, peak_watts: 300.0 };
+const POWER: PowerModel = PowerModel::linear(100.0, 300.0);
 /// The shortest evaluation interval accepted.
 const MIN_INTERVAL: Duration = Duration::from_millis(100);
 

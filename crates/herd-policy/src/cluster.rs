@@ -7,18 +7,67 @@ use serde::Serialize;
 
 use crate::demand::DemandForecast;
 
-/// A node's electrical power: `idle_watts` when on and idle, rising linearly with CPU
-/// utilisation to `peak_watts` at full load. A node with no containers can be switched off.
+/// A node's electrical power: the watts it draws at 0 %, 10 %, ..., 100 % CPU utilisation
+/// (the eleven load levels SPECpower_ssj2008 reports), linearly interpolated in between, and
+/// its low-power state: a node with no containers can be put into standby, where it draws
+/// `standby_watts`, and needs `wake_secs` to be ready again (drawing its peak watts meanwhile).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct PowerModel {
-    pub idle_watts: f64,
-    pub peak_watts: f64,
+    pub curve: [f64; 11],
+    pub standby_watts: f64,
+    pub wake_secs: f64,
 }
 
 impl PowerModel {
+    /// A straight line from `idle_watts` to `peak_watts`; standby is free and instant.
+    pub const fn linear(idle_watts: f64, peak_watts: f64) -> PowerModel {
+        let mut curve = [0.0; 11];
+        let mut i = 0;
+        while i < 11 {
+            curve[i] = idle_watts + (peak_watts - idle_watts) * i as f64 / 10.0;
+            i += 1;
+        }
+        PowerModel { curve, standby_watts: 0.0, wake_secs: 0.0 }
+    }
+
+    /// The same model with standby drawing `watts` and a wake-up taking `secs`.
+    pub const fn with_standby(self, watts: f64, secs: f64) -> PowerModel {
+        PowerModel { standby_watts: watts, wake_secs: secs, ..self }
+    }
+
+    /// Watts drawn on and idle (0 % CPU).
+    pub fn idle_watts(&self) -> f64 {
+        self.curve[0]
+    }
+
+    /// Watts drawn at full load.
+    pub fn peak_watts(&self) -> f64 {
+        self.curve[10]
+    }
+
     /// Watts drawn at CPU utilisation `util` (clamped to 0..=1).
     pub fn watts(&self, util: f64) -> f64 {
-        self.idle_watts + (self.peak_watts - self.idle_watts) * util.clamp(0.0, 1.0)
+        let x = util.clamp(0.0, 1.0) * 10.0;
+        let i = (x.floor() as usize).min(9);
+        self.curve[i] + (self.curve[i + 1] - self.curve[i]) * (x - i as f64)
+    }
+
+    /// Checks that the curve is non-negative and does not fall with load, and that standby and
+    /// wake-up are non-negative.
+    pub fn check(&self) -> Result<(), String> {
+        if self.curve.iter().any(|w| !(w.is_finite() && *w >= 0.0)) {
+            return Err(format!("power curve {:?} has a negative or non-finite value", self.curve));
+        }
+        if self.curve.windows(2).any(|w| w[1] < w[0]) {
+            return Err(format!("power curve {:?} falls as load rises", self.curve));
+        }
+        if !(self.standby_watts.is_finite() && self.standby_watts >= 0.0) {
+            return Err(format!("standby watts {} must be zero or more", self.standby_watts));
+        }
+        if !(self.wake_secs.is_finite() && self.wake_secs >= 0.0) {
+            return Err(format!("wake-up time {} s must be zero or more", self.wake_secs));
+        }
+        Ok(())
     }
 }
 
@@ -84,6 +133,7 @@ impl Cluster {
             if n.cpu_cores.is_nan() || n.cpu_cores <= 0.0 {
                 return Err(format!("node {} has no CPU capacity", n.name));
             }
+            n.power.check().map_err(|e| format!("node {}: {e}", n.name))?;
         }
         for c in &self.containers {
             if c.node >= self.nodes.len() {

@@ -92,7 +92,7 @@ mod tests {
             name: name.into(),
             cpu_cores: 4.0,
             memory_bytes: 64 << 30,
-            power: PowerModel { idle_watts: 100.0, peak_watts: 300.0 },
+            power: PowerModel::linear(100.0, 300.0),
         };
         let ct = |name: &str, forecast: DemandForecast| Container {
             name: name.into(),

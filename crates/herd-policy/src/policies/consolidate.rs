@@ -82,7 +82,7 @@ impl Consolidate {
                 .filter(|&t| t != node && !layout.is_empty(t) && l.fits(c, t, self.target))
                 .max_by(|&a, &b| l.util_with(c, a).total_cmp(&l.util_with(c, b)))?;
             let p = &cluster.nodes[to].power;
-            saved -= (p.peak_watts - p.idle_watts) * l.demand[c] / l.capacity[to];
+            saved -= p.watts(l.util_with(c, to)) - p.watts(l.util(to));
             placed.push((c, to, l.util(to)));
             l.apply(c, to);
         }

@@ -8,12 +8,7 @@ use crate::spec::parse_policy;
 const GIB: u64 = 1 << 30;
 
 fn node(name: &str, cores: f64) -> Node {
-    Node {
-        name: name.into(),
-        cpu_cores: cores,
-        memory_bytes: 64 * GIB,
-        power: PowerModel { idle_watts: 100.0, peak_watts: 300.0 },
-    }
+    Node { name: name.into(), cpu_cores: cores, memory_bytes: 64 * GIB, power: PowerModel::linear(100.0, 300.0) }
 }
 
 fn ct(name: &str, node: usize, cpu: &[f64], mem_gib: u64) -> Container {

@@ -4,6 +4,7 @@
 //! did ([`SimResult`]). See `docs/design/policies.md` for the model and the CSV format.
 
 pub mod generate;
+pub mod nodes;
 pub mod plot;
 mod report;
 mod rng;
@@ -11,6 +12,7 @@ mod run;
 mod trace;
 
 pub use generate::{GenSpec, Shape, generate};
+pub use nodes::{NodeType, default_nodes, free_standby, legacy_nodes, nodes_from_csv};
 pub use report::table;
-pub use run::{SimConfig, SimResult, default_nodes, energy_floor, simulate};
+pub use run::{SimConfig, SimResult, energy_floor, simulate};
 pub use trace::Trace;

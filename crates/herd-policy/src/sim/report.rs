@@ -4,8 +4,8 @@ use crate::sim::run::SimResult;
 
 const GIB: f64 = (1u64 << 30) as f64;
 
-/// One row per policy: contention, SLA violations, migrations, bytes moved, downtime, energy
-/// and active nodes (mean, min-max).
+/// One row per policy: contention, SLA violations, migrations, bytes moved, downtime, energy,
+/// active nodes (mean, min-max) and nodes woken from standby.
 pub fn table(names: &[String], results: &[SimResult]) -> String {
     let header = [
         "POLICY",
@@ -17,6 +17,7 @@ pub fn table(names: &[String], results: &[SimResult]) -> String {
         "DOWNTIME s",
         "ENERGY kWh",
         "ACTIVE NODES",
+        "WAKE-UPS",
     ];
     let rows: Vec<Vec<String>> = names
         .iter()
@@ -34,6 +35,7 @@ pub fn table(names: &[String], results: &[SimResult]) -> String {
                 format!("{:.1}", r.downtime_secs),
                 format!("{:.1}", r.energy_kwh),
                 format!("{:.1} ({lo}-{hi})", r.mean_active_nodes),
+                r.wake_ups.to_string(),
             ]
         })
         .collect();

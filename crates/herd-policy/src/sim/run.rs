@@ -9,19 +9,23 @@
 //! - an SLA violation is a container-step in which the container got less than `sla_share` of
 //!   its demand (capacity shared in proportion to demand) or was frozen by a migration for more
 //!   than `sla_downtime_secs`;
-//! - energy: a node with containers draws its power model at its utilisation (capped at 1); a
-//!   node with none is taken as switched off, 0 W;
+//! - power states: a node left without containers (and with no move on its way to it) goes into
+//!   standby at the end of the step and draws its `standby_watts`; a move onto a node in standby
+//!   wakes it, and waits until it is ready (`wake_secs`, rounded up to whole steps), the container
+//!   running on its old node meanwhile; a waking node draws its peak watts and runs nothing;
+//! - energy: a node that is on draws its power curve at its utilisation (capped at 1);
 //! - every `interval_steps` the engine evaluates a snapshot with each container's last
-//!   `history_steps` samples and its moves take effect from the next step, each costing what the
-//!   [`CostModel`] predicts (dirty rate taken as 0: traces have none).
+//!   `history_steps` samples (moves still waiting for a node to wake count as in flight) and its
+//!   moves take effect from the next step (or the step after the node is awake), each costing
+//!   what the [`CostModel`] predicts (dirty rate taken as 0: traces have none).
 //!
 //! Containers start on the node with the lowest utilisation by their first sample that has
 //! the memory (as a scheduler placing them by what it sees would).
 
 use serde::Serialize;
 
-use crate::cluster::{Cluster, Container, Node, PowerModel};
-use crate::cost::CostModel;
+use crate::cluster::{Cluster, Container, Node};
+use crate::cost::{CostModel, MigrationCost};
 use crate::demand::DemandForecast;
 use crate::engine::{Engine, EngineConfig};
 use crate::error::PolicyError;
@@ -55,23 +59,6 @@ impl SimConfig {
     }
 }
 
-/// `m` nodes alternating two types: 16 cores / 64 GiB / 110-330 W and 8 cores / 32 GiB /
-/// 70-180 W (the larger one is more efficient per core at full load, less when idle).
-pub fn default_nodes(m: usize) -> Vec<Node> {
-    (0..m)
-        .map(|i| {
-            let (cores, gib, idle, peak) =
-                if i % 2 == 0 { (16.0, 64u64, 110.0, 330.0) } else { (8.0, 32, 70.0, 180.0) };
-            Node {
-                name: format!("n{i:02}"),
-                cpu_cores: cores,
-                memory_bytes: gib << 30,
-                power: PowerModel { idle_watts: idle, peak_watts: peak },
-            }
-        })
-        .collect()
-}
-
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SimResult {
     pub policy: String,
@@ -85,9 +72,30 @@ pub struct SimResult {
     pub downtime_secs: f64,
     pub energy_kwh: f64,
     pub mean_active_nodes: f64,
+    /// Nodes on or waking (not in standby) at each step.
     pub active_nodes: Vec<usize>,
+    /// Nodes woken from standby.
+    pub wake_ups: u64,
     /// Contention per step, core-seconds.
     pub contention: Vec<f64>,
+}
+
+/// A node's power state in the simulation.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum PowerState {
+    On,
+    Standby,
+    /// Ready at the end of step `ready`: moves waiting for it run then.
+    Waking {
+        ready: usize,
+    },
+}
+
+/// A move the engine let through, waiting for its destination to wake up.
+struct Waiting {
+    container: usize,
+    to: usize,
+    cost: MigrationCost,
 }
 
 /// Runs `trace` through `policy` on `config.nodes`.
@@ -101,6 +109,7 @@ pub fn simulate(trace: &Trace, policy: Box<dyn Policy>, config: &SimConfig) -> R
         if nodes[..i].iter().any(|m| m.name == n.name) {
             return Err(PolicyError::Trace(format!("two nodes are named {}", n.name)));
         }
+        n.power.check().map_err(|e| PolicyError::Trace(format!("node {}: {e}", n.name)))?;
     }
     if steps == 0 || trace.names.is_empty() {
         return Err(PolicyError::Trace("the trace has no samples".into()));
@@ -120,9 +129,15 @@ pub fn simulate(trace: &Trace, policy: Box<dyn Policy>, config: &SimConfig) -> R
         energy_kwh: 0.0,
         mean_active_nodes: 0.0,
         active_nodes: Vec::with_capacity(steps),
+        wake_ups: 0,
         contention: Vec::with_capacity(steps),
     };
     let dt = trace.step_secs;
+    let wake_steps: Vec<usize> = nodes.iter().map(|n| (n.power.wake_secs / dt).ceil() as usize).collect();
+    // Nodes the initial placement leaves empty start in standby.
+    let mut state: Vec<PowerState> =
+        (0..nodes.len()).map(|n| if node_of.contains(&n) { PowerState::On } else { PowerState::Standby }).collect();
+    let mut waiting: Vec<Waiting> = Vec::new();
     // Extra CPU on each node from migrations during the current step, and downtime per container.
     let mut overhead = vec![0.0; nodes.len()];
     let mut frozen = vec![0.0; trace.names.len()];
@@ -141,9 +156,12 @@ pub fn simulate(trace: &Trace, policy: Box<dyn Policy>, config: &SimConfig) -> R
             if excess > 0.0 {
                 r.contention_container_secs += count[n] as f64 * dt;
             }
-            if count[n] > 0 {
-                joules += node.power.watts(demand[n] / node.cpu_cores) * dt;
-            }
+            joules += dt
+                * match state[n] {
+                    PowerState::On => node.power.watts(demand[n] / node.cpu_cores),
+                    PowerState::Standby => node.power.standby_watts,
+                    PowerState::Waking { .. } => node.power.peak_watts(),
+                };
         }
         for (c, &n) in node_of.iter().enumerate() {
             let share = if demand[n] > nodes[n].cpu_cores { nodes[n].cpu_cores / demand[n] } else { 1.0 };
@@ -154,25 +172,61 @@ pub fn simulate(trace: &Trace, policy: Box<dyn Policy>, config: &SimConfig) -> R
         r.contention_core_secs += contention;
         r.contention.push(contention);
         r.energy_kwh += joules / 3.6e6;
-        let active = count.iter().filter(|&&k| k > 0).count();
-        r.active_nodes.push(active);
+        r.active_nodes.push(state.iter().filter(|s| **s != PowerState::Standby).count());
         overhead.iter_mut().for_each(|o| *o = 0.0);
         frozen.iter_mut().for_each(|f| *f = 0.0);
+        let mut migrate = |c: usize, to: usize, cost: &MigrationCost, node_of: &mut Vec<usize>| {
+            let share = (cost.transfer_secs / dt).min(1.0) * config.migration_cores;
+            overhead[node_of[c]] += share;
+            overhead[to] += share;
+            frozen[c] += cost.downtime_secs;
+            node_of[c] = to;
+            r.migrations += 1;
+            r.bytes_moved += cost.bytes;
+            r.downtime_secs += cost.downtime_secs;
+        };
+        // Nodes ready now take the moves that waited for them.
+        for s in state.iter_mut() {
+            if matches!(*s, PowerState::Waking { ready } if ready <= t) {
+                *s = PowerState::On;
+            }
+        }
+        waiting.retain(|w| {
+            let ready = state[w.to] == PowerState::On;
+            if ready {
+                migrate(w.container, w.to, &w.cost, &mut node_of);
+            }
+            !ready
+        });
         if t + 1 < steps && t > 0 && t % config.interval_steps == 0 {
             let cluster = snapshot(trace, nodes, &node_of, t, config.history_steps);
-            let plan = engine.evaluate(t as f64 * dt, &cluster, 0);
+            let plan = engine.evaluate(t as f64 * dt, &cluster, waiting.len());
             for m in plan.moves {
                 let c = trace.names.iter().position(|n| *n == m.container).expect("a container of the trace");
                 let to = nodes.iter().position(|n| n.name == m.to).expect("a node of the config");
+                if waiting.iter().any(|w| w.container == c) {
+                    continue; // already on its way (the engine's cool-down normally prevents this)
+                }
                 let cost = m.reason.estimated_cost;
-                let share = (cost.transfer_secs / dt).min(1.0) * config.migration_cores;
-                overhead[node_of[c]] += share;
-                overhead[to] += share;
-                frozen[c] += cost.downtime_secs;
-                node_of[c] = to;
-                r.migrations += 1;
-                r.bytes_moved += cost.bytes;
-                r.downtime_secs += cost.downtime_secs;
+                if state[to] == PowerState::Standby {
+                    r.wake_ups += 1;
+                    state[to] = if wake_steps[to] == 0 {
+                        PowerState::On
+                    } else {
+                        PowerState::Waking { ready: t + wake_steps[to] }
+                    };
+                }
+                if state[to] == PowerState::On {
+                    migrate(c, to, &cost, &mut node_of);
+                } else {
+                    waiting.push(Waiting { container: c, to, cost });
+                }
+            }
+        }
+        // A node left empty, with nothing on its way to it, goes into standby.
+        for (n, s) in state.iter_mut().enumerate() {
+            if *s == PowerState::On && !node_of.contains(&n) && !waiting.iter().any(|w| w.to == n) {
+                *s = PowerState::Standby;
             }
         }
     }
@@ -180,30 +234,54 @@ pub fn simulate(trace: &Trace, policy: Box<dyn Policy>, config: &SimConfig) -> R
     Ok(r)
 }
 
-/// A floor for any policy's energy on `trace`, kWh: at every step only the most efficient
-/// nodes (fewest peak watts per core) needed to hold the total CPU demand at 100 % and the
-/// total memory are on, all at the same utilisation; containers are taken as divisible and
-/// migrations as free, so no real policy reaches it.
+/// A lower bound on any policy's energy on `trace`, kWh. At every step each node is one of
+/// its power states at no cost to switch, and the CPU demand is divisible: each node's draw
+/// as a function of the load it holds is bounded below by the lower convex hull of its
+/// standby point (0 cores) and its power curve, so the least energy for the step's demand is
+/// every node's standby plus the hulls' segments filled cheapest watts per core first.
+/// Memory, migrations and wake-ups are free, so no real policy reaches it.
 pub fn energy_floor(trace: &Trace, nodes: &[Node]) -> f64 {
-    let mut order: Vec<&Node> = nodes.iter().collect();
-    order.sort_by(|a, b| (a.power.peak_watts / a.cpu_cores).total_cmp(&(b.power.peak_watts / b.cpu_cores)));
+    // (watts per core, cores) of every hull segment above standby, cheapest first.
+    let mut segments: Vec<(f64, f64)> = nodes.iter().flat_map(hull_segments).collect();
+    segments.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let standby: f64 = nodes.iter().map(|n| n.power.standby_watts).sum();
     let mut joules = 0.0;
     for t in 0..trace.steps() {
-        let cpu: f64 = trace.cpu.iter().map(|c| c[t]).sum();
-        let mem: u64 = trace.memory.iter().map(|m| m[t]).sum();
-        let (mut cap, mut cap_mem, mut on) = (0.0, 0u64, Vec::new());
-        for n in &order {
-            if cap >= cpu && cap_mem >= mem {
+        let mut left: f64 = trace.cpu.iter().map(|c| c[t]).sum();
+        let mut watts = standby;
+        for &(per_core, cores) in &segments {
+            if left <= 0.0 {
                 break;
             }
-            cap += n.cpu_cores;
-            cap_mem += n.memory_bytes;
-            on.push(*n);
+            let take = left.min(cores);
+            watts += per_core * take;
+            left -= take;
         }
-        let util = if cap > 0.0 { cpu / cap } else { 0.0 };
-        joules += on.iter().map(|n| n.power.watts(util)).sum::<f64>() * trace.step_secs;
+        joules += watts * trace.step_secs;
     }
     joules / 3.6e6
+}
+
+/// The lower convex hull of a node's (cores held, watts) points: (0, standby) and the curve's
+/// tenths of load; as (watts per core, cores) segments with rising slopes.
+fn hull_segments(node: &Node) -> Vec<(f64, f64)> {
+    let p = &node.power;
+    let mut points = vec![(0.0, p.standby_watts.min(p.curve[0]))];
+    points.extend((1..=10).map(|i| (node.cpu_cores * i as f64 / 10.0, p.curve[i])));
+    let mut hull: Vec<(f64, f64)> = Vec::new();
+    for q in points {
+        while hull.len() >= 2 {
+            let (a, b) = (hull[hull.len() - 2], hull[hull.len() - 1]);
+            // Drop b if it lies on or above the line from a to q.
+            if (b.1 - a.1) * (q.0 - a.0) >= (q.1 - a.1) * (b.0 - a.0) {
+                hull.pop();
+            } else {
+                break;
+            }
+        }
+        hull.push(q);
+    }
+    hull.windows(2).map(|w| ((w[1].1 - w[0].1) / (w[1].0 - w[0].0), w[1].0 - w[0].0)).collect()
 }
 
 fn initial_placement(trace: &Trace, nodes: &[Node]) -> Result<Vec<usize>, PolicyError> {
@@ -246,12 +324,14 @@ fn snapshot(trace: &Trace, nodes: &[Node], node_of: &[usize], t: usize, history:
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cluster::PowerModel;
     use crate::sim::generate::{GenSpec, Shape, generate};
+    use crate::sim::nodes::{default_nodes, free_standby, legacy_nodes};
     use crate::spec::parse_policy;
 
     #[test]
     fn none_never_migrates_and_uses_every_node() {
-        let nodes = default_nodes(4);
+        let nodes = legacy_nodes(4);
         let trace = generate(&GenSpec {
             shape: Shape::Daily,
             containers: 12,
@@ -271,7 +351,7 @@ mod tests {
     fn an_overloaded_node_counts_contention_and_hotspot_fixes_it() {
         // Two 8-core nodes; a and b both start on n00 (placed by a first sample of 0), then
         // each demands 5 cores: 2 cores of contention per step on n00 until one is moved.
-        let small = default_nodes(2)[1].clone();
+        let small = free_standby(&legacy_nodes(2))[1].clone();
         let nodes = vec![Node { name: "n00".into(), ..small.clone() }, small];
         let mut cpu = vec![0.0];
         cpu.extend([5.0; 59]);
@@ -291,5 +371,79 @@ mod tests {
         assert_eq!((hot.migrations, hot.bytes_moved), (1, 1 << 30));
         assert!((hot.contention_core_secs - 5.0 * 2.0 * 60.0).abs() < 1e-6, "{}", hot.contention_core_secs);
         assert_eq!(hot.active_nodes[10], 2);
+    }
+
+    /// Two 8-core nodes, 100-300 W, standby 10 W, waking in `wake_secs`; `a` and `b` start on
+    /// n00 (placed by a first sample of 0), then demand 5 cores each: n01 stays in standby until
+    /// hotspot moves one of them there at the evaluation of step 5.
+    fn two_on_one(wake_secs: f64) -> (Trace, SimConfig) {
+        let power = PowerModel::linear(100.0, 300.0).with_standby(10.0, wake_secs);
+        let node = |name: &str| Node { name: name.into(), cpu_cores: 8.0, memory_bytes: 32 << 30, power };
+        let mut cpu = vec![0.0];
+        cpu.extend([5.0; 59]);
+        let trace = Trace {
+            step_secs: 60.0,
+            names: vec!["a".into(), "b".into()],
+            cpu: vec![cpu.clone(), cpu],
+            memory: vec![vec![1 << 30; 60]; 2],
+        };
+        let mut config = SimConfig::new(vec![node("n00"), node("n01")]);
+        config.migration_cores = 0.0; // no migration CPU: the energy below is exact
+        (trace, config)
+    }
+
+    #[test]
+    fn a_node_in_standby_draws_its_standby_watts() {
+        let (trace, config) = two_on_one(0.0);
+        let r = simulate(&trace, parse_policy("none").unwrap(), &config).unwrap();
+        // n00: 100 W at step 0, then 10 of 8 cores (capped: 300 W); n01: 10 W throughout.
+        let joules = (100.0 + 59.0 * 300.0 + 60.0 * 10.0) * 60.0;
+        assert!((r.energy_kwh - joules / 3.6e6).abs() < 1e-9, "{} kWh", r.energy_kwh);
+        assert!(r.active_nodes.iter().all(|&a| a == 1));
+        assert_eq!(r.wake_ups, 0);
+    }
+
+    #[test]
+    fn a_move_onto_a_sleeping_node_waits_for_it_to_wake() {
+        let hotspot = || parse_policy("hotspot").unwrap();
+        // Instant wake-up: the move runs at once, n01 is on from step 6.
+        let (trace, config) = two_on_one(0.0);
+        let instant = simulate(&trace, hotspot(), &config).unwrap();
+        assert_eq!((instant.migrations, instant.wake_ups), (1, 1));
+        assert!((instant.contention_core_secs - 5.0 * 2.0 * 60.0).abs() < 1e-6);
+        let joules = (100.0 + 5.0 * 300.0 + 54.0 * 225.0) * 60.0 + (6.0 * 10.0 + 54.0 * 225.0) * 60.0;
+        assert!((instant.energy_kwh - joules / 3.6e6).abs() < 1e-9, "{} kWh", instant.energy_kwh);
+        // 150 s to wake (3 steps): n01 draws its peak for steps 6-8 and runs nothing; the
+        // container stays on the overloaded n00 until the end of step 8.
+        let (trace, config) = two_on_one(150.0);
+        let slow = simulate(&trace, hotspot(), &config).unwrap();
+        assert_eq!((slow.migrations, slow.wake_ups), (1, 1));
+        assert!((slow.contention_core_secs - 8.0 * 2.0 * 60.0).abs() < 1e-6, "{}", slow.contention_core_secs);
+        assert_eq!(&slow.active_nodes[4..10], &[1, 1, 2, 2, 2, 2]);
+        let joules = (100.0 + 8.0 * 300.0 + 51.0 * 225.0) * 60.0 + (6.0 * 10.0 + 3.0 * 300.0 + 51.0 * 225.0) * 60.0;
+        assert!((slow.energy_kwh - joules / 3.6e6).abs() < 1e-9, "{} kWh", slow.energy_kwh);
+    }
+
+    #[test]
+    fn the_energy_floor_is_below_every_policy_and_counts_standby() {
+        let nodes = default_nodes(4);
+        let capacity: f64 = nodes.iter().map(|n| n.cpu_cores).sum();
+        let trace = generate(&GenSpec {
+            shape: Shape::Daily,
+            containers: 16,
+            hours: 24.0,
+            seed: 2,
+            step_secs: 60.0,
+            capacity_cores: capacity,
+            peak_load: 0.8,
+        });
+        let floor = energy_floor(&trace, &nodes);
+        for spec in ["none", "consolidate"] {
+            let r = simulate(&trace, parse_policy(spec).unwrap(), &SimConfig::new(nodes.clone())).unwrap();
+            assert!(floor < r.energy_kwh, "{spec}: {} kWh, floor {floor}", r.energy_kwh);
+        }
+        let standby_only: f64 = nodes.iter().map(|n| n.power.standby_watts).sum::<f64>() * 24.0 / 1000.0;
+        assert!(floor > standby_only);
+        assert!(energy_floor(&trace, &free_standby(&nodes)) < floor);
     }
 }
