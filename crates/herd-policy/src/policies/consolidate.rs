@@ -1,8 +1,11 @@
 //! `consolidate`: when the running nodes are lightly loaded (their utilisation by each
-//! container's peak over the last `window` samples is below `low`), empty the lightest node
-//! whose containers all fit elsewhere at or below `target`, and report it idle with the watts
-//! saved by switching it off (its draw now, minus what its containers add on their new
-//! nodes). When a running node goes above `high` it is relieved as `hotspot` would, idle nodes
+//! container's peak over the last `window` samples is below `low`), empty the least efficient
+//! node: the one whose switching to standby saves the most watts per core of its capacity (its
+//! draw now, minus its standby, minus what its containers add on their new nodes; of equals,
+//! the cheapest to empty), of those whose containers
+//! all fit on the other running nodes at or below `target` (each onto the most efficient node
+//! by full-load watts per core, the fullest of equals), and report it idle with the watts
+//! saved. When a running node goes above `high` it is relieved as `hotspot` would, idle nodes
 //! included, so packing is undone as load rises. One node is emptied per evaluation.
 
 use crate::cluster::{Cluster, Layout};
@@ -32,6 +35,10 @@ impl Policy for Consolidate {
     }
 
     fn plan(&self, cluster: &Cluster, cost: &CostModel) -> Plan {
+        self.plan_within(cluster, cost, &|_, _| true)
+    }
+
+    fn plan_within(&self, cluster: &Cluster, cost: &CostModel, allowed: &dyn Fn(&str, &str) -> bool) -> Plan {
         // Relieve first: a node above `high` (mean of the last 2 samples) sheds load.
         let mut now = Layout::new(cluster, |c| c.cpu_mean(2));
         let hot: Vec<usize> = (0..cluster.nodes.len()).filter(|&n| now.util(n) > self.high).collect();
@@ -56,37 +63,62 @@ impl Policy for Consolidate {
         if load / cap >= self.low {
             return Plan::default();
         }
-        let mut order = active.clone();
-        order.sort_by(|&a, &b| layout.node_cpu[a].total_cmp(&layout.node_cpu[b]));
-        for node in order {
-            if let Some(plan) = self.empty(cluster, cost, &layout, node, load / cap) {
-                return plan;
-            }
-        }
-        Plan::default()
+        // Of the nodes that can be emptied, the least efficient: the most watts saved per core
+        // of capacity switched off (to a tenth of a watt), so the capacity left on is the
+        // most efficient; of equals, the cheapest to empty. The saving lasts while the node
+        // sleeps, the migrations are paid once.
+        let per_core = |(n, p): &(usize, Plan)| (10.0 * p.idle_nodes[0].watts_saved / layout.capacity[*n]).round();
+        let weight = |(_, p): &(usize, Plan)| p.idle_nodes[0].watts_saved / p.moves[0].score;
+        active
+            .iter()
+            .filter_map(|&node| Some((node, self.empty(cluster, cost, &layout, node, load / cap, allowed)?)))
+            .max_by(|a, b| per_core(a).total_cmp(&per_core(b)).then(weight(b).total_cmp(&weight(a))))
+            .map(|(_, p)| p)
+            .unwrap_or_default()
     }
 }
 
+/// Full-load watts per core: the lower, the more work a node does per watt when busy.
+fn watts_per_core(cluster: &Cluster, node: usize) -> f64 {
+    cluster.nodes[node].power.peak_watts() / cluster.nodes[node].cpu_cores
+}
+
 impl Consolidate {
-    /// Moves emptying `node` onto the other running nodes (best fit), if they all fit and
-    /// switching it off saves power.
-    fn empty(&self, cluster: &Cluster, cost: &CostModel, layout: &Layout, node: usize, load: f64) -> Option<Plan> {
+    /// Moves emptying `node` onto the other running nodes, if they all fit at or below `target`
+    /// (each onto the most efficient node it fits on, the fullest of equals), the engine allows
+    /// them, and switching the node to standby saves power.
+    fn empty(
+        &self,
+        cluster: &Cluster,
+        cost: &CostModel,
+        layout: &Layout,
+        node: usize,
+        load: f64,
+        allowed: &dyn Fn(&str, &str) -> bool,
+    ) -> Option<Plan> {
         let mut l = layout.clone();
         let mut mine: Vec<usize> = l.containers_on(node).collect();
         mine.sort_by(|&a, &b| l.demand[b].total_cmp(&l.demand[a]));
         let power = &cluster.nodes[node].power;
-        let mut saved = power.watts(l.util(node));
+        let draw = power.watts(l.util(node));
+        let mut saved = draw - power.standby_watts;
         let mut placed = Vec::new();
         for c in mine {
+            let name = &cluster.containers[c].name;
             let to = (0..cluster.nodes.len())
                 .filter(|&t| t != node && !layout.is_empty(t) && l.fits(c, t, self.target))
-                .max_by(|&a, &b| l.util_with(c, a).total_cmp(&l.util_with(c, b)))?;
+                .filter(|&t| allowed(name, &cluster.nodes[t].name))
+                .min_by(|&a, &b| {
+                    watts_per_core(cluster, a)
+                        .total_cmp(&watts_per_core(cluster, b))
+                        .then(l.util_with(c, b).total_cmp(&l.util_with(c, a)))
+                })?;
             let p = &cluster.nodes[to].power;
             saved -= p.watts(l.util_with(c, to)) - p.watts(l.util(to));
             placed.push((c, to, l.util(to)));
             l.apply(c, to);
         }
-        if saved <= 0.0 {
+        if saved <= 0.0 || placed.is_empty() {
             return None;
         }
         let from = cluster.nodes[node].name.clone();
@@ -110,13 +142,17 @@ impl Consolidate {
                     reason: Explanation {
                         policy: "consolidate".into(),
                         summary: format!(
-                            "running nodes are at {:.0}% (below {:.0}%): emptying {from} saves about {saved:.0} W",
+                            "running nodes are at {:.0}% (below {:.0}%): emptying {from} ({draw:.0} W now, {:.0} W in standby) saves about {saved:.0} W, the most per core of any node",
                             load * 100.0,
-                            self.low * 100.0
+                            self.low * 100.0,
+                            power.standby_watts
                         ),
                         figures: vec![
                             fig("cluster_util", load),
                             fig("low", self.low),
+                            fig("node_watts", draw),
+                            fig("standby_watts", power.standby_watts),
+                            fig("watts_saved", saved),
                             fig("container_peak_cpu", l.demand[c]),
                             fig("to_util_before", to_before),
                             fig("to_util_after", to_before + l.demand[c] / l.capacity[to]),

@@ -28,6 +28,14 @@ pub trait Policy: Send + Sync {
     fn spec(&self) -> String;
     /// The moves this policy would make now, best first, each explained.
     fn plan(&self, cluster: &Cluster, cost: &CostModel) -> Plan;
+    /// The same, knowing which moves the engine would let through now (`allowed(container,
+    /// to)`, by name): a policy planning a group of moves that only makes sense whole (emptying
+    /// a node) can choose a group that will run. By default the policy plans as without it and
+    /// the engine holds back what is not allowed.
+    fn plan_within(&self, cluster: &Cluster, cost: &CostModel, allowed: &dyn Fn(&str, &str) -> bool) -> Plan {
+        let _ = allowed;
+        self.plan(cluster, cost)
+    }
     /// How far ahead it forecasts demand, seconds, if it uses
     /// [`Container::forecast`](crate::cluster::Container::forecast): whoever fills that in needs to know how far.
     fn forecast_horizon_secs(&self) -> Option<f64> {
@@ -62,10 +70,14 @@ impl Policy for Weighted {
     }
 
     fn plan(&self, cluster: &Cluster, cost: &CostModel) -> Plan {
+        self.plan_within(cluster, cost, &|_, _| true)
+    }
+
+    fn plan_within(&self, cluster: &Cluster, cost: &CostModel, allowed: &dyn Fn(&str, &str) -> bool) -> Plan {
         let mut all = Vec::new();
         let mut idle = Vec::new();
         for (w, p) in &self.parts {
-            let mut plan = p.plan(cluster, cost);
+            let mut plan = p.plan_within(cluster, cost, allowed);
             for m in &mut plan.moves {
                 m.score *= w;
             }

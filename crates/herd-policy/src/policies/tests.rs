@@ -3,6 +3,7 @@
 use crate::cluster::{Cluster, Container, Node, PowerModel};
 use crate::cost::CostModel;
 use crate::engine::{Engine, EngineConfig};
+use crate::plan::{Explanation, IdleNode, Move, Plan};
 use crate::spec::parse_policy;
 
 const GIB: u64 = 1 << 30;
@@ -104,7 +105,7 @@ fn hysteresis_stops_ping_pong() {
 }
 
 #[test]
-fn consolidate_empties_the_lightest_node_and_reports_watts() {
+fn consolidate_empties_the_node_saving_most_per_migration_and_reports_watts() {
     let c = cluster(vec![
         ct("a1", 0, &[2.0; 5], 1),
         ct("b1", 1, &[1.5; 5], 1),
@@ -113,14 +114,106 @@ fn consolidate_empties_the_lightest_node_and_reports_watts() {
     ]);
     let plan = parse_policy("consolidate").unwrap().plan(&c, &CostModel::default());
     assert_eq!(plan.idle_nodes.len(), 1, "{plan:#?}");
-    assert_eq!(plan.idle_nodes[0].node, "c");
-    // c draws 100 + 200 * 0.1 = 120 W; its 0.8 cores add 200 * 0.8 / 8 = 20 W elsewhere.
+    // Same power model everywhere: emptying b or c saves the same idle watts, b in one move.
+    assert_eq!(plan.idle_nodes[0].node, "b");
+    // b draws 100 + 200 * 1.5 / 8 = 137.5 W; its 1.5 cores add 200 * 1.5 / 8 = 37.5 W on a.
     assert!((plan.idle_nodes[0].watts_saved - 100.0).abs() < 1e-6, "{plan:#?}");
-    assert_eq!(plan.moves.len(), 2);
-    assert!(plan.moves.iter().all(|m| m.from == "c" && m.to != "c"));
+    assert_eq!(plan.moves.len(), 1);
+    assert!(plan.moves.iter().all(|m| m.from == "b" && m.to == "a"));
+    // If the engine would not let b1 onto a (hysteresis, say), it goes to c instead.
+    let policy = parse_policy("consolidate").unwrap();
+    let plan = policy.plan_within(&c, &CostModel::default(), &|ct, to| !(ct == "b1" && to == "a"));
+    assert_eq!(plan.idle_nodes[0].node, "b", "{plan:#?}");
+    assert_eq!(plan.moves[0].to, "c", "{plan:#?}");
     // Under high load nothing is packed.
     let busy = cluster(vec![ct("a1", 0, &[5.0; 5], 1), ct("b1", 1, &[5.0; 5], 1), ct("c1", 2, &[5.0; 5], 1)]);
     assert!(parse_policy("consolidate").unwrap().plan(&busy, &CostModel::default()).moves.is_empty());
+}
+
+#[test]
+fn consolidate_empties_the_least_efficient_node_onto_the_most_efficient() {
+    // old: 4 cores, 200-250 W (idle 80 % of peak), 20 W in standby; a and b: 8 cores, 100-300 W.
+    let old = Node {
+        name: "old".into(),
+        cpu_cores: 4.0,
+        memory_bytes: 64 * GIB,
+        power: PowerModel::linear(200.0, 250.0).with_standby(20.0, 120.0),
+    };
+    let c = Cluster {
+        nodes: vec![node("a", 8.0), node("b", 8.0), old.clone()],
+        containers: vec![
+            ct("a1", 0, &[2.0; 5], 1),
+            ct("b1", 1, &[0.5; 5], 1),
+            ct("old1", 2, &[1.0; 5], 1),
+            ct("old2", 2, &[0.5; 5], 1),
+        ],
+        sample_secs: 60.0,
+    };
+    let plan = parse_policy("consolidate").unwrap().plan(&c, &CostModel::default());
+    // b is the lightest (0.5 cores), but old draws 218.75 W for 1.5 cores; in standby 20 W,
+    // and its containers add 200 * 1.5 / 8 = 37.5 W on a.
+    assert_eq!(plan.idle_nodes.len(), 1, "{plan:#?}");
+    assert_eq!(plan.idle_nodes[0].node, "old");
+    assert!((plan.idle_nodes[0].watts_saved - (218.75 - 20.0 - 37.5)).abs() < 1e-6, "{plan:#?}");
+    assert!(plan.moves.iter().all(|m| m.from == "old" && m.to == "a"), "{plan:#?}");
+    // Where old is as efficient as the others (100-300 W per 8 cores' worth), b goes first.
+    let mut same = c.clone();
+    same.nodes[2] = Node { cpu_cores: 8.0, power: PowerModel::linear(100.0, 300.0), ..old };
+    let plan = parse_policy("consolidate").unwrap().plan(&same, &CostModel::default());
+    assert_eq!(plan.idle_nodes[0].node, "b", "{plan:#?}");
+}
+
+/// A policy that proposes the plans it is given, one per evaluation.
+struct Scripted(std::sync::Mutex<Vec<Plan>>);
+
+impl crate::policies::Policy for Scripted {
+    fn spec(&self) -> String {
+        "scripted".into()
+    }
+
+    fn plan(&self, _: &Cluster, _: &CostModel) -> Plan {
+        self.0.lock().unwrap().remove(0)
+    }
+}
+
+fn scripted_move(container: &str, from: &str, to: &str) -> Move {
+    Move {
+        container: container.into(),
+        from: from.into(),
+        to: to.into(),
+        score: 1.0,
+        reason: Explanation {
+            policy: "scripted".into(),
+            summary: String::new(),
+            figures: vec![],
+            predicted_gain: 1.0,
+            gain_unit: String::new(),
+            estimated_cost: CostModel::default().predict(GIB, 0.0),
+        },
+    }
+}
+
+#[test]
+fn hysteresis_holds_a_container_away_from_a_node_it_relieved_not_from_one_it_emptied() {
+    let emptying_a = Plan {
+        moves: vec![scripted_move("x", "a", "b")],
+        idle_nodes: vec![IdleNode { node: "a".into(), watts_saved: 100.0 }],
+        deferred: vec![],
+    };
+    let back_to_a = Plan { moves: vec![scripted_move("x", "b", "a")], ..Plan::default() };
+    let back_to_b = Plan { moves: vec![scripted_move("x", "a", "b")], ..Plan::default() };
+    let policy = Scripted(std::sync::Mutex::new(vec![emptying_a, back_to_a, back_to_b]));
+    let config = EngineConfig { max_concurrent: 4, cooldown_secs: 600.0, hysteresis_secs: 7200.0 };
+    let mut engine = Engine::new(Box::new(policy), CostModel::default(), config);
+    let c = cluster(vec![ct("x", 0, &[1.0; 5], 1)]);
+    // x leaves a because a is being emptied ...
+    assert_eq!(engine.evaluate(0.0, &c, 0).idle_nodes.len(), 1);
+    // ... so it may go back to a when load rises there (a relief of b) ...
+    assert_eq!(engine.evaluate(1000.0, &c, 0).moves.len(), 1);
+    // ... but it left b to relieve it: not back to b within the hysteresis.
+    let plan = engine.evaluate(2000.0, &c, 0);
+    assert!(plan.moves.is_empty(), "{plan:#?}");
+    assert!(plan.deferred[0].1.starts_with("hysteresis: left b"), "{plan:#?}");
 }
 
 #[test]

@@ -446,4 +446,31 @@ mod tests {
         assert!(floor > standby_only);
         assert!(energy_floor(&trace, &free_standby(&nodes)) < floor);
     }
+
+    #[test]
+    fn consolidate_packs_again_the_night_after_a_daytime_spread() {
+        // Three 8-core nodes; six containers at 0.5 cores for 3 h (night), 3.5 cores for 2 h
+        // (day: 21 of 24 cores), then 0.5 again for 7 h.
+        let power = PowerModel::linear(100.0, 300.0).with_standby(10.0, 120.0);
+        let node = |i: usize| Node { name: format!("n{i}"), cpu_cores: 8.0, memory_bytes: 32 << 30, power };
+        let level = |t: usize| if (180..300).contains(&t) { 3.5 } else { 0.5 };
+        let cpu: Vec<f64> = (0..720).map(level).collect();
+        let trace = Trace {
+            step_secs: 60.0,
+            names: (0..6).map(|i| format!("c{i}")).collect(),
+            cpu: vec![cpu; 6],
+            memory: vec![vec![1 << 30; 720]; 6],
+        };
+        let config = SimConfig::new((0..3).map(node).collect());
+        let r = simulate(&trace, parse_policy("consolidate").unwrap(), &config).unwrap();
+        let active = |t: usize| r.active_nodes[t];
+        assert_eq!(active(0), 3, "placed on every node");
+        assert_eq!(active(170), 1, "packed in the first night: {:?}", &r.active_nodes[..180]);
+        assert_eq!(active(299), 3, "spread in the day: {:?}", &r.active_nodes[180..300]);
+        // The containers that left the packed node to relieve it may not go back to it for
+        // 4 h (until about step 420); the night packing does not wait for that.
+        assert!(active(400) <= 2, "{:?}", &r.active_nodes[300..420]);
+        assert_eq!(active(719), 1, "{:?}", &r.active_nodes[300..]);
+        assert!(r.wake_ups >= 2, "the day woke the sleeping nodes: {}", r.wake_ups);
+    }
 }
