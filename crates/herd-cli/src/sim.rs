@@ -21,9 +21,16 @@ pub struct SimArgs {
     /// Containers in a generated trace.
     #[arg(long, default_value_t = 60)]
     pub containers: usize,
-    /// Nodes to simulate (alternating 16-core and 8-core types).
-    #[arg(long, default_value_t = 8)]
-    pub nodes: usize,
+    /// Nodes to simulate, alternating the two types of --node-types (default 8; not with a file).
+    #[arg(long)]
+    pub nodes: Option<usize>,
+    /// Node types: `measured` (IBM x3550 M3 and HP ML110 G4 with their SPECpower_ssj2008
+    /// curves, standby 5 % of peak, 200 s wake-up), `legacy` (the former 16-core 110-330 W and
+    /// 8-core 70-180 W types, same standby and wake-up), `legacy-free` (the same, standby free
+    /// and instant), or a CSV file of types: count,cores,memory_gib and idle_watts,peak_watts
+    /// or w0,w10,...,w100, optionally standby_watts and wake_secs (docs/design/policies.md).
+    #[arg(long, value_name = "KIND|FILE", default_value = "measured")]
+    pub node_types: String,
     /// Length of a generated trace, hours.
     #[arg(long, default_value_t = 72.0)]
     pub hours: f64,
@@ -42,11 +49,30 @@ pub struct SimArgs {
     pub plot: Option<PathBuf>,
 }
 
-pub fn sim(args: SimArgs) -> anyhow::Result<()> {
-    let nodes = sim::default_nodes(args.nodes);
+/// The simulated nodes `--node-types` and `--nodes` ask for.
+fn nodes_of(args: &SimArgs) -> anyhow::Result<Vec<herd_policy::Node>> {
+    let m = args.nodes.unwrap_or(8);
+    let nodes = match args.node_types.as_str() {
+        "measured" => sim::default_nodes(m),
+        "legacy" => sim::legacy_nodes(m),
+        "legacy-free" => sim::free_standby(&sim::legacy_nodes(m)),
+        path => {
+            if args.nodes.is_some() {
+                bail!("--nodes goes with a built-in --node-types; a file gives each type's count");
+            }
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read node types {path} (built-in: measured, legacy, legacy-free)"))?;
+            sim::nodes_from_csv(&text).with_context(|| path.to_string())?
+        }
+    };
     if nodes.is_empty() {
         bail!("--nodes must be at least 1");
     }
+    Ok(nodes)
+}
+
+pub fn sim(args: SimArgs) -> anyhow::Result<()> {
+    let nodes = nodes_of(&args)?;
     let capacity: f64 = nodes.iter().map(|n| n.cpu_cores).sum();
     let trace = match (&args.trace, &args.generate) {
         (Some(path), _) => {
@@ -99,6 +125,7 @@ pub fn sim(args: SimArgs) -> anyhow::Result<()> {
                 "downtime_secs": r.downtime_secs,
                 "energy_kwh": r.energy_kwh,
                 "mean_active_nodes": r.mean_active_nodes,
+                "wake_ups": r.wake_ups,
                 "active_nodes": r.active_nodes,
             })).collect::<Vec<_>>(),
         });
