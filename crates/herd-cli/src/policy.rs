@@ -57,7 +57,7 @@ fn about(name: &str) -> &'static str {
         "none" => "never migrates (the default)",
         "hotspot" => "relieves a node above threshold in k of the last n samples",
         "balance" => "keeps node utilisations within tolerance of each other",
-        "consolidate" => "packs containers onto fewer nodes when load is low",
+        "consolidate" => "packs containers onto fewer nodes when load is low, emptying the least efficient node first",
         "forecast" => "relieves nodes before they get hot, from a demand forecast",
         _ => "",
     }

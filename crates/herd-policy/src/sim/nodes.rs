@@ -1,6 +1,6 @@
 //! The simulated clusters' node types: two servers with power curves measured with
 //! SPECpower_ssj2008 (the default: an old, poorly proportional one and a newer, proportional
-//! one, as CloudSim's power models use them), the former invented default kept for comparison,
+//! one, the least and most proportional of CloudSim's SPECpower power models), the former invented default kept for comparison,
 //! and node types read from a CSV file. Sources and figures: `docs/design/policies.md`.
 
 use crate::cluster::{Node, PowerModel};
@@ -11,8 +11,9 @@ const GIB: u64 = 1 << 30;
 /// Share of a node's peak power drawn in standby: sleep states "consume merely 4-6 % of
 /// nominal power" (Xi et al., ISLPED 2013); the middle of that range.
 pub const STANDBY_SHARE_OF_PEAK: f64 = 0.05;
-/// Seconds from standby to ready: the setup time of a server switched back on (200 s,
-/// Gandhi, Harchol-Balter et al.'s measurements for dynamic capacity management).
+/// Seconds from standby to ready: the setup delay of a server switched back on in Gandhi,
+/// Gupta, Harchol-Balter and Kozuch's work on turning servers off (200 s; a boot, not a
+/// resume from suspend-to-RAM).
 pub const WAKE_SECS: f64 = 200.0;
 
 /// A kind of node: its capacity and power model.
@@ -30,7 +31,7 @@ fn measured(curve: [f64; 11]) -> PowerModel {
 
 /// HP ProLiant ML110 G4 (1 x Xeon 3040, 2 cores, 1.86 GHz), SPECpower_ssj2008 result
 /// power_ssj2008-20110127-00342: 86 W idle, 117 W at full load (idle is 74 % of peak).
-/// Memory: 8 GiB (the model's maximum; the measured configuration had 4 GB).
+/// Memory: 8 GiB, not measured (the measured configuration had 4 GB).
 pub fn hp_ml110_g4() -> NodeType {
     NodeType {
         name: "hp-ml110-g4".into(),
@@ -42,7 +43,7 @@ pub fn hp_ml110_g4() -> NodeType {
 
 /// IBM System x3550 M3 (2 x Xeon X5675, 12 cores, 3.07 GHz), SPECpower_ssj2008 result
 /// power_ssj2008-20110406-00368: 58.4 W idle, 222 W at full load (idle is 26 % of peak).
-/// Memory: 64 GiB (the measured configuration had 16 GB).
+/// Memory: 64 GiB, not measured (the measured configuration had 16 GB).
 pub fn ibm_x3550_m3() -> NodeType {
     NodeType {
         name: "ibm-x3550-m3".into(),
