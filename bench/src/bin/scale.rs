@@ -51,8 +51,13 @@ fn main() -> anyhow::Result<()> {
 /// and the median rate is reported with the slowest and fastest round: on a shared 2-core VM
 /// one round of the same binary varied from 16,500 to 25,300 placements/s.
 fn scheduler(nodes: usize, containers: usize, rounds: usize) {
-    println!("\n## scheduler: {containers} placements on {nodes} nodes (herd_sched::place, one thread), {rounds} rounds");
-    println!("{:<34} {:>14} {:>14} {:>22}", "strategy / request", "placements/s", "per placement", "rounds: slowest-fastest");
+    println!(
+        "\n## scheduler: {containers} placements on {nodes} nodes (herd_sched::place, one thread), {rounds} rounds"
+    );
+    println!(
+        "{:<34} {:>14} {:>14} {:>22}",
+        "strategy / request", "placements/s", "per placement", "rounds: slowest-fastest"
+    );
     let cases: [(&str, Strategy, Vec<String>); 4] = [
         ("spread", Strategy::Spread, vec![]),
         ("binpack", Strategy::Binpack, vec![]),
