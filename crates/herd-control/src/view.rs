@@ -44,14 +44,17 @@ pub struct View {
     loads: HashMap<String, (Resources, usize)>,
     /// Containers that publish ports or mount named volumes (few), for the placement filters.
     with_host_config: std::collections::HashSet<String>,
+    /// Per node: the containers on it (and on their way to it), as affinities see them. Kept in
+    /// step like `loads`, so an affinity placement does not walk every container.
+    hosted: HashMap<String, Vec<herd_sched::Hosted>>,
     /// Containers migrating, by name, as they will be on their destination: from the moment a
     /// migration picks its destination until it ends, that node's load counts them (limits,
     /// slot, ports), so two migrations at once cannot both take its last free memory.
     incoming: HashMap<String, ContainerRecord>,
     /// Every node as [`View::place`] sees it, built on first use and kept until a node, its
-    /// settings or a container's ports or volumes change; container counts and reservations
-    /// are updated in place. Whatever changes `nodes` or `settings` must call
-    /// [`View::nodes_changed`].
+    /// settings or a container's named volumes change; container counts, reservations, hosted
+    /// containers and published ports are updated in place. Whatever changes `nodes` or
+    /// `settings` must call [`View::nodes_changed`].
     placement_cache: Option<PlacementCache>,
 }
 
@@ -103,19 +106,15 @@ impl View {
         self.placement_cache = None;
     }
 
-    /// Picks the node for a new container (see [`herd_sched::place`]). Requests without
-    /// affinities or a shared network, nearly all of them, are placed on the cached
+    /// Picks the node for a new container (see [`herd_sched::place`]) on the cached
     /// candidates, so a placement costs one pass over the nodes and nothing else.
     pub fn place(
         &mut self,
         req: &herd_sched::Request,
         strategy: herd_sched::Strategy,
     ) -> Result<String, herd_sched::PlacementError> {
-        if !req.affinities.is_empty() || req.network_of.is_some() {
-            return herd_sched::place(&self.candidates(req), req, strategy);
-        }
         if self.placement_cache.is_none() {
-            let candidates = self.candidates(&herd_sched::Request::default());
+            let candidates = self.candidates_with(true);
             let index = candidates.iter().enumerate().map(|(i, c)| (c.name.clone(), i)).collect();
             self.placement_cache = Some(PlacementCache { candidates, index });
         }
@@ -151,8 +150,19 @@ impl View {
         }
     }
 
-    /// Adds (or takes away) `c`'s limits and slot on `node`, in `loads` and the cached candidates.
+    /// Adds (or takes away) `c`'s limits, slot, name and ports on `node`, in `loads`, `hosted`
+    /// and the cached candidates.
     fn add_load(&mut self, node: &str, c: &ContainerRecord, add: bool) {
+        let here = self.hosted.entry(node.to_string()).or_default();
+        let me = herd_sched::Hosted { name: c.name.clone(), image: c.image.clone() };
+        if add {
+            here.push(me.clone());
+        } else {
+            remove_one(here, &me);
+        }
+        if here.is_empty() {
+            self.hosted.remove(node);
+        }
         let load = self.loads.entry(node.to_string()).or_default();
         let (cpus, memory) = (c.limits.cpus_milli.unwrap_or(0), c.limits.memory_bytes.unwrap_or(0));
         if add {
@@ -172,9 +182,18 @@ impl View {
             && let Some(candidate) = cache.index.get(node).map(|i| &mut cache.candidates[*i])
         {
             (candidate.allocated, candidate.containers) = (allocated, containers);
+            if add {
+                candidate.hosted.push(me);
+                candidate.ports.extend(c.host.ports.iter().copied());
+            } else {
+                remove_one(&mut candidate.hosted, &me);
+                for p in &c.host.ports {
+                    remove_one(&mut candidate.ports, p);
+                }
+            }
         }
-        if shares_host(c) {
-            // Ports and volumes are not updated in place: the cache is rebuilt with them.
+        if !c.host.volumes.is_empty() {
+            // A volume stays on its node while any container uses it: the cache is rebuilt.
             self.placement_cache = None;
         }
     }
@@ -201,21 +220,17 @@ impl View {
     }
 
     /// Every node as placement sees it for `req`, in no particular order (placement breaks
-    /// ties by name). A node's `containerslots`
-    /// label (as in Docker Swarm) caps how many containers it takes. The containers each node
-    /// hosts are listed only when `req` has affinities or joins another container's network:
-    /// that costs a pass over every container, which other placements need not pay.
+    /// ties by name). A node's `containerslots` label (as in Docker Swarm) caps how many
+    /// containers it takes. The containers each node hosts are listed only when `req` has
+    /// affinities or joins another container's network: copying them costs a pass over every
+    /// container, which other placements need not pay.
     pub fn candidates(&self, req: &herd_sched::Request) -> Vec<herd_sched::Candidate> {
+        self.candidates_with(!req.affinities.is_empty() || req.network_of.is_some())
+    }
+
+    /// Every node as placement sees it, with the containers each hosts if `with_hosted`.
+    fn candidates_with(&self, with_hosted: bool) -> Vec<herd_sched::Candidate> {
         let allocations = &self.loads;
-        let mut hosted: HashMap<&str, Vec<herd_sched::Hosted>> = HashMap::new();
-        if !req.affinities.is_empty() || req.network_of.is_some() {
-            for c in self.containers.values() {
-                hosted
-                    .entry(c.node.as_str())
-                    .or_default()
-                    .push(herd_sched::Hosted { name: c.name.clone(), image: c.image.clone() });
-            }
-        }
         // Published ports and named volumes in use, per node (port and dependency filters).
         let mut shared: HashMap<&str, (Vec<herd_proto::hostconfig::PortMapping>, std::collections::BTreeSet<String>)> =
             HashMap::new();
@@ -239,7 +254,10 @@ impl View {
                     capacity: n.record.capacity,
                     allocated,
                     containers,
-                    hosted: hosted.remove(n.record.name.as_str()).unwrap_or_default(),
+                    hosted: match self.hosted.get(&n.record.name) {
+                        Some(h) if with_hosted => h.clone(),
+                        _ => Vec::new(),
+                    },
                     max_containers: labels.get("containerslots").and_then(|v| v.parse().ok()),
                     labels,
                     facts: placement_facts(&n.record.facts),
@@ -373,6 +391,13 @@ impl View {
             self.placement_cache = None;
         }
         down
+    }
+}
+
+/// Removes one element equal to `x`, if any (order is not kept: placement does not depend on it).
+fn remove_one<T: PartialEq>(v: &mut Vec<T>, x: &T) {
+    if let Some(i) = v.iter().position(|y| y == x) {
+        v.swap_remove(i);
     }
 }
 
@@ -557,6 +582,48 @@ mod tests {
         assert!(err.contains("port filter"), "{err}");
         v.release_incoming("web");
         assert_eq!(v.place(&req, spread).unwrap(), "n1");
+    }
+
+    #[test]
+    fn cached_candidates_follow_hosted_containers_and_ports() {
+        let mut v = View::default();
+        ready_node(&mut v, "n1");
+        ready_node(&mut v, "n2");
+        let spread = herd_sched::Strategy::Spread;
+        let next_to_web = herd_sched::Request::default().with_expressions(&[], &["container==web".into()]).unwrap();
+        let away_from_web = herd_sched::Request::default().with_expressions(&[], &["container!=web".into()]).unwrap();
+        assert!(v.place(&next_to_web, spread).is_err());
+        v.insert_container(record("web", "n2", 0));
+        v.insert_container(record("other", "n1", 0));
+        assert_eq!(v.place(&next_to_web, spread).unwrap(), "n2");
+        assert_eq!(v.place(&away_from_web, spread).unwrap(), "n1");
+        // web moves: the cache follows without being rebuilt.
+        v.insert_container(record("web", "n1", 0));
+        assert_eq!(v.place(&next_to_web, spread).unwrap(), "n1");
+        assert_eq!(v.place(&away_from_web, spread).unwrap(), "n2");
+        v.remove_container("web");
+        assert!(v.place(&next_to_web, spread).is_err());
+        // Published ports come and go in place too, one container's at a time.
+        let port = herd_proto::hostconfig::PortMapping::parse("8080:80").unwrap();
+        let wants_port = herd_sched::Request { ports: vec![port], node: Some("n1".into()), ..Default::default() };
+        let mut a = record("a", "n1", 0);
+        a.host.ports.push(port);
+        v.insert_container(a.clone());
+        assert!(v.place(&wants_port, spread).unwrap_err().to_string().contains("port filter"));
+        v.insert_container(a);
+        assert!(v.place(&wants_port, spread).is_err(), "rewriting a record keeps its port taken");
+        v.remove_container("a");
+        assert_eq!(v.place(&wants_port, spread).unwrap(), "n1");
+        // What the cache holds is what a fresh build holds.
+        let fresh = v.candidates_with(true);
+        let cached = &v.placement_cache.as_ref().unwrap().candidates;
+        for c in cached {
+            let f = fresh.iter().find(|f| f.name == c.name).unwrap();
+            assert_eq!(
+                (&c.hosted, &c.ports, c.containers, c.allocated),
+                (&f.hosted, &f.ports, f.containers, f.allocated)
+            );
+        }
     }
 
     #[test]
