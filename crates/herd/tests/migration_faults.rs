@@ -204,6 +204,73 @@ fn a_network_cut_mid_transfer_leaves_the_container_where_it_was() {
     watch.check();
 }
 
+/// Cuts node `node` off node `peer` (both directions, in `node`'s namespace) until dropped.
+struct NetworkCut<'a> {
+    cluster: &'a Cluster,
+    node: &'static str,
+    peer: String,
+}
+
+impl<'a> NetworkCut<'a> {
+    fn new(cluster: &'a Cluster, node: &'static str, peer: &str) -> NetworkCut<'a> {
+        let peer = cluster.node_address(peer).to_string();
+        node_iptables(cluster, node, &["-I", "INPUT", "-s", &peer, "-j", "DROP"]);
+        node_iptables(cluster, node, &["-I", "OUTPUT", "-d", &peer, "-j", "DROP"]);
+        NetworkCut { cluster, node, peer }
+    }
+}
+
+impl Drop for NetworkCut<'_> {
+    fn drop(&mut self) {
+        node_iptables(self.cluster, self.node, &["-D", "INPUT", "-s", &self.peer, "-j", "DROP"]);
+        node_iptables(self.cluster, self.node, &["-D", "OUTPUT", "-d", &self.peer, "-j", "DROP"]);
+    }
+}
+
+#[test]
+fn a_network_cut_before_the_freeze_or_briefly_during_post_copy_loses_nothing() {
+    let cluster = Cluster::up_with_env(33, 2, &[], &faults(""));
+    cluster.import_busybox_with_memhog();
+    cluster.ok(&["run", "--name", "hog", "--node", "n1", "busybox", "--", "memhog", "48"]);
+    let id = cluster.wait_state("hog", "running", T).id;
+    cluster.wait_log("hog", "check 1 ok", T);
+    let watch = NeverTwice::watch(&cluster, &id);
+
+    // Cut before the source freezes: the destination prepares (its orders come through the
+    // broker), the source cannot reach it and the container never stops running on n1.
+    {
+        let _cut = NetworkCut::new(&cluster, "n1", "n2");
+        for mode in ["cold", "postcopy"] {
+            let err = cluster.fails(&["migrate", "hog", "--to", "n2", "--mode", mode]);
+            assert!(err.contains("keeps running on n1") || err.contains("runs on n1 again"), "{mode}: {err}");
+            assert_eq!(cluster.wait_runs_only_on("hog", "n1", T).node, "n1");
+        }
+    }
+    cluster.memhog_checks_more("hog", 1, T);
+
+    // A cut shorter than the stall timeout (5 s here) while post-copy pages stream at 8 MiB/s
+    // (48 MiB: about 6 s) after the container already runs on n2: TCP carries on when the
+    // network is back, and every page arrives intact.
+    let mut migration = cluster.command(&["migrate", "hog", "--to", "n2", "--mode", "postcopy", "--bandwidth", "8m"]);
+    migration.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped());
+    let migration = migration.spawn().unwrap();
+    cluster.wait_runs_only_on("hog", "n2", T);
+    {
+        let _cut = NetworkCut::new(&cluster, "n2", "n1");
+        // The fault is a cut of a given length: this sleep is its duration, not a wait.
+        std::thread::sleep(Duration::from_millis(1500));
+    }
+    let out = migration.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the post-copy migration failed after a short cut: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    cluster.wait_runs_only_on("hog", "n2", T);
+    cluster.memhog_checks_more("hog", 2, T);
+    watch.check();
+}
+
 #[test]
 fn a_control_node_killed_mid_migration_resolves_it_when_it_returns() {
     let cluster = Cluster::up(17, 2);
