@@ -1,5 +1,6 @@
 //! The client commands of `herd`: their flags (clap) and what they do.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
@@ -324,18 +325,19 @@ pub async fn ps(client: &Client, args: PsArgs) -> anyhow::Result<()> {
         return Ok(out.flush()?);
     }
     let now = now_millis();
-    let rows: Vec<[String; 8]> = list
+    // Cells borrow what they can from the list: at 100,000 containers the copies showed.
+    let rows: Vec<[Cow<str>; 8]> = list
         .iter()
         .map(|c| {
             [
-                c.name.clone(),
-                c.image.clone(),
-                format::command(&c.args, 24),
-                c.node.clone(),
-                c.ip.to_string(),
-                format::status(c, now),
-                format!("{} ago", format::ago(c.created_at, now)),
-                c.ports.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", "),
+                Cow::Borrowed(c.name.as_str()),
+                Cow::Borrowed(c.image.as_str()),
+                Cow::Owned(format::command(&c.args, 24)),
+                Cow::Borrowed(c.node.as_str()),
+                Cow::Owned(c.ip.to_string()),
+                Cow::Owned(format::status(c, now)),
+                Cow::Owned(format!("{} ago", format::ago(c.created_at, now))),
+                Cow::Owned(c.ports.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", ")),
             ]
         })
         .collect();

@@ -19,15 +19,15 @@ pub fn table(header: &[&str]) -> Table {
 /// Writes rows under a header in columns three spaces apart, like [`table`] without its
 /// cost: `herd ps` lists up to a hundred thousand rows, for which a general table layout
 /// takes seconds.
-pub fn write_columns<const N: usize>(
+pub fn write_columns<const N: usize, C: AsRef<str>>(
     out: &mut impl std::io::Write,
     header: &[&str; N],
-    rows: &[[String; N]],
+    rows: &[[C; N]],
 ) -> std::io::Result<()> {
     let mut widths: [usize; N] = header.map(|h| h.chars().count());
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
+            *w = (*w).max(cell.as_ref().chars().count());
         }
     }
     let mut line = String::new();
@@ -42,7 +42,7 @@ pub fn write_columns<const N: usize>(
     };
     write_row(&mut header.iter().copied())?;
     for row in rows {
-        write_row(&mut row.iter().map(String::as_str))?;
+        write_row(&mut row.iter().map(AsRef::as_ref))?;
     }
     Ok(())
 }
