@@ -316,7 +316,8 @@ pub async fn ps(client: &Client, args: PsArgs) -> anyhow::Result<()> {
         let list: Vec<ContainerInfo> = client.get(&format!("/v1/containers?all={}", args.all)).await?;
         return print_json(&list);
     }
-    let list: Vec<ContainerSummary> = client.get(&format!("/v1/containers?all={}&summary=true", args.all)).await?;
+    let list: Vec<ContainerSummary<'static>> =
+        client.get(&format!("/v1/containers?all={}&summary=true", args.all)).await?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     if args.quiet {
         for c in &list {
@@ -330,10 +331,10 @@ pub async fn ps(client: &Client, args: PsArgs) -> anyhow::Result<()> {
         .iter()
         .map(|c| {
             [
-                Cow::Borrowed(c.name.as_str()),
-                Cow::Borrowed(c.image.as_str()),
+                Cow::Borrowed(&*c.name),
+                Cow::Borrowed(&*c.image),
                 Cow::Owned(format::command(&c.args, 24)),
-                Cow::Borrowed(c.node.as_str()),
+                Cow::Borrowed(&*c.node),
                 Cow::Owned(c.ip.to_string()),
                 Cow::Owned(format::status(c, now)),
                 Cow::Owned(format!("{} ago", format::ago(c.created_at, now))),

@@ -73,7 +73,7 @@ pub fn timestamp(t: UnixMillis) -> String {
 }
 
 /// The STATUS column of `herd ps`: `running 5m`, `exited (3) 2m ago`.
-pub fn status(c: &ContainerSummary, now: UnixMillis) -> String {
+pub fn status(c: &ContainerSummary<'_>, now: UnixMillis) -> String {
     let s = match c.state {
         ContainerState::Running => format!("running {}", c.started_at.map(|t| ago(t, now)).unwrap_or_default()),
         ContainerState::Exited => format!(

@@ -161,7 +161,7 @@ struct ListQuery {
 
 async fn containers(State(c): State<Arc<Control>>, Query(q): Query<ListQuery>) -> Response {
     if q.summary {
-        Json(c.list_summaries(q.all)).into_response()
+        ([(axum::http::header::CONTENT_TYPE, "application/json")], c.list_summaries_json(q.all)).into_response()
     } else {
         Json(c.list_containers(q.all)).into_response()
     }

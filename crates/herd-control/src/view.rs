@@ -2,6 +2,7 @@
 //!
 //! Reads (`herd ps`, placement) are served from here without touching the broker.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 /// The view's maps, keyed by names and ids: hashed with foldhash, which costs a fraction of the
@@ -321,13 +322,13 @@ impl View {
         }
     }
 
-    pub fn container_summary(&self, c: &ContainerRecord) -> ContainerSummary {
+    pub fn container_summary<'v>(&'v self, c: &'v ContainerRecord) -> ContainerSummary<'v> {
         let status = self.statuses.get(&c.id);
         ContainerSummary {
-            name: c.name.clone(),
-            image: c.image.clone(),
-            args: c.args.clone(),
-            node: c.node.clone(),
+            name: Cow::Borrowed(&c.name),
+            image: Cow::Borrowed(&c.image),
+            args: Cow::Borrowed(&c.args),
+            node: Cow::Borrowed(&c.node),
             ip: c.ip,
             state: status.map(|s| s.state).unwrap_or(ContainerState::Created),
             node_down: !self.node_ready(&c.node),
@@ -335,7 +336,7 @@ impl View {
             started_at: status.and_then(|s| s.started_at),
             finished_at: status.and_then(|s| s.finished_at),
             exit_code: status.and_then(|s| s.exit_code),
-            ports: c.host.ports.clone(),
+            ports: Cow::Borrowed(&c.host.ports),
         }
     }
 

@@ -32,6 +32,7 @@
 //! | `GET /v1/nodes/{name}/series?from=MS&to=MS&step=MS` | | a node's history, likewise |
 //! | `GET /metrics` | | Prometheus text format |
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
@@ -163,13 +164,14 @@ pub struct RunRequest {
 
 /// A container as `herd ps` lists it (`GET /v1/containers?summary=true`): what the table
 /// shows and no more, so that listing a hundred thousand containers stays fast. Like Docker,
-/// the list is a summary; `herd inspect` has everything.
+/// the list is a summary; `herd inspect` has everything. The Control node serialises it
+/// borrowing from its records (no copy per container); decoded, it owns its strings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ContainerSummary {
-    pub name: String,
-    pub image: String,
-    pub args: Vec<String>,
-    pub node: String,
+pub struct ContainerSummary<'a> {
+    pub name: Cow<'a, str>,
+    pub image: Cow<'a, str>,
+    pub args: Cow<'a, [String]>,
+    pub node: Cow<'a, str>,
     pub ip: Ipv4Addr,
     pub state: ContainerState,
     /// Set when the node hosting the container is down: the state is its last known one.
@@ -179,8 +181,8 @@ pub struct ContainerSummary {
     pub started_at: Option<UnixMillis>,
     pub finished_at: Option<UnixMillis>,
     pub exit_code: Option<i32>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub ports: Vec<crate::hostconfig::PortMapping>,
+    #[serde(default, skip_serializing_if = "<[_]>::is_empty")]
+    pub ports: Cow<'a, [crate::hostconfig::PortMapping]>,
 }
 
 /// A container as `herd ps` and `herd inspect` show it: its placement and its observed state.
