@@ -55,6 +55,12 @@ impl Client {
         resp.json().await.context("decoding the Control node's answer")
     }
 
+    /// The answer's body as it came, for callers that decode it borrowing from it.
+    pub async fn get_bytes(&self, path: &str) -> anyhow::Result<bytes::Bytes> {
+        let resp = self.send(self.request(Method::GET, path)).await?;
+        resp.bytes().await.context("reading the Control node's answer")
+    }
+
     pub async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> anyhow::Result<T> {
         let resp = self.send(self.request(Method::POST, path).json(body)).await?;
         resp.json().await.context("decoding the Control node's answer")

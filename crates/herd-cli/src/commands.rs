@@ -316,8 +316,9 @@ pub async fn ps(client: &Client, args: PsArgs) -> anyhow::Result<()> {
         let list: Vec<ContainerInfo> = client.get(&format!("/v1/containers?all={}", args.all)).await?;
         return print_json(&list);
     }
-    let list: Vec<ContainerSummary<'static>> =
-        client.get(&format!("/v1/containers?all={}&summary=true", args.all)).await?;
+    let body = client.get_bytes(&format!("/v1/containers?all={}&summary=true", args.all)).await?;
+    let list: Vec<ContainerSummary> =
+        serde_json::from_slice(&body).context("decoding the Control node's list of containers")?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     if args.quiet {
         for c in &list {

@@ -165,12 +165,16 @@ pub struct RunRequest {
 /// A container as `herd ps` lists it (`GET /v1/containers?summary=true`): what the table
 /// shows and no more, so that listing a hundred thousand containers stays fast. Like Docker,
 /// the list is a summary; `herd inspect` has everything. The Control node serialises it
-/// borrowing from its records (no copy per container); decoded, it owns its strings.
+/// borrowing from its records, and `herd ps` decodes it borrowing from the response where it
+/// can: no copy per container on either side.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ContainerSummary<'a> {
+    #[serde(borrow)]
     pub name: Cow<'a, str>,
+    #[serde(borrow)]
     pub image: Cow<'a, str>,
     pub args: Cow<'a, [String]>,
+    #[serde(borrow)]
     pub node: Cow<'a, str>,
     pub ip: Ipv4Addr,
     pub state: ContainerState,
