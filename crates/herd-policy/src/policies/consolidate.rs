@@ -7,6 +7,10 @@
 //! by full-load watts per core, the fullest of equals), and report it idle with the watts
 //! saved. When a running node goes above `high` it is relieved as `hotspot` would, idle nodes
 //! included, so packing is undone as load rises. One node is emptied per evaluation.
+//!
+//! The defaults (`low` 1.0, i.e. no cluster-wide gate; `target` 0.9; `high` 0.95) are the
+//! least-energy setting within the contention bound on held-out simulated traces
+//! (`bench/provisioning tune`, docs/design/policies.md).
 
 use crate::cluster::{Cluster, Layout};
 use crate::cost::CostModel;
@@ -25,7 +29,7 @@ pub struct Consolidate {
 
 impl Default for Consolidate {
     fn default() -> Self {
-        Consolidate { low: 0.6, target: 0.75, high: 0.85, window: 60 }
+        Consolidate { low: 1.0, target: 0.9, high: 0.95, window: 60 }
     }
 }
 
