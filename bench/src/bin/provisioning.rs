@@ -42,6 +42,12 @@ fn add(t: &mut Total, r: &SimResult) {
     t.energy += r.energy_kwh;
 }
 
+/// The bench's generated trace of `shape` and `seed`: 60 s steps, the plain cycle's daily peak at
+/// 80 % of `capacity_cores`.
+fn generated(shape: Shape, seed: u64, hours: f64, containers: usize, capacity_cores: f64) -> sim::Trace {
+    sim::generate(&GenSpec { shape, containers, hours, seed, step_secs: 60.0, capacity_cores, peak_load: 0.8 })
+}
+
 fn verdict(ok: bool) -> &'static str {
     if ok { "met" } else { "not met" }
 }
@@ -99,15 +105,7 @@ fn run_cluster(nodes: &[Node], seeds: u64, hours: f64, containers: usize, tables
         let mut totals = vec![Total::default(); POLICIES.len()];
         let mut floor = 0.0;
         for seed in 1..=seeds {
-            let trace = sim::generate(&GenSpec {
-                shape,
-                containers,
-                hours,
-                seed,
-                step_secs: 60.0,
-                capacity_cores: capacity,
-                peak_load: 0.8,
-            });
+            let trace = generated(shape, seed, hours, containers, capacity);
             let mut results = Vec::new();
             for spec in POLICIES {
                 let policy: Box<dyn Policy> = parse_policy(spec)?;
@@ -179,19 +177,7 @@ fn tune_consolidate() -> anyhow::Result<()> {
     let nodes = sim::default_nodes(env_or("NODES", 8) as usize);
     let capacity: f64 = nodes.iter().map(|n| n.cpu_cores).sum();
     let config = SimConfig::new(nodes.clone());
-    let traces: Vec<_> = (101..=105)
-        .map(|seed| {
-            sim::generate(&GenSpec {
-                shape: Shape::Daily,
-                containers,
-                hours,
-                seed,
-                step_secs: 60.0,
-                capacity_cores: capacity,
-                peak_load: 0.8,
-            })
-        })
-        .collect();
+    let traces: Vec<_> = (101..=105).map(|seed| generated(Shape::Daily, seed, hours, containers, capacity)).collect();
     let total = |spec: &str| -> anyhow::Result<Total> {
         let mut t = Total::default();
         for trace in &traces {

@@ -85,6 +85,24 @@ fn run_at_once(cluster: &Cluster, runs: &[Vec<String>]) -> Vec<std::process::Out
     })
 }
 
+/// `herd run --name NAME ARGS busybox -- sleep 3600` for each name.
+fn sleepers(names: &[String], args: &[&str]) -> Vec<Vec<String>> {
+    names
+        .iter()
+        .map(|name| {
+            let mut run: Vec<String> = ["run", "--name", name].map(String::from).to_vec();
+            run.extend(args.iter().map(|a| a.to_string()));
+            run.extend(["busybox", "--", "sleep", "3600"].map(String::from));
+            run
+        })
+        .collect()
+}
+
+/// The error output of the commands that failed.
+fn refusals(outs: &[std::process::Output]) -> Vec<String> {
+    outs.iter().filter(|o| !o.status.success()).map(|o| String::from_utf8_lossy(&o.stderr).to_string()).collect()
+}
+
 /// Placements made at the same moment each see the others: a node's last free memory or a
 /// host port goes to exactly one of them, and those that lose are told why.
 #[test]
@@ -93,18 +111,10 @@ fn concurrent_runs_never_overcommit_a_node() {
     cluster.import_busybox();
 
     // Two nodes of 1 GiB hold eight 256 MiB containers; ten ask at once.
-    let runs: Vec<Vec<String>> = (0..10)
-        .map(|i| {
-            ["run", "--name", &format!("m{i}"), "--memory", "256m", "busybox", "--", "sleep", "3600"]
-                .map(String::from)
-                .to_vec()
-        })
-        .collect();
-    let outs = run_at_once(&cluster, &runs);
-    let placed = outs.iter().filter(|o| o.status.success()).count();
-    let refused: Vec<String> =
-        outs.iter().filter(|o| !o.status.success()).map(|o| String::from_utf8_lossy(&o.stderr).to_string()).collect();
-    assert_eq!(placed, 8, "refused: {refused:?}");
+    let names: Vec<String> = (0..10).map(|i| format!("m{i}")).collect();
+    let outs = run_at_once(&cluster, &sleepers(&names, &["--memory", "256m"]));
+    let refused = refusals(&outs);
+    assert_eq!(outs.len() - refused.len(), 8, "refused: {refused:?}");
     for err in &refused {
         assert!(err.contains("resources filter: not enough memory"), "{err}");
     }
@@ -117,16 +127,8 @@ fn concurrent_runs_never_overcommit_a_node() {
     assert_eq!(listed.len(), 8);
 
     // One host port, three containers asking for it at once: one per node, the third refused.
-    let runs: Vec<Vec<String>> = (0..3)
-        .map(|i| {
-            ["run", "--name", &format!("p{i}"), "-p", "8080:80", "busybox", "--", "sleep", "3600"]
-                .map(String::from)
-                .to_vec()
-        })
-        .collect();
-    let outs = run_at_once(&cluster, &runs);
-    let refused: Vec<String> =
-        outs.iter().filter(|o| !o.status.success()).map(|o| String::from_utf8_lossy(&o.stderr).to_string()).collect();
+    let names: Vec<String> = (0..3).map(|i| format!("p{i}")).collect();
+    let refused = refusals(&run_at_once(&cluster, &sleepers(&names, &["-p", "8080:80"])));
     assert_eq!(refused.len(), 1, "{refused:?}");
     assert!(refused[0].contains("port filter: host port 0.0.0.0:8080/tcp is taken"), "{}", refused[0]);
     let listed: Vec<ContainerInfo> = cluster.json(&["ps"]);

@@ -347,20 +347,26 @@ mod tests {
         assert!(r.energy_kwh > 4.0 * 70.0 * 6.0 / 1000.0);
     }
 
+    /// Containers `a` and `b` over an hour of 60 s steps: 0 cores at first (so both are placed
+    /// on the first node), then 5 cores each, with 1 GiB of memory.
+    fn two_demanding_five_cores() -> Trace {
+        let mut cpu = vec![0.0];
+        cpu.extend([5.0; 59]);
+        Trace {
+            step_secs: 60.0,
+            names: vec!["a".into(), "b".into()],
+            cpu: vec![cpu.clone(), cpu],
+            memory: vec![vec![1 << 30; 60]; 2],
+        }
+    }
+
     #[test]
     fn an_overloaded_node_counts_contention_and_hotspot_fixes_it() {
         // Two 8-core nodes; a and b both start on n00 (placed by a first sample of 0), then
         // each demands 5 cores: 2 cores of contention per step on n00 until one is moved.
         let small = free_standby(&legacy_nodes(2))[1].clone();
         let nodes = vec![Node { name: "n00".into(), ..small.clone() }, small];
-        let mut cpu = vec![0.0];
-        cpu.extend([5.0; 59]);
-        let trace = Trace {
-            step_secs: 60.0,
-            names: vec!["a".into(), "b".into()],
-            cpu: vec![cpu.clone(), cpu],
-            memory: vec![vec![1 << 30; 60]; 2],
-        };
+        let trace = two_demanding_five_cores();
         let config = SimConfig::new(nodes);
         let none = simulate(&trace, parse_policy("none").unwrap(), &config).unwrap();
         assert!((none.contention_core_secs - 59.0 * 2.0 * 60.0).abs() < 1e-6, "{}", none.contention_core_secs);
@@ -379,14 +385,7 @@ mod tests {
     fn two_on_one(wake_secs: f64) -> (Trace, SimConfig) {
         let power = PowerModel::linear(100.0, 300.0).with_standby(10.0, wake_secs);
         let node = |name: &str| Node { name: name.into(), cpu_cores: 8.0, memory_bytes: 32 << 30, power };
-        let mut cpu = vec![0.0];
-        cpu.extend([5.0; 59]);
-        let trace = Trace {
-            step_secs: 60.0,
-            names: vec!["a".into(), "b".into()],
-            cpu: vec![cpu.clone(), cpu],
-            memory: vec![vec![1 << 30; 60]; 2],
-        };
+        let trace = two_demanding_five_cores();
         let mut config = SimConfig::new(vec![node("n00"), node("n01")]);
         config.migration_cores = 0.0; // no migration CPU: the energy below is exact
         (trace, config)
