@@ -54,14 +54,25 @@ pub fn read_csv(path: &Path) -> anyhow::Result<Recording> {
     Recording::from_csv(&text).with_context(|| format!("{}", path.display()))
 }
 
-pub async fn classes(client: impl FnOnce() -> anyhow::Result<Client>, args: ClassesArgs) -> anyhow::Result<()> {
-    let rec = match &args.csv {
+/// The recorded metrics to analyse: from `csv` if given, else the Control node's last `since`;
+/// an error if no container has samples.
+pub async fn recording(
+    client: impl FnOnce() -> anyhow::Result<Client>,
+    csv: Option<&Path>,
+    since: &str,
+) -> anyhow::Result<Recording> {
+    let rec = match csv {
         Some(path) => read_csv(path)?,
-        None => fetch(&client()?, parse_duration(&args.since)?, None).await?,
+        None => fetch(&client()?, parse_duration(since)?, None).await?,
     };
     if rec.containers.is_empty() {
-        anyhow::bail!("no recorded samples: no container ran in the last {}", args.since);
+        anyhow::bail!("no recorded samples: no container ran in the last {since}");
     }
+    Ok(rec)
+}
+
+pub async fn classes(client: impl FnOnce() -> anyhow::Result<Client>, args: ClassesArgs) -> anyhow::Result<()> {
+    let rec = recording(client, args.csv.as_deref(), &args.since).await?;
     let report = herd_workload::report(&rec, &ClassRules::default());
     if let Some(dir) = &args.plot {
         write_plots(dir, &rec, &report)?;

@@ -12,10 +12,9 @@ use herd_forecast::PooledComparison;
 use herd_workload::{ClassRules, ModelLimits, ModelsReport};
 
 use crate::analyze::{num, push_table};
-use crate::classes::read_csv;
+use crate::classes::recording;
 use crate::client::Client;
 use crate::format;
-use crate::recorded::{fetch, parse_duration};
 
 /// `herd analyze models`
 #[derive(Debug, Args)]
@@ -46,13 +45,7 @@ pub async fn models(client: impl FnOnce() -> anyhow::Result<Client>, args: Model
     if args.max_containers == 0 {
         anyhow::bail!("--max-containers must be at least 1");
     }
-    let rec = match &args.csv {
-        Some(path) => read_csv(path)?,
-        None => fetch(&client()?, parse_duration(&args.since)?, None).await?,
-    };
-    if rec.containers.is_empty() {
-        anyhow::bail!("no recorded samples: no container ran in the last {}", args.since);
-    }
+    let rec = recording(client, args.csv.as_deref(), &args.since).await?;
     let classes = herd_workload::report(&rec, &ClassRules::default());
     let limits = ModelLimits { max_containers: args.max_containers, ..ModelLimits::default() };
     let report = herd_workload::class_models(&rec, &classes, args.horizon, &limits);
