@@ -173,16 +173,15 @@ impl Forecast {
             (0..cluster.nodes.len()).map(|n| usize::from(outlook.peak(cluster, n) > self.threshold)).collect();
         let shortest = cluster.containers.iter().map(|c| c.cpu.len()).min().unwrap_or(0);
         for back in 1..self.n.min(shortest) {
-            let mut load = vec![vec![0.0; outlook.horizon]; cluster.nodes.len()];
-            for ct in &cluster.containers {
-                let fc = self.forecast_of(ct, &ct.cpu[..ct.cpu.len() - back], cluster.sample_secs, outlook.horizon);
-                for (h, f) in fc.iter().enumerate() {
-                    load[ct.node][h] += f;
-                }
-            }
-            for (n, l) in load.iter().enumerate() {
-                if l.iter().copied().fold(0.0, f64::max) / cluster.nodes[n].cpu_cores > self.threshold {
-                    counts[n] += 1;
+            let fc = cluster
+                .containers
+                .iter()
+                .map(|ct| self.forecast_of(ct, &ct.cpu[..ct.cpu.len() - back], cluster.sample_secs, outlook.horizon))
+                .collect();
+            let earlier = Outlook::new(cluster, fc, outlook.horizon);
+            for (n, count) in counts.iter_mut().enumerate() {
+                if earlier.peak(cluster, n) > self.threshold {
+                    *count += 1;
                 }
             }
         }
