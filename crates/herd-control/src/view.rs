@@ -4,12 +4,6 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-
-/// The view's maps, keyed by names and ids: hashed with foldhash, which costs a fraction of the
-/// standard library's SipHash per lookup (`herd ps` looks up every container's status and node;
-/// SipHash was an eighth of listing 100,000 containers). Keys come from the cluster's own
-/// records, and the seed is random per process.
-pub type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 use std::time::{Duration, Instant};
 
 use herd_proto::UnixMillis;
@@ -18,6 +12,12 @@ use herd_proto::node::NodeUsage;
 use herd_proto::state::{
     Availability, ContainerRecord, ContainerState, ContainerStatus, ImageRecord, NodeRecord, NodeSettings, Resources,
 };
+
+/// The view's maps, keyed by names and ids: hashed with foldhash, which costs a fraction of the
+/// standard library's SipHash per lookup (`herd ps` looks up every container's status and node;
+/// SipHash was an eighth of listing 100,000 containers). Keys come from the cluster's own
+/// records, and the seed is random per process.
+pub type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// A node's registration and liveness.
 #[derive(Debug, Clone)]
