@@ -115,7 +115,7 @@ async fn client_of(cluster: &BenchCluster) -> anyhow::Result<Client> {
 }
 
 /// Creates `count` containers named `{prefix}{i}` through the API with `concurrency`
-/// requests in flight; returns each request's latency and the wall time.
+/// requests in flight; returns each request's latency, in the order of `i`, and the wall time.
 async fn create_many(
     client: &Client,
     prefix: &str,
@@ -124,7 +124,7 @@ async fn create_many(
     memory: u64,
 ) -> anyhow::Result<(Vec<Duration>, Duration)> {
     let start = Instant::now();
-    let results: Vec<anyhow::Result<Duration>> = futures::stream::iter(0..count)
+    let mut results: Vec<(usize, anyhow::Result<Duration>)> = futures::stream::iter(0..count)
         .map(|i| {
             let req = RunRequest {
                 name: Some(format!("{prefix}{i:06}")),
@@ -135,15 +135,16 @@ async fn create_many(
             };
             async move {
                 let t = Instant::now();
-                let _: ContainerInfo = client.post("/v1/containers", &req).await?;
-                Ok(t.elapsed())
+                let created: anyhow::Result<ContainerInfo> = client.post("/v1/containers", &req).await;
+                (i, created.map(|_| t.elapsed()))
             }
         })
         .buffer_unordered(concurrency)
         .collect()
         .await;
     let wall = start.elapsed();
-    let latencies = results.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
+    results.sort_by_key(|(i, _)| *i);
+    let latencies = results.into_iter().map(|(_, r)| r).collect::<anyhow::Result<Vec<_>>>()?;
     Ok((latencies, wall))
 }
 
@@ -247,6 +248,12 @@ async fn real_containers(count: usize, concurrency: usize) -> anyhow::Result<()>
     let (latencies, wall) = create_many(&client, "r", count, concurrency, 16 << 20).await?;
     print_rate("started", count, wall);
     print_latencies("API to running (POST /v1/containers)", &latencies);
+    // Whether a start gets slower as the nodes fill up.
+    let quarter = (count / 4).max(1);
+    for (q, part) in latencies.chunks(quarter).enumerate() {
+        let from = q * quarter;
+        print_latencies(&format!("  containers {from}-{}", from + part.len() - 1), part);
+    }
     let list = tokio::task::block_in_place(|| time_ps(&cluster, count, 5))?;
     print_latencies(&format!("herd ps with {count}"), &list);
     let start = Instant::now();

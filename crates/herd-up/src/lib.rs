@@ -8,6 +8,7 @@
 
 mod demo;
 mod layout;
+mod mntns;
 mod network;
 mod preflight;
 mod supervisor;

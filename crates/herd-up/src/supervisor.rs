@@ -20,7 +20,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
 use crate::layout::{Layout, UpOptions, UpState};
-use crate::{demo, network, preflight, teardown};
+use crate::{demo, mntns, network, preflight, teardown};
 
 const OPTIONS_ENV: &str = "HERD_UP_OPTIONS";
 const NOTIFY_ENV: &str = "HERD_UP_NOTIFY_FD";
@@ -166,7 +166,8 @@ struct Component {
     name: String,
     program: PathBuf,
     args: Vec<OsString>,
-    netns: Option<PathBuf>,
+    /// Namespaces to run in (a path to pin and its `CLONE_NEW*` kind); none: the host's.
+    namespaces: Vec<(PathBuf, libc::c_int)>,
     log: PathBuf,
     restarts: Vec<Instant>,
 }
@@ -181,23 +182,31 @@ impl Component {
             .stderr(log)
             .process_group(0)
             .kill_on_drop(false);
-        if let Some(ns) = &self.netns {
-            let fd: OwnedFd = std::fs::File::open(ns).with_context(|| format!("opening {}", ns.display()))?.into();
-            let raw = fd.as_raw_fd();
-            // SAFETY: setns is async-signal-safe; the fd stays open until after spawn.
+        let fds = self
+            .namespaces
+            .iter()
+            .map(|(ns, kind)| {
+                let fd: OwnedFd = std::fs::File::open(ns).with_context(|| format!("opening {}", ns.display()))?.into();
+                Ok((fd, *kind))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        if !fds.is_empty() {
+            let raw: Vec<(i32, libc::c_int)> = fds.iter().map(|(fd, kind)| (fd.as_raw_fd(), *kind)).collect();
+            // SAFETY: setns is async-signal-safe (a mount namespace needs a single-threaded
+            // caller, which the forked child is); the fds stay open until after spawn.
             unsafe {
                 cmd.pre_exec(move || {
-                    if libc::setns(raw, libc::CLONE_NEWNET) != 0 {
-                        return Err(std::io::Error::last_os_error());
+                    for (fd, kind) in &raw {
+                        if libc::setns(*fd, *kind) != 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
                     }
                     Ok(())
                 });
             }
-            let child = cmd.spawn().with_context(|| format!("starting {}", self.name))?;
-            drop(fd);
-            return Ok(watch(child, self.name.clone(), exits));
         }
         let child = cmd.spawn().with_context(|| format!("starting {}", self.name))?;
+        drop(fds);
         Ok(watch(child, self.name.clone(), exits))
     }
 }
@@ -414,7 +423,7 @@ async fn start_cluster(sup: &mut Supervisor, progress: &mut Progress) -> anyhow:
         name: "broker".into(),
         program: programs.nats_server.clone(),
         args: vec!["-c".into(), conf_path.into()],
-        netns: None,
+        namespaces: Vec::new(),
         log: layout.logs_dir().join("broker.log"),
         restarts: Vec::new(),
     });
@@ -455,15 +464,17 @@ async fn start_cluster(sup: &mut Supervisor, progress: &mut Progress) -> anyhow:
         name: "control".into(),
         program: exe.clone(),
         args: control_args,
-        netns: None,
+        namespaces: Vec::new(),
         log: layout.logs_dir().join("control.log"),
         restarts: Vec::new(),
     });
     sup.start("control")?;
 
-    // The Compute nodes, each in its own network namespace.
+    // The Compute nodes, each in network and mount namespaces of its own.
     for n in &layout.nodes {
         progress.say(&format!("node {}: {} in network namespace {}", n.name, n.address, n.netns));
+        let mntns = mntns::pin_path(&opts.run_dir, &n.name);
+        mntns::create(&mntns).with_context(|| format!("creating the mount namespace of node {}", n.name))?;
         let mut args: Vec<OsString> = vec![
             "node".into(),
             "--name".into(),
@@ -493,7 +504,7 @@ async fn start_cluster(sup: &mut Supervisor, progress: &mut Progress) -> anyhow:
             name: n.name.clone(),
             program: exe.clone(),
             args,
-            netns: Some(network::netns_path(n)),
+            namespaces: vec![(network::netns_path(n), libc::CLONE_NEWNET), (mntns, libc::CLONE_NEWNS)],
             log: layout.logs_dir().join(format!("node-{}.log", n.name)),
             restarts: Vec::new(),
         });
@@ -526,7 +537,7 @@ async fn start_cluster(sup: &mut Supervisor, progress: &mut Progress) -> anyhow:
             name: SIM_COMPONENT.into(),
             program: exe.clone(),
             args,
-            netns: None,
+            namespaces: Vec::new(),
             log: layout.logs_dir().join("sim-nodes.log"),
             restarts: Vec::new(),
         });

@@ -37,6 +37,8 @@ pub async fn run(state: &UpState, purge: bool) {
         let paths = NodePaths::new(&node.data_dir, &node.run_dir, &node.cgroup_parent);
         problems.extend(purge_node(&paths).await);
     }
+    // With its processes gone, a node's mounts go with its namespace.
+    problems.extend(crate::mntns::remove(&layout.opts.run_dir));
     if let Some(pid) = state.broker_pid.filter(|p| pid_alive(*p)) {
         kill(pid).await;
     }

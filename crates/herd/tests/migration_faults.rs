@@ -179,7 +179,7 @@ fn a_network_cut_mid_transfer_leaves_the_container_where_it_was() {
     // 48 MiB at 8 MiB/s take about 6 s: cut n1 from n2 once the pages are moving.
     let (watch, migration) = hog_migrating_slowly(&cluster, 48);
     // CRIU's dump log appears once the dump, and with it the pages, has started.
-    let scratch = cluster.run_dir().join("nodes/n1/scratch/migrations");
+    let scratch = cluster.node_view("n1", &cluster.run_dir().join("nodes/n1/scratch/migrations"));
     wait_for("the pages to move", T, || {
         let mut dirs = std::fs::read_dir(&scratch).ok()?;
         dirs.any(|d| d.is_ok_and(|d| d.path().join("dump-work/dump.log").exists())).then_some(())
@@ -276,7 +276,7 @@ fn a_control_node_killed_mid_migration_resolves_it_when_it_returns() {
     let cluster = Cluster::up(17, 2);
     let (watch, migration) = hog_migrating_slowly(&cluster, 32);
     // Once the source sends (its scratch directory appears), the pages take about 4 s.
-    let scratch = cluster.run_dir().join("nodes/n1/scratch/migrations");
+    let scratch = cluster.node_view("n1", &cluster.run_dir().join("nodes/n1/scratch/migrations"));
     wait_for("the source to send", T, || std::fs::read_dir(&scratch).ok().and_then(|mut d| d.next()).map(|_| ()));
     let control = cluster.up_state().control_pid.expect("the Control node's pid");
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(control as i32), nix::sys::signal::Signal::SIGKILL).unwrap();

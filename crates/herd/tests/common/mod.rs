@@ -214,6 +214,13 @@ impl Cluster {
         self.up_state().node_pids.iter().find(|(n, _)| n == node).and_then(|(_, p)| *p)
     }
 
+    /// `path` as node `node` sees it: through its agent's root, in the node's own mount
+    /// namespace (where its scratch tmpfs and container roots are mounted).
+    pub fn node_view(&self, node: &str, path: &std::path::Path) -> PathBuf {
+        let pid = self.agent_pid(node).unwrap_or_else(|| panic!("node {node} has no agent running"));
+        PathBuf::from(format!("/proc/{pid}/root")).join(path.strip_prefix("/").unwrap_or(path))
+    }
+
     pub fn node_netns(&self, node: &str) -> PathBuf {
         PathBuf::from("/run/netns").join(format!("herd-{}-{node}", self.name))
     }
