@@ -95,6 +95,10 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
             None
         }
     };
+    let criu_config = match &criu {
+        Some((path, _)) => crate::criu_config::write(&paths.run_dir, path)?,
+        None => None,
+    };
     let runtime = Arc::new(Runtime::new(
         RuntimeConfig {
             node: cfg.name.clone(),
@@ -104,6 +108,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
             exe,
             address: cfg.address,
             migration_cgroup,
+            criu_config,
         },
         statuses.clone(),
         layers,

@@ -21,6 +21,7 @@ pub mod agent;
 pub mod cgroups;
 pub mod checkpoints;
 pub mod cleanup;
+pub mod criu_config;
 pub mod facts;
 pub mod layers;
 pub mod logs;

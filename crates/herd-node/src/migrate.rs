@@ -222,7 +222,7 @@ impl Runtime {
             attach_container(&self.netlink, &ns, &host_ifname(&id), spec.ip).await?;
             // Published here now; while the namespace is locked, connections wait for the restore.
             crate::ports::publish(&id, spec.ip, &spec.host.ports).await?;
-            let config = crate::spec::runtime_spec(&spec, &netns_path, &self.cfg.paths.cgroup(&id));
+            let config = self.runtime_spec(&spec, &netns_path);
             std::fs::write(c.paths.bundle().join("config.json"), serde_json::to_vec_pretty(&config)?)?;
             let t = Ticket { migration: ticket.migration.clone(), token: ticket.token.clone() };
             let listener = Listener::bind(IpAddr::V4(self.cfg.address), t, budget.clone()).await?;

@@ -53,6 +53,8 @@ pub struct RuntimeConfig {
     pub address: std::net::Ipv4Addr,
     /// The cgroup migration helpers (runc checkpoint, CRIU page servers) run in, if any.
     pub migration_cgroup: Option<String>,
+    /// The CRIU configuration file for this node's containers ([`crate::criu_config`]).
+    pub criu_config: Option<PathBuf>,
 }
 
 /// A failed operation, in words for the person who asked.
@@ -171,6 +173,16 @@ impl Runtime {
         }
     }
 
+    /// The OCI runtime config of `spec` on this node, in the network namespace at `netns`.
+    pub(crate) fn runtime_spec(&self, spec: &ContainerSpec, netns: &Path) -> oci_spec::runtime::Spec {
+        let mut config = spec::runtime_spec(spec, netns, &self.cfg.paths.cgroup(&spec.id));
+        if let Some(path) = &self.cfg.criu_config {
+            let annotations = config.annotations_mut().get_or_insert_with(Default::default);
+            annotations.insert(crate::criu_config::ANNOTATION.into(), path.display().to_string());
+        }
+        config
+    }
+
     /// Everything a running container needs besides its process: root filesystem, runtime
     /// config and network. Undone by [`Runtime::release`].
     async fn prepare(&self, c: &Container) -> anyhow::Result<()> {
@@ -178,7 +190,7 @@ impl Runtime {
         let layers = self.layers.ensure(&spec.layers).await?;
         overlay::mount_overlay(&layers, &c.paths.upper(), &c.paths.overlay_work(), &c.paths.rootfs())?;
         let netns_path = self.netns_of(spec)?;
-        let mut config = spec::runtime_spec(spec, &netns_path, &self.cfg.paths.cgroup(&spec.id));
+        let mut config = self.runtime_spec(spec, &netns_path);
         crate::volumes::mount_into(&mut config, &self.cfg.paths.data_dir, &spec.host.volumes)?;
         let config_path = c.paths.bundle().join("config.json");
         std::fs::write(&config_path, serde_json::to_vec_pretty(&config)?)
