@@ -492,30 +492,20 @@ impl Runtime {
         if dir.exists() {
             return Err(format!("checkpoint {checkpoint_id} of {} already exists", c.spec.name));
         }
-        let mut opts = CheckpointOpts::new(dir.join(CRIU_IMAGES), dir.join("dump-work"));
-        opts.leave_running = leave_running;
-        if let Err(e) = self.cfg.runc.checkpoint(id, &opts).await {
+        // A container left running stays frozen until its writable layer is packed too, so
+        // that the files match the memory: a file it writes on after the dump could otherwise
+        // have another size than its open descriptor's image, which CRIU refuses to restore.
+        if leave_running && let Err(e) = self.cfg.runc.pause(id).await {
+            return Err(format!("checkpoint of {} failed: pausing it: {e}", c.spec.name));
+        }
+        let saved = self.dump_and_pack(&c, &dir, leave_running, generation).await;
+        if leave_running && let Err(e) = self.cfg.runc.resume(id).await {
+            tracing::error!("{} stays paused after its checkpoint: {e}", c.spec.name);
+        }
+        if let Err(e) = saved {
             c.live.lock().unwrap().expecting_exit = false;
-            let detail =
-                criu_log_tail(&opts.work_path.join("dump.log")).map(|t| format!(" (CRIU: {t})")).unwrap_or_default();
             let _ = std::fs::remove_dir_all(&dir);
-            return Err(format!("checkpoint of {} failed: {e}{detail}", c.spec.name));
-        }
-        if !leave_running && !Self::wait_exit(&c, generation, KILL_WAIT).await {
-            tracing::warn!("{} still has a shim after its checkpoint", c.spec.name);
-        }
-        // The processes are saved (and, unless left running, gone): save the writable layer.
-        let upper = c.paths.upper();
-        let diff = dir.join(ROOTFS_DIFF);
-        let packed = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            let f = std::io::BufWriter::new(std::fs::File::create(&diff)?);
-            herd_image::pack_upper(&upper, f)
-        })
-        .await
-        .map_err(|e| err("packing the writable layer", e))?;
-        if let Err(e) = packed {
-            let _ = std::fs::remove_dir_all(&dir);
-            return Err(err("saving the writable layer", e));
+            return Err(e);
         }
         let info = CheckpointInfo {
             id: checkpoint_id.to_string(),
@@ -547,6 +537,30 @@ impl Runtime {
             self.publish_status(&c).await;
         }
         Ok(NodeReply::Checkpointed(info))
+    }
+
+    /// The CRIU dump of `c` into `dir`, then its writable layer: the two halves of a checkpoint.
+    async fn dump_and_pack(&self, c: &Container, dir: &Path, leave_running: bool, generation: u64) -> OpResult<()> {
+        let mut opts = CheckpointOpts::new(dir.join(CRIU_IMAGES), dir.join("dump-work"));
+        opts.leave_running = leave_running;
+        if let Err(e) = self.cfg.runc.checkpoint(&c.spec.id, &opts).await {
+            let detail =
+                criu_log_tail(&opts.work_path.join("dump.log")).map(|t| format!(" (CRIU: {t})")).unwrap_or_default();
+            return Err(format!("checkpoint of {} failed: {e}{detail}", c.spec.name));
+        }
+        if !leave_running && !Self::wait_exit(c, generation, KILL_WAIT).await {
+            tracing::warn!("{} still has a shim after its checkpoint", c.spec.name);
+        }
+        // The processes are saved (and frozen, or gone): save the writable layer.
+        let upper = c.paths.upper();
+        let diff = dir.join(ROOTFS_DIFF);
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            let f = std::io::BufWriter::new(std::fs::File::create(&diff)?);
+            herd_image::pack_upper(&upper, f)
+        })
+        .await
+        .map_err(|e| err("packing the writable layer", e))?
+        .map_err(|e| err("saving the writable layer", e))
     }
 
     /// `Restore`: put back the writable layer of a checkpoint and restore its processes.

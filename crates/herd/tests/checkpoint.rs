@@ -265,3 +265,27 @@ fn bad_checkpoint_and_restore_requests_are_explained() {
     let seen = counted(&cluster.ok(&["logs", "counter"]));
     counts_on(&cluster, seen, 5);
 }
+
+#[test]
+fn a_checkpoint_left_running_matches_the_files_it_writes() {
+    // The container appends to an open file all the time: a writable layer packed after the
+    // container resumed would hold a longer file than the descriptor CRIU saved, and CRIU
+    // refuses to restore a descriptor whose file changed size.
+    let cluster = Cluster::up(34, 1);
+    cluster.import_busybox();
+    let writer = "i=0; exec 3>>/grow; while true; do echo $i >&3; [ $((i % 200)) = 0 ] && echo \"n=$i\"; i=$((i+1)); done";
+    cluster.ok(&["run", "--name", "writer", "busybox", "--", "sh", "-c", writer]);
+    cluster.wait_log("writer", "n=2000", T);
+    for round in 1..=3 {
+        let ck = cluster.ok(&["checkpoint", "writer", "--leave-running"]).trim().to_string();
+        assert_eq!(cluster.state("writer"), "running", "round {round}: the container runs on after its checkpoint");
+        let seen = cluster.ok(&["logs", "writer"]).lines().filter(|l| l.starts_with("n=")).count();
+        cluster.ok(&["stop", "-t", "0", "writer"]);
+        cluster.ok(&["restore", "writer", "--checkpoint", &ck]);
+        assert_eq!(cluster.state("writer"), "running", "round {round}: restored from {ck}");
+        wait_for("the restored writer to write on", T, || {
+            let lines = cluster.ok(&["logs", "writer"]).lines().filter(|l| l.starts_with("n=")).count();
+            (lines > seen + 2).then_some(())
+        });
+    }
+}
