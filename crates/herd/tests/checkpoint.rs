@@ -268,12 +268,13 @@ fn bad_checkpoint_and_restore_requests_are_explained() {
 
 #[test]
 fn a_checkpoint_left_running_matches_the_files_it_writes() {
-    // The container appends to an open file all the time: a writable layer packed after the
-    // container resumed would hold a longer file than the descriptor CRIU saved, and CRIU
-    // refuses to restore a descriptor whose file changed size.
+    // The container appends to an open file all the time. Packed after the container resumed,
+    // the writable layer would be newer than the memory CRIU saved (here the packer, seeing the
+    // file grow under it, failed the checkpoint; a restore may fail on the file's size).
     let cluster = Cluster::up(34, 1);
     cluster.import_busybox();
-    let writer = "i=0; exec 3>>/grow; while true; do echo $i >&3; [ $((i % 200)) = 0 ] && echo \"n=$i\"; i=$((i+1)); done";
+    let writer =
+        "i=0; exec 3>>/grow; while true; do echo $i >&3; [ $((i % 200)) = 0 ] && echo \"n=$i\"; i=$((i+1)); done";
     cluster.ok(&["run", "--name", "writer", "busybox", "--", "sh", "-c", writer]);
     cluster.wait_log("writer", "n=2000", T);
     for round in 1..=3 {
