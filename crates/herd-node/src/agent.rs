@@ -96,7 +96,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
         }
     };
     let criu_config = match &criu {
-        Some((path, _)) => crate::criu_config::write(&paths.run_dir, path)?,
+        Some((path, _)) => Some(crate::criu_config::write(&paths.run_dir, path)?),
         None => None,
     };
     let runtime = Arc::new(Runtime::new(
