@@ -35,6 +35,10 @@ fn cold_and_postcopy_migrations_carry_memory_files_logs_and_address() {
         let c = cluster.container("counter");
         assert_eq!((c.node.as_str(), c.state.as_str(), c.ip), (to, "running", before.ip), "{c:?}");
         assert_eq!(c.started_at, before.started_at, "the container keeps its start time");
+        // It runs in its own cgroup on the destination, with its limit.
+        let (cgroup, limit) = cluster.memory_limit_on(to, &c.id);
+        assert!(cgroup.ends_with(&c.id), "{mode}: the restored process is in {cgroup}");
+        assert_eq!(limit, 64 << 20, "{mode}: the memory limit after the move");
         // It goes on counting from where it was, with its file, and the log holds both parts.
         let log = wait_for("the counter to count on after the move", T, || {
             let log = cluster.ok(&["logs", "counter"]);

@@ -314,6 +314,27 @@ impl Cluster {
         copies
     }
 
+    /// The memory limit of the cgroup that container `id`'s init process is in on `node`, as
+    /// the kernel has it (cgroup v1 or v2), and that cgroup's path.
+    pub fn memory_limit_on(&self, node: &str, id: &str) -> (String, u64) {
+        let run_dir = self.up_state().layout.nodes.iter().find(|n| n.name == node).expect("a node").run_dir.clone();
+        let out = Command::new("runc").arg("--root").arg(run_dir.join("runc")).args(["state", id]).output().unwrap();
+        let state: serde_json::Value = serde_json::from_slice(&out.stdout).expect("runc state of the container");
+        let pid = state["pid"].as_u64().expect("a running container has a pid");
+        let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+        // v1: "N:memory:/path"; v2 only: "0::/path".
+        let v1 = cgroups.lines().find_map(|l| l.split_once(":memory:").map(|(_, p)| p.to_string()));
+        let (path, file) = match v1 {
+            Some(p) => (p.clone(), format!("/sys/fs/cgroup/memory{p}/memory.limit_in_bytes")),
+            None => {
+                let p = cgroups.lines().find_map(|l| l.strip_prefix("0::")).expect("a cgroup v2 line").to_string();
+                (p.clone(), format!("/sys/fs/cgroup{p}/memory.max"))
+            }
+        };
+        let limit = std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("reading {file}: {e}"));
+        (path, limit.trim().parse().unwrap_or(u64::MAX))
+    }
+
     /// Waits until `name` runs on `node` and nowhere else, as herd and runc both see it.
     pub fn wait_runs_only_on(&self, name: &str, node: &str, timeout: Duration) -> herd_proto::api::ContainerInfo {
         wait_for(&format!("{name} to run on {node} only"), timeout, || {
