@@ -85,6 +85,16 @@ fn down_leaves_nothing_behind() {
         "the leak check sees nothing of a running cluster"
     );
     let container_ips: Vec<String> = ["a", "b"].iter().map(|n| cluster.container(n).ip.to_string()).collect();
+    // Each node has a mount table of its own: a's root is mounted in n1's, not in n2's nor the host's.
+    let a = cluster.container("a").id;
+    let mounts_of = |pid: &str| {
+        let table = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap();
+        table.lines().filter(|l| l.contains(&a) && l.contains(" overlay ")).count()
+    };
+    let agent = |node: &str| cluster.agent_pid(node).expect("the agent runs").to_string();
+    assert_eq!(mounts_of(&agent("n1")), 1, "a's overlay root in n1's mount table");
+    assert_eq!(mounts_of(&agent("n2")), 0, "a's root leaked into n2's mount table");
+    assert_eq!(mounts_of("self"), 0, "a's root leaked into the host's mount table");
 
     cluster.down();
     let left = leftovers(&cluster.name, &cluster.data_dir, &hint);
