@@ -15,5 +15,5 @@ mod supervisor;
 mod teardown;
 
 pub use demo::busybox_rootfs;
-pub use layout::{Layout, UpOptions, UpState};
+pub use layout::{Layout, NodeLayout, UpOptions, UpState};
 pub use supervisor::{DEFAULT_STOP_TIMEOUT, down, supervise_from_env as supervisor_from_env, up};

@@ -317,7 +317,7 @@ impl Cluster {
     /// The memory limit of the cgroup that container `id`'s init process is in on `node`, as
     /// the kernel has it (cgroup v1 or v2), and that cgroup's path.
     pub fn memory_limit_on(&self, node: &str, id: &str) -> (String, u64) {
-        let run_dir = self.up_state().layout.nodes.iter().find(|n| n.name == node).expect("a node").run_dir.clone();
+        let run_dir = self.node_layout(node).run_dir;
         let out = Command::new("runc").arg("--root").arg(run_dir.join("runc")).args(["state", id]).output().unwrap();
         let state: serde_json::Value = serde_json::from_slice(&out.stdout).expect("runc state of the container");
         let pid = state["pid"].as_u64().expect("a running container has a pid");
@@ -347,7 +347,13 @@ impl Cluster {
 
     /// The address of `node` on the cluster network.
     pub fn node_address(&self, node: &str) -> Ipv4Addr {
-        self.up_state().layout.nodes.iter().find(|n| n.name == node).expect("a node of the cluster").address
+        self.node_layout(node).address
+    }
+
+    /// Where `herd up` put node `node`: its address, directories and namespaces.
+    pub fn node_layout(&self, node: &str) -> herd_up::NodeLayout {
+        let nodes = self.up_state().layout.nodes;
+        nodes.into_iter().find(|n| n.name == node).unwrap_or_else(|| panic!("{node} is not a node of the cluster"))
     }
 }
 
