@@ -95,10 +95,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
             None
         }
     };
-    let criu_config = match &criu {
-        Some((path, _)) => Some(crate::criu_config::write(&paths.run_dir, path)?),
-        None => None,
-    };
+    let criu_config = criu.is_some().then(|| crate::criu_config::write(&paths.run_dir)).transpose()?;
     let runtime = Arc::new(Runtime::new(
         RuntimeConfig {
             node: cfg.name.clone(),

@@ -5,16 +5,16 @@
 //! for what runc 1.1 has no flag for; both settings take time out of every dump and restore,
 //! while the container is stopped:
 //!
-//! - `network-lock nftables`: CRIU locks a container's network while it dumps or restores
-//!   TCP connections. Its default, iptables, runs `iptables-restore` and `ip6tables-restore`
-//!   to lock and again to unlock (plus an `iptables -C` check): about 70 ms of a dump and
-//!   60 ms of a restore here. The nftables method does the same from within CRIU, through
-//!   libnftables. Only where `criu check --feature network_lock_nftables` passes.
-//! - `manage-cgroups ignore`: runc creates the container's cgroup, sets its limits from the
+//! - `network-lock skip`: Herd holds the container's TCP itself around every dump and
+//!   restore ([`crate::netlock`]), so CRIU need not lock the network too. Its own lock cost
+//!   here, with nftables, about 13 ms of a dump and 12 ms of a restore, most of it to unlock
+//!   (with iptables, its default, about 70 and 60 ms: it runs `iptables-restore` and
+//!   `ip6tables-restore` each time).
+//! - `manage-cgroups=ignore`: runc creates the container's cgroup, sets its limits from the
 //!   runtime config and starts CRIU's restore inside it, so the restored processes are born
 //!   there; CRIU need not record and replay the cgroups as well (it mounted every controller
-//!   to read them: about 13 ms of a dump). A Herd container has no cgroup namespace and no
-//!   cgroups of its own below its cgroup, so nothing is lost.
+//!   to read and then to write them). A Herd container has no cgroup namespace and no cgroups
+//!   of its own below its cgroup, so nothing is lost.
 //!
 //! The file is written where the agent keeps its run-time state.
 
@@ -25,18 +25,17 @@ use anyhow::Context;
 /// The OCI annotation runc reads the CRIU configuration file's path from.
 pub const ANNOTATION: &str = "org.criu.config";
 
-/// Writes the configuration for the CRIU at `criu` into `run_dir` and returns its path.
-pub fn write(run_dir: &Path, criu: &Path) -> anyhow::Result<PathBuf> {
-    let mut text = String::from("# Written by herd node: CRIU settings for this node's containers.\n");
-    text.push_str("manage-cgroups ignore\n");
-    if crate::facts::criu_feature(criu, "network_lock_nftables") {
-        text.push_str("network-lock nftables\n");
-    } else {
-        tracing::info!(
-            "CRIU locks container networks with iptables (no nftables support): dumps and restores take longer"
-        );
-    }
+/// What the file says.
+const SETTINGS: &str = "# Written by herd node: CRIU settings for this node's containers.
+network-lock skip
+manage-cgroups=ignore
+";
+// `=`: manage-cgroups' argument is optional, and CRIU turns a line into `--key value`, which
+// getopt reads as `--manage-cgroups` (soft mode) followed by a stray word.
+
+/// Writes the configuration into `run_dir` and returns its path.
+pub fn write(run_dir: &Path) -> anyhow::Result<PathBuf> {
     let path = run_dir.join("criu.conf");
-    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    std::fs::write(&path, SETTINGS).with_context(|| format!("writing {}", path.display()))?;
     Ok(path)
 }

@@ -26,6 +26,7 @@ pub mod facts;
 pub mod layers;
 pub mod logs;
 pub mod migrate;
+pub mod netlock;
 pub mod overlay;
 pub mod pageproxy;
 pub mod paths;

@@ -27,12 +27,12 @@ use herd_proto::state::ContainerState;
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncReadExt;
 
-use crate::logs;
 use crate::paths::host_ifname;
 use crate::runc::{CheckpointOpts, last_runc_error};
 use crate::runtime::{Container, OpResult, Runtime};
 use crate::shim::ShimMode;
 use crate::transfer::{self, Accepted, Budget, Channel, Listener, Ticket};
+use crate::{logs, netlock};
 
 /// The incoming-migration marker in a container's directory on the destination.
 const INCOMING: &str = "incoming.json";
@@ -78,32 +78,6 @@ fn write_incoming(c: &Container, incoming: &Incoming) -> anyhow::Result<()> {
 fn read_incoming(dir: &Path) -> Option<Incoming> {
     serde_json::from_slice(&std::fs::read(dir.join(INCOMING)).ok()?).ok()
 }
-
-/// Runs `iptables-restore --noflush` with `rules` inside the namespace at `netns`.
-fn netns_iptables(netns: &Path, rules: &'static str) -> anyhow::Result<()> {
-    let bin = crate::tools::find_executable("iptables-restore")
-        .ok_or_else(|| anyhow::anyhow!("iptables-restore not found: install iptables"))?;
-    let ns = Netns::open(netns)?;
-    let out = ns.run(move || -> std::io::Result<std::process::Output> {
-        let mut child = std::process::Command::new(bin)
-            .args(["-w", "--noflush"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()?;
-        use std::io::Write;
-        child.stdin.take().expect("piped").write_all(rules.as_bytes())?;
-        child.wait_with_output()
-    })??;
-    if !out.status.success() {
-        bail!("iptables-restore in {}: {}", netns.display(), String::from_utf8_lossy(&out.stderr).trim());
-    }
-    Ok(())
-}
-
-/// Drops (does not reset) TCP in and out of a container while it moves.
-const LOCK_RULES: &str = "*filter\n-I INPUT -p tcp -j DROP\n-I OUTPUT -p tcp -j DROP\nCOMMIT\n";
-const UNLOCK_RULES: &str = "*filter\n-D INPUT -p tcp -j DROP\n-D OUTPUT -p tcp -j DROP\nCOMMIT\n";
 
 /// A free TCP port on 127.0.0.1, for a CRIU process to listen on.
 fn free_local_port() -> anyhow::Result<u16> {
@@ -218,7 +192,7 @@ impl Runtime {
             // dropped (and retransmitted later), never reset.
             let netns_path = self.cfg.paths.netns(&id);
             let ns = Netns::create(&netns_path)?;
-            netns_iptables(&netns_path, LOCK_RULES)?;
+            netlock::lock(&netns_path)?;
             attach_container(&self.netlink, &ns, &host_ifname(&id), spec.ip).await?;
             // Published here now; while the namespace is locked, connections wait for the restore.
             crate::ports::publish(&id, spec.ip, &spec.host.ports).await?;
@@ -510,7 +484,7 @@ impl Runtime {
                 .unwrap_or_default();
             bail!("{e:#}{detail}");
         }
-        netns_iptables(&self.cfg.paths.netns(&c.spec.id), UNLOCK_RULES)?;
+        netlock::unlock(&self.cfg.paths.netns(&c.spec.id))?;
         incoming.state = DestinationState::Running;
         write_incoming(c, &incoming)?;
         if let Some((mut child, mut proxy)) = lazy_daemon {
@@ -578,7 +552,7 @@ impl Runtime {
             DestinationState::Running => Adopted::Running,
             // The restore finished but the agent died before recording it: finish the commit.
             DestinationState::Restoring if alive => {
-                if let Err(e) = netns_iptables(&self.cfg.paths.netns(&c.spec.id), UNLOCK_RULES) {
+                if let Err(e) = netlock::unlock(&self.cfg.paths.netns(&c.spec.id)) {
                     tracing::warn!("unlocking the network of {}: {e:#}", c.spec.name);
                 }
                 incoming.state = DestinationState::Running;
@@ -638,8 +612,10 @@ impl Runtime {
             }
             mode => self.send(&c, &ticket, destination, mode, &progress).await,
         };
-        if matches!(outcome, SourceOutcome::Resumed { .. }) {
-            // Settled here: a later resolution of this migration has nothing left to do.
+        if !matches!(outcome, SourceOutcome::InDoubt { .. }) {
+            // Settled here (resumed, or let go after the destination ran it): a later
+            // resolution of this migration has nothing left to do. In doubt, the scratch
+            // directory is what tells `migrate_resolve` that this node sent it.
             let _ = std::fs::remove_dir_all(self.scratch(&ticket.migration));
         }
         Ok(NodeReply::MigrationSent(outcome))
@@ -687,7 +663,7 @@ impl Runtime {
         phases.push(phase("connect", ms_since(started)));
 
         // Freeze and checkpoint: from here the container does not run.
-        if let Err(e) = netns_iptables(&netns, LOCK_RULES) {
+        if let Err(e) = netlock::lock(&netns) {
             return SourceOutcome::Resumed { reason: format!("{e:#}") };
         }
         c.live.lock().unwrap().expecting_exit = true;
@@ -797,10 +773,13 @@ impl Runtime {
         let port = free_local_port()?;
         let mut opts = CheckpointOpts::new(images.to_path_buf(), work.clone());
         opts.page_server = Some(SocketAddr::from(([127, 0, 0, 1], port)));
+        // Frozen by runc before CRIU starts. Left to itself, CRIU freezes the cgroup and
+        // finds it still FREEZING at its first look (cgroup v1), then sleeps 100 ms before
+        // it looks again: a tenth of a second of every post-copy downtime.
+        self.cfg.runc.pause(id).await?;
         match mode {
             MigrationMode::Cold | MigrationMode::Precopy => {
-                // Frozen by runc and left frozen after the dump: resumable until the commit.
-                self.cfg.runc.pause(id).await?;
+                // Left frozen after the dump: resumable until the commit.
                 opts.leave_running = true;
                 // CRIU connects to our local proxy, which carries the pages to the destination.
                 let proxy = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
@@ -882,7 +861,7 @@ impl Runtime {
                 tracing::error!("{} cannot be resumed (runc: {other:?})", c.spec.name);
             }
         }
-        if let Err(e) = netns_iptables(netns, UNLOCK_RULES) {
+        if let Err(e) = netlock::unlock(netns) {
             tracing::warn!("unlocking the network of {}: {e:#}", c.spec.name);
         }
         c.live.lock().unwrap().expecting_exit = false;

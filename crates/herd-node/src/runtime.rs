@@ -23,7 +23,7 @@ use crate::layers::LayerCache;
 use crate::paths::{ContainerPaths, NodePaths, host_ifname};
 use crate::runc::{CheckpointOpts, Runc};
 use crate::shim::{self, ExitStatus, ShimArgs, ShimMode};
-use crate::{logs, overlay, spec};
+use crate::{logs, netlock, overlay, spec};
 
 /// Name of the upper-layer snapshot inside a checkpoint directory.
 pub const ROOTFS_DIFF: &str = herd_proto::checkpoint::ROOTFS_DIFF;
@@ -495,12 +495,24 @@ impl Runtime {
         // A container left running stays frozen until its writable layer is packed too, so
         // that the files match the memory: a file it writes on after the dump could otherwise
         // have another size than its open descriptor's image, which CRIU refuses to restore.
+        // Its TCP is held from before the dump: a container that goes away keeps its
+        // connections' peers waiting (not reset) until it is restored.
+        let netns = self.netns_of(&c.spec).map_err(|e| format!("checkpoint of {} failed: {e:#}", c.spec.name))?;
+        if let Err(e) = netlock::lock(&netns) {
+            return Err(format!("checkpoint of {} failed: {e:#}", c.spec.name));
+        }
         if leave_running && let Err(e) = self.cfg.runc.pause(id).await {
+            let _ = netlock::unlock(&netns);
             return Err(format!("checkpoint of {} failed: pausing it: {e}", c.spec.name));
         }
         let saved = self.dump_and_pack(&c, &dir, leave_running, generation).await;
         if leave_running && let Err(e) = self.cfg.runc.resume(id).await {
             tracing::error!("{} stays paused after its checkpoint: {e}", c.spec.name);
+        }
+        // Left locked only when the container is gone with its own namespace.
+        let gone = !leave_running && saved.is_ok() && c.spec.host.network.is_none();
+        if !gone && let Err(e) = netlock::unlock(&netns) {
+            tracing::error!("{}'s network stays locked after its checkpoint: {e:#}", c.spec.name);
         }
         if let Err(e) = saved {
             c.live.lock().unwrap().expecting_exit = false;
@@ -621,6 +633,9 @@ impl Runtime {
             .context("restoring the writable layer")?;
             let _ = self.cfg.runc.delete(&id, true).await;
             self.prepare(&c).await?;
+            // Its TCP is held until the restored processes run (see `netlock`).
+            let netns = self.netns_of(&c.spec)?;
+            netlock::lock(&netns)?;
             let work = dir.join(format!("restore-work-{}", now_millis()));
             let mode = ShimMode::Restore {
                 image_path: dir.join(CRIU_IMAGES),
@@ -628,10 +643,14 @@ impl Runtime {
                 tcp_established: true,
                 lazy_pages: false,
             };
-            self.start_shim(&c, mode).await.map_err(|e| match criu_log_tail(&work.join("restore.log")) {
+            let started = self.start_shim(&c, mode).await.map_err(|e| match criu_log_tail(&work.join("restore.log")) {
                 Some(t) => anyhow::anyhow!("{e:#} (CRIU: {t})"),
                 None => e,
-            })
+            });
+            let unlocked = netlock::unlock(&netns);
+            let pid = started?;
+            unlocked?;
+            anyhow::Ok(pid)
         }
         .await;
         match result {

@@ -52,8 +52,14 @@ fn cold_and_postcopy_migrations_carry_memory_files_logs_and_address() {
     assert!(text.contains("n1 -> n2  cold") && text.contains("n2 -> n1  postcopy"), "{text}");
     let events = cluster.ok(&["events"]);
     assert!(events.contains("migration done counter"), "{events}");
-    // The source let go of everything.
+    // The source let go of everything, and neither node keeps a migration's scratch files.
     assert_eq!(std::fs::read_dir(cluster.data_dir.join("nodes/n2/containers")).unwrap().count(), 0);
+    for node in ["n1", "n2"] {
+        let scratch = cluster.node_view(node, &cluster.run_dir().join(format!("nodes/{node}/scratch/migrations")));
+        wait_for(&format!("{node} to remove its migrations' scratch directories"), T, || {
+            (std::fs::read_dir(&scratch).unwrap().count() == 0).then_some(())
+        });
+    }
 
     // 256 MiB written with a pattern come back intact after post-copy.
     cluster.ok(&["run", "--name", "hog", "--node", "n1", "busybox", "--", "memhog", "256"]);
