@@ -31,6 +31,7 @@ pub mod overlay;
 pub mod pageproxy;
 pub mod paths;
 pub mod ports;
+pub mod relay;
 pub mod routes;
 pub mod runc;
 pub mod runtime;

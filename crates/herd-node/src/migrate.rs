@@ -398,7 +398,7 @@ impl Runtime {
         let child = spawn_group(cmd, self.migration_cgroup())?;
         let local = connect_local(port, Duration::from_secs(10)).await?;
         let budget = budget.clone();
-        let splice = tokio::spawn(async move { transfer::splice(stream, local, &budget).await });
+        let splice = tokio::spawn(async move { crate::relay::relay(stream, local, &budget).await });
         Ok((child, splice))
     }
 
@@ -787,7 +787,7 @@ impl Runtime {
                 let budget = budget.clone();
                 let splice = tokio::spawn(async move {
                     let (local, _) = proxy.accept().await?;
-                    transfer::splice(local, remote, &budget).await
+                    crate::relay::relay(local, remote, &budget).await
                 });
                 let cmd = self.cfg.runc.checkpoint_command(id, &opts, &log);
                 let mut child = spawn_group(cmd, self.migration_cgroup())?;

@@ -13,7 +13,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 
-use crate::transfer::{Budget, splice, splice_page_requests};
+use crate::relay::{relay, relay_page_requests};
+use crate::transfer::Budget;
 
 /// How the proxy gets its local end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,8 +152,8 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
     let budget = Budget::new(args.bandwidth);
     let (to_local, to_peer) = match args.local {
         // The source's page server: it must not mistake a vanished peer for a finished one.
-        Local::Connected(_) => splice_page_requests(peer, local, &budget).await?,
-        Local::Accept(_) => splice(peer, local, &budget).await?,
+        Local::Connected(_) => relay_page_requests(peer, local, &budget).await?,
+        Local::Accept(_) => relay(peer, local, &budget).await?,
     };
     std::fs::write(&args.report, format!("{to_local} {to_peer}\n")).context("writing the page proxy's report")?;
     if to_local == 0 && to_peer == 0 {

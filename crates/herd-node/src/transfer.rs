@@ -9,7 +9,7 @@
 //! data (a flat directory of CRIU images with [`Channel::send_dir`], a stream of unknown length
 //! such as the writable layer's tar or the log tail with [`Channel::send_blob`]), both ways,
 //! one thing at a time: the two ends take turns like a conversation. A pages connection is a
-//! plain authenticated TCP stream that the agents [`splice`] to CRIU's page-server sockets.
+//! plain authenticated TCP stream that the agents relay ([`crate::relay`]) to CRIU's page-server sockets.
 //!
 //! # Wire format
 //!
@@ -52,7 +52,7 @@
 //! # Budget and speed
 //!
 //! A node charges its [`Budget`] for every byte it writes to the migration's connections
-//! (frames on a channel; both directions of a [`splice`], as the agent writes both). Bulk data
+//! (frames on a channel; both directions of a [`crate::relay::relay`], as the agent writes both). Bulk data
 //! moves in 1 MiB frames (smaller ones under a low budget, for smoothness), directory files are
 //! read and written on blocking threads overlapping the network, and an unlimited budget costs
 //! nothing per chunk. Sockets have TCP_NODELAY (control messages and page faults are latency
@@ -304,7 +304,7 @@ impl Budget {
 
     /// Size of the chunks bulk data moves in: [`CHUNK`], or about 1/16 s of traffic under a
     /// low budget.
-    fn chunk_size(&self) -> usize {
+    pub(crate) fn chunk_size(&self) -> usize {
         match self.bytes_per_sec() {
             None => CHUNK,
             Some(rate) => usize::try_from(rate / 16).unwrap_or(CHUNK).clamp(4096, CHUNK),
@@ -1273,116 +1273,6 @@ fn write_files_into(
     }
 }
 
-// ---------------------------------------------------------------------------------------
-// Splice
-
-/// Copies both ways between two streams (a peer's Pages connection and a local CRIU socket)
-/// until both directions are done, within the budget; returns (a_to_b, b_to_a) bytes.
-/// When one direction reaches EOF, the write side of its destination is shut down and the
-/// other direction goes on. An error in either direction ends both.
-pub async fn splice(mut a: TcpStream, mut b: TcpStream, budget: &Budget) -> io::Result<(u64, u64)> {
-    // CRIU's page protocol is small requests and answers: Nagle's algorithm would hold each
-    // back until the peer's delayed ACK (up to 200 ms), as CRIU knows (it sets TCP_NODELAY).
-    a.set_nodelay(true)?;
-    b.set_nodelay(true)?;
-    let (mut a_read, mut a_write) = a.split();
-    let (mut b_read, mut b_write) = b.split();
-    tokio::try_join!(
-        pump(&mut a_read, &mut b_write, budget, "a to b", None),
-        pump(&mut b_read, &mut a_write, budget, "b to a", None),
-    )
-}
-
-/// Like [`splice`], between the destination's `criu lazy-pages` (`peer`) and the source's
-/// CRIU page server (`local`), which takes a clean end of its connection for "every page
-/// has arrived" and then kills the container it dumped. So the peer's end is passed on as a
-/// clean end only after the peer closed the session properly (its last request is CRIU's
-/// `PS_IOV_CLOSE`); a peer that vanishes mid-transfer resets the local connection instead,
-/// which makes CRIU fail the dump and thaw the container, still whole, on the source.
-pub async fn splice_page_requests(
-    mut peer: TcpStream,
-    mut local: TcpStream,
-    budget: &Budget,
-) -> io::Result<(u64, u64)> {
-    // Dropping `local` on an error then resets it rather than ending it cleanly.
-    SockRef::from(&local).set_linger(Some(Duration::ZERO))?;
-    peer.set_nodelay(true)?; // as in `splice`
-    local.set_nodelay(true)?;
-    let (mut peer_read, mut peer_write) = peer.split();
-    let (mut local_read, mut local_write) = local.split();
-    let mut requests = RequestTail::default();
-    tokio::try_join!(
-        pump(&mut peer_read, &mut local_write, budget, "peer to CRIU", Some(&mut requests)),
-        pump(&mut local_read, &mut peer_write, budget, "CRIU to peer", None),
-    )
-}
-
-/// The tail of a stream of CRIU page-server requests (`struct page_server_iov`: a `u32`
-/// command padded to 8 bytes, then three `u64`: 32 bytes on 64-bit Linux).
-#[derive(Default)]
-struct RequestTail {
-    last: [u8; RequestTail::SIZE],
-    len: u64,
-}
-
-impl RequestTail {
-    const SIZE: usize = 32;
-    const PS_IOV_CLOSE: u32 = 0x1023;
-    const PS_IOV_FORCE_CLOSE: u32 = 0x1024;
-
-    fn push(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.last[(self.len % Self::SIZE as u64) as usize] = b;
-            self.len += 1;
-        }
-    }
-
-    /// Whether the stream ends with a whole close request.
-    fn closed(&self) -> bool {
-        if self.len == 0 || !self.len.is_multiple_of(Self::SIZE as u64) {
-            return false;
-        }
-        let cmd = u32::from_ne_bytes(self.last[..4].try_into().unwrap());
-        cmd == Self::PS_IOV_CLOSE || cmd == Self::PS_IOV_FORCE_CLOSE
-    }
-}
-
-async fn pump(
-    r: &mut (impl AsyncRead + Unpin),
-    w: &mut (impl AsyncWrite + Unpin),
-    budget: &Budget,
-    direction: &str,
-    mut requests: Option<&mut RequestTail>,
-) -> io::Result<u64> {
-    let context = |what: &str, e: io::Error| io::Error::new(e.kind(), format!("splice {direction}: {what}: {e}"));
-    let mut buf = vec![0u8; budget.chunk_size()];
-    let mut total = 0u64;
-    loop {
-        let n = r.read(&mut buf).await.map_err(|e| context("reading", e))?;
-        if n == 0 {
-            if requests.as_ref().is_some_and(|t| !t.closed()) {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    format!("splice {direction}: the peer went away before it had every page"),
-                ));
-            }
-            match w.shutdown().await {
-                Ok(()) => {}
-                // The other side is gone already: nothing left to tell it.
-                Err(e) if e.kind() == io::ErrorKind::NotConnected => {}
-                Err(e) => return Err(context("shutting down", e)),
-            }
-            return Ok(total);
-        }
-        if let Some(t) = requests.as_deref_mut() {
-            t.push(&buf[..n]);
-        }
-        budget.consume(n as u64).await;
-        w.write_all(&buf[..n]).await.map_err(|e| context("writing", e))?;
-        total += n as u64;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1402,27 +1292,6 @@ mod tests {
 
     async fn within<T>(f: impl std::future::Future<Output = T>) -> T {
         timeout(WAIT, f).await.expect("timed out")
-    }
-
-    #[test]
-    fn only_a_close_request_ends_the_page_requests_cleanly() {
-        let request = |cmd: u32| {
-            let mut r = [0u8; 32];
-            r[..4].copy_from_slice(&cmd.to_ne_bytes());
-            r
-        };
-        let mut t = RequestTail::default();
-        assert!(!t.closed(), "nothing asked yet");
-        t.push(&request(7)); // PS_IOV_GET
-        assert!(!t.closed());
-        let close = request(0x1023);
-        t.push(&close[..20]);
-        assert!(!t.closed(), "half a close request");
-        t.push(&close[20..]);
-        assert!(t.closed());
-        let mut forced = RequestTail::default();
-        forced.push(&request(0x1024));
-        assert!(forced.closed());
     }
 
     #[test]
@@ -1476,7 +1345,7 @@ mod tests {
         send(listener.accept());
         send(connect_control(addr, &ticket, Budget::unlimited()));
         send(connect_pages(addr, &ticket));
-        send(splice(a, b, &Budget::unlimited()));
+        send(crate::relay::relay(a, b, &Budget::unlimited()));
         send(Budget::unlimited().consume(1));
         send(ch.send(&1u32));
         send(ch.recv::<u32>());

@@ -11,9 +11,9 @@ use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use herd_node::relay::relay;
 use herd_node::transfer::{
-    self, Accepted, Budget, Channel, HELLO_TIMEOUT, Listener, MAGIC, Ticket, TransferError, connect_control,
-    connect_pages,
+    Accepted, Budget, Channel, HELLO_TIMEOUT, Listener, MAGIC, Ticket, TransferError, connect_control, connect_pages,
 };
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -469,10 +469,10 @@ async fn tcp_pair() -> (TcpStream, TcpStream) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn splice_copies_both_ways_and_half_closes() {
+async fn a_relay_copies_both_ways_and_half_closes() {
     let (mut left, left_inner) = tcp_pair().await;
     let (right_inner, mut right) = tcp_pair().await;
-    let splice = tokio::spawn(async move { transfer::splice(left_inner, right_inner, &Budget::unlimited()).await });
+    let relayed = tokio::spawn(async move { relay(left_inner, right_inner, &Budget::unlimited()).await });
 
     let x = pattern(3 * MIB + 17, 1);
     let y = pattern(MIB + 5, 2);
@@ -494,13 +494,13 @@ async fn splice_copies_both_ways_and_half_closes() {
     right.shutdown().await.unwrap();
     let back = within("y", left_side).await.unwrap();
     assert!(back == y, "y differs");
-    let (a_to_b, b_to_a) = within("splice", splice).await.unwrap().unwrap();
+    let (a_to_b, b_to_a) = within("the relay", relayed).await.unwrap().unwrap();
     assert_eq!((a_to_b, b_to_a), (x.len() as u64, y.len() as u64));
 }
 
 /// The page-server path of a migration: CRIU on the source connects to its agent, which
 /// opens an authenticated pages connection to the destination's agent, which connects to the
-/// local page server; both agents splice.
+/// local page server; both agents relay.
 async fn page_path(budget: Budget) -> (TcpStream, TcpStream, tokio::task::JoinHandle<[(u64, u64); 2]>) {
     let ticket = Ticket::generate("m-pages");
     let dest_listener = Listener::bind(LOCAL, ticket.clone(), budget.clone()).await.unwrap();
@@ -513,12 +513,12 @@ async fn page_path(budget: Budget) -> (TcpStream, TcpStream, tokio::task::JoinHa
         let dest_agent = async {
             let Accepted::Pages(remote) = dest_listener.accept().await.unwrap() else { panic!("not pages") };
             let local = TcpStream::connect(server_addr).await.unwrap();
-            transfer::splice(remote, local, &budget).await.unwrap()
+            relay(remote, local, &budget).await.unwrap()
         };
         let source_agent = async {
             let (local, _) = source_proxy.accept().await.unwrap();
             let remote = connect_pages(dest_addr, &ticket).await.unwrap();
-            transfer::splice(local, remote, &budget).await.unwrap()
+            relay(local, remote, &budget).await.unwrap()
         };
         let (d, s) = tokio::join!(dest_agent, source_agent);
         [s, d]
@@ -529,7 +529,7 @@ async fn page_path(budget: Budget) -> (TcpStream, TcpStream, tokio::task::JoinHa
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pages_go_through_two_authenticated_splices() {
+async fn pages_go_through_two_authenticated_relays() {
     let (mut criu, mut server, agents) = page_path(Budget::unlimited()).await;
     let pages = pattern(5 * MIB + 1, 4);
     let pages2 = pages.clone();
@@ -597,7 +597,7 @@ async fn the_budget_is_shared_between_streams() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_budget_caps_splices_too() {
+async fn the_budget_caps_relays_too() {
     let (mut criu, mut server, agents) = page_path(Budget::new(Some(4 * MIB as u64))).await;
     let data = pattern(6 * MIB, 6);
     let started = Instant::now();
@@ -611,8 +611,8 @@ async fn the_budget_caps_splices_too() {
     drop(server);
     writer.await.unwrap();
     within("agents", agents).await.unwrap();
-    println!("6 MiB through two splices sharing 4 MiB/s: {took:?}");
-    // Each agent charges the bytes it writes: both splices share one bucket here (as if one
+    println!("6 MiB through two relays sharing 4 MiB/s: {took:?}");
+    // Each agent charges the bytes it writes: both relays share one bucket here (as if one
     // node did both), so 6 MiB costs 12 MiB of budget.
     assert!(took > Duration::from_millis(2200) && took < Duration::from_secs(6), "{took:?}");
 }
@@ -658,10 +658,10 @@ async fn throughput_send_blob_1gib() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn throughput_splice_1gib() {
+async fn throughput_relay_1gib() {
     let (mut left, left_inner) = tcp_pair().await;
     let (right_inner, mut right) = tcp_pair().await;
-    let splice = tokio::spawn(async move { transfer::splice(left_inner, right_inner, &Budget::unlimited()).await });
+    let relayed = tokio::spawn(async move { relay(left_inner, right_inner, &Budget::unlimited()).await });
     let started = Instant::now();
     let writer = tokio::spawn(async move {
         let chunk = vec![7u8; MIB];
@@ -671,13 +671,13 @@ async fn throughput_splice_1gib() {
         left.shutdown().await.unwrap();
         left
     });
-    let n = within("1 GiB splice", tokio::io::copy(&mut right, &mut tokio::io::sink())).await.unwrap();
+    let n = within("1 GiB relayed", tokio::io::copy(&mut right, &mut tokio::io::sink())).await.unwrap();
     let took = started.elapsed();
     drop(right);
     drop(writer.await.unwrap());
     assert_eq!(n, 1 << 30);
-    assert_eq!(within("splice", splice).await.unwrap().unwrap(), (1 << 30, 0));
-    println!("splice of 1 GiB over loopback: {took:?}, {:.0} MB/s", mb_per_sec(1 << 30, took));
+    assert_eq!(within("the relay", relayed).await.unwrap().unwrap(), (1 << 30, 0));
+    println!("relay of 1 GiB over loopback: {took:?}, {:.0} MB/s", mb_per_sec(1 << 30, took));
 }
 
 #[test]
