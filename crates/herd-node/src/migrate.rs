@@ -345,7 +345,7 @@ impl Runtime {
                         }
                         fault_point(&self.cfg.paths.run_dir, "dest-before-restore");
                         let started = Instant::now();
-                        match self.restore_incoming(&c, &ticket, &images, lazy_stream, &budget).await {
+                        match self.restore_incoming(&c, &ticket, &images, lazy_stream).await {
                             Ok(()) => {
                                 fault_point(&self.cfg.paths.run_dir, "dest-after-restore");
                                 let running_at = now_millis();
@@ -409,7 +409,6 @@ impl Runtime {
         ticket: &MigrationTicket,
         images: &Path,
         lazy_pages: Option<tokio::net::TcpStream>,
-        budget: &Budget,
     ) -> anyhow::Result<()> {
         let scratch = self.scratch(&ticket.migration);
         let mut incoming = read_incoming(&c.paths.dir).context("the migration marker is gone")?;
@@ -421,24 +420,15 @@ impl Runtime {
         std::fs::create_dir_all(&work)?;
         let mut lazy_daemon = None;
         if let Some(stream) = lazy_pages {
-            // `criu lazy-pages` asks for pages through a local page proxy, a process of its own,
-            // which carries them from the source's page server.
-            let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-            let port = listener.local_addr()?.port();
-            let peer: OwnedFd = stream.into_std()?.into();
-            let report = scratch.join("page-proxy.report");
-            let proxy = crate::pageproxy::spawn(
-                &self.cfg.exe,
-                peer,
-                listener.into(),
-                true,
-                budget.bytes_per_sec(),
-                &report,
-                self.migration_cgroup().as_deref(),
-            )?;
+            // `criu lazy-pages` asks the source for pages on the migration's (authenticated)
+            // pages connection itself: it inherits the socket, so an agent restart leaves the
+            // pages flowing. CRIU reads it blocking.
+            let stream = stream.into_std()?;
+            stream.set_nonblocking(false)?;
+            let peer: OwnedFd = stream.into();
             let criu = self.cfg.runc.criu.clone().unwrap_or_else(|| "criu".into());
             let mut cmd = std::process::Command::new(criu);
-            cmd.args(["lazy-pages", "--page-server", "--address", "127.0.0.1", "--port", &port.to_string()])
+            cmd.args(["lazy-pages", "--page-server", "--ps-socket", &peer.as_raw_fd().to_string()])
                 .arg("--images-dir")
                 .arg(images)
                 .arg("--work-dir")
@@ -447,24 +437,20 @@ impl Runtime {
                 .stdin(std::process::Stdio::null())
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::null());
-            let child = match spawn_group(cmd, self.migration_cgroup()) {
-                Ok(c) => c,
-                Err(e) => {
-                    kill_group(&proxy);
-                    return Err(e);
-                }
-            };
+            keep_fd_on_exec(&mut cmd, &peer);
+            let child = spawn_group(cmd, self.migration_cgroup())?;
+            // CRIU's copy alone: its close is what ends the connection for the source.
+            drop(peer);
             let socket = work.join("lazy-pages.socket");
             let deadline = Instant::now() + Duration::from_secs(10);
             while !socket.exists() {
                 if Instant::now() >= deadline {
                     kill_group(&child);
-                    kill_group(&proxy);
                     bail!("criu lazy-pages did not start; see {}", work.join("lazy-pages.log").display());
                 }
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
-            lazy_daemon = Some((child, proxy));
+            lazy_daemon = Some(child);
         }
         // A restored container keeps the time it first started.
         c.live.lock().unwrap().started_at = ticket.started_at;
@@ -475,9 +461,8 @@ impl Runtime {
             lazy_pages: lazy_daemon.is_some(),
         };
         if let Err(e) = self.start_shim(c, mode).await {
-            if let Some((child, proxy)) = &lazy_daemon {
+            if let Some(child) = &lazy_daemon {
                 kill_group(child);
-                kill_group(proxy);
             }
             let detail = crate::runtime::criu_log_tail(&work.join("restore.log"))
                 .map(|t| format!(" (CRIU: {t})"))
@@ -487,15 +472,13 @@ impl Runtime {
         netlock::unlock(&self.cfg.paths.netns(&c.spec.id))?;
         incoming.state = DestinationState::Running;
         write_incoming(c, &incoming)?;
-        if let Some((mut child, mut proxy)) = lazy_daemon {
-            // Pages keep arriving after the container runs; reap the helpers when they are done.
+        if let Some(mut child) = lazy_daemon {
+            // Pages keep arriving after the container runs; reap the daemon when it is done.
             let migration = ticket.migration.clone();
             let scratch = scratch.clone();
             tokio::spawn(async move {
                 let status = child.wait().await;
-                let _ = proxy.wait().await;
-                let moved = crate::pageproxy::read_report(&scratch.join("page-proxy.report"));
-                tracing::info!("migration {migration}: lazy pages done ({status:?}, {moved:?} bytes)");
+                tracing::info!("migration {migration}: lazy pages done ({status:?})");
                 let _ = std::fs::remove_dir_all(&scratch);
             });
         } else {
@@ -836,7 +819,6 @@ impl Runtime {
                     &self.cfg.exe,
                     remote.into_std()?.into(),
                     local.into_std()?.into(),
-                    false,
                     budget.bytes_per_sec(),
                     &report,
                     self.migration_cgroup().as_deref(),

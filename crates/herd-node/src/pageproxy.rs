@@ -1,11 +1,13 @@
 //! `herd page-proxy`: a small process that carries a post-copy migration's page traffic
-//! between the peer node's connection and the local CRIU process (the page server on the
-//! source, `criu lazy-pages` on the destination).
+//! between the source's CRIU page server and the destination's connection (which the
+//! destination's `criu lazy-pages` holds itself).
 //!
 //! It is a process of its own, not a task of the agent, so the pages keep flowing while an
 //! agent restarts: a post-copy container on the destination runs with pages still on the
 //! source, and would die if the flow stopped. The agent hands it both ends as inherited file
-//! descriptors, so nothing has to be re-established.
+//! descriptors, so nothing has to be re-established. It also keeps a destination that
+//! vanishes from looking, to the page server, like one that has every page
+//! ([`relay_page_requests`]).
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
@@ -13,24 +15,16 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 
-use crate::relay::{relay, relay_page_requests};
+use crate::relay::relay_page_requests;
 use crate::transfer::Budget;
 
-/// How the proxy gets its local end.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Local {
-    /// An already connected socket (the source's page server).
-    Connected(RawFd),
-    /// A listening socket: accept one connection (from `criu lazy-pages`).
-    Accept(RawFd),
-}
-
-/// The proxy's command line: `herd page-proxy --peer-fd N (--local-fd M | --accept-fd M)
+/// The proxy's command line: `herd page-proxy --peer-fd N --local-fd M
 /// [--bandwidth BYTES_PER_SEC] --report FILE`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProxyArgs {
     pub peer_fd: RawFd,
-    pub local: Local,
+    /// The connection to the local page server.
+    pub local_fd: RawFd,
     pub bandwidth: Option<u64>,
     /// Where the proxy writes the bytes it moved each way when it is done.
     pub report: PathBuf,
@@ -39,10 +33,7 @@ pub struct ProxyArgs {
 impl ProxyArgs {
     pub fn to_args(&self) -> Vec<String> {
         let mut a = vec!["page-proxy".to_string(), "--peer-fd".into(), self.peer_fd.to_string()];
-        match self.local {
-            Local::Connected(fd) => a.extend(["--local-fd".into(), fd.to_string()]),
-            Local::Accept(fd) => a.extend(["--accept-fd".into(), fd.to_string()]),
-        }
+        a.extend(["--local-fd".into(), self.local_fd.to_string()]);
         if let Some(b) = self.bandwidth {
             a.extend(["--bandwidth".into(), b.to_string()]);
         }
@@ -58,8 +49,7 @@ impl ProxyArgs {
             let fd = || value.parse::<RawFd>().map_err(|_| format!("bad fd {value:?}"));
             match flag.as_str() {
                 "--peer-fd" => peer = Some(fd()?),
-                "--local-fd" => local = Some(Local::Connected(fd()?)),
-                "--accept-fd" => local = Some(Local::Accept(fd()?)),
+                "--local-fd" => local = Some(fd()?),
                 "--bandwidth" => bandwidth = Some(value.parse().map_err(|_| format!("bad bandwidth {value:?}"))?),
                 "--report" => report = Some(PathBuf::from(value)),
                 _ => return Err(format!("unknown page-proxy argument {flag}")),
@@ -67,7 +57,7 @@ impl ProxyArgs {
         }
         Ok(ProxyArgs {
             peer_fd: peer.ok_or("--peer-fd is required")?,
-            local: local.ok_or("--local-fd or --accept-fd is required")?,
+            local_fd: local.ok_or("--local-fd is required")?,
             bandwidth,
             report: report.ok_or("--report is required")?,
         })
@@ -80,18 +70,12 @@ pub fn spawn(
     exe: &Path,
     peer: OwnedFd,
     local: OwnedFd,
-    accept: bool,
     bandwidth: Option<u64>,
     report: &Path,
     cgroup: Option<&str>,
 ) -> anyhow::Result<tokio::process::Child> {
     let (peer_raw, local_raw) = (peer.as_raw_fd(), local.as_raw_fd());
-    let args = ProxyArgs {
-        peer_fd: peer_raw,
-        local: if accept { Local::Accept(local_raw) } else { Local::Connected(local_raw) },
-        bandwidth,
-        report: report.to_path_buf(),
-    };
+    let args = ProxyArgs { peer_fd: peer_raw, local_fd: local_raw, bandwidth, report: report.to_path_buf() };
     let mut cmd = std::process::Command::new(exe);
     cmd.args(args.to_args())
         .stdin(std::process::Stdio::null())
@@ -131,30 +115,12 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
     let peer = unsafe { std::net::TcpStream::from_raw_fd(args.peer_fd) };
     peer.set_nonblocking(true)?;
     let peer = tokio::net::TcpStream::from_std(peer)?;
-    let local = match args.local {
-        Local::Connected(fd) => {
-            // SAFETY: as above.
-            let s = unsafe { std::net::TcpStream::from_raw_fd(fd) };
-            s.set_nonblocking(true)?;
-            tokio::net::TcpStream::from_std(s)?
-        }
-        Local::Accept(fd) => {
-            // SAFETY: as above.
-            let l = unsafe { std::net::TcpListener::from_raw_fd(fd) };
-            l.set_nonblocking(true)?;
-            let l = tokio::net::TcpListener::from_std(l)?;
-            let (s, _) = tokio::time::timeout(std::time::Duration::from_secs(60), l.accept())
-                .await
-                .context("nobody connected to the page proxy")??;
-            s
-        }
-    };
+    // SAFETY: as above.
+    let local = unsafe { std::net::TcpStream::from_raw_fd(args.local_fd) };
+    local.set_nonblocking(true)?;
+    let local = tokio::net::TcpStream::from_std(local)?;
     let budget = Budget::new(args.bandwidth);
-    let (to_local, to_peer) = match args.local {
-        // The source's page server: it must not mistake a vanished peer for a finished one.
-        Local::Connected(_) => relay_page_requests(peer, local, &budget).await?,
-        Local::Accept(_) => relay(peer, local, &budget).await?,
-    };
+    let (to_local, to_peer) = relay_page_requests(peer, local, &budget).await?;
     std::fs::write(&args.report, format!("{to_local} {to_peer}\n")).context("writing the page proxy's report")?;
     if to_local == 0 && to_peer == 0 {
         bail!("no page moved");
@@ -168,9 +134,9 @@ mod tests {
 
     #[test]
     fn arguments_round_trip() {
-        let a = ProxyArgs { peer_fd: 3, local: Local::Accept(4), bandwidth: Some(10), report: "/r".into() };
+        let a = ProxyArgs { peer_fd: 3, local_fd: 4, bandwidth: Some(10), report: "/r".into() };
         assert_eq!(ProxyArgs::parse(&a.to_args()[1..]).unwrap(), a);
-        let b = ProxyArgs { peer_fd: 5, local: Local::Connected(6), bandwidth: None, report: "/x".into() };
+        let b = ProxyArgs { peer_fd: 5, local_fd: 6, bandwidth: None, report: "/x".into() };
         assert_eq!(ProxyArgs::parse(&b.to_args()[1..]).unwrap(), b);
         assert!(ProxyArgs::parse(&["--peer-fd".into()]).is_err());
     }
