@@ -4,11 +4,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::time::Duration;
 
-use common::{COUNTER, Cluster, counted, wait_for};
+use common::{COUNTER, Cluster, EchoClient, counted, wait_for};
 use herd_proto::state::ContainerState;
 
 const T: Duration = Duration::from_secs(60);
@@ -292,13 +291,6 @@ fn a_checkpoint_left_running_matches_the_files_it_writes() {
     }
 }
 
-/// Reads one line from `reader`, the echo server's answer.
-fn echoed(reader: &mut BufReader<std::net::TcpStream>) -> String {
-    let mut line = String::new();
-    reader.read_line(&mut line).expect("reading from the echo server");
-    line
-}
-
 #[test]
 fn tcp_connections_survive_a_checkpoint_and_a_restore() {
     // Herd holds the container's TCP itself around the dump and the restore, and must let it
@@ -307,23 +299,15 @@ fn tcp_connections_survive_a_checkpoint_and_a_restore() {
     cluster.import_busybox();
     cluster.ok(&["run", "--name", "echo", "busybox", "--", "nc", "-ll", "-p", "9000", "-e", "cat"]);
     let server = cluster.wait_state("echo", "running", T);
-    let stream = wait_for("the echo server to accept", T, || {
-        std::net::TcpStream::connect_timeout(&(server.ip, 9000).into(), Duration::from_secs(1)).ok()
-    });
-    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let mut writer = stream.try_clone().unwrap();
-    let mut reader = BufReader::new(stream);
-    writer.write_all(b"hello\n").unwrap();
-    assert_eq!(echoed(&mut reader), "hello\n");
+    let mut client = EchoClient::connect(server.ip, 9000, T);
+    assert_eq!(client.echo("hello"), "hello");
 
     cluster.ok(&["checkpoint", "echo", "--leave-running"]);
-    writer.write_all(b"after the checkpoint\n").unwrap();
-    assert_eq!(echoed(&mut reader), "after the checkpoint\n", "the connection after a checkpoint left running");
+    assert_eq!(client.echo("after the checkpoint"), "after the checkpoint", "after a checkpoint left running");
 
     let ck = cluster.ok(&["checkpoint", "echo"]).trim().to_string();
     assert_eq!(cluster.state("echo"), "checkpointed");
     cluster.ok(&["restore", "echo", "--checkpoint", &ck]);
     assert_eq!(cluster.state("echo"), "running");
-    writer.write_all(b"after the restore\n").unwrap();
-    assert_eq!(echoed(&mut reader), "after the restore\n", "the same connection after the restore");
+    assert_eq!(client.echo("after the restore"), "after the restore", "the same connection after the restore");
 }

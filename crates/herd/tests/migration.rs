@@ -3,10 +3,9 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
 use std::time::Duration;
 
-use common::{COUNTER, Cluster, counted, wait_for};
+use common::{COUNTER, Cluster, EchoClient, counted, wait_for};
 use herd_proto::api::ContainerInfo;
 use herd_proto::migration::{MigrationMode, MigrationReport, Outcome};
 
@@ -70,13 +69,6 @@ fn cold_and_postcopy_migrations_carry_memory_files_logs_and_address() {
     assert_eq!(cluster.container("hog").state.as_str(), "running");
 }
 
-/// Reads one line from `stream`.
-fn read_line(reader: &mut BufReader<std::net::TcpStream>) -> String {
-    let mut line = String::new();
-    reader.read_line(&mut line).expect("reading from the migrated server");
-    line
-}
-
 #[test]
 fn tcp_connections_survive_migration() {
     let cluster = Cluster::up(12, 3);
@@ -84,14 +76,8 @@ fn tcp_connections_survive_migration() {
     cluster.ok(&["run", "--name", "echo", "--node", "n1", "busybox", "--", "nc", "-ll", "-p", "9000", "-e", "cat"]);
     let server = cluster.wait_state("echo", "running", T);
     // A client on the host...
-    let stream = wait_for("the echo server to accept", T, || {
-        std::net::TcpStream::connect_timeout(&(server.ip, 9000).into(), Duration::from_secs(1)).ok()
-    });
-    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let mut writer = stream.try_clone().unwrap();
-    let mut reader = BufReader::new(stream);
-    writer.write_all(b"hello\n").unwrap();
-    assert_eq!(read_line(&mut reader), "hello\n");
+    let mut client = EchoClient::connect(server.ip, 9000, T);
+    assert_eq!(client.echo("hello"), "hello");
     // ... and one in a container on a third node, pinging every 100 ms.
     let ping = format!("i=0; while true; do echo ping-$i; i=$((i+1)); sleep 0.1; done | nc {} 9000", server.ip);
     cluster.ok(&["run", "--name", "pinger", "--node", "n3", "busybox", "--", "sh", "-c", &ping]);
@@ -102,8 +88,7 @@ fn tcp_connections_survive_migration() {
         migrate(&cluster, "echo", to, mode);
         assert_eq!(cluster.container("echo").node, to);
         // The host's connection is the same one, and still works.
-        writer.write_all(format!("after-{mode}\n").as_bytes()).unwrap();
-        assert_eq!(read_line(&mut reader), format!("after-{mode}\n"));
+        assert_eq!(client.echo(&format!("after-{mode}")), format!("after-{mode}"));
         // The pinger's connection was never reset: its echoes keep coming, in order.
         wait_for("the pinger's echoes to continue", T, || {
             (cluster.ok(&["logs", "pinger"]).lines().count() > before + 10).then_some(())

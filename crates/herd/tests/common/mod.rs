@@ -286,6 +286,33 @@ pub fn tcp_exchange(ip: Ipv4Addr, port: u16, send: &str) -> std::io::Result<Stri
     Ok(out)
 }
 
+/// A connection from the host to an echo server in a container (`nc -ll -p PORT -e cat`),
+/// kept open through whatever a test does to the container.
+pub struct EchoClient {
+    writer: std::net::TcpStream,
+    reader: std::io::BufReader<std::net::TcpStream>,
+}
+
+impl EchoClient {
+    /// Connects to `ip:port` once the server accepts (within `timeout`).
+    pub fn connect(ip: Ipv4Addr, port: u16, timeout: Duration) -> EchoClient {
+        let stream = wait_for("the echo server to accept", timeout, || {
+            std::net::TcpStream::connect_timeout(&(ip, port).into(), Duration::from_secs(1)).ok()
+        });
+        stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        EchoClient { writer: stream.try_clone().unwrap(), reader: std::io::BufReader::new(stream) }
+    }
+
+    /// Sends `line` and returns the line that comes back (without its newline).
+    pub fn echo(&mut self, line: &str) -> String {
+        use std::io::{BufRead, Write};
+        self.writer.write_all(format!("{line}\n").as_bytes()).expect("writing to the echo server");
+        let mut back = String::new();
+        self.reader.read_line(&mut back).expect("reading from the echo server");
+        back.trim_end_matches('\n').to_string()
+    }
+}
+
 impl Cluster {
     /// The nodes where runc has container `id`, with its runc status ("running", "paused",
     /// ...): the ground truth for "the container runs exactly once".
