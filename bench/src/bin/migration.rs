@@ -1,7 +1,8 @@
 //! Live migration: containers holding 0 MiB, 256 MiB and 1 GiB of touched memory migrate
 //! between two nodes of a local cluster in each mode, beside Podman's checkpoint --export /
 //! restore --import of the same container on the same machine, and beside a plain TCP copy of
-//! the same bytes over the same link. Prints downtime, total time and bytes moved, the ratios,
+//! the same bytes over the same link, and beside writing the same amount of fresh memory (what
+//! a destination must do at least once). Prints downtime, total time and bytes moved, the ratios,
 //! and how far each figure is from issue 3's goals.
 //!
 //! Run as root: `cargo build --release --bin herd --bin migration && target/release/migration`.
@@ -64,6 +65,17 @@ fn main() -> anyhow::Result<()> {
         link.push((r.size, bytes, Stats::of(&times).median));
     }
     drop(cluster);
+    // The memory baseline: a destination writes every byte of a container's memory into
+    // memory it has never touched, which costs more than rewriting touched memory (and, in a
+    // virtual machine, more again when the host has to back it first).
+    let memory: Vec<(u64, Duration, Duration)> = sizes
+        .iter()
+        .filter(|&&s| s > 0)
+        .map(|&size| {
+            let (fresh, again): (Vec<_>, Vec<_>) = (0..runs).map(|_| write_fresh_memory(size << 20)).unzip();
+            (size, Stats::of(&fresh).median, Stats::of(&again).median)
+        })
+        .collect();
 
     let mut baseline = Vec::new();
     if podman {
@@ -72,7 +84,7 @@ fn main() -> anyhow::Result<()> {
             Err(e) => println!("\nPodman baseline not run: {e:#}"),
         }
     }
-    report(&results, &baseline, &link);
+    report(&results, &baseline, &link, &memory);
     Ok(())
 }
 
@@ -165,6 +177,18 @@ fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> anyhow::R
         std::thread::sleep(Duration::from_millis(20));
     }
     Ok(())
+}
+
+/// Writes `bytes` of freshly mapped memory, then writes it again: how long each took.
+fn write_fresh_memory(bytes: u64) -> (Duration, Duration) {
+    let mut v: Vec<u8> = Vec::with_capacity(bytes as usize);
+    let started = Instant::now();
+    v.resize(bytes as usize, 1);
+    let fresh = started.elapsed();
+    let started = Instant::now();
+    v.fill(2);
+    std::hint::black_box(&v);
+    (fresh, started.elapsed())
 }
 
 fn median_u64(values: impl Iterator<Item = u64>) -> u64 {
@@ -317,7 +341,12 @@ fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / (1 << 20) as f64)
 }
 
-fn report(results: &[HerdResult], podman: &[PodmanResult], link: &[(u64, u64, Duration)]) {
+fn report(
+    results: &[HerdResult],
+    podman: &[PodmanResult],
+    link: &[(u64, u64, Duration)],
+    memory: &[(u64, Duration, Duration)],
+) {
     println!(
         "\n{:<9} {:<9} {:>10} {:>10} {:>11} {:>12} {:>16}",
         "memory", "mode", "downtime", "total", "moved", "podman down", "podman/herd down"
@@ -347,6 +376,13 @@ fn report(results: &[HerdResult], podman: &[PodmanResult], link: &[(u64, u64, Du
             "link: {} ({size} MiB container's cold migration) copied n1 -> n2 over TCP in {}",
             mib(*bytes),
             secs(*t)
+        );
+    }
+    for (size, fresh, again) in memory {
+        println!(
+            "memory: {size} MiB written into fresh memory in {} (written again: {}), in this process",
+            secs(*fresh),
+            secs(*again)
         );
     }
 
