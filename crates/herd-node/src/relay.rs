@@ -178,6 +178,16 @@ mod tests {
         (a, b)
     }
 
+    /// A relay of page requests between a peer's socket and a page server's: (the peer's end,
+    /// the page server's end, the relay).
+    async fn page_request_relay() -> (TcpStream, TcpStream, tokio::task::JoinHandle<io::Result<(u64, u64)>>) {
+        let (peer, peer_relay) = pair().await;
+        let (local_relay, local) = pair().await;
+        let relayed =
+            tokio::spawn(async move { relay_page_requests(peer_relay, local_relay, &Budget::unlimited()).await });
+        (peer, local, relayed)
+    }
+
     fn request(cmd: u32) -> [u8; 32] {
         let mut r = [0u8; 32];
         r[..4].copy_from_slice(&cmd.to_ne_bytes());
@@ -202,10 +212,7 @@ mod tests {
 
     #[tokio::test]
     async fn page_requests_that_end_without_a_close_reset_the_page_server() {
-        let (mut peer, peer_relay) = pair().await;
-        let (local_relay, mut local) = pair().await;
-        let relayed =
-            tokio::spawn(async move { relay_page_requests(peer_relay, local_relay, &Budget::unlimited()).await });
+        let (mut peer, mut local, relayed) = page_request_relay().await;
         peer.write_all(&request(7)).await.unwrap();
         let mut r = [0u8; 32];
         local.read_exact(&mut r).await.unwrap();
@@ -219,10 +226,7 @@ mod tests {
 
     #[tokio::test]
     async fn page_requests_that_end_with_a_close_end_the_page_server_cleanly() {
-        let (mut peer, peer_relay) = pair().await;
-        let (local_relay, mut local) = pair().await;
-        let relayed =
-            tokio::spawn(async move { relay_page_requests(peer_relay, local_relay, &Budget::unlimited()).await });
+        let (mut peer, mut local, relayed) = page_request_relay().await;
         peer.write_all(&request(0x1023)).await.unwrap();
         peer.shutdown().await.unwrap();
         let mut got = Vec::new();
