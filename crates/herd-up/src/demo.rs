@@ -64,8 +64,15 @@ pub async fn run(layout: &Layout) -> anyhow::Result<()> {
     };
     let rootfs_str = rootfs.to_string_lossy().to_string();
     show(&format!("image import busybox {rootfs_str}"), &herd(&["image", "import", "busybox", &rootfs_str], config)?);
-    let already = herd(&["ps", "-a", "-q"], config)?;
-    if !already.lines().any(|l| l == "counter") {
+    // A counter left from an earlier run starts over if it has exited (a checkpointed one is
+    // the user's to restore); a running one is left alone.
+    let all: Vec<herd_proto::api::ContainerInfo> =
+        serde_json::from_str(&herd(&["ps", "-a", "--json"], config)?).context("reading `herd ps -a --json`")?;
+    let counter = all.iter().find(|c| c.name == "counter");
+    if counter.is_some_and(|c| c.state == herd_proto::state::ContainerState::Exited) {
+        herd(&["rm", "counter"], config)?;
+    }
+    if counter.is_none_or(|c| c.state == herd_proto::state::ContainerState::Exited) {
         let cmd = "i=0; while true; do echo tick $i; i=$((i+1)); sleep 1; done";
         show(
             &format!("run --name counter --memory 64m busybox -- sh -c '{cmd}'"),

@@ -170,3 +170,15 @@ fn foreground_up_stops_cleanly_on_ctrl_c() {
     let left = leftovers(name, data, &hint);
     assert!(left.is_empty(), "left behind:\n{}", left.join("\n"));
 }
+
+#[test]
+fn the_demo_runs_its_counter_again_after_a_restart() {
+    let cluster = Cluster::up_with(36, 1, &["--demo"]);
+    cluster.wait_state("counter", "running", T);
+    cluster.wait_log("counter", "tick 1", T);
+    // `herd down` keeps the data and stops the counter; `herd up --demo` starts it over.
+    cluster.ok(&["down", "--name", &cluster.name, "-t", "1"]);
+    cluster.start(1, &["--demo"], &[]);
+    assert_eq!(cluster.container("counter").state.as_str(), "running", "the demo's counter after a restart");
+    cluster.wait_log("counter", "tick 1", T);
+}

@@ -80,11 +80,18 @@ impl Cluster {
         let cluster = Cluster { name: name.clone(), index, config, data_dir, dir, down: false };
         // A cluster left over by an earlier, killed run of this test must go first.
         let _ = cluster.herd(&["down", "--name", &name, "--purge", "-t", "1"]);
+        cluster.start(nodes, extra, env);
+        cluster
+    }
+
+    /// `herd up --detach` of this cluster (again, after a `herd down` that kept its data).
+    pub fn start(&self, nodes: usize, extra: &[&str], env: &[(&str, &str)]) {
+        let index = self.index;
         let mut args: Vec<String> = vec![
             "up".into(),
             "--detach".into(),
             "--name".into(),
-            name.clone(),
+            self.name.clone(),
             "--nodes".into(),
             nodes.to_string(),
             "--subnet".into(),
@@ -96,15 +103,14 @@ impl Cluster {
             "--broker-port".into(),
             (17400 + index as u32).to_string(),
             "--data-dir".into(),
-            cluster.data_dir.display().to_string(),
+            self.data_dir.display().to_string(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        let mut cmd = cluster.command(&refs);
+        let mut cmd = self.command(&refs);
         cmd.envs(env.iter().copied());
         let out = cmd.output().expect("running herd up");
         assert!(out.status.success(), "herd up failed: {}", String::from_utf8_lossy(&out.stderr));
-        cluster
     }
 
     pub fn command(&self, args: &[&str]) -> Command {
