@@ -23,7 +23,7 @@ fn os_name() -> String {
 }
 
 /// Whether `criu check --feature NAME` passes.
-pub(crate) fn criu_feature(criu: &Path, name: &str) -> bool {
+fn criu_feature(criu: &Path, name: &str) -> bool {
     Command::new(criu).args(["check", "--feature", name]).output().is_ok_and(|o| o.status.success())
 }
 

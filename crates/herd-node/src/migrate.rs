@@ -269,7 +269,7 @@ impl Runtime {
                                 Pages::Waiting(stream)
                             } else {
                                 match this.start_page_server(&scratch, &images, stream, &budget).await {
-                                    Ok((child, splice)) => Pages::Storing(child, splice),
+                                    Ok((child, relayed)) => Pages::Storing(child, relayed),
                                     Err(e) => Pages::Failed(format!("{e:#}")),
                                 }
                             };
@@ -326,9 +326,9 @@ impl Runtime {
                             .context("the source's page connection never arrived")?;
                         let lazy_stream = match entry {
                             Pages::Failed(e) => bail!("the CRIU page server could not start: {e}"),
-                            Pages::Storing(mut child, splice) => {
+                            Pages::Storing(mut child, relayed) => {
                                 // Every page must be stored before the restore reads them.
-                                let _ = splice.await;
+                                let _ = relayed.await;
                                 let status = child.wait().await?;
                                 if !status.success() {
                                     bail!(
@@ -398,8 +398,8 @@ impl Runtime {
         let child = spawn_group(cmd, self.migration_cgroup())?;
         let local = connect_local(port, Duration::from_secs(10)).await?;
         let budget = budget.clone();
-        let splice = tokio::spawn(async move { crate::relay::relay(stream, local, &budget).await });
-        Ok((child, splice))
+        let relayed = tokio::spawn(async move { crate::relay::relay(stream, local, &budget).await });
+        Ok((child, relayed))
     }
 
     /// Restores the container from what arrived, then unlocks its network: the commit point.
@@ -768,7 +768,7 @@ impl Runtime {
                 let proxy = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
                 let remote = transfer::connect_pages(destination, ticket).await?;
                 let budget = budget.clone();
-                let splice = tokio::spawn(async move {
+                let relayed = tokio::spawn(async move {
                     let (local, _) = proxy.accept().await?;
                     crate::relay::relay(local, remote, &budget).await
                 });
@@ -776,14 +776,14 @@ impl Runtime {
                 let mut child = spawn_group(cmd, self.migration_cgroup())?;
                 let status = child.wait().await?;
                 if !status.success() {
-                    splice.abort();
+                    relayed.abort();
                     let why = last_runc_error(&log, 0).unwrap_or_else(|| status.to_string());
                     let detail = crate::runtime::criu_log_tail(&work.join("dump.log"))
                         .map(|t| format!(" (CRIU: {t})"))
                         .unwrap_or_default();
                     bail!("{why}{detail}");
                 }
-                let (sent, _) = splice.await.context("page transfer")??;
+                let (sent, _) = relayed.await.context("page transfer")??;
                 Ok(Dump::Cold { memory_bytes: sent })
             }
             MigrationMode::Postcopy => {

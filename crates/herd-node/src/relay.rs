@@ -2,9 +2,10 @@
 //! peer node's, in the agent (cold migrations) and in `herd page-proxy` (post-copy).
 //!
 //! The pages go through a pipe with `splice(2)`: the kernel hands the received buffers on to
-//! the other socket without copying them through this process. A gigabyte crosses two such
-//! relays (one on each node) on its way, and copying it in and out of user space in both cost
-//! four extra passes over the data on a machine the migrating container and CRIU share.
+//! the other socket without copying them through this process. A cold migration's pages cross
+//! two relays (one on each node), a post-copy migration's one (the source's page proxy), and
+//! copying them in and out of user space took two extra passes over the data per relay, on a
+//! machine the migrating container and CRIU share.
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd};

@@ -69,10 +69,11 @@ pub async fn run(layout: &Layout) -> anyhow::Result<()> {
     let all: Vec<herd_proto::api::ContainerInfo> =
         serde_json::from_str(&herd(&["ps", "-a", "--json"], config)?).context("reading `herd ps -a --json`")?;
     let counter = all.iter().find(|c| c.name == "counter");
-    if counter.is_some_and(|c| c.state == herd_proto::state::ContainerState::Exited) {
+    let exited = counter.is_some_and(|c| c.state == herd_proto::state::ContainerState::Exited);
+    if exited {
         herd(&["rm", "counter"], config)?;
     }
-    if counter.is_none_or(|c| c.state == herd_proto::state::ContainerState::Exited) {
+    if counter.is_none() || exited {
         let cmd = "i=0; while true; do echo tick $i; i=$((i+1)); sleep 1; done";
         show(
             &format!("run --name counter --memory 64m busybox -- sh -c '{cmd}'"),
