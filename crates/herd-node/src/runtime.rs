@@ -492,18 +492,26 @@ impl Runtime {
         if dir.exists() {
             return Err(format!("checkpoint {checkpoint_id} of {} already exists", c.spec.name));
         }
+        // Failed before the dump: the container runs on, and an exit would be its own.
+        let refused = |why: String| {
+            c.live.lock().unwrap().expecting_exit = false;
+            Err(format!("checkpoint of {} failed: {why}", c.spec.name))
+        };
+        // Its TCP is held from before the dump: a container that goes away keeps its
+        // connections' peers waiting (not reset) until it is restored.
+        let netns = match self.netns_of(&c.spec) {
+            Ok(netns) => netns,
+            Err(e) => return refused(format!("{e:#}")),
+        };
+        if let Err(e) = netlock::lock(&netns) {
+            return refused(format!("{e:#}"));
+        }
         // A container left running stays frozen until its writable layer is packed too, so
         // that the files match the memory: a file it writes on after the dump could otherwise
         // have another size than its open descriptor's image, which CRIU refuses to restore.
-        // Its TCP is held from before the dump: a container that goes away keeps its
-        // connections' peers waiting (not reset) until it is restored.
-        let netns = self.netns_of(&c.spec).map_err(|e| format!("checkpoint of {} failed: {e:#}", c.spec.name))?;
-        if let Err(e) = netlock::lock(&netns) {
-            return Err(format!("checkpoint of {} failed: {e:#}", c.spec.name));
-        }
         if leave_running && let Err(e) = self.cfg.runc.pause(id).await {
             let _ = netlock::unlock(&netns);
-            return Err(format!("checkpoint of {} failed: pausing it: {e}", c.spec.name));
+            return refused(format!("pausing it: {e}"));
         }
         let saved = self.dump_and_pack(&c, &dir, leave_running, generation).await;
         if leave_running && let Err(e) = self.cfg.runc.resume(id).await {
