@@ -17,10 +17,12 @@ CRIU_DEB_VERSION=4.2.1-1
 CRIU_BIN=/usr/local/sbin/criu
 CACHE=/var/cache/herd-setup
 
-# Packages Herd runs with, CRIU's build dependencies, and chromium (the dashboard's browser test).
+# Packages Herd runs with, CRIU's build dependencies, chromium (the dashboard's browser test),
+# and QEMU with kmod and cpio (the pre-copy test boots a kernel that tracks dirty memory).
 # libssl-dev: herd image pull speaks HTTPS to registries through the system's OpenSSL.
 PACKAGES=(
   runc iptables iproute2 busybox-static procps psmisc ca-certificates curl xz-utils chromium openssl
+  qemu-system-x86 kmod cpio
   build-essential pkg-config git patch libssl-dev
   libprotobuf-dev libprotobuf-c-dev protobuf-c-compiler protobuf-compiler python3-protobuf
   libnl-3-dev libcap-dev libnet1-dev libbsd-dev libaio-dev libgnutls28-dev libnftables-dev uuid-dev
@@ -147,6 +149,30 @@ SRC
   install -m 0755 "criu-$CRIU_VERSION/criu/criu" "$CRIU_BIN.new" && mv -f "$CRIU_BIN.new" "$CRIU_BIN"
   mkdir -p "$(dirname "$CRIU_STAMP")" && criu_build_id > "$CRIU_STAMP"
   criu_ok || die "$CRIU_BIN does not report version $CRIU_VERSION"
+fi
+
+# A kernel that tracks dirty memory (soft-dirty), for tests/precopy.rs: this machine's kernel
+# does not, so the test boots Debian's own kernel under QEMU. Its image and modules are taken
+# from the package, not installed: the machine keeps booting its own kernel.
+VM_KERNEL_DIR=/usr/local/share/herd/vm-kernel
+if [ ! -s "$VM_KERNEL_DIR/release" ]; then
+  apt_update
+  pkg=$(apt-cache depends linux-image-amd64 | awk '$1 == "Depends:" && $2 ~ /^linux-image-[0-9]/ {print $2; exit}')
+  [ -n "$pkg" ] || die "cannot tell which kernel package linux-image-amd64 stands for"
+  release=${pkg#linux-image-}
+  log "fetching $pkg (the pre-copy test's guest kernel)"
+  fetched="$CACHE/vm-kernel" && staged="$VM_KERNEL_DIR.new"
+  rm -rf "$fetched" "$staged" && mkdir -p "$fetched" "$staged/lib/modules"
+  (cd "$fetched" && apt-get download "$pkg" >/dev/null 2>&1) || die "apt-get download $pkg failed"
+  dpkg-deb -x "$fetched/$pkg"_*.deb "$fetched/root"
+  mv "$fetched/root/boot/vmlinuz-$release" "$staged/vmlinuz"
+  mv "$fetched/root/boot/config-$release" "$staged/config-$release"
+  mv "$fetched/root/lib/modules/$release" "$staged/lib/modules/$release"
+  rm -rf "$fetched"
+  grep -qx 'CONFIG_MEM_SOFT_DIRTY=y' "$staged/config-$release" || die "$pkg does not track dirty memory"
+  depmod -b "$staged" "$release"
+  echo "$release" > "$staged/release"
+  rm -rf "$VM_KERNEL_DIR" && mv "$staged" "$VM_KERNEL_DIR"
 fi
 
 mkdir -p "$CRIU_RUNDIR"

@@ -663,6 +663,13 @@ fn print_migration(r: &herd_proto::migration::MigrationReport) {
     println!("  total       {}", secs(r.total_ms));
     println!("  memory      {}", B(r.memory_bytes));
     println!("  filesystem  {}", B(r.fs_bytes));
-    let phases: Vec<String> = r.phases.iter().map(|p| format!("{} {}", p.phase, secs(p.ms))).collect();
+    let phases: Vec<String> = r
+        .phases
+        .iter()
+        .map(|p| match p.bytes {
+            Some(b) => format!("{} {} ({})", p.phase, secs(p.ms), B(b)),
+            None => format!("{} {}", p.phase, secs(p.ms)),
+        })
+        .collect();
     println!("  phases      {}", phases.join(", "));
 }

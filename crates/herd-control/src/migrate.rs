@@ -270,7 +270,7 @@ impl Control {
             .await;
         match sent {
             Ok(NodeReply::MigrationSent(SourceOutcome::Committed(mut transfer))) => {
-                transfer.phases.insert(0, PhaseTime { phase: "prepare".into(), ms: prepare_ms });
+                transfer.phases.insert(0, PhaseTime { phase: "prepare".into(), ms: prepare_ms, bytes: None });
                 self.commit(mig).await?;
                 let _ = started;
                 Ok(transfer)

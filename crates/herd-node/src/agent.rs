@@ -102,6 +102,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
             paths: paths.clone(),
             runc,
             criu: criu.is_some(),
+            dirty_tracking: node_facts.criu_features.dirty_tracking,
             exe,
             address: cfg.address,
             migration_cgroup,

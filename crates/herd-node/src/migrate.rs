@@ -24,6 +24,7 @@ use herd_proto::migration::{DestinationState, MigrationMode, PhaseTime, Progress
 use herd_proto::node::{ContainerSpec, MigrationTicket, NodeReply};
 use herd_proto::now_millis;
 use herd_proto::state::ContainerState;
+use herd_sched::migration::{PRECOPY_MAX_ROUNDS, PRECOPY_MIN_ROUND, precopy_again, precopy_small_enough};
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncReadExt;
 
@@ -116,12 +117,31 @@ fn fault_point(run_dir: &Path, point: &str) {
     unsafe { libc::_exit(86) };
 }
 
+/// What CRIU calls the link from a dump's images to its parent's.
+const CRIU_PARENT_LINK: &str = "parent";
+
+/// The directory of pre-copy round `round`'s images, in a migration's scratch directory.
+fn pre_dump_dir(round: u32) -> String {
+    format!("pre-{round}")
+}
+
+/// The link from a dump's images to those of pre-copy round `round`, as CRIU takes it
+/// (`--prev-images-dir`, runc's `--parent-path`): relative to the dump's own directory.
+fn parent_link(round: u32) -> String {
+    format!("../{}", pre_dump_dir(round))
+}
+
+/// The log of the page server storing pages into `images` (in the scratch directory).
+fn page_server_log(images: &Path) -> String {
+    format!("page-server-{}.log", images.file_name().and_then(|n| n.to_str()).unwrap_or("images"))
+}
+
 fn ms_since(t: Instant) -> u64 {
     t.elapsed().as_millis() as u64
 }
 
 fn phase(name: &str, ms: u64) -> PhaseTime {
-    PhaseTime { phase: name.to_string(), ms }
+    PhaseTime { phase: name.to_string(), ms, bytes: None }
 }
 
 /// A process spawned with `std::process::Command` in its own process group, watched by tokio.
@@ -250,13 +270,17 @@ impl Runtime {
         std::fs::create_dir_all(&images)?;
         // Page connections are taken as they come: cold ones are stored by a CRIU page server
         // at once (the source's dump waits for it), post-copy ones wait for the restore.
+        // Pre-copy rounds are stored in `pre-N`, each the parent of the next, and the final
+        // checkpoint's pages in `images` with the last round as their parent.
         let pages: Arc<tokio::sync::Mutex<Option<Pages>>> = Arc::default();
         let pages_arrived = Arc::new(tokio::sync::Notify::new());
         let (channel_tx, mut channel_rx) = tokio::sync::mpsc::channel::<Channel>(1);
         let acceptor = {
             let (this, scratch, images, budget) = (self.clone(), scratch.clone(), images.clone(), budget.clone());
             let (pages, pages_arrived, mode) = (pages.clone(), pages_arrived.clone(), ticket.mode);
+            let migration = ticket.migration.clone();
             tokio::spawn(async move {
+                let mut last_round = 0;
                 loop {
                     match listener.accept().await {
                         Ok(Accepted::Control(ch)) => {
@@ -264,11 +288,46 @@ impl Runtime {
                                 break;
                             }
                         }
+                        Ok(Accepted::PreDump(stream, round)) => {
+                            if mode != MigrationMode::Precopy || round != last_round + 1 {
+                                tracing::warn!(
+                                    "migration {migration}: refused the pages of pre-copy round {round} \
+                                     (mode {}, last round {last_round})",
+                                    mode.as_str()
+                                );
+                                continue;
+                            }
+                            let dir = scratch.join(pre_dump_dir(round));
+                            let parent = (round > 1).then(|| parent_link(round - 1));
+                            let started = this.start_page_server(&scratch, &dir, parent.as_deref(), stream, &budget);
+                            match started.await {
+                                Ok((child, relayed)) => {
+                                    last_round = round;
+                                    // The source's round ends when this page server has stored
+                                    // its pages; reap it then.
+                                    let migration = migration.clone();
+                                    tokio::spawn(async move {
+                                        let mut child = child;
+                                        let _ = relayed.await;
+                                        if let Ok(status) = child.wait().await
+                                            && !status.success()
+                                        {
+                                            tracing::warn!("migration {migration}: pre-copy round {round}: {status}");
+                                        }
+                                    });
+                                }
+                                Err(e) => tracing::warn!("migration {migration}: pre-copy round {round}: {e:#}"),
+                            }
+                        }
                         Ok(Accepted::Pages(stream)) => {
                             let entry = if mode == MigrationMode::Postcopy {
                                 Pages::Waiting(stream)
                             } else {
-                                match this.start_page_server(&scratch, &images, stream, &budget).await {
+                                let parent = (last_round > 0).then(|| parent_link(last_round));
+                                match this
+                                    .start_page_server(&scratch, &images, parent.as_deref(), stream, &budget)
+                                    .await
+                                {
                                     Ok((child, relayed)) => Pages::Storing(child, relayed),
                                     Err(e) => Pages::Failed(format!("{e:#}")),
                                 }
@@ -333,7 +392,7 @@ impl Runtime {
                                 if !status.success() {
                                     bail!(
                                         "the CRIU page server failed ({status}); see {}",
-                                        scratch.join("page-server.log").display()
+                                        scratch.join(page_server_log(&images)).display()
                                     );
                                 }
                                 None
@@ -376,25 +435,31 @@ impl Runtime {
         Ok(())
     }
 
-    /// Cold and pre-copy: a `criu page-server` storing the pages the source's dump sends.
+    /// Cold and pre-copy: a `criu page-server` storing the pages the source's dump sends into
+    /// `images`, whose parent (a pre-copy round's images, relative to `images`) holds the
+    /// pages this dump left out.
     async fn start_page_server(
         &self,
         scratch: &Path,
         images: &Path,
+        parent: Option<&str>,
         stream: tokio::net::TcpStream,
         budget: &Budget,
     ) -> anyhow::Result<(tokio::process::Child, tokio::task::JoinHandle<std::io::Result<(u64, u64)>>)> {
+        std::fs::create_dir_all(images).with_context(|| format!("creating {}", images.display()))?;
         let port = free_local_port()?;
         let criu = self.cfg.runc.criu.clone().unwrap_or_else(|| "criu".into());
+        let log = page_server_log(images);
         let mut cmd = std::process::Command::new(criu);
         cmd.args(["page-server", "--address", "127.0.0.1", "--port", &port.to_string(), "--images-dir"])
             .arg(images)
             .arg("--work-dir")
             .arg(scratch)
-            .args(["-o", "page-server.log", "-v4"])
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null());
+            .args(["-o", &log, "-v4"]);
+        if let Some(parent) = parent {
+            cmd.args(["--prev-images-dir", parent]);
+        }
+        cmd.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
         let child = spawn_group(cmd, self.migration_cgroup())?;
         let local = connect_local(port, Duration::from_secs(10)).await?;
         let budget = budget.clone();
@@ -587,14 +652,13 @@ impl Runtime {
         if read_incoming(&c.paths.dir).is_some_and(|i| i.state == DestinationState::Running) {
             let _ = std::fs::remove_file(c.paths.dir.join(INCOMING));
         }
-        let outcome = match ticket.mode {
-            MigrationMode::Precopy => {
-                return Err(
-                    "pre-copy is not available on this node: its kernel does not track dirty memory".to_string()
-                );
-            }
-            mode => self.send(&c, &ticket, destination, mode, &progress).await,
-        };
+        if ticket.mode == MigrationMode::Precopy && !self.cfg.dirty_tracking {
+            return Err(format!(
+                "pre-copy is not available on node {}: its kernel does not track dirty memory",
+                self.cfg.node
+            ));
+        }
+        let outcome = self.send(&c, &ticket, destination, ticket.mode, &progress).await;
         if !matches!(outcome, SourceOutcome::InDoubt { .. }) {
             // Settled here (resumed, or let go after the destination ran it): a later
             // resolution of this migration has nothing left to do. In doubt, the scratch
@@ -645,6 +709,27 @@ impl Runtime {
         };
         phases.push(phase("connect", ms_since(started)));
 
+        // Pre-copy: memory moves while the container runs, round after round, until what the
+        // container dirties between two rounds stops shrinking.
+        let mut precopied = 0;
+        let mut parent = None;
+        if mode == MigrationMode::Precopy {
+            match self.pre_copy(c, &t, destination, &scratch, &budget, progress).await {
+                Ok(rounds) => {
+                    precopied = rounds.iter().filter_map(|r| r.bytes).sum();
+                    parent = Some(parent_link(rounds.len() as u32));
+                    phases.extend(rounds);
+                }
+                Err(e) => {
+                    // It ran all along, but for a round that failed while CRIU had it frozen.
+                    let reason = format!("pre-copy failed: {e:#}");
+                    tracing::warn!("migration of {} failed, it goes on here: {reason}", c.spec.name);
+                    self.thaw(c).await;
+                    return SourceOutcome::Resumed { reason };
+                }
+            }
+        }
+
         // Freeze and checkpoint: from here the container does not run.
         if let Err(e) = netlock::lock(&netns) {
             return SourceOutcome::Resumed { reason: format!("{e:#}") };
@@ -653,7 +738,7 @@ impl Runtime {
         let frozen_at = now_millis();
         let freeze_started = Instant::now();
         progress(Progress { phase: "checkpoint".into(), bytes: 0, total: None });
-        let dumped = self.dump(c, &t, destination, &images, &scratch, mode, &budget).await;
+        let dumped = self.dump(c, &t, destination, &images, &scratch, mode, parent, &budget).await;
         let mut dump = match dumped {
             Ok(d) => d,
             Err(e) => {
@@ -678,6 +763,11 @@ impl Runtime {
             let mut bytes = ch.send_blob(reader).await?;
             packer.await?.context("packing the writable layer")?;
             ch.send(&Msg::Images).await?;
+            // Pre-copy: the link to the last round's images is the source's own; the
+            // destination's page server made one to its copy of them.
+            if mode == MigrationMode::Precopy {
+                std::fs::remove_file(images.join(CRIU_PARENT_LINK))?;
+            }
             bytes += ch.send_dir(&images).await?;
             if let Ok(mut f) = tokio::fs::File::open(c.paths.state().join(logs::LOG_FILE)).await {
                 use tokio::io::AsyncSeekExt;
@@ -719,7 +809,7 @@ impl Runtime {
         fault_point(&self.cfg.paths.run_dir, "source-before-let-go");
         // Post-copy: pages keep flowing from here until the destination has them all.
         let pages_started = Instant::now();
-        let memory_bytes = dump.finish().await;
+        let memory_bytes = dump.finish().await + precopied;
         if mode == MigrationMode::Postcopy {
             phases.push(phase("pages", ms_since(pages_started)));
         }
@@ -736,8 +826,84 @@ impl Runtime {
         })
     }
 
-    /// Runs the CRIU dump for `mode`: cold sends the pages through the destination's page
-    /// server as it dumps; post-copy dumps everything else and then serves pages.
+    /// Pre-copy's rounds, while the container runs: each `runc checkpoint --pre-dump` sends
+    /// the pages written since the round before (all of them in the first) to a page server
+    /// on the destination, until [`precopy_again`] says the dirty set stopped shrinking or is
+    /// small enough for the final stop-and-copy. Returns each round's time and bytes.
+    async fn pre_copy(
+        &self,
+        c: &Container,
+        ticket: &Ticket,
+        destination: SocketAddr,
+        scratch: &Path,
+        budget: &Budget,
+        progress: &(impl Fn(Progress) + Send + Sync),
+    ) -> anyhow::Result<Vec<PhaseTime>> {
+        let mut sent: Vec<u64> = Vec::new();
+        let mut rounds = Vec::new();
+        let mut small_enough = PRECOPY_MIN_ROUND;
+        while precopy_again(&sent, small_enough, PRECOPY_MAX_ROUNDS) {
+            let round = sent.len() as u32 + 1;
+            progress(Progress { phase: format!("pre-copy round {round}"), bytes: sent.iter().sum(), total: None });
+            let started = Instant::now();
+            let dir = pre_dump_dir(round);
+            let work = scratch.join(format!("{dir}-work"));
+            std::fs::create_dir_all(&work)?;
+            let mut opts = CheckpointOpts::new(scratch.join(&dir), work);
+            opts.pre_dump = true;
+            opts.parent_path = (round > 1).then(|| parent_link(round - 1).into());
+            let remote = transfer::connect_pre_dump(destination, ticket, round).await?;
+            let log = scratch.join(format!("runc-{dir}.log"));
+            let bytes = self
+                .dump_relayed(&c.spec.id, opts, &log, remote, budget)
+                .await
+                .with_context(|| format!("round {round}"))?;
+            if round == 1 {
+                small_enough = precopy_small_enough(bytes, started.elapsed());
+            }
+            tracing::debug!("pre-copy round {round} of {}: {bytes} bytes", c.spec.name);
+            sent.push(bytes);
+            rounds.push(PhaseTime { phase: format!("precopy {round}"), ms: ms_since(started), bytes: Some(bytes) });
+        }
+        Ok(rounds)
+    }
+
+    /// Runs `runc checkpoint` with `opts`, its CRIU sending pages to a local port that is
+    /// relayed to the destination's page server over `remote`; returns the bytes relayed.
+    async fn dump_relayed(
+        &self,
+        id: &str,
+        mut opts: CheckpointOpts,
+        log: &Path,
+        remote: tokio::net::TcpStream,
+        budget: &Budget,
+    ) -> anyhow::Result<u64> {
+        let proxy = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+        opts.page_server = Some(proxy.local_addr()?);
+        let budget = budget.clone();
+        let relayed = tokio::spawn(async move {
+            let (local, _) = proxy.accept().await?;
+            crate::relay::relay(local, remote, &budget).await
+        });
+        let cmd = self.cfg.runc.checkpoint_command(id, &opts, log);
+        let mut child = spawn_group(cmd, self.migration_cgroup())?;
+        let status = child.wait().await?;
+        if !status.success() {
+            relayed.abort();
+            let why = last_runc_error(log, 0).unwrap_or_else(|| status.to_string());
+            let detail = crate::runtime::criu_log_tail(&opts.work_path.join("dump.log"))
+                .map(|t| format!(" (CRIU: {t})"))
+                .unwrap_or_default();
+            bail!("{why}{detail}");
+        }
+        let (sent, _) = relayed.await.context("page transfer")??;
+        Ok(sent)
+    }
+
+    /// Runs the CRIU dump for `mode`: cold and pre-copy send the pages through the
+    /// destination's page server as they dump (pre-copy only those written since its last
+    /// round, whose images are `parent`); post-copy dumps everything else and then serves
+    /// pages.
     #[allow(clippy::too_many_arguments)]
     async fn dump(
         &self,
@@ -747,15 +913,15 @@ impl Runtime {
         images: &Path,
         scratch: &Path,
         mode: MigrationMode,
+        parent: Option<String>,
         budget: &Budget,
     ) -> anyhow::Result<Dump> {
         let id = &c.spec.id;
         let work = scratch.join("dump-work");
         std::fs::create_dir_all(&work)?;
         let log = scratch.join("runc-checkpoint.log");
-        let port = free_local_port()?;
         let mut opts = CheckpointOpts::new(images.to_path_buf(), work.clone());
-        opts.page_server = Some(SocketAddr::from(([127, 0, 0, 1], port)));
+        opts.parent_path = parent.map(PathBuf::from);
         // Frozen by runc before CRIU starts. Left to itself, CRIU freezes the cgroup and
         // finds it still FREEZING at its first look (cgroup v1), then sleeps 100 ms before
         // it looks again: a tenth of a second of every post-copy downtime.
@@ -764,29 +930,13 @@ impl Runtime {
             MigrationMode::Cold | MigrationMode::Precopy => {
                 // Left frozen after the dump: resumable until the commit.
                 opts.leave_running = true;
-                // CRIU connects to our local proxy, which carries the pages to the destination.
-                let proxy = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
                 let remote = transfer::connect_pages(destination, ticket).await?;
-                let budget = budget.clone();
-                let relayed = tokio::spawn(async move {
-                    let (local, _) = proxy.accept().await?;
-                    crate::relay::relay(local, remote, &budget).await
-                });
-                let cmd = self.cfg.runc.checkpoint_command(id, &opts, &log);
-                let mut child = spawn_group(cmd, self.migration_cgroup())?;
-                let status = child.wait().await?;
-                if !status.success() {
-                    relayed.abort();
-                    let why = last_runc_error(&log, 0).unwrap_or_else(|| status.to_string());
-                    let detail = crate::runtime::criu_log_tail(&work.join("dump.log"))
-                        .map(|t| format!(" (CRIU: {t})"))
-                        .unwrap_or_default();
-                    bail!("{why}{detail}");
-                }
-                let (sent, _) = relayed.await.context("page transfer")??;
+                let sent = self.dump_relayed(id, opts, &log, remote, budget).await?;
                 Ok(Dump::Cold { memory_bytes: sent })
             }
             MigrationMode::Postcopy => {
+                let port = free_local_port()?;
+                opts.page_server = Some(SocketAddr::from(([127, 0, 0, 1], port)));
                 opts.lazy_pages = true;
                 let (status_r, status_w) = nix::unistd::pipe()?;
                 opts.status_fd = Some(status_w.as_raw_fd());
@@ -831,6 +981,16 @@ impl Runtime {
     /// Gives the container back to itself here: unlock, thaw.
     async fn resume_here(self: &Arc<Self>, c: &Arc<Container>, netns: &Path, reason: String) -> SourceOutcome {
         tracing::warn!("migration of {} failed, resuming it here: {reason}", c.spec.name);
+        self.thaw(c).await;
+        if let Err(e) = netlock::unlock(netns) {
+            tracing::warn!("unlocking the network of {}: {e:#}", c.spec.name);
+        }
+        c.live.lock().unwrap().expecting_exit = false;
+        SourceOutcome::Resumed { reason }
+    }
+
+    /// Lets a paused container run again.
+    async fn thaw(&self, c: &Container) {
         match self.cfg.runc.state(&c.spec.id).await {
             Ok(Some(s)) if s.status == "paused" => {
                 if let Err(e) = self.cfg.runc.resume(&c.spec.id).await {
@@ -843,11 +1003,6 @@ impl Runtime {
                 tracing::error!("{} cannot be resumed (runc: {other:?})", c.spec.name);
             }
         }
-        if let Err(e) = netlock::unlock(netns) {
-            tracing::warn!("unlocking the network of {}: {e:#}", c.spec.name);
-        }
-        c.live.lock().unwrap().expecting_exit = false;
-        SourceOutcome::Resumed { reason }
     }
 
     /// The destination runs the container: stop it here for good and forget it, without

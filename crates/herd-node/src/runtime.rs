@@ -47,6 +47,8 @@ pub struct RuntimeConfig {
     pub runc: Runc,
     /// Whether CRIU is available (checkpoint and restore need it).
     pub criu: bool,
+    /// Whether the kernel tracks dirty memory for CRIU (soft-dirty): pre-copy needs it.
+    pub dirty_tracking: bool,
     /// The `herd` executable, run as `herd shim` for each container.
     pub exe: PathBuf,
     /// The node's address: migrations are received there.

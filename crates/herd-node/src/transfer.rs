@@ -320,7 +320,14 @@ impl Budget {
 #[serde(rename_all = "snake_case")]
 pub enum Purpose {
     Control,
+    /// The memory pages of the checkpoint the destination restores.
     Pages,
+    /// Pre-copy: the pages of pre-dump round `round` (1, 2, ...), taken while the container
+    /// runs. Each round's images have the previous round's as their parent, and the final
+    /// checkpoint's have the last round's.
+    PreDump {
+        round: u32,
+    },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -335,6 +342,7 @@ struct Hello {
 pub enum Accepted {
     Control(Channel),
     Pages(TcpStream),
+    PreDump(TcpStream, u32),
 }
 
 /// The listening end (on the destination; for post-copy pages the source listens too).
@@ -490,6 +498,7 @@ async fn handshake(mut stream: TcpStream, peer: SocketAddr, ticket: Arc<Ticket>,
     Some(match hello.purpose {
         Purpose::Control => Accepted::Control(Channel::new(stream, peer, budget)),
         Purpose::Pages => Accepted::Pages(stream),
+        Purpose::PreDump { round } => Accepted::PreDump(stream, round),
     })
 }
 
@@ -553,6 +562,11 @@ pub async fn connect_control(addr: SocketAddr, ticket: &Ticket, budget: Budget) 
 /// Opens a pages connection to a [`Listener`]: after the hello, a plain byte stream.
 pub async fn connect_pages(addr: SocketAddr, ticket: &Ticket) -> Result<TcpStream, TransferError> {
     open(addr, ticket, Purpose::Pages).await
+}
+
+/// Opens the pages connection of pre-copy round `round` to a [`Listener`].
+pub async fn connect_pre_dump(addr: SocketAddr, ticket: &Ticket, round: u32) -> Result<TcpStream, TransferError> {
+    open(addr, ticket, Purpose::PreDump { round }).await
 }
 
 // ---------------------------------------------------------------------------------------

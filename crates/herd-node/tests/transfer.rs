@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use herd_node::relay::relay;
 use herd_node::transfer::{
     Accepted, Budget, Channel, HELLO_TIMEOUT, Listener, MAGIC, Ticket, TransferError, connect_control, connect_pages,
+    connect_pre_dump,
 };
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -37,7 +38,7 @@ async fn pair(budget: Budget) -> (Channel, Channel) {
     let opener = connect_control(listener.local_addr(), &ticket, budget).await.unwrap();
     match within("accept", listener.accept()).await.unwrap() {
         Accepted::Control(accepted) => (accepted, opener),
-        Accepted::Pages(_) => panic!("a control connection was accepted as pages"),
+        Accepted::Pages(_) | Accepted::PreDump(..) => panic!("a control connection was accepted as pages"),
     }
 }
 
@@ -396,6 +397,9 @@ async fn bad_hellos_are_dropped_and_good_ones_get_through() {
     let mut buf = [0u8; 12];
     accepted_pages.read_exact(&mut buf).await.unwrap();
     assert_eq!(&buf, b"page request");
+    // And a pre-copy round's, with its round.
+    let _round = connect_pre_dump(addr, &ticket, 3).await.unwrap();
+    assert!(matches!(within("accept", listener.accept()).await, Ok(Accepted::PreDump(_, 3))));
 
     // The silent clients are dropped after the hello timeout.
     assert_eq!(read_until_closed(&mut silent).await, b"");

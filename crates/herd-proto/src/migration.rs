@@ -80,6 +80,9 @@ impl MigrationPhase {
 pub struct PhaseTime {
     pub phase: String,
     pub ms: u64,
+    /// Bytes the step moved, where that tells something (each pre-copy round's dirty pages).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
 }
 
 /// How a migration ended.

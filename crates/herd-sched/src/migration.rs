@@ -102,6 +102,24 @@ pub fn choose_mode(
     }
 }
 
+/// How long the final stop-and-copy of a pre-copy migration should spend moving the last
+/// dirty pages: the dirty set is small enough once the link moves it in about this long.
+pub const PRECOPY_FINAL_COPY: std::time::Duration = std::time::Duration::from_millis(50);
+/// The fewest bytes worth another pre-copy round: below this a round costs more in CRIU's own
+/// work (freezing, the page map scan) than the copy it saves.
+pub const PRECOPY_MIN_ROUND: u64 = 256 << 10;
+/// The most pre-copy rounds before the final stop-and-copy, whatever the dirty set does.
+pub const PRECOPY_MAX_ROUNDS: usize = 8;
+
+/// The dirty set small enough for the final stop-and-copy, given what the first round moved and
+/// how long it took: what the link moves in [`PRECOPY_FINAL_COPY`] at that pace, and at least
+/// [`PRECOPY_MIN_ROUND`].
+pub fn precopy_small_enough(first_round_bytes: u64, first_round: std::time::Duration) -> u64 {
+    let secs = first_round.as_secs_f64().max(1e-3);
+    let rate = first_round_bytes as f64 / secs;
+    ((rate * PRECOPY_FINAL_COPY.as_secs_f64()) as u64).max(PRECOPY_MIN_ROUND)
+}
+
 /// Pre-copy rounds: whether to dump again while the container runs, given the bytes each
 /// round so far had to send. Stops when the dirty set stops shrinking (a round sends more
 /// than 90% of the previous one), when it is small enough for a short stop-and-copy, or after
@@ -118,6 +136,8 @@ pub fn precopy_again(rounds: &[u64], small_enough: u64, max_rounds: usize) -> bo
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use herd_proto::state::CriuFeatures;
 
@@ -177,6 +197,16 @@ mod tests {
         let mut dst = facts(true, false);
         dst.criu_version = None;
         assert!(check_compatible("a", &src, "b", &dst).unwrap_err().contains("node b cannot checkpoint"));
+    }
+
+    #[test]
+    fn precopy_stops_at_what_the_link_moves_in_50_ms() {
+        // 1 GiB in 1 s: 50 ms move about 51 MiB.
+        assert_eq!(precopy_small_enough(1 << 30, Duration::from_secs(1)), (1u64 << 30) / 20);
+        // A slow or tiny first round: never below the floor.
+        assert_eq!(precopy_small_enough(100 << 10, Duration::from_secs(2)), PRECOPY_MIN_ROUND);
+        // A round that took no measurable time does not divide by zero.
+        assert!(precopy_small_enough(1 << 20, Duration::ZERO) >= PRECOPY_MIN_ROUND);
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //! torn down (`herd down --purge`) when the test ends, pass or fail.
 #![allow(dead_code)]
 
+pub mod vm;
+
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

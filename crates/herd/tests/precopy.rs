@@ -1,0 +1,92 @@
+//! Pre-copy migration, on a kernel that tracks dirty memory (soft-dirty): memory moves in
+//! rounds while the container runs, and the final stop-and-copy moves only what it wrote since.
+//!
+//! This machine's kernel lacks soft-dirty (`../shared/PLATFORM.md`), so where `criu check`
+//! says so, the test runs itself again in a virtual machine booting a Debian kernel that has
+//! it (`common::vm`), and passes when it passes there.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::{COUNTER, Cluster, counted, vm, wait_for};
+use herd_proto::migration::{MigrationMode, MigrationReport, Outcome};
+
+/// Set in the guest, where the test runs for real.
+const IN_VM: &str = "HERD_TEST_IN_VM";
+/// Generous: in the guest every instruction is emulated.
+const T: Duration = Duration::from_secs(300);
+
+fn kernel_tracks_dirty_memory() -> bool {
+    Command::new("criu").args(["check", "--feature", "mem_dirty_track"]).output().is_ok_and(|o| o.status.success())
+}
+
+/// Runs `scenario` here if this kernel tracks dirty memory (or this is the guest), in a guest
+/// otherwise.
+fn on_a_dirty_tracking_kernel(name: &str, scenario: fn()) {
+    if std::env::var_os(IN_VM).is_some() || kernel_tracks_dirty_memory() {
+        scenario();
+        return;
+    }
+    let exe = std::env::current_exe().unwrap().display().to_string();
+    let args = [exe, "--exact".into(), name.into(), "--nocapture".into(), "--test-threads".into(), "1".into()];
+    let cwd = std::env::current_dir().unwrap();
+    let outcome = vm::run(&args, &cwd, &[(IN_VM, "1")], Duration::from_secs(25 * 60));
+    assert_eq!(outcome.exit_code, 0, "{name} failed in the guest (its console is above)");
+    assert!(outcome.console.contains("test result: ok. 1 passed"), "{name} did not run in the guest");
+}
+
+#[test]
+fn precopy_moves_memory_in_rounds_while_the_container_runs() {
+    on_a_dirty_tracking_kernel("precopy_moves_memory_in_rounds_while_the_container_runs", || {
+        let cluster = Cluster::up(37, 2);
+        cluster.import_busybox_with_memhog();
+
+        // A counter with a file in its writable layer carries on where it was.
+        cluster
+            .ok(&["run", "--name", "counter", "--node", "n1", "--memory", "64m", "busybox", "--", "sh", "-c", COUNTER]);
+        let before = cluster.wait_state("counter", "running", T);
+        cluster.wait_log("counter", "n=10 ", T);
+        let report: MigrationReport = cluster.json(&["migrate", "counter", "--to", "n2", "--mode", "precopy"]);
+        assert_eq!((report.mode, &report.outcome), (MigrationMode::Precopy, &Outcome::Migrated), "{report:?}");
+        let rounds = precopy_rounds(&report);
+        assert!(!rounds.is_empty(), "no pre-copy round in {report:?}");
+        let c = cluster.container("counter");
+        assert_eq!((c.node.as_str(), c.state.as_str(), c.ip), ("n2", "running", before.ip), "{c:?}");
+        let seen = counted(&cluster.ok(&["logs", "counter"]));
+        wait_for("the counter to count on after the move", T, || {
+            (counted(&cluster.ok(&["logs", "counter"])) > seen + 20).then_some(())
+        });
+
+        // 32 MiB written with a pattern, 2 MiB of it rewritten every second: the first round
+        // moves all of it while it runs, the final stop-and-copy only what was written since
+        // the last round, and the pages of every round add up to intact memory.
+        cluster.ok(&["run", "--name", "hog", "--node", "n1", "--memory", "128m", "busybox", "--", "memhog", "32", "2"]);
+        cluster.wait_log("hog", "check 1 ok", T);
+        let report: MigrationReport = cluster.json(&["migrate", "hog", "--to", "n2", "--mode", "precopy"]);
+        assert_eq!(report.outcome, Outcome::Migrated, "{report:?}");
+        let rounds = precopy_rounds(&report);
+        eprintln!("pre-copy rounds (bytes): {rounds:?}; memory moved: {}", report.memory_bytes);
+        assert!(rounds[0] >= 32 << 20, "the first round moved only {} bytes: {report:?}", rounds[0]);
+        let final_copy = report.memory_bytes - rounds.iter().sum::<u64>();
+        assert!(final_copy < 16 << 20, "the stop-and-copy moved {final_copy} bytes, not just the dirty pages");
+        if let [.., prev, last] = rounds[..] {
+            assert!(last < rounds[0] && prev <= rounds[0], "later rounds move only dirty pages: {rounds:?}");
+        }
+        cluster.memhog_checks_more("hog", 2, T);
+        assert_eq!(cluster.container("hog").node, "n2");
+        // Neither node keeps the rounds' images.
+        for node in ["n1", "n2"] {
+            let scratch = cluster.node_view(node, &cluster.run_dir().join(format!("nodes/{node}/scratch/migrations")));
+            wait_for(&format!("{node} to remove its migrations' scratch directories"), T, || {
+                (std::fs::read_dir(&scratch).unwrap().count() == 0).then_some(())
+            });
+        }
+    });
+}
+
+/// The bytes each pre-copy round of `report` moved, in order.
+fn precopy_rounds(report: &MigrationReport) -> Vec<u64> {
+    report.phases.iter().filter(|p| p.phase.starts_with("precopy ")).map(|p| p.bytes.unwrap_or(0)).collect()
+}
