@@ -100,8 +100,9 @@ async fn connect_local(port: u16, timeout: Duration) -> anyhow::Result<tokio::ne
 
 /// Fault injection for tests: when `HERD_FAULT_INJECT` (a comma-separated list) names `point`,
 /// the agent dies right here, as in a crash, once per point per node (a marker file in the run
-/// directory remembers). The points are `dest-before-restore`, `dest-after-restore`,
-/// `source-after-checkpoint` and `source-before-let-go`.
+/// directory remembers). The points are `dest-during-precopy` (a pre-copy round's pages
+/// arrive), `dest-before-restore`, `dest-after-restore`, `source-after-checkpoint` and
+/// `source-before-let-go`.
 fn fault_point(run_dir: &Path, point: &str) {
     let Ok(list) = std::env::var("HERD_FAULT_INJECT") else { return };
     if !list.split(',').any(|p| p.trim() == point) {
@@ -289,6 +290,7 @@ impl Runtime {
                             }
                         }
                         Ok(Accepted::PreDump(stream, round)) => {
+                            fault_point(&this.cfg.paths.run_dir, "dest-during-precopy");
                             if mode != MigrationMode::Precopy || round != last_round + 1 {
                                 tracing::warn!(
                                     "migration {migration}: refused the pages of pre-copy round {round} \

@@ -40,14 +40,30 @@ fn on_a_dirty_tracking_kernel(name: &str, scenario: fn()) {
 #[test]
 fn precopy_moves_memory_in_rounds_while_the_container_runs() {
     on_a_dirty_tracking_kernel("precopy_moves_memory_in_rounds_while_the_container_runs", || {
-        let cluster = Cluster::up(37, 2);
+        // The destination's agent dies once, as its first pre-copy round's pages arrive.
+        let cluster = Cluster::up_with_env(37, 2, &[], &[("HERD_FAULT_INJECT", "dest-during-precopy")]);
         cluster.import_busybox_with_memhog();
-
-        // A counter with a file in its writable layer carries on where it was.
-        cluster
-            .ok(&["run", "--name", "counter", "--node", "n1", "--memory", "64m", "busybox", "--", "sh", "-c", COUNTER]);
+        let counter =
+            ["run", "--name", "counter", "--node", "n1", "--memory", "64m", "busybox", "--", "sh", "-c", COUNTER];
+        cluster.ok(&counter);
         let before = cluster.wait_state("counter", "running", T);
         cluster.wait_log("counter", "n=10 ", T);
+
+        // A migration whose destination dies during pre-copy leaves the container running
+        // where it was, and only there.
+        let agent = cluster.agent_pid("n2").unwrap();
+        let out = cluster.herd(&["migrate", "counter", "--to", "n2", "--mode", "precopy"]);
+        assert!(!out.status.success(), "the migration survived its destination's crash?");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("keeps running on n1"), "{err}");
+        cluster.wait_runs_only_on("counter", "n1", T);
+        cluster.wait_agent_restarted("n2", agent, T);
+        let seen = counted(&cluster.ok(&["logs", "counter"]));
+        wait_for("the counter to count on after the failed move", T, || {
+            (counted(&cluster.ok(&["logs", "counter"])) > seen + 20).then_some(())
+        });
+
+        // Then a counter with a file in its writable layer carries on where it was.
         let report: MigrationReport = cluster.json(&["migrate", "counter", "--to", "n2", "--mode", "precopy"]);
         assert_eq!((report.mode, &report.outcome), (MigrationMode::Precopy, &Outcome::Migrated), "{report:?}");
         let rounds = precopy_rounds(&report);
