@@ -10,7 +10,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{COUNTER, Cluster, counted, vm, wait_for};
+use common::{COUNTER, Cluster, EchoClient, counted, vm, wait_for};
 use herd_proto::migration::{MigrationMode, MigrationReport, Outcome};
 
 /// Set in the guest, where the test runs for real.
@@ -74,6 +74,15 @@ fn precopy_moves_memory_in_rounds_while_the_container_runs() {
         wait_for("the counter to count on after the move", T, || {
             (counted(&cluster.ok(&["logs", "counter"])) > seen + 20).then_some(())
         });
+
+        // A TCP connection from the host to the container goes on through the move.
+        cluster.ok(&["run", "--name", "echo", "--node", "n1", "busybox", "--", "nc", "-ll", "-p", "9000", "-e", "cat"]);
+        let server = cluster.wait_state("echo", "running", T);
+        let mut client = EchoClient::connect(server.ip, 9000, T);
+        assert_eq!(client.echo("before"), "before");
+        let report: MigrationReport = cluster.json(&["migrate", "echo", "--to", "n2", "--mode", "precopy"]);
+        assert_eq!((report.mode, &report.outcome), (MigrationMode::Precopy, &Outcome::Migrated), "{report:?}");
+        assert_eq!(client.echo("after"), "after");
 
         // 32 MiB written with a pattern, 2 MiB of it rewritten every second: the first round
         // moves all of it while it runs, the final stop-and-copy only what was written since
