@@ -424,6 +424,16 @@ fn report(
                 "x",
                 true,
             );
+            // A stop-and-copy restores only once its last page has arrived, and the restore
+            // writes every page into memory the container has never touched.
+            if let Some((_, fresh, _)) = memory.iter().find(|(s, ..)| s == size) {
+                let least = *t + *fresh;
+                println!(
+                    "    the least any stop-and-copy takes here: link copy + writing fresh memory = {} ({:.2}x the link copy)",
+                    secs(least),
+                    least.as_secs_f64() / t.as_secs_f64()
+                );
+            }
         }
     }
 }
