@@ -110,12 +110,19 @@ impl Drop for KillOnDrop<'_> {
     }
 }
 
+/// Directories the guest mounts a tmpfs on: where Herd keeps its state and the overlay roots
+/// of containers, whose upper directories cannot be on the guest's own overlay root.
+const TMPFS_DIRS: [&str; 4] = ["/run", "/tmp", "/var/lib/herd", "/var/lib/herd-test"];
+
 /// The script the guest runs on its shared root: a root-like machine (proc, sysfs, devices,
 /// cgroup v2, tmpfs where Herd keeps data), then the command, then its exit code and power off.
 fn stage_two(command: &[String], cwd: &Path, env: &[(&str, &str)]) -> String {
     let quote = |s: &str| format!("'{}'", s.replace('\'', r"'\''"));
     let exports: String = env.iter().map(|(k, v)| format!("export {k}={}\n", quote(v))).collect();
     let argv: Vec<String> = command.iter().map(|a| quote(a)).collect();
+    // A tmpfs must not hide the checkout the command runs from (it may be under /tmp).
+    let hides = |dir: &str| cwd.starts_with(dir) || command.first().is_some_and(|exe| Path::new(exe).starts_with(dir));
+    let tmpfs: Vec<&str> = TMPFS_DIRS.into_iter().filter(|d| !hides(d)).collect();
     format!(
         r#"export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root
 mount -t proc proc /proc
@@ -125,8 +132,7 @@ mkdir -p /dev/pts /dev/shm
 mount -t devpts devpts /dev/pts
 mount -t tmpfs tmpfs /dev/shm
 mount -t cgroup2 cgroup2 /sys/fs/cgroup
-# Overlay roots need an upper directory that is not itself on an overlay.
-for d in /run /tmp /var/lib/herd /var/lib/herd-test; do mkdir -p $d && mount -t tmpfs tmpfs $d; done
+for d in {tmpfs}; do mkdir -p $d && mount -t tmpfs tmpfs $d; done
 mkdir -p /run/criu
 ip link set lo up
 echo /usr/sbin/modprobe > /proc/sys/kernel/modprobe
@@ -138,6 +144,7 @@ poweroff -f
 "#,
         cwd = quote(&cwd.display().to_string()),
         argv = argv.join(" "),
+        tmpfs = tmpfs.join(" "),
     )
 }
 
