@@ -299,25 +299,8 @@ impl Runtime {
                                 );
                                 continue;
                             }
-                            let dir = scratch.join(pre_dump_dir(round));
-                            let parent = (round > 1).then(|| parent_link(round - 1));
-                            let started = this.start_page_server(&scratch, &dir, parent.as_deref(), stream, &budget);
-                            match started.await {
-                                Ok((child, relayed)) => {
-                                    last_round = round;
-                                    // The source's round ends when this page server has stored
-                                    // its pages; reap it then.
-                                    let migration = migration.clone();
-                                    tokio::spawn(async move {
-                                        let mut child = child;
-                                        let _ = relayed.await;
-                                        if let Ok(status) = child.wait().await
-                                            && !status.success()
-                                        {
-                                            tracing::warn!("migration {migration}: pre-copy round {round}: {status}");
-                                        }
-                                    });
-                                }
+                            match this.store_pre_dump(&migration, &scratch, round, stream, &budget).await {
+                                Ok(()) => last_round = round,
                                 Err(e) => tracing::warn!("migration {migration}: pre-copy round {round}: {e:#}"),
                             }
                         }
@@ -434,6 +417,31 @@ impl Runtime {
             self.abort_unfinished_incoming(&c, &ticket.migration).await;
             return Err(e);
         }
+        Ok(())
+    }
+
+    /// Pre-copy round `round`: a page server stores its pages in `pre-N` (the previous
+    /// round's images their parent), and is reaped once the source's round is over.
+    async fn store_pre_dump(
+        &self,
+        migration: &str,
+        scratch: &Path,
+        round: u32,
+        stream: tokio::net::TcpStream,
+        budget: &Budget,
+    ) -> anyhow::Result<()> {
+        let dir = scratch.join(pre_dump_dir(round));
+        let parent = (round > 1).then(|| parent_link(round - 1));
+        let (mut child, relayed) = self.start_page_server(scratch, &dir, parent.as_deref(), stream, budget).await?;
+        let migration = migration.to_string();
+        tokio::spawn(async move {
+            let _ = relayed.await;
+            if let Ok(status) = child.wait().await
+                && !status.success()
+            {
+                tracing::warn!("migration {migration}: pre-copy round {round}: {status}");
+            }
+        });
         Ok(())
     }
 

@@ -11,18 +11,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use common::{COUNTER, Cluster, counted, wait_for};
+use common::{COUNTER, Cluster, wait_for};
 
 const T: Duration = Duration::from_secs(90);
-
-/// Waits until the counter has counted 20 more than `seen` (checking the whole log); returns
-/// the new count.
-fn counts_on(cluster: &Cluster, name: &str, seen: u64) -> u64 {
-    wait_for(&format!("{name} to count on"), T, || {
-        let n = counted(&cluster.ok(&["logs", name]));
-        (n > seen + 20).then_some(n)
-    })
-}
 
 /// The cluster's environment for fault tests: the named fault points, and a short stall timeout
 /// so a cut network is noticed in seconds.
@@ -91,7 +82,7 @@ fn a_destination_agent_dying_before_or_after_the_restore_leaves_exactly_one_copy
     cluster.import_busybox();
     cluster.ok(&["run", "--name", "counter", "--node", "n1", "busybox", "--", "sh", "-c", COUNTER]);
     let id = cluster.wait_state("counter", "running", T).id;
-    let mut seen = counts_on(&cluster, "counter", 0);
+    let mut seen = cluster.counts_on("counter", 0, T);
     let watch = NeverTwice::watch(&cluster, &id);
 
     // Each node dies once before and once after restoring (the markers make each fault fire
@@ -103,14 +94,14 @@ fn a_destination_agent_dying_before_or_after_the_restore_leaves_exactly_one_copy
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(from), "the error should say where {mode} left the container: {err}");
         cluster.wait_runs_only_on("counter", from, T);
-        seen = counts_on(&cluster, "counter", seen);
+        seen = cluster.counts_on("counter", seen, T);
         cluster.wait_agent_restarted(to, agent, T);
 
         // The second attempt dies after the restore: the container is the destination's.
         let agent = cluster.agent_pid(to).unwrap();
         let _ = cluster.herd(&["migrate", "counter", "--to", to, "--mode", mode]);
         cluster.wait_runs_only_on("counter", to, T);
-        seen = counts_on(&cluster, "counter", seen);
+        seen = cluster.counts_on("counter", seen, T);
         cluster.wait_agent_restarted(to, agent, T);
     }
     watch.check();
@@ -126,7 +117,7 @@ fn a_source_agent_dying_mid_migration_leaves_exactly_one_copy() {
     cluster.import_busybox();
     cluster.ok(&["run", "--name", "counter", "--node", "n1", "busybox", "--", "sh", "-c", COUNTER]);
     let id = cluster.wait_state("counter", "running", T).id;
-    let seen = counts_on(&cluster, "counter", 0);
+    let seen = cluster.counts_on("counter", 0, T);
     let watch = NeverTwice::watch(&cluster, &id);
 
     // Frozen and checkpointed, then the source dies before sending anything: the container was
@@ -135,14 +126,14 @@ fn a_source_agent_dying_mid_migration_leaves_exactly_one_copy() {
     let out = cluster.herd(&["migrate", "counter", "--to", "n2", "--mode", "cold"]);
     assert!(!out.status.success(), "the migration survived its source's crash?");
     cluster.wait_runs_only_on("counter", "n1", T);
-    let seen = counts_on(&cluster, "counter", seen);
+    let seen = cluster.counts_on("counter", seen, T);
     cluster.wait_agent_restarted("n1", agent, T);
 
     // The destination runs it, then the source dies before letting go: the pages still flow
     // (the page proxy outlives the agent), and the restarted source lets go.
     let _ = cluster.herd(&["migrate", "counter", "--to", "n2", "--mode", "postcopy"]);
     cluster.wait_runs_only_on("counter", "n2", T);
-    counts_on(&cluster, "counter", seen);
+    cluster.counts_on("counter", seen, T);
     watch.check();
     wait_for("n1 to forget the counter", T, || {
         (std::fs::read_dir(cluster.data_dir.join("nodes/n1/containers")).unwrap().count() == 0).then_some(())

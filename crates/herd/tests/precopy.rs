@@ -58,10 +58,7 @@ fn precopy_moves_memory_in_rounds_while_the_container_runs() {
         assert!(err.contains("keeps running on n1"), "{err}");
         cluster.wait_runs_only_on("counter", "n1", T);
         cluster.wait_agent_restarted("n2", agent, T);
-        let seen = counted(&cluster.ok(&["logs", "counter"]));
-        wait_for("the counter to count on after the failed move", T, || {
-            (counted(&cluster.ok(&["logs", "counter"])) > seen + 20).then_some(())
-        });
+        cluster.counts_on("counter", counted(&cluster.ok(&["logs", "counter"])), T);
 
         // Then a counter with a file in its writable layer carries on where it was.
         let report: MigrationReport = cluster.json(&["migrate", "counter", "--to", "n2", "--mode", "precopy"]);
@@ -70,10 +67,7 @@ fn precopy_moves_memory_in_rounds_while_the_container_runs() {
         assert!(!rounds.is_empty(), "no pre-copy round in {report:?}");
         let c = cluster.container("counter");
         assert_eq!((c.node.as_str(), c.state.as_str(), c.ip), ("n2", "running", before.ip), "{c:?}");
-        let seen = counted(&cluster.ok(&["logs", "counter"]));
-        wait_for("the counter to count on after the move", T, || {
-            (counted(&cluster.ok(&["logs", "counter"])) > seen + 20).then_some(())
-        });
+        cluster.counts_on("counter", counted(&cluster.ok(&["logs", "counter"])), T);
 
         // A TCP connection from the host to the container goes on through the move.
         cluster.ok(&["run", "--name", "echo", "--node", "n1", "busybox", "--", "nc", "-ll", "-p", "9000", "-e", "cat"]);

@@ -445,6 +445,15 @@ pub fn counted(log: &str) -> u64 {
 }
 
 impl Cluster {
+    /// Waits until [`COUNTER`] container `name` has counted 20 past `seen`, its whole log one
+    /// unbroken sequence; returns the new count.
+    pub fn counts_on(&self, name: &str, seen: u64, timeout: Duration) -> u64 {
+        wait_for(&format!("{name} to count on"), timeout, || {
+            let n = counted(&self.ok(&["logs", name]));
+            (n > seen + 20).then_some(n)
+        })
+    }
+
     /// Waits until memhog container `name` has checked its memory `more` more times, and
     /// asserts it never found it corrupted; returns the log.
     pub fn memhog_checks_more(&self, name: &str, more: usize, timeout: Duration) -> String {
