@@ -10,6 +10,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::bucket::Bucket;
+use crate::objects::Objects;
 use herd_proto::subjects;
 
 /// Where the broker is and who we are to it.
@@ -102,9 +103,9 @@ impl Broker {
     }
 
     /// Opens the object store of image layers, creating it when missing.
-    pub async fn layer_store(&self) -> anyhow::Result<object_store::ObjectStore> {
-        match self.js.get_object_store(subjects::LAYERS_STORE).await {
-            Ok(s) => Ok(s),
+    pub async fn layer_store(&self) -> anyhow::Result<Objects> {
+        let store = match self.js.get_object_store(subjects::LAYERS_STORE).await {
+            Ok(s) => s,
             Err(_) => self
                 .js
                 .create_object_store(object_store::Config {
@@ -113,16 +114,17 @@ impl Broker {
                     ..Default::default()
                 })
                 .await
-                .context("creating the image layer store"),
-        }
+                .context("creating the image layer store")?,
+        };
+        Ok(Objects::new(store, self.js.clone(), subjects::LAYERS_STORE, subjects::CHECKPOINTS_CHUNK))
     }
 
     /// Opens the object store that carries checkpoints between nodes and between a node and
     /// the Control node, creating it when missing. Its objects are transient: leftovers of
     /// interrupted transfers expire.
-    pub async fn checkpoint_store(&self) -> anyhow::Result<object_store::ObjectStore> {
-        match self.js.get_object_store(subjects::CHECKPOINTS_STORE).await {
-            Ok(s) => Ok(s),
+    pub async fn checkpoint_store(&self) -> anyhow::Result<Objects> {
+        let store = match self.js.get_object_store(subjects::CHECKPOINTS_STORE).await {
+            Ok(s) => s,
             Err(_) => self
                 .js
                 .create_object_store(object_store::Config {
@@ -133,8 +135,9 @@ impl Broker {
                     ..Default::default()
                 })
                 .await
-                .context("creating the checkpoint store"),
-        }
+                .context("creating the checkpoint store")?,
+        };
+        Ok(Objects::new(store, self.js.clone(), subjects::CHECKPOINTS_STORE, subjects::CHECKPOINTS_CHUNK))
     }
 
     /// Opens the event stream, creating it (bounded to the newest 10,000 events) when missing.

@@ -21,4 +21,4 @@ mod objects;
 pub use async_nats;
 pub use bucket::{Bucket, Change, Versioned, WriteConflict};
 pub use connect::{Broker, BrokerConfig};
-pub use objects::put_object;
+pub use objects::{Objects, put_object};

@@ -197,7 +197,7 @@ async fn upload(client: &Client, name: &str, node: Option<&str>, dir: &Path) -> 
     }
     let packed = dir.to_path_buf();
     let body = written_stream(move |w| {
-        herd_image::pack_checkpoint(&packed, w).map(|_| ()).map_err(|e| std::io::Error::other(e.to_string()))
+        herd_image::pack_checkpoint(&packed, w, true).map(|_| ()).map_err(|e| std::io::Error::other(e.to_string()))
     });
     let mut req = client
         .request(Method::POST, &format!("/v1/containers/{}/restore/archive", segment(name)))

@@ -13,9 +13,9 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::object_store::ObjectStore;
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
+use herd_broker::Objects;
 use herd_proto::api::{ContainerInfo, NodeState, RestoreRequest};
 use herd_proto::node::{NodeReply, NodeRequest};
 use herd_proto::state::{CheckpointInfo, ContainerRecord, ContainerState, Desired, ImageRecord};
@@ -35,12 +35,12 @@ const REMOVE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The objects of one operation in the checkpoint store, deleted when it ends, whatever way.
 struct Transfers {
-    store: ObjectStore,
+    store: Objects,
     names: Vec<String>,
 }
 
 impl Transfers {
-    fn new(store: &ObjectStore) -> Transfers {
+    fn new(store: &Objects) -> Transfers {
         Transfers { store: store.clone(), names: Vec::new() }
     }
 
@@ -195,6 +195,10 @@ impl Control {
             .get(&object)
             .await
             .map_err(|e| Error::unavailable(format!("cannot read the exported checkpoint from the broker: {e}")))?;
+        // It leaves the cluster: its manifest is signed, so that it can come back.
+        let archive = crate::checkpoint_archive::signed_export(archive, self.checkpoint_key.clone())
+            .await
+            .map_err(|e| Error::unavailable(format!("cannot sign the exported checkpoint: {e}")))?;
         // The stream owns the transfer: the object goes when the download ends or stops.
         Ok(tokio_util::io::ReaderStream::with_capacity(archive, 256 << 10).map(move |chunk| {
             let _owner = &transfers;
@@ -247,13 +251,15 @@ impl Control {
         let mut transfers = Transfers::new(&self.checkpoint_store);
         let object = transfers.name("upload");
         let body = Box::pin(body.map(|r| r.map_err(std::io::Error::other)));
-        let mut reader = tokio_util::io::StreamReader::new(body);
-        let size = herd_broker::put_object(&self.checkpoint_store, &object, &mut reader)
+        let reader = tokio_util::io::StreamReader::new(body);
+        // Only a checkpoint this cluster exported, of this container, and no more bytes than
+        // its manifest lists, reach the store; a node checks every file against the manifest.
+        let mut upload =
+            crate::checkpoint_archive::check_upload(reader, &self.checkpoint_key, name, &plan.record.id).await?;
+        tracing::info!("receiving a signed checkpoint of {name} ({} of files)", units::Bytes(upload.manifest.size()));
+        herd_broker::put_object(&self.checkpoint_store, &object, &mut upload.archive)
             .await
             .map_err(|e| Error::bad_request(format!("could not receive the checkpoint archive: {e:#}")))?;
-        if size == 0 {
-            return Err(Error::bad_request("the uploaded checkpoint archive is empty"));
-        }
         let info = self.import(&plan, &checkpoint_id, &object).await?;
         self.finish_restore(plan, info, true, &mut transfers).await
     }

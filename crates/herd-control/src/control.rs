@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
 use anyhow::Context;
-use async_nats::jetstream::object_store::ObjectStore;
 use futures::StreamExt;
+use herd_broker::Objects;
 use herd_broker::{Broker, BrokerConfig, Bucket, Change};
 use herd_proto::api::NodeState;
 use herd_proto::migration::MigrationRecord;
@@ -57,9 +57,11 @@ pub struct Control {
     pub(crate) containers: Bucket<ContainerRecord>,
     pub(crate) images: Bucket<ImageRecord>,
     pub(crate) statuses: Bucket<ContainerStatus>,
-    pub(crate) layers: ObjectStore,
+    pub(crate) layers: Objects,
     /// Checkpoints in transit (see [`crate::checkpoints`]).
-    pub(crate) checkpoint_store: ObjectStore,
+    pub(crate) checkpoint_store: Objects,
+    /// Signs the checkpoints that leave the cluster (see [`crate::checkpoint_archive`]).
+    pub(crate) checkpoint_key: herd_image::signing::SigningKey,
     pub(crate) events: Events,
     pub(crate) ipam: Mutex<Ipam>,
     pub(crate) migrations: Bucket<MigrationRecord>,
@@ -88,6 +90,7 @@ impl Control {
     /// Connects to the broker, loads the cluster state and starts the background tasks.
     pub async fn start(cfg: ControlConfig) -> anyhow::Result<Arc<Control>> {
         std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("creating {}", cfg.data_dir.display()))?;
+        let checkpoint_key = crate::checkpoint_archive::load_or_create_key(&cfg.data_dir)?;
         let broker = Broker::connect(&cfg.broker).await?;
         let nodes: Bucket<NodeRecord> = broker.bucket(subjects::NODES_BUCKET).await?;
         let images: Bucket<ImageRecord> = broker.bucket(subjects::IMAGES_BUCKET).await?;
@@ -150,6 +153,7 @@ impl Control {
             statuses,
             layers,
             checkpoint_store,
+            checkpoint_key,
             events,
             ipam: Mutex::new(ipam),
             migrations,

@@ -11,6 +11,8 @@ pub enum Kind {
     /// The request is malformed or names something invalid.
     BadRequest,
     NotFound,
+    /// The request is understood and refused: what it carries is not trusted.
+    Forbidden,
     /// The request clashes with the current state (name in use, container running, ...).
     Conflict,
     /// A node or the broker cannot be reached.
@@ -42,6 +44,9 @@ impl Error {
     pub fn conflict(message: impl Into<String>) -> Self {
         Self::new(Kind::Conflict, message)
     }
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(Kind::Forbidden, message)
+    }
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::new(Kind::Unavailable, message)
     }
@@ -50,6 +55,7 @@ impl Error {
         match self.kind {
             Kind::BadRequest => StatusCode::BAD_REQUEST,
             Kind::NotFound => StatusCode::NOT_FOUND,
+            Kind::Forbidden => StatusCode::FORBIDDEN,
             Kind::Conflict => StatusCode::CONFLICT,
             Kind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Kind::NodeFailed => StatusCode::UNPROCESSABLE_ENTITY,

@@ -8,6 +8,7 @@
 //! ```
 
 mod api;
+mod checkpoint_archive;
 mod checkpoints;
 mod containers;
 mod control;

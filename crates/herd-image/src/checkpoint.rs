@@ -15,15 +15,16 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use herd_proto::checkpoint::{
-    CRIU_DIR, CheckpointManifest, FORMAT, MANIFEST_FILE, ManifestFile, ROOTFS_DIFF, validate_file_path,
+    CRIU_DIR, CheckpointManifest, FORMAT, MANIFEST_FILE, ManifestFile, ROOTFS_DIFF, SIGNATURE_FILE, validate_file_path,
 };
 use sha2::{Digest, Sha256};
 
 use crate::error::ImageError;
+use crate::signing::MAX_SIGNATURE;
 use crate::tarwalk::{copy_data, corrupt, normalize, walk_tar};
 
 /// The largest manifest accepted (a checkpoint lists a few hundred files at most).
-const MAX_MANIFEST: u64 = 16 << 20;
+pub const MAX_MANIFEST: u64 = 16 << 20;
 
 fn not_a_checkpoint(what: impl std::fmt::Display, reason: impl Into<String>) -> ImageError {
     ImageError::NotACheckpoint { what: what.to_string(), reason: reason.into() }
@@ -78,7 +79,8 @@ pub fn write_manifest(dir: &Path, manifest: &CheckpointManifest) -> Result<(), I
 }
 
 /// Decodes and checks a manifest: its format and that every path stays inside the checkpoint.
-fn parse_manifest(bytes: &[u8], what: &str) -> Result<CheckpointManifest, ImageError> {
+/// `what` names the checkpoint in errors.
+pub fn parse_manifest(bytes: &[u8], what: &str) -> Result<CheckpointManifest, ImageError> {
     let value: serde_json::Value = serde_json::from_slice(bytes)
         .map_err(|e| not_a_checkpoint(what, format!("its {MANIFEST_FILE} is not JSON: {e}")))?;
     match value.get("format").and_then(|f| f.as_str()) {
@@ -164,7 +166,7 @@ fn check_file(want: &ManifestFile, got: &ManifestFile, what: &str) -> Result<(),
     Ok(())
 }
 
-fn file_header(size: u64) -> tar::Header {
+pub(crate) fn file_header(size: u64) -> tar::Header {
     let mut h = tar::Header::new_gnu();
     h.set_entry_type(tar::EntryType::Regular);
     h.set_size(size);
@@ -176,9 +178,13 @@ fn file_header(size: u64) -> tar::Header {
 }
 
 /// Writes checkpoint directory `dir` to `out` as a checkpoint archive: an uncompressed tar of
-/// its manifest, then every file the manifest lists, in its order. A file that does not match
-/// the manifest (changed, truncated, missing) is an error. Returns the manifest.
-pub fn pack_checkpoint(dir: &Path, out: impl Write) -> Result<CheckpointManifest, ImageError> {
+/// its manifest, its signature when `with_signature` and it has one, then every file the
+/// manifest lists, in its order. A file that does not match the manifest (changed, truncated,
+/// missing) is an error. Returns the manifest.
+///
+/// Nodes pack without the signature (the Control node signs what leaves the cluster); the CLI
+/// packs an exported directory with it, for the Control node to check.
+pub fn pack_checkpoint(dir: &Path, out: impl Write, with_signature: bool) -> Result<CheckpointManifest, ImageError> {
     let manifest = read_manifest(dir)?;
     let what = dir.display().to_string();
     let mut builder = tar::Builder::new(out);
@@ -190,6 +196,13 @@ pub fn pack_checkpoint(dir: &Path, out: impl Write) -> Result<CheckpointManifest
     builder
         .append_data(&mut file_header(json.len() as u64), MANIFEST_FILE, &json[..])
         .map_err(pack_err(&dir.join(MANIFEST_FILE)))?;
+    let sig_path = dir.join(SIGNATURE_FILE);
+    if with_signature && sig_path.exists() {
+        let sig = read_bounded(&sig_path, MAX_SIGNATURE, &what)?;
+        builder
+            .append_data(&mut file_header(sig.len() as u64), SIGNATURE_FILE, &sig[..])
+            .map_err(pack_err(&sig_path))?;
+    }
     for f in &manifest.files {
         let path = dir.join(&f.path);
         let mut file = File::open(&path).map_err(|e| match e.kind() {
@@ -211,13 +224,17 @@ pub fn pack_checkpoint(dir: &Path, out: impl Write) -> Result<CheckpointManifest
 }
 
 /// Reads a checkpoint archive from `input` into directory `dest` (missing or empty), checking
-/// it as it arrives: the manifest must come first, every other entry must be a file it lists
-/// with the size and digest it gives, and every file it lists must come. `what` names the
-/// archive in errors. On error, `dest` may hold part of the checkpoint: the caller removes it.
+/// it as it arrives: the manifest must come first, then its signature may, and every other
+/// entry must be a file it lists with the size and digest it gives, and every file it lists
+/// must come. `what` names the archive in errors. On error, `dest` may hold part of the
+/// checkpoint: the caller removes it. The signature is kept as it came, unchecked (only the
+/// Control node can check it).
 pub fn unpack_checkpoint(input: impl Read, dest: &Path, what: &str) -> Result<CheckpointManifest, ImageError> {
     prepare_dest(dest)?;
     let mut manifest: Option<CheckpointManifest> = None;
     let mut expected: HashMap<String, ManifestFile> = HashMap::new();
+    // Files seen so far, the manifest included: the signature may only come second.
+    let mut entries_seen = 0usize;
     let entries = walk_tar(input, what, true, |entry| {
         let raw = entry.path().map_err(|e| corrupt(what, &e))?.into_owned();
         let rel = normalize(&raw).ok_or_else(|| not_a_checkpoint(what, format!("entry {raw:?} leaves the archive")))?;
@@ -237,11 +254,20 @@ pub fn unpack_checkpoint(input: impl Read, dest: &Path, what: &str) -> Result<Ch
             write_new(&dest.join(MANIFEST_FILE), &mut &json[..], what)?;
             expected = parsed.files.iter().map(|f| (f.path.clone(), f.clone())).collect();
             manifest = Some(parsed);
+            entries_seen = 1;
             return Ok(());
         };
         if kind.is_dir() {
             return Ok(());
         }
+        if rel == SIGNATURE_FILE && entries_seen == 1 && kind.is_file() {
+            entries_seen += 1;
+            if entry.size() > MAX_SIGNATURE {
+                return Err(not_a_checkpoint(what, format!("its {SIGNATURE_FILE} is too large")));
+            }
+            return write_new(&dest.join(SIGNATURE_FILE), entry, what).map(|_| ());
+        }
+        entries_seen += 1;
         let Some(want) = expected.remove(&rel) else {
             let reason = if m.files.iter().any(|f| f.path == rel) {
                 format!("it holds {rel} twice")
@@ -297,6 +323,18 @@ fn prepare_dest(dest: &Path) -> Result<(), ImageError> {
         }
         Err(e) => Err(ImageError::Io { action: "open", path: dest.to_path_buf(), err: e }),
     }
+}
+
+/// Reads a small file of a checkpoint whole, refusing one over `max` bytes.
+fn read_bounded(path: &Path, max: u64, what: &str) -> Result<Vec<u8>, ImageError> {
+    let file = File::open(path).map_err(ImageError::io("open", path))?;
+    let mut bytes = Vec::new();
+    file.take(max + 1).read_to_end(&mut bytes).map_err(ImageError::io("read", path))?;
+    if bytes.len() as u64 > max {
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        return Err(not_a_checkpoint(what, format!("its {name} is too large")));
+    }
+    Ok(bytes)
 }
 
 /// Creates `path` (which must not exist) with mode 0600 and copies `data` into it.
@@ -384,7 +422,7 @@ mod tests {
 
     fn packed(dir: &Path) -> Vec<u8> {
         let mut out = Vec::new();
-        pack_checkpoint(dir, &mut out).unwrap();
+        pack_checkpoint(dir, &mut out, true).unwrap();
         out
     }
 
@@ -419,7 +457,7 @@ mod tests {
         fs::write(src.join("criu/core-1.img"), b"CORE").unwrap();
         let err = verify_checkpoint_dir(&src).unwrap_err().to_string();
         assert!(err.contains("criu/core-1.img: digest mismatch"), "{err}");
-        let err = pack_checkpoint(&src, io::sink()).unwrap_err().to_string();
+        let err = pack_checkpoint(&src, io::sink(), true).unwrap_err().to_string();
         assert!(err.contains("digest mismatch"), "{err}");
         fs::remove_file(src.join("criu/core-1.img")).unwrap();
         let err = verify_checkpoint_dir(&src).unwrap_err().to_string();
@@ -466,5 +504,31 @@ mod tests {
         assert!(err.contains("criu/extra.img, which its manifest does not list"), "{err}");
         let err = unpack_checkpoint(&packed(&src)[..], &src, "x").unwrap_err().to_string();
         assert!(err.contains("not empty"), "{err}");
+    }
+
+    #[test]
+    fn the_signature_travels_second_and_only_when_asked() {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = tmp.path().join("src");
+        checkpoint(&src);
+        fs::write(src.join(SIGNATURE_FILE), b"{\"mac\":\"00\"}").unwrap();
+        verify_checkpoint_dir(&src).unwrap();
+        let dest = tmp.path().join("with");
+        unpack_checkpoint(&packed(&src)[..], &dest, "the archive").unwrap();
+        assert_eq!(fs::read(dest.join(SIGNATURE_FILE)).unwrap(), b"{\"mac\":\"00\"}");
+        let mut unsigned = Vec::new();
+        pack_checkpoint(&src, &mut unsigned, false).unwrap();
+        let dest = tmp.path().join("without");
+        unpack_checkpoint(&unsigned[..], &dest, "the archive").unwrap();
+        assert!(!dest.join(SIGNATURE_FILE).exists());
+
+        // Anywhere but second, it is a file the manifest does not list.
+        unsigned.truncate(unsigned.len() - 1024);
+        let mut b = tar::Builder::new(unsigned);
+        b.append_data(&mut file_header(2), SIGNATURE_FILE, &b"{}"[..]).unwrap();
+        let err = unpack_checkpoint(&b.into_inner().unwrap()[..], &tmp.path().join("late"), "the upload")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("checkpoint.sig, which its manifest does not list"), "{err}");
     }
 }

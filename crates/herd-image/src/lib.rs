@@ -14,17 +14,20 @@
 mod arch;
 mod checkpoint;
 mod compress;
+pub mod criu_image;
 mod digest;
 mod error;
 mod extract;
 mod import;
 mod pack;
+pub mod signing;
 mod tarwalk;
 mod upper;
 
 pub use arch::host_architecture;
 pub use checkpoint::{
-    checkpoint_files, pack_checkpoint, read_manifest, unpack_checkpoint, verify_checkpoint_dir, write_manifest,
+    MAX_MANIFEST, checkpoint_files, pack_checkpoint, parse_manifest, read_manifest, unpack_checkpoint,
+    verify_checkpoint_dir, write_manifest,
 };
 pub use compress::layer_compression;
 pub use digest::sha256_file;

@@ -12,9 +12,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use async_nats::jetstream::object_store::ObjectStore;
 use bytes::Bytes;
 use futures::StreamExt;
+use herd_broker::Objects;
 use herd_broker::{Broker, BrokerConfig};
 use herd_proto::node::{Heartbeat, NodeError, NodeRequest, NodeResult, NodeUsage};
 use herd_proto::state::{ContainerRecord, ContainerStatus, NodeRecord, Resources};
@@ -192,7 +192,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
 async fn handle(
     runtime: &Arc<Runtime>,
     broker: &Broker,
-    checkpoint_store: &ObjectStore,
+    checkpoint_store: &Objects,
     req: NodeRequest,
 ) -> Result<herd_proto::node::NodeReply, String> {
     match req {

@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use async_nats::jetstream::object_store::ObjectStore;
+use herd_broker::Objects;
 use herd_image::ImageError;
 use herd_proto::checkpoint::{CheckpointManifest, FORMAT};
 use herd_proto::node::{ContainerSpec, NodeReply};
@@ -72,7 +72,7 @@ impl Runtime {
     /// object `object`, as a checkpoint archive.
     pub async fn export_checkpoint(
         &self,
-        store: &ObjectStore,
+        store: &Objects,
         id: &str,
         checkpoint_id: &str,
         object: &str,
@@ -86,7 +86,7 @@ impl Runtime {
         let (mut reader, writer) = tokio::io::duplex(1 << 20);
         let packer = tokio::task::spawn_blocking(move || {
             let out = std::io::BufWriter::with_capacity(1 << 20, SyncIoBridge::new(writer));
-            herd_image::pack_checkpoint(&dir, out)
+            herd_image::pack_checkpoint(&dir, out, false)
         });
         let (put, packed) = tokio::join!(herd_broker::put_object(store, object, &mut reader), packer);
         let problem = match (put, packed) {
@@ -101,7 +101,7 @@ impl Runtime {
     }
 
     /// `ExportLog`: writes the log of container `id` to `store` as object `object`.
-    pub async fn export_log(&self, store: &ObjectStore, id: &str, object: &str) -> OpResult<NodeReply> {
+    pub async fn export_log(&self, store: &Objects, id: &str, object: &str) -> OpResult<NodeReply> {
         let c = self.get(id)?;
         let path = c.paths.state().join(LOG_FILE);
         let bytes = match tokio::fs::File::open(&path).await {
@@ -120,7 +120,7 @@ impl Runtime {
     /// and found to be a checkpoint of that container on the same image layers.
     pub async fn import_checkpoint(
         &self,
-        store: &ObjectStore,
+        store: &Objects,
         spec: ContainerSpec,
         checkpoint_id: &str,
         object: &str,
@@ -140,7 +140,7 @@ impl Runtime {
 
     async fn import_into(
         &self,
-        store: &ObjectStore,
+        store: &Objects,
         spec: &ContainerSpec,
         checkpoint_id: &str,
         object: &str,

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use async_nats::jetstream::object_store::ObjectStore;
+use herd_broker::Objects;
 use herd_proto::state::LayerRef;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -15,7 +15,7 @@ use tokio::sync::Mutex;
 
 pub struct LayerCache {
     dir: PathBuf,
-    store: ObjectStore,
+    store: Objects,
     /// One lock per digest, so concurrent containers fetch a layer once.
     inflight: Mutex<HashMap<String, Arc<Mutex<()>>>>,
 }
@@ -29,7 +29,7 @@ fn digest_hex(digest: &str) -> anyhow::Result<&str> {
 }
 
 impl LayerCache {
-    pub fn new(dir: PathBuf, store: ObjectStore) -> anyhow::Result<LayerCache> {
+    pub fn new(dir: PathBuf, store: Objects) -> anyhow::Result<LayerCache> {
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         // Leftovers of fetches interrupted by a crash.
         if let Ok(entries) = std::fs::read_dir(&dir) {

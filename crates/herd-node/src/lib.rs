@@ -32,6 +32,7 @@ pub mod pageproxy;
 pub mod paths;
 pub mod ports;
 pub mod relay;
+pub mod restore_check;
 pub mod routes;
 pub mod runc;
 pub mod runtime;

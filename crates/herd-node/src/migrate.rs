@@ -491,6 +491,7 @@ impl Runtime {
         write_incoming(c, &incoming)?;
         let layers = self.layers.ensure(&c.spec.layers).await?;
         crate::overlay::mount_overlay(&layers, &c.paths.upper(), &c.paths.overlay_work(), &c.paths.rootfs())?;
+        Self::check_images(images, &c.paths.bundle()).await?;
         let work = scratch.join("restore-work");
         std::fs::create_dir_all(&work)?;
         let mut lazy_daemon = None;

@@ -32,7 +32,7 @@ pub const CRIU_IMAGES: &str = herd_proto::checkpoint::CRIU_DIR;
 /// The log of a container that moves to this node: an object in the checkpoint store.
 #[derive(Clone, Copy)]
 pub struct CarriedLog<'a> {
-    pub store: &'a async_nats::jetstream::object_store::ObjectStore,
+    pub store: &'a herd_broker::Objects,
     pub object: &'a str,
 }
 
@@ -643,6 +643,7 @@ impl Runtime {
             .context("restoring the writable layer")?;
             let _ = self.cfg.runc.delete(&id, true).await;
             self.prepare(&c).await?;
+            Self::check_images(&dir.join(CRIU_IMAGES), &c.paths.bundle()).await?;
             // Its TCP is held until the restored processes run (see `netlock`).
             let netns = self.netns_of(&c.spec)?;
             netlock::lock(&netns)?;
@@ -679,6 +680,16 @@ impl Runtime {
                 Err(format!("restore of {} from {checkpoint_id} failed: {e:#}", spec.name))
             }
         }
+    }
+
+    /// Checks CRIU images against the container's runtime configuration in `bundle` before
+    /// they are restored (see [`crate::restore_check`]).
+    pub(crate) async fn check_images(images: &Path, bundle: &Path) -> anyhow::Result<()> {
+        let (images, bundle) = (images.to_path_buf(), bundle.to_path_buf());
+        tokio::task::spawn_blocking(move || crate::restore_check::check(&images, &bundle))
+            .await
+            .context("the image check task")?
+            .context("the checkpoint is refused")
     }
 
     /// Stops every running container (for `herd down`).

@@ -6,6 +6,12 @@
 //! every other file. The same directory is what `herd checkpoint --image-dir DIR` writes and
 //! `herd restore --image-dir DIR` reads; between machines it travels as a tar stream with the
 //! manifest first (see `herd_image::pack_checkpoint`).
+//!
+//! A checkpoint that leaves the cluster (`--image-dir`) also carries a signature
+//! ([`SIGNATURE_FILE`], a [`CheckpointSignature`]): the Control node's MAC of the manifest's
+//! bytes under a key only it holds. The manifest lists the digest of every other file, so the
+//! signature covers the whole checkpoint; a restore from outside the cluster needs it, as
+//! CRIU restores whatever processes, credentials and mounts its images describe.
 
 use serde::{Deserialize, Serialize};
 
@@ -20,6 +26,27 @@ pub const MANIFEST_FILE: &str = "checkpoint.json";
 pub const CRIU_DIR: &str = "criu";
 /// The writable-layer snapshot inside a checkpoint directory.
 pub const ROOTFS_DIFF: &str = "rootfs-diff.tar";
+
+/// The signature of an exported checkpoint's manifest, next to it in the directory and
+/// right after it in an archive.
+pub const SIGNATURE_FILE: &str = "checkpoint.sig";
+/// [`CheckpointSignature::algorithm`]: HMAC-SHA256 over [`SIGNATURE_CONTEXT`] then the
+/// manifest's bytes.
+pub const SIGNATURE_ALGORITHM: &str = "hmac-sha256";
+/// What the MAC covers before the manifest, so that it cannot stand for anything else.
+pub const SIGNATURE_CONTEXT: &[u8] = b"herd-checkpoint/1 manifest\n";
+
+/// The content of [`SIGNATURE_FILE`] (JSON).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointSignature {
+    /// [`SIGNATURE_ALGORITHM`].
+    pub algorithm: String,
+    /// Which key signed (a digest of it, not the key): tells a checkpoint of another cluster
+    /// from a modified one.
+    pub key_id: String,
+    /// The MAC, hex.
+    pub mac: String,
+}
 
 /// The description of a checkpoint directory ([`MANIFEST_FILE`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

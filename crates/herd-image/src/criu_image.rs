@@ -1,0 +1,591 @@
+//! What a CRIU image directory would give the restored processes, checked against what the
+//! container may have, before CRIU is asked to restore it.
+//!
+//! CRIU restores the credentials, namespaces and mounts its images describe. A node checks
+//! them first ([`check_images`]): every thread's capability sets within the container's
+//! bounding set, `no_new_privs` and seccomp kept where the container has them, every process
+//! in the container's own namespaces (and in the host's where the container has none of its
+//! own), and no mount the container's configuration does not make (no file system but
+//! proc, sysfs, tmpfs, devpts, mqueue and cgroup ones; the read-only paths still read-only).
+//! This is a second line behind the signature of checkpoints that come from outside the
+//! cluster (`crate::signing`), and the only one for checkpoints that arrive from another node.
+//!
+//! The image format (CRIU's `images/*.proto`, `criu/include/magic.h`): a file starts with
+//! CRIU's common magic and the file's own (the inventory has only its own), then holds
+//! entries, each a little-endian `u32` length and a protobuf message. Only the fields checked
+//! here are decoded; the others are skipped.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::Path;
+
+use prost::Message;
+
+/// The magic every image but the inventory starts with.
+const COMMON_MAGIC: u32 = 0x5456_4319;
+const INVENTORY_MAGIC: u32 = 0x5831_3116;
+const PSTREE_MAGIC: u32 = 0x5027_3030;
+const CORE_MAGIC: u32 = 0x5505_3847;
+const IDS_MAGIC: u32 = 0x5443_2030;
+const MNTS_MAGIC: u32 = 0x5556_3928;
+/// The largest image file read (the images checked here are a few KiB).
+const MAX_IMAGE: u64 = 16 << 20;
+/// The most entries (processes, threads, mounts) accepted in one image.
+const MAX_ENTRIES: usize = 1 << 16;
+
+#[derive(Clone, PartialEq, Message)]
+struct CredsEntry {
+    #[prost(uint32, repeated, tag = "9")]
+    cap_inh: Vec<u32>,
+    #[prost(uint32, repeated, tag = "10")]
+    cap_prm: Vec<u32>,
+    #[prost(uint32, repeated, tag = "11")]
+    cap_eff: Vec<u32>,
+    #[prost(uint32, repeated, tag = "12")]
+    cap_bnd: Vec<u32>,
+    #[prost(uint32, optional, tag = "18")]
+    no_new_privs: Option<u32>,
+    #[prost(uint32, repeated, tag = "19")]
+    cap_amb: Vec<u32>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct ThreadCoreEntry {
+    #[prost(message, optional, tag = "10")]
+    creds: Option<CredsEntry>,
+    #[prost(uint32, optional, tag = "11")]
+    seccomp_mode: Option<u32>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct TaskCoreEntry {
+    #[prost(uint32, optional, tag = "11")]
+    old_seccomp_mode: Option<u32>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct CoreEntry {
+    #[prost(message, optional, tag = "3")]
+    tc: Option<TaskCoreEntry>,
+    #[prost(message, optional, tag = "4")]
+    ids: Option<TaskKobjIds>,
+    #[prost(message, optional, tag = "5")]
+    thread_core: Option<ThreadCoreEntry>,
+}
+
+/// `task_kobj_ids_entry`: the ids of a task's namespaces.
+#[derive(Clone, PartialEq, Message)]
+struct TaskKobjIds {
+    #[prost(uint32, optional, tag = "5")]
+    pid_ns_id: Option<u32>,
+    #[prost(uint32, optional, tag = "6")]
+    net_ns_id: Option<u32>,
+    #[prost(uint32, optional, tag = "7")]
+    ipc_ns_id: Option<u32>,
+    #[prost(uint32, optional, tag = "8")]
+    uts_ns_id: Option<u32>,
+    #[prost(uint32, optional, tag = "9")]
+    mnt_ns_id: Option<u32>,
+    #[prost(uint32, optional, tag = "10")]
+    user_ns_id: Option<u32>,
+    #[prost(uint32, optional, tag = "11")]
+    cgroup_ns_id: Option<u32>,
+    #[prost(uint32, optional, tag = "12")]
+    time_ns_id: Option<u32>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct InventoryEntry {
+    #[prost(message, optional, tag = "3")]
+    root_ids: Option<TaskKobjIds>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct PstreeEntry {
+    #[prost(uint32, tag = "1")]
+    pid: u32,
+    #[prost(uint32, repeated, tag = "5")]
+    threads: Vec<u32>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct MntEntry {
+    #[prost(uint32, tag = "1")]
+    fstype: u32,
+    #[prost(uint32, tag = "2")]
+    mnt_id: u32,
+    #[prost(uint32, tag = "4")]
+    parent_mnt_id: u32,
+    #[prost(uint32, tag = "5")]
+    flags: u32,
+    #[prost(string, tag = "7")]
+    mountpoint: String,
+    #[prost(string, optional, tag = "14")]
+    fsname: Option<String>,
+    #[prost(bool, optional, tag = "13")]
+    ext_mount: Option<bool>,
+    #[prost(uint32, optional, tag = "17")]
+    sb_flags: Option<u32>,
+    #[prost(string, optional, tag = "18")]
+    ext_key: Option<String>,
+}
+
+/// CRIU's `fstype` numbers of the file systems a container's own mounts may have.
+const FS_PROC: u32 = 1;
+const FS_SYSFS: u32 = 2;
+const FS_TMPFS: u32 = 5;
+const FS_DEVPTS: u32 = 6;
+const FS_CGROUP: u32 = 12;
+const FS_MQUEUE: u32 = 14;
+const FS_OVERLAYFS: u32 = 17;
+const FS_CGROUP2: u32 = 23;
+const MS_RDONLY: u32 = 1;
+/// `seccomp_mode`: filter.
+const SECCOMP_FILTER: u32 = 2;
+
+/// A kind of namespace, as the OCI configuration names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum NamespaceKind {
+    Pid,
+    Network,
+    Ipc,
+    Uts,
+    Mount,
+    User,
+    Cgroup,
+    Time,
+}
+
+impl NamespaceKind {
+    const ALL: [NamespaceKind; 8] = [
+        NamespaceKind::Pid,
+        NamespaceKind::Network,
+        NamespaceKind::Ipc,
+        NamespaceKind::Uts,
+        NamespaceKind::Mount,
+        NamespaceKind::User,
+        NamespaceKind::Cgroup,
+        NamespaceKind::Time,
+    ];
+
+    fn id(self, ids: &TaskKobjIds) -> Option<u32> {
+        match self {
+            NamespaceKind::Pid => ids.pid_ns_id,
+            NamespaceKind::Network => ids.net_ns_id,
+            NamespaceKind::Ipc => ids.ipc_ns_id,
+            NamespaceKind::Uts => ids.uts_ns_id,
+            NamespaceKind::Mount => ids.mnt_ns_id,
+            NamespaceKind::User => ids.user_ns_id,
+            NamespaceKind::Cgroup => ids.cgroup_ns_id,
+            NamespaceKind::Time => ids.time_ns_id,
+        }
+    }
+}
+
+/// What the container may have, from its runtime configuration.
+#[derive(Debug, Clone, Default)]
+pub struct Allowed {
+    /// The bounding capability set, as a mask of capability numbers.
+    pub capabilities: u64,
+    /// The container's processes run with `no_new_privs`.
+    pub no_new_privs: bool,
+    /// The container has a seccomp filter.
+    pub seccomp: bool,
+    /// The namespaces the container has of its own (in the others it shares the host's).
+    pub namespaces: BTreeSet<NamespaceKind>,
+    /// Where its configuration mounts something (`mounts[].destination`, masked paths).
+    pub mountpoints: BTreeSet<String>,
+    /// Paths its configuration makes read-only.
+    pub readonly: BTreeSet<String>,
+}
+
+/// What was decoded of an image directory.
+#[derive(Debug, Default)]
+pub struct Images {
+    root_ids: TaskKobjIds,
+    /// Per process: its pid and its namespace ids.
+    tasks: Vec<(u32, TaskKobjIds)>,
+    /// Per thread: its tid, credentials and seccomp mode.
+    threads: Vec<(u32, CredsEntry, u32)>,
+    mounts: Vec<MntEntry>,
+}
+
+/// Why images were refused or could not be read.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CriuImageError {
+    #[error("the CRIU image {file} cannot be read: {reason}")]
+    Unreadable { file: String, reason: String },
+    #[error("the checkpoint would give its processes what the container may not have: {}", .0.join("; "))]
+    Exceeds(Vec<String>),
+}
+
+fn unreadable(file: &str, reason: impl Into<String>) -> CriuImageError {
+    CriuImageError::Unreadable { file: file.to_string(), reason: reason.into() }
+}
+
+/// Decodes the entries of one image file (its magic checked).
+fn entries<M: Message + Default>(bytes: &[u8], magic: u32, file: &str) -> Result<Vec<M>, CriuImageError> {
+    let word = |at: usize| bytes.get(at..at + 4).map(|b| u32::from_le_bytes(b.try_into().unwrap()));
+    let mut at = if magic == INVENTORY_MAGIC {
+        4
+    } else {
+        if word(0) != Some(COMMON_MAGIC) {
+            return Err(unreadable(file, "it does not start with CRIU's image magic"));
+        }
+        8
+    };
+    if word(at - 4) != Some(magic) {
+        return Err(unreadable(file, "it is not the kind of image its name says"));
+    }
+    let mut out = Vec::new();
+    while at < bytes.len() {
+        let len = word(at).ok_or_else(|| unreadable(file, "an entry's length is cut short"))? as usize;
+        let body = bytes
+            .get(at + 4..(at + 4).saturating_add(len))
+            .ok_or_else(|| unreadable(file, "an entry runs past the end of the file"))?;
+        out.push(M::decode(body).map_err(|e| unreadable(file, e.to_string()))?);
+        if out.len() > MAX_ENTRIES {
+            return Err(unreadable(file, "it holds too many entries"));
+        }
+        at += 4 + len;
+    }
+    Ok(out)
+}
+
+fn one<M: Message + Default>(bytes: &[u8], magic: u32, file: &str) -> Result<M, CriuImageError> {
+    let mut all = entries::<M>(bytes, magic, file)?;
+    if all.len() != 1 {
+        return Err(unreadable(file, format!("it holds {} entries where CRIU writes one", all.len())));
+    }
+    Ok(all.remove(0))
+}
+
+impl Images {
+    /// Decodes the images of `dir` that say what the processes will have.
+    pub fn read_dir(dir: &Path) -> Result<Images, CriuImageError> {
+        let read = |name: &str| -> Result<Vec<u8>, CriuImageError> {
+            let path = dir.join(name);
+            let meta = fs::symlink_metadata(&path).map_err(|e| unreadable(name, e.to_string()))?;
+            if !meta.is_file() || meta.len() > MAX_IMAGE {
+                return Err(unreadable(name, "it is not a regular file of a plausible size"));
+            }
+            fs::read(&path).map_err(|e| unreadable(name, e.to_string()))
+        };
+        let mut files = BTreeSet::new();
+        for e in fs::read_dir(dir).map_err(|e| unreadable(&dir.display().to_string(), e.to_string()))? {
+            let e = e.map_err(|e| unreadable(&dir.display().to_string(), e.to_string()))?;
+            files.insert(e.file_name().to_string_lossy().into_owned());
+        }
+        let mounts: Vec<(String, Vec<u8>)> = files
+            .iter()
+            .filter(|f| f.starts_with("mountpoints-") && f.ends_with(".img"))
+            .map(|f| read(f).map(|b| (f.clone(), b)))
+            .collect::<Result<_, _>>()?;
+        Images::decode(
+            &read("inventory.img")?,
+            &read("pstree.img")?,
+            |kind, id| {
+                let name = format!("{kind}-{id}.img");
+                if files.contains(&name) { read(&name).map(Some) } else { Ok(None) }
+            },
+            &mounts,
+        )
+    }
+
+    /// Decodes images given as bytes: the inventory, the process tree, a lookup of the
+    /// per-task files (`core`, `ids`) by kind and id, and the mount images.
+    pub fn decode(
+        inventory: &[u8],
+        pstree: &[u8],
+        mut task_file: impl FnMut(&str, u32) -> Result<Option<Vec<u8>>, CriuImageError>,
+        mounts: &[(String, Vec<u8>)],
+    ) -> Result<Images, CriuImageError> {
+        let inv: InventoryEntry = one(inventory, INVENTORY_MAGIC, "inventory.img")?;
+        let root_ids = inv.root_ids.ok_or_else(|| unreadable("inventory.img", "it names no root namespaces"))?;
+        let mut images = Images { root_ids, ..Images::default() };
+        for task in entries::<PstreeEntry>(pstree, PSTREE_MAGIC, "pstree.img")? {
+            let threads = if task.threads.is_empty() { vec![task.pid] } else { task.threads.clone() };
+            let mut ids = None;
+            for tid in threads {
+                let file = format!("core-{tid}.img");
+                let bytes = task_file("core", tid)?.ok_or_else(|| unreadable(&file, "it is missing"))?;
+                let core: CoreEntry = one(&bytes, CORE_MAGIC, &file)?;
+                let tc = core.thread_core.ok_or_else(|| unreadable(&file, "it has no thread state"))?;
+                let creds = tc.creds.ok_or_else(|| unreadable(&file, "it has no credentials"))?;
+                let old = core.tc.as_ref().and_then(|t| t.old_seccomp_mode);
+                images.threads.push((tid, creds, tc.seccomp_mode.or(old).unwrap_or(0)));
+                if tid == task.pid {
+                    ids = core.ids;
+                }
+            }
+            // Newer CRIU keeps a task's namespace ids in ids-PID.img.
+            if let Some(bytes) = task_file("ids", task.pid)? {
+                ids = Some(one(&bytes, IDS_MAGIC, &format!("ids-{}.img", task.pid))?);
+            }
+            let ids = ids.ok_or_else(|| unreadable(&format!("ids-{}.img", task.pid), "it is missing"))?;
+            images.tasks.push((task.pid, ids));
+        }
+        if images.tasks.is_empty() {
+            return Err(unreadable("pstree.img", "it names no process"));
+        }
+        for (file, bytes) in mounts {
+            images.mounts.extend(entries::<MntEntry>(bytes, MNTS_MAGIC, file)?);
+        }
+        Ok(images)
+    }
+
+    /// Checks what the images give against what the container may have; lists every excess.
+    pub fn check(&self, allowed: &Allowed) -> Result<(), CriuImageError> {
+        let mut problems = Vec::new();
+        for (tid, creds, seccomp) in &self.threads {
+            for (set, words) in [
+                ("bounding", &creds.cap_bnd),
+                ("permitted", &creds.cap_prm),
+                ("effective", &creds.cap_eff),
+                ("inheritable", &creds.cap_inh),
+                ("ambient", &creds.cap_amb),
+            ] {
+                let mask = words.iter().take(2).enumerate().fold(0u64, |m, (i, w)| m | (*w as u64) << (32 * i));
+                let extra = mask & !allowed.capabilities;
+                if extra != 0 || words.iter().skip(2).any(|w| *w != 0) {
+                    problems.push(format!("thread {tid} has {set} capabilities {extra:#x} beyond the container's"));
+                }
+            }
+            if allowed.no_new_privs && creds.no_new_privs != Some(1) {
+                problems.push(format!("thread {tid} runs without no_new_privs"));
+            }
+            if allowed.seccomp && *seccomp != SECCOMP_FILTER {
+                problems.push(format!("thread {tid} runs without the container's seccomp filter"));
+            }
+        }
+        let first = &self.tasks[0].1;
+        for kind in NamespaceKind::ALL {
+            let root = kind.id(&self.root_ids);
+            let own = allowed.namespaces.contains(&kind);
+            for (pid, ids) in &self.tasks {
+                let id = kind.id(ids);
+                if id != kind.id(first) {
+                    problems.push(format!("process {pid} is in a {kind:?} namespace of its own"));
+                } else if own && (id.is_none() || id == root) {
+                    problems.push(format!("process {pid} would share the host's {kind:?} namespace"));
+                } else if !own && id != root {
+                    problems.push(format!("process {pid} is in a {kind:?} namespace the container does not have"));
+                }
+            }
+        }
+        let ids: BTreeSet<u32> = self.mounts.iter().map(|m| m.mnt_id).collect();
+        for m in &self.mounts {
+            let at = &m.mountpoint;
+            let is_root = at == "/" && !ids.contains(&m.parent_mnt_id);
+            if is_root {
+                if m.fstype != FS_OVERLAYFS {
+                    problems.push(format!("the root is a file system of type {} instead of the overlay", m.fstype));
+                }
+                continue;
+            }
+            let cgroup_dir = at.starts_with("/sys/fs/cgroup/");
+            if !allowed.mountpoints.contains(at) && !allowed.readonly.contains(at) && !cgroup_dir {
+                problems.push(format!("a mount at {at} that the container's configuration does not make"));
+                continue;
+            }
+            let external = m.ext_key.is_some() || m.ext_mount == Some(true);
+            let kind_ok = external
+                || matches!(m.fstype, FS_PROC | FS_SYSFS | FS_TMPFS | FS_DEVPTS | FS_CGROUP | FS_MQUEUE | FS_CGROUP2);
+            if !kind_ok {
+                let name = m.fsname.as_deref().unwrap_or("?");
+                problems.push(format!(
+                    "a mount at {at} of a file system ({name}, type {}) a container never has",
+                    m.fstype
+                ));
+            }
+            if allowed.readonly.contains(at) && (m.flags | m.sb_flags.unwrap_or(0)) & MS_RDONLY == 0 {
+                problems.push(format!("{at} would be writable where the container has it read-only"));
+            }
+        }
+        if problems.is_empty() { Ok(()) } else { Err(CriuImageError::Exceeds(problems)) }
+    }
+}
+
+/// Decodes the images of `dir` and checks them against `allowed`.
+pub fn check_images(dir: &Path, allowed: &Allowed) -> Result<(), CriuImageError> {
+    Images::read_dir(dir)?.check(allowed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image(magic: u32, msgs: &[Vec<u8>]) -> Vec<u8> {
+        let mut out = Vec::new();
+        if magic != INVENTORY_MAGIC {
+            out.extend(COMMON_MAGIC.to_le_bytes());
+        }
+        out.extend(magic.to_le_bytes());
+        for m in msgs {
+            out.extend((m.len() as u32).to_le_bytes());
+            out.extend(m);
+        }
+        out
+    }
+
+    fn ids(own: u32) -> TaskKobjIds {
+        // Own pid, net, ipc, uts and mount namespaces; the host's user, cgroup and time ones.
+        TaskKobjIds {
+            pid_ns_id: Some(own),
+            net_ns_id: Some(own + 1),
+            ipc_ns_id: Some(own + 2),
+            uts_ns_id: Some(own + 3),
+            mnt_ns_id: Some(own + 4),
+            user_ns_id: Some(7),
+            cgroup_ns_id: Some(8),
+            time_ns_id: Some(5),
+        }
+    }
+
+    const DOCKER_CAPS: u32 = 0xA804_25FB;
+
+    fn creds(caps: u32) -> CredsEntry {
+        CredsEntry {
+            cap_inh: vec![0, 0],
+            cap_prm: vec![caps, 0],
+            cap_eff: vec![caps, 0],
+            cap_bnd: vec![caps, 0],
+            no_new_privs: Some(1),
+            cap_amb: vec![0, 0],
+        }
+    }
+
+    fn core(caps: u32, ids: Option<TaskKobjIds>) -> Vec<u8> {
+        CoreEntry {
+            tc: Some(TaskCoreEntry { old_seccomp_mode: None }),
+            ids,
+            thread_core: Some(ThreadCoreEntry { creds: Some(creds(caps)), seccomp_mode: None }),
+        }
+        .encode_to_vec()
+    }
+
+    fn mount(id: u32, parent: u32, fstype: u32, at: &str, flags: u32, ext: Option<&str>) -> Vec<u8> {
+        MntEntry {
+            fstype,
+            mnt_id: id,
+            parent_mnt_id: parent,
+            flags,
+            mountpoint: at.into(),
+            fsname: None,
+            ext_mount: None,
+            sb_flags: None,
+            ext_key: ext.map(str::to_string),
+        }
+        .encode_to_vec()
+    }
+
+    fn allowed() -> Allowed {
+        use NamespaceKind::*;
+        Allowed {
+            capabilities: DOCKER_CAPS as u64,
+            no_new_privs: true,
+            seccomp: false,
+            namespaces: [Pid, Network, Ipc, Uts, Mount].into_iter().collect(),
+            mountpoints: ["/proc", "/dev", "/sys", "/proc/keys"].into_iter().map(String::from).collect(),
+            readonly: ["/proc/sys"].into_iter().map(String::from).collect(),
+        }
+    }
+
+    /// A container's images as CRIU writes them: two processes with `caps` and namespaces
+    /// `task_ids`, and the usual mounts plus `extra_mounts`.
+    fn images(caps: u32, task_ids: TaskKobjIds, extra_mounts: Vec<Vec<u8>>) -> Result<Images, CriuImageError> {
+        let root = TaskKobjIds {
+            pid_ns_id: Some(1),
+            net_ns_id: Some(2),
+            ipc_ns_id: Some(3),
+            uts_ns_id: Some(4),
+            mnt_ns_id: Some(6),
+            user_ns_id: Some(7),
+            cgroup_ns_id: Some(8),
+            time_ns_id: Some(5),
+        };
+        let inventory = image(INVENTORY_MAGIC, &[InventoryEntry { root_ids: Some(root) }.encode_to_vec()]);
+        let pstree = image(
+            PSTREE_MAGIC,
+            &[
+                PstreeEntry { pid: 1, threads: vec![1] }.encode_to_vec(),
+                PstreeEntry { pid: 8, threads: vec![8] }.encode_to_vec(),
+            ],
+        );
+        let mut mounts = vec![
+            mount(134, 106, FS_OVERLAYFS, "/", 0, None),
+            mount(135, 134, FS_PROC, "/proc", 0, None),
+            mount(136, 134, FS_TMPFS, "/dev", 0, None),
+            mount(137, 135, FS_PROC, "/proc/sys", MS_RDONLY, None),
+            mount(138, 135, FS_TMPFS, "/proc/keys", 0, Some("/dev/null")),
+            mount(139, 134, FS_CGROUP, "/sys/fs/cgroup/cpu", 0, Some("/sys/fs/cgroup/cpu")),
+        ];
+        mounts.extend(extra_mounts);
+        let mounts = vec![("mountpoints-13.img".to_string(), image(MNTS_MAGIC, &mounts))];
+        Images::decode(
+            &inventory,
+            &pstree,
+            |kind, _| {
+                Ok(match kind {
+                    "core" => Some(image(CORE_MAGIC, &[core(caps, None)])),
+                    "ids" => Some(image(IDS_MAGIC, &[task_ids.encode_to_vec()])),
+                    _ => None,
+                })
+            },
+            &mounts,
+        )
+    }
+
+    #[test]
+    fn a_container_as_dumped_passes() {
+        images(DOCKER_CAPS, ids(9), vec![]).unwrap().check(&allowed()).unwrap();
+    }
+
+    #[test]
+    fn capabilities_beyond_the_bounding_set_are_refused() {
+        // The edit the hostile checkpoint made: Docker's set replaced by every capability.
+        let err = images(0xFEFF_FFFF, ids(9), vec![]).unwrap().check(&allowed()).unwrap_err().to_string();
+        assert!(err.contains("thread 1 has bounding capabilities 0x56fbda04 beyond the container's"), "{err}");
+        assert!(err.contains("thread 8 has effective capabilities"), "{err}");
+    }
+
+    #[test]
+    fn namespaces_must_be_the_containers_own() {
+        let mut shared_net = ids(9);
+        shared_net.net_ns_id = Some(2);
+        let err = images(DOCKER_CAPS, shared_net, vec![]).unwrap().check(&allowed()).unwrap_err().to_string();
+        assert!(err.contains("would share the host's Network namespace"), "{err}");
+        let mut own_user = ids(9);
+        own_user.user_ns_id = Some(40);
+        let err = images(DOCKER_CAPS, own_user, vec![]).unwrap().check(&allowed()).unwrap_err().to_string();
+        assert!(err.contains("User namespace the container does not have"), "{err}");
+    }
+
+    #[test]
+    fn mounts_the_configuration_does_not_make_are_refused() {
+        const FS_AUTO: u32 = 16;
+        let disk = mount(200, 134, FS_AUTO, "/mnt", 0, None);
+        let err = images(DOCKER_CAPS, ids(9), vec![disk]).unwrap().check(&allowed()).unwrap_err().to_string();
+        assert!(err.contains("a mount at /mnt that the container's configuration does not make"), "{err}");
+        let disk_on_dev = mount(201, 134, FS_AUTO, "/dev", 0, None);
+        let err = images(DOCKER_CAPS, ids(9), vec![disk_on_dev]).unwrap().check(&allowed()).unwrap_err().to_string();
+        assert!(err.contains("a mount at /dev of a file system"), "{err}");
+        let writable = mount(202, 135, FS_PROC, "/proc/sys", 0, None);
+        let err = images(DOCKER_CAPS, ids(9), vec![writable]).unwrap().check(&allowed()).unwrap_err().to_string();
+        assert!(err.contains("/proc/sys would be writable"), "{err}");
+    }
+
+    #[test]
+    fn damaged_images_are_errors_not_panics() {
+        let inv = image(INVENTORY_MAGIC, &[vec![0x1a, 0xff]]);
+        let err = Images::decode(&inv, &[], |_, _| Ok(None), &[]).unwrap_err();
+        assert!(matches!(err, CriuImageError::Unreadable { .. }), "{err}");
+        let err = Images::decode(b"xx", &[], |_, _| Ok(None), &[]).unwrap_err().to_string();
+        assert!(err.contains("inventory.img"), "{err}");
+        let mut long = image(PSTREE_MAGIC, &[]);
+        long.extend(1000u32.to_le_bytes());
+        assert!(
+            entries::<PstreeEntry>(&long, PSTREE_MAGIC, "pstree.img").unwrap_err().to_string().contains("runs past")
+        );
+    }
+}
