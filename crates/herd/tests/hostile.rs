@@ -1,0 +1,214 @@
+//! A hostile API user against a real cluster: a checkpoint edited outside the cluster cannot
+//! grant its processes anything (the Control node's signature, then the node's check of the
+//! CRIU images), and an upload cut short or longer than its manifest leaves nothing behind in
+//! the broker. See docs/design/threat-model.md.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::time::Duration;
+
+use common::{COUNTER, Cluster, wait_for};
+use sha2::{Digest, Sha256};
+
+const T: Duration = Duration::from_secs(60);
+
+/// CRIU's protobuf varint of Docker's capability set, and of (almost) every capability: the
+/// same length, so the edit keeps every entry's size.
+fn varint(mut n: u64) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let b = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            out.push(b);
+            return out;
+        }
+        out.push(b | 0x80);
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+/// Gives every thread in checkpoint directory `dir` every capability, then makes its manifest
+/// agree with the edited files (sizes and digests), as the hostile user did. Returns how many
+/// capability sets were changed.
+fn grant_every_capability(dir: &Path) -> usize {
+    let (docker, all) = (varint(0xA804_25FB), varint(0xFEFF_FFFF));
+    assert_eq!(docker.len(), all.len());
+    let mut changed = 0;
+    for e in std::fs::read_dir(dir.join("criu")).unwrap() {
+        let path = e.unwrap().path();
+        if !path.file_name().unwrap().to_str().unwrap().starts_with("core-") {
+            continue;
+        }
+        let mut bytes = std::fs::read(&path).unwrap();
+        let mut at = 0;
+        while let Some(i) = bytes[at..].windows(docker.len()).position(|w| w == docker) {
+            bytes[at + i..at + i + all.len()].copy_from_slice(&all);
+            at += i + all.len();
+            changed += 1;
+        }
+        std::fs::write(&path, bytes).unwrap();
+    }
+    let manifest_path = dir.join("checkpoint.json");
+    let mut manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
+    for f in manifest["files"].as_array_mut().unwrap() {
+        let data = std::fs::read(dir.join(f["path"].as_str().unwrap())).unwrap();
+        f["size"] = data.len().into();
+        f["digest"] = format!("sha256:{}", hex::encode(Sha256::digest(&data))).into();
+    }
+    std::fs::write(&manifest_path, serde_json::to_vec_pretty(&manifest).unwrap()).unwrap();
+    changed
+}
+
+/// Signs the manifest of `dir` with the cluster's own key, read from the Control node's data
+/// directory: what someone who got past the signature would have.
+fn sign_with_the_clusters_key(cluster: &Cluster, dir: &Path) {
+    let key_file = cluster.data_dir.join("control").join("checkpoint-signing.key");
+    let key = herd_image::signing::SigningKey::parse(&std::fs::read_to_string(&key_file).unwrap()).unwrap();
+    let sig = key.sign(&std::fs::read(dir.join("checkpoint.json")).unwrap());
+    std::fs::write(dir.join("checkpoint.sig"), herd_image::signing::signature_file(&sig)).unwrap();
+}
+
+/// The bounding capability set of the process `pid`, from `/proc`.
+fn cap_bnd(pid: u32) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status.lines().find_map(|l| l.strip_prefix("CapBnd:")).unwrap().trim().to_string()
+}
+
+#[test]
+fn a_checkpoint_edited_to_grant_capabilities_is_refused() {
+    let cluster = Cluster::up(50, 2);
+    cluster.import_busybox();
+    cluster.ok(&["run", "--name", "counter", "busybox", "--", "sh", "-c", COUNTER]);
+    let seen = cluster.counts_on("counter", 0, T);
+    let genuine = cluster.dir.path().join("genuine");
+    cluster.ok(&["checkpoint", "--image-dir", genuine.to_str().unwrap(), "counter"]);
+    assert!(genuine.join("checkpoint.sig").exists(), "an exported checkpoint carries its signature");
+
+    // Every capability in the saved credentials, the manifest made to agree: refused by the
+    // Control node, as the manifest no longer matches its signature.
+    let edited = cluster.dir.path().join("edited");
+    copy_dir(&genuine, &edited);
+    assert!(grant_every_capability(&edited) >= 3, "the edit found the saved capability sets");
+    let err = cluster.fails(&["restore", "--image-dir", edited.to_str().unwrap(), "--node", "n2", "counter"]);
+    assert!(err.contains("does not match its signature"), "{err}");
+
+    // Without a signature at all.
+    let unsigned = cluster.dir.path().join("unsigned");
+    copy_dir(&edited, &unsigned);
+    std::fs::remove_file(unsigned.join("checkpoint.sig")).unwrap();
+    let err = cluster.fails(&["restore", "--image-dir", unsigned.to_str().unwrap(), "counter"]);
+    assert!(err.contains("not signed by this cluster"), "{err}");
+
+    // Signed with the cluster's own key: the node's check of the images refuses it.
+    sign_with_the_clusters_key(&cluster, &edited);
+    let err = cluster.fails(&["restore", "--image-dir", edited.to_str().unwrap(), "--node", "n2", "counter"]);
+    assert!(err.contains("capabilities 0x56fbda04 beyond the container's"), "{err}");
+    assert_eq!(cluster.state("counter"), "checkpointed", "a refused restore changes nothing");
+    assert_eq!(cluster.container("counter").node, "n1");
+
+    // The genuine checkpoint restores, with Docker's capabilities and no more.
+    cluster.ok(&["restore", "--image-dir", genuine.to_str().unwrap(), "--node", "n2", "counter"]);
+    let c = cluster.container("counter");
+    assert_eq!(c.node, "n2");
+    assert_eq!(cap_bnd(c.pid.expect("a running container has a pid")), "00000000a80425fb");
+    cluster.counts_on("counter", seen, T);
+}
+
+/// The number of chunk messages in the broker's checkpoint store (what partial objects
+/// would leave behind).
+fn checkpoint_chunks(cluster: &Cluster) -> u64 {
+    let state = cluster.up_state();
+    let password = std::fs::read_to_string(cluster.run_dir().join("secrets/broker-up")).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let cfg = herd_broker::BrokerConfig::new(state.layout.broker_url(), "test")
+            .with_credentials("up", password.trim());
+        let broker = herd_broker::Broker::connect(&cfg).await.unwrap();
+        broker.checkpoint_store().await.unwrap().chunk_messages().await.unwrap()
+    })
+}
+
+/// Sends `head` then `body` as a checkpoint upload for `name` with plain HTTP/1.1 (chunked),
+/// stopping after `send` bytes of `body` when `abort`; returns the status line, if any came.
+fn upload(cluster: &Cluster, name: &str, head: &[u8], body: &[u8], send: usize, abort: bool) -> Option<String> {
+    let config = std::fs::read_to_string(&cluster.config).unwrap();
+    let field = |key: &str| {
+        config.lines().find_map(|l| l.strip_prefix(key)).map(|v| v.trim().trim_start_matches('=').trim().trim_matches('"').to_string())
+    };
+    let api = field("api").unwrap();
+    let token = field("token").unwrap();
+    let addr = api.trim_start_matches("http://").trim_end_matches('/').to_string();
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    write!(
+        s,
+        "POST /v1/containers/{name}/restore/archive HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\
+         Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    // The Control node may answer (and close) before the body ends: stop sending then.
+    let mut chunk = |s: &mut std::net::TcpStream, data: &[u8]| -> std::io::Result<()> {
+        write!(s, "{:x}\r\n", data.len())?;
+        s.write_all(data)?;
+        s.write_all(b"\r\n")
+    };
+    let mut sent = chunk(&mut s, head);
+    for part in body[..send].chunks(256 << 10) {
+        sent = sent.and_then(|_| chunk(&mut s, part));
+    }
+    if abort {
+        drop(s);
+        return None;
+    }
+    let _ = sent.and_then(|_| s.write_all(b"0\r\n\r\n"));
+    let mut answer = String::new();
+    s.set_read_timeout(Some(T)).unwrap();
+    let _ = s.read_to_string(&mut answer);
+    answer.lines().next().map(str::to_string)
+}
+
+#[test]
+fn uploads_cut_short_or_too_long_leave_nothing_in_the_broker() {
+    let cluster = Cluster::up(51, 1);
+    cluster.import_busybox();
+    // A file in its writable layer, so that the upload spans many chunks of the store.
+    let fill = "dd if=/dev/urandom of=/big bs=1M count=6 && echo filled; sleep 1000";
+    cluster.ok(&["run", "--name", "big", "busybox", "--", "sh", "-c", fill]);
+    cluster.wait_log("big", "filled", T);
+    let dir = cluster.dir.path().join("ck");
+    cluster.ok(&["checkpoint", "--image-dir", dir.to_str().unwrap(), "big"]);
+    let mut archive = Vec::new();
+    herd_image::pack_checkpoint(&dir, &mut archive, true).unwrap();
+    assert!(archive.len() > 4 << 20, "the archive is {} bytes", archive.len());
+    let before = checkpoint_chunks(&cluster);
+
+    // Cut short half-way, the client gone: the chunks written so far are purged.
+    upload(&cluster, "big", &archive[..4096], &archive[4096..], archive.len() / 2, true);
+    wait_for("the partial upload's chunks to be purged", T, || (checkpoint_chunks(&cluster) == before).then_some(()));
+
+    // Longer than its manifest says: refused, nothing kept.
+    let mut longer = archive[..archive.len() - 1024].to_vec();
+    longer.extend(vec![0x55u8; 3 << 20]);
+    let status = upload(&cluster, "big", &longer[..4096], &longer[4096..], longer.len() - 4096, false).unwrap();
+    assert!(status.contains(" 400 "), "{status}");
+    wait_for("the refused upload's chunks to be purged", T, || (checkpoint_chunks(&cluster) == before).then_some(()));
+
+    // The whole, genuine upload restores.
+    let status = upload(&cluster, "big", &archive[..4096], &archive[4096..], archive.len() - 4096, false).unwrap();
+    assert!(status.contains(" 200 "), "{status}");
+    cluster.wait_state("big", "running", T);
+    wait_for("the upload's object to be deleted", T, || (checkpoint_chunks(&cluster) == before).then_some(()));
+}
