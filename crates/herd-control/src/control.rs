@@ -89,7 +89,8 @@ pub struct Control {
 impl Control {
     /// Connects to the broker, loads the cluster state and starts the background tasks.
     pub async fn start(cfg: ControlConfig) -> anyhow::Result<Arc<Control>> {
-        std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("creating {}", cfg.data_dir.display()))?;
+        herd_image::private_dir(&cfg.data_dir)
+            .with_context(|| format!("creating {} (mode 0700)", cfg.data_dir.display()))?;
         let checkpoint_key = crate::checkpoint_archive::load_or_create_key(&cfg.data_dir)?;
         let broker = Broker::connect(&cfg.broker).await?;
         let nodes: Bucket<NodeRecord> = broker.bucket(subjects::NODES_BUCKET).await?;

@@ -20,6 +20,7 @@ mod error;
 mod extract;
 mod import;
 mod pack;
+mod private;
 pub mod signing;
 mod tarwalk;
 mod upper;
@@ -38,4 +39,5 @@ pub use import::{
 };
 pub mod media_types;
 pub use pack::pack_dir;
+pub use private::private_dir;
 pub use upper::pack_upper;

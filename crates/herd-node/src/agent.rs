@@ -67,6 +67,10 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
         }
     };
     let paths = NodePaths::new(&cfg.data_dir, &cfg.run_dir, &cfg.cgroup_parent);
+    // Layers, writable layers, configurations and checkpoints: nobody else's business.
+    for dir in [&paths.data_dir, &paths.run_dir] {
+        herd_image::private_dir(dir).with_context(|| format!("creating {} (mode 0700)", dir.display()))?;
+    }
     let runc = Runc { binary: runc_bin, root: paths.runc_root(), criu: criu.as_ref().map(|(p, _)| p.clone()) };
     let runc_version = runc.version().await.map_err(|e| anyhow::anyhow!("runc does not work: {e}"))?;
     let node_facts = facts::probe(&runc_version, criu.as_ref().map(|(p, v)| (p.as_path(), v.as_str())));

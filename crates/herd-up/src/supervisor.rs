@@ -104,7 +104,8 @@ pub async fn up(opts: UpOptions, detach: bool, demo_after: bool) -> anyhow::Resu
 
 /// Runs the supervisor in a new session and relays its progress until it is ready.
 fn spawn_detached(layout: &Layout) -> anyhow::Result<()> {
-    std::fs::create_dir_all(layout.logs_dir())?;
+    herd_image::private_dir(&layout.opts.run_dir)?;
+    herd_image::private_dir(&layout.logs_dir())?;
     let log_path = layout.logs_dir().join("up.log");
     let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
     let (read_end, write_end) = nix::unistd::pipe().context("creating a pipe")?;
@@ -316,8 +317,10 @@ impl Supervisor {
 
 async fn supervise(layout: Layout, mut progress: Progress, demo_after: bool) -> anyhow::Result<()> {
     let opts = layout.opts.clone();
+    // Secrets, logs, the broker's store (layers, checkpoints in transit) and every node's
+    // data: closed to the machine's other users.
     for dir in [&opts.run_dir, &opts.data_dir, &layout.secrets_dir(), &layout.logs_dir()] {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        herd_image::private_dir(dir).with_context(|| format!("creating {} (mode 0700)", dir.display()))?;
     }
     let (exits_tx, exits_rx) = mpsc::unbounded_channel();
     let state = UpState {
@@ -415,7 +418,7 @@ async fn start_cluster(sup: &mut Supervisor, progress: &mut Progress) -> anyhow:
 
     // The broker.
     let broker_dir = opts.data_dir.join("broker");
-    std::fs::create_dir_all(&broker_dir)?;
+    herd_image::private_dir(&broker_dir)?;
     let conf = nats_config(&layout, &broker_dir, &users);
     let conf_path = write_secret(&opts.run_dir, "nats.conf", &conf)?;
     progress.say(&format!("broker: nats-server on {}", layout.broker_url()));

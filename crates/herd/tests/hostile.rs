@@ -135,8 +135,8 @@ fn checkpoint_chunks(cluster: &Cluster) -> u64 {
     let password = std::fs::read_to_string(cluster.run_dir().join("secrets/broker-up")).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
-        let cfg = herd_broker::BrokerConfig::new(state.layout.broker_url(), "test")
-            .with_credentials("up", password.trim());
+        let cfg =
+            herd_broker::BrokerConfig::new(state.layout.broker_url(), "test").with_credentials("up", password.trim());
         let broker = herd_broker::Broker::connect(&cfg).await.unwrap();
         broker.checkpoint_store().await.unwrap().chunk_messages().await.unwrap()
     })
@@ -147,7 +147,10 @@ fn checkpoint_chunks(cluster: &Cluster) -> u64 {
 fn upload(cluster: &Cluster, name: &str, head: &[u8], body: &[u8], send: usize, abort: bool) -> Option<String> {
     let config = std::fs::read_to_string(&cluster.config).unwrap();
     let field = |key: &str| {
-        config.lines().find_map(|l| l.strip_prefix(key)).map(|v| v.trim().trim_start_matches('=').trim().trim_matches('"').to_string())
+        config
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .map(|v| v.trim().trim_start_matches('=').trim().trim_matches('"').to_string())
     };
     let api = field("api").unwrap();
     let token = field("token").unwrap();
@@ -211,4 +214,92 @@ fn uploads_cut_short_or_too_long_leave_nothing_in_the_broker() {
     assert!(status.contains(" 200 "), "{status}");
     cluster.wait_state("big", "running", T);
     wait_for("the upload's object to be deleted", T, || (checkpoint_chunks(&cluster) == before).then_some(()));
+}
+
+/// Tries, as user `nobody`, to read `path` and to run it; returns what went wrong, `None` when
+/// both were possible.
+fn nobody_reaches(path: &Path) -> Vec<String> {
+    use std::os::unix::process::CommandExt;
+    let mut reached = Vec::new();
+    let read = std::process::Command::new("/bin/busybox")
+        .args(["cat"])
+        .arg(path)
+        .uid(65534)
+        .gid(65534)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    if read.success() {
+        reached.push(format!("nobody read {}", path.display()));
+    }
+    if let Ok(out) = std::process::Command::new(path).args(["id", "-u"]).uid(65534).gid(65534).output() {
+        reached.push(format!("nobody ran {}: {}", path.display(), String::from_utf8_lossy(&out.stdout).trim()));
+    }
+    reached
+}
+
+#[test]
+fn no_other_user_of_a_node_reaches_its_setuid_files_or_secrets() {
+    use std::os::unix::fs::PermissionsExt;
+    let cluster = Cluster::up(52, 1);
+    // An image whose layer holds a setuid-root busybox.
+    let rootfs = cluster.dir.path().join("suid-rootfs");
+    herd_up::busybox_rootfs(&rootfs).unwrap();
+    std::fs::copy(rootfs.join("bin/busybox"), rootfs.join("bin/suid")).unwrap();
+    std::fs::set_permissions(rootfs.join("bin/suid"), std::fs::Permissions::from_mode(0o4755)).unwrap();
+    cluster.ok(&["image", "import", "suid", rootfs.to_str().unwrap()]);
+    // A container that makes one more in its writable layer, with a password in its
+    // environment (and so in its memory).
+    let script = "cp /bin/busybox /made-suid && chmod 4755 /made-suid && echo ready; sleep 1000";
+    cluster.ok(&["run", "--name", "secret", "-e", "PASSWORD=hunter2-secret", "suid", "--", "sh", "-c", script]);
+    cluster.wait_log("secret", "ready", T);
+    cluster.ok(&["checkpoint", "--leave-running", "secret"]);
+    let id = cluster.container("secret").id;
+
+    let node = cluster.data_dir.join("nodes/n1");
+    let layer_suid = std::fs::read_dir(node.join("layers"))
+        .unwrap()
+        .map(|e| e.unwrap().path().join("bin/suid"))
+        .find(|p| p.exists())
+        .expect("the layer with the setuid file is unpacked on n1");
+    let container = node.join("containers").join(&id);
+    let ck = node.join("checkpoints").join(&id).join("ck1");
+    let pages = std::fs::read_dir(ck.join("criu"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_str().unwrap().starts_with("pages-"))
+        .expect("the checkpoint has page images");
+    let run = cluster.run_dir();
+    let mut targets = vec![
+        layer_suid,
+        container.join("upper/made-suid"),
+        container.join("spec.json"),
+        container.join("bundle/config.json"),
+        ck.join("checkpoint.json"),
+        pages,
+        run.join("secrets/api-token"),
+        run.join("logs/control.log"),
+        cluster.data_dir.join("control/checkpoint-signing.key"),
+    ];
+    // The broker's store: image layers and checkpoints in transit.
+    let mut pending = vec![cluster.data_dir.join("broker")];
+    while let Some(dir) = pending.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                pending.push(e.path());
+            } else if e.file_name().to_str().unwrap().ends_with(".blk") {
+                targets.push(e.path());
+            }
+        }
+    }
+    let mut reached = Vec::new();
+    for t in &targets {
+        assert!(t.exists(), "{} should exist for this test to mean anything", t.display());
+        reached.extend(nobody_reaches(t));
+    }
+    assert!(reached.is_empty(), "another user of the node reached what is Herd's:\n{}", reached.join("\n"));
+    // The password was really there for nobody to read.
+    assert!(std::fs::read_to_string(container.join("spec.json")).unwrap().contains("hunter2-secret"));
 }
