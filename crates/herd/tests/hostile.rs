@@ -163,7 +163,7 @@ fn upload(cluster: &Cluster, name: &str, head: &[u8], body: &[u8], send: usize, 
     )
     .unwrap();
     // The Control node may answer (and close) before the body ends: stop sending then.
-    let mut chunk = |s: &mut std::net::TcpStream, data: &[u8]| -> std::io::Result<()> {
+    let chunk = |s: &mut std::net::TcpStream, data: &[u8]| -> std::io::Result<()> {
         write!(s, "{:x}\r\n", data.len())?;
         s.write_all(data)?;
         s.write_all(b"\r\n")
