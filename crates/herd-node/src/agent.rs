@@ -81,6 +81,15 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
         tracing::warn!("cannot enable IP forwarding: {e}");
     }
 
+    // Containers keep off the node's own services and the broker.
+    match cfg.container_cidr {
+        Some(range) => {
+            crate::guard::install(range, &cfg.broker.url).await.context("guarding the node from its containers")?
+        }
+        None => tracing::warn!(
+            "no --container-cidr: containers can reach this node's own services (migration listeners) and the broker"
+        ),
+    }
     let broker = Broker::connect(&cfg.broker).await?;
     let statuses = broker.bucket::<ContainerStatus>(subjects::STATUS_BUCKET).await?;
     let nodes = broker.bucket::<NodeRecord>(subjects::NODES_BUCKET).await?;

@@ -23,6 +23,7 @@ pub mod checkpoints;
 pub mod cleanup;
 pub mod criu_config;
 pub mod facts;
+pub mod guard;
 pub mod layers;
 pub mod logs;
 pub mod migrate;

@@ -42,6 +42,27 @@ pub async fn build(layout: &Layout, state: &mut UpState, iptables_bin: &Path) ->
         state.save()?;
         write_sysctl("net/ipv4/ip_forward", "1")?;
     }
+    // Containers keep off the broker and the API on this host (their nodes keep them off
+    // the nodes' own services: herd_node::guard).
+    let guard: Vec<String> = [
+        "INPUT",
+        "-s",
+        &layout.opts.container_cidr.to_string(),
+        "-p",
+        "tcp",
+        "-m",
+        "multiport",
+        "--dports",
+        &format!("{},{}", layout.opts.broker_port, layout.opts.api_port),
+        "-j",
+        "DROP",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    iptables(iptables_bin, "-I", &guard)?;
+    state.iptables_rules.push(guard);
+    state.save()?;
     for dir in ["-i", "-o"] {
         let rule: Vec<String> =
             ["FORWARD", dir, &layout.bridge, "-j", "ACCEPT"].iter().map(|s| s.to_string()).collect();

@@ -240,7 +240,9 @@ struct NodeArgs {
     /// Cgroup under which containers get their own (default /herd/NAME).
     #[arg(long)]
     cgroup_parent: Option<String>,
-    /// The cluster's container range (routes are managed within it).
+    /// The cluster's container range: routes are managed within it, and nothing from it
+    /// reaches this node's own services or the broker. Without it, all Herd routes are
+    /// managed and containers are not kept from the node's services.
     #[arg(long)]
     container_cidr: Option<Ipv4Net>,
     /// A node label (KEY=VALUE); repeatable.

@@ -303,3 +303,75 @@ fn no_other_user_of_a_node_reaches_its_setuid_files_or_secrets() {
     // The password was really there for nobody to read.
     assert!(std::fs::read_to_string(container.join("spec.json")).unwrap().contains("hunter2-secret"));
 }
+
+/// A process killed when dropped.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn containers_reach_neither_the_broker_nor_their_nodes_services() {
+    let cluster = Cluster::up(53, 2);
+    cluster.import_busybox();
+    let layout = cluster.up_state().layout;
+    let broker = layout.broker_url().trim_start_matches("nats://").to_string();
+    let (n1, n2) = (cluster.node_address("n1"), cluster.node_address("n2"));
+    // A service of node n2 (standing for its migration listeners), reachable from the host.
+    let netns = format!("herd-{}-n2", cluster.name);
+    let service = Killed(
+        std::process::Command::new("ip")
+            .args(["netns", "exec", &netns, "/bin/busybox", "nc", "-ll", "-p", "9999", "-e", "/bin/true"])
+            .spawn()
+            .unwrap(),
+    );
+    wait_for("n2's test service to listen", T, || {
+        std::net::TcpStream::connect_timeout(&format!("{n2}:9999").parse().unwrap(), Duration::from_secs(1)).ok()
+    });
+    assert!(std::net::TcpStream::connect(&broker).is_ok(), "the host reaches the broker");
+    // A web server published on n2, which containers may use.
+    cluster.ok(&[
+        "run",
+        "--name",
+        "web",
+        "--constraint",
+        "node.name==n2",
+        "-p",
+        "8080:80",
+        "busybox",
+        "--",
+        "sh",
+        "-c",
+        "echo hello > /index.html; httpd -f -p 80 -h /",
+    ]);
+    cluster.wait_state("web", "running", T);
+
+    let probe = format!(
+        "for t in {broker} {n2}:9999 {n1}:9999; do if nc -w 2 ${{t%:*}} ${{t#*:}} </dev/null; then echo \"open $t\"; \
+         else echo \"closed $t\"; fi; done; echo \"web: $(wget -q -O- http://{n2}:8080/)\"; echo probed; sleep 1000"
+    );
+    for node in ["n1", "n2"] {
+        let name = format!("probe-{node}");
+        cluster.ok(&[
+            "run",
+            "--name",
+            &name,
+            "--constraint",
+            &format!("node.name=={node}"),
+            "busybox",
+            "--",
+            "sh",
+            "-c",
+            &probe,
+        ]);
+        let log = cluster.wait_log(&name, "probed", T);
+        assert!(log.contains(&format!("closed {broker}")), "a container on {node} reached the broker: {log}");
+        assert!(log.contains(&format!("closed {n2}:9999")), "a container on {node} reached n2's service: {log}");
+        assert!(log.contains("web: hello"), "a container on {node} no longer reaches a published port: {log}");
+    }
+    drop(service);
+}
