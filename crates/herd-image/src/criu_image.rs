@@ -5,7 +5,8 @@
 //! them first ([`check_images`]): every thread's capability sets within the container's
 //! bounding set, `no_new_privs` and seccomp kept where the container has them, every process
 //! in the container's own namespaces (and in the host's where the container has none of its
-//! own), and no mount the container's configuration does not make (no file system but
+//! own, but for the time namespace CRIU gives restored processes), and no mount the
+//! container's configuration does not make (no file system but
 //! proc, sysfs, tmpfs, devpts, mqueue and cgroup ones; the read-only paths still read-only).
 //! This is a second line behind the signature of checkpoints that come from outside the
 //! cluster (`crate::signing`), and the only one for checkpoints that arrive from another node.
@@ -368,7 +369,9 @@ impl Images {
                     problems.push(format!("process {pid} is in a {kind:?} namespace of its own"));
                 } else if own && (id.is_none() || id == root) {
                     problems.push(format!("process {pid} would share the host's {kind:?} namespace"));
-                } else if !own && id != root {
+                } else if !own && id != root && kind != NamespaceKind::Time {
+                    // CRIU itself gives restored processes a time namespace of their own (to
+                    // keep their monotonic clocks), and one holds nothing but clock offsets.
                     problems.push(format!("process {pid} is in a {kind:?} namespace the container does not have"));
                 }
             }
@@ -559,6 +562,14 @@ mod tests {
         own_user.user_ns_id = Some(40);
         let err = images(DOCKER_CAPS, own_user, vec![]).unwrap().check(&allowed()).unwrap_err().to_string();
         assert!(err.contains("User namespace the container does not have"), "{err}");
+    }
+
+    #[test]
+    fn a_time_namespace_of_a_restored_container_is_its_own() {
+        // What CRIU gives the processes it restored: a time namespace of their own.
+        let mut restored = ids(9);
+        restored.time_ns_id = Some(30);
+        images(DOCKER_CAPS, restored, vec![]).unwrap().check(&allowed()).unwrap();
     }
 
     #[test]
