@@ -12,6 +12,7 @@
 //! Everything here is synchronous file work: no network, no async runtime.
 
 mod arch;
+mod bounds;
 mod checkpoint;
 mod compress;
 mod digest;
@@ -23,13 +24,14 @@ mod tarwalk;
 mod upper;
 
 pub use arch::host_architecture;
+pub use bounds::{Bound, DiskReserve, UnpackLimits, disk_space};
 pub use checkpoint::{
     checkpoint_files, pack_checkpoint, read_manifest, unpack_checkpoint, verify_checkpoint_dir, write_manifest,
 };
 pub use compress::layer_compression;
 pub use digest::sha256_file;
 pub use error::ImageError;
-pub use extract::{OPAQUE_XATTR, extract_layer};
+pub use extract::{LayerBounds, OPAQUE_XATTR, extract_layer, extract_layer_within};
 pub use import::{
     ImageSource, ImportedImage, ImportedLayer, ParsedConfig, blob_path, import_archive, parse_image_config,
 };
