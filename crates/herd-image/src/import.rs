@@ -778,9 +778,32 @@ fn digest_in_name(path: &Path, loose: bool) -> Option<String> {
 /// Reads a layer blob through as a tar, within `limits` when `image_used` bytes of the image
 /// were unpacked already; returns the digest of its uncompressed content and what it unpacks to.
 fn read_layer(blob: &Fetched, what: &str, limits: &UnpackLimits, image_used: u64) -> Result<(String, u64), ImageError> {
-    let file = File::open(&blob.path).map_err(ImageError::io("open", &blob.path))?;
+    read_layer_file(&blob.path, blob.compression, what, limits, image_used)
+}
+
+/// Reads a layer blob (one `herd image pull` fetched) through as a tar within `limits`, when
+/// `image_used` bytes of its image were unpacked already; returns what it unpacks to.
+/// `what` names it in errors ([`ImageError::TooLarge`] when it passes a bound).
+pub fn measure_layer(
+    blob: &Path,
+    compression: Compression,
+    what: &str,
+    limits: &UnpackLimits,
+    image_used: u64,
+) -> Result<u64, ImageError> {
+    read_layer_file(blob, compression, what, limits, image_used).map(|(_, size)| size)
+}
+
+fn read_layer_file(
+    path: &Path,
+    compression: Compression,
+    what: &str,
+    limits: &UnpackLimits,
+    image_used: u64,
+) -> Result<(String, u64), ImageError> {
+    let file = File::open(path).map_err(ImageError::io("open", path))?;
     let meter = Meter::new(limits, image_used, None);
-    let decoded = decoder(file, blob.compression).map_err(|e| corrupt(what, &e))?;
+    let decoded = decoder(file, compression).map_err(|e| corrupt(what, &e))?;
     let mut reader = HashingReader::new(Metered { inner: decoded, meter: meter.clone() });
     // This reads to the end, so the digest covers what follows the end-of-archive blocks too.
     walk_tar(&mut reader, what, false, |entry| {

@@ -33,7 +33,8 @@ pub use digest::sha256_file;
 pub use error::ImageError;
 pub use extract::{LayerBounds, OPAQUE_XATTR, extract_layer, extract_layer_within};
 pub use import::{
-    ImageSource, ImportedImage, ImportedLayer, ParsedConfig, blob_path, import_archive, parse_image_config,
+    ImageSource, ImportedImage, ImportedLayer, ParsedConfig, blob_path, import_archive, measure_layer,
+    parse_image_config,
 };
 pub mod media_types;
 pub use pack::pack_dir;
