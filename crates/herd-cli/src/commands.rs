@@ -118,6 +118,11 @@ pub enum ImageCommand {
     },
     /// Remove an image no container uses.
     Rm { name: String },
+    /// List the layer store's blobs and the images that use each ("-": none does).
+    Layers {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 pub async fn image(client: &Client, cmd: ImageCommand) -> anyhow::Result<()> {
@@ -165,6 +170,18 @@ pub async fn image(client: &Client, cmd: ImageCommand) -> anyhow::Result<()> {
                     i.source.clone(),
                     format!("{} ago", format::ago(i.created_at, now)),
                 ]));
+            }
+            print_table(&t);
+        }
+        ImageCommand::Layers { json } => {
+            let layers: Vec<herd_proto::api::LayerInfo> = client.get("/v1/layers").await?;
+            if json {
+                return print_json(&layers);
+            }
+            let mut t = table(&["DIGEST", "SIZE", "IMAGES"]);
+            for l in &layers {
+                let images = if l.images.is_empty() { "-".to_string() } else { l.images.join(", ") };
+                t.add_row(format::clean_row([l.digest.clone(), B(l.size).to_string(), images]));
             }
             print_table(&t);
         }

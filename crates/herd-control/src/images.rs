@@ -38,6 +38,32 @@ impl Control {
         out
     }
 
+    /// `herd image layers`: the blobs of the layer store, with the images that use each.
+    pub async fn list_layers(&self) -> Result<Vec<herd_proto::api::LayerInfo>> {
+        let mut list =
+            self.layers.list().await.map_err(|e| Error::unavailable(format!("listing the layer store: {e}")))?;
+        let mut users: std::collections::HashMap<String, Vec<String>> = std::collections::HashMap::new();
+        for image in self.list_images() {
+            for layer in &image.layers {
+                let names = users.entry(layer.digest.clone()).or_default();
+                if !names.contains(&image.name) {
+                    names.push(image.name.clone());
+                }
+            }
+        }
+        let mut out = Vec::new();
+        while let Some(info) = list.next().await {
+            let info = info.map_err(|e| Error::unavailable(format!("listing the layer store: {e}")))?;
+            if info.deleted {
+                continue;
+            }
+            let images = users.remove(&info.name).unwrap_or_default();
+            out.push(herd_proto::api::LayerInfo { digest: info.name, size: info.size as u64, images });
+        }
+        out.sort_by(|a, b| a.digest.cmp(&b.digest));
+        Ok(out)
+    }
+
     /// `herd image import NAME PATH`: `body` is the archive the CLI uploads (`directory`
     /// when it packed a root filesystem directory into it).
     pub async fn import_image(
@@ -129,7 +155,7 @@ impl Control {
         if result.is_err() {
             self.delete_unused_layers(&stored).await;
         }
-        result
+        result.map_err(|e| Error::new(e.kind, format!("cannot import {name}: {}", e.message)))
     }
 
     /// Stores the layers of an imported image the store lacks (noting each in `stored`), then

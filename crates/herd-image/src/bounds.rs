@@ -71,13 +71,18 @@ pub enum Bound {
     Image,
 }
 
-impl Bound {
-    /// How the bound is named to users: the thing bounded and the setting that sets it.
-    pub fn describe(self) -> &'static str {
-        match self {
-            Bound::Layer => "the most one layer may unpack to (--max-layer-size)",
-            Bound::Image => "the most one image may unpack to (--max-image-size)",
-        }
+/// The message of [`ImageError::TooLarge`].
+pub(crate) fn too_large_message(what: &str, limit: u64, bound: Bound) -> String {
+    let refused = "it was refused and nothing of it was kept (raise that setting if the image is genuine)";
+    match bound {
+        Bound::Layer => format!(
+            "{what} unpacks to more than {}, the most one layer may unpack to (--max-layer-size); {refused}",
+            bytes(limit)
+        ),
+        Bound::Image => format!(
+            "{what}: the image unpacks to more than {}, the most one image may unpack to (--max-image-size); {refused}",
+            bytes(limit)
+        ),
     }
 }
 
@@ -110,6 +115,8 @@ pub(crate) struct Meter {
     /// and of the image bound).
     limit: u64,
     bound: Bound,
+    /// The bound as configured (for an image, the whole image's), for the error.
+    configured: u64,
     used: Cell<u64>,
     reserve: Option<DiskReserve>,
     next_disk_check: Cell<u64>,
@@ -120,11 +127,15 @@ impl Meter {
     /// A meter for one layer when `image_used` bytes of its image were unpacked already.
     pub(crate) fn new(limits: &UnpackLimits, image_used: u64, reserve: Option<DiskReserve>) -> Rc<Meter> {
         let image_left = limits.image.saturating_sub(image_used);
-        let (limit, bound) =
-            if limits.layer <= image_left { (limits.layer, Bound::Layer) } else { (image_left, Bound::Image) };
+        let (limit, bound, configured) = if limits.layer <= image_left {
+            (limits.layer, Bound::Layer, limits.layer)
+        } else {
+            (image_left, Bound::Image, limits.image)
+        };
         Rc::new(Meter {
             limit,
             bound,
+            configured,
             used: Cell::new(0),
             reserve,
             next_disk_check: Cell::new(0),
@@ -150,7 +161,7 @@ impl Meter {
         let used = self.used.get().saturating_add(n);
         self.used.set(used);
         if used > self.limit {
-            self.trip(Trip::Over { bound: self.bound, limit: self.limit });
+            self.trip(Trip::Over { bound: self.bound, limit: self.configured });
             return false;
         }
         if let Some(reserve) = &self.reserve
@@ -224,7 +235,7 @@ pub(crate) fn charge_entry<R: Read>(meter: &Meter, entry: &tar::Entry<'_, R>) ->
         return false;
     }
     if meter.used().saturating_add(stored) > meter.limit {
-        meter.trip(Trip::Over { bound: meter.bound, limit: meter.limit });
+        meter.trip(Trip::Over { bound: meter.bound, limit: meter.configured });
         return false;
     }
     // A large file that would eat into the disk reserve is refused before it is written.
@@ -264,7 +275,7 @@ mod tests {
         assert_eq!(m.tripped(), Some(Trip::Over { bound: Bound::Layer, limit: 100 }));
         let m = Meter::new(&limits, 200, None);
         assert!(!m.charge(51));
-        assert_eq!(m.tripped(), Some(Trip::Over { bound: Bound::Image, limit: 50 }));
+        assert_eq!(m.tripped(), Some(Trip::Over { bound: Bound::Image, limit: 250 }));
         // Once tripped, always tripped.
         assert!(!m.charge(0));
     }

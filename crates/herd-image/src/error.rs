@@ -58,15 +58,12 @@ pub enum ImageError {
 
     /// A layer or an image unpacks to more than a bound allows (a compressed bomb, or an
     /// image larger than this cluster takes).
-    #[error(
-        "{what} unpacks to more than {}, {}; it was refused and nothing of it was kept (raise that setting if the image is genuine)",
-        crate::bounds::bytes(*.limit), .bound.describe()
-    )]
+    #[error("{}", crate::bounds::too_large_message(.what, *.limit, *.bound))]
     TooLarge { what: String, limit: u64, bound: crate::bounds::Bound },
 
     /// Unpacking would use the free disk space a node keeps in reserve.
     #[error(
-        "unpacking {what} would leave less than {} free on the filesystem of {} ({} free now; --disk-reserve keeps {}): it was stopped and what it wrote was removed; free some space or lower the reserve",
+        "unpacking {what} would leave less than {} free on the filesystem of {} ({} free now; --disk-reserve keeps {}): it was refused and nothing of it was kept; free some space or lower the reserve",
         crate::bounds::bytes(*.reserve), .path.display(), crate::bounds::bytes(*.free), crate::bounds::bytes(*.reserve)
     )]
     DiskReserve { what: String, path: PathBuf, reserve: u64, free: u64 },

@@ -327,10 +327,7 @@ impl Scan {
             if entry.size() > limits.layer.saturating_add(limits.layer / 64).saturating_add(1 << 20) {
                 let member = entry.path().map(|p| p.display().to_string()).unwrap_or_default();
                 return Err(ImageError::TooLarge {
-                    what: format!(
-                        "the archive {what} (its member {member:?} alone is {})",
-                        herd_proto::units::Bytes(entry.size())
-                    ),
+                    what: format!("the archive's member {member:?} ({})", herd_proto::units::Bytes(entry.size())),
                     limit: limits.layer,
                     bound: crate::bounds::Bound::Layer,
                 });
@@ -377,7 +374,7 @@ impl Scan {
             members.insert(path, Member { index: i, kind });
             Ok(())
         })
-        .map_err(|e| meter.explain(&format!("the archive {what}"), e))?;
+        .map_err(|e| meter.explain("the archive", e))?;
         Ok(Scan {
             archive: archive.to_path_buf(),
             compression,
@@ -624,7 +621,7 @@ impl Scan {
         }
         if self.unpacked > self.limits.layer {
             return Err(ImageError::TooLarge {
-                what: format!("the root filesystem tarball {} (one layer)", self.archive.display()),
+                what: "the root filesystem tarball (one layer)".to_string(),
                 limit: self.limits.layer,
                 bound: crate::bounds::Bound::Layer,
             });

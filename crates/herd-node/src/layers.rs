@@ -204,10 +204,23 @@ impl LayerCache {
             max_size: self.max_layer_size,
             reserve: Some(herd_image::DiskReserve { path: self.dir.clone(), bytes: self.reserve }),
         };
-        tokio::task::spawn_blocking(move || herd_image::extract_layer_within(&blob, compression, &unpack2, &bounds))
-            .await
-            .context("layer unpack task")?
-            .with_context(|| format!("unpacking layer {}", layer.digest))?;
+        let unpacked = tokio::task::spawn_blocking(move || {
+            herd_image::extract_layer_within(&blob, compression, &unpack2, &bounds)
+        })
+        .await
+        .context("layer unpack task")?;
+        let what = || format!("layer {}", layer.digest);
+        match unpacked {
+            Ok(()) => {}
+            // Name the layer rather than the temporary file it was fetched into.
+            Err(herd_image::ImageError::TooLarge { limit, bound, .. }) => {
+                return Err(herd_image::ImageError::TooLarge { what: what(), limit, bound }.into());
+            }
+            Err(herd_image::ImageError::DiskReserve { path, reserve, free, .. }) => {
+                return Err(herd_image::ImageError::DiskReserve { what: what(), path, reserve, free }.into());
+            }
+            Err(e) => return Err(anyhow::Error::new(e).context(format!("unpacking layer {}", layer.digest))),
+        }
         std::fs::rename(unpack, dest).with_context(|| format!("moving layer into {}", dest.display()))?;
         tracing::info!("layer {} cached ({size} bytes)", layer.digest);
         Ok(())
