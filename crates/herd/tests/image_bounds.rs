@@ -121,6 +121,14 @@ fn imports_past_the_bounds_are_refused_and_leave_nothing_behind() {
     eprintln!("a 16 GiB gzip bomb was refused in {took:?}");
     assert_nothing_left(&cluster, "the gzip bomb");
 
+    // An upload larger than the archive of any image within the image bound is cut off (a
+    // sparse file: no disk is used for it).
+    let huge = dir.join("huge.bin");
+    std::fs::File::create(&huge).unwrap().set_len(120 << 20).unwrap();
+    let err = cluster.fails(&["image", "import", "huge", huge.to_str().unwrap()]);
+    assert!(err.contains("the upload is larger than") && err.contains("--max-image-size"), "{err}");
+    assert_nothing_left(&cluster, "an upload past the image bound");
+
     // A layer of many small files, each well within the bound: stopped while it is read.
     let many = mib_files(80, 0);
     let err = cluster.fails(&["image", "import", "many", &write(dir, "many.tar", &oci_layout(&[&many], json!({})))]);
