@@ -27,12 +27,14 @@ pub enum Change<T> {
 /// A key-value bucket whose values are `T` encoded as JSON.
 pub struct Bucket<T> {
     store: kv::Store,
+    /// For the broker's bound on one message.
+    client: async_nats::Client,
     _value: PhantomData<fn() -> T>,
 }
 
 impl<T> Clone for Bucket<T> {
     fn clone(&self) -> Self {
-        Bucket { store: self.store.clone(), _value: PhantomData }
+        Bucket { store: self.store.clone(), client: self.client.clone(), _value: PhantomData }
     }
 }
 
@@ -44,12 +46,20 @@ pub enum WriteConflict {
 }
 
 impl<T: Serialize + DeserializeOwned> Bucket<T> {
-    pub(crate) fn new(store: kv::Store) -> Self {
-        Bucket { store, _value: PhantomData }
+    pub(crate) fn new(store: kv::Store, client: async_nats::Client) -> Self {
+        Bucket { store, client, _value: PhantomData }
     }
 
-    fn encode(value: &T) -> anyhow::Result<Bytes> {
-        Ok(Bytes::from(serde_json::to_vec(value)?))
+    /// The JSON of `value`, refused ([`crate::PayloadTooLarge`]) when the broker would not
+    /// carry it.
+    fn encode(&self, key: &str, value: &T) -> anyhow::Result<Bytes> {
+        let bytes = serde_json::to_vec(value)?;
+        crate::check_fits(
+            self.client.max_payload(),
+            || format!("the record {key:?} of bucket {}", self.name()),
+            bytes.len(),
+        )?;
+        Ok(Bytes::from(bytes))
     }
 
     fn decode(&self, key: &str, bytes: &[u8]) -> anyhow::Result<T> {
@@ -74,14 +84,14 @@ impl<T: Serialize + DeserializeOwned> Bucket<T> {
     /// Writes unconditionally; returns the new revision.
     pub async fn put(&self, key: &str, value: &T) -> anyhow::Result<u64> {
         self.store
-            .put(key, Self::encode(value)?)
+            .put(key, self.encode(key, value)?)
             .await
             .with_context(|| format!("writing {key:?} to bucket {}", self.name()))
     }
 
     /// Writes only if the key does not exist yet.
     pub async fn create(&self, key: &str, value: &T) -> anyhow::Result<Result<u64, WriteConflict>> {
-        match self.store.create(key, Self::encode(value)?).await {
+        match self.store.create(key, self.encode(key, value)?).await {
             Ok(rev) => Ok(Ok(rev)),
             Err(e) if e.kind() == CreateErrorKind::AlreadyExists => Ok(Err(WriteConflict::Conflict)),
             Err(e) => Err(e).with_context(|| format!("creating {key:?} in bucket {}", self.name())),
@@ -90,7 +100,7 @@ impl<T: Serialize + DeserializeOwned> Bucket<T> {
 
     /// Writes only if the key is still at `revision`.
     pub async fn update(&self, key: &str, value: &T, revision: u64) -> anyhow::Result<Result<u64, WriteConflict>> {
-        match self.store.update(key, Self::encode(value)?, revision).await {
+        match self.store.update(key, self.encode(key, value)?, revision).await {
             Ok(rev) => Ok(Ok(rev)),
             Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => Ok(Err(WriteConflict::Conflict)),
             Err(e) => Err(e).with_context(|| format!("updating {key:?} in bucket {}", self.name())),

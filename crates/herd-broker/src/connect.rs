@@ -99,7 +99,7 @@ impl Broker {
                 .await
                 .with_context(|| format!("creating key-value bucket {name}"))?,
         };
-        Ok(Bucket::new(store))
+        Ok(Bucket::new(store, self.client.clone()))
     }
 
     /// Opens the object store of image layers, creating it when missing.
@@ -154,10 +154,17 @@ impl Broker {
             .context("creating the event stream")
     }
 
+    /// The most bytes the broker carries in one message (its `max_payload`, as the server
+    /// announced it).
+    pub fn max_payload(&self) -> usize {
+        self.client.max_payload()
+    }
+
     /// Publishes `msg` as JSON on `subject` (core NATS, fire and forget).
     pub async fn publish<M: Serialize>(&self, subject: String, msg: &M) -> anyhow::Result<()> {
-        let payload = Bytes::from(serde_json::to_vec(msg)?);
-        self.client.publish(subject, payload).await.context("publishing to the broker")
+        let payload = serde_json::to_vec(msg)?;
+        crate::check_fits(self.max_payload(), || format!("the message to {subject}"), payload.len())?;
+        self.client.publish(subject, Bytes::from(payload)).await.context("publishing to the broker")
     }
 
     /// Sends `req` as JSON to `subject` and decodes the JSON reply; `who` names the responder
@@ -169,8 +176,9 @@ impl Broker {
         req: &Req,
         timeout: Duration,
     ) -> anyhow::Result<Resp> {
-        let payload = Bytes::from(serde_json::to_vec(req)?);
-        let request = async_nats::Request::new().payload(payload).timeout(Some(timeout));
+        let payload = serde_json::to_vec(req)?;
+        crate::check_fits(self.max_payload(), || format!("the request to {who}"), payload.len())?;
+        let request = async_nats::Request::new().payload(Bytes::from(payload)).timeout(Some(timeout));
         let msg = match self.client.send_request(subject, request).await {
             Ok(m) => m,
             Err(e) => match e.kind() {

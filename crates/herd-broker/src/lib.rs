@@ -17,8 +17,10 @@
 mod bucket;
 mod connect;
 mod objects;
+mod payload;
 
 pub use async_nats;
 pub use bucket::{Bucket, Change, Versioned, WriteConflict};
 pub use connect::{Broker, BrokerConfig};
 pub use objects::{Objects, put_object};
+pub use payload::{HEADER_ROOM, PayloadTooLarge, check_fits, payload_too_large};

@@ -29,6 +29,14 @@ fn parse_cpus(s: &str) -> Result<u64, String> {
     units::parse_cpus(s).map_err(|e| e.to_string())
 }
 
+/// A `--pids-limit`: a number of processes, or none (-1 or 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PidsLimit(pub Option<u64>);
+
+fn parse_pids_limit(s: &str) -> Result<PidsLimit, String> {
+    units::parse_pids_limit(s).map(PidsLimit).map_err(|e| e.to_string())
+}
+
 /// Swarm's `-e constraint:EXPR` and `-e affinity:EXPR` are placement, not environment.
 const PLACEMENT_PREFIXES: [&str; 2] = ["constraint:", "affinity:"];
 
@@ -73,7 +81,7 @@ pub async fn nodes(client: &Client, args: NodesArgs) -> anyhow::Result<()> {
         table(&["NAME", "STATE", "AVAIL", "ADDRESS", "CPUS", "MEMORY", "CPU USED", "MEM USED", "CONTAINERS", "LABELS"]);
     for n in &nodes {
         let labels: Vec<String> = n.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        t.add_row(vec![
+        t.add_row(format::clean_row([
             n.name.clone(),
             n.state.as_str().to_string(),
             n.availability.as_str().to_string(),
@@ -84,7 +92,7 @@ pub async fn nodes(client: &Client, args: NodesArgs) -> anyhow::Result<()> {
             n.usage.map_or("-".into(), |u| B(u.memory_used_bytes).to_string()),
             n.containers.to_string(),
             if labels.is_empty() { "-".into() } else { labels.join(",") },
-        ]);
+        ]));
     }
     print_table(&t);
     Ok(())
@@ -110,6 +118,11 @@ pub enum ImageCommand {
     },
     /// Remove an image no container uses.
     Rm { name: String },
+    /// List the layer store's blobs and the images that use each ("-": none does).
+    Layers {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 pub async fn image(client: &Client, cmd: ImageCommand) -> anyhow::Result<()> {
@@ -132,8 +145,8 @@ pub async fn image(client: &Client, cmd: ImageCommand) -> anyhow::Result<()> {
             let image: ImageRecord = client.send(req).await?.json().await?;
             println!(
                 "imported {} ({}, {} layer{}, {})",
-                image.name,
-                image.source,
+                format::clean(&image.name),
+                format::clean(&image.source),
                 image.layers.len(),
                 if image.layers.len() == 1 { "" } else { "s" },
                 B(image.size())
@@ -149,14 +162,26 @@ pub async fn image(client: &Client, cmd: ImageCommand) -> anyhow::Result<()> {
             let mut t = table(&["NAME", "ID", "LAYERS", "SIZE", "SOURCE", "CREATED"]);
             for i in &images {
                 let id = i.id.strip_prefix("sha256:").unwrap_or(&i.id);
-                t.add_row(vec![
+                t.add_row(format::clean_row([
                     i.name.clone(),
                     id.chars().take(12).collect(),
                     i.layers.len().to_string(),
                     B(i.size()).to_string(),
                     i.source.clone(),
                     format!("{} ago", format::ago(i.created_at, now)),
-                ]);
+                ]));
+            }
+            print_table(&t);
+        }
+        ImageCommand::Layers { json } => {
+            let layers: Vec<herd_proto::api::LayerInfo> = client.get("/v1/layers").await?;
+            if json {
+                return print_json(&layers);
+            }
+            let mut t = table(&["DIGEST", "SIZE", "IMAGES"]);
+            for l in &layers {
+                let images = if l.images.is_empty() { "-".to_string() } else { l.images.join(", ") };
+                t.add_row(format::clean_row([l.digest.clone(), B(l.size).to_string(), images]));
             }
             print_table(&t);
         }
@@ -219,9 +244,9 @@ pub struct RunArgs {
     /// Memory limit, e.g. 256m.
     #[arg(long, short = 'm', value_parser = parse_memory)]
     pub memory: Option<u64>,
-    /// Maximum number of processes.
-    #[arg(long)]
-    pub pids_limit: Option<u64>,
+    /// Maximum number of processes (1 to 4194304; -1 or 0: no limit, as in Docker).
+    #[arg(long, allow_negative_numbers = true, value_parser = parse_pids_limit)]
+    pub pids_limit: Option<PidsLimit>,
     /// Set an environment variable (KEY=VALUE); repeatable.
     #[arg(long = "env", short = 'e', value_parser = parse_env)]
     pub env: Vec<String>,
@@ -278,7 +303,7 @@ pub async fn run(client: &Client, args: RunArgs) -> anyhow::Result<()> {
         name: args.name,
         image: args.image,
         node: args.node,
-        limits: Limits { cpus_milli: args.cpus, memory_bytes: args.memory, pids: args.pids_limit },
+        limits: Limits { cpus_milli: args.cpus, memory_bytes: args.memory, pids: args.pids_limit.and_then(|p| p.0) },
         env,
         labels: args.labels.into_iter().collect::<BTreeMap<_, _>>(),
         command: args.command,
@@ -322,7 +347,7 @@ pub async fn ps(client: &Client, args: PsArgs) -> anyhow::Result<()> {
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     if args.quiet {
         for c in &list {
-            writeln!(out, "{}", c.name)?;
+            writeln!(out, "{}", format::clean(&c.name))?;
         }
         return Ok(out.flush()?);
     }
@@ -397,9 +422,10 @@ pub async fn inspect(client: &Client, args: InspectArgs) -> anyhow::Result<()> {
             .filter(|v| !v.is_empty())),
         ),
     ];
+    // Each line is cleaned whole: labels, command, environment and errors are the user's.
     let mut out = std::io::stdout().lock();
     for (k, v) in rows {
-        writeln!(out, "{:<14}{}", format!("{k}:"), v)?;
+        writeln!(out, "{:<14}{}", format!("{k}:"), format::clean(&v))?;
     }
     if !c.migrations.is_empty() {
         writeln!(out, "Migrations:")?;
@@ -410,29 +436,29 @@ pub async fn inspect(client: &Client, args: InspectArgs) -> anyhow::Result<()> {
                 }
                 herd_proto::migration::Outcome::Aborted { reason } => format!("aborted: {reason}"),
             };
-            writeln!(
-                out,
+            let line = format!(
                 "  {}  {} -> {}  {:<9}{}",
                 format::timestamp(m.started_at),
                 m.source,
                 m.destination,
                 m.mode.as_str(),
                 how
-            )?;
+            );
+            writeln!(out, "{}", format::clean(&line))?;
         }
     }
     if !c.checkpoints.is_empty() {
         writeln!(out, "Checkpoints:")?;
         for ck in &c.checkpoints {
-            writeln!(
-                out,
+            let line = format!(
                 "  {:<8}{}  on {}  {}{}",
                 ck.id,
                 format::timestamp(ck.created_at),
                 ck.node,
                 B(ck.size_bytes),
                 if ck.leave_running { "  (left running)" } else { "" }
-            )?;
+            );
+            writeln!(out, "{}", format::clean(&line))?;
         }
     }
     Ok(())
@@ -544,7 +570,8 @@ pub async fn events(client: &Client, args: EventsArgs) -> anyhow::Result<()> {
             if args.json {
                 writeln!(out, "{}", serde_json::to_string(e)?)?;
             } else {
-                writeln!(out, "{} {} {} {}: {}", format::timestamp(e.time), e.kind, e.action, e.name, e.message)?;
+                let line = format!("{} {} {} {}: {}", format::timestamp(e.time), e.kind, e.action, e.name, e.message);
+                writeln!(out, "{}", format::clean(&line))?;
             }
             last = last.max(e.seq);
         }

@@ -1,9 +1,51 @@
-//! Human output: tables, durations and timestamps.
+//! Human output: tables, durations, timestamps, and user-given strings made safe to print.
+
+use std::borrow::Cow;
 
 use comfy_table::{Table, presets};
 use herd_proto::UnixMillis;
 use herd_proto::api::ContainerSummary;
 use herd_proto::state::ContainerState;
+
+/// Whether `c` must not reach a terminal raw: control characters (C0 such as ESC, CR and
+/// backspace, DEL, C1 such as CSI U+009B) and the invisible bidirectional-text controls, which
+/// reorder what is shown.
+fn unsafe_char(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{200e}' | '\u{200f}' | '\u{061c}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// A user-given string (label, command, environment, image or error text) as human output
+/// prints it: each character in [`unsafe_char`] is escaped the way Rust writes it (`\n`,
+/// `\r`, `\t`, `\u{1b}`, `\u{202e}`), so a string cannot recolour the terminal, move the
+/// cursor or overwrite what was printed. Everything else is kept as it is (backslashes too,
+/// so `\u{1b}` typed literally looks the same as an escaped ESC). JSON output needs none of
+/// this: JSON escapes control characters itself.
+pub fn clean(s: &str) -> Cow<'_, str> {
+    clean_keeping(s, &[])
+}
+
+/// [`clean`], keeping the characters of `keep` (say `\n` in a multi-line message) raw.
+pub fn clean_keeping<'a>(s: &'a str, keep: &[char]) -> Cow<'a, str> {
+    let escape = |c: char| unsafe_char(c) && !keep.contains(&c);
+    if !s.chars().any(escape) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 16);
+    for c in s.chars() {
+        if escape(c) {
+            out.extend(c.escape_debug());
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// Cells for [`Table::add_row`], each [`clean`]ed.
+pub fn clean_row<S: AsRef<str>>(cells: impl IntoIterator<Item = S>) -> Vec<String> {
+    cells.into_iter().map(|c| clean(c.as_ref()).into_owned()).collect()
+}
 
 /// A borderless, left-aligned table like `docker ps` prints.
 pub fn table(header: &[&str]) -> Table {
@@ -18,12 +60,14 @@ pub fn table(header: &[&str]) -> Table {
 
 /// Writes rows under a header in columns three spaces apart, like [`table`] without its
 /// cost: `herd ps` lists up to a hundred thousand rows, for which a general table layout
-/// takes seconds.
+/// takes seconds. Every cell is [`clean`]ed.
 pub fn write_columns<const N: usize, C: AsRef<str>>(
     out: &mut impl std::io::Write,
     header: &[&str; N],
     rows: &[[C; N]],
 ) -> std::io::Result<()> {
+    let cleaned: Vec<[Cow<str>; N]> = rows.iter().map(|row| std::array::from_fn(|i| clean(row[i].as_ref()))).collect();
+    let rows = &cleaned;
     let mut widths: [usize; N] = header.map(|h| h.chars().count());
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -91,6 +135,7 @@ pub fn status(c: &ContainerSummary<'_>, now: UnixMillis) -> String {
 /// A command line shortened to `width` characters, quoted like `docker ps` does.
 pub fn command(args: &[String], width: usize) -> String {
     let joined = args.join(" ");
+    let joined = clean(&joined);
     if joined.chars().count() > width {
         let cut: String = joined.chars().take(width.saturating_sub(1)).collect();
         format!("\"{cut}…\"")
@@ -119,6 +164,19 @@ mod tests {
         let mut out = Vec::new();
         write_columns(&mut out, &header, &rows).unwrap();
         assert_eq!(String::from_utf8(out).unwrap(), expected);
+    }
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert!(matches!(clean("plain text: é ✓"), Cow::Borrowed(_)));
+        assert_eq!(clean("\x1b[31mred\r\n\ttab\x7f\u{9b}"), "\\u{1b}[31mred\\r\\n\\ttab\\u{7f}\\u{9b}");
+        assert_eq!(clean("abc\u{202e}cba"), "abc\\u{202e}cba");
+        assert_eq!(clean_keeping("one\ntwo\x1b", &['\n']), "one\ntwo\\u{1b}");
+        let mut out = Vec::new();
+        write_columns(&mut out, &["NAME", "COMMAND"], &[["a", "\"\x1b[2Jx\""]]).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(!text.contains('\x1b'), "{text:?}");
+        assert_eq!(text, "NAME   COMMAND\na      \"\\u{1b}[2Jx\"\n");
     }
 
     #[test]

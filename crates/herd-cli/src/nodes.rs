@@ -9,6 +9,7 @@ use herd_proto::api::{DrainReport, LabelRequest, NodeInfo};
 
 use crate::client::{Client, segment};
 use crate::commands::print_json;
+use crate::format::clean;
 
 #[derive(Debug, Subcommand)]
 pub enum NodesCommand {
@@ -47,7 +48,9 @@ pub async fn manage(client: &Client, command: NodesCommand) -> anyhow::Result<()
                 return print_json(&info);
             }
             let labels: Vec<String> = info.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            println!("node {} labels: {}", info.name, if labels.is_empty() { "-".into() } else { labels.join(",") });
+            let line =
+                format!("node {} labels: {}", info.name, if labels.is_empty() { "-".into() } else { labels.join(",") });
+            println!("{}", clean(&line));
         }
         NodesCommand::Drain { node, json } => {
             let path = format!("/v1/nodes/{}/drain", segment(&node));
@@ -60,7 +63,7 @@ pub async fn manage(client: &Client, command: NodesCommand) -> anyhow::Result<()
                 println!("moved {} to {} (migration {})", m.container, m.to, m.migration);
             }
             for s in &report.stayed {
-                println!("kept {} on {}: {}", s.container, report.node, s.reason);
+                println!("{}", clean(&format!("kept {} on {}: {}", s.container, report.node, s.reason)));
             }
             if report.moved.is_empty() && report.stayed.is_empty() {
                 println!("no containers were on it");

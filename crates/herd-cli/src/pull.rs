@@ -122,6 +122,8 @@ impl Progress {
     }
 
     fn say(&self, text: String) {
+        // References, digests and platforms are what the registry said.
+        let text = crate::format::clean(&text).into_owned();
         match &self.bar {
             Some(b) => b.println(text),
             None if self.lines => eprintln!("{text}"),
@@ -187,12 +189,13 @@ fn short(digest: &str) -> &str {
 
 fn print_report(r: &PullReport) {
     let origin = r.image.registry.as_ref();
-    println!(
+    let line = format!(
         "pulled {} from {} ({})",
         r.image.name,
         origin.map_or("?", |o| o.reference.as_str()),
         origin.map_or("?", |o| o.manifest_digest.as_str())
     );
+    println!("{}", crate::format::clean(&line));
     println!(
         "  {} layer{}: {} fetched ({}), {} already present; {:.2} s",
         r.image.layers.len(),

@@ -29,6 +29,7 @@ pub fn router(control: Arc<Control>) -> Router {
         .route("/v1/nodes/{name}/activate", post(activate_node))
         .route("/v1/images", get(images).post(import_image))
         .route("/v1/images/{*name}", axum::routing::delete(remove_image))
+        .route("/v1/layers", get(layers))
         .route("/v1/pulls", post(pull_image))
         .route("/v1/containers", get(containers).post(run))
         .route("/v1/containers/{name}", get(inspect).delete(remove))
@@ -133,6 +134,10 @@ async fn import_image(
     body: Body,
 ) -> Result<Json<ImageRecord>> {
     Ok(Json(c.import_image(&q.name, q.directory, body.into_data_stream()).await?))
+}
+
+async fn layers(State(c): State<Arc<Control>>) -> Result<Json<Vec<herd_proto::api::LayerInfo>>> {
+    Ok(Json(c.list_layers().await?))
 }
 
 async fn remove_image(State(c): State<Arc<Control>>, Path(name): Path<String>) -> Result<StatusCode> {

@@ -21,6 +21,8 @@ use crate::error::{Error, Result};
 
 /// The smallest memory limit accepted: a container's runtime needs a few MiB to start.
 pub const MIN_MEMORY: u64 = 6 << 20;
+/// The largest CPU limit, in thousandths of a CPU (what `--cpus` parses: a million CPUs).
+const MAX_CPUS_MILLI: u64 = 1_000_000_000;
 /// Time a node gets to fetch layers and start a container.
 const CREATE_TIMEOUT: Duration = Duration::from_secs(180);
 const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -44,10 +46,56 @@ pub fn validate_limits(limits: &Limits) -> Result<()> {
     if limits.cpus_milli == Some(0) {
         return Err(Error::bad_request("--cpus must be more than 0"));
     }
+    if let Some(m) = limits.memory_bytes
+        && m > i64::MAX as u64
+    {
+        // runc and the kernel take an i64: larger would wrap to "no limit" while herd showed a number.
+        return Err(Error::bad_request(format!(
+            "memory limit {m} is beyond what a cgroup takes: leave --memory out for no limit"
+        )));
+    }
+    if limits.cpus_milli.is_some_and(|c| c > MAX_CPUS_MILLI) {
+        return Err(Error::bad_request("--cpus must be at most 1000000"));
+    }
     if limits.pids == Some(0) {
-        return Err(Error::bad_request("the pids limit must be at least 1"));
+        return Err(Error::bad_request("the pids limit must be at least 1 (leave it out for no limit)"));
+    }
+    if let Some(p) = limits.pids
+        && p > units::MAX_PIDS
+    {
+        // A cgroup's pids.max refuses it, and runc turns u64::MAX (as -1) into "max": what herd
+        // showed would not be what the container has.
+        return Err(Error::bad_request(format!(
+            "the pids limit {p} is above {}, the most processes Linux allows (PID_MAX_LIMIT): \
+             give at most {} or leave --pids-limit out (or give -1) for no limit",
+            units::MAX_PIDS,
+            units::MAX_PIDS
+        )));
     }
     Ok(())
+}
+
+/// Room kept beside a container's record in one broker message: the record goes to the
+/// `herd-containers` bucket, and the node's create request carries as much again plus its
+/// layers, so a record that only just fits would still fail on the way to the node.
+const RECORD_ROOM: usize = 64 << 10;
+
+/// Refuses (HTTP 413) a container whose record the broker would not carry in one message: its
+/// command, environment and labels are too large. Checked before anything is reserved.
+pub fn fits_the_broker(record: &ContainerRecord, max_payload: usize) -> Result<()> {
+    let size = serde_json::to_vec(record).map(|v| v.len()).unwrap_or(usize::MAX);
+    if size.saturating_add(RECORD_ROOM) <= max_payload {
+        return Ok(());
+    }
+    Err(Error::too_large(format!(
+        "the request is too large: container {}'s record (its command, environment and labels) is {}; the limit is {} \
+         (the broker's max_payload, the most it carries in one message) less {} kept for what travels with it: \
+         make them smaller, or put large data in a volume or in the image",
+        record.name,
+        units::Bytes(size as u64),
+        units::Bytes(max_payload as u64),
+        units::Bytes(RECORD_ROOM as u64)
+    )))
 }
 
 /// The argv and environment of a container made from `image` with the user's overrides.
@@ -251,6 +299,7 @@ impl Control {
                 host: host_config,
                 placement: PlacementRules { constraints: req.constraints.clone(), affinities: req.affinities.clone() },
             };
+            fits_the_broker(&record, self.broker.max_payload())?;
             view.insert_container(record.clone());
             (record, shared.is_some())
         };

@@ -47,6 +47,9 @@ pub struct ControlConfig {
     /// Where `policy` came from (`flag`, `config` or `default`); a policy stored by `herd
     /// policy set` overrides it (see [`crate::policy`]).
     pub policy_source: String,
+    /// What an imported or pulled image may unpack to, per layer and in all (see
+    /// [`crate::images`]).
+    pub unpack_limits: herd_image::UnpackLimits,
 }
 
 /// The running Control node, shared by the API handlers.
@@ -69,6 +72,8 @@ pub struct Control {
     pub(crate) node_settings: Bucket<NodeSettings>,
     /// Serialises read-modify-write of node settings.
     pub(crate) settings_writes: tokio::sync::Mutex<()>,
+    /// Serialises the layer store changes of imports and image removals (see [`crate::images`]).
+    pub(crate) layer_writes: tokio::sync::Mutex<()>,
     /// Migrations in flight, by container name.
     pub(crate) migrating: Mutex<HashMap<String, crate::migrate::Active>>,
     /// Serialises read-modify-write of container records by tasks that do not hold the
@@ -160,6 +165,7 @@ impl Control {
             migrations,
             node_settings,
             settings_writes: tokio::sync::Mutex::new(()),
+            layer_writes: tokio::sync::Mutex::new(()),
             migrating: Mutex::new(HashMap::new()),
             record_writes: tokio::sync::Mutex::new(()),
             locks: Mutex::new(HashMap::new()),
@@ -223,7 +229,7 @@ impl Control {
         let who = format!("node {node}");
         let request = self.broker.request(subjects::node_rpc(node), &who, req, timeout);
         let reply: NodeResult = tokio::select! {
-            reply = request => reply.map_err(|e| Error::unavailable(format!("{e:#}")))?,
+            reply = request => reply.map_err(|e| Error::from_broker(Kind::Unavailable, &e))?,
             () = lost => return Err(Error::unavailable(format!("node {node} restarted or went down before it answered"))),
         };
         reply.map_err(|e| Error::new(Kind::NodeFailed, format!("node {node}: {}", e.message)))

@@ -19,6 +19,9 @@ pub enum Kind {
     Unavailable,
     /// A node tried and failed.
     NodeFailed,
+    /// The request, or what it would make, is larger than a bound (the broker's message size,
+    /// what an image may unpack to, ...).
+    TooLarge,
     Internal,
 }
 
@@ -50,6 +53,18 @@ impl Error {
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::new(Kind::Unavailable, message)
     }
+    pub fn too_large(message: impl Into<String>) -> Self {
+        Self::new(Kind::TooLarge, message)
+    }
+
+    /// A broker error: [`Kind::TooLarge`] when the message was too large to send (the request's
+    /// fault), else `kind`.
+    pub fn from_broker(kind: Kind, e: &anyhow::Error) -> Self {
+        match herd_broker::payload_too_large(e) {
+            Some(too_large) => Self::too_large(too_large.to_string()),
+            None => Self::new(kind, format!("{e:#}")),
+        }
+    }
 
     fn status(&self) -> StatusCode {
         match self.kind {
@@ -59,6 +74,7 @@ impl Error {
             Kind::Conflict => StatusCode::CONFLICT,
             Kind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Kind::NodeFailed => StatusCode::UNPROCESSABLE_ENTITY,
+            Kind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Kind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -66,7 +82,7 @@ impl Error {
 
 impl From<anyhow::Error> for Error {
     fn from(e: anyhow::Error) -> Self {
-        Error::new(Kind::Internal, format!("{e:#}"))
+        Error::from_broker(Kind::Internal, &e)
     }
 }
 

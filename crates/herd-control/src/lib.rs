@@ -32,6 +32,7 @@ use anyhow::Context;
 
 pub use containers::MIN_MEMORY;
 pub use control::{Control, ControlConfig};
+pub use herd_image::UnpackLimits;
 
 /// Runs the Control node until `shutdown` completes.
 pub async fn run(cfg: ControlConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {

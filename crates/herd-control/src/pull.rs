@@ -165,8 +165,20 @@ impl Control {
         let compression = herd_image::layer_compression(&head).map_err(|format| {
             Error::bad_request(format!("{what} is {format}-compressed, which herd does not read (tar, gzip or zstd)"))
         })?;
+        // Within what one layer may unpack to, checked before the layer is stored.
+        let limits = herd_image::UnpackLimits { layer: self.cfg.unpack_limits.layer, image: u64::MAX };
+        let (blob, what_blob) = (path.clone(), what.clone());
+        tokio::task::spawn_blocking(move || herd_image::measure_layer(&blob, compression, &what_blob, &limits, 0))
+            .await
+            .context("layer check task")?
+            .map_err(|e| match e {
+                herd_image::ImageError::TooLarge { .. } => Error::too_large(format!("cannot pull: {e}")),
+                _ => Error::bad_request(format!("cannot pull: {e}")),
+            })?;
         let mut file = tokio::fs::File::open(&path).await.with_context(|| format!("opening {}", path.display()))?;
-        self.layers.put(layer.digest.as_str(), &mut file).await.with_context(|| format!("storing {what}"))?;
+        herd_broker::put_object(&self.layers, &layer.digest, &mut file)
+            .await
+            .with_context(|| format!("storing {what}"))?;
         let _ = updates.send(PullUpdate::Stored { digest: layer.digest.clone(), size: layer.size }).await;
         Ok((layer.digest.clone(), compression))
     }

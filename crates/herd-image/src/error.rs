@@ -56,6 +56,18 @@ pub enum ImageError {
     #[error("{what} is not a usable Herd checkpoint: {reason}")]
     NotACheckpoint { what: String, reason: String },
 
+    /// A layer or an image unpacks to more than a bound allows (a compressed bomb, or an
+    /// image larger than this cluster takes).
+    #[error("{}", crate::bounds::too_large_message(.what, *.limit, *.bound))]
+    TooLarge { what: String, limit: u64, bound: crate::bounds::Bound },
+
+    /// Unpacking would use the free disk space a node keeps in reserve.
+    #[error(
+        "unpacking {what} would leave less than {} free on the filesystem of {} ({} free now; --disk-reserve keeps {}): it was refused and nothing of it was kept; free some space or lower the reserve",
+        crate::bounds::bytes(*.reserve), .path.display(), crate::bounds::bytes(*.free), crate::bounds::bytes(*.reserve)
+    )]
+    DiskReserve { what: String, path: PathBuf, reserve: u64, free: u64 },
+
     /// Reading or writing a file failed.
     #[error("{action} {}: {err}", .path.display())]
     Io { action: &'static str, path: PathBuf, err: io::Error },

@@ -13,6 +13,7 @@ use std::time::{Duration, SystemTime};
 use herd_proto::state::Compression;
 use tar::EntryType;
 
+use crate::bounds::{DiskReserve, Meter, Metered, UnpackLimits, charge_entry};
 use crate::compress::{Sniffed, decoder, sniff};
 use crate::error::ImageError;
 use crate::tarwalk::{Entry, copy_data, corrupt, normalize, walk_tar};
@@ -48,6 +49,35 @@ const OPAQUE_MARKER: &[u8] = b".wh..opq";
 ///
 /// On error, `dest` holds part of the layer; the caller removes it.
 pub fn extract_layer(blob: &Path, compression: Compression, dest: &Path) -> Result<(), ImageError> {
+    extract_layer_within(blob, compression, dest, &LayerBounds::default())
+}
+
+/// What unpacking one layer may cost: the most it may unpack to (see [`crate::bounds`] for how
+/// that is counted) and the free space to keep on the filesystem unpacked onto.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerBounds {
+    pub max_size: u64,
+    pub reserve: Option<DiskReserve>,
+}
+
+impl Default for LayerBounds {
+    /// No bound.
+    fn default() -> Self {
+        LayerBounds { max_size: u64::MAX, reserve: None }
+    }
+}
+
+/// [`extract_layer`] within `bounds`: unpacking stops with [`ImageError::TooLarge`] once the
+/// layer unpacks to more than `bounds.max_size`, or with [`ImageError::DiskReserve`] once the
+/// filesystem's free space falls below the reserve (looked at every few MiB).
+///
+/// On error, `dest` holds part of the layer (never more than the bound); the caller removes it.
+pub fn extract_layer_within(
+    blob: &Path,
+    compression: Compression,
+    dest: &Path,
+    bounds: &LayerBounds,
+) -> Result<(), ImageError> {
     check_destination(dest)?;
     let what = format!("layer blob {}", blob.display());
     let mut file = File::open(blob).map_err(ImageError::io("open layer blob", blob))?;
@@ -66,9 +96,16 @@ pub fn extract_layer(blob: &Path, compression: Compression, dest: &Path) -> Resu
         });
     }
     let file = File::open(blob).map_err(ImageError::io("open layer blob", blob))?;
-    let reader = decoder(file, compression).map_err(|e| corrupt(&what, &e))?;
+    let meter = Meter::new(&UnpackLimits { layer: bounds.max_size, image: u64::MAX }, 0, bounds.reserve.clone());
+    let reader = Metered { inner: decoder(file, compression).map_err(|e| corrupt(&what, &e))?, meter: meter.clone() };
     let mut extractor = Extractor { blob, dest, what: &what, dirs: HashMap::new(), whiteouts: HashSet::new() };
-    walk_tar(reader, &what, false, |entry| extractor.entry(entry))?;
+    walk_tar(reader, &what, false, |entry| {
+        if !charge_entry(&meter, entry) {
+            return Err(corrupt(&what, &io::Error::other("over an unpack bound")));
+        }
+        extractor.entry(entry)
+    })
+    .map_err(|e| meter.explain(&what, e))?;
     extractor.finish()
 }
 

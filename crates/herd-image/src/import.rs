@@ -17,6 +17,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use crate::arch::host_architecture;
+use crate::bounds::{Meter, Metered, UnpackLimits, charge_entry};
 use crate::compress::{self, Sniffed, decoder, sniff_file};
 use crate::digest::{HashingReader, HashingWriter, sha256_bytes, sha256_hex};
 use crate::error::ImageError;
@@ -90,9 +91,14 @@ pub fn blob_path(workdir: &Path, digest: &str) -> Option<PathBuf> {
 /// config's `rootfs.diff_ids` when it lists them (the only check `docker save` layers get).
 /// Layer compression comes from the blobs' magic bytes, not from media types.
 ///
+/// Decompression is bounded by `limits`: the archive as a whole may unpack to at most
+/// `limits.image` bytes, each layer to `limits.layer` (a rootfs tarball is one layer), and the
+/// distinct layers together to `limits.image`. Reading stops as soon as a bound is passed
+/// ([`ImageError::TooLarge`]), so a compressed bomb costs no more than the bound.
+///
 /// On error, `workdir` may hold some blobs already written; the caller removes it.
-pub fn import_archive(archive: &Path, workdir: &Path) -> Result<ImportedImage, ImageError> {
-    let scan = Scan::read(archive)?;
+pub fn import_archive(archive: &Path, workdir: &Path, limits: &UnpackLimits) -> Result<ImportedImage, ImageError> {
+    let scan = Scan::read(archive, limits)?;
     fs::create_dir_all(workdir).map_err(ImageError::io("create directory", workdir))?;
     let is_file = |name: &str| scan.resolve(Path::new(name)).is_some();
     if is_file("oci-layout") && is_file("index.json") {
@@ -293,15 +299,22 @@ struct Scan {
     /// Contents of the small JSON-looking files, by entry index.
     json: HashMap<u64, Vec<u8>>,
     entries: u64,
+    /// What the archive unpacks to (see [`crate::bounds`]).
+    unpacked: u64,
+    limits: UnpackLimits,
 }
 
 impl Scan {
     /// Reads the whole archive once: checks it is a readable tar, lists members, keeps JSON.
-    fn read(archive: &Path) -> Result<Scan, ImageError> {
+    fn read(archive: &Path, limits: &UnpackLimits) -> Result<Scan, ImageError> {
         let what = archive.display().to_string();
         let compression = sniff_file(archive, &what)?;
         let file = File::open(archive).map_err(ImageError::io("open", archive))?;
+        // The whole archive is bounded by the image bound; a rootfs tarball, which is one
+        // layer, by the layer bound too once it is known to be one (after this pass).
+        let meter = Meter::new(&UnpackLimits { layer: u64::MAX, image: limits.image }, 0, None);
         let reader = decoder(file, compression).map_err(|e| corrupt(&what, &e))?;
+        let reader = Metered { inner: reader, meter: meter.clone() };
         let mut members = HashMap::new();
         let mut json = HashMap::new();
         let mut json_total = 0usize;
@@ -309,6 +322,19 @@ impl Scan {
         let entries = walk_tar(reader, &what, true, |entry| {
             let i = index;
             index += 1;
+            // Any member is a file of a root filesystem, a layer or a compressed layer blob, so
+            // none can be much larger than a layer (compression adds a little to incompressible data).
+            if entry.size() > limits.layer.saturating_add(limits.layer / 64).saturating_add(1 << 20) {
+                let member = entry.path().map(|p| p.display().to_string()).unwrap_or_default();
+                return Err(ImageError::TooLarge {
+                    what: format!("the archive's member {member:?} ({})", herd_proto::units::Bytes(entry.size())),
+                    limit: limits.layer,
+                    bound: crate::bounds::Bound::Layer,
+                });
+            }
+            if !charge_entry(&meter, entry) {
+                return Err(corrupt(&what, &std::io::Error::other("over an unpack bound")));
+            }
             let Some(path) = normalize(&entry.path().map_err(|e| corrupt(&what, &e))?) else {
                 return Ok(()); // climbs out of the archive: nothing can refer to it
             };
@@ -347,8 +373,17 @@ impl Scan {
             }
             members.insert(path, Member { index: i, kind });
             Ok(())
-        })?;
-        Ok(Scan { archive: archive.to_path_buf(), compression, members, json, entries })
+        })
+        .map_err(|e| meter.explain("the archive", e))?;
+        Ok(Scan {
+            archive: archive.to_path_buf(),
+            compression,
+            members,
+            json,
+            entries,
+            unpacked: meter.used(),
+            limits: *limits,
+        })
     }
 
     /// The regular file that `path` is, or that it links to.
@@ -584,6 +619,13 @@ impl Scan {
         if self.entries == 0 {
             return Err(ImageError::EmptyArchive { path: self.archive.clone() });
         }
+        if self.unpacked > self.limits.layer {
+            return Err(ImageError::TooLarge {
+                what: "the root filesystem tarball (one layer)".to_string(),
+                limit: self.limits.layer,
+                bound: crate::bounds::Bound::Layer,
+            });
+        }
         let fetched = copy_file_blob(&self.archive, self.compression, workdir)?;
         let id = sha256_bytes(fetched.digest.as_bytes());
         Ok(ImportedImage {
@@ -624,12 +666,15 @@ impl Scan {
 
         let mut checked: HashMap<u64, String> = HashMap::new();
         let mut out = Vec::with_capacity(layers.len());
+        // What the distinct layers unpack to, together (a layer listed twice is unpacked once).
+        let mut image_used = 0u64;
         for (i, (index, want)) in layers.iter().enumerate() {
             let blob = &fetched[index];
             let diff_id = match checked.get(index) {
                 Some(d) => d.clone(),
                 None => {
-                    let d = read_layer(blob, &want.what)?;
+                    let (d, unpacked) = read_layer(blob, &want.what, &self.limits, image_used)?;
+                    image_used = image_used.saturating_add(unpacked);
                     checked.insert(*index, d.clone());
                     d
                 }
@@ -727,13 +772,46 @@ fn digest_in_name(path: &Path, loose: bool) -> Option<String> {
     sha256_hex(&digest).is_some().then_some(digest)
 }
 
-/// Reads a layer blob through as a tar, returning the digest of its uncompressed content.
-fn read_layer(blob: &Fetched, what: &str) -> Result<String, ImageError> {
-    let file = File::open(&blob.path).map_err(ImageError::io("open", &blob.path))?;
-    let mut reader = HashingReader::new(decoder(file, blob.compression).map_err(|e| corrupt(what, &e))?);
+/// Reads a layer blob through as a tar, within `limits` when `image_used` bytes of the image
+/// were unpacked already; returns the digest of its uncompressed content and what it unpacks to.
+fn read_layer(blob: &Fetched, what: &str, limits: &UnpackLimits, image_used: u64) -> Result<(String, u64), ImageError> {
+    read_layer_file(&blob.path, blob.compression, what, limits, image_used)
+}
+
+/// Reads a layer blob (one `herd image pull` fetched) through as a tar within `limits`, when
+/// `image_used` bytes of its image were unpacked already; returns what it unpacks to.
+/// `what` names it in errors ([`ImageError::TooLarge`] when it passes a bound).
+pub fn measure_layer(
+    blob: &Path,
+    compression: Compression,
+    what: &str,
+    limits: &UnpackLimits,
+    image_used: u64,
+) -> Result<u64, ImageError> {
+    read_layer_file(blob, compression, what, limits, image_used).map(|(_, size)| size)
+}
+
+fn read_layer_file(
+    path: &Path,
+    compression: Compression,
+    what: &str,
+    limits: &UnpackLimits,
+    image_used: u64,
+) -> Result<(String, u64), ImageError> {
+    let file = File::open(path).map_err(ImageError::io("open", path))?;
+    let meter = Meter::new(limits, image_used, None);
+    let decoded = decoder(file, compression).map_err(|e| corrupt(what, &e))?;
+    let mut reader = HashingReader::new(Metered { inner: decoded, meter: meter.clone() });
     // This reads to the end, so the digest covers what follows the end-of-archive blocks too.
-    walk_tar(&mut reader, what, false, |_| Ok(()))?;
-    Ok(reader.digest())
+    walk_tar(&mut reader, what, false, |entry| {
+        if charge_entry(&meter, entry) {
+            Ok(())
+        } else {
+            Err(corrupt(what, &std::io::Error::other("over an unpack bound")))
+        }
+    })
+    .map_err(|e| meter.explain(what, e))?;
+    Ok((reader.digest(), meter.used()))
 }
 
 // --- blob files -----------------------------------------------------------------------------

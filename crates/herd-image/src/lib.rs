@@ -12,6 +12,7 @@
 //! Everything here is synchronous file work: no network, no async runtime.
 
 mod arch;
+mod bounds;
 mod checkpoint;
 mod compress;
 pub mod criu_image;
@@ -26,6 +27,7 @@ mod tarwalk;
 mod upper;
 
 pub use arch::host_architecture;
+pub use bounds::{Bound, DiskReserve, UnpackLimits, disk_space};
 pub use checkpoint::{
     MAX_MANIFEST, checkpoint_files, pack_checkpoint, parse_manifest, read_manifest, unpack_checkpoint,
     verify_checkpoint_dir, write_manifest,
@@ -33,9 +35,10 @@ pub use checkpoint::{
 pub use compress::layer_compression;
 pub use digest::sha256_file;
 pub use error::ImageError;
-pub use extract::{OPAQUE_XATTR, extract_layer};
+pub use extract::{LayerBounds, OPAQUE_XATTR, extract_layer, extract_layer_within};
 pub use import::{
-    ImageSource, ImportedImage, ImportedLayer, ParsedConfig, blob_path, import_archive, parse_image_config,
+    ImageSource, ImportedImage, ImportedLayer, ParsedConfig, blob_path, import_archive, measure_layer,
+    parse_image_config,
 };
 pub mod media_types;
 pub use pack::pack_dir;

@@ -8,8 +8,8 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::Path;
 
 use herd_image::{
-    ImageError, ImageSource, ImportedImage, OPAQUE_XATTR, blob_path, extract_layer, host_architecture, import_archive,
-    pack_dir, sha256_file,
+    ImageError, ImageSource, ImportedImage, OPAQUE_XATTR, UnpackLimits, blob_path, extract_layer, host_architecture,
+    import_archive, pack_dir, sha256_file,
 };
 use herd_proto::state::Compression;
 use serde_json::json;
@@ -21,7 +21,7 @@ fn import_bytes(bytes: &[u8]) -> (TempDir, Result<ImportedImage, ImageError>) {
     let tmp = TempDir::new().unwrap();
     let archive = tmp.path().join("upload");
     fs::write(&archive, bytes).unwrap();
-    let result = import_archive(&archive, &tmp.path().join("work"));
+    let result = import_archive(&archive, &tmp.path().join("work"), &UnpackLimits::default());
     (tmp, result)
 }
 
@@ -562,7 +562,7 @@ fn pack_import_extract_round_trips_a_directory() {
 
     let archive = tmp.path().join("rootfs.tar");
     pack_dir(&src, fs::File::create(&archive).unwrap()).unwrap();
-    let image = import_archive(&archive, &tmp.path().join("work")).unwrap();
+    let image = import_archive(&archive, &tmp.path().join("work"), &UnpackLimits::default()).unwrap();
     assert_eq!(image.source, ImageSource::RootfsTarball);
     assert_eq!(image.layers[0].layer.compression, Compression::None);
     let dest = extract_to(tmp.path(), "dest", &image.layers[0].path, Compression::None).unwrap();

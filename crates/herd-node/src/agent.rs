@@ -50,6 +50,8 @@ pub struct NodeConfig {
     pub sample_interval: Duration,
     /// CPU cap of the migration helpers, in thousandths of a CPU.
     pub migration_cpus_milli: u64,
+    /// What unpacking an image layer may cost (see [`crate::layers`]).
+    pub layer_limits: crate::layers::LayerLimits,
 }
 
 /// Runs the agent until `shutdown` completes. Containers keep running afterwards.
@@ -94,7 +96,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
     let statuses = broker.bucket::<ContainerStatus>(subjects::STATUS_BUCKET).await?;
     let nodes = broker.bucket::<NodeRecord>(subjects::NODES_BUCKET).await?;
     let containers = broker.bucket::<ContainerRecord>(subjects::CONTAINERS_BUCKET).await?;
-    let layers = LayerCache::new(paths.layers_dir(), broker.layer_store().await?)?;
+    let layers = LayerCache::new(paths.layers_dir(), broker.layer_store().await?, cfg.layer_limits)?;
     let checkpoint_store = broker.checkpoint_store().await?;
     // Checkpoint images of migrations live in memory, never on disk.
     mount_scratch(&paths.run_dir.join("scratch"))?;

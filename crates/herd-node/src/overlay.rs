@@ -6,11 +6,37 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 
-/// Mounts `lower` (bottom layer first, as images list them) under `upper` at `target`.
+/// The layers to stack for an image that may list one layer more than once (bottom first):
+/// only the topmost occurrence of each is kept. overlayfs refuses a directory given twice as a
+/// lower layer (the mount fails with ELOOP, "Too many symbolic links encountered").
+///
+/// Why dropping the lower occurrences changes nothing: say layer X is at positions i < j. In
+/// an overlay, what a path shows comes from the topmost layer that has it, and a directory
+/// merges with the layers below only down to the first layer where it is opaque or whited
+/// out. Every name X_i has (file, directory, whiteout, opaque marker) X_j has too, identical,
+/// and higher. So a lookup that reaches X_i has passed X_j first: X_j answered any file or
+/// whiteout X_i would answer; where X_j's directory is opaque the lookup stopped at X_j; and
+/// where it goes on merging, X_i adds no entry that X_j did not already give. The layers
+/// between the two may add, change or delete (whiteout) what X has, and X_j sets those paths
+/// back exactly as it would when applied a second time, as `docker` applies a layer list in
+/// order. Removing X_i therefore leaves every lookup and every directory listing the same.
+pub fn distinct_layers(lower_bottom_first: &[PathBuf]) -> Vec<&PathBuf> {
+    let mut kept: Vec<&PathBuf> = Vec::with_capacity(lower_bottom_first.len());
+    for (i, layer) in lower_bottom_first.iter().enumerate() {
+        if !lower_bottom_first[i + 1..].contains(layer) {
+            kept.push(layer);
+        }
+    }
+    kept
+}
+
+/// Mounts `lower` (bottom layer first, as images list them; a layer listed more than once
+/// counts once, see [`distinct_layers`]) under `upper` at `target`.
 pub fn mount_overlay(lower_bottom_first: &[PathBuf], upper: &Path, work: &Path, target: &Path) -> anyhow::Result<()> {
     if lower_bottom_first.is_empty() {
         bail!("an image needs at least one layer");
     }
+    let lower_bottom_first = distinct_layers(lower_bottom_first);
     for d in [upper, work, target] {
         std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
     }
@@ -107,6 +133,15 @@ fn unescape(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_repeated_layer_keeps_its_topmost_place() {
+        let p = |s: &str| PathBuf::from(s);
+        let layers = [p("/l/a"), p("/l/b"), p("/l/a"), p("/l/c"), p("/l/b")];
+        assert_eq!(distinct_layers(&layers), [&p("/l/a"), &p("/l/c"), &p("/l/b")]);
+        let plain = [p("/l/a"), p("/l/b")];
+        assert_eq!(distinct_layers(&plain), [&p("/l/a"), &p("/l/b")]);
+    }
 
     #[test]
     fn mountinfo_escapes() {

@@ -13,6 +13,7 @@
 //! | `GET /v1/images` | | `[ImageRecord]` |
 //! | `POST /v1/images?name=NAME` | a tar stream (rootfs, OCI layout or `docker save`; gzip allowed) | [`ImageRecord`] |
 //! | `DELETE /v1/images/{name}` | | |
+//! | `GET /v1/layers` | | `[LayerInfo]`: the layer store's blobs and the images that use each |
 //! | `POST /v1/pulls` | [`crate::pull::PullRequest`] | newline-delimited [`crate::pull::PullUpdate`]s, the last a report or an error |
 //! | `GET /v1/containers?all=BOOL` | | `[ContainerInfo]` |
 //! | `POST /v1/containers` | [`RunRequest`] | [`ContainerInfo`] |
@@ -115,6 +116,16 @@ pub struct DrainMove {
 pub struct DrainStay {
     pub container: String,
     pub reason: String,
+}
+
+/// A blob of the layer store (`GET /v1/layers`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerInfo {
+    pub digest: String,
+    /// Bytes stored (compressed, as imported or pulled).
+    pub size: u64,
+    /// Images that list it, by name; empty for a layer no image uses.
+    pub images: Vec<String>,
 }
 
 /// The answer to `POST /v1/nodes/{name}/drain`.

@@ -39,7 +39,9 @@ pub fn validate_node_name(name: &str) -> Result<(), NameError> {
 }
 
 /// Normalises an image reference to `name:tag` (the tag defaults to `latest`, as in Docker)
-/// and checks its characters: `[a-z0-9][a-z0-9._/-]*` for the name, `[A-Za-z0-9_.-]+` for the tag.
+/// and checks its characters: `[a-z0-9][a-z0-9._/-]*` for the name, `[A-Za-z0-9_.-]+` for the tag,
+/// with no `..` and no tag ending in `.` (the image's key-value key, `name=tag`, is a NATS
+/// subject, whose tokens `.` separates: an empty token is refused by the broker).
 /// The name may start with a registry host and port, as pulled images' names do
 /// (`127.0.0.1:5000/app`).
 ///
@@ -51,7 +53,7 @@ pub fn validate_node_name(name: &str) -> Result<(), NameError> {
 pub fn normalize_image(reference: &str) -> Result<String, NameError> {
     let err = || {
         NameError(format!(
-            "invalid image name {reference:?}: use NAME or NAME:TAG with lowercase letters, digits, '.', '_', '-' and '/'"
+            "invalid image name {reference:?}: use NAME or NAME:TAG with lowercase letters, digits, '.', '_', '-' and '/' (no '..', and no '.' at the end)"
         ))
     };
     let (name, tag) = match reference.rsplit_once(':') {
@@ -82,7 +84,8 @@ pub fn normalize_image(reference: &str) -> Result<String, NameError> {
         && !path.ends_with('/');
     let tag_ok =
         !tag.is_empty() && tag.len() <= 128 && tag.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
-    if name_ok && tag_ok { Ok(format!("{name}:{tag}")) } else { Err(err()) }
+    let dots_ok = !reference.contains("..") && !tag.ends_with('.');
+    if name_ok && tag_ok && dots_ok { Ok(format!("{name}:{tag}")) } else { Err(err()) }
 }
 
 /// The key-value key of a normalised image name (`:` is not allowed in keys).
@@ -128,7 +131,23 @@ mod tests {
         assert_eq!(normalize_image("localhost/app").unwrap(), "localhost/app:latest");
         assert_eq!(normalize_image("127.0.0.1:5000/app").unwrap(), "127.0.0.1:5000/app:latest");
         assert_eq!(normalize_image("reg.example:443/a/b:v1").unwrap(), "reg.example:443/a/b:v1");
-        for bad in ["", "Busybox", "a b", "x:", ":t", "a//b", "a/", "h:x/app", ":5000/app", "h:5000/", "a:1:2/b"] {
+        for bad in [
+            "",
+            "Busybox",
+            "a b",
+            "x:",
+            ":t",
+            "a//b",
+            "a/",
+            "h:x/app",
+            ":5000/app",
+            "h:5000/",
+            "a:1:2/b",
+            "q..q",
+            "a:v..1",
+            "a:v.",
+            "reg..x:5000/app",
+        ] {
             assert!(normalize_image(bad).is_err(), "{bad:?}");
         }
         assert_eq!(image_key("busybox:latest"), "busybox=latest");

@@ -9,6 +9,32 @@ pub enum UnitError {
     Memory(String),
     #[error("invalid CPU count {0:?}: use a positive decimal number of CPUs (for example 0.5)")]
     Cpus(String),
+    #[error(
+        "invalid pids limit {0:?}: use a number of processes from 1 to 4194304 (the most Linux allows), or -1 for no limit"
+    )]
+    Pids(String),
+}
+
+/// The largest pids limit: Linux's `PID_MAX_LIMIT` on 64-bit machines (2^22). No more
+/// processes can exist, and a cgroup's `pids.max` refuses anything larger.
+pub const MAX_PIDS: u64 = 1 << 22;
+
+/// Parses a pids limit the way `docker run --pids-limit` does: a number of processes, where 0
+/// and -1 (any negative number) mean no limit (`None`). Above [`MAX_PIDS`] is an error.
+///
+/// ```
+/// assert_eq!(herd_proto::units::parse_pids_limit("100"), Ok(Some(100)));
+/// assert_eq!(herd_proto::units::parse_pids_limit("-1"), Ok(None));
+/// assert!(herd_proto::units::parse_pids_limit("18446744073709551615").is_err());
+/// ```
+pub fn parse_pids_limit(text: &str) -> Result<Option<u64>, UnitError> {
+    let err = || UnitError::Pids(text.to_string());
+    let value: i64 = text.trim().parse().map_err(|_| err())?;
+    match u64::try_from(value) {
+        Err(_) | Ok(0) => Ok(None),
+        Ok(v) if v <= MAX_PIDS => Ok(Some(v)),
+        Ok(_) => Err(err()),
+    }
 }
 
 /// Parses a memory size the way `docker run --memory` does: a number with an optional
@@ -119,6 +145,17 @@ mod tests {
         assert_eq!(parse_cpus("0.25"), Ok(250));
         for bad in ["0", "-1", "abc", "", "0.0001", "inf", "NaN"] {
             assert!(parse_cpus(bad).is_err(), "{bad:?} should be rejected");
+        }
+    }
+
+    #[test]
+    fn pids_limits() {
+        assert_eq!(parse_pids_limit("1"), Ok(Some(1)));
+        assert_eq!(parse_pids_limit(" 4194304 "), Ok(Some(MAX_PIDS)));
+        assert_eq!(parse_pids_limit("0"), Ok(None));
+        assert_eq!(parse_pids_limit("-1"), Ok(None));
+        for bad in ["4194305", "18446744073709551615", "9223372036854775808", "1.5", "", "many"] {
+            assert!(parse_pids_limit(bad).is_err(), "{bad:?} should be rejected");
         }
     }
 

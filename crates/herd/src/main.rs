@@ -221,6 +221,16 @@ struct ControlArgs {
     /// Seconds between two evaluations of the policy (default: [control] policy_interval, else 5).
     #[arg(long)]
     policy_interval: Option<f64>,
+    /// The most one image layer may unpack to: imports and pulls of a larger one are refused.
+    #[arg(long, env = "HERD_CONTROL_MAX_LAYER_SIZE", default_value = "8g", value_parser = parse_size)]
+    max_layer_size: u64,
+    /// The most one image may unpack to, its distinct layers together.
+    #[arg(long, env = "HERD_CONTROL_MAX_IMAGE_SIZE", default_value = "16g", value_parser = parse_size)]
+    max_image_size: u64,
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    herd_proto::units::parse_memory(s).map_err(|e| e.to_string().replace("memory size", "size"))
 }
 
 #[derive(Args)]
@@ -276,6 +286,13 @@ struct NodeArgs {
     /// With `--runtime sim`: how many nodes this process simulates (named NAME-0001, ...).
     #[arg(long, default_value_t = 1)]
     sim_nodes: usize,
+    /// The most one image layer may unpack to on this node.
+    #[arg(long, env = "HERD_NODE_MAX_LAYER_SIZE", default_value = "8g", value_parser = parse_size)]
+    max_layer_size: u64,
+    /// Free disk space kept on the filesystem of --data-dir: a layer is not fetched or
+    /// unpacked past it. A size (2g) or a share of the filesystem (5%).
+    #[arg(long, env = "HERD_NODE_DISK_RESERVE", default_value = "5%")]
+    disk_reserve: String,
 }
 
 /// What the long-running components log unless RUST_LOG says otherwise: the NATS client's
@@ -365,6 +382,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     .map_err(|_| anyhow::anyhow!("policy interval {}: not a duration", policy.interval_secs))?,
                 policy: policy.spec,
                 policy_source: policy.source.to_string(),
+                unpack_limits: herd_control::UnpackLimits { layer: a.max_layer_size, image: a.max_image_size },
             };
             herd_control::run(cfg, shutdown_signal()).await
         }
@@ -412,6 +430,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 heartbeat: Duration::from_millis(a.heartbeat_ms.max(50)),
                 sample_interval: Duration::from_millis(a.sample_ms.max(100)),
                 migration_cpus_milli: herd_proto::units::parse_cpus(&a.migration_cpus)?,
+                layer_limits: herd_node::layers::LayerLimits {
+                    max_layer_size: a.max_layer_size,
+                    disk_reserve: herd_node::layers::DiskReserveSpec::parse(&a.disk_reserve)?,
+                },
             };
             herd_node::agent::run(cfg, shutdown_signal()).await
         }
@@ -461,7 +483,8 @@ fn main() {
         {
             std::process::exit(141);
         }
-        eprintln!("error: {e:#}");
+        // Error texts quote what users and registries gave: never let them drive the terminal.
+        eprintln!("error: {}", herd_cli::format::clean_keeping(&format!("{e:#}"), &['\n', '\t']));
         std::process::exit(1);
     }
 }

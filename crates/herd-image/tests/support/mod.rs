@@ -250,3 +250,31 @@ pub fn foreign_arch(not: &[&str]) -> &'static str {
         .find(|a| *a != herd_image::host_architecture() && !not.contains(a))
         .unwrap()
 }
+
+/// A gzip bomb: a gzip-compressed tar holding one file `name` of `size` zero bytes (`size` a
+/// multiple of 1 MiB), made without ever holding the zeros: the stream is a series of gzip
+/// members (which `gzip -d` reads as one stream), the first holding the tar header, then one
+/// member of 1 MiB of zeros (about 1 KiB compressed) repeated, then the end-of-archive blocks.
+/// 16 GiB take 17 MB.
+pub fn gzip_bomb(name: &str, size: u64) -> Vec<u8> {
+    const CHUNK: u64 = 1 << 20;
+    assert_eq!(size % CHUNK, 0, "the size must be a multiple of 1 MiB");
+    let best = |data: &[u8]| {
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        enc.write_all(data).unwrap();
+        enc.finish().unwrap()
+    };
+    let mut header = tar::Header::new_gnu();
+    header.set_path(name).unwrap();
+    header.set_size(size);
+    header.set_mode(0o644);
+    header.set_mtime(MTIME);
+    header.set_cksum();
+    let mut out = best(header.as_bytes());
+    let zeros = best(&vec![0u8; CHUNK as usize]);
+    for _ in 0..size / CHUNK {
+        out.extend_from_slice(&zeros);
+    }
+    out.extend(best(&[0u8; 1024]));
+    out
+}
