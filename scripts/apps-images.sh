@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# Builds the images of real server software that Herd's tests and benchmarks move (the
+# workload matrix, tests/apps.rs and bench/apps): each a Debian 12 root filesystem with one
+# server from Debian's packages, configured as packaged (its own user, its own config), with
+# only what a test needs changed (listening on the container's address, clients from the
+# host allowed). Idempotent: an image is rebuilt only when this script changes.
+#
+#   scripts/apps-images.sh            build what is missing
+#   scripts/apps-images.sh --list     print NAME PATH of every image
+#
+# Images (rootfs tarballs for `herd image import NAME FILE`), in $APPS_DIR:
+#   postgres.tar   PostgreSQL 15 (postgres), data directory initialised
+#   redis.tar      Redis 7 (redis)
+#   nginx.tar      nginx (www-data workers)
+#   mosquitto.tar  Mosquitto 2 MQTT broker (mosquitto), persistence on
+#   tomcat.tar     Tomcat 10 on OpenJDK 17 (tomcat)
+# The base (debootstrap minbase) is shared; every package is downloaded once.
+# The clients the tests drive them with run from $APPS_DIR/clients (pgbench, psql,
+# redis-benchmark, redis-cli, mosquitto_pub/sub) through `chroot`, and wrk from the host.
+set -euo pipefail
+
+log() { printf '\033[1mapps-images:\033[0m %s\n' "$*" >&2; }
+die() { printf 'apps-images: error: %s\n' "$*" >&2; exit 1; }
+
+APPS_DIR=${HERD_APPS_DIR:-/var/cache/herd-setup/apps}
+MIRROR=${HERD_DEBIAN_MIRROR:-http://deb.debian.org/debian}
+SUITE=bookworm
+IMAGES=(postgres redis nginx mosquitto tomcat clients)
+
+if [ "${1:-}" = "--list" ]; then
+  for i in "${IMAGES[@]}"; do [ "$i" = clients ] || echo "$i $APPS_DIR/$i.tar"; done
+  exit 0
+fi
+[ "$(id -u)" = 0 ] || die "run as root (debootstrap and chroot)"
+command -v debootstrap >/dev/null || die "debootstrap is missing: apt-get install debootstrap"
+
+packages() {
+  case "$1" in
+    postgres) echo postgresql-15 ;;
+    redis) echo redis-server ;;
+    nginx) echo nginx-light ;;
+    mosquitto) echo mosquitto ;;
+    tomcat) echo tomcat10 ;;
+    clients) echo postgresql-client-15 redis-tools mosquitto-clients ;;
+  esac
+}
+
+# What the server needs beyond Debian's defaults to serve the test's clients.
+configure() {
+  local name=$1 root=$2
+  case "$name" in
+    postgres)
+      local conf=$root/etc/postgresql/15/main
+      echo "listen_addresses = '*'" >> "$conf/postgresql.conf"
+      echo "max_connections = 200" >> "$conf/postgresql.conf"
+      echo "host all all 0.0.0.0/0 trust" >> "$conf/pg_hba.conf"
+      mkdir -p "$root/var/run/postgresql" && chroot "$root" chown postgres:postgres /var/run/postgresql
+      ;;
+    redis)
+      sed -i -e 's/^bind .*/bind 0.0.0.0/' -e 's/^protected-mode yes/protected-mode no/' \
+        -e 's/^daemonize yes/daemonize no/' -e 's/^maxclients .*//' "$root/etc/redis/redis.conf"
+      echo "maxclients 20000" >> "$root/etc/redis/redis.conf"
+      ;;
+    nginx)
+      sed -i -e 's/^\s*worker_connections .*/\tworker_connections 20000;/' "$root/etc/nginx/nginx.conf"
+      sed -i -e 's/^worker_processes .*/worker_processes 2;\nworker_rlimit_nofile 40000;/' "$root/etc/nginx/nginx.conf"
+      grep -q 'daemon off' "$root/etc/nginx/nginx.conf" || echo 'daemon off;' >> "$root/etc/nginx/nginx.conf"
+      ;;
+    mosquitto)
+      printf 'listener 1883 0.0.0.0\nallow_anonymous true\nmax_queued_messages 100000\n' \
+        > "$root/etc/mosquitto/conf.d/herd-tests.conf"
+      ;;
+    tomcat)
+      # Tomcat reads its configuration from CATALINA_BASE, as Debian's service sets it.
+      mkdir -p "$root/var/lib/tomcat10/webapps/ROOT"
+      [ -f "$root/var/lib/tomcat10/webapps/ROOT/index.html" ] \
+        || echo '<html><body>tomcat</body></html>' > "$root/var/lib/tomcat10/webapps/ROOT/index.html"
+      ;;
+  esac
+}
+
+# Everything but what runs: caches, documentation, man pages, translations.
+trim() {
+  local root=$1
+  rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/* "$root"/usr/share/doc/* \
+    "$root"/usr/share/man/* "$root"/usr/share/info/*
+  find "$root/usr/share/locale" -mindepth 1 -maxdepth 1 ! -name 'C*' ! -name 'en*' -exec rm -rf {} + 2>/dev/null || true
+}
+
+stamp_of() { echo "$(sha256sum "$0" | cut -c1-16) $SUITE $(packages "$1")"; }
+
+mkdir -p "$APPS_DIR"
+base=$APPS_DIR/base
+archives=$APPS_DIR/archives
+mkdir -p "$archives/partial"
+if [ "$(cat "$base.stamp" 2>/dev/null)" != "$(stamp_of base)" ]; then
+  log "debootstrap of Debian $SUITE (minbase, about two minutes)"
+  rm -rf "$base" "$base.new"
+  debootstrap --variant=minbase --cache-dir="$archives" "$SUITE" "$base.new" "$MIRROR" > "$APPS_DIR/base.log" 2>&1 \
+    || die "debootstrap failed; see $APPS_DIR/base.log"
+  printf '#!/bin/sh\nexit 101\n' > "$base.new/usr/sbin/policy-rc.d" && chmod 0755 "$base.new/usr/sbin/policy-rc.d"
+  mv "$base.new" "$base" && stamp_of base > "$base.stamp"
+fi
+
+for name in "${IMAGES[@]}"; do
+  out=$APPS_DIR/$name.tar
+  [ "$name" = clients ] && out=$APPS_DIR/clients/.built
+  [ -e "$out" ] && [ "$(cat "$APPS_DIR/$name.stamp" 2>/dev/null)" = "$(stamp_of "$name")" ] && continue
+  log "building $name ($(packages "$name"))"
+  root=$APPS_DIR/$name.rootfs
+  rm -rf "$root" && cp -a "$base" "$root"
+  mount --bind "$archives" "$root/var/cache/apt/archives"
+  mount -t proc proc "$root/proc"
+  built=0
+  {
+    chroot "$root" apt-get update -qq \
+      && chroot "$root" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        $(packages "$name")
+  } > "$APPS_DIR/$name.log" 2>&1 && built=1
+  umount "$root/proc" "$root/var/cache/apt/archives"
+  [ "$built" = 1 ] || die "installing $(packages "$name") failed; see $APPS_DIR/$name.log"
+  configure "$name" "$root"
+  trim "$root"
+  if [ "$name" = clients ]; then
+    rm -rf "$APPS_DIR/clients" && mv "$root" "$APPS_DIR/clients" && touch "$out"
+  else
+    tar --numeric-owner --xattrs -C "$root" -cf "$out.new" . && mv "$out.new" "$out"
+    rm -rf "$root"
+  fi
+  stamp_of "$name" > "$APPS_DIR/$name.stamp"
+done
+log "ready: $(for i in "${IMAGES[@]}"; do [ "$i" = clients ] || printf '%s ' "$i"; done)in $APPS_DIR"
