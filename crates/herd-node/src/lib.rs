@@ -3,7 +3,8 @@
 //! - [`agent`]: the agent itself: registration, heartbeats, requests, route sync;
 //! - [`runtime`]: the container manager (runc, CRIU, overlayfs, cgroups, networking);
 //! - [`checkpoints`]: checkpoints leaving and reaching the node through the broker;
-//! - [`migrate`] and [`transfer`]: live migration between nodes, and its node-to-node connections;
+//! - [`migrate`] and [`transfer`]: live migration between nodes, and its node-to-node connections
+//!   ([`hello_slots`]: how many unauthenticated ones a listener holds);
 //! - [`runc`]: a typed wrapper of the runc command line;
 //! - [`shim`]: the per-container shim process that starts a container with runc,
 //!   owns its stdio, writes its log and collects its exit status;
@@ -23,6 +24,7 @@ pub mod checkpoints;
 pub mod cleanup;
 pub mod criu_config;
 pub mod facts;
+pub mod hello_slots;
 pub mod layers;
 pub mod logs;
 pub mod migrate;
