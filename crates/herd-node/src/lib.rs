@@ -5,7 +5,8 @@
 //! - [`checkpoints`]: checkpoints leaving and reaching the node through the broker;
 //! - [`migrate`] and [`transfer`]: live migration between nodes, and its node-to-node connections
 //!   ([`hello_slots`]: how many unauthenticated ones a listener holds);
-//! - [`runc`]: a typed wrapper of the runc command line;
+//! - [`runc`]: a typed wrapper of the runc command line; [`criu_images`]: checks of CRIU images
+//!   before a restore;
 //! - [`shim`]: the per-container shim process that starts a container with runc,
 //!   owns its stdio, writes its log and collects its exit status;
 //! - [`logs`]: the container log format and its readers;
@@ -23,6 +24,7 @@ pub mod cgroups;
 pub mod checkpoints;
 pub mod cleanup;
 pub mod criu_config;
+pub mod criu_images;
 pub mod facts;
 pub mod hello_slots;
 pub mod layers;

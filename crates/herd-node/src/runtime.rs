@@ -111,10 +111,27 @@ fn err(context: &str, e: impl std::fmt::Display) -> String {
     format!("{context}: {e}")
 }
 
-/// The last error lines of a CRIU log, to explain a failed dump or restore.
+/// Errors CRIU logs on every run on this machine, which explain nothing (root lacks
+/// CAP_SYS_RESOURCE here, see the platform notes).
+const HARMLESS_CRIU_ERRORS: &[&str] = &["rlimit: Can't setup RLIMIT_NOFILE for self"];
+
+/// The last error lines of a CRIU log, to explain a failed dump or restore. Only the log's
+/// end is read: a stuck CRIU can have written gigabytes.
 pub(crate) fn criu_log_tail(log: &Path) -> Option<String> {
-    let text = std::fs::read_to_string(log).ok()?;
-    let errors: Vec<&str> = text.lines().filter(|l| l.contains("Error") || l.contains("error")).collect();
+    use std::io::{Read, Seek, SeekFrom};
+    const TAIL: u64 = 256 << 10;
+    let mut file = std::fs::File::open(log).ok()?;
+    let len = file.metadata().ok()?.len();
+    file.seek(SeekFrom::Start(len.saturating_sub(TAIL))).ok()?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes).ok()?;
+    let text = String::from_utf8_lossy(&bytes);
+    let errors: Vec<&str> = text
+        .lines()
+        .skip(usize::from(len > TAIL)) // the first line is cut
+        .filter(|l| l.contains("Error") || l.contains("error"))
+        .filter(|l| !HARMLESS_CRIU_ERRORS.iter().any(|h| l.contains(h)))
+        .collect();
     let tail: Vec<&str> = errors.iter().rev().take(3).rev().copied().collect();
     (!tail.is_empty()).then(|| tail.join(" | "))
 }
@@ -172,6 +189,7 @@ impl Runtime {
             bundle: c.paths.bundle(),
             runc: self.cfg.runc.clone(),
             mode,
+            start_timeout: shim::START_TIMEOUT,
         }
     }
 
@@ -263,9 +281,15 @@ impl Runtime {
         let mode_is_restore = matches!(mode, ShimMode::Restore { .. });
         let args = self.shim_args(c, mode);
         let exe = self.cfg.exe.clone();
-        let started = tokio::task::spawn_blocking(move || shim::spawn_shim(&exe, &["shim"], &args))
-            .await
-            .context("shim start task")??;
+        let started = tokio::task::spawn_blocking(move || {
+            // Damage CRIU would spin on rather than fail.
+            if let ShimMode::Restore { image_path, .. } = &args.mode {
+                crate::criu_images::check_pages(image_path).map_err(anyhow::Error::msg)?;
+            }
+            anyhow::Ok(shim::spawn_shim(&exe, &["shim"], &args)?)
+        })
+        .await
+        .context("shim start task")??;
         let generation = {
             let mut l = c.live.lock().unwrap();
             l.generation += 1;
