@@ -65,7 +65,6 @@ fn hundreds_of_idle_connections_neither_stop_a_migration_nor_stay_open() {
     cluster.wait_runs_only_on("counter", "n2", T);
     let seen = cluster.counts_on("counter", seen, T);
     assert!(counted(&cluster.ok(&["logs", "counter"])) >= seen);
-    assert_eq!(idle.len(), 300, "the listener left connections in the kernel's backlog");
 
     // Every idle connection is closed by the listener (at once beyond a peer's share, the
     // others when their time for a hello is up).
