@@ -50,6 +50,8 @@ pub struct NodeConfig {
     pub sample_interval: Duration,
     /// CPU cap of the migration helpers, in thousandths of a CPU.
     pub migration_cpus_milli: u64,
+    /// The log limits of containers that ask for none of their own.
+    pub log_limits: herd_proto::logs::LogLimits,
 }
 
 /// Runs the agent until `shutdown` completes. Containers keep running afterwards.
@@ -107,6 +109,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
             address: cfg.address,
             migration_cgroup,
             criu_config,
+            log_limits: cfg.log_limits,
         },
         statuses.clone(),
         layers,

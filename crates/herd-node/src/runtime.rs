@@ -57,6 +57,8 @@ pub struct RuntimeConfig {
     pub migration_cgroup: Option<String>,
     /// The CRIU configuration file for this node's containers ([`crate::criu_config`]).
     pub criu_config: Option<PathBuf>,
+    /// The log limits of containers that ask for none of their own.
+    pub log_limits: logs::LogLimits,
 }
 
 /// A failed operation, in words for the person who asked.
@@ -190,7 +192,13 @@ impl Runtime {
             runc: self.cfg.runc.clone(),
             mode,
             start_timeout: shim::START_TIMEOUT,
+            log: self.log_limits(&c.spec),
         }
+    }
+
+    /// The log limits of container `spec`: its own, over the node's.
+    pub(crate) fn log_limits(&self, spec: &ContainerSpec) -> logs::LogLimits {
+        spec.limits.log.over(self.cfg.log_limits)
     }
 
     /// The OCI runtime config of `spec` on this node, in the network namespace at `netns`.
@@ -481,11 +489,10 @@ impl Runtime {
     /// `Logs`.
     pub fn logs(&self, id: &str, offset: u64, max_bytes: u64) -> OpResult<NodeReply> {
         let c = self.get(id)?;
-        let path = c.paths.state().join(logs::LOG_FILE);
-        let mut chunk = match logs::read_logs(&path, offset, max_bytes.min(1 << 20)) {
+        let mut chunk = match logs::Log::new(&c.paths.state()).read(offset, max_bytes.min(1 << 20)) {
             Ok(chunk) => chunk,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                LogChunk { entries: Vec::new(), next_offset: offset, finished: false }
+                LogChunk { entries: Vec::new(), next_offset: offset, dropped: 0, finished: false }
             }
             Err(e) => return Err(err("reading the log", e)),
         };
@@ -649,7 +656,7 @@ impl Runtime {
             }
             std::fs::write(c.paths.spec(), serde_json::to_vec_pretty(&spec)?)?;
             if let Some(log) = &log {
-                crate::checkpoints::receive_log(log, &c.paths).await?;
+                crate::checkpoints::receive_log(log, &c.paths, self.log_limits(&spec)).await?;
             }
             // Processes restored by CRIU expect the files exactly as they were at the dump.
             overlay::unmount(&c.paths.rootfs())?;

@@ -6,9 +6,10 @@
 //! Files in the container's state directory (owned by the agent):
 //! - `shim.pid`: the shim's pid (decimal), written atomically when it starts;
 //! - `container.pid`: the container's init pid, written by runc (`--pid-file`);
-//! - `log.jsonl`: the container's output, one JSON [`herd_proto::node::LogEntry`]
-//!   per line (see [`crate::logs`]); appended to, so a restored container's log
-//!   continues the checkpointed one's;
+//! - `log.jsonl`, `log.<offset>.jsonl`: the container's output, one JSON
+//!   [`herd_proto::node::LogEntry`] per line, in files rotated at the container's log
+//!   limits (see [`crate::logs`]); appended to, so a restored container's log continues
+//!   the checkpointed one's;
 //! - `exit.json`: the container's [`ExitStatus`], written atomically (tmp + rename)
 //!   just before the shim exits; removed when a shim starts;
 //! - `runc.log`: runc's JSON log of the `run` / `restore` invocation (appended);
@@ -35,7 +36,7 @@ use std::time::{Duration, Instant};
 use herd_proto::node::LogStream;
 use serde::{Deserialize, Serialize};
 
-use crate::logs::{LOG_FILE, LineSplitter, LogWriter};
+use crate::logs::{LineSplitter, LogLimits, LogWriter};
 use crate::runc::{Runc, last_runc_error};
 
 /// The shim's pid file in the state directory.
@@ -92,13 +93,15 @@ pub struct ShimArgs {
     pub mode: ShimMode,
     /// How long runc may take to start or restore the container ([`START_TIMEOUT`]).
     pub start_timeout: Duration,
+    /// When the log rotates, and how much of it is kept.
+    pub log: LogLimits,
 }
 
 impl ShimArgs {
     /// The command line (after the `shim` subcommand):
     /// `--id ID --state-dir DIR --bundle DIR --runc-binary PATH --runc-root DIR
-    /// --start-timeout-ms N [--criu PATH] [--restore-image DIR --restore-work DIR
-    /// [--tcp-established] [--lazy-pages]]`.
+    /// --start-timeout-ms N --log-max-size BYTES --log-max-files N [--criu PATH]
+    /// [--restore-image DIR --restore-work DIR [--tcp-established] [--lazy-pages]]`.
     pub fn to_args(&self) -> Vec<OsString> {
         let mut a: Vec<OsString> = vec![
             "--id".into(),
@@ -113,6 +116,10 @@ impl ShimArgs {
             self.runc.root.clone().into(),
             "--start-timeout-ms".into(),
             self.start_timeout.as_millis().to_string().into(),
+            "--log-max-size".into(),
+            self.log.max_size.to_string().into(),
+            "--log-max-files".into(),
+            self.log.max_files.to_string().into(),
         ];
         if let Some(criu) = &self.runc.criu {
             a.push("--criu".into());
@@ -142,6 +149,8 @@ impl ShimArgs {
         let mut root = None;
         let mut criu = None;
         let mut start_timeout = None;
+        let mut log_max_size = None;
+        let mut log_max_files = None;
         let mut image = None;
         let mut work = None;
         let mut tcp = false;
@@ -165,6 +174,8 @@ impl ShimArgs {
                 "--runc-root" => &mut root,
                 "--criu" => &mut criu,
                 "--start-timeout-ms" => &mut start_timeout,
+                "--log-max-size" => &mut log_max_size,
+                "--log-max-files" => &mut log_max_files,
                 "--restore-image" => &mut image,
                 "--restore-work" => &mut work,
                 _ => return Err(format!("unknown shim argument {flag}")),
@@ -182,6 +193,18 @@ impl ShimArgs {
             Some(ms) => Duration::from_millis(
                 ms.to_str().and_then(|v| v.parse().ok()).ok_or_else(|| format!("bad --start-timeout-ms {ms:?}"))?,
             ),
+        };
+        // A shim started by an agent of an earlier version keeps the default limits.
+        let number = |v: Option<OsString>, name: &str| -> Result<Option<u64>, String> {
+            v.map(|v| v.to_str().and_then(|t| t.parse().ok()).ok_or_else(|| format!("bad --{name} {v:?}"))).transpose()
+        };
+        let defaults = LogLimits::default();
+        let log = LogLimits {
+            max_size: number(log_max_size, "log-max-size")?.unwrap_or(defaults.max_size),
+            max_files: number(log_max_files, "log-max-files")?
+                .map(|n| u32::try_from(n).map_err(|_| format!("bad --log-max-files {n}")))
+                .transpose()?
+                .unwrap_or(defaults.max_files),
         };
         let mode = match (image, work) {
             (None, None) if !tcp && !lazy => ShimMode::Run,
@@ -206,6 +229,7 @@ impl ShimArgs {
             },
             mode,
             start_timeout,
+            log,
         })
     }
 
@@ -666,7 +690,7 @@ impl Shim {
         };
         self.reporter.send(&Report::Started { shim_pid: std::process::id(), container_pid });
 
-        let mut writer = match LogWriter::open(&self.path(LOG_FILE)) {
+        let mut writer = match LogWriter::open(&self.args.state_dir, self.args.log) {
             Ok(w) => Some(w),
             Err(e) => {
                 self.note(&format_args!("cannot open the log: {e}"));
@@ -737,14 +761,24 @@ impl Shim {
         writer: &mut Option<LogWriter>,
     ) -> ExitStatus {
         let mut exit: Option<(ExitStatus, Instant)> = None;
-        let mut write_failed = false;
-        let mut emit = |kind: LogStream, time: u64, line: &[u8], writer: &mut Option<LogWriter>| {
-            if let Some(w) = writer
-                && let Err(e) = w.write_line(kind, time, line)
-                && !write_failed
+        let write_failed = std::cell::Cell::new(false);
+        let check = |r: io::Result<()>| {
+            if let Err(e) = r
+                && !write_failed.replace(true)
             {
-                write_failed = true;
                 self.note(&format_args!("writing the log: {e}"));
+            }
+        };
+        // Lines are collected, and written once per wake-up: a chatty container costs a
+        // write per batch of lines, not per line.
+        let emit = |kind: LogStream, time: u64, line: &[u8], writer: &mut Option<LogWriter>| {
+            if let Some(w) = writer {
+                check(w.write_line(kind, time, line));
+            }
+        };
+        let flush = |writer: &mut Option<LogWriter>| {
+            if let Some(w) = writer {
+                check(w.flush());
             }
         };
         // The container may have exited before this loop started.
@@ -809,6 +843,7 @@ impl Shim {
                     }
                 }
             }
+            flush(writer);
             if pfds[0].revents != 0 {
                 drain_signalfd(sigchld);
                 reap(container_pid, &mut exit);
@@ -819,6 +854,7 @@ impl Shim {
             let time = herd_proto::now_millis();
             s.lines.finish(|l| emit(kind, time, l, writer));
         }
+        flush(writer);
         exit.map(|(e, _)| e).expect("the loop ends only after the container exited")
     }
 }
@@ -968,6 +1004,7 @@ mod tests {
             },
             mode,
             start_timeout: Duration::from_millis(1500),
+            log: LogLimits { max_size: 1 << 20, max_files: 3 },
         }
     }
 
@@ -998,6 +1035,9 @@ mod tests {
         let at = earlier.iter().position(|a| a == "--start-timeout-ms").unwrap();
         earlier.drain(at..at + 2);
         assert_eq!(ShimArgs::parse(&earlier).unwrap().start_timeout, START_TIMEOUT);
+        let at = earlier.iter().position(|a| a == "--log-max-size").unwrap();
+        earlier.drain(at..at + 4);
+        assert_eq!(ShimArgs::parse(&earlier).unwrap().log, LogLimits::default());
         assert!(ShimArgs::parse(&["--id".into()]).is_err());
         assert!(ShimArgs::parse(&["--what".into(), "x".into()]).is_err());
         let mut v = sample(ShimMode::Run).to_args();

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use herd_node::logs::{LOG_FILE, read_logs, tail_offset};
+use herd_node::logs::{Log, LogLimits};
 use herd_node::runc::{CheckpointOpts, Runc};
 use herd_node::shim::{
     self, CONTAINER_PID_FILE, ShimArgs, ShimError, ShimMode, ShimStarted, live_shim, read_exit, spawn_shim,
@@ -267,6 +267,7 @@ impl Case<'_> {
             runc: self.env.runc.clone(),
             mode,
             start_timeout: shim::START_TIMEOUT,
+            log: LogLimits::default(),
         }
     }
 
@@ -275,7 +276,7 @@ impl Case<'_> {
     }
 
     fn log(&self) -> Vec<LogEntry> {
-        read_logs(&self.state_dir.join(LOG_FILE), 0, u64::MAX).unwrap().entries
+        Log::new(&self.state_dir).read(0, u64::MAX).unwrap().entries
     }
 }
 
@@ -423,8 +424,9 @@ fn exit_code_and_streams(env: &Env, rt: &Runtime) {
     assert_eq!(of(LogStream::Stdout), ["out1", "out2", "no newline"], "log: {log:?}");
     assert_eq!(of(LogStream::Stderr), ["err1", "err2"], "log: {log:?}");
     assert!(log.iter().all(|e| e.time > 0 && e.time <= exit.finished_at + 1000));
-    let t = tail_offset(&c.state_dir.join(LOG_FILE), 2).unwrap();
-    assert_eq!(read_logs(&c.state_dir.join(LOG_FILE), t, u64::MAX).unwrap().entries.len(), 2);
+    let log = Log::new(&c.state_dir);
+    let t = log.tail_offset(2).unwrap();
+    assert_eq!(log.read(t, u64::MAX).unwrap().entries.len(), 2);
 
     let version = rt.block_on(env.runc.version()).expect("runc version");
     assert!(version.starts_with("1."), "runc version {version}");

@@ -1,220 +1,120 @@
-//! Container logs: one JSON [`LogEntry`] per line in `<state_dir>/log.jsonl`,
-//! appended by the container's shim ([`LogWriter`], [`LineSplitter`]) and read
-//! by the agent in chunks addressed by byte offsets ([`read_logs`], [`tail_offset`]).
+//! Container logs: one JSON [`LogEntry`](herd_proto::node::LogEntry) per line, written by the
+//! container's shim ([`LogWriter`], [`LineSplitter`]) into files in its state directory and
+//! read by the agent in chunks addressed by offsets ([`Log::read`]).
 //!
-//! Entries are written with one `write(2)` each on an `O_APPEND` file, so a reader
-//! only ever sees a prefix of the last line: readers stop before a line that has no
-//! newline yet and return the offset just after the last complete line.
+//! # Files and offsets
+//!
+//! The log is a sequence of files ("segments"), each named after the offset of its first
+//! byte: `log.jsonl` starts at 0, `log.<offset>.jsonl` at `<offset>`. An offset counts every
+//! byte the container's log ever held, so the offsets readers keep stay meaningful when old
+//! files go: a segment holds at most the container's `max_size` bytes (unless one entry is
+//! larger), the writer starts the next one at the offset where it ends, and only the newest
+//! `max_files` are kept ([`herd_proto::logs::LogLimits`]). A reader asking for an offset that
+//! was rotated away is told how many bytes it missed ([`LogChunk::dropped`]) and reads on from
+//! the oldest kept. Nothing is ever renamed, so a segment's name stays true while it exists.
+//!
+//! Entries are written whole, a batch at a time, with one `write(2)` each on an `O_APPEND`
+//! file: a reader only ever sees a prefix of the last line, stops before a line that has no
+//! newline yet and returns the offset just after the last complete line. Rotated segments
+//! end with a complete line.
+//!
+//! A log that moves with its container (a checkpoint restored on another node, a migration)
+//! travels as a "carried log" ([`carry`]): a header line with the offset of its first byte,
+//! then the newest complete lines, at most the container's `max_size * max_files` bytes.
 
-use std::fs::{File, OpenOptions};
-use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+mod carry;
+mod read;
+mod write;
 
-use herd_proto::node::{LogChunk, LogEntry, LogStream};
+use std::io;
+use std::path::{Path, PathBuf};
 
-/// The log's file name inside a container's state directory.
+pub use carry::{Carried, import};
+pub use herd_proto::logs::LogLimits;
+use herd_proto::node::LogChunk;
+pub use write::{LineSplitter, LogWriter, MAX_LINE};
+
+/// The name of the first segment, which starts at offset 0 (and the whole log of a container
+/// whose log never rotated).
 pub const LOG_FILE: &str = "log.jsonl";
 
-/// Longest line kept whole: a line that grows past this many bytes without a
-/// newline is cut into entries of at most this size.
-pub const MAX_LINE: usize = 16 * 1024;
-
-/// Reads complete entries starting at byte `offset`, at most about `max_bytes` of
-/// them (always at least one complete entry when there is one, however long);
-/// `next_offset` is the offset after the last complete line read. Lines that are
-/// not valid entries are skipped. A missing file reads as an empty log.
-/// `finished` is false: the caller knows whether the container still runs.
-pub fn read_logs(path: &Path, offset: u64, max_bytes: u64) -> io::Result<LogChunk> {
-    let mut chunk = LogChunk { entries: Vec::new(), next_offset: offset, finished: false };
-    let mut file = match File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(chunk),
-        Err(e) => return Err(e),
-    };
-    file.seek(SeekFrom::Start(offset))?;
-    let mut reader = BufReader::with_capacity(64 * 1024, file);
-    let mut line = Vec::new();
-    let mut used = 0u64;
-    loop {
-        line.clear();
-        let n = reader.read_until(b'\n', &mut line)? as u64;
-        if n == 0 || line.last() != Some(&b'\n') {
-            break; // end of file, or a line still being written
-        }
-        if used > 0 && used + n > max_bytes {
-            break;
-        }
-        used += n;
-        chunk.next_offset += n;
-        if let Ok(entry) = serde_json::from_slice::<LogEntry>(&line[..line.len() - 1]) {
-            chunk.entries.push(entry);
-        }
-        if used >= max_bytes {
-            break;
-        }
-    }
-    Ok(chunk)
+/// The file name of the segment that starts at `base`.
+fn segment_name(base: u64) -> String {
+    if base == 0 { LOG_FILE.to_string() } else { format!("log.{base}.jsonl") }
 }
 
-/// The offset at which the last `n` complete entries start (0 when the log holds
-/// fewer; the end of the last complete line when `n` is 0). A missing file gives 0.
-pub fn tail_offset(path: &Path, n: usize) -> io::Result<u64> {
-    let mut file = match File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
-        Err(e) => return Err(e),
-    };
-    let len = file.metadata()?.len();
-    const BLOCK: u64 = 8192;
-    let mut buf = vec![0u8; BLOCK as usize];
-    // Newlines seen so far scanning backwards; the first one found ends the last
-    // complete line (anything after it is a partial line and is not counted).
-    let mut newlines = 0usize;
-    let mut pos = len;
-    while pos > 0 {
-        let start = pos.saturating_sub(BLOCK);
-        let size = (pos - start) as usize;
-        file.seek(SeekFrom::Start(start))?;
-        file.read_exact(&mut buf[..size])?;
-        for i in (0..size).rev() {
-            if buf[i] == b'\n' {
-                newlines += 1;
-                // The (n+1)-th newline from the end precedes the n-th last line.
-                if newlines == n + 1 {
-                    return Ok(start + i as u64 + 1);
-                }
-            }
-        }
-        pos = start;
+/// The offset at which the segment named `name` starts, if it is a segment.
+fn segment_base(name: &str) -> Option<u64> {
+    if name == LOG_FILE {
+        return Some(0);
     }
-    // Fewer than n complete lines: all of them (an empty log, or n = 0 with no
-    // complete line, starts at 0).
-    Ok(0)
+    let digits = name.strip_prefix("log.")?.strip_suffix(".jsonl")?;
+    if digits.is_empty() || digits.starts_with('0') || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
 }
 
-/// Appends entries to a log file (created with mode 0640 if missing).
-#[derive(Debug)]
-pub struct LogWriter {
-    file: File,
-    buf: Vec<u8>,
+/// One file of a log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Segment {
+    /// The offset of its first byte.
+    base: u64,
+    path: PathBuf,
 }
 
-impl LogWriter {
-    pub fn open(path: &Path) -> io::Result<LogWriter> {
-        let file = OpenOptions::new().create(true).append(true).mode(0o640).open(path)?;
-        Ok(LogWriter { file, buf: Vec::with_capacity(256) })
-    }
-
-    /// Appends one entry as one JSON line, with a single write.
-    pub fn write_entry(&mut self, entry: &LogEntry) -> io::Result<()> {
-        self.buf.clear();
-        serde_json::to_writer(&mut self.buf, entry)?;
-        self.buf.push(b'\n');
-        self.file.write_all(&self.buf)?;
-        // Do not keep a large buffer around after an unusually long line.
-        if self.buf.capacity() > 64 * 1024 {
-            self.buf = Vec::with_capacity(256);
-        }
-        Ok(())
-    }
-
-    /// Appends `line` (without its newline) from `stream`, received at `time`.
-    pub fn write_line(&mut self, stream: LogStream, time: u64, line: &[u8]) -> io::Result<()> {
-        let entry = LogEntry { time, stream, line: String::from_utf8_lossy(line).into_owned() };
-        self.write_entry(&entry)
-    }
+/// A container's log: the segments in its state directory.
+#[derive(Debug, Clone)]
+pub struct Log {
+    dir: PathBuf,
 }
 
-/// Splits one stream's bytes into lines, holding at most [`MAX_LINE`] bytes of an
-/// unfinished line. Feed it by reading into [`LineSplitter::spare`] and calling
-/// [`LineSplitter::filled`]; complete lines come out of [`LineSplitter::drain`].
-#[derive(Debug)]
-pub struct LineSplitter {
-    buf: Box<[u8]>,
-    len: usize,
-}
-
-impl Default for LineSplitter {
-    fn default() -> Self {
-        LineSplitter::new()
-    }
-}
-
-impl LineSplitter {
-    pub fn new() -> LineSplitter {
-        LineSplitter { buf: vec![0u8; MAX_LINE].into_boxed_slice(), len: 0 }
+impl Log {
+    /// The log kept in `state_dir` (which need not exist).
+    pub fn new(state_dir: &Path) -> Log {
+        Log { dir: state_dir.to_path_buf() }
     }
 
-    /// The free space to read into (never empty after [`LineSplitter::drain`]).
-    pub fn spare(&mut self) -> &mut [u8] {
-        &mut self.buf[self.len..]
+    /// Its segments, oldest first (none when the directory is missing).
+    fn segments(&self) -> io::Result<Vec<Segment>> {
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let mut out: Vec<Segment> = entries
+            .flatten()
+            .filter_map(|e| Some(Segment { base: segment_base(e.file_name().to_str()?)?, path: e.path() }))
+            .collect();
+        out.sort_by_key(|s| s.base);
+        Ok(out)
     }
 
-    /// Records that `n` bytes were read into [`LineSplitter::spare`].
-    pub fn filled(&mut self, n: usize) {
-        self.len = (self.len + n).min(self.buf.len());
+    /// Whether anything was ever logged here.
+    pub fn exists(&self) -> bool {
+        self.segments().is_ok_and(|s| !s.is_empty())
     }
 
-    /// Calls `emit` with every complete line (without its newline), then, if the
-    /// buffer is full without a newline, with its content as one partial line (cut
-    /// before an incomplete UTF-8 character at the end, which is kept).
-    pub fn drain(&mut self, mut emit: impl FnMut(&[u8])) {
-        let mut start = 0;
-        while let Some(i) = self.buf[start..self.len].iter().position(|&b| b == b'\n') {
-            emit(&self.buf[start..start + i]);
-            start += i + 1;
-        }
-        if start == 0 && self.len == self.buf.len() {
-            let cut = utf8_cut(&self.buf[..self.len]);
-            emit(&self.buf[..cut]);
-            start = cut;
-        }
-        self.buf.copy_within(start..self.len, 0);
-        self.len -= start;
+    /// Complete entries from `offset`, at most about `max_bytes` of them (always at least one
+    /// when there is one, however long). See [`read::read`].
+    pub fn read(&self, offset: u64, max_bytes: u64) -> io::Result<LogChunk> {
+        read::read(self, offset, max_bytes)
     }
 
-    /// Emits what is left as a last partial line (at end of stream).
-    pub fn finish(&mut self, mut emit: impl FnMut(&[u8])) {
-        if self.len > 0 {
-            emit(&self.buf[..self.len]);
-            self.len = 0;
-        }
+    /// The offset at which the last `n` complete entries start (the oldest kept when there
+    /// are fewer; the end of the last complete line when `n` is 0). An empty log gives 0.
+    pub fn tail_offset(&self, n: usize) -> io::Result<u64> {
+        read::tail_offset(self, n)
     }
-}
-
-/// Where to cut `bytes` so as not to split a UTF-8 character that is incomplete
-/// at its end (at most 3 bytes are held back; invalid data is cut anywhere).
-fn utf8_cut(bytes: &[u8]) -> usize {
-    let tail = bytes.len().saturating_sub(3);
-    for i in (tail..bytes.len()).rev() {
-        let b = bytes[i];
-        if b & 0b1100_0000 != 0b1000_0000 {
-            // The lead byte of the last character: complete?
-            let need = match b {
-                0x00..=0x7f => 1,
-                0xc0..=0xdf => 2,
-                0xe0..=0xef => 3,
-                0xf0..=0xf7 => 4,
-                _ => return bytes.len(),
-            };
-            return if bytes.len() - i < need && i > 0 { i } else { bytes.len() };
-        }
-    }
-    bytes.len()
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::io::Write;
 
-    fn temp_path(name: &str) -> std::path::PathBuf {
-        let dir = std::env::temp_dir().join(format!("herd-logs-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let p = dir.join(name);
-        let _ = std::fs::remove_file(&p);
-        p
-    }
+    use herd_proto::node::LogStream;
+
+    use super::*;
 
     fn lines(s: &mut LineSplitter, input: &[u8]) -> Vec<String> {
         let mut out = Vec::new();
@@ -252,50 +152,202 @@ mod tests {
     }
 
     #[test]
-    fn write_read_tail() {
-        let path = temp_path("log.jsonl");
-        let mut w = LogWriter::open(&path).unwrap();
-        for i in 0..100 {
+    fn segment_names_carry_their_offsets() {
+        for base in [0, 1, 10 << 20, u64::MAX] {
+            assert_eq!(segment_base(&segment_name(base)), Some(base));
+        }
+        for other in ["log.jsonl.tmp", "log..jsonl", "log.01.jsonl", "log.x.jsonl", "log.1.json", "runc.log"] {
+            assert_eq!(segment_base(other), None, "{other}");
+        }
+    }
+
+    /// Unbounded enough not to rotate.
+    const LARGE: LogLimits = LogLimits { max_size: 1 << 30, max_files: 5 };
+
+    fn write_numbers(w: &mut LogWriter, range: std::ops::Range<u64>) {
+        for i in range {
             let stream = if i % 2 == 0 { LogStream::Stdout } else { LogStream::Stderr };
             w.write_line(stream, 1000 + i, format!("line {i}").as_bytes()).unwrap();
         }
+        w.flush().unwrap();
+    }
+
+    fn numbers(chunk: &LogChunk) -> Vec<u64> {
+        chunk.entries.iter().map(|e| e.line.strip_prefix("line ").unwrap().parse().unwrap()).collect()
+    }
+
+    fn files(dir: &Path) -> Vec<(String, u64)> {
+        let mut out: Vec<(String, u64)> = std::fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .map(|e| (e.file_name().into_string().unwrap(), e.metadata().unwrap().len()))
+            .collect();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn write_read_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::new(dir.path());
+        assert!(!log.exists());
+        let mut w = LogWriter::open(dir.path(), LARGE).unwrap();
+        write_numbers(&mut w, 0..100);
         // A partial line at the end is not read.
+        let path = dir.path().join(LOG_FILE);
         std::fs::OpenOptions::new().append(true).open(&path).unwrap().write_all(b"{\"ti").unwrap();
 
-        let all = read_logs(&path, 0, u64::MAX).unwrap();
-        assert_eq!(all.entries.len(), 100);
-        assert_eq!(all.entries[3].line, "line 3");
-        assert_eq!(all.entries[3].stream, LogStream::Stderr);
-        assert_eq!(all.entries[3].time, 1003);
+        let all = log.read(0, u64::MAX).unwrap();
+        assert_eq!(numbers(&all), (0..100).collect::<Vec<_>>());
+        assert_eq!((all.entries[3].stream, all.entries[3].time), (LogStream::Stderr, 1003));
         let len = std::fs::metadata(&path).unwrap().len();
-        assert_eq!(all.next_offset, len - 4);
+        assert_eq!((all.next_offset, all.dropped), (len - 4, 0));
 
-        // Chunked reading sees every entry once.
+        // Chunked reading sees every entry once; max_bytes smaller than a line still moves on.
         let mut offset = 0;
         let mut seen = Vec::new();
         loop {
-            let c = read_logs(&path, offset, 200).unwrap();
+            let c = log.read(offset, 200).unwrap();
             if c.entries.is_empty() {
                 break;
             }
             assert!(c.entries.len() < 10);
-            seen.extend(c.entries.into_iter().map(|e| e.line));
+            seen.extend(numbers(&c));
             offset = c.next_offset;
         }
-        assert_eq!(seen.len(), 100);
-        assert_eq!(seen[99], "line 99");
-        // max_bytes smaller than a line still makes progress.
-        assert_eq!(read_logs(&path, 0, 1).unwrap().entries.len(), 1);
+        assert_eq!(seen, (0..100).collect::<Vec<_>>());
+        assert_eq!(log.read(0, 1).unwrap().entries.len(), 1);
 
-        let t = tail_offset(&path, 5).unwrap();
-        let c = read_logs(&path, t, u64::MAX).unwrap();
-        assert_eq!(c.entries.iter().map(|e| e.line.as_str()).collect::<Vec<_>>()[0], "line 95");
-        assert_eq!(c.entries.len(), 5);
-        assert_eq!(tail_offset(&path, 0).unwrap(), len - 4);
-        assert_eq!(tail_offset(&path, 1000).unwrap(), 0);
-        assert_eq!(tail_offset(&path.with_extension("missing"), 3).unwrap(), 0);
-        let missing = read_logs(&path.with_extension("missing"), 7, 10).unwrap();
-        assert_eq!((missing.entries.len(), missing.next_offset), (0, 7));
-        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+        let t = log.tail_offset(5).unwrap();
+        assert_eq!(numbers(&log.read(t, u64::MAX).unwrap()), [95, 96, 97, 98, 99]);
+        assert_eq!(log.tail_offset(0).unwrap(), len - 4);
+        assert_eq!(log.tail_offset(1000).unwrap(), 0);
+        let missing = Log::new(&dir.path().join("missing"));
+        assert_eq!(missing.tail_offset(3).unwrap(), 0);
+        let c = missing.read(7, 10).unwrap();
+        assert_eq!((c.entries.len(), c.next_offset, c.dropped), (0, 7, 0));
+    }
+
+    #[test]
+    fn rotation_keeps_the_newest_files_and_offsets() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = LogLimits { max_size: 1000, max_files: 3 };
+        let log = Log::new(dir.path());
+        let mut w = LogWriter::open(dir.path(), limits).unwrap();
+        write_numbers(&mut w, 0..30);
+        // A follower at the end of what was written so far.
+        let follower = log.read(0, u64::MAX).unwrap();
+        assert_eq!(follower.dropped, 0);
+        let follower_numbers = numbers(&follower);
+        write_numbers(&mut w, 30..1000);
+        let end = w.end();
+
+        // At most three files of at most 1000 bytes each, named after their first offsets.
+        let kept = files(dir.path());
+        assert_eq!(kept.len(), 3, "{kept:?}");
+        assert!(kept.iter().all(|(_, len)| *len <= 1000), "{kept:?}");
+        let bases: Vec<u64> = kept.iter().map(|(name, _)| segment_base(name).unwrap()).collect();
+        let mut sorted = bases.clone();
+        sorted.sort();
+        assert_eq!(
+            sorted.last().unwrap() + kept.iter().find(|(n, _)| segment_base(n) == sorted.last().copied()).unwrap().1,
+            end
+        );
+
+        // Reading from 0: told what is gone, then the newest lines without a gap, to the end.
+        let c = log.read(0, u64::MAX).unwrap();
+        assert_eq!(c.dropped, sorted[0]);
+        assert_eq!(c.next_offset, end);
+        let got = numbers(&c);
+        assert_eq!(*got.last().unwrap(), 999);
+        assert_eq!(got, (got[0]..1000).collect::<Vec<_>>());
+        // The follower, far behind, learns how much it missed; the offsets it would have read
+        // next are exactly those before the oldest kept line.
+        let behind = log.read(follower.next_offset, u64::MAX).unwrap();
+        assert_eq!(behind.dropped, sorted[0] - follower.next_offset);
+        assert_eq!(numbers(&behind)[0], got[0]);
+        assert_eq!(follower_numbers.last(), Some(&29));
+        // A follower that keeps up reads across rotations without losing a line.
+        let mut offset = end;
+        let mut followed = Vec::new();
+        for round in 0..10 {
+            write_numbers(&mut w, 1000 + round * 10..1000 + round * 10 + 10);
+            let c = log.read(offset, u64::MAX).unwrap();
+            assert_eq!(c.dropped, 0);
+            followed.extend(numbers(&c));
+            offset = c.next_offset;
+        }
+        assert_eq!(followed, (1000..1100).collect::<Vec<_>>());
+        assert_eq!(log.tail_offset(2).map(|t| numbers(&log.read(t, u64::MAX).unwrap())).unwrap(), [1098, 1099]);
+
+        // An entry larger than a file gets one of its own; reopening with fewer files prunes.
+        w.write_line(LogStream::Stdout, 1, &[b'x'; 3000]).unwrap();
+        w.flush().unwrap();
+        drop(w);
+        assert!(files(dir.path()).iter().any(|(_, len)| *len > 3000));
+        let w = LogWriter::open(dir.path(), LogLimits { max_size: 1000, max_files: 1 }).unwrap();
+        assert_eq!(files(dir.path()).len(), 1);
+        assert_eq!(log.read(w.end(), 10).unwrap().dropped, 0);
+    }
+
+    #[test]
+    fn a_carried_log_keeps_its_offsets_and_limits() {
+        let from = tempfile::tempdir().unwrap();
+        let limits = LogLimits { max_size: 2000, max_files: 4 };
+        let mut w = LogWriter::open(from.path(), limits).unwrap();
+        write_numbers(&mut w, 0..500);
+        // A line being written is not carried.
+        let source = Log::new(from.path());
+        let newest = source.segments().unwrap().last().unwrap().path.clone();
+        let whole = std::fs::metadata(&newest).unwrap().len();
+        std::fs::OpenOptions::new().append(true).open(&newest).unwrap().write_all(b"{\"time\":").unwrap();
+        let end = w.end();
+
+        let carry = |from_offset, limit| {
+            let c = Carried::choose(&source, from_offset, limit).unwrap();
+            let mut bytes = Vec::new();
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let (carried_end, len) = (c.end, c.len());
+            rt.block_on(async {
+                use tokio::io::AsyncReadExt;
+                c.reader().unwrap().read_to_end(&mut bytes).await.unwrap();
+            });
+            (bytes, carried_end, len)
+        };
+        let (bytes, carried_end, len) = carry(None, 3000);
+        assert_eq!(carried_end, end);
+        assert!(len <= 3000 && len > 2500, "{len}");
+
+        // Imported elsewhere, it reads as the newest lines at the same offsets.
+        let to = tempfile::tempdir().unwrap();
+        assert_eq!(import(to.path(), limits, &bytes[..]).unwrap(), end);
+        let here = Log::new(to.path()).read(0, u64::MAX).unwrap();
+        assert_eq!(here.next_offset, end);
+        assert_eq!(here.dropped, end - len);
+        assert_eq!(numbers(&here), numbers(&source.read(end - len, u64::MAX).unwrap()));
+        assert_eq!(*numbers(&here).last().unwrap(), 499);
+
+        // The rest follows on: nothing twice, nothing missing.
+        std::fs::OpenOptions::new().write(true).open(&newest).unwrap().set_len(whole).unwrap();
+        write_numbers(&mut w, 500..520);
+        let (tail, _, _) = carry(Some(end), u64::MAX);
+        assert_eq!(import(to.path(), limits, &tail[..]).unwrap(), w.end());
+        let all = numbers(&Log::new(to.path()).read(0, u64::MAX).unwrap());
+        assert_eq!(all, (all[0]..520).collect::<Vec<_>>());
+        // Again: what it has already is skipped.
+        assert_eq!(import(to.path(), limits, &tail[..]).unwrap(), w.end());
+        assert_eq!(numbers(&Log::new(to.path()).read(0, u64::MAX).unwrap()), all);
+
+        // A carried log larger than the limits here keeps only what they allow.
+        let small = tempfile::tempdir().unwrap();
+        let (everything, _, _) = carry(None, u64::MAX);
+        import(small.path(), LogLimits { max_size: 1000, max_files: 2 }, &everything[..]).unwrap();
+        assert!(files(small.path()).iter().map(|(_, len)| len).sum::<u64>() <= 2000);
+        assert_eq!(*numbers(&Log::new(small.path()).read(0, u64::MAX).unwrap()).last().unwrap(), 519);
+
+        // Garbage is refused; nothing at all makes an empty log.
+        assert!(import(tempfile::tempdir().unwrap().path(), limits, &b"not a log\n"[..]).is_err());
+        let empty = tempfile::tempdir().unwrap();
+        assert_eq!(import(empty.path(), limits, &b""[..]).unwrap(), 0);
     }
 }
