@@ -683,16 +683,17 @@ impl Runtime {
     }
 
     /// Sends the log of `c` from offset `from` (all of it that is kept when `None`) as a
-    /// carried log, no more than its limits keep; returns the offset after what was sent.
-    async fn send_log(&self, c: &Container, ch: &mut Channel, from: Option<u64>) -> anyhow::Result<u64> {
+    /// carried log, no more than its limits keep; returns the offset after what was sent, and
+    /// the bytes sent.
+    async fn send_log(&self, c: &Container, ch: &mut Channel, from: Option<u64>) -> anyhow::Result<(u64, u64)> {
         let (log, limit) = (logs::Log::new(&c.paths.state()), self.log_limits(&c.spec).total());
         let carried = tokio::task::spawn_blocking(move || logs::Carried::choose(&log, from, limit)).await??;
         let end = carried.end;
-        if from.is_none() || !carried.is_empty() {
-            ch.send(&Msg::Log).await?;
-            ch.send_blob(carried.reader()?).await?;
+        if from.is_some() && carried.is_empty() {
+            return Ok((end, 0));
         }
-        Ok(end)
+        ch.send(&Msg::Log).await?;
+        Ok((end, ch.send_blob(carried.reader()?).await?))
     }
 
     async fn send(
@@ -716,7 +717,7 @@ impl Runtime {
         let mut channel = match async {
             std::fs::create_dir_all(&images)?;
             let mut ch = transfer::connect_control(destination, &t, budget.clone()).await?;
-            let offset = self.send_log(c, &mut ch, None).await?;
+            let (offset, _) = self.send_log(c, &mut ch, None).await?;
             anyhow::Ok((ch, offset))
         }
         .await
@@ -786,7 +787,7 @@ impl Runtime {
                 std::fs::remove_file(images.join(CRIU_PARENT_LINK))?;
             }
             bytes += ch.send_dir(&images).await?;
-            self.send_log(c, ch, Some(*log_offset)).await?;
+            bytes += self.send_log(c, ch, Some(*log_offset)).await?.1;
             ch.send(&Msg::Restore { lazy: mode == MigrationMode::Postcopy }).await?;
             Ok(bytes)
         }

@@ -739,9 +739,10 @@ impl Shim {
                     log.display()
                 );
             }
-            // Woken by SIGCHLD; the log is looked at a few times a second.
+            // Woken by SIGCHLD; a restore's log is looked at a few times a second.
             let mut pfd = libc::pollfd { fd: sigchld.as_raw_fd(), events: libc::POLLIN, revents: 0 };
-            let ms = left.min(Duration::from_millis(200)).as_millis().max(1) as i32;
+            let nap = if restore_log.is_some() { left.min(Duration::from_millis(200)) } else { left };
+            let ms = nap.as_millis().clamp(1, i32::MAX as u128) as i32;
             // SAFETY: one valid pollfd.
             unsafe { libc::poll(&mut pfd, 1, ms) };
             drain_signalfd(sigchld);

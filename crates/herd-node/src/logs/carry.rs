@@ -8,6 +8,7 @@ use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::Path;
 
 use herd_proto::logs::LogLimits;
+use herd_proto::node::LogEntry;
 use serde::{Deserialize, Serialize};
 
 use super::{Log, LogWriter};
@@ -19,8 +20,8 @@ struct Header {
     base: u64,
 }
 
-/// Longest header accepted.
-const MAX_HEADER: usize = 256;
+/// Longest first line read (a header, or the first entry of a log carried whole).
+const MAX_FIRST_LINE: u64 = 1 << 20;
 
 /// The part of a log to carry: pieces of its segment files, opened when it was chosen (so a
 /// rotation meanwhile takes nothing away).
@@ -75,7 +76,15 @@ fn choose_once(log: &Log, from: Option<u64>, limit: u64) -> io::Result<Carried> 
         let len = file.metadata()?.len();
         files.push((s.base, file, len));
     }
-    let oldest = files.first().map_or(from.unwrap_or(0), |(base, _, _)| *base);
+    // The oldest offset from which the log runs on without a gap (a gap is left where a log
+    // was received that started after the end of the one here): a carried log is one run.
+    let mut oldest = files.first().map_or(from.unwrap_or(0), |(base, _, _)| *base);
+    for pair in files.windows(2) {
+        let ((base, _, len), (next, _, _)) = (&pair[0], &pair[1]);
+        if base + len < *next {
+            oldest = *next;
+        }
+    }
     // The end of the last complete line (a line being written is left for later).
     let mut end = oldest;
     if let Some((base, file, len)) = files.last_mut() {
@@ -139,33 +148,35 @@ fn next_line_start(files: &mut [(u64, File, u64)], at: u64, end: u64) -> io::Res
 pub fn import(state_dir: &Path, limits: LogLimits, from: impl Read) -> io::Result<u64> {
     let mut reader = BufReader::with_capacity(64 * 1024, from);
     let mut line = Vec::new();
-    reader.by_ref().take(MAX_HEADER as u64).read_until(b'\n', &mut line)?;
+    reader.by_ref().take(MAX_FIRST_LINE).read_until(b'\n', &mut line)?;
     if line.is_empty() {
         return LogWriter::open(state_dir, limits).map(|w| w.end());
     }
-    let header: Header = serde_json::from_slice(line.trim_ascii_end())
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("not a carried log: {e}")))?;
+    // A node of an earlier version carries the whole log as it is, from offset 0.
+    let (base, first) = match serde_json::from_slice::<Header>(line.trim_ascii_end()) {
+        Ok(header) => (header.base, None),
+        Err(_) if serde_json::from_slice::<LogEntry>(line.trim_ascii_end()).is_ok() => (0, Some(line.clone())),
+        Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, format!("not a carried log: {e}"))),
+    };
     let mut writer = LogWriter::open(state_dir, limits)?;
-    let mut skip = writer.continue_at(header.base)?;
+    let mut skip = writer.continue_at(base)?;
+    line = first.unwrap_or_default();
     loop {
-        line.clear();
-        let n = reader.read_until(b'\n', &mut line)?;
-        if n == 0 {
+        if line.is_empty() && reader.read_until(b'\n', &mut line)? == 0 {
             break;
         }
+        let n = line.len() as u64;
         if line.last() != Some(&b'\n') {
             break; // cut short: a partial line is not kept
         }
-        if skip >= n as u64 {
-            skip -= n as u64;
-            continue;
-        }
         if skip > 0 {
-            // Should the log here end inside a line, that line is not repeated either.
-            skip = 0;
-            continue;
+            // What the log here has already (should it end inside a line, that line is not
+            // repeated either).
+            skip = skip.saturating_sub(n);
+        } else {
+            writer.write_lines(&line)?;
         }
-        writer.write_lines(&line)?;
+        line.clear();
     }
     writer.flush()?;
     Ok(writer.end())

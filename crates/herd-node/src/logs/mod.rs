@@ -345,6 +345,28 @@ mod tests {
         assert!(files(small.path()).iter().map(|(_, len)| len).sum::<u64>() <= 2000);
         assert_eq!(*numbers(&Log::new(small.path()).read(0, u64::MAX).unwrap()).last().unwrap(), 519);
 
+        // A log with a gap (received after a later start) carries the run after the gap.
+        let gapped = tempfile::tempdir().unwrap();
+        import(gapped.path(), limits, &everything[..]).unwrap();
+        let lines = &tail[tail.iter().position(|b| *b == b'\n').unwrap() + 1..];
+        let mut later = format!("{{\"herd_log\":1,\"base\":{}}}\n", w.end() + 500).into_bytes();
+        later.extend_from_slice(lines);
+        import(gapped.path(), limits, &later[..]).unwrap();
+        let c = Carried::choose(&Log::new(gapped.path()), None, u64::MAX).unwrap();
+        assert_eq!((c.end, c.len()), (w.end() + 500 + lines.len() as u64, lines.len() as u64));
+        let read = Log::new(gapped.path()).read(w.end(), u64::MAX).unwrap();
+        assert_eq!((read.dropped, numbers(&read)), (500, (500..520).collect::<Vec<_>>()));
+
+        // A log carried whole by a node of an earlier version starts at 0.
+        let legacy = tempfile::tempdir().unwrap();
+        let raw = std::fs::read(from.path().join(segment_name(source.segments().unwrap()[0].base))).unwrap();
+        import(legacy.path(), LARGE, &raw[..]).unwrap();
+        let c = Log::new(legacy.path()).read(0, u64::MAX).unwrap();
+        assert_eq!(
+            (c.dropped, c.next_offset, c.entries.len()),
+            (0, raw.len() as u64, raw.split(|b| *b == b'\n').count() - 1)
+        );
+
         // Garbage is refused; nothing at all makes an empty log.
         assert!(import(tempfile::tempdir().unwrap().path(), limits, &b"not a log\n"[..]).is_err());
         let empty = tempfile::tempdir().unwrap();
