@@ -20,8 +20,8 @@ struct Header {
     base: u64,
 }
 
-/// Longest first line read (a header, or the first entry of a log carried whole).
-const MAX_FIRST_LINE: u64 = 1 << 20;
+/// Longest line read (a header, or an entry: at most 16 KiB of text, escaped in JSON).
+const MAX_CARRIED_LINE: u64 = 1 << 20;
 
 /// The part of a log to carry: pieces of its segment files, opened when it was chosen (so a
 /// rotation meanwhile takes nothing away).
@@ -148,7 +148,7 @@ fn next_line_start(files: &mut [(u64, File, u64)], at: u64, end: u64) -> io::Res
 pub fn import(state_dir: &Path, limits: LogLimits, from: impl Read) -> io::Result<u64> {
     let mut reader = BufReader::with_capacity(64 * 1024, from);
     let mut line = Vec::new();
-    reader.by_ref().take(MAX_FIRST_LINE).read_until(b'\n', &mut line)?;
+    reader.by_ref().take(MAX_CARRIED_LINE).read_until(b'\n', &mut line)?;
     if line.is_empty() {
         return LogWriter::open(state_dir, limits).map(|w| w.end());
     }
@@ -162,12 +162,12 @@ pub fn import(state_dir: &Path, limits: LogLimits, from: impl Read) -> io::Resul
     let mut skip = writer.continue_at(base)?;
     line = first.unwrap_or_default();
     loop {
-        if line.is_empty() && reader.read_until(b'\n', &mut line)? == 0 {
+        if line.is_empty() && reader.by_ref().take(MAX_CARRIED_LINE).read_until(b'\n', &mut line)? == 0 {
             break;
         }
         let n = line.len() as u64;
         if line.last() != Some(&b'\n') {
-            break; // cut short: a partial line is not kept
+            break; // cut short, or no line at all: what is left is not kept
         }
         if skip > 0 {
             // What the log here has already (should it end inside a line, that line is not
