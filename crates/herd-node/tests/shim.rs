@@ -515,17 +515,24 @@ fn runc_failure_is_reported_and_cleaned(env: &Env, rt: &Runtime) {
     assert_eq!(read_exit(&c.state_dir), None);
 }
 
-/// (5) Checkpoint a counter, restore it under a new shim: the log continues.
-fn checkpoint_restore_continues_log(env: &Env, rt: &Runtime) {
-    let c = env.case("ckpt", &["sh", "-c", COUNTER]);
+/// A counter in case `name`, run under a shim until it has printed `lines` lines, then
+/// checkpointed into `<base>/image` (CRIU kills it) and its shim gone: the case, its first
+/// shim and the images.
+fn checkpointed_counter<'a>(env: &'a Env, rt: &Runtime, name: &str, lines: usize) -> (Case<'a>, ShimStarted, PathBuf) {
+    let c = env.case(name, &["sh", "-c", COUNTER]);
     let first = c.spawn(ShimMode::Run).expect("spawn_shim");
-    wait_until("5 lines of output", || (c.log().len() >= 5).then_some(()));
-
+    wait_until(&format!("{lines} lines of output"), || (c.log().len() >= lines).then_some(()));
     let image_path = c.base.join("image");
     let mut opts = CheckpointOpts::new(image_path.clone(), c.base.join("dump-work"));
     opts.tcp_established = false;
     rt.block_on(env.runc.checkpoint(&c.id, &opts)).expect("runc checkpoint");
     wait_shim_exit(rt, first.shim_pid);
+    (c, first, image_path)
+}
+
+/// (5) Checkpoint a counter, restore it under a new shim: the log continues.
+fn checkpoint_restore_continues_log(env: &Env, rt: &Runtime) {
+    let (c, first, image_path) = checkpointed_counter(env, rt, "ckpt", 5);
     // CRIU killed the dumped processes; the old shim saw that.
     let old_exit = read_exit(&c.state_dir).expect("exit.json of the checkpointed container");
     assert_eq!(old_exit.signal, Some(libc::SIGKILL));
@@ -633,14 +640,7 @@ fn processes_using(dir: &Path) -> Vec<u32> {
 /// the processes CRIU had restored, and runc's state of the container. A good checkpoint then
 /// restores under the same id.
 fn a_stuck_restore_is_killed_whole(env: &Env, rt: &Runtime) {
-    let c = env.case("stuck", &["sh", "-c", COUNTER]);
-    let first = c.spawn(ShimMode::Run).expect("spawn_shim");
-    wait_until("3 lines of output", || (c.log().len() >= 3).then_some(()));
-    let good = c.base.join("image");
-    let mut opts = CheckpointOpts::new(good.clone(), c.base.join("dump-work"));
-    opts.tcp_established = false;
-    rt.block_on(env.runc.checkpoint(&c.id, &opts)).expect("runc checkpoint");
-    wait_shim_exit(rt, first.shim_pid);
+    let (c, _, good) = checkpointed_counter(env, rt, "stuck", 3);
     let before = numbers(&c.log());
 
     // A copy of the images whose largest pages image is cut to one page.
