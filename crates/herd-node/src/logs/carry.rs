@@ -11,7 +11,7 @@ use herd_proto::logs::LogLimits;
 use herd_proto::node::LogEntry;
 use serde::{Deserialize, Serialize};
 
-use super::{Log, LogWriter};
+use super::{Log, LogWriter, retrying_rotation};
 
 /// The header line of a carried log.
 #[derive(Debug, Serialize, Deserialize)]
@@ -37,13 +37,7 @@ impl Carried {
     /// The complete lines of `log` from offset `from` (the oldest kept when `None` or rotated
     /// away) to its end, but no more than the last `limit` bytes of them.
     pub fn choose(log: &Log, from: Option<u64>, limit: u64) -> io::Result<Carried> {
-        for _ in 0..5 {
-            match choose_once(log, from, limit) {
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue, // rotated away meanwhile
-                r => return r,
-            }
-        }
-        choose_once(log, from, limit)
+        retrying_rotation(|| choose_once(log, from, limit))
     }
 
     /// Bytes of log lines carried (without the header).

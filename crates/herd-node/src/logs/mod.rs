@@ -55,6 +55,18 @@ fn segment_base(name: &str) -> Option<u64> {
     digits.parse().ok()
 }
 
+/// Runs `f`, again when it failed because the writer removed a segment under it (at most a
+/// few times: a writer rotates once per file, not in a loop).
+fn retrying_rotation<T>(mut f: impl FnMut() -> io::Result<T>) -> io::Result<T> {
+    for _ in 0..4 {
+        match f() {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            r => return r,
+        }
+    }
+    f()
+}
+
 /// One file of a log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Segment {

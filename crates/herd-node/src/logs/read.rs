@@ -5,10 +5,7 @@ use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
 
 use herd_proto::node::{LogChunk, LogEntry};
 
-use super::{Log, Segment};
-
-/// How often a read starts over when the writer removed a segment under it.
-const RETRIES: usize = 5;
+use super::{Log, Segment, retrying_rotation};
 
 /// Complete entries from `offset`, at most about `max_bytes` of them (always at least one
 /// complete entry when there is one, however long); `next_offset` is the offset after the last
@@ -17,13 +14,7 @@ const RETRIES: usize = 5;
 /// valid entries are skipped. A missing log reads as an empty one. `finished` is false: the
 /// caller knows whether the container still runs.
 pub(super) fn read(log: &Log, offset: u64, max_bytes: u64) -> io::Result<LogChunk> {
-    for _ in 0..RETRIES {
-        match read_once(log, offset, max_bytes) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue, // rotated away meanwhile
-            r => return r,
-        }
-    }
-    read_once(log, offset, max_bytes)
+    retrying_rotation(|| read_once(log, offset, max_bytes))
 }
 
 fn read_once(log: &Log, offset: u64, max_bytes: u64) -> io::Result<LogChunk> {
@@ -92,13 +83,7 @@ fn read_segment(segment: &Segment, at: u64, max_bytes: u64, used: &mut u64, chun
 /// end as one stream, where the (n+1)-th newline from the end precedes the n-th last line
 /// (and the first one ends the last complete line).
 pub(super) fn tail_offset(log: &Log, n: usize) -> io::Result<u64> {
-    for _ in 0..RETRIES {
-        match tail_once(log, n) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            r => return r,
-        }
-    }
-    tail_once(log, n)
+    retrying_rotation(|| tail_once(log, n))
 }
 
 fn tail_once(log: &Log, n: usize) -> io::Result<u64> {
