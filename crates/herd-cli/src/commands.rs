@@ -9,7 +9,7 @@ use anyhow::{Context, bail};
 use bytes::Bytes;
 use clap::{Args, Subcommand};
 use futures::StreamExt;
-use herd_proto::api::{ContainerInfo, ContainerSummary, Event, NodeInfo, RunRequest};
+use herd_proto::api::{ContainerInfo, ContainerSummary, Event, LogLine, NodeInfo, RunRequest};
 use herd_proto::names::{normalize_image, parse_pair};
 use herd_proto::node::{LogEntry, LogStream};
 use herd_proto::now_millis;
@@ -247,6 +247,11 @@ pub struct RunArgs {
     /// Maximum number of processes (1 to 4194304; -1 or 0: no limit, as in Docker).
     #[arg(long, allow_negative_numbers = true, value_parser = parse_pids_limit)]
     pub pids_limit: Option<PidsLimit>,
+    /// How much of its output its node keeps, as Docker's json-file driver: max-size=SIZE
+    /// (one log file, e.g. 10m) and max-file=N (files kept); the node's limits (10m and 5 by
+    /// default) otherwise; repeatable, or comma-separated.
+    #[arg(long = "log-opt", value_name = "KEY=VALUE")]
+    pub log_opts: Vec<String>,
     /// Set an environment variable (KEY=VALUE); repeatable.
     #[arg(long = "env", short = 'e', value_parser = parse_env)]
     pub env: Vec<String>,
@@ -299,11 +304,17 @@ pub async fn run(client: &Client, args: RunArgs) -> anyhow::Result<()> {
             env.push(e);
         }
     }
+    let log = herd_proto::logs::LogOptions::parse(&args.log_opts).map_err(|e| anyhow::anyhow!(e.0))?;
     let req = RunRequest {
         name: args.name,
         image: args.image,
         node: args.node,
-        limits: Limits { cpus_milli: args.cpus, memory_bytes: args.memory, pids: args.pids_limit.and_then(|p| p.0) },
+        limits: Limits {
+            cpus_milli: args.cpus,
+            memory_bytes: args.memory,
+            pids: args.pids_limit.and_then(|p| p.0),
+            log,
+        },
         env,
         labels: args.labels.into_iter().collect::<BTreeMap<_, _>>(),
         command: args.command,
@@ -464,7 +475,8 @@ pub async fn inspect(client: &Client, args: InspectArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `herd logs`
+/// `herd logs`: what the container's node keeps of its output (see `herd run --log-opt`);
+/// when older output was rotated away, a line on stderr says how much.
 #[derive(Debug, Args)]
 pub struct LogsArgs {
     pub name: String,
@@ -488,7 +500,13 @@ pub async fn logs(client: &Client, args: LogsArgs) -> anyhow::Result<()> {
         pending.extend_from_slice(&chunk);
         while let Some(pos) = pending.iter().position(|b| *b == b'\n') {
             let line: Vec<u8> = pending.drain(..=pos).collect();
-            let entry: LogEntry = serde_json::from_slice(&line).context("decoding a log entry")?;
+            let entry: LogEntry = match serde_json::from_slice(&line).context("decoding a log entry")? {
+                LogLine::Entry(entry) => entry,
+                LogLine::Rotated { rotated } => {
+                    writeln!(std::io::stderr().lock(), "({rotated} bytes of older output were rotated away)")?;
+                    continue;
+                }
+            };
             let text = if args.timestamps {
                 format!("{} {}\n", format::timestamp(entry.time), entry.line)
             } else {

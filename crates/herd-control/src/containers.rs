@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::Stream;
-use herd_proto::api::{ContainerInfo, ContainerSummary, RunRequest};
+use herd_proto::api::{ContainerInfo, ContainerSummary, LogLine, RunRequest};
 use herd_proto::names::{normalize_image, parse_pair, validate_container_name};
 use herd_proto::node::{ContainerSpec, LogChunk, NodeReply, NodeRequest};
 use herd_proto::state::{ContainerRecord, ContainerState, Desired, ImageRecord, Limits, PlacementRules};
@@ -72,7 +72,7 @@ pub fn validate_limits(limits: &Limits) -> Result<()> {
             units::MAX_PIDS
         )));
     }
-    Ok(())
+    limits.log.validate().map_err(|e| Error::bad_request(e.0))
 }
 
 /// Room kept beside a container's record in one broker message: the record goes to the
@@ -451,8 +451,9 @@ impl Control {
         }
     }
 
-    /// `herd logs [-f]`: newline-delimited JSON log entries; with `follow`, until the
-    /// container stops or the client goes away.
+    /// `herd logs [-f]`: newline-delimited JSON log entries (and, where the node no longer has
+    /// what came before, how many bytes were rotated away); with `follow`, until the container
+    /// stops or the client goes away.
     pub fn logs_stream(self: std::sync::Arc<Self>, name: String, follow: bool) -> impl Stream<Item = Result<Bytes>> {
         futures::stream::unfold(Some(0u64), move |offset| {
             let this = self.clone();
@@ -466,10 +467,11 @@ impl Control {
                     };
                     let advanced = chunk.next_offset != offset;
                     offset = chunk.next_offset;
-                    if !chunk.entries.is_empty() {
+                    if !chunk.entries.is_empty() || chunk.dropped > 0 {
                         let mut buf = Vec::new();
-                        for e in &chunk.entries {
-                            serde_json::to_writer(&mut buf, e).expect("log entries serialize");
+                        let rotated = (chunk.dropped > 0).then_some(LogLine::Rotated { rotated: chunk.dropped });
+                        for line in rotated.into_iter().chain(chunk.entries.into_iter().map(LogLine::Entry)) {
+                            serde_json::to_writer(&mut buf, &line).expect("log lines serialize");
                             buf.push(b'\n');
                         }
                         return Some((Ok(Bytes::from(buf)), Some(offset)));
@@ -557,6 +559,7 @@ mod tests {
     fn limits_below_the_minimum_are_refused() {
         let err = validate_limits(&Limits { memory_bytes: Some(1 << 20), ..Default::default() }).unwrap_err();
         assert_eq!(err.message, "memory limit 1MiB is below the minimum of 6MiB: use --memory 6m or more");
-        validate_limits(&Limits { memory_bytes: Some(MIN_MEMORY), cpus_milli: Some(500), pids: None }).unwrap();
+        validate_limits(&Limits { memory_bytes: Some(MIN_MEMORY), cpus_milli: Some(500), ..Default::default() })
+            .unwrap();
     }
 }

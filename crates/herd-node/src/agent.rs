@@ -52,6 +52,8 @@ pub struct NodeConfig {
     pub migration_cpus_milli: u64,
     /// What unpacking an image layer may cost (see [`crate::layers`]).
     pub layer_limits: crate::layers::LayerLimits,
+    /// The log limits of containers that ask for none of their own.
+    pub log_limits: herd_proto::logs::LogLimits,
 }
 
 /// Runs the agent until `shutdown` completes. Containers keep running afterwards.
@@ -122,6 +124,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
             address: cfg.address,
             migration_cgroup,
             criu_config,
+            log_limits: cfg.log_limits,
         },
         statuses.clone(),
         layers,

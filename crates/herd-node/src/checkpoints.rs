@@ -17,7 +17,7 @@ use herd_proto::node::{ContainerSpec, NodeReply};
 use herd_proto::state::CheckpointInfo;
 use tokio_util::io::SyncIoBridge;
 
-use crate::logs::LOG_FILE;
+use crate::logs::{self, Log, LogLimits};
 use crate::paths::ContainerPaths;
 use crate::runtime::{CRIU_IMAGES, CarriedLog, OpResult, Runtime};
 
@@ -35,25 +35,21 @@ pub(crate) fn describe(
     Ok(manifest)
 }
 
-/// Fetches the log of a container that moves to this node, unless it has a log here already.
-pub(crate) async fn receive_log(log: &CarriedLog<'_>, paths: &ContainerPaths) -> anyhow::Result<()> {
-    let path = paths.state().join(LOG_FILE);
-    if path.exists() {
+/// Fetches the log of a container that moves to this node (a carried log, see
+/// [`crate::logs`]), unless it has a log here already; no more of it than `limits` allow is
+/// kept.
+pub(crate) async fn receive_log(log: &CarriedLog<'_>, paths: &ContainerPaths, limits: LogLimits) -> anyhow::Result<()> {
+    let state = paths.state();
+    if Log::new(&state).exists() {
         return Ok(());
     }
-    let tmp = paths.state().join(format!(".{LOG_FILE}.tmp"));
-    let received = async {
-        let mut obj = log.store.get(log.object).await.with_context(|| format!("fetching log {}", log.object))?;
-        let mut file = tokio::fs::File::create(&tmp).await.with_context(|| format!("creating {}", tmp.display()))?;
-        tokio::io::copy(&mut obj, &mut file).await.context("receiving the container's log")?;
-        file.sync_all().await.context("writing the container's log")?;
-        std::fs::rename(&tmp, &path).with_context(|| format!("moving the log to {}", path.display()))
-    }
-    .await;
-    if received.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    received
+    let obj = log.store.get(log.object).await.with_context(|| format!("fetching log {}", log.object))?;
+    let reader = SyncIoBridge::new(obj);
+    tokio::task::spawn_blocking(move || logs::import(&state, limits, reader))
+        .await
+        .context("the log import task")?
+        .context("receiving the container's log")?;
+    Ok(())
 }
 
 fn fail(context: &str, e: impl std::fmt::Display) -> String {
@@ -100,18 +96,18 @@ impl Runtime {
         Err(problem)
     }
 
-    /// `ExportLog`: writes the log of container `id` to `store` as object `object`.
+    /// `ExportLog`: writes the log of container `id` to `store` as object `object`: a carried
+    /// log of the newest lines, no more than the container's log limits keep.
     pub async fn export_log(&self, store: &Objects, id: &str, object: &str) -> OpResult<NodeReply> {
         let c = self.get(id)?;
-        let path = c.paths.state().join(LOG_FILE);
-        let bytes = match tokio::fs::File::open(&path).await {
-            Ok(mut f) => herd_broker::put_object(store, object, &mut f).await,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                herd_broker::put_object(store, object, &mut tokio::io::empty()).await
-            }
-            Err(e) => return Err(fail(&format!("opening {}", path.display()), e)),
-        }
-        .map_err(|e| fail("sending the log", e))?;
+        let (log, limit) = (Log::new(&c.paths.state()), self.log_limits(&c.spec).total());
+        let carried = tokio::task::spawn_blocking(move || logs::Carried::choose(&log, None, limit))
+            .await
+            .map_err(|e| fail("the log export task", e))?
+            .map_err(|e| fail("reading the log", e))?;
+        let mut reader = carried.reader().map_err(|e| fail("reading the log", e))?;
+        let bytes =
+            herd_broker::put_object(store, object, &mut reader).await.map_err(|e| fail("sending the log", e))?;
         Ok(NodeReply::Exported { bytes })
     }
 

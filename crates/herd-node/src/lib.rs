@@ -3,8 +3,10 @@
 //! - [`agent`]: the agent itself: registration, heartbeats, requests, route sync;
 //! - [`runtime`]: the container manager (runc, CRIU, overlayfs, cgroups, networking);
 //! - [`checkpoints`]: checkpoints leaving and reaching the node through the broker;
-//! - [`migrate`] and [`transfer`]: live migration between nodes, and its node-to-node connections;
-//! - [`runc`]: a typed wrapper of the runc command line;
+//! - [`migrate`] and [`transfer`]: live migration between nodes, and its node-to-node connections
+//!   ([`hello_slots`]: how many unauthenticated ones a listener holds);
+//! - [`runc`]: a typed wrapper of the runc command line; [`criu_images`]: checks of CRIU images
+//!   before a restore;
 //! - [`shim`]: the per-container shim process that starts a container with runc,
 //!   owns its stdio, writes its log and collects its exit status;
 //! - [`logs`]: the container log format and its readers;
@@ -22,8 +24,10 @@ pub mod cgroups;
 pub mod checkpoints;
 pub mod cleanup;
 pub mod criu_config;
+pub mod criu_images;
 pub mod facts;
 pub mod guard;
+pub mod hello_slots;
 pub mod layers;
 pub mod logs;
 pub mod migrate;

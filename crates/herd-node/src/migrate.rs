@@ -26,7 +26,6 @@ use herd_proto::now_millis;
 use herd_proto::state::ContainerState;
 use herd_sched::migration::{PRECOPY_MAX_ROUNDS, PRECOPY_MIN_ROUND, precopy_again, precopy_small_enough};
 use serde::{Deserialize, Serialize};
-use tokio::io::AsyncReadExt;
 
 use crate::paths::host_ifname;
 use crate::runc::{CheckpointOpts, last_runc_error};
@@ -334,9 +333,14 @@ impl Runtime {
                 let msg: Msg = channel.recv().await?;
                 match msg {
                     Msg::Log => {
-                        let path = c.paths.state().join(logs::LOG_FILE);
-                        let f = tokio::fs::OpenOptions::new().create(true).append(true).open(&path).await?;
-                        channel.recv_blob(f).await?;
+                        // A carried log (see `logs`), kept within the container's limits.
+                        let (state, limits) = (c.paths.state(), self.log_limits(&c.spec));
+                        let (sink, source) = tokio::io::duplex(1 << 20);
+                        let source = tokio_util::io::SyncIoBridge::new(source);
+                        let importer = tokio::task::spawn_blocking(move || logs::import(&state, limits, source));
+                        let received = channel.recv_blob(sink).await;
+                        importer.await?.context("storing the log")?;
+                        received?;
                     }
                     Msg::Upper => {
                         let tar = scratch.join("upper.tar");
@@ -679,6 +683,20 @@ impl Runtime {
         Ok(NodeReply::MigrationSent(outcome))
     }
 
+    /// Sends the log of `c` from offset `from` (all of it that is kept when `None`) as a
+    /// carried log, no more than its limits keep; returns the offset after what was sent, and
+    /// the bytes sent.
+    async fn send_log(&self, c: &Container, ch: &mut Channel, from: Option<u64>) -> anyhow::Result<(u64, u64)> {
+        let (log, limit) = (logs::Log::new(&c.paths.state()), self.log_limits(&c.spec).total());
+        let carried = tokio::task::spawn_blocking(move || logs::Carried::choose(&log, from, limit)).await??;
+        let end = carried.end;
+        if from.is_some() && carried.is_empty() {
+            return Ok((end, 0));
+        }
+        ch.send(&Msg::Log).await?;
+        Ok((end, ch.send_blob(carried.reader()?).await?))
+    }
+
     async fn send(
         self: &Arc<Self>,
         c: &Arc<Container>,
@@ -700,17 +718,7 @@ impl Runtime {
         let mut channel = match async {
             std::fs::create_dir_all(&images)?;
             let mut ch = transfer::connect_control(destination, &t, budget.clone()).await?;
-            let log_path = c.paths.state().join(logs::LOG_FILE);
-            let log = tokio::fs::File::open(&log_path).await;
-            let offset = match log {
-                Ok(mut f) => {
-                    let len = f.metadata().await?.len();
-                    ch.send(&Msg::Log).await?;
-                    ch.send_blob((&mut f).take(len)).await?;
-                    len
-                }
-                Err(_) => 0,
-            };
+            let (offset, _) = self.send_log(c, &mut ch, None).await?;
             anyhow::Ok((ch, offset))
         }
         .await
@@ -780,12 +788,7 @@ impl Runtime {
                 std::fs::remove_file(images.join(CRIU_PARENT_LINK))?;
             }
             bytes += ch.send_dir(&images).await?;
-            if let Ok(mut f) = tokio::fs::File::open(c.paths.state().join(logs::LOG_FILE)).await {
-                use tokio::io::AsyncSeekExt;
-                f.seek(std::io::SeekFrom::Start(*log_offset)).await?;
-                ch.send(&Msg::Log).await?;
-                bytes += ch.send_blob(f).await?;
-            }
+            bytes += self.send_log(c, ch, Some(*log_offset)).await?.1;
             ch.send(&Msg::Restore { lazy: mode == MigrationMode::Postcopy }).await?;
             Ok(bytes)
         }

@@ -305,22 +305,25 @@ impl Runc {
     }
 
     /// Deletes the container's runc state (and cgroup); `force` kills it first if it
-    /// still runs. Succeeds when runc does not know `id`.
+    /// still runs. Succeeds when runc does not know `id`. Either way, what runc leaves of
+    /// it is removed too (see [`Runc::remove_leftovers`]).
     pub async fn delete(&self, id: &str, force: bool) -> Result<(), RuncError> {
         let mut args: Vec<OsString> = vec!["delete".into()];
         if force {
             args.push("--force".into());
         }
         args.push(id.into());
+        self.unmount_criu_root(id)?;
         match self.exec("delete", &args).await {
-            Err(e) if e.is_not_found() => Ok(()),
-            r => r.map(drop),
+            Err(e) if !e.is_not_found() => Err(e),
+            _ => self.remove_leftovers(id),
         }
     }
 
     /// The blocking twin of `delete(id, true)`, for the shim and for clean-up paths
     /// that cannot await. Errors other than "does not exist" are returned.
     pub fn delete_force_blocking(&self, id: &str) -> Result<(), RuncError> {
+        self.unmount_criu_root(id)?;
         let log = TempLog::new();
         let output = self
             .command(&log.0)
@@ -330,15 +333,56 @@ impl Runc {
             .stderr(Stdio::piped())
             .output()
             .map_err(|source| RuncError::Spawn { binary: self.binary.clone(), source })?;
-        if output.status.success() {
-            return Ok(());
-        }
         let message = failure_message(&log.0, 0, &output.stderr, output.status);
-        if is_not_exist_message(&message) {
-            Ok(())
+        if output.status.success() || is_not_exist_message(&message) {
+            self.remove_leftovers(id)
         } else {
             Err(RuncError::Failed { command: "delete".into(), message })
         }
+    }
+
+    /// runc's directory of container `id` (`None` for an id that is not a plain name).
+    fn state_dir(&self, id: &str) -> Option<PathBuf> {
+        (!id.is_empty() && !id.contains('/') && id != "." && id != "..").then(|| self.root.join(id))
+    }
+
+    /// Unmounts `<root>/<id>/criu-root`, the bind mount of the container's root filesystem
+    /// that `runc restore` makes for CRIU and unmounts when it returns. A restore that was
+    /// killed leaves it mounted, and `runc delete` then removes the container's files through
+    /// it (it calls `RemoveAll` on the directory of a container it does not know) before
+    /// failing on the mount point. Call it only when no runc process works on `id`.
+    fn unmount_criu_root(&self, id: &str) -> Result<(), RuncError> {
+        let Some(dir) = self.state_dir(id) else { return Ok(()) };
+        let criu_root = dir.join("criu-root");
+        let fail = |e: String| RuncError::Io {
+            command: format!("unmounting {}", criu_root.display()),
+            source: std::io::Error::other(e),
+        };
+        // Mounted more than once if restores were killed more than once.
+        while crate::overlay::is_mountpoint(&criu_root).map_err(|e| fail(format!("{e:#}")))? {
+            nix::mount::umount2(&criu_root, nix::mount::MntFlags::MNT_DETACH).map_err(|e| fail(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// Removes runc's directory of container `id` when runc does not know the container (the
+    /// directory has no `state.json`): a `runc restore` that fails late or is killed leaves it,
+    /// with `criu-root` in it, and runc answers "container does not exist" to everything but
+    /// `restore`, which fails with "container with given ID already exists". Call it only
+    /// when no runc process works on `id`.
+    pub fn remove_leftovers(&self, id: &str) -> Result<(), RuncError> {
+        let Some(dir) = self.state_dir(id) else { return Ok(()) };
+        if std::fs::symlink_metadata(&dir).is_err() || dir.join("state.json").exists() {
+            return Ok(());
+        }
+        self.unmount_criu_root(id)?;
+        let fail = |source: std::io::Error| RuncError::Io { command: format!("removing {}", dir.display()), source };
+        // Never delete through a mount: the container's own files could be under it.
+        let mounts = crate::overlay::mounts_under(&dir).map_err(|e| fail(std::io::Error::other(format!("{e:#}"))))?;
+        if let Some(m) = mounts.first() {
+            return Err(fail(std::io::Error::other(format!("{} is still mounted", m.display()))));
+        }
+        std::fs::remove_dir_all(&dir).map_err(fail)
     }
 
     /// Checkpoints the container with CRIU into `opts.image_path`.

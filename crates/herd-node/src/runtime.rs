@@ -57,6 +57,8 @@ pub struct RuntimeConfig {
     pub migration_cgroup: Option<String>,
     /// The CRIU configuration file for this node's containers ([`crate::criu_config`]).
     pub criu_config: Option<PathBuf>,
+    /// The log limits of containers that ask for none of their own.
+    pub log_limits: logs::LogLimits,
 }
 
 /// A failed operation, in words for the person who asked.
@@ -111,10 +113,27 @@ fn err(context: &str, e: impl std::fmt::Display) -> String {
     format!("{context}: {e}")
 }
 
-/// The last error lines of a CRIU log, to explain a failed dump or restore.
+/// Errors CRIU logs on every run on this machine, which explain nothing (root lacks
+/// CAP_SYS_RESOURCE here, see the platform notes).
+const HARMLESS_CRIU_ERRORS: &[&str] = &["rlimit: Can't setup RLIMIT_NOFILE for self"];
+
+/// The last error lines of a CRIU log, to explain a failed dump or restore. Only the log's
+/// end is read: a stuck CRIU can have written gigabytes.
 pub(crate) fn criu_log_tail(log: &Path) -> Option<String> {
-    let text = std::fs::read_to_string(log).ok()?;
-    let errors: Vec<&str> = text.lines().filter(|l| l.contains("Error") || l.contains("error")).collect();
+    use std::io::{Read, Seek, SeekFrom};
+    const TAIL: u64 = 256 << 10;
+    let mut file = std::fs::File::open(log).ok()?;
+    let len = file.metadata().ok()?.len();
+    file.seek(SeekFrom::Start(len.saturating_sub(TAIL))).ok()?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes).ok()?;
+    let text = String::from_utf8_lossy(&bytes);
+    let errors: Vec<&str> = text
+        .lines()
+        .skip(usize::from(len > TAIL)) // the first line is cut
+        .filter(|l| l.contains("Error") || l.contains("error"))
+        .filter(|l| !HARMLESS_CRIU_ERRORS.iter().any(|h| l.contains(h)))
+        .collect();
     let tail: Vec<&str> = errors.iter().rev().take(3).rev().copied().collect();
     (!tail.is_empty()).then(|| tail.join(" | "))
 }
@@ -172,7 +191,14 @@ impl Runtime {
             bundle: c.paths.bundle(),
             runc: self.cfg.runc.clone(),
             mode,
+            start_timeout: shim::START_TIMEOUT,
+            log: self.log_limits(&c.spec),
         }
+    }
+
+    /// The log limits of container `spec`: its own, over the node's.
+    pub(crate) fn log_limits(&self, spec: &ContainerSpec) -> logs::LogLimits {
+        spec.limits.log.over(self.cfg.log_limits)
     }
 
     /// The OCI runtime config of `spec` on this node, in the network namespace at `netns`.
@@ -263,9 +289,15 @@ impl Runtime {
         let mode_is_restore = matches!(mode, ShimMode::Restore { .. });
         let args = self.shim_args(c, mode);
         let exe = self.cfg.exe.clone();
-        let started = tokio::task::spawn_blocking(move || shim::spawn_shim(&exe, &["shim"], &args))
-            .await
-            .context("shim start task")??;
+        let started = tokio::task::spawn_blocking(move || {
+            // Damage CRIU would spin on rather than fail.
+            if let ShimMode::Restore { image_path, .. } = &args.mode {
+                crate::criu_images::check_pages(image_path).map_err(anyhow::Error::msg)?;
+            }
+            anyhow::Ok(shim::spawn_shim(&exe, &["shim"], &args)?)
+        })
+        .await
+        .context("shim start task")??;
         let generation = {
             let mut l = c.live.lock().unwrap();
             l.generation += 1;
@@ -457,11 +489,10 @@ impl Runtime {
     /// `Logs`.
     pub fn logs(&self, id: &str, offset: u64, max_bytes: u64) -> OpResult<NodeReply> {
         let c = self.get(id)?;
-        let path = c.paths.state().join(logs::LOG_FILE);
-        let mut chunk = match logs::read_logs(&path, offset, max_bytes.min(1 << 20)) {
+        let mut chunk = match logs::Log::new(&c.paths.state()).read(offset, max_bytes.min(1 << 20)) {
             Ok(chunk) => chunk,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                LogChunk { entries: Vec::new(), next_offset: offset, finished: false }
+                LogChunk { entries: Vec::new(), next_offset: offset, dropped: 0, finished: false }
             }
             Err(e) => return Err(err("reading the log", e)),
         };
@@ -625,7 +656,7 @@ impl Runtime {
             }
             std::fs::write(c.paths.spec(), serde_json::to_vec_pretty(&spec)?)?;
             if let Some(log) = &log {
-                crate::checkpoints::receive_log(log, &c.paths).await?;
+                crate::checkpoints::receive_log(log, &c.paths, self.log_limits(&spec)).await?;
             }
             // Processes restored by CRIU expect the files exactly as they were at the dump.
             overlay::unmount(&c.paths.rootfs())?;

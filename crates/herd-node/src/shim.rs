@@ -6,9 +6,10 @@
 //! Files in the container's state directory (owned by the agent):
 //! - `shim.pid`: the shim's pid (decimal), written atomically when it starts;
 //! - `container.pid`: the container's init pid, written by runc (`--pid-file`);
-//! - `log.jsonl`: the container's output, one JSON [`herd_proto::node::LogEntry`]
-//!   per line (see [`crate::logs`]); appended to, so a restored container's log
-//!   continues the checkpointed one's;
+//! - `log.jsonl`, `log.<offset>.jsonl`: the container's output, one JSON
+//!   [`herd_proto::node::LogEntry`] per line, in files rotated at the container's log
+//!   limits (see [`crate::logs`]); appended to, so a restored container's log continues
+//!   the checkpointed one's;
 //! - `exit.json`: the container's [`ExitStatus`], written atomically (tmp + rename)
 //!   just before the shim exits; removed when a shim starts;
 //! - `runc.log`: runc's JSON log of the `run` / `restore` invocation (appended);
@@ -35,7 +36,7 @@ use std::time::{Duration, Instant};
 use herd_proto::node::LogStream;
 use serde::{Deserialize, Serialize};
 
-use crate::logs::{LOG_FILE, LineSplitter, LogWriter};
+use crate::logs::{LineSplitter, LogLimits, LogWriter};
 use crate::runc::{Runc, last_runc_error};
 
 /// The shim's pid file in the state directory.
@@ -50,8 +51,15 @@ pub const RUNC_LOG_FILE: &str = "runc.log";
 pub const SHIM_LOG_FILE: &str = "shim.log";
 /// The environment variable through which [`spawn_shim`] passes the report pipe.
 pub const REPORT_FD_ENV: &str = "HERD_SHIM_REPORT_FD";
-/// How long [`spawn_shim`] waits for the shim's start report.
+/// How long runc may take to start or restore a container before the shim kills it (and
+/// everything it started) and reports the failure.
 pub const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How much longer than its time limit [`spawn_shim`] waits for the shim's report before it
+/// gives up on the shim itself.
+const REPORT_GRACE: Duration = Duration::from_secs(10);
+/// A restore whose CRIU log grows past this many bytes is stuck (a restore here logs tens of
+/// KiB; CRIU 4.2.1 spinning on a damaged image logged 30 MB/s): the shim kills it.
+pub const MAX_RESTORE_LOG: u64 = 64 << 20;
 /// How long the shim keeps reading the pipes after the container exited while
 /// some of its (former) processes still hold them open.
 pub const EXIT_GRACE: Duration = Duration::from_secs(2);
@@ -83,12 +91,17 @@ pub struct ShimArgs {
     pub bundle: PathBuf,
     pub runc: Runc,
     pub mode: ShimMode,
+    /// How long runc may take to start or restore the container ([`START_TIMEOUT`]).
+    pub start_timeout: Duration,
+    /// When the log rotates, and how much of it is kept.
+    pub log: LogLimits,
 }
 
 impl ShimArgs {
     /// The command line (after the `shim` subcommand):
     /// `--id ID --state-dir DIR --bundle DIR --runc-binary PATH --runc-root DIR
-    /// [--criu PATH] [--restore-image DIR --restore-work DIR [--tcp-established]]`.
+    /// --start-timeout-ms N --log-max-size BYTES --log-max-files N [--criu PATH]
+    /// [--restore-image DIR --restore-work DIR [--tcp-established] [--lazy-pages]]`.
     pub fn to_args(&self) -> Vec<OsString> {
         let mut a: Vec<OsString> = vec![
             "--id".into(),
@@ -101,6 +114,12 @@ impl ShimArgs {
             self.runc.binary.clone().into(),
             "--runc-root".into(),
             self.runc.root.clone().into(),
+            "--start-timeout-ms".into(),
+            self.start_timeout.as_millis().to_string().into(),
+            "--log-max-size".into(),
+            self.log.max_size.to_string().into(),
+            "--log-max-files".into(),
+            self.log.max_files.to_string().into(),
         ];
         if let Some(criu) = &self.runc.criu {
             a.push("--criu".into());
@@ -129,6 +148,9 @@ impl ShimArgs {
         let mut binary = None;
         let mut root = None;
         let mut criu = None;
+        let mut start_timeout = None;
+        let mut log_max_size = None;
+        let mut log_max_files = None;
         let mut image = None;
         let mut work = None;
         let mut tcp = false;
@@ -151,6 +173,9 @@ impl ShimArgs {
                 "--runc-binary" => &mut binary,
                 "--runc-root" => &mut root,
                 "--criu" => &mut criu,
+                "--start-timeout-ms" => &mut start_timeout,
+                "--log-max-size" => &mut log_max_size,
+                "--log-max-files" => &mut log_max_files,
                 "--restore-image" => &mut image,
                 "--restore-work" => &mut work,
                 _ => return Err(format!("unknown shim argument {flag}")),
@@ -162,6 +187,25 @@ impl ShimArgs {
         }
         let need = |v: Option<OsString>, name: &str| v.ok_or_else(|| format!("missing shim argument --{name}"));
         let id = need(id, "id")?.into_string().map_err(|v| format!("bad container id {v:?}"))?;
+        let start_timeout = match start_timeout {
+            // A shim started by an agent of an earlier version.
+            None => START_TIMEOUT,
+            Some(ms) => Duration::from_millis(
+                ms.to_str().and_then(|v| v.parse().ok()).ok_or_else(|| format!("bad --start-timeout-ms {ms:?}"))?,
+            ),
+        };
+        // A shim started by an agent of an earlier version keeps the default limits.
+        let number = |v: Option<OsString>, name: &str| -> Result<Option<u64>, String> {
+            v.map(|v| v.to_str().and_then(|t| t.parse().ok()).ok_or_else(|| format!("bad --{name} {v:?}"))).transpose()
+        };
+        let defaults = LogLimits::default();
+        let log = LogLimits {
+            max_size: number(log_max_size, "log-max-size")?.unwrap_or(defaults.max_size),
+            max_files: number(log_max_files, "log-max-files")?
+                .map(|n| u32::try_from(n).map_err(|_| format!("bad --log-max-files {n}")))
+                .transpose()?
+                .unwrap_or(defaults.max_files),
+        };
         let mode = match (image, work) {
             (None, None) if !tcp && !lazy => ShimMode::Run,
             (Some(image), Some(work)) => ShimMode::Restore {
@@ -184,6 +228,8 @@ impl ShimArgs {
                 criu: criu.map(PathBuf::from),
             },
             mode,
+            start_timeout,
+            log,
         })
     }
 
@@ -240,37 +286,49 @@ pub enum ShimError {
     /// The shim ended without a report.
     #[error("the shim exited without reporting ({0})")]
     NoReport(String),
-    /// No report within the time limit; the shim was killed and the container deleted.
-    #[error("the container did not start within {0:?}")]
-    Timeout(Duration),
+    /// runc did not finish within the time limit (or its restore was stuck): it was killed
+    /// with everything it had started, and the container deleted. Says which.
+    #[error("{0}")]
+    Timeout(String),
 }
 
 /// What the shim tells [`spawn_shim`] (one JSON document on the report pipe).
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 enum Report {
-    Started { shim_pid: u32, container_pid: u32 },
-    Failed { message: String },
+    Started {
+        shim_pid: u32,
+        container_pid: u32,
+    },
+    Failed {
+        message: String,
+    },
+    /// runc was killed: it did not finish in time, or its restore was stuck.
+    Stuck {
+        message: String,
+    },
 }
 
 /// Starts `exe` with `prefix_args` + `args.to_args()` as a shim that outlives the
-/// caller, and waits (up to [`START_TIMEOUT`]) until runc has started or restored
-/// the container. On failure the shim has exited and removed the runc state.
-/// Blocking: call it from `spawn_blocking` in async code.
+/// caller, and waits until runc has started or restored the container, or failed: the shim
+/// reports as soon as runc exits, and kills runc (with CRIU and whatever they started) once
+/// `args.start_timeout` has passed or a restore is stuck. On failure the shim has exited and
+/// removed the runc state. Blocking: call it from `spawn_blocking` in async code.
 pub fn spawn_shim(exe: &Path, prefix_args: &[&str], args: &ShimArgs) -> Result<ShimStarted, ShimError> {
-    spawn_shim_timeout(exe, prefix_args, args, START_TIMEOUT)
+    spawn_shim_timeout(exe, prefix_args, args, args.start_timeout)
 }
 
 /// [`spawn_shim`] with another time limit (restoring a large checkpoint can take a
-/// while). On timeout the shim's process group is killed and the container
-/// force-deleted.
+/// while). Should the shim itself not report by [`REPORT_GRACE`] after it, its process group
+/// is killed and the container force-deleted.
 pub fn spawn_shim_timeout(
     exe: &Path,
     prefix_args: &[&str],
     args: &ShimArgs,
     timeout: Duration,
 ) -> Result<ShimStarted, ShimError> {
-    let args = args.absolute().map_err(ShimError::Spawn)?;
+    let mut args = args.absolute().map_err(ShimError::Spawn)?;
+    args.start_timeout = timeout;
     std::fs::create_dir_all(&args.state_dir).map_err(ShimError::Spawn)?;
     let (report_r, report_w) = pipe().map_err(ShimError::Spawn)?;
     let w = report_w.as_raw_fd();
@@ -293,7 +351,7 @@ pub fn spawn_shim_timeout(
     }
     let mut child = cmd.spawn().map_err(ShimError::Spawn)?;
     drop(report_w);
-    let deadline = Instant::now() + timeout;
+    let deadline = Instant::now() + timeout + REPORT_GRACE;
     let report = read_report(&report_r, deadline);
     // The first shim process exits as soon as it has forked the real shim.
     let status = match &report {
@@ -318,6 +376,7 @@ pub fn spawn_shim_timeout(
         Ok(Some(bytes)) => match serde_json::from_slice::<Report>(&bytes) {
             Ok(Report::Started { shim_pid, container_pid }) => Ok(ShimStarted { shim_pid, container_pid }),
             Ok(Report::Failed { message }) => Err(ShimError::Start(message)),
+            Ok(Report::Stuck { message }) => Err(ShimError::Timeout(message)),
             Err(e) => Err(ShimError::NoReport(format!("unreadable report {:?}: {e}", String::from_utf8_lossy(&bytes)))),
         },
         Ok(None) => {
@@ -334,7 +393,11 @@ pub fn spawn_shim_timeout(
                 unsafe { libc::kill(-(pid as i32), libc::SIGKILL) };
             }
             let _ = args.runc.delete_force_blocking(&args.id);
-            Err(ShimError::Timeout(timeout))
+            Err(ShimError::Timeout(format!(
+                "the shim of {} did not report within {:?}: it was killed",
+                args.id,
+                timeout + REPORT_GRACE
+            )))
         }
     }
 }
@@ -565,6 +628,11 @@ impl Shim {
         let log_offset = std::fs::metadata(&log_path).map(|m| m.len()).unwrap_or(0);
         let pid_path = self.path(CONTAINER_PID_FILE);
         let a = &self.args;
+        // What CRIU logs while it restores (runc names the file).
+        let restore_log = match &a.mode {
+            ShimMode::Run => None,
+            ShimMode::Restore { work_path, .. } => Some(work_path.join("restore.log")),
+        };
         let mut cmd = match &a.mode {
             ShimMode::Run => a.runc.run_command(&a.id, &a.bundle, &pid_path, &log_path),
             ShimMode::Restore { image_path, work_path, tcp_established, lazy_pages } => a.runc.restore_command(
@@ -582,7 +650,20 @@ impl Shim {
         let spawned = cmd.spawn();
         drop(cmd); // closes the shim's copies of the pipes' write ends
         let mut runc = spawned.map_err(|e| io::Error::other(format!("cannot run {}: {e}", a.runc.binary.display())))?;
-        let status = runc.wait()?;
+        let status = match self.wait_runc(&mut runc, &sigchld, restore_log.as_deref()) {
+            Ok(status) => status,
+            Err(message) => {
+                // runc's children (CRIU, and the processes CRIU restored, which leave runc's
+                // process group) are the shim's now or as soon as their parents die.
+                kill_children(Duration::from_secs(5));
+                if let Err(e) = a.runc.delete_force_blocking(&a.id) {
+                    self.note(&format_args!("cleaning up after a stuck start: {e}"));
+                }
+                self.note(&message);
+                self.reporter.send(&Report::Stuck { message });
+                std::process::exit(1);
+            }
+        };
         set_nonblocking(&out_r)?;
         set_nonblocking(&err_r)?;
         let container_pid = if status.success() {
@@ -609,7 +690,7 @@ impl Shim {
         };
         self.reporter.send(&Report::Started { shim_pid: std::process::id(), container_pid });
 
-        let mut writer = match LogWriter::open(&self.path(LOG_FILE)) {
+        let mut writer = match LogWriter::open(&self.args.state_dir, self.args.log) {
             Ok(w) => Some(w),
             Err(e) => {
                 self.note(&format_args!("cannot open the log: {e}"));
@@ -625,6 +706,52 @@ impl Shim {
         write_atomic(&self.path(EXIT_FILE), &json)
     }
 
+    /// Waits for runc to exit; kills it and says why when it has not by the time limit, or
+    /// when the CRIU log of a restore (`restore_log`) grows past [`MAX_RESTORE_LOG`].
+    fn wait_runc(
+        &self,
+        runc: &mut std::process::Child,
+        sigchld: &OwnedFd,
+        restore_log: Option<&Path>,
+    ) -> Result<std::process::ExitStatus, String> {
+        let limit = self.args.start_timeout;
+        let deadline = Instant::now() + limit;
+        let what = match &self.args.mode {
+            ShimMode::Run => "runc run",
+            ShimMode::Restore { .. } => "runc restore",
+        };
+        let stuck = loop {
+            match runc.try_wait() {
+                Ok(Some(status)) => return Ok(status),
+                Ok(None) => {}
+                Err(e) => break format!("waiting for {what}: {e}"),
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break format!("{what} did not finish within {limit:?}: it was killed");
+            }
+            if let Some(log) = restore_log
+                && std::fs::metadata(log).is_ok_and(|m| m.len() > MAX_RESTORE_LOG)
+            {
+                break format!(
+                    "CRIU wrote more than {} MiB to {} without finishing the restore: it is stuck, and was killed",
+                    MAX_RESTORE_LOG >> 20,
+                    log.display()
+                );
+            }
+            // Woken by SIGCHLD; a restore's log is looked at a few times a second.
+            let mut pfd = libc::pollfd { fd: sigchld.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+            let nap = if restore_log.is_some() { left.min(Duration::from_millis(200)) } else { left };
+            let ms = nap.as_millis().clamp(1, i32::MAX as u128) as i32;
+            // SAFETY: one valid pollfd.
+            unsafe { libc::poll(&mut pfd, 1, ms) };
+            drain_signalfd(sigchld);
+        };
+        let _ = runc.kill();
+        let _ = runc.wait();
+        Err(stuck)
+    }
+
     /// Logs the container's output until it has exited and both pipes reached end
     /// of file (or [`EXIT_GRACE`] after its exit); returns its exit status.
     fn event_loop(
@@ -635,14 +762,24 @@ impl Shim {
         writer: &mut Option<LogWriter>,
     ) -> ExitStatus {
         let mut exit: Option<(ExitStatus, Instant)> = None;
-        let mut write_failed = false;
-        let mut emit = |kind: LogStream, time: u64, line: &[u8], writer: &mut Option<LogWriter>| {
-            if let Some(w) = writer
-                && let Err(e) = w.write_line(kind, time, line)
-                && !write_failed
+        let write_failed = std::cell::Cell::new(false);
+        let check = |r: io::Result<()>| {
+            if let Err(e) = r
+                && !write_failed.replace(true)
             {
-                write_failed = true;
                 self.note(&format_args!("writing the log: {e}"));
+            }
+        };
+        // Lines are collected, and written once per wake-up: a chatty container costs a
+        // write per batch of lines, not per line.
+        let emit = |kind: LogStream, time: u64, line: &[u8], writer: &mut Option<LogWriter>| {
+            if let Some(w) = writer {
+                check(w.write_line(kind, time, line));
+            }
+        };
+        let flush = |writer: &mut Option<LogWriter>| {
+            if let Some(w) = writer {
+                check(w.flush());
             }
         };
         // The container may have exited before this loop started.
@@ -707,6 +844,7 @@ impl Shim {
                     }
                 }
             }
+            flush(writer);
             if pfds[0].revents != 0 {
                 drain_signalfd(sigchld);
                 reap(container_pid, &mut exit);
@@ -717,8 +855,46 @@ impl Shim {
             let time = herd_proto::now_millis();
             s.lines.finish(|l| emit(kind, time, l, writer));
         }
+        flush(writer);
         exit.map(|(e, _)| e).expect("the loop ends only after the container exited")
     }
+}
+
+/// Kills every child of the shim, and the processes that become its children as their
+/// parents die (it is their subreaper), until it has none left or `limit` has passed.
+fn kill_children(limit: Duration) {
+    let me = std::process::id();
+    let until = Instant::now() + limit;
+    loop {
+        let children = children_of(me);
+        for pid in &children {
+            // SAFETY: plain syscall on a child of this process.
+            unsafe { libc::kill(*pid as libc::pid_t, libc::SIGKILL) };
+        }
+        // Reap whatever has died (zombies are listed as children too).
+        let mut status = 0;
+        // SAFETY: plain waitpid.
+        while unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) } > 0 {}
+        if children.is_empty() || Instant::now() >= until {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The pids whose parent is `parent` (from `/proc/*/stat`).
+fn children_of(parent: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // "pid (comm) state ppid ...": comm may hold anything, so split after the last ')'.
+            stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok())
+                == Some(parent)
+        })
+        .collect()
 }
 
 /// Reaps every child that has exited; records the container's status.
@@ -828,6 +1004,8 @@ mod tests {
                 criu: Some("/usr/local/sbin/criu".into()),
             },
             mode,
+            start_timeout: Duration::from_millis(1500),
+            log: LogLimits { max_size: 1 << 20, max_files: 3 },
         }
     }
 
@@ -853,6 +1031,14 @@ mod tests {
             a.runc.criu = None;
             assert_eq!(ShimArgs::parse(&a.to_args()).unwrap(), a);
         }
+        // A shim started by an earlier agent has no time limit on its command line.
+        let mut earlier = sample(ShimMode::Run).to_args();
+        let at = earlier.iter().position(|a| a == "--start-timeout-ms").unwrap();
+        earlier.drain(at..at + 2);
+        assert_eq!(ShimArgs::parse(&earlier).unwrap().start_timeout, START_TIMEOUT);
+        let at = earlier.iter().position(|a| a == "--log-max-size").unwrap();
+        earlier.drain(at..at + 4);
+        assert_eq!(ShimArgs::parse(&earlier).unwrap().log, LogLimits::default());
         assert!(ShimArgs::parse(&["--id".into()]).is_err());
         assert!(ShimArgs::parse(&["--what".into(), "x".into()]).is_err());
         let mut v = sample(ShimMode::Run).to_args();

@@ -214,7 +214,7 @@ async fn handle(
             Ok(NodeReply::Done)
         }
         NodeRequest::Logs { offset, .. } => {
-            Ok(NodeReply::Logs(LogChunk { entries: Vec::new(), next_offset: offset, finished: false }))
+            Ok(NodeReply::Logs(LogChunk { entries: Vec::new(), next_offset: offset, dropped: 0, finished: false }))
         }
         NodeRequest::Shutdown { .. } => Ok(NodeReply::Done),
         NodeRequest::Checkpoint { .. }

@@ -110,7 +110,12 @@ mod tests {
             env: vec!["PATH=/bin".into()],
             working_dir: "/srv".into(),
             ip: "10.88.0.2".parse().unwrap(),
-            limits: Limits { cpus_milli: Some(500), memory_bytes: Some(64 << 20), pids: Some(100) },
+            limits: Limits {
+                cpus_milli: Some(500),
+                memory_bytes: Some(64 << 20),
+                pids: Some(100),
+                ..Default::default()
+            },
             labels: Default::default(),
             host: Default::default(),
         }

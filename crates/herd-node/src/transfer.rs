@@ -22,7 +22,9 @@
 //! `purpose` is `"control"` or `"pages"`. The listener answers with one byte: 0 accepted, 1
 //! ticket refused, 2 unsupported version, then closes unless it accepted. Connections without
 //! a complete hello within [`HELLO_TIMEOUT`], with a wrong magic or malformed JSON are closed
-//! without an answer. The token is compared in constant time. After the answer a pages
+//! without an answer. At most [`crate::hello_slots::PER_PEER`] connections per peer address and
+//! [`crate::hello_slots::TOTAL`] in all wait for their hello; the listener never stops
+//! accepting (see [`crate::hello_slots`]). The token is compared in constant time. After the answer a pages
 //! connection carries raw bytes (CRIU's page-server protocol) and a control connection carries
 //! frames, both ways:
 //!
@@ -61,7 +63,7 @@
 //! message ([`Channel::recv`]) or for the first frame of a transfer has no time limit: callers
 //! wrap it in their own timeouts.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::fs::{File, OpenOptions, Permissions};
 use std::io::{self, Read, Write};
@@ -81,6 +83,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::timeout;
+
+use crate::hello_slots::{self, Admission, HelloSlots};
 
 /// First bytes of every hello.
 pub const MAGIC: &[u8; 8] = b"HERDXFER";
@@ -115,8 +119,6 @@ const MAX_HELLO: usize = 4096;
 const HELLO_HEADER: usize = 8 + 2 + 4;
 const FRAME_HEADER: usize = 5;
 const MAX_NAME: usize = 255;
-/// Connections still in their hello at once; more wait in the kernel's backlog.
-const MAX_PENDING_HELLOS: usize = 64;
 /// Authenticated connections waiting for [`Listener::accept`].
 const ACCEPT_QUEUE: usize = 16;
 /// How long a failing side tries to tell the other why.
@@ -348,7 +350,8 @@ pub enum Accepted {
 /// The listening end (on the destination; for post-copy pages the source listens too).
 ///
 /// A background task (stopped when the listener is dropped) accepts TCP connections and
-/// reads their hellos concurrently, so a slow or silent client never holds up a good one.
+/// reads their hellos concurrently, a bounded number at once (per peer and in all), so that
+/// slow, silent or flooding clients never hold up a good one.
 pub struct Listener {
     addr: SocketAddr,
     incoming: tokio::sync::Mutex<mpsc::Receiver<Accepted>>,
@@ -401,28 +404,63 @@ impl Listener {
 }
 
 async fn accept_loop(listener: TcpListener, ticket: Arc<Ticket>, budget: Budget, tx: mpsc::Sender<Accepted>) {
+    let migration = &ticket.migration;
     let mut hellos: JoinSet<Option<Accepted>> = JoinSet::new();
+    // Never full: a connection beyond its peer's share is closed at once, and a new one evicts
+    // an old one when every slot is taken (see `hello_slots`).
+    let mut slots: HelloSlots<tokio::task::Id> = HelloSlots::default();
+    let mut handles: HashMap<tokio::task::Id, tokio::task::AbortHandle> = HashMap::new();
+    let mut refused_peers: HashSet<IpAddr> = HashSet::new();
     loop {
         tokio::select! {
-            r = listener.accept(), if hellos.len() < MAX_PENDING_HELLOS => match r {
+            r = listener.accept() => match r {
                 Ok((stream, peer)) => {
-                    hellos.spawn(handshake(stream, peer, ticket.clone(), budget.clone()));
+                    let task = hellos.spawn(handshake(stream, peer, ticket.clone(), budget.clone()));
+                    match slots.admit(peer.ip(), task.id()) {
+                        Admission::Admitted { evict } => {
+                            if let Some(old) = evict.and_then(|id| handles.remove(&id)) {
+                                tracing::debug!(%peer, %migration, "closed the transfer connection that waited longest for its hello, to make room");
+                                old.abort();
+                            }
+                            handles.insert(task.id(), task);
+                        }
+                        Admission::Refused => {
+                            task.abort();
+                            // Once per peer: a flood would fill the log otherwise.
+                            if refused_peers.insert(peer.ip()) {
+                                tracing::warn!(
+                                    %peer, %migration,
+                                    "{} holds {} transfer connections without a hello: closing its further ones at once",
+                                    peer.ip(), hello_slots::PER_PEER
+                                );
+                            }
+                        }
+                    }
                 }
                 Err(e) => {
                     // Out of descriptors and the like: let it pass rather than spin.
-                    tracing::warn!(migration = %ticket.migration, "accepting a transfer connection: {e}");
+                    tracing::warn!(%migration, "accepting a transfer connection: {e}");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             },
-            Some(done) = hellos.join_next() => match done {
-                Ok(Some(accepted)) => {
-                    if tx.send(accepted).await.is_err() {
-                        return;
+            Some(done) = hellos.join_next_with_id() => {
+                let id = match &done {
+                    Ok((id, _)) => *id,
+                    Err(e) => e.id(),
+                };
+                slots.finished(id);
+                handles.remove(&id);
+                match done {
+                    Ok((_, Some(accepted))) => {
+                        if tx.send(accepted).await.is_err() {
+                            return;
+                        }
                     }
+                    Ok((_, None)) => {}
+                    Err(e) if e.is_cancelled() => {}
+                    Err(e) => tracing::warn!(%migration, "a transfer hello task failed: {e}"),
                 }
-                Ok(None) => {}
-                Err(e) => tracing::warn!(migration = %ticket.migration, "a transfer hello task failed: {e}"),
-            },
+            }
         }
     }
 }

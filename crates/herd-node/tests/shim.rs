@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use herd_node::logs::{LOG_FILE, read_logs, tail_offset};
+use herd_node::logs::{Log, LogLimits};
 use herd_node::runc::{CheckpointOpts, Runc};
 use herd_node::shim::{
     self, CONTAINER_PID_FILE, ShimArgs, ShimError, ShimMode, ShimStarted, live_shim, read_exit, spawn_shim,
@@ -47,7 +47,7 @@ fn main() {
     }
     let env = std::sync::Arc::new(Env::new());
     type Case = fn(&Env, &Runtime);
-    let cases: [(&str, Case); 7] = [
+    let cases: [(&str, Case); 8] = [
         ("exit_code_and_streams", exit_code_and_streams),
         ("kill_gives_137", kill_gives_137),
         ("shim_outlives_its_spawner", shim_outlives_its_spawner),
@@ -55,6 +55,7 @@ fn main() {
         ("checkpoint_restore_continues_log", checkpoint_restore_continues_log),
         ("pipes_held_open_after_exit", pipes_held_open_after_exit),
         ("start_timeout_kills_the_shim", start_timeout_kills_the_shim),
+        ("a_stuck_restore_is_killed_whole", a_stuck_restore_is_killed_whole),
     ];
     let trials = cases
         .into_iter()
@@ -265,6 +266,8 @@ impl Case<'_> {
             bundle: self.bundle.clone(),
             runc: self.env.runc.clone(),
             mode,
+            start_timeout: shim::START_TIMEOUT,
+            log: LogLimits::default(),
         }
     }
 
@@ -273,7 +276,7 @@ impl Case<'_> {
     }
 
     fn log(&self) -> Vec<LogEntry> {
-        read_logs(&self.state_dir.join(LOG_FILE), 0, u64::MAX).unwrap().entries
+        Log::new(&self.state_dir).read(0, u64::MAX).unwrap().entries
     }
 }
 
@@ -421,8 +424,9 @@ fn exit_code_and_streams(env: &Env, rt: &Runtime) {
     assert_eq!(of(LogStream::Stdout), ["out1", "out2", "no newline"], "log: {log:?}");
     assert_eq!(of(LogStream::Stderr), ["err1", "err2"], "log: {log:?}");
     assert!(log.iter().all(|e| e.time > 0 && e.time <= exit.finished_at + 1000));
-    let t = tail_offset(&c.state_dir.join(LOG_FILE), 2).unwrap();
-    assert_eq!(read_logs(&c.state_dir.join(LOG_FILE), t, u64::MAX).unwrap().entries.len(), 2);
+    let log = Log::new(&c.state_dir);
+    let t = log.tail_offset(2).unwrap();
+    assert_eq!(log.read(t, u64::MAX).unwrap().entries.len(), 2);
 
     let version = rt.block_on(env.runc.version()).expect("runc version");
     assert!(version.starts_with("1."), "runc version {version}");
@@ -511,17 +515,24 @@ fn runc_failure_is_reported_and_cleaned(env: &Env, rt: &Runtime) {
     assert_eq!(read_exit(&c.state_dir), None);
 }
 
-/// (5) Checkpoint a counter, restore it under a new shim: the log continues.
-fn checkpoint_restore_continues_log(env: &Env, rt: &Runtime) {
-    let c = env.case("ckpt", &["sh", "-c", COUNTER]);
+/// A counter in case `name`, run under a shim until it has printed `lines` lines, then
+/// checkpointed into `<base>/image` (CRIU kills it) and its shim gone: the case, its first
+/// shim and the images.
+fn checkpointed_counter<'a>(env: &'a Env, rt: &Runtime, name: &str, lines: usize) -> (Case<'a>, ShimStarted, PathBuf) {
+    let c = env.case(name, &["sh", "-c", COUNTER]);
     let first = c.spawn(ShimMode::Run).expect("spawn_shim");
-    wait_until("5 lines of output", || (c.log().len() >= 5).then_some(()));
-
+    wait_until(&format!("{lines} lines of output"), || (c.log().len() >= lines).then_some(()));
     let image_path = c.base.join("image");
     let mut opts = CheckpointOpts::new(image_path.clone(), c.base.join("dump-work"));
     opts.tcp_established = false;
     rt.block_on(env.runc.checkpoint(&c.id, &opts)).expect("runc checkpoint");
     wait_shim_exit(rt, first.shim_pid);
+    (c, first, image_path)
+}
+
+/// (5) Checkpoint a counter, restore it under a new shim: the log continues.
+fn checkpoint_restore_continues_log(env: &Env, rt: &Runtime) {
+    let (c, first, image_path) = checkpointed_counter(env, rt, "ckpt", 5);
     // CRIU killed the dumped processes; the old shim saw that.
     let old_exit = read_exit(&c.state_dir).expect("exit.json of the checkpointed container");
     assert_eq!(old_exit.signal, Some(libc::SIGKILL));
@@ -576,8 +587,8 @@ fn pipes_held_open_after_exit(env: &Env, rt: &Runtime) {
     rt.block_on(env.runc.delete(&c.id, true)).unwrap();
 }
 
-/// (7) A runc that never finishes: spawn_shim gives up at its time limit and kills
-/// the shim with its runc.
+/// (7) A runc that never finishes: the shim kills it at its time limit and reports a
+/// timeout, then exits.
 fn start_timeout_kills_the_shim(env: &Env, _rt: &Runtime) {
     let c = env.case("hang", &["true"]);
     let fake = c.base.join("fake-runc");
@@ -604,4 +615,77 @@ fn start_timeout_kills_the_shim(env: &Env, _rt: &Runtime) {
         let state = std::fs::read_to_string(format!("/proc/{fake_pid}/stat")).unwrap_or_default();
         (state.is_empty() || state.rsplit_once(')').is_some_and(|(_, r)| r.trim_start().starts_with('Z'))).then_some(())
     });
+}
+
+/// The processes that have a file under `dir` open, or their root or working directory in it.
+fn processes_using(dir: &Path) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| *pid != std::process::id())
+        .filter(|pid| {
+            let proc = PathBuf::from(format!("/proc/{pid}"));
+            let links = ["root", "cwd"]
+                .into_iter()
+                .map(|l| proc.join(l))
+                .chain(std::fs::read_dir(proc.join("fd")).into_iter().flatten().flatten().map(|e| e.path()));
+            links.filter_map(|l| std::fs::read_link(l).ok()).any(|target| target.starts_with(dir))
+        })
+        .collect()
+}
+
+/// (8) A restore CRIU never finishes (its pages image cut short: CRIU 4.2.1 spins on it) is
+/// killed whole at the shim's time limit, or sooner when CRIU's log runs away: runc, CRIU and
+/// the processes CRIU had restored, and runc's state of the container. A good checkpoint then
+/// restores under the same id.
+fn a_stuck_restore_is_killed_whole(env: &Env, rt: &Runtime) {
+    let (c, _, good) = checkpointed_counter(env, rt, "stuck", 3);
+    let before = numbers(&c.log());
+
+    // A copy of the images whose largest pages image is cut to one page.
+    let damaged = c.base.join("damaged");
+    std::fs::create_dir_all(&damaged).unwrap();
+    let mut largest = (0, PathBuf::new());
+    for e in std::fs::read_dir(&good).unwrap().flatten() {
+        let to = damaged.join(e.file_name());
+        let size = std::fs::copy(e.path(), &to).unwrap();
+        if e.file_name().to_string_lossy().starts_with("pages-") && size > largest.0 {
+            largest = (size, to);
+        }
+    }
+    assert!(largest.0 > 4096, "CRIU wrote no pages image of more than a page");
+    std::fs::OpenOptions::new().write(true).open(&largest.1).unwrap().set_len(4096).unwrap();
+
+    let restore = |image: &Path, work: &str| ShimMode::Restore {
+        image_path: image.to_path_buf(),
+        work_path: c.base.join(work),
+        tcp_established: false,
+        lazy_pages: false,
+    };
+    let t0 = Instant::now();
+    let limit = Duration::from_secs(3);
+    let err = spawn_shim_timeout(&env.exe, &["shim"], &c.args(restore(&damaged, "work-damaged")), limit)
+        .expect_err("a stuck restore must fail");
+    let took = t0.elapsed();
+    let ShimError::Timeout(message) = &err else { panic!("not a timeout: {err:?}") };
+    assert!(
+        message.contains("runc restore did not finish within") || message.contains("CRIU wrote more than"),
+        "{message}"
+    );
+    assert!(took < limit + Duration::from_secs(5), "the stuck restore was given up only after {took:?}");
+
+    // Nothing of it is left: no process (runc, CRIU, the restored tree) and no runc state.
+    wait_until("every process of the stuck restore to be gone", || processes_using(&c.base).is_empty().then_some(()));
+    assert!(!env.runc.root.join(&c.id).exists(), "runc's state of the container was left behind");
+    assert_eq!(rt.block_on(env.runc.state(&c.id)).unwrap(), None);
+    wait_until("the failed shim to exit", || live_shim(&c.state_dir).is_none().then_some(()));
+
+    // The good checkpoint restores under the same id and counts on.
+    let second = c.spawn(restore(&good, "work-good")).expect("restoring the good checkpoint");
+    wait_until("the restored counter to count on", || (c.log().len() >= before.len() + 2).then_some(()));
+    assert_eq!(numbers(&c.log()[before.len()..])[0], before.last().unwrap() + 1);
+    rt.block_on(env.runc.kill(&c.id, libc::SIGKILL, false)).expect("runc kill");
+    wait_shim_exit(rt, second.shim_pid);
+    rt.block_on(env.runc.delete(&c.id, false)).unwrap();
 }

@@ -412,6 +412,53 @@ async fn bad_hellos_are_dropped_and_good_ones_get_through() {
     assert!(matches!(within("accept", listener.accept()).await, Ok(Accepted::Control(_))));
 }
 
+/// Opens `n` connections to `addr` from `from` that never say a word; those that cannot
+/// connect within 3 s are left out.
+async fn idle_connections(from: IpAddr, addr: std::net::SocketAddr, n: usize) -> Vec<TcpStream> {
+    let connects = (0..n).map(|_| async move {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind((from, 0).into()).unwrap();
+        tokio::time::timeout(Duration::from_secs(3), socket.connect(addr)).await.ok()?.ok()
+    });
+    futures::future::join_all(connects).await.into_iter().flatten().collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundreds_of_idle_connections_do_not_keep_a_migration_out() {
+    let ticket = Ticket::generate("m-flood");
+    let listener =
+        Listener::bind(IpAddr::V4(Ipv4Addr::UNSPECIFIED), ticket.clone(), Budget::unlimited()).await.unwrap();
+    let addr = std::net::SocketAddr::from((Ipv4Addr::LOCALHOST, listener.local_addr().port()));
+    let started = Instant::now();
+    // Three hundred from one address, and a hundred more from each of three others (the
+    // migration's own connection comes from 127.0.0.1).
+    let mut idle = idle_connections(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)), addr, 300).await;
+    for last in 3..=5 {
+        idle.extend(idle_connections(IpAddr::V4(Ipv4Addr::new(127, 0, 0, last)), addr, 100).await);
+    }
+    assert!(idle.len() >= 500, "only {} idle connections could be opened", idle.len());
+
+    // A migration's connection gets through at once and works.
+    let opened = Instant::now();
+    let mut good = within("the migration's connection", connect_control(addr, &ticket, Budget::unlimited()))
+        .await
+        .expect("a migration connects despite the idle connections");
+    let Accepted::Control(mut accepted) = within("accept", listener.accept()).await.unwrap() else {
+        panic!("not a control connection")
+    };
+    assert!(opened.elapsed() < Duration::from_secs(2), "held up for {:?}", opened.elapsed());
+    good.send(&Msg::Running { pid: 1 }).await.unwrap();
+    assert_eq!(accepted.recv::<Msg>().await.unwrap(), Msg::Running { pid: 1 });
+
+    // Every idle connection is closed: at once beyond its peer's share, the others when their
+    // hello time is up.
+    for mut s in idle {
+        assert_eq!(read_until_closed(&mut s).await, b"");
+    }
+    let waited = started.elapsed();
+    assert!(waited < HELLO_TIMEOUT + Duration::from_secs(5), "the idle connections were closed after {waited:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn send_dir_fails_when_the_receiver_is_gone() {
     let tmp = tempfile::tempdir().unwrap();

@@ -20,7 +20,7 @@
 //! | `GET /v1/containers/{name}` | | [`ContainerInfo`] |
 //! | `POST /v1/containers/{name}/stop?timeout=SECS` | | [`ContainerInfo`] |
 //! | `DELETE /v1/containers/{name}?force=BOOL` | | |
-//! | `GET /v1/containers/{name}/logs?follow=BOOL` | | newline-delimited [`crate::node::LogEntry`] |
+//! | `GET /v1/containers/{name}/logs?follow=BOOL` | | newline-delimited [`LogLine`]s |
 //! | `POST /v1/containers/{name}/checkpoint` | [`CheckpointRequest`] | [`CheckpointInfo`] |
 //! | `GET /v1/containers/{name}/checkpoints/{id}/archive` | | the checkpoint as a tar stream (see [`crate::checkpoint`]) |
 //! | `POST /v1/containers/{name}/restore` | [`RestoreRequest`] | [`ContainerInfo`] |
@@ -171,6 +171,18 @@ pub struct RunRequest {
     /// Named volumes: `NAME:/path[:ro]`.
     #[serde(default)]
     pub volumes: Vec<String>,
+}
+
+/// One line of a container's log stream: an entry, or word that older output is gone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum LogLine {
+    Entry(crate::node::LogEntry),
+    /// `{"rotated": N}`: N bytes of the log before the next entry were rotated away (see
+    /// [`crate::logs`]).
+    Rotated {
+        rotated: u64,
+    },
 }
 
 /// A container as `herd ps` lists it (`GET /v1/containers?summary=true`): what the table

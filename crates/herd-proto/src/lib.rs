@@ -9,6 +9,7 @@
 //! - [`checkpoint`]: the manifest of a checkpoint, on a node and in an exported image directory.
 //! - [`subjects`]: NATS subject, bucket and stream names.
 //! - [`hostconfig`]: published ports, shared network namespaces and named volumes.
+//! - [`logs`]: how much of a container's output its node keeps.
 //! - [`units`] and [`names`]: parsing and validation shared by the CLI, the Control node and the agent.
 //!
 //! This crate does no I/O, so it is tested fast and shared by every component.
@@ -16,6 +17,7 @@
 pub mod api;
 pub mod checkpoint;
 pub mod hostconfig;
+pub mod logs;
 pub mod migration;
 pub mod names;
 pub mod node;

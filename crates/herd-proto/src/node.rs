@@ -160,10 +160,18 @@ pub struct LogEntry {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogChunk {
     pub entries: Vec<LogEntry>,
-    /// Offset to ask for next.
+    /// Offset to ask for next. Offsets count every byte the log ever held, so they stay
+    /// meaningful when old files are rotated away.
     pub next_offset: u64,
+    /// Bytes between the offset asked for and the oldest the node still keeps: rotated away.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub dropped: u64,
     /// The container no longer runs on this node: no more lines will come.
     pub finished: bool,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Live figures a node sends with every heartbeat.

@@ -174,12 +174,15 @@ impl ImageRecord {
     }
 }
 
-/// Resource limits of a container; `None` means unlimited.
+/// Resource limits of a container; `None` means unlimited (for its log: its node's limits).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Limits {
     pub cpus_milli: Option<u64>,
     pub memory_bytes: Option<u64>,
     pub pids: Option<u64>,
+    /// How much of its output its node keeps (`herd run --log-opt`).
+    #[serde(default, skip_serializing_if = "crate::logs::LogOptions::is_empty")]
+    pub log: crate::logs::LogOptions,
 }
 
 /// What the Control node wants a container to be doing.

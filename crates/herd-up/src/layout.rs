@@ -42,6 +42,11 @@ pub struct UpOptions {
     /// Simulated nodes (`herd node --runtime sim`), all in one process.
     #[serde(default)]
     pub sim_nodes: usize,
+    /// The nodes' `--log-max-size` and `--log-max-files` (their defaults when `None`).
+    #[serde(default)]
+    pub node_log_max_size: Option<String>,
+    #[serde(default)]
+    pub node_log_max_files: Option<u32>,
 }
 
 impl UpOptions {
@@ -63,6 +68,8 @@ impl UpOptions {
             policy: None,
             policy_interval_secs: None,
             sim_nodes: 0,
+            node_log_max_size: None,
+            node_log_max_files: None,
         }
     }
 }

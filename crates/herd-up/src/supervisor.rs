@@ -500,6 +500,12 @@ async fn start_cluster(sup: &mut Supervisor, progress: &mut Progress) -> anyhow:
             opts.container_cidr.to_string().into(),
         ];
         args.extend(capacity_args(opts));
+        if let Some(size) = &opts.node_log_max_size {
+            args.extend(["--log-max-size".into(), size.into()]);
+        }
+        if let Some(files) = opts.node_log_max_files {
+            args.extend(["--log-max-files".into(), files.to_string().into()]);
+        }
         for (_, k, v) in opts.node_labels.iter().filter(|(node, _, _)| *node == n.name) {
             args.extend(["--label".into(), format!("{k}={v}").into()]);
         }

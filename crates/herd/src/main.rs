@@ -45,7 +45,9 @@ enum Command {
     Ps(cmd::PsArgs),
     /// Show a container in detail.
     Inspect(cmd::InspectArgs),
-    /// Print a container's output.
+    /// Print a container's output: what its node keeps of it (10 MiB files, the newest 5, unless
+    /// `herd run --log-opt` or `herd node --log-max-size/--log-max-files` say otherwise); a
+    /// line on stderr says how much older output was rotated away.
     Logs(cmd::LogsArgs),
     /// Stop containers (SIGTERM, then SIGKILL after a grace period).
     Stop(cmd::StopArgs),
@@ -122,6 +124,13 @@ struct UpArgs {
     /// Seconds without a heartbeat before a node is marked down.
     #[arg(long, default_value_t = 3.0)]
     node_timeout: f64,
+    /// Size at which the nodes rotate a container's log file (default 10m), as `herd node
+    /// --log-max-size`.
+    #[arg(long)]
+    log_max_size: Option<String>,
+    /// Log files the nodes keep per container (default 5), as `herd node --log-max-files`.
+    #[arg(long)]
+    log_max_files: Option<u32>,
     /// Where the cluster keeps its data (default: /var/lib/herd/NAME).
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -279,6 +288,13 @@ struct NodeArgs {
     /// CPUs the work of migrations (checkpoint, page servers) may use on this node.
     #[arg(long, default_value = "1")]
     migration_cpus: String,
+    /// Size at which a container's log file is rotated (the kubelet's default); a container
+    /// may ask for another with `herd run --log-opt max-size=...`.
+    #[arg(long, default_value = "10m")]
+    log_max_size: String,
+    /// Log files kept per container, the one being written included (`--log-opt max-file=...`).
+    #[arg(long, default_value_t = herd_proto::logs::DEFAULT_MAX_FILES)]
+    log_max_files: u32,
     /// `runc` runs real containers; `sim` is the simulated runtime for scale tests: it
     /// accepts containers without running anything.
     #[arg(long, default_value = "runc", value_parser = ["runc", "sim"])]
@@ -340,6 +356,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             opts.broker_port = a.broker_port;
             opts.node_timeout_secs = a.node_timeout;
             opts.node_labels = a.node_labels;
+            // Checked here, before anything starts.
+            let defaults = herd_proto::logs::LogLimits::default();
+            let size = a.log_max_size.clone().unwrap_or_else(|| defaults.max_size.to_string());
+            herd_proto::logs::LogLimits::new(&size, a.log_max_files.unwrap_or(defaults.max_files))
+                .map_err(|e| anyhow::anyhow!(e.0))?;
+            opts.node_log_max_size = a.log_max_size;
+            opts.node_log_max_files = a.log_max_files;
             // The config file's [control] section fills in what the flags leave out; the
             // Control node gets the result as flags.
             let path = config.map(Path::to_path_buf).unwrap_or_else(herd_cli::config::default_path);
@@ -434,6 +457,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     max_layer_size: a.max_layer_size,
                     disk_reserve: herd_node::layers::DiskReserveSpec::parse(&a.disk_reserve)?,
                 },
+                log_limits: herd_proto::logs::LogLimits::new(&a.log_max_size, a.log_max_files)
+                    .map_err(|e| anyhow::anyhow!(e.0))?,
             };
             herd_node::agent::run(cfg, shutdown_signal()).await
         }
