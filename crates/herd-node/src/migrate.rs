@@ -667,11 +667,17 @@ impl Runtime {
         if read_incoming(&c.paths.dir).is_some_and(|i| i.state == DestinationState::Running) {
             let _ = std::fs::remove_file(c.paths.dir.join(INCOMING));
         }
+        // Refusals before anything froze: the container simply runs on, which the Control
+        // node learns as a resumed migration (an error would leave it in doubt).
+        let refused = |reason: String| Ok(NodeReply::MigrationSent(SourceOutcome::Resumed { reason }));
         if ticket.mode == MigrationMode::Precopy && !self.cfg.dirty_tracking {
-            return Err(format!(
+            return refused(format!(
                 "pre-copy is not available on node {}: its kernel does not track dirty memory",
                 self.cfg.node
             ));
+        }
+        if let Err(why) = self.ensure_dumpable(&c).await {
+            return refused(format!("{} cannot be migrated: {why}", c.spec.name));
         }
         let outcome = self.send(&c, &ticket, destination, ticket.mode, &progress).await;
         if !matches!(outcome, SourceOutcome::InDoubt { .. }) {
