@@ -13,7 +13,7 @@ const T: Duration = Duration::from_secs(60);
 /// How far the io_uring program has counted.
 fn count(cluster: &Cluster) -> u64 {
     let log = cluster.ok(&["logs", "uring"]);
-    log.lines().filter_map(|l| l.strip_prefix("n=")?.split_once(' ')?.0.parse().ok()).last().unwrap_or(0)
+    log.lines().rev().find_map(|l| l.strip_prefix("n=")?.split_once(' ')?.0.parse().ok()).unwrap_or(0)
 }
 
 #[test]
