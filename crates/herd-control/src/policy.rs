@@ -12,8 +12,8 @@ use herd_broker::{Broker, Bucket};
 use herd_metrics::history::SeriesId;
 use herd_policy::cost::{Calibration, Observation, calibrate};
 use herd_policy::{
-    CachedForecast, Cluster, Container, CostModel, DemandForecast, Engine, EngineConfig, Move, Node, PowerModel,
-    parse_policy,
+    CachedForecast, Cluster, Container, CostModel, DemandForecast, Engine, EngineConfig, Move, Node, Policy,
+    PowerModel, parse_policy,
 };
 use herd_proto::api::{MigrateRequest, NodeState};
 use herd_proto::migration::Outcome;
@@ -147,6 +147,15 @@ impl PolicyState {
     }
 }
 
+/// A `PUT /v1/policy` request's policy and interval (`None`: unchanged), checked.
+pub fn check_set_policy(req: &SetPolicyRequest) -> Result<(Box<dyn Policy>, Option<Duration>)> {
+    let policy = parse_policy(&req.spec).map_err(|e| Error::bad_request(e.to_string()))?;
+    if let Some(secs) = req.interval_secs {
+        check_interval(secs).map_err(Error::bad_request)?;
+    }
+    Ok((policy, req.interval_secs.map(Duration::from_secs_f64)))
+}
+
 fn check_interval(secs: f64) -> std::result::Result<(), String> {
     if secs.is_finite() && secs >= MIN_INTERVAL.as_secs_f64() {
         Ok(())
@@ -199,13 +208,10 @@ impl Control {
     /// if that write fails nothing changes either. The engine's record of recent moves
     /// (cool-down, hysteresis) carries over to the new policy.
     pub(crate) async fn set_policy(&self, req: &SetPolicyRequest) -> Result<PolicyInfo> {
-        let policy = parse_policy(&req.spec).map_err(|e| Error::bad_request(e.to_string()))?;
-        if let Some(secs) = req.interval_secs {
-            check_interval(secs).map_err(Error::bad_request)?;
-        }
+        let (policy, interval) = check_set_policy(req)?;
         let store = self.policy.lock().unwrap().store.clone();
         let store = store.lock().await;
-        let interval = req.interval_secs.map(Duration::from_secs_f64).unwrap_or(self.policy.lock().unwrap().interval);
+        let interval = interval.unwrap_or(self.policy.lock().unwrap().interval);
         let stored = StoredPolicy { spec: policy.spec(), interval_secs: interval.as_secs_f64(), set_at: now_millis() };
         store.put(subjects::POLICY_KEY, &stored).await?;
         let info = {
