@@ -11,7 +11,7 @@ impl Rng {
         Rng(seed.max(1))
     }
 
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
@@ -20,7 +20,7 @@ impl Rng {
 
     /// A number below `n` (`n` > 0).
     pub fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
+        (self.next_u64() % n as u64) as usize
     }
 }
 
@@ -32,14 +32,14 @@ pub fn mutate(rng: &mut Rng, input: &[u8], other: &[u8], max_len: usize) -> Vec<
     let mut out = input.to_vec();
     for _ in 0..1 + rng.below(4) {
         if out.is_empty() {
-            out.push(rng.next() as u8);
+            out.push(rng.next_u64() as u8);
             continue;
         }
         let at = if out.len() > 1 && rng.below(8) != 0 { 1 + rng.below(out.len() - 1) } else { rng.below(out.len()) };
         match rng.below(9) {
             0 => out[at] ^= 1 << rng.below(8),
             1 => out[at] = INTERESTING[rng.below(INTERESTING.len())],
-            2 => out[at] = rng.next() as u8,
+            2 => out[at] = rng.next_u64() as u8,
             3 => {
                 // A big-endian or little-endian length field made extreme.
                 let value: u32 = [0, 1, 0x7fff_ffff, 0xffff_ffff, 0x1000_0000, 512][rng.below(6)];
