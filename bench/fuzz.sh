@@ -61,6 +61,6 @@ for t in "${targets[@]}"; do
     for f in $new; do echo "  found: fuzz/artifacts/$t/$f" ; done
     grep -m3 -E "panicked at|ERROR: libFuzzer|SUMMARY" "$log" | sed 's/^/  /' || true
   fi
-  cp "$log" "fuzz/artifacts/$t/last-run.log"
+  cp "$log" "fuzz/artifacts/$t/last-run.log" || true
   rm -f "$log"
 done
