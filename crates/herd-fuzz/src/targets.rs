@@ -73,6 +73,14 @@ fn block_on_bounded<F: std::future::Future>(what: &str, f: F) -> F::Output {
 
 // --- image archives ---------------------------------------------------------------------
 
+/// What an image may unpack to under fuzzing: small, so that a decompression bomb is refused
+/// (as the Control node and the nodes refuse one past their bounds) instead of filling the disk.
+const FUZZ_LIMITS: herd_image::UnpackLimits = herd_image::UnpackLimits { layer: 64 << 20, image: 128 << 20 };
+
+fn fuzz_bounds() -> herd_image::LayerBounds {
+    herd_image::LayerBounds { max_size: FUZZ_LIMITS.layer, reserve: None }
+}
+
 /// Image archives: mode 0 imports the rest as an uploaded archive ([`herd_image::import_archive`])
 /// and extracts every layer it finds ([`herd_image::extract_layer`]), as the Control node and
 /// then a node do; mode 1 extracts the rest as a layer blob; mode 2 parses it as an image
@@ -84,12 +92,13 @@ pub fn image_archive(data: &[u8]) {
             let dir = scratch();
             let archive = write_file(dir.path(), "upload", rest);
             let work = dir.path().join("work");
-            if let Ok(image) = herd_image::import_archive(&archive, &work) {
+            if let Ok(image) = herd_image::import_archive(&archive, &work, &FUZZ_LIMITS) {
                 assert!(!image.layers.is_empty(), "an imported image has layers");
                 for (i, layer) in image.layers.iter().enumerate() {
                     let dest = dir.path().join(format!("layer-{i}"));
                     fs::create_dir(&dest).expect("creating a layer directory");
-                    let _ = herd_image::extract_layer(&layer.path, layer.layer.compression, &dest);
+                    let _ =
+                        herd_image::extract_layer_within(&layer.path, layer.layer.compression, &dest, &fuzz_bounds());
                 }
             }
         }
@@ -99,7 +108,7 @@ pub fn image_archive(data: &[u8]) {
             if let Ok(compression) = herd_image::layer_compression(rest) {
                 let dest = dir.path().join("layer");
                 fs::create_dir(&dest).expect("creating a layer directory");
-                let _ = herd_image::extract_layer(&blob, compression, &dest);
+                let _ = herd_image::extract_layer_within(&blob, compression, &dest, &fuzz_bounds());
             }
         }
         _ => {

@@ -100,7 +100,11 @@ fn seeds_are_accepted() {
     for (name, input) in herd_fuzz::seeds::seeds("image_archive").iter().filter(|(_, i)| i[0] == 0) {
         let path = tmp.path().join(name);
         std::fs::write(&path, &input[1..]).unwrap();
-        let image = herd_image::import_archive(&path, &tmp.path().join(format!("{name}.work")));
+        let image = herd_image::import_archive(
+            &path,
+            &tmp.path().join(format!("{name}.work")),
+            &herd_image::UnpackLimits::UNLIMITED,
+        );
         assert!(image.is_ok(), "{name}: {image:?}");
     }
     let dir = tmp.path().join("ck");

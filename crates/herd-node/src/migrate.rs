@@ -351,8 +351,14 @@ impl Runtime {
                             std::fs::remove_dir_all(&upper)?;
                         }
                         std::fs::create_dir_all(&upper)?;
+                        let bounds = self.layers.bounds();
                         tokio::task::spawn_blocking(move || {
-                            herd_image::extract_layer(&tar, herd_proto::state::Compression::None, &upper)
+                            herd_image::extract_layer_within(
+                                &tar,
+                                herd_proto::state::Compression::None,
+                                &upper,
+                                &bounds,
+                            )
                         })
                         .await?
                         .context("unpacking the writable layer")?;

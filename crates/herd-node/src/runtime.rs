@@ -670,9 +670,9 @@ impl Runtime {
             }
             std::fs::create_dir_all(&upper)?;
             let diff = dir.join(ROOTFS_DIFF);
-            let up2 = upper.clone();
+            let (up2, bounds) = (upper.clone(), self.layers.bounds());
             tokio::task::spawn_blocking(move || {
-                herd_image::extract_layer(&diff, herd_proto::state::Compression::None, &up2)
+                herd_image::extract_layer_within(&diff, herd_proto::state::Compression::None, &up2, &bounds)
             })
             .await?
             .context("restoring the writable layer")?;
