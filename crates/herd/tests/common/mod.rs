@@ -217,6 +217,16 @@ impl Cluster {
         self.ok(&["image", "import", "busybox", rootfs.to_str().unwrap()]);
     }
 
+    /// Signs the manifest of checkpoint directory `dir` with the cluster's own key, read from
+    /// the Control node's data directory: what someone who got past the signature would have
+    /// (to test the checks behind it).
+    pub fn sign_checkpoint(&self, dir: &Path) {
+        let key_file = self.data_dir.join("control").join("checkpoint-signing.key");
+        let key = herd_image::signing::SigningKey::parse(&std::fs::read_to_string(&key_file).unwrap()).unwrap();
+        let sig = key.sign(&std::fs::read(dir.join("checkpoint.json")).unwrap());
+        std::fs::write(dir.join("checkpoint.sig"), herd_image::signing::signature_file(&sig)).unwrap();
+    }
+
     /// The cluster's state file, as herd up wrote it.
     pub fn up_state(&self) -> herd_up::UpState {
         herd_up::UpState::load(&self.run_dir()).unwrap().expect("the cluster is up")
