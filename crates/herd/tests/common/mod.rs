@@ -2,6 +2,7 @@
 //! torn down (`herd down --purge`) when the test ends, pass or fail.
 #![allow(dead_code)]
 
+pub mod apps;
 pub mod vm;
 
 use std::net::Ipv4Addr;
