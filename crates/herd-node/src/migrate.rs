@@ -550,9 +550,12 @@ impl Runtime {
             if let Some(child) = &lazy_daemon {
                 kill_group(child);
             }
-            let detail = crate::runtime::criu_log_tail(&work.join("restore.log"))
-                .map(|t| format!(" (CRIU: {t})"))
-                .unwrap_or_default();
+            let log = work.join("restore.log");
+            let mut detail = crate::runtime::criu_log_tail(&log).map(|t| format!(" (CRIU: {t})")).unwrap_or_default();
+            // The scratch directory goes with the failed migration: its CRIU log stays.
+            if let Some(kept) = self.keep_failed_log(&ticket.migration, &log) {
+                detail.push_str(&format!("; CRIU's whole log is kept on node {} in {}", self.cfg.node, kept.display()));
+            }
             bail!("{e:#}{detail}");
         }
         netlock::unlock(&self.cfg.paths.netns(&c.spec.id))?;
@@ -588,6 +591,27 @@ impl Runtime {
     }
 
     /// Makes sure an incoming container does not run here and removes what was received.
+    /// Keeps the CRIU log of a failed restore of migration `migration` in the node's run
+    /// directory (`failed-restores/<migration>.log`, the newest 20), as its scratch directory
+    /// is removed; returns where.
+    fn keep_failed_log(&self, migration: &str, log: &Path) -> Option<PathBuf> {
+        const KEPT: usize = 20;
+        let dir = self.cfg.paths.run_dir.join("failed-restores");
+        std::fs::create_dir_all(&dir).ok()?;
+        let kept = dir.join(format!("{migration}.log"));
+        std::fs::copy(log, &kept).ok()?;
+        let mut logs: Vec<_> = std::fs::read_dir(&dir)
+            .ok()?
+            .flatten()
+            .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+            .collect();
+        logs.sort();
+        for (_, old) in logs.iter().take(logs.len().saturating_sub(KEPT)) {
+            let _ = std::fs::remove_file(old);
+        }
+        Some(kept)
+    }
+
     async fn abort_incoming(self: &Arc<Self>, c: &Arc<Container>) {
         if let Some(mut incoming) = read_incoming(&c.paths.dir) {
             incoming.state = DestinationState::Aborted;
@@ -762,12 +786,11 @@ impl Runtime {
         }
 
         // Freeze and checkpoint: from here the container does not run.
-        if let Err(e) = self.lock_network_drained(c, &netns).await {
-            return SourceOutcome::Resumed { reason: format!("{e:#}") };
-        }
+        let (frozen_at, freeze_started) = match self.freeze_and_lock(c, &netns).await {
+            Ok(frozen) => frozen,
+            Err(e) => return SourceOutcome::Resumed { reason: format!("{e:#}") },
+        };
         c.live.lock().unwrap().expecting_exit = true;
-        let frozen_at = now_millis();
-        let freeze_started = Instant::now();
         progress(Progress { phase: "checkpoint".into(), bytes: 0, total: None });
         let dumped = self.dump(c, &t, destination, &images, &scratch, mode, parent, &budget).await;
         let mut dump = match dumped {
@@ -948,10 +971,9 @@ impl Runtime {
         let log = scratch.join("runc-checkpoint.log");
         let mut opts = CheckpointOpts::new(images.to_path_buf(), work.clone());
         opts.parent_path = parent.map(PathBuf::from);
-        // Frozen by runc before CRIU starts. Left to itself, CRIU freezes the cgroup and
-        // finds it still FREEZING at its first look (cgroup v1), then sleeps 100 ms before
-        // it looks again: a tenth of a second of every post-copy downtime.
-        self.cfg.runc.pause(id).await?;
+        // Frozen by runc before CRIU starts (see `Runtime::freeze_and_lock`). Left to itself,
+        // CRIU freezes the cgroup and finds it still FREEZING at its first look (cgroup v1),
+        // then sleeps 100 ms before it looks again: a tenth of a second of every downtime.
         match mode {
             MigrationMode::Cold | MigrationMode::Precopy => {
                 // Left frozen after the dump: resumable until the commit.

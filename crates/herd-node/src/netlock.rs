@@ -18,15 +18,20 @@ pub fn lock(netns: &Path) -> anyhow::Result<()> {
     iptables_restore(netns, LOCK_RULES)
 }
 
-/// Locks the namespace at `netns` like [`lock`], but first lets the connections being opened
-/// finish: new connection requests (SYNs) are dropped at once, then, for at most `within`,
-/// the lock waits until no handshake is half done (`SYN_RECV`) and the accept queue of every
-/// listening socket of process `pid` (the container's, whose namespace's tables it reads) is
-/// empty. CRIU dumps neither (a half-open connection is lost, and a listening socket with
-/// connections waiting to be accepted makes the dump fail), while a client whose SYN was
-/// dropped simply sends it again, to wherever the container runs by then. Returns what
-/// was still pending when the lock closed (0 and 0 when drained).
-pub async fn lock_drained(netns: &Path, pid: u32, within: std::time::Duration) -> anyhow::Result<Pending> {
+/// Lets the connections being opened into the namespace at `netns` finish before a dump:
+/// new connection requests (SYNs) are dropped from now on, then, for at most `within`, this
+/// waits until no handshake is half done (`SYN_RECV`) and the accept queue of every listening
+/// socket of process `pid` (the container's, whose namespace's tables it reads) is empty.
+/// CRIU dumps neither (a half-open connection is lost, and a listening socket with connections
+/// waiting to be accepted makes the dump fail), while a client whose SYN was dropped simply
+/// sends it again, to wherever the container runs by then. The container runs on meanwhile;
+/// [`lock_drained`] takes over once it is frozen, [`undrain`] gives up. Returns what was still
+/// pending at the end (nothing when drained).
+///
+/// The full lock waits for the freeze because a process that runs under it can finish work
+/// whose answer the lock drops, then close its socket: a socket no process holds is not
+/// dumped, so the peer, still waiting for that answer, would meet a reset after the restore.
+pub async fn drain(netns: &Path, pid: u32, within: std::time::Duration) -> anyhow::Result<Pending> {
     iptables_restore(netns, SYN_LOCK_RULES)?;
     let deadline = tokio::time::Instant::now() + within;
     let mut pending = Pending::read(pid);
@@ -34,11 +39,18 @@ pub async fn lock_drained(netns: &Path, pid: u32, within: std::time::Duration) -
         tokio::time::sleep(std::time::Duration::from_millis(1)).await;
         pending = Pending::read(pid);
     }
-    let locked = iptables_restore(netns, LOCK_RULES);
-    let unsyn = iptables_restore(netns, SYN_UNLOCK_RULES);
-    locked?;
-    unsyn?;
     Ok(pending)
+}
+
+/// Locks a namespace that [`drain`] held, its processes frozen: like [`lock`].
+pub fn lock_drained(netns: &Path) -> anyhow::Result<()> {
+    iptables_restore(netns, LOCK_RULES)?;
+    undrain(netns)
+}
+
+/// Lets new connections into a namespace that [`drain`] held (a dump that did not happen).
+pub fn undrain(netns: &Path) -> anyhow::Result<()> {
+    iptables_restore(netns, SYN_UNLOCK_RULES)
 }
 
 /// Connections of a network namespace that CRIU would not carry.
@@ -90,9 +102,15 @@ pub fn unlock(netns: &Path) -> anyhow::Result<()> {
     iptables_restore(netns, UNLOCK_RULES)
 }
 
-const LOCK_RULES: &str = "*filter\n-I INPUT -p tcp -j DROP\n-I OUTPUT -p tcp -j DROP\nCOMMIT\n";
-const UNLOCK_RULES: &str = "*filter\n-D INPUT -p tcp -j DROP\n-D OUTPUT -p tcp -j DROP\nCOMMIT\n";
-/// New connection requests only, while the ones under way finish ([`lock_drained`]).
+/// The lock drops TCP but CRIU's own packets: restoring a connection that had sent its FIN
+/// (FIN_WAIT, LAST_ACK, CLOSING), CRIU sends that FIN again on a raw socket marked `0xC114`
+/// (`SOCCR_MARK`), and its own lock lets such packets through as these rules do. Dropped, the
+/// send fails with EPERM and so does the restore.
+const LOCK_RULES: &str = "*filter\n-I INPUT -p tcp -m mark ! --mark 0xC114 -j DROP\n\
+                          -I OUTPUT -p tcp -m mark ! --mark 0xC114 -j DROP\nCOMMIT\n";
+const UNLOCK_RULES: &str = "*filter\n-D INPUT -p tcp -m mark ! --mark 0xC114 -j DROP\n\
+                            -D OUTPUT -p tcp -m mark ! --mark 0xC114 -j DROP\nCOMMIT\n";
+/// New connection requests only, while the ones under way finish ([`drain`]).
 const SYN_LOCK_RULES: &str = "*filter\n-I INPUT -p tcp --syn -j DROP\nCOMMIT\n";
 const SYN_UNLOCK_RULES: &str = "*filter\n-D INPUT -p tcp --syn -j DROP\nCOMMIT\n";
 

@@ -545,18 +545,15 @@ impl Runtime {
             Ok(netns) => netns,
             Err(e) => return refused(format!("{e:#}")),
         };
-        if let Err(e) = self.lock_network_drained(&c, &netns).await {
+        // Frozen from here (runc's freeze is quicker than CRIU's own). A container left
+        // running stays frozen until its writable layer is packed too, so that the files match
+        // the memory: a file it writes on after the dump could otherwise have another size
+        // than its open descriptor's image, which CRIU refuses to restore.
+        if let Err(e) = self.freeze_and_lock(&c, &netns).await {
             return refused(format!("{e:#}"));
         }
-        // A container left running stays frozen until its writable layer is packed too, so
-        // that the files match the memory: a file it writes on after the dump could otherwise
-        // have another size than its open descriptor's image, which CRIU refuses to restore.
-        if leave_running && let Err(e) = self.cfg.runc.pause(id).await {
-            let _ = netlock::unlock(&netns);
-            return refused(format!("pausing it: {e}"));
-        }
         let saved = self.dump_and_pack(&c, &dir, leave_running, generation).await;
-        if leave_running && let Err(e) = self.cfg.runc.resume(id).await {
+        if (leave_running || saved.is_err()) && let Err(e) = self.cfg.runc.resume(id).await {
             tracing::error!("{} stays paused after its checkpoint: {e}", c.spec.name);
         }
         // Left locked only when the container is gone with its own namespace.
@@ -722,24 +719,41 @@ impl Runtime {
         }
     }
 
-    /// Locks the network of running container `c` (namespace `netns`) for a dump, once the
-    /// connections being opened have been accepted (see [`netlock::lock_drained`]).
-    pub(crate) async fn lock_network_drained(&self, c: &Container, netns: &Path) -> anyhow::Result<()> {
-        let Some(pid) = c.live.lock().unwrap().pid else {
-            return netlock::lock(netns);
-        };
-        let started = std::time::Instant::now();
-        let pending = netlock::lock_drained(netns, pid, DRAIN_WITHIN).await?;
-        if !pending.is_empty() {
-            tracing::warn!(
-                "{}: {} half-open and {} unaccepted connections still pending after {:?}; CRIU cannot carry them",
-                c.spec.name,
-                pending.half_open,
-                pending.unaccepted,
-                started.elapsed()
-            );
+    /// Freezes container `c` for a dump and locks its network (namespace `netns`), once the
+    /// connections being opened have been accepted (see [`netlock::drain`]). Returns when it
+    /// stopped running (the start of its downtime); on error it runs on, unlocked.
+    pub(crate) async fn freeze_and_lock(
+        &self,
+        c: &Container,
+        netns: &Path,
+    ) -> anyhow::Result<(herd_proto::UnixMillis, std::time::Instant)> {
+        let pid = c.live.lock().unwrap().pid;
+        if let Some(pid) = pid {
+            let started = std::time::Instant::now();
+            let pending = netlock::drain(netns, pid, DRAIN_WITHIN).await?;
+            if !pending.is_empty() {
+                tracing::warn!(
+                    "{}: {} half-open and {} unaccepted connections still pending after {:?}; CRIU cannot carry them",
+                    c.spec.name,
+                    pending.half_open,
+                    pending.unaccepted,
+                    started.elapsed()
+                );
+            }
         }
-        Ok(())
+        let frozen = (now_millis(), std::time::Instant::now());
+        if let Err(e) = self.cfg.runc.pause(&c.spec.id).await {
+            let _ = netlock::undrain(netns);
+            anyhow::bail!("pausing it: {e}");
+        }
+        let locked = if pid.is_some() { netlock::lock_drained(netns) } else { netlock::lock(netns) };
+        if let Err(e) = locked {
+            let _ = netlock::undrain(netns);
+            let _ = netlock::unlock(netns);
+            let _ = self.cfg.runc.resume(&c.spec.id).await;
+            return Err(e);
+        }
+        Ok(frozen)
     }
 
     /// Refuses, before anything is frozen, a container holding what CRIU cannot dump (see

@@ -274,6 +274,13 @@ impl Cluster {
                 let _ = std::fs::copy(e.path(), keep.join(e.file_name()));
             }
         }
+        // CRIU's logs of failed restores, which the nodes keep.
+        for node in std::fs::read_dir(self.run_dir().join("nodes")).into_iter().flatten().flatten() {
+            for e in std::fs::read_dir(node.path().join("failed-restores")).into_iter().flatten().flatten() {
+                let name = format!("{}-{}", node.file_name().to_string_lossy(), e.file_name().to_string_lossy());
+                let _ = std::fs::copy(e.path(), keep.join(name));
+            }
+        }
         eprintln!("the cluster's logs are kept in {}", keep.display());
         eprintln!(
             "---- events of cluster {} ----\n{}",
