@@ -565,9 +565,22 @@ impl Runtime {
             // Pages keep arriving after the container runs; reap the daemon when it is done.
             let migration = ticket.migration.clone();
             let scratch = scratch.clone();
+            let (this, c) = (self.clone(), c.clone());
+            let lazy_log = work.join("lazy-pages.log");
             tokio::spawn(async move {
                 let status = child.wait().await;
-                tracing::info!("migration {migration}: lazy pages done ({status:?})");
+                if status.as_ref().is_ok_and(|s| s.success()) {
+                    tracing::info!("migration {migration}: lazy pages done");
+                } else {
+                    // Pages it never got would read as zeros: it must not run on corrupted.
+                    let kept = this.keep_failed_log(&format!("{migration}-lazy-pages"), &lazy_log);
+                    tracing::error!(
+                        "migration {migration}: post-copy failed ({status:?}) before every page of {} arrived; \
+                         it is stopped (CRIU's log: {kept:?})",
+                        c.spec.name
+                    );
+                    let _ = this.cfg.runc.kill(&c.spec.id, libc::SIGKILL, true).await;
+                }
                 let _ = std::fs::remove_dir_all(&scratch);
             });
         } else {

@@ -553,7 +553,9 @@ impl Runtime {
             return refused(format!("{e:#}"));
         }
         let saved = self.dump_and_pack(&c, &dir, leave_running, generation).await;
-        if (leave_running || saved.is_err()) && let Err(e) = self.cfg.runc.resume(id).await {
+        if (leave_running || saved.is_err())
+            && let Err(e) = self.cfg.runc.resume(id).await
+        {
             tracing::error!("{} stays paused after its checkpoint: {e}", c.spec.name);
         }
         // Left locked only when the container is gone with its own namespace.
