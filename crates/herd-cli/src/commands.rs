@@ -502,7 +502,8 @@ pub struct LogsArgs {
     /// Keep printing new lines until the container stops.
     #[arg(long, short = 'f')]
     pub follow: bool,
-    /// Prefix each line with when it was written.
+    /// Prefix each line with when its node received it, in RFC 3339 (UTC, milliseconds), which
+    /// --since takes back.
     #[arg(long, short = 't')]
     pub timestamps: bool,
     /// Only the last N lines ("all": every line kept).
@@ -552,7 +553,7 @@ pub async fn logs(client: &Client, args: LogsArgs) -> anyhow::Result<()> {
                 }
             };
             let text = if args.timestamps {
-                format!("{} {}\n", format::timestamp(entry.time), entry.line)
+                format!("{} {}\n", format::rfc3339(entry.time), entry.line)
             } else {
                 format!("{}\n", entry.line)
             };
