@@ -24,6 +24,9 @@ const T: Duration = Duration::from_secs(60);
 /// `/home/app`) is in `staff` and `audio` besides its own group.
 fn rootfs_with_users(dir: &Path) -> PathBuf {
     let rootfs = dir.join("users-rootfs");
+    if rootfs.exists() {
+        return rootfs;
+    }
     herd_up::busybox_rootfs(&rootfs).unwrap();
     std::fs::write(
         rootfs.join("etc/passwd"),
@@ -64,9 +67,15 @@ fn identity_of(cluster: &Cluster, name: &str, run_args: &[&str]) -> String {
     cluster.ok(&["logs", name])
 }
 
+// (Index 60 is tests/apps.rs's: the two cases share one cluster.)
 #[test]
-fn user_workdir_and_entrypoint_as_docker_has_them() {
-    let cluster = Cluster::up(60, 1);
+fn run_options_and_image_configs_as_docker_has_them() {
+    let cluster = Cluster::up(61, 1);
+    user_workdir_and_entrypoint(&cluster);
+    an_image_config_is_honoured_and_overridden(&cluster);
+}
+
+fn user_workdir_and_entrypoint(cluster: &Cluster) {
     let rootfs = rootfs_with_users(cluster.dir.path());
     cluster.ok(&["image", "import", "users", rootfs.to_str().unwrap()]);
 
@@ -97,17 +106,17 @@ fn user_workdir_and_entrypoint_as_docker_has_them() {
     assert!(shown.contains("User:         app\n") && shown.contains("Working dir:  /\n"), "{shown}");
 
     // A uid that passwd does not have is taken as a number, with group 0 and HOME=/.
-    let log = identity_of(&cluster, "byuid", &["--user", "4242", "--workdir", "/srv/new/../made"]);
+    let log = identity_of(cluster, "byuid", &["--user", "4242", "--workdir", "/srv/new/../made"]);
     assert_eq!(log, "uid=4242 gid=0(root) groups=0(root)\nhome=/\ncwd=/srv/made\n");
     // A uid that passwd has is that user, with its groups.
-    let log = identity_of(&cluster, "byknownuid", &["--user", "1000"]);
+    let log = identity_of(cluster, "byknownuid", &["--user", "1000"]);
     assert!(log.starts_with("uid=1000(app) gid=1000(app) groups=29(audio),50(staff),1000(app)\n"), "{log}");
     // An explicit group replaces the groups, by name or by number (known or not).
-    let log = identity_of(&cluster, "withgroup", &["--user", "app:staff"]);
+    let log = identity_of(cluster, "withgroup", &["--user", "app:staff"]);
     assert!(log.starts_with("uid=1000(app) gid=50(staff) groups=50(staff)\n"), "{log}");
-    let log = identity_of(&cluster, "withgid", &["--user", "1000:4343", "-e", "HOME=/elsewhere"]);
+    let log = identity_of(cluster, "withgid", &["--user", "1000:4343", "-e", "HOME=/elsewhere"]);
     assert_eq!(log, "uid=1000(app) gid=4343 groups=4343\nhome=/elsewhere\ncwd=/\n");
-    let log = identity_of(&cluster, "asroot", &["--user", "root"]);
+    let log = identity_of(cluster, "asroot", &["--user", "root"]);
     assert!(log.starts_with("uid=0(root) gid=0(root) groups=0(root)\nhome=/root\n"), "{log}");
 
     // Names the container does not have, and bad input, are refused and leave nothing behind.
@@ -151,9 +160,7 @@ fn docker_save(rootfs: &Path, config: serde_json::Value) -> Vec<u8> {
     files.tar()
 }
 
-#[test]
-fn an_image_config_is_honoured_and_overridden() {
-    let cluster = Cluster::up(61, 1);
+fn an_image_config_is_honoured_and_overridden(cluster: &Cluster) {
     let rootfs = rootfs_with_users(cluster.dir.path());
     let says = r#"echo "$(id -un):$(id -gn) in $(pwd) says $GREETING""#;
     let archive = docker_save(
