@@ -20,6 +20,7 @@ use reqwest::Method;
 pub use crate::checkpoint::{CheckpointArgs, RestoreArgs, checkpoint, restore};
 use crate::client::{Client, segment};
 use crate::format::{self, print_table, table};
+pub use crate::start::{RestartArgs, StartArgs, restart, start};
 
 fn parse_memory(s: &str) -> Result<u64, String> {
     units::parse_memory(s).map_err(|e| e.to_string())
@@ -280,6 +281,17 @@ pub struct RunArgs {
     /// NAME:/path[:ro]; containers using one volume run on one node; repeatable.
     #[arg(long = "volume", short = 'v', value_name = "NAME:PATH")]
     pub volumes: Vec<String>,
+    /// Run as USER[:GROUP] (names from the container's /etc/passwd and /etc/group, or
+    /// numbers), instead of the image's user (root when it has none).
+    #[arg(long, short = 'u', value_name = "USER[:GROUP]")]
+    pub user: Option<String>,
+    /// Working directory (absolute; created if missing), instead of the image's.
+    #[arg(long, short = 'w', value_name = "DIR")]
+    pub workdir: Option<String>,
+    /// Run CMD instead of the image's entrypoint ("" for none); the image's command is dropped
+    /// too, so only what follows the image is passed to it.
+    #[arg(long, value_name = "CMD")]
+    pub entrypoint: Option<String>,
     /// Run in the background and print the container's name (the default; kept for Docker users).
     #[arg(long, short = 'd')]
     pub detach: bool,
@@ -324,6 +336,10 @@ pub async fn run(client: &Client, args: RunArgs) -> anyhow::Result<()> {
         ports: args.publish,
         network: args.network,
         volumes: args.volumes,
+        user: args.user,
+        workdir: args.workdir,
+        // One program, as Docker takes it; "" clears the image's.
+        entrypoint: args.entrypoint.map(|e| if e.is_empty() { Vec::new() } else { vec![e] }),
     };
     let info: ContainerInfo = client.post("/v1/containers", &req).await?;
     if args.json {
@@ -408,6 +424,8 @@ pub async fn inspect(client: &Client, args: InspectArgs) -> anyhow::Result<()> {
         ("IP address", c.ip.to_string()),
         ("PID", opt(c.pid.map(|p| p.to_string()))),
         ("Command", c.args.join(" ")),
+        ("User", if c.user.is_empty() { "root (default)".into() } else { c.user.clone() }),
+        ("Working dir", if c.working_dir.is_empty() { "/".into() } else { c.working_dir.clone() }),
         ("CPU limit", opt(limits.cpus_milli.map(|v| Cpus(v).to_string()))),
         ("Memory limit", opt(limits.memory_bytes.map(|v| B(v).to_string()))),
         ("PIDs limit", opt(limits.pids.map(|v| v.to_string()))),
@@ -419,6 +437,7 @@ pub async fn inspect(client: &Client, args: InspectArgs) -> anyhow::Result<()> {
         ("Labels", c.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", ")),
         ("Env", c.env.join(" ")),
         ("Ports", opt(Some(c.host.ports_text()).filter(|p| !p.is_empty()))),
+        ("Exposed", opt(Some(c.exposed_ports.join(", ")).filter(|p| !p.is_empty()))),
         ("Network", c.host.network.as_ref().map(|n| format!("container:{}", n.name)).unwrap_or_else(|| "own".into())),
         (
             "Volumes",
@@ -483,15 +502,41 @@ pub struct LogsArgs {
     /// Keep printing new lines until the container stops.
     #[arg(long, short = 'f')]
     pub follow: bool,
-    /// Prefix each line with when it was written.
+    /// Prefix each line with when its node received it, in RFC 3339 (UTC, milliseconds), which
+    /// --since takes back.
     #[arg(long, short = 't')]
     pub timestamps: bool,
+    /// Only the last N lines ("all": every line kept).
+    #[arg(long, short = 'n', value_name = "N", value_parser = parse_tail)]
+    pub tail: Option<String>,
+    /// Only lines written since TIME: a duration before now (10m, 1h30m), a Unix timestamp
+    /// or a date and time (2024-05-01T12:00:00Z; without a zone, local time).
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<String>,
+}
+
+fn parse_tail(s: &str) -> Result<String, String> {
+    if s == "all" || s.parse::<u64>().is_ok() {
+        Ok(s.to_string())
+    } else {
+        Err(format!("invalid number of lines {s:?}: give a number or \"all\""))
+    }
 }
 
 pub async fn logs(client: &Client, args: LogsArgs) -> anyhow::Result<()> {
-    let req = client
+    let since = match &args.since {
+        Some(t) => Some(crate::since::parse_since(t, now_millis()).map_err(|e| anyhow::anyhow!("--since: {e}"))?),
+        None => None,
+    };
+    let mut req = client
         .request(Method::GET, &format!("/v1/containers/{}/logs", segment(&args.name)))
         .query(&[("follow", args.follow)]);
+    if let Some(tail) = &args.tail {
+        req = req.query(&[("tail", tail)]);
+    }
+    if let Some(since) = since {
+        req = req.query(&[("since", since)]);
+    }
     let resp = client.send(req).await?;
     let mut stream = resp.bytes_stream();
     let mut pending: Vec<u8> = Vec::new();
@@ -508,7 +553,7 @@ pub async fn logs(client: &Client, args: LogsArgs) -> anyhow::Result<()> {
                 }
             };
             let text = if args.timestamps {
-                format!("{} {}\n", format::timestamp(entry.time), entry.line)
+                format!("{} {}\n", format::rfc3339(entry.time), entry.line)
             } else {
                 format!("{}\n", entry.line)
             };

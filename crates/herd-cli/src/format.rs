@@ -116,6 +116,14 @@ pub fn timestamp(t: UnixMillis) -> String {
         .unwrap_or_else(|| "-".into())
 }
 
+/// `t` in RFC 3339, UTC, to the millisecond (`2024-05-01T12:00:00.123Z`), as `herd logs -t`
+/// prints it and `--since` reads it back.
+pub fn rfc3339(t: UnixMillis) -> String {
+    chrono::DateTime::from_timestamp_millis(t as i64)
+        .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_else(|| "-".into())
+}
+
 /// The STATUS column of `herd ps`: `running 5m`, `exited (3) 2m ago`.
 pub fn status(c: &ContainerSummary<'_>, now: UnixMillis) -> String {
     let s = match c.state {
@@ -147,6 +155,13 @@ pub fn command(args: &[String], width: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_times_are_rfc3339_that_since_reads_back() {
+        let t = 1_700_000_000_123;
+        assert_eq!(rfc3339(t), "2023-11-14T22:13:20.123Z");
+        assert_eq!(crate::since::parse_since(&rfc3339(t), 0).unwrap(), t);
+    }
 
     #[test]
     fn columns_look_like_the_table() {

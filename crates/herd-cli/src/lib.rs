@@ -15,6 +15,8 @@ pub mod policy;
 pub mod pull;
 pub mod recorded;
 pub mod sim;
+mod since;
+mod start;
 pub mod stats;
 pub mod top;
 

@@ -37,6 +37,8 @@ pub fn router(control: Arc<Control>) -> Router {
         .route("/v1/containers", get(containers).post(run))
         .route("/v1/containers/{name}", get(inspect).delete(remove))
         .route("/v1/containers/{name}/stop", post(stop))
+        .route("/v1/containers/{name}/start", post(start))
+        .route("/v1/containers/{name}/restart", post(restart))
         .route("/v1/containers/{name}/logs", get(logs))
         .route("/v1/containers/{name}/checkpoint", post(checkpoint))
         .route("/v1/containers/{name}/checkpoints/{id}/archive", get(export_checkpoint))
@@ -204,6 +206,22 @@ async fn stop(
     Ok(Json(c.stop(&name, q.timeout).await?))
 }
 
+/// Runs in its own task, so a client that goes away does not leave it half done.
+async fn start(State(c): State<Arc<Control>>, Path(name): Path<String>) -> Result<Json<ContainerInfo>> {
+    let task = tokio::spawn(async move { c.start_container(&name).await });
+    Ok(Json(task.await.map_err(|e| Error::new(crate::error::Kind::Internal, format!("the start failed: {e}")))??))
+}
+
+/// Runs in its own task, as [`start`].
+async fn restart(
+    State(c): State<Arc<Control>>,
+    Path(name): Path<String>,
+    Query(q): Query<StopQuery>,
+) -> Result<Json<ContainerInfo>> {
+    let task = tokio::spawn(async move { c.restart(&name, q.timeout).await });
+    Ok(Json(task.await.map_err(|e| Error::new(crate::error::Kind::Internal, format!("the restart failed: {e}")))??))
+}
+
 #[derive(Deserialize)]
 struct RemoveQuery {
     #[serde(default)]
@@ -223,12 +241,31 @@ async fn remove(
 struct LogsQuery {
     #[serde(default)]
     follow: bool,
+    /// A number of entries, or `all`.
+    #[serde(default)]
+    tail: Option<String>,
+    /// Milliseconds since the Unix epoch.
+    #[serde(default)]
+    since: Option<u64>,
+}
+
+/// `tail=N` or `tail=all` (as Docker, a negative number means all too).
+fn parse_tail(tail: Option<&str>) -> Result<Option<u64>> {
+    match tail.map(str::trim) {
+        None | Some("") | Some("all") => Ok(None),
+        Some(n) if n.starts_with('-') && n[1..].bytes().all(|b| b.is_ascii_digit()) && n.len() > 1 => Ok(None),
+        Some(n) => n
+            .parse()
+            .map(Some)
+            .map_err(|_| Error::bad_request(format!("invalid tail {n:?}: give a number of lines or \"all\""))),
+    }
 }
 
 async fn logs(State(c): State<Arc<Control>>, Path(name): Path<String>, Query(q): Query<LogsQuery>) -> Result<Response> {
+    let query = crate::containers::LogQuery { follow: q.follow, tail: parse_tail(q.tail.as_deref())?, since: q.since };
     // Fail before the stream starts when the container does not exist or its node is away.
-    c.logs_chunk(&name, 0).await?;
-    let stream = c.clone().logs_stream(name, q.follow).map(|r| r.map_err(std::io::Error::other));
+    c.logs_chunk(&name, 0, Some(0)).await?;
+    let stream = c.clone().logs_stream(name, query).map(|r| r.map_err(std::io::Error::other));
     Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], Body::from_stream(stream)).into_response())
 }
 
@@ -445,7 +482,18 @@ where
 
 #[cfg(test)]
 mod tests {
-    use super::token_matches;
+    use super::{parse_tail, token_matches};
+
+    #[test]
+    fn tails_are_numbers_or_all() {
+        assert_eq!(parse_tail(None).unwrap(), None);
+        assert_eq!(parse_tail(Some("all")).unwrap(), None);
+        assert_eq!(parse_tail(Some("-1")).unwrap(), None);
+        assert_eq!(parse_tail(Some("0")).unwrap(), Some(0));
+        assert_eq!(parse_tail(Some("25")).unwrap(), Some(25));
+        assert!(parse_tail(Some("ten")).unwrap_err().message.contains("invalid tail \"ten\""));
+        assert!(parse_tail(Some("-")).is_err());
+    }
 
     #[test]
     fn tokens_compare_exactly() {

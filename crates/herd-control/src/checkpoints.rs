@@ -473,6 +473,8 @@ mod tests {
             args: vec![],
             env: vec![],
             working_dir: "/".into(),
+            user: String::new(),
+            exposed_ports: Vec::new(),
             labels: Default::default(),
             created_at: 0,
             desired: Desired::Stopped,

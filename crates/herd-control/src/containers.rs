@@ -11,6 +11,7 @@ use futures::Stream;
 use herd_proto::api::{ContainerInfo, ContainerSummary, LogLine, RunRequest};
 use herd_proto::names::{normalize_image, parse_pair, validate_container_name};
 use herd_proto::node::{ContainerSpec, LogChunk, NodeReply, NodeRequest};
+use herd_proto::process::{UserSpec, clean_workdir};
 use herd_proto::state::{ContainerRecord, ContainerState, Desired, ImageRecord, Limits, PlacementRules};
 use herd_proto::{now_millis, units};
 use herd_sched::{Request, Strategy};
@@ -24,7 +25,7 @@ pub const MIN_MEMORY: u64 = 6 << 20;
 /// The largest CPU limit, in thousandths of a CPU (what `--cpus` parses: a million CPUs).
 const MAX_CPUS_MILLI: u64 = 1_000_000_000;
 /// Time a node gets to fetch layers and start a container.
-const CREATE_TIMEOUT: Duration = Duration::from_secs(180);
+pub(crate) const CREATE_TIMEOUT: Duration = Duration::from_secs(180);
 const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 fn new_id() -> String {
@@ -98,19 +99,44 @@ pub fn fits_the_broker(record: &ContainerRecord, max_payload: usize) -> Result<(
     )))
 }
 
-/// The argv and environment of a container made from `image` with the user's overrides.
-pub fn resolve_process(image: &ImageRecord, command: &[String], env: &[String]) -> Result<(Vec<String>, Vec<String>)> {
-    let mut args = image.config.entrypoint.clone();
-    if command.is_empty() {
+/// How a container's process starts: what [`resolve_process`] makes of an image's
+/// configuration and `herd run`'s overrides.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Process {
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    pub working_dir: String,
+    /// `USER[:GROUP]`, checked but not resolved (its node does that); empty for root.
+    pub user: String,
+}
+
+/// The process of a container made from `image` as `req` asks, as Docker merges them: an
+/// `--entrypoint` replaces the image's `Entrypoint` and drops its `Cmd` (only the command given
+/// follows it; `""` clears it), a command replaces `Cmd`, `--env` adds to the image's `Env`,
+/// `--workdir` and `--user` replace `WorkingDir` and `User`.
+pub fn resolve_process(image: &ImageRecord, req: &RunRequest) -> Result<Process> {
+    let mut args: Vec<String> = match &req.entrypoint {
+        // Docker's `--entrypoint ""` arrives as one empty string: no entrypoint.
+        Some(e) => e.iter().filter(|a| !(e.len() == 1 && a.is_empty())).cloned().collect(),
+        None => image.config.entrypoint.clone(),
+    };
+    if req.command.is_empty() && req.entrypoint.is_none() {
         args.extend(image.config.cmd.iter().cloned());
     } else {
-        args.extend(command.iter().cloned());
+        args.extend(req.command.iter().cloned());
     }
     if args.is_empty() {
-        return Err(Error::bad_request(format!(
-            "image {} has no command: give one after --, for example: herd run {} -- sleep 3600",
-            image.name, image.name
-        )));
+        return Err(Error::bad_request(if req.entrypoint.is_some() {
+            format!(
+                "no command: --entrypoint replaces the entrypoint and the command of image {}: give the command after --, for example: herd run --entrypoint /bin/sh {} -- -c 'echo hi'",
+                image.name, image.name
+            )
+        } else {
+            format!(
+                "image {} has no command: give one after --, for example: herd run {} -- sleep 3600",
+                image.name, image.name
+            )
+        }));
     }
     let mut merged: Vec<(String, String)> = Vec::new();
     let mut set = |k: String, v: String| match merged.iter_mut().find(|(ek, _)| *ek == k) {
@@ -124,11 +150,31 @@ pub fn resolve_process(image: &ImageRecord, command: &[String], env: &[String]) 
             set(k.to_string(), v.to_string());
         }
     }
-    for e in env {
+    for e in &req.env {
         let (k, v) = parse_pair(e, "--env").map_err(|e| Error::bad_request(e.0))?;
         set(k, v);
     }
-    Ok((args, merged.into_iter().map(|(k, v)| format!("{k}={v}")).collect()))
+    let working_dir = match req.workdir.as_deref().filter(|w| !w.is_empty()) {
+        Some(w) => clean_workdir(w).map_err(|e| Error::bad_request(e.0))?,
+        None if image.config.working_dir.is_empty() => "/".into(),
+        None => clean_workdir(&image.config.working_dir).map_err(|e| {
+            Error::bad_request(format!("image {}'s WorkingDir: {}; give one with --workdir", image.name, e.0))
+        })?,
+    };
+    let user = match req.user.as_deref().filter(|u| !u.is_empty()) {
+        Some(u) => {
+            UserSpec::parse(u).map_err(|e| Error::bad_request(e.0))?;
+            u.to_string()
+        }
+        None if image.config.user.is_empty() => String::new(),
+        None => {
+            UserSpec::parse(&image.config.user).map_err(|e| {
+                Error::bad_request(format!("image {}'s User: {}; give one with --user", image.name, e.0))
+            })?;
+            image.config.user.clone()
+        }
+    };
+    Ok(Process { args, env: merged.into_iter().map(|(k, v)| format!("{k}={v}")).collect(), working_dir, user })
 }
 
 /// What [`check_run`] made of a run request.
@@ -195,6 +241,7 @@ impl Control {
             args: c.args.clone(),
             env: c.env.clone(),
             working_dir: c.working_dir.clone(),
+            user: c.user.clone(),
             ip: c.ip,
             limits: c.limits,
             labels: c.labels.clone(),
@@ -262,7 +309,7 @@ impl Control {
                 image_name.trim_end_matches(":latest")
             ))
         })?;
-        let (args, env) = resolve_process(&image, &req.command, &req.env)?;
+        let process = resolve_process(&image, &req)?;
         let name = match req.name {
             Some(n) => {
                 validate_container_name(&n).map_err(|e| Error::bad_request(e.0))?;
@@ -304,13 +351,11 @@ impl Control {
                 node,
                 ip,
                 limits: req.limits,
-                args,
-                env,
-                working_dir: if image.config.working_dir.is_empty() {
-                    "/".into()
-                } else {
-                    image.config.working_dir.clone()
-                },
+                args: process.args,
+                env: process.env,
+                working_dir: process.working_dir,
+                user: process.user,
+                exposed_ports: image.config.exposed_ports.clone(),
                 labels: req.labels.clone(),
                 created_at: now_millis(),
                 desired: Desired::Running,
@@ -390,7 +435,7 @@ impl Control {
         }
     }
 
-    async fn set_desired(&self, mut record: ContainerRecord, desired: Desired) -> Result<ContainerRecord> {
+    pub(crate) async fn set_desired(&self, mut record: ContainerRecord, desired: Desired) -> Result<ContainerRecord> {
         record.desired = desired;
         self.containers.put(&record.name, &record).await?;
         self.view.write().unwrap().insert_container(record.clone());
@@ -461,45 +506,54 @@ impl Control {
         Ok(())
     }
 
-    /// One chunk of a container's log from `offset`.
-    pub async fn logs_chunk(&self, name: &str, offset: u64) -> Result<LogChunk> {
+    /// One chunk of a container's log from `offset`, or with `tail`, from where its last
+    /// `tail` entries start.
+    pub async fn logs_chunk(&self, name: &str, offset: u64, tail: Option<u64>) -> Result<LogChunk> {
         let (record, _) = self.record_of(name)?;
-        let req = NodeRequest::Logs { id: record.id.clone(), offset, max_bytes: 256 << 10 };
+        let req = NodeRequest::Logs { id: record.id.clone(), offset, max_bytes: 256 << 10, tail };
         match self.node_call(&record.node, &req, Duration::from_secs(15)).await? {
             NodeReply::Logs(chunk) => Ok(chunk),
             other => Err(unexpected(&record.node, &other)),
         }
     }
 
-    /// `herd logs [-f]`: newline-delimited JSON log entries (and, where the node no longer has
-    /// what came before, how many bytes were rotated away); with `follow`, until the container
-    /// stops or the client goes away.
-    pub fn logs_stream(self: std::sync::Arc<Self>, name: String, follow: bool) -> impl Stream<Item = Result<Bytes>> {
-        futures::stream::unfold(Some(0u64), move |offset| {
+    /// `herd logs [-f] [--tail N] [--since TIME]`: newline-delimited JSON log entries (and,
+    /// where the node no longer has what came before, how many bytes were rotated away); with
+    /// `follow`, until the container stops or the client goes away. With `tail`, from the last
+    /// `tail` entries on; with `since`, only the entries written at or after it (as Docker: the
+    /// tail is taken first, then filtered).
+    pub fn logs_stream(self: std::sync::Arc<Self>, name: String, query: LogQuery) -> impl Stream<Item = Result<Bytes>> {
+        futures::stream::unfold(Some((0u64, query.tail)), move |state| {
             let this = self.clone();
             let name = name.clone();
             async move {
-                let mut offset = offset?;
+                let (mut offset, mut tail) = state?;
                 loop {
-                    let chunk = match this.logs_chunk(&name, offset).await {
+                    let chunk = match this.logs_chunk(&name, offset, tail.take()).await {
                         Ok(c) => c,
                         Err(e) => return Some((Err(e), None)),
                     };
                     let advanced = chunk.next_offset != offset;
                     offset = chunk.next_offset;
-                    if !chunk.entries.is_empty() || chunk.dropped > 0 {
+                    let entries: Vec<LogLine> = chunk
+                        .entries
+                        .into_iter()
+                        .filter(|e| query.since.is_none_or(|since| e.time >= since))
+                        .map(LogLine::Entry)
+                        .collect();
+                    if !entries.is_empty() || chunk.dropped > 0 {
                         let mut buf = Vec::new();
                         let rotated = (chunk.dropped > 0).then_some(LogLine::Rotated { rotated: chunk.dropped });
-                        for line in rotated.into_iter().chain(chunk.entries.into_iter().map(LogLine::Entry)) {
+                        for line in rotated.into_iter().chain(entries) {
                             serde_json::to_writer(&mut buf, &line).expect("log lines serialize");
                             buf.push(b'\n');
                         }
-                        return Some((Ok(Bytes::from(buf)), Some(offset)));
+                        return Some((Ok(Bytes::from(buf)), Some((offset, None))));
                     }
                     if advanced {
                         continue;
                     }
-                    if !follow || chunk.finished {
+                    if !query.follow || chunk.finished {
                         return None;
                     }
                     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -507,6 +561,16 @@ impl Control {
             }
         })
     }
+}
+
+/// What `herd logs` asks for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogQuery {
+    pub follow: bool,
+    /// Only the last this many entries (all when `None`).
+    pub tail: Option<u64>,
+    /// Only entries written at or after this time.
+    pub since: Option<herd_proto::UnixMillis>,
 }
 
 pub(crate) fn no_such_container(name: &str) -> Error {
@@ -549,29 +613,75 @@ mod tests {
         v.iter().map(|s| s.to_string()).collect()
     }
 
+    fn req(command: &[&str], env: &[&str]) -> RunRequest {
+        RunRequest { image: "app".into(), command: strings(command), env: strings(env), ..Default::default() }
+    }
+
     #[test]
     fn command_replaces_cmd_and_keeps_entrypoint() {
         let img = image(&["/init"], &["serve"], &[]);
-        let (args, _) = resolve_process(&img, &strings(&["debug", "-v"]), &[]).unwrap();
-        assert_eq!(args, strings(&["/init", "debug", "-v"]));
-        let (args, _) = resolve_process(&img, &[], &[]).unwrap();
-        assert_eq!(args, strings(&["/init", "serve"]));
+        let p = resolve_process(&img, &req(&["debug", "-v"], &[])).unwrap();
+        assert_eq!(p.args, strings(&["/init", "debug", "-v"]));
+        let p = resolve_process(&img, &req(&[], &[])).unwrap();
+        assert_eq!(p.args, strings(&["/init", "serve"]));
+        assert_eq!((p.working_dir.as_str(), p.user.as_str()), ("/", ""));
+    }
+
+    #[test]
+    fn entrypoint_replaces_entrypoint_and_cmd() {
+        let img = image(&["/init"], &["serve"], &[]);
+        let with = |entrypoint: &[&str], command: &[&str]| {
+            resolve_process(&img, &RunRequest { entrypoint: Some(strings(entrypoint)), ..req(command, &[]) })
+        };
+        // The image's Cmd does not follow another entrypoint; the command given does.
+        assert_eq!(with(&["/bin/sh"], &[]).unwrap().args, strings(&["/bin/sh"]));
+        assert_eq!(with(&["/bin/sh"], &["-c", "id"]).unwrap().args, strings(&["/bin/sh", "-c", "id"]));
+        // `--entrypoint ""` clears it: the command alone runs, and one is needed.
+        assert_eq!(with(&[""], &["sleep", "1"]).unwrap().args, strings(&["sleep", "1"]));
+        assert_eq!(with(&[], &["sleep", "1"]).unwrap().args, strings(&["sleep", "1"]));
+        let err = with(&[""], &[]).unwrap_err();
+        assert!(err.message.contains("--entrypoint replaces the entrypoint and the command"), "{}", err.message);
+    }
+
+    #[test]
+    fn workdir_and_user_come_from_the_image_unless_given() {
+        let mut img = image(&[], &["sh"], &[]);
+        img.config.working_dir = "/srv/app/".into();
+        img.config.user = "app:staff".into();
+        let p = resolve_process(&img, &req(&[], &[])).unwrap();
+        assert_eq!((p.working_dir.as_str(), p.user.as_str()), ("/srv/app", "app:staff"));
+        let given = RunRequest { workdir: Some("/tmp//x/..".into()), user: Some("1000".into()), ..req(&[], &[]) };
+        let p = resolve_process(&img, &given).unwrap();
+        assert_eq!((p.working_dir.as_str(), p.user.as_str()), ("/tmp", "1000"));
+        // Empty means "not given", as in Docker.
+        let empty = RunRequest { workdir: Some(String::new()), user: Some(String::new()), ..req(&[], &[]) };
+        assert_eq!(resolve_process(&img, &empty).unwrap().user, "app:staff");
+
+        let bad = |r: RunRequest| resolve_process(&img, &r).unwrap_err().message;
+        assert!(bad(RunRequest { workdir: Some("srv".into()), ..req(&[], &[]) }).contains("absolute path"));
+        assert!(bad(RunRequest { user: Some("a:b:c".into()), ..req(&[], &[]) }).contains("invalid user"));
+        img.config.user = "bad user".into();
+        let err = resolve_process(&img, &req(&[], &[])).unwrap_err().message;
+        assert!(err.contains("image app:latest's User") && err.contains("--user"), "{err}");
+        img.config.working_dir = "relative".into();
+        let err = resolve_process(&img, &RunRequest { user: Some("0".into()), ..req(&[], &[]) }).unwrap_err().message;
+        assert!(err.contains("image app:latest's WorkingDir") && err.contains("--workdir"), "{err}");
     }
 
     #[test]
     fn env_overrides_image_env_and_path_defaults() {
         let img = image(&[], &["sh"], &["A=1", "PATH=/opt/bin"]);
-        let (_, env) = resolve_process(&img, &[], &strings(&["A=2", "B=3"])).unwrap();
-        assert_eq!(env, strings(&["PATH=/opt/bin", "A=2", "B=3"]));
+        let p = resolve_process(&img, &req(&[], &["A=2", "B=3"])).unwrap();
+        assert_eq!(p.env, strings(&["PATH=/opt/bin", "A=2", "B=3"]));
     }
 
     #[test]
     fn missing_command_and_bad_env_are_explained() {
         let img = image(&[], &[], &[]);
-        let err = resolve_process(&img, &[], &[]).unwrap_err();
+        let err = resolve_process(&img, &req(&[], &[])).unwrap_err();
         assert!(err.message.contains("has no command"), "{}", err.message);
         let img = image(&[], &["sh"], &[]);
-        let err = resolve_process(&img, &[], &strings(&["NOVALUE"])).unwrap_err();
+        let err = resolve_process(&img, &req(&[], &["NOVALUE"])).unwrap_err();
         assert!(err.message.contains("expected KEY=VALUE"), "{}", err.message);
     }
 

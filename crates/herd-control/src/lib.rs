@@ -24,6 +24,7 @@ mod monitoring;
 mod nodes;
 mod policy;
 mod pull;
+mod start;
 mod view;
 
 use std::future::Future;

@@ -180,6 +180,9 @@ struct RunConfig {
     working_dir: Option<String>,
     #[serde(default)]
     user: Option<String>,
+    /// `{"80/tcp": {}}`: only the keys mean something.
+    #[serde(default)]
+    exposed_ports: Option<std::collections::BTreeMap<String, serde::de::IgnoredAny>>,
 }
 
 /// Docker accepts a single string where a list of strings is expected (`"Cmd": "sh"`).
@@ -222,8 +225,29 @@ impl ConfigFile {
             working_dir: run.and_then(|r| r.working_dir.clone()).unwrap_or_default(),
             user: run.and_then(|r| r.user.clone()).unwrap_or_default(),
             architecture: self.architecture.clone(),
+            exposed_ports: run.and_then(|r| r.exposed_ports.as_ref()).map(exposed_ports).unwrap_or_default(),
         }
     }
+}
+
+/// The most exposed ports an image keeps: they travel in its record and every container's.
+const MAX_EXPOSED: usize = 256;
+
+/// An image's exposed ports as Docker writes them (`80/tcp`; `tcp` when no protocol is
+/// given), sorted by port: keys that are no port are left out, and past [`MAX_EXPOSED`] the rest.
+fn exposed_ports<V>(keys: &std::collections::BTreeMap<String, V>) -> Vec<String> {
+    let mut ports: Vec<(u16, &str)> = keys
+        .keys()
+        .filter_map(|k| {
+            let (port, proto) = k.split_once('/').unwrap_or((k, "tcp"));
+            let proto = ["tcp", "udp", "sctp"].into_iter().find(|p| p.eq_ignore_ascii_case(proto))?;
+            let port: u16 = port.parse().ok().filter(|p| *p > 0 && port.bytes().all(|b| b.is_ascii_digit()))?;
+            Some((port, proto))
+        })
+        .collect();
+    ports.sort_unstable();
+    ports.dedup();
+    ports.into_iter().take(MAX_EXPOSED).map(|(port, proto)| format!("{port}/{proto}")).collect()
 }
 
 /// An image configuration blob read for what starts a container, and the platform it is for.

@@ -37,6 +37,8 @@ fn assert_test_image_config(image: &ImportedImage, arch: &str) {
     assert_eq!(image.config.env, ["PATH=/usr/bin:/bin", "MODE=test"]);
     assert_eq!(image.config.working_dir, "/data");
     assert_eq!(image.config.user, "1000:1000");
+    // As Docker writes them, sorted by port; what is no port is left out.
+    assert_eq!(image.config.exposed_ports, ["53/udp", "8080/tcp", "9000/tcp"]);
     assert_eq!(image.config.architecture, arch);
 }
 

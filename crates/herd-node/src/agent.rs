@@ -226,9 +226,13 @@ async fn handle(
             validate_id(&id)?;
             runtime.remove_keeping(&id, force, keep_checkpoints).await
         }
-        NodeRequest::Logs { id, offset, max_bytes } => {
+        NodeRequest::Logs { id, offset, max_bytes, tail } => {
             validate_id(&id)?;
-            runtime.logs(&id, offset, max_bytes)
+            runtime.logs(&id, offset, max_bytes, tail)
+        }
+        NodeRequest::Start { id } => {
+            validate_id(&id)?;
+            runtime.start(&id).await
         }
         NodeRequest::Checkpoint { id, checkpoint_id, leave_running } => {
             validate_id(&id)?;

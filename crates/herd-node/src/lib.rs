@@ -11,6 +11,7 @@
 //!   owns its stdio, writes its log and collects its exit status;
 //! - [`logs`]: the container log format and its readers;
 //! - [`layers`], [`overlay`], [`spec`], [`cgroups`], [`paths`]: what a container is made of;
+//! - [`user`]: the user a container runs as, resolved in its own `/etc/passwd` and `/etc/group`;
 //! - [`routes`]: /32 routes to containers on other nodes;
 //! - [`ports`], [`volumes`]: published ports (DNAT on the node) and named volumes;
 //! - [`sampler`]: per-container and per-node monitoring samples, published every interval;
@@ -48,4 +49,5 @@ pub mod sim;
 pub mod spec;
 pub mod tools;
 pub mod transfer;
+pub mod user;
 pub mod volumes;

@@ -501,6 +501,8 @@ impl Runtime {
         write_incoming(c, &incoming)?;
         let layers = self.layers.ensure(&c.spec.layers).await?;
         crate::overlay::mount_overlay(&layers, &c.paths.upper(), &c.paths.overlay_work(), &c.paths.rootfs())?;
+        // Its user's names are resolved in its files, which are only here now.
+        crate::user::update_config(&c.paths.bundle(), &c.paths.rootfs(), &c.spec.user)?;
         Self::check_images(images, &c.paths.bundle()).await?;
         let work = scratch.join("restore-work");
         std::fs::create_dir_all(&work)?;

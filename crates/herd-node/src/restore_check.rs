@@ -116,6 +116,7 @@ mod tests {
             args: vec!["sh".into()],
             env: vec![],
             working_dir: "/".into(),
+            user: String::new(),
             ip: "10.88.0.2".parse().unwrap(),
             limits: Default::default(),
             labels: Default::default(),

@@ -224,6 +224,8 @@ impl Runtime {
         overlay::mount_overlay(&layers, &c.paths.upper(), &c.paths.overlay_work(), &c.paths.rootfs())?;
         let netns_path = self.netns_of(spec)?;
         let mut config = self.runtime_spec(spec, &netns_path);
+        // Names are the container's own: resolved in its root filesystem, as it is now.
+        crate::user::apply(&mut config, &crate::user::resolve_in(&c.paths.rootfs(), &spec.user)?);
         crate::volumes::mount_into(&mut config, &self.cfg.paths.data_dir, &spec.host.volumes)?;
         let config_path = c.paths.bundle().join("config.json");
         std::fs::write(&config_path, serde_json::to_vec_pretty(&config)?)
@@ -405,6 +407,59 @@ impl Runtime {
         }
     }
 
+    /// `Start`: starts a container that exited (or was stopped) again, as it was created and
+    /// with its writable layer, as `docker start` does. A running container is left as it is; a
+    /// checkpointed one is refused, as `herd restore` is what continues it.
+    pub async fn start(self: &Arc<Self>, id: &str) -> OpResult<NodeReply> {
+        let c = self.get(id)?;
+        let _op = c.op.lock().await;
+        {
+            let l = c.live.lock().unwrap();
+            match l.state {
+                Some(ContainerState::Running) => {
+                    return Ok(NodeReply::Started {
+                        pid: l.pid.unwrap_or(0),
+                        started_at: l.started_at.unwrap_or_else(now_millis),
+                    });
+                }
+                Some(ContainerState::Checkpointed) => {
+                    return Err(format!(
+                        "container {} is checkpointed: herd restore {} continues it from its checkpoint",
+                        c.spec.name, c.spec.name
+                    ));
+                }
+                _ => {}
+            }
+        }
+        let result = async {
+            // Whatever a failed start or an old runc left behind.
+            let _ = self.cfg.runc.delete(id, true).await;
+            self.prepare(&c).await?;
+            self.start_shim(&c, ShimMode::Run).await
+        }
+        .await;
+        match result {
+            Ok(pid) => {
+                let started_at = c.live.lock().unwrap().started_at.unwrap_or_else(now_millis);
+                Ok(NodeReply::Started { pid, started_at })
+            }
+            Err(e) => {
+                // It stays as it was (exited), its writable layer kept, with the reason.
+                self.release(&c).await;
+                let message = format!("could not start {}: {e:#}", c.spec.name);
+                {
+                    let mut l = c.live.lock().unwrap();
+                    if l.state.is_none() {
+                        l.state = Some(ContainerState::Exited);
+                    }
+                    l.error = Some(message.clone());
+                }
+                self.publish_status(&c).await;
+                Err(message)
+            }
+        }
+    }
+
     /// `Stop`: SIGTERM, then SIGKILL after `timeout`.
     pub async fn stop(self: &Arc<Self>, id: &str, timeout: Duration) -> OpResult<NodeReply> {
         let c = self.get(id)?;
@@ -491,10 +546,17 @@ impl Runtime {
         Ok(NodeReply::Done)
     }
 
-    /// `Logs`.
-    pub fn logs(&self, id: &str, offset: u64, max_bytes: u64) -> OpResult<NodeReply> {
+    /// `Logs`: from `offset`, or with `tail`, from where the last `tail` entries start.
+    pub fn logs(&self, id: &str, offset: u64, max_bytes: u64, tail: Option<u64>) -> OpResult<NodeReply> {
         let c = self.get(id)?;
-        let mut chunk = match logs::Log::new(&c.paths.state()).read(offset, max_bytes.min(1 << 20)) {
+        let log = logs::Log::new(&c.paths.state());
+        let offset = match tail {
+            Some(n) => {
+                log.tail_offset(usize::try_from(n).unwrap_or(usize::MAX)).map_err(|e| err("reading the log", e))?
+            }
+            None => offset,
+        };
+        let mut chunk = match log.read(offset, max_bytes.min(1 << 20)) {
             Ok(chunk) => chunk,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 LogChunk { entries: Vec::new(), next_offset: offset, dropped: 0, finished: false }

@@ -216,6 +216,16 @@ async fn handle(
         NodeRequest::Logs { offset, .. } => {
             Ok(NodeReply::Logs(LogChunk { entries: Vec::new(), next_offset: offset, dropped: 0, finished: false }))
         }
+        NodeRequest::Start { id } => {
+            crate::runtime::validate_id(&id)?;
+            let started_at = now_millis();
+            statuses
+                .put(&id, &status(&id, node, ContainerState::Running, Some(started_at)))
+                .await
+                .map_err(|e| format!("recording the status of {id}: {e:#}"))?;
+            state.lock().unwrap().running.entry(node.to_string()).or_default().insert(id);
+            Ok(NodeReply::Started { pid: 0, started_at })
+        }
         NodeRequest::Shutdown { .. } => Ok(NodeReply::Done),
         NodeRequest::Checkpoint { .. }
         | NodeRequest::Restore { .. }

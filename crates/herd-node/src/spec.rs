@@ -109,6 +109,7 @@ mod tests {
             args: vec!["sleep".into(), "10".into()],
             env: vec!["PATH=/bin".into()],
             working_dir: "/srv".into(),
+            user: "postgres".into(),
             ip: "10.88.0.2".parse().unwrap(),
             limits: Limits {
                 cpus_milli: Some(500),

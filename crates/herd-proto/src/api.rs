@@ -19,8 +19,10 @@
 //! | `POST /v1/containers` | [`RunRequest`] | [`ContainerInfo`] |
 //! | `GET /v1/containers/{name}` | | [`ContainerInfo`] |
 //! | `POST /v1/containers/{name}/stop?timeout=SECS` | | [`ContainerInfo`] |
+//! | `POST /v1/containers/{name}/start` | | [`ContainerInfo`] |
+//! | `POST /v1/containers/{name}/restart?timeout=SECS` | | [`ContainerInfo`] |
 //! | `DELETE /v1/containers/{name}?force=BOOL` | | |
-//! | `GET /v1/containers/{name}/logs?follow=BOOL` | | newline-delimited [`LogLine`]s |
+//! | `GET /v1/containers/{name}/logs?follow=BOOL&tail=N&since=MS` | | newline-delimited [`LogLine`]s (the last `N` entries; those written at or after `MS`) |
 //! | `POST /v1/containers/{name}/checkpoint` | [`CheckpointRequest`] | [`CheckpointInfo`] |
 //! | `GET /v1/containers/{name}/checkpoints/{id}/archive` | | the checkpoint as a tar stream (see [`crate::checkpoint`]) |
 //! | `POST /v1/containers/{name}/restore` | [`RestoreRequest`] | [`ContainerInfo`] |
@@ -171,6 +173,16 @@ pub struct RunRequest {
     /// Named volumes: `NAME:/path[:ro]`.
     #[serde(default)]
     pub volumes: Vec<String>,
+    /// `USER[:GROUP]` (names or numbers) its processes run as, instead of the image's `User`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// An absolute working directory instead of the image's `WorkingDir` (created if missing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workdir: Option<String>,
+    /// Replaces the image's `Entrypoint` (empty: none), and then its `Cmd` too: only
+    /// `command` follows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entrypoint: Option<Vec<String>>,
 }
 
 /// One line of a container's log stream: an entry, or word that older output is gone.
@@ -229,6 +241,14 @@ pub struct ContainerInfo {
     pub limits: Limits,
     pub args: Vec<String>,
     pub env: Vec<String>,
+    /// `USER[:GROUP]` its processes run as; empty for root.
+    #[serde(default)]
+    pub user: String,
+    #[serde(default)]
+    pub working_dir: String,
+    /// The image's exposed ports (`80/tcp`): informational, as in Docker.
+    #[serde(default)]
+    pub exposed_ports: Vec<String>,
     pub labels: BTreeMap<String, String>,
     pub pid: Option<u32>,
     pub created_at: UnixMillis,

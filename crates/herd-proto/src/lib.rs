@@ -10,6 +10,7 @@
 //! - [`subjects`]: NATS subject, bucket and stream names.
 //! - [`hostconfig`]: published ports, shared network namespaces and named volumes.
 //! - [`logs`]: how much of a container's output its node keeps.
+//! - [`process`]: the user a container runs as and its working directory.
 //! - [`units`] and [`names`]: parsing and validation shared by the CLI, the Control node and the agent.
 //!
 //! This crate does no I/O, so it is tested fast and shared by every component.
@@ -22,6 +23,7 @@ pub mod migration;
 pub mod names;
 pub mod node;
 pub mod policy;
+pub mod process;
 pub mod pull;
 pub mod state;
 pub mod subjects;

@@ -38,6 +38,10 @@ pub struct ContainerSpec {
     pub args: Vec<String>,
     pub env: Vec<String>,
     pub working_dir: String,
+    /// `USER[:GROUP]` its processes run as, resolved by the node in the container's root
+    /// filesystem (see `herd_node::user`); empty for root.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub user: String,
     pub ip: Ipv4Addr,
     pub limits: Limits,
     pub labels: BTreeMap<String, String>,
@@ -62,8 +66,17 @@ pub enum NodeRequest {
         #[serde(default)]
         keep_checkpoints: bool,
     },
-    /// Log entries from byte `offset` of the container's log, at most `max_bytes` of them.
-    Logs { id: String, offset: u64, max_bytes: u64 },
+    /// Log entries from byte `offset` of the container's log, at most `max_bytes` of them;
+    /// with `tail`, from where the last `tail` complete entries start instead.
+    Logs {
+        id: String,
+        offset: u64,
+        max_bytes: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tail: Option<u64>,
+    },
+    /// Start a stopped container again with its spec and its writable layer, as `docker start`.
+    Start { id: String },
     /// Checkpoint with CRIU into the node's checkpoint store.
     Checkpoint { id: String, checkpoint_id: String, leave_running: bool },
     /// Restore a container from one of the node's checkpoints. With `log_object` (a container

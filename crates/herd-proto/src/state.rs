@@ -137,6 +137,10 @@ pub struct ImageConfig {
     pub user: String,
     #[serde(default)]
     pub architecture: String,
+    /// The ports the image says it listens on (`ExposedPorts`: `80/tcp`, `53/udp`), sorted:
+    /// informational, as in Docker (shown by `herd inspect`, published only by `-p`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exposed_ports: Vec<String>,
 }
 
 /// An imported image. Key: [`crate::names::image_key`] of its normalised name.
@@ -221,6 +225,14 @@ pub struct ContainerRecord {
     pub args: Vec<String>,
     pub env: Vec<String>,
     pub working_dir: String,
+    /// Who its processes run as: `USER[:GROUP]` (names or numbers, resolved by its node in the
+    /// container's own `/etc/passwd` and `/etc/group`); empty for root. The image's `User`
+    /// unless `herd run --user` gave one.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub user: String,
+    /// The image's exposed ports (see [`ImageConfig::exposed_ports`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exposed_ports: Vec<String>,
     pub labels: BTreeMap<String, String>,
     pub created_at: UnixMillis,
     pub desired: Desired,

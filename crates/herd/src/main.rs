@@ -51,6 +51,10 @@ enum Command {
     Logs(cmd::LogsArgs),
     /// Stop containers (SIGTERM, then SIGKILL after a grace period).
     Stop(cmd::StopArgs),
+    /// Start stopped containers again, with their files and addresses.
+    Start(cmd::StartArgs),
+    /// Stop containers (SIGTERM, then SIGKILL after a grace period), then start them again.
+    Restart(cmd::RestartArgs),
     /// Remove containers.
     Rm(cmd::RmArgs),
     /// Save a running container with CRIU.
@@ -474,6 +478,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Inspect(a) => cmd::inspect(&client(config)?, a).await,
         Command::Logs(a) => cmd::logs(&client(config)?, a).await,
         Command::Stop(a) => cmd::stop(&client(config)?, a).await,
+        Command::Start(a) => cmd::start(&client(config)?, a).await,
+        Command::Restart(a) => cmd::restart(&client(config)?, a).await,
         Command::Rm(a) => cmd::rm(&client(config)?, a).await,
         Command::Checkpoint(a) => cmd::checkpoint(&client(config)?, a).await,
         Command::Restore(a) => cmd::restore(&client(config)?, a).await,

@@ -45,6 +45,7 @@ fn run_request(name: &str, env: Vec<String>, pids: Option<u64>) -> RunRequest {
         ports: vec![],
         network: None,
         volumes: vec![],
+        ..Default::default()
     }
 }
 

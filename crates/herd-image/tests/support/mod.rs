@@ -157,7 +157,8 @@ pub fn config(arch: &str, layer_tars: &[&[u8]]) -> Vec<u8> {
             "Cmd": ["--serve", "8080"],
             "Env": ["PATH=/usr/bin:/bin", "MODE=test"],
             "WorkingDir": "/data",
-            "User": "1000:1000"
+            "User": "1000:1000",
+            "ExposedPorts": {"8080/tcp": {}, "53/udp": {}, "9000": {}, "not-a-port": {}, "0/tcp": {}}
         },
         "rootfs": {"type": "layers", "diff_ids": diff_ids}
     }))

@@ -102,7 +102,7 @@ fn tail_once(log: &Log, n: usize) -> io::Result<u64> {
             for i in (0..size).rev() {
                 if buf[i] == b'\n' {
                     newlines += 1;
-                    if newlines == n + 1 {
+                    if newlines == n.saturating_add(1) {
                         return Ok(segment.base + start + i as u64 + 1);
                     }
                 }
