@@ -708,6 +708,9 @@ fn print_migration(r: &herd_proto::migration::MigrationReport) {
     println!("  total       {}", secs(r.total_ms));
     println!("  memory      {}", B(r.memory_bytes));
     println!("  filesystem  {}", B(r.fs_bytes));
+    if r.volume_bytes > 0 {
+        println!("  volumes     {} ({} moved)", B(r.volume_size), B(r.volume_bytes));
+    }
     let phases: Vec<String> = r
         .phases
         .iter()

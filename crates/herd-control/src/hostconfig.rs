@@ -81,8 +81,32 @@ pub fn sharers(view: &View, name: &str) -> Vec<String> {
     out
 }
 
+/// The other containers on `record`'s node that mount a volume `record` mounts, by volume
+/// (volumes nobody else uses are left out), names sorted.
+pub fn volume_sharers(view: &View, record: &ContainerRecord) -> Vec<(String, Vec<String>)> {
+    let mut out = Vec::new();
+    for v in &record.host.volumes {
+        if out.iter().any(|(name, _): &(String, Vec<String>)| *name == v.name) {
+            continue;
+        }
+        let mut users: Vec<String> = view
+            .containers
+            .values()
+            .filter(|c| c.name != record.name && c.node == record.node)
+            .filter(|c| c.host.volumes.iter().any(|w| w.name == v.name))
+            .map(|c| c.name.clone())
+            .collect();
+        if !users.is_empty() {
+            users.sort();
+            out.push((v.name.clone(), users));
+        }
+    }
+    out
+}
+
 /// Refuses to move a container that shares with others: moving a group together is not
-/// supported, and moving one of them alone would break the others.
+/// supported, and moving one of them alone would break the others. Its named volumes move
+/// with it (`herd migrate`) unless another container uses one of them.
 pub fn ensure_movable(view: &View, record: &ContainerRecord) -> Result<()> {
     let name = &record.name;
     if let Some(n) = &record.host.network {
@@ -99,17 +123,34 @@ pub fn ensure_movable(view: &View, record: &ContainerRecord) -> Result<()> {
             if sharers.len() == 1 { "s" } else { "" }
         )));
     }
-    if !record.host.volumes.is_empty() {
-        let names: Vec<&str> = record.host.volumes.iter().map(|v| v.name.as_str()).collect();
+    if let Some((volume, users)) = volume_sharers(view, record).into_iter().next() {
         return Err(Error::conflict(format!(
-            "container {name} cannot move: it uses volume{} {}, which stay{} on node {}",
-            if names.len() == 1 { "" } else { "s" },
-            names.join(", "),
-            if names.len() == 1 { "s" } else { "" },
+            "container {name} cannot move: its volume {volume} is also used by {} on node {}, and containers that share a volume do not move (as a group or apart)",
+            users.join(", "),
             record.node
         )));
     }
     Ok(())
+}
+
+/// Refuses to restore a container with named volumes on another node: `herd restore --node`
+/// does not carry volumes (a migration does).
+pub fn ensure_no_volumes(record: &ContainerRecord, target: &str) -> Result<()> {
+    if record.host.volumes.is_empty() {
+        return Ok(());
+    }
+    let mut names: Vec<&str> = record.host.volumes.iter().map(|v| v.name.as_str()).collect();
+    names.dedup();
+    Err(Error::conflict(format!(
+        "container {} cannot be restored on {target}: its volume{} {} stay{} on node {}, and herd restore --node does not carry volumes; \
+         restore it on {} and move it with herd migrate, which takes its volumes along",
+        record.name,
+        if names.len() == 1 { "" } else { "s" },
+        names.join(", "),
+        if names.len() == 1 { "s" } else { "" },
+        record.node,
+        record.node
+    )))
 }
 
 #[cfg(test)]

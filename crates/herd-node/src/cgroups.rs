@@ -159,6 +159,16 @@ pub fn create_budget_cgroup(path: &str, cpus_milli: u64) -> anyhow::Result<Strin
     Ok(format!("/{rel}"))
 }
 
+/// The processes in cgroup `path` (the first hierarchy that has it, v1 or v2).
+pub fn procs(path: &str) -> Vec<i32> {
+    let rel = path.trim_matches('/');
+    hierarchies()
+        .iter()
+        .find_map(|h| std::fs::read_to_string(h.mount.join(rel).join("cgroup.procs")).ok())
+        .map(|text| text.lines().filter_map(|l| l.trim().parse().ok()).collect())
+        .unwrap_or_default()
+}
+
 /// Makes the command's process join cgroup `path` (its CPU hierarchies) before it runs.
 pub fn join_on_exec(cmd: &mut std::process::Command, path: &str) {
     use std::os::unix::process::CommandExt;

@@ -13,6 +13,7 @@
 //! - [`layers`], [`overlay`], [`spec`], [`cgroups`], [`paths`]: what a container is made of;
 //! - [`routes`]: /32 routes to containers on other nodes;
 //! - [`ports`], [`volumes`]: published ports (DNAT on the node) and named volumes;
+//!   [`volume_tree`] and [`volume_move`]: named volumes moving with a migrating container;
 //! - [`sampler`]: per-container and per-node monitoring samples, published every interval;
 //! - [`sim`]: the simulated runtime (`herd node --runtime sim`), which accepts containers
 //!   without running them, for scale tests;
@@ -47,4 +48,6 @@ pub mod sim;
 pub mod spec;
 pub mod tools;
 pub mod transfer;
+pub mod volume_move;
+pub mod volume_tree;
 pub mod volumes;
