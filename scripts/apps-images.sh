@@ -9,14 +9,15 @@
 #   scripts/apps-images.sh --list     print NAME PATH of every image
 #
 # Images (rootfs tarballs for `herd image import NAME FILE`), in $APPS_DIR:
-#   postgres.tar   PostgreSQL 15 (postgres), data directory initialised
+#   postgres.tar   PostgreSQL 15 (postgres), its cluster 'main' initialised
 #   redis.tar      Redis 7 (redis)
 #   nginx.tar      nginx (www-data workers)
 #   mosquitto.tar  Mosquitto 2 MQTT broker (mosquitto), persistence on
 #   tomcat.tar     Tomcat 10 on OpenJDK 17 (tomcat)
 # The base (debootstrap minbase) is shared; every package is downloaded once.
-# The clients the tests drive them with run from $APPS_DIR/clients (pgbench, psql,
-# redis-benchmark, redis-cli, mosquitto_pub/sub) through `chroot`, and wrk from the host.
+# The clients the tests drive them with run from $APPS_DIR/clients (pgbench and psql in
+# /usr/lib/postgresql/15/bin, redis-benchmark, redis-cli, mosquitto_pub/sub) through `chroot`,
+# and wrk from the host.
 set -euo pipefail
 
 log() { printf '\033[1mapps-images:\033[0m %s\n' "$*" >&2; }
@@ -41,7 +42,8 @@ packages() {
     nginx) echo nginx-light ;;
     mosquitto) echo mosquitto ;;
     tomcat) echo tomcat10 ;;
-    clients) echo postgresql-client-15 redis-tools mosquitto-clients ;;
+    # pgbench comes with the server's package in Debian 12 (it is not started here).
+    clients) echo postgresql-15 redis-tools mosquitto-clients ;;
   esac
 }
 
@@ -87,7 +89,9 @@ trim() {
   find "$root/usr/share/locale" -mindepth 1 -maxdepth 1 ! -name 'C*' ! -name 'en*' -exec rm -rf {} + 2>/dev/null || true
 }
 
-stamp_of() { echo "$(sha256sum "$0" | cut -c1-16) $SUITE $(packages "$1")"; }
+# What an image is built from: the suite, its packages and how it is configured and trimmed
+# (a change to any of them rebuilds it; other edits of this script do not).
+stamp_of() { echo "$SUITE $(packages "$1") $( { declare -f configure trim; } | sha256sum | cut -c1-16)"; }
 
 mkdir -p "$APPS_DIR"
 base=$APPS_DIR/base

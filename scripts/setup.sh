@@ -12,17 +12,20 @@ die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
 [ -r /etc/debian_version ] || die "this script supports Debian 12 (bookworm) only"
 
 export DEBIAN_FRONTEND=noninteractive
+SCRIPTS=$(cd "$(dirname "$0")" && pwd)
 CRIU_VERSION=4.2.1
 CRIU_DEB_VERSION=4.2.1-1
 CRIU_BIN=/usr/local/sbin/criu
 CACHE=/var/cache/herd-setup
 
 # Packages Herd runs with, CRIU's build dependencies, chromium (the dashboard's browser test),
-# and QEMU with kmod and cpio (the pre-copy test boots a kernel that tracks dirty memory).
+# QEMU with kmod and cpio (the pre-copy test boots a kernel that tracks dirty memory),
+# debootstrap (the images of real server software, scripts/apps-images.sh) and wrk (the HTTP
+# load generator that drives two of them).
 # libssl-dev: herd image pull speaks HTTPS to registries through the system's OpenSSL.
 PACKAGES=(
   runc iptables iproute2 busybox-static procps psmisc ca-certificates curl xz-utils chromium openssl
-  qemu-system-x86 kmod cpio
+  qemu-system-x86 kmod cpio debootstrap wrk
   build-essential pkg-config git patch libssl-dev
   libprotobuf-dev libprotobuf-c-dev protobuf-c-compiler protobuf-compiler python3-protobuf
   libnl-3-dev libcap-dev libnet1-dev libbsd-dev libaio-dev libgnutls28-dev libnftables-dev uuid-dev
@@ -105,7 +108,7 @@ fi
 CRIU_RUNDIR=/run/criu
 # Herd's patches (scripts/criu-patches) remove waits CRIU does not need; the stamp file names
 # the version, the rundir and the patches the installed binary was built with.
-CRIU_PATCHES="$(cd "$(dirname "$0")" && pwd)/criu-patches"
+CRIU_PATCHES="$SCRIPTS/criu-patches"
 CRIU_STAMP=/usr/local/share/herd/criu.build
 criu_build_id() { echo "$CRIU_VERSION $CRIU_RUNDIR $(cat "$CRIU_PATCHES"/*.patch | sha256sum | cut -c1-16)"; }
 criu_ok() {
@@ -181,6 +184,10 @@ mountpoint -q "$CRIU_RUNDIR" || mount -t tmpfs -o size=1m,mode=0700 criu-run "$C
 # Post-copy needs large pipes: without this the source fails with 'page-pipe: splice: Bad file descriptor'.
 cur=$(sysctl -n fs.pipe-max-size)
 [ "$cur" -ge 4194304 ] || sysctl -qw fs.pipe-max-size=4194304
+
+# Real server software from Debian's packages, for tests/apps.rs and bench/apps (about five
+# minutes the first time, then nothing until scripts/apps-images.sh changes what it builds).
+bash "$SCRIPTS/apps-images.sh"
 
 if ! command -v cargo >/dev/null; then
   [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH" || die "cargo (Rust) is required: install it with rustup"

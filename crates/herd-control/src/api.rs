@@ -20,6 +20,9 @@ use serde::Deserialize;
 use crate::control::Control;
 use crate::error::{Error, Result};
 
+/// The largest JSON request body accepted (413 beyond).
+const MAX_JSON_BODY: usize = 16 << 20;
+
 pub fn router(control: Arc<Control>) -> Router {
     Router::new()
         .route("/v1/health", get(health))
@@ -49,7 +52,10 @@ pub fn router(control: Arc<Control>) -> Router {
         .route("/v1/policy/decisions", get(policy_decisions))
         .route("/metrics", get(metrics))
         .fallback(|| async { Error::not_found("no such API route") })
-        .layer(DefaultBodyLimit::disable())
+        // JSON bodies: no request needs more (what is stored must fit the broker's messages);
+        // the streamed uploads (image archives, checkpoints) read their body as a stream, which
+        // this does not limit, and are bounded by their own checks.
+        .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
         .layer(middleware::from_fn_with_state(control.clone(), authenticate))
         // Added after the auth layer, so only the dashboard's page shell (no data) is served
         // without a token; its scripts send the token with every API call.

@@ -158,10 +158,19 @@ pub async fn check_upload<R: AsyncRead + Unpin>(
     }
     // What may follow the head: every listed file as a tar entry, and the end of the archive
     // (two zero blocks; writers may pad it to a 10 KiB record).
-    let rest: u64 = manifest.files.iter().map(|f| signing::tar_entry_len(f.size)).sum::<u64>() + 10 * 1024;
     let mut head = manifest_entry.raw;
     head.extend(sig_entry.raw);
-    let limit = head.len() as u64 + rest;
+    let limit = manifest
+        .files
+        .iter()
+        .try_fold(head.len() as u64 + 10 * 1024, |sum, f| {
+            f.size.checked_next_multiple_of(512).and_then(|padded| sum.checked_add(512)?.checked_add(padded))
+        })
+        .ok_or_else(|| {
+            Error::bad_request(format!(
+                "{what} is not a usable Herd checkpoint: its manifest lists more bytes than a file system holds"
+            ))
+        })?;
     Ok(CheckedUpload { manifest, archive: Bounded::new(io::Cursor::new(head).chain(upload), limit) })
 }
 
@@ -280,6 +289,25 @@ mod tests {
         let up = check_upload(&long[..], &key, "c", &id).await.unwrap();
         let err = read_all(up.archive).await.unwrap_err();
         assert!(err.to_string().contains("runs past"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn sizes_past_u64_are_refused() {
+        // Found while writing the checkpoint fuzz target: the bound on the upload overflowed
+        // (a panic where overflow is checked) for a signed manifest listing huge sizes.
+        let key = SigningKey::from_bytes([3; 32]);
+        let id = "ab".repeat(16);
+        for sizes in [[u64::MAX, 1], [u64::MAX / 2, u64::MAX / 2]] {
+            let mut manifest: serde_json::Value = serde_json::from_slice(&manifest_json(&id)).unwrap();
+            for (file, size) in manifest["files"].as_array_mut().unwrap().iter_mut().zip(sizes) {
+                file["size"] = size.into();
+            }
+            let manifest = serde_json::to_vec(&manifest).unwrap();
+            let sig = signing::signature_file(&key.sign(&manifest));
+            let upload = archive(&manifest, Some(&sig), 0);
+            let err = check_upload(&upload[..], &key, "c", &id).await.err().unwrap();
+            assert!(err.message.contains("more bytes than a file system holds"), "{}", err.message);
+        }
     }
 
     #[test]

@@ -131,6 +131,44 @@ pub fn resolve_process(image: &ImageRecord, command: &[String], env: &[String]) 
     Ok((args, merged.into_iter().map(|(k, v)| format!("{k}={v}")).collect()))
 }
 
+/// What [`check_run`] made of a run request.
+#[derive(Debug)]
+pub struct CheckedRun {
+    /// The image, normalised (`busybox` is `busybox:latest`).
+    pub image_name: String,
+    pub strategy: Strategy,
+    /// The placement request: resources, node, constraints and affinities.
+    pub placement: Request,
+    /// Ports, network and volumes.
+    pub requested: crate::hostconfig::Requested,
+}
+
+/// The checks of a run request that need no cluster state: image name, limits, strategy
+/// (`default_strategy` when it names none), placement expressions, ports, network, volumes and
+/// labels. Placement input is checked before anything is created, so bad input leaves nothing
+/// behind.
+pub fn check_run(req: &RunRequest, default_strategy: &str) -> Result<CheckedRun> {
+    let image_name = normalize_image(&req.image).map_err(|e| Error::bad_request(e.0))?;
+    validate_limits(&req.limits)?;
+    let strategy_name = req.strategy.as_deref().unwrap_or(default_strategy);
+    let strategy = Strategy::parse(strategy_name, rand::rng().random()).map_err(|e| Error::bad_request(e.0))?;
+    let placement = Request {
+        cpus_milli: req.limits.cpus_milli.unwrap_or(0),
+        memory_bytes: req.limits.memory_bytes.unwrap_or(0),
+        node: req.node.clone(),
+        ..Default::default()
+    }
+    .with_expressions(&req.constraints, &req.affinities)
+    .map_err(|e| Error::bad_request(e.0))?;
+    let requested = crate::hostconfig::parse(req)?;
+    for k in req.labels.keys() {
+        if k.is_empty() {
+            return Err(Error::bad_request("label keys must not be empty"));
+        }
+    }
+    Ok(CheckedRun { image_name, strategy, placement, requested })
+}
+
 /// The containers a listing shows (running ones unless `all`), newest first.
 fn listed(view: &crate::view::View, all: bool) -> Vec<&ContainerRecord> {
     let mut out: Vec<&ContainerRecord> =
@@ -217,25 +255,7 @@ impl Control {
 
     /// `herd run`.
     pub async fn run(&self, req: RunRequest) -> Result<ContainerInfo> {
-        let image_name = normalize_image(&req.image).map_err(|e| Error::bad_request(e.0))?;
-        validate_limits(&req.limits)?;
-        // Placement input is checked before anything is created, so bad input leaves nothing behind.
-        let strategy_name = req.strategy.as_deref().unwrap_or(&self.cfg.strategy);
-        let strategy = Strategy::parse(strategy_name, rand::rng().random()).map_err(|e| Error::bad_request(e.0))?;
-        let placement = Request {
-            cpus_milli: req.limits.cpus_milli.unwrap_or(0),
-            memory_bytes: req.limits.memory_bytes.unwrap_or(0),
-            node: req.node.clone(),
-            ..Default::default()
-        }
-        .with_expressions(&req.constraints, &req.affinities)
-        .map_err(|e| Error::bad_request(e.0))?;
-        let requested = crate::hostconfig::parse(&req)?;
-        for k in req.labels.keys() {
-            if k.is_empty() {
-                return Err(Error::bad_request("label keys must not be empty"));
-            }
-        }
+        let CheckedRun { image_name, strategy, placement, requested } = check_run(&req, &self.cfg.strategy)?;
         let image = self.view.read().unwrap().images.get(&image_name).cloned().ok_or_else(|| {
             Error::not_found(format!(
                 "no such image: {image_name}: import it first with herd image import {} PATH",

@@ -31,6 +31,20 @@ use std::future::Future;
 use anyhow::Context;
 
 pub use containers::MIN_MEMORY;
+
+/// What the API's handlers do with a request before they read or change any cluster state:
+/// the checks of each body (decoded with axum's `Json`) and of an uploaded checkpoint
+/// archive's head. Public for the fuzz targets (`crates/herd-fuzz`), which feed them arbitrary
+/// bytes.
+pub mod requests {
+    pub use crate::checkpoint_archive::{Bounded, CheckedUpload, check_upload};
+    pub use crate::containers::{CheckedRun, check_run, resolve_process, validate_limits};
+    pub use crate::error::{Error, Kind};
+    pub use crate::hostconfig::{Requested, placement};
+    pub use crate::nodes::apply_label_changes;
+    pub use crate::policy::check_set_policy;
+    pub use crate::pull::{CheckedPull, check_pull};
+}
 pub use control::{Control, ControlConfig};
 pub use herd_image::UnpackLimits;
 

@@ -12,8 +12,8 @@ use herd_broker::{Broker, Bucket};
 use herd_metrics::history::SeriesId;
 use herd_policy::cost::{Calibration, Observation, calibrate};
 use herd_policy::{
-    CachedForecast, Cluster, Container, CostModel, DemandForecast, Engine, EngineConfig, Move, Node, PowerModel,
-    parse_policy,
+    CachedForecast, Cluster, Container, CostModel, DemandForecast, Engine, EngineConfig, Move, Node, Policy,
+    PowerModel, parse_policy,
 };
 use herd_proto::api::{MigrateRequest, NodeState};
 use herd_proto::migration::Outcome;
@@ -147,11 +147,27 @@ impl PolicyState {
     }
 }
 
+/// A `PUT /v1/policy` request's policy and interval (`None`: unchanged), checked.
+pub fn check_set_policy(req: &SetPolicyRequest) -> Result<(Box<dyn Policy>, Option<Duration>)> {
+    let policy = parse_policy(&req.spec).map_err(|e| Error::bad_request(e.to_string()))?;
+    if let Some(secs) = req.interval_secs {
+        check_interval(secs).map_err(Error::bad_request)?;
+    }
+    Ok((policy, req.interval_secs.map(Duration::from_secs_f64)))
+}
+
+/// The longest evaluation interval: a day (and so one that a `Duration` holds).
+const MAX_INTERVAL: Duration = Duration::from_secs(86_400);
+
 fn check_interval(secs: f64) -> std::result::Result<(), String> {
-    if secs.is_finite() && secs >= MIN_INTERVAL.as_secs_f64() {
+    if secs.is_finite() && secs >= MIN_INTERVAL.as_secs_f64() && secs <= MAX_INTERVAL.as_secs_f64() {
         Ok(())
     } else {
-        Err(format!("the interval must be at least {} s, not {secs}", MIN_INTERVAL.as_secs_f64()))
+        Err(format!(
+            "the interval must be at least {} s and at most {} s (a day), not {secs}",
+            MIN_INTERVAL.as_secs_f64(),
+            MAX_INTERVAL.as_secs_f64()
+        ))
     }
 }
 
@@ -199,13 +215,10 @@ impl Control {
     /// if that write fails nothing changes either. The engine's record of recent moves
     /// (cool-down, hysteresis) carries over to the new policy.
     pub(crate) async fn set_policy(&self, req: &SetPolicyRequest) -> Result<PolicyInfo> {
-        let policy = parse_policy(&req.spec).map_err(|e| Error::bad_request(e.to_string()))?;
-        if let Some(secs) = req.interval_secs {
-            check_interval(secs).map_err(Error::bad_request)?;
-        }
+        let (policy, interval) = check_set_policy(req)?;
         let store = self.policy.lock().unwrap().store.clone();
         let store = store.lock().await;
-        let interval = req.interval_secs.map(Duration::from_secs_f64).unwrap_or(self.policy.lock().unwrap().interval);
+        let interval = interval.unwrap_or(self.policy.lock().unwrap().interval);
         let stored = StoredPolicy { spec: policy.spec(), interval_secs: interval.as_secs_f64(), set_at: now_millis() };
         store.put(subjects::POLICY_KEY, &stored).await?;
         let info = {
@@ -443,5 +456,26 @@ impl Control {
                 None
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn intervals_are_checked_before_they_become_durations() {
+        let req = |interval_secs| SetPolicyRequest { spec: "hotspot".into(), interval_secs };
+        let (policy, interval) = check_set_policy(&req(Some(5.0))).unwrap();
+        assert!(policy.spec().starts_with("hotspot"), "{}", policy.spec());
+        assert_eq!(interval, Some(Duration::from_secs(5)));
+        assert_eq!(check_set_policy(&req(None)).unwrap().1, None);
+        // An interval too large for a Duration made the handler panic (PUT /v1/policy).
+        for secs in [0.05, f64::NAN, f64::INFINITY, 1e30, 1e20, 86_400.5] {
+            let err = check_set_policy(&req(Some(secs))).err().unwrap();
+            assert_eq!(err.kind, Kind::BadRequest, "{secs}");
+            assert!(err.message.contains("the interval must be"), "{secs}: {}", err.message);
+        }
+        check_set_policy(&req(Some(86_400.0))).unwrap();
     }
 }

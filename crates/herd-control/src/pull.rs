@@ -29,19 +29,37 @@ const PARALLEL_LAYERS: usize = 3;
 /// Bytes between two progress updates of one layer.
 const PROGRESS_STEP: u64 = 1 << 20;
 
+/// What [`check_pull`] made of a pull request.
+#[derive(Debug)]
+pub struct CheckedPull {
+    pub reference: Reference,
+    /// The local image name, normalised.
+    pub name: String,
+    pub credentials: Option<Credentials>,
+}
+
+/// The checks of a pull request made before any registry is asked: the reference, the local
+/// name, and credentials given whole or not at all.
+pub fn check_pull(req: &PullRequest) -> Result<CheckedPull> {
+    let reference = Reference::parse(req.reference.trim()).map_err(registry_error)?;
+    let name = req.name.clone().unwrap_or_else(|| reference.local_name());
+    let name = normalize_image(&name).map_err(|e| Error::bad_request(e.0))?;
+    let credentials = match (&req.username, &req.password) {
+        (Some(username), Some(password)) => {
+            Some(Credentials { username: username.clone(), password: password.clone() })
+        }
+        (None, None) => None,
+        _ => return Err(Error::bad_request("registry credentials need both a user name and a password")),
+    };
+    Ok(CheckedPull { reference, name, credentials })
+}
+
 impl Control {
     /// Pulls `req.reference`, sending [`PullUpdate`]s (resolved, progress, stored) to
     /// `updates`; returns the report (the caller sends it last).
     pub async fn pull_image(&self, req: PullRequest, updates: mpsc::Sender<PullUpdate>) -> Result<PullReport> {
         let started = Instant::now();
-        let reference = Reference::parse(req.reference.trim()).map_err(registry_error)?;
-        let name = req.name.clone().unwrap_or_else(|| reference.local_name());
-        let name = normalize_image(&name).map_err(|e| Error::bad_request(e.0))?;
-        let credentials = match (req.username, req.password) {
-            (Some(username), Some(password)) => Some(Credentials { username, password }),
-            (None, None) => None,
-            _ => return Err(Error::bad_request("registry credentials need both a user name and a password")),
-        };
+        let CheckedPull { reference, name, credentials } = check_pull(&req)?;
         let client = RegistryClient::new(&reference, credentials, req.insecure).map_err(registry_error)?;
         let resolved = client.resolve("linux", herd_image::host_architecture()).await.map_err(registry_error)?;
 

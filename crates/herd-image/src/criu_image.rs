@@ -304,8 +304,16 @@ impl Images {
         let inv: InventoryEntry = one(inventory, INVENTORY_MAGIC, "inventory.img")?;
         let root_ids = inv.root_ids.ok_or_else(|| unreadable("inventory.img", "it names no root namespaces"))?;
         let mut images = Images { root_ids, ..Images::default() };
+        // Each thread's core image is decoded once, however often the tree names it.
+        let mut seen_threads = std::collections::HashSet::new();
         for task in entries::<PstreeEntry>(pstree, PSTREE_MAGIC, "pstree.img")? {
             let threads = if task.threads.is_empty() { vec![task.pid] } else { task.threads.clone() };
+            if threads.iter().any(|t| !seen_threads.insert(*t)) {
+                return Err(unreadable("pstree.img", "it names a thread twice"));
+            }
+            if seen_threads.len() > MAX_ENTRIES {
+                return Err(unreadable("pstree.img", "it names too many threads"));
+            }
             let mut ids = None;
             for tid in threads {
                 let file = format!("core-{tid}.img");
@@ -593,6 +601,11 @@ mod tests {
         assert!(matches!(err, CriuImageError::Unreadable { .. }), "{err}");
         let err = Images::decode(b"xx", &[], |_, _| Ok(None), &[]).unwrap_err().to_string();
         assert!(err.contains("inventory.img"), "{err}");
+        // A tree naming one thread over and over is refused, not decoded again and again.
+        let inv = image(INVENTORY_MAGIC, &[InventoryEntry { root_ids: Some(ids(1)) }.encode_to_vec()]);
+        let again = PstreeEntry { pid: 1, threads: vec![1, 1] }.encode_to_vec();
+        let err = Images::decode(&inv, &image(PSTREE_MAGIC, &[again]), |_, _| Ok(Some(Vec::new())), &[]).unwrap_err();
+        assert!(err.to_string().contains("names a thread twice"), "{err}");
         let mut long = image(PSTREE_MAGIC, &[]);
         long.extend(1000u32.to_le_bytes());
         assert!(

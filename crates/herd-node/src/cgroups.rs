@@ -159,14 +159,19 @@ pub fn create_budget_cgroup(path: &str, cpus_milli: u64) -> anyhow::Result<Strin
     Ok(format!("/{rel}"))
 }
 
-/// The processes in cgroup `path` (the first hierarchy that has it, v1 or v2).
-pub fn procs(path: &str) -> Vec<i32> {
+/// The processes in cgroup `path` (as `cgroup.procs` lists them in the first hierarchy that
+/// has it: the pids or memory controller on v1, the unified hierarchy on v2).
+pub fn processes(path: &str) -> std::io::Result<Vec<u32>> {
     let rel = path.trim_matches('/');
-    hierarchies()
+    let preferred = |h: &&Hierarchy| h.unified || h.controllers.iter().any(|c| c == "pids" || c == "memory");
+    let dir = hierarchies()
         .iter()
-        .find_map(|h| std::fs::read_to_string(h.mount.join(rel).join("cgroup.procs")).ok())
-        .map(|text| text.lines().filter_map(|l| l.trim().parse().ok()).collect())
-        .unwrap_or_default()
+        .filter(preferred)
+        .map(|h| h.mount.join(rel))
+        .find(|d| d.join("cgroup.procs").exists())
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, format!("no cgroup {path}")))?;
+    let text = std::fs::read_to_string(dir.join("cgroup.procs"))?;
+    Ok(text.lines().filter_map(|l| l.trim().parse().ok()).collect())
 }
 
 /// Makes the command's process join cgroup `path` (its CPU hierarchies) before it runs.

@@ -59,8 +59,11 @@ pub fn broker_addresses(url: &str) -> Vec<SocketAddr> {
 pub async fn install(containers: Ipv4Net, broker_url: &str) -> anyhow::Result<()> {
     let broker = broker_addresses(broker_url);
     tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-        let ipt = iptables::new(false)
+        let mut ipt = iptables::new(false)
             .map_err(|e| anyhow!("cannot run iptables (install it with apt-get install iptables): {e}"))?;
+        // Listing a chain must not look up the names of its rules' addresses (no DNS here:
+        // each lookup would wait for its timeout).
+        ipt.is_numeric = true;
         let fail = |what: String| move |e: Box<dyn std::error::Error>| anyhow!("{what}: {e}");
         for (parent, chain) in [("INPUT", INPUT_CHAIN), ("FORWARD", FORWARD_CHAIN)] {
             if ipt.chain_exists(TABLE, chain).map_err(fail(format!("looking for chain {chain}")))? {

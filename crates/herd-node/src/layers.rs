@@ -95,6 +95,16 @@ fn digest_hex(digest: &str) -> anyhow::Result<&str> {
 }
 
 impl LayerCache {
+    /// What one layer may unpack to on this node: its size bound, and the disk reserve kept
+    /// on the filesystem of the layer cache. A container's writable layer arriving with a
+    /// checkpoint or a migration is held to the same.
+    pub fn bounds(&self) -> herd_image::LayerBounds {
+        herd_image::LayerBounds {
+            max_size: self.max_layer_size,
+            reserve: Some(herd_image::DiskReserve { path: self.dir.clone(), bytes: self.reserve }),
+        }
+    }
+
     pub fn new(dir: PathBuf, store: Objects, limits: LayerLimits) -> anyhow::Result<LayerCache> {
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let (free, total) =
@@ -200,10 +210,7 @@ impl LayerCache {
         }
         std::fs::create_dir_all(unpack)?;
         let (blob, unpack2, compression) = (blob.to_path_buf(), unpack.to_path_buf(), layer.compression);
-        let bounds = herd_image::LayerBounds {
-            max_size: self.max_layer_size,
-            reserve: Some(herd_image::DiskReserve { path: self.dir.clone(), bytes: self.reserve }),
-        };
+        let bounds = self.bounds();
         let unpacked = tokio::task::spawn_blocking(move || {
             herd_image::extract_layer_within(&blob, compression, &unpack2, &bounds)
         })

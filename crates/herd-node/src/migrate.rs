@@ -388,8 +388,14 @@ impl Runtime {
                             std::fs::remove_dir_all(&upper)?;
                         }
                         std::fs::create_dir_all(&upper)?;
+                        let bounds = self.layers.bounds();
                         tokio::task::spawn_blocking(move || {
-                            herd_image::extract_layer(&tar, herd_proto::state::Compression::None, &upper)
+                            herd_image::extract_layer_within(
+                                &tar,
+                                herd_proto::state::Compression::None,
+                                &upper,
+                                &bounds,
+                            )
                         })
                         .await?
                         .context("unpacking the writable layer")?;
@@ -718,11 +724,17 @@ impl Runtime {
         if read_incoming(&c.paths.dir).is_some_and(|i| i.state == DestinationState::Running) {
             let _ = std::fs::remove_file(c.paths.dir.join(INCOMING));
         }
+        // Refusals before anything froze: the container simply runs on, which the Control
+        // node learns as a resumed migration (an error would leave it in doubt).
+        let refused = |reason: String| Ok(NodeReply::MigrationSent(SourceOutcome::Resumed { reason }));
         if ticket.mode == MigrationMode::Precopy && !self.cfg.dirty_tracking {
-            return Err(format!(
+            return refused(format!(
                 "pre-copy is not available on node {}: its kernel does not track dirty memory",
                 self.cfg.node
             ));
+        }
+        if let Err(why) = self.ensure_dumpable(&c).await {
+            return refused(format!("{} cannot be migrated: {why}", c.spec.name));
         }
         let outcome = self.send(&c, &ticket, destination, ticket.mode, &progress).await;
         if !matches!(outcome, SourceOutcome::InDoubt { .. }) {

@@ -33,7 +33,12 @@ pub fn rule(id: &str, ip: Ipv4Addr, port: &PortMapping) -> String {
 }
 
 fn iptables() -> anyhow::Result<iptables::IPTables> {
-    iptables::new(false).map_err(|e| anyhow!("cannot run iptables (install it with apt-get install iptables): {e}"))
+    let mut ipt = iptables::new(false)
+        .map_err(|e| anyhow!("cannot run iptables (install it with apt-get install iptables): {e}"))?;
+    // Listing a chain must not look up the names of its rules' addresses (each lookup waits
+    // for a DNS timeout where there is no DNS).
+    ipt.is_numeric = true;
+    Ok(ipt)
 }
 
 fn ensure_chain(ipt: &iptables::IPTables) -> anyhow::Result<()> {

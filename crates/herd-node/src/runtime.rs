@@ -530,6 +530,10 @@ impl Runtime {
             c.live.lock().unwrap().expecting_exit = false;
             Err(format!("checkpoint of {} failed: {why}", c.spec.name))
         };
+        if let Err(why) = self.ensure_dumpable(&c).await {
+            c.live.lock().unwrap().expecting_exit = false;
+            return Err(format!("{} cannot be checkpointed: {why}; it keeps running", c.spec.name));
+        }
         // Its TCP is held from before the dump: a container that goes away keeps its
         // connections' peers waiting (not reset) until it is restored.
         let netns = match self.netns_of(&c.spec) {
@@ -666,9 +670,9 @@ impl Runtime {
             }
             std::fs::create_dir_all(&upper)?;
             let diff = dir.join(ROOTFS_DIFF);
-            let up2 = upper.clone();
+            let (up2, bounds) = (upper.clone(), self.layers.bounds());
             tokio::task::spawn_blocking(move || {
-                herd_image::extract_layer(&diff, herd_proto::state::Compression::None, &up2)
+                herd_image::extract_layer_within(&diff, herd_proto::state::Compression::None, &up2, &bounds)
             })
             .await?
             .context("restoring the writable layer")?;
@@ -710,6 +714,23 @@ impl Runtime {
                 }
                 Err(format!("restore of {} from {checkpoint_id} failed: {e:#}", spec.name))
             }
+        }
+    }
+
+    /// Refuses, before anything is frozen, a container holding what CRIU cannot dump (see
+    /// [`crate::dumpable`]).
+    pub(crate) async fn ensure_dumpable(&self, c: &Container) -> Result<(), String> {
+        let cgroup = self.cfg.paths.cgroup(&c.spec.id);
+        let problems = tokio::task::spawn_blocking(move || {
+            crate::cgroups::processes(&cgroup).map(|pids| crate::dumpable::check(&pids))
+        })
+        .await
+        .map_err(|e| format!("the check task: {e}"))?
+        .map_err(|e| format!("cannot list its processes: {e}"))?;
+        match problems.as_slice() {
+            [] => Ok(()),
+            [one] => Err(one.clone()),
+            [first, rest @ ..] => Err(format!("{first} (and {} more: {})", rest.len(), rest.join("; "))),
         }
     }
 

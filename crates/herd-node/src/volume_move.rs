@@ -414,7 +414,8 @@ impl Runtime {
 
     /// Files the container's processes map shared and writable (see [`volume_tree::mapped_files`]).
     pub(crate) fn mapped_files(&self, c: &Container) -> HashSet<(u64, u64)> {
-        volume_tree::mapped_files(&crate::cgroups::procs(&self.cfg.paths.cgroup(&c.spec.id)))
+        let pids = crate::cgroups::processes(&self.cfg.paths.cgroup(&c.spec.id)).unwrap_or_default();
+        volume_tree::mapped_files(&pids.into_iter().map(|p| p as i32).collect::<Vec<_>>())
     }
 }
 

@@ -230,13 +230,17 @@ fn bad_checkpoint_and_restore_requests_are_explained() {
     assert!(err.contains("holds a checkpoint of container other"), "{err}");
 
     // A directory whose manifest was edited to other image layers passes the CLI's checks, but
-    // the node refuses it; the container stays restorable where it was.
+    // not the Control node's (the manifest no longer matches its signature); signed again with
+    // the cluster's key, the node refuses it. The container stays restorable where it was.
     let edited = cluster.dir.path().join("edited");
     copy_dir(&good, &edited);
     let manifest_path = edited.join("checkpoint.json");
     let mut manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
     manifest["container"]["layers"][0]["digest"] = format!("sha256:{}", "0".repeat(64)).into();
     std::fs::write(&manifest_path, serde_json::to_vec(&manifest).unwrap()).unwrap();
+    let err = cluster.fails(&["restore", "counter", "--image-dir", &dir_arg(&edited), "--node", "n2"]);
+    assert!(err.contains("does not match its signature"), "{err}");
+    cluster.sign_checkpoint(&edited);
     let err = cluster.fails(&["restore", "counter", "--image-dir", &dir_arg(&edited), "--node", "n2"]);
     assert!(
         err.contains("node n2 cannot take the checkpoint of counter") && err.contains("other image layers"),

@@ -73,15 +73,6 @@ fn grant_every_capability(dir: &Path) -> usize {
     changed
 }
 
-/// Signs the manifest of `dir` with the cluster's own key, read from the Control node's data
-/// directory: what someone who got past the signature would have.
-fn sign_with_the_clusters_key(cluster: &Cluster, dir: &Path) {
-    let key_file = cluster.data_dir.join("control").join("checkpoint-signing.key");
-    let key = herd_image::signing::SigningKey::parse(&std::fs::read_to_string(&key_file).unwrap()).unwrap();
-    let sig = key.sign(&std::fs::read(dir.join("checkpoint.json")).unwrap());
-    std::fs::write(dir.join("checkpoint.sig"), herd_image::signing::signature_file(&sig)).unwrap();
-}
-
 /// The bounding capability set of the process `pid`, from `/proc`.
 fn cap_bnd(pid: u32) -> String {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -114,7 +105,7 @@ fn a_checkpoint_edited_to_grant_capabilities_is_refused() {
     assert!(err.contains("not signed by this cluster"), "{err}");
 
     // Signed with the cluster's own key: the node's check of the images refuses it.
-    sign_with_the_clusters_key(&cluster, &edited);
+    cluster.sign_checkpoint(&edited);
     let err = cluster.fails(&["restore", "--image-dir", edited.to_str().unwrap(), "--node", "n2", "counter"]);
     assert!(err.contains("capabilities 0x56fbda04 beyond the container's"), "{err}");
     assert_eq!(cluster.state("counter"), "checkpointed", "a refused restore changes nothing");

@@ -2,6 +2,7 @@
 //! torn down (`herd down --purge`) when the test ends, pass or fail.
 #![allow(dead_code)]
 
+pub mod apps;
 pub mod vm;
 
 use std::net::Ipv4Addr;
@@ -194,19 +195,37 @@ impl Cluster {
 
     /// Imports `busybox` with `/bin/memhog` (tests/fixtures/memhog.c, built statically) in it.
     pub fn import_busybox_with_memhog(&self) {
+        self.import_busybox_with(&["memhog"]);
+    }
+
+    /// Imports `busybox` with test programs in `/bin`: each `tests/fixtures/NAME.c`, built
+    /// statically.
+    pub fn import_busybox_with(&self, programs: &[&str]) {
         let rootfs = self.dir.path().join("busybox-rootfs");
         if !rootfs.exists() {
             herd_up::busybox_rootfs(&rootfs).unwrap();
         }
-        let source = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/memhog.c");
-        let out = Command::new("gcc")
-            .args(["-static", "-O2", "-o"])
-            .arg(rootfs.join("bin/memhog"))
-            .arg(source)
-            .output()
-            .expect("gcc (build-essential) is needed to build the memhog test program");
-        assert!(out.status.success(), "building memhog: {}", String::from_utf8_lossy(&out.stderr));
+        for name in programs {
+            let source = format!("{}/tests/fixtures/{name}.c", env!("CARGO_MANIFEST_DIR"));
+            let out = Command::new("gcc")
+                .args(["-static", "-O2", "-o"])
+                .arg(rootfs.join("bin").join(name))
+                .arg(&source)
+                .output()
+                .expect("gcc (build-essential) is needed to build the test programs");
+            assert!(out.status.success(), "building {name}: {}", String::from_utf8_lossy(&out.stderr));
+        }
         self.ok(&["image", "import", "busybox", rootfs.to_str().unwrap()]);
+    }
+
+    /// Signs the manifest of checkpoint directory `dir` with the cluster's own key, read from
+    /// the Control node's data directory: what someone who got past the signature would have
+    /// (to test the checks behind it).
+    pub fn sign_checkpoint(&self, dir: &Path) {
+        let key_file = self.data_dir.join("control").join("checkpoint-signing.key");
+        let key = herd_image::signing::SigningKey::parse(&std::fs::read_to_string(&key_file).unwrap()).unwrap();
+        let sig = key.sign(&std::fs::read(dir.join("checkpoint.json")).unwrap());
+        std::fs::write(dir.join("checkpoint.sig"), herd_image::signing::signature_file(&sig)).unwrap();
     }
 
     /// The cluster's state file, as herd up wrote it.

@@ -1,0 +1,45 @@
+//! A container holding what CRIU cannot checkpoint (here an io_uring instance) is refused by
+//! `herd migrate` and `herd checkpoint` before it is frozen, with the resource named, and keeps
+//! running where it is.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Cluster, wait_for};
+
+const T: Duration = Duration::from_secs(60);
+
+/// How far the io_uring program has counted.
+fn count(cluster: &Cluster) -> u64 {
+    let log = cluster.ok(&["logs", "uring"]);
+    log.lines().rev().find_map(|l| l.strip_prefix("n=")?.split_once(' ')?.0.parse().ok()).unwrap_or(0)
+}
+
+#[test]
+fn io_uring_is_refused_before_the_freeze_and_the_container_runs_on() {
+    let cluster = Cluster::up(55, 2);
+    cluster.import_busybox_with(&["uring"]);
+    cluster.ok(&["run", "--name", "uring", "busybox", "--", "/bin/uring"]);
+    let counts_on = |from: u64| wait_for("the program to count on", T, || (count(&cluster) > from + 10).then_some(()));
+    counts_on(0);
+    let node = cluster.container("uring").node;
+    let pid = cluster.container("uring").pid;
+
+    for mode in ["cold", "postcopy"] {
+        let err = cluster.fails(&["migrate", "uring", "--mode", mode]);
+        assert!(err.contains("an io_uring instance (anon_inode:[io_uring])"), "{err}");
+        assert!(err.contains("process") && err.contains("(uring)"), "the process is named: {err}");
+        let c = cluster.container("uring");
+        assert_eq!((c.state.as_str(), c.node.as_str(), c.pid), ("running", node.as_str(), pid), "it did not move");
+        counts_on(count(&cluster));
+    }
+    for args in [&["checkpoint", "uring"][..], &["checkpoint", "--leave-running", "uring"]] {
+        let err = cluster.fails(args);
+        assert!(err.contains("cannot be checkpointed") && err.contains("io_uring"), "{err}");
+        let c = cluster.container("uring");
+        assert_eq!((c.state.as_str(), c.pid), ("running", pid), "it was not stopped");
+        assert!(c.checkpoints.is_empty(), "no checkpoint was recorded");
+        counts_on(count(&cluster));
+    }
+}

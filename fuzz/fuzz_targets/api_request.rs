@@ -1,0 +1,3 @@
+#![no_main]
+//! `herd_fuzz::targets::api_request` under libFuzzer.
+libfuzzer_sys::fuzz_target!(|data: &[u8]| herd_fuzz::targets::api_request(data));

@@ -1,0 +1,3 @@
+#![no_main]
+//! `herd_fuzz::targets::image_archive` under libFuzzer.
+libfuzzer_sys::fuzz_target!(|data: &[u8]| herd_fuzz::targets::image_archive(data));
