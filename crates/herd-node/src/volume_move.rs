@@ -267,7 +267,7 @@ impl Incoming {
             }
             (None, Some(r)) => {
                 let (r, result) = tokio::task::spawn_blocking(move || {
-                    let result = verify(&r, &digest, entries, last);
+                    let result = verify(&r, &digest, entries);
                     (r, result)
                 })
                 .await
@@ -301,13 +301,11 @@ impl Incoming {
     }
 }
 
-fn verify(r: &Received, digest: &str, entries: u64, last: bool) -> Result<(), String> {
+fn verify(r: &Received, digest: &str, entries: u64) -> Result<(), String> {
     if r.entries.len() as u64 != entries {
         return Err(format!("{} entries arrived, the source has {entries}", r.entries.len()));
     }
-    if last {
-        r.settle_directories().map_err(|e| format!("{e:#}"))?;
-    }
+    r.settle_directories().map_err(|e| format!("{e:#}"))?;
     r.verify_on_disk().map_err(|e| format!("{e:#}"))?;
     let got = r.digest();
     if got != digest {
@@ -374,6 +372,7 @@ impl Runtime {
             std::fs::rename(&staging, &target)
                 .with_context(|| format!("moving {} to {}", staging.display(), target.display()))?;
         }
+        let _ = std::fs::remove_dir(c.paths.dir.join("volumes"));
         Ok(())
     }
 

@@ -34,7 +34,7 @@ pub type FileDigest = [u8; 32];
 /// How far before a scan a change time must lie for the entry to count as settled: a file
 /// changed within the same tick of the kernel's coarse clock as it was listed could change
 /// again without its times moving, so such an entry is read again in the next pass.
-const RACY_NS: i128 = 1_000_000_000;
+const RACY_NS: i128 = 100_000_000;
 
 /// One directory, file or link of a volume, as it crosses the wire.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
