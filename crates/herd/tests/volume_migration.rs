@@ -169,7 +169,8 @@ fn policy(cluster: &Cluster) -> PolicyInfo {
 fn containers_sharing_a_volume_are_refused_and_never_planned() {
     let cluster = Cluster::up_with(72, 2, &["--node-cpus", "1", "--policy-interval", "1"]);
     cluster.import_busybox();
-    // Three burners that share a volume make n1 hot (0.9 of its 1 core).
+    // Three burners that share a volume make n1 hot (up to 0.9 of its 1 core; the threshold
+    // is low so that a machine busy with other work still sees it hot).
     for b in ["b1", "b2", "b3"] {
         cluster.ok(&[
             "run", "--name", b, "--node", "n1", "--cpus", "0.3", "-v", "shared:/data", "busybox", "--", "sh", "-c",
@@ -181,10 +182,10 @@ fn containers_sharing_a_volume_are_refused_and_never_planned() {
         err.contains("container b1 cannot move: its volume shared is also used by b2, b3 on node n1, and containers that share a volume do not move (as a group or apart)"),
         "{err}"
     );
-    cluster.ok(&["policy", "set", "hotspot:threshold=0.7,k=2,n=3,margin=0.1"]);
+    cluster.ok(&["policy", "set", "hotspot:threshold=0.35,k=2,n=3,margin=0.1"]);
     wait_for("n1 hot", T, || {
         let stats: Vec<herd_proto::api::ContainerStats> = cluster.json(&["stats", "--no-stream"]);
-        (stats.iter().filter(|s| s.node == "n1").filter_map(|s| s.cpu_cores).sum::<f64>() > 0.7).then_some(())
+        (stats.iter().filter(|s| s.node == "n1").filter_map(|s| s.cpu_cores).sum::<f64>() > 0.4).then_some(())
     });
     let from = policy(&cluster).evaluations;
     wait_for("6 policy evaluations", T, || (policy(&cluster).evaluations >= from + 6).then_some(()));
@@ -192,8 +193,8 @@ fn containers_sharing_a_volume_are_refused_and_never_planned() {
     assert!(decisions.is_empty(), "the policy planned moves it cannot make: {decisions:?}");
     let events = cluster.ok(&["events"]);
     assert!(!events.contains("policy fail"), "{events}");
-    // A burner that shares nothing is what the policy moves.
-    cluster.run_cpu_burner("free", "n1", "0.3");
+    // A burner that shares nothing is what the policy moves (small enough for n2 to take).
+    cluster.run_cpu_burner("free", "n1", "0.1");
     wait_for("the policy to move free to n2", T, || (cluster.container("free").node == "n2").then_some(()));
     for b in ["b1", "b2", "b3"] {
         assert_eq!(cluster.container(b).node, "n1");
