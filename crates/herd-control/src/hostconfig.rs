@@ -210,7 +210,11 @@ mod tests {
         .unwrap();
         r.host.volumes = volumes
             .iter()
-            .map(|v| herd_proto::hostconfig::VolumeMount { name: v.to_string(), target: format!("/{v}"), read_only: false })
+            .map(|v| herd_proto::hostconfig::VolumeMount {
+                name: v.to_string(),
+                target: format!("/{v}"),
+                read_only: false,
+            })
             .collect();
         r
     }

@@ -45,13 +45,19 @@ pub struct Active {
 impl Control {
     /// Refuses a new container that mounts a named volume while a migration takes that
     /// volume to another node.
-    pub(crate) fn ensure_volumes_stay(&self, view: &crate::view::View, host: &herd_proto::hostconfig::HostConfig) -> Result<()> {
+    pub(crate) fn ensure_volumes_stay(
+        &self,
+        view: &crate::view::View,
+        host: &herd_proto::hostconfig::HostConfig,
+    ) -> Result<()> {
         for v in &host.volumes {
             let moving = view.moving_volume(&v.name).map(|c| c.name.clone()).or_else(|| {
                 let migrating = self.migrating.lock().unwrap();
                 migrating
                     .keys()
-                    .find(|name| view.containers.get(*name).is_some_and(|c| c.host.volumes.iter().any(|w| w.name == v.name)))
+                    .find(|name| {
+                        view.containers.get(*name).is_some_and(|c| c.host.volumes.iter().any(|w| w.name == v.name))
+                    })
                     .cloned()
             });
             if let Some(owner) = moving {

@@ -639,7 +639,7 @@ impl Runtime {
     async fn abort_incoming(self: &Arc<Self>, c: &Arc<Container>) {
         if let Some(mut incoming) = read_incoming(&c.paths.dir) {
             if incoming.state != DestinationState::Running {
-                self.remove_placed_volumes(c, &incoming.placed_volumes);
+                self.remove_placed_volumes(c, &incoming.placed_volumes).await;
             }
             incoming.state = DestinationState::Aborted;
             let _ = write_incoming(c, &incoming);
@@ -804,11 +804,19 @@ impl Runtime {
         while outgoing.iter().any(|v| crate::volume_move::another_pass(&v.passes)) {
             pass += 1;
             for v in outgoing.iter_mut().filter(|v| crate::volume_move::another_pass(&v.passes)) {
-                progress(Progress { phase: format!("volume {} pass {pass}", v.name), bytes: volume_bytes, total: None });
+                progress(Progress {
+                    phase: format!("volume {} pass {pass}", v.name),
+                    bytes: volume_bytes,
+                    total: None,
+                });
                 match v.send_pass(&mut channel.0, false, self.mapped_files(c), false).await {
                     Ok(r) => {
                         volume_bytes += r.wire;
-                        phases.push(PhaseTime { phase: format!("volume {} {pass}", v.name), ms: r.ms, bytes: Some(r.wire) });
+                        phases.push(PhaseTime {
+                            phase: format!("volume {} {pass}", v.name),
+                            ms: r.ms,
+                            bytes: Some(r.wire),
+                        });
                     }
                     Err(e) => {
                         return SourceOutcome::Resumed { reason: format!("copying volume {} failed: {e:#}", v.name) };
@@ -1142,7 +1150,7 @@ impl Runtime {
         let _ = std::fs::remove_dir_all(&c.paths.dir);
         self.containers.lock().unwrap().remove(&id);
         // Its volumes moved with it.
-        self.remove_moved_volumes(&c.spec);
+        self.remove_moved_volumes(&c.spec).await;
     }
 
     /// `MigrateResolve`: the Control node's decision for a migration it had to resolve.

@@ -126,7 +126,8 @@ impl Outgoing {
             ch.send(&Msg::VolumeBatch { name: self.name.clone(), deleted, changed }).await?;
             let (reader, writer) = tokio::io::duplex(1 << 20);
             let (root, files) = (self.root.clone(), batch.to_vec());
-            let damage = corrupt && files.iter().any(|s| matches!(s.entry.kind, volume_tree::Kind::File { size } if size > 0));
+            let damage =
+                corrupt && files.iter().any(|s| matches!(s.entry.kind, volume_tree::Kind::File { size } if size > 0));
             corrupt &= !damage;
             let reading = tokio::task::spawn_blocking(move || {
                 let bridge = tokio_util::io::SyncIoBridge::new(writer);
@@ -146,13 +147,8 @@ impl Outgoing {
         let content = pass.content_bytes();
         self.passes.push(content);
         let digest = volume_tree::tree_digest(self.known.values().map(|k| (&k.entry, k.digest.as_ref())));
-        ch.send(&Msg::VolumeCheck {
-            name: self.name.clone(),
-            digest,
-            entries: self.known.len() as u64,
-            last: frozen,
-        })
-        .await?;
+        ch.send(&Msg::VolumeCheck { name: self.name.clone(), digest, entries: self.known.len() as u64, last: frozen })
+            .await?;
         match ch.recv::<Msg>().await? {
             Msg::VolumeVerified { name } if name == self.name => {}
             Msg::Failed { reason } => bail!("{reason}"),
@@ -239,7 +235,8 @@ impl Incoming {
             bail!("volume {name}: {} digests for {} files", digests.len(), written.len());
         }
         if arriving.damaged.is_none()
-            && let Some((path, _)) = written.iter().zip(&digests).find(|((_, got), sent)| hex::encode(got) != **sent).map(|x| x.0)
+            && let Some((path, _)) =
+                written.iter().zip(&digests).find(|((_, got), sent)| hex::encode(got) != **sent).map(|x| x.0)
         {
             arriving.damaged = Some(path.clone());
         }
@@ -364,7 +361,11 @@ impl Runtime {
             if target.exists() {
                 // An empty directory (made by an earlier container's start) is no volume.
                 std::fs::remove_dir(&target).with_context(|| {
-                    format!("volume {name} appeared on node {} during the migration ({})", self.cfg.node, target.display())
+                    format!(
+                        "volume {name} appeared on node {} during the migration ({})",
+                        self.cfg.node,
+                        target.display()
+                    )
                 })?;
             }
             std::fs::create_dir_all(target.parent().expect("volumes dir"))?;
@@ -379,35 +380,25 @@ impl Runtime {
     /// Destination, when an incoming migration that placed volumes does not commit: they go
     /// (the source kept its own). One still in staging was never moved, and what is at its
     /// place is not this migration's.
-    pub(crate) fn remove_placed_volumes(&self, c: &Container, names: &[String]) {
+    pub(crate) async fn remove_placed_volumes(&self, c: &Container, names: &[String]) {
         for name in names {
             if staging_dir(c, name).exists() || !self.volume_users(name, &c.spec.id).is_empty() {
                 continue;
             }
-            let dir = volume_dir(&self.cfg.paths.data_dir, name);
-            if let Err(e) = std::fs::remove_dir_all(&dir)
-                && e.kind() != std::io::ErrorKind::NotFound
-            {
-                tracing::warn!("removing the copy of volume {name} at {}: {e}", dir.display());
-            }
+            remove_tree(volume_dir(&self.cfg.paths.data_dir, name), format!("the copy of volume {name}")).await;
         }
     }
 
     /// Source, after the commit: the volumes left with the container, unless a container
     /// here still uses one (the Control node refuses such moves; this is a last guard).
-    pub(crate) fn remove_moved_volumes(&self, spec: &ContainerSpec) {
+    pub(crate) async fn remove_moved_volumes(&self, spec: &ContainerSpec) {
         for name in names(spec) {
             let users = self.volume_users(&name, &spec.id);
             if !users.is_empty() {
                 tracing::warn!("volume {name} stays on node {}: {} use it", self.cfg.node, users.join(", "));
                 continue;
             }
-            let dir = volume_dir(&self.cfg.paths.data_dir, &name);
-            if let Err(e) = std::fs::remove_dir_all(&dir)
-                && e.kind() != std::io::ErrorKind::NotFound
-            {
-                tracing::warn!("removing volume {name} ({}) after it moved: {e}", dir.display());
-            }
+            remove_tree(volume_dir(&self.cfg.paths.data_dir, &name), format!("volume {name}, which moved")).await;
         }
     }
 
@@ -415,6 +406,19 @@ impl Runtime {
     pub(crate) fn mapped_files(&self, c: &Container) -> HashSet<(u64, u64)> {
         let pids = crate::cgroups::processes(&self.cfg.paths.cgroup(&c.spec.id)).unwrap_or_default();
         volume_tree::mapped_files(&pids.into_iter().map(|p| p as i32).collect::<Vec<_>>())
+    }
+}
+
+/// Removes a directory tree on a blocking thread: a large volume takes seconds to delete on a
+/// busy disk, which must not hold up the agent's heartbeats.
+async fn remove_tree(dir: PathBuf, what: String) {
+    let shown = dir.display().to_string();
+    let removed = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&dir)).await;
+    match removed {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Ok(Err(e)) => tracing::warn!("removing {what} ({shown}): {e}"),
+        Err(e) => tracing::warn!("removing {what} ({shown}): {e}"),
     }
 }
 

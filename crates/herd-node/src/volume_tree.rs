@@ -501,7 +501,8 @@ impl Received {
             Err(Errno::ENOENT) => None,
             Err(e) => return Err(e.into()),
         };
-        let existing_dir = existing.as_ref().is_some_and(|st| st.st_mode & SFlag::S_IFMT.bits() == SFlag::S_IFDIR.bits());
+        let existing_dir =
+            existing.as_ref().is_some_and(|st| st.st_mode & SFlag::S_IFMT.bits() == SFlag::S_IFDIR.bits());
         if existing.is_some() && !(existing_dir && e.kind == Kind::Dir) {
             remove_at(pfd, name)?;
         }
@@ -598,13 +599,7 @@ fn mtime(e: &Entry) -> TimeSpec {
 
 /// Owner first (chown clears setuid and setgid), then mode, then time; links themselves.
 fn set_owner_mode(dir: BorrowedFd, name: &str, e: &Entry) -> anyhow::Result<()> {
-    fchownat(
-        dir,
-        name,
-        Some(Uid::from_raw(e.uid)),
-        Some(Gid::from_raw(e.gid)),
-        AtFlags::AT_SYMLINK_NOFOLLOW,
-    )?;
+    fchownat(dir, name, Some(Uid::from_raw(e.uid)), Some(Gid::from_raw(e.gid)), AtFlags::AT_SYMLINK_NOFOLLOW)?;
     if !matches!(e.kind, Kind::Symlink { .. }) {
         // fchmodat cannot refuse to follow a link; the entry is not one, and it is ours.
         nix::sys::stat::fchmodat(

@@ -24,7 +24,9 @@ fn let_it_run(secs: f64) {
 const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 
 fn psql(ip: &str, sql: &str) -> String {
-    run_client(client(&format!("{PG_BIN}/psql")).args(["-h", ip, "-U", "postgres", "-At", "-c", sql])).trim().to_string()
+    run_client(client(&format!("{PG_BIN}/psql")).args(["-h", ip, "-U", "postgres", "-At", "-c", sql]))
+        .trim()
+        .to_string()
 }
 
 /// pgbench's TPC-B-like run against `ip` for `secs` seconds, 8 clients. `-n`: no vacuum
@@ -79,7 +81,8 @@ fn postgresql_moves_under_pgbench_without_a_failed_transaction() {
     let ip = cluster.container("db").ip.to_string();
     cluster.wait_port(&format!("{ip}:5432"), T);
     wait_for("PostgreSQL to accept queries", T, || {
-        let out = client(&format!("{PG_BIN}/psql")).args(["-h", &ip, "-U", "postgres", "-c", "select 1"]).output().ok()?;
+        let out =
+            client(&format!("{PG_BIN}/psql")).args(["-h", &ip, "-U", "postgres", "-c", "select 1"]).output().ok()?;
         out.status.success().then_some(())
     });
     run_client(client(&format!("{PG_BIN}/pgbench")).args(["-h", &ip, "-U", "postgres", "-i", "-s", "5", "postgres"]));
@@ -156,7 +159,8 @@ fn assert_redis_keys(ip: &str, keys: u32) {
     for start in (0..keys).step_by(5000) {
         let names: Vec<String> = (start..(start + 5000).min(keys)).map(|i| format!("herd:{i}")).collect();
         let out = run_client(client("/usr/bin/redis-cli").args(["-h", ip, "--no-raw", "MGET"]).args(&names));
-        let values: Vec<&str> = out.lines().map(|l| l.split_once(") ").map_or(l, |(_, v)| v).trim_matches('"')).collect();
+        let values: Vec<&str> =
+            out.lines().map(|l| l.split_once(") ").map_or(l, |(_, v)| v).trim_matches('"')).collect();
         for (i, v) in (start..).zip(&values) {
             assert_eq!(*v, i.to_string(), "key herd:{i} lost its value");
         }
@@ -335,12 +339,26 @@ fn mosquitto_moves_with_producers_and_consumers_losing_no_message() {
     let cluster = Cluster::up(60, 2);
     cluster.import_app("mosquitto");
     // Started as root, it drops to its own user (mosquitto), as Debian's service runs it.
-    cluster.ok(&["run", "--name", "mq", "--memory", "256m", "mosquitto", "--", "mosquitto", "-c", "/etc/mosquitto/mosquitto.conf"]);
+    cluster.ok(&[
+        "run",
+        "--name",
+        "mq",
+        "--memory",
+        "256m",
+        "mosquitto",
+        "--",
+        "mosquitto",
+        "-c",
+        "/etc/mosquitto/mosquitto.conf",
+    ]);
     let ip = cluster.container("mq").ip.to_string();
     cluster.wait_port(&format!("{ip}:1883"), T);
 
-    let moves: [(&str, &[&str]); 3] =
-        [("cold", &["migrate", "mq", "--mode", "cold"]), ("postcopy", &["migrate", "mq", "--mode", "postcopy"]), ("checkpoint", &["checkpoint", "mq"])];
+    let moves: [(&str, &[&str]); 3] = [
+        ("cold", &["migrate", "mq", "--mode", "cold"]),
+        ("postcopy", &["migrate", "mq", "--mode", "postcopy"]),
+        ("checkpoint", &["checkpoint", "mq"]),
+    ];
     // The subscriber's persistent session, made first: the broker queues every message for
     // it from then on, whether it is connected or not.
     let _ = client("/usr/bin/mosquitto_sub")

@@ -80,7 +80,8 @@ fn a_volume_moves_with_its_container_cold_and_postcopy() {
         assert!(now >= seen, "{mode}: the destination's log ends at {now}, {seen} were written before");
         seen = writes_on(&dir, now, 20);
         // (read between the writer's truncation and its write, the file is empty)
-        let count: u64 = wait_for("a count", T, || std::fs::read_to_string(dir.join("count")).ok()?.trim().parse().ok());
+        let count: u64 =
+            wait_for("a count", T, || std::fs::read_to_string(dir.join("count")).ok()?.trim().parse().ok());
         assert!(count + 5 >= seen, "{mode}: count {count} lags the log at {seen}");
         assert_eq!(std::fs::read(dir.join("blob")).unwrap(), blob, "{mode}: the 8 MiB file changed");
         let conf = std::fs::metadata(dir.join("conf")).unwrap();
@@ -97,7 +98,18 @@ fn a_volume_moves_with_its_container_cold_and_postcopy() {
 
     // The volume is placed with its users now: a new container that mounts it lands on n2,
     // sees what the writer wrote, and from then on neither moves.
-    cluster.ok(&["run", "--name", "reader", "-v", "data:/data:ro", "busybox", "--", "sh", "-c", "cat /data/count; sleep 3600"]);
+    cluster.ok(&[
+        "run",
+        "--name",
+        "reader",
+        "-v",
+        "data:/data:ro",
+        "busybox",
+        "--",
+        "sh",
+        "-c",
+        "cat /data/count; sleep 3600",
+    ]);
     let reader = cluster.wait_state("reader", "running", T);
     assert_eq!(reader.node, "n2");
     let log = cluster.wait_log("reader", "\n", T);
@@ -173,7 +185,19 @@ fn containers_sharing_a_volume_are_refused_and_never_planned() {
     // is low so that a machine busy with other work still sees it hot).
     for b in ["b1", "b2", "b3"] {
         cluster.ok(&[
-            "run", "--name", b, "--node", "n1", "--cpus", "0.3", "-v", "shared:/data", "busybox", "--", "sh", "-c",
+            "run",
+            "--name",
+            b,
+            "--node",
+            "n1",
+            "--cpus",
+            "0.3",
+            "-v",
+            "shared:/data",
+            "busybox",
+            "--",
+            "sh",
+            "-c",
             "while :; do :; done",
         ]);
     }

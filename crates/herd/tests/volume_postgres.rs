@@ -15,7 +15,9 @@ const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 const PGDATA: &str = "/var/lib/postgresql/15/main";
 
 fn psql(ip: &str, sql: &str) -> String {
-    run_client(client(&format!("{PG_BIN}/psql")).args(["-h", ip, "-U", "postgres", "-At", "-c", sql])).trim().to_string()
+    run_client(client(&format!("{PG_BIN}/psql")).args(["-h", ip, "-U", "postgres", "-At", "-c", sql]))
+        .trim()
+        .to_string()
 }
 
 /// pgbench's TPC-B-like run, 4 clients for `secs` seconds; `-n`: no vacuum before it (which
@@ -65,11 +67,14 @@ fn postgresql_with_its_data_on_a_volume_migrates_under_pgbench() {
          runuser -u postgres -- {PG_BIN}/postgres -D {PGDATA} -c config_file=/etc/postgresql/15/main/postgresql.conf"
     );
     let volume = format!("pgdata:{PGDATA}");
-    cluster.ok(&["run", "--name", "db", "--node", "n1", "--memory", "1g", "-v", &volume, "postgres", "--", "sh", "-c", &cmd]);
+    cluster.ok(&[
+        "run", "--name", "db", "--node", "n1", "--memory", "1g", "-v", &volume, "postgres", "--", "sh", "-c", &cmd,
+    ]);
     let ip = cluster.container("db").ip.to_string();
     cluster.wait_port(&format!("{ip}:5432"), T);
     wait_for("PostgreSQL to accept queries", T, || {
-        let out = client(&format!("{PG_BIN}/psql")).args(["-h", &ip, "-U", "postgres", "-c", "select 1"]).output().ok()?;
+        let out =
+            client(&format!("{PG_BIN}/psql")).args(["-h", &ip, "-U", "postgres", "-c", "select 1"]).output().ok()?;
         out.status.success().then_some(())
     });
     let on_volume = cluster.data_dir.join("nodes/n1/volumes/pgdata/PG_VERSION");
@@ -102,7 +107,8 @@ fn postgresql_with_its_data_on_a_volume_migrates_under_pgbench() {
     assert_eq!(db2.node, "n1");
     let ip = db2.ip.to_string();
     wait_for("PostgreSQL to accept queries again", T, || {
-        let out = client(&format!("{PG_BIN}/psql")).args(["-h", &ip, "-U", "postgres", "-c", "select 1"]).output().ok()?;
+        let out =
+            client(&format!("{PG_BIN}/psql")).args(["-h", &ip, "-U", "postgres", "-c", "select 1"]).output().ok()?;
         out.status.success().then_some(())
     });
     assert_eq!(psql(&ip, "select sum(abalance) from pgbench_accounts"), before);
