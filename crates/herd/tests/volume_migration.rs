@@ -171,6 +171,18 @@ fn a_damaged_volume_transfer_aborts_and_the_container_runs_on() {
     writes_on(&dir, written(&dir), 20);
     assert_eq!(std::fs::read(dir.join("blob")).unwrap(), blob);
     assert!(!source.exists());
+
+    // herd restore --node does not carry volumes: refused, with the way that does.
+    cluster.ok(&["checkpoint", "writer"]);
+    let err = cluster.fails(&["restore", "writer", "--node", "n1"]);
+    assert!(
+        err.contains("its volume data stays on node n2, and herd restore --node does not carry volumes")
+            && err.contains("herd migrate"),
+        "{err}"
+    );
+    cluster.ok(&["restore", "writer"]);
+    cluster.wait_runs_only_on("writer", "n2", T);
+    writes_on(&dir, written(&dir), 20);
 }
 
 fn policy(cluster: &Cluster) -> PolicyInfo {
