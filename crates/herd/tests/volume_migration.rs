@@ -92,8 +92,12 @@ fn a_volume_moves_with_its_container_cold_and_postcopy() {
         let c = cluster.container("writer");
         assert!(!cluster.data_dir.join(format!("nodes/{to}/containers/{}/volumes", c.id)).exists());
     }
-    let text = cluster.ok(&["migrate", "writer", "--to", "n2", "--mode", "cold"]);
+    // The volume's bytes are under the migration's bandwidth budget: 8 MiB at 4 MiB/s.
+    let text = cluster.ok(&["migrate", "writer", "--to", "n2", "--mode", "cold", "--bandwidth", "4m"]);
     assert!(text.contains("volumes     "), "herd migrate prints the volumes' size: {text}");
+    let report = cluster.container("writer").migrations.pop().unwrap();
+    let first_pass = report.phases.iter().find(|p| p.phase == "volume data 1").unwrap();
+    assert!(first_pass.ms >= 1800, "8 MiB moved in {} ms under a 4 MiB/s budget", first_pass.ms);
     seen = writes_on(&volume(&cluster, "n2", "data"), seen, 10);
 
     // The volume is placed with its users now: a new container that mounts it lands on n2,
