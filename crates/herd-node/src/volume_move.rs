@@ -425,6 +425,71 @@ async fn remove_tree(dir: PathBuf, what: String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::paths::ContainerPaths;
+    use crate::transfer::{Accepted, Budget, Listener, Ticket, connect_control};
+
+    /// The destination's side of one pass: batches until the check, answered.
+    async fn serve(incoming: &mut Incoming, c: &Container, ch: &mut Channel) -> anyhow::Result<bool> {
+        loop {
+            match ch.recv::<Msg>().await? {
+                Msg::VolumeBatch { name, deleted, changed } => incoming.batch(c, ch, &name, deleted, changed).await?,
+                Msg::VolumeCheck { name, digest, entries, last } => {
+                    incoming.check(c, ch, &name, &digest, entries, last).await?;
+                    return Ok(last);
+                }
+                other => bail!("unexpected {other:?}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn passes_over_a_channel_carry_changes_and_a_damaged_byte_fails_the_check() {
+        let data = tempfile::tempdir().unwrap();
+        let source = volume_dir(data.path(), "v");
+        std::fs::create_dir_all(source.join("d")).unwrap();
+        std::fs::write(source.join("d/a"), vec![1u8; 300_000]).unwrap();
+        std::fs::write(source.join("b"), b"bee").unwrap();
+        let spec: ContainerSpec = serde_json::from_value(serde_json::json!({
+            "id": "c1", "name": "c", "image": "i", "layers": [], "args": [], "env": [], "working_dir": "/",
+            "ip": "10.0.0.1", "limits": {}, "labels": {},
+            "host": {"volumes": [{"name": "v", "target": "/v"}, {"name": "v", "target": "/w"}]}
+        }))
+        .unwrap();
+        assert_eq!(names(&spec), ["v"]);
+        let c = Container::new(spec.clone(), ContainerPaths { dir: data.path().join("containers/c1") });
+        let ticket = Ticket::generate("m1");
+        let local = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+        let listener = Listener::bind(local, ticket.clone(), Budget::unlimited()).await.unwrap();
+        let mut tx = connect_control(listener.local_addr(), &ticket, Budget::unlimited()).await.unwrap();
+        let Accepted::Control(mut rx) = listener.accept().await.unwrap() else { panic!("not a control connection") };
+        let mut outgoing = Outgoing::open(data.path(), "v").unwrap();
+        let mut incoming = Incoming::default();
+
+        let (sent, served) =
+            tokio::join!(outgoing.send_pass(&mut tx, false, HashSet::new(), false), serve(&mut incoming, &c, &mut rx));
+        assert_eq!((sent.unwrap().content, served.unwrap()), (300_003, false));
+        assert!(incoming.ensure_complete(&spec).is_err(), "only a frozen pass completes a volume");
+        let staged = staging_dir(&c, "v");
+        assert_eq!(std::fs::read(staged.join("b")).unwrap(), b"bee");
+
+        // Changes between passes: one file rewritten, one removed.
+        std::fs::write(source.join("b"), b"bumblebee").unwrap();
+        std::fs::remove_dir_all(source.join("d")).unwrap();
+        let (sent, served) =
+            tokio::join!(outgoing.send_pass(&mut tx, true, HashSet::new(), false), serve(&mut incoming, &c, &mut rx));
+        assert_eq!((sent.unwrap().content, served.unwrap()), (9, true));
+        incoming.ensure_complete(&spec).unwrap();
+        assert_eq!(std::fs::read(staged.join("b")).unwrap(), b"bumblebee");
+        assert!(!staged.join("d").exists());
+
+        // A byte damaged on the way: the destination says which file, the source fails.
+        std::fs::write(source.join("b"), b"wasp").unwrap();
+        let (sent, served) =
+            tokio::join!(outgoing.send_pass(&mut tx, true, HashSet::new(), true), serve(&mut incoming, &c, &mut rx));
+        let err = format!("{:#}", sent.unwrap_err());
+        assert!(err.contains("volume v of c did not arrive intact: the content of \"b\" arrived damaged"), "{err}");
+        assert!(served.is_err());
+    }
 
     #[test]
     fn passes_go_on_while_they_shrink() {
