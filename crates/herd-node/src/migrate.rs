@@ -847,7 +847,7 @@ impl Runtime {
         }
 
         // Freeze and checkpoint: from here the container does not run.
-        if let Err(e) = netlock::lock(&netns) {
+        if let Err(e) = self.lock_network_drained(c, &netns).await {
             return SourceOutcome::Resumed { reason: format!("{e:#}") };
         }
         c.live.lock().unwrap().expecting_exit = true;

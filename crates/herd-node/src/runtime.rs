@@ -39,6 +39,11 @@ pub struct CarriedLog<'a> {
 /// How long a killed container gets to be reaped.
 const KILL_WAIT: Duration = Duration::from_secs(15);
 
+/// How long a dump waits for the connections being opened to be accepted before it locks the
+/// network (see [`netlock::lock_drained`]): the handshake takes a round trip, accepting them
+/// a moment of the container's time.
+const DRAIN_WITHIN: Duration = Duration::from_millis(250);
+
 /// What the runtime needs to know about its node.
 #[derive(Debug, Clone)]
 pub struct RuntimeConfig {
@@ -540,7 +545,7 @@ impl Runtime {
             Ok(netns) => netns,
             Err(e) => return refused(format!("{e:#}")),
         };
-        if let Err(e) = netlock::lock(&netns) {
+        if let Err(e) = self.lock_network_drained(&c, &netns).await {
             return refused(format!("{e:#}"));
         }
         // A container left running stays frozen until its writable layer is packed too, so
@@ -715,6 +720,26 @@ impl Runtime {
                 Err(format!("restore of {} from {checkpoint_id} failed: {e:#}", spec.name))
             }
         }
+    }
+
+    /// Locks the network of running container `c` (namespace `netns`) for a dump, once the
+    /// connections being opened have been accepted (see [`netlock::lock_drained`]).
+    pub(crate) async fn lock_network_drained(&self, c: &Container, netns: &Path) -> anyhow::Result<()> {
+        let Some(pid) = c.live.lock().unwrap().pid else {
+            return netlock::lock(netns);
+        };
+        let started = std::time::Instant::now();
+        let pending = netlock::lock_drained(netns, pid, DRAIN_WITHIN).await?;
+        if !pending.is_empty() {
+            tracing::warn!(
+                "{}: {} half-open and {} unaccepted connections still pending after {:?}; CRIU cannot carry them",
+                c.spec.name,
+                pending.half_open,
+                pending.unaccepted,
+                started.elapsed()
+            );
+        }
+        Ok(())
     }
 
     /// Refuses, before anything is frozen, a container holding what CRIU cannot dump (see
