@@ -666,6 +666,8 @@ pub async fn wait_ready(client: &Client, nodes: usize, timeout: std::time::Durat
 
 /// `herd migrate`
 #[derive(Debug, Args)]
+#[command(after_help = "Named volumes move with the container (copied while it runs, the last changes while it is \
+frozen, checked by checksum before it restores) unless another container uses one of them.")]
 pub struct MigrateArgs {
     pub name: String,
     /// The destination node (the scheduler picks the best other node otherwise).
@@ -674,7 +676,7 @@ pub struct MigrateArgs {
     /// How memory moves: auto (the best both nodes support), cold, postcopy or precopy.
     #[arg(long, default_value = "auto")]
     pub mode: herd_proto::migration::ModeRequest,
-    /// Cap on the transfer's bandwidth, e.g. 100m (bytes per second).
+    /// Cap on the transfer's bandwidth, e.g. 100m (bytes per second), its volumes included.
     #[arg(long, value_parser = parse_memory)]
     pub bandwidth: Option<u64>,
     /// Print the report as one JSON object.
@@ -753,6 +755,9 @@ fn print_migration(r: &herd_proto::migration::MigrationReport) {
     println!("  total       {}", secs(r.total_ms));
     println!("  memory      {}", B(r.memory_bytes));
     println!("  filesystem  {}", B(r.fs_bytes));
+    if r.volume_bytes > 0 {
+        println!("  volumes     {} ({} moved)", B(r.volume_size), B(r.volume_bytes));
+    }
     let phases: Vec<String> = r
         .phases
         .iter()

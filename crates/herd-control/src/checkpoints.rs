@@ -297,6 +297,7 @@ impl Control {
                 )));
             }
             crate::hostconfig::ensure_movable(&view, &record)?;
+            crate::hostconfig::ensure_no_volumes(&record, &target)?;
             let request = crate::containers::with_placement_rules(
                 Request {
                     cpus_milli: record.limits.cpus_milli.unwrap_or(0),

@@ -328,6 +328,7 @@ impl Control {
                 return Err(name_in_use(&name, &existing.id));
             }
             let (host_config, shared) = crate::hostconfig::resolve(&view, &requested)?;
+            self.ensure_volumes_stay(&view, &host_config)?;
             let placement = crate::hostconfig::placement(placement, &host_config);
             let node = view.place(&placement, strategy).map_err(|e| {
                 if req.node.is_some() && e.exclusions.iter().any(|x| x.reason == "no such node") {

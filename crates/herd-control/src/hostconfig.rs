@@ -81,8 +81,32 @@ pub fn sharers(view: &View, name: &str) -> Vec<String> {
     out
 }
 
+/// The other containers on `record`'s node that mount a volume `record` mounts, by volume
+/// (volumes nobody else uses are left out), names sorted.
+pub fn volume_sharers(view: &View, record: &ContainerRecord) -> Vec<(String, Vec<String>)> {
+    let mut out = Vec::new();
+    for v in &record.host.volumes {
+        if out.iter().any(|(name, _): &(String, Vec<String>)| *name == v.name) {
+            continue;
+        }
+        let mut users: Vec<String> = view
+            .containers
+            .values()
+            .filter(|c| c.name != record.name && c.node == record.node)
+            .filter(|c| c.host.volumes.iter().any(|w| w.name == v.name))
+            .map(|c| c.name.clone())
+            .collect();
+        if !users.is_empty() {
+            users.sort();
+            out.push((v.name.clone(), users));
+        }
+    }
+    out
+}
+
 /// Refuses to move a container that shares with others: moving a group together is not
-/// supported, and moving one of them alone would break the others.
+/// supported, and moving one of them alone would break the others. Its named volumes move
+/// with it (`herd migrate`) unless another container uses one of them.
 pub fn ensure_movable(view: &View, record: &ContainerRecord) -> Result<()> {
     let name = &record.name;
     if let Some(n) = &record.host.network {
@@ -99,17 +123,56 @@ pub fn ensure_movable(view: &View, record: &ContainerRecord) -> Result<()> {
             if sharers.len() == 1 { "s" } else { "" }
         )));
     }
-    if !record.host.volumes.is_empty() {
-        let names: Vec<&str> = record.host.volumes.iter().map(|v| v.name.as_str()).collect();
+    if let Some((volume, users)) = volume_sharers(view, record).into_iter().next() {
         return Err(Error::conflict(format!(
-            "container {name} cannot move: it uses volume{} {}, which stay{} on node {}",
-            if names.len() == 1 { "" } else { "s" },
-            names.join(", "),
-            if names.len() == 1 { "s" } else { "" },
+            "container {name} cannot move: its volume {volume} is also used by {} on node {}, and containers that share a volume do not move (as a group or apart)",
+            users.join(", "),
             record.node
         )));
     }
     Ok(())
+}
+
+/// Every container that [`ensure_movable`] refuses to move, in one pass over the containers:
+/// those that share a network namespace (either side) or a named volume on their node.
+pub fn unmovable(view: &View) -> std::collections::HashSet<String> {
+    use std::collections::{HashMap, HashSet};
+    let mut out = HashSet::new();
+    let mut volume_users: HashMap<(&str, &str), Vec<&str>> = HashMap::new();
+    for c in view.containers.values() {
+        if let Some(n) = &c.host.network {
+            out.insert(c.name.clone());
+            out.insert(n.name.clone());
+        }
+        let mut seen = HashSet::new();
+        for v in c.host.volumes.iter().filter(|v| seen.insert(v.name.as_str())) {
+            volume_users.entry((c.node.as_str(), v.name.as_str())).or_default().push(c.name.as_str());
+        }
+    }
+    for users in volume_users.values().filter(|u| u.len() > 1) {
+        out.extend(users.iter().map(|u| u.to_string()));
+    }
+    out
+}
+
+/// Refuses to restore a container with named volumes on another node: `herd restore --node`
+/// does not carry volumes (a migration does).
+pub fn ensure_no_volumes(record: &ContainerRecord, target: &str) -> Result<()> {
+    if record.host.volumes.is_empty() {
+        return Ok(());
+    }
+    let mut names: Vec<&str> = record.host.volumes.iter().map(|v| v.name.as_str()).collect();
+    names.dedup();
+    Err(Error::conflict(format!(
+        "container {} cannot be restored on {target}: its volume{} {} stay{} on node {}, and herd restore --node does not carry volumes; \
+         restore it on {} and move it with herd migrate, which takes its volumes along",
+        record.name,
+        if names.len() == 1 { "" } else { "s" },
+        names.join(", "),
+        if names.len() == 1 { "s" } else { "" },
+        record.node,
+        record.node
+    )))
 }
 
 #[cfg(test)]
@@ -136,6 +199,53 @@ mod tests {
         let ok = parse(&run(&["8080:80"], None, &["data:/data"])).unwrap();
         assert_eq!(ok.host.ports.len(), 1);
         assert_eq!(ok.network_of, None);
+    }
+
+    fn record(name: &str, node: &str, volumes: &[&str]) -> ContainerRecord {
+        let mut r: ContainerRecord = serde_json::from_value(serde_json::json!({
+            "id": format!("id-{name}"), "name": name, "image": "busybox", "image_id": "i", "node": node,
+            "ip": "10.0.0.1", "limits": {}, "args": [], "env": [], "working_dir": "/", "labels": {},
+            "created_at": 0, "desired": "running", "checkpoints": []
+        }))
+        .unwrap();
+        r.host.volumes = volumes
+            .iter()
+            .map(|v| herd_proto::hostconfig::VolumeMount {
+                name: v.to_string(),
+                target: format!("/{v}"),
+                read_only: false,
+            })
+            .collect();
+        r
+    }
+
+    #[test]
+    fn a_volume_moves_with_its_only_user_and_a_shared_one_pins_its_users() {
+        let mut view = View::default();
+        for r in [
+            record("db", "n1", &["pgdata"]),
+            record("a", "n1", &["shared", "own"]),
+            record("b", "n1", &["shared"]),
+            // Another node's volume of the same name is another volume.
+            record("c", "n2", &["pgdata"]),
+        ] {
+            view.insert_container(r);
+        }
+        ensure_movable(&view, &view.containers["db"]).unwrap();
+        ensure_movable(&view, &view.containers["c"]).unwrap();
+        let err = ensure_movable(&view, &view.containers["a"]).unwrap_err().message;
+        assert_eq!(
+            err,
+            "container a cannot move: its volume shared is also used by b on node n1, and containers that share a volume do not move (as a group or apart)"
+        );
+        assert!(ensure_movable(&view, &view.containers["b"]).is_err());
+        // The policy's view agrees.
+        let pinned = unmovable(&view);
+        let mut pinned: Vec<&str> = pinned.iter().map(String::as_str).collect();
+        pinned.sort();
+        assert_eq!(pinned, ["a", "b"]);
+        let err = ensure_no_volumes(&view.containers["db"], "n2").unwrap_err().message;
+        assert!(err.contains("herd restore --node does not carry volumes") && err.contains("herd migrate"), "{err}");
     }
 
     #[test]

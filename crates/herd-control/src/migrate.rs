@@ -43,6 +43,33 @@ pub struct Active {
 }
 
 impl Control {
+    /// Refuses a new container that mounts a named volume while a migration takes that
+    /// volume to another node.
+    pub(crate) fn ensure_volumes_stay(
+        &self,
+        view: &crate::view::View,
+        host: &herd_proto::hostconfig::HostConfig,
+    ) -> Result<()> {
+        for v in &host.volumes {
+            let moving = view.moving_volume(&v.name).map(|c| c.name.clone()).or_else(|| {
+                let migrating = self.migrating.lock().unwrap();
+                migrating
+                    .keys()
+                    .find(|name| {
+                        view.containers.get(*name).is_some_and(|c| c.host.volumes.iter().any(|w| w.name == v.name))
+                    })
+                    .cloned()
+            });
+            if let Some(owner) = moving {
+                return Err(Error::conflict(format!(
+                    "volume {} is moving to another node with container {owner}: try again when the migration is over",
+                    v.name
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// Refuses operations on a container that is migrating.
     pub(crate) fn ensure_not_migrating(&self, name: &str) -> Result<()> {
         match self.migrating.lock().unwrap().get(name) {
@@ -167,12 +194,17 @@ impl Control {
                 &name,
                 Some(&destination),
                 format!(
-                    "migration {id} of {name} from {source} to {destination} ({}): downtime {} ms, total {} ms, {} memory, {} files",
+                    "migration {id} of {name} from {source} to {destination} ({}): downtime {} ms, total {} ms, {} memory, {} files{}",
                     mode.as_str(),
                     report.downtime_ms,
                     report.total_ms,
                     units::Bytes(report.memory_bytes),
-                    units::Bytes(report.fs_bytes)
+                    units::Bytes(report.fs_bytes),
+                    if report.volume_bytes > 0 {
+                        format!(", volumes of {} ({} moved)", units::Bytes(report.volume_size), units::Bytes(report.volume_bytes))
+                    } else {
+                        String::new()
+                    }
                 ),
             )
             .await;
@@ -193,6 +225,8 @@ impl Control {
                 node: req.to.clone(),
                 // Its published ports must be free at the destination.
                 ports: record.host.ports.clone(),
+                // Its volumes move with it: no other volume of theirs names may be in use there.
+                moving_volumes: record.host.volumes.iter().map(|v| v.name.clone()).collect(),
                 ..Default::default()
             },
             record,
@@ -437,6 +471,8 @@ impl Control {
             total_ms: started.elapsed().as_millis() as u64,
             memory_bytes: t.memory_bytes,
             fs_bytes: t.fs_bytes,
+            volume_bytes: t.volume_bytes,
+            volume_size: t.volume_size,
             phases,
             outcome,
         }

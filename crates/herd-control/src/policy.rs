@@ -395,7 +395,8 @@ impl Control {
 
     /// The cluster as the policies see it: ready nodes that are not draining (at least two,
     /// else there is nothing to decide; a draining node is `herd nodes drain`'s to empty),
-    /// and the running containers on them that are not migrating, each with its cached
+    /// and the running containers on them that are not migrating (those that cannot move
+    /// counted where they are, pinned), each with its cached
     /// forecast from its class's model when there is one still running (`forecasts`).
     fn policy_snapshot(&self, forecasts: &HashMap<String, CachedForecast>) -> Option<Cluster> {
         let view = self.view.read().unwrap();
@@ -419,6 +420,7 @@ impl Control {
                 power: POWER,
             })
             .collect();
+        let pinned = crate::hostconfig::unmovable(&view);
         let monitoring = self.monitoring.lock().unwrap();
         let to = now_millis();
         let mut containers: Vec<Container> = view
@@ -440,6 +442,8 @@ impl Control {
                         .and_then(|f| f.at(to))
                         .map(DemandForecast::Given)
                         .unwrap_or_default(),
+                    // What a migration would refuse (shared namespace or volume) is never planned.
+                    pinned: pinned.contains(&c.name),
                 })
             })
             .collect();

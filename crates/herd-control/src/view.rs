@@ -138,6 +138,12 @@ impl View {
         }
     }
 
+    /// The container being moved (a reservation of [`View::reserve_incoming`]) that takes
+    /// named volume `volume` along, if any.
+    pub fn moving_volume(&self, volume: &str) -> Option<&ContainerRecord> {
+        self.incoming.values().find(|c| c.host.volumes.iter().any(|v| v.name == volume))
+    }
+
     /// Ends the reservation [`View::reserve_incoming`] made for container `name`, if any.
     pub fn release_incoming(&mut self, name: &str) {
         if let Some(old) = self.incoming.remove(name) {

@@ -439,7 +439,7 @@ pub fn api_request(data: &[u8]) {
             if let Some(name) = &req.name {
                 let _ = herd_proto::names::validate_container_name(name);
             }
-            let _ = requests::resolve_process(&run_image(), &req.command, &req.env);
+            let _ = requests::resolve_process(&run_image(), &req);
             let placement = requests::placement(checked.placement, &checked.requested.host);
             let _ = herd_sched::place(&candidates(), &placement, checked.strategy);
             let _ = herd_sched::filter(&candidates(), &placement);

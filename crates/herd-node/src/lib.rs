@@ -14,6 +14,7 @@
 //! - [`user`]: the user a container runs as, resolved in its own `/etc/passwd` and `/etc/group`;
 //! - [`routes`]: /32 routes to containers on other nodes;
 //! - [`ports`], [`volumes`]: published ports (DNAT on the node) and named volumes;
+//!   [`volume_tree`] and [`volume_move`]: named volumes moving with a migrating container;
 //! - [`sampler`]: per-container and per-node monitoring samples, published every interval;
 //! - [`sim`]: the simulated runtime (`herd node --runtime sim`), which accepts containers
 //!   without running them, for scale tests;
@@ -50,4 +51,6 @@ pub mod spec;
 pub mod tools;
 pub mod transfer;
 pub mod user;
+pub mod volume_move;
+pub mod volume_tree;
 pub mod volumes;

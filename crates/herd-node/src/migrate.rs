@@ -44,7 +44,7 @@ const RESTORE_TIMEOUT: Duration = Duration::from_secs(300);
 /// Messages on a migration's control connection.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "msg", rename_all = "snake_case")]
-enum Msg {
+pub(crate) enum Msg {
     /// A blob follows: log entries to append.
     Log,
     /// A blob follows: the writable layer, as an OCI layer tar.
@@ -55,8 +55,19 @@ enum Msg {
     Restore { lazy: bool },
     /// From the destination: the container runs here.
     Running { running_at: u64, restore_ms: u64 },
-    /// From the destination: the restore failed; nothing runs here.
+    /// From the destination: the restore failed; nothing runs here. Also its answer to a
+    /// volume check that failed.
     Failed { reason: String },
+    /// Entries of volume `name` to remove, then to create or update; a blob of the files'
+    /// content follows, then [`Msg::VolumeDigests`] (see [`crate::volume_move`]).
+    VolumeBatch { name: String, deleted: Vec<String>, changed: Vec<crate::volume_tree::Entry> },
+    /// The SHA-256 of each file of the batch just sent, in order, as the source read them.
+    VolumeDigests { name: String, digests: Vec<String> },
+    /// The end of a pass: the checksum of the whole tree as sent; `last` when the container
+    /// is frozen. Answered with [`Msg::VolumeVerified`] or [`Msg::Failed`].
+    VolumeCheck { name: String, digest: String, entries: u64, last: bool },
+    /// From the destination: the volume's copy matches the checksum.
+    VolumeVerified { name: String },
 }
 
 /// What the destination records about an incoming migration (the commit point is `Running`).
@@ -66,6 +77,9 @@ struct Incoming {
     source: String,
     mode: MigrationMode,
     state: DestinationState,
+    /// Volumes moved into place for the restore: they go if the migration does not commit.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    placed_volumes: Vec<String>,
 }
 
 fn write_incoming(c: &Container, incoming: &Incoming) -> anyhow::Result<()> {
@@ -103,18 +117,29 @@ async fn connect_local(port: u16, timeout: Duration) -> anyhow::Result<tokio::ne
 /// arrive), `dest-before-restore`, `dest-after-restore`, `source-after-checkpoint` and
 /// `source-before-let-go`.
 fn fault_point(run_dir: &Path, point: &str) {
-    let Ok(list) = std::env::var("HERD_FAULT_INJECT") else { return };
-    if !list.split(',').any(|p| p.trim() == point) {
+    if !fault_armed(run_dir, point) {
         return;
     }
-    let marker = run_dir.join(format!("fault-{point}"));
-    if marker.exists() {
-        return;
-    }
-    let _ = std::fs::write(&marker, b"");
     tracing::error!("fault injection: dying at {point}");
     // SAFETY: _exit ends the process at once, like a crash: nothing runs after it.
     unsafe { libc::_exit(86) };
+}
+
+/// Whether `HERD_FAULT_INJECT` names `point` and it has not fired on this node yet (it fires
+/// once: a marker file in the run directory remembers). Besides the crash points of
+/// [`fault_point`], `volume-corrupt` damages one byte of a volume's content in the pass the
+/// source sends while the container is frozen.
+fn fault_armed(run_dir: &Path, point: &str) -> bool {
+    let Ok(list) = std::env::var("HERD_FAULT_INJECT") else { return false };
+    if !list.split(',').any(|p| p.trim() == point) {
+        return false;
+    }
+    let marker = run_dir.join(format!("fault-{point}"));
+    if marker.exists() {
+        return false;
+    }
+    let _ = std::fs::write(&marker, b"");
+    true
 }
 
 /// What CRIU calls the link from a dump's images to its parent's.
@@ -187,6 +212,8 @@ impl Runtime {
         }
         // Leftovers of an earlier aborted migration of this container.
         self.drop_incoming(&id).await;
+        // Its volumes come with it: they must be new here.
+        self.ensure_volumes_free(&spec)?;
         let c = Arc::new(Container::new(spec.clone(), paths));
         self.containers.lock().unwrap().insert(id.clone(), c.clone());
         let _op = c.op.lock().await;
@@ -205,6 +232,7 @@ impl Runtime {
                     source: ticket.source.clone(),
                     mode: ticket.mode,
                     state: DestinationState::Prepared,
+                    placed_volumes: Vec::new(),
                 },
             )?;
             self.layers.ensure(&spec.layers).await?;
@@ -216,7 +244,9 @@ impl Runtime {
             attach_container(&self.netlink, &ns, &host_ifname(&id), spec.ip).await?;
             // Published here now; while the namespace is locked, connections wait for the restore.
             crate::ports::publish(&id, spec.ip, &spec.host.ports).await?;
-            let config = self.runtime_spec(&spec, &netns_path);
+            let mut config = self.runtime_spec(&spec, &netns_path);
+            // The volumes arrive, and are put in place, before the restore.
+            crate::volumes::add_mounts(&mut config, &self.cfg.paths.data_dir, &spec.host.volumes);
             std::fs::write(c.paths.bundle().join("config.json"), serde_json::to_vec_pretty(&config)?)?;
             let t = Ticket { migration: ticket.migration.clone(), token: ticket.token.clone() };
             let listener = Listener::bind(IpAddr::V4(self.cfg.address), t, budget.clone()).await?;
@@ -328,10 +358,17 @@ impl Runtime {
             })
         };
         let mut channel = channel_rx.recv().await.context("the source never connected")?;
+        let mut volumes = crate::volume_move::Incoming::default();
         let outcome: anyhow::Result<()> = async {
             loop {
                 let msg: Msg = channel.recv().await?;
                 match msg {
+                    Msg::VolumeBatch { name, deleted, changed } => {
+                        volumes.batch(&c, &mut channel, &name, deleted, changed).await?;
+                    }
+                    Msg::VolumeCheck { name, digest, entries, last } => {
+                        volumes.check(&c, &mut channel, &name, &digest, entries, last).await?;
+                    }
                     Msg::Log => {
                         // A carried log (see `logs`), kept within the container's limits.
                         let (state, limits) = (c.paths.state(), self.log_limits(&c.spec));
@@ -367,6 +404,11 @@ impl Runtime {
                         channel.recv_dir(&images).await?;
                     }
                     Msg::Restore { lazy } => {
+                        if let Err(e) = volumes.ensure_complete(&c.spec) {
+                            let reason = format!("{e:#}");
+                            let _ = channel.send(&Msg::Failed { reason: reason.clone() }).await;
+                            bail!(reason);
+                        }
                         let arrived = async {
                             loop {
                                 if let Some(p) = pages.lock().await.take() {
@@ -414,7 +456,10 @@ impl Runtime {
                             }
                         }
                     }
-                    Msg::Running { .. } | Msg::Failed { .. } => bail!("unexpected message from the source"),
+                    Msg::Running { .. }
+                    | Msg::Failed { .. }
+                    | Msg::VolumeDigests { .. }
+                    | Msg::VolumeVerified { .. } => bail!("unexpected message from the source"),
                 }
             }
         }
@@ -498,7 +543,10 @@ impl Runtime {
         let scratch = self.scratch(&ticket.migration);
         let mut incoming = read_incoming(&c.paths.dir).context("the migration marker is gone")?;
         incoming.state = DestinationState::Restoring;
+        // Recorded before they move, so that whoever undoes this migration removes them.
+        incoming.placed_volumes = crate::volume_move::names(&c.spec);
         write_incoming(c, &incoming)?;
+        self.place_volumes(c)?;
         let layers = self.layers.ensure(&c.spec.layers).await?;
         crate::overlay::mount_overlay(&layers, &c.paths.upper(), &c.paths.overlay_work(), &c.paths.rootfs())?;
         // Its user's names are resolved in its files, which are only here now.
@@ -629,6 +677,9 @@ impl Runtime {
 
     async fn abort_incoming(self: &Arc<Self>, c: &Arc<Container>) {
         if let Some(mut incoming) = read_incoming(&c.paths.dir) {
+            if incoming.state != DestinationState::Running {
+                self.remove_placed_volumes(c, &incoming.placed_volumes).await;
+            }
             incoming.state = DestinationState::Aborted;
             let _ = write_incoming(c, &incoming);
             let _ = std::fs::remove_dir_all(self.scratch(&incoming.migration));
@@ -779,6 +830,40 @@ impl Runtime {
         };
         phases.push(phase("connect", ms_since(started)));
 
+        // Volumes: copied while the container runs, pass after pass over all of them.
+        let mut outgoing = Vec::new();
+        for name in crate::volume_move::names(&c.spec) {
+            match crate::volume_move::Outgoing::open(&self.cfg.paths.data_dir, &name) {
+                Ok(v) => outgoing.push(v),
+                Err(e) => return SourceOutcome::Resumed { reason: format!("volume {name}: {e:#}") },
+            }
+        }
+        let mut volume_bytes = 0;
+        let mut pass = 0;
+        while outgoing.iter().any(|v| crate::volume_move::another_pass(&v.passes)) {
+            pass += 1;
+            for v in outgoing.iter_mut().filter(|v| crate::volume_move::another_pass(&v.passes)) {
+                progress(Progress {
+                    phase: format!("volume {} pass {pass}", v.name),
+                    bytes: volume_bytes,
+                    total: None,
+                });
+                match v.send_pass(&mut channel.0, false, self.mapped_files(c), false).await {
+                    Ok(r) => {
+                        volume_bytes += r.wire;
+                        phases.push(PhaseTime {
+                            phase: format!("volume {} {pass}", v.name),
+                            ms: r.ms,
+                            bytes: Some(r.wire),
+                        });
+                    }
+                    Err(e) => {
+                        return SourceOutcome::Resumed { reason: format!("copying volume {} failed: {e:#}", v.name) };
+                    }
+                }
+            }
+        }
+
         // Pre-copy: memory moves while the container runs, round after round, until what the
         // container dirties between two rounds stops shrinking.
         let mut precopied = 0;
@@ -838,6 +923,21 @@ impl Runtime {
                 std::fs::remove_file(images.join(CRIU_PARENT_LINK))?;
             }
             bytes += ch.send_dir(&images).await?;
+            // The volumes' last changes, checked on arrival before the restore.
+            let mut corrupt = !outgoing.is_empty() && fault_armed(&self.cfg.paths.run_dir, "volume-corrupt");
+            for v in outgoing.iter_mut() {
+                let volume_started = Instant::now();
+                let r = v
+                    .send_pass(ch, true, self.mapped_files(c), std::mem::take(&mut corrupt))
+                    .await
+                    .with_context(|| format!("volume {}", v.name))?;
+                volume_bytes += r.wire;
+                phases.push(PhaseTime {
+                    phase: format!("volume {} frozen", v.name),
+                    ms: ms_since(volume_started),
+                    bytes: Some(r.wire),
+                });
+            }
             bytes += self.send_log(c, ch, Some(*log_offset)).await?.1;
             ch.send(&Msg::Restore { lazy: mode == MigrationMode::Postcopy }).await?;
             Ok(bytes)
@@ -885,7 +985,9 @@ impl Runtime {
             running_at,
             finished_at,
             memory_bytes,
-            fs_bytes: channel.0.bytes_sent().max(fs_bytes),
+            fs_bytes: channel.0.bytes_sent().saturating_sub(volume_bytes).max(fs_bytes),
+            volume_bytes,
+            volume_size: outgoing.iter().map(|v| v.size()).sum(),
             phases,
         })
     }
@@ -1084,6 +1186,8 @@ impl Runtime {
         self.release(c).await;
         let _ = std::fs::remove_dir_all(&c.paths.dir);
         self.containers.lock().unwrap().remove(&id);
+        // Its volumes moved with it.
+        self.remove_moved_volumes(&c.spec).await;
     }
 
     /// `MigrateResolve`: the Control node's decision for a migration it had to resolve.

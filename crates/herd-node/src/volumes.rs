@@ -15,13 +15,23 @@ pub fn volume_dir(data_dir: &Path, name: &str) -> PathBuf {
 
 /// Creates the volumes `config` mounts that do not exist yet and adds their bind mounts to it.
 pub fn mount_into(config: &mut Spec, data_dir: &Path, volumes: &[VolumeMount]) -> anyhow::Result<()> {
+    for v in volumes {
+        let dir = volume_dir(data_dir, &v.name);
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating volume {} at {}", v.name, dir.display()))?;
+    }
+    add_mounts(config, data_dir, volumes);
+    Ok(())
+}
+
+/// Adds the bind mounts of `volumes` to `config` without creating them (a migration's
+/// destination: they arrive before the restore).
+pub fn add_mounts(config: &mut Spec, data_dir: &Path, volumes: &[VolumeMount]) {
     if volumes.is_empty() {
-        return Ok(());
+        return;
     }
     let mounts = config.mounts_mut().get_or_insert_with(Vec::new);
     for v in volumes {
         let dir = volume_dir(data_dir, &v.name);
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating volume {} at {}", v.name, dir.display()))?;
         let mut m = Mount::default();
         m.set_destination(PathBuf::from(&v.target));
         m.set_typ(Some("bind".into()));
@@ -30,7 +40,6 @@ pub fn mount_into(config: &mut Spec, data_dir: &Path, volumes: &[VolumeMount]) -
         m.set_options(Some(vec!["rbind".into(), "rprivate".into(), mode.into()]));
         mounts.push(m);
     }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -93,6 +93,10 @@ pub struct Container {
     pub dirty_bytes_per_sec: f64,
     /// How the `forecast` policy forecasts its CPU demand (its own seasonal-naive by default).
     pub forecast: DemandForecast,
+    /// It cannot move (it shares a network namespace or a named volume with other containers
+    /// on its node): policies count its demand where it is and never plan its move.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub pinned: bool,
 }
 
 impl Container {
@@ -158,6 +162,8 @@ pub struct Layout {
     pub node_mem: Vec<u64>,
     pub capacity: Vec<f64>,
     pub mem_capacity: Vec<u64>,
+    /// Containers that cannot move (see [`Container::pinned`]).
+    pub pinned: Vec<bool>,
 }
 
 impl Layout {
@@ -172,6 +178,7 @@ impl Layout {
             node_mem: vec![0; n],
             capacity: cluster.nodes.iter().map(|n| n.cpu_cores).collect(),
             mem_capacity: cluster.nodes.iter().map(|n| n.memory_bytes).collect(),
+            pinned: cluster.containers.iter().map(|c| c.pinned).collect(),
         };
         for c in 0..layout.node_of.len() {
             let node = layout.node_of[c];
@@ -204,6 +211,11 @@ impl Layout {
 
     pub fn containers_on(&self, node: usize) -> impl Iterator<Item = usize> + '_ {
         (0..self.node_of.len()).filter(move |&c| self.node_of[c] == node)
+    }
+
+    /// The containers on `node` that may move.
+    pub fn movable_on(&self, node: usize) -> impl Iterator<Item = usize> + '_ {
+        self.containers_on(node).filter(move |&c| !self.pinned[c])
     }
 
     pub fn is_empty(&self, node: usize) -> bool {

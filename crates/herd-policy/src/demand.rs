@@ -101,6 +101,7 @@ mod tests {
             memory_bytes: 1 << 30,
             dirty_bytes_per_sec: 0.0,
             forecast,
+            pinned: false,
         };
         let rising = DemandForecast::Given(GivenForecast { model: "ets".into(), from_level: 1.5, steps: vec![2.5; 5] });
         let cluster = |f: DemandForecast| Cluster {

@@ -116,6 +116,12 @@ pub struct MigrationReport {
     pub memory_bytes: u64,
     /// Bytes of the writable layer, other CRIU images and log moved.
     pub fs_bytes: u64,
+    /// Bytes the named volumes that moved with it took on the wire (every pass).
+    #[serde(default)]
+    pub volume_bytes: u64,
+    /// Bytes of file content in those volumes when it stopped on the source.
+    #[serde(default)]
+    pub volume_size: u64,
     pub phases: Vec<PhaseTime>,
     #[serde(flatten)]
     pub outcome: Outcome,
@@ -171,6 +177,12 @@ pub struct TransferReport {
     pub finished_at: UnixMillis,
     pub memory_bytes: u64,
     pub fs_bytes: u64,
+    /// Bytes the named volumes' passes moved (content and framing).
+    #[serde(default)]
+    pub volume_bytes: u64,
+    /// Bytes of file content in the named volumes that moved, as they were at the freeze.
+    #[serde(default)]
+    pub volume_size: u64,
     pub phases: Vec<PhaseTime>,
 }
 
@@ -213,6 +225,8 @@ mod tests {
             total_ms: 4,
             memory_bytes: 5,
             fs_bytes: 6,
+            volume_bytes: 7,
+            volume_size: 8,
             phases: vec![],
             outcome: Outcome::Aborted { reason: "x".into() },
         };

@@ -117,6 +117,9 @@ pub struct Request {
     pub network_of: Option<String>,
     /// Named volumes it mounts: the chosen node holds those other containers use.
     pub volumes: Vec<String>,
+    /// Named volumes that move with it (a migration): the chosen node has no other volume of
+    /// those names in use.
+    pub moving_volumes: Vec<String>,
 }
 
 impl Request {
@@ -314,7 +317,7 @@ const FILTERS: [(Filter, Applies); 9] = [
     (availability_filter, |_| true),
     (constraint_filter, |r| !r.constraints.is_empty()),
     (affinity_filter, |r| r.affinities.iter().any(|a| !a.soft)),
-    (sharing::dependency_filter, |r| r.network_of.is_some() || !r.volumes.is_empty()),
+    (sharing::dependency_filter, |r| r.network_of.is_some() || !r.volumes.is_empty() || !r.moving_volumes.is_empty()),
     (sharing::port_filter, |r| !r.ports.is_empty()),
     (slots_filter, |_| true),
     (resources_filter, |_| true),

@@ -1,7 +1,8 @@
 //! The container filters about what containers share with their node and with each other:
 //! `port` (a requested host port is only placed where no other container publishes it) and
 //! `dependency` (a container that joins another's network namespace lands on that one's node;
-//! one that mounts a named volume lands where the volume's other users are).
+//! one that mounts a named volume lands where the volume's other users are, and one whose
+//! volumes move with it lands where no other volume has their names).
 
 use std::collections::BTreeMap;
 
@@ -83,6 +84,9 @@ pub(crate) fn dependency_filter(c: &Candidate, r: &Request, ctx: &Ctx) -> Result
             return Err(ctx.reject("dependency", || format!("volume {v} is on {}", holders.join(", "))));
         }
     }
+    if let Some(v) = r.moving_volumes.iter().find(|v| c.volumes.contains(*v)) {
+        return Err(ctx.reject("dependency", || format!("containers there use another volume named {v}")));
+    }
     Ok(())
 }
 
@@ -163,6 +167,13 @@ mod tests {
         let missing = Request { network_of: Some("gone".into()), ..Default::default() };
         let text = place(&nodes, &missing, Strategy::Spread).unwrap_err().to_string();
         assert!(text.contains("container gone, which is on no node"), "{text}");
+        // A volume that moves with its container (a migration) goes where no other volume
+        // has its name.
+        let moving = Request { moving_volumes: vec!["data".into()], ..Default::default() };
+        assert_eq!(place(&nodes, &moving, Strategy::Binpack).unwrap(), "n1");
+        let only_n2 = Request { node: Some("n2".into()), ..moving };
+        let text = place(&nodes, &only_n2, Strategy::Spread).unwrap_err().to_string();
+        assert!(text.contains("n2 (dependency filter: containers there use another volume named data)"), "{text}");
     }
 
     const PORTS: [u16; 3] = [80, 443, 8080];

@@ -150,7 +150,7 @@ fn ports_dependencies_and_volumes_place_publish_and_follow_migration() {
     assert_eq!(cluster.container("reader").node, "n1");
     cluster.wait_log("reader", "written-by-writer", WAIT);
     let err = cluster.fails(&["migrate", "writer", "--to", "n2"]);
-    assert!(err.contains("container writer cannot move: it uses volume data, which stays on node n1"), "{err}");
+    assert!(err.contains("container writer cannot move: its volume data is also used by reader on node n1"), "{err}");
     let err = cluster.fails(&["run", "--name", "far", "--node", "n2", "-v", "data:/d", "busybox", "--", "true"]);
     assert!(err.contains("n2 (dependency filter: volume data is on n1)"), "{err}");
 

@@ -38,7 +38,7 @@ impl Policy for Balance {
                 break;
             }
             let mut best: Option<(f64, usize, f64)> = None;
-            for c in layout.containers_on(hi) {
+            for c in layout.movable_on(hi) {
                 if !layout.fits(c, lo, 1.0) {
                     continue;
                 }

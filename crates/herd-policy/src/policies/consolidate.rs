@@ -102,6 +102,10 @@ impl Consolidate {
     ) -> Option<Plan> {
         let mut l = layout.clone();
         let mut mine: Vec<usize> = l.containers_on(node).collect();
+        if mine.iter().any(|&c| l.pinned[c]) {
+            // A container that cannot move keeps the node running.
+            return None;
+        }
         mine.sort_by(|&a, &b| l.demand[b].total_cmp(&l.demand[a]));
         let power = &cluster.nodes[node].power;
         let draw = power.watts(l.util(node));

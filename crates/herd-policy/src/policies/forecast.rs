@@ -220,7 +220,7 @@ impl Policy for Forecast {
                 let excess = before - self.threshold;
                 let receiver_cap = if before > 1.0 { self.threshold } else { limit };
                 let mut best: Option<(f64, usize, usize, f64)> = None;
-                for c in (0..o.node_of.len()).filter(|&c| o.node_of[c] == node) {
+                for c in (0..o.node_of.len()).filter(|&c| o.node_of[c] == node && !cluster.containers[c].pinned) {
                     // The receiver: within `limit` over the horizon and `threshold` over the
                     // hold period if one is, running nodes first, then the lowest peak.
                     // A receiver may come within `margin` of the threshold only when this node

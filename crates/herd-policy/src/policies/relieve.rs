@@ -35,7 +35,7 @@ impl Relief<'_> {
             while layout.util(node) > self.trigger && moves.len() < self.max_moves {
                 let excess = layout.node_cpu[node] - self.trigger * layout.capacity[node];
                 let mut best: Option<(f64, usize, usize, f64)> = None;
-                for c in layout.containers_on(node) {
+                for c in layout.movable_on(node) {
                     let Some(to) = self.target(layout, c) else { continue };
                     let relief = layout.demand[c].min(excess);
                     let ct = &cluster.containers[c];

@@ -20,6 +20,7 @@ fn ct(name: &str, node: usize, cpu: &[f64], mem_gib: u64) -> Container {
         memory_bytes: mem_gib * GIB,
         dirty_bytes_per_sec: 0.0,
         forecast: Default::default(),
+        pinned: false,
     }
 }
 
@@ -102,6 +103,38 @@ fn hysteresis_stops_ping_pong() {
         }
     }
     assert!(moves >= 5, "{moves}");
+}
+
+/// Containers that share a network namespace or a volume with others cannot move: no policy
+/// plans their move, and a node holding one is not emptied; their load still counts.
+#[test]
+fn pinned_containers_are_never_moved() {
+    let pin = |mut c: Container| {
+        c.pinned = true;
+        c
+    };
+    // a is hot; the cheaper relief is pinned, so the other one goes.
+    let c = cluster(vec![
+        ct("big", 0, &[4.0; 5], 4),
+        pin(ct("small", 0, &[3.5; 5], 1)),
+        ct("x", 1, &[1.0; 5], 1),
+        ct("y", 2, &[2.0; 5], 1),
+    ]);
+    for spec in ["hotspot", "balance", "forecast:horizon=2m,threshold=0.75,k=1,n=1"] {
+        let plan = parse_policy(spec).unwrap().plan(&c, &CostModel::default());
+        assert!(plan.moves.iter().all(|m| m.container != "small"), "{spec}: {plan:#?}");
+    }
+    let plan = parse_policy("hotspot").unwrap().plan(&c, &CostModel::default());
+    assert_eq!(plan.moves.iter().map(|m| m.container.as_str()).collect::<Vec<_>>(), ["big"]);
+    // Everything on a pinned: a stays hot.
+    let all = cluster(vec![pin(ct("big", 0, &[4.0; 5], 4)), pin(ct("small", 0, &[3.5; 5], 1))]);
+    for spec in ["hotspot", "balance", "forecast:horizon=2m,threshold=0.75,k=1,n=1", "consolidate"] {
+        assert!(parse_policy(spec).unwrap().plan(&all, &CostModel::default()).moves.is_empty(), "{spec}");
+    }
+    // consolidate leaves a node with a pinned container alone.
+    let light = cluster(vec![ct("a1", 0, &[2.0; 5], 1), pin(ct("b1", 1, &[1.5; 5], 1)), ct("c1", 2, &[0.5; 5], 1)]);
+    let plan = parse_policy("consolidate").unwrap().plan(&light, &CostModel::default());
+    assert!(plan.moves.iter().all(|m| m.from != "b"), "{plan:#?}");
 }
 
 #[test]
@@ -247,6 +280,7 @@ fn forecast_acts_before_the_daily_peak() {
                 memory_bytes: GIB,
                 dirty_bytes_per_sec: 0.0,
                 forecast: Default::default(),
+                pinned: false,
             },
             Container {
                 name: "p2".into(),
@@ -255,6 +289,7 @@ fn forecast_acts_before_the_daily_peak() {
                 memory_bytes: GIB,
                 dirty_bytes_per_sec: 0.0,
                 forecast: Default::default(),
+                pinned: false,
             },
         ],
         sample_secs: 60.0,

@@ -315,6 +315,7 @@ fn snapshot(trace: &Trace, nodes: &[Node], node_of: &[usize], t: usize, history:
                 // The policy's own seasonal-naive: the validated models are too slow to run
                 // at every simulated evaluation of every container.
                 forecast: DemandForecast::SeasonalNaive,
+                pinned: false,
             })
             .collect(),
         sample_secs: trace.step_secs,

@@ -1,0 +1,858 @@
+//! A named volume's files as a migration moves them: the tree listed with each entry's
+//! metadata, which entries changed since the last pass, their content read on the source and
+//! written on the destination, and the checksum of the whole tree that both sides compare
+//! before the destination restores ([design note](../../../docs/design/volumes.md)).
+//!
+//! Nothing here follows a symbolic link: the tree belongs to the container, which may plant
+//! links to the node's files in it while it runs. Directories are walked through their file
+//! descriptors, and every path is opened beneath the volume's root with `openat2`
+//! (`RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`), on both nodes.
+//!
+//! What is carried: directories, regular files (content, size), symbolic links, hard links
+//! between the volume's files, FIFOs and device nodes, each with its mode, owner, group and
+//! modification time. Not carried: extended attributes and ACLs, sockets (a process that
+//! listens on one recreates it), holes in sparse files (they arrive as zeros).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ffi::OsStr;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use nix::errno::Errno;
+use nix::fcntl::{AtFlags, OFlag, OpenHow, ResolveFlag, openat2, readlinkat};
+use nix::sys::stat::{FileStat, Mode, SFlag, UtimensatFlags, fstat, fstatat, mkdirat, mknodat, utimensat};
+use nix::sys::time::TimeSpec;
+use nix::unistd::{Gid, Uid, UnlinkatFlags, fchownat, linkat, symlinkat, unlinkat};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// A file's content digest (SHA-256).
+pub type FileDigest = [u8; 32];
+
+/// How far before a scan a change time must lie for the entry to count as settled: a file
+/// changed within the same tick of the kernel's coarse clock as it was listed could change
+/// again without its times moving, so such an entry is read again in the next pass.
+const RACY_NS: i128 = 100_000_000;
+
+/// One directory, file or link of a volume, as it crosses the wire.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Relative to the volume's root, `/`-separated; `""` is the root itself.
+    pub path: String,
+    pub kind: Kind,
+    /// Permission bits with setuid, setgid and sticky.
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime: i64,
+    pub mtime_ns: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Kind {
+    Dir,
+    File {
+        size: u64,
+    },
+    Symlink {
+        target: String,
+    },
+    /// Another name of the regular file at `target`, which sorts before it (a hard link).
+    Link {
+        target: String,
+    },
+    Fifo,
+    Device {
+        char: bool,
+        rdev: u64,
+    },
+}
+
+impl Kind {
+    /// Entries of different sorts are replaced, not updated.
+    fn sort(&self) -> u8 {
+        match self {
+            Kind::Dir => 0,
+            Kind::File { .. } | Kind::Link { .. } => 1,
+            Kind::Symlink { .. } => 2,
+            Kind::Fifo => 3,
+            Kind::Device { .. } => 4,
+        }
+    }
+}
+
+/// What says that an entry changed on the source: any write, chmod, chown, rename onto it or
+/// link count change moves its change time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Signature {
+    pub dev: u64,
+    pub ino: u64,
+    pub size: i64,
+    pub mtime: (i64, i64),
+    pub ctime: (i64, i64),
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub nlink: u64,
+}
+
+impl Signature {
+    fn of(st: &FileStat) -> Signature {
+        Signature {
+            dev: st.st_dev,
+            ino: st.st_ino,
+            size: st.st_size,
+            mtime: (st.st_mtime, st.st_mtime_nsec),
+            ctime: (st.st_ctime, st.st_ctime_nsec),
+            mode: st.st_mode,
+            uid: st.st_uid,
+            gid: st.st_gid,
+            nlink: st.st_nlink,
+        }
+    }
+
+    fn ctime_ns(&self) -> i128 {
+        self.ctime.0 as i128 * 1_000_000_000 + self.ctime.1 as i128
+    }
+}
+
+/// An entry as a scan found it.
+#[derive(Debug, Clone)]
+pub struct Scanned {
+    pub entry: Entry,
+    pub sig: Signature,
+}
+
+/// The tree of a volume, by path (a directory sorts before what it holds).
+pub type Tree = BTreeMap<String, Scanned>;
+
+fn join(parent: &str, name: &str) -> String {
+    if parent.is_empty() { name.to_string() } else { format!("{parent}/{name}") }
+}
+
+/// Splits `a/b/c` into `("a/b", "c")`.
+fn split(path: &str) -> (&str, &str) {
+    match path.rsplit_once('/') {
+        Some((p, n)) => (p, n),
+        None => ("", path),
+    }
+}
+
+fn utf8(name: &OsStr, under: &str) -> anyhow::Result<String> {
+    match name.to_str() {
+        Some(s) => Ok(s.to_string()),
+        None => bail!(
+            "the name {:?} in {} is not UTF-8: volumes with such names cannot move",
+            name,
+            if under.is_empty() { "the volume's root" } else { under }
+        ),
+    }
+}
+
+fn beneath() -> ResolveFlag {
+    ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS | ResolveFlag::RESOLVE_NO_MAGICLINKS
+}
+
+/// Opens `path` beneath `root` without following any symbolic link ("" is the root).
+fn open_beneath(root: BorrowedFd, path: &str, flags: OFlag) -> nix::Result<OwnedFd> {
+    let path = if path.is_empty() { "." } else { path };
+    openat2(root, path, OpenHow::new().flags(flags | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW).resolve(beneath()))
+}
+
+fn open_dir(root: BorrowedFd, path: &str) -> nix::Result<OwnedFd> {
+    open_beneath(root, path, OFlag::O_RDONLY | OFlag::O_DIRECTORY)
+}
+
+/// Opens a volume's root directory (a path the node chose, not the container).
+pub fn open_root(dir: &Path) -> anyhow::Result<OwnedFd> {
+    nix::fcntl::open(dir, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW, Mode::empty())
+        .with_context(|| format!("opening volume {}", dir.display()))
+}
+
+fn entry_of(path: String, st: &FileStat, kind: Kind) -> Entry {
+    Entry {
+        path,
+        kind,
+        mode: st.st_mode & 0o7777,
+        uid: st.st_uid,
+        gid: st.st_gid,
+        mtime: st.st_mtime,
+        mtime_ns: st.st_mtime_nsec,
+    }
+}
+
+/// Lists the tree under `root`, never leaving it. Regular files with several names in it
+/// become one `File` (the first name) and `Link`s to it.
+pub fn scan(root: BorrowedFd) -> anyhow::Result<Tree> {
+    let mut tree = Tree::new();
+    let st = fstat(root).context("inspecting the volume's root")?;
+    tree.insert(String::new(), Scanned { entry: entry_of(String::new(), &st, Kind::Dir), sig: Signature::of(&st) });
+    let mut pending = vec![String::new()];
+    while let Some(dir) = pending.pop() {
+        let fd = match open_dir(root, &dir) {
+            Ok(fd) => fd,
+            // Removed or replaced since it was listed (the container runs): the next pass sees it.
+            Err(Errno::ENOENT | Errno::ENOTDIR | Errno::ELOOP | Errno::EXDEV) => {
+                tree.remove(&dir);
+                continue;
+            }
+            Err(e) => return Err(e).with_context(|| format!("opening directory {dir:?} of the volume")),
+        };
+        for name in list_fd(&fd).with_context(|| format!("listing {dir:?}"))? {
+            let name = name.as_os_str();
+            let name_s = utf8(name, &dir)?;
+            let path = join(&dir, &name_s);
+            let st = match fstatat(&fd, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+                Ok(st) => st,
+                Err(Errno::ENOENT) => continue,
+                Err(e) => return Err(e).with_context(|| format!("inspecting {path:?} in the volume")),
+            };
+            let kind = match SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) {
+                SFlag::S_IFDIR => {
+                    pending.push(path.clone());
+                    Kind::Dir
+                }
+                SFlag::S_IFREG => Kind::File { size: st.st_size as u64 },
+                SFlag::S_IFLNK => match readlinkat(&fd, name) {
+                    Ok(t) => Kind::Symlink { target: utf8(&t, &path)? },
+                    Err(Errno::ENOENT | Errno::EINVAL) => continue,
+                    Err(e) => return Err(e).with_context(|| format!("reading link {path:?}")),
+                },
+                SFlag::S_IFIFO => Kind::Fifo,
+                SFlag::S_IFCHR => Kind::Device { char: true, rdev: st.st_rdev },
+                SFlag::S_IFBLK => Kind::Device { char: false, rdev: st.st_rdev },
+                // A socket is recreated by the process that listens on it.
+                _ => continue,
+            };
+            tree.insert(path.clone(), Scanned { entry: entry_of(path, &st, kind), sig: Signature::of(&st) });
+        }
+    }
+    // Hard links: the first name (in path order) carries the content.
+    let mut first: HashMap<(u64, u64), String> = HashMap::new();
+    for (path, s) in tree.iter_mut() {
+        if matches!(s.entry.kind, Kind::File { .. }) && s.sig.nlink > 1 {
+            match first.get(&(s.sig.dev, s.sig.ino)) {
+                Some(target) => s.entry.kind = Kind::Link { target: target.clone() },
+                None => {
+                    first.insert((s.sig.dev, s.sig.ino), path.clone());
+                }
+            }
+        }
+    }
+    Ok(tree)
+}
+
+/// What the destination holds of an entry, as the source last sent it.
+#[derive(Debug, Clone)]
+pub struct Known {
+    pub entry: Entry,
+    pub sig: Signature,
+    /// Of a `File`'s content as sent.
+    pub digest: Option<FileDigest>,
+    /// Listed so soon after its last change that it must be read again.
+    pub racy: bool,
+}
+
+/// What one pass sends: the paths to remove (the topmost of each removed subtree, and entries
+/// that became something else), then the entries to create or update, in path order.
+#[derive(Debug, Default)]
+pub struct Pass {
+    pub deleted: Vec<String>,
+    pub changed: Vec<Scanned>,
+}
+
+impl Pass {
+    /// Bytes of file content the pass sends.
+    pub fn content_bytes(&self) -> u64 {
+        self.changed.iter().map(|s| if let Kind::File { size } = s.entry.kind { size } else { 0 }).sum()
+    }
+}
+
+/// The changes from `known` (what the destination has) to `now` (the latest scan). Files in
+/// `mapped` (device and inode of files the container maps shared and writable, whose times
+/// do not move on every write) count as changed.
+pub fn plan(known: &BTreeMap<String, Known>, now: &Tree, mapped: &HashSet<(u64, u64)>) -> Pass {
+    let mut deleted: Vec<String> = Vec::new();
+    for (path, k) in known {
+        let gone = match now.get(path) {
+            None => true,
+            Some(s) => s.entry.kind.sort() != k.entry.kind.sort() || (path.is_empty() && s.entry.kind != Kind::Dir),
+        };
+        if gone && !path.is_empty() && !deleted.iter().any(|d| path.starts_with(&format!("{d}/"))) {
+            deleted.push(path.clone());
+        }
+    }
+    let mut changed: Vec<Scanned> = Vec::new();
+    let mut rewritten: HashSet<&str> = HashSet::new();
+    for (path, s) in now {
+        let differs = match known.get(path) {
+            None => true,
+            Some(k) => {
+                k.racy
+                    || k.entry != s.entry
+                    || k.sig != s.sig
+                    || (matches!(s.entry.kind, Kind::File { .. } | Kind::Link { .. })
+                        && mapped.contains(&(s.sig.dev, s.sig.ino)))
+            }
+        };
+        // A file written again is a new inode on the destination: its other names follow.
+        let relinked = matches!(&s.entry.kind, Kind::Link { target } if rewritten.contains(target.as_str()));
+        if differs || relinked {
+            if matches!(s.entry.kind, Kind::File { .. }) {
+                rewritten.insert(path.as_str());
+            }
+            changed.push(s.clone());
+        }
+    }
+    Pass { deleted, changed }
+}
+
+/// Whether an entry listed at `listed_ns` (ns since the epoch) changed too shortly before.
+pub fn is_racy(sig: &Signature, listed_ns: i128) -> bool {
+    sig.ctime_ns() > listed_ns - RACY_NS
+}
+
+/// Nanoseconds since the epoch, now.
+pub fn now_ns() -> i128 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i128).unwrap_or(0)
+}
+
+/// Records a sent pass in `known`: `digests` are [`read_contents`]'s, `scanned_at` when the
+/// pass's scan began (see [`is_racy`]).
+pub fn remember(
+    known: &mut BTreeMap<String, Known>,
+    pass: &Pass,
+    digests: &HashMap<String, (FileDigest, bool)>,
+    scanned_at: i128,
+) {
+    remove_deleted(known, &pass.deleted);
+    for s in &pass.changed {
+        let (digest, moved) = match digests.get(&s.entry.path) {
+            Some((d, moved)) => (Some(*d), *moved),
+            None => (None, false),
+        };
+        let digest = match &s.entry.kind {
+            Kind::Link { target } => known.get(target).and_then(|k| k.digest),
+            _ => digest,
+        };
+        let racy = moved || is_racy(&s.sig, scanned_at);
+        known.insert(s.entry.path.clone(), Known { entry: s.entry.clone(), sig: s.sig, digest, racy });
+    }
+}
+
+fn remove_deleted<T>(map: &mut BTreeMap<String, T>, deleted: &[String]) {
+    for d in deleted {
+        let prefix = format!("{d}/");
+        map.retain(|p, _| p != d && !p.starts_with(&prefix));
+    }
+}
+
+/// The checksum of a whole tree: every entry's metadata in path order, with each file's
+/// content digest. The same on both nodes when the destination holds what the source has.
+pub fn tree_digest<'a>(entries: impl Iterator<Item = (&'a Entry, Option<&'a FileDigest>)>) -> String {
+    let mut h = Sha256::new();
+    for (e, d) in entries {
+        h.update(serde_json::to_vec(e).unwrap_or_default());
+        match d {
+            Some(d) => h.update(d),
+            None => h.update(b"-"),
+        }
+        h.update(b"\n");
+    }
+    hex::encode(h.finalize())
+}
+
+/// Reads the content of the files of `changed` (in order) from the tree at `root` into `out`,
+/// returning each file's digest and whether it moved while being read. A file that
+/// changed is sent as far as it goes, padded with zeros, and sent again in the next pass;
+/// `strict` (the container is frozen, nothing may change) makes that an error instead.
+/// `corrupt` flips a byte after the digest was taken (a test's fault point).
+pub fn read_contents(
+    root: BorrowedFd,
+    changed: &[Scanned],
+    out: &mut impl Write,
+    strict: bool,
+    mut corrupt: bool,
+) -> anyhow::Result<HashMap<String, (FileDigest, bool)>> {
+    let mut digests = HashMap::new();
+    let mut buf = vec![0u8; 1 << 20];
+    for s in changed {
+        let Kind::File { size } = s.entry.kind else { continue };
+        let path = &s.entry.path;
+        let mut h = Sha256::new();
+        let mut moved = false;
+        let mut left = size;
+        match open_beneath(root, path, OFlag::O_RDONLY | OFlag::O_NOCTTY | OFlag::O_NONBLOCK) {
+            Ok(fd) => {
+                let st = fstat(&fd)?;
+                if st.st_ino != s.sig.ino || st.st_dev != s.sig.dev {
+                    moved = true;
+                } else {
+                    let mut f = std::fs::File::from(fd);
+                    while left > 0 {
+                        let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+                        let n = match f.read(&mut buf[..want]) {
+                            Ok(0) => {
+                                moved = true;
+                                break;
+                            }
+                            Ok(n) => n,
+                            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                            Err(e) => return Err(e).with_context(|| format!("reading {path:?} of the volume")),
+                        };
+                        h.update(&buf[..n]);
+                        if corrupt {
+                            buf[0] ^= 0x5a;
+                            corrupt = false;
+                        }
+                        out.write_all(&buf[..n]).context("sending volume content")?;
+                        left -= n as u64;
+                    }
+                }
+            }
+            Err(Errno::ENOENT | Errno::ELOOP | Errno::ENOTDIR | Errno::EISDIR | Errno::ENXIO | Errno::EXDEV) => {
+                moved = true
+            }
+            Err(e) => return Err(e).with_context(|| format!("opening {path:?} of the volume")),
+        }
+        if moved && strict {
+            bail!("{path:?} of the volume changed while the container was frozen: something else writes to it");
+        }
+        // Pad what is missing: the receiver expects `size` bytes.
+        buf.fill(0);
+        while left > 0 {
+            let n = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+            h.update(&buf[..n]);
+            out.write_all(&buf[..n]).context("sending volume content")?;
+            left -= n as u64;
+        }
+        digests.insert(path.clone(), (h.finalize().into(), moved));
+    }
+    out.flush().context("sending volume content")?;
+    Ok(digests)
+}
+
+// ------------------------------------------------------------------ destination
+
+/// The destination's copy of a volume, received into a staging directory.
+pub struct Received {
+    root: OwnedFd,
+    /// Every entry as received, with the digest of the content written for files.
+    pub entries: BTreeMap<String, (Entry, Option<FileDigest>)>,
+    /// Content bytes written.
+    pub bytes: u64,
+}
+
+impl Received {
+    /// Starts a copy in `dir`, which must exist and be empty.
+    pub fn new(dir: &Path) -> anyhow::Result<Received> {
+        Ok(Received { root: open_root(dir)?, entries: BTreeMap::new(), bytes: 0 })
+    }
+
+    /// Applies one batch: removes `deleted`, then creates or updates `changed`, reading each
+    /// file's content from `content` in order. Returns the digests of the files written.
+    pub fn apply(
+        &mut self,
+        deleted: &[String],
+        changed: &[Entry],
+        content: &mut impl Read,
+    ) -> anyhow::Result<Vec<(String, FileDigest)>> {
+        for d in deleted {
+            check_path(d)?;
+            let (parent, name) = split(d);
+            let pfd = open_dir(self.root.as_fd(), parent).with_context(|| format!("opening the directory of {d:?}"))?;
+            remove_at(pfd.as_fd(), name).with_context(|| format!("removing {d:?}"))?;
+        }
+        remove_deleted(&mut self.entries, deleted);
+        let mut digests = Vec::new();
+        let mut buf = vec![0u8; 1 << 20];
+        for e in changed {
+            let digest = self.apply_one(e, content, &mut buf).with_context(|| format!("writing {:?}", e.path))?;
+            if let Some(d) = digest {
+                digests.push((e.path.clone(), d));
+            }
+            let digest = match &e.kind {
+                Kind::Link { target } => self.entries.get(target).and_then(|(_, d)| *d),
+                _ => digest,
+            };
+            self.entries.insert(e.path.clone(), (e.clone(), digest));
+        }
+        Ok(digests)
+    }
+
+    fn apply_one(&mut self, e: &Entry, content: &mut impl Read, buf: &mut [u8]) -> anyhow::Result<Option<FileDigest>> {
+        let root = self.root.as_fd();
+        if e.path.is_empty() {
+            if e.kind != Kind::Dir {
+                bail!("the volume's root must be a directory");
+            }
+            set_owner_mode(root, ".", e)?;
+            return Ok(None);
+        }
+        check_path(&e.path)?;
+        let (parent, name) = split(&e.path);
+        let pfd = open_dir(root, parent).context("opening its directory")?;
+        let pfd = pfd.as_fd();
+        let existing = match fstatat(pfd, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(st) => Some(st),
+            Err(Errno::ENOENT) => None,
+            Err(e) => return Err(e.into()),
+        };
+        let existing_dir =
+            existing.as_ref().is_some_and(|st| st.st_mode & SFlag::S_IFMT.bits() == SFlag::S_IFDIR.bits());
+        if existing.is_some() && !(existing_dir && e.kind == Kind::Dir) {
+            remove_at(pfd, name)?;
+        }
+        let mut digest = None;
+        match &e.kind {
+            Kind::Dir => {
+                if !existing_dir {
+                    mkdirat(pfd, name, Mode::from_bits_truncate(0o700))?;
+                }
+            }
+            Kind::File { size } => {
+                let fd = nix::fcntl::openat(
+                    pfd,
+                    name,
+                    OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                    Mode::from_bits_truncate(0o600),
+                )?;
+                let mut f = std::fs::File::from(fd);
+                let mut h = Sha256::new();
+                let mut left = *size;
+                while left > 0 {
+                    let n = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+                    content.read_exact(&mut buf[..n]).context("receiving its content")?;
+                    h.update(&buf[..n]);
+                    f.write_all(&buf[..n])?;
+                    left -= n as u64;
+                }
+                self.bytes += size;
+                digest = Some(h.finalize().into());
+            }
+            Kind::Symlink { target } => symlinkat(target.as_str(), pfd, name)?,
+            Kind::Link { target } => {
+                check_path(target)?;
+                let (tparent, tname) = split(target);
+                let tfd = open_dir(root, tparent).context("opening the directory of the link's target")?;
+                linkat(&tfd, tname, pfd, name, AtFlags::empty())?;
+                // Same inode: its metadata came with the target.
+                return Ok(None);
+            }
+            Kind::Fifo => mknodat(pfd, name, SFlag::S_IFIFO, Mode::from_bits_truncate(0o600), 0)?,
+            Kind::Device { char, rdev } => {
+                let kind = if *char { SFlag::S_IFCHR } else { SFlag::S_IFBLK };
+                mknodat(pfd, name, kind, Mode::from_bits_truncate(0o600), *rdev)?
+            }
+        }
+        set_owner_mode(pfd, name, e)?;
+        Ok(digest)
+    }
+
+    /// Gives every directory its modification time back (creating entries moved them),
+    /// deepest first.
+    pub fn settle_directories(&self) -> anyhow::Result<()> {
+        for (path, (e, _)) in self.entries.iter().rev() {
+            if e.kind == Kind::Dir {
+                let (fd, name) = if path.is_empty() {
+                    (nix::unistd::dup(&self.root)?, ".")
+                } else {
+                    let (parent, name) = split(path);
+                    (open_dir(self.root.as_fd(), parent)?, name)
+                };
+                utimensat(&fd, name, &TimeSpec::UTIME_OMIT, &mtime(e), UtimensatFlags::NoFollowSymlink)
+                    .with_context(|| format!("setting the time of {path:?}"))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The checksum of what was received.
+    pub fn digest(&self) -> String {
+        tree_digest(self.entries.values().map(|(e, d)| (e, d.as_ref())))
+    }
+
+    /// Checks that the staging directory holds exactly what was received: the same entries
+    /// with the same metadata (the content was checked as it was written).
+    pub fn verify_on_disk(&self) -> anyhow::Result<()> {
+        let disk = scan(self.root.as_fd())?;
+        for (path, (e, _)) in &self.entries {
+            match disk.get(path) {
+                None => bail!("{path:?} is missing"),
+                Some(s) if s.entry != *e => bail!("{path:?} is {:?} on disk, {:?} was sent", s.entry, e),
+                Some(_) => {}
+            }
+        }
+        if let Some(extra) = disk.keys().find(|p| !self.entries.contains_key(*p)) {
+            bail!("{extra:?} is on disk but was never sent");
+        }
+        Ok(())
+    }
+}
+
+fn mtime(e: &Entry) -> TimeSpec {
+    TimeSpec::new(e.mtime, e.mtime_ns)
+}
+
+/// Owner first (chown clears setuid and setgid), then mode, then time; links themselves.
+fn set_owner_mode(dir: BorrowedFd, name: &str, e: &Entry) -> anyhow::Result<()> {
+    fchownat(dir, name, Some(Uid::from_raw(e.uid)), Some(Gid::from_raw(e.gid)), AtFlags::AT_SYMLINK_NOFOLLOW)?;
+    if !matches!(e.kind, Kind::Symlink { .. }) {
+        // fchmodat cannot refuse to follow a link; the entry is not one, and it is ours.
+        nix::sys::stat::fchmodat(
+            dir,
+            name,
+            Mode::from_bits_truncate(e.mode),
+            nix::sys::stat::FchmodatFlags::FollowSymlink,
+        )?;
+    }
+    utimensat(dir, name, &TimeSpec::UTIME_OMIT, &mtime(e), UtimensatFlags::NoFollowSymlink)?;
+    Ok(())
+}
+
+/// The names in the open directory `fd` (through its descriptor: the directory listed is
+/// the one opened, wherever it has moved since).
+fn list_fd(fd: &OwnedFd) -> std::io::Result<Vec<std::ffi::OsString>> {
+    use std::os::fd::AsRawFd;
+    std::fs::read_dir(format!("/proc/self/fd/{}", fd.as_raw_fd()))?.map(|e| e.map(|e| e.file_name())).collect()
+}
+
+/// Removes `name` in `dir`, a whole directory tree included, without following links.
+fn remove_at(dir: BorrowedFd, name: &str) -> anyhow::Result<()> {
+    remove_at_os(dir, OsStr::new(name))
+}
+
+fn remove_at_os(dir: BorrowedFd, name: &OsStr) -> anyhow::Result<()> {
+    let st = match fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(st) => st,
+        Err(Errno::ENOENT) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    if st.st_mode & SFlag::S_IFMT.bits() != SFlag::S_IFDIR.bits() {
+        unlinkat(dir, name, UnlinkatFlags::NoRemoveDir)?;
+        return Ok(());
+    }
+    let sub = nix::fcntl::openat(
+        dir,
+        name,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?;
+    for n in list_fd(&sub)? {
+        remove_at_os(sub.as_fd(), &n)?;
+    }
+    unlinkat(dir, name, UnlinkatFlags::RemoveDir)?;
+    Ok(())
+}
+
+/// Refuses paths that could leave the volume or name no file.
+fn check_path(path: &str) -> anyhow::Result<()> {
+    if path.is_empty()
+        || path.starts_with('/')
+        || path.contains('\0')
+        || path.split('/').any(|c| c.is_empty() || c == "." || c == ".." || c.len() > 255)
+    {
+        bail!("unsafe path {path:?} in a volume");
+    }
+    Ok(())
+}
+
+/// Device and inode of every file that the processes `pids` map shared and writable: their
+/// modification time does not move on each write through the mapping.
+pub fn mapped_files(pids: &[i32]) -> HashSet<(u64, u64)> {
+    let mut out = HashSet::new();
+    for pid in pids {
+        let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else { continue };
+        out.extend(parse_shared_writable(&maps));
+    }
+    out
+}
+
+fn parse_shared_writable(maps: &str) -> impl Iterator<Item = (u64, u64)> + '_ {
+    maps.lines().filter_map(|line| {
+        let mut f = line.split_whitespace();
+        let (_, perms, _, dev, ino) = (f.next()?, f.next()?, f.next()?, f.next()?, f.next()?);
+        let p = perms.as_bytes();
+        if p.len() < 4 || p[1] != b'w' || p[3] != b's' {
+            return None;
+        }
+        let (major, minor) = dev.split_once(':')?;
+        let (major, minor) = (u64::from_str_radix(major, 16).ok()?, u64::from_str_radix(minor, 16).ok()?);
+        let ino: u64 = ino.parse().ok()?;
+        (ino != 0).then(|| (libc::makedev(major as u32, minor as u32), ino))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{PermissionsExt, symlink};
+
+    fn known_of(tree: &Tree) -> BTreeMap<String, Known> {
+        tree.iter()
+            .map(|(p, s)| (p.clone(), Known { entry: s.entry.clone(), sig: s.sig, digest: None, racy: false }))
+            .collect()
+    }
+
+    /// Copies `src` into `dst` through passes, as a migration does, and returns the bytes of
+    /// content each pass sent.
+    fn sync(src: &Path, known: &mut BTreeMap<String, Known>, dst: &mut Received) -> u64 {
+        let root = open_root(src).unwrap();
+        let scanned_at = now_ns();
+        let tree = scan(root.as_fd()).unwrap();
+        let pass = plan(known, &tree, &HashSet::new());
+        let mut content = Vec::new();
+        let digests = read_contents(root.as_fd(), &pass.changed, &mut content, false, false).unwrap();
+        let entries: Vec<Entry> = pass.changed.iter().map(|s| s.entry.clone()).collect();
+        let written = dst.apply(&pass.deleted, &entries, &mut &content[..]).unwrap();
+        for (path, d) in written {
+            assert_eq!(digests[&path].0, d, "{path}");
+        }
+        remember(known, &pass, &digests, scanned_at);
+        pass.content_bytes()
+    }
+
+    fn source_digest(known: &BTreeMap<String, Known>) -> String {
+        tree_digest(known.values().map(|k| (&k.entry, k.digest.as_ref())))
+    }
+
+    #[test]
+    fn passes_carry_the_tree_and_then_only_its_changes() {
+        let src = tempfile::tempdir().unwrap();
+        let dst = tempfile::tempdir().unwrap();
+        let s = src.path();
+        std::fs::create_dir_all(s.join("a/b")).unwrap();
+        std::fs::write(s.join("a/b/data"), vec![7u8; 3 << 20]).unwrap();
+        std::fs::write(s.join("top"), b"hello").unwrap();
+        std::fs::hard_link(s.join("top"), s.join("a/again")).unwrap();
+        symlink("/etc/passwd", s.join("a/escape")).unwrap();
+        std::fs::set_permissions(s.join("a"), std::fs::Permissions::from_mode(0o750)).unwrap();
+        nix::unistd::mkfifo(&s.join("fifo"), Mode::from_bits_truncate(0o640)).unwrap();
+        let mut known = BTreeMap::new();
+        let mut received = Received::new(dst.path()).unwrap();
+        assert_eq!(sync(s, &mut known, &mut received), (3 << 20) + 5);
+        // Nothing changed (once the racy entries, written just now, were read again).
+        for k in known.values_mut() {
+            k.racy = false;
+        }
+        assert_eq!(sync(s, &mut known, &mut received), 0);
+        // Changes: content, a removed subtree, a file that becomes a directory.
+        std::fs::write(s.join("top"), b"hello, again").unwrap();
+        std::fs::remove_dir_all(s.join("a/b")).unwrap();
+        std::fs::remove_file(s.join("fifo")).unwrap();
+        std::fs::create_dir(s.join("fifo")).unwrap();
+        std::fs::write(s.join("fifo/inside"), b"x").unwrap();
+        sync(s, &mut known, &mut received);
+        received.settle_directories().unwrap();
+        received.verify_on_disk().unwrap();
+        assert_eq!(received.digest(), source_digest(&known));
+        assert_eq!(std::fs::read(dst.path().join("a/again")).unwrap(), b"hello, again");
+        assert!(!dst.path().join("a/b").exists());
+        assert_eq!(std::fs::read_link(dst.path().join("a/escape")).unwrap(), Path::new("/etc/passwd"));
+        let a = std::fs::metadata(dst.path().join("a")).unwrap();
+        assert_eq!(a.permissions().mode() & 0o7777, 0o750);
+        assert_eq!(
+            a.modified().unwrap(),
+            std::fs::metadata(s.join("a")).unwrap().modified().unwrap(),
+            "directory times are carried"
+        );
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(
+            std::fs::metadata(dst.path().join("a/again")).unwrap().ino(),
+            std::fs::metadata(dst.path().join("top")).unwrap().ino(),
+            "hard links stay links"
+        );
+    }
+
+    #[test]
+    fn a_damaged_byte_changes_the_file_digest() {
+        let src = tempfile::tempdir().unwrap();
+        let dst = tempfile::tempdir().unwrap();
+        std::fs::write(src.path().join("f"), b"precious").unwrap();
+        let root = open_root(src.path()).unwrap();
+        let tree = scan(root.as_fd()).unwrap();
+        let pass = plan(&BTreeMap::new(), &tree, &HashSet::new());
+        let mut content = Vec::new();
+        let digests = read_contents(root.as_fd(), &pass.changed, &mut content, true, true).unwrap();
+        let entries: Vec<Entry> = pass.changed.iter().map(|s| s.entry.clone()).collect();
+        let mut received = Received::new(dst.path()).unwrap();
+        let written = received.apply(&pass.deleted, &entries, &mut &content[..]).unwrap();
+        assert_ne!(written[0].1, digests["f"].0);
+        let mut known = BTreeMap::new();
+        remember(&mut known, &pass, &digests, now_ns());
+        assert_ne!(received.digest(), source_digest(&known));
+    }
+
+    #[test]
+    fn changes_are_found_by_signature_mapping_and_racy_times() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("f"), b"1").unwrap();
+        std::fs::create_dir(dir.path().join("d")).unwrap();
+        std::fs::write(dir.path().join("d/g"), b"2").unwrap();
+        let root = open_root(dir.path()).unwrap();
+        let tree = scan(root.as_fd()).unwrap();
+        let mut known = known_of(&tree);
+        assert!(plan(&known, &tree, &HashSet::new()).changed.is_empty());
+        let f = &tree["f"].sig;
+        let mapped = HashSet::from([(f.dev, f.ino)]);
+        let p = plan(&known, &tree, &mapped);
+        assert_eq!(p.changed.iter().map(|s| s.entry.path.as_str()).collect::<Vec<_>>(), ["f"]);
+        known.get_mut("d/g").unwrap().racy = true;
+        assert_eq!(plan(&known, &tree, &HashSet::new()).changed.len(), 1);
+        // A removed directory is removed once, at its top.
+        std::fs::remove_dir_all(dir.path().join("d")).unwrap();
+        let now = scan(root.as_fd()).unwrap();
+        assert_eq!(plan(&known, &now, &HashSet::new()).deleted, ["d"]);
+        assert!(is_racy(f, f.ctime_ns()));
+        assert!(!is_racy(f, f.ctime_ns() + 2 * RACY_NS));
+    }
+
+    #[test]
+    fn unsafe_paths_are_refused() {
+        for bad in ["", "/etc", "a/../b", "..", "a//b", "a/./b"] {
+            assert!(check_path(bad).is_err(), "{bad:?}");
+        }
+        check_path("a/b..c/.d").unwrap();
+    }
+
+    #[test]
+    fn a_sent_path_through_a_link_is_refused() {
+        let dst = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let mut received = Received::new(dst.path()).unwrap();
+        let link = Entry {
+            path: "l".into(),
+            kind: Kind::Symlink { target: outside.path().display().to_string() },
+            mode: 0o777,
+            uid: 0,
+            gid: 0,
+            mtime: 0,
+            mtime_ns: 0,
+        };
+        received.apply(&[], &[link], &mut std::io::empty()).unwrap();
+        let file = Entry {
+            path: "l/planted".into(),
+            kind: Kind::File { size: 1 },
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            mtime: 0,
+            mtime_ns: 0,
+        };
+        assert!(received.apply(&[], &[file], &mut &b"x"[..]).is_err());
+        assert!(!outside.path().join("planted").exists());
+    }
+
+    #[test]
+    fn shared_writable_mappings_are_found() {
+        let maps = "7f00-7f01 rw-s 00000000 fd:01 1234 /data/shm\n\
+                    7f01-7f02 r--s 00000000 fd:01 99 /data/ro\n\
+                    7f02-7f03 rw-p 00000000 fd:01 98 /data/private\n\
+                    7f03-7f04 rw-s 00000000 00:05 0 /dev/zero (deleted)\n";
+        let found: Vec<_> = parse_shared_writable(maps).collect();
+        assert_eq!(found, [(libc::makedev(0xfd, 1), 1234)]);
+    }
+}
