@@ -279,6 +279,10 @@ async fn handle(
             validate_id(&id)?;
             runtime.migrate_resolve(&id, &migration, commit).await
         }
+        NodeRequest::ExecPrepare { id, session, token, request } => {
+            validate_id(&id)?;
+            runtime.exec_prepare(&id, &session, token, request).await
+        }
         NodeRequest::Shutdown { stop_containers, timeout_secs } => {
             if stop_containers {
                 runtime.stop_all(Duration::from_secs(timeout_secs)).await

@@ -25,6 +25,7 @@ pub mod checkpoints;
 pub mod cleanup;
 pub mod criu_config;
 pub mod criu_images;
+pub mod exec;
 pub mod facts;
 pub mod guard;
 pub mod hello_slots;
