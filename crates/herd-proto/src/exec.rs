@@ -283,7 +283,8 @@ pub fn sessions_block(name: &str, sessions: &[SessionInfo], action: &str) -> Str
         format!("{} exec sessions", sessions.len())
     };
     format!(
-        "container {name} has {what} in progress ({}): wait for it to end or stop it, then {action} again          (CRIU cannot save a process attached to a terminal or pipes outside the container)",
+        "container {name} has {what} in progress ({}): wait for it to end or stop it, then {action} again \
+         (CRIU cannot save a process attached to a terminal or pipes outside the container)",
         described.join("; ")
     )
 }
