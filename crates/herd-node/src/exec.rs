@@ -247,6 +247,12 @@ fn spawn(plan: &Plan) -> io::Result<(Child, Input, Output)> {
     let size = plan.size.unwrap_or(TermSize { cols: 80, rows: 24 });
     let winsize = nix::pty::Winsize { ws_row: size.rows, ws_col: size.cols, ws_xpixel: 0, ws_ypixel: 0 };
     let pty = nix::pty::openpty(Some(&winsize), None).map_err(io::Error::from)?;
+    // Raw from the start: the container's terminal does the line discipline, and runc makes
+    // this one raw only once it has that terminal, after output may have passed (a "\n" then
+    // became "\r\r\n").
+    let mut modes = nix::sys::termios::tcgetattr(&pty.slave).map_err(io::Error::from)?;
+    nix::sys::termios::cfmakeraw(&mut modes);
+    nix::sys::termios::tcsetattr(&pty.slave, nix::sys::termios::SetArg::TCSANOW, &modes).map_err(io::Error::from)?;
     for fd in [&pty.master, &pty.slave] {
         set_cloexec_nonblocking(fd, fd.as_raw_fd() == pty.master.as_raw_fd())?;
     }
