@@ -113,6 +113,8 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
         }
     };
     let criu_config = criu.is_some().then(|| crate::criu_config::write(&paths.run_dir)).transpose()?;
+    // The clients of an earlier agent's exec sessions went with it.
+    crate::exec::kill_leftovers(&paths.run_dir);
     let runtime = Arc::new(Runtime::new(
         RuntimeConfig {
             node: cfg.name.clone(),

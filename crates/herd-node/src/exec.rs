@@ -112,6 +112,43 @@ impl Sessions {
     }
 }
 
+/// Where a node keeps its sessions' pid files and runc logs.
+pub fn sessions_dir(run_dir: &Path) -> PathBuf {
+    run_dir.join("exec")
+}
+
+/// Kills what the sessions of an earlier agent left running (their clients went with that
+/// agent's connections) and removes their files. A pid is only trusted if its process
+/// started before runc wrote the file (so a reused pid is left alone).
+pub fn kill_leftovers(run_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(sessions_dir(run_dir)) else { return };
+    for e in entries.flatten() {
+        let path = e.path();
+        if path.extension().is_some_and(|x| x == "pid")
+            && let (Some(pid), Ok(written)) = (read_pid(&path), e.metadata().and_then(|m| m.modified()))
+            && process_started(pid).is_some_and(|t| t <= written + Duration::from_secs(1))
+        {
+            tracing::info!("killing process {pid}, left running by an exec session of an earlier agent");
+            kill_tree(pid);
+        }
+        let _ = std::fs::remove_file(&path);
+    }
+}
+
+/// When process `pid` started, from `/proc` (its start in clock ticks after boot).
+fn process_started(pid: u32) -> Option<std::time::SystemTime> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Field 22; the 20th after the command name's closing parenthesis.
+    let ticks: u64 = stat.rsplit_once(')')?.1.split_whitespace().nth(19)?.parse().ok()?;
+    let boot: u64 = std::fs::read_to_string("/proc/stat")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("btime ")?.trim().parse().ok())?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Some(std::time::UNIX_EPOCH + Duration::from_secs(boot) + Duration::from_millis(ticks * 1000 / hz))
+}
+
 /// A session id is a file name here: short, and letters and digits only.
 fn validate_session(session: &str) -> OpResult<()> {
     if !session.is_empty() && session.len() <= 64 && session.bytes().all(|b| b.is_ascii_alphanumeric()) {
@@ -166,7 +203,7 @@ impl Runtime {
                 Some(resolve_user(u, passwd.as_deref(), group.as_deref()).map_err(|e| format!("{e} in container {name}"))?)
             }
         };
-        let dir = self.cfg.paths.run_dir.join("exec");
+        let dir = sessions_dir(&self.cfg.paths.run_dir);
         std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
         let ticket = Ticket { migration: session.to_string(), token };
         let listener = Listener::bind(std::net::IpAddr::V4(self.cfg.address), ticket, Budget::unlimited())
@@ -725,6 +762,28 @@ mod tests {
         std::os::unix::fs::symlink("/../../secret", root.join("etc/passwd")).unwrap();
         assert_eq!(read_in_root(&root, "etc/passwd").as_deref(), Some("inside"));
         assert_eq!(read_in_root(&root, "etc/group"), None);
+    }
+
+    #[test]
+    fn leftovers_of_an_earlier_agent_are_killed_and_reused_pids_spared() {
+        let run = tempfile::tempdir().unwrap();
+        let dir = sessions_dir(run.path());
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut left = std::process::Command::new("/bin/sleep").arg("600").spawn().unwrap();
+        std::fs::write(dir.join("e1.pid"), left.id().to_string()).unwrap();
+        std::fs::write(dir.join("e1.log"), "").unwrap();
+        // A pid file older than its process: the pid was reused.
+        let mut reused = std::process::Command::new("/bin/sleep").arg("600").spawn().unwrap();
+        let old = dir.join("e2.pid");
+        std::fs::write(&old, reused.id().to_string()).unwrap();
+        let f = std::fs::File::options().write(true).open(&old).unwrap();
+        f.set_modified(std::time::SystemTime::now() - Duration::from_secs(3600)).unwrap();
+        kill_leftovers(run.path());
+        assert_eq!(left.wait().unwrap().signal(), Some(libc::SIGKILL));
+        assert!(reused.try_wait().unwrap().is_none(), "a process with a reused pid was killed");
+        reused.kill().unwrap();
+        reused.wait().unwrap();
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
     }
 
     #[test]

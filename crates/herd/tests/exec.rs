@@ -165,6 +165,25 @@ fn exec_runs_commands_in_the_container_with_their_output_and_exit_code() {
         .any(|c| text(&c).contains("exec\0--pid-file") && text(&c).contains(&info.id));
     assert!(!runc_left, "a runc exec of {} is left", info.id);
 
+    // An agent that restarts loses its sessions' connections: the new one kills what they
+    // left running, and the client says the session was lost.
+    let client = cluster
+        .command(&["exec", "c", "--", "sleep", "4600"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let sleeper = wait_for("sleep 4600 in the container", T, || processes(&["sleep", "4600"]).first().copied());
+    let agent = cluster.agent_pid("n1").expect("n1 has an agent");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(agent as i32), nix::sys::signal::SIGKILL).unwrap();
+    let out = client.wait_with_output().unwrap();
+    assert!(!out.status.success(), "{out:?}");
+    let err = text(&out.stderr);
+    assert!(err.contains("the exec session in c is lost") || err.contains("before the command's exit code came"), "{err}");
+    cluster.wait_agent_restarted("n1", agent, T);
+    wait_for("the new agent to kill what the session left", T, || (!process_runs(sleeper as u64)).then_some(()));
+    assert_eq!(cluster.ok(&["exec", "c", "--", "echo", "again"]), "again\n");
+
     // A container that stops takes its exec sessions with it.
     let mut long = cluster.command(&["exec", "c", "--", "sleep", "999"]);
     let long = long.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
