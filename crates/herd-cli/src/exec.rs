@@ -48,7 +48,9 @@ pub struct ExecArgs {
 fn environment(given: &[String]) -> Vec<String> {
     given
         .iter()
-        .filter_map(|e| if e.contains('=') { Some(e.clone()) } else { std::env::var(e).ok().map(|v| format!("{e}={v}")) })
+        .filter_map(
+            |e| if e.contains('=') { Some(e.clone()) } else { std::env::var(e).ok().map(|v| format!("{e}={v}")) },
+        )
         .collect()
 }
 
@@ -151,12 +153,7 @@ fn stdin_chunks() -> tokio::sync::mpsc::Receiver<Option<Vec<u8>>> {
     rx
 }
 
-async fn session(
-    stream: reqwest::Upgraded,
-    interactive: bool,
-    tty: bool,
-    raw: bool,
-) -> anyhow::Result<Outcome> {
+async fn session(stream: reqwest::Upgraded, interactive: bool, tty: bool, raw: bool) -> anyhow::Result<Outcome> {
     let (mut rd, mut wr) = tokio::io::split(stream);
     let mut input = interactive.then(stdin_chunks);
     let mut winch = signal(SignalKind::window_change()).context("watching the terminal's size")?;
@@ -164,7 +161,9 @@ async fn session(
     // (Only then: a handler replaces the default action, and otherwise Ctrl-C must end
     // herd exec, and with it the session.)
     let mut stops = match raw {
-        true => Some([signal(SignalKind::terminate())?, signal(SignalKind::hangup())?, signal(SignalKind::interrupt())?]),
+        true => {
+            Some([signal(SignalKind::terminate())?, signal(SignalKind::hangup())?, signal(SignalKind::interrupt())?])
+        }
         false => None,
     };
     let mut decoder = Decoder::new();

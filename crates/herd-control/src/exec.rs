@@ -117,17 +117,21 @@ impl Control {
         );
         let registered = Registered { control: self.clone(), session: session.clone() };
         let node = record.node.clone();
-        let prepare =
-            NodeRequest::ExecPrepare { id: record.id.clone(), session: session.clone(), token: token.clone(), request: req };
+        let prepare = NodeRequest::ExecPrepare {
+            id: record.id.clone(),
+            session: session.clone(),
+            token: token.clone(),
+            request: req,
+        };
         let address = match self.node_call(&node, &prepare, PREPARE_TIMEOUT).await? {
             NodeReply::ExecReady { address } => address,
             other => {
                 return Err(Error::new(Kind::Internal, format!("node {node} answered an exec with {other:?}")));
             }
         };
-        let stream = connect(address, &session, &token).await.map_err(|e| {
-            Error::unavailable(format!("cannot open the exec session on node {node} ({address}): {e}"))
-        })?;
+        let stream = connect(address, &session, &token)
+            .await
+            .map_err(|e| Error::unavailable(format!("cannot open the exec session on node {node} ({address}): {e}")))?;
         Ok(Session { control: self.clone(), registered, container: name.to_string(), node, stream })
     }
 }

@@ -574,8 +574,11 @@ mod tests {
                 PstreeEntry { pid: 38, threads: vec![1082058784] }.encode_to_vec(),
             ],
         );
-        let zombie =
-            CoreEntry { tc: Some(TaskCoreEntry { task_state: Some(TASK_DEAD), old_seccomp_mode: None }), ids: None, thread_core: None };
+        let zombie = CoreEntry {
+            tc: Some(TaskCoreEntry { task_state: Some(TASK_DEAD), old_seccomp_mode: None }),
+            ids: None,
+            thread_core: None,
+        };
         let images = Images::decode(
             &inventory,
             &pstree,

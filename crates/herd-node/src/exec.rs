@@ -200,7 +200,10 @@ impl Runtime {
             Some(u) => {
                 let root = c.paths.rootfs();
                 let (passwd, group) = (read_in_root(&root, "etc/passwd"), read_in_root(&root, "etc/group"));
-                Some(resolve_user(u, passwd.as_deref(), group.as_deref()).map_err(|e| format!("{e} in container {name}"))?)
+                Some(
+                    resolve_user(u, passwd.as_deref(), group.as_deref())
+                        .map_err(|e| format!("{e} in container {name}"))?,
+                )
             }
         };
         let dir = sessions_dir(&self.cfg.paths.run_dir);
@@ -212,7 +215,12 @@ impl Runtime {
         let address = listener.local_addr();
         let guard = self.execs.begin(
             id,
-            SessionInfo { session: session.to_string(), cmd: req.cmd.join(" "), pid: None, started_at: herd_proto::now_millis() },
+            SessionInfo {
+                session: session.to_string(),
+                cmd: req.cmd.join(" "),
+                pid: None,
+                started_at: herd_proto::now_millis(),
+            },
         );
         let plan = Plan {
             runc: self.cfg.runc.clone(),
@@ -314,7 +322,10 @@ fn spawn(plan: &Plan) -> io::Result<(Child, Input, Output)> {
     drop(cmd);
     // SAFETY: both are owned fds that stay open as long as their AsyncFd.
     let (writer, reader) = unsafe {
-        (AsyncFd::register(pty.master.try_clone()?).map_err(io::Error::from)?, AsyncFd::register(pty.master).map_err(io::Error::from)?)
+        (
+            AsyncFd::register(pty.master.try_clone()?).map_err(io::Error::from)?,
+            AsyncFd::register(pty.master).map_err(io::Error::from)?,
+        )
     };
     Ok((child, Input::Pty(writer), Output::Pty { master: Some(reader) }))
 }
@@ -397,8 +408,9 @@ async fn client_input(mut rd: tokio::net::tcp::OwnedReadHalf, mut input: Input, 
             };
             match (frame, &mut input) {
                 (Frame::Stdin(data), Input::Pipe(stdin)) => {
+                    let written = stdin.write_all(&data).await;
                     // The process closed its input: what else comes is dropped.
-                    if stdin.write_all(&data).await.is_err() {
+                    if written.is_err() {
                         input = Input::None;
                     }
                 }
@@ -786,11 +798,36 @@ mod tests {
         assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
     }
 
+    /// The Control node's hello (`herd_proto::exec::exec_hello`) opens an exec listener, with
+    /// the session's token only.
+    #[tokio::test]
+    async fn only_the_sessions_ticket_opens_its_listener() {
+        let token = "ab".repeat(32);
+        let ticket = Ticket { migration: "e1".into(), token: token.clone() };
+        let listener = Listener::bind([127, 0, 0, 1].into(), ticket, Budget::unlimited()).await.unwrap();
+        let answer = |hello: Vec<u8>| {
+            let addr = listener.local_addr();
+            async move {
+                let mut s = TcpStream::connect(addr).await.unwrap();
+                s.write_all(&hello).await.unwrap();
+                let mut a = [9u8; 1];
+                s.read_exact(&mut a).await.map(|_| a[0]).unwrap_or(255)
+            }
+        };
+        assert_eq!(answer(proto::exec_hello("e1", &"cd".repeat(32))).await, 1, "a wrong token is refused");
+        assert_eq!(answer(proto::exec_hello("e2", &token)).await, 1, "another session's id is refused");
+        assert_eq!(answer(proto::exec_hello("e1", &token)).await, 0);
+        let accepted = tokio::time::timeout(Duration::from_secs(5), listener.accept()).await.unwrap().unwrap();
+        assert!(matches!(accepted, Accepted::Exec(_)), "{accepted:?}");
+    }
+
     #[test]
     fn kill_tree_kills_descendants() {
-        let mut sh = std::process::Command::new("/bin/sh").args(["-c", "sleep 600 & sleep 600 & wait"]).spawn().unwrap();
+        let mut sh =
+            std::process::Command::new("/bin/sh").args(["-c", "sleep 600 & sleep 600 & wait"]).spawn().unwrap();
         let me = sh.id();
-        let kids = |parent: u32| parents().into_iter().filter(|(_, p)| *p == parent).map(|(c, _)| c).collect::<Vec<_>>();
+        let kids =
+            |parent: u32| parents().into_iter().filter(|(_, p)| *p == parent).map(|(c, _)| c).collect::<Vec<_>>();
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while kids(me).len() < 2 {
             assert!(std::time::Instant::now() < deadline, "the shell never started its children");

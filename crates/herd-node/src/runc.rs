@@ -596,11 +596,28 @@ mod tests {
         assert_eq!(
             args[8..],
             [
-                "exec", "--pid-file", "/s/pid", "--tty", "--cwd", "/tmp", "--user", "1000:100", "--env", "A=1", "c1",
-                "ls", "-l", "--all"
+                "exec",
+                "--pid-file",
+                "/s/pid",
+                "--tty",
+                "--cwd",
+                "/tmp",
+                "--user",
+                "1000:100",
+                "--env",
+                "A=1",
+                "c1",
+                "ls",
+                "-l",
+                "--all"
             ]
         );
-        let plain = runc().exec_command("c1", &ExecOpts { args: vec!["true".into()], ..Default::default() }, Path::new("/p"), Path::new("/l"));
+        let plain = runc().exec_command(
+            "c1",
+            &ExecOpts { args: vec!["true".into()], ..Default::default() },
+            Path::new("/p"),
+            Path::new("/l"),
+        );
         let args: Vec<_> = plain.get_args().map(|a| a.to_str().unwrap()).collect();
         assert_eq!(args[8..], ["exec", "--pid-file", "/p", "c1", "true"]);
     }

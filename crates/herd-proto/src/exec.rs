@@ -168,7 +168,10 @@ impl Frame {
             }
             T_RESIZE => {
                 let p = fixed(4)?;
-                Frame::Resize(TermSize { cols: u16::from_be_bytes([p[0], p[1]]), rows: u16::from_be_bytes([p[2], p[3]]) })
+                Frame::Resize(TermSize {
+                    cols: u16::from_be_bytes([p[0], p[1]]),
+                    rows: u16::from_be_bytes([p[2], p[3]]),
+                })
             }
             T_STARTED => {
                 let p = fixed(4)?;
@@ -277,11 +280,8 @@ pub fn sessions_block(name: &str, sessions: &[SessionInfo], action: &str) -> Str
             format!("{pid}, `{}`, started {h:02}:{m:02}:{sec:02} UTC", shorten(&s.cmd, 60))
         })
         .collect();
-    let what = if sessions.len() == 1 {
-        "an exec session".to_string()
-    } else {
-        format!("{} exec sessions", sessions.len())
-    };
+    let what =
+        if sessions.len() == 1 { "an exec session".to_string() } else { format!("{} exec sessions", sessions.len()) };
     format!(
         "container {name} has {what} in progress ({}): wait for it to end or stop it, then {action} again \
          (CRIU cannot save a process attached to a terminal or pipes outside the container)",
@@ -302,11 +302,7 @@ fn shorten(s: &str, max: usize) -> String {
 /// 127 when it was not found, 126 otherwise (not executable, and any other failure to start).
 pub fn start_failure_code(message: &str) -> i32 {
     let m = message.to_ascii_lowercase();
-    if m.contains("executable file not found") || m.contains("no such file or directory") {
-        127
-    } else {
-        126
-    }
+    if m.contains("executable file not found") || m.contains("no such file or directory") { 127 } else { 126 }
 }
 
 #[cfg(test)]
@@ -400,7 +396,10 @@ mod tests {
     fn blocking_sessions_are_named() {
         let s = SessionInfo { session: "e1".into(), cmd: "sh -c top".into(), pid: Some(42), started_at: 3_723_000 };
         let m = sessions_block("web", std::slice::from_ref(&s), "migrate it");
-        assert!(m.starts_with("container web has an exec session in progress (pid 42, `sh -c top`, started 01:02:03 UTC)"), "{m}");
+        assert!(
+            m.starts_with("container web has an exec session in progress (pid 42, `sh -c top`, started 01:02:03 UTC)"),
+            "{m}"
+        );
         assert!(m.contains("wait for it to end or stop it, then migrate it again"), "{m}");
         let two = sessions_block("web", &[s.clone(), SessionInfo { pid: None, ..s }], "checkpoint it");
         assert!(two.contains("2 exec sessions") && two.contains("pid not known yet"), "{two}");

@@ -79,7 +79,19 @@ fn exec_runs_commands_in_the_container_with_their_output_and_exit_code() {
     let out = cluster.ok(&["exec", "c", "--", "sh", "-c", "echo $GREETING $(id -u):$(id -g) $(pwd)"]);
     assert_eq!(out, "hello 0:0 /\n");
     let out = cluster.ok(&[
-        "exec", "-e", "GREETING=bye", "-e", "OTHER=x", "-u", "nobody", "-w", "/tmp", "c", "--", "sh", "-c",
+        "exec",
+        "-e",
+        "GREETING=bye",
+        "-e",
+        "OTHER=x",
+        "-u",
+        "nobody",
+        "-w",
+        "/tmp",
+        "c",
+        "--",
+        "sh",
+        "-c",
         "echo $GREETING $OTHER $(id -u):$(id -g) $(pwd)",
     ]);
     assert_eq!(out, "bye x 65534:65534 /tmp\n");
@@ -179,7 +191,10 @@ fn exec_runs_commands_in_the_container_with_their_output_and_exit_code() {
     let out = client.wait_with_output().unwrap();
     assert!(!out.status.success(), "{out:?}");
     let err = text(&out.stderr);
-    assert!(err.contains("the exec session in c is lost") || err.contains("before the command's exit code came"), "{err}");
+    assert!(
+        err.contains("the exec session in c is lost") || err.contains("before the command's exit code came"),
+        "{err}"
+    );
     cluster.wait_agent_restarted("n1", agent, T);
     wait_for("the new agent to kill what the session left", T, || (!process_runs(sleeper as u64)).then_some(()));
     assert_eq!(cluster.ok(&["exec", "c", "--", "echo", "again"]), "again\n");
@@ -211,7 +226,11 @@ impl Terminal {
                 return text(&upto);
             }
             let left = deadline.saturating_duration_since(Instant::now());
-            assert!(!left.is_zero(), "timed out waiting for {needle:?} on the terminal; it showed {:?}", text(&self.seen));
+            assert!(
+                !left.is_zero(),
+                "timed out waiting for {needle:?} on the terminal; it showed {:?}",
+                text(&self.seen)
+            );
             let mut fds = [nix::poll::PollFd::new(self.master.as_fd(), nix::poll::PollFlags::POLLIN)];
             let ms = left.as_millis().min(1000) as u16;
             if nix::poll::poll(&mut fds, ms).unwrap_or(0) > 0 {
@@ -353,6 +372,11 @@ fn checkpoint_and_migration_wait_for_exec_sessions() {
     );
     let err = cluster.fails(&["checkpoint", "c"]);
     assert!(err.contains("has an exec session in progress") && err.contains("then checkpoint it again"), "{err}");
+    // A drain (like the policy engine: both go through the migration) leaves it, and says why.
+    let drained = cluster.herd(&["nodes", "drain", "n1"]);
+    let said = format!("{}{}", text(&drained.stdout), text(&drained.stderr));
+    assert!(said.contains("c") && said.contains("has an exec session in progress"), "{said}");
+    cluster.ok(&["nodes", "activate", "n1"]);
     // Untouched: running once, on n1, and the session goes on.
     assert_eq!(cluster.runc_copies(&info.id), [("n1".to_string(), "running".to_string())]);
     stdin.write_all(b"pong\n").unwrap();
