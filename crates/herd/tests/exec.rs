@@ -26,8 +26,10 @@ fn exec(cluster: &Cluster, args: &[&str]) -> Output {
     cluster.herd(&a)
 }
 
-/// Pids of the processes on this machine whose command line is exactly `argv`.
-fn processes(argv: &[&str]) -> Vec<u32> {
+/// Pids of the processes in `cluster`'s containers (their cgroups) whose command line is
+/// exactly `argv`.
+fn processes(cluster: &Cluster, argv: &[&str]) -> Vec<u32> {
+    let cgroup = format!("/herd/{}/", cluster.name);
     let want: Vec<u8> = argv.iter().flat_map(|a| a.bytes().chain([0])).collect();
     std::fs::read_dir("/proc")
         .unwrap()
@@ -35,6 +37,7 @@ fn processes(argv: &[&str]) -> Vec<u32> {
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
         .filter(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == want))
         .filter(|pid| process_runs(*pid as u64))
+        .filter(|pid| std::fs::read_to_string(format!("/proc/{pid}/cgroup")).is_ok_and(|c| c.contains(&cgroup)))
         .collect()
 }
 
@@ -154,7 +157,7 @@ fn exec_runs_commands_in_the_container_with_their_output_and_exit_code() {
             .unwrap(),
     );
     let (bg, fg) = wait_for("the exec'd processes", T, || {
-        match (&processes(&["sleep", "4321"])[..], &processes(&["sleep", "4322"])[..]) {
+        match (&processes(&cluster, &["sleep", "4321"])[..], &processes(&cluster, &["sleep", "4322"])[..]) {
             ([bg], [fg]) => Some((*bg, *fg)),
             _ => None,
         }
@@ -170,7 +173,7 @@ fn exec_runs_commands_in_the_container_with_their_output_and_exit_code() {
     });
     // The shell, and runc once it has seen its process go.
     wait_for("the exec'd shell and its runc to go", T, || {
-        let shell = processes(&["sh", "-c", "sleep 4321 & sleep 4322"]);
+        let shell = processes(&cluster, &["sh", "-c", "sleep 4321 & sleep 4322"]);
         let runc = std::fs::read_dir("/proc")
             .unwrap()
             .flatten()
@@ -187,7 +190,8 @@ fn exec_runs_commands_in_the_container_with_their_output_and_exit_code() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let sleeper = wait_for("sleep 4600 in the container", T, || processes(&["sleep", "4600"]).first().copied());
+    let sleeper =
+        wait_for("sleep 4600 in the container", T, || processes(&cluster, &["sleep", "4600"]).first().copied());
     let agent = cluster.agent_pid("n1").expect("n1 has an agent");
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(agent as i32), nix::sys::signal::SIGKILL).unwrap();
     let out = client.wait_with_output().unwrap();
@@ -220,7 +224,7 @@ fn exec_runs_commands_in_the_container_with_their_output_and_exit_code() {
     // A container that stops takes its exec sessions with it.
     let mut long = cluster.command(&["exec", "c", "--", "sleep", "999"]);
     let long = long.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
-    wait_for("sleep 999 in the container", T, || (!processes(&["sleep", "999"]).is_empty()).then_some(()));
+    wait_for("sleep 999 in the container", T, || (!processes(&cluster, &["sleep", "999"]).is_empty()).then_some(()));
     cluster.ok(&["stop", "-t", "1", "c"]);
     let out = long.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(137), "{}", text(&out.stderr));
@@ -334,7 +338,7 @@ fn exec_it_gives_an_interactive_terminal_and_puts_the_local_one_back() {
     // not herd exec).
     term.type_in("sleep 100\r");
     term.read_until("sleep 100\n", T);
-    wait_for("sleep 100 in the container", T, || (!processes(&["sleep", "100"]).is_empty()).then_some(()));
+    wait_for("sleep 100 in the container", T, || (!processes(&cluster, &["sleep", "100"]).is_empty()).then_some(()));
     term.type_in("\x03");
     term.read_until("# ", T);
     term.type_in("echo status $?\r");
@@ -353,14 +357,16 @@ fn exec_it_gives_an_interactive_terminal_and_puts_the_local_one_back() {
         .stderr(Stdio::from(pty.slave.try_clone().unwrap()));
     let mut herd = Spawned(cmd.spawn().unwrap());
     term.read_until("ready", T);
-    wait_for("sleep 4500 in the container", T, || (processes(&["sleep", "4500"]).len() == 1).then_some(()));
+    wait_for("sleep 4500 in the container", T, || (processes(&cluster, &["sleep", "4500"]).len() == 1).then_some(()));
     assert_ne!(modes(&pty.slave), before);
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(herd.0.id() as i32), nix::sys::signal::SIGTERM).unwrap();
     let status = wait_for("herd exec to end on SIGTERM", T, || herd.0.try_wait().unwrap());
     assert_eq!(status.code(), Some(128 + 15), "{status:?} (signal {:?})", status.signal());
     assert_eq!(modes(&pty.slave), before, "the terminal's modes were not put back after SIGTERM");
     // The session's process went with it.
-    wait_for("the session's process to be killed", T, || processes(&["sleep", "4500"]).is_empty().then_some(()));
+    wait_for("the session's process to be killed", T, || {
+        processes(&cluster, &["sleep", "4500"]).is_empty().then_some(())
+    });
 }
 
 #[test]
@@ -379,7 +385,7 @@ fn checkpoint_and_migration_wait_for_exec_sessions() {
     let mut got = [0u8; 5];
     stdout.read_exact(&mut got).unwrap();
     assert_eq!(&got, b"ping\n");
-    let cat_pid = processes(&["cat"]);
+    let cat_pid = processes(&cluster, &["cat"]);
     assert_eq!(cat_pid.len(), 1, "{cat_pid:?}");
 
     let err = cluster.fails(&["migrate", "c", "--to", "n2"]);
@@ -420,7 +426,7 @@ fn checkpoint_and_migration_wait_for_exec_sessions() {
             .spawn()
             .unwrap(),
     );
-    wait_for("the exec'd sleeps", T, || (processes(&["sleep", "4402"]).len() == 1).then_some(()));
+    wait_for("the exec'd sleeps", T, || (processes(&cluster, &["sleep", "4402"]).len() == 1).then_some(()));
     drop(client);
     // Refused until the node has killed what the session left running.
     wait_for("z to migrate once the session ended", T, || {
