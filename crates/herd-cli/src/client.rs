@@ -32,22 +32,36 @@ impl Client {
 
     /// Sends a request and turns a failed answer into its API error message.
     pub async fn send(&self, req: RequestBuilder) -> anyhow::Result<Response> {
-        let resp = req.send().await.map_err(|e| {
+        let resp = self.reached(req.send().await)?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        Err(api_error(resp).await)
+    }
+
+    /// The answer, or why the Control node could not be asked.
+    fn reached(&self, sent: reqwest::Result<Response>) -> anyhow::Result<Response> {
+        sent.map_err(|e| {
             if e.is_connect() {
                 anyhow!("cannot reach the Control node at {}: is the cluster up? (herd up)", self.base)
             } else {
                 anyhow!("request to the Control node at {} failed: {e}", self.base)
             }
-        })?;
-        if resp.status().is_success() {
-            return Ok(resp);
+        })
+    }
+
+    /// Sends a request for an HTTP upgrade to `protocol` and returns the upgraded connection;
+    /// an answer other than 101 Switching Protocols is the API's error.
+    pub async fn upgrade(&self, req: RequestBuilder, protocol: &str) -> anyhow::Result<reqwest::Upgraded> {
+        let req = req.header(reqwest::header::CONNECTION, "Upgrade").header(reqwest::header::UPGRADE, protocol);
+        let resp = self.reached(req.send().await)?;
+        if resp.status() != reqwest::StatusCode::SWITCHING_PROTOCOLS {
+            if resp.status().is_success() {
+                return Err(anyhow!("the Control node at {} did not switch to {protocol}", self.base));
+            }
+            return Err(api_error(resp).await);
         }
-        let status = resp.status();
-        let body = resp.bytes().await.unwrap_or_default();
-        match serde_json::from_slice::<ApiError>(&body) {
-            Ok(e) => Err(anyhow!(e.error)),
-            Err(_) => Err(anyhow!("the Control node answered {status}: {}", String::from_utf8_lossy(&body))),
-        }
+        resp.upgrade().await.with_context(|| format!("switching the connection to the Control node to {protocol}"))
     }
 
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
@@ -69,6 +83,16 @@ impl Client {
     pub async fn delete(&self, path: &str) -> anyhow::Result<()> {
         self.send(self.request(Method::DELETE, path)).await?;
         Ok(())
+    }
+}
+
+/// The API's error message in a failed answer.
+async fn api_error(resp: Response) -> anyhow::Error {
+    let status = resp.status();
+    let body = resp.bytes().await.unwrap_or_default();
+    match serde_json::from_slice::<ApiError>(&body) {
+        Ok(e) => anyhow!(e.error),
+        Err(_) => anyhow!("the Control node answered {status}: {}", String::from_utf8_lossy(&body)),
     }
 }
 

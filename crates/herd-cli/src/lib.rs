@@ -8,6 +8,7 @@ pub mod client;
 pub mod commands;
 pub mod config;
 pub mod dashboard;
+pub mod exec;
 pub mod format;
 pub mod models;
 pub mod nodes;

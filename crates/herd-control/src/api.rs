@@ -45,6 +45,7 @@ pub fn router(control: Arc<Control>) -> Router {
         .route("/v1/containers/{name}/restore", post(restore))
         .route("/v1/containers/{name}/restore/archive", post(restore_archive))
         .route("/v1/containers/{name}/migrate", post(migrate))
+        .route("/v1/containers/{name}/exec", get(exec))
         .route("/v1/events", get(events))
         .route("/v1/stats", get(stats))
         .route("/v1/containers/{name}/series", get(series))
@@ -318,6 +319,22 @@ async fn migrate(
 ) -> Result<Response> {
     let migration = move |updates| async move { c.migrate(name, req, updates).await };
     stream_updates("migration", migration, MigrateUpdate::Report, MigrateUpdate::Error).await
+}
+
+#[derive(Deserialize)]
+struct ExecQuery {
+    /// The [`herd_proto::exec::ExecRequest`] as JSON.
+    request: String,
+}
+
+/// `herd exec`: a session on an upgraded connection (see [`crate::exec::handle`]).
+async fn exec(
+    State(c): State<Arc<Control>>,
+    Path(name): Path<String>,
+    Query(q): Query<ExecQuery>,
+    req: Request,
+) -> Result<Response> {
+    crate::exec::handle(c, name, &q.request, req).await
 }
 
 #[derive(Deserialize)]

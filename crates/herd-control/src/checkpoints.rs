@@ -117,6 +117,7 @@ impl Control {
     pub async fn checkpoint(&self, name: &str, leave_running: bool) -> Result<CheckpointInfo> {
         self.ensure_not_migrating(name)?;
         let _guard = self.lock(name).await;
+        self.ensure_no_exec(name, "checkpoint it")?;
         let (mut record, state) = self.record_of(name)?;
         if state != ContainerState::Running {
             return Err(Error::conflict(format!(

@@ -76,6 +76,8 @@ pub struct Control {
     pub(crate) layer_writes: tokio::sync::Mutex<()>,
     /// Migrations in flight, by container name.
     pub(crate) migrating: Mutex<HashMap<String, crate::migrate::Active>>,
+    /// `herd exec` sessions being relayed (see [`crate::exec`]).
+    pub(crate) execs: crate::exec::Registry,
     /// Serialises read-modify-write of container records by tasks that do not hold the
     /// container's operation lock (the status watch, migration reports).
     pub(crate) record_writes: tokio::sync::Mutex<()>,
@@ -167,6 +169,7 @@ impl Control {
             settings_writes: tokio::sync::Mutex::new(()),
             layer_writes: tokio::sync::Mutex::new(()),
             migrating: Mutex::new(HashMap::new()),
+            execs: Default::default(),
             record_writes: tokio::sync::Mutex::new(()),
             locks: Mutex::new(HashMap::new()),
             node_lost: tokio::sync::broadcast::channel(64).0,

@@ -1,5 +1,6 @@
 //! The Control node: keeps the cluster state, places containers, and serves the HTTP API
-//! the CLI and the dashboard use. It talks to Compute nodes only through the NATS broker.
+//! the CLI and the dashboard use. It talks to Compute nodes through the NATS broker, and
+//! relays `herd exec` sessions to them over TCP ([`exec`]).
 //!
 //! ```no_run
 //! # async fn demo(cfg: herd_control::ControlConfig) -> anyhow::Result<()> {
@@ -15,6 +16,7 @@ mod control;
 mod dashboard;
 mod error;
 mod events;
+mod exec;
 mod forecasters;
 mod hostconfig;
 mod images;

@@ -92,6 +92,7 @@ impl Control {
         self.ensure_not_migrating(&name)?;
         let _guard = self.lock(&name).await;
         self.ensure_not_migrating(&name)?;
+        self.ensure_no_exec(&name, "migrate it")?;
         let started = Instant::now();
         let started_at = now_millis();
         let (record, state) = self.record_of(&name)?;

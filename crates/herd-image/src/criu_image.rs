@@ -60,9 +60,15 @@ struct ThreadCoreEntry {
 
 #[derive(Clone, PartialEq, Message)]
 struct TaskCoreEntry {
+    /// `TASK_ALIVE` (1), `TASK_DEAD` (2: a zombie), ...
+    #[prost(uint32, optional, tag = "1")]
+    task_state: Option<u32>,
     #[prost(uint32, optional, tag = "11")]
     old_seccomp_mode: Option<u32>,
 }
+
+/// CRIU's task state of a zombie: it is restored dead, with nothing of its own.
+const TASK_DEAD: u32 = 2;
 
 #[derive(Clone, PartialEq, Message)]
 struct CoreEntry {
@@ -307,6 +313,17 @@ impl Images {
         // Each thread's core image is decoded once, however often the tree names it.
         let mut seen_threads = std::collections::HashSet::new();
         for task in entries::<PstreeEntry>(pstree, PSTREE_MAGIC, "pstree.img")? {
+            // A zombie (an orphan its container's init never reaped: left by `herd exec`'s
+            // `sh -c 'cmd &'`, say) has a core image of its pid with only its exit status, and
+            // neither threads, credentials nor namespaces: CRIU puts it back as a zombie.
+            if let Some(bytes) = task_file("core", task.pid)?
+                && one::<CoreEntry>(&bytes, CORE_MAGIC, &format!("core-{}.img", task.pid))?
+                    .tc
+                    .and_then(|tc| tc.task_state)
+                    == Some(TASK_DEAD)
+            {
+                continue;
+            }
             let threads = if task.threads.is_empty() { vec![task.pid] } else { task.threads.clone() };
             if threads.iter().any(|t| !seen_threads.insert(*t)) {
                 return Err(unreadable("pstree.img", "it names a thread twice"));
@@ -468,7 +485,7 @@ mod tests {
 
     fn core(caps: u32, ids: Option<TaskKobjIds>) -> Vec<u8> {
         CoreEntry {
-            tc: Some(TaskCoreEntry { old_seccomp_mode: None }),
+            tc: Some(TaskCoreEntry { task_state: Some(1), old_seccomp_mode: None }),
             ids,
             thread_core: Some(ThreadCoreEntry { creds: Some(creds(caps)), seccomp_mode: None }),
         }
@@ -550,6 +567,41 @@ mod tests {
     #[test]
     fn a_container_as_dumped_passes() {
         images(DOCKER_CAPS, ids(9), vec![]).unwrap().check(&allowed()).unwrap();
+    }
+
+    #[test]
+    fn zombies_are_not_looked_into() {
+        // As CRIU 4.2.1 dumped two zombies: a thread id that is no process, and a core image of
+        // the pid with the task state alone.
+        let root = TaskKobjIds { pid_ns_id: Some(1), ..TaskKobjIds::default() };
+        let inventory = image(INVENTORY_MAGIC, &[InventoryEntry { root_ids: Some(root) }.encode_to_vec()]);
+        let pstree = image(
+            PSTREE_MAGIC,
+            &[
+                PstreeEntry { pid: 1, threads: vec![1] }.encode_to_vec(),
+                PstreeEntry { pid: 38, threads: vec![1082058784] }.encode_to_vec(),
+            ],
+        );
+        let zombie = CoreEntry {
+            tc: Some(TaskCoreEntry { task_state: Some(TASK_DEAD), old_seccomp_mode: None }),
+            ids: None,
+            thread_core: None,
+        };
+        let images = Images::decode(
+            &inventory,
+            &pstree,
+            |kind, id| {
+                Ok(match (kind, id) {
+                    ("core", 1) => Some(image(CORE_MAGIC, &[core(DOCKER_CAPS, None)])),
+                    ("core", 38) => Some(image(CORE_MAGIC, &[zombie.encode_to_vec()])),
+                    ("ids", 1) => Some(image(IDS_MAGIC, &[ids(9).encode_to_vec()])),
+                    _ => None,
+                })
+            },
+            &[],
+        )
+        .unwrap();
+        assert_eq!(images.tasks.len(), 1);
     }
 
     #[test]

@@ -113,6 +113,8 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
         }
     };
     let criu_config = criu.is_some().then(|| crate::criu_config::write(&paths.run_dir)).transpose()?;
+    // The clients of an earlier agent's exec sessions went with it.
+    crate::exec::kill_leftovers(&paths.run_dir);
     let runtime = Arc::new(Runtime::new(
         RuntimeConfig {
             node: cfg.name.clone(),
@@ -282,6 +284,10 @@ async fn handle(
         NodeRequest::MigrateResolve { id, migration, commit } => {
             validate_id(&id)?;
             runtime.migrate_resolve(&id, &migration, commit).await
+        }
+        NodeRequest::ExecPrepare { id, session, token, request } => {
+            validate_id(&id)?;
+            runtime.exec_prepare(&id, &session, token, request).await
         }
         NodeRequest::Shutdown { stop_containers, timeout_secs } => {
             if stop_containers {

@@ -28,6 +28,7 @@ pub mod cleanup;
 pub mod criu_config;
 pub mod criu_images;
 pub mod dumpable;
+pub mod exec;
 pub mod facts;
 pub mod guard;
 pub mod hello_slots;

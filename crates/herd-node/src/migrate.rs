@@ -349,6 +349,9 @@ impl Runtime {
                             *pages.lock().await = Some(entry);
                             pages_arrived.notify_one();
                         }
+                        Ok(Accepted::Exec(_)) => {
+                            tracing::warn!("migration {migration}: refused an exec connection on its listener");
+                        }
                         Err(e) => {
                             tracing::warn!("migration listener: {e}");
                             break;
@@ -757,6 +760,9 @@ impl Runtime {
         let _op = c.op.lock().await;
         if c.live.lock().unwrap().state != Some(ContainerState::Running) {
             return Err(format!("container {} is not running on node {}", c.spec.name, self.cfg.node));
+        }
+        if let Some(why) = self.execs.refusal(id, &c.spec.name, "migrate it") {
+            return Err(why);
         }
         // It runs here, so the migration that brought it here committed, even if this node
         // was down when the Control node said so: its marker must not confuse this one.

@@ -456,6 +456,58 @@ impl Runc {
     }
 }
 
+/// What [`Runc::exec_command`] runs, and how (runc takes the rest from the container's
+/// configuration: namespaces, cgroup, capabilities, user, environment, working directory).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExecOpts {
+    /// The command and its arguments.
+    pub args: Vec<String>,
+    /// `KEY=VALUE` pairs added after the container's environment (a later one wins).
+    pub env: Vec<String>,
+    /// Another working directory.
+    pub cwd: Option<String>,
+    /// Another user: uid and gid.
+    pub user: Option<(u32, u32)>,
+    /// Give the process a terminal (runc makes one in the container and copies between it
+    /// and runc's own terminal, which must be its stdio).
+    pub tty: bool,
+}
+
+/// The arguments of `runc exec` for `opts` (after the global options).
+fn exec_args(id: &str, opts: &ExecOpts, pid_file: &Path) -> Vec<OsString> {
+    let mut args: Vec<OsString> = vec!["exec".into(), "--pid-file".into(), pid_file.into()];
+    if opts.tty {
+        args.push("--tty".into());
+    }
+    if let Some(cwd) = &opts.cwd {
+        args.push("--cwd".into());
+        args.push(cwd.into());
+    }
+    if let Some((uid, gid)) = opts.user {
+        args.push("--user".into());
+        args.push(format!("{uid}:{gid}").into());
+    }
+    for e in &opts.env {
+        args.push("--env".into());
+        args.push(e.into());
+    }
+    args.push(id.into());
+    args.extend(opts.args.iter().map(OsString::from));
+    args
+}
+
+impl Runc {
+    /// `runc exec` of `opts` in container `id`, writing the process's pid (on the host) to
+    /// `pid_file` once it started, and logging to `log_file` (see [`last_runc_error`]). runc
+    /// stays the process's parent, forwards signals to it and exits with its status (128 +
+    /// signal when a signal killed it). Stdio is left for the caller to set.
+    pub fn exec_command(&self, id: &str, opts: &ExecOpts, pid_file: &Path, log_file: &Path) -> Command {
+        let mut cmd = self.command(log_file);
+        cmd.args(exec_args(id, opts, pid_file));
+        cmd
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -528,6 +580,46 @@ mod tests {
                 "c1"
             ]
         );
+    }
+
+    #[test]
+    fn exec_command_args() {
+        let opts = ExecOpts {
+            args: vec!["ls".into(), "-l".into(), "--all".into()],
+            env: vec!["A=1".into()],
+            cwd: Some("/tmp".into()),
+            user: Some((1000, 100)),
+            tty: true,
+        };
+        let cmd = runc().exec_command("c1", &opts, Path::new("/s/pid"), Path::new("/s/log"));
+        let args: Vec<_> = cmd.get_args().map(|a| a.to_str().unwrap()).collect();
+        assert_eq!(
+            args[8..],
+            [
+                "exec",
+                "--pid-file",
+                "/s/pid",
+                "--tty",
+                "--cwd",
+                "/tmp",
+                "--user",
+                "1000:100",
+                "--env",
+                "A=1",
+                "c1",
+                "ls",
+                "-l",
+                "--all"
+            ]
+        );
+        let plain = runc().exec_command(
+            "c1",
+            &ExecOpts { args: vec!["true".into()], ..Default::default() },
+            Path::new("/p"),
+            Path::new("/l"),
+        );
+        let args: Vec<_> = plain.get_args().map(|a| a.to_str().unwrap()).collect();
+        assert_eq!(args[8..], ["exec", "--pid-file", "/p", "c1", "true"]);
     }
 
     #[test]

@@ -112,6 +112,8 @@ pub struct Runtime {
     pub(crate) layers: LayerCache,
     pub(crate) netlink: Netlink,
     pub(crate) containers: Mutex<HashMap<String, Arc<Container>>>,
+    /// `herd exec` sessions in progress (see [`crate::exec`]).
+    pub(crate) execs: Arc<crate::exec::Sessions>,
 }
 
 fn err(context: &str, e: impl std::fmt::Display) -> String {
@@ -148,7 +150,14 @@ impl Runtime {
         for d in [cfg.paths.containers_dir(), cfg.paths.netns_dir(), cfg.paths.runc_root()] {
             std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
         }
-        Ok(Runtime { cfg, statuses, layers, netlink: Netlink::new()?, containers: Mutex::new(HashMap::new()) })
+        Ok(Runtime {
+            cfg,
+            statuses,
+            layers,
+            netlink: Netlink::new()?,
+            containers: Mutex::new(HashMap::new()),
+            execs: Default::default(),
+        })
     }
 
     pub(crate) fn get(&self, id: &str) -> OpResult<Arc<Container>> {
@@ -580,6 +589,9 @@ impl Runtime {
         herd_proto::names::validate_container_name(checkpoint_id).map_err(|e| e.0)?;
         let c = self.get(id)?;
         let _op = c.op.lock().await;
+        if let Some(why) = self.execs.refusal(id, &c.spec.name, "checkpoint it") {
+            return Err(why);
+        }
         let generation = {
             let mut l = c.live.lock().unwrap();
             if l.state != Some(ContainerState::Running) {

@@ -237,6 +237,7 @@ async fn handle(
         | NodeRequest::MigrateSend { .. }
         | NodeRequest::MigrationStatus { .. }
         | NodeRequest::MigrateResolve { .. } => refuse("migrate"),
+        NodeRequest::ExecPrepare { .. } => refuse("exec"),
     }
 }
 

@@ -330,6 +330,8 @@ pub enum Purpose {
     PreDump {
         round: u32,
     },
+    /// An exec session's stream (`herd_proto::exec`), on a node's one-time exec listener.
+    Exec,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -345,6 +347,7 @@ pub enum Accepted {
     Control(Channel),
     Pages(TcpStream),
     PreDump(TcpStream, u32),
+    Exec(TcpStream),
 }
 
 /// The listening end (on the destination; for post-copy pages the source listens too).
@@ -537,6 +540,7 @@ async fn handshake(mut stream: TcpStream, peer: SocketAddr, ticket: Arc<Ticket>,
         Purpose::Control => Accepted::Control(Channel::new(stream, peer, budget)),
         Purpose::Pages => Accepted::Pages(stream),
         Purpose::PreDump { round } => Accepted::PreDump(stream, round),
+        Purpose::Exec => Accepted::Exec(stream),
     })
 }
 

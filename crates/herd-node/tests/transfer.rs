@@ -38,7 +38,9 @@ async fn pair(budget: Budget) -> (Channel, Channel) {
     let opener = connect_control(listener.local_addr(), &ticket, budget).await.unwrap();
     match within("accept", listener.accept()).await.unwrap() {
         Accepted::Control(accepted) => (accepted, opener),
-        Accepted::Pages(_) | Accepted::PreDump(..) => panic!("a control connection was accepted as pages"),
+        Accepted::Pages(_) | Accepted::PreDump(..) | Accepted::Exec(_) => {
+            panic!("a control connection was accepted as another kind")
+        }
     }
 }
 

@@ -9,6 +9,7 @@
 //! - [`checkpoint`]: the manifest of a checkpoint, on a node and in an exported image directory.
 //! - [`subjects`]: NATS subject, bucket and stream names.
 //! - [`hostconfig`]: published ports, shared network namespaces and named volumes.
+//! - [`exec`]: `herd exec`'s request and the framed stream of a session.
 //! - [`logs`]: how much of a container's output its node keeps.
 //! - [`process`]: the user a container runs as and its working directory.
 //! - [`units`] and [`names`]: parsing and validation shared by the CLI, the Control node and the agent.
@@ -17,6 +18,7 @@
 
 pub mod api;
 pub mod checkpoint;
+pub mod exec;
 pub mod hostconfig;
 pub mod logs;
 pub mod migration;

@@ -113,6 +113,10 @@ pub enum NodeRequest {
     /// container (`commit`) or resume it. Destination: forget the migration (`commit`) or make
     /// sure the container does not run there and drop what was received.
     MigrateResolve { id: String, migration: String, commit: bool },
+    /// Get ready to run `request` in the running container: open a one-time listener for the
+    /// session's stream (authenticated with `token`); the process starts when it connects.
+    /// Until the session ends the container is not checkpointed or migrated.
+    ExecPrepare { id: String, session: String, token: String, request: crate::exec::ExecRequest },
 }
 
 /// The successful outcome of a [`NodeRequest`].
@@ -139,6 +143,10 @@ pub enum NodeReply {
     },
     MigrationSent(SourceOutcome),
     MigrationState(DestinationState),
+    /// The node waits for an exec session's stream at `address`.
+    ExecReady {
+        address: std::net::SocketAddr,
+    },
 }
 
 /// A failed [`NodeRequest`]: a message for the person who asked.

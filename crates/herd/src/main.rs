@@ -49,6 +49,9 @@ enum Command {
     /// `herd run --log-opt` or `herd node --log-max-size/--log-max-files` say otherwise); a
     /// line on stderr says how much older output was rotated away.
     Logs(cmd::LogsArgs),
+    /// Run a command in a running container (its namespaces, cgroup, user and environment) and
+    /// exit with its exit code (126: it cannot be run, 127: not found); -it for a shell.
+    Exec(herd_cli::exec::ExecArgs),
     /// Stop containers (SIGTERM, then SIGKILL after a grace period).
     Stop(cmd::StopArgs),
     /// Start stopped containers again, with their files and addresses.
@@ -477,6 +480,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Ps(a) => cmd::ps(&client(config)?, a).await,
         Command::Inspect(a) => cmd::inspect(&client(config)?, a).await,
         Command::Logs(a) => cmd::logs(&client(config)?, a).await,
+        Command::Exec(a) => {
+            let code = herd_cli::exec::exec(&client(config)?, a).await?;
+            std::process::exit(code)
+        }
         Command::Stop(a) => cmd::stop(&client(config)?, a).await,
         Command::Start(a) => cmd::start(&client(config)?, a).await,
         Command::Restart(a) => cmd::restart(&client(config)?, a).await,
