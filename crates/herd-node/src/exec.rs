@@ -54,8 +54,6 @@ const DRAIN: Duration = Duration::from_secs(2);
 const PID_POLL: Duration = Duration::from_millis(10);
 /// How long a process that is being killed may take to go, before runc is killed too.
 const KILL_WAIT: Duration = Duration::from_secs(5);
-/// Largest `/etc/passwd` or `/etc/group` read from a container.
-const MAX_ACCOUNTS_FILE: u64 = 4 << 20;
 
 /// The exec sessions in progress on this node, by container id.
 #[derive(Debug, Default)]
@@ -197,13 +195,9 @@ impl Runtime {
         }
         let user = match &req.user {
             None => None,
+            // Resolved as `herd run --user` resolves it (crate::user), groups included.
             Some(u) => {
-                let root = c.paths.rootfs();
-                let (passwd, group) = (read_in_root(&root, "etc/passwd"), read_in_root(&root, "etc/group"));
-                Some(
-                    resolve_user(u, passwd.as_deref(), group.as_deref())
-                        .map_err(|e| format!("{e} in container {name}"))?,
-                )
+                Some(crate::user::resolve_in(&c.paths.rootfs(), u).map_err(|e| format!("{e:#} in container {name}"))?)
             }
         };
         let dir = sessions_dir(&self.cfg.paths.run_dir);
@@ -662,83 +656,9 @@ fn parents() -> Vec<(u32, u32)> {
         .collect()
 }
 
-/// A file of the container's root filesystem `root`, resolved inside it (its symlinks cannot
-/// lead out), if it exists and is not too large.
-fn read_in_root(root: &Path, path: &str) -> Option<String> {
-    use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
-    use std::io::Read;
-    let dir = std::fs::File::open(root).ok()?;
-    let how = OpenHow::new().flags(OFlag::O_RDONLY | OFlag::O_CLOEXEC).resolve(ResolveFlag::RESOLVE_IN_ROOT);
-    let fd = openat2(&dir, path, how).ok()?;
-    let mut text = String::new();
-    std::fs::File::from(fd).take(MAX_ACCOUNTS_FILE).read_to_string(&mut text).ok()?;
-    Some(text)
-}
-
-/// `--user` as uid and gid, Docker's way: `UID[:GID]` or `NAME[:GROUP]`, names looked up in the
-/// container's `passwd` and `group`; without a group, the user's own (0 for a uid the container
-/// does not list).
-pub fn resolve_user(spec: &str, passwd: Option<&str>, group: Option<&str>) -> Result<(u32, u32), String> {
-    let (user, grp) = match spec.split_once(':') {
-        Some((u, g)) => (u, Some(g)),
-        None => (spec, None),
-    };
-    // name:password:uid:gid:...
-    let users: Vec<(&str, u32, u32)> = passwd
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split(':').collect();
-            Some((*f.first()?, f.get(2)?.parse().ok()?, f.get(3)?.parse().ok()?))
-        })
-        .collect();
-    let (uid, own_gid) = match user.parse::<u32>() {
-        Ok(uid) => (uid, users.iter().find(|u| u.1 == uid).map_or(0, |u| u.2)),
-        Err(_) => users
-            .iter()
-            .find(|u| u.0 == user)
-            .map(|u| (u.1, u.2))
-            .ok_or_else(|| format!("no user {user:?} in /etc/passwd"))?,
-    };
-    let gid = match grp {
-        None => own_gid,
-        Some(g) => match g.parse::<u32>() {
-            Ok(gid) => gid,
-            // name:password:gid:members
-            Err(_) => group
-                .unwrap_or_default()
-                .lines()
-                .find_map(|l| {
-                    let f: Vec<&str> = l.split(':').collect();
-                    (f.first() == Some(&g)).then(|| f.get(2)?.parse().ok())?
-                })
-                .ok_or_else(|| format!("no group {g:?} in /etc/group"))?,
-        },
-    };
-    Ok((uid, gid))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\nwww-data:x:33:33::/var/www:/sbin/nologin\nbad line\n";
-    const GROUP: &str = "root:x:0:\nstaff:x:50:www-data\n";
-
-    #[test]
-    fn users_resolve_as_docker_does() {
-        let r = |s| resolve_user(s, Some(PASSWD), Some(GROUP));
-        assert_eq!(r("0"), Ok((0, 0)));
-        assert_eq!(r("www-data"), Ok((33, 33)));
-        assert_eq!(r("33"), Ok((33, 33)));
-        assert_eq!(r("1234"), Ok((1234, 0)));
-        assert_eq!(r("www-data:staff"), Ok((33, 50)));
-        assert_eq!(r("1234:77"), Ok((1234, 77)));
-        assert!(r("nobody").unwrap_err().contains("no user \"nobody\""));
-        assert!(r("root:wheel").unwrap_err().contains("no group \"wheel\""));
-        assert_eq!(resolve_user("5:6", None, None), Ok((5, 6)));
-        assert!(resolve_user("alice", None, None).is_err());
-    }
 
     #[test]
     fn session_ids_are_file_names() {
@@ -762,18 +682,6 @@ mod tests {
         drop(b);
         assert!(sessions.of("c1").is_empty());
         assert_eq!(sessions.refusal("c1", "web", "migrate it"), None);
-    }
-
-    #[test]
-    fn files_are_read_inside_the_root() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("root");
-        std::fs::create_dir_all(root.join("etc")).unwrap();
-        std::fs::write(dir.path().join("secret"), "host secret").unwrap();
-        std::fs::write(root.join("secret"), "inside").unwrap();
-        std::os::unix::fs::symlink("/../../secret", root.join("etc/passwd")).unwrap();
-        assert_eq!(read_in_root(&root, "etc/passwd").as_deref(), Some("inside"));
-        assert_eq!(read_in_root(&root, "etc/group"), None);
     }
 
     #[test]

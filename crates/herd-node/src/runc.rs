@@ -466,8 +466,8 @@ pub struct ExecOpts {
     pub env: Vec<String>,
     /// Another working directory.
     pub cwd: Option<String>,
-    /// Another user: uid and gid.
-    pub user: Option<(u32, u32)>,
+    /// Another user: uid, gid and supplementary groups.
+    pub user: Option<crate::user::Identity>,
     /// Give the process a terminal (runc makes one in the container and copies between it
     /// and runc's own terminal, which must be its stdio).
     pub tty: bool,
@@ -483,9 +483,13 @@ fn exec_args(id: &str, opts: &ExecOpts, pid_file: &Path) -> Vec<OsString> {
         args.push("--cwd".into());
         args.push(cwd.into());
     }
-    if let Some((uid, gid)) = opts.user {
+    if let Some(id) = &opts.user {
         args.push("--user".into());
-        args.push(format!("{uid}:{gid}").into());
+        args.push(format!("{}:{}", id.uid, id.gid).into());
+        for g in &id.additional_gids {
+            args.push("--additional-gids".into());
+            args.push(g.to_string().into());
+        }
     }
     for e in &opts.env {
         args.push("--env".into());
@@ -588,7 +592,7 @@ mod tests {
             args: vec!["ls".into(), "-l".into(), "--all".into()],
             env: vec!["A=1".into()],
             cwd: Some("/tmp".into()),
-            user: Some((1000, 100)),
+            user: Some(crate::user::Identity { uid: 1000, gid: 100, additional_gids: vec![100, 27] }),
             tty: true,
         };
         let cmd = runc().exec_command("c1", &opts, Path::new("/s/pid"), Path::new("/s/log"));
@@ -604,6 +608,10 @@ mod tests {
                 "/tmp",
                 "--user",
                 "1000:100",
+                "--additional-gids",
+                "100",
+                "--additional-gids",
+                "27",
                 "--env",
                 "A=1",
                 "c1",

@@ -100,7 +100,7 @@ fn exec_runs_commands_in_the_container_with_their_output_and_exit_code() {
     assert_eq!(out, "bye x 65534:65534 /tmp\n");
     assert_eq!(cluster.ok(&["exec", "-u", "1234:5678", "c", "--", "id", "-u"]), "1234\n");
     let err = cluster.fails(&["exec", "-u", "alice", "c", "--", "true"]);
-    assert!(err.contains("no user \"alice\" in /etc/passwd in container c"), "{err}");
+    assert!(err.contains("unable to find user alice") && err.contains("in container c"), "{err}");
 
     // Large output arrives whole.
     let out = exec(&cluster, &["c", "--", "sh", "-c", "yes 0123456789 | head -c 3000000"]);
