@@ -47,39 +47,38 @@ packages() {
   esac
 }
 
-# What the server needs beyond Debian's defaults to serve the test's clients.
-configure() {
-  local name=$1 root=$2
-  case "$name" in
-    postgres)
-      local conf=$root/etc/postgresql/15/main
-      echo "listen_addresses = '*'" >> "$conf/postgresql.conf"
-      echo "max_connections = 200" >> "$conf/postgresql.conf"
-      echo "host all all 0.0.0.0/0 trust" >> "$conf/pg_hba.conf"
-      mkdir -p "$root/var/run/postgresql" && chroot "$root" chown postgres:postgres /var/run/postgresql
-      ;;
-    redis)
-      sed -i -e 's/^bind .*/bind 0.0.0.0/' -e 's/^protected-mode yes/protected-mode no/' \
-        -e 's/^daemonize yes/daemonize no/' -e 's/^maxclients .*//' "$root/etc/redis/redis.conf"
-      echo "maxclients 20000" >> "$root/etc/redis/redis.conf"
-      ;;
-    nginx)
-      sed -i -e 's/^\s*worker_connections .*/\tworker_connections 20000;/' "$root/etc/nginx/nginx.conf"
-      sed -i -e 's/^worker_processes .*/worker_processes 2;\nworker_rlimit_nofile 40000;/' "$root/etc/nginx/nginx.conf"
-      grep -q 'daemon off' "$root/etc/nginx/nginx.conf" || echo 'daemon off;' >> "$root/etc/nginx/nginx.conf"
-      ;;
-    mosquitto)
-      printf 'listener 1883 0.0.0.0\nallow_anonymous true\nmax_queued_messages 100000\n' \
-        > "$root/etc/mosquitto/conf.d/herd-tests.conf"
-      ;;
-    tomcat)
-      # Tomcat reads its configuration from CATALINA_BASE, as Debian's service sets it.
-      mkdir -p "$root/var/lib/tomcat10/webapps/ROOT"
-      [ -f "$root/var/lib/tomcat10/webapps/ROOT/index.html" ] \
-        || echo '<html><body>tomcat</body></html>' > "$root/var/lib/tomcat10/webapps/ROOT/index.html"
-      ;;
-  esac
+# What each server needs beyond Debian's defaults to serve the test's clients (configure_NAME
+# ROOT; none for the clients).
+configure_postgres() {
+  local conf=$1/etc/postgresql/15/main
+  echo "listen_addresses = '*'" >> "$conf/postgresql.conf"
+  echo "max_connections = 200" >> "$conf/postgresql.conf"
+  echo "host all all 0.0.0.0/0 trust" >> "$conf/pg_hba.conf"
+  mkdir -p "$1/var/run/postgresql" && chroot "$1" chown postgres:postgres /var/run/postgresql
 }
+configure_redis() {
+  sed -i -e 's/^bind .*/bind 0.0.0.0/' -e 's/^protected-mode yes/protected-mode no/' \
+    -e 's/^daemonize yes/daemonize no/' -e 's/^maxclients .*//' "$1/etc/redis/redis.conf"
+  echo "maxclients 20000" >> "$1/etc/redis/redis.conf"
+}
+configure_nginx() {
+  sed -i -e 's/^\s*worker_connections .*/\tworker_connections 20000;/' "$1/etc/nginx/nginx.conf"
+  sed -i -e 's/^worker_processes .*/worker_processes 2;\nworker_rlimit_nofile 40000;/' "$1/etc/nginx/nginx.conf"
+  grep -q 'daemon off' "$1/etc/nginx/nginx.conf" || echo 'daemon off;' >> "$1/etc/nginx/nginx.conf"
+}
+configure_mosquitto() {
+  printf 'listener 1883 0.0.0.0\nallow_anonymous true\nmax_queued_messages 100000\n' \
+    > "$1/etc/mosquitto/conf.d/herd-tests.conf"
+  # Debian's service makes its pid file's directory (systemd's RuntimeDirectory).
+  mkdir -p "$1/run/mosquitto" && chroot "$1" chown mosquitto:mosquitto /run/mosquitto
+}
+configure_tomcat() {
+  # Tomcat reads its configuration from CATALINA_BASE, as Debian's service sets it.
+  mkdir -p "$1/var/lib/tomcat10/webapps/ROOT"
+  [ -f "$1/var/lib/tomcat10/webapps/ROOT/index.html" ] \
+    || echo '<html><body>tomcat</body></html>' > "$1/var/lib/tomcat10/webapps/ROOT/index.html"
+}
+configure_clients() { :; }
 
 # Everything but what runs: caches, documentation, man pages, translations.
 trim() {
@@ -91,7 +90,7 @@ trim() {
 
 # What an image is built from: the suite, its packages and how it is configured and trimmed
 # (a change to any of them rebuilds it; other edits of this script do not).
-stamp_of() { echo "$SUITE $(packages "$1") $( { declare -f configure trim; } | sha256sum | cut -c1-16)"; }
+stamp_of() { echo "$SUITE $(packages "$1") $( { declare -f "configure_$1" trim 2>/dev/null; } | sha256sum | cut -c1-16)"; }
 
 mkdir -p "$APPS_DIR"
 base=$APPS_DIR/base
@@ -123,7 +122,7 @@ for name in "${IMAGES[@]}"; do
   } > "$APPS_DIR/$name.log" 2>&1 && built=1
   umount "$root/proc" "$root/var/cache/apt/archives"
   [ "$built" = 1 ] || die "installing $(packages "$name") failed; see $APPS_DIR/$name.log"
-  configure "$name" "$root"
+  "configure_$name" "$root"
   trim "$root"
   if [ "$name" = clients ]; then
     rm -rf "$APPS_DIR/clients" && mv "$root" "$APPS_DIR/clients" && touch "$out"
