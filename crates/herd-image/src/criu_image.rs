@@ -313,6 +313,13 @@ impl Images {
         // Each thread's core image is decoded once, however often the tree names it.
         let mut seen_threads = std::collections::HashSet::new();
         for task in entries::<PstreeEntry>(pstree, PSTREE_MAGIC, "pstree.img")? {
+            let threads = if task.threads.is_empty() { vec![task.pid] } else { task.threads.clone() };
+            if threads.iter().any(|t| !seen_threads.insert(*t)) {
+                return Err(unreadable("pstree.img", "it names a thread twice"));
+            }
+            if seen_threads.len() > MAX_ENTRIES {
+                return Err(unreadable("pstree.img", "it names too many threads"));
+            }
             // A zombie (an orphan its container's init never reaped: left by `herd exec`'s
             // `sh -c 'cmd &'`, say) has a core image of its pid with only its exit status, and
             // neither threads, credentials nor namespaces: CRIU puts it back as a zombie.
@@ -323,13 +330,6 @@ impl Images {
                     == Some(TASK_DEAD)
             {
                 continue;
-            }
-            let threads = if task.threads.is_empty() { vec![task.pid] } else { task.threads.clone() };
-            if threads.iter().any(|t| !seen_threads.insert(*t)) {
-                return Err(unreadable("pstree.img", "it names a thread twice"));
-            }
-            if seen_threads.len() > MAX_ENTRIES {
-                return Err(unreadable("pstree.img", "it names too many threads"));
             }
             let mut ids = None;
             for tid in threads {
