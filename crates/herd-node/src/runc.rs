@@ -403,8 +403,25 @@ impl Runc {
     }
 
     /// Freezes every process of the container (`runc pause`).
+    ///
+    /// With cgroup v1, runc 1.1 gives the freezer about 1,000 quick tries (some 0.2 s) and
+    /// thaws the container again when it is still `FREEZING` after them ("unable to
+    /// freeze"): on a loaded machine, a container busy in system calls (nginx under wrk) can
+    /// take longer. The pause is tried again, a few times, after a short wait.
     pub async fn pause(&self, id: &str) -> Result<(), RuncError> {
-        self.exec("pause", &["pause".into(), id.into()]).await.map(drop)
+        const ATTEMPTS: u32 = 5;
+        let mut attempt = 1;
+        loop {
+            match self.exec("pause", &["pause".into(), id.into()]).await {
+                Ok(_) => return Ok(()),
+                Err(e) if attempt < ATTEMPTS && e.to_string().contains("unable to freeze") => {
+                    tracing::info!("{id}: runc could not freeze it at try {attempt} of {ATTEMPTS}; trying again");
+                    tokio::time::sleep(std::time::Duration::from_millis(20 * u64::from(attempt))).await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Thaws a paused container (`runc resume`).
