@@ -57,9 +57,29 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// How much longer than its time limit [`spawn_shim`] waits for the shim's report before it
 /// gives up on the shim itself.
 const REPORT_GRACE: Duration = Duration::from_secs(10);
-/// A restore whose CRIU log grows past this many bytes is stuck (a restore here logs tens of
-/// KiB; CRIU 4.2.1 spinning on a damaged image logged 30 MB/s): the shim kills it.
+/// A restore whose CRIU log grows past this many bytes, or [`RESTORE_LOG_PER_IMAGE_BYTE`]
+/// times the bytes of its images other than memory pages if that is more, is stuck (a small
+/// restore here logs tens of KiB; CRIU 4.2.1 spinning on a damaged image logged 30 MB/s):
+/// the shim kills it.
 pub const MAX_RESTORE_LOG: u64 = 64 << 20;
+/// What CRIU logs grows with the objects it restores (processes, files, sockets), which its
+/// images other than the memory pages describe: nginx with 200 workers and 10,000 TCP
+/// connections logged more than 64 MiB.
+pub const RESTORE_LOG_PER_IMAGE_BYTE: u64 = 64;
+
+/// The bound on the CRIU log of a restore from `images` (see [`MAX_RESTORE_LOG`]).
+pub fn restore_log_limit(images: &Path) -> u64 {
+    let described: u64 = std::fs::read_dir(images)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| !e.file_name().to_string_lossy().starts_with("pages-"))
+        .filter_map(|e| e.metadata().ok())
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
+        .sum();
+    MAX_RESTORE_LOG.max(described.saturating_mul(RESTORE_LOG_PER_IMAGE_BYTE))
+}
 /// How long the shim keeps reading the pipes after the container exited while
 /// some of its (former) processes still hold them open.
 pub const EXIT_GRACE: Duration = Duration::from_secs(2);
@@ -631,7 +651,9 @@ impl Shim {
         // What CRIU logs while it restores (runc names the file).
         let restore_log = match &a.mode {
             ShimMode::Run => None,
-            ShimMode::Restore { work_path, .. } => Some(work_path.join("restore.log")),
+            ShimMode::Restore { work_path, image_path, .. } => {
+                Some((work_path.join("restore.log"), restore_log_limit(image_path)))
+            }
         };
         let mut cmd = match &a.mode {
             ShimMode::Run => a.runc.run_command(&a.id, &a.bundle, &pid_path, &log_path),
@@ -650,7 +672,7 @@ impl Shim {
         let spawned = cmd.spawn();
         drop(cmd); // closes the shim's copies of the pipes' write ends
         let mut runc = spawned.map_err(|e| io::Error::other(format!("cannot run {}: {e}", a.runc.binary.display())))?;
-        let status = match self.wait_runc(&mut runc, &sigchld, restore_log.as_deref()) {
+        let status = match self.wait_runc(&mut runc, &sigchld, restore_log.as_ref().map(|(p, l)| (p.as_path(), *l))) {
             Ok(status) => status,
             Err(message) => {
                 // runc's children (CRIU, and the processes CRIU restored, which leave runc's
@@ -707,12 +729,13 @@ impl Shim {
     }
 
     /// Waits for runc to exit; kills it and says why when it has not by the time limit, or
-    /// when the CRIU log of a restore (`restore_log`) grows past [`MAX_RESTORE_LOG`].
+    /// when the CRIU log of a restore (`restore_log`: the file and its bound, see
+    /// [`restore_log_limit`]) grows past its bound.
     fn wait_runc(
         &self,
         runc: &mut std::process::Child,
         sigchld: &OwnedFd,
-        restore_log: Option<&Path>,
+        restore_log: Option<(&Path, u64)>,
     ) -> Result<std::process::ExitStatus, String> {
         let limit = self.args.start_timeout;
         let deadline = Instant::now() + limit;
@@ -730,12 +753,12 @@ impl Shim {
             if left.is_zero() {
                 break format!("{what} did not finish within {limit:?}: it was killed");
             }
-            if let Some(log) = restore_log
-                && std::fs::metadata(log).is_ok_and(|m| m.len() > MAX_RESTORE_LOG)
+            if let Some((log, bound)) = restore_log
+                && std::fs::metadata(log).is_ok_and(|m| m.len() > bound)
             {
                 break format!(
                     "CRIU wrote more than {} MiB to {} without finishing the restore: it is stuck, and was killed",
-                    MAX_RESTORE_LOG >> 20,
+                    bound >> 20,
                     log.display()
                 );
             }

@@ -46,16 +46,20 @@ pub fn run_client(cmd: &mut Command) -> String {
     text
 }
 
-/// A client running in the background; its output collected when it ends.
+/// A client running in the background; its output collected when it ends. The output goes
+/// to a file, not a pipe: a pipe read only at the end fills (64 KiB) and stops the client.
 pub struct Background {
     child: Option<Child>,
+    output: std::fs::File,
     what: String,
 }
 
 impl Background {
     pub fn start(mut cmd: Command, what: &str) -> Background {
-        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-        Background { child: Some(cmd.spawn().unwrap_or_else(|e| panic!("starting {what}: {e}"))), what: what.into() }
+        let output = tempfile::tempfile().expect("a file for a client's output");
+        cmd.stdout(output.try_clone().unwrap()).stderr(output.try_clone().unwrap());
+        let child = cmd.spawn().unwrap_or_else(|e| panic!("starting {what}: {e}"));
+        Background { child: Some(child), output, what: what.into() }
     }
 
     /// Waits for the client's end (at most `timeout`); returns whether it succeeded and its
@@ -73,9 +77,11 @@ impl Background {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        let out = child.wait_with_output().unwrap();
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        (out.status.success(), text)
+        let status = child.wait().unwrap();
+        let mut bytes = Vec::new();
+        std::io::Seek::rewind(&mut self.output).unwrap();
+        std::io::Read::read_to_end(&mut self.output, &mut bytes).unwrap();
+        (status.success(), String::from_utf8_lossy(&bytes).into_owned())
     }
 
     /// Like [`Background::finish`], and panics when the client failed.
