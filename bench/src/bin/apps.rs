@@ -102,6 +102,20 @@ impl App for Postgres {
         5432
     }
     fn prepare(&self, ip: &str) -> anyhow::Result<()> {
+        // The port opens before the database takes queries ("the database system is starting up").
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !client(&format!("{PG}/psql"))
+            .args(["-h", ip, "-U", "postgres", "-c", "select 1"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()?
+            .success()
+        {
+            if Instant::now() > deadline {
+                bail!("PostgreSQL at {ip} takes no queries after 120 s");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
         output(spawn({
             let mut c = client(&format!("{PG}/pgbench"));
             c.args(["-h", ip, "-U", "postgres", "-i", "-s", "10", "postgres"]);
@@ -242,6 +256,9 @@ impl App for Http {
             }
             if let Some(l) = text.lines().find(|l| l.contains("Non-2xx")) {
                 failed += l.split_whitespace().last().and_then(|n| n.parse().ok()).unwrap_or(0);
+            }
+            if failed > 0 {
+                eprintln!("   wrk saw errors:\n{text}");
             }
             Ok(Run { throughput: rps.unwrap_or(0.0), stall: max, failed, ..Run::default() })
         }))
