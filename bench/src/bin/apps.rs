@@ -356,12 +356,7 @@ impl App for Mosquitto {
                 }
             }
             let span = times.last().zip(times.first()).map(|(l, f)| l - f).unwrap_or(1.0).max(1e-3);
-            Ok(Run {
-                throughput: seen.len() as f64 / span,
-                stall,
-                failed: count - seen.len() as u64,
-                ..Run::default()
-            })
+            Ok(Run { throughput: seen.len() as f64 / span, stall, failed: count - seen.len() as u64, ..Run::default() })
         }))
     }
 }
@@ -523,7 +518,9 @@ fn main() -> anyhow::Result<()> {
         }
     }
     println!("\nReal programs moved under their own clients ({secs} s runs, the move in the middle):\n");
-    println!("| program / client | move | downtime | moved in it | client's longest stall | failed | throughput | vs no move |");
+    println!(
+        "| program / client | move | downtime | moved in it | client's longest stall | failed | throughput | vs no move |"
+    );
     println!("|---|---|---|---|---|---|---|---|");
     for Row { app, mode, run, base } in &table {
         match run {
@@ -536,7 +533,9 @@ fn main() -> anyhow::Result<()> {
                 r.throughput,
                 100.0 * r.throughput / base.max(1e-9)
             ),
-            Err(e) => println!("| {app} | {mode} | failed: {} |  |  |  |  |  |", e.replace('\n', " ").replace('|', "/")),
+            Err(e) => {
+                println!("| {app} | {mode} | failed: {} |  |  |  |  |  |", e.replace('\n', " ").replace('|', "/"))
+            }
         }
     }
     Ok(())

@@ -3,7 +3,7 @@
 //! client root (run with `chroot`, so the host needs none of them installed).
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
 
 use super::{Cluster, wait_for};
