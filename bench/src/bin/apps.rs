@@ -235,6 +235,30 @@ impl App for Http {
     fn port(&self) -> u16 {
         self.port
     }
+    /// Waits for an answer: a server can take connections before it accepts them (Tomcat
+    /// while it starts), and a connection left waiting makes CRIU refuse the dump.
+    fn prepare(&self, ip: &str) -> anyhow::Result<()> {
+        use std::io::{Read, Write};
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let answered = (|| -> std::io::Result<bool> {
+                let addr = std::net::SocketAddr::new(ip.parse().map_err(std::io::Error::other)?, self.port);
+                let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+                s.set_read_timeout(Some(Duration::from_secs(5)))?;
+                s.write_all(b"GET / HTTP/1.0\r\n\r\n")?;
+                let mut head = [0u8; 12];
+                s.read_exact(&mut head)?;
+                Ok(head.starts_with(b"HTTP/1."))
+            })();
+            if answered.unwrap_or(false) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("nothing answers HTTP at {ip}:{} after 120 s", self.port);
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
     fn start(&self, ip: &str, secs: u64) -> anyhow::Result<Box<dyn FnOnce() -> anyhow::Result<Run>>> {
         let mut cmd = Command::new("wrk");
         let connections = self.connections.to_string();
