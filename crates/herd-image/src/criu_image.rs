@@ -313,13 +313,6 @@ impl Images {
         // Each thread's core image is decoded once, however often the tree names it.
         let mut seen_threads = std::collections::HashSet::new();
         for task in entries::<PstreeEntry>(pstree, PSTREE_MAGIC, "pstree.img")? {
-            let threads = if task.threads.is_empty() { vec![task.pid] } else { task.threads.clone() };
-            if threads.iter().any(|t| !seen_threads.insert(*t)) {
-                return Err(unreadable("pstree.img", "it names a thread twice"));
-            }
-            if seen_threads.len() > MAX_ENTRIES {
-                return Err(unreadable("pstree.img", "it names too many threads"));
-            }
             // A zombie (an orphan its container's init never reaped: left by `herd exec`'s
             // `sh -c 'cmd &'`, say) has a core image of its pid with only its exit status, and
             // neither threads, credentials nor namespaces: CRIU puts it back as a zombie.
@@ -330,6 +323,16 @@ impl Images {
                     == Some(TASK_DEAD)
             {
                 continue;
+            }
+            // Only now are its threads counted: CRIU lists a zombie's thread as whatever id
+            // it had at hand, and two zombies may list the same one (PostgreSQL under pgbench,
+            // its exiting backends zombies, was refused as "naming a thread twice").
+            let threads = if task.threads.is_empty() { vec![task.pid] } else { task.threads.clone() };
+            if threads.iter().any(|t| !seen_threads.insert(*t)) {
+                return Err(unreadable("pstree.img", "it names a thread twice"));
+            }
+            if seen_threads.len() > MAX_ENTRIES {
+                return Err(unreadable("pstree.img", "it names too many threads"));
             }
             let mut ids = None;
             for tid in threads {
@@ -580,6 +583,7 @@ mod tests {
             &[
                 PstreeEntry { pid: 1, threads: vec![1] }.encode_to_vec(),
                 PstreeEntry { pid: 38, threads: vec![1082058784] }.encode_to_vec(),
+                PstreeEntry { pid: 39, threads: vec![1082058784] }.encode_to_vec(),
             ],
         );
         let zombie = CoreEntry {
@@ -593,7 +597,7 @@ mod tests {
             |kind, id| {
                 Ok(match (kind, id) {
                     ("core", 1) => Some(image(CORE_MAGIC, &[core(DOCKER_CAPS, None)])),
-                    ("core", 38) => Some(image(CORE_MAGIC, &[zombie.encode_to_vec()])),
+                    ("core", 38 | 39) => Some(image(CORE_MAGIC, &[zombie.encode_to_vec()])),
                     ("ids", 1) => Some(image(IDS_MAGIC, &[ids(9).encode_to_vec()])),
                     _ => None,
                 })
@@ -656,7 +660,7 @@ mod tests {
         // A tree naming one thread over and over is refused, not decoded again and again.
         let inv = image(INVENTORY_MAGIC, &[InventoryEntry { root_ids: Some(ids(1)) }.encode_to_vec()]);
         let again = PstreeEntry { pid: 1, threads: vec![1, 1] }.encode_to_vec();
-        let err = Images::decode(&inv, &image(PSTREE_MAGIC, &[again]), |_, _| Ok(Some(Vec::new())), &[]).unwrap_err();
+        let err = Images::decode(&inv, &image(PSTREE_MAGIC, &[again]), |_, _| Ok(None), &[]).unwrap_err();
         assert!(err.to_string().contains("names a thread twice"), "{err}");
         let mut long = image(PSTREE_MAGIC, &[]);
         long.extend(1000u32.to_le_bytes());

@@ -9,7 +9,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::apps::{Background, client, require_apps, run_client};
+use common::apps::{
+    Background, PG_BIN, assert_balances_agree, assert_pgbench_clean, client, pgbench, psql, require_apps, run_client,
+};
 use common::{Cluster, wait_for};
 
 const T: Duration = Duration::from_secs(120);
@@ -20,53 +22,6 @@ fn let_it_run(secs: f64) {
 }
 
 // ------------------------------------------------------------------ PostgreSQL
-
-const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
-
-fn psql(ip: &str, sql: &str) -> String {
-    run_client(client(&format!("{PG_BIN}/psql")).args(["-h", ip, "-U", "postgres", "-At", "-c", sql]))
-        .trim()
-        .to_string()
-}
-
-/// pgbench's TPC-B-like run against `ip` for `secs` seconds, 8 clients. `-n`: no vacuum
-/// before the run, which would also truncate the history the invariant counts.
-fn pgbench(ip: &str, secs: u32) -> Background {
-    let mut cmd = client(&format!("{PG_BIN}/pgbench"));
-    cmd.args(["-h", ip, "-U", "postgres", "-n", "-c", "8", "-j", "2", "-T", &secs.to_string(), "-P", "1", "postgres"]);
-    Background::start(cmd, "pgbench")
-}
-
-/// Checks what pgbench printed: every client ran to the end, no transaction failed.
-fn assert_pgbench_clean(out: &str, during: &str) {
-    assert!(!out.contains("aborted"), "a pgbench client was aborted during {during}: {out}");
-    let failed = out.lines().find(|l| l.starts_with("number of failed transactions")).unwrap_or_else(|| {
-        panic!("pgbench printed no summary during {during}: {out}");
-    });
-    assert!(failed.starts_with("number of failed transactions: 0 "), "during {during}: {failed}");
-    let processed: u64 = out
-        .lines()
-        .find_map(|l| l.strip_prefix("number of transactions actually processed: "))
-        .and_then(|v| v.split('/').next()?.trim().parse().ok())
-        .unwrap_or(0);
-    assert!(processed > 100, "pgbench processed only {processed} transactions during {during}");
-}
-
-/// TPC-B's invariant: the balances of accounts, tellers and branches, and the history's
-/// deltas, sum to the same.
-fn assert_balances_agree(ip: &str, after: &str) {
-    let sums = psql(
-        ip,
-        "select (select sum(abalance) from pgbench_accounts), (select sum(tbalance) from pgbench_tellers), \
-         (select sum(bbalance) from pgbench_branches), (select coalesce(sum(delta), 0) from pgbench_history)",
-    );
-    let parts: Vec<&str> = sums.split('|').collect();
-    assert_eq!(parts.len(), 4, "{sums}");
-    assert!(
-        parts.iter().all(|p| *p == parts[0]),
-        "the balances disagree after {after} (accounts|tellers|branches|history): {sums}"
-    );
-}
 
 #[test]
 fn postgresql_moves_under_pgbench_without_a_failed_transaction() {
@@ -86,11 +41,11 @@ fn postgresql_moves_under_pgbench_without_a_failed_transaction() {
         out.status.success().then_some(())
     });
     run_client(client(&format!("{PG_BIN}/pgbench")).args(["-h", &ip, "-U", "postgres", "-i", "-s", "5", "postgres"]));
-    pgbench(&ip, 3).finish_ok(T);
+    pgbench(&ip, 8, 3).finish_ok(T);
     assert_balances_agree(&ip, "a run that moved nothing");
 
     for mode in ["cold", "postcopy"] {
-        let load = pgbench(&ip, 10);
+        let load = pgbench(&ip, 8, 10);
         let_it_run(3.0);
         let before = cluster.container("db").node;
         cluster.ok(&["migrate", "db", "--mode", mode]);
@@ -100,7 +55,7 @@ fn postgresql_moves_under_pgbench_without_a_failed_transaction() {
     }
 
     // Checkpointed (it stops) and restored on its node while pgbench waits on its connections.
-    let load = pgbench(&ip, 10);
+    let load = pgbench(&ip, 8, 10);
     let_it_run(3.0);
     cluster.ok(&["checkpoint", "db"]);
     cluster.ok(&["restore", "db"]);
@@ -116,7 +71,7 @@ fn postgresql_moves_under_pgbench_without_a_failed_transaction() {
     cluster.ok(&["restore", "db", "--node", &other]);
     assert_eq!(cluster.container("db").node, other);
     assert_eq!(psql(&ip, "select sum(abalance) from pgbench_accounts"), accounts);
-    let load = pgbench(&ip, 4);
+    let load = pgbench(&ip, 8, 4);
     assert_pgbench_clean(&load.finish_ok(T), "a run after the restore elsewhere");
     assert_balances_agree(&ip, "a restore elsewhere");
 }

@@ -6,54 +6,14 @@ mod common;
 
 use std::time::Duration;
 
-use common::apps::{Background, client, require_apps, run_client};
+use common::apps::{
+    PG_BIN, assert_balances_agree, assert_pgbench_clean, client, pgbench, psql, require_apps, run_client,
+};
 use common::{Cluster, wait_for};
 use herd_proto::migration::{MigrationReport, Outcome};
 
 const T: Duration = Duration::from_secs(120);
-const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 const PGDATA: &str = "/var/lib/postgresql/15/main";
-
-fn psql(ip: &str, sql: &str) -> String {
-    run_client(client(&format!("{PG_BIN}/psql")).args(["-h", ip, "-U", "postgres", "-At", "-c", sql]))
-        .trim()
-        .to_string()
-}
-
-/// pgbench's TPC-B-like run, 4 clients for `secs` seconds; `-n`: no vacuum before it (which
-/// would truncate the history the invariant counts).
-fn pgbench(ip: &str, secs: u32) -> Background {
-    let mut cmd = client(&format!("{PG_BIN}/pgbench"));
-    cmd.args(["-h", ip, "-U", "postgres", "-n", "-c", "4", "-j", "2", "-T", &secs.to_string(), "-P", "1", "postgres"]);
-    Background::start(cmd, "pgbench")
-}
-
-fn assert_pgbench_clean(out: &str, during: &str) {
-    assert!(!out.contains("aborted"), "a pgbench client was aborted during {during}: {out}");
-    let failed = out
-        .lines()
-        .find(|l| l.starts_with("number of failed transactions"))
-        .unwrap_or_else(|| panic!("pgbench printed no summary during {during}: {out}"));
-    assert!(failed.starts_with("number of failed transactions: 0 "), "during {during}: {failed}");
-    let processed: u64 = out
-        .lines()
-        .find_map(|l| l.strip_prefix("number of transactions actually processed: "))
-        .and_then(|v| v.split('/').next()?.trim().parse().ok())
-        .unwrap_or(0);
-    assert!(processed > 100, "pgbench processed only {processed} transactions during {during}");
-}
-
-/// TPC-B's invariant: accounts, tellers, branches and the history's deltas sum to the same.
-fn assert_balances_agree(ip: &str, after: &str) {
-    let sums = psql(
-        ip,
-        "select (select sum(abalance) from pgbench_accounts), (select sum(tbalance) from pgbench_tellers), \
-         (select sum(bbalance) from pgbench_branches), (select coalesce(sum(delta), 0) from pgbench_history)",
-    );
-    let parts: Vec<&str> = sums.split('|').collect();
-    assert_eq!(parts.len(), 4, "{sums}");
-    assert!(parts.iter().all(|p| *p == parts[0]), "the balances disagree after {after}: {sums}");
-}
 
 #[test]
 fn postgresql_with_its_data_on_a_volume_migrates_under_pgbench() {
@@ -82,7 +42,7 @@ fn postgresql_with_its_data_on_a_volume_migrates_under_pgbench() {
     run_client(client(&format!("{PG_BIN}/pgbench")).args(["-h", &ip, "-U", "postgres", "-i", "-s", "5", "postgres"]));
 
     for (from, to, mode) in [("n1", "n2", "cold"), ("n2", "n1", "postcopy")] {
-        let load = pgbench(&ip, 20);
+        let load = pgbench(&ip, 4, 20);
         std::thread::sleep(Duration::from_secs(5));
         let report: MigrationReport = cluster.json(&["migrate", "db", "--to", to, "--mode", mode]);
         assert_eq!(report.outcome, Outcome::Migrated, "{report:?}");

@@ -132,3 +132,53 @@ pub fn longest_gap(timestamps: &[f64]) -> f64 {
 pub fn in_clients_root(path: &str) -> PathBuf {
     clients_root().join(Path::new(path).strip_prefix("/").unwrap_or(Path::new(path)))
 }
+
+// ------------------------------------------------------------------ PostgreSQL
+
+pub const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+
+pub fn psql(ip: &str, sql: &str) -> String {
+    run_client(client(&format!("{PG_BIN}/psql")).args(["-h", ip, "-U", "postgres", "-At", "-c", sql]))
+        .trim()
+        .to_string()
+}
+
+/// pgbench's TPC-B-like run against `ip` for `secs` seconds with `clients` clients. `-n`: no
+/// vacuum before the run, which would also truncate the history the invariant counts.
+pub fn pgbench(ip: &str, clients: u32, secs: u32) -> Background {
+    let mut cmd = client(&format!("{PG_BIN}/pgbench"));
+    let (clients, secs) = (clients.to_string(), secs.to_string());
+    cmd.args(["-h", ip, "-U", "postgres", "-n", "-c", &clients, "-j", "2", "-T", &secs, "-P", "1", "postgres"]);
+    Background::start(cmd, "pgbench")
+}
+
+/// Checks what pgbench printed: every client ran to the end, no transaction failed.
+pub fn assert_pgbench_clean(out: &str, during: &str) {
+    assert!(!out.contains("aborted"), "a pgbench client was aborted during {during}: {out}");
+    let failed = out.lines().find(|l| l.starts_with("number of failed transactions")).unwrap_or_else(|| {
+        panic!("pgbench printed no summary during {during}: {out}");
+    });
+    assert!(failed.starts_with("number of failed transactions: 0 "), "during {during}: {failed}");
+    let processed: u64 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("number of transactions actually processed: "))
+        .and_then(|v| v.split('/').next()?.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(processed > 100, "pgbench processed only {processed} transactions during {during}");
+}
+
+/// TPC-B's invariant: the balances of accounts, tellers and branches, and the history's
+/// deltas, sum to the same.
+pub fn assert_balances_agree(ip: &str, after: &str) {
+    let sums = psql(
+        ip,
+        "select (select sum(abalance) from pgbench_accounts), (select sum(tbalance) from pgbench_tellers), \
+         (select sum(bbalance) from pgbench_branches), (select coalesce(sum(delta), 0) from pgbench_history)",
+    );
+    let parts: Vec<&str> = sums.split('|').collect();
+    assert_eq!(parts.len(), 4, "{sums}");
+    assert!(
+        parts.iter().all(|p| *p == parts[0]),
+        "the balances disagree after {after} (accounts|tellers|branches|history): {sums}"
+    );
+}
