@@ -45,8 +45,11 @@ fn recorded_containers_are_classified_and_exported_as_a_trace_the_simulator_repl
         .map(|l| l.split(',').nth(2).unwrap().parse().unwrap())
         .collect();
     let busy: Vec<f64> = burner.iter().copied().filter(|&c| c > 0.0).collect();
-    let mean = busy.iter().sum::<f64>() / busy.len() as f64;
-    assert!(busy.len() >= 5 && (0.3..0.7).contains(&mean), "burner's CPU in the trace: {burner:?}");
+    // Capped at half a CPU: the trace shows it near the cap and never above it. (Its mean
+    // is lower on a loaded machine, where the burner gets less than its cap: 0.29 once, with
+    // the whole suite running on 2 cores.)
+    let max = busy.iter().copied().fold(0.0, f64::max);
+    assert!(busy.len() >= 5 && (0.3..0.7).contains(&max), "burner's CPU in the trace: {burner:?}");
     let sim: serde_json::Value =
         cluster.json(&["sim", "--trace", trace.to_str().unwrap(), "--nodes", "2", "--policy", "none"]);
     assert_eq!(sim["containers"], 2, "{sim:#}");
