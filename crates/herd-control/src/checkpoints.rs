@@ -32,6 +32,9 @@ const CHECKPOINT_TIMEOUT: Duration = Duration::from_secs(300);
 /// Time a node gets to write or read a checkpoint archive in the checkpoint store.
 const TRANSFER_TIMEOUT: Duration = Duration::from_secs(600);
 const REMOVE_TIMEOUT: Duration = Duration::from_secs(60);
+/// What of a refused checkpoint upload is read on so that the client gets the reason (see
+/// [`crate::upload`]).
+const REFUSED_UPLOAD_DRAIN: u64 = 256 << 20;
 
 /// The objects of one operation in the checkpoint store, deleted when it ends, whatever way.
 struct Transfers {
@@ -244,6 +247,20 @@ impl Control {
         node: Option<&str>,
         body: impl Stream<Item = std::result::Result<Bytes, axum::Error>>,
     ) -> Result<ContainerInfo> {
+        let mut body = Box::pin(body.map(|r| r.map_err(std::io::Error::other)));
+        let result = self.restore_archive_from(name, node, &mut body).await;
+        if result.is_err() {
+            crate::upload::drain_refused(body.as_mut(), REFUSED_UPLOAD_DRAIN).await;
+        }
+        result
+    }
+
+    async fn restore_archive_from(
+        &self,
+        name: &str,
+        node: Option<&str>,
+        body: &mut (impl Stream<Item = std::io::Result<Bytes>> + Unpin),
+    ) -> Result<ContainerInfo> {
         self.ensure_not_migrating(name)?;
         let _guard = self.lock(name).await;
         let plan = self.plan_restore(name, node)?;
@@ -251,7 +268,6 @@ impl Control {
         let checkpoint_id = next_checkpoint_id(&plan.record);
         let mut transfers = Transfers::new(&self.checkpoint_store);
         let object = transfers.name("upload");
-        let body = Box::pin(body.map(|r| r.map_err(std::io::Error::other)));
         let reader = tokio_util::io::StreamReader::new(body);
         // Only a checkpoint this cluster exported, of this container, and no more bytes than
         // its manifest lists, reach the store; a node checks every file against the manifest.

@@ -118,7 +118,7 @@ impl Control {
             let chunk = chunk.map_err(|e| Error::bad_request(format!("the upload was interrupted: {e}")))?;
             received += chunk.len() as u64;
             if received > max_upload {
-                drain_refused(body.as_mut(), max_upload).await;
+                crate::upload::drain_refused(body.as_mut(), max_upload).await;
                 return Err(Error::too_large(format!(
                     "cannot import {name}: the upload is larger than {}, more than the archive of any image \
                      within {} (the most one image may unpack to, --max-image-size) takes; it was refused \
@@ -250,25 +250,4 @@ impl Control {
         self.events.emit("image", "remove", &name, None, format!("image {name} removed")).await;
         Ok(())
     }
-}
-
-/// Reads and drops up to `bytes` more of a refused upload (for at most 30 s) before the
-/// refusal is answered. A server that answers and closes while the client still sends makes
-/// the client's kernel drop the answer with the connection (a reset); a client whose upload
-/// is at most twice the bound gets the reason instead of "connection reset". Beyond that, the
-/// connection is closed, as the upload is not worth reading.
-async fn drain_refused(
-    mut body: std::pin::Pin<&mut impl Stream<Item = std::result::Result<Bytes, axum::Error>>>,
-    bytes: u64,
-) {
-    let drain = async {
-        let mut dropped = 0u64;
-        while let Some(Ok(chunk)) = body.next().await {
-            dropped += chunk.len() as u64;
-            if dropped > bytes {
-                break;
-            }
-        }
-    };
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(30), drain).await;
 }

@@ -27,6 +27,7 @@ mod nodes;
 mod policy;
 mod pull;
 mod start;
+mod upload;
 mod view;
 
 use std::future::Future;
