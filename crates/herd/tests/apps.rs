@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use common::apps::{
     Background, PG_BIN, assert_balances_agree, assert_pgbench_clean, client, pgbench, psql, require_apps, run_client,
-    wait_http,
 };
 use common::{Cluster, wait_for};
 
@@ -206,7 +205,7 @@ fn nginx_moves_under_wrk_without_an_error() {
     // Its master as root, its workers as www-data, as Debian runs it.
     cluster.ok(&["run", "--name", "web", "--memory", "256m", "nginx", "--", "nginx"]);
     let ip = cluster.container("web").ip.to_string();
-    wait_http(&ip, 80, T);
+    cluster.wait_port(&format!("{ip}:80"), T);
     moves_under_wrk(&cluster, "web", &format!("http://{ip}/"));
 }
 
@@ -219,7 +218,7 @@ fn tomcat_moves_under_wrk_with_its_threads() {
                CATALINA_TMPDIR=/tmp JAVA_OPTS=-Xmx256m /usr/share/tomcat10/bin/catalina.sh run";
     cluster.ok(&["run", "--name", "jvm", "--memory", "1g", "tomcat", "--", "sh", "-c", cmd]);
     let ip = cluster.container("jvm").ip.to_string();
-    wait_http(&ip, 8080, T);
+    cluster.wait_port(&format!("{ip}:8080"), T);
     // The JVM's threads: its collectors, compilers and Tomcat's pools.
     let threads = wait_for("the JVM's threads", T, || {
         let n = count_threads_under(cluster.container("jvm").pid?);

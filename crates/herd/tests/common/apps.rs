@@ -182,19 +182,3 @@ pub fn assert_balances_agree(ip: &str, after: &str) {
         "the balances disagree after {after} (accounts|tellers|branches|history): {sums}"
     );
 }
-
-/// Waits until `ip:port` answers an HTTP request. A server can take connections before it
-/// accepts them (Tomcat while it starts), and a connection left in its accept queue makes
-/// CRIU refuse a dump ("In-flight connections").
-pub fn wait_http(ip: &str, port: u16, timeout: Duration) {
-    use std::io::{Read, Write};
-    let addr = std::net::SocketAddr::new(ip.parse().unwrap(), port);
-    crate::common::wait_for(&format!("{addr} to answer HTTP"), timeout, || {
-        let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        s.write_all(b"GET / HTTP/1.0\r\n\r\n").ok()?;
-        let mut head = [0u8; 12];
-        s.read_exact(&mut head).ok()?;
-        head.starts_with(b"HTTP/1.").then_some(())
-    });
-}
