@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use common::apps::{
     Background, PG_BIN, assert_balances_agree, assert_pgbench_clean, client, pgbench, psql, require_apps, run_client,
+    wait_for_postgres,
 };
 use common::{Cluster, wait_for};
 
@@ -35,11 +36,7 @@ fn postgresql_moves_under_pgbench_without_a_failed_transaction() {
     cluster.ok(&["run", "--name", "db", "--memory", "1g", "postgres", "--", "sh", "-c", &cmd]);
     let ip = cluster.container("db").ip.to_string();
     cluster.wait_port(&format!("{ip}:5432"), T);
-    wait_for("PostgreSQL to accept queries", T, || {
-        let out =
-            client(&format!("{PG_BIN}/psql")).args(["-h", &ip, "-U", "postgres", "-c", "select 1"]).output().ok()?;
-        out.status.success().then_some(())
-    });
+    wait_for_postgres(&ip, T);
     run_client(client(&format!("{PG_BIN}/pgbench")).args(["-h", &ip, "-U", "postgres", "-i", "-s", "5", "postgres"]));
     pgbench(&ip, 8, 3).finish_ok(T);
     assert_balances_agree(&ip, "a run that moved nothing");

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use common::apps::{
     PG_BIN, assert_balances_agree, assert_pgbench_clean, client, pgbench, psql, require_apps, run_client,
+    wait_for_postgres,
 };
 use common::{Cluster, wait_for};
 use herd_proto::migration::{MigrationReport, Outcome};
@@ -32,11 +33,7 @@ fn postgresql_with_its_data_on_a_volume_migrates_under_pgbench() {
     ]);
     let ip = cluster.container("db").ip.to_string();
     cluster.wait_port(&format!("{ip}:5432"), T);
-    wait_for("PostgreSQL to accept queries", T, || {
-        let out =
-            client(&format!("{PG_BIN}/psql")).args(["-h", &ip, "-U", "postgres", "-c", "select 1"]).output().ok()?;
-        out.status.success().then_some(())
-    });
+    wait_for_postgres(&ip, T);
     let on_volume = cluster.data_dir.join("nodes/n1/volumes/pgdata/PG_VERSION");
     assert!(on_volume.exists(), "the data directory is not on the volume");
     run_client(client(&format!("{PG_BIN}/pgbench")).args(["-h", &ip, "-U", "postgres", "-i", "-s", "5", "postgres"]));

@@ -182,3 +182,12 @@ pub fn assert_balances_agree(ip: &str, after: &str) {
         "the balances disagree after {after} (accounts|tellers|branches|history): {sums}"
     );
 }
+
+/// Waits until PostgreSQL at `ip` takes queries (its port opens while it still starts up).
+pub fn wait_for_postgres(ip: &str, timeout: Duration) {
+    crate::common::wait_for("PostgreSQL to accept queries", timeout, || {
+        let out =
+            client(&format!("{PG_BIN}/psql")).args(["-h", ip, "-U", "postgres", "-c", "select 1"]).output().ok()?;
+        out.status.success().then_some(())
+    });
+}
