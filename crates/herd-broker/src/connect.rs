@@ -140,6 +140,26 @@ impl Broker {
         Ok(Objects::new(store, self.js.clone(), subjects::CHECKPOINTS_STORE, subjects::CHECKPOINTS_CHUNK))
     }
 
+    /// Opens the object store of ticker versions (see `herd_proto::ha`), creating it when
+    /// missing. Unlike the checkpoint store it is not transient: a version stays until
+    /// retention or the removal of its container deletes it.
+    pub async fn versions_store(&self) -> anyhow::Result<Objects> {
+        let store = match self.js.get_object_store(subjects::VERSIONS_STORE).await {
+            Ok(s) => s,
+            Err(_) => self
+                .js
+                .create_object_store(object_store::Config {
+                    bucket: subjects::VERSIONS_STORE.to_string(),
+                    description: Some("checkpoint ticker versions".into()),
+                    storage: stream::StorageType::File,
+                    ..Default::default()
+                })
+                .await
+                .context("creating the version store")?,
+        };
+        Ok(Objects::new(store, self.js.clone(), subjects::VERSIONS_STORE, subjects::CHECKPOINTS_CHUNK))
+    }
+
     /// Opens the event stream, creating it (bounded to the newest 10,000 events) when missing.
     pub async fn event_stream(&self) -> anyhow::Result<stream::Stream> {
         self.js

@@ -292,6 +292,20 @@ pub struct RunArgs {
     /// too, so only what follows the image is passed to it.
     #[arg(long, value_name = "CMD")]
     pub entrypoint: Option<String>,
+    /// Checkpoint the running container this often (e.g. 30s, 5m) into versions kept off its
+    /// node, from which it is restored elsewhere when its node fails.
+    #[arg(long, value_name = "DURATION", value_parser = parse_checkpoint_every)]
+    pub checkpoint_every: Option<u64>,
+    /// How many ticker versions are kept (a full one every this many, the others hold only
+    /// what changed).
+    #[arg(long, value_name = "N", default_value_t = herd_proto::ha::DEFAULT_VERSIONS,
+          value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub checkpoint_versions: u32,
+    /// What happens when its node fails: restore (from its newest version; the default with
+    /// --checkpoint-every), restart (fresh, from its image) or none (it stays exited; the
+    /// default otherwise).
+    #[arg(long, value_name = "POLICY", value_parser = ["restore", "restart", "none"])]
+    pub on_node_failure: Option<String>,
     /// Run in the background and print the container's name (the default; kept for Docker users).
     #[arg(long, short = 'd')]
     pub detach: bool,
@@ -303,6 +317,34 @@ pub struct RunArgs {
     /// Command and arguments, replacing the image's command.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     pub command: Vec<String>,
+}
+
+/// `--checkpoint-every`: a duration of at least a second, in milliseconds.
+fn parse_checkpoint_every(text: &str) -> Result<u64, String> {
+    let d = humantime::parse_duration(text).map_err(|e| format!("{e} (use e.g. 30s, 5m)"))?;
+    let ms = d.as_millis() as u64;
+    if ms < herd_proto::ha::MIN_CHECKPOINT_EVERY_MS {
+        return Err(format!("{text} is too short: at least 1s between checkpoints"));
+    }
+    Ok(ms)
+}
+
+/// The availability settings of `herd run`: a ticker means `restore` unless told otherwise.
+fn ha_policy(
+    every_ms: Option<u64>,
+    versions: u32,
+    on_failure: Option<&str>,
+) -> anyhow::Result<herd_proto::ha::HaPolicy> {
+    use herd_proto::ha::OnNodeFailure;
+    let on_node_failure = match on_failure {
+        Some(p) => OnNodeFailure::parse(p).map_err(anyhow::Error::msg)?,
+        None if every_ms.is_some() => OnNodeFailure::Restore,
+        None => OnNodeFailure::None,
+    };
+    if on_node_failure == OnNodeFailure::Restore && every_ms.is_none() {
+        anyhow::bail!("--on-node-failure restore needs versions to restore from: add --checkpoint-every");
+    }
+    Ok(herd_proto::ha::HaPolicy { checkpoint_every_ms: every_ms, versions, on_node_failure })
 }
 
 pub async fn run(client: &Client, args: RunArgs) -> anyhow::Result<()> {
@@ -340,6 +382,7 @@ pub async fn run(client: &Client, args: RunArgs) -> anyhow::Result<()> {
         workdir: args.workdir,
         // One program, as Docker takes it; "" clears the image's.
         entrypoint: args.entrypoint.map(|e| if e.is_empty() { Vec::new() } else { vec![e] }),
+        ha: ha_policy(args.checkpoint_every, args.checkpoint_versions, args.on_node_failure.as_deref())?,
     };
     let info: ContainerInfo = client.post("/v1/containers", &req).await?;
     if args.json {

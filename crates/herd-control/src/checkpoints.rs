@@ -509,6 +509,9 @@ mod tests {
             migrations: vec![],
             host: Default::default(),
             placement: Default::default(),
+            ha: Default::default(),
+            versions: Vec::new(),
+            generation: 0,
         }
     }
 

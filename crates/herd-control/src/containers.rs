@@ -207,6 +207,7 @@ pub fn check_run(req: &RunRequest, default_strategy: &str) -> Result<CheckedRun>
     .with_expressions(&req.constraints, &req.affinities)
     .map_err(|e| Error::bad_request(e.0))?;
     let requested = crate::hostconfig::parse(req)?;
+    crate::ha::check_policy(&req.ha, req)?;
     for k in req.labels.keys() {
         if k.is_empty() {
             return Err(Error::bad_request("label keys must not be empty"));
@@ -246,6 +247,8 @@ impl Control {
             limits: c.limits,
             labels: c.labels.clone(),
             host: c.host.clone(),
+            generation: c.generation,
+            fenced: c.ha.on_node_failure.fenced(),
         }
     }
 
@@ -364,6 +367,9 @@ impl Control {
                 migrations: Vec::new(),
                 host: host_config,
                 placement: PlacementRules { constraints: req.constraints.clone(), affinities: req.affinities.clone() },
+                ha: req.ha,
+                versions: Vec::new(),
+                generation: 0,
             };
             fits_the_broker(&record, self.broker.max_payload())?;
             view.insert_container(record.clone());
@@ -419,6 +425,7 @@ impl Control {
 
     /// Deletes a container's records and releases its address.
     async fn forget(&self, record: &ContainerRecord) {
+        self.delete_versions(&record.id, &record.versions).await;
         if let Err(e) = self.containers.delete(&record.name).await {
             tracing::warn!("could not delete the record of {}: {e:#}", record.name);
         }

@@ -63,6 +63,8 @@ pub struct Control {
     pub(crate) layers: Objects,
     /// Checkpoints in transit (see [`crate::checkpoints`]).
     pub(crate) checkpoint_store: Objects,
+    /// Ticker versions (see [`crate::ha`]).
+    pub(crate) version_store: Objects,
     /// Signs the checkpoints that leave the cluster (see [`crate::checkpoint_archive`]).
     pub(crate) checkpoint_key: herd_image::signing::SigningKey,
     pub(crate) events: Events,
@@ -106,6 +108,7 @@ impl Control {
         let statuses: Bucket<ContainerStatus> = broker.bucket(subjects::STATUS_BUCKET).await?;
         let layers = broker.layer_store().await?;
         let checkpoint_store = broker.checkpoint_store().await?;
+        let version_store = broker.versions_store().await?;
         let events = Events::open(&broker).await?;
         let migrations: Bucket<MigrationRecord> = broker.bucket(subjects::MIGRATIONS_BUCKET).await?;
         let (migration_map, _) = migrations.snapshot().await?;
@@ -161,6 +164,7 @@ impl Control {
             statuses,
             layers,
             checkpoint_store,
+            version_store,
             checkpoint_key,
             events,
             ipam: Mutex::new(ipam),
@@ -190,6 +194,8 @@ impl Control {
         tokio::spawn(control.clone().follow_nodes(node_changes));
         tokio::spawn(control.clone().follow_statuses(status_changes));
         tokio::spawn(control.clone().run_policy());
+        tokio::spawn(control.clone().run_tickers());
+        tokio::spawn(control.clone().reschedule_down_nodes());
         Ok(control)
     }
 
@@ -282,8 +288,13 @@ impl Control {
             let down = self.view.write().unwrap().expire(self.cfg.node_timeout);
             for node in down {
                 let _ = self.node_lost.send(node.clone());
-                let msg = format!("node {node} is down: no heartbeat for {}s", self.cfg.node_timeout.as_secs_f32());
+                let msg = format!(
+                    "node {node} failed: no heartbeat for {}s; its containers are rescheduled by their policies",
+                    self.cfg.node_timeout.as_secs_f32()
+                );
                 self.events.emit("node", "down", &node, Some(&node), msg).await;
+                let control = self.clone();
+                tokio::spawn(async move { control.reschedule_node(&node).await });
             }
         }
     }

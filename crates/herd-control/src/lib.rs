@@ -18,6 +18,7 @@ mod error;
 mod events;
 mod exec;
 mod forecasters;
+mod ha;
 mod hostconfig;
 mod images;
 pub mod ipam;

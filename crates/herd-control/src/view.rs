@@ -328,6 +328,9 @@ impl View {
             checkpoints: c.checkpoints.clone(),
             migrations: c.migrations.clone(),
             host: c.host.clone(),
+            ha: c.ha,
+            versions: c.versions.clone(),
+            generation: c.generation,
         }
     }
 
@@ -490,6 +493,9 @@ mod tests {
             migrations: Vec::new(),
             host: Default::default(),
             placement: Default::default(),
+            ha: Default::default(),
+            versions: Vec::new(),
+            generation: 0,
         }
     }
 

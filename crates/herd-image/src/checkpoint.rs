@@ -396,6 +396,8 @@ mod tests {
             limits: Limits::default(),
             labels: Default::default(),
             host: Default::default(),
+            generation: 0,
+            fenced: false,
         }
     }
 

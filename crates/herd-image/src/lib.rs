@@ -7,7 +7,8 @@
 //! [`extract_layer`] to unpack each layer blob into its own directory, which overlayfs then
 //! stacks, and [`pack_upper`] to save a container's writable overlay directory as a layer
 //! that [`extract_layer`] restores (checkpoints and live migration). Checkpoints move between
-//! machines as checkpoint archives ([`pack_checkpoint`], [`unpack_checkpoint`]).
+//! machines as checkpoint archives ([`pack_checkpoint`], [`unpack_checkpoint`]); ticker
+//! versions are kept as content-addressed blocks ([`versions`]).
 //!
 //! Everything here is synchronous file work: no network, no async runtime.
 
@@ -25,6 +26,7 @@ mod private;
 pub mod signing;
 mod tarwalk;
 mod upper;
+pub mod versions;
 
 pub use arch::host_architecture;
 pub use bounds::{Bound, DiskReserve, UnpackLimits, disk_space};

@@ -46,6 +46,9 @@ pub struct NodeConfig {
     pub runc: Option<PathBuf>,
     pub criu: Option<PathBuf>,
     pub heartbeat: Duration,
+    /// How long the node may go without an answer from the broker before it fences its
+    /// containers (see [`crate::fence`]); shorter than the Control node's node timeout.
+    pub lease: Duration,
     /// How often the monitoring sampler samples.
     pub sample_interval: Duration,
     /// CPU cap of the migration helpers, in thousandths of a CPU.
@@ -100,6 +103,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
     let containers = broker.bucket::<ContainerRecord>(subjects::CONTAINERS_BUCKET).await?;
     let layers = LayerCache::new(paths.layers_dir(), broker.layer_store().await?, cfg.layer_limits)?;
     let checkpoint_store = broker.checkpoint_store().await?;
+    let versions_store = broker.versions_store().await?;
     // Checkpoint images of migrations live in memory, never on disk.
     mount_scratch(&paths.run_dir.join("scratch"))?;
     let migration_cgroup = match crate::cgroups::create_budget_cgroup(
@@ -166,6 +170,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
     let mut requests =
         broker.client.subscribe(subjects::node_rpc(&cfg.name)).await.context("subscribing to node requests")?;
     let heartbeats = tokio::spawn(heartbeat_loop(broker.clone(), cfg.clone(), runtime.clone()));
+    let lease = tokio::spawn(crate::fence::run(broker.clone(), runtime.clone(), containers.clone(), cfg.lease));
     let sampler =
         tokio::spawn(crate::sampler::run(broker.clone(), cfg.name.clone(), runtime.clone(), cfg.sample_interval));
     let routes = tokio::spawn({
@@ -188,9 +193,10 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
                 let client = broker.client.clone();
                 let broker = broker.clone();
                 let store = checkpoint_store.clone();
+                let versions = versions_store.clone();
                 tokio::spawn(async move {
                     let result: NodeResult = match serde_json::from_slice::<NodeRequest>(&msg.payload) {
-                        Ok(req) => handle(&runtime, &broker, &store, req).await.map_err(|message| NodeError { message }),
+                        Ok(req) => handle(&runtime, &broker, &store, &versions, req).await.map_err(|message| NodeError { message }),
                         Err(e) => Err(NodeError { message: format!("malformed request: {e}") }),
                     };
                     let payload = Bytes::from(serde_json::to_vec(&result).unwrap_or_default());
@@ -202,6 +208,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
         }
     }
     heartbeats.abort();
+    lease.abort();
     sampler.abort();
     routes.abort();
     let _ = broker.client.flush().await;
@@ -213,6 +220,7 @@ async fn handle(
     runtime: &Arc<Runtime>,
     broker: &Broker,
     checkpoint_store: &Objects,
+    versions: &Objects,
     req: NodeRequest,
 ) -> Result<herd_proto::node::NodeReply, String> {
     match req {
@@ -239,6 +247,14 @@ async fn handle(
         NodeRequest::Checkpoint { id, checkpoint_id, leave_running } => {
             validate_id(&id)?;
             runtime.checkpoint(&id, &checkpoint_id, leave_running).await
+        }
+        NodeRequest::SaveVersion { id, version, builds_on } => {
+            validate_id(&id)?;
+            runtime.save_version(versions, &id, version, &builds_on).await
+        }
+        NodeRequest::RestoreVersion { spec, version } => {
+            validate_id(&spec.id)?;
+            runtime.restore_version(versions, spec, version).await
         }
         NodeRequest::Restore { spec, checkpoint_id, log_object } => {
             validate_id(&spec.id)?;

@@ -1,8 +1,10 @@
 //! herd-node: the Compute node agent (`herd node`) and its building blocks.
 //!
 //! - [`agent`]: the agent itself: registration, heartbeats, requests, route sync;
+//!   [`fence`]: its lease on the cluster, and what it stops when the lease runs out;
 //! - [`runtime`]: the container manager (runc, CRIU, overlayfs, cgroups, networking);
 //! - [`checkpoints`]: checkpoints leaving and reaching the node through the broker;
+//!   [`versions`]: checkpoint ticker versions, stored in and restored from the version store;
 //! - [`migrate`] and [`transfer`]: live migration between nodes, and its node-to-node connections
 //!   ([`hello_slots`]: how many unauthenticated ones a listener holds);
 //! - [`runc`]: a typed wrapper of the runc command line; [`criu_images`]: checks of CRIU images
@@ -30,6 +32,7 @@ pub mod criu_images;
 pub mod dumpable;
 pub mod exec;
 pub mod facts;
+pub mod fence;
 pub mod guard;
 pub mod hello_slots;
 pub mod layers;
@@ -52,6 +55,7 @@ pub mod spec;
 pub mod tools;
 pub mod transfer;
 pub mod user;
+pub mod versions;
 pub mod volume_move;
 pub mod volume_tree;
 pub mod volumes;

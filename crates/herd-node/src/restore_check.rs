@@ -121,6 +121,8 @@ mod tests {
             limits: Default::default(),
             labels: Default::default(),
             host: Default::default(),
+            generation: 0,
+            fenced: false,
         };
         let config = crate::spec::runtime_spec(&spec, Path::new("/run/netns/x"), "/herd/n1/abc");
         let a = allowed(&config);

@@ -82,6 +82,11 @@ pub(crate) struct Live {
     pub(crate) generation: u64,
     /// An operation is about to make the container exit and will finalise it itself.
     pub(crate) expecting_exit: bool,
+    /// Frozen with its network locked because the node lost the cluster (see [`crate::fence`]).
+    pub(crate) fenced: bool,
+    /// A stale copy (the cluster runs the container elsewhere): its status is not this
+    /// node's to publish any more.
+    pub(crate) stale: bool,
 }
 
 pub(crate) struct Container {
@@ -181,6 +186,9 @@ impl Runtime {
     pub(crate) async fn publish_status(&self, c: &Container) {
         let status = {
             let l = c.live.lock().unwrap();
+            if l.stale {
+                return;
+            }
             ContainerStatus {
                 id: c.spec.id.clone(),
                 node: self.cfg.node.clone(),
@@ -583,6 +591,17 @@ impl Runtime {
         checkpoint_id: &str,
         leave_running: bool,
     ) -> OpResult<NodeReply> {
+        let (info, _) = self.checkpoint_timed(id, checkpoint_id, leave_running).await?;
+        Ok(NodeReply::Checkpointed(info))
+    }
+
+    /// [`Runtime::checkpoint`], which also says how long the container was frozen.
+    pub(crate) async fn checkpoint_timed(
+        self: &Arc<Self>,
+        id: &str,
+        checkpoint_id: &str,
+        leave_running: bool,
+    ) -> OpResult<(CheckpointInfo, std::time::Duration)> {
         if !self.cfg.criu {
             return Err(format!("node {} has no usable CRIU (>= 4.2)", self.cfg.node));
         }
@@ -623,6 +642,7 @@ impl Runtime {
         // running stays frozen until its writable layer is packed too, so that the files match
         // the memory: a file it writes on after the dump could otherwise have another size
         // than its open descriptor's image, which CRIU refuses to restore.
+        let frozen_at = std::time::Instant::now();
         if let Err(e) = self.freeze_and_lock(&c, &netns).await {
             return refused(format!("{e:#}"));
         }
@@ -632,6 +652,7 @@ impl Runtime {
         {
             tracing::error!("{} stays paused after its checkpoint: {e}", c.spec.name);
         }
+        let pause = frozen_at.elapsed();
         // Left locked only when the container is gone with its own namespace.
         let gone = !leave_running && saved.is_ok() && c.spec.host.network.is_none();
         if !gone && let Err(e) = netlock::unlock(&netns) {
@@ -671,7 +692,7 @@ impl Runtime {
             self.release(&c).await;
             self.publish_status(&c).await;
         }
-        Ok(NodeReply::Checkpointed(info))
+        Ok((info, pause))
     }
 
     /// The CRIU dump of `c` into `dir`, then its writable layer: the two halves of a checkpoint.

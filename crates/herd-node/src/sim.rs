@@ -232,7 +232,9 @@ async fn handle(
         | NodeRequest::ExportCheckpoint { .. }
         | NodeRequest::ExportLog { .. }
         | NodeRequest::ImportCheckpoint { .. }
-        | NodeRequest::DropCheckpoint { .. } => refuse("checkpoint or restore"),
+        | NodeRequest::DropCheckpoint { .. }
+        | NodeRequest::SaveVersion { .. }
+        | NodeRequest::RestoreVersion { .. } => refuse("checkpoint or restore"),
         NodeRequest::MigratePrepare { .. }
         | NodeRequest::MigrateSend { .. }
         | NodeRequest::MigrationStatus { .. }

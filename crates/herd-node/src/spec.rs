@@ -119,6 +119,8 @@ mod tests {
             },
             labels: Default::default(),
             host: Default::default(),
+            generation: 0,
+            fenced: false,
         }
     }
 

@@ -183,6 +183,10 @@ pub struct RunRequest {
     /// `command` follows it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub entrypoint: Option<Vec<String>>,
+    /// Its checkpoint ticker and node-failure policy (`--checkpoint-every`,
+    /// `--checkpoint-versions`, `--on-node-failure`).
+    #[serde(default, skip_serializing_if = "crate::ha::HaPolicy::is_default")]
+    pub ha: crate::ha::HaPolicy,
 }
 
 /// One line of a container's log stream: an entry, or word that older output is gone.
@@ -262,6 +266,15 @@ pub struct ContainerInfo {
     /// Published ports, shared network namespace, named volumes.
     #[serde(default)]
     pub host: crate::hostconfig::HostConfig,
+    /// Its checkpoint ticker and node-failure policy.
+    #[serde(default)]
+    pub ha: crate::ha::HaPolicy,
+    /// The versions its ticker keeps, oldest first.
+    #[serde(default)]
+    pub versions: Vec<crate::ha::VersionInfo>,
+    /// How many times it was rescheduled after a node failure.
+    #[serde(default)]
+    pub generation: u64,
 }
 
 /// `POST /v1/containers/{name}/migrate`.

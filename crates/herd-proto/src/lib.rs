@@ -7,6 +7,7 @@
 //! - [`policy`]: the policy engine's settings and explained decisions.
 //! - [`pull`]: `herd image pull`'s request and progress.
 //! - [`checkpoint`]: the manifest of a checkpoint, on a node and in an exported image directory.
+//! - [`ha`]: checkpoint tickers, their stored versions, and what a node failure does.
 //! - [`subjects`]: NATS subject, bucket and stream names.
 //! - [`hostconfig`]: published ports, shared network namespaces and named volumes.
 //! - [`exec`]: `herd exec`'s request and the framed stream of a session.
@@ -19,6 +20,7 @@
 pub mod api;
 pub mod checkpoint;
 pub mod exec;
+pub mod ha;
 pub mod hostconfig;
 pub mod logs;
 pub mod migration;

@@ -48,6 +48,13 @@ pub struct ContainerSpec {
     /// Ports to publish on the node, a network namespace to join, volumes to mount.
     #[serde(default)]
     pub host: crate::hostconfig::HostConfig,
+    /// The generation of its record (see [`crate::state::ContainerRecord::generation`]).
+    #[serde(default)]
+    pub generation: u64,
+    /// Whether its node stops it by itself when cut off from the cluster for longer than
+    /// its lease, since the Control node may then start it elsewhere.
+    #[serde(default)]
+    pub fenced: bool,
 }
 
 /// A request to a node agent.
@@ -99,6 +106,12 @@ pub enum NodeRequest {
     ImportCheckpoint { spec: ContainerSpec, checkpoint_id: String, object: String },
     /// Delete one of the node's checkpoints.
     DropCheckpoint { id: String, checkpoint_id: String },
+    /// A ticker checkpoint: checkpoint the running container, let it run on, and store the
+    /// checkpoint as `version` in the version store, holding only the blocks that the
+    /// versions of `builds_on` do not (a base when empty). See [`crate::ha`].
+    SaveVersion { id: String, version: u64, builds_on: Vec<u64> },
+    /// Restore the container of `spec` on this node from `version` in the version store.
+    RestoreVersion { spec: ContainerSpec, version: u64 },
     /// Stop every container (when `stop_containers`), for `herd down`.
     Shutdown { stop_containers: bool, timeout_secs: u64 },
     /// To the destination of a migration: check compatibility, fetch layers, set up the
@@ -133,6 +146,7 @@ pub enum NodeReply {
     },
     Logs(LogChunk),
     Checkpointed(CheckpointInfo),
+    VersionSaved(crate::ha::VersionInfo),
     /// An object was written to the checkpoint store.
     Exported {
         bytes: u64,

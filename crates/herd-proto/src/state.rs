@@ -247,6 +247,16 @@ pub struct ContainerRecord {
     /// The placement rules it was run with, applied again when it moves.
     #[serde(default)]
     pub placement: PlacementRules,
+    /// Its checkpoint ticker and node-failure policy.
+    #[serde(default, skip_serializing_if = "crate::ha::HaPolicy::is_default")]
+    pub ha: crate::ha::HaPolicy,
+    /// The versions its ticker stored, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub versions: Vec<crate::ha::VersionInfo>,
+    /// Counts the times it was rescheduled after a node failure: a node holding a copy of an
+    /// older generation holds a stale copy (see docs/design/ha.md, fencing).
+    #[serde(default)]
+    pub generation: u64,
 }
 
 /// How a container asked to be placed (`herd run --constraint/--affinity`), kept with it so

@@ -27,6 +27,9 @@ pub const LAYERS_STORE: &str = "herd-layers";
 /// deletes it once it has been read, and the store drops leftovers after
 /// [`CHECKPOINTS_STORE_MAX_AGE_SECS`].
 pub const CHECKPOINTS_STORE: &str = "herd-checkpoints";
+/// Object store of the versions checkpoint tickers keep (see [`crate::ha`]): kept until
+/// retention or the container's removal deletes them.
+pub const VERSIONS_STORE: &str = "herd-versions";
 /// How long a transfer object may stay in [`CHECKPOINTS_STORE`].
 pub const CHECKPOINTS_STORE_MAX_AGE_SECS: u64 = 6 * 3600;
 /// Chunk size of transfer objects (below the broker's default 1 MB message limit).

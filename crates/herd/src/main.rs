@@ -289,6 +289,11 @@ struct NodeArgs {
     /// Milliseconds between heartbeats.
     #[arg(long, default_value_t = 1000)]
     heartbeat_ms: u64,
+    /// Milliseconds without an answer from the broker after which the node freezes the
+    /// containers that may be restarted elsewhere (keep it below the Control node's
+    /// --node-timeout, 3 s by default).
+    #[arg(long, default_value_t = 2000)]
+    lease_ms: u64,
     /// Milliseconds between monitoring samples (at least 100).
     #[arg(long, default_value_t = 1000)]
     sample_ms: u64,
@@ -458,6 +463,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 runc: a.runc,
                 criu: a.criu,
                 heartbeat: Duration::from_millis(a.heartbeat_ms.max(50)),
+                lease: Duration::from_millis(a.lease_ms.max(100)),
                 sample_interval: Duration::from_millis(a.sample_ms.max(100)),
                 migration_cpus_milli: herd_proto::units::parse_cpus(&a.migration_cpus)?,
                 layer_limits: herd_node::layers::LayerLimits {

@@ -1,0 +1,143 @@
+//! Fencing: a node that has lost the cluster stops, by itself, the containers the cluster may
+//! start elsewhere, so that a container never runs on two nodes at once.
+//!
+//! The agent renews its lease by a round trip to the broker every eighth of the lease. Once
+//! the lease has run out (no round trip for that long), every running container whose spec is
+//! `fenced` (its record asks for `restore` or `restart` on node failure) is frozen and its
+//! network locked: it sends nothing and answers nothing. The Control node declares a node
+//! failed only after its node timeout, longer than the lease (`herd up` and the defaults: a
+//! 2 s lease, a 3 s timeout), so by then the copy is frozen. When the broker answers again,
+//! each fenced container is checked against its record: the same node and generation, and it
+//! is thawed and unlocked; otherwise it was rescheduled meanwhile, and it is killed while
+//! still locked, without its status being published (the other node's status stands).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use herd_broker::{Broker, Bucket};
+use herd_proto::state::{ContainerRecord, ContainerState};
+
+use crate::netlock;
+use crate::runtime::{Container, Runtime};
+
+/// The subject of lease round trips: nobody answers it, the broker says so at once.
+const LEASE_SUBJECT: &str = "herd.lease.ping";
+
+/// Whether the broker answered a round trip within `timeout`.
+async fn broker_answers(broker: &Broker, timeout: Duration) -> bool {
+    let request = broker.client.request(LEASE_SUBJECT.to_string(), bytes::Bytes::new());
+    match tokio::time::timeout(timeout, request).await {
+        Ok(Ok(_)) => true,
+        Ok(Err(e)) => e.kind() == async_nats::RequestErrorKind::NoResponders,
+        Err(_) => false,
+    }
+}
+
+/// Keeps the node's lease and fences or unfences its containers; runs for the agent's life.
+pub async fn run(broker: Broker, runtime: Arc<Runtime>, records: Bucket<ContainerRecord>, lease: Duration) {
+    let every = (lease / 8).max(Duration::from_millis(50));
+    let mut last_contact = Instant::now();
+    let mut fenced = false;
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if broker_answers(&broker, (lease / 4).max(Duration::from_millis(100))).await {
+            last_contact = Instant::now();
+            if fenced {
+                fenced = false;
+                tracing::warn!("the broker answers again: checking the fenced containers against the cluster");
+                runtime.unfence(&records).await;
+            }
+        } else if !fenced && last_contact.elapsed() > lease {
+            fenced = true;
+            tracing::error!(
+                "no answer from the broker for {:.1}s (lease {:.1}s): fencing the containers the cluster may restart elsewhere",
+                last_contact.elapsed().as_secs_f64(),
+                lease.as_secs_f64()
+            );
+            runtime.fence().await;
+        }
+    }
+}
+
+impl Runtime {
+    fn fenceable(&self) -> Vec<Arc<Container>> {
+        let all: Vec<Arc<Container>> = self.containers.lock().unwrap().values().cloned().collect();
+        all.into_iter()
+            .filter(|c| c.spec.fenced && c.live.lock().unwrap().state == Some(ContainerState::Running))
+            .collect()
+    }
+
+    /// Freezes every fenced running container and locks its network.
+    pub async fn fence(&self) {
+        for c in self.fenceable() {
+            let started = Instant::now();
+            if let Err(e) = self.cfg.runc.pause(&c.spec.id).await {
+                tracing::error!("could not freeze {} to fence it: {e}", c.spec.name);
+            }
+            match self.netns_of(&c.spec) {
+                Ok(netns) => {
+                    if let Err(e) = netlock::lock(&netns) {
+                        tracing::error!("could not lock the network of {} to fence it: {e:#}", c.spec.name);
+                    }
+                }
+                Err(e) => tracing::error!("no network namespace to lock for {}: {e:#}", c.spec.name),
+            }
+            c.live.lock().unwrap().fenced = true;
+            tracing::warn!("fenced {} in {:?}", c.spec.name, started.elapsed());
+        }
+    }
+
+    /// Thaws the fenced containers the cluster still places here (same generation), and
+    /// kills the others, still locked.
+    pub async fn unfence(self: &Arc<Self>, records: &Bucket<ContainerRecord>) {
+        let fenced: Vec<Arc<Container>> = {
+            let all: Vec<Arc<Container>> = self.containers.lock().unwrap().values().cloned().collect();
+            all.into_iter().filter(|c| c.live.lock().unwrap().fenced).collect()
+        };
+        for c in fenced {
+            let record = match records.get(&c.spec.name).await {
+                Ok(r) => r.map(|r| r.value),
+                Err(e) => {
+                    tracing::error!("cannot read the record of {}; it stays fenced: {e:#}", c.spec.name);
+                    continue;
+                }
+            };
+            let ours = record
+                .as_ref()
+                .is_some_and(|r| r.id == c.spec.id && r.node == self.cfg.node && r.generation == c.spec.generation);
+            if ours {
+                if let Err(e) = self.cfg.runc.resume(&c.spec.id).await {
+                    tracing::error!("could not thaw {} after fencing: {e}", c.spec.name);
+                }
+                if let Ok(netns) = self.netns_of(&c.spec)
+                    && let Err(e) = netlock::unlock(&netns)
+                {
+                    tracing::error!("could not unlock the network of {} after fencing: {e:#}", c.spec.name);
+                }
+                c.live.lock().unwrap().fenced = false;
+                tracing::warn!("{} is still this node's: thawed", c.spec.name);
+                continue;
+            }
+            let elsewhere = record.map(|r| format!("on {} (generation {})", r.node, r.generation));
+            tracing::warn!(
+                "{} moved on while this node was cut off ({}): removing the stale copy",
+                c.spec.name,
+                elsewhere.as_deref().unwrap_or("removed")
+            );
+            {
+                let mut l = c.live.lock().unwrap();
+                l.stale = true;
+            }
+            // SIGKILL first: a frozen process dies as it thaws, before it runs again.
+            if let Err(e) = self.cfg.runc.kill(&c.spec.id, libc::SIGKILL, true).await {
+                tracing::warn!("killing the stale copy of {}: {e}", c.spec.name);
+            }
+            let _ = self.cfg.runc.resume(&c.spec.id).await;
+            if let Err(e) = self.remove_keeping(&c.spec.id, true, false).await {
+                tracing::error!("could not remove the stale copy of {}: {e}", c.spec.name);
+            }
+        }
+    }
+}

@@ -1,0 +1,215 @@
+//! Containers survive node failure (docs/design/ha.md): checkpoint tickers keep versions off
+//! the node, a failed node's containers are rescheduled by their policies, and a node cut off
+//! from the cluster fences its containers so that none runs twice. Faults are real: every
+//! process of a node killed with SIGKILL and its link cut, or its link cut alone.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::{COUNTER, Cluster, wait_for};
+
+/// Cuts (`up` false) or heals node `node`'s link to the cluster network, at the host end of
+/// its veth: the broker, the Control node and the other nodes are all behind it.
+fn set_link(cluster: &Cluster, node: &str, up: bool) {
+    let dev = cluster.node_layout(node).host_if;
+    let out = Command::new("ip")
+        .args(["link", "set", "dev", &dev, if up { "up" } else { "down" }])
+        .output()
+        .expect("running ip");
+    assert!(out.status.success(), "ip link set {dev}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Heals the link whatever happens to the test.
+struct Cut<'a>(&'a Cluster, &'a str);
+
+impl Drop for Cut<'_> {
+    fn drop(&mut self) {
+        set_link(self.0, self.1, true);
+    }
+}
+
+/// Power loss of node `node`: its link cut and every process of it killed at once (its
+/// agent, the processes in its mount namespace such as shims, and its containers, found by
+/// their cgroups). The `herd up` supervisor starts the agent again, as a machine that comes
+/// back would, but it stays cut off until the link is healed.
+fn power_off<'a>(cluster: &'a Cluster, node: &'a str) -> Cut<'a> {
+    set_link(cluster, node, false);
+    let layout = cluster.node_layout(node);
+    let agent = cluster.agent_pid(node).expect("the node's agent runs");
+    let mntns = std::fs::read_link(format!("/proc/{agent}/ns/mnt")).unwrap();
+    let cgroup = format!("{}/", layout.cgroup_parent.trim_end_matches('/'));
+    let of_node = |pid: i32| {
+        std::fs::read_link(format!("/proc/{pid}/ns/mnt")).is_ok_and(|ns| ns == mntns)
+            || std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+                .is_ok_and(|c| c.lines().any(|l| l.contains(&cgroup) || l.ends_with(&layout.cgroup_parent)))
+    };
+    let pids: Vec<i32> = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|pid| *pid != std::process::id() as i32 && of_node(*pid))
+        .collect();
+    assert!(pids.len() >= 2, "found only {pids:?} as the processes of node {node}");
+    for pid in &pids {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid), nix::sys::signal::Signal::SIGKILL);
+    }
+    Cut(cluster, node)
+}
+
+/// The numbers of a [`COUNTER`] log, checked to be one unbroken sequence from its first.
+fn counter_lines(log: &str) -> Vec<u64> {
+    let numbers: Vec<u64> = log
+        .lines()
+        .filter_map(|l| l.strip_prefix("n=").and_then(|r| r.split_once(" s=")).map(|(n, _)| n.parse().unwrap()))
+        .collect();
+    for w in numbers.windows(2) {
+        assert_eq!(w[1], w[0] + 1, "the counter skipped or repeated: {numbers:?}");
+    }
+    numbers
+}
+
+/// Waits until herd has `name` running on `node`, and runc runs it there and nowhere else (a
+/// dead node's runc may still list it as stopped).
+fn wait_moved(cluster: &Cluster, name: &str, node: &str) -> herd_proto::api::ContainerInfo {
+    wait_for(&format!("{name} to run on {node}"), Duration::from_secs(60), || {
+        let c = cluster.container(name);
+        let live: Vec<(String, String)> =
+            cluster.runc_copies(&c.id).into_iter().filter(|(_, s)| s == "running" || s == "paused").collect();
+        (c.node == node && c.state.as_str() == "running" && live == [(node.to_string(), "running".to_string())])
+            .then_some(c)
+    })
+}
+
+fn node_ready(cluster: &Cluster, node: &str) -> bool {
+    let nodes: Vec<herd_proto::api::NodeInfo> = cluster.json(&["nodes"]);
+    nodes.iter().any(|n| n.name == node && n.state == herd_proto::api::NodeState::Ready)
+}
+
+fn events(cluster: &Cluster) -> String {
+    cluster.ok(&["events", "-n", "1000"])
+}
+
+#[test]
+fn a_node_that_loses_power_has_its_containers_restored_elsewhere() {
+    let mut cluster = Cluster::up(74, 2);
+    cluster.import_busybox();
+    cluster.ok(&[
+        "run",
+        "--name",
+        "tick",
+        "--node",
+        "n1",
+        "--checkpoint-every",
+        "2s",
+        "--checkpoint-versions",
+        "3",
+        "busybox",
+        "sh",
+        "-c",
+        COUNTER,
+    ]);
+    cluster.ok(&[
+        "run",
+        "--name",
+        "fresh",
+        "--node",
+        "n1",
+        "--on-node-failure",
+        "restart",
+        "busybox",
+        "sh",
+        "-c",
+        "echo started; sleep 1000",
+    ]);
+    cluster.ok(&["run", "--name", "plain", "--node", "n1", "busybox", "sleep", "1000"]);
+    // Bad settings are refused with their reason.
+    let err = cluster.fails(&["run", "--on-node-failure", "restore", "busybox", "sleep", "1"]);
+    assert!(err.contains("add --checkpoint-every"), "{err}");
+
+    // Versions build up: a base, then deltas that store a fraction of it; retention keeps 3.
+    let tick = wait_for("the ticker to store four versions", Duration::from_secs(60), || {
+        let c = cluster.container("tick");
+        (c.versions.last().is_some_and(|v| v.version >= 4)).then_some(c)
+    });
+    assert!(tick.versions.len() <= 3 + 2, "retention kept {:?}", tick.versions);
+    let delta = tick.versions.iter().find(|v| v.base != v.version).expect("a delta version");
+    assert!(delta.stored_bytes < delta.full_bytes / 2, "a delta stored {delta:?}");
+    let first_id = tick.id.clone();
+
+    let before = *counter_lines(&cluster.ok(&["logs", "tick"])).last().unwrap();
+    let _cut = power_off(&cluster, "n1");
+
+    // The ticker's container is restored on n2 from a version: it counts on from where the
+    // version was taken, at most about one ticker interval back.
+    let tick = wait_moved(&cluster, "tick", "n2");
+    assert_eq!(tick.id, first_id);
+    assert_eq!(tick.generation, 1);
+    let log = wait_for("tick to count on n2", Duration::from_secs(30), || {
+        let log = cluster.ok(&["logs", "tick"]);
+        (counter_lines(&log).len() > 10).then_some(log)
+    });
+    let resumed_at = counter_lines(&log)[0];
+    assert!(resumed_at > 0, "tick started over instead of being restored: {log}");
+    // 2 s between versions at up to 20 counts a second, and the time the last one took.
+    assert!(
+        before.saturating_sub(resumed_at) <= 80,
+        "lost {} counts (from {before} back to {resumed_at})",
+        before - resumed_at
+    );
+
+    // The restart policy starts a fresh copy; no policy leaves the container where it was.
+    wait_moved(&cluster, "fresh", "n2");
+    cluster.wait_log("fresh", "started", Duration::from_secs(10));
+    let plain = cluster.container("plain");
+    assert_eq!(plain.node, "n1");
+    assert!(plain.node_down, "{plain:?}");
+    let ev = events(&cluster);
+    assert!(ev.contains("node n1 failed"), "{ev}");
+    assert!(ev.contains("container tick of failed node n1 restored on n2 from version"), "{ev}");
+    assert!(ev.contains("container fresh of failed node n1 started fresh from its image on n2"), "{ev}");
+
+    // Power and link come back: n1's agent finds its copies moved on and drops them.
+    drop(_cut);
+    wait_for("n1 to be ready again", Duration::from_secs(60), || node_ready(&cluster, "n1").then_some(()));
+    cluster.wait_runs_only_on("tick", "n2", Duration::from_secs(30));
+    cluster.wait_runs_only_on("fresh", "n2", Duration::from_secs(30));
+    counter_lines(&cluster.ok(&["logs", "tick"]));
+    cluster.down();
+}
+
+#[test]
+fn a_node_cut_off_fences_its_containers_and_drops_them_once_they_moved() {
+    let mut cluster = Cluster::up(75, 2);
+    cluster.import_busybox();
+    cluster.ok(&["run", "--name", "tick", "--node", "n1", "--checkpoint-every", "2s", "busybox", "sh", "-c", COUNTER]);
+    cluster.ok(&["run", "--name", "plain", "--node", "n1", "busybox", "sleep", "1000"]);
+    let id = wait_for("a first version", Duration::from_secs(60), || {
+        let c = cluster.container("tick");
+        (!c.versions.is_empty()).then_some(c.id)
+    });
+    let plain_id = cluster.container("plain").id;
+
+    set_link(&cluster, "n1", false);
+    let cut = Cut(&cluster, "n1");
+    // Whenever the container runs on n2, the copy on n1 is frozen: it never runs twice.
+    wait_for("tick to run on n2", Duration::from_secs(60), || {
+        let copies = cluster.runc_copies(&id);
+        let on_n2 = copies.iter().any(|(n, s)| n == "n2" && s == "running");
+        let on_n1 = copies.iter().find(|(n, _)| n == "n1").map(|(_, s)| s.clone());
+        if on_n2 {
+            assert_eq!(on_n1.as_deref(), Some("paused"), "tick runs on n2 while n1 holds {on_n1:?}");
+        }
+        on_n2.then_some(())
+    });
+    // A container without a policy is not fenced: nothing else will run it.
+    assert_eq!(cluster.runc_copies(&plain_id), [("n1".to_string(), "running".to_string())]);
+
+    drop(cut);
+    // Back in the cluster, n1 finds tick moved on (generation 1 on n2) and removes its copy.
+    cluster.wait_runs_only_on("tick", "n2", Duration::from_secs(60));
+    let c = cluster.container("tick");
+    assert_eq!((c.node.as_str(), c.generation), ("n2", 1));
+    counter_lines(&cluster.ok(&["logs", "tick"]));
+    cluster.down();
+}
