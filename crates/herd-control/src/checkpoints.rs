@@ -512,6 +512,7 @@ mod tests {
             ha: Default::default(),
             versions: Vec::new(),
             generation: 0,
+            rescheduled_from: None,
         }
     }
 

@@ -370,6 +370,7 @@ impl Control {
                 ha: req.ha,
                 versions: Vec::new(),
                 generation: 0,
+                rescheduled_from: None,
             };
             fits_the_broker(&record, self.broker.max_payload())?;
             view.insert_container(record.clone());

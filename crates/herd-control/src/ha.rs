@@ -200,10 +200,15 @@ impl Control {
     pub(crate) async fn reschedule_down_nodes(self: Arc<Self>) {
         // Nodes are down until their first heartbeat reaches this Control node.
         tokio::time::sleep(self.cfg.node_timeout * 2).await;
-        let down: Vec<String> = {
+        let mut down: Vec<String> = {
             let view = self.view.read().unwrap();
-            view.nodes.values().filter(|n| n.state == NodeState::Down).map(|n| n.record.name.clone()).collect()
+            let failed = view.nodes.values().filter(|n| n.state == NodeState::Down).map(|n| n.record.name.clone());
+            // Reschedulings a crash cut short, whatever the state of their failed node now.
+            let unfinished = view.containers.values().filter_map(|c| c.rescheduled_from.clone());
+            failed.chain(unfinished).collect()
         };
+        down.sort();
+        down.dedup();
         for node in down {
             self.clone().reschedule_node(&node).await;
         }
@@ -217,7 +222,9 @@ impl Control {
                 .containers
                 .values()
                 .filter(|c| {
-                    c.node == node && c.desired == Desired::Running && c.ha.on_node_failure != OnNodeFailure::None
+                    (c.node == node || c.rescheduled_from.as_deref() == Some(node))
+                        && c.desired == Desired::Running
+                        && c.ha.on_node_failure != OnNodeFailure::None
                 })
                 .collect();
             names.sort_by_key(|c| c.created_at);
@@ -267,11 +274,21 @@ impl Control {
     async fn reschedule(&self, name: &str, failed: &str) -> Result<()> {
         let started = Instant::now();
         let _guard = self.lock(name).await;
-        let (record, _) = self.record_of(name)?;
-        if record.node != failed || record.desired != Desired::Running {
-            return Ok(()); // Moved or stopped meanwhile.
+        let (mut record, state) = self.record_of(name)?;
+        if record.desired != Desired::Running {
+            return Ok(()); // Stopped meanwhile.
         }
-        if self.view.read().unwrap().nodes.get(failed).is_some_and(|n| n.state == NodeState::Ready) {
+        if record.rescheduled_from.as_deref() == Some(failed) && record.node != failed {
+            // A Control node stopped half-way through: done if the container runs where its
+            // record points, else that node's partial restore goes and it starts over.
+            if state == ContainerState::Running {
+                record.rescheduled_from = None;
+                return self.put_container_record(&record).await;
+            }
+            self.clear_on(&record.node.clone(), &record.id).await;
+        } else if record.node != failed {
+            return Ok(()); // Moved meanwhile.
+        } else if self.view.read().unwrap().nodes.get(failed).is_some_and(|n| n.state == NodeState::Ready) {
             return Ok(()); // It came back.
         }
         let image =
@@ -283,7 +300,6 @@ impl Control {
             OnNodeFailure::Restore => record.versions.iter().rev().cloned().collect(),
             _ => Vec::new(),
         };
-        let mut record = record;
         let mut why_fresh = if versions.is_empty() && record.ha.on_node_failure == OnNodeFailure::Restore {
             "it has no version".to_string()
         } else {
@@ -295,6 +311,8 @@ impl Control {
             let req = NodeRequest::RestoreVersion { spec: self.spec_of(&record, &image), version: v.version };
             match self.node_call(&target, &req, RESTORE_TIMEOUT).await {
                 Ok(_) => {
+                    record.rescheduled_from = None;
+                    self.put_container_record(&record).await?;
                     self.refresh_status(&record.id).await?;
                     let age = record.versions.last().map_or(0, |newest| newest.created_at.saturating_sub(v.created_at));
                     let msg = format!(
@@ -327,6 +345,8 @@ impl Control {
         self.node_call(&target, &req, RESTORE_TIMEOUT)
             .await
             .map_err(|e| Error::new(e.kind, format!("starting {name} fresh on {target} failed too: {}", e.message)))?;
+        record.rescheduled_from = None;
+        self.put_container_record(&record).await?;
         self.refresh_status(&record.id).await?;
         let msg = format!(
             "container {name} of failed node {failed} started fresh from its image on {target} in {:.2}s: {why_fresh}",
@@ -339,6 +359,9 @@ impl Control {
     /// Points the record at `target`, one generation on: from here, a copy anywhere else is
     /// stale.
     async fn move_record(&self, mut record: ContainerRecord, target: &str) -> Result<ContainerRecord> {
+        if record.rescheduled_from.is_none() {
+            record.rescheduled_from = Some(record.node.clone());
+        }
         record.node = target.to_string();
         record.generation += 1;
         self.put_container_record(&record).await?;

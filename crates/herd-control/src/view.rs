@@ -496,6 +496,7 @@ mod tests {
             ha: Default::default(),
             versions: Vec::new(),
             generation: 0,
+            rescheduled_from: None,
         }
     }
 

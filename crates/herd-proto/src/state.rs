@@ -257,6 +257,10 @@ pub struct ContainerRecord {
     /// older generation holds a stale copy (see docs/design/ha.md, fencing).
     #[serde(default)]
     pub generation: u64,
+    /// The failed node it is being rescheduled from, until it runs again: a Control node
+    /// that starts finishes what its predecessor left half done.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rescheduled_from: Option<String>,
 }
 
 /// How a container asked to be placed (`herd run --constraint/--affinity`), kept with it so

@@ -73,7 +73,9 @@ fn counter_lines(log: &str) -> Vec<u64> {
 /// dead node's runc may still list it as stopped).
 fn wait_moved(cluster: &Cluster, name: &str, node: &str) -> herd_proto::api::ContainerInfo {
     wait_for(&format!("{name} to run on {node}"), Duration::from_secs(60), || {
-        let c = cluster.container(name);
+        // The Control node may be restarting: not answering is not an answer.
+        let out = cluster.herd(&["inspect", name, "--json"]);
+        let c: herd_proto::api::ContainerInfo = serde_json::from_slice(&out.stdout).ok()?;
         let live: Vec<(String, String)> =
             cluster.runc_copies(&c.id).into_iter().filter(|(_, s)| s == "running" || s == "paused").collect();
         (c.node == node && c.state.as_str() == "running" && live == [(node.to_string(), "running".to_string())])
@@ -211,5 +213,124 @@ fn a_node_cut_off_fences_its_containers_and_drops_them_once_they_moved() {
     let c = cluster.container("tick");
     assert_eq!((c.node.as_str(), c.generation), ("n2", 1));
     counter_lines(&cluster.ok(&["logs", "tick"]));
+    cluster.down();
+}
+
+/// Flips one byte in the middle of each of `objects` in the broker's version store.
+fn damage_versions(cluster: &Cluster, objects: &[String]) {
+    let state = cluster.up_state();
+    let password = std::fs::read_to_string(cluster.run_dir().join("secrets/broker-up")).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        use tokio::io::AsyncReadExt;
+        let cfg =
+            herd_broker::BrokerConfig::new(state.layout.broker_url(), "test").with_credentials("up", password.trim());
+        let broker = herd_broker::Broker::connect(&cfg).await.unwrap();
+        let store = broker.versions_store().await.unwrap();
+        for name in objects {
+            let mut bytes = Vec::new();
+            store.get(name).await.unwrap_or_else(|e| panic!("{name}: {e}")).read_to_end(&mut bytes).await.unwrap();
+            let middle = bytes.len() / 2;
+            bytes[middle] ^= 0x40;
+            herd_broker::put_object(&store, name, &mut &bytes[..]).await.unwrap();
+        }
+    });
+}
+
+#[test]
+fn damaged_versions_fall_back_to_older_ones_then_to_a_fresh_start() {
+    let mut cluster = Cluster::up(76, 2);
+    cluster.import_busybox();
+    for name in ["newest-bad", "all-bad"] {
+        cluster.ok(&[
+            "run",
+            "--name",
+            name,
+            "--node",
+            "n1",
+            "--checkpoint-every",
+            "2s",
+            "busybox",
+            "sh",
+            "-c",
+            COUNTER,
+        ]);
+    }
+    for name in ["newest-bad", "all-bad"] {
+        wait_for("three versions", Duration::from_secs(60), || {
+            (cluster.container(name).versions.len() >= 3).then_some(())
+        });
+    }
+    let _cut = power_off(&cluster, "n1");
+    // No version can be added now: damage them before the failure is declared (3 s).
+    let newest = cluster.container("newest-bad");
+    let v = newest.versions.last().unwrap();
+    assert_ne!(v.base, v.version, "the newest version is a delta: {v:?}");
+    damage_versions(&cluster, &[format!("{}.v{}.pack", newest.id, v.version)]);
+    let all = cluster.container("all-bad");
+    let base = all.versions.first().unwrap();
+    assert_eq!(base.base, base.version, "the oldest version kept is a base: {base:?}");
+    damage_versions(&cluster, &[format!("{}.v{}.pack", all.id, base.version)]);
+
+    wait_moved(&cluster, "newest-bad", "n2");
+    wait_moved(&cluster, "all-bad", "n2");
+    let ev = events(&cluster);
+    let previous = newest.versions[newest.versions.len() - 2].version;
+    assert!(ev.contains(&format!("version {} of newest-bad did not restore on n2", v.version)), "{ev}");
+    assert!(ev.contains(&format!("newest-bad of failed node n1 restored on n2 from version {previous}")), "{ev}");
+    assert!(ev.contains("damaged"), "the fallback says why: {ev}");
+    assert!(ev.contains("container all-bad of failed node n1 started fresh from its image on n2"), "{ev}");
+    // Restored memory counts on; the fresh start counts from 0.
+    let resumed = wait_for("newest-bad to count", Duration::from_secs(30), || {
+        let n = counter_lines(&cluster.ok(&["logs", "newest-bad"]));
+        (n.len() > 5).then_some(n[0])
+    });
+    assert!(resumed > 0);
+    let fresh = wait_for("all-bad to count", Duration::from_secs(30), || {
+        let n = counter_lines(&cluster.ok(&["logs", "all-bad"]));
+        (n.len() > 5).then_some(n[0])
+    });
+    assert_eq!(fresh, 0);
+    drop(_cut);
+    cluster.down();
+}
+
+#[test]
+fn a_control_node_killed_while_rescheduling_finishes_after_its_restart() {
+    let mut cluster = Cluster::up(77, 2);
+    cluster.import_busybox();
+    let names: Vec<String> = (0..4).map(|i| format!("c{i}")).collect();
+    for name in &names {
+        cluster.ok(&[
+            "run",
+            "--name",
+            name,
+            "--node",
+            "n1",
+            "--checkpoint-every",
+            "2s",
+            "busybox",
+            "sh",
+            "-c",
+            COUNTER,
+        ]);
+    }
+    for name in &names {
+        wait_for("a version", Duration::from_secs(60), || (!cluster.container(name).versions.is_empty()).then_some(()));
+    }
+    let _cut = power_off(&cluster, "n1");
+    // Kill the Control node as soon as it starts rescheduling (the first container moves).
+    wait_for("the rescheduling to start", Duration::from_secs(30), || {
+        names.iter().any(|n| cluster.container(n).node == "n2").then_some(())
+    });
+    let control = cluster.up_state().control_pid.expect("the Control node runs");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(control as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+    // The supervisor starts it again; it finishes the job, and each runs once, on n2.
+    for name in &names {
+        wait_moved(&cluster, name, "n2");
+        let c = cluster.container(name);
+        assert_eq!(c.generation, 1, "{name} was moved more than once: {c:?}");
+    }
+    drop(_cut);
     cluster.down();
 }
