@@ -18,8 +18,13 @@ use crate::commands::{print_json, written_stream};
 
 /// `herd checkpoint`
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct CheckpointArgs {
-    pub name: String,
+    #[command(subcommand)]
+    pub command: Option<CheckpointCommand>,
+    /// The container to checkpoint.
+    #[arg(required = true)]
+    pub name: Option<String>,
     /// Keep the container running after the checkpoint.
     #[arg(long)]
     pub leave_running: bool,
@@ -31,11 +36,67 @@ pub struct CheckpointArgs {
     pub json: bool,
 }
 
+/// `herd checkpoint ls`
+#[derive(Debug, clap::Subcommand)]
+pub enum CheckpointCommand {
+    /// List a container's checkpoints and the versions its ticker keeps: when each was
+    /// taken, how long the container paused for it, its size and what it really stored,
+    /// and where it is kept.
+    Ls {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// What `herd checkpoint ls --json` prints.
+#[derive(Debug, serde::Serialize)]
+struct Listing<'a> {
+    versions: &'a [herd_proto::ha::VersionInfo],
+    checkpoints: &'a [CheckpointInfo],
+}
+
+async fn list(client: &Client, name: &str, json: bool) -> anyhow::Result<()> {
+    let c: ContainerInfo = client.get(&format!("/v1/containers/{}", segment(name))).await?;
+    if json {
+        return print_json(&Listing { versions: &c.versions, checkpoints: &c.checkpoints });
+    }
+    let bytes = |b: u64| herd_proto::units::Bytes(b).to_string();
+    let mut t = crate::format::table(&["ID", "TAKEN", "PAUSED", "SIZE", "STORED", "KEPT IN"]);
+    for v in &c.versions {
+        let kind = if v.base == v.version { "base".to_string() } else { format!("delta on v{}", v.base) };
+        t.add_row(crate::format::clean_row([
+            format!("v{}", v.version),
+            crate::format::timestamp(v.created_at),
+            format!("{} ms", v.pause_ms),
+            bytes(v.full_bytes),
+            bytes(v.stored_bytes),
+            format!("version store ({kind}, taken on {})", v.node),
+        ]));
+    }
+    for ck in &c.checkpoints {
+        t.add_row(crate::format::clean_row([
+            ck.id.clone(),
+            crate::format::timestamp(ck.created_at),
+            "-".to_string(),
+            bytes(ck.size_bytes),
+            bytes(ck.size_bytes),
+            format!("node {}", ck.node),
+        ]));
+    }
+    crate::format::print_table(&t);
+    Ok(())
+}
+
 pub async fn checkpoint(client: &Client, args: CheckpointArgs) -> anyhow::Result<()> {
+    if let Some(CheckpointCommand::Ls { name, json }) = &args.command {
+        return list(client, name, *json).await;
+    }
+    let name = args.name.clone().context("herd checkpoint needs a container name")?;
     let export = args.image_dir.as_deref().map(ExportDir::prepare).transpose()?;
     let req = CheckpointRequest { leave_running: args.leave_running };
     let ck: CheckpointInfo =
-        match client.post(&format!("/v1/containers/{}/checkpoint", segment(&args.name)), &req).await {
+        match client.post(&format!("/v1/containers/{}/checkpoint", segment(&name)), &req).await {
             Ok(ck) => ck,
             Err(e) => {
                 if let Some(dir) = export {
@@ -45,14 +106,14 @@ pub async fn checkpoint(client: &Client, args: CheckpointArgs) -> anyhow::Result
             }
         };
     if let Some(dir) = export
-        && let Err(e) = download(client, &args.name, &ck.id, &dir.path).await
+        && let Err(e) = download(client, &name, &ck.id, &dir.path).await
     {
         let shown = dir.path.display().to_string();
         dir.discard();
         bail!(
             "checkpoint {} of {} was made and is kept on node {}, but exporting it to {shown} failed: {e:#}",
             ck.id,
-            args.name,
+            name,
             ck.node,
         );
     }

@@ -104,14 +104,15 @@ impl Control {
         }
     }
 
-    /// The containers whose ticker is due now, on nodes not busy with another dump; their
+    /// The containers whose ticker is due now, on nodes not busy with another dump, the most
+    /// overdue first (one slow container must not starve the others of its node); their
     /// nodes are marked busy.
     fn due_tickers(&self, state: &std::sync::Mutex<TickerState>) -> Vec<(String, String)> {
         let now = now_millis();
         let mut state = state.lock().unwrap();
         let migrating: std::collections::HashSet<String> = self.migrating.lock().unwrap().keys().cloned().collect();
         let view = self.view.read().unwrap();
-        let mut due = Vec::new();
+        let mut overdue = Vec::new();
         for c in view.containers.values() {
             let Some(every) = c.ha.checkpoint_every_ms else { continue };
             if c.desired != Desired::Running
@@ -123,13 +124,18 @@ impl Control {
                 continue;
             }
             let last = c.versions.last().map(|v| v.created_at).max(state.attempted.get(&c.name).copied());
-            if now >= ha::next_due(&c.name, c.created_at, every, last) {
-                due.push((c.name.clone(), c.node.clone()));
+            let at = ha::next_due(&c.name, c.created_at, every, last);
+            if now >= at {
+                overdue.push((at, c.name.clone(), c.node.clone()));
             }
         }
-        for (name, node) in &due {
-            state.busy_nodes.insert(node.clone());
-            state.attempted.insert(name.clone(), now);
+        overdue.sort();
+        let mut due = Vec::new();
+        for (_, name, node) in overdue {
+            if state.busy_nodes.insert(node.clone()) {
+                state.attempted.insert(name.clone(), now);
+                due.push((name, node));
+            }
         }
         state.attempted.retain(|name, _| view.containers.contains_key(name));
         due

@@ -276,9 +276,6 @@ impl Assembler {
         if !self.wanted.is_empty() {
             return Err(not_a_version(&what, format!("{} of its blocks are in none of its packs", self.wanted.len())));
         }
-        for (f, file) in self.manifest.checkpoint.files.iter().zip(&self.files) {
-            file.sync_data().map_err(ImageError::io("write", &self.dest.join(&f.path)))?;
-        }
         crate::checkpoint::write_manifest(&self.dest, &self.manifest.checkpoint)?;
         crate::checkpoint::verify_checkpoint_dir(&self.dest)
     }

@@ -591,16 +591,18 @@ impl Runtime {
         checkpoint_id: &str,
         leave_running: bool,
     ) -> OpResult<NodeReply> {
-        let (info, _) = self.checkpoint_timed(id, checkpoint_id, leave_running).await?;
+        let dir = self.cfg.paths.checkpoint(id, checkpoint_id);
+        let (info, _) = self.checkpoint_timed(id, checkpoint_id, leave_running, dir).await?;
         Ok(NodeReply::Checkpointed(info))
     }
 
-    /// [`Runtime::checkpoint`], which also says how long the container was frozen.
+    /// [`Runtime::checkpoint`] into `dir`, which also says how long the container was frozen.
     pub(crate) async fn checkpoint_timed(
         self: &Arc<Self>,
         id: &str,
         checkpoint_id: &str,
         leave_running: bool,
+        dir: PathBuf,
     ) -> OpResult<(CheckpointInfo, std::time::Duration)> {
         if !self.cfg.criu {
             return Err(format!("node {} has no usable CRIU (>= 4.2)", self.cfg.node));
@@ -619,7 +621,6 @@ impl Runtime {
             l.expecting_exit = !leave_running;
             l.generation
         };
-        let dir = self.cfg.paths.checkpoint(id, checkpoint_id);
         if dir.exists() {
             return Err(format!("checkpoint {checkpoint_id} of {} already exists", c.spec.name));
         }
@@ -732,12 +733,24 @@ impl Runtime {
         checkpoint_id: &str,
         log: Option<CarriedLog<'_>>,
     ) -> OpResult<NodeReply> {
+        herd_proto::names::validate_container_name(checkpoint_id).map_err(|e| e.0)?;
+        let dir = self.cfg.paths.checkpoint(&spec.id, checkpoint_id);
+        self.restore_from(spec, checkpoint_id, &dir, log).await
+    }
+
+    /// Restores the container of `spec` from the checkpoint in `dir` (`checkpoint_id` names
+    /// it in messages).
+    pub(crate) async fn restore_from(
+        self: &Arc<Self>,
+        spec: ContainerSpec,
+        checkpoint_id: &str,
+        dir: &Path,
+        log: Option<CarriedLog<'_>>,
+    ) -> OpResult<NodeReply> {
         if !self.cfg.criu {
             return Err(format!("node {} has no usable CRIU (>= 4.2)", self.cfg.node));
         }
-        herd_proto::names::validate_container_name(checkpoint_id).map_err(|e| e.0)?;
         let id = spec.id.clone();
-        let dir = self.cfg.paths.checkpoint(&id, checkpoint_id);
         if !dir.join(CRIU_IMAGES).exists() {
             return Err(format!("checkpoint {checkpoint_id} of {} is not on node {}", spec.name, self.cfg.node));
         }

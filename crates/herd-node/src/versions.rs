@@ -61,14 +61,24 @@ impl Runtime {
             blocks::known_blocks(&m, &mut known).map_err(|e| e.to_string())?;
         }
         let checkpoint_id = format!("ticker-v{version}");
-        // A save this agent did not finish.
-        self.drop_checkpoint(id, &checkpoint_id).await?;
-        let (info, pause) = self.checkpoint_timed(id, &checkpoint_id, true).await?;
-        let dir = self.cfg.paths.checkpoint(id, &checkpoint_id);
-        let stored = self.store_version(store, id, version, base, &dir, known, pause.as_millis() as u64).await;
-        if let Err(e) = self.drop_checkpoint(id, &checkpoint_id).await {
+        // Dumped into memory (the node's scratch tmpfs): the container is frozen for as
+        // little as copying its memory takes, and no disk sees it.
+        let dir = self.cfg.paths.run_dir.join("scratch").join("versions").join(id);
+        // What a save this agent did not finish left.
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).map_err(|e| fail(&format!("creating {}", dir.display()), e))?;
+        let dir = dir.join(&checkpoint_id);
+        let saved = self.checkpoint_timed(id, &checkpoint_id, true, dir.clone()).await;
+        let stored = match &saved {
+            Ok((_, pause)) => self.store_version(store, id, version, base, &dir, known, pause.as_millis() as u64).await,
+            Err(e) => Err(e.clone()),
+        };
+        if let Some(parent) = dir.parent()
+            && let Err(e) = std::fs::remove_dir_all(parent)
+        {
             tracing::warn!("the local copy of version {version} of {id} stays: {e}");
         }
+        let (info, pause) = saved?;
         let stored_bytes = stored?;
         Ok(NodeReply::VersionSaved(VersionInfo {
             version,
@@ -156,16 +166,17 @@ impl Runtime {
                 spec.name, spec.image
             ));
         }
-        let checkpoint_id = format!("restore-v{version}");
-        self.drop_checkpoint(&spec.id, &checkpoint_id).await?;
-        let dir = self.cfg.paths.checkpoint(&spec.id, &checkpoint_id);
+        // Put together in memory (the scratch tmpfs), read once by CRIU, then gone.
+        let parent = self.cfg.paths.run_dir.join("scratch").join("versions").join(format!("{}-restore", spec.id));
+        let _ = std::fs::remove_dir_all(&parent);
+        let dir = parent.join(format!("v{version}"));
         let assembled = self.assemble(store, &spec.id, manifest, &dir).await;
         let result = match assembled {
-            Ok(()) => self.restore_with_log(spec.clone(), &checkpoint_id, None).await,
+            Ok(()) => self.restore_from(spec.clone(), &format!("version {version}"), &dir, None).await,
             Err(e) => Err(e),
         };
-        if let Err(e) = self.drop_checkpoint(&spec.id, &checkpoint_id).await {
-            tracing::warn!("version {version} of {} stays on disk: {e}", spec.name);
+        if let Err(e) = std::fs::remove_dir_all(&parent) {
+            tracing::warn!("version {version} of {} stays in {}: {e}", spec.name, parent.display());
         }
         result
     }

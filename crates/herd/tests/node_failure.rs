@@ -138,6 +138,10 @@ fn a_node_that_loses_power_has_its_containers_restored_elsewhere() {
     let delta = tick.versions.iter().find(|v| v.base != v.version).expect("a delta version");
     assert!(delta.stored_bytes < delta.full_bytes / 2, "a delta stored {delta:?}");
     let first_id = tick.id.clone();
+    let listed = cluster.ok(&["checkpoint", "ls", "tick"]);
+    assert!(listed.contains(&format!("v{}", delta.version)) && listed.contains("version store (delta on v"), "{listed}");
+    let json: serde_json::Value = serde_json::from_str(&cluster.ok(&["checkpoint", "ls", "tick", "--json"])).unwrap();
+    assert!(!json["versions"].as_array().unwrap().is_empty(), "{json}");
 
     let before = *counter_lines(&cluster.ok(&["logs", "tick"])).last().unwrap();
     let _cut = power_off(&cluster, "n1");
