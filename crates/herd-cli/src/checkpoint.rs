@@ -95,16 +95,15 @@ pub async fn checkpoint(client: &Client, args: CheckpointArgs) -> anyhow::Result
     let name = args.name.clone().context("herd checkpoint needs a container name")?;
     let export = args.image_dir.as_deref().map(ExportDir::prepare).transpose()?;
     let req = CheckpointRequest { leave_running: args.leave_running };
-    let ck: CheckpointInfo =
-        match client.post(&format!("/v1/containers/{}/checkpoint", segment(&name)), &req).await {
-            Ok(ck) => ck,
-            Err(e) => {
-                if let Some(dir) = export {
-                    dir.discard();
-                }
-                return Err(e);
+    let ck: CheckpointInfo = match client.post(&format!("/v1/containers/{}/checkpoint", segment(&name)), &req).await {
+        Ok(ck) => ck,
+        Err(e) => {
+            if let Some(dir) = export {
+                dir.discard();
             }
-        };
+            return Err(e);
+        }
+    };
     if let Some(dir) = export
         && let Err(e) = download(client, &name, &ck.id, &dir.path).await
     {

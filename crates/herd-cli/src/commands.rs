@@ -319,6 +319,52 @@ pub struct RunArgs {
     pub command: Vec<String>,
 }
 
+/// `herd update`
+#[derive(Debug, Args)]
+pub struct UpdateArgs {
+    pub name: String,
+    /// Checkpoint this often into versions kept off its node (e.g. 30s), or `off`.
+    #[arg(long, value_name = "DURATION|off", value_parser = parse_checkpoint_every_or_off)]
+    pub checkpoint_every: Option<u64>,
+    /// How many ticker versions are kept.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub checkpoint_versions: Option<u32>,
+    /// What happens when its node fails: restore, restart or none.
+    #[arg(long, value_name = "POLICY", value_parser = ["restore", "restart", "none"])]
+    pub on_node_failure: Option<String>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn update(client: &Client, args: UpdateArgs) -> anyhow::Result<()> {
+    let on_node_failure = args
+        .on_node_failure
+        .as_deref()
+        .map(herd_proto::ha::OnNodeFailure::parse)
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
+    let req = herd_proto::api::UpdateRequest {
+        checkpoint_every_ms: args.checkpoint_every,
+        checkpoint_versions: args.checkpoint_versions,
+        on_node_failure,
+    };
+    if req == herd_proto::api::UpdateRequest::default() {
+        anyhow::bail!("nothing to update: give --checkpoint-every, --checkpoint-versions or --on-node-failure");
+    }
+    let info: ContainerInfo =
+        client.post(&format!("/v1/containers/{}/update", crate::client::segment(&args.name)), &req).await?;
+    if args.json {
+        return print_json(&info);
+    }
+    println!("{}", info.name);
+    Ok(())
+}
+
+/// `--checkpoint-every` of `herd update`: a duration, or `off` (0).
+fn parse_checkpoint_every_or_off(text: &str) -> Result<u64, String> {
+    if text == "off" || text == "0" { Ok(0) } else { parse_checkpoint_every(text) }
+}
+
 /// `--checkpoint-every`: a duration of at least a second, in milliseconds.
 fn parse_checkpoint_every(text: &str) -> Result<u64, String> {
     let d = humantime::parse_duration(text).map_err(|e| format!("{e} (use e.g. 30s, 5m)"))?;

@@ -12,7 +12,7 @@ use axum::{Json, Router};
 use futures::StreamExt;
 use herd_proto::api::{
     CheckpointRequest, ContainerInfo, DrainReport, Event, Health, LabelRequest, MigrateRequest, MigrateUpdate,
-    NodeInfo, NodeState, RestoreRequest, RunRequest,
+    NodeInfo, NodeState, RestoreRequest, RunRequest, UpdateRequest,
 };
 use herd_proto::state::{CheckpointInfo, ImageRecord};
 use serde::Deserialize;
@@ -41,6 +41,7 @@ pub fn router(control: Arc<Control>) -> Router {
         .route("/v1/containers/{name}/restart", post(restart))
         .route("/v1/containers/{name}/logs", get(logs))
         .route("/v1/containers/{name}/checkpoint", post(checkpoint))
+        .route("/v1/containers/{name}/update", post(update))
         .route("/v1/containers/{name}/checkpoints/{id}/archive", get(export_checkpoint))
         .route("/v1/containers/{name}/restore", post(restore))
         .route("/v1/containers/{name}/restore/archive", post(restore_archive))
@@ -268,6 +269,14 @@ async fn logs(State(c): State<Arc<Control>>, Path(name): Path<String>, Query(q):
     c.logs_chunk(&name, 0, Some(0)).await?;
     let stream = c.clone().logs_stream(name, query).map(|r| r.map_err(std::io::Error::other));
     Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], Body::from_stream(stream)).into_response())
+}
+
+async fn update(
+    State(c): State<Arc<Control>>,
+    Path(name): Path<String>,
+    Json(req): Json<UpdateRequest>,
+) -> Result<Json<ContainerInfo>> {
+    Ok(Json(c.update(&name, &req).await?))
 }
 
 async fn checkpoint(

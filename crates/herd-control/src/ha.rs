@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use herd_proto::api::{NodeState, RunRequest};
+use herd_proto::api::{ContainerInfo, NodeState, RunRequest, UpdateRequest};
 use herd_proto::ha::{self, HaPolicy, OnNodeFailure, VersionInfo};
 use herd_proto::node::{NodeReply, NodeRequest};
 use herd_proto::now_millis;
@@ -43,6 +43,12 @@ const RESCHEDULE_PARALLEL: usize = 8;
 
 /// Checks the availability settings of `herd run`.
 pub fn check_policy(ha: &HaPolicy, req: &RunRequest) -> Result<()> {
+    check_settings(ha, !req.volumes.is_empty(), req.network.is_some())
+}
+
+/// Checks availability settings for a container that has named volumes or shares
+/// another's network namespace, or not.
+fn check_settings(ha: &HaPolicy, volumes: bool, shares_netns: bool) -> Result<()> {
     if let Some(every) = ha.checkpoint_every_ms
         && every < ha::MIN_CHECKPOINT_EVERY_MS
     {
@@ -60,12 +66,12 @@ pub fn check_policy(ha: &HaPolicy, req: &RunRequest) -> Result<()> {
         ));
     }
     let wants_ha = ha.checkpoint_every_ms.is_some() || ha.on_node_failure != OnNodeFailure::None;
-    if wants_ha && !req.volumes.is_empty() {
+    if wants_ha && volumes {
         return Err(Error::bad_request(
             "a container with named volumes cannot have a ticker or be rescheduled: its volumes live on its node",
         ));
     }
-    if wants_ha && req.network.is_some() {
+    if wants_ha && shares_netns {
         return Err(Error::bad_request(
             "a container sharing another's network namespace cannot have a ticker or be rescheduled on its own",
         ));
@@ -82,6 +88,41 @@ struct TickerState {
 }
 
 impl Control {
+    /// `herd update`: changes a container's ticker and node-failure policy. Its node learns
+    /// whether to fence it before the record says it may be restarted elsewhere.
+    pub async fn update(&self, name: &str, req: &UpdateRequest) -> Result<ContainerInfo> {
+        let _guard = self.lock(name).await;
+        let (mut record, state) = self.record_of(name)?;
+        let ha = record.ha.updated(req.checkpoint_every_ms, req.checkpoint_versions, req.on_node_failure);
+        if let Some(every) = req.checkpoint_every_ms
+            && every > 0
+            && every < ha::MIN_CHECKPOINT_EVERY_MS
+        {
+            return Err(Error::bad_request(format!(
+                "--checkpoint-every {every}ms is too short: at least {}ms",
+                ha::MIN_CHECKPOINT_EVERY_MS
+            )));
+        }
+        check_settings(&ha, !record.host.volumes.is_empty(), record.host.network.is_some())?;
+        let fenced = ha.on_node_failure.fenced();
+        if fenced != record.ha.on_node_failure.fenced() && state == ContainerState::Running {
+            let req = NodeRequest::SetFenced { id: record.id.clone(), fenced };
+            self.node_call(&record.node, &req, Duration::from_secs(30)).await?;
+        }
+        record.ha = ha;
+        self.put_container_record(&record).await?;
+        let every = ha
+            .checkpoint_every_ms
+            .map_or("no ticker".to_string(), |ms| format!("a ticker every {:.1}s", ms as f64 / 1000.0));
+        let msg = format!(
+            "container {name} updated: {every}, {} versions kept, on node failure: {}",
+            ha.versions,
+            ha.on_node_failure.as_str()
+        );
+        self.events.emit("container", "update", name, Some(&record.node), msg).await;
+        self.container(name)
+    }
+
     /// Runs the checkpoint tickers for the Control node's life.
     pub(crate) async fn run_tickers(self: Arc<Self>) {
         let state = Arc::new(std::sync::Mutex::new(TickerState::default()));

@@ -252,6 +252,10 @@ async fn handle(
             validate_id(&id)?;
             runtime.save_version(versions, &id, version, &builds_on).await
         }
+        NodeRequest::SetFenced { id, fenced } => {
+            validate_id(&id)?;
+            runtime.set_fenced(&id, fenced)
+        }
         NodeRequest::RestoreVersion { spec, version } => {
             validate_id(&spec.id)?;
             runtime.restore_version(versions, spec, version).await

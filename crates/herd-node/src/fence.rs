@@ -65,8 +65,26 @@ impl Runtime {
     fn fenceable(&self) -> Vec<Arc<Container>> {
         let all: Vec<Arc<Container>> = self.containers.lock().unwrap().values().cloned().collect();
         all.into_iter()
-            .filter(|c| c.spec.fenced && c.live.lock().unwrap().state == Some(ContainerState::Running))
+            .filter(|c| {
+                let l = c.live.lock().unwrap();
+                l.fence_policy && l.state == Some(ContainerState::Running)
+            })
             .collect()
+    }
+
+    /// `SetFenced`: whether container `id` is fenced from now on, kept in its spec file so
+    /// that a restarted agent knows too.
+    pub fn set_fenced(&self, id: &str, fenced: bool) -> crate::runtime::OpResult<herd_proto::node::NodeReply> {
+        let c = self.get(id)?;
+        c.live.lock().unwrap().fence_policy = fenced;
+        let spec = herd_proto::node::ContainerSpec { fenced, ..c.spec.clone() };
+        let json = serde_json::to_vec_pretty(&spec).map_err(|e| e.to_string())?;
+        let path = c.paths.spec();
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(&tmp, json)
+            .and_then(|()| std::fs::rename(&tmp, &path))
+            .map_err(|e| format!("writing {}: {e}", path.display()))?;
+        Ok(herd_proto::node::NodeReply::Done)
     }
 
     /// Freezes every fenced running container and locks its network.

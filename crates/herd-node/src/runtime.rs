@@ -84,6 +84,9 @@ pub(crate) struct Live {
     pub(crate) expecting_exit: bool,
     /// Frozen with its network locked because the node lost the cluster (see [`crate::fence`]).
     pub(crate) fenced: bool,
+    /// Whether it is to be fenced when the node loses the cluster: its spec's `fenced`, or
+    /// what `SetFenced` said since.
+    pub(crate) fence_policy: bool,
     /// A stale copy (the cluster runs the container elsewhere): its status is not this
     /// node's to publish any more.
     pub(crate) stale: bool,
@@ -101,11 +104,12 @@ pub(crate) struct Container {
 
 impl Container {
     pub(crate) fn new(spec: ContainerSpec, paths: ContainerPaths) -> Container {
+        let fence_policy = spec.fenced;
         Container {
             spec,
             paths,
             op: Arc::new(tokio::sync::Mutex::new(())),
-            live: Mutex::new(Live::default()),
+            live: Mutex::new(Live { fence_policy, ..Live::default() }),
             exited: watch::channel(0).0,
         }
     }

@@ -235,6 +235,7 @@ async fn handle(
         | NodeRequest::DropCheckpoint { .. }
         | NodeRequest::SaveVersion { .. }
         | NodeRequest::RestoreVersion { .. } => refuse("checkpoint or restore"),
+        NodeRequest::SetFenced { .. } => Ok(NodeReply::Done),
         NodeRequest::MigratePrepare { .. }
         | NodeRequest::MigrateSend { .. }
         | NodeRequest::MigrationStatus { .. }

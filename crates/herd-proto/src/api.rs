@@ -306,6 +306,19 @@ pub enum MigrateUpdate {
     Error(String),
 }
 
+/// `POST /v1/containers/{name}/update` (`herd update`): availability settings of a
+/// container, changed while it runs; what is `None` stays as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdateRequest {
+    /// Milliseconds between ticker checkpoints; 0 stops the ticker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint_every_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint_versions: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_node_failure: Option<crate::ha::OnNodeFailure>,
+}
+
 /// `POST /v1/containers/{name}/checkpoint`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckpointRequest {

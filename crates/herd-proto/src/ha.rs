@@ -89,6 +89,27 @@ impl HaPolicy {
     }
 }
 
+impl HaPolicy {
+    /// This policy with `herd update`'s changes: `every_ms` 0 stops the ticker.
+    pub fn updated(
+        mut self,
+        every_ms: Option<u64>,
+        versions: Option<u32>,
+        on_failure: Option<OnNodeFailure>,
+    ) -> HaPolicy {
+        if let Some(every) = every_ms {
+            self.checkpoint_every_ms = (every > 0).then_some(every);
+        }
+        if let Some(v) = versions {
+            self.versions = v;
+        }
+        if let Some(p) = on_failure {
+            self.on_node_failure = p;
+        }
+        self
+    }
+}
+
 /// The shortest ticker interval accepted.
 pub const MIN_CHECKPOINT_EVERY_MS: u64 = 1_000;
 

@@ -112,6 +112,8 @@ pub enum NodeRequest {
     SaveVersion { id: String, version: u64, builds_on: Vec<u64> },
     /// Restore the container of `spec` on this node from `version` in the version store.
     RestoreVersion { spec: ContainerSpec, version: u64 },
+    /// Whether the node fences the container when cut off (its policy changed, `herd update`).
+    SetFenced { id: String, fenced: bool },
     /// Stop every container (when `stop_containers`), for `herd down`.
     Shutdown { stop_containers: bool, timeout_secs: u64 },
     /// To the destination of a migration: check compatibility, fetch layers, set up the

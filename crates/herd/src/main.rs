@@ -60,6 +60,8 @@ enum Command {
     Restart(cmd::RestartArgs),
     /// Remove containers.
     Rm(cmd::RmArgs),
+    /// Change a container's checkpoint ticker and node-failure policy.
+    Update(cmd::UpdateArgs),
     /// Save a running container with CRIU.
     Checkpoint(cmd::CheckpointArgs),
     /// Continue a container from a checkpoint.
@@ -494,6 +496,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Start(a) => cmd::start(&client(config)?, a).await,
         Command::Restart(a) => cmd::restart(&client(config)?, a).await,
         Command::Rm(a) => cmd::rm(&client(config)?, a).await,
+        Command::Update(a) => cmd::update(&client(config)?, a).await,
         Command::Checkpoint(a) => cmd::checkpoint(&client(config)?, a).await,
         Command::Restore(a) => cmd::restore(&client(config)?, a).await,
         Command::Migrate(a) => cmd::migrate(&client(config)?, a).await,

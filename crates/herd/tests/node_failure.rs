@@ -139,7 +139,10 @@ fn a_node_that_loses_power_has_its_containers_restored_elsewhere() {
     assert!(delta.stored_bytes < delta.full_bytes / 2, "a delta stored {delta:?}");
     let first_id = tick.id.clone();
     let listed = cluster.ok(&["checkpoint", "ls", "tick"]);
-    assert!(listed.contains(&format!("v{}", delta.version)) && listed.contains("version store (delta on v"), "{listed}");
+    assert!(
+        listed.contains(&format!("v{}", delta.version)) && listed.contains("version store (delta on v"),
+        "{listed}"
+    );
     let json: serde_json::Value = serde_json::from_str(&cluster.ok(&["checkpoint", "ls", "tick", "--json"])).unwrap();
     assert!(!json["versions"].as_array().unwrap().is_empty(), "{json}");
 
@@ -190,6 +193,11 @@ fn a_node_cut_off_fences_its_containers_and_drops_them_once_they_moved() {
     cluster.import_busybox();
     cluster.ok(&["run", "--name", "tick", "--node", "n1", "--checkpoint-every", "2s", "busybox", "sh", "-c", COUNTER]);
     cluster.ok(&["run", "--name", "plain", "--node", "n1", "busybox", "sleep", "1000"]);
+    // A policy given after the start counts too: n1 fences it, n2 starts it afresh.
+    cluster.ok(&["run", "--name", "later", "--node", "n1", "busybox", "sleep", "1000"]);
+    let err = cluster.fails(&["update", "later", "--on-node-failure", "restore"]);
+    assert!(err.contains("add --checkpoint-every"), "{err}");
+    cluster.ok(&["update", "later", "--on-node-failure", "restart"]);
     let id = wait_for("a first version", Duration::from_secs(60), || {
         let c = cluster.container("tick");
         (!c.versions.is_empty()).then_some(c.id)
@@ -211,12 +219,20 @@ fn a_node_cut_off_fences_its_containers_and_drops_them_once_they_moved() {
     // A container without a policy is not fenced: nothing else will run it.
     assert_eq!(cluster.runc_copies(&plain_id), [("n1".to_string(), "running".to_string())]);
 
+    // Started on n2 while its fenced copy on n1 stays frozen.
+    let later = cluster.container("later").id;
+    wait_for("later to run on n2", Duration::from_secs(60), || {
+        let copies = cluster.runc_copies(&later);
+        copies.contains(&("n2".to_string(), "running".to_string())).then_some(copies)
+    });
+    assert!(cluster.runc_copies(&later).contains(&("n1".to_string(), "paused".to_string())));
     drop(cut);
     // Back in the cluster, n1 finds tick moved on (generation 1 on n2) and removes its copy.
     cluster.wait_runs_only_on("tick", "n2", Duration::from_secs(60));
     let c = cluster.container("tick");
     assert_eq!((c.node.as_str(), c.generation), ("n2", 1));
     counter_lines(&cluster.ok(&["logs", "tick"]));
+    cluster.wait_runs_only_on("later", "n2", Duration::from_secs(60));
     cluster.down();
 }
 
