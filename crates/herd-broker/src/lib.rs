@@ -22,5 +22,5 @@ mod payload;
 pub use async_nats;
 pub use bucket::{Bucket, Change, Versioned, WriteConflict};
 pub use connect::{Broker, BrokerConfig};
-pub use objects::{Objects, put_object};
+pub use objects::{Objects, StallGuard, put_object};
 pub use payload::{HEADER_ROOM, PayloadTooLarge, check_fits, payload_too_large};

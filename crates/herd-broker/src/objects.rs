@@ -186,3 +186,63 @@ pub async fn put_object(store: &Objects, name: &str, data: &mut (impl AsyncRead 
     }
     Ok(size as u64)
 }
+
+/// A reader of an object that fails with `TimedOut` when no byte arrives for `stall`: a
+/// JetStream consumer that stops delivering (a broker under load, a dropped consumer) makes
+/// an error its reader can act on, not a read that waits forever.
+pub struct StallGuard<R> {
+    inner: R,
+    stall: std::time::Duration,
+    deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl<R> StallGuard<R> {
+    pub fn new(inner: R, stall: std::time::Duration) -> StallGuard<R> {
+        StallGuard { inner, stall, deadline: Box::pin(tokio::time::sleep(stall)) }
+    }
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for StallGuard<R> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::future::Future;
+        use std::task::Poll;
+        let before = buf.filled().len();
+        match std::pin::Pin::new(&mut self.inner).poll_read(cx, buf) {
+            Poll::Ready(result) => {
+                if buf.filled().len() > before {
+                    let next = tokio::time::Instant::now() + self.stall;
+                    self.deadline.as_mut().reset(next);
+                }
+                Poll::Ready(result)
+            }
+            Poll::Pending => match self.deadline.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no data from the broker for {:?}", self.stall),
+                ))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod stall_tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reader_that_stops_delivering_times_out() {
+        let (mut tx, rx) = tokio::io::duplex(64);
+        let mut guarded = StallGuard::new(rx, std::time::Duration::from_secs(5));
+        tokio::io::AsyncWriteExt::write_all(&mut tx, b"abc").await.unwrap();
+        let mut buf = [0u8; 3];
+        guarded.read_exact(&mut buf).await.unwrap();
+        let err = guarded.read_u8().await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+        drop(tx);
+    }
+}

@@ -35,7 +35,7 @@ use crate::error::{Error, Result};
 /// Time a node gets to checkpoint a container and store the version.
 const SAVE_TIMEOUT: Duration = Duration::from_secs(300);
 /// Time a node gets to fetch a version and restore it, or to start a container.
-const RESTORE_TIMEOUT: Duration = Duration::from_secs(300);
+const RESTORE_TIMEOUT: Duration = Duration::from_secs(120);
 /// How often the tickers look for due containers.
 const TICK: Duration = Duration::from_millis(200);
 /// Containers of a failed node rescheduled at once.
@@ -352,7 +352,12 @@ impl Control {
         } else {
             "its policy is restart".to_string()
         };
-        for v in &versions {
+        // Each version once, and once more after an error that says nothing about the version
+        // (a timeout of a broker or node under load).
+        let mut attempts: Vec<&VersionInfo> = versions.iter().collect();
+        let mut retried = std::collections::HashSet::new();
+        while !attempts.is_empty() {
+            let v = attempts.remove(0);
             let target = self.place_elsewhere(&record, &avoid)?;
             record = self.move_record(record, &target).await?;
             let req = NodeRequest::RestoreVersion { spec: self.spec_of(&record, &image), version: v.version };
@@ -373,10 +378,19 @@ impl Control {
                     return Ok(());
                 }
                 Err(e) => {
+                    let transient = ["timed out", "no data from the broker", "did not answer"]
+                        .iter()
+                        .any(|t| e.message.contains(t));
+                    let again = transient && retried.insert(v.version);
                     let msg = format!(
-                        "version {} of {name} did not restore on {target}: {}; falling back",
-                        v.version, e.message
+                        "version {} of {name} did not restore on {target}: {}; {}",
+                        v.version,
+                        e.message,
+                        if again { "trying it again" } else { "falling back" }
                     );
+                    if again {
+                        attempts.insert(0, v);
+                    }
                     self.events.emit("container", "reschedule-fallback", name, Some(&target), msg).await;
                     why_fresh = format!("no version restored (the last error: {})", e.message);
                     self.clear_on(&target, &record.id).await;

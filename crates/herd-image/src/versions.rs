@@ -7,9 +7,8 @@
 //! the file: without soft-dirty tracking, content is how a version tells what changed.
 //!
 //! [`Assembler`] puts a checkpoint directory back together from packs: it checks every block
-//! it reads against its name, writes it wherever the version uses it, and at the end checks
-//! every file against the checkpoint's manifest, so a flipped byte anywhere is an error and
-//! never a restored process with wrong memory.
+//! it reads against its name and writes it wherever the version uses it, so a flipped byte
+//! anywhere is an error and never a restored process with wrong memory.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
@@ -269,15 +268,16 @@ impl Assembler {
         Ok(())
     }
 
-    /// Checks that every block arrived, writes the checkpoint's manifest and checks every
-    /// file against it.
+    /// Checks that every block arrived and writes the checkpoint's manifest. Every byte was
+    /// checked already, block by block against its SHA-256: hashing the files once more
+    /// would double the CPU a restore costs (50 containers restored at once feel it).
     pub fn finish(self) -> Result<CheckpointManifest, ImageError> {
         let what = format!("version {}", self.manifest.version);
         if !self.wanted.is_empty() {
             return Err(not_a_version(&what, format!("{} of its blocks are in none of its packs", self.wanted.len())));
         }
         crate::checkpoint::write_manifest(&self.dest, &self.manifest.checkpoint)?;
-        crate::checkpoint::verify_checkpoint_dir(&self.dest)
+        Ok(self.manifest.checkpoint)
     }
 }
 

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use herd_broker::Objects;
+use herd_broker::{Objects, StallGuard};
 use herd_image::versions::{self as blocks, Assembler};
 use herd_proto::ha::{VersionInfo, VersionManifest, manifest_object, pack_object};
 use herd_proto::node::{ContainerSpec, NodeReply};
@@ -27,10 +27,33 @@ fn fail(context: &str, e: impl std::fmt::Display) -> String {
     format!("{context}: {e:#}")
 }
 
+/// How long a read of the version store may go without a byte before it is an error.
+const STALL: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// Opens object `name` of the version store for reading, asking up to three times (the
+/// broker's answer may time out under load); the reader fails once it stalls for [`STALL`].
+async fn open(
+    store: &Objects,
+    name: &str,
+    what: &str,
+) -> OpResult<StallGuard<async_nats::jetstream::object_store::Object>> {
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match store.get(name).await {
+            Ok(object) => return Ok(StallGuard::new(object, STALL)),
+            Err(e) if tries < 3 && e.kind() != async_nats::jetstream::object_store::GetErrorKind::NotFound => {
+                tracing::warn!("reading {what} from the version store: {e}; asking again");
+            }
+            Err(e) => return Err(fail(&format!("{what} is not in the version store"), e)),
+        }
+    }
+}
+
 /// Reads and checks the manifest of version `version` of container `id`.
 async fn fetch_manifest(store: &Objects, id: &str, version: u64) -> OpResult<VersionManifest> {
     let name = manifest_object(id, version);
-    let object = store.get(&name).await.map_err(|e| fail(&format!("version {version} is not in the store"), e))?;
+    let object = open(store, &name, &format!("version {version}")).await?;
     let mut bytes = Vec::new();
     object
         .take(MAX_VERSION_MANIFEST)
@@ -202,10 +225,7 @@ impl Runtime {
         .map_err(|e| fail("the assembly task", e))?
         .map_err(|e| fail(&format!("version {version}"), e))?;
         for (p, entries) in of_packs {
-            let object = store
-                .get(&pack_object(id, p))
-                .await
-                .map_err(|e| fail(&format!("the pack of version {p} is not in the store"), e))?;
+            let object = open(store, &pack_object(id, p), &format!("the pack of version {p}")).await?;
             assembler = tokio::task::spawn_blocking(move || {
                 let input = std::io::BufReader::with_capacity(1 << 20, SyncIoBridge::new(object));
                 assembler.feed(p, &entries, input).map(|()| assembler)
