@@ -38,6 +38,8 @@ const SAVE_TIMEOUT: Duration = Duration::from_secs(300);
 const RESTORE_TIMEOUT: Duration = Duration::from_secs(120);
 /// How often the tickers look for due containers.
 const TICK: Duration = Duration::from_millis(200);
+/// How often reschedulings left undone are looked for.
+const SWEEP: Duration = Duration::from_secs(15);
 /// Containers of a failed node rescheduled at once.
 const RESCHEDULE_PARALLEL: usize = 8;
 
@@ -242,11 +244,20 @@ impl Control {
         }
     }
 
-    /// Reschedules the containers of every down node that has some wanting to run: after
-    /// a Control node start, the work its predecessor may have left.
+    /// Reschedules, now and then, the containers of down nodes that want to run and those
+    /// whose rescheduling did not finish: after a Control node start, the work its
+    /// predecessor left; later, reschedulings that failed (no node could take a container,
+    /// the node picked failed too).
     pub(crate) async fn reschedule_down_nodes(self: Arc<Self>) {
         // Nodes are down until their first heartbeat reaches this Control node.
         tokio::time::sleep(self.cfg.node_timeout * 2).await;
+        loop {
+            self.clone().reschedule_leftovers().await;
+            tokio::time::sleep(SWEEP).await;
+        }
+    }
+
+    async fn reschedule_leftovers(self: Arc<Self>) {
         let mut down: Vec<String> = {
             let view = self.view.read().unwrap();
             let failed = view.nodes.values().filter(|n| n.state == NodeState::Down).map(|n| n.record.name.clone());
@@ -355,7 +366,7 @@ impl Control {
         // Each version once, and once more after an error that says nothing about the version
         // (a timeout of a broker or node under load).
         let mut attempts: Vec<&VersionInfo> = versions.iter().collect();
-        let mut retried = std::collections::HashSet::new();
+        let mut retried: HashMap<u64, u32> = HashMap::new();
         while !attempts.is_empty() {
             let v = attempts.remove(0);
             let target = self.place_elsewhere(&record, &avoid)?;
@@ -378,10 +389,15 @@ impl Control {
                     return Ok(());
                 }
                 Err(e) => {
-                    let transient = ["timed out", "no data from the broker", "did not answer"]
+                    let transient = ["timed out", "no data from the broker", "did not answer", "not connected"]
                         .iter()
                         .any(|t| e.message.contains(t));
-                    let again = transient && retried.insert(v.version);
+                    let tries = retried.entry(v.version).or_insert(0);
+                    *tries += 1;
+                    let again = transient && *tries <= 3;
+                    if again {
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
                     let msg = format!(
                         "version {} of {name} did not restore on {target}: {}; {}",
                         v.version,

@@ -27,6 +27,11 @@ fn fail(context: &str, e: impl std::fmt::Display) -> String {
     format!("{context}: {e:#}")
 }
 
+/// Versions put together at once: each is streamed from the broker as fast as it can send,
+/// and more at once than the node reads makes the broker cut the node off as a slow
+/// consumer (50 containers of a failed node restored here at once did).
+static ASSEMBLING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+
 /// How long a read of the version store may go without a byte before it is an error.
 const STALL: std::time::Duration = std::time::Duration::from_secs(20);
 
@@ -193,7 +198,10 @@ impl Runtime {
         let parent = self.cfg.paths.run_dir.join("scratch").join("versions").join(format!("{}-restore", spec.id));
         let _ = std::fs::remove_dir_all(&parent);
         let dir = parent.join(format!("v{version}"));
-        let assembled = self.assemble(store, &spec.id, manifest, &dir).await;
+        let assembled = {
+            let _turn = ASSEMBLING.acquire().await.map_err(|e| fail("waiting for a turn", e))?;
+            self.assemble(store, &spec.id, manifest, &dir).await
+        };
         let result = match assembled {
             Ok(()) => self.restore_from(spec.clone(), &format!("version {version}"), &dir, None).await,
             Err(e) => Err(e),
