@@ -183,13 +183,18 @@ async fn download(client: &Client, name: &str, id: &str, dir: &Path) -> anyhow::
     Ok(())
 }
 
-/// `herd restore`
+/// `herd restore` (its `--version` is a ticker version, not Herd's)
 #[derive(Debug, Args)]
+#[command(disable_version_flag = true)]
 pub struct RestoreArgs {
     pub name: String,
     /// The checkpoint to restore (the newest by default).
     #[arg(long, conflicts_with = "image_dir")]
     pub checkpoint: Option<String>,
+    /// Restore this ticker version instead (herd checkpoint ls lists them); the container's
+    /// node need not be up, the versions are not kept there.
+    #[arg(long, conflicts_with_all = ["image_dir", "checkpoint"])]
+    pub version: Option<u64>,
     /// The node to restore onto (the container's own node by default). The checkpoint and
     /// the container's log move there over the network, and the container keeps its name
     /// and address.
@@ -207,7 +212,7 @@ pub async fn restore(client: &Client, args: RestoreArgs) -> anyhow::Result<()> {
     let info: ContainerInfo = match &args.image_dir {
         Some(dir) => upload(client, &args.name, args.node.as_deref(), dir).await?,
         None => {
-            let req = RestoreRequest { checkpoint: args.checkpoint, node: args.node };
+            let req = RestoreRequest { checkpoint: args.checkpoint, version: args.version, node: args.node };
             client.post(&format!("/v1/containers/{}/restore", segment(&args.name)), &req).await?
         }
     };

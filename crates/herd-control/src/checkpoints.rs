@@ -213,6 +213,12 @@ impl Control {
     /// `herd restore [--checkpoint ID] [--node NODE]`.
     pub async fn restore(&self, name: &str, req: &RestoreRequest) -> Result<ContainerInfo> {
         self.ensure_not_migrating(name)?;
+        if let Some(version) = req.version {
+            if req.checkpoint.is_some() {
+                return Err(Error::bad_request("give a checkpoint or a version to restore, not both"));
+            }
+            return self.restore_version(name, version, req.node.as_deref()).await;
+        }
         let _guard = self.lock(name).await;
         let plan = self.plan_restore(name, req.node.as_deref())?;
         let _reserved = Reservation { view: &self.view, container: name };

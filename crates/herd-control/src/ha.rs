@@ -125,6 +125,79 @@ impl Control {
         self.container(name)
     }
 
+    /// `herd restore NAME --version N [--node NODE]`: restores a container that does not run
+    /// from one of its ticker versions, on its node or another one; its node need not be up
+    /// (the versions are not there).
+    pub async fn restore_version(&self, name: &str, version: u64, node: Option<&str>) -> Result<ContainerInfo> {
+        let _guard = self.lock(name).await;
+        let (record, state) = self.record_of(name)?;
+        if state == ContainerState::Running {
+            return Err(Error::conflict(format!(
+                "container {name} is running: stop it (herd stop {name}) before restoring a version into it"
+            )));
+        }
+        let Some(v) = record.versions.iter().find(|v| v.version == version).cloned() else {
+            let known: Vec<String> = record.versions.iter().map(|v| v.version.to_string()).collect();
+            return Err(Error::not_found(format!(
+                "container {name} has no version {version} (it has: {})",
+                if known.is_empty() { "none".to_string() } else { known.join(", ") }
+            )));
+        };
+        let ready = |n: &str| self.view.read().unwrap().nodes.get(n).is_some_and(|e| e.state == NodeState::Ready);
+        let old = record.node.clone();
+        let target = match node {
+            Some(n) => n.to_string(),
+            None if ready(&old) => old.clone(),
+            None => self.place_elsewhere(&record, std::slice::from_ref(&old))?,
+        };
+        {
+            let view = self.view.read().unwrap();
+            let Some(t) = view.nodes.get(&target) else {
+                return Err(Error::not_found(format!("no such node: {target}")));
+            };
+            if t.state != NodeState::Ready {
+                return Err(Error::unavailable(format!("node {target} is down: it cannot restore {name}")));
+            }
+            if t.record.facts.criu_version.is_none() {
+                return Err(Error::conflict(format!(
+                    "node {target} cannot restore: CRIU (>= 4.2) is not installed there"
+                )));
+            }
+        }
+        let image =
+            self.view.read().unwrap().images.get(&record.image).cloned().ok_or_else(|| {
+                Error::not_found(format!("image {} of container {name} no longer exists", record.image))
+            })?;
+        // One generation on, so that a copy left on its old node is known to be stale.
+        let mut moved = record.clone();
+        moved.node = target.clone();
+        moved.generation += 1;
+        moved.desired = Desired::Running;
+        self.put_container_record(&moved).await?;
+        let req = NodeRequest::RestoreVersion { spec: self.spec_of(&moved, &image), version };
+        if let Err(e) = self.node_call(&target, &req, RESTORE_TIMEOUT).await {
+            if target != old {
+                self.clear_on(&target, &record.id).await;
+            }
+            self.put_container_record(&record).await?;
+            return Err(Error::new(
+                e.kind,
+                format!("could not restore version {version} of {name} on {target}: {}", e.message),
+            ));
+        }
+        self.refresh_status(&moved.id).await?;
+        if target != old && ready(&old) {
+            self.clear_on(&old, &record.id).await;
+        }
+        let from = if target != old { format!(", moved from {old}") } else { String::new() };
+        let msg = format!(
+            "container {name} restored from version {version} ({}) on {target}{from}",
+            units::Bytes(v.full_bytes)
+        );
+        self.events.emit("container", "restore", name, Some(&target), msg).await;
+        self.container(name)
+    }
+
     /// Runs the checkpoint tickers for the Control node's life.
     pub(crate) async fn run_tickers(self: Arc<Self>) {
         let state = Arc::new(std::sync::Mutex::new(TickerState::default()));

@@ -331,6 +331,9 @@ pub struct CheckpointRequest {
 pub struct RestoreRequest {
     /// The checkpoint to restore; the newest when `None`.
     pub checkpoint: Option<String>,
+    /// A ticker version to restore instead of a checkpoint (see [`crate::ha`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
     /// The node to restore onto; the container's own node when `None`. Another node gets
     /// the checkpoint (and the container's log) over the broker, and the container moves
     /// there with its name and address.

@@ -535,3 +535,15 @@ fn main() {
         std::process::exit(1);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Clap checks the whole command tree (unique argument names, valid defaults, ...) only
+    /// when a command is parsed; this checks every subcommand at once.
+    #[test]
+    fn the_command_line_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
+}

@@ -184,6 +184,15 @@ fn a_node_that_loses_power_has_its_containers_restored_elsewhere() {
     cluster.wait_runs_only_on("tick", "n2", Duration::from_secs(30));
     cluster.wait_runs_only_on("fresh", "n2", Duration::from_secs(30));
     counter_lines(&cluster.ok(&["logs", "tick"]));
+
+    // Any kept version can be restored by hand, onto any node.
+    cluster.ok(&["stop", "tick"]);
+    let err = cluster.fails(&["restore", "tick", "--version", "999"]);
+    assert!(err.contains("has no version 999"), "{err}");
+    let oldest = cluster.container("tick").versions[0].version.to_string();
+    cluster.ok(&["restore", "tick", "--version", &oldest, "--node", "n1"]);
+    let tick = cluster.wait_runs_only_on("tick", "n1", Duration::from_secs(60));
+    assert_eq!(tick.generation, 2);
     cluster.down();
 }
 
