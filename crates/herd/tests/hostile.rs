@@ -122,13 +122,9 @@ fn a_checkpoint_edited_to_grant_capabilities_is_refused() {
 /// The number of chunk messages in the broker's checkpoint store (what partial objects
 /// would leave behind).
 fn checkpoint_chunks(cluster: &Cluster) -> u64 {
-    let state = cluster.up_state();
-    let password = std::fs::read_to_string(cluster.run_dir().join("secrets/broker-up")).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
-        let cfg =
-            herd_broker::BrokerConfig::new(state.layout.broker_url(), "test").with_credentials("up", password.trim());
-        let broker = herd_broker::Broker::connect(&cfg).await.unwrap();
+        let broker = herd_broker::Broker::connect(&cluster.broker_config()).await.unwrap();
         broker.checkpoint_store().await.unwrap().chunk_messages().await.unwrap()
     })
 }

@@ -88,6 +88,11 @@ fn node_ready(cluster: &Cluster, node: &str) -> bool {
     nodes.iter().any(|n| n.name == node && n.state == herd_proto::api::NodeState::Ready)
 }
 
+/// Runs a [`COUNTER`] named `name` on n1 with a ticker every 2 s.
+fn run_counter_on_n1(cluster: &Cluster, name: &str) {
+    cluster.ok(&["run", "--name", name, "--node", "n1", "--checkpoint-every", "2s", "busybox", "sh", "-c", COUNTER]);
+}
+
 fn events(cluster: &Cluster) -> String {
     cluster.ok(&["events", "-n", "1000"])
 }
@@ -247,14 +252,10 @@ fn a_node_cut_off_fences_its_containers_and_drops_them_once_they_moved() {
 
 /// Flips one byte in the middle of each of `objects` in the broker's version store.
 fn damage_versions(cluster: &Cluster, objects: &[String]) {
-    let state = cluster.up_state();
-    let password = std::fs::read_to_string(cluster.run_dir().join("secrets/broker-up")).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
         use tokio::io::AsyncReadExt;
-        let cfg =
-            herd_broker::BrokerConfig::new(state.layout.broker_url(), "test").with_credentials("up", password.trim());
-        let broker = herd_broker::Broker::connect(&cfg).await.unwrap();
+        let broker = herd_broker::Broker::connect(&cluster.broker_config()).await.unwrap();
         let store = broker.versions_store().await.unwrap();
         for name in objects {
             let mut bytes = Vec::new();
@@ -271,19 +272,7 @@ fn damaged_versions_fall_back_to_older_ones_then_to_a_fresh_start() {
     let mut cluster = Cluster::up(76, 2);
     cluster.import_busybox();
     for name in ["newest-bad", "all-bad"] {
-        cluster.ok(&[
-            "run",
-            "--name",
-            name,
-            "--node",
-            "n1",
-            "--checkpoint-every",
-            "2s",
-            "busybox",
-            "sh",
-            "-c",
-            COUNTER,
-        ]);
+        run_counter_on_n1(&cluster, name);
     }
     for name in ["newest-bad", "all-bad"] {
         wait_for("three versions", Duration::from_secs(60), || {
@@ -330,19 +319,7 @@ fn a_control_node_killed_while_rescheduling_finishes_after_its_restart() {
     cluster.import_busybox();
     let names: Vec<String> = (0..4).map(|i| format!("c{i}")).collect();
     for name in &names {
-        cluster.ok(&[
-            "run",
-            "--name",
-            name,
-            "--node",
-            "n1",
-            "--checkpoint-every",
-            "2s",
-            "busybox",
-            "sh",
-            "-c",
-            COUNTER,
-        ]);
+        run_counter_on_n1(&cluster, name);
     }
     for name in &names {
         wait_for("a version", Duration::from_secs(60), || (!cluster.container(name).versions.is_empty()).then_some(()));

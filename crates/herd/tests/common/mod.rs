@@ -248,6 +248,13 @@ impl Cluster {
         PathBuf::from(format!("/proc/{pid}/root")).join(path.strip_prefix("/").unwrap_or(path))
     }
 
+    /// How a test connects to the cluster's broker, with `herd up`'s own credentials.
+    pub fn broker_config(&self) -> herd_broker::BrokerConfig {
+        let password = std::fs::read_to_string(self.run_dir().join("secrets/broker-up")).unwrap();
+        herd_broker::BrokerConfig::new(self.up_state().layout.broker_url(), "test")
+            .with_credentials("up", password.trim())
+    }
+
     pub fn node_netns(&self, node: &str) -> PathBuf {
         PathBuf::from("/run/netns").join(format!("herd-{}-{node}", self.name))
     }
