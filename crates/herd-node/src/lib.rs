@@ -3,6 +3,7 @@
 //! - [`agent`]: the agent itself: registration, heartbeats, requests, route sync;
 //!   [`fence`]: its lease on the cluster, and what it stops when the lease runs out;
 //! - [`runtime`]: the container manager (runc, CRIU, overlayfs, cgroups, networking);
+//!   [`checkpointing`]: its checkpoints and restores;
 //! - [`checkpoints`]: checkpoints leaving and reaching the node through the broker;
 //!   [`versions`]: checkpoint ticker versions, stored in and restored from the version store;
 //! - [`migrate`] and [`transfer`]: live migration between nodes, and its node-to-node connections
@@ -25,6 +26,7 @@
 
 pub mod agent;
 pub mod cgroups;
+pub mod checkpointing;
 pub mod checkpoints;
 pub mod cleanup;
 pub mod criu_config;

@@ -16,14 +16,14 @@ use herd_broker::Bucket;
 use herd_net::{Netlink, Netns, attach_container, detach_and_remove};
 use herd_proto::node::{ContainerSpec, LogChunk, NodeReply};
 use herd_proto::now_millis;
-use herd_proto::state::{CheckpointInfo, ContainerState, ContainerStatus};
+use herd_proto::state::{ContainerState, ContainerStatus};
 use tokio::sync::watch;
 
 use crate::layers::LayerCache;
 use crate::paths::{ContainerPaths, NodePaths, host_ifname};
-use crate::runc::{CheckpointOpts, Runc};
+use crate::runc::Runc;
 use crate::shim::{self, ExitStatus, ShimArgs, ShimMode};
-use crate::{logs, netlock, overlay, spec};
+use crate::{logs, overlay, spec};
 
 /// Name of the upper-layer snapshot inside a checkpoint directory.
 pub const ROOTFS_DIFF: &str = herd_proto::checkpoint::ROOTFS_DIFF;
@@ -37,12 +37,12 @@ pub struct CarriedLog<'a> {
 }
 
 /// How long a killed container gets to be reaped.
-const KILL_WAIT: Duration = Duration::from_secs(15);
+pub(crate) const KILL_WAIT: Duration = Duration::from_secs(15);
 
 /// How long a dump waits for the connections being opened to be accepted before it locks the
 /// network (see [`netlock::lock_drained`]): the handshake takes a round trip, accepting them
 /// a moment of the container's time.
-const DRAIN_WITHIN: Duration = Duration::from_millis(250);
+pub(crate) const DRAIN_WITHIN: Duration = Duration::from_millis(250);
 
 /// What the runtime needs to know about its node.
 #[derive(Debug, Clone)]
@@ -125,7 +125,7 @@ pub struct Runtime {
     pub(crate) execs: Arc<crate::exec::Sessions>,
 }
 
-fn err(context: &str, e: impl std::fmt::Display) -> String {
+pub(crate) fn err(context: &str, e: impl std::fmt::Display) -> String {
     format!("{context}: {e}")
 }
 
@@ -239,7 +239,7 @@ impl Runtime {
 
     /// Everything a running container needs besides its process: root filesystem, runtime
     /// config and network. Undone by [`Runtime::release`].
-    async fn prepare(&self, c: &Container) -> anyhow::Result<()> {
+    pub(crate) async fn prepare(&self, c: &Container) -> anyhow::Result<()> {
         let spec = &c.spec;
         let layers = self.layers.ensure(&spec.layers).await?;
         overlay::mount_overlay(&layers, &c.paths.upper(), &c.paths.overlay_work(), &c.paths.rootfs())?;
@@ -586,315 +586,6 @@ impl Runtime {
         };
         chunk.finished = c.live.lock().unwrap().state != Some(ContainerState::Running);
         Ok(NodeReply::Logs(chunk))
-    }
-
-    /// `Checkpoint`: CRIU images of the processes plus a snapshot of the writable layer.
-    pub async fn checkpoint(
-        self: &Arc<Self>,
-        id: &str,
-        checkpoint_id: &str,
-        leave_running: bool,
-    ) -> OpResult<NodeReply> {
-        let dir = self.cfg.paths.checkpoint(id, checkpoint_id);
-        let (info, _) = self.checkpoint_timed(id, checkpoint_id, leave_running, dir).await?;
-        Ok(NodeReply::Checkpointed(info))
-    }
-
-    /// [`Runtime::checkpoint`] into `dir`, which also says how long the container was frozen.
-    pub(crate) async fn checkpoint_timed(
-        self: &Arc<Self>,
-        id: &str,
-        checkpoint_id: &str,
-        leave_running: bool,
-        dir: PathBuf,
-    ) -> OpResult<(CheckpointInfo, std::time::Duration)> {
-        if !self.cfg.criu {
-            return Err(format!("node {} has no usable CRIU (>= 4.2)", self.cfg.node));
-        }
-        herd_proto::names::validate_container_name(checkpoint_id).map_err(|e| e.0)?;
-        let c = self.get(id)?;
-        let _op = c.op.lock().await;
-        if let Some(why) = self.execs.refusal(id, &c.spec.name, "checkpoint it") {
-            return Err(why);
-        }
-        let generation = {
-            let mut l = c.live.lock().unwrap();
-            if l.state != Some(ContainerState::Running) {
-                return Err(format!("container {} is not running", c.spec.name));
-            }
-            l.expecting_exit = !leave_running;
-            l.generation
-        };
-        if dir.exists() {
-            return Err(format!("checkpoint {checkpoint_id} of {} already exists", c.spec.name));
-        }
-        // Failed before the dump: the container runs on, and an exit would be its own.
-        let refused = |why: String| {
-            c.live.lock().unwrap().expecting_exit = false;
-            Err(format!("checkpoint of {} failed: {why}", c.spec.name))
-        };
-        if let Err(why) = self.ensure_dumpable(&c).await {
-            c.live.lock().unwrap().expecting_exit = false;
-            return Err(format!("{} cannot be checkpointed: {why}; it keeps running", c.spec.name));
-        }
-        // Its TCP is held from before the dump: a container that goes away keeps its
-        // connections' peers waiting (not reset) until it is restored.
-        let netns = match self.netns_of(&c.spec) {
-            Ok(netns) => netns,
-            Err(e) => return refused(format!("{e:#}")),
-        };
-        // Frozen from here (runc's freeze is quicker than CRIU's own). A container left
-        // running stays frozen until its writable layer is packed too, so that the files match
-        // the memory: a file it writes on after the dump could otherwise have another size
-        // than its open descriptor's image, which CRIU refuses to restore.
-        let frozen_at = std::time::Instant::now();
-        if let Err(e) = self.freeze_and_lock(&c, &netns).await {
-            return refused(format!("{e:#}"));
-        }
-        let saved = self.dump_and_pack(&c, &dir, leave_running, generation).await;
-        if (leave_running || saved.is_err())
-            && let Err(e) = self.cfg.runc.resume(id).await
-        {
-            tracing::error!("{} stays paused after its checkpoint: {e}", c.spec.name);
-        }
-        let pause = frozen_at.elapsed();
-        // Left locked only when the container is gone with its own namespace.
-        let gone = !leave_running && saved.is_ok() && c.spec.host.network.is_none();
-        if !gone && let Err(e) = netlock::unlock(&netns) {
-            tracing::error!("{}'s network stays locked after its checkpoint: {e:#}", c.spec.name);
-        }
-        if let Err(e) = saved {
-            c.live.lock().unwrap().expecting_exit = false;
-            let _ = std::fs::remove_dir_all(&dir);
-            return Err(e);
-        }
-        let info = CheckpointInfo {
-            id: checkpoint_id.to_string(),
-            node: self.cfg.node.clone(),
-            created_at: now_millis(),
-            leave_running,
-            size_bytes: 0,
-        };
-        let described = tokio::task::spawn_blocking({
-            let (dir, spec) = (dir.clone(), c.spec.clone());
-            move || crate::checkpoints::describe(&dir, spec, info)
-        })
-        .await
-        .map_err(|e| err("describing the checkpoint", e))?;
-        let info = match described {
-            Ok(manifest) => manifest.checkpoint,
-            Err(e) => {
-                let _ = std::fs::remove_dir_all(&dir);
-                return Err(err("describing the checkpoint", e));
-            }
-        };
-        if !leave_running {
-            {
-                let mut l = c.live.lock().unwrap();
-                l.state = Some(ContainerState::Checkpointed);
-                l.exit_code = None;
-            }
-            self.release(&c).await;
-            self.publish_status(&c).await;
-        }
-        Ok((info, pause))
-    }
-
-    /// The CRIU dump of `c` into `dir`, then its writable layer: the two halves of a checkpoint.
-    async fn dump_and_pack(&self, c: &Container, dir: &Path, leave_running: bool, generation: u64) -> OpResult<()> {
-        let mut opts = CheckpointOpts::new(dir.join(CRIU_IMAGES), dir.join("dump-work"));
-        opts.leave_running = leave_running;
-        if let Err(e) = self.cfg.runc.checkpoint(&c.spec.id, &opts).await {
-            let detail =
-                criu_log_tail(&opts.work_path.join("dump.log")).map(|t| format!(" (CRIU: {t})")).unwrap_or_default();
-            return Err(format!("checkpoint of {} failed: {e}{detail}", c.spec.name));
-        }
-        if !leave_running && !Self::wait_exit(c, generation, KILL_WAIT).await {
-            tracing::warn!("{} still has a shim after its checkpoint", c.spec.name);
-        }
-        // The processes are saved (and frozen, or gone): save the writable layer.
-        let upper = c.paths.upper();
-        let diff = dir.join(ROOTFS_DIFF);
-        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            let f = std::io::BufWriter::new(std::fs::File::create(&diff)?);
-            herd_image::pack_upper(&upper, f)
-        })
-        .await
-        .map_err(|e| err("packing the writable layer", e))?
-        .map_err(|e| err("saving the writable layer", e))
-    }
-
-    /// `Restore`: put back the writable layer of a checkpoint and restore its processes.
-    pub async fn restore(self: &Arc<Self>, spec: ContainerSpec, checkpoint_id: &str) -> OpResult<NodeReply> {
-        self.restore_with_log(spec, checkpoint_id, None).await
-    }
-
-    /// `Restore`, for a container that comes from another node with its log: a container
-    /// that has no log here yet starts with `log`.
-    pub async fn restore_with_log(
-        self: &Arc<Self>,
-        spec: ContainerSpec,
-        checkpoint_id: &str,
-        log: Option<CarriedLog<'_>>,
-    ) -> OpResult<NodeReply> {
-        herd_proto::names::validate_container_name(checkpoint_id).map_err(|e| e.0)?;
-        let dir = self.cfg.paths.checkpoint(&spec.id, checkpoint_id);
-        self.restore_from(spec, checkpoint_id, &dir, log).await
-    }
-
-    /// Restores the container of `spec` from the checkpoint in `dir` (`checkpoint_id` names
-    /// it in messages).
-    pub(crate) async fn restore_from(
-        self: &Arc<Self>,
-        spec: ContainerSpec,
-        checkpoint_id: &str,
-        dir: &Path,
-        log: Option<CarriedLog<'_>>,
-    ) -> OpResult<NodeReply> {
-        if !self.cfg.criu {
-            return Err(format!("node {} has no usable CRIU (>= 4.2)", self.cfg.node));
-        }
-        let id = spec.id.clone();
-        if !dir.join(CRIU_IMAGES).exists() {
-            return Err(format!("checkpoint {checkpoint_id} of {} is not on node {}", spec.name, self.cfg.node));
-        }
-        let c = match self.get(&id) {
-            Ok(c) => c,
-            Err(_) => {
-                let c = Arc::new(Container::new(spec.clone(), self.cfg.paths.container(&id)));
-                self.containers.lock().unwrap().insert(id.clone(), c.clone());
-                c
-            }
-        };
-        let _op = c.op.lock().await;
-        if c.live.lock().unwrap().state == Some(ContainerState::Running) {
-            return Err(format!("container {} is running", spec.name));
-        }
-        let result = async {
-            for d in [c.paths.dir.clone(), c.paths.state(), c.paths.bundle()] {
-                std::fs::create_dir_all(&d)?;
-            }
-            std::fs::write(c.paths.spec(), serde_json::to_vec_pretty(&spec)?)?;
-            if let Some(log) = &log {
-                crate::checkpoints::receive_log(log, &c.paths, self.log_limits(&spec)).await?;
-            }
-            // Processes restored by CRIU expect the files exactly as they were at the dump.
-            overlay::unmount(&c.paths.rootfs())?;
-            let upper = c.paths.upper();
-            if upper.exists() {
-                std::fs::remove_dir_all(&upper).with_context(|| format!("clearing {}", upper.display()))?;
-            }
-            std::fs::create_dir_all(&upper)?;
-            let diff = dir.join(ROOTFS_DIFF);
-            let (up2, bounds) = (upper.clone(), self.layers.bounds());
-            tokio::task::spawn_blocking(move || {
-                herd_image::extract_layer_within(&diff, herd_proto::state::Compression::None, &up2, &bounds)
-            })
-            .await?
-            .context("restoring the writable layer")?;
-            let _ = self.cfg.runc.delete(&id, true).await;
-            self.prepare(&c).await?;
-            Self::check_images(&dir.join(CRIU_IMAGES), &c.paths.bundle()).await?;
-            // Its TCP is held until the restored processes run (see `netlock`).
-            let netns = self.netns_of(&c.spec)?;
-            netlock::lock(&netns)?;
-            let work = dir.join(format!("restore-work-{}", now_millis()));
-            let mode = ShimMode::Restore {
-                image_path: dir.join(CRIU_IMAGES),
-                work_path: work.clone(),
-                tcp_established: true,
-                lazy_pages: false,
-            };
-            let started = self.start_shim(&c, mode).await.map_err(|e| match criu_log_tail(&work.join("restore.log")) {
-                Some(t) => anyhow::anyhow!("{e:#} (CRIU: {t})"),
-                None => e,
-            });
-            let unlocked = netlock::unlock(&netns);
-            let pid = started?;
-            unlocked?;
-            anyhow::Ok(pid)
-        }
-        .await;
-        match result {
-            Ok(pid) => {
-                let started_at = c.live.lock().unwrap().started_at.unwrap_or_else(now_millis);
-                Ok(NodeReply::Started { pid, started_at })
-            }
-            Err(e) => {
-                self.release(&c).await;
-                {
-                    let mut l = c.live.lock().unwrap();
-                    if l.state.is_none() {
-                        l.state = Some(ContainerState::Checkpointed);
-                    }
-                }
-                Err(format!("restore of {} from {checkpoint_id} failed: {e:#}", spec.name))
-            }
-        }
-    }
-
-    /// Freezes container `c` for a dump and locks its network (namespace `netns`), once the
-    /// connections being opened have been accepted (see [`netlock::drain`]). Returns when it
-    /// stopped running (the start of its downtime); on error it runs on, unlocked.
-    pub(crate) async fn freeze_and_lock(
-        &self,
-        c: &Container,
-        netns: &Path,
-    ) -> anyhow::Result<(herd_proto::UnixMillis, std::time::Instant)> {
-        let pid = c.live.lock().unwrap().pid;
-        if let Some(pid) = pid {
-            let started = std::time::Instant::now();
-            let pending = netlock::drain(netns, pid, DRAIN_WITHIN).await?;
-            if !pending.is_empty() {
-                tracing::warn!(
-                    "{}: {} half-open and {} unaccepted connections still pending after {:?}; CRIU cannot carry them",
-                    c.spec.name,
-                    pending.half_open,
-                    pending.unaccepted,
-                    started.elapsed()
-                );
-            }
-        }
-        let frozen = (now_millis(), std::time::Instant::now());
-        if let Err(e) = self.cfg.runc.pause(&c.spec.id).await {
-            let _ = netlock::undrain(netns);
-            anyhow::bail!("pausing it: {e}");
-        }
-        let locked = if pid.is_some() { netlock::lock_drained(netns) } else { netlock::lock(netns) };
-        if let Err(e) = locked {
-            let _ = netlock::undrain(netns);
-            let _ = netlock::unlock(netns);
-            let _ = self.cfg.runc.resume(&c.spec.id).await;
-            return Err(e);
-        }
-        Ok(frozen)
-    }
-
-    /// Refuses, before anything is frozen, a container holding what CRIU cannot dump (see
-    /// [`crate::dumpable`]).
-    pub(crate) async fn ensure_dumpable(&self, c: &Container) -> Result<(), String> {
-        let cgroup = self.cfg.paths.cgroup(&c.spec.id);
-        let problems = tokio::task::spawn_blocking(move || {
-            crate::cgroups::processes(&cgroup).map(|pids| crate::dumpable::check(&pids))
-        })
-        .await
-        .map_err(|e| format!("the check task: {e}"))?
-        .map_err(|e| format!("cannot list its processes: {e}"))?;
-        match problems.as_slice() {
-            [] => Ok(()),
-            [one] => Err(one.clone()),
-            [first, rest @ ..] => Err(format!("{first} (and {} more: {})", rest.len(), rest.join("; "))),
-        }
-    }
-
-    /// Checks CRIU images against the container's runtime configuration in `bundle` before
-    /// they are restored (see [`crate::restore_check`]).
-    pub(crate) async fn check_images(images: &Path, bundle: &Path) -> anyhow::Result<()> {
-        let (images, bundle) = (images.to_path_buf(), bundle.to_path_buf());
-        tokio::task::spawn_blocking(move || crate::restore_check::check(&images, &bundle))
-            .await
-            .context("the image check task")?
-            .context("the checkpoint is refused")
     }
 
     /// Stops every running container (for `herd down`).
