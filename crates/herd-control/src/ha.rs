@@ -168,10 +168,13 @@ impl Control {
             self.view.read().unwrap().images.get(&record.image).cloned().ok_or_else(|| {
                 Error::not_found(format!("image {} of container {name} no longer exists", record.image))
             })?;
-        // One generation on, so that a copy left on its old node is known to be stale.
+        // One generation on when it moves, so that a copy left on its old node is known to be
+        // stale (on the same node, the node's copy is the one restored: it keeps its generation).
         let mut moved = record.clone();
-        moved.node = target.clone();
-        moved.generation += 1;
+        if target != old {
+            moved.node = target.clone();
+            moved.generation += 1;
+        }
         moved.desired = Desired::Running;
         self.put_container_record(&moved).await?;
         let req = NodeRequest::RestoreVersion { spec: self.spec_of(&moved, &image), version };

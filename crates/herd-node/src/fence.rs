@@ -10,6 +10,11 @@
 //! each fenced container is checked against its record: the same node and generation, and it
 //! is thawed and unlocked; otherwise it was rescheduled meanwhile, and it is killed while
 //! still locked, without its status being published (the other node's status stands).
+//!
+//! The same check runs once a lease on every running fenceable container, fenced or not: a
+//! node whose heartbeats stopped reaching the Control node while its own round trips still
+//! succeeded (a starved agent) is declared failed without ever fencing itself, and must still
+//! find out that its copies moved on.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -38,12 +43,17 @@ pub async fn run(broker: Broker, runtime: Arc<Runtime>, records: Bucket<Containe
     let every = (lease / 8).max(Duration::from_millis(50));
     let mut last_contact = Instant::now();
     let mut fenced = false;
+    let mut last_check = Instant::now();
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
         if broker_answers(&broker, (lease / 4).max(Duration::from_millis(100))).await {
             last_contact = Instant::now();
+            if !fenced && last_check.elapsed() >= lease {
+                last_check = Instant::now();
+                runtime.drop_stale(&records, runtime.fenceable()).await;
+            }
             if fenced {
                 fenced = false;
                 tracing::warn!("the broker answers again: checking the fenced containers against the cluster");
@@ -90,6 +100,13 @@ impl Runtime {
     /// Freezes every fenced running container and locks its network.
     pub async fn fence(&self) {
         for c in self.fenceable() {
+            self.fence_one(&c).await;
+        }
+    }
+
+    /// Freezes container `c` and locks its network.
+    async fn fence_one(&self, c: &Container) {
+        {
             let started = Instant::now();
             if let Err(e) = self.cfg.runc.pause(&c.spec.id).await {
                 tracing::error!("could not freeze {} to fence it: {e}", c.spec.name);
@@ -114,7 +131,14 @@ impl Runtime {
             let all: Vec<Arc<Container>> = self.containers.lock().unwrap().values().cloned().collect();
             all.into_iter().filter(|c| c.live.lock().unwrap().fenced).collect()
         };
-        for c in fenced {
+        self.drop_stale(records, fenced).await;
+    }
+
+    /// Checks `containers` against their records: those the cluster still places here (same
+    /// node and generation) are thawed and unlocked if fenced; the others are stale copies,
+    /// killed and removed.
+    async fn drop_stale(self: &Arc<Self>, records: &Bucket<ContainerRecord>, containers: Vec<Arc<Container>>) {
+        for c in containers {
             let record = match records.get(&c.spec.name).await {
                 Ok(r) => r.map(|r| r.value),
                 Err(e) => {
@@ -126,6 +150,9 @@ impl Runtime {
                 .as_ref()
                 .is_some_and(|r| r.id == c.spec.id && r.node == self.cfg.node && r.generation == c.spec.generation);
             if ours {
+                if !c.live.lock().unwrap().fenced {
+                    continue;
+                }
                 if let Err(e) = self.cfg.runc.resume(&c.spec.id).await {
                     tracing::error!("could not thaw {} after fencing: {e}", c.spec.name);
                 }
@@ -148,7 +175,11 @@ impl Runtime {
                 let mut l = c.live.lock().unwrap();
                 l.stale = true;
             }
-            // SIGKILL first: a frozen process dies as it thaws, before it runs again.
+            // Locked and frozen first (a copy found stale without a fence is running); SIGKILL
+            // then: a frozen process dies as it thaws, before it runs again.
+            if !c.live.lock().unwrap().fenced {
+                self.fence_one(&c).await;
+            }
             if let Err(e) = self.cfg.runc.kill(&c.spec.id, libc::SIGKILL, true).await {
                 tracing::warn!("killing the stale copy of {}: {e}", c.spec.name);
             }

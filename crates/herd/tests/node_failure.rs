@@ -340,3 +340,25 @@ fn a_control_node_killed_while_rescheduling_finishes_after_its_restart() {
     drop(_cut);
     cluster.down();
 }
+
+#[test]
+fn a_stopped_agent_drops_the_copies_that_moved_on_once_it_runs_again() {
+    let mut cluster = Cluster::up(78, 2);
+    cluster.import_busybox();
+    run_counter_on_n1(&cluster, "tick");
+    let id = wait_for("a first version", Duration::from_secs(60), || {
+        let c = cluster.container("tick");
+        (!c.versions.is_empty()).then_some(c.id)
+    });
+    // An agent that cannot run cannot fence: its node is declared failed and the container
+    // restored on n2, while n1's copy runs on. Once the agent runs again, it finds the copy
+    // moved on (a newer generation elsewhere) and removes it.
+    let stopped = cluster.stop_agent("n1");
+    wait_for("tick to run on n2", Duration::from_secs(60), || {
+        cluster.runc_copies(&id).contains(&("n2".to_string(), "running".to_string())).then_some(())
+    });
+    stopped.resume();
+    cluster.wait_runs_only_on("tick", "n2", Duration::from_secs(30));
+    counter_lines(&cluster.ok(&["logs", "tick"]));
+    cluster.down();
+}
