@@ -474,7 +474,10 @@ impl Control {
         self.container(&name)
     }
 
-    async fn put_record(&self, record: &ContainerRecord) -> Result<()> {
+    /// Writes a container's record and puts it in the view, serialised with the other writers
+    /// that do not hold the container's lock (see [`Control::record_writes`]).
+    pub(crate) async fn put_record(&self, record: &ContainerRecord) -> Result<()> {
+        let _writing = self.record_writes.lock().await;
         self.containers.put(&record.name, record).await?;
         self.view.write().unwrap().insert_container(record.clone());
         Ok(())

@@ -112,7 +112,7 @@ impl Control {
             self.node_call(&record.node, &req, Duration::from_secs(30)).await?;
         }
         record.ha = ha;
-        self.put_container_record(&record).await?;
+        self.put_record(&record).await?;
         let every = ha
             .checkpoint_every_ms
             .map_or("no ticker".to_string(), |ms| format!("a ticker every {:.1}s", ms as f64 / 1000.0));
@@ -176,13 +176,13 @@ impl Control {
             moved.generation += 1;
         }
         moved.desired = Desired::Running;
-        self.put_container_record(&moved).await?;
+        self.put_record(&moved).await?;
         let req = NodeRequest::RestoreVersion { spec: self.spec_of(&moved, &image), version };
         if let Err(e) = self.node_call(&target, &req, RESTORE_TIMEOUT).await {
             if target != old {
                 self.clear_on(&target, &record.id).await;
             }
-            self.put_container_record(&record).await?;
+            self.put_record(&record).await?;
             return Err(Error::new(
                 e.kind,
                 format!("could not restore version {version} of {name} on {target}: {}", e.message),
@@ -287,7 +287,7 @@ impl Control {
         let dropped: Vec<VersionInfo> =
             record.versions.iter().filter(|v| !keep.contains(&v.version)).cloned().collect();
         record.versions.retain(|v| keep.contains(&v.version));
-        self.put_container_record(&record).await?;
+        self.put_record(&record).await?;
         self.delete_versions(&record.id, &dropped).await;
         let kind = if info.base == info.version { "base".to_string() } else { format!("delta on v{}", info.base) };
         let msg = format!(
@@ -298,13 +298,6 @@ impl Control {
             units::Bytes(info.full_bytes)
         );
         self.events.emit("container", "ticker", name, Some(&record.node), msg).await;
-        Ok(())
-    }
-
-    async fn put_container_record(&self, record: &ContainerRecord) -> Result<()> {
-        let _writing = self.record_writes.lock().await;
-        self.containers.put(&record.name, record).await?;
-        self.view.write().unwrap().insert_container(record.clone());
         Ok(())
     }
 
@@ -417,7 +410,7 @@ impl Control {
             // record points, else that node's partial restore goes and it starts over.
             if state == ContainerState::Running {
                 record.rescheduled_from = None;
-                return self.put_container_record(&record).await;
+                return self.put_record(&record).await;
             }
             self.clear_on(&record.node.clone(), &record.id).await;
         } else if record.node != failed {
@@ -451,7 +444,7 @@ impl Control {
             match self.node_call(&target, &req, RESTORE_TIMEOUT).await {
                 Ok(_) => {
                     record.rescheduled_from = None;
-                    self.put_container_record(&record).await?;
+                    self.put_record(&record).await?;
                     self.refresh_status(&record.id).await?;
                     let age = record.versions.last().map_or(0, |newest| newest.created_at.saturating_sub(v.created_at));
                     let msg = format!(
@@ -499,7 +492,7 @@ impl Control {
             .await
             .map_err(|e| Error::new(e.kind, format!("starting {name} fresh on {target} failed too: {}", e.message)))?;
         record.rescheduled_from = None;
-        self.put_container_record(&record).await?;
+        self.put_record(&record).await?;
         self.refresh_status(&record.id).await?;
         let msg = format!(
             "container {name} of failed node {failed} started fresh from its image on {target} in {:.2}s: {why_fresh}",
@@ -517,7 +510,7 @@ impl Control {
         }
         record.node = target.to_string();
         record.generation += 1;
-        self.put_container_record(&record).await?;
+        self.put_record(&record).await?;
         Ok(record)
     }
 

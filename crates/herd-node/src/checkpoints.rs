@@ -52,7 +52,7 @@ pub(crate) async fn receive_log(log: &CarriedLog<'_>, paths: &ContainerPaths, li
     Ok(())
 }
 
-fn fail(context: &str, e: impl std::fmt::Display) -> String {
+pub(crate) fn fail(context: &str, e: impl std::fmt::Display) -> String {
     format!("{context}: {e:#}")
 }
 

@@ -18,14 +18,11 @@ use herd_proto::node::{ContainerSpec, NodeReply};
 use tokio::io::AsyncReadExt;
 use tokio_util::io::SyncIoBridge;
 
+use crate::checkpoints::fail;
 use crate::runtime::{OpResult, Runtime};
 
 /// The largest version manifest read (a 16 GiB container lists 4 M blocks, 86 MiB in base64).
 const MAX_VERSION_MANIFEST: u64 = 128 << 20;
-
-fn fail(context: &str, e: impl std::fmt::Display) -> String {
-    format!("{context}: {e:#}")
-}
 
 /// Versions put together at once: each is streamed from the broker as fast as it can send,
 /// and more at once than the node reads makes the broker cut the node off as a slow
