@@ -12,7 +12,8 @@ use herd_proto::state::{CheckpointInfo, ContainerState};
 
 use crate::runc::CheckpointOpts;
 use crate::runtime::{
-    CRIU_IMAGES, CarriedLog, Container, DRAIN_WITHIN, KILL_WAIT, OpResult, ROOTFS_DIFF, Runtime, criu_log_tail, err,
+    CRIU_IMAGES, CarriedLog, Container, DRAIN_WITHIN, KILL_WAIT, Network, OpResult, ROOTFS_DIFF, Runtime,
+    criu_log_tail, err,
 };
 use crate::shim::ShimMode;
 use crate::{netlock, overlay};
@@ -223,11 +224,14 @@ impl Runtime {
             .await?
             .context("restoring the writable layer")?;
             let _ = self.cfg.runc.delete(&id, true).await;
-            self.prepare(&c).await?;
-            Self::check_images(&dir.join(CRIU_IMAGES), &c.paths.bundle()).await?;
-            // Its TCP is held until the restored processes run (see `netlock`).
+            // Its TCP is held until the restored processes run (see `netlock`): its own
+            // namespace from before its link comes up, one it joins from now.
+            self.prepare(&c, Network::Locked).await?;
             let netns = self.netns_of(&c.spec)?;
-            netlock::lock(&netns)?;
+            if c.spec.host.network.is_some() {
+                netlock::lock(&netns)?;
+            }
+            Self::check_images(&dir.join(CRIU_IMAGES), &c.paths.bundle()).await?;
             let work = dir.join(format!("restore-work-{}", now_millis()));
             let mode = ShimMode::Restore {
                 image_path: dir.join(CRIU_IMAGES),

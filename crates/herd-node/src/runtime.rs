@@ -23,7 +23,7 @@ use crate::layers::LayerCache;
 use crate::paths::{ContainerPaths, NodePaths, host_ifname};
 use crate::runc::Runc;
 use crate::shim::{self, ExitStatus, ShimArgs, ShimMode};
-use crate::{logs, overlay, spec};
+use crate::{logs, netlock, overlay, spec};
 
 /// Name of the upper-layer snapshot inside a checkpoint directory.
 pub const ROOTFS_DIFF: &str = herd_proto::checkpoint::ROOTFS_DIFF;
@@ -238,8 +238,10 @@ impl Runtime {
     }
 
     /// Everything a running container needs besides its process: root filesystem, runtime
-    /// config and network. Undone by [`Runtime::release`].
-    pub(crate) async fn prepare(&self, c: &Container) -> anyhow::Result<()> {
+    /// config and network. Undone by [`Runtime::release`]. With `Network::Locked` (a restore),
+    /// the container's own namespace is locked (see [`netlock`]) before its link comes up, so
+    /// that its peers' retransmissions are dropped until its sockets are back, never reset.
+    pub(crate) async fn prepare(&self, c: &Container, network: Network) -> anyhow::Result<()> {
         let spec = &c.spec;
         let layers = self.layers.ensure(&spec.layers).await?;
         overlay::mount_overlay(&layers, &c.paths.upper(), &c.paths.overlay_work(), &c.paths.rootfs())?;
@@ -259,6 +261,9 @@ impl Runtime {
             Ok(ns) => ns,
             Err(_) => Netns::create(&netns_path)?,
         };
+        if network == Network::Locked {
+            netlock::lock(&netns_path)?;
+        }
         let host_if = host_ifname(&spec.id);
         if self.netlink.link_index(&host_if).await?.is_none() {
             attach_container(&self.netlink, &ns, &host_if, spec.ip).await?;
@@ -409,7 +414,7 @@ impl Runtime {
                 std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
             }
             std::fs::write(c.paths.spec(), serde_json::to_vec_pretty(&c.spec)?)?;
-            self.prepare(&c).await?;
+            self.prepare(&c, Network::Open).await?;
             self.start_shim(&c, ShimMode::Run).await
         }
         .await;
@@ -455,7 +460,7 @@ impl Runtime {
         let result = async {
             // Whatever a failed start or an old runc left behind.
             let _ = self.cfg.runc.delete(id, true).await;
-            self.prepare(&c).await?;
+            self.prepare(&c, Network::Open).await?;
             self.start_shim(&c, ShimMode::Run).await
         }
         .await;
@@ -722,4 +727,12 @@ pub fn validate_id(id: &str) -> OpResult<()> {
     } else {
         Err(format!("invalid container id {id:?}"))
     }
+}
+
+/// Whether [`Runtime::prepare`] brings a container's network up open (a start) or locked (a
+/// restore, whose sockets come back only with its processes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Network {
+    Open,
+    Locked,
 }
