@@ -28,7 +28,7 @@ PACKAGES=(
   qemu-system-x86 kmod cpio debootstrap wrk
   build-essential pkg-config git patch libssl-dev
   libprotobuf-dev libprotobuf-c-dev protobuf-c-compiler protobuf-compiler python3-protobuf
-  libnl-3-dev libcap-dev libnet1-dev libbsd-dev libaio-dev libgnutls28-dev libnftables-dev uuid-dev
+  libnl-3-dev libnl-route-3-dev libcap-dev libnet1-dev libbsd-dev libaio-dev libgnutls28-dev libnftables-dev uuid-dev
 )
 
 apt_updated=0
@@ -188,6 +188,9 @@ cur=$(sysctl -n fs.pipe-max-size)
 # Real server software from Debian's packages, for tests/apps.rs and bench/apps (about five
 # minutes the first time, then nothing until scripts/apps-images.sh changes what it builds).
 bash "$SCRIPTS/apps-images.sh"
+# CRIU's own test suite and its image (bench/zdtm and its CI subset; about a minute the first
+# time, then nothing until CRIU's build or scripts/zdtm-image.sh changes).
+bash "$SCRIPTS/zdtm-image.sh"
 
 if ! command -v cargo >/dev/null; then
   [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH" || die "cargo (Rust) is required: install it with rustup"

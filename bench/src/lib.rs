@@ -7,13 +7,20 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
+pub mod zdtm;
+
 /// The `herd` binary next to the benchmark's own (build both with `--release`).
 pub fn herd_binary() -> anyhow::Result<PathBuf> {
     if let Some(p) = std::env::var_os("HERD_BIN") {
         return Ok(PathBuf::from(p));
     }
     let exe = std::env::current_exe()?;
-    let p = exe.parent().context("benchmark location")?.join("herd");
+    let dir = exe.parent().context("benchmark location")?;
+    let mut p = dir.join("herd");
+    // A test's binary lives one level down, in deps/.
+    if !p.exists() && dir.ends_with("deps") {
+        p = dir.parent().context("benchmark location")?.join("herd");
+    }
     if !p.exists() {
         bail!("{} not found: build it first (cargo build --release --bin herd) or set HERD_BIN", p.display());
     }

@@ -2,8 +2,8 @@
 //!
 //! runc passes CRIU a configuration file named by a container's `org.criu.config` annotation
 //! (`/etc/criu/runc.conf` without one), and the file's settings win over runc's. Herd uses it
-//! for what runc 1.1 has no flag for; both settings take time out of every dump and restore,
-//! while the container is stopped:
+//! for what runc 1.1 has no flag for, or Herd wants on every dump and restore. The first two take
+//! time out of every dump and restore, while the container is stopped:
 //!
 //! - `network-lock skip`: Herd holds the container's TCP itself around every dump and
 //!   restore ([`crate::netlock`]), so CRIU need not lock the network too. Its own lock cost
@@ -15,6 +15,10 @@
 //!   there; CRIU need not record and replay the cgroups as well (it mounted every controller
 //!   to read and then to write them). A Herd container has no cgroup namespace and no cgroups
 //!   of its own below its cgroup, so nothing is lost.
+//! - `file-locks`: a container's processes may hold file locks (flock, POSIX and OFD locks,
+//!   on files of its own root filesystem), which CRIU refuses to dump without it; with it,
+//!   the locks are dumped and taken again at the restore, as Podman asks runc to do. CRIU's
+//!   own test suite (bench/zdtm) has 14 tests that need it.
 //!
 //! The file is written where the agent keeps its run-time state.
 
@@ -29,6 +33,7 @@ pub const ANNOTATION: &str = "org.criu.config";
 const SETTINGS: &str = "# Written by herd node: CRIU settings for this node's containers.
 network-lock skip
 manage-cgroups=ignore
+file-locks
 ";
 // `=`: manage-cgroups' argument is optional, and CRIU turns a line into `--key value`, which
 // getopt reads as `--manage-cgroups` (soft mode) followed by a stray word.
