@@ -5,7 +5,7 @@
 //! ```sh
 //! scripts/zdtm-image.sh        # once: builds the suite and its image (setup.sh does it)
 //! cargo build --release --bin herd --bin zdtm && target/release/zdtm [--jobs 2] [--doc docs/zdtm.md]
-//!     [--baseline-tap FILE | --no-baseline] [--subset ci | TEST...]
+//!     [--baseline-tap FILE | --no-baseline] [--keep] [--subset ci | TEST...]
 //! ```
 //!
 //! It prints a line per test as it ends, then the table by feature group and the goal's
@@ -26,11 +26,12 @@ struct Args {
     doc: Option<PathBuf>,
     baseline_tap: Option<PathBuf>,
     no_baseline: bool,
+    keep: bool,
     tests: Vec<String>,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
-    let mut a = Args { jobs: 2, doc: None, baseline_tap: None, no_baseline: false, tests: Vec::new() };
+    let mut a = Args { jobs: 2, doc: None, baseline_tap: None, no_baseline: false, keep: false, tests: Vec::new() };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         match arg.as_str() {
@@ -38,6 +39,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "--doc" => a.doc = Some(it.next().context("--doc FILE")?.into()),
             "--baseline-tap" => a.baseline_tap = Some(it.next().context("--baseline-tap FILE")?.into()),
             "--no-baseline" => a.no_baseline = true,
+            "--keep" => a.keep = true,
             "--subset" => {
                 let which = it.next().context("--subset ci")?;
                 if which != "ci" {
@@ -47,7 +49,7 @@ fn parse_args() -> anyhow::Result<Args> {
             }
             "-h" | "--help" => {
                 println!(
-                    "usage: zdtm [--jobs N] [--doc FILE] [--baseline-tap FILE | --no-baseline] [--subset ci | TEST...]"
+                    "usage: zdtm [--jobs N] [--doc FILE] [--baseline-tap FILE | --no-baseline] [--keep] [--subset ci | TEST...]"
                 );
                 std::process::exit(0);
             }
@@ -103,7 +105,12 @@ fn main() -> anyhow::Result<()> {
     let herd_started = Instant::now();
     let results = zdtm::run_all(&cluster, &to_run, args.jobs);
     let herd_secs = herd_started.elapsed().as_secs_f64();
-    drop(cluster);
+    if args.keep {
+        println!("cluster {} kept, with its logs (herd down --name {} --purge removes it)", cluster.name, cluster.name);
+        std::mem::forget(cluster);
+    } else {
+        drop(cluster);
+    }
 
     let report = Report { suite: &suite, baseline: &baseline, not_run: &not_run, results: &results };
     let text = report.markdown(herd_secs, started.elapsed().as_secs_f64());

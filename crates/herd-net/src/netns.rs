@@ -155,6 +155,15 @@ impl Netns {
         }
     }
 
+    /// Sets the network sysctl `key` (a path under `/proc/sys/net`, such as
+    /// `ipv4/ping_group_range`) of this namespace to `value`.
+    pub fn set_sysctl(&self, key: &str, value: &str) -> Result<(), NetError> {
+        let path = format!("/proc/sys/net/{key}");
+        let (p, v) = (path.clone(), value.to_string());
+        // /proc/sys/net shows the namespace of the thread that opens it.
+        self.run(move || fs::write(&p, v))?.map_err(|e| NetError::io(format!("setting {path} in {}", self.label()), e))
+    }
+
     /// Runs `f` on a fresh std thread that has `setns()` into this namespace,
     /// waits for it and returns its result. Blocks the calling thread; from
     /// async code prefer [`Netns::run_async`]. A panic in `f` is propagated.

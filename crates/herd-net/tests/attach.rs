@@ -522,6 +522,14 @@ async fn namespaces_are_created_opened_and_entered() {
     assert_eq!(std::fs::metadata("/proc/thread-self/ns/net").unwrap().ino(), here.ino());
     assert!(read_sysctl("net/ipv4/conf/all/forwarding").is_ok(), "the host's sysctls stay readable");
 
+    // A network sysctl is the namespace's own.
+    let host_range = read_sysctl("net/ipv4/ping_group_range").unwrap();
+    ns.set_sysctl("ipv4/ping_group_range", "0 2147483647").unwrap();
+    let inside = ns.run(|| std::fs::read_to_string("/proc/sys/net/ipv4/ping_group_range").unwrap()).unwrap();
+    assert_eq!(inside.split_whitespace().collect::<Vec<_>>(), ["0", "2147483647"]);
+    assert_eq!(read_sysctl("net/ipv4/ping_group_range").unwrap(), host_range);
+    assert!(ns.set_sysctl("ipv4/no_such_sysctl", "1").is_err());
+
     // Not namespaces.
     let plain = cleanup.dir.join("plain");
     std::fs::write(&plain, b"x").unwrap();

@@ -281,7 +281,7 @@ impl Runtime {
             let pending = netlock::drain(netns, pid, DRAIN_WITHIN).await?;
             if !pending.is_empty() {
                 tracing::warn!(
-                    "{}: {} half-open and {} unaccepted connections still pending after {:?}; CRIU cannot carry them",
+                    "{}: {} half-open and {} unaccepted connections still pending after {:?}; CRIU leaves them behind (their clients see a reset)",
                     c.spec.name,
                     pending.half_open,
                     pending.unaccepted,

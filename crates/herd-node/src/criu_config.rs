@@ -19,6 +19,17 @@
 //!   on files of its own root filesystem), which CRIU refuses to dump without it; with it,
 //!   the locks are dumped and taken again at the restore, as Podman asks runc to do. CRIU's
 //!   own test suite (bench/zdtm) has 14 tests that need it.
+//! - Not `link-remap`: a file a process holds open after unlinking it, while another link to
+//!   it remains, would be saved by linking it back under a temporary name; on overlayfs that
+//!   name did not reach the writable layer Herd moves, and the restore failed after the
+//!   container had stopped (ZDTM's `unlink_fstat03`). Refused at the dump, it runs on.
+//! - `ghost-limit 256M`: a deleted file a process holds open travels inside the checkpoint, as
+//!   memory does; CRIU refuses one larger than 1 MiB unless told more. A rotated log or a
+//!   temporary file easily is.
+//! - `skip-in-flight`: Herd waits for connections being opened to be accepted before a
+//!   dump ([`crate::netlock::drain`]); a connection the application still has not accepted
+//!   when that wait ends (it may never accept it) is left behind, as if its handshake had
+//!   been lost, instead of failing the whole dump.
 //!
 //! The file is written where the agent keeps its run-time state.
 
@@ -34,6 +45,8 @@ const SETTINGS: &str = "# Written by herd node: CRIU settings for this node's co
 network-lock skip
 manage-cgroups=ignore
 file-locks
+ghost-limit 256M
+skip-in-flight
 ";
 // `=`: manage-cgroups' argument is optional, and CRIU turns a line into `--key value`, which
 // getopt reads as `--manage-cgroups` (soft mode) followed by a stray word.

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use herd_net::{Netns, attach_container};
+use herd_net::attach_container;
 use herd_proto::migration::{DestinationState, MigrationMode, PhaseTime, Progress, SourceOutcome, TransferReport};
 use herd_proto::node::{ContainerSpec, MigrationTicket, NodeReply};
 use herd_proto::now_millis;
@@ -239,7 +239,7 @@ impl Runtime {
             // The namespace is locked before its link comes up: TCP that reaches it early is
             // dropped (and retransmitted later), never reset.
             let netns_path = self.cfg.paths.netns(&id);
-            let ns = Netns::create(&netns_path)?;
+            let ns = crate::runtime::new_container_netns(&netns_path)?;
             netlock::lock(&netns_path)?;
             attach_container(&self.netlink, &ns, &host_ifname(&id), spec.ip).await?;
             // Published here now; while the namespace is locked, connections wait for the restore.

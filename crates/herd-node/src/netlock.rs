@@ -3,8 +3,9 @@
 //! While CRIU has a container's sockets in repair mode, and between the dump and the
 //! restore, a TCP segment that reaches the container's namespace must be dropped, so the
 //! peer retransmits, and never answered with a reset, which would end the connection. Herd
-//! locks the namespace itself around every dump and restore, with two iptables rules, and
-//! tells CRIU not to lock it a second time (`network-lock skip`, see [`crate::criu_config`]):
+//! locks the namespace itself around every dump and restore, with two iptables rules and the
+//! same two for IPv6, and tells CRIU not to lock it a second time (`network-lock skip`, see
+//! [`crate::criu_config`]):
 //! the lock must outlast CRIU anyway on a migration's source, and on its destination it
 //! must be in place before the namespace's link comes up.
 
@@ -114,24 +115,38 @@ const UNLOCK_RULES: &str = "*filter\n-D INPUT -p tcp -m mark ! --mark 0xC114 -j 
 const SYN_LOCK_RULES: &str = "*filter\n-I INPUT -p tcp --syn -j DROP\nCOMMIT\n";
 const SYN_UNLOCK_RULES: &str = "*filter\n-D INPUT -p tcp --syn -j DROP\nCOMMIT\n";
 
-/// Runs `iptables-restore --noflush` with `rules` inside the namespace at `netns`.
+/// Runs `iptables-restore --noflush` and `ip6tables-restore --noflush` with `rules` inside
+/// the namespace at `netns`: TCP over IPv6 (a container's `::1` among others) is held as IPv4
+/// is. Without the IPv6 half, a connection over `::1` whose first end CRIU restored sent its
+/// queued data to a peer not restored yet, met a reset, and the restore failed (ZDTM's
+/// `socket-tcpbuf6`).
 fn iptables_restore(netns: &Path, rules: &'static str) -> anyhow::Result<()> {
-    let bin = crate::tools::find_executable("iptables-restore")
-        .ok_or_else(|| anyhow::anyhow!("iptables-restore not found: install iptables"))?;
+    let mut bins = Vec::new();
+    for name in ["iptables-restore", "ip6tables-restore"] {
+        bins.push(
+            crate::tools::find_executable(name).ok_or_else(|| anyhow::anyhow!("{name} not found: install iptables"))?,
+        );
+    }
     let ns = Netns::open(netns)?;
-    let out = ns.run(move || -> std::io::Result<std::process::Output> {
-        let mut child = std::process::Command::new(bin)
-            .args(["-w", "--noflush"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()?;
-        use std::io::Write;
-        child.stdin.take().expect("piped").write_all(rules.as_bytes())?;
-        child.wait_with_output()
+    let outs = ns.run(move || -> std::io::Result<Vec<(std::path::PathBuf, std::process::Output)>> {
+        let mut outs = Vec::new();
+        for bin in bins {
+            let mut child = std::process::Command::new(&bin)
+                .args(["-w", "--noflush"])
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()?;
+            use std::io::Write;
+            child.stdin.take().expect("piped").write_all(rules.as_bytes())?;
+            outs.push((bin, child.wait_with_output()?));
+        }
+        Ok(outs)
     })??;
-    if !out.status.success() {
-        bail!("iptables-restore in {}: {}", netns.display(), String::from_utf8_lossy(&out.stderr).trim());
+    for (bin, out) in outs {
+        if !out.status.success() {
+            bail!("{} in {}: {}", bin.display(), netns.display(), String::from_utf8_lossy(&out.stderr).trim());
+        }
     }
     Ok(())
 }

@@ -259,7 +259,7 @@ impl Runtime {
         }
         let ns = match Netns::open(&netns_path) {
             Ok(ns) => ns,
-            Err(_) => Netns::create(&netns_path)?,
+            Err(_) => new_container_netns(&netns_path)?,
         };
         if network == Network::Locked {
             netlock::lock(&netns_path)?;
@@ -727,6 +727,18 @@ pub fn validate_id(id: &str) -> OpResult<()> {
     } else {
         Err(format!("invalid container id {id:?}"))
     }
+}
+
+/// Creates a container's network namespace at `path`, set as Docker sets one: any group may
+/// open ICMP echo ("ping") sockets (`net.ipv4.ping_group_range`), so that `ping` works
+/// without CAP_NET_RAW and a container holding such a socket can be restored.
+pub(crate) fn new_container_netns(path: &Path) -> anyhow::Result<Netns> {
+    let ns = Netns::create(path)?;
+    if let Err(e) = ns.set_sysctl("ipv4/ping_group_range", "0 2147483647") {
+        let _ = Netns::remove(path);
+        return Err(e.into());
+    }
+    Ok(ns)
 }
 
 /// Whether [`Runtime::prepare`] brings a container's network up open (a start) or locked (a
