@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds CRIU's own test suite (ZDTM, test/zdtm/static in the CRIU source that setup.sh
 # unpacks) and an image that holds it, for bench/zdtm and its CI subset (bench/tests/zdtm.rs):
-# a Debian 12 root filesystem (the base of scripts/apps-images.sh) with the suite's test
+# a Debian 12 root filesystem (the base of scripts/apps-images.sh, with libaio1 and python3
+# from Debian's packages) with the suite's test
 # programs in /zdtm/static, each with its .desc, .checkskip and the command the suite's own
 # Makefile starts it with (/zdtm/static/commands: NAME<TAB>COMMAND). Also builds CRIU's
 # Python bindings, which the suite's own runner (test/zdtm.py, the plain-CRIU baseline)
@@ -48,6 +49,8 @@ tests=$(make -s --no-print-directory -C "$static" -f Makefile -f - print-tests <
 print-tests: ; @echo $(TST)
 MK
 )
+# libaio1: socket_aio and aio00 link it; python3: some tests' .checkskip are Python scripts.
+PACKAGES="libaio1 python3"
 root=$OUT_DIR/rootfs
 rm -rf "$root" && cp -a "$BASE" "$root"
 mount --bind "$ARCHIVES" "$root/var/cache/apt/archives"
@@ -55,10 +58,10 @@ mount -t proc proc "$root/proc"
 installed=0
 {
   chroot "$root" apt-get update -qq \
-    && chroot "$root" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libaio1
+    && chroot "$root" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $PACKAGES
 } > "$OUT_DIR/packages.log" 2>&1 && installed=1
 umount "$root/proc" "$root/var/cache/apt/archives"
-[ "$installed" = 1 ] || die "installing libaio1 failed; see $OUT_DIR/packages.log"
+[ "$installed" = 1 ] || die "installing $PACKAGES failed; see $OUT_DIR/packages.log"
 rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/* "$root"/usr/share/doc/* "$root"/usr/share/man/*
 
 dest=$root/zdtm/static

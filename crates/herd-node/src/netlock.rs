@@ -128,20 +128,39 @@ fn iptables_restore(netns: &Path, rules: &'static str) -> anyhow::Result<()> {
         );
     }
     let ns = Netns::open(netns)?;
+    // Both at once: the unlock is on the way from a restore to the container's first packet.
     let outs = ns.run(move || -> std::io::Result<Vec<(std::path::PathBuf, std::process::Output)>> {
-        let mut outs = Vec::new();
+        let mut children = Vec::new();
         for bin in bins {
-            let mut child = std::process::Command::new(&bin)
+            let spawned = std::process::Command::new(&bin)
                 .args(["-w", "--noflush"])
                 .stdin(std::process::Stdio::piped())
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::piped())
-                .spawn()?;
-            use std::io::Write;
-            child.stdin.take().expect("piped").write_all(rules.as_bytes())?;
-            outs.push((bin, child.wait_with_output()?));
+                .spawn()
+                .and_then(|mut child| {
+                    use std::io::Write;
+                    // Its end of the pipe closes when `stdin` drops here.
+                    let written = child.stdin.take().expect("piped").write_all(rules.as_bytes());
+                    match written {
+                        Ok(()) => Ok(child),
+                        Err(e) => {
+                            let _ = child.wait();
+                            Err(e)
+                        }
+                    }
+                });
+            match spawned {
+                Ok(child) => children.push((bin, child)),
+                Err(e) => {
+                    for (_, mut c) in children {
+                        let _ = c.wait();
+                    }
+                    return Err(e);
+                }
+            }
         }
-        Ok(outs)
+        children.into_iter().map(|(bin, child)| Ok((bin, child.wait_with_output()?))).collect()
     })??;
     for (bin, out) in outs {
         if !out.status.success() {
