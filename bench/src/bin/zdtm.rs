@@ -139,6 +139,21 @@ impl Report<'_> {
         }
     }
 
+    /// A table of how many of `tests` pass each column.
+    fn shares(&self, tests: &[&String]) -> String {
+        let mut s = String::from("| column | pass | of | share |\n|---|---|---|---|\n");
+        for col in Column::ALL {
+            let pass = tests.iter().filter(|t| self.results[**t][&col].is_pass()).count();
+            s.push_str(&format!(
+                "| {} | {pass} | {} | {:.1} % |\n",
+                col.title(),
+                tests.len(),
+                100.0 * pass as f64 / tests.len().max(1) as f64
+            ));
+        }
+        s
+    }
+
     fn markdown(&self, herd_secs: f64, total_secs: f64) -> String {
         let mut s = String::new();
         s.push_str("# CRIU's test suite (ZDTM) through Herd\n\n");
@@ -159,16 +174,7 @@ impl Report<'_> {
             self.results.len(),
             eligible.len()
         ));
-        s.push_str("| column | pass | of | share |\n|---|---|---|---|\n");
-        for col in Column::ALL {
-            let pass = eligible.iter().filter(|t| self.results[**t][&col].is_pass()).count();
-            s.push_str(&format!(
-                "| {} | {pass} | {} | {:.1} % |\n",
-                col.title(),
-                eligible.len(),
-                100.0 * pass as f64 / eligible.len().max(1) as f64
-            ));
-        }
+        s.push_str(&self.shares(&eligible));
         // The same, leaving out what could not start in a Herd container (a capability Docker
         // does not give, a device, a sysctl it writes): no move was tried on those.
         let started: Vec<&String> = eligible
@@ -178,19 +184,10 @@ impl Report<'_> {
             .collect();
         s.push_str(&format!(
             "\nOf the {} that start in a Herd container (the others need a capability Docker does not give, \
-             a device or a writable /proc/sys, or their own `.checkskip` says no there):\n\n\
-             | column | pass | of | share |\n|---|---|---|---|\n",
+             a device or a writable /proc/sys, or their own `.checkskip` says no there):\n\n",
             started.len()
         ));
-        for col in Column::ALL {
-            let pass = started.iter().filter(|t| self.results[**t][&col].is_pass()).count();
-            s.push_str(&format!(
-                "| {} | {pass} | {} | {:.1} % |\n",
-                col.title(),
-                started.len(),
-                100.0 * pass as f64 / started.len().max(1) as f64
-            ));
-        }
+        s.push_str(&self.shares(&started));
         s.push_str(&format!("\nThe Herd columns took {:.0} s, the whole run {:.0} s.\n\n", herd_secs, total_secs));
 
         let mut groups: BTreeMap<&str, Vec<&TestCase>> = BTreeMap::new();
