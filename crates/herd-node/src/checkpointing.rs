@@ -225,13 +225,14 @@ impl Runtime {
             .context("restoring the writable layer")?;
             let _ = self.cfg.runc.delete(&id, true).await;
             // Its TCP is held until the restored processes run (see `netlock`): its own
-            // namespace from before its link comes up, one it joins from now.
+            // namespace from before its link comes up (a failure from here on removes it,
+            // lock and all), one it joins from just before the restore.
             self.prepare(&c, Network::Locked).await?;
+            Self::check_images(&dir.join(CRIU_IMAGES), &c.paths.bundle()).await?;
             let netns = self.netns_of(&c.spec)?;
             if c.spec.host.network.is_some() {
                 netlock::lock(&netns)?;
             }
-            Self::check_images(&dir.join(CRIU_IMAGES), &c.paths.bundle()).await?;
             let work = dir.join(format!("restore-work-{}", now_millis()));
             let mode = ShimMode::Restore {
                 image_path: dir.join(CRIU_IMAGES),
