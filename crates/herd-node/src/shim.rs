@@ -678,6 +678,13 @@ impl Shim {
                 // runc's children (CRIU, and the processes CRIU restored, which leave runc's
                 // process group) are the shim's now or as soon as their parents die.
                 kill_children(Duration::from_secs(5));
+                // A killed CRIU leaves the mounts it made in its work directory (its cgroup
+                // yard: a tmpfs with every controller below it).
+                if let ShimMode::Restore { work_path, .. } = &a.mode {
+                    for e in unmount_below(work_path) {
+                        self.note(&format_args!("cleaning up after a stuck start: {e}"));
+                    }
+                }
                 if let Err(e) = a.runc.delete_force_blocking(&a.id) {
                     self.note(&format_args!("cleaning up after a stuck start: {e}"));
                 }
@@ -1010,6 +1017,33 @@ fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
     f.sync_all()?;
     drop(f);
     std::fs::rename(&tmp, path)
+}
+
+/// Detaches every mount at or below `dir` (deepest first), as `/proc/self/mountinfo` lists
+/// them; returns what could not be unmounted.
+fn unmount_below(dir: &Path) -> Vec<String> {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else { return Vec::new() };
+    let mut points: Vec<PathBuf> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        // Octal escapes (\040 for a space) stay as they are: such a path is not below `dir`.
+        .map(PathBuf::from)
+        .filter(|p| p.starts_with(dir))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    let mut problems = Vec::new();
+    for p in points {
+        let Ok(c) = std::ffi::CString::new(p.as_os_str().as_bytes()) else { continue };
+        // SAFETY: a valid NUL-terminated path.
+        if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } != 0 {
+            let e = io::Error::last_os_error();
+            // Gone with its parent's detach meanwhile.
+            if e.raw_os_error() != Some(libc::EINVAL) && e.raw_os_error() != Some(libc::ENOENT) {
+                problems.push(format!("unmounting {}: {e}", p.display()));
+            }
+        }
+    }
+    problems
 }
 
 #[cfg(test)]

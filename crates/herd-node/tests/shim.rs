@@ -675,8 +675,14 @@ fn a_stuck_restore_is_killed_whole(env: &Env, rt: &Runtime) {
     );
     assert!(took < limit + Duration::from_secs(5), "the stuck restore was given up only after {took:?}");
 
-    // Nothing of it is left: no process (runc, CRIU, the restored tree) and no runc state.
+    // Nothing of it is left: no process (runc, CRIU, the restored tree), no mount CRIU made
+    // in its work directory and no runc state.
     wait_until("every process of the stuck restore to be gone", || processes_using(&c.base).is_empty().then_some(()));
+    let work = c.base.join("work-damaged");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let left: Vec<&str> =
+        mounts.lines().filter_map(|l| l.split(' ').nth(4)).filter(|p| Path::new(p).starts_with(&work)).collect();
+    assert!(left.is_empty(), "the stuck restore left mounts behind: {left:?}");
     assert!(!env.runc.root.join(&c.id).exists(), "runc's state of the container was left behind");
     assert_eq!(rt.block_on(env.runc.state(&c.id)).unwrap(), None);
     wait_until("the failed shim to exit", || live_shim(&c.state_dir).is_none().then_some(()));
