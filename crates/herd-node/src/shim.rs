@@ -1019,28 +1019,19 @@ fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
-/// Detaches every mount at or below `dir` (deepest first), as `/proc/self/mountinfo` lists
-/// them; returns what could not be unmounted.
+/// Detaches every mount at or below `dir` (deepest first, see [`crate::overlay::mounts_under`]);
+/// returns what could not be unmounted.
 fn unmount_below(dir: &Path) -> Vec<String> {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else { return Vec::new() };
-    let mut points: Vec<PathBuf> = info
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        // Octal escapes (\040 for a space) stay as they are: such a path is not below `dir`.
-        .map(PathBuf::from)
-        .filter(|p| p.starts_with(dir))
-        .collect();
-    points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    let points = match crate::overlay::mounts_under(dir) {
+        Ok(points) => points,
+        Err(e) => return vec![format!("{e:#}")],
+    };
     let mut problems = Vec::new();
     for p in points {
-        let Ok(c) = std::ffi::CString::new(p.as_os_str().as_bytes()) else { continue };
-        // SAFETY: a valid NUL-terminated path.
-        if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } != 0 {
-            let e = io::Error::last_os_error();
+        match nix::mount::umount2(&p, nix::mount::MntFlags::MNT_DETACH) {
             // Gone with its parent's detach meanwhile.
-            if e.raw_os_error() != Some(libc::EINVAL) && e.raw_os_error() != Some(libc::ENOENT) {
-                problems.push(format!("unmounting {}: {e}", p.display()));
-            }
+            Ok(()) | Err(nix::errno::Errno::EINVAL | nix::errno::Errno::ENOENT) => {}
+            Err(e) => problems.push(format!("unmounting {}: {e}", p.display())),
         }
     }
     problems
