@@ -12,4 +12,7 @@ if ! cargo nextest --version >/dev/null 2>&1; then
 fi
 cargo fmt --all --check
 cargo clippy --locked --workspace --all-targets -- -D warnings
+# Test clusters keep 1 GiB free (tests/common/mod.rs); say how much there is, so a run
+# that fails for want of disk says so at its start.
+df -h --output=avail,target / /var/lib | sed 's/^/disk: /' >&2
 cargo nextest run --locked --workspace --no-fail-fast "$@"

@@ -75,7 +75,17 @@ impl BenchCluster {
             &data,
         ];
         args.extend_from_slice(extra);
-        c.ok(&args)?;
+        // A benchmark's layers need little room: the node's default reserve (5% of the
+        // filesystem) would refuse them on a host disk that is merely full-ish.
+        let out = Command::new(&c.herd)
+            .args(&args)
+            .env("HERD_CONFIG", &c.config)
+            .env("HERD_NODE_DISK_RESERVE", "1g")
+            .output()
+            .context("running herd up")?;
+        if !out.status.success() {
+            bail!("herd {} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+        }
         Ok(c)
     }
 

@@ -121,6 +121,13 @@ const FRAME_HEADER: usize = 5;
 const MAX_NAME: usize = 255;
 /// Authenticated connections waiting for [`Listener::accept`].
 const ACCEPT_QUEUE: usize = 16;
+/// Connections the kernel queues for the listener before it accepts them. The accept loop
+/// takes them at once, but it may lag behind a flood (a busy node): with the usual 128,
+/// a flood of connects fills the queue, the kernel drops the SYN of a real migration's
+/// connection (it connects a second later, on its retransmission) and drops the handshake
+/// ACK of others, which then look connected to their client while the listener never
+/// sees them (the kernel is capped by `net.core.somaxconn`, 4096 by default).
+const LISTEN_BACKLOG: u32 = 1024;
 /// How long a failing side tries to tell the other why.
 const ABORT_TIMEOUT: Duration = Duration::from_secs(1);
 /// Chunks in flight between a file thread and the network.
@@ -384,7 +391,7 @@ impl Listener {
                 ticket.token.len()
             )));
         }
-        let listener = TcpListener::bind((ip, 0)).await.map_err(|e| io_err(format!("listening on {ip}"), e))?;
+        let listener = listen(SocketAddr::new(ip, 0)).map_err(|e| io_err(format!("listening on {ip}"), e))?;
         let addr = listener.local_addr().map_err(|e| io_err(format!("listening on {ip}"), e))?;
         let (tx, rx) = mpsc::channel(ACCEPT_QUEUE);
         let task = tokio::spawn(accept_loop(listener, Arc::new(ticket), budget, tx));
@@ -404,6 +411,14 @@ impl Listener {
             TransferError::Protocol(format!("the listener on {} stopped accepting connections", self.addr))
         })
     }
+}
+
+/// A listening socket whose accept queue holds [`LISTEN_BACKLOG`] connections.
+fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 async fn accept_loop(listener: TcpListener, ticket: Arc<Ticket>, budget: Budget, tx: mpsc::Sender<Accepted>) {

@@ -14,6 +14,9 @@ use serde::de::DeserializeOwned;
 
 pub const HERD: &str = env!("CARGO_BIN_EXE_herd");
 
+/// The disk reserve of a test cluster's nodes (`HERD_NODE_DISK_RESERVE`).
+pub const TEST_DISK_RESERVE: &str = "1g";
+
 /// Fails (never skips) when the machine cannot run real clusters.
 pub fn require_machine() {
     assert!(
@@ -111,6 +114,10 @@ impl Cluster {
         args.extend(extra.iter().map(|s| s.to_string()));
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         let mut cmd = self.command(&refs);
+        // A test's layers need little room: the node's default reserve (5% of the
+        // filesystem) would fail every test on a host disk that is merely full-ish.
+        // A test of the reserve itself sets its own in `env`.
+        cmd.env("HERD_NODE_DISK_RESERVE", TEST_DISK_RESERVE);
         cmd.envs(env.iter().copied());
         let out = cmd.output().expect("running herd up");
         assert!(out.status.success(), "herd up failed: {}", String::from_utf8_lossy(&out.stderr));
