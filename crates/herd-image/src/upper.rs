@@ -76,7 +76,7 @@ fn pack_node<W: Write>(packer: &mut Packer<W>, node: &Node<'_>) -> io::Result<()
         // Other devices and sockets: skipped.
         return Ok(());
     }
-    let attrs = Attrs::read(node.path)?;
+    let attrs = UpperAttrs::read(node.path)?;
     if file_type.is_dir() {
         packer.directory(node, &attrs.kept)?;
         if attrs.opaque {
@@ -96,17 +96,22 @@ fn pack_node<W: Write>(packer: &mut Packer<W>, node: &Node<'_>) -> io::Result<()
     }
 }
 
-/// What the extended attributes of an upper entry say.
-struct Attrs {
-    /// Attributes to store in the layer.
-    kept: Vec<(String, Vec<u8>)>,
+/// What the extended attributes of an entry of an upper directory say, for a copy of it (a
+/// layer, or a migration's copy of the directory): what to keep, and whether a directory is
+/// opaque. Overlay features a copy cannot carry are errors (see [`pack_upper`]).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct UpperAttrs {
+    /// `security.capability` and `user.*`, by name.
+    pub kept: Vec<(String, Vec<u8>)>,
     /// `trusted.overlay.opaque` is `y`.
-    opaque: bool,
+    pub opaque: bool,
 }
 
-impl Attrs {
-    fn read(path: &Path) -> io::Result<Attrs> {
-        let mut attrs = Attrs { kept: Vec::new(), opaque: false };
+impl UpperAttrs {
+    /// Reads the attributes of `path` (a symlink itself, not its target). Needs
+    /// `CAP_SYS_ADMIN` to see `trusted.*` (see [`can_read_trusted_xattrs`]).
+    pub fn read(path: &Path) -> io::Result<UpperAttrs> {
+        let mut attrs = UpperAttrs { kept: Vec::new(), opaque: false };
         for name in list_xattrs(path)? {
             let bytes = name.as_bytes();
             if let Some(overlay) = bytes.strip_prefix(OVERLAY_PREFIX) {
@@ -170,15 +175,15 @@ fn unsupported(path: &Path, feature: &str) -> io::Error {
     io::Error::new(
         io::ErrorKind::Unsupported,
         format!(
-            "pack {}: the overlay uses {feature}, which pack_upper does not support; mount the \
-             overlay without it",
+            "{}: the overlay uses {feature}, which a copy of its upper directory cannot carry; \
+             mount the overlay without it",
             path.display()
         ),
     )
 }
 
 fn invalid(path: &Path, reason: &str) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, format!("pack {}: {reason}", path.display()))
+    io::Error::new(io::ErrorKind::InvalidData, format!("{}: {reason}", path.display()))
 }
 
 fn c_path(path: &Path) -> io::Result<CString> {
@@ -244,7 +249,7 @@ fn read_sized(
 
 /// Whether this process may read `trusted.*` extended attributes: without `CAP_SYS_ADMIN`
 /// the kernel hides them instead of failing, so an opaque directory would look like a plain one.
-fn can_read_trusted_xattrs() -> bool {
+pub fn can_read_trusted_xattrs() -> bool {
     match std::fs::read_to_string("/proc/self/status") {
         Ok(status) => has_sys_admin(&status).unwrap_or(false),
         // SAFETY: geteuid has no preconditions and cannot fail.

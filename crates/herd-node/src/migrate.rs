@@ -3,10 +3,11 @@
 //! The destination prepares while the container still runs on the source: layers, root
 //! filesystem directories, a network namespace with the container's address (locked: TCP
 //! dropped, not reset) and a listener for the migration's authenticated connections. The
-//! source then freezes the container and checkpoints it with CRIU; memory pages go through a
-//! CRIU page server whose connection the two agents proxy (cold: the destination stores them;
-//! post-copy: the source serves them on demand), and the other images, the writable layer and
-//! the log tail go over the control connection. The destination restores, unlocks the network
+//! source copies the writable layer and the named volumes in passes while the container runs
+//! ([`crate::volume_move`]), then freezes the container and checkpoints it with CRIU; memory
+//! pages go through a CRIU page server whose connection the two agents proxy (cold: the
+//! destination stores them; post-copy: the source serves them on demand), and the other
+//! images, the last changes of the files and the log tail go over the control connection. The destination restores, unlocks the network
 //! and says "running": that is the commit point. Until then the source can resume the container;
 //! after it, the source lets go. If the connection breaks after the source asked for the restore,
 //! the source stays frozen and the Control node decides, asking the destination.
@@ -32,6 +33,7 @@ use crate::runc::{CheckpointOpts, last_runc_error};
 use crate::runtime::{Container, OpResult, Runtime};
 use crate::shim::ShimMode;
 use crate::transfer::{self, Accepted, Budget, Channel, Listener, Ticket};
+use crate::volume_move::TreeName;
 use crate::{logs, netlock};
 
 /// The incoming-migration marker in a container's directory on the destination.
@@ -47,8 +49,6 @@ const RESTORE_TIMEOUT: Duration = Duration::from_secs(300);
 pub(crate) enum Msg {
     /// A blob follows: log entries to append.
     Log,
-    /// A blob follows: the writable layer, as an OCI layer tar.
-    Upper,
     /// A directory follows: the CRIU images other than what the page server carried.
     Images,
     /// Everything has been sent: restore now (post-copy: with pages from the source).
@@ -58,16 +58,17 @@ pub(crate) enum Msg {
     /// From the destination: the restore failed; nothing runs here. Also its answer to a
     /// volume check that failed.
     Failed { reason: String },
-    /// Entries of volume `name` to remove, then to create or update; a blob of the files'
-    /// content follows, then [`Msg::VolumeDigests`] (see [`crate::volume_move`]).
-    VolumeBatch { name: String, deleted: Vec<String>, changed: Vec<crate::volume_tree::Entry> },
+    /// Entries of `tree` (a volume or the writable layer) to remove, then to create or
+    /// update; a blob of the files' content follows, then [`Msg::VolumeDigests`] (see
+    /// [`crate::volume_move`]).
+    VolumeBatch { tree: TreeName, deleted: Vec<String>, changed: Vec<crate::volume_tree::Entry> },
     /// The SHA-256 of each file of the batch just sent, in order, as the source read them.
-    VolumeDigests { name: String, digests: Vec<String> },
+    VolumeDigests { tree: TreeName, digests: Vec<String> },
     /// The end of a pass: the checksum of the whole tree as sent; `last` when the container
     /// is frozen. Answered with [`Msg::VolumeVerified`] or [`Msg::Failed`].
-    VolumeCheck { name: String, digest: String, entries: u64, last: bool },
-    /// From the destination: the volume's copy matches the checksum.
-    VolumeVerified { name: String },
+    VolumeCheck { tree: TreeName, digest: String, entries: u64, last: bool },
+    /// From the destination: the tree's copy matches the checksum.
+    VolumeVerified { tree: TreeName },
 }
 
 /// What the destination records about an incoming migration (the commit point is `Running`).
@@ -361,16 +362,16 @@ impl Runtime {
             })
         };
         let mut channel = channel_rx.recv().await.context("the source never connected")?;
-        let mut volumes = crate::volume_move::Incoming::default();
+        let mut volumes = crate::volume_move::Incoming::new(self.layers.bounds());
         let outcome: anyhow::Result<()> = async {
             loop {
                 let msg: Msg = channel.recv().await?;
                 match msg {
-                    Msg::VolumeBatch { name, deleted, changed } => {
-                        volumes.batch(&c, &mut channel, &name, deleted, changed).await?;
+                    Msg::VolumeBatch { tree, deleted, changed } => {
+                        volumes.batch(&c, &mut channel, &tree, deleted, changed).await?;
                     }
-                    Msg::VolumeCheck { name, digest, entries, last } => {
-                        volumes.check(&c, &mut channel, &name, &digest, entries, last).await?;
+                    Msg::VolumeCheck { tree, digest, entries, last } => {
+                        volumes.check(&c, &mut channel, &tree, &digest, entries, last).await?;
                     }
                     Msg::Log => {
                         // A carried log (see `logs`), kept within the container's limits.
@@ -381,27 +382,6 @@ impl Runtime {
                         let received = channel.recv_blob(sink).await;
                         importer.await?.context("storing the log")?;
                         received?;
-                    }
-                    Msg::Upper => {
-                        let tar = scratch.join("upper.tar");
-                        let f = tokio::fs::File::create(&tar).await?;
-                        channel.recv_blob(f).await?;
-                        let upper = c.paths.upper();
-                        if upper.exists() {
-                            std::fs::remove_dir_all(&upper)?;
-                        }
-                        std::fs::create_dir_all(&upper)?;
-                        let bounds = self.layers.bounds();
-                        tokio::task::spawn_blocking(move || {
-                            herd_image::extract_layer_within(
-                                &tar,
-                                herd_proto::state::Compression::None,
-                                &upper,
-                                &bounds,
-                            )
-                        })
-                        .await?
-                        .context("unpacking the writable layer")?;
                     }
                     Msg::Images => {
                         channel.recv_dir(&images).await?;
@@ -836,35 +816,40 @@ impl Runtime {
         };
         phases.push(phase("connect", ms_since(started)));
 
-        // Volumes: copied while the container runs, pass after pass over all of them.
-        let mut outgoing = Vec::new();
+        // The writable layer and the volumes: copied while the container runs, pass after
+        // pass over all of them; the frozen pass carries what changed since.
+        let mut outgoing = match crate::volume_move::Outgoing::writable_layer(c) {
+            Ok(upper) => vec![upper],
+            Err(e) => return SourceOutcome::Resumed { reason: format!("the writable layer: {e:#}") },
+        };
         for name in crate::volume_move::names(&c.spec) {
-            match crate::volume_move::Outgoing::open(&self.cfg.paths.data_dir, &name) {
+            match crate::volume_move::Outgoing::volume(&self.cfg.paths.data_dir, &name) {
                 Ok(v) => outgoing.push(v),
                 Err(e) => return SourceOutcome::Resumed { reason: format!("volume {name}: {e:#}") },
             }
         }
+        // Bytes of the volumes' passes (the writable layer's count with the rest of the files).
         let mut volume_bytes = 0;
+        let mut tree_bytes = 0;
         let mut pass = 0;
         while outgoing.iter().any(|v| crate::volume_move::another_pass(&v.passes)) {
             pass += 1;
             for v in outgoing.iter_mut().filter(|v| crate::volume_move::another_pass(&v.passes)) {
-                progress(Progress {
-                    phase: format!("volume {} pass {pass}", v.name),
-                    bytes: volume_bytes,
-                    total: None,
-                });
-                match v.send_pass(&mut channel.0, false, self.mapped_files(c), false).await {
+                progress(Progress { phase: format!("{} pass {pass}", v.tree.label()), bytes: tree_bytes, total: None });
+                match v.send_pass(&mut channel.0, false, self.mapped_files(c, &v.tree), false).await {
                     Ok(r) => {
-                        volume_bytes += r.wire;
+                        tree_bytes += r.wire;
+                        if matches!(v.tree, TreeName::Volume(_)) {
+                            volume_bytes += r.wire;
+                        }
                         phases.push(PhaseTime {
-                            phase: format!("volume {} {pass}", v.name),
+                            phase: format!("{} {pass}", v.tree.label()),
                             ms: r.ms,
                             bytes: Some(r.wire),
                         });
                     }
                     Err(e) => {
-                        return SourceOutcome::Resumed { reason: format!("copying volume {} failed: {e:#}", v.name) };
+                        return SourceOutcome::Resumed { reason: format!("copying {} failed: {e:#}", v.tree) };
                     }
                 }
             }
@@ -913,34 +898,31 @@ impl Runtime {
         let transfer_started = Instant::now();
         let sent: anyhow::Result<u64> = async {
             let (ch, log_offset) = &mut channel;
-            let upper = c.paths.upper();
-            let (reader, writer) = tokio::io::duplex(1 << 20);
-            let packer = tokio::task::spawn_blocking(move || {
-                let w = tokio_util::io::SyncIoBridge::new(writer);
-                herd_image::pack_upper(&upper, std::io::BufWriter::with_capacity(1 << 20, w))
-            });
-            ch.send(&Msg::Upper).await?;
-            let mut bytes = ch.send_blob(reader).await?;
-            packer.await?.context("packing the writable layer")?;
             ch.send(&Msg::Images).await?;
             // Pre-copy: the link to the last round's images is the source's own; the
             // destination's page server made one to its copy of them.
             if mode == MigrationMode::Precopy {
                 std::fs::remove_file(images.join(CRIU_PARENT_LINK))?;
             }
-            bytes += ch.send_dir(&images).await?;
-            // The volumes' last changes, checked on arrival before the restore.
-            let mut corrupt = !outgoing.is_empty() && fault_armed(&self.cfg.paths.run_dir, "volume-corrupt");
+            let mut bytes = ch.send_dir(&images).await?;
+            // The last changes of the writable layer and the volumes, checked on arrival
+            // before the restore. (A test's fault damages a volume's.)
+            let mut corrupt = outgoing.iter().any(|v| matches!(v.tree, TreeName::Volume(_)))
+                && fault_armed(&self.cfg.paths.run_dir, "volume-corrupt");
             for v in outgoing.iter_mut() {
-                let volume_started = Instant::now();
+                let tree_started = Instant::now();
+                let damage = matches!(v.tree, TreeName::Volume(_)) && std::mem::take(&mut corrupt);
                 let r = v
-                    .send_pass(ch, true, self.mapped_files(c), std::mem::take(&mut corrupt))
+                    .send_pass(ch, true, self.mapped_files(c, &v.tree), damage)
                     .await
-                    .with_context(|| format!("volume {}", v.name))?;
-                volume_bytes += r.wire;
+                    .with_context(|| v.tree.to_string())?;
+                match v.tree {
+                    TreeName::Volume(_) => volume_bytes += r.wire,
+                    TreeName::WritableLayer => bytes += r.wire,
+                }
                 phases.push(PhaseTime {
-                    phase: format!("volume {} frozen", v.name),
-                    ms: ms_since(volume_started),
+                    phase: format!("{} frozen", v.tree.label()),
+                    ms: ms_since(tree_started),
                     bytes: Some(r.wire),
                 });
             }
@@ -993,7 +975,7 @@ impl Runtime {
             memory_bytes,
             fs_bytes: channel.0.bytes_sent().saturating_sub(volume_bytes).max(fs_bytes),
             volume_bytes,
-            volume_size: outgoing.iter().map(|v| v.size()).sum(),
+            volume_size: outgoing.iter().filter(|v| matches!(v.tree, TreeName::Volume(_))).map(|v| v.size()).sum(),
             phases,
         })
     }

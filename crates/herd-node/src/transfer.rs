@@ -829,6 +829,19 @@ impl Channel {
         Err(e)
     }
 
+    /// Gives up the channel, telling the peer why: its call in progress or next one fails
+    /// with [`TransferError::Remote`] and `message` (a receiver that refuses what a blob or
+    /// directory would bring says so before it arrives).
+    pub async fn abort(&mut self, message: &str) {
+        self.busy = false;
+        if let Some(mut stream) = self.stream.take()
+            && !self.link_failed
+            && let Ok(frame) = json_frame(T_ABORT, &Abort { message: message.to_string() })
+        {
+            let _ = timeout(ABORT_TIMEOUT, stream.write_all(&frame)).await;
+        }
+    }
+
     /// [`Channel::settle`] for senders: when the connection broke while we were writing, the
     /// receiver may have said why before closing it.
     async fn settle_send<T>(&mut self, r: Result<T, TransferError>) -> Result<T, TransferError> {

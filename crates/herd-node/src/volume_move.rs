@@ -1,15 +1,18 @@
-//! Named volumes moving with a migrating container, over the migration's control channel (so
-//! within its bandwidth budget). The source sends passes over the tree ([`volume_tree`]):
-//! all of it while the container runs, then what changed meanwhile, and a last pass while it is
-//! frozen. Each pass is batches of entries, each followed by its files' content and their
+//! Named volumes and the writable layer moving with a migrating container, over the
+//! migration's control channel (so within its bandwidth budget). The source sends passes over
+//! each tree ([`volume_tree`]): all of it while the container runs, then what changed
+//! meanwhile, and a last pass while it is frozen, so the downtime carries only what changed
+//! in the last moments. Each pass is batches of entries, each followed by its files' content and their
 //! digests, and ends with the checksum of the whole tree, which the destination compares with
 //! what it wrote before it answers; a mismatch fails the migration before the restore, so the
 //! container resumes on the source.
 //!
-//! The destination receives into a staging directory in the container's directory (removed
-//! with it when the migration does not commit) and puts it in place, `<data>/volumes/NAME`,
-//! just before it restores; the source removes its copy once the destination runs the
-//! container (see the [design note](../../../docs/design/volumes.md)).
+//! The destination receives a volume into a staging directory in the container's directory
+//! (removed with it when the migration does not commit) and puts it in place,
+//! `<data>/volumes/NAME`, just before it restores; the source removes its copy once the
+//! destination runs the container (see the [design note](../../../docs/design/volumes.md)).
+//! The writable layer is received straight into the container's upper directory there,
+//! which nothing mounts before the restore, within the node's layer bounds.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::os::fd::{AsFd, OwnedFd};
@@ -19,11 +22,12 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use herd_proto::node::ContainerSpec;
+use serde::{Deserialize, Serialize};
 
 use crate::migrate::Msg;
 use crate::runtime::{Container, Runtime};
 use crate::transfer::Channel;
-use crate::volume_tree::{self, Entry, FileDigest, Known, Received, Scanned};
+use crate::volume_tree::{self, Entry, FileDigest, Known, Layout, Received, Scanned};
 use crate::volumes::volume_dir;
 
 /// Entries per batch (a batch's message stays far below the channel's 16 MiB).
@@ -41,6 +45,35 @@ pub fn another_pass(sent: &[u64]) -> bool {
         [] | [_] => true,
         _ if sent.len() >= MAX_PASSES => false,
         [.., prev, last] => *last >= SMALL_PASS && (*last as f64) < 0.9 * *prev as f64,
+    }
+}
+
+/// A tree that moves in passes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TreeName {
+    /// The named volume.
+    Volume(String),
+    /// The upper directory of the container's overlay root.
+    WritableLayer,
+}
+
+impl TreeName {
+    /// How a migration's phases name it: `volume NAME`, `writable layer`.
+    pub fn label(&self) -> String {
+        match self {
+            TreeName::Volume(name) => format!("volume {name}"),
+            TreeName::WritableLayer => "writable layer".into(),
+        }
+    }
+}
+
+impl std::fmt::Display for TreeName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TreeName::Volume(name) => write!(f, "volume {name}"),
+            TreeName::WritableLayer => f.write_str("the writable layer"),
+        }
     }
 }
 
@@ -69,9 +102,10 @@ pub struct PassReport {
 
 // ------------------------------------------------------------------ source
 
-/// A volume leaving with its container.
+/// A tree leaving with its container.
 pub struct Outgoing {
-    pub name: String,
+    pub tree: TreeName,
+    layout: Layout,
     root: Arc<OwnedFd>,
     /// What the destination holds, as sent.
     known: BTreeMap<String, Known>,
@@ -87,9 +121,23 @@ impl Outgoing {
 }
 
 impl Outgoing {
-    pub fn open(data_dir: &Path, name: &str) -> anyhow::Result<Outgoing> {
+    /// Volume `name` of the node with data directory `data_dir`.
+    pub fn volume(data_dir: &Path, name: &str) -> anyhow::Result<Outgoing> {
         let root = volume_tree::open_root(&volume_dir(data_dir, name))?;
-        Ok(Outgoing { name: name.to_string(), root: Arc::new(root), known: BTreeMap::new(), passes: Vec::new() })
+        Ok(Outgoing::new(TreeName::Volume(name.to_string()), Layout::Volume, root))
+    }
+
+    /// The writable layer of `c`.
+    pub(crate) fn writable_layer(c: &Container) -> anyhow::Result<Outgoing> {
+        if !herd_image::can_read_trusted_xattrs() {
+            bail!("moving a writable layer reads overlayfs attributes (trusted.overlay.*), which needs CAP_SYS_ADMIN");
+        }
+        let root = volume_tree::open_root(&c.paths.upper())?;
+        Ok(Outgoing::new(TreeName::WritableLayer, Layout::Upper, root))
+    }
+
+    fn new(tree: TreeName, layout: Layout, root: OwnedFd) -> Outgoing {
+        Outgoing { tree, layout, root: Arc::new(root), known: BTreeMap::new(), passes: Vec::new() }
     }
 
     /// Sends the changes since the last pass (everything in the first), then the tree's
@@ -105,13 +153,13 @@ impl Outgoing {
     ) -> anyhow::Result<PassReport> {
         let started = Instant::now();
         let wire_before = ch.bytes_sent();
-        let root = self.root.clone();
+        let (root, layout) = (self.root.clone(), self.layout);
         let (tree, scanned_at) = tokio::task::spawn_blocking(move || {
             let at = volume_tree::now_ns();
-            volume_tree::scan(root.as_fd()).map(|t| (t, at))
+            volume_tree::scan(root.as_fd(), layout).map(|t| (t, at))
         })
         .await
-        .context("scanning the volume")??;
+        .with_context(|| format!("scanning {}", self.tree))??;
         let pass = volume_tree::plan(&self.known, &tree, &mapped);
         drop(tree);
         let mut digests: HashMap<String, (FileDigest, bool)> = HashMap::new();
@@ -123,7 +171,7 @@ impl Outgoing {
         for (i, batch) in batches.into_iter().enumerate() {
             let deleted = if i == 0 { pass.deleted.clone() } else { Vec::new() };
             let changed: Vec<Entry> = batch.iter().map(|s| s.entry.clone()).collect();
-            ch.send(&Msg::VolumeBatch { name: self.name.clone(), deleted, changed }).await?;
+            ch.send(&Msg::VolumeBatch { tree: self.tree.clone(), deleted, changed }).await?;
             let (reader, writer) = tokio::io::duplex(1 << 20);
             let (root, files) = (self.root.clone(), batch.to_vec());
             let damage =
@@ -135,22 +183,22 @@ impl Outgoing {
                 volume_tree::read_contents(root.as_fd(), &files, &mut out, frozen, damage)
             });
             let sent = ch.send_blob(reader).await;
-            let read = reading.await.context("reading the volume")?;
+            let read = reading.await.with_context(|| format!("reading {}", self.tree))?;
             let read = read?;
             sent?;
             let list: Vec<String> =
                 batch.iter().filter_map(|s| read.get(&s.entry.path)).map(|(d, _)| hex::encode(d)).collect();
-            ch.send(&Msg::VolumeDigests { name: self.name.clone(), digests: list }).await?;
+            ch.send(&Msg::VolumeDigests { tree: self.tree.clone(), digests: list }).await?;
             digests.extend(read);
         }
         volume_tree::remember(&mut self.known, &pass, &digests, scanned_at);
         let content = pass.content_bytes();
         self.passes.push(content);
         let digest = volume_tree::tree_digest(self.known.values().map(|k| (&k.entry, k.digest.as_ref())));
-        ch.send(&Msg::VolumeCheck { name: self.name.clone(), digest, entries: self.known.len() as u64, last: frozen })
+        ch.send(&Msg::VolumeCheck { tree: self.tree.clone(), digest, entries: self.known.len() as u64, last: frozen })
             .await?;
         match ch.recv::<Msg>().await? {
-            Msg::VolumeVerified { name } if name == self.name => {}
+            Msg::VolumeVerified { tree } if tree == self.tree => {}
             Msg::Failed { reason } => bail!("{reason}"),
             other => bail!("unexpected answer from the destination: {other:?}"),
         }
@@ -165,10 +213,12 @@ impl Outgoing {
 
 // ------------------------------------------------------------------ destination
 
-/// The volumes arriving with a container.
+/// The trees arriving with a container.
 #[derive(Default)]
 pub struct Incoming {
-    volumes: HashMap<String, Arriving>,
+    trees: HashMap<TreeName, Arriving>,
+    /// What the writable layer may take on this node (`None`: unbounded).
+    upper_bounds: Option<herd_image::LayerBounds>,
 }
 
 struct Arriving {
@@ -185,18 +235,66 @@ pub(crate) fn staging_dir(c: &Container, name: &str) -> PathBuf {
 }
 
 impl Incoming {
-    fn arriving(&mut self, c: &Container, name: &str) -> anyhow::Result<&mut Arriving> {
-        if !c.spec.host.volumes.iter().any(|v| v.name == name) {
-            bail!("the source sent volume {name}, which {} does not mount", c.spec.name);
-        }
-        if !self.volumes.contains_key(name) {
-            let dir = staging_dir(c, name);
+    /// The trees arriving with a container; its writable layer within `upper_bounds`.
+    pub fn new(upper_bounds: herd_image::LayerBounds) -> Incoming {
+        Incoming { trees: HashMap::new(), upper_bounds: Some(upper_bounds) }
+    }
+
+    fn arriving(&mut self, c: &Container, tree: &TreeName) -> anyhow::Result<&mut Arriving> {
+        if !self.trees.contains_key(tree) {
+            let (dir, layout) = match tree {
+                TreeName::Volume(name) => {
+                    if !c.spec.host.volumes.iter().any(|v| &v.name == name) {
+                        bail!("the source sent volume {name}, which {} does not mount", c.spec.name);
+                    }
+                    (staging_dir(c, name), Layout::Volume)
+                }
+                TreeName::WritableLayer => {
+                    // Nothing mounts it before the restore; whatever an earlier attempt left goes.
+                    let upper = c.paths.upper();
+                    if upper.exists() {
+                        std::fs::remove_dir_all(&upper).with_context(|| format!("emptying {}", upper.display()))?;
+                    }
+                    (upper, Layout::Upper)
+                }
+            };
             std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-            let received = Received::new(&dir)?;
-            self.volumes
-                .insert(name.to_string(), Arriving { received: Some(received), damaged: None, complete: false });
+            let received = Received::new(&dir, layout)?;
+            self.trees.insert(tree.clone(), Arriving { received: Some(received), damaged: None, complete: false });
         }
-        Ok(self.volumes.get_mut(name).expect("inserted"))
+        Ok(self.trees.get_mut(tree).expect("inserted"))
+    }
+
+    /// Refuses a batch of the writable layer that would take it past the node's bound for one
+    /// layer, or eat into the disk reserve.
+    fn check_bounds(&self, tree: &TreeName, received: &Received, changed: &[Entry]) -> anyhow::Result<()> {
+        let (TreeName::WritableLayer, Some(bounds)) = (tree, &self.upper_bounds) else { return Ok(()) };
+        let size = |e: &Entry| if let volume_tree::Kind::File { size } = e.kind { size } else { 0 };
+        let adding: u64 = changed.iter().map(size).sum();
+        // What the layer holds after the batch (files sent again replace their old content).
+        let now: u64 = received.entries.values().map(|(e, _)| size(e)).sum();
+        let replaced: u64 = changed.iter().filter_map(|e| received.entries.get(&e.path)).map(|(e, _)| size(e)).sum();
+        if now - replaced.min(now) + adding > bounds.max_size {
+            bail!(
+                "the writable layer is larger than {}, the most one layer may take on this node (--max-layer-size)",
+                herd_proto::units::Bytes(bounds.max_size)
+            );
+        }
+        if let Some(reserve) = &bounds.reserve {
+            let (free, _) = herd_image::disk_space(&reserve.path)
+                .with_context(|| format!("reading the free space of {}", reserve.path.display()))?;
+            if free < adding.saturating_add(reserve.bytes) {
+                bail!(
+                    "the writable layer would leave less than {} free on the filesystem of {} ({} free now; \
+                     --disk-reserve keeps {})",
+                    herd_proto::units::Bytes(reserve.bytes),
+                    reserve.path.display(),
+                    herd_proto::units::Bytes(free),
+                    herd_proto::units::Bytes(reserve.bytes)
+                );
+            }
+        }
+        Ok(())
     }
 
     /// One batch: its entries were in `Msg::VolumeBatch`; their content and digests follow.
@@ -204,12 +302,17 @@ impl Incoming {
         &mut self,
         c: &Container,
         ch: &mut Channel,
-        name: &str,
+        tree: &TreeName,
         deleted: Vec<String>,
         changed: Vec<Entry>,
     ) -> anyhow::Result<()> {
-        let arriving = self.arriving(c, name)?;
-        let mut received = arriving.received.take().context("an earlier batch of this volume failed")?;
+        let arriving = self.arriving(c, tree)?;
+        let mut received = arriving.received.take().with_context(|| format!("an earlier batch of {tree} failed"))?;
+        if let Err(e) = self.check_bounds(tree, &received, &changed) {
+            let reason = format!("{e:#}");
+            ch.abort(&reason).await;
+            bail!(reason);
+        }
         let (sink, source) = tokio::io::duplex(1 << 20);
         let writing = tokio::task::spawn_blocking(move || {
             let mut content = tokio_util::io::SyncIoBridge::new(source);
@@ -219,20 +322,20 @@ impl Incoming {
             (received, written, extra)
         });
         let blob = ch.recv_blob(sink).await;
-        let (received, written, extra) = writing.await.context("writing the volume")?;
-        let arriving = self.volumes.get_mut(name).expect("arriving");
+        let (received, written, extra) = writing.await.with_context(|| format!("writing {tree}"))?;
+        let arriving = self.trees.get_mut(tree).expect("arriving");
         arriving.received = Some(received);
         let written = written?;
         blob?;
         if extra > 0 {
-            bail!("volume {name}: {extra} bytes of content more than its files' sizes");
+            bail!("{tree}: {extra} bytes of content more than its files' sizes");
         }
         let digests = match ch.recv::<Msg>().await? {
-            Msg::VolumeDigests { name: n, digests } if n == name => digests,
-            other => bail!("expected the digests of volume {name}, got {other:?}"),
+            Msg::VolumeDigests { tree: t, digests } if &t == tree => digests,
+            other => bail!("expected the digests of {tree}, got {other:?}"),
         };
         if digests.len() != written.len() {
-            bail!("volume {name}: {} digests for {} files", digests.len(), written.len());
+            bail!("{tree}: {} digests for {} files", digests.len(), written.len());
         }
         if arriving.damaged.is_none()
             && let Some((path, _)) =
@@ -249,12 +352,12 @@ impl Incoming {
         &mut self,
         c: &Container,
         ch: &mut Channel,
-        name: &str,
+        tree: &TreeName,
         digest: &str,
         entries: u64,
         last: bool,
     ) -> anyhow::Result<()> {
-        let arriving = self.arriving(c, name)?;
+        let arriving = self.arriving(c, tree)?;
         let digest = digest.to_string();
         let verdict = match (&arriving.damaged, arriving.received.take()) {
             (_, None) => Err("an earlier batch failed".to_string()),
@@ -268,7 +371,7 @@ impl Incoming {
                     (r, result)
                 })
                 .await
-                .context("verifying the volume")?;
+                .with_context(|| format!("verifying {tree}"))?;
                 arriving.received = Some(r);
                 result
             }
@@ -276,22 +379,24 @@ impl Incoming {
         match verdict {
             Ok(()) => {
                 arriving.complete = last;
-                ch.send(&Msg::VolumeVerified { name: name.to_string() }).await?;
+                ch.send(&Msg::VolumeVerified { tree: tree.clone() }).await?;
                 Ok(())
             }
             Err(why) => {
-                let reason = format!("volume {name} of {} did not arrive intact: {why}", c.spec.name);
+                let reason = format!("{tree} of {} did not arrive intact: {why}", c.spec.name);
                 let _ = ch.send(&Msg::Failed { reason: reason.clone() }).await;
                 bail!(reason)
             }
         }
     }
 
-    /// Every volume the container mounts arrived whole, its last pass checked.
+    /// The writable layer and every volume the container mounts arrived whole, each one's
+    /// last pass checked.
     pub fn ensure_complete(&self, spec: &ContainerSpec) -> anyhow::Result<()> {
-        for name in names(spec) {
-            if !self.volumes.get(&name).is_some_and(|a| a.complete) {
-                bail!("volume {name} of {} did not arrive", spec.name);
+        let trees = std::iter::once(TreeName::WritableLayer).chain(names(spec).into_iter().map(TreeName::Volume));
+        for tree in trees {
+            if !self.trees.get(&tree).is_some_and(|a| a.complete) {
+                bail!("{tree} of {} did not arrive", spec.name);
             }
         }
         Ok(())
@@ -402,11 +507,38 @@ impl Runtime {
         }
     }
 
-    /// Files the container's processes map shared and writable (see [`volume_tree::mapped_files`]).
-    pub(crate) fn mapped_files(&self, c: &Container) -> HashSet<(u64, u64)> {
-        let pids = crate::cgroups::processes(&self.cfg.paths.cgroup(&c.spec.id)).unwrap_or_default();
-        volume_tree::mapped_files(&pids.into_iter().map(|p| p as i32).collect::<Vec<_>>())
+    /// Files of `tree` the container's processes map shared and writable, by device and
+    /// inode (see [`volume_tree::mapped_files`]): a pass sends them whatever their times say.
+    pub(crate) fn mapped_files(&self, c: &Container, tree: &TreeName) -> HashSet<(u64, u64)> {
+        let pids: Vec<i32> = crate::cgroups::processes(&self.cfg.paths.cgroup(&c.spec.id))
+            .unwrap_or_default()
+            .into_iter()
+            .map(|p| p as i32)
+            .collect();
+        match tree {
+            TreeName::Volume(_) => volume_tree::mapped_files(&pids),
+            TreeName::WritableLayer => mapped_upper_files(c, &pids),
+        }
     }
+}
+
+/// The upper copies of the files of `c`'s root that `pids` map shared and writable. The
+/// mappings show the overlay's device and inode numbers, so they are found by path.
+fn mapped_upper_files(c: &Container, pids: &[i32]) -> HashSet<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let rootfs = c.paths.rootfs();
+    let Ok(root) = std::fs::metadata(&rootfs) else { return HashSet::new() };
+    let upper = c.paths.upper();
+    let prefix = format!("{}/", rootfs.display());
+    volume_tree::mapped_paths(pids, root.dev())
+        .iter()
+        .filter(|p| !p.ends_with(" (deleted)"))
+        // Seen from the node the path is under the root's mount point; from the container's
+        // own mount namespace, it is the path in the container.
+        .map(|p| p.strip_prefix(&prefix).unwrap_or(p).trim_start_matches('/'))
+        .filter_map(|rel| std::fs::symlink_metadata(upper.join(rel)).ok())
+        .map(|m| (m.dev(), m.ino()))
+        .collect()
 }
 
 /// Removes a directory tree on a blocking thread: a large volume takes seconds to delete on a
@@ -432,9 +564,9 @@ mod tests {
     async fn serve(incoming: &mut Incoming, c: &Container, ch: &mut Channel) -> anyhow::Result<bool> {
         loop {
             match ch.recv::<Msg>().await? {
-                Msg::VolumeBatch { name, deleted, changed } => incoming.batch(c, ch, &name, deleted, changed).await?,
-                Msg::VolumeCheck { name, digest, entries, last } => {
-                    incoming.check(c, ch, &name, &digest, entries, last).await?;
+                Msg::VolumeBatch { tree, deleted, changed } => incoming.batch(c, ch, &tree, deleted, changed).await?,
+                Msg::VolumeCheck { tree, digest, entries, last } => {
+                    incoming.check(c, ch, &tree, &digest, entries, last).await?;
                     return Ok(last);
                 }
                 other => bail!("unexpected {other:?}"),
@@ -457,12 +589,8 @@ mod tests {
         .unwrap();
         assert_eq!(names(&spec), ["v"]);
         let c = Container::new(spec.clone(), ContainerPaths { dir: data.path().join("containers/c1") });
-        let ticket = Ticket::generate("m1");
-        let local = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
-        let listener = Listener::bind(local, ticket.clone(), Budget::unlimited()).await.unwrap();
-        let mut tx = connect_control(listener.local_addr(), &ticket, Budget::unlimited()).await.unwrap();
-        let Accepted::Control(mut rx) = listener.accept().await.unwrap() else { panic!("not a control connection") };
-        let mut outgoing = Outgoing::open(data.path(), "v").unwrap();
+        let (mut tx, mut rx) = channel_pair().await;
+        let mut outgoing = Outgoing::volume(data.path(), "v").unwrap();
         let mut incoming = Incoming::default();
 
         let (sent, served) =
@@ -478,6 +606,17 @@ mod tests {
         let (sent, served) =
             tokio::join!(outgoing.send_pass(&mut tx, true, HashSet::new(), false), serve(&mut incoming, &c, &mut rx));
         assert_eq!((sent.unwrap().content, served.unwrap()), (9, true));
+        let err = incoming.ensure_complete(&spec).unwrap_err().to_string();
+        assert_eq!(err, "the writable layer of c did not arrive");
+        // The writable layer, straight into the container's upper directory.
+        let source_c = Container::new(spec.clone(), ContainerPaths { dir: data.path().join("source/c1") });
+        std::fs::create_dir_all(source_c.paths.upper().join("etc")).unwrap();
+        std::fs::write(source_c.paths.upper().join("etc/motd"), b"moved").unwrap();
+        let mut upper = Outgoing::writable_layer(&source_c).unwrap();
+        let (sent, served) =
+            tokio::join!(upper.send_pass(&mut tx, true, HashSet::new(), false), serve(&mut incoming, &c, &mut rx));
+        assert_eq!((sent.unwrap().content, served.unwrap()), (5, true));
+        assert_eq!(std::fs::read(c.paths.upper().join("etc/motd")).unwrap(), b"moved");
         incoming.ensure_complete(&spec).unwrap();
         assert_eq!(std::fs::read(staged.join("b")).unwrap(), b"bumblebee");
         assert!(!staged.join("d").exists());
@@ -489,6 +628,26 @@ mod tests {
         let err = format!("{:#}", sent.unwrap_err());
         assert!(err.contains("volume v of c did not arrive intact: the content of \"b\" arrived damaged"), "{err}");
         assert!(served.is_err());
+
+        // A writable layer beyond the destination's bound for a layer is refused, saying so.
+        let (mut tx, mut rx) = channel_pair().await;
+        let mut small = Incoming::new(herd_image::LayerBounds { max_size: 4, reserve: None });
+        let mut upper = Outgoing::writable_layer(&source_c).unwrap();
+        let (sent, served) =
+            tokio::join!(upper.send_pass(&mut tx, false, HashSet::new(), false), serve(&mut small, &c, &mut rx));
+        let err = format!("{:#}", sent.unwrap_err());
+        assert!(err.contains("the writable layer is larger than 4B"), "{err}");
+        assert!(served.is_err());
+    }
+
+    /// The two ends of a migration's control channel: (source, destination).
+    async fn channel_pair() -> (Channel, Channel) {
+        let ticket = Ticket::generate("m1");
+        let local = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+        let listener = Listener::bind(local, ticket.clone(), Budget::unlimited()).await.unwrap();
+        let tx = connect_control(listener.local_addr(), &ticket, Budget::unlimited()).await.unwrap();
+        let Accepted::Control(rx) = listener.accept().await.unwrap() else { panic!("not a control connection") };
+        (tx, rx)
     }
 
     #[test]

@@ -12,6 +12,12 @@
 //! between the volume's files, FIFOs and device nodes, each with its mode, owner, group and
 //! modification time. Not carried: extended attributes and ACLs, sockets (a process that
 //! listens on one recreates it), holes in sparse files (they arrive as zeros).
+//!
+//! The upper (writable) directory of a container's overlay root moves the same way
+//! ([`Layout::Upper`]), with what overlayfs keeps there: whiteouts (character devices 0/0),
+//! opaque directories (`trusted.overlay.opaque`), and the extended attributes an image
+//! layer keeps (`security.capability`, `user.*`); other devices are left out, as a layer
+//! leaves them out, and overlay features a copy cannot carry (redirects, metacopy) are errors.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::OsStr;
@@ -48,7 +54,22 @@ pub struct Entry {
     pub gid: u32,
     pub mtime: i64,
     pub mtime_ns: i64,
+    /// Extended attributes carried ([`Layout::Upper`] only), by name, values in hex.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub xattrs: BTreeMap<String, String>,
 }
+
+/// What a tree is, which says what of it is carried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// A named volume: its files as they are.
+    Volume,
+    /// The upper directory of a container's overlay root (see the module's introduction).
+    Upper,
+}
+
+/// The attribute overlayfs marks an opaque directory with.
+const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -145,9 +166,9 @@ fn utf8(name: &OsStr, under: &str) -> anyhow::Result<String> {
     match name.to_str() {
         Some(s) => Ok(s.to_string()),
         None => bail!(
-            "the name {:?} in {} is not UTF-8: volumes with such names cannot move",
+            "the name {:?} in {} is not UTF-8: a migration cannot move such names yet; rename it",
             name,
-            if under.is_empty() { "the volume's root" } else { under }
+            if under.is_empty() { "the tree's root" } else { under }
         ),
     }
 }
@@ -181,12 +202,26 @@ fn entry_of(path: String, st: &FileStat, kind: Kind) -> Entry {
         gid: st.st_gid,
         mtime: st.st_mtime,
         mtime_ns: st.st_mtime_nsec,
+        xattrs: BTreeMap::new(),
     }
+}
+
+/// The carried extended attributes of `name` in the directory `dir` of an upper directory.
+fn upper_xattrs(dir: &OwnedFd, name: &OsStr) -> anyhow::Result<BTreeMap<String, String>> {
+    use std::os::fd::AsRawFd;
+    let mut path = std::ffi::OsString::from(format!("/proc/self/fd/{}/", dir.as_raw_fd()));
+    path.push(name);
+    let attrs = herd_image::UpperAttrs::read(Path::new(&path))?;
+    let mut out: BTreeMap<String, String> = attrs.kept.into_iter().map(|(n, v)| (n, hex::encode(v))).collect();
+    if attrs.opaque {
+        out.insert(OPAQUE_XATTR.to_string(), hex::encode(b"y"));
+    }
+    Ok(out)
 }
 
 /// Lists the tree under `root`, never leaving it. Regular files with several names in it
 /// become one `File` (the first name) and `Link`s to it.
-pub fn scan(root: BorrowedFd) -> anyhow::Result<Tree> {
+pub fn scan(root: BorrowedFd, layout: Layout) -> anyhow::Result<Tree> {
     let mut tree = Tree::new();
     let st = fstat(root).context("inspecting the volume's root")?;
     tree.insert(String::new(), Scanned { entry: entry_of(String::new(), &st, Kind::Dir), sig: Signature::of(&st) });
@@ -227,7 +262,29 @@ pub fn scan(root: BorrowedFd) -> anyhow::Result<Tree> {
                 // A socket is recreated by the process that listens on it.
                 _ => continue,
             };
-            tree.insert(path.clone(), Scanned { entry: entry_of(path, &st, kind), sig: Signature::of(&st) });
+            let mut entry = entry_of(path, &st, kind);
+            if layout == Layout::Upper {
+                match entry.kind {
+                    // A whiteout.
+                    Kind::Device { char: true, rdev: 0 } => {}
+                    Kind::Device { .. } => continue,
+                    Kind::Symlink { .. } => {}
+                    _ => {
+                        entry.xattrs = match upper_xattrs(&fd, name) {
+                            Ok(x) => x,
+                            // Gone since listed: the next pass sees it.
+                            Err(e)
+                                if e.downcast_ref::<std::io::Error>().and_then(|e| e.raw_os_error())
+                                    == Some(libc::ENOENT) =>
+                            {
+                                continue;
+                            }
+                            Err(e) => return Err(e).with_context(|| format!("{:?} of the writable layer", entry.path)),
+                        }
+                    }
+                }
+            }
+            tree.insert(entry.path.clone(), Scanned { entry, sig: Signature::of(&st) });
         }
     }
     // Hard links: the first name (in path order) carries the content.
@@ -440,6 +497,7 @@ pub fn read_contents(
 /// The destination's copy of a volume, received into a staging directory.
 pub struct Received {
     root: OwnedFd,
+    layout: Layout,
     /// Every entry as received, with the digest of the content written for files.
     pub entries: BTreeMap<String, (Entry, Option<FileDigest>)>,
     /// Content bytes written.
@@ -448,8 +506,8 @@ pub struct Received {
 
 impl Received {
     /// Starts a copy in `dir`, which must exist and be empty.
-    pub fn new(dir: &Path) -> anyhow::Result<Received> {
-        Ok(Received { root: open_root(dir)?, entries: BTreeMap::new(), bytes: 0 })
+    pub fn new(dir: &Path, layout: Layout) -> anyhow::Result<Received> {
+        Ok(Received { root: open_root(dir)?, layout, entries: BTreeMap::new(), bytes: 0 })
     }
 
     /// Applies one batch: removes `deleted`, then creates or updates `changed`, reading each
@@ -549,6 +607,10 @@ impl Received {
             }
         }
         set_owner_mode(pfd, name, e)?;
+        // After the owner: chown clears security.capability.
+        if self.layout == Layout::Upper {
+            set_xattrs(pfd, name, e, existing_dir)?;
+        }
         Ok(digest)
     }
 
@@ -578,7 +640,7 @@ impl Received {
     /// Checks that the staging directory holds exactly what was received: the same entries
     /// with the same metadata (the content was checked as it was written).
     pub fn verify_on_disk(&self) -> anyhow::Result<()> {
-        let disk = scan(self.root.as_fd())?;
+        let disk = scan(self.root.as_fd(), self.layout)?;
         for (path, (e, _)) in &self.entries {
             match disk.get(path) {
                 None => bail!("{path:?} is missing"),
@@ -610,6 +672,42 @@ fn set_owner_mode(dir: BorrowedFd, name: &str, e: &Entry) -> anyhow::Result<()> 
         )?;
     }
     utimensat(dir, name, &TimeSpec::UTIME_OMIT, &mtime(e), UtimensatFlags::NoFollowSymlink)?;
+    Ok(())
+}
+
+/// Gives the entry `name` in `dir` the attributes of `e`, removing those it had from an
+/// earlier pass (`existed`) and no longer has. Symbolic links carry none.
+fn set_xattrs(dir: BorrowedFd, name: &str, e: &Entry, existed: bool) -> anyhow::Result<()> {
+    use std::os::fd::AsRawFd;
+    if matches!(e.kind, Kind::Symlink { .. } | Kind::Link { .. }) || (e.xattrs.is_empty() && !existed) {
+        return Ok(());
+    }
+    let path = std::ffi::CString::new(format!("/proc/self/fd/{}/{name}", dir.as_raw_fd()))?;
+    if existed {
+        let had = herd_image::UpperAttrs::read(Path::new(path.to_str()?))?;
+        let mut gone: Vec<String> = had.kept.into_iter().map(|(n, _)| n).collect();
+        if had.opaque {
+            gone.push(OPAQUE_XATTR.to_string());
+        }
+        for n in gone.iter().filter(|n| !e.xattrs.contains_key(*n)) {
+            let cname = std::ffi::CString::new(n.as_str())?;
+            // SAFETY: NUL-terminated path and name.
+            if unsafe { libc::lremovexattr(path.as_ptr(), cname.as_ptr()) } != 0 {
+                let err = std::io::Error::last_os_error();
+                if err.raw_os_error() != Some(libc::ENODATA) {
+                    return Err(err).with_context(|| format!("removing attribute {n}"));
+                }
+            }
+        }
+    }
+    for (n, hex_value) in &e.xattrs {
+        let value = hex::decode(hex_value).with_context(|| format!("attribute {n}: its value is not hex"))?;
+        let cname = std::ffi::CString::new(n.as_str())?;
+        // SAFETY: NUL-terminated path and name, and a buffer of `value.len()` bytes.
+        if unsafe { libc::lsetxattr(path.as_ptr(), cname.as_ptr(), value.as_ptr().cast(), value.len(), 0) } != 0 {
+            return Err(std::io::Error::last_os_error()).with_context(|| format!("setting attribute {n}"));
+        }
+    }
     Ok(())
 }
 
@@ -666,15 +764,42 @@ pub fn mapped_files(pids: &[i32]) -> HashSet<(u64, u64)> {
     let mut out = HashSet::new();
     for pid in pids {
         let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else { continue };
-        out.extend(parse_shared_writable(&maps));
+        out.extend(parse_shared_writable(&maps).map(|m| (m.dev, m.ino)));
     }
     out
 }
 
-fn parse_shared_writable(maps: &str) -> impl Iterator<Item = (u64, u64)> + '_ {
+/// The paths (as the kernel shows them in `/proc/PID/maps`) of the files on device `dev`
+/// that the processes `pids` map shared and writable. A file of an overlay mount shows there
+/// with the overlay's device and an inode number of the overlay's, not of its upper copy.
+pub fn mapped_paths(pids: &[i32], dev: u64) -> HashSet<String> {
+    let mut out = HashSet::new();
+    for pid in pids {
+        let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else { continue };
+        out.extend(parse_shared_writable(&maps).filter(|m| m.dev == dev).map(|m| m.path.to_string()));
+    }
+    out
+}
+
+/// A shared, writable mapping of a file.
+#[derive(Debug, PartialEq, Eq)]
+struct SharedMapping<'a> {
+    dev: u64,
+    ino: u64,
+    path: &'a str,
+}
+
+fn parse_shared_writable(maps: &str) -> impl Iterator<Item = SharedMapping<'_>> + '_ {
     maps.lines().filter_map(|line| {
-        let mut f = line.split_whitespace();
-        let (_, perms, _, dev, ino) = (f.next()?, f.next()?, f.next()?, f.next()?, f.next()?);
+        // Five fields, then the path (which may hold spaces) after padding.
+        let mut rest = line;
+        let mut fields = [""; 5];
+        for f in fields.iter_mut() {
+            rest = rest.trim_start();
+            let end = rest.find(' ').unwrap_or(rest.len());
+            (*f, rest) = rest.split_at(end);
+        }
+        let [_, perms, _, dev, ino] = fields;
         let p = perms.as_bytes();
         if p.len() < 4 || p[1] != b'w' || p[3] != b's' {
             return None;
@@ -682,7 +807,11 @@ fn parse_shared_writable(maps: &str) -> impl Iterator<Item = (u64, u64)> + '_ {
         let (major, minor) = dev.split_once(':')?;
         let (major, minor) = (u64::from_str_radix(major, 16).ok()?, u64::from_str_radix(minor, 16).ok()?);
         let ino: u64 = ino.parse().ok()?;
-        (ino != 0).then(|| (libc::makedev(major as u32, minor as u32), ino))
+        (ino != 0).then(|| SharedMapping {
+            dev: libc::makedev(major as u32, minor as u32),
+            ino,
+            path: rest.trim_start(),
+        })
     })
 }
 
@@ -702,7 +831,7 @@ mod tests {
     fn sync(src: &Path, known: &mut BTreeMap<String, Known>, dst: &mut Received) -> u64 {
         let root = open_root(src).unwrap();
         let scanned_at = now_ns();
-        let tree = scan(root.as_fd()).unwrap();
+        let tree = scan(root.as_fd(), dst.layout).unwrap();
         let pass = plan(known, &tree, &HashSet::new());
         let mut content = Vec::new();
         let digests = read_contents(root.as_fd(), &pass.changed, &mut content, false, false).unwrap();
@@ -732,7 +861,7 @@ mod tests {
         std::fs::set_permissions(s.join("a"), std::fs::Permissions::from_mode(0o750)).unwrap();
         nix::unistd::mkfifo(&s.join("fifo"), Mode::from_bits_truncate(0o640)).unwrap();
         let mut known = BTreeMap::new();
-        let mut received = Received::new(dst.path()).unwrap();
+        let mut received = Received::new(dst.path(), Layout::Volume).unwrap();
         assert_eq!(sync(s, &mut known, &mut received), (3 << 20) + 5);
         // Nothing changed (once the racy entries, written just now, were read again).
         for k in known.values_mut() {
@@ -773,12 +902,12 @@ mod tests {
         let dst = tempfile::tempdir().unwrap();
         std::fs::write(src.path().join("f"), b"precious").unwrap();
         let root = open_root(src.path()).unwrap();
-        let tree = scan(root.as_fd()).unwrap();
+        let tree = scan(root.as_fd(), Layout::Volume).unwrap();
         let pass = plan(&BTreeMap::new(), &tree, &HashSet::new());
         let mut content = Vec::new();
         let digests = read_contents(root.as_fd(), &pass.changed, &mut content, true, true).unwrap();
         let entries: Vec<Entry> = pass.changed.iter().map(|s| s.entry.clone()).collect();
-        let mut received = Received::new(dst.path()).unwrap();
+        let mut received = Received::new(dst.path(), Layout::Volume).unwrap();
         let written = received.apply(&pass.deleted, &entries, &mut &content[..]).unwrap();
         assert_ne!(written[0].1, digests["f"].0);
         let mut known = BTreeMap::new();
@@ -793,7 +922,7 @@ mod tests {
         std::fs::create_dir(dir.path().join("d")).unwrap();
         std::fs::write(dir.path().join("d/g"), b"2").unwrap();
         let root = open_root(dir.path()).unwrap();
-        let tree = scan(root.as_fd()).unwrap();
+        let tree = scan(root.as_fd(), Layout::Volume).unwrap();
         let mut known = known_of(&tree);
         assert!(plan(&known, &tree, &HashSet::new()).changed.is_empty());
         let f = &tree["f"].sig;
@@ -804,10 +933,80 @@ mod tests {
         assert_eq!(plan(&known, &tree, &HashSet::new()).changed.len(), 1);
         // A removed directory is removed once, at its top.
         std::fs::remove_dir_all(dir.path().join("d")).unwrap();
-        let now = scan(root.as_fd()).unwrap();
+        let now = scan(root.as_fd(), Layout::Volume).unwrap();
         assert_eq!(plan(&known, &now, &HashSet::new()).deleted, ["d"]);
         assert!(is_racy(f, f.ctime_ns()));
         assert!(!is_racy(f, f.ctime_ns() + 2 * RACY_NS));
+    }
+
+    fn set_xattr(path: &Path, name: &str, value: &[u8]) {
+        let p = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+        let n = std::ffi::CString::new(name).unwrap();
+        // SAFETY: NUL-terminated strings and a buffer of `value.len()` bytes.
+        let r = unsafe { libc::lsetxattr(p.as_ptr(), n.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
+        assert_eq!(r, 0, "setting {name} on {}: {}", path.display(), std::io::Error::last_os_error());
+    }
+
+    fn xattrs_of(path: &Path) -> herd_image::UpperAttrs {
+        herd_image::UpperAttrs::read(path).unwrap()
+    }
+
+    #[test]
+    fn an_upper_directory_moves_with_its_whiteouts_opaque_directories_and_attributes() {
+        assert!(herd_image::can_read_trusted_xattrs(), "this test needs root (trusted.* attributes, devices)");
+        let src = tempfile::tempdir().unwrap();
+        let dst = tempfile::tempdir().unwrap();
+        let s = src.path();
+        std::fs::create_dir_all(s.join("etc/opaque")).unwrap();
+        set_xattr(&s.join("etc/opaque"), OPAQUE_XATTR, b"y");
+        std::fs::write(s.join("etc/opaque/kept"), b"new").unwrap();
+        set_xattr(&s.join("etc/opaque/kept"), "user.herd", b"v1");
+        // Overlayfs' bookkeeping stays behind.
+        set_xattr(&s.join("etc"), "trusted.overlay.impure", b"y");
+        nix::sys::stat::mknod(&s.join("etc/removed"), SFlag::S_IFCHR, Mode::from_bits_truncate(0o600), 0).unwrap();
+        nix::sys::stat::mknod(
+            &s.join("etc/disk"),
+            SFlag::S_IFBLK,
+            Mode::from_bits_truncate(0o600),
+            libc::makedev(7, 0),
+        )
+        .unwrap();
+
+        let mut received = Received::new(dst.path(), Layout::Upper).unwrap();
+        let mut known = BTreeMap::new();
+        sync(s, &mut known, &mut received);
+        let d = dst.path();
+        assert_eq!(xattrs_of(&d.join("etc/opaque")), herd_image::UpperAttrs { kept: vec![], opaque: true });
+        assert_eq!(
+            xattrs_of(&d.join("etc/opaque/kept")).kept,
+            [("user.herd".to_string(), b"v1".to_vec())],
+            "the file's own attribute"
+        );
+        assert_eq!(xattrs_of(&d.join("etc")), herd_image::UpperAttrs::default());
+        let whiteout = std::fs::symlink_metadata(d.join("etc/removed")).unwrap();
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        assert!(whiteout.file_type().is_char_device() && whiteout.rdev() == 0);
+        assert!(!d.join("etc/disk").exists(), "a block device was carried");
+        received.settle_directories().unwrap();
+        received.verify_on_disk().unwrap();
+        assert_eq!(received.digest(), source_digest(&known));
+
+        // Attributes that change or go between passes follow.
+        let p = std::ffi::CString::new(s.join("etc/opaque").as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: NUL-terminated strings.
+        assert_eq!(unsafe { libc::lremovexattr(p.as_ptr(), c"trusted.overlay.opaque".as_ptr()) }, 0);
+        set_xattr(&s.join("etc/opaque/kept"), "user.herd", b"v2");
+        sync(s, &mut known, &mut received);
+        assert_eq!(xattrs_of(&d.join("etc/opaque")), herd_image::UpperAttrs::default());
+        assert_eq!(xattrs_of(&d.join("etc/opaque/kept")).kept, [("user.herd".to_string(), b"v2".to_vec())]);
+        received.settle_directories().unwrap();
+        received.verify_on_disk().unwrap();
+        assert_eq!(received.digest(), source_digest(&known));
+
+        // What a copy cannot carry is an error naming the entry.
+        set_xattr(&s.join("etc/opaque"), "trusted.overlay.redirect", b"/x");
+        let err = format!("{:#}", scan(open_root(s).unwrap().as_fd(), Layout::Upper).unwrap_err());
+        assert!(err.contains("\"etc/opaque\" of the writable layer") && err.contains("redirect_dir"), "{err}");
     }
 
     #[test]
@@ -822,7 +1021,7 @@ mod tests {
     fn a_sent_path_through_a_link_is_refused() {
         let dst = tempfile::tempdir().unwrap();
         let outside = tempfile::tempdir().unwrap();
-        let mut received = Received::new(dst.path()).unwrap();
+        let mut received = Received::new(dst.path(), Layout::Volume).unwrap();
         let link = Entry {
             path: "l".into(),
             kind: Kind::Symlink { target: outside.path().display().to_string() },
@@ -831,6 +1030,7 @@ mod tests {
             gid: 0,
             mtime: 0,
             mtime_ns: 0,
+            xattrs: BTreeMap::new(),
         };
         received.apply(&[], &[link], &mut std::io::empty()).unwrap();
         let file = Entry {
@@ -841,6 +1041,7 @@ mod tests {
             gid: 0,
             mtime: 0,
             mtime_ns: 0,
+            xattrs: BTreeMap::new(),
         };
         assert!(received.apply(&[], &[file], &mut &b"x"[..]).is_err());
         assert!(!outside.path().join("planted").exists());
@@ -853,6 +1054,8 @@ mod tests {
                     7f02-7f03 rw-p 00000000 fd:01 98 /data/private\n\
                     7f03-7f04 rw-s 00000000 00:05 0 /dev/zero (deleted)\n";
         let found: Vec<_> = parse_shared_writable(maps).collect();
-        assert_eq!(found, [(libc::makedev(0xfd, 1), 1234)]);
+        assert_eq!(found, [SharedMapping { dev: libc::makedev(0xfd, 1), ino: 1234, path: "/data/shm" }]);
+        let spaced = "7f00-7f01 rw-s 00000000 00:2b 77                         /var/lib/my db (deleted)\n";
+        assert_eq!(parse_shared_writable(spaced).next().unwrap().path, "/var/lib/my db (deleted)");
     }
 }

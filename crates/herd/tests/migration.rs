@@ -69,6 +69,44 @@ fn cold_and_postcopy_migrations_carry_memory_files_logs_and_address() {
     assert_eq!(cluster.container("hog").state.as_str(), "running");
 }
 
+/// The writable layer moves in passes while the container runs, then its last changes while
+/// it is frozen: what the container deleted from its image stays deleted (whiteouts), a
+/// directory it made anew hides the image's (opaque), and its files, hard and symbolic links
+/// and FIFOs arrive as they were.
+#[test]
+fn the_writable_layer_moves_with_its_deletions_links_and_last_writes() {
+    let cluster = Cluster::up(38, 2);
+    cluster.import_busybox();
+    let setup = "rm /bin/ls; rm -rf /etc; mkdir /etc; echo mine > /etc/only; \
+                 dd if=/dev/urandom of=/big bs=1M count=8 2>/dev/null; ln /big /big2; ln -s big /link; mkfifo /fifo; \
+                 echo ready; i=0; while true; do echo $i > /tail.new; mv /tail.new /tail; i=$((i+1)); sleep 0.02; done";
+    cluster.ok(&["run", "--name", "fs", "--node", "n1", "busybox", "--", "sh", "-c", setup]);
+    cluster.wait_log("fs", "ready", T);
+    let look = "ls /etc; test -e /bin/ls && echo ls-is-back; md5sum /big /big2 | cut -c1-32; stat -c %h /big; \
+                test -p /fifo && echo fifo; readlink /link";
+    let before = cluster.ok(&["exec", "fs", "--", "sh", "-c", look]);
+    assert_eq!(before.lines().next(), Some("only"), "{before}");
+    assert!(!before.contains("ls-is-back") && before.contains("fifo\nbig"), "{before}");
+
+    for (to, mode) in [("n2", "cold"), ("n1", "postcopy")] {
+        let tail_before: u64 = cluster.ok(&["exec", "fs", "--", "cat", "/tail"]).trim().parse().unwrap();
+        let report = migrate(&cluster, "fs", to, mode);
+        assert_eq!(report.outcome, Outcome::Migrated, "{mode}: {report:?}");
+        for phase in ["writable layer 1", "writable layer frozen"] {
+            assert!(report.phases.iter().any(|p| p.phase == phase), "{mode}: no {phase:?} in {:?}", report.phases);
+        }
+        let after = cluster.ok(&["exec", "fs", "--", "sh", "-c", look]);
+        assert_eq!(after, before, "{mode}: the files differ after the move");
+        // The writes go on from where they were (the last ones crossed while it was frozen).
+        let tail_after: u64 = cluster.ok(&["exec", "fs", "--", "cat", "/tail"]).trim().parse().unwrap();
+        assert!(tail_after >= tail_before, "{mode}: /tail went back from {tail_before} to {tail_after}");
+        wait_for(&format!("{mode}: the writes to go on"), T, || {
+            let now: u64 = cluster.ok(&["exec", "fs", "--", "cat", "/tail"]).trim().parse().ok()?;
+            (now > tail_after).then_some(())
+        });
+    }
+}
+
 #[test]
 fn tcp_connections_survive_migration() {
     let cluster = Cluster::up(12, 3);
