@@ -56,6 +56,7 @@ pub mod sim;
 pub mod spec;
 pub mod tools;
 pub mod transfer;
+pub mod tree_delta;
 pub mod user;
 pub mod versions;
 pub mod volume_move;

@@ -61,7 +61,15 @@ pub(crate) enum Msg {
     /// Entries of `tree` (a volume or the writable layer) to remove, then to create or
     /// update; a blob of the files' content follows, then [`Msg::VolumeDigests`] (see
     /// [`crate::volume_move`]).
-    VolumeBatch { tree: TreeName, deleted: Vec<String>, changed: Vec<crate::volume_tree::Entry> },
+    /// `patched`: the indexes in `changed` of files whose content comes as a patch of the
+    /// destination's copy ([`crate::tree_delta`]).
+    VolumeBatch {
+        tree: TreeName,
+        deleted: Vec<String>,
+        changed: Vec<crate::volume_tree::Entry>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        patched: Vec<u32>,
+    },
     /// The SHA-256 of each file of the batch just sent, in order, as the source read them.
     VolumeDigests { tree: TreeName, digests: Vec<String> },
     /// The end of a pass: the checksum of the whole tree as sent; `last` when the container
@@ -367,8 +375,8 @@ impl Runtime {
             loop {
                 let msg: Msg = channel.recv().await?;
                 match msg {
-                    Msg::VolumeBatch { tree, deleted, changed } => {
-                        volumes.batch(&c, &mut channel, &tree, deleted, changed).await?;
+                    Msg::VolumeBatch { tree, deleted, changed, patched } => {
+                        volumes.batch(&c, &mut channel, &tree, deleted, changed, patched).await?;
                     }
                     Msg::VolumeCheck { tree, digest, entries, last } => {
                         volumes.check(&c, &mut channel, &tree, &digest, entries, last).await?;

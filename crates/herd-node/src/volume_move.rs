@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use crate::migrate::Msg;
 use crate::runtime::{Container, Runtime};
 use crate::transfer::Channel;
-use crate::volume_tree::{self, Entry, FileDigest, Known, Layout, Received, Scanned};
+use crate::volume_tree::{self, Entry, Known, Layout, Received, Scanned};
 use crate::volumes::volume_dir;
 
 /// Entries per batch (a batch's message stays far below the channel's 16 MiB).
@@ -162,7 +162,7 @@ impl Outgoing {
         .with_context(|| format!("scanning {}", self.tree))??;
         let pass = volume_tree::plan(&self.known, &tree, &mapped);
         drop(tree);
-        let mut digests: HashMap<String, (FileDigest, bool)> = HashMap::new();
+        let mut digests: HashMap<String, volume_tree::ReadFile> = HashMap::new();
         let batches: Vec<&[Scanned]> = match (pass.deleted.is_empty(), pass.changed.is_empty()) {
             (true, true) => Vec::new(),
             (false, true) => vec![&[]],
@@ -171,7 +171,11 @@ impl Outgoing {
         for (i, batch) in batches.into_iter().enumerate() {
             let deleted = if i == 0 { pass.deleted.clone() } else { Vec::new() };
             let changed: Vec<Entry> = batch.iter().map(|s| s.entry.clone()).collect();
-            ch.send(&Msg::VolumeBatch { tree: self.tree.clone(), deleted, changed }).await?;
+            // Files the destination holds in chunks go as patches of its copy.
+            let patch = volume_tree::patchable(&self.known, batch);
+            let patched: Vec<u32> =
+                (0..batch.len()).filter(|&i| patch.contains_key(&batch[i].entry.path)).map(|i| i as u32).collect();
+            ch.send(&Msg::VolumeBatch { tree: self.tree.clone(), deleted, changed, patched }).await?;
             let (reader, writer) = tokio::io::duplex(1 << 20);
             let (root, files) = (self.root.clone(), batch.to_vec());
             let damage =
@@ -180,19 +184,19 @@ impl Outgoing {
             let reading = tokio::task::spawn_blocking(move || {
                 let bridge = tokio_util::io::SyncIoBridge::new(writer);
                 let mut out = std::io::BufWriter::with_capacity(1 << 20, bridge);
-                volume_tree::read_contents(root.as_fd(), &files, &mut out, frozen, damage)
+                volume_tree::read_contents(root.as_fd(), &files, &patch, &mut out, frozen, damage)
             });
             let sent = ch.send_blob(reader).await;
             let read = reading.await.with_context(|| format!("reading {}", self.tree))?;
             let read = read?;
             sent?;
             let list: Vec<String> =
-                batch.iter().filter_map(|s| read.get(&s.entry.path)).map(|(d, _)| hex::encode(d)).collect();
+                batch.iter().filter_map(|s| read.get(&s.entry.path)).map(|r| hex::encode(r.digest)).collect();
             ch.send(&Msg::VolumeDigests { tree: self.tree.clone(), digests: list }).await?;
             digests.extend(read);
         }
         volume_tree::remember(&mut self.known, &pass, &digests, scanned_at);
-        let content = pass.content_bytes();
+        let content = digests.values().map(|r| r.sent).sum();
         self.passes.push(content);
         let digest = volume_tree::tree_digest(self.known.values().map(|k| (&k.entry, k.digest.as_ref())));
         ch.send(&Msg::VolumeCheck { tree: self.tree.clone(), digest, entries: self.known.len() as u64, last: frozen })
@@ -305,6 +309,7 @@ impl Incoming {
         tree: &TreeName,
         deleted: Vec<String>,
         changed: Vec<Entry>,
+        patched: Vec<u32>,
     ) -> anyhow::Result<()> {
         let arriving = self.arriving(c, tree)?;
         let mut received = arriving.received.take().with_context(|| format!("an earlier batch of {tree} failed"))?;
@@ -316,7 +321,8 @@ impl Incoming {
         let (sink, source) = tokio::io::duplex(1 << 20);
         let writing = tokio::task::spawn_blocking(move || {
             let mut content = tokio_util::io::SyncIoBridge::new(source);
-            let written = received.apply(&deleted, &changed, &mut content);
+            let patched: HashSet<usize> = patched.into_iter().map(|i| i as usize).collect();
+            let written = received.apply(&deleted, &changed, &patched, &mut content);
             // Whatever is left must be drained (the sender waits for its end), and is wrong.
             let extra = std::io::copy(&mut content, &mut std::io::sink()).unwrap_or(0);
             (received, written, extra)
@@ -564,7 +570,9 @@ mod tests {
     async fn serve(incoming: &mut Incoming, c: &Container, ch: &mut Channel) -> anyhow::Result<bool> {
         loop {
             match ch.recv::<Msg>().await? {
-                Msg::VolumeBatch { tree, deleted, changed } => incoming.batch(c, ch, &tree, deleted, changed).await?,
+                Msg::VolumeBatch { tree, deleted, changed, patched } => {
+                    incoming.batch(c, ch, &tree, deleted, changed, patched).await?
+                }
                 Msg::VolumeCheck { tree, digest, entries, last } => {
                     incoming.check(c, ch, &tree, &digest, entries, last).await?;
                     return Ok(last);

@@ -34,6 +34,8 @@ use nix::unistd::{Gid, Uid, UnlinkatFlags, fchownat, linkat, symlinkat, unlinkat
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::tree_delta;
+
 /// A file's content digest (SHA-256).
 pub type FileDigest = [u8; 32];
 
@@ -309,6 +311,8 @@ pub struct Known {
     pub sig: Signature,
     /// Of a `File`'s content as sent.
     pub digest: Option<FileDigest>,
+    /// Of its chunks, for a `File` large enough to be patched when it is sent again.
+    pub chunks: Option<Vec<FileDigest>>,
     /// Listed so soon after its last change that it must be read again.
     pub racy: bool,
 }
@@ -379,25 +383,35 @@ pub fn now_ns() -> i128 {
 
 /// Records a sent pass in `known`: `digests` are [`read_contents`]'s, `scanned_at` when the
 /// pass's scan began (see [`is_racy`]).
-pub fn remember(
-    known: &mut BTreeMap<String, Known>,
-    pass: &Pass,
-    digests: &HashMap<String, (FileDigest, bool)>,
-    scanned_at: i128,
-) {
+pub fn remember(known: &mut BTreeMap<String, Known>, pass: &Pass, read: &HashMap<String, ReadFile>, scanned_at: i128) {
     remove_deleted(known, &pass.deleted);
     for s in &pass.changed {
-        let (digest, moved) = match digests.get(&s.entry.path) {
-            Some((d, moved)) => (Some(*d), *moved),
-            None => (None, false),
+        let (digest, chunks, moved) = match read.get(&s.entry.path) {
+            Some(r) => (Some(r.digest), r.chunks.clone(), r.moved),
+            None => (None, None, false),
         };
         let digest = match &s.entry.kind {
             Kind::Link { target } => known.get(target).and_then(|k| k.digest),
             _ => digest,
         };
         let racy = moved || is_racy(&s.sig, scanned_at);
-        known.insert(s.entry.path.clone(), Known { entry: s.entry.clone(), sig: s.sig, digest, racy });
+        known.insert(s.entry.path.clone(), Known { entry: s.entry.clone(), sig: s.sig, digest, chunks, racy });
     }
+}
+
+/// The files of `changed` to send as patches: those the destination holds in chunks, as the
+/// same inode on this side, with the chunk digests of that copy.
+pub fn patchable(known: &BTreeMap<String, Known>, changed: &[Scanned]) -> HashMap<String, Vec<FileDigest>> {
+    changed
+        .iter()
+        .filter(|s| matches!(s.entry.kind, Kind::File { size } if tree_delta::chunked(size)))
+        .filter_map(|s| {
+            let k = known.get(&s.entry.path)?;
+            let same_file =
+                matches!(k.entry.kind, Kind::File { .. }) && (k.sig.dev, k.sig.ino) == (s.sig.dev, s.sig.ino);
+            Some((s.entry.path.clone(), k.chunks.clone().filter(|_| same_file)?))
+        })
+        .collect()
 }
 
 fn remove_deleted<T>(map: &mut BTreeMap<String, T>, deleted: &[String]) {
@@ -422,74 +436,105 @@ pub fn tree_digest<'a>(entries: impl Iterator<Item = (&'a Entry, Option<&'a File
     hex::encode(h.finalize())
 }
 
-/// Reads the content of the files of `changed` (in order) from the tree at `root` into `out`,
-/// returning each file's digest and whether it moved while being read. A file that
-/// changed is sent as far as it goes, padded with zeros, and sent again in the next pass;
-/// `strict` (the container is frozen, nothing may change) makes that an error instead.
-/// `corrupt` flips a byte after the digest was taken (a test's fault point).
+/// What [`read_contents`] read of one file.
+#[derive(Debug, Clone)]
+pub struct ReadFile {
+    pub digest: FileDigest,
+    /// Its chunks' digests, for a file large enough to be patched later ([`tree_delta`]).
+    pub chunks: Option<Vec<FileDigest>>,
+    /// It changed while it was read: what was missing went as zeros, and it goes again.
+    pub moved: bool,
+    /// Content bytes written out (all of them, or a patch's changed chunks).
+    pub sent: u64,
+}
+
+/// Reads the content of the files of `changed` (in order) from the tree at `root` into `out`:
+/// whole, or for a file in `patch` (its path, and the chunk digests of the copy the destination
+/// holds), as a patch ([`tree_delta`]). A file that changed is sent as far as it goes, padded
+/// with zeros, and sent again in the next pass; `strict` (the container is frozen, nothing may
+/// change) makes that an error instead. `corrupt` flips a byte after the digest was taken (a
+/// test's fault point).
 pub fn read_contents(
     root: BorrowedFd,
     changed: &[Scanned],
+    patch: &HashMap<String, Vec<FileDigest>>,
     out: &mut impl Write,
     strict: bool,
     mut corrupt: bool,
-) -> anyhow::Result<HashMap<String, (FileDigest, bool)>> {
-    let mut digests = HashMap::new();
+) -> anyhow::Result<HashMap<String, ReadFile>> {
+    let mut read = HashMap::new();
     let mut buf = vec![0u8; 1 << 20];
     for s in changed {
         let Kind::File { size } = s.entry.kind else { continue };
         let path = &s.entry.path;
-        let mut h = Sha256::new();
-        let mut moved = false;
-        let mut left = size;
-        match open_beneath(root, path, OFlag::O_RDONLY | OFlag::O_NOCTTY | OFlag::O_NONBLOCK) {
+        let file = match open_beneath(root, path, OFlag::O_RDONLY | OFlag::O_NOCTTY | OFlag::O_NONBLOCK) {
             Ok(fd) => {
                 let st = fstat(&fd)?;
-                if st.st_ino != s.sig.ino || st.st_dev != s.sig.dev {
-                    moved = true;
-                } else {
-                    let mut f = std::fs::File::from(fd);
-                    while left > 0 {
-                        let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-                        let n = match f.read(&mut buf[..want]) {
-                            Ok(0) => {
-                                moved = true;
-                                break;
-                            }
-                            Ok(n) => n,
-                            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                            Err(e) => return Err(e).with_context(|| format!("reading {path:?} of the volume")),
-                        };
-                        h.update(&buf[..n]);
-                        if corrupt {
-                            buf[0] ^= 0x5a;
-                            corrupt = false;
-                        }
-                        out.write_all(&buf[..n]).context("sending volume content")?;
-                        left -= n as u64;
-                    }
-                }
+                (st.st_ino == s.sig.ino && st.st_dev == s.sig.dev).then(|| std::fs::File::from(fd))
             }
-            Err(Errno::ENOENT | Errno::ELOOP | Errno::ENOTDIR | Errno::EISDIR | Errno::ENXIO | Errno::EXDEV) => {
-                moved = true
+            Err(Errno::ENOENT | Errno::ELOOP | Errno::ENOTDIR | Errno::EISDIR | Errno::ENXIO | Errno::EXDEV) => None,
+            Err(e) => return Err(e).with_context(|| format!("opening {path:?}")),
+        };
+        let replaced = file.is_none();
+        let mut source: Box<dyn Read> = match file {
+            Some(f) => Box::new(f),
+            None => Box::new(std::io::empty()),
+        };
+        let got = match patch.get(path) {
+            Some(old) => {
+                let p = tree_delta::write_patch(&mut source, size, old, out, &mut corrupt)
+                    .with_context(|| format!("reading {path:?}"))?;
+                ReadFile { digest: p.digest, chunks: Some(p.chunks), moved: p.moved, sent: p.sent }
             }
-            Err(e) => return Err(e).with_context(|| format!("opening {path:?} of the volume")),
-        }
+            None => read_whole(&mut source, size, out, &mut buf, &mut corrupt)
+                .with_context(|| format!("reading {path:?}"))?,
+        };
+        let moved = got.moved || replaced;
         if moved && strict {
-            bail!("{path:?} of the volume changed while the container was frozen: something else writes to it");
+            bail!("{path:?} changed while the container was frozen: something else writes to it");
         }
-        // Pad what is missing: the receiver expects `size` bytes.
-        buf.fill(0);
-        while left > 0 {
-            let n = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-            h.update(&buf[..n]);
-            out.write_all(&buf[..n]).context("sending volume content")?;
-            left -= n as u64;
-        }
-        digests.insert(path.clone(), (h.finalize().into(), moved));
+        read.insert(path.clone(), ReadFile { moved, ..got });
     }
-    out.flush().context("sending volume content")?;
-    Ok(digests)
+    out.flush().context("sending file content")?;
+    Ok(read)
+}
+
+/// Copies the `size` bytes of `file` to `out` (zeros for what it lacks), digesting them.
+fn read_whole(
+    file: &mut impl Read,
+    size: u64,
+    out: &mut impl Write,
+    buf: &mut [u8],
+    corrupt: &mut bool,
+) -> anyhow::Result<ReadFile> {
+    let mut h = tree_delta::ContentHasher::new(size);
+    let mut moved = false;
+    let mut left = size;
+    while left > 0 {
+        let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        let n = if moved {
+            buf[..want].fill(0);
+            want
+        } else {
+            match file.read(&mut buf[..want]) {
+                Ok(0) => {
+                    moved = true;
+                    continue;
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e.into()),
+            }
+        };
+        h.update(&buf[..n]);
+        if std::mem::take(corrupt) {
+            buf[0] ^= 0x5a;
+        }
+        out.write_all(&buf[..n]).context("sending file content")?;
+        left -= n as u64;
+    }
+    let (digest, chunks) = h.finish();
+    Ok(ReadFile { digest, chunks, moved, sent: size })
 }
 
 // ------------------------------------------------------------------ destination
@@ -500,6 +545,8 @@ pub struct Received {
     layout: Layout,
     /// Every entry as received, with the digest of the content written for files.
     pub entries: BTreeMap<String, (Entry, Option<FileDigest>)>,
+    /// The chunk digests of the files large enough to be patched ([`tree_delta`]).
+    chunks: BTreeMap<String, Vec<FileDigest>>,
     /// Content bytes written.
     pub bytes: u64,
 }
@@ -507,15 +554,17 @@ pub struct Received {
 impl Received {
     /// Starts a copy in `dir`, which must exist and be empty.
     pub fn new(dir: &Path, layout: Layout) -> anyhow::Result<Received> {
-        Ok(Received { root: open_root(dir)?, layout, entries: BTreeMap::new(), bytes: 0 })
+        Ok(Received { root: open_root(dir)?, layout, entries: BTreeMap::new(), chunks: BTreeMap::new(), bytes: 0 })
     }
 
     /// Applies one batch: removes `deleted`, then creates or updates `changed`, reading each
-    /// file's content from `content` in order. Returns the digests of the files written.
+    /// file's content from `content` in order: whole, or a patch of the copy here for the
+    /// files whose index is in `patched`. Returns the digests of the files written.
     pub fn apply(
         &mut self,
         deleted: &[String],
         changed: &[Entry],
+        patched: &HashSet<usize>,
         content: &mut impl Read,
     ) -> anyhow::Result<Vec<(String, FileDigest)>> {
         for d in deleted {
@@ -525,10 +574,13 @@ impl Received {
             remove_at(pfd.as_fd(), name).with_context(|| format!("removing {d:?}"))?;
         }
         remove_deleted(&mut self.entries, deleted);
+        remove_deleted(&mut self.chunks, deleted);
         let mut digests = Vec::new();
         let mut buf = vec![0u8; 1 << 20];
-        for e in changed {
-            let digest = self.apply_one(e, content, &mut buf).with_context(|| format!("writing {:?}", e.path))?;
+        for (i, e) in changed.iter().enumerate() {
+            let digest = self
+                .apply_one(e, patched.contains(&i), content, &mut buf)
+                .with_context(|| format!("writing {:?}", e.path))?;
             if let Some(d) = digest {
                 digests.push((e.path.clone(), d));
             }
@@ -541,7 +593,17 @@ impl Received {
         Ok(digests)
     }
 
-    fn apply_one(&mut self, e: &Entry, content: &mut impl Read, buf: &mut [u8]) -> anyhow::Result<Option<FileDigest>> {
+    fn apply_one(
+        &mut self,
+        e: &Entry,
+        patched: bool,
+        content: &mut impl Read,
+        buf: &mut [u8],
+    ) -> anyhow::Result<Option<FileDigest>> {
+        if patched {
+            return self.patch_one(e, content).map(Some);
+        }
+        self.chunks.remove(&e.path);
         let root = self.root.as_fd();
         if e.path.is_empty() {
             if e.kind != Kind::Dir {
@@ -579,7 +641,7 @@ impl Received {
                     Mode::from_bits_truncate(0o600),
                 )?;
                 let mut f = std::fs::File::from(fd);
-                let mut h = Sha256::new();
+                let mut h = tree_delta::ContentHasher::new(*size);
                 let mut left = *size;
                 while left > 0 {
                     let n = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
@@ -589,7 +651,11 @@ impl Received {
                     left -= n as u64;
                 }
                 self.bytes += size;
-                digest = Some(h.finalize().into());
+                let (d, chunks) = h.finish();
+                if let Some(chunks) = chunks {
+                    self.chunks.insert(e.path.clone(), chunks);
+                }
+                digest = Some(d);
             }
             Kind::Symlink { target } => symlinkat(target.as_str(), pfd, name)?,
             Kind::Link { target } => {
@@ -610,6 +676,29 @@ impl Received {
         // After the owner: chown clears security.capability.
         if self.layout == Layout::Upper {
             set_xattrs(pfd, name, e, existing_dir)?;
+        }
+        Ok(digest)
+    }
+
+    /// A file sent again as a patch of the copy here, which an earlier pass wrote.
+    fn patch_one(&mut self, e: &Entry, content: &mut impl Read) -> anyhow::Result<FileDigest> {
+        let Kind::File { size } = e.kind else { bail!("a patch for an entry that is not a file") };
+        let old_size = match self.entries.get(&e.path) {
+            Some((Entry { kind: Kind::File { size }, .. }, _)) => *size,
+            _ => bail!("a patch for a file that was not sent before"),
+        };
+        let old = self.chunks.remove(&e.path).context("a patch for a file that was not sent in chunks")?;
+        check_path(&e.path)?;
+        let fd = open_beneath(self.root.as_fd(), &e.path, OFlag::O_WRONLY).context("opening the copy to patch")?;
+        let f = std::fs::File::from(fd);
+        let (digest, chunks, written) = tree_delta::apply_patch(&f, old_size, size, &old, content)?;
+        self.bytes += written;
+        self.chunks.insert(e.path.clone(), chunks);
+        let (parent, name) = split(&e.path);
+        let pfd = open_dir(self.root.as_fd(), parent).context("opening its directory")?;
+        set_owner_mode(pfd.as_fd(), name, e)?;
+        if self.layout == Layout::Upper {
+            set_xattrs(pfd.as_fd(), name, e, true)?;
         }
         Ok(digest)
     }
@@ -822,7 +911,9 @@ mod tests {
 
     fn known_of(tree: &Tree) -> BTreeMap<String, Known> {
         tree.iter()
-            .map(|(p, s)| (p.clone(), Known { entry: s.entry.clone(), sig: s.sig, digest: None, racy: false }))
+            .map(|(p, s)| {
+                (p.clone(), Known { entry: s.entry.clone(), sig: s.sig, digest: None, chunks: None, racy: false })
+            })
             .collect()
     }
 
@@ -833,15 +924,18 @@ mod tests {
         let scanned_at = now_ns();
         let tree = scan(root.as_fd(), dst.layout).unwrap();
         let pass = plan(known, &tree, &HashSet::new());
+        let patch = patchable(known, &pass.changed);
+        let patched: HashSet<usize> =
+            (0..pass.changed.len()).filter(|&i| patch.contains_key(&pass.changed[i].entry.path)).collect();
         let mut content = Vec::new();
-        let digests = read_contents(root.as_fd(), &pass.changed, &mut content, false, false).unwrap();
+        let read = read_contents(root.as_fd(), &pass.changed, &patch, &mut content, false, false).unwrap();
         let entries: Vec<Entry> = pass.changed.iter().map(|s| s.entry.clone()).collect();
-        let written = dst.apply(&pass.deleted, &entries, &mut &content[..]).unwrap();
+        let written = dst.apply(&pass.deleted, &entries, &patched, &mut &content[..]).unwrap();
         for (path, d) in written {
-            assert_eq!(digests[&path].0, d, "{path}");
+            assert_eq!(read[&path].digest, d, "{path}");
         }
-        remember(known, &pass, &digests, scanned_at);
-        pass.content_bytes()
+        remember(known, &pass, &read, scanned_at);
+        read.values().map(|r| r.sent).sum()
     }
 
     fn source_digest(known: &BTreeMap<String, Known>) -> String {
@@ -868,6 +962,14 @@ mod tests {
             k.racy = false;
         }
         assert_eq!(sync(s, &mut known, &mut received), 0);
+        // A large file written in place goes as a patch: only the chunk that changed.
+        let data = std::fs::OpenOptions::new().write(true).open(s.join("a/b/data")).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&data, b"patched!", 3 << 19).unwrap();
+        assert_eq!(sync(s, &mut known, &mut received), tree_delta::DELTA_CHUNK as u64);
+        assert_eq!(std::fs::read(dst.path().join("a/b/data")).unwrap(), std::fs::read(s.join("a/b/data")).unwrap());
+        received.settle_directories().unwrap();
+        received.verify_on_disk().unwrap();
+        assert_eq!(received.digest(), source_digest(&known));
         // Changes: content, a removed subtree, a file that becomes a directory.
         std::fs::write(s.join("top"), b"hello, again").unwrap();
         std::fs::remove_dir_all(s.join("a/b")).unwrap();
@@ -905,11 +1007,11 @@ mod tests {
         let tree = scan(root.as_fd(), Layout::Volume).unwrap();
         let pass = plan(&BTreeMap::new(), &tree, &HashSet::new());
         let mut content = Vec::new();
-        let digests = read_contents(root.as_fd(), &pass.changed, &mut content, true, true).unwrap();
+        let digests = read_contents(root.as_fd(), &pass.changed, &HashMap::new(), &mut content, true, true).unwrap();
         let entries: Vec<Entry> = pass.changed.iter().map(|s| s.entry.clone()).collect();
         let mut received = Received::new(dst.path(), Layout::Volume).unwrap();
-        let written = received.apply(&pass.deleted, &entries, &mut &content[..]).unwrap();
-        assert_ne!(written[0].1, digests["f"].0);
+        let written = received.apply(&pass.deleted, &entries, &HashSet::new(), &mut &content[..]).unwrap();
+        assert_ne!(written[0].1, digests["f"].digest);
         let mut known = BTreeMap::new();
         remember(&mut known, &pass, &digests, now_ns());
         assert_ne!(received.digest(), source_digest(&known));
@@ -1032,7 +1134,7 @@ mod tests {
             mtime_ns: 0,
             xattrs: BTreeMap::new(),
         };
-        received.apply(&[], &[link], &mut std::io::empty()).unwrap();
+        received.apply(&[], &[link], &HashSet::new(), &mut std::io::empty()).unwrap();
         let file = Entry {
             path: "l/planted".into(),
             kind: Kind::File { size: 1 },
@@ -1043,7 +1145,7 @@ mod tests {
             mtime_ns: 0,
             xattrs: BTreeMap::new(),
         };
-        assert!(received.apply(&[], &[file], &mut &b"x"[..]).is_err());
+        assert!(received.apply(&[], &[file], &HashSet::new(), &mut &b"x"[..]).is_err());
         assert!(!outside.path().join("planted").exists());
     }
 
