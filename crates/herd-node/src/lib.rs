@@ -59,6 +59,7 @@ pub mod transfer;
 pub mod tree_delta;
 pub mod user;
 pub mod versions;
+pub mod volume_copy;
 pub mod volume_move;
 pub mod volume_tree;
 pub mod volumes;

@@ -27,7 +27,8 @@ use serde::{Deserialize, Serialize};
 use crate::migrate::Msg;
 use crate::runtime::{Container, Runtime};
 use crate::transfer::Channel;
-use crate::volume_tree::{self, Entry, Known, Layout, Received, Scanned};
+use crate::volume_copy::Received;
+use crate::volume_tree::{self, Entry, Known, Layout, Scanned};
 use crate::volumes::volume_dir;
 
 /// Entries per batch (a batch's message stays far below the channel's 16 MiB).
