@@ -80,7 +80,7 @@ impl ContentHasher {
     }
 
     /// A whole chunk whose digest is known (the next one of a chunked file).
-    fn push_chunk(&mut self, digest: FileDigest) {
+    pub fn push_chunk(&mut self, digest: FileDigest) {
         debug_assert!(self.whole.is_none() && self.in_chunk == 0);
         self.chunks.push(digest);
     }
@@ -111,9 +111,16 @@ pub struct PatchRead {
     pub sent: u64,
 }
 
+/// Chunks read and digested at a time while a patch is made (16 MiB).
+const WINDOW_CHUNKS: usize = 256;
+/// Threads that digest a window's chunks, at most.
+const MAX_DIGEST_THREADS: usize = 4;
+
 /// Source: reads the `size` bytes of `file` and writes its patch against `old` (the chunk
-/// digests of what the destination holds) to `out`. `corrupt` flips a byte of the first chunk
-/// sent after its digest was taken (a test's fault point).
+/// digests of what the destination holds) to `out`. The whole file is read and digested,
+/// a window at a time, the window's chunks digested on several threads: this runs while the
+/// container is frozen, and the node's other cores are idle then. `corrupt` flips a byte of
+/// the first chunk sent after its digest was taken (a test's fault point).
 pub fn write_patch(
     file: &mut impl Read,
     size: u64,
@@ -121,37 +128,60 @@ pub fn write_patch(
     out: &mut impl Write,
     corrupt: &mut bool,
 ) -> anyhow::Result<PatchRead> {
-    let mut hasher = ContentHasher::new(size);
-    let mut buf = vec![0u8; DELTA_CHUNK];
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_DIGEST_THREADS);
+    let total = chunk_count(size);
+    let mut window = vec![0u8; WINDOW_CHUNKS.min(total) * DELTA_CHUNK];
+    let mut chunks: Vec<FileDigest> = Vec::with_capacity(total);
     let (mut moved, mut sent) = (false, 0u64);
-    for i in 0..chunk_count(size) {
-        let len = chunk_len(size, i);
-        let chunk = &mut buf[..len];
+    let mut first = 0;
+    while first < total {
+        let n = (total - first).min(WINDOW_CHUNKS);
+        let len: usize = (first..first + n).map(|i| chunk_len(size, i)).sum();
+        let data = &mut window[..len];
         let mut got = 0;
         while got < len && !moved {
-            match file.read(&mut chunk[got..]) {
+            match file.read(&mut data[got..]) {
                 Ok(0) => moved = true,
-                Ok(n) => got += n,
+                Ok(k) => got += k,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e.into()),
             }
         }
-        chunk[got..].fill(0);
-        let digest: FileDigest = Sha256::digest(&*chunk).into();
-        hasher.push_chunk(digest);
-        if old.get(i) == Some(&digest) {
-            out.write_all(&[SAME])?;
-        } else {
-            if std::mem::take(corrupt) {
-                chunk[0] ^= 0x5a;
+        data[got..].fill(0);
+        let digests = digest_chunks(data, threads);
+        for (k, digest) in digests.iter().enumerate() {
+            let chunk = &mut data[k * DELTA_CHUNK..k * DELTA_CHUNK + chunk_len(size, first + k)];
+            if old.get(first + k) == Some(digest) {
+                out.write_all(&[SAME])?;
+            } else {
+                if std::mem::take(corrupt) {
+                    chunk[0] ^= 0x5a;
+                }
+                out.write_all(&[DATA])?;
+                out.write_all(chunk)?;
+                sent += chunk.len() as u64;
             }
-            out.write_all(&[DATA])?;
-            out.write_all(chunk)?;
-            sent += len as u64;
         }
+        chunks.extend(digests);
+        first += n;
     }
-    let (digest, chunks) = hasher.finish();
-    Ok(PatchRead { digest, chunks: chunks.unwrap_or_default(), moved, sent })
+    let mut h = Sha256::new();
+    chunks.iter().for_each(|c| h.update(c));
+    Ok(PatchRead { digest: h.finalize().into(), chunks, moved, sent })
+}
+
+/// The SHA-256 of each [`DELTA_CHUNK`] of `data`, on up to `threads` threads.
+fn digest_chunks(data: &[u8], threads: usize) -> Vec<FileDigest> {
+    let chunks: Vec<&[u8]> = data.chunks(DELTA_CHUNK).collect();
+    let digest_all = |part: &[&[u8]]| part.iter().map(|c| <FileDigest>::from(Sha256::digest(c))).collect::<Vec<_>>();
+    if threads <= 1 || chunks.len() < 2 * threads {
+        return digest_all(&chunks);
+    }
+    let per_thread = chunks.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let parts: Vec<_> = chunks.chunks(per_thread).map(|part| scope.spawn(move || digest_all(part))).collect();
+        parts.into_iter().flat_map(|p| p.join().expect("digesting chunks")).collect()
+    })
 }
 
 /// Destination: applies a patch read from `content` to `file`, which holds `old_size` bytes
@@ -226,7 +256,9 @@ mod tests {
     #[test]
     fn a_patch_carries_only_changed_chunks_and_any_new_size() {
         let dir = tempfile::tempdir().unwrap();
-        let original: Vec<u8> = (0..(3 << 20)).map(|i: usize| (i * 7 % 253) as u8).collect();
+        // More than one window, so that the windows' seams are crossed.
+        let original: Vec<u8> =
+            (0..WINDOW_CHUNKS * DELTA_CHUNK + (3 << 20)).map(|i: usize| (i * 7 % 253) as u8).collect();
         let (_, old) = digest_of(&original);
         let old = old.unwrap();
         for (what, new_len) in [("same size", original.len()), ("grown", original.len() + 70_000), ("shrunk", 1 << 20)]
@@ -234,8 +266,10 @@ mod tests {
             let mut changed = original.clone();
             changed.resize(new_len, 9);
             changed[100] ^= 1;
-            if new_len > 2 << 20 {
-                changed[2 << 20] ^= 1;
+            let seam = WINDOW_CHUNKS * DELTA_CHUNK;
+            if new_len > seam {
+                changed[seam - 1] ^= 1;
+                changed[seam] ^= 1;
             }
             let copy = dir.path().join(what);
             std::fs::write(&copy, &original).unwrap();
@@ -253,7 +287,7 @@ mod tests {
                 .map(|i| chunk_len(new_len as u64, i) as u64)
                 .sum();
             assert_eq!(read.sent, expect_sent, "{what}");
-            assert!(read.sent < 4 * DELTA_CHUNK as u64 + 70_000, "{what}: sent {}", read.sent);
+            assert!(read.sent <= 3 * DELTA_CHUNK as u64 + 70_000, "{what}: sent {}", read.sent);
 
             let f = std::fs::OpenOptions::new().write(true).open(&copy).unwrap();
             let (digest, chunks, written) =
