@@ -2,10 +2,11 @@
 //! migration's control channel (so within its bandwidth budget). The source sends passes over
 //! each tree ([`volume_tree`]): all of it while the container runs, then what changed
 //! meanwhile, and a last pass while it is frozen, so the downtime carries only what changed
-//! in the last moments. Each pass is batches of entries, each followed by its files' content and their
-//! digests, and ends with the checksum of the whole tree, which the destination compares with
-//! what it wrote before it answers; a mismatch fails the migration before the restore, so the
-//! container resumes on the source.
+//! in the last moments (a file sent before goes as a patch, [`crate::tree_delta`]). Each pass
+//! is batches of entries, each followed by its files' content and their digests, and ends
+//! with the checksum of the whole tree, which the destination compares with what it wrote
+//! before it answers; a mismatch fails the migration before the restore, so the container
+//! resumes on the source.
 //!
 //! The destination receives a volume into a staging directory in the container's directory
 //! (removed with it when the migration does not commit) and puts it in place,
