@@ -93,7 +93,8 @@ impl Runtime {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).map_err(|e| fail(&format!("creating {}", dir.display()), e))?;
         let dir = dir.join(&checkpoint_id);
-        let saved = self.checkpoint_timed(id, &checkpoint_id, true, dir.clone()).await;
+        let saved =
+            self.checkpoint_timed(id, &checkpoint_id, true, crate::checkpointing::TcpHold::Stale, dir.clone()).await;
         let stored = match &saved {
             Ok((_, pause)) => self.store_version(store, id, version, base, &dir, known, pause.as_millis() as u64).await,
             Err(e) => Err(e.clone()),
