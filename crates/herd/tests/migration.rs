@@ -72,11 +72,13 @@ fn cold_and_postcopy_migrations_carry_memory_files_logs_and_address() {
 /// The writable layer moves in passes while the container runs, then its last changes while
 /// it is frozen: what the container deleted from its image stays deleted (whiteouts), a
 /// directory it made anew hides the image's (opaque), and its files, hard and symbolic links
-/// and FIFOs arrive as they were.
+/// and FIFOs arrive as they were; a file it writes through a shared mapping (whose times do
+/// not move on each write) arrives as it was at the freeze.
 #[test]
 fn the_writable_layer_moves_with_its_deletions_links_and_last_writes() {
     let cluster = Cluster::up(38, 2);
-    cluster.import_busybox();
+    cluster.import_busybox_with(&["mapcount"]);
+    cluster.ok(&["run", "--name", "mapped", "--node", "n1", "busybox", "--", "mapcount", "/counter.map"]);
     let setup = "rm /bin/ls; rm -rf /etc; mkdir /etc; echo mine > /etc/only; \
                  dd if=/dev/urandom of=/big bs=1M count=8 2>/dev/null; ln /big /big2; ln -s big /link; mkfifo /fifo; \
                  echo ready; i=0; while true; do echo $i > /tail.new; mv /tail.new /tail; i=$((i+1)); sleep 0.02; done";
@@ -88,7 +90,10 @@ fn the_writable_layer_moves_with_its_deletions_links_and_last_writes() {
     assert_eq!(before.lines().next(), Some("only"), "{before}");
     assert!(!before.contains("ls-is-back") && before.contains("fifo\nbig"), "{before}");
 
+    cluster.wait_log("mapped", "m=20\n", T);
     for (to, mode) in [("n2", "cold"), ("n1", "postcopy")] {
+        let report = migrate(&cluster, "mapped", to, mode);
+        assert_eq!(report.outcome, Outcome::Migrated, "{mode}: {report:?}");
         let tail_before: u64 = cluster.ok(&["exec", "fs", "--", "cat", "/tail"]).trim().parse().unwrap();
         let report = migrate(&cluster, "fs", to, mode);
         assert_eq!(report.outcome, Outcome::Migrated, "{mode}: {report:?}");
@@ -104,6 +109,15 @@ fn the_writable_layer_moves_with_its_deletions_links_and_last_writes() {
             let now: u64 = cluster.ok(&["exec", "fs", "--", "cat", "/tail"]).trim().parse().ok()?;
             (now > tail_after).then_some(())
         });
+    }
+    // The mapped count went on from where it was at each freeze: one unbroken sequence.
+    let log = wait_for("the mapped count to go on after the moves", T, || {
+        let log = cluster.ok(&["logs", "mapped"]);
+        let counts: Vec<u64> = log.lines().filter_map(|l| l.strip_prefix("m=")?.parse().ok()).collect();
+        (counts.len() > 40).then_some(counts)
+    });
+    for pair in log.windows(2) {
+        assert_eq!(pair[1], pair[0] + 1, "the mapped count went from {} to {} across a move", pair[0], pair[1]);
     }
 }
 
