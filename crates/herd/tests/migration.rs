@@ -119,6 +119,19 @@ fn the_writable_layer_moves_with_its_deletions_links_and_last_writes() {
     for pair in log.windows(2) {
         assert_eq!(pair[1], pair[0] + 1, "the mapped count went from {} to {} across a move", pair[0], pair[1]);
     }
+
+    // A name a migration cannot carry is refused before the freeze, naming it; the container
+    // runs on where it was.
+    cluster.ok(&["exec", "fs", "--", "sh", "-c", "touch \"/odd-$(printf '\\377')\""]);
+    let err = cluster.fails(&["migrate", "fs", "--to", "n2"]);
+    assert!(err.contains("is not UTF-8"), "{err}");
+    let c = cluster.container("fs");
+    assert_eq!((c.node.as_str(), c.state.as_str()), ("n1", "running"), "{c:?}");
+    let tail: u64 = cluster.ok(&["exec", "fs", "--", "cat", "/tail"]).trim().parse().unwrap();
+    wait_for("the refused container to run on", T, || {
+        let now: u64 = cluster.ok(&["exec", "fs", "--", "cat", "/tail"]).trim().parse().ok()?;
+        (now > tail).then_some(())
+    });
 }
 
 #[test]
