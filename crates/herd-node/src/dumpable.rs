@@ -19,6 +19,10 @@
 //!   hangs in `ptrace_attach`, unkillable but by SIGKILL, with the container frozen). CRIU
 //!   alone, which stops tasks with ptrace only, dumps them (ZDTM's `stopped*` tests).
 //!
+//! - a process that uses every descriptor its open-file limit allows: CRIU's parasite needs
+//!   one more in it (a memfd), and without it CRIU fails during the dump with a misleading
+//!   `remote_mprotect failed` (compel goes on after the failed `memfd_create`).
+//!
 //! A refusal names the process, the file and why, so the container keeps running where it is
 //! and its owner knows what to change.
 
@@ -172,7 +176,14 @@ pub fn check(pids: &[u32]) -> Vec<String> {
             ));
         }
         let Ok(fds) = std::fs::read_dir(proc.join("fd")) else { continue }; // it exited
+        let limit = std::fs::read_to_string(proc.join("limits")).ok().and_then(|l| open_files_limit(&l));
+        let mut below_limit = 0u64;
         for fd in fds.flatten() {
+            if let (Some((soft, _)), Ok(n)) = (limit, fd.file_name().to_string_lossy().parse::<u64>())
+                && n < soft
+            {
+                below_limit += 1;
+            }
             let Ok(link) = std::fs::read_link(fd.path()) else { continue };
             let link = link.to_string_lossy().into_owned();
             let n = fd.file_name().to_string_lossy().into_owned();
@@ -198,6 +209,14 @@ pub fn check(pids: &[u32]) -> Vec<String> {
                 problems.push(format!("{who} holds {why} as fd {n}"));
             }
         }
+        if let Some((soft, hard)) = limit
+            && below_limit >= soft
+        {
+            problems.push(format!(
+                "{who} has all {soft} descriptors of its open-file limit in use, and CRIU needs one more in it \
+                 to checkpoint it: let it close one, or have it raise its soft limit (up to {hard})"
+            ));
+        }
         if let Ok(maps) = std::fs::read_to_string(proc.join("maps")) {
             let mut seen = HashSet::new();
             for path in maps.lines().filter_map(|l| l.split_whitespace().nth(5)) {
@@ -212,9 +231,44 @@ pub fn check(pids: &[u32]) -> Vec<String> {
     problems
 }
 
+/// The soft and hard open-file limits in a `/proc/PID/limits` text.
+fn open_files_limit(limits: &str) -> Option<(u64, u64)> {
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    let mut numbers = line["Max open files".len()..].split_whitespace();
+    Some((numbers.next()?.parse().ok()?, numbers.next()?.parse().ok()?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_open_files_limit_is_read() {
+        let limits = "Limit                     Soft Limit           Hard Limit           Units     \n\
+                      Max cpu time              unlimited            unlimited            seconds   \n\
+                      Max open files            1024                 524288               files     \n";
+        assert_eq!(open_files_limit(limits), Some((1024, 524288)));
+        assert_eq!(open_files_limit("Max open files            unlimited unlimited files"), None);
+    }
+
+    /// A process that has used up its open-file limit is refused, naming the limit.
+    #[test]
+    fn a_process_out_of_descriptors_is_refused() {
+        let script =
+            "ulimit -n 64; for i in $(seq 3 63); do eval \"exec $i</dev/null\"; done; echo full; exec sleep 60";
+        let mut child = std::process::Command::new("bash")
+            .args(["-c", script])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.as_mut().unwrap()), &mut line).unwrap();
+        assert_eq!(line.trim(), "full");
+        let problems = check(&[child.id()]);
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(problems.iter().any(|p| p.contains("all 64 descriptors of its open-file limit")), "{problems:?}");
+    }
 
     #[test]
     fn anonymous_inodes_criu_dumps_pass_and_others_are_named() {

@@ -5,7 +5,8 @@ use std::path::Path;
 
 use herd_proto::node::ContainerSpec;
 use oci_spec::runtime::{
-    Capability, LinuxCapabilities, LinuxCpu, LinuxMemory, LinuxNamespace, LinuxNamespaceType, LinuxPids, Root, Spec,
+    Capability, LinuxCapabilities, LinuxCpu, LinuxMemory, LinuxNamespace, LinuxNamespaceType, LinuxPids,
+    PosixRlimitBuilder, PosixRlimitType, Root, Spec,
 };
 
 /// The CPU quota period, as Docker uses.
@@ -28,6 +29,25 @@ const CAPABILITIES: [Capability; 14] = [
     Capability::AuditWrite,
     Capability::Setfcap,
 ];
+
+/// Open files a container's processes start with (what `select(2)`-based programs expect).
+pub const NOFILE_SOFT: u64 = 1024;
+/// Open files a container's processes may raise their limit to, as servers that hold many
+/// connections do (a JVM raises it at start): Docker's default since its version 25.
+pub const NOFILE_HARD: u64 = 524_288;
+
+/// The container's open-file limits, (soft, hard): [`NOFILE_SOFT`] and [`NOFILE_HARD`], the
+/// hard limit no higher than the node's own, which runc cannot pass without
+/// `CAP_SYS_RESOURCE` (this platform's root has none; `herd up` here runs under 20,000).
+/// A container held at 1,024 open files could not hold 10,000 connections, and CRIU could not
+/// dump it once it had used them all: its parasite needs a descriptor in the process.
+pub fn nofile_limits() -> (u64, u64) {
+    let mut own = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit only writes the struct it is given.
+    let node_hard = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut own) } == 0 { own.rlim_max } else { 0 };
+    let hard = NOFILE_HARD.min(node_hard).max(NOFILE_SOFT.min(node_hard));
+    (NOFILE_SOFT.min(hard), hard)
+}
 
 /// The runtime spec for `spec`, with its network namespace pinned at `netns` and its cgroup
 /// at `cgroup_path`. The root filesystem is the bundle's `rootfs` directory.
@@ -52,6 +72,14 @@ pub fn runtime_spec(spec: &ContainerSpec, netns: &Path, cgroup_path: &str) -> Sp
     c.set_inheritable(None);
     c.set_ambient(None);
     process.set_capabilities(Some(c));
+    let (soft, hard) = nofile_limits();
+    let nofile = PosixRlimitBuilder::default()
+        .typ(PosixRlimitType::RlimitNofile)
+        .soft(soft)
+        .hard(hard)
+        .build()
+        .expect("an rlimit with every field set");
+    process.set_rlimits(Some(vec![nofile]));
 
     // No cgroup namespace: on hybrid cgroup v1 hosts CRIU dumps containers without one.
     let namespaces: Vec<LinuxNamespace> = [
@@ -144,6 +172,15 @@ mod tests {
         let caps = json["process"]["capabilities"]["bounding"].as_array().unwrap();
         assert!(caps.iter().any(|c| c == "CAP_NET_BIND_SERVICE"));
         assert!(!caps.iter().any(|c| c == "CAP_SYS_ADMIN"));
+        let rlimits = json["process"]["rlimits"].as_array().unwrap();
+        assert_eq!(rlimits.len(), 1);
+        assert_eq!(rlimits[0]["type"], "RLIMIT_NOFILE");
+        assert_eq!(rlimits[0]["soft"], 1024);
+        let hard = rlimits[0]["hard"].as_u64().unwrap();
+        let mut own = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: getrlimit only writes the struct it is given.
+        assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut own) }, 0);
+        assert_eq!(hard, NOFILE_HARD.min(own.rlim_max), "up to Docker's hard limit, within this process's own");
     }
 
     #[test]
