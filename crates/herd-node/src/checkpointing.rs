@@ -85,10 +85,12 @@ impl Runtime {
         }
         // Its TCP is held from before the dump: a container that goes away keeps its
         // connections' peers waiting (not reset) until it is restored.
-        let netns = match (tcp, self.netns_of(&c.spec)) {
-            (TcpHold::Held, Ok(netns)) => Some(netns),
-            (TcpHold::Held, Err(e)) => return refused(format!("{e:#}")),
-            (TcpHold::Stale, _) => None,
+        let netns = match tcp {
+            TcpHold::Held => match self.netns_of(&c.spec) {
+                Ok(netns) => Some(netns),
+                Err(e) => return refused(format!("{e:#}")),
+            },
+            TcpHold::Stale => None,
         };
         // Frozen from here (runc's freeze is quicker than CRIU's own). A container left
         // running stays frozen until its writable layer is packed too, so that the files match

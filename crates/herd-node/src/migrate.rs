@@ -7,10 +7,11 @@
 //! ([`crate::volume_move`]), then freezes the container and checkpoints it with CRIU; memory
 //! pages go through a CRIU page server whose connection the two agents proxy (cold: the
 //! destination stores them; post-copy: the source serves them on demand), and the other
-//! images, the last changes of the files and the log tail go over the control connection. The destination restores, unlocks the network
-//! and says "running": that is the commit point. Until then the source can resume the container;
-//! after it, the source lets go. If the connection breaks after the source asked for the restore,
-//! the source stays frozen and the Control node decides, asking the destination.
+//! images, the last changes of the files and the log tail go over the control connection. The
+//! destination restores, unlocks the network and says "running": that is the commit point.
+//! Until then the source can resume the container; after it, the source lets go. If the
+//! connection breaks after the source asked for the restore, the source stays frozen and the
+//! Control node decides, asking the destination.
 
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, OwnedFd};

@@ -45,7 +45,7 @@ pub fn nofile_limits() -> (u64, u64) {
     let mut own = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit only writes the struct it is given.
     let node_hard = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut own) } == 0 { own.rlim_max } else { 0 };
-    let hard = NOFILE_HARD.min(node_hard).max(NOFILE_SOFT.min(node_hard));
+    let hard = NOFILE_HARD.min(node_hard);
     (NOFILE_SOFT.min(hard), hard)
 }
 

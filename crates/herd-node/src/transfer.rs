@@ -815,17 +815,14 @@ impl Channel {
     async fn settle<T>(&mut self, r: Result<T, TransferError>) -> Result<T, TransferError> {
         self.busy = false;
         let Err(e) = r else { return r };
-        if let Some(mut stream) = self.stream.take() {
-            let peer_knows = matches!(e, TransferError::Closed | TransferError::Remote(_) | TransferError::Broken);
-            if !self.link_failed
-                && !peer_knows
-                && let Ok(frame) = json_frame(T_ABORT, &Abort { message: e.to_string() })
-            {
-                let _ = timeout(ABORT_TIMEOUT, stream.write_all(&frame)).await;
-            }
-            // Dropping the stream closes it; with unread data the peer gets a reset, which
-            // wakes it even if it is blocked writing to us.
+        let peer_knows = matches!(e, TransferError::Closed | TransferError::Remote(_) | TransferError::Broken);
+        if peer_knows {
+            self.stream = None;
+        } else {
+            self.abort(&e.to_string()).await;
         }
+        // Dropping the stream closes it; with unread data the peer gets a reset, which
+        // wakes it even if it is blocked writing to us.
         Err(e)
     }
 

@@ -80,7 +80,7 @@ impl ContentHasher {
     }
 
     /// A whole chunk whose digest is known (the next one of a chunked file).
-    pub fn push_chunk(&mut self, digest: FileDigest) {
+    fn push_chunk(&mut self, digest: FileDigest) {
         debug_assert!(self.whole.is_none() && self.in_chunk == 0);
         self.chunks.push(digest);
     }

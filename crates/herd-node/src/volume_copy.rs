@@ -18,8 +18,8 @@ use nix::unistd::{Gid, Uid, UnlinkatFlags, fchownat, linkat, symlinkat, unlinkat
 
 use crate::tree_delta;
 use crate::volume_tree::{
-    Entry, FileDigest, Kind, Layout, OPAQUE_XATTR, list_fd, open_beneath, open_dir, open_root, remove_deleted, scan,
-    split, tree_digest,
+    Entry, FileDigest, Kind, Layout, OPAQUE_XATTR, list_fd, open_beneath, open_dir, open_root, path_in, remove_deleted,
+    scan, split, tree_digest,
 };
 
 /// The destination's copy of a volume, received into a staging directory.
@@ -30,14 +30,12 @@ pub struct Received {
     pub entries: BTreeMap<String, (Entry, Option<FileDigest>)>,
     /// The chunk digests of the files large enough to be patched ([`tree_delta`]).
     chunks: BTreeMap<String, Vec<FileDigest>>,
-    /// Content bytes written.
-    pub bytes: u64,
 }
 
 impl Received {
     /// Starts a copy in `dir`, which must exist and be empty.
     pub fn new(dir: &Path, layout: Layout) -> anyhow::Result<Received> {
-        Ok(Received { root: open_root(dir)?, layout, entries: BTreeMap::new(), chunks: BTreeMap::new(), bytes: 0 })
+        Ok(Received { root: open_root(dir)?, layout, entries: BTreeMap::new(), chunks: BTreeMap::new() })
     }
 
     /// What the copy is of.
@@ -138,7 +136,6 @@ impl Received {
                     f.write_all(&buf[..n])?;
                     left -= n as u64;
                 }
-                self.bytes += size;
                 let (d, chunks) = h.finish();
                 if let Some(chunks) = chunks {
                     self.chunks.insert(e.path.clone(), chunks);
@@ -179,8 +176,7 @@ impl Received {
         check_path(&e.path)?;
         let fd = open_beneath(self.root.as_fd(), &e.path, OFlag::O_WRONLY).context("opening the copy to patch")?;
         let f = std::fs::File::from(fd);
-        let (digest, chunks, written) = tree_delta::apply_patch(&f, old_size, size, &old, content)?;
-        self.bytes += written;
+        let (digest, chunks, _) = tree_delta::apply_patch(&f, old_size, size, &old, content)?;
         self.chunks.insert(e.path.clone(), chunks);
         let (parent, name) = split(&e.path);
         let pfd = open_dir(self.root.as_fd(), parent).context("opening its directory")?;
@@ -255,13 +251,14 @@ fn set_owner_mode(dir: BorrowedFd, name: &str, e: &Entry) -> anyhow::Result<()> 
 /// Gives the entry `name` in `dir` the attributes of `e`, removing those it had from an
 /// earlier pass (`existed`) and no longer has. Symbolic links carry none.
 fn set_xattrs(dir: BorrowedFd, name: &str, e: &Entry, existed: bool) -> anyhow::Result<()> {
-    use std::os::fd::AsRawFd;
+    use std::os::unix::ffi::OsStrExt;
     if matches!(e.kind, Kind::Symlink { .. } | Kind::Link { .. }) || (e.xattrs.is_empty() && !existed) {
         return Ok(());
     }
-    let path = std::ffi::CString::new(format!("/proc/self/fd/{}/{name}", dir.as_raw_fd()))?;
+    let entry = path_in(dir, OsStr::new(name));
+    let path = std::ffi::CString::new(entry.as_os_str().as_bytes())?;
     if existed {
-        let had = herd_image::UpperAttrs::read(Path::new(path.to_str()?))?;
+        let had = herd_image::UpperAttrs::read(&entry)?;
         let mut gone: Vec<String> = had.kept.into_iter().map(|(n, _)| n).collect();
         if had.opaque {
             gone.push(OPAQUE_XATTR.to_string());

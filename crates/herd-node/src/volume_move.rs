@@ -280,24 +280,17 @@ impl Incoming {
         // What the layer holds after the batch (files sent again replace their old content).
         let now: u64 = received.entries.values().map(|(e, _)| size(e)).sum();
         let replaced: u64 = changed.iter().filter_map(|e| received.entries.get(&e.path)).map(|(e, _)| size(e)).sum();
-        if now - replaced.min(now) + adding > bounds.max_size {
-            bail!(
-                "the writable layer is larger than {}, the most one layer may take on this node (--max-layer-size)",
-                herd_proto::units::Bytes(bounds.max_size)
-            );
+        let what = "the writable layer".to_string();
+        if now.saturating_sub(replaced) + adding > bounds.max_size {
+            let bound = herd_image::Bound::Layer;
+            return Err(herd_image::ImageError::TooLarge { what, limit: bounds.max_size, bound }.into());
         }
         if let Some(reserve) = &bounds.reserve {
             let (free, _) = herd_image::disk_space(&reserve.path)
                 .with_context(|| format!("reading the free space of {}", reserve.path.display()))?;
             if free < adding.saturating_add(reserve.bytes) {
-                bail!(
-                    "the writable layer would leave less than {} free on the filesystem of {} ({} free now; \
-                     --disk-reserve keeps {})",
-                    herd_proto::units::Bytes(reserve.bytes),
-                    reserve.path.display(),
-                    herd_proto::units::Bytes(free),
-                    herd_proto::units::Bytes(reserve.bytes)
-                );
+                let path = reserve.path.clone();
+                return Err(herd_image::ImageError::DiskReserve { what, path, reserve: reserve.bytes, free }.into());
             }
         }
         Ok(())
@@ -646,7 +639,7 @@ mod tests {
         let (sent, served) =
             tokio::join!(upper.send_pass(&mut tx, false, HashSet::new(), false), serve(&mut small, &c, &mut rx));
         let err = format!("{:#}", sent.unwrap_err());
-        assert!(err.contains("the writable layer is larger than 4B"), "{err}");
+        assert!(err.contains("the writable layer unpacks to more than 4B, the most one layer may unpack to"), "{err}");
         assert!(served.is_err());
     }
 

@@ -23,7 +23,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::OsStr;
 use std::io::{Read, Write};
-use std::os::fd::{BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 
 use anyhow::{Context, bail};
@@ -207,12 +207,16 @@ fn entry_of(path: String, st: &FileStat, kind: Kind) -> Entry {
     }
 }
 
-/// The carried extended attributes of `name` in the directory `dir` of an upper directory.
-fn upper_xattrs(dir: &OwnedFd, name: &OsStr) -> anyhow::Result<BTreeMap<String, String>> {
+/// A path to `name` in the open directory `dir` that resolves through the descriptor (for the
+/// calls that take no directory descriptor, such as the `l*xattr` family).
+pub(crate) fn path_in(dir: BorrowedFd, name: &OsStr) -> std::path::PathBuf {
     use std::os::fd::AsRawFd;
-    let mut path = std::ffi::OsString::from(format!("/proc/self/fd/{}/", dir.as_raw_fd()));
-    path.push(name);
-    let attrs = herd_image::UpperAttrs::read(Path::new(&path))?;
+    Path::new(&format!("/proc/self/fd/{}", dir.as_raw_fd())).join(name)
+}
+
+/// The carried extended attributes of `name` in the directory `dir` of an upper directory.
+fn upper_xattrs(dir: BorrowedFd, name: &OsStr) -> anyhow::Result<BTreeMap<String, String>> {
+    let attrs = herd_image::UpperAttrs::read(&path_in(dir, name))?;
     let mut out: BTreeMap<String, String> = attrs.kept.into_iter().map(|(n, v)| (n, hex::encode(v))).collect();
     if attrs.opaque {
         out.insert(OPAQUE_XATTR.to_string(), hex::encode(b"y"));
@@ -271,7 +275,7 @@ pub fn scan(root: BorrowedFd, layout: Layout) -> anyhow::Result<Tree> {
                     Kind::Device { .. } => continue,
                     Kind::Symlink { .. } => {}
                     _ => {
-                        entry.xattrs = match upper_xattrs(&fd, name) {
+                        entry.xattrs = match upper_xattrs(fd.as_fd(), name) {
                             Ok(x) => x,
                             // Gone since listed: the next pass sees it.
                             Err(e)
@@ -322,13 +326,6 @@ pub struct Known {
 pub struct Pass {
     pub deleted: Vec<String>,
     pub changed: Vec<Scanned>,
-}
-
-impl Pass {
-    /// Bytes of file content the pass sends.
-    pub fn content_bytes(&self) -> u64 {
-        self.changed.iter().map(|s| if let Kind::File { size } = s.entry.kind { size } else { 0 }).sum()
-    }
 }
 
 /// The changes from `known` (what the destination has) to `now` (the latest scan). Files in
@@ -604,7 +601,6 @@ fn parse_shared_writable(maps: &str) -> impl Iterator<Item = SharedMapping<'_>> 
 mod tests {
     use super::*;
     use crate::volume_copy::Received;
-    use std::os::fd::AsFd;
     use std::os::unix::fs::{PermissionsExt, symlink};
 
     fn known_of(tree: &Tree) -> BTreeMap<String, Known> {
