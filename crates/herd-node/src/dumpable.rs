@@ -179,14 +179,14 @@ pub fn check(pids: &[u32]) -> Vec<String> {
         let limit = std::fs::read_to_string(proc.join("limits")).ok().and_then(|l| open_files_limit(&l));
         let mut below_limit = 0u64;
         for fd in fds.flatten() {
-            if let (Some((soft, _)), Ok(n)) = (limit, fd.file_name().to_string_lossy().parse::<u64>())
-                && n < soft
+            let n = fd.file_name().to_string_lossy().into_owned();
+            if let (Some((soft, _)), Ok(number)) = (limit, n.parse::<u64>())
+                && number < soft
             {
                 below_limit += 1;
             }
             let Ok(link) = std::fs::read_link(fd.path()) else { continue };
             let link = link.to_string_lossy().into_owned();
-            let n = fd.file_name().to_string_lossy().into_owned();
             if link.starts_with("socket:[") {
                 // A socket closed meanwhile is no problem; one that cannot be asked is left to CRIU.
                 if let Ok(kind) = n.parse().map_err(std::io::Error::other).and_then(|fd| socket_kind(pid, fd))
@@ -254,10 +254,12 @@ mod tests {
     /// A process that has used up its open-file limit is refused, naming the limit.
     #[test]
     fn a_process_out_of_descriptors_is_refused() {
-        let script =
-            "ulimit -n 64; for i in $(seq 3 63); do eval \"exec $i</dev/null\"; done; echo full; exec sleep 60";
+        // It waits in `read` rather than exec'ing a sleeper: during an exec, /proc/PID/fd may
+        // not be readable, and the check would see no descriptor at all.
+        let script = "ulimit -n 64; for i in $(seq 3 63); do eval \"exec $i</dev/null\"; done; echo full; read -r _";
         let mut child = std::process::Command::new("bash")
             .args(["-c", script])
+            .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .spawn()
             .unwrap();
