@@ -45,4 +45,4 @@ pub use import::{
 pub mod media_types;
 pub use pack::pack_dir;
 pub use private::private_dir;
-pub use upper::{UpperAttrs, can_read_trusted_xattrs, pack_upper};
+pub use upper::{UpperAttrs, can_read_trusted_xattrs, kept_xattr, pack_upper};

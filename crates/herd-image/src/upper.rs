@@ -96,6 +96,12 @@ fn pack_node<W: Write>(packer: &mut Packer<W>, node: &Node<'_>) -> io::Result<()
     }
 }
 
+/// Whether a copy of an upper directory keeps the extended attribute `name` (as a layer does):
+/// `security.capability` and `user.*`. Overlayfs' own (`trusted.overlay.*`) are read apart.
+pub fn kept_xattr(name: &[u8]) -> bool {
+    name == b"security.capability" || name.starts_with(b"user.")
+}
+
 /// What the extended attributes of an entry of an upper directory say, for a copy of it (a
 /// layer, or a migration's copy of the directory): what to keep, and whether a directory is
 /// opaque. Overlay features a copy cannot carry are errors (see [`pack_upper`]).
@@ -116,7 +122,7 @@ impl UpperAttrs {
             let bytes = name.as_bytes();
             if let Some(overlay) = bytes.strip_prefix(OVERLAY_PREFIX) {
                 attrs.overlay(path, overlay, &name)?;
-            } else if bytes == b"security.capability" || bytes.starts_with(b"user.") {
+            } else if kept_xattr(bytes) {
                 let Some(text) = name.to_str() else {
                     return Err(invalid(
                         path,

@@ -86,6 +86,7 @@ impl Received {
         content: &mut impl Read,
         buf: &mut [u8],
     ) -> anyhow::Result<Option<FileDigest>> {
+        check_xattrs(self.layout, e)?;
         if patched {
             return self.patch_one(e, content).map(Some);
         }
@@ -248,6 +249,19 @@ fn set_owner_mode(dir: BorrowedFd, name: &str, e: &Entry) -> anyhow::Result<()> 
     Ok(())
 }
 
+/// Refuses, before anything is written, an attribute that a tree of `layout` does not carry:
+/// a volume carries none, a writable layer only what `volume_tree::scan` reads of one.
+fn check_xattrs(layout: Layout, e: &Entry) -> anyhow::Result<()> {
+    for (name, value) in &e.xattrs {
+        let carried = layout == Layout::Upper
+            && (herd_image::kept_xattr(name.as_bytes()) || (name == OPAQUE_XATTR && value == &hex::encode(b"y")));
+        if !carried {
+            bail!("the source sent extended attribute {name:?} (or a value of it) that this copy does not carry");
+        }
+    }
+    Ok(())
+}
+
 /// Gives the entry `name` in `dir` the attributes of `e`, removing those it had from an
 /// earlier pass (`existed`) and no longer has. Symbolic links carry none.
 fn set_xattrs(dir: BorrowedFd, name: &str, e: &Entry, existed: bool) -> anyhow::Result<()> {
@@ -365,5 +379,35 @@ mod tests {
         };
         assert!(received.apply(&[], &[file], &HashSet::new(), &mut &b"x"[..]).is_err());
         assert!(!outside.path().join("planted").exists());
+    }
+
+    /// Only the attributes the tree's layout carries are set: none on a volume, and on a
+    /// writable layer no overlayfs feature but an opaque directory.
+    #[test]
+    fn attributes_a_tree_does_not_carry_are_refused() {
+        let dir = |path: &str, xattrs: &[(&str, &str)]| Entry {
+            path: path.into(),
+            kind: Kind::Dir,
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+            mtime: 0,
+            mtime_ns: 0,
+            xattrs: xattrs.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect(),
+        };
+        let volume = tempfile::tempdir().unwrap();
+        let mut received = Received::new(volume.path(), Layout::Volume).unwrap();
+        let err = received.apply(&[], &[dir("d", &[("user.x", "00")])], &HashSet::new(), &mut std::io::empty());
+        assert!(format!("{:#}", err.unwrap_err()).contains("\"user.x\""));
+        assert!(!volume.path().join("d").exists());
+
+        let upper = tempfile::tempdir().unwrap();
+        let mut received = Received::new(upper.path(), Layout::Upper).unwrap();
+        for bad in [("trusted.overlay.redirect", "2f78"), ("trusted.overlay.opaque", "78"), ("security.selinux", "00")]
+        {
+            let err = received.apply(&[], &[dir("d", &[bad])], &HashSet::new(), &mut std::io::empty());
+            assert!(format!("{:#}", err.unwrap_err()).contains(bad.0), "{bad:?}");
+            assert!(!upper.path().join("d").exists(), "{bad:?}");
+        }
     }
 }
