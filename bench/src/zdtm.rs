@@ -38,6 +38,7 @@ pub const CI_SUBSET: &[&str] = &[
     // processes and threads
     "busyloop00", "sleeping00", "pid00", "zombie00", "zombie01", "wait00", "pthread00", "pthread01", "env00",
     "cmdlinenv00", "umask00", "rlimits00", "fpu00", "futex", "rseq00", "pdeath_sig",
+    "stopped", "stopped12",
     // security
     "caps00", "groups", "seccomp_filter", "seccomp_no_new_privs",
     // memory
@@ -648,9 +649,6 @@ pub fn criu_feature_checker() -> impl FnMut(&str) -> bool {
 /// container, where that is understood (the table shows it beside the failure's own message).
 pub fn known_cause(test: &str) -> Option<&'static str> {
     Some(match test {
-        t if t.starts_with("stopped") || t == "vdso02" => {
-            "Herd refuses a stopped process: under runc's freezer CRIU would wait for it forever (docs/design/zdtm.md)"
-        }
         "socket-tcp-close0" | "socket-dump-tcp-close" => {
             "tests CRIU's --tcp-close, which closes connections at the restore; Herd keeps them open"
         }
