@@ -49,8 +49,9 @@ tests=$(make -s --no-print-directory -C "$static" -f Makefile -f - print-tests <
 print-tests: ; @echo $(TST)
 MK
 )
-# libaio1: socket_aio and aio00 link it; python3: some tests' .checkskip are Python scripts.
-PACKAGES="libaio1 python3"
+# libaio1: socket_aio and aio00 link it; python3: some tests' .checkskip are Python scripts;
+# iptables, nftables, iproute2: the socket-tcp-* tests that reset or track connections run them.
+PACKAGES="libaio1 python3 iptables nftables iproute2"
 root=$OUT_DIR/rootfs
 rm -rf "$root" && cp -a "$BASE" "$root"
 mount --bind "$ARCHIVES" "$root/var/cache/apt/archives"

@@ -452,9 +452,12 @@ fn start<'a>(cluster: &'a BenchCluster, t: &TestCase, tag: &str) -> Started<'a> 
     let name = container_name(&t.name, tag);
     let _ = herd(cluster, &["rm", "-f", &name], STEP);
     let script = wrapper_script(t);
-    if let Err(e) =
-        herd(cluster, &["run", "--name", &name, "--memory", "4g", "zdtm", "--", "/bin/sh", "-c", &script], STEP)
-    {
+    let mut args = vec!["run", "--name", &name, "--memory", "4g"];
+    for cap in capabilities_needed(&t.name) {
+        args.extend(["--cap-add", cap]);
+    }
+    args.extend(["zdtm", "--", "/bin/sh", "-c", &script]);
+    if let Err(e) = herd(cluster, &args, STEP) {
         return Started::NotRun(Outcome::Error(format!("herd run: {e}")));
     }
     let c = TestContainer { cluster, name };
@@ -645,6 +648,24 @@ pub fn criu_feature_checker() -> impl FnMut(&str) -> bool {
     }
 }
 
+/// The capabilities beyond Docker's default set that a test needs to start: its container is
+/// run with them (`herd run --cap-add`), as a Docker user would run it (`docker run
+/// --cap-add`). Its checkpoint may then hold them, and no more, at a restore.
+pub fn capabilities_needed(test: &str) -> &'static [&'static str] {
+    match test {
+        "socket-raw"
+        | "sk-netlink"
+        | "socket-tcp-reseted"
+        | "socket-tcp-ipt-nfconntrack"
+        | "socket-tcp-nft-nfconntrack"
+        | "socket-tcp-syn-sent" => &["NET_ADMIN"],
+        "maps01" | "fanotify00" | "cgroupns" | "shmemfd" | "shmemfd-priv" | "timens_nested" | "timens_for_kids"
+        | "cgroup_stray" | "cgroup_ignore" => &["SYS_ADMIN"],
+        "sched_prio00" | "sched_policy00" => &["SYS_NICE"],
+        _ => &[],
+    }
+}
+
 /// Why a test that plain CRIU passes here fails through Herd, or does not start in a Herd
 /// container, where that is understood (the table shows it beside the failure's own message).
 pub fn known_cause(test: &str) -> Option<&'static str> {
@@ -657,16 +678,17 @@ pub fn known_cause(test: &str) -> Option<&'static str> {
         }
         "unlink_fstat03" => "needs CRIU's --link-remap, which Herd leaves off (docs/design/zdtm.md)",
         "file_locks01" => "compares inode numbers, which change when the writable layer is unpacked at a restore",
-        "socket-raw" => "reads SO_IP_SET, which needs CAP_NET_ADMIN (Docker does not give it)",
-        "sk-netlink" => "sends to netlink groups, which needs CAP_NET_ADMIN (Docker does not give it)",
-        "maps01" => "opens /proc/self/map_files, which needs CAP_SYS_ADMIN (Docker does not give it)",
-        "sched_prio00" | "sched_policy00" => "needs CAP_SYS_NICE (Docker does not give it)",
+        "sched_policy00" => "sets a real-time policy: its cgroup has no real-time CPU time (cpu.rt_runtime_us 0)",
         "socket_icmp" | "socket6_icmp" => "writes net.ipv4.ping_group_range; /proc/sys is read-only in a container",
-        "socket-tcp-reseted" | "socket-tcp-ipt-nfconntrack" | "socket-tcp-nft-nfconntrack" | "socket-tcp-syn-sent" => {
-            "runs iptables or nft in its namespace: needs CAP_NET_ADMIN (Docker does not give it)"
+        "socket-tcp-ipt-nfconntrack" | "socket-tcp-nft-nfconntrack" => {
+            "makes a network namespace of its own (CAP_SYS_ADMIN); runc has CRIU treat the container's as \
+             external, and CRIU then dumps no other (--empty-ns network)"
         }
-        "fanotify00" | "cgroupns" | "shmemfd" | "shmemfd-priv" | "timens_nested" | "timens_for_kids"
-        | "cgroup_stray" | "cgroup_ignore" => "needs CAP_SYS_ADMIN (Docker does not give it)",
+        "cgroupns" => "makes a cgroup namespace of its own, which CRIU cannot dump in a container that has none",
+        "cgroup_stray" => "moves processes into cgroups it made: runc restores them into the container's own",
+        "fanotify00" => {
+            "a fanotify mark on overlayfs: CRIU cannot reopen its file by handle there (Docker and Podman containers too)"
+        }
         "rtc" | "console" | "vt" => "opens a device a container does not have",
         _ => return None,
     })

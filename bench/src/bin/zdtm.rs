@@ -183,8 +183,8 @@ impl Report<'_> {
             .filter(|t| !self.results[*t].values().all(|o| matches!(o, Outcome::Skip(_))))
             .collect();
         s.push_str(&format!(
-            "\nOf the {} that start in a Herd container (the others need a capability Docker does not give, \
-             a device or a writable /proc/sys, or their own `.checkskip` says no there):\n\n",
+            "\nOf the {} that start in a Herd container (the others need a device, a writable /proc/sys, \
+             real-time CPU time or a network namespace of their own, or their own `.checkskip` says no there):\n\n",
             started.len()
         ));
         s.push_str(&self.shares(&started));
@@ -205,11 +205,20 @@ impl Report<'_> {
                     (Some(r), _) => {
                         let cells = Column::ALL.map(|c| r[&c].short().to_string()).join(" | ");
                         let why = r.values().find(|o| !o.is_pass()).map(|o| o.detail().to_string());
-                        let why = match (why, zdtm::known_cause(&t.name)) {
+                        let mut why = match (why, zdtm::known_cause(&t.name)) {
                             (Some(w), Some(cause)) => format!("{cause} ({})", escape(&w)),
                             (Some(w), None) => escape(&w),
                             (None, _) => String::new(),
                         };
+                        let caps = zdtm::capabilities_needed(&t.name);
+                        if !caps.is_empty() {
+                            let added = caps.iter().map(|c| format!("--cap-add {c}")).collect::<Vec<_>>().join(" ");
+                            why = if why.is_empty() {
+                                format!("run with {added}")
+                            } else {
+                                format!("run with {added}; {why}")
+                            };
+                        }
                         (cells, why)
                     }
                     (None, Some(why)) => (Column::ALL.map(|_| "not run").join(" | "), escape(why)),

@@ -281,6 +281,13 @@ pub struct RunArgs {
     /// NAME:/path[:ro]; containers using one volume run on one node; repeatable.
     #[arg(long = "volume", short = 'v', value_name = "NAME:PATH")]
     pub volumes: Vec<String>,
+    /// Add a capability to Docker's default set (NET_ADMIN, SYS_PTRACE..., or ALL); repeatable.
+    /// A checkpoint of the container may hold it, and no more, when it is restored.
+    #[arg(long = "cap-add", value_name = "CAP")]
+    pub cap_add: Vec<String>,
+    /// Drop a capability from it (or ALL); repeatable.
+    #[arg(long = "cap-drop", value_name = "CAP")]
+    pub cap_drop: Vec<String>,
     /// Run as USER[:GROUP] (names from the container's /etc/passwd and /etc/group, or
     /// numbers), instead of the image's user (root when it has none).
     #[arg(long, short = 'u', value_name = "USER[:GROUP]")]
@@ -424,6 +431,8 @@ pub async fn run(client: &Client, args: RunArgs) -> anyhow::Result<()> {
         ports: args.publish,
         network: args.network,
         volumes: args.volumes,
+        cap_add: args.cap_add,
+        cap_drop: args.cap_drop,
         user: args.user,
         workdir: args.workdir,
         // One program, as Docker takes it; "" clears the image's.

@@ -18,11 +18,14 @@ pub struct Requested {
     pub network_of: Option<String>,
 }
 
-/// Parses `-p`, `--network` and `-v`: malformed input is refused before anything is reserved.
+/// Parses `-p`, `--network`, `-v`, `--cap-add` and `--cap-drop`: malformed input is refused
+/// before anything is reserved.
 pub fn parse(req: &RunRequest) -> Result<Requested> {
     let bad = |e: herd_proto::names::NameError| Error::bad_request(e.0);
     let ports = hostconfig::parse_ports(&req.ports).map_err(bad)?;
     let volumes = hostconfig::parse_volumes(&req.volumes).map_err(bad)?;
+    let cap_add = hostconfig::parse_capabilities("--cap-add", &req.cap_add).map_err(bad)?;
+    let cap_drop = hostconfig::parse_capabilities("--cap-drop", &req.cap_drop).map_err(bad)?;
     let network_of = match &req.network {
         Some(n) => hostconfig::parse_network(n).map_err(bad)?,
         None => None,
@@ -34,7 +37,7 @@ pub fn parse(req: &RunRequest) -> Result<Requested> {
             "a container that joins the network of {owner} cannot publish ports of its own: publish them on {owner}"
         )));
     }
-    Ok(Requested { host: HostConfig { ports, network: None, volumes }, network_of })
+    Ok(Requested { host: HostConfig { ports, network: None, volumes, cap_add, cap_drop }, network_of })
 }
 
 /// Checks the container whose network namespace is joined and fills it in: it must exist, run,
@@ -195,6 +198,8 @@ mod tests {
         assert!(msg(run(&["0:80"], None, &[])).contains("host port 0 is out of range 1-65535"));
         assert!(msg(run(&["8080:80"], Some("container:web"), &[])).contains("cannot publish ports of its own"));
         assert!(msg(run(&[], Some("bridge"), &[])).contains("use container:NAME"));
+        let caps = RunRequest { cap_add: vec!["NET_ADMIN".into(), "SYS_NICEE".into()], ..run(&[], None, &[]) };
+        assert!(msg(caps).contains("--cap-add SYS_NICEE: no such capability"));
         assert!(msg(run(&[], None, &["/etc:/etc"])).contains("bind mounts of host paths are not supported"));
         let ok = parse(&run(&["8080:80"], None, &["data:/data"])).unwrap();
         assert_eq!(ok.host.ports.len(), 1);

@@ -8,6 +8,9 @@
 //! own, but for the time namespace CRIU gives restored processes), and no mount the
 //! container's configuration does not make (no file system but
 //! proc, sysfs, tmpfs, devpts, mqueue and cgroup ones; the read-only paths still read-only).
+//! A container that holds `CAP_SYS_ADMIN` (`herd run --cap-add SYS_ADMIN`) may also have
+//! mounted such file systems where it liked, as it could again after the restore; never a
+//! mount from outside its namespace (an external bind).
 //! This is a second line behind the signature of checkpoints that come from outside the
 //! cluster (`crate::signing`), and the only one for checkpoints that arrive from another node.
 //!
@@ -147,6 +150,8 @@ const FS_MQUEUE: u32 = 14;
 const FS_OVERLAYFS: u32 = 17;
 const FS_CGROUP2: u32 = 23;
 const MS_RDONLY: u32 = 1;
+/// The capability number of `CAP_SYS_ADMIN`, which mount(2) needs.
+const CAP_SYS_ADMIN: u32 = 21;
 /// `seccomp_mode`: filter.
 const SECCOMP_FILTER: u32 = 2;
 
@@ -415,13 +420,16 @@ impl Images {
                 continue;
             }
             let cgroup_dir = at.starts_with("/sys/fs/cgroup/");
-            if !allowed.mountpoints.contains(at) && !allowed.readonly.contains(at) && !cgroup_dir {
+            let external = m.ext_key.is_some() || m.ext_mount == Some(true);
+            let pseudo =
+                matches!(m.fstype, FS_PROC | FS_SYSFS | FS_TMPFS | FS_DEVPTS | FS_CGROUP | FS_MQUEUE | FS_CGROUP2);
+            // One the container could have made (and could make again) itself.
+            let own_mount = allowed.capabilities & (1 << CAP_SYS_ADMIN) != 0 && !external && pseudo;
+            if !allowed.mountpoints.contains(at) && !allowed.readonly.contains(at) && !cgroup_dir && !own_mount {
                 problems.push(format!("a mount at {at} that the container's configuration does not make"));
                 continue;
             }
-            let external = m.ext_key.is_some() || m.ext_mount == Some(true);
-            let kind_ok = external
-                || matches!(m.fstype, FS_PROC | FS_SYSFS | FS_TMPFS | FS_DEVPTS | FS_CGROUP | FS_MQUEUE | FS_CGROUP2);
+            let kind_ok = external || pseudo;
             if !kind_ok {
                 let name = m.fsname.as_deref().unwrap_or("?");
                 problems.push(format!(
@@ -648,6 +656,25 @@ mod tests {
         let writable = mount(202, 135, FS_PROC, "/proc/sys", 0, None);
         let err = images(DOCKER_CAPS, ids(9), vec![writable]).unwrap().check(&allowed()).unwrap_err().to_string();
         assert!(err.contains("/proc/sys would be writable"), "{err}");
+    }
+
+    #[test]
+    fn a_container_with_cap_sys_admin_may_have_mounted_file_systems_of_its_own() {
+        let with_sys_admin = Allowed { capabilities: allowed().capabilities | 1 << CAP_SYS_ADMIN, ..allowed() };
+        let caps = DOCKER_CAPS | 1 << CAP_SYS_ADMIN;
+        let cgroup = || mount(210, 134, FS_CGROUP, "/srv/cg", 0, None);
+        images(caps, ids(9), vec![cgroup()]).unwrap().check(&with_sys_admin).unwrap();
+        // Without the capability, the same mount is refused.
+        let err = images(DOCKER_CAPS, ids(9), vec![cgroup()]).unwrap().check(&allowed()).unwrap_err().to_string();
+        assert!(err.contains("a mount at /srv/cg that the container's configuration does not make"), "{err}");
+        // Neither a disk nor a bind from outside its namespace, even with it.
+        const FS_AUTO: u32 = 16;
+        let disk = mount(211, 134, FS_AUTO, "/mnt", 0, None);
+        let err = images(caps, ids(9), vec![disk]).unwrap().check(&with_sys_admin).unwrap_err().to_string();
+        assert!(err.contains("a mount at /mnt that the container's configuration does not make"), "{err}");
+        let outside = mount(212, 134, FS_TMPFS, "/host", 0, Some("/etc"));
+        let err = images(caps, ids(9), vec![outside]).unwrap().check(&with_sys_admin).unwrap_err().to_string();
+        assert!(err.contains("a mount at /host that the container's configuration does not make"), "{err}");
     }
 
     #[test]

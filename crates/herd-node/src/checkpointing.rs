@@ -160,6 +160,11 @@ impl Runtime {
     async fn dump_and_pack(&self, c: &Container, dir: &Path, leave_running: bool, generation: u64) -> OpResult<()> {
         let mut opts = CheckpointOpts::new(dir.join(CRIU_IMAGES), dir.join("dump-work"));
         opts.leave_running = leave_running;
+        if c.spec.host.network.is_none() && crate::netfilter::may_have_rules(&c.spec.host) {
+            let netns = self.cfg.paths.netns(&c.spec.id);
+            crate::netfilter::save(&netns, &opts.image_path)
+                .map_err(|e| format!("saving the firewall rules of {}: {e:#}", c.spec.name))?;
+        }
         if let Err(e) = self.cfg.runc.checkpoint(&c.spec.id, &opts).await {
             let detail =
                 criu_log_tail(&opts.work_path.join("dump.log")).map(|t| format!(" (CRIU: {t})")).unwrap_or_default();
@@ -257,6 +262,8 @@ impl Runtime {
             let netns = self.netns_of(&c.spec)?;
             if c.spec.host.network.is_some() {
                 netlock::lock(&netns)?;
+            } else {
+                crate::netfilter::restore(&netns, &dir.join(CRIU_IMAGES))?;
             }
             let work = dir.join(format!("restore-work-{}", now_millis()));
             let mode = ShimMode::Restore {

@@ -40,6 +40,7 @@ pub mod hello_slots;
 pub mod layers;
 pub mod logs;
 pub mod migrate;
+pub mod netfilter;
 pub mod netlock;
 pub mod overlay;
 pub mod pageproxy;

@@ -544,6 +544,9 @@ impl Runtime {
         // Its user's names are resolved in its files, which are only here now.
         crate::user::update_config(&c.paths.bundle(), &c.paths.rootfs(), &c.spec.user)?;
         Self::check_images(images, &c.paths.bundle()).await?;
+        if c.spec.host.network.is_none() {
+            crate::netfilter::restore(&self.cfg.paths.netns(&c.spec.id), images)?;
+        }
         let work = scratch.join("restore-work");
         std::fs::create_dir_all(&work)?;
         let mut lazy_daemon = None;
@@ -1083,6 +1086,9 @@ impl Runtime {
         let work = scratch.join("dump-work");
         std::fs::create_dir_all(&work)?;
         let log = scratch.join("runc-checkpoint.log");
+        if c.spec.host.network.is_none() && crate::netfilter::may_have_rules(&c.spec.host) {
+            crate::netfilter::save(&self.cfg.paths.netns(id), images)?;
+        }
         let mut opts = CheckpointOpts::new(images.to_path_buf(), work.clone());
         opts.parent_path = parent.map(PathBuf::from);
         // Frozen by runc before CRIU starts (see `Runtime::freeze_and_lock`). Left to itself,

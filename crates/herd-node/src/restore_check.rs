@@ -7,62 +7,17 @@ use std::path::Path;
 
 use anyhow::Context;
 use herd_image::criu_image::{self, Allowed, NamespaceKind};
-use oci_spec::runtime::{Capability, LinuxNamespaceType, Spec};
-
-/// Linux's number of a capability (`include/uapi/linux/capability.h`).
-fn capability_number(cap: &Capability) -> u32 {
-    use Capability::*;
-    match cap {
-        Chown => 0,
-        DacOverride => 1,
-        DacReadSearch => 2,
-        Fowner => 3,
-        Fsetid => 4,
-        Kill => 5,
-        Setgid => 6,
-        Setuid => 7,
-        Setpcap => 8,
-        LinuxImmutable => 9,
-        NetBindService => 10,
-        NetBroadcast => 11,
-        NetAdmin => 12,
-        NetRaw => 13,
-        IpcLock => 14,
-        IpcOwner => 15,
-        SysModule => 16,
-        SysRawio => 17,
-        SysChroot => 18,
-        SysPtrace => 19,
-        SysPacct => 20,
-        SysAdmin => 21,
-        SysBoot => 22,
-        SysNice => 23,
-        SysResource => 24,
-        SysTime => 25,
-        SysTtyConfig => 26,
-        Mknod => 27,
-        Lease => 28,
-        AuditWrite => 29,
-        AuditControl => 30,
-        Setfcap => 31,
-        MacOverride => 32,
-        MacAdmin => 33,
-        Syslog => 34,
-        WakeAlarm => 35,
-        BlockSuspend => 36,
-        AuditRead => 37,
-        Perfmon => 38,
-        Bpf => 39,
-        CheckpointRestore => 40,
-    }
-}
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
 /// What a container with runtime configuration `config` may have.
 pub fn allowed(config: &Spec) -> Allowed {
     let mut allowed = Allowed::default();
     if let Some(process) = config.process() {
         if let Some(bounding) = process.capabilities().as_ref().and_then(|c| c.bounding().as_ref()) {
-            allowed.capabilities = bounding.iter().map(capability_number).fold(0u64, |mask, n| mask | 1u64 << n);
+            allowed.capabilities = bounding
+                .iter()
+                .filter_map(|cap| herd_proto::hostconfig::capability_number(&cap.to_string()))
+                .fold(0u64, |mask, n| mask | 1u64 << n);
         }
         allowed.no_new_privs = process.no_new_privileges().unwrap_or(false);
     }

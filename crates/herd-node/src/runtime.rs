@@ -243,6 +243,14 @@ impl Runtime {
     /// that its peers' retransmissions are dropped until its sockets are back, never reset.
     pub(crate) async fn prepare(&self, c: &Container, network: Network) -> anyhow::Result<()> {
         let spec = &c.spec;
+        let missing = spec::missing_capabilities(&spec.host, spec::node_bounding_set());
+        if !missing.is_empty() {
+            anyhow::bail!(
+                "this node cannot give {} (--cap-add): its own processes do not hold {}",
+                spec.name,
+                missing.join(", ")
+            );
+        }
         let layers = self.layers.ensure(&spec.layers).await?;
         overlay::mount_overlay(&layers, &c.paths.upper(), &c.paths.overlay_work(), &c.paths.rootfs())?;
         let netns_path = self.netns_of(spec)?;

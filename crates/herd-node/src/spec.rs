@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use herd_proto::hostconfig::{self, HostConfig};
 use herd_proto::node::ContainerSpec;
 use oci_spec::runtime::{
     Capability, LinuxCapabilities, LinuxCpu, LinuxMemory, LinuxNamespace, LinuxNamespaceType, LinuxPids,
@@ -12,23 +13,41 @@ use oci_spec::runtime::{
 /// The CPU quota period, as Docker uses.
 pub const CPU_PERIOD: u64 = 100_000;
 
-/// Docker's default capability set, which users' images expect.
-const CAPABILITIES: [Capability; 14] = [
-    Capability::Chown,
-    Capability::DacOverride,
-    Capability::Fowner,
-    Capability::Fsetid,
-    Capability::Kill,
-    Capability::Setgid,
-    Capability::Setuid,
-    Capability::Setpcap,
-    Capability::NetBindService,
-    Capability::NetRaw,
-    Capability::SysChroot,
-    Capability::Mknod,
-    Capability::AuditWrite,
-    Capability::Setfcap,
-];
+/// The capabilities this node's own processes may hold (its bounding set, `CapBnd`): a
+/// container gets no capability beyond it, which runc could not give.
+pub fn node_bounding_set() -> u64 {
+    static SET: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *SET.get_or_init(|| {
+        std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|status| {
+                let line = status.lines().find(|l| l.starts_with("CapBnd:"))?;
+                u64::from_str_radix(line["CapBnd:".len()..].trim(), 16).ok()
+            })
+            .unwrap_or(u64::MAX)
+    })
+}
+
+/// The capabilities a container of `host` holds on a node whose bounding set is `bounding`:
+/// Docker's set with its `--cap-add` and `--cap-drop` (see [`HostConfig::capabilities`]),
+/// within `bounding` (so that `--cap-add ALL` means all the node has).
+pub fn capabilities(host: &HostConfig, bounding: u64) -> std::collections::HashSet<Capability> {
+    host.capabilities()
+        .into_iter()
+        .filter(|name| hostconfig::capability_number(name).is_some_and(|n| bounding & (1u64 << n) != 0))
+        .filter_map(|name| name.trim_start_matches("CAP_").parse().ok())
+        .collect()
+}
+
+/// The capabilities a container asks for by name (`--cap-add`) that a node whose bounding set
+/// is `bounding` does not hold itself, and so cannot give.
+pub fn missing_capabilities(host: &HostConfig, bounding: u64) -> Vec<String> {
+    host.cap_add
+        .iter()
+        .filter(|name| hostconfig::capability_number(name).is_some_and(|n| bounding & (1u64 << n) == 0))
+        .cloned()
+        .collect()
+}
 
 /// Open files a container's processes start with (what `select(2)`-based programs expect).
 pub const NOFILE_SOFT: u64 = 1024;
@@ -64,7 +83,7 @@ pub fn runtime_spec(spec: &ContainerSpec, netns: &Path, cgroup_path: &str) -> Sp
     process.set_env(Some(spec.env.clone()));
     process.set_cwd(if spec.working_dir.is_empty() { "/".into() } else { spec.working_dir.clone().into() });
     process.set_terminal(Some(false));
-    let caps: std::collections::HashSet<Capability> = CAPABILITIES.into_iter().collect();
+    let caps = capabilities(&spec.host, node_bounding_set());
     let mut c = LinuxCapabilities::default();
     c.set_bounding(Some(caps.clone()));
     c.set_effective(Some(caps.clone()));
@@ -172,6 +191,7 @@ mod tests {
         let caps = json["process"]["capabilities"]["bounding"].as_array().unwrap();
         assert!(caps.iter().any(|c| c == "CAP_NET_BIND_SERVICE"));
         assert!(!caps.iter().any(|c| c == "CAP_SYS_ADMIN"));
+        assert_eq!(caps.len(), 14, "Docker's default set");
         let rlimits = json["process"]["rlimits"].as_array().unwrap();
         assert_eq!(rlimits.len(), 1);
         assert_eq!(rlimits[0]["type"], "RLIMIT_NOFILE");
@@ -181,6 +201,32 @@ mod tests {
         // SAFETY: getrlimit only writes the struct it is given.
         assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut own) }, 0);
         assert_eq!(hard, NOFILE_HARD.min(own.rlim_max), "up to Docker's hard limit, within this process's own");
+    }
+
+    #[test]
+    fn added_capabilities_are_given_within_the_nodes_own() {
+        let host = HostConfig {
+            cap_add: vec!["CAP_NET_ADMIN".into()],
+            cap_drop: vec!["CAP_MKNOD".into()],
+            ..Default::default()
+        };
+        let caps = capabilities(&host, u64::MAX);
+        assert!(caps.contains(&Capability::NetAdmin) && !caps.contains(&Capability::Mknod));
+        assert_eq!(caps.len(), 14);
+        // A node without CAP_NET_ADMIN (12) gives it to nobody, and names it as missing.
+        let without = !(1u64 << 12);
+        assert!(!capabilities(&host, without).contains(&Capability::NetAdmin));
+        assert_eq!(missing_capabilities(&host, without), ["CAP_NET_ADMIN"]);
+        assert!(missing_capabilities(&host, u64::MAX).is_empty());
+        // ALL is what the node has.
+        let all = HostConfig { cap_add: vec!["ALL".into()], ..Default::default() };
+        assert_eq!(capabilities(&all, without).len(), 40);
+        assert!(missing_capabilities(&all, without).is_empty());
+        let json =
+            serde_json::to_value(runtime_spec(&ContainerSpec { host, ..spec() }, Path::new("/x"), "/y")).unwrap();
+        let bounding = json["process"]["capabilities"]["bounding"].as_array().unwrap();
+        assert!(bounding.iter().any(|c| c == "CAP_NET_ADMIN"));
+        assert!(!bounding.iter().any(|c| c == "CAP_MKNOD"));
     }
 
     #[test]

@@ -173,6 +173,12 @@ pub struct RunRequest {
     /// Named volumes: `NAME:/path[:ro]`.
     #[serde(default)]
     pub volumes: Vec<String>,
+    /// Capabilities to add to Docker's default set (`NET_ADMIN`, `CAP_SYS_PTRACE`, `ALL`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cap_add: Vec<String>,
+    /// Capabilities to drop from it (or `ALL`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cap_drop: Vec<String>,
     /// `USER[:GROUP]` (names or numbers) its processes run as, instead of the image's `User`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,

@@ -1,7 +1,8 @@
 //! What a container shares with its node and with other containers, as Docker's `HostConfig`
 //! says it: published ports (`-p [HOST_IP:]HOST_PORT:CONTAINER_PORT[/PROTO]`), the network
-//! namespace it joins (`--network container:NAME`) and the named volumes it mounts
-//! (`-v NAME:/path[:ro]`). Parsing and validation live here so the CLI, the Control node and
+//! namespace it joins (`--network container:NAME`), the named volumes it mounts
+//! (`-v NAME:/path[:ro]`) and the capabilities added to or dropped from Docker's default set
+//! (`--cap-add`, `--cap-drop`). Parsing and validation live here so the CLI, the Control node and
 //! the scheduler agree on them.
 
 use std::collections::BTreeSet;
@@ -205,6 +206,103 @@ pub fn parse_volumes(specs: &[String]) -> Result<Vec<VolumeMount>, NameError> {
     Ok(out)
 }
 
+/// Linux's capabilities, by number (`capabilities(7)`; 0 to 40 in Linux 5.9 and later).
+pub const CAPABILITIES: [&str; 41] = [
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST",
+    "CAP_NET_ADMIN",
+    "CAP_NET_RAW",
+    "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER",
+    "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO",
+    "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_PACCT",
+    "CAP_SYS_ADMIN",
+    "CAP_SYS_BOOT",
+    "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG",
+    "CAP_MKNOD",
+    "CAP_LEASE",
+    "CAP_AUDIT_WRITE",
+    "CAP_AUDIT_CONTROL",
+    "CAP_SETFCAP",
+    "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN",
+    "CAP_SYSLOG",
+    "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND",
+    "CAP_AUDIT_READ",
+    "CAP_PERFMON",
+    "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE",
+];
+
+/// Linux's number of capability `name` (`CAP_NET_ADMIN` or `NET_ADMIN`).
+pub fn capability_number(name: &str) -> Option<u32> {
+    let name = name.strip_prefix("CAP_").unwrap_or(name);
+    CAPABILITIES.iter().position(|c| c[4..] == *name).map(|n| n as u32)
+}
+
+/// Docker's default set, which users' images expect.
+pub const DEFAULT_CAPABILITIES: [&str; 14] = [
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_RAW",
+    "CAP_SYS_CHROOT",
+    "CAP_MKNOD",
+    "CAP_AUDIT_WRITE",
+    "CAP_SETFCAP",
+];
+
+/// What `--cap-add` and `--cap-drop` take for every capability.
+pub const ALL_CAPABILITIES: &str = "ALL";
+
+/// Parses `--cap-add` or `--cap-drop` values as Docker takes them: a capability's name in any
+/// case, with or without `CAP_` (`net_admin`, `CAP_NET_ADMIN`), or `ALL`. Returns them as
+/// `CAP_NET_ADMIN` or `ALL`, each once.
+pub fn parse_capabilities(flag: &str, specs: &[String]) -> Result<Vec<String>, NameError> {
+    let mut out: Vec<String> = Vec::with_capacity(specs.len());
+    for s in specs {
+        let upper = s.trim().to_ascii_uppercase();
+        let name = if upper == ALL_CAPABILITIES {
+            upper
+        } else {
+            let full = if upper.starts_with("CAP_") { upper } else { format!("CAP_{upper}") };
+            if !CAPABILITIES.contains(&full.as_str()) {
+                return Err(NameError(format!(
+                    "{flag} {s}: no such capability (they are named as in capabilities(7): NET_ADMIN, SYS_PTRACE...; or ALL)"
+                )));
+            }
+            full
+        };
+        if !out.contains(&name) {
+            out.push(name);
+        }
+    }
+    Ok(out)
+}
+
 /// The container whose network namespace another one joins.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SharedNetwork {
@@ -238,11 +336,41 @@ pub struct HostConfig {
     pub network: Option<SharedNetwork>,
     #[serde(default)]
     pub volumes: Vec<VolumeMount>,
+    /// Capabilities added to [`DEFAULT_CAPABILITIES`] (`CAP_NET_ADMIN`..., or `ALL`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cap_add: Vec<String>,
+    /// Capabilities dropped from it (or `ALL`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cap_drop: Vec<String>,
 }
 
 impl HostConfig {
     pub fn is_empty(&self) -> bool {
-        self.ports.is_empty() && self.network.is_none() && self.volumes.is_empty()
+        self.ports.is_empty()
+            && self.network.is_none()
+            && self.volumes.is_empty()
+            && self.cap_add.is_empty()
+            && self.cap_drop.is_empty()
+    }
+
+    /// The capabilities its processes hold, as Docker computes them: with `--cap-add ALL`,
+    /// every capability but those dropped; with `--cap-drop ALL`, only those added; otherwise
+    /// [`DEFAULT_CAPABILITIES`] less those dropped, plus those added. Sorted by number.
+    pub fn capabilities(&self) -> Vec<&'static str> {
+        let all = |list: &[String]| list.iter().any(|c| c == ALL_CAPABILITIES);
+        let listed = |list: &[String], cap: &str| list.iter().any(|c| c == cap);
+        CAPABILITIES
+            .into_iter()
+            .filter(|cap| {
+                if all(&self.cap_add) {
+                    !listed(&self.cap_drop, cap)
+                } else if all(&self.cap_drop) {
+                    listed(&self.cap_add, cap)
+                } else {
+                    (DEFAULT_CAPABILITIES.contains(cap) && !listed(&self.cap_drop, cap)) || listed(&self.cap_add, cap)
+                }
+            })
+            .collect()
     }
 
     /// The ports as `docker ps` lists them: `0.0.0.0:8080->80/tcp, ...`.
@@ -257,6 +385,46 @@ mod tests {
 
     fn strings(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn capabilities_parse_in_any_case_with_or_without_their_prefix() {
+        let caps =
+            parse_capabilities("--cap-add", &strings(&["net_admin", "CAP_SYS_PTRACE", "Sys_Nice", "all", "NET_ADMIN"]));
+        assert_eq!(caps.unwrap(), strings(&["CAP_NET_ADMIN", "CAP_SYS_PTRACE", "CAP_SYS_NICE", "ALL"]));
+        let err = parse_capabilities("--cap-drop", &strings(&["NET_ADMINN"])).unwrap_err().0;
+        assert!(err.starts_with("--cap-drop NET_ADMINN: no such capability"), "{err}");
+    }
+
+    #[test]
+    fn capabilities_have_linux_numbers() {
+        assert_eq!(capability_number("CAP_CHOWN"), Some(0));
+        assert_eq!(capability_number("NET_ADMIN"), Some(12));
+        assert_eq!(capability_number("CAP_SYS_ADMIN"), Some(21));
+        assert_eq!(capability_number("CAP_CHECKPOINT_RESTORE"), Some(40));
+        assert_eq!(capability_number("ALL"), None);
+    }
+
+    #[test]
+    fn capabilities_are_computed_as_docker_does() {
+        let host = |add: &[&str], drop: &[&str]| HostConfig {
+            cap_add: strings(add),
+            cap_drop: strings(drop),
+            ..Default::default()
+        };
+        // Nothing asked: Docker's default set, in capability order.
+        assert_eq!(host(&[], &[]).capabilities().len(), 14);
+        assert_eq!(host(&[], &[]).capabilities()[0], "CAP_CHOWN");
+        let some = host(&["CAP_NET_ADMIN"], &["CAP_NET_RAW", "CAP_MKNOD"]).capabilities();
+        assert!(some.contains(&"CAP_NET_ADMIN") && !some.contains(&"CAP_NET_RAW") && !some.contains(&"CAP_MKNOD"));
+        assert_eq!(some.len(), 13);
+        // Drop everything, add one back.
+        assert_eq!(host(&["CAP_NET_BIND_SERVICE"], &["ALL"]).capabilities(), ["CAP_NET_BIND_SERVICE"]);
+        // Add everything but one.
+        let all = host(&["ALL"], &["CAP_SYS_ADMIN"]).capabilities();
+        assert_eq!(all.len(), 40);
+        assert!(!all.contains(&"CAP_SYS_ADMIN"));
+        assert!(host(&[], &["ALL"]).capabilities().is_empty());
     }
 
     #[test]
