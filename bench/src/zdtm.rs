@@ -674,9 +674,12 @@ pub fn known_cause(test: &str) -> Option<&'static str> {
             "tests CRIU's --tcp-close, which closes connections at the restore; Herd keeps them open"
         }
         "inotify00" | "inotify04" => {
-            "an inotify watch on overlayfs: CRIU cannot reopen its file by handle there (Docker and Podman containers too)"
+            "an inotify watch on the overlay root: CRIU records the file by a handle overlayfs does not give (Docker and Podman \
+             containers too); Herd refuses it before the freeze"
         }
-        "unlink_fstat03" => "needs CRIU's --link-remap, which Herd leaves off (docs/design/zdtm.md)",
+        "unlink_fstat03" => {
+            "needs CRIU's --link-remap, which Herd leaves off (docs/design/zdtm.md); Herd refuses it before the freeze"
+        }
         "file_locks01" => "compares inode numbers, which change when the writable layer is unpacked at a restore",
         "sched_policy00" => "sets a real-time policy: its cgroup has no real-time CPU time (cpu.rt_runtime_us 0)",
         "socket_icmp" | "socket6_icmp" => "writes net.ipv4.ping_group_range; /proc/sys is read-only in a container",
@@ -684,10 +687,14 @@ pub fn known_cause(test: &str) -> Option<&'static str> {
             "makes a network namespace of its own (CAP_SYS_ADMIN); runc has CRIU treat the container's as \
              external, and CRIU then dumps no other (--empty-ns network)"
         }
-        "cgroupns" => "makes a cgroup namespace of its own, which CRIU cannot dump in a container that has none",
+        "cgroupns" => {
+            "makes a cgroup namespace of its own, which CRIU cannot dump in a container that has none; Herd refuses it before \
+         the freeze"
+        }
         "cgroup_stray" => "moves processes into cgroups it made: runc restores them into the container's own",
         "fanotify00" => {
-            "a fanotify mark on overlayfs: CRIU cannot reopen its file by handle there (Docker and Podman containers too)"
+            "a fanotify mark on the overlay root: CRIU records the file by a handle overlayfs does not give (Docker and \
+             Podman containers too); Herd refuses it before the freeze"
         }
         "rtc" | "console" | "vt" => "opens a device a container does not have",
         _ => return None,

@@ -14,6 +14,15 @@
 //!   stream socket connected to a process outside the container (CRIU refuses it during the
 //!   dump, and the container then runs on).
 //!
+//! - what runc's way of calling CRIU keeps it from carrying: a process in a network or cgroup
+//!   namespace other than the container's (CRIU takes the container's network namespace as
+//!   external, `--empty-ns network`, and then dumps no other; it cannot dump a cgroup
+//!   namespace nested in a container that has none);
+//! - an inotify watch or fanotify mark on the container's overlay root: CRIU records a
+//!   watched file by its handle, and overlayfs gives none (CRIU: "Can't dump that handle");
+//! - an open file unlinked from the path it was opened by while another link to it remains:
+//!   CRIU would need `--link-remap`, which Herd leaves off (docs/design/zdtm.md);
+//!
 //! - a process that uses every descriptor its open-file limit allows: CRIU's parasite needs
 //!   one more in it (a memfd), and without it CRIU fails during the dump with a misleading
 //!   `remote_mprotect failed` (compel goes on after the failed `memfd_create`).
@@ -152,10 +161,26 @@ fn socket_kind(pid: u32, fd: i32) -> std::io::Result<SocketKind> {
 /// Processes that exit meanwhile are skipped.
 pub fn check(pids: &[u32]) -> Vec<String> {
     let mut problems = Vec::new();
+    let init = container_init(pids);
+    let ns_of = |pid: u32, kind: &str| std::fs::read_link(format!("/proc/{pid}/ns/{kind}")).ok();
+    let (init_net, init_cgroup) = (init.and_then(|p| ns_of(p, "net")), init.and_then(|p| ns_of(p, "cgroup")));
+    // The overlay root's device, as the kernel encodes it in fdinfo (`sdev:`).
+    let root_dev = init.and_then(|p| std::fs::metadata(format!("/proc/{p}/root")).ok()).map(|m| kernel_dev(m.dev()));
     for &pid in pids {
         let proc = Path::new("/proc").join(pid.to_string());
         let comm = std::fs::read_to_string(proc.join("comm")).unwrap_or_default().trim().to_string();
         let who = format!("process {pid} ({comm})");
+        if init_net.is_some() && ns_of(pid, "net").is_some_and(|ns| Some(&ns) != init_net.as_ref()) {
+            problems.push(format!(
+                "{who} is in a network namespace of its own, which CRIU cannot checkpoint in a container \
+                 (runc has it take the container's as external, and it then dumps no other)"
+            ));
+        }
+        if init_cgroup.is_some() && ns_of(pid, "cgroup").is_some_and(|ns| Some(&ns) != init_cgroup.as_ref()) {
+            problems.push(format!(
+                "{who} is in a cgroup namespace of its own, which CRIU cannot checkpoint in a container that has none"
+            ));
+        }
         let Ok(fds) = std::fs::read_dir(proc.join("fd")) else { continue }; // it exited
         let limit = std::fs::read_to_string(proc.join("limits")).ok().and_then(|l| open_files_limit(&l));
         let mut below_limit = 0u64;
@@ -185,9 +210,26 @@ pub fn check(pids: &[u32]) -> Vec<String> {
                     _ => FileKind::Other,
                 }
             };
-            let rdev = std::fs::metadata(fd.path()).map(|m| m.rdev()).unwrap_or(0);
+            let meta = std::fs::metadata(fd.path()).ok();
+            let rdev = meta.as_ref().map(|m| m.rdev()).unwrap_or(0);
             if let Some(why) = undumpable_file(&link, kind, rdev) {
                 problems.push(format!("{who} holds {why} as fd {n}"));
+            }
+            if matches!(link.as_str(), "anon_inode:inotify" | "anon_inode:[fanotify]")
+                && let Some(dev) = root_dev
+                && let Ok(info) = std::fs::read_to_string(proc.join("fdinfo").join(&n))
+                && watches_device(&info, dev)
+            {
+                problems.push(format!(
+                    "{who} watches a file of its overlay root through {link} (fd {n}), and CRIU records a watched \
+                     file by a handle overlayfs does not give: watch a volume's files instead"
+                ));
+            }
+            if link.ends_with(" (deleted)") && meta.as_ref().is_some_and(|m| m.nlink() > 0) {
+                problems.push(format!(
+                    "{who} holds {link} as fd {n}, unlinked where it was opened while another link to it remains, \
+                     which CRIU carries only with --link-remap (Herd leaves it off)"
+                ));
             }
         }
         if let Some((soft, hard)) = limit
@@ -210,6 +252,31 @@ pub fn check(pids: &[u32]) -> Vec<String> {
         }
     }
     problems
+}
+
+/// The container's first process among `pids`: the one whose parent is not one of them.
+fn container_init(pids: &[u32]) -> Option<u32> {
+    pids.iter().copied().find(|pid| {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let ppid = status.lines().find_map(|l| l.strip_prefix("PPid:")).and_then(|p| p.trim().parse::<u32>().ok());
+        ppid.is_some_and(|ppid| !pids.contains(&ppid))
+    })
+}
+
+/// A device number as the kernel keeps it (`MKDEV`: the major above 20 bits of minor), which
+/// fdinfo prints, from the one stat(2) gives.
+fn kernel_dev(dev: u64) -> u64 {
+    (u64::from(libc::major(dev)) << 20) | u64::from(libc::minor(dev))
+}
+
+/// Whether an inotify or fanotify fdinfo text has a watch or mark on device `dev` (`sdev:`, hex).
+fn watches_device(fdinfo: &str, dev: u64) -> bool {
+    fdinfo.lines().filter(|l| l.starts_with("inotify ") || l.starts_with("fanotify ")).any(|l| {
+        l.split_whitespace()
+            .find_map(|f| f.strip_prefix("sdev:"))
+            .and_then(|d| u64::from_str_radix(d, 16).ok())
+            .is_some_and(|d| d == dev)
+    })
 }
 
 /// The soft and hard open-file limits in a `/proc/PID/limits` text.
@@ -251,6 +318,51 @@ mod tests {
         let _ = child.kill();
         let _ = child.wait();
         assert!(problems.iter().any(|p| p.contains("all 64 descriptors of its open-file limit")), "{problems:?}");
+    }
+
+    #[test]
+    fn watches_are_matched_by_their_device() {
+        let info =
+            "pos:\t0\nflags:\t00\nmnt_id:\t15\ninotify wd:1 ino:a3 sdev:3a mask:fff ignored_mask:0 fhandle-bytes:8\n";
+        assert!(watches_device(info, 0x3a));
+        assert!(!watches_device(info, 0x800001));
+        assert!(!watches_device("pos:\t0\n", 0x3a));
+        // An anonymous device 0:58 as stat(2) gives it, and as the kernel does.
+        assert_eq!(kernel_dev(libc::makedev(0, 58)), 58);
+        assert_eq!(kernel_dev(libc::makedev(8, 1)), 8 << 20 | 1);
+    }
+
+    /// A file unlinked while another link to it remains is refused; one with no link left
+    /// (which CRIU keeps as a ghost file) is not.
+    #[test]
+    fn a_file_unlinked_beside_another_link_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b, ghost) = (dir.path().join("a"), dir.path().join("b"), dir.path().join("ghost"));
+        std::fs::write(&a, "x").unwrap();
+        std::fs::hard_link(&a, &b).unwrap();
+        std::fs::write(&ghost, "y").unwrap();
+        let script = format!(
+            "exec 7<{} 8<{}; rm {} {}; echo ready; read -r _",
+            a.display(),
+            ghost.display(),
+            a.display(),
+            ghost.display()
+        );
+        let mut child = std::process::Command::new("bash")
+            .args(["-c", &script])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.as_mut().unwrap()), &mut line).unwrap();
+        assert_eq!(line.trim(), "ready");
+        let problems = check(&[child.id()]);
+        let _ = child.kill();
+        let _ = child.wait();
+        let remapped: Vec<_> = problems.iter().filter(|p| p.contains("--link-remap")).collect();
+        assert_eq!(remapped.len(), 1, "{problems:?}");
+        assert!(remapped[0].contains("as fd 7"), "{problems:?}");
     }
 
     #[test]

@@ -43,3 +43,25 @@ fn io_uring_is_refused_before_the_freeze_and_the_container_runs_on() {
         counts_on(count(&cluster));
     }
 }
+
+/// An inotify watch on a file of the overlay root (`tests/fixtures/watcher.c`) is refused before
+/// the freeze with the process and the watch named; so is a file unlinked while another link
+/// to it remains. The container runs on.
+#[test]
+fn an_overlay_watch_and_a_file_that_needs_link_remap_are_refused() {
+    let cluster = Cluster::up(80, 2);
+    cluster.import_busybox_with(&["watcher"]);
+    cluster.ok(&["run", "--name", "watch", "busybox", "--", "sh", "-c", "touch /w; exec /bin/watcher /w"]);
+    cluster.wait_log("watch", "watching /w", T);
+    let pid = cluster.container("watch").pid;
+    let err = cluster.fails(&["migrate", "watch"]);
+    assert!(err.contains("(watcher) watches a file of its overlay root"), "{err}");
+    assert_eq!((cluster.state("watch"), cluster.container("watch").pid), ("running".to_string(), pid));
+
+    let script = "echo x > /a; ln /a /b; exec 7</a; rm /a; echo ready; while :; do sleep 1; done";
+    cluster.ok(&["run", "--name", "remap", "busybox", "--", "sh", "-c", script]);
+    cluster.wait_log("remap", "ready", T);
+    let err = cluster.fails(&["checkpoint", "--leave-running", "remap"]);
+    assert!(err.contains("/a (deleted) as fd 7") && err.contains("--link-remap"), "{err}");
+    assert_eq!(cluster.state("remap"), "running");
+}
