@@ -29,13 +29,36 @@ pub struct Bucket<T> {
     store: kv::Store,
     /// For the broker's bound on one message.
     client: async_nats::Client,
+    /// Whether the broker is a cluster whose writes are tried again while it fails over
+    /// (see [`Bucket::retrying`]).
+    clustered: bool,
     _value: PhantomData<fn() -> T>,
 }
 
 impl<T> Clone for Bucket<T> {
     fn clone(&self) -> Self {
-        Bucket { store: self.store.clone(), client: self.client.clone(), _value: PhantomData }
+        Bucket {
+            store: self.store.clone(),
+            client: self.client.clone(),
+            clustered: self.clustered,
+            _value: PhantomData,
+        }
     }
+}
+
+/// How long a write to a clustered broker is tried again while the cluster fails over: a
+/// stream whose leader was lost elects another within seconds, and a client whose server
+/// went reconnects to another, which may not know the stream yet.
+const FAILOVER_WITHIN: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// Whether an error is one a clustered broker gives while it fails over, and that passes
+/// (a request cut off, a server that does not know a stream yet): an operation that can be
+/// run again may be.
+pub fn failover_error(e: &dyn std::fmt::Display) -> bool {
+    let text = e.to_string().to_ascii_lowercase();
+    ["timed out", "no stream found", "no responders", "temporarily unavailable", "disconnected", "not connected"]
+        .iter()
+        .any(|t| text.contains(t))
 }
 
 /// Outcome of a conditional write.
@@ -46,8 +69,38 @@ pub enum WriteConflict {
 }
 
 impl<T: Serialize + DeserializeOwned> Bucket<T> {
-    pub(crate) fn new(store: kv::Store, client: async_nats::Client) -> Self {
-        Bucket { store, client, _value: PhantomData }
+    pub(crate) fn new(store: kv::Store, client: async_nats::Client, clustered: bool) -> Self {
+        Bucket { store, client, clustered, _value: PhantomData }
+    }
+
+    /// Runs the write `op` again, for up to [`FAILOVER_WITHIN`], while a clustered broker
+    /// fails over ([`failover_error`]s); `Ok(None)` from `op` asks for one more try too.
+    async fn retrying<R, E: std::fmt::Display, F, Fut>(&self, mut op: F) -> Result<R, E>
+    where
+        F: FnMut(bool) -> Fut,
+        Fut: std::future::Future<Output = Result<R, E>>,
+    {
+        let deadline = tokio::time::Instant::now() + FAILOVER_WITHIN;
+        let mut again = false;
+        loop {
+            match op(again).await {
+                Err(e) if self.clustered && failover_error(&e) && tokio::time::Instant::now() < deadline => {
+                    tracing::debug!("bucket {}: {e}; trying again", self.name());
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                    again = true;
+                }
+                r => return r,
+            }
+        }
+    }
+
+    /// Whether `key` now holds exactly `bytes`: how a write tried again learns that its first
+    /// try landed (the answer was what got lost). Returns its revision then.
+    async fn holds(&self, key: &str, bytes: &Bytes) -> Option<u64> {
+        match self.store.entry(key).await {
+            Ok(Some(e)) if e.operation == Operation::Put && e.value == *bytes => Some(e.revision),
+            _ => None,
+        }
     }
 
     /// The JSON of `value`, refused ([`crate::PayloadTooLarge`]) when the broker would not
@@ -83,32 +136,61 @@ impl<T: Serialize + DeserializeOwned> Bucket<T> {
 
     /// Writes unconditionally; returns the new revision.
     pub async fn put(&self, key: &str, value: &T) -> anyhow::Result<u64> {
-        self.store
-            .put(key, self.encode(key, value)?)
+        let bytes = self.encode(key, value)?;
+        self.retrying(|_| self.store.put(key, bytes.clone()))
             .await
             .with_context(|| format!("writing {key:?} to bucket {}", self.name()))
     }
 
     /// Writes only if the key does not exist yet.
     pub async fn create(&self, key: &str, value: &T) -> anyhow::Result<Result<u64, WriteConflict>> {
-        match self.store.create(key, self.encode(key, value)?).await {
-            Ok(rev) => Ok(Ok(rev)),
-            Err(e) if e.kind() == CreateErrorKind::AlreadyExists => Ok(Err(WriteConflict::Conflict)),
-            Err(e) => Err(e).with_context(|| format!("creating {key:?} in bucket {}", self.name())),
-        }
+        let bytes = self.encode(key, value)?;
+        self.retrying(|again| {
+            let bytes = bytes.clone();
+            async move {
+                match self.store.create(key, bytes.clone()).await {
+                    Ok(rev) => Ok(Ok(rev)),
+                    Err(e) if e.kind() == CreateErrorKind::AlreadyExists => {
+                        // Tried again: the first try may be what created it.
+                        match if again { self.holds(key, &bytes).await } else { None } {
+                            Some(rev) => Ok(Ok(rev)),
+                            None => Ok(Err(WriteConflict::Conflict)),
+                        }
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+        })
+        .await
+        .with_context(|| format!("creating {key:?} in bucket {}", self.name()))
     }
 
     /// Writes only if the key is still at `revision`.
     pub async fn update(&self, key: &str, value: &T, revision: u64) -> anyhow::Result<Result<u64, WriteConflict>> {
-        match self.store.update(key, self.encode(key, value)?, revision).await {
-            Ok(rev) => Ok(Ok(rev)),
-            Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => Ok(Err(WriteConflict::Conflict)),
-            Err(e) => Err(e).with_context(|| format!("updating {key:?} in bucket {}", self.name())),
-        }
+        let bytes = self.encode(key, value)?;
+        self.retrying(|again| {
+            let bytes = bytes.clone();
+            async move {
+                match self.store.update(key, bytes.clone(), revision).await {
+                    Ok(rev) => Ok(Ok(rev)),
+                    Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => {
+                        match if again { self.holds(key, &bytes).await.filter(|rev| *rev > revision) } else { None } {
+                            Some(rev) => Ok(Ok(rev)),
+                            None => Ok(Err(WriteConflict::Conflict)),
+                        }
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+        })
+        .await
+        .with_context(|| format!("updating {key:?} in bucket {}", self.name()))
     }
 
     pub async fn delete(&self, key: &str) -> anyhow::Result<()> {
-        self.store.delete(key).await.with_context(|| format!("deleting {key:?} from bucket {}", self.name()))
+        self.retrying(|_| self.store.delete(key))
+            .await
+            .with_context(|| format!("deleting {key:?} from bucket {}", self.name()))
     }
 
     /// Every current record, and a stream of the changes that follow it (nothing is missed
@@ -138,18 +220,53 @@ impl<T: Serialize + DeserializeOwned> Bucket<T> {
                 }
             }
         }
-        let this = self.clone();
-        let changes = watch.filter_map(move |entry| {
-            let change = match entry {
-                Ok(e) => this.to_change(e),
-                Err(e) => {
-                    tracing::warn!("watch on bucket {} failed: {e}", this.name());
-                    None
+        let last = map.values().map(|v| v.revision).max().unwrap_or(0);
+        Ok((map, self.clone().resuming_watch(watch, last)))
+    }
+
+    /// The changes `watch` gives after revision `last`, and after it ends or fails (its
+    /// consumer lived on a broker that went away), those of a new watch from the revision
+    /// after the last one seen: a follower of a bucket misses nothing when the broker fails
+    /// over. With one value per key kept, it sees each key's newest value after a gap.
+    fn resuming_watch(self, watch: kv::Watch, last: u64) -> impl Stream<Item = Change<T>> + use<T> {
+        futures::stream::unfold((self, Some(watch), last), |(this, mut watch, mut last)| async move {
+            loop {
+                let current = match watch.as_mut() {
+                    Some(w) => w,
+                    None => match this.store.watch_all_from_revision(last + 1).await {
+                        Ok(w) => {
+                            tracing::info!("watching bucket {} again from revision {}", this.name(), last + 1);
+                            watch.insert(w)
+                        }
+                        Err(e) => {
+                            tracing::warn!("cannot watch bucket {} again yet: {e}", this.name());
+                            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                            continue;
+                        }
+                    },
+                };
+                match current.next().await {
+                    Some(Ok(entry)) => {
+                        if entry.revision <= last {
+                            continue; // seen before the watch was opened again
+                        }
+                        last = entry.revision;
+                        if let Some(change) = this.to_change(entry) {
+                            return Some((change, (this, watch, last)));
+                        }
+                    }
+                    Some(Err(e)) => {
+                        tracing::warn!("watch on bucket {} failed: {e}; opening it again", this.name());
+                        watch = None;
+                    }
+                    None => {
+                        tracing::warn!("watch on bucket {} ended; opening it again", this.name());
+                        watch = None;
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    }
                 }
-            };
-            futures::future::ready(change)
-        });
-        Ok((map, changes))
+            }
+        })
     }
 
     fn to_change(&self, entry: kv::Entry) -> Option<Change<T>> {
@@ -163,5 +280,18 @@ impl<T: Serialize + DeserializeOwned> Bucket<T> {
             },
             Operation::Delete | Operation::Purge => Some(Change::Delete { key: entry.key, revision: entry.revision }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_of_a_failover_are_told_from_the_others() {
+        assert!(failover_error(&"ack error: no stream found for given subject"));
+        assert!(failover_error(&"failed to create key in store: timed out: timed out"));
+        assert!(!failover_error(&"wrong last sequence: 41"));
+        assert!(!failover_error(&"maximum payload exceeded"));
     }
 }

@@ -285,6 +285,12 @@ impl Control {
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         loop {
             tick.tick().await;
+            // Heartbeats missed while this Control node was cut off from the broker (its
+            // server died, and it moved to another) say nothing of the nodes: it judges them
+            // only once it has been connected for a whole timeout.
+            if self.broker.connected_for().is_none_or(|up| up < self.cfg.node_timeout) {
+                continue;
+            }
             let down = self.view.write().unwrap().expire(self.cfg.node_timeout);
             for node in down {
                 let _ = self.node_lost.send(node.clone());

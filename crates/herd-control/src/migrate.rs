@@ -95,7 +95,13 @@ impl Control {
         self.ensure_no_exec(&name, "migrate it")?;
         let started = Instant::now();
         let started_at = now_millis();
-        let (record, state) = self.record_of(&name)?;
+        let (mut record, mut state) = self.record_of(&name)?;
+        if state != ContainerState::Running {
+            // The view follows the status bucket through a watch, which a failover of a
+            // clustered broker can hold back for seconds: the bucket itself decides.
+            self.refresh_status(&record.id).await?;
+            (record, state) = self.record_of(&name)?;
+        }
         if state != ContainerState::Running {
             return Err(Error::conflict(format!(
                 "container {name} is {}: only a running container can migrate",

@@ -162,11 +162,23 @@ impl LayerCache {
         let tag: u32 = rand::random();
         let blob = self.dir.join(format!(".tmp-{hex}-{tag:08x}.blob"));
         let unpack = self.dir.join(format!(".tmp-{hex}-{tag:08x}"));
-        let result = self.fetch_and_unpack(layer, &blob, &unpack, &dest).await;
-        let _ = std::fs::remove_file(&blob);
-        if result.is_err() {
-            let _ = std::fs::remove_dir_all(&unpack);
-        }
+        // A read that a failover of a clustered broker cut off is made again, twice at most.
+        let mut tries = 0;
+        let result = loop {
+            let result = self.fetch_and_unpack(layer, &blob, &unpack, &dest).await;
+            let _ = std::fs::remove_file(&blob);
+            if result.is_err() {
+                let _ = std::fs::remove_dir_all(&unpack);
+            }
+            match result {
+                Err(e) if tries < 2 && herd_broker::failover_error(&format!("{e:#}")) => {
+                    tracing::info!("fetching layer {} again: {e:#}", layer.digest);
+                    tries += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                }
+                r => break r,
+            }
+        };
         self.inflight.lock().await.remove(&layer.digest);
         result.map(|_| dest)
     }

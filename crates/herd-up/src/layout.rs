@@ -20,7 +20,12 @@ pub struct UpOptions {
     /// Where container addresses come from.
     pub container_cidr: Ipv4Net,
     pub api_port: u16,
+    /// The first broker's client port; broker i (from 0) listens on `broker_port + i`, and
+    /// on `broker_port + 100 + i` for its cluster routes.
     pub broker_port: u16,
+    /// nats-servers: one, or a JetStream cluster of three (or five).
+    #[serde(default = "one")]
+    pub brokers: usize,
     /// Capacity each node reports (defaults: the machine's).
     pub node_cpus_milli: Option<u64>,
     pub node_memory_bytes: Option<u64>,
@@ -49,6 +54,10 @@ pub struct UpOptions {
     pub node_log_max_files: Option<u32>,
 }
 
+fn one() -> usize {
+    1
+}
+
 impl UpOptions {
     pub fn defaults(name: &str) -> UpOptions {
         UpOptions {
@@ -58,6 +67,7 @@ impl UpOptions {
             container_cidr: "10.88.0.0/16".parse().unwrap(),
             api_port: 7700,
             broker_port: 7422,
+            brokers: 1,
             node_cpus_milli: None,
             node_memory_bytes: None,
             data_dir: PathBuf::from("/var/lib/herd").join(name),
@@ -88,6 +98,19 @@ pub struct NodeLayout {
     pub cgroup_parent: String,
 }
 
+/// One nats-server of the local cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerLayout {
+    /// Its component name: `broker`, `broker2`, `broker3`...
+    pub name: String,
+    pub url: String,
+    /// `ADDRESS:PORT` of its clients and of its cluster routes.
+    pub listen: String,
+    pub route_listen: String,
+    /// Its JetStream store.
+    pub store: PathBuf,
+}
+
 /// Everything derived from the options.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Layout {
@@ -103,7 +126,11 @@ pub struct Layout {
 pub struct UpState {
     pub layout: Layout,
     pub supervisor_pid: u32,
+    /// The first broker's pid.
     pub broker_pid: Option<u32>,
+    /// Every broker's, by component name (`broker`, `broker2`, ...).
+    #[serde(default)]
+    pub broker_pids: Vec<(String, Option<u32>)>,
     pub control_pid: Option<u32>,
     /// Node name -> agent pid.
     pub node_pids: Vec<(String, Option<u32>)>,
@@ -126,6 +153,9 @@ impl Layout {
         })?;
         if opts.nodes > 200 || (opts.nodes == 0 && opts.sim_nodes == 0) {
             bail!("--nodes must be between 1 and 200 (0 only with --sim-nodes)");
+        }
+        if ![1, 3, 5].contains(&opts.brokers) {
+            bail!("--brokers must be 1, 3 or 5 (a JetStream cluster needs a majority of its servers)");
         }
         if opts.sim_nodes > 100_000 {
             bail!("--sim-nodes must be at most 100000");
@@ -162,8 +192,27 @@ impl Layout {
         Ok(Layout { bridge: format!("hb{tag}"), bridge_addr, nodes, opts })
     }
 
+    /// The brokers' URLs, separated by commas (what `--broker` takes).
     pub fn broker_url(&self) -> String {
-        format!("nats://{}:{}", self.bridge_addr.addr(), self.opts.broker_port)
+        self.brokers().iter().map(|b| b.url.clone()).collect::<Vec<_>>().join(",")
+    }
+
+    /// The cluster's nats-servers.
+    pub fn brokers(&self) -> Vec<BrokerLayout> {
+        let addr = self.bridge_addr.addr();
+        (0..self.opts.brokers)
+            .map(|i| {
+                let (client_port, route_port) =
+                    (self.opts.broker_port + i as u16, self.opts.broker_port + 100 + i as u16);
+                BrokerLayout {
+                    name: if i == 0 { "broker".into() } else { format!("broker{}", i + 1) },
+                    url: format!("nats://{addr}:{client_port}"),
+                    listen: format!("{addr}:{client_port}"),
+                    route_listen: format!("{addr}:{route_port}"),
+                    store: self.opts.data_dir.join(if i == 0 { "broker".into() } else { format!("broker{}", i + 1) }),
+                }
+            })
+            .collect()
     }
 
     pub fn api_url(&self) -> String {
@@ -220,6 +269,21 @@ mod tests {
         assert_eq!(l.nodes[0].address.to_string(), "10.77.0.11");
         assert_eq!(l.nodes[11].address.to_string(), "10.77.0.22");
         assert_eq!(l.broker_url(), "nats://10.77.0.1:7422");
+    }
+
+    #[test]
+    fn three_brokers_have_ports_and_stores_of_their_own() {
+        let mut opts = UpOptions::defaults("x");
+        opts.brokers = 3;
+        let l = Layout::new(opts).unwrap();
+        assert_eq!(l.broker_url(), "nats://10.77.0.1:7422,nats://10.77.0.1:7423,nats://10.77.0.1:7424");
+        let b = l.brokers();
+        assert_eq!(b.iter().map(|b| b.name.as_str()).collect::<Vec<_>>(), ["broker", "broker2", "broker3"]);
+        assert_eq!(b[2].route_listen, "10.77.0.1:7524");
+        assert!(b[1].store.ends_with("broker2"));
+        let mut even = UpOptions::defaults("x");
+        even.brokers = 2;
+        assert!(Layout::new(even).unwrap_err().to_string().contains("--brokers must be 1, 3 or 5"));
     }
 
     #[test]

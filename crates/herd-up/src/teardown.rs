@@ -39,8 +39,11 @@ pub async fn run(state: &UpState, purge: bool) {
     }
     // With its processes gone, a node's mounts go with its namespace.
     problems.extend(crate::mntns::remove(&layout.opts.run_dir));
-    if let Some(pid) = state.broker_pid.filter(|p| pid_alive(*p)) {
-        kill(pid).await;
+    let brokers = state.broker_pids.iter().filter_map(|(_, p)| *p).chain(state.broker_pid);
+    for pid in brokers.collect::<std::collections::BTreeSet<_>>() {
+        if pid_alive(pid) {
+            kill(pid).await;
+        }
     }
     problems.extend(network::teardown(state).await);
     problems.extend(remove_cgroup_tree(&format!("/herd/{}", layout.opts.name)));

@@ -121,9 +121,14 @@ struct UpArgs {
     /// Port of the Control node's API (on 127.0.0.1).
     #[arg(long, default_value_t = 7700)]
     api_port: u16,
-    /// Port of the broker (on the bridge address).
+    /// Port of the broker (on the bridge address); with several, the first one's (the others
+    /// take the next ports, and PORT+100 on for their cluster routes).
     #[arg(long, default_value_t = 7422)]
     broker_port: u16,
+    /// nats-servers to run: 1, or 3 (or 5) as one JetStream cluster whose state has three
+    /// replicas, so that the loss of one loses nothing.
+    #[arg(long, default_value_t = 1)]
+    brokers: usize,
     /// CPUs each node offers (default: the machine's; simulated nodes: 16).
     #[arg(long)]
     node_cpus: Option<String>,
@@ -368,6 +373,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             opts.container_cidr = a.container_cidr;
             opts.api_port = a.api_port;
             opts.broker_port = a.broker_port;
+            opts.brokers = a.brokers;
             opts.node_timeout_secs = a.node_timeout;
             opts.node_labels = a.node_labels;
             // Checked here, before anything starts.
