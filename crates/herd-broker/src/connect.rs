@@ -172,75 +172,51 @@ impl Broker {
 
     /// Opens the object store of image layers, creating it when missing.
     pub async fn layer_store(&self) -> anyhow::Result<Objects> {
-        let store = self
-            .until_ready(|| async move {
-                match self.js.get_object_store(subjects::LAYERS_STORE).await {
-                    Ok(s) => Ok(s),
-                    Err(_) => self
-                        .js
-                        .create_object_store(object_store::Config {
-                            bucket: subjects::LAYERS_STORE.to_string(),
-                            storage: stream::StorageType::File,
-                            num_replicas: self.replicas,
-                            ..Default::default()
-                        })
-                        .await
-                        .context("creating the image layer store"),
-                }
-            })
-            .await?;
-        Ok(Objects::new(store, self.js.clone(), subjects::LAYERS_STORE, subjects::CHECKPOINTS_CHUNK))
+        self.object_store(subjects::LAYERS_STORE, "the image layer store", object_store::Config::default()).await
     }
 
     /// Opens the object store that carries checkpoints between nodes and between a node and
     /// the Control node, creating it when missing. Its objects are transient: leftovers of
     /// interrupted transfers expire.
     pub async fn checkpoint_store(&self) -> anyhow::Result<Objects> {
-        let store = self
-            .until_ready(|| async move {
-                match self.js.get_object_store(subjects::CHECKPOINTS_STORE).await {
-                    Ok(s) => Ok(s),
-                    Err(_) => self
-                        .js
-                        .create_object_store(object_store::Config {
-                            bucket: subjects::CHECKPOINTS_STORE.to_string(),
-                            description: Some("checkpoints in transit".into()),
-                            max_age: Duration::from_secs(subjects::CHECKPOINTS_STORE_MAX_AGE_SECS),
-                            storage: stream::StorageType::File,
-                            num_replicas: self.replicas,
-                            ..Default::default()
-                        })
-                        .await
-                        .context("creating the checkpoint store"),
-                }
-            })
-            .await?;
-        Ok(Objects::new(store, self.js.clone(), subjects::CHECKPOINTS_STORE, subjects::CHECKPOINTS_CHUNK))
+        let config = object_store::Config {
+            description: Some("checkpoints in transit".into()),
+            max_age: Duration::from_secs(subjects::CHECKPOINTS_STORE_MAX_AGE_SECS),
+            ..Default::default()
+        };
+        self.object_store(subjects::CHECKPOINTS_STORE, "the checkpoint store", config).await
     }
 
     /// Opens the object store of ticker versions (see `herd_proto::ha`), creating it when
     /// missing. Unlike the checkpoint store it is not transient: a version stays until
     /// retention or the removal of its container deletes it.
     pub async fn versions_store(&self) -> anyhow::Result<Objects> {
+        let config =
+            object_store::Config { description: Some("checkpoint ticker versions".into()), ..Default::default() };
+        self.object_store(subjects::VERSIONS_STORE, "the version store", config).await
+    }
+
+    /// Opens object store `bucket` (`what` in errors), creating it from `config` (on file,
+    /// with the broker's replicas) when missing.
+    async fn object_store(&self, bucket: &str, what: &str, config: object_store::Config) -> anyhow::Result<Objects> {
+        let config = object_store::Config {
+            bucket: bucket.to_string(),
+            storage: stream::StorageType::File,
+            num_replicas: self.replicas,
+            ..config
+        };
         let store = self
-            .until_ready(|| async move {
-                match self.js.get_object_store(subjects::VERSIONS_STORE).await {
-                    Ok(s) => Ok(s),
-                    Err(_) => self
-                        .js
-                        .create_object_store(object_store::Config {
-                            bucket: subjects::VERSIONS_STORE.to_string(),
-                            description: Some("checkpoint ticker versions".into()),
-                            storage: stream::StorageType::File,
-                            num_replicas: self.replicas,
-                            ..Default::default()
-                        })
-                        .await
-                        .context("creating the version store"),
+            .until_ready(|| {
+                let config = config.clone();
+                async move {
+                    match self.js.get_object_store(bucket).await {
+                        Ok(s) => Ok(s),
+                        Err(_) => self.js.create_object_store(config).await.with_context(|| format!("creating {what}")),
+                    }
                 }
             })
             .await?;
-        Ok(Objects::new(store, self.js.clone(), subjects::VERSIONS_STORE, subjects::CHECKPOINTS_CHUNK))
+        Ok(Objects::new(store, self.js.clone(), bucket, subjects::CHECKPOINTS_CHUNK))
     }
 
     /// Opens the event stream, creating it (bounded to the newest 10,000 events) when missing.

@@ -299,12 +299,9 @@ mod tests {
         assert_eq!(open_files_limit("Max open files            unlimited unlimited files"), None);
     }
 
-    /// A process that has used up its open-file limit is refused, naming the limit.
-    #[test]
-    fn a_process_out_of_descriptors_is_refused() {
-        // It waits in `read` rather than exec'ing a sleeper: during an exec, /proc/PID/fd may
-        // not be readable, and the check would see no descriptor at all.
-        let script = "ulimit -n 64; for i in $(seq 3 63); do eval \"exec $i</dev/null\"; done; echo full; read -r _";
+    /// What [`check`] finds in a bash running `script`, once it has printed "ready" (and
+    /// waits in `read`: during an exec, /proc/PID/fd may not be readable).
+    fn check_of_script(script: &str) -> Vec<String> {
         let mut child = std::process::Command::new("bash")
             .args(["-c", script])
             .stdin(std::process::Stdio::piped())
@@ -313,10 +310,20 @@ mod tests {
             .unwrap();
         let mut line = String::new();
         std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.as_mut().unwrap()), &mut line).unwrap();
-        assert_eq!(line.trim(), "full");
+        assert_eq!(line.trim(), "ready", "the script failed before it was ready");
         let problems = check(&[child.id()]);
         let _ = child.kill();
         let _ = child.wait();
+        problems
+    }
+
+    /// A process that has used up its open-file limit is refused, naming the limit.
+    #[test]
+    fn a_process_out_of_descriptors_is_refused() {
+        // It waits in `read` rather than exec'ing a sleeper: during an exec, /proc/PID/fd may
+        // not be readable, and the check would see no descriptor at all.
+        let script = "ulimit -n 64; for i in $(seq 3 63); do eval \"exec $i</dev/null\"; done; echo ready; read -r _";
+        let problems = check_of_script(script);
         assert!(problems.iter().any(|p| p.contains("all 64 descriptors of its open-file limit")), "{problems:?}");
     }
 
@@ -348,18 +355,7 @@ mod tests {
             a.display(),
             ghost.display()
         );
-        let mut child = std::process::Command::new("bash")
-            .args(["-c", &script])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.as_mut().unwrap()), &mut line).unwrap();
-        assert_eq!(line.trim(), "ready");
-        let problems = check(&[child.id()]);
-        let _ = child.kill();
-        let _ = child.wait();
+        let problems = check_of_script(&script);
         let remapped: Vec<_> = problems.iter().filter(|p| p.contains("--link-remap")).collect();
         assert_eq!(remapped.len(), 1, "{problems:?}");
         assert!(remapped[0].contains("as fd 7"), "{problems:?}");
