@@ -75,8 +75,9 @@ impl<T: Serialize + DeserializeOwned> Bucket<T> {
 
     /// Runs the write `op` again, for up to [`FAILOVER_WITHIN`], while a clustered broker
     /// fails over ([`failover_error`]s); `Ok(None)` from `op` asks for one more try too.
-    async fn retrying<R, E: std::fmt::Display, F, Fut>(&self, mut op: F) -> Result<R, E>
+    async fn retrying<R, E, F, Fut>(&self, mut op: F) -> anyhow::Result<R>
     where
+        E: std::fmt::Display + std::fmt::Debug + Send + Sync + 'static,
         F: FnMut(bool) -> Fut,
         Fut: std::future::Future<Output = Result<R, E>>,
     {
@@ -84,12 +85,20 @@ impl<T: Serialize + DeserializeOwned> Bucket<T> {
         let mut again = false;
         loop {
             match op(again).await {
-                Err(e) if self.clustered && failover_error(&e) && tokio::time::Instant::now() < deadline => {
+                Ok(r) => return Ok(r),
+                Err(e) if self.clustered && failover_error(&e) => {
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(anyhow::anyhow!("{e}").context(format!(
+                            "the broker did not take it within {}s: fewer than a majority of its servers answer, \
+                             or it is still failing over (it may land once they answer again)",
+                            FAILOVER_WITHIN.as_secs()
+                        )));
+                    }
                     tracing::debug!("bucket {}: {e}; trying again", self.name());
                     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
                     again = true;
                 }
-                r => return r,
+                Err(e) => return Err(anyhow::anyhow!("{e}")),
             }
         }
     }
