@@ -263,7 +263,7 @@ impl Runtime {
             if c.spec.host.network.is_some() {
                 netlock::lock(&netns)?;
             } else {
-                crate::netfilter::restore(&netns, &dir.join(CRIU_IMAGES))?;
+                crate::netfilter::restore(&netns, &dir.join(CRIU_IMAGES), &c.spec.host)?;
             }
             let work = dir.join(format!("restore-work-{}", now_millis()));
             let mode = ShimMode::Restore {

@@ -545,7 +545,7 @@ impl Runtime {
         crate::user::update_config(&c.paths.bundle(), &c.paths.rootfs(), &c.spec.user)?;
         Self::check_images(images, &c.paths.bundle()).await?;
         if c.spec.host.network.is_none() {
-            crate::netfilter::restore(&self.cfg.paths.netns(&c.spec.id), images)?;
+            crate::netfilter::restore(&self.cfg.paths.netns(&c.spec.id), images, &c.spec.host)?;
         }
         let work = scratch.join("restore-work");
         std::fs::create_dir_all(&work)?;

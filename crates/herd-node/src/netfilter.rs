@@ -71,9 +71,10 @@ pub fn save(netns: &Path, images: &Path) -> anyhow::Result<()> {
     std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
 }
 
-/// Puts the rules saved in `images` (if any) into the namespace at `netns`, which
-/// [`crate::netlock::lock`] holds: the lock stays.
-pub fn restore(netns: &Path, images: &Path) -> anyhow::Result<()> {
+/// Puts the rules saved in `images` (if any) into the namespace at `netns` of a container of
+/// `host`, which [`crate::netlock::lock`] holds: the lock stays. A container that may not
+/// have rules of its own gets none: a checkpoint that carries some is refused.
+pub fn restore(netns: &Path, images: &Path, host: &HostConfig) -> anyhow::Result<()> {
     let path = images.join(RULES_FILE);
     let text = match std::fs::File::open(&path) {
         Ok(f) => {
@@ -88,6 +89,9 @@ pub fn restore(netns: &Path, images: &Path) -> anyhow::Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(e).with_context(|| format!("opening {}", path.display())),
     };
+    if !may_have_rules(host) {
+        bail!("the checkpoint carries firewall rules, which a container without CAP_NET_ADMIN cannot have made");
+    }
     let sections = sections(&text).context("the checkpoint's firewall rules")?;
     let ns = Netns::open(netns)?;
     ns.run(move || -> anyhow::Result<()> {
@@ -287,6 +291,17 @@ COMMIT\n\
         let err = format!("{:#}", sections(&format!("{SECTION}sh\nrm -rf /\n")).unwrap_err());
         assert!(err.contains("not a tool Herd saves"), "{err}");
         assert!(sections("*filter\nCOMMIT\n").is_err());
+    }
+
+    #[test]
+    fn rules_are_restored_only_into_a_container_that_may_have_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let nowhere = Path::new("/nonexistent/netns");
+        // No rules saved: nothing to do, whoever the container is.
+        restore(nowhere, dir.path(), &HostConfig::default()).unwrap();
+        std::fs::write(dir.path().join(RULES_FILE), format!("{SECTION}iptables\n*filter\nCOMMIT\n")).unwrap();
+        let err = restore(nowhere, dir.path(), &HostConfig::default()).unwrap_err().to_string();
+        assert!(err.contains("without CAP_NET_ADMIN"), "{err}");
     }
 
     #[test]
