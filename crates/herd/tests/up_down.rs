@@ -14,18 +14,24 @@ const T: Duration = Duration::from_secs(60);
 /// Everything a cluster named `name` could leave behind, as readable descriptions.
 fn leftovers(name: &str, data_dir: &Path, bridge_hint: &str) -> Vec<String> {
     let mut found = Vec::new();
+    // The data directory itself or a path in it, not another cluster's whose name starts
+    // the same (`t8` and `t81`).
+    let data = data_dir.display().to_string();
+    let in_data_dir = |text: &str| {
+        text.match_indices(&data).any(|(i, _)| matches!(text[i + data.len()..].chars().next(), None | Some('/' | ' ')))
+    };
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
         let cmd = String::from_utf8_lossy(&cmdline).replace('\0', " ");
         let run_dir = format!("/run/herd/{name}/");
-        if cmd.contains(&run_dir) || cmd.contains(&data_dir.display().to_string()) {
+        if cmd.contains(&run_dir) || in_data_dir(&cmd) {
             found.push(format!("process {}: {cmd}", entry.file_name().to_string_lossy()));
         }
     }
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     for line in mountinfo.lines() {
         if line.contains(&format!("/run/herd/{name}/"))
-            || line.contains(&data_dir.display().to_string())
+            || in_data_dir(line)
             || line.contains(&format!("/run/netns/herd-{name}-"))
         {
             found.push(format!("mount: {line}"));
