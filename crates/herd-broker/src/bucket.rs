@@ -74,10 +74,10 @@ impl<T: Serialize + DeserializeOwned> Bucket<T> {
     }
 
     /// Runs the write `op` again, for up to [`FAILOVER_WITHIN`], while a clustered broker
-    /// fails over ([`failover_error`]s); `Ok(None)` from `op` asks for one more try too.
+    /// fails over ([`failover_error`]s); `op` is told whether it is a try again.
     async fn retrying<R, E, F, Fut>(&self, mut op: F) -> anyhow::Result<R>
     where
-        E: std::fmt::Display + std::fmt::Debug + Send + Sync + 'static,
+        E: std::error::Error + Send + Sync + 'static,
         F: FnMut(bool) -> Fut,
         Fut: std::future::Future<Output = Result<R, E>>,
     {
@@ -88,7 +88,7 @@ impl<T: Serialize + DeserializeOwned> Bucket<T> {
                 Ok(r) => return Ok(r),
                 Err(e) if self.clustered && failover_error(&e) => {
                     if tokio::time::Instant::now() >= deadline {
-                        return Err(anyhow::anyhow!("{e}").context(format!(
+                        return Err(anyhow::Error::new(e).context(format!(
                             "the broker did not take it within {}s: fewer than a majority of its servers answer, \
                              or it is still failing over (it may land once they answer again)",
                             FAILOVER_WITHIN.as_secs()
@@ -98,7 +98,7 @@ impl<T: Serialize + DeserializeOwned> Bucket<T> {
                     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
                     again = true;
                 }
-                Err(e) => return Err(anyhow::anyhow!("{e}")),
+                Err(e) => return Err(e.into()),
             }
         }
     }

@@ -273,11 +273,6 @@ impl Broker {
         self.connected_since.lock().unwrap().map(|since| since.elapsed())
     }
 
-    /// How many replicas what it creates gets.
-    pub fn replicas(&self) -> usize {
-        self.replicas
-    }
-
     /// The most bytes the broker carries in one message (its `max_payload`, as the server
     /// announced it).
     pub fn max_payload(&self) -> usize {

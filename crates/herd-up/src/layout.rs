@@ -204,12 +204,13 @@ impl Layout {
             .map(|i| {
                 let (client_port, route_port) =
                     (self.opts.broker_port + i as u16, self.opts.broker_port + 100 + i as u16);
+                let name = if i == 0 { "broker".to_string() } else { format!("broker{}", i + 1) };
                 BrokerLayout {
-                    name: if i == 0 { "broker".into() } else { format!("broker{}", i + 1) },
                     url: format!("nats://{addr}:{client_port}"),
                     listen: format!("{addr}:{client_port}"),
                     route_listen: format!("{addr}:{route_port}"),
-                    store: self.opts.data_dir.join(if i == 0 { "broker".into() } else { format!("broker{}", i + 1) }),
+                    store: self.opts.data_dir.join(&name),
+                    name,
                 }
             })
             .collect()
