@@ -32,6 +32,8 @@ pub struct Bucket<T> {
     /// Whether the broker is a cluster whose writes are tried again while it fails over
     /// (see [`Bucket::retrying`]).
     clustered: bool,
+    /// Checked before every write (see [`crate::Fence`]).
+    fence: Option<crate::Fence>,
     _value: PhantomData<fn() -> T>,
 }
 
@@ -41,6 +43,7 @@ impl<T> Clone for Bucket<T> {
             store: self.store.clone(),
             client: self.client.clone(),
             clustered: self.clustered,
+            fence: self.fence.clone(),
             _value: PhantomData,
         }
     }
@@ -69,12 +72,13 @@ pub enum WriteConflict {
 }
 
 impl<T: Serialize + DeserializeOwned> Bucket<T> {
-    pub(crate) fn new(store: kv::Store, client: async_nats::Client, clustered: bool) -> Self {
-        Bucket { store, client, clustered, _value: PhantomData }
+    pub(crate) fn new(store: kv::Store, client: async_nats::Client, clustered: bool, fence: Option<crate::Fence>) -> Self {
+        Bucket { store, client, clustered, fence, _value: PhantomData }
     }
 
     /// Runs the write `op` again, for up to [`FAILOVER_WITHIN`], while a clustered broker
-    /// fails over ([`failover_error`]s); `op` is told whether it is a try again.
+    /// fails over ([`failover_error`]s); `op` is told whether it is a try again. Every try
+    /// first checks the bucket's fence: a replica that no longer leads writes nothing.
     async fn retrying<R, E, F, Fut>(&self, mut op: F) -> anyhow::Result<R>
     where
         E: std::error::Error + Send + Sync + 'static,
@@ -84,6 +88,9 @@ impl<T: Serialize + DeserializeOwned> Bucket<T> {
         let deadline = tokio::time::Instant::now() + FAILOVER_WITHIN;
         let mut again = false;
         loop {
+            if let Some(fence) = &self.fence {
+                fence.check().with_context(|| format!("writing to bucket {}", self.name()))?;
+            }
             match op(again).await {
                 Ok(r) => return Ok(r),
                 Err(e) if self.clustered && failover_error(&e) => {
@@ -207,7 +214,17 @@ impl<T: Serialize + DeserializeOwned> Bucket<T> {
     pub async fn snapshot(
         &self,
     ) -> anyhow::Result<(HashMap<String, Versioned<T>>, impl Stream<Item = Change<T>> + use<T>)> {
-        let values = self.store.status().await.context("reading bucket status")?.values();
+        // Asked of the broker: the store's own `status` repeats what it knew when it was
+        // opened, so a bucket opened empty would look empty for ever.
+        let values = self
+            .store
+            .stream
+            .clone()
+            .info()
+            .await
+            .with_context(|| format!("reading the state of bucket {}", self.name()))?
+            .state
+            .messages;
         let mut watch =
             self.store.watch_with_history(">").await.with_context(|| format!("watching bucket {}", self.name()))?;
         let mut map = HashMap::new();

@@ -15,6 +15,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::Fence;
 use crate::bucket::Bucket;
 use crate::objects::Objects;
 use herd_proto::subjects;
@@ -79,6 +80,8 @@ pub struct Broker {
     replicas: usize,
     /// Since when the connection has been up (`None` while it is down).
     connected_since: std::sync::Arc<std::sync::Mutex<Option<std::time::Instant>>>,
+    /// What every write checks first, for a Control replica that leads (see [`Fence`]).
+    fence: Option<Fence>,
 }
 
 impl Broker {
@@ -132,7 +135,7 @@ impl Broker {
                 Ok(client) => {
                     let js = jetstream::new(client.clone());
                     *connected_since.lock().unwrap() = Some(std::time::Instant::now());
-                    return Ok(Broker { client, js, replicas: cfg.replicas(), connected_since });
+                    return Ok(Broker { client, js, replicas: cfg.replicas(), connected_since, fence: None });
                 }
                 Err(e) => last_err = e.to_string(),
             }
@@ -167,7 +170,7 @@ impl Broker {
                 }
             })
             .await?;
-        Ok(Bucket::new(store, self.client.clone(), self.replicas > 1))
+        Ok(Bucket::new(store, self.client.clone(), self.replicas > 1, self.fence.clone()))
     }
 
     /// Opens the object store of image layers, creating it when missing.
@@ -216,7 +219,7 @@ impl Broker {
                 }
             })
             .await?;
-        Ok(Objects::new(store, self.js.clone(), bucket, subjects::CHECKPOINTS_CHUNK))
+        Ok(Objects::new(store, self.js.clone(), bucket, subjects::CHECKPOINTS_CHUNK, self.fence.clone()))
     }
 
     /// Opens the event stream, creating it (bounded to the newest 10,000 events) when missing.
@@ -267,6 +270,22 @@ impl Broker {
         }
     }
 
+    /// The same connection, whose buckets and object stores opened from now on, and whose
+    /// requests, check `fence` before every write (see [`Fence`]).
+    pub fn with_fence(&self, fence: Fence) -> Broker {
+        Broker { fence: Some(fence), ..self.clone() }
+    }
+
+    /// The fence this connection's writes check, if any.
+    pub fn fence(&self) -> Option<&Fence> {
+        self.fence.as_ref()
+    }
+
+    /// Refuses a write when this connection's fence no longer holds.
+    pub fn check_fence(&self) -> anyhow::Result<()> {
+        self.fence.as_ref().map_or(Ok(()), Fence::check)
+    }
+
     /// How long the connection has been up without a break (`None` while it is down): what
     /// a component heard from the others in a shorter time says nothing of them.
     pub fn connected_for(&self) -> Option<Duration> {
@@ -287,7 +306,8 @@ impl Broker {
     }
 
     /// Sends `req` as JSON to `subject` and decodes the JSON reply; `who` names the responder
-    /// in errors (`node n1`).
+    /// in errors (`node n1`). With a fence, the request is refused once it no longer holds and
+    /// carries its term ([`crate::TERM_HEADER`]) otherwise.
     pub async fn request<Req: Serialize, Resp: DeserializeOwned>(
         &self,
         subject: String,
@@ -297,7 +317,13 @@ impl Broker {
     ) -> anyhow::Result<Resp> {
         let payload = serde_json::to_vec(req)?;
         crate::check_fits(self.max_payload(), || format!("the request to {who}"), payload.len())?;
-        let request = async_nats::Request::new().payload(Bytes::from(payload)).timeout(Some(timeout));
+        let mut request = async_nats::Request::new().payload(Bytes::from(payload)).timeout(Some(timeout));
+        if let Some(fence) = &self.fence {
+            fence.check()?;
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert(crate::TERM_HEADER, fence.term().to_string().as_str());
+            request = request.headers(headers);
+        }
         let msg = match self.client.send_request(subject, request).await {
             Ok(m) => m,
             Err(e) => match e.kind() {

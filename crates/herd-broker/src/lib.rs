@@ -16,11 +16,13 @@
 
 mod bucket;
 mod connect;
+mod fence;
 mod objects;
 mod payload;
 
 pub use async_nats;
 pub use bucket::{Bucket, Change, Versioned, WriteConflict, failover_error};
 pub use connect::{Broker, BrokerConfig};
+pub use fence::{Fence, TERM_HEADER};
 pub use objects::{Objects, StallGuard, put_object};
 pub use payload::{HEADER_ROOM, PayloadTooLarge, check_fits, payload_too_large};

@@ -28,6 +28,8 @@ pub struct Objects {
     js: jetstream::Context,
     bucket: String,
     chunk_size: usize,
+    /// Checked before every write (see [`crate::Fence`]).
+    fence: Option<crate::Fence>,
 }
 
 impl Deref for Objects {
@@ -39,8 +41,24 @@ impl Deref for Objects {
 }
 
 impl Objects {
-    pub(crate) fn new(store: ObjectStore, js: jetstream::Context, bucket: &str, chunk_size: usize) -> Objects {
-        Objects { store, js, bucket: bucket.to_string(), chunk_size }
+    pub(crate) fn new(
+        store: ObjectStore,
+        js: jetstream::Context,
+        bucket: &str,
+        chunk_size: usize,
+        fence: Option<crate::Fence>,
+    ) -> Objects {
+        Objects { store, js, bucket: bucket.to_string(), chunk_size, fence }
+    }
+
+    fn check_fence(&self) -> anyhow::Result<()> {
+        self.fence.as_ref().map_or(Ok(()), crate::Fence::check)
+    }
+
+    /// Deletes object `name` (after the fence's check, unlike the store's own `delete`).
+    pub async fn delete(&self, name: &str) -> anyhow::Result<()> {
+        self.check_fence()?;
+        self.store.delete(name).await.map_err(|e| anyhow::anyhow!("deleting {name:?} from {}: {e}", self.bucket))
     }
 
     /// The bucket's name (`herd-layers`, `herd-checkpoints`).
@@ -112,6 +130,7 @@ impl Drop for Pending {
 /// is left as it was.
 pub async fn put_object(store: &Objects, name: &str, data: &mut (impl AsyncRead + Unpin)) -> anyhow::Result<u64> {
     anyhow::ensure!(!name.is_empty(), "an object needs a name");
+    store.check_fence()?;
     let nuid = format!("{:032x}", rand::rng().random::<u128>());
     let chunks_subject = format!("$O.{}.C.{nuid}", store.bucket);
     let pending = Pending { objects: store.clone(), subject: chunks_subject.clone(), committed: false };
@@ -166,6 +185,7 @@ pub async fn put_object(store: &Objects, name: &str, data: &mut (impl AsyncRead 
     let mut headers = HeaderMap::new();
     headers.insert(async_nats::header::NATS_ROLLUP, "sub");
     let meta_subject = format!("$O.{}.M.{}", store.bucket, URL_SAFE.encode(name));
+    store.check_fence()?; // the object exists once its metadata is stored
     store
         .js
         .publish_with_headers(meta_subject, headers, serde_json::to_vec(&info)?.into())

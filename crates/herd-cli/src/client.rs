@@ -1,5 +1,7 @@
 //! A typed client of the Control node's HTTP API.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, anyhow};
@@ -10,11 +12,33 @@ use serde::de::DeserializeOwned;
 
 use crate::config::CliConfig;
 
+/// The header of a Control replica's 503 that says it does not lead, naming the leader's API
+/// (empty while none leads).
+const LEADER_HEADER: &str = "herd-leader";
+
+/// How long a request looks for the leading Control replica (an election takes about two
+/// seconds) before it gives up.
+const FIND_LEADER_WITHIN: Duration = Duration::from_secs(15);
+
+/// A client of the Control node's API. With several endpoints (Control replicas, `api` in
+/// the config lists them separated by commas), a request goes to the one that led last, and
+/// moves on to another when that one cannot be reached or does not lead, until one leads.
 #[derive(Clone)]
 pub struct Client {
-    base: String,
+    /// The endpoints' base URLs; requests are built on the first and sent to whichever leads.
+    bases: Vec<String>,
+    /// The endpoint that answered last.
+    current: Arc<AtomicUsize>,
     token: String,
     http: reqwest::Client,
+}
+
+/// What one endpoint made of a request.
+enum Tried {
+    Answered(Response),
+    /// It could not be reached, or it does not lead (with the leader's URL if it said): the
+    /// request was not carried out.
+    NotThere(String, Option<String>),
 }
 
 impl Client {
@@ -23,41 +47,128 @@ impl Client {
             .connect_timeout(Duration::from_secs(5))
             .build()
             .context("building the HTTP client")?;
-        Ok(Client { base: cfg.api.trim_end_matches('/').to_string(), token: cfg.token.clone(), http })
+        let bases: Vec<String> = cfg
+            .api
+            .split(',')
+            .map(|b| b.trim().trim_end_matches('/').to_string())
+            .filter(|b| !b.is_empty())
+            .collect();
+        anyhow::ensure!(!bases.is_empty(), "the Herd config names no API endpoint (api = \"http://...\")");
+        Ok(Client { bases, current: Arc::new(AtomicUsize::new(0)), token: cfg.token.clone(), http })
+    }
+
+    /// The endpoint requests go to first: the one that answered last.
+    pub fn endpoint(&self) -> &str {
+        &self.bases[self.current.load(Ordering::Relaxed) % self.bases.len()]
     }
 
     pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
-        self.http.request(method, format!("{}{path}", self.base)).bearer_auth(&self.token)
+        self.http.request(method, format!("{}{path}", self.bases[0])).bearer_auth(&self.token)
     }
 
     /// Sends a request and turns a failed answer into its API error message.
     pub async fn send(&self, req: RequestBuilder) -> anyhow::Result<Response> {
-        let resp = self.reached(req.send().await)?;
+        let resp = self.execute(req).await?;
         if resp.status().is_success() {
             return Ok(resp);
         }
         Err(api_error(resp).await)
     }
 
-    /// The answer, or why the Control node could not be asked.
-    fn reached(&self, sent: reqwest::Result<Response>) -> anyhow::Result<Response> {
-        sent.map_err(|e| {
-            if e.is_connect() {
-                anyhow!("cannot reach the Control node at {}: is the cluster up? (herd up)", self.base)
-            } else {
-                anyhow!("request to the Control node at {} failed: {e}", self.base)
+    /// Sends a request to the leading endpoint and returns its answer, whatever its status.
+    async fn execute(&self, req: RequestBuilder) -> anyhow::Result<Response> {
+        let req = req.build().context("building the request")?;
+        if self.bases.len() > 1 && req.try_clone().is_none() {
+            // A streamed body is sent once: find the leader first.
+            let probe = self.execute_request(self.request(Method::GET, "/v1/health").build()?).await?;
+            drop(probe);
+        }
+        self.execute_request(req).await
+    }
+
+    async fn execute_request(&self, req: reqwest::Request) -> anyhow::Result<Response> {
+        let deadline = tokio::time::Instant::now() + FIND_LEADER_WITHIN;
+        let mut req = Some(req);
+        let mut why: Vec<String> = Vec::new();
+        loop {
+            let first = self.current.load(Ordering::Relaxed);
+            let mut hinted: Option<usize> = None;
+            for step in 0..self.bases.len() {
+                let i = hinted.take().unwrap_or((first + step) % self.bases.len());
+                let Some(original) = req.as_ref() else { break };
+                // The last try of a body that cannot be copied takes the original.
+                let attempt = match original.try_clone() {
+                    Some(r) => r,
+                    None => req.take().expect("checked above"),
+                };
+                match self.try_endpoint(i, attempt).await? {
+                    Tried::Answered(resp) => {
+                        self.current.store(i, Ordering::Relaxed);
+                        return Ok(resp);
+                    }
+                    Tried::NotThere(reason, leader) => {
+                        why.push(reason);
+                        hinted = leader.and_then(|l| self.bases.iter().position(|b| *b == l)).filter(|h| *h != i);
+                        if let Some(h) = hinted {
+                            self.current.store(h, Ordering::Relaxed);
+                        }
+                    }
+                }
             }
-        })
+            if req.is_none() || tokio::time::Instant::now() >= deadline {
+                why.dedup();
+                let tail: Vec<String> = why.iter().rev().take(self.bases.len()).rev().cloned().collect();
+                if self.bases.len() == 1 && tail.iter().all(|w| w.contains("cannot reach")) {
+                    return Err(anyhow!("{}: is the cluster up? (herd up)", tail.join("; ")));
+                }
+                return Err(anyhow!(
+                    "no Control node endpoint served the request within {}s: {}",
+                    FIND_LEADER_WITHIN.as_secs(),
+                    tail.join("; ")
+                ));
+            }
+            if self.bases.len() == 1 && why.last().is_some_and(|w| w.contains("cannot reach")) {
+                // One endpoint that is not there: say so at once, as before replicas.
+                return Err(anyhow!("{}: is the cluster up? (herd up)", why.last().unwrap()));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Sends `req` to endpoint `i`.
+    async fn try_endpoint(&self, i: usize, mut req: reqwest::Request) -> anyhow::Result<Tried> {
+        let base = &self.bases[i];
+        let rest = req.url().as_str().strip_prefix(self.bases[0].as_str()).unwrap_or("").to_string();
+        *req.url_mut() = reqwest::Url::parse(&format!("{base}{rest}")).with_context(|| format!("API URL {base}"))?;
+        let idempotent = req.method() == Method::GET;
+        match self.http.execute(req).await {
+            Ok(resp) => {
+                if resp.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE
+                    && let Some(leader) = resp.headers().get(LEADER_HEADER)
+                {
+                    let leader = leader.to_str().unwrap_or("").trim_end_matches('/').to_string();
+                    let reason = api_error(resp).await.to_string();
+                    return Ok(Tried::NotThere(reason, (!leader.is_empty()).then_some(leader)));
+                }
+                Ok(Tried::Answered(resp))
+            }
+            Err(e) if e.is_connect() => Ok(Tried::NotThere(format!("cannot reach the Control node at {base}"), None)),
+            Err(e) if idempotent => Ok(Tried::NotThere(format!("request to the Control node at {base} failed: {e}"), None)),
+            Err(e) => Err(anyhow!(
+                "the Control node at {base} did not answer ({e}): the request may or may not have taken effect; \
+                 check with herd ps, herd inspect or herd events"
+            )),
+        }
     }
 
     /// Sends a request for an HTTP upgrade to `protocol` and returns the upgraded connection;
     /// an answer other than 101 Switching Protocols is the API's error.
     pub async fn upgrade(&self, req: RequestBuilder, protocol: &str) -> anyhow::Result<reqwest::Upgraded> {
         let req = req.header(reqwest::header::CONNECTION, "Upgrade").header(reqwest::header::UPGRADE, protocol);
-        let resp = self.reached(req.send().await)?;
+        let resp = self.execute(req).await?;
         if resp.status() != reqwest::StatusCode::SWITCHING_PROTOCOLS {
             if resp.status().is_success() {
-                return Err(anyhow!("the Control node at {} did not switch to {protocol}", self.base));
+                return Err(anyhow!("the Control node at {} did not switch to {protocol}", self.endpoint()));
             }
             return Err(api_error(resp).await);
         }

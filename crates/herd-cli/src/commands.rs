@@ -800,12 +800,26 @@ pub async fn migrate(client: &Client, args: MigrateArgs) -> anyhow::Result<()> {
     });
     let mut stream = resp.bytes_stream();
     let mut pending: Vec<u8> = Vec::new();
+    let mut planned: Option<String> = None;
     while let Some(chunk) = stream.next().await {
-        pending.extend_from_slice(&chunk.context("the migration's progress stream broke")?);
+        let chunk = match chunk {
+            Ok(c) => c,
+            Err(e) => {
+                if let Some(b) = &bar {
+                    b.finish_and_clear();
+                }
+                return match planned {
+                    Some(id) => migration_outcome(client, &args.name, &id, &e.to_string()).await,
+                    None => Err(e).context("the migration's progress stream broke before it began"),
+                };
+            }
+        };
+        pending.extend_from_slice(&chunk);
         while let Some(pos) = pending.iter().position(|b| *b == b'\n') {
             let line: Vec<u8> = pending.drain(..=pos).collect();
             match serde_json::from_slice::<MigrateUpdate>(&line).context("decoding a migration update")? {
                 MigrateUpdate::Planned { id, source, destination, mode, reason } => {
+                    planned = Some(id.clone());
                     let text = format!(
                         "migrating {} from {source} to {destination} ({}; {reason}) [{id}]",
                         args.name,
@@ -842,7 +856,41 @@ pub async fn migrate(client: &Client, args: MigrateArgs) -> anyhow::Result<()> {
             }
         }
     }
-    bail!("the Control node stopped answering before the migration ended; herd events shows how it ends")
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
+    match planned {
+        Some(id) => migration_outcome(client, &args.name, &id, "the progress stream ended").await,
+        None => bail!("the Control node stopped answering before the migration began; herd events shows what happened"),
+    }
+}
+
+/// How migration `id` of `name` ended, once the Control node that ran it stopped answering
+/// (`why`): the next leader ends it from its journal, completed or rolled back; this asks
+/// whichever Control node leads until it has.
+async fn migration_outcome(client: &Client, name: &str, id: &str, why: &str) -> anyhow::Result<()> {
+    use herd_proto::migration::{MigrationPhase, MigrationRecord};
+    eprintln!("the Control node stopped answering during migration {id} ({why}); waiting for its outcome...");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
+    let mut last = String::new();
+    while std::time::Instant::now() < deadline {
+        match client.get::<MigrationRecord>(&format!("/v1/migrations/{}", segment(id))).await {
+            Ok(m) if m.phase == MigrationPhase::Done => {
+                println!("migrated {name} from {} to {} ({}) [{id}]", m.source, m.destination, m.mode.as_str());
+                println!("  (the progress report was lost with the Control node that ran it; herd events has the rest)");
+                return Ok(());
+            }
+            Ok(m) if m.phase == MigrationPhase::Aborted => bail!(
+                "migration {id} of {name} was rolled back: {name} runs on {} as before ({})",
+                m.source,
+                m.error.as_deref().unwrap_or("the Control node that ran it stopped")
+            ),
+            Ok(m) => last = format!("still {:?}", m.phase).to_lowercase(),
+            Err(e) => last = format!("{e:#}"),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    bail!("migration {id} of {name} had not ended after 180 s ({last}); herd events shows how it ends")
 }
 
 fn print_migration(r: &herd_proto::migration::MigrationReport) {

@@ -7,6 +7,7 @@ pub mod classes;
 pub mod client;
 pub mod commands;
 pub mod config;
+pub mod control;
 pub mod dashboard;
 pub mod exec;
 pub mod format;

@@ -26,6 +26,7 @@ const MAX_JSON_BODY: usize = 16 << 20;
 pub fn router(control: Arc<Control>) -> Router {
     Router::new()
         .route("/v1/health", get(health))
+        .route("/v1/control/status", get(control_status))
         .route("/v1/nodes", get(nodes))
         .route("/v1/nodes/{name}/labels", post(label_node))
         .route("/v1/nodes/{name}/drain", post(drain_node))
@@ -47,6 +48,7 @@ pub fn router(control: Arc<Control>) -> Router {
         .route("/v1/containers/{name}/restore/archive", post(restore_archive))
         .route("/v1/containers/{name}/migrate", post(migrate))
         .route("/v1/containers/{name}/exec", get(exec))
+        .route("/v1/migrations/{id}", get(migration))
         .route("/v1/events", get(events))
         .route("/v1/stats", get(stats))
         .route("/v1/containers/{name}/series", get(series))
@@ -72,26 +74,43 @@ fn token_matches(given: &[u8], expected: &[u8]) -> bool {
     given.len() == expected.len() && given.iter().zip(expected).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
 }
 
-async fn authenticate(State(control): State<Arc<Control>>, req: Request, next: Next) -> Response {
-    let given = req
-        .headers()
+/// Whether `headers` carry the API token.
+pub(crate) fn authorized(headers: &axum::http::HeaderMap, token: &str) -> bool {
+    let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    if token_matches(given.as_bytes(), control.cfg.api_token.as_bytes()) {
-        next.run(req).await
-    } else {
-        let mut resp = (
-            StatusCode::UNAUTHORIZED,
-            Json(herd_proto::api::ApiError {
-                error: "missing or wrong API token: use the token herd up wrote to your Herd config".into(),
-            }),
-        )
-            .into_response();
-        resp.headers_mut().insert(header::WWW_AUTHENTICATE, "Bearer".parse().unwrap());
-        resp
-    }
+    token_matches(given.as_bytes(), token.as_bytes())
+}
+
+/// The answer to a request without the right token.
+pub(crate) fn unauthorized() -> Response {
+    let mut resp = (
+        StatusCode::UNAUTHORIZED,
+        Json(herd_proto::api::ApiError {
+            error: "missing or wrong API token: use the token herd up wrote to your Herd config".into(),
+        }),
+    )
+        .into_response();
+    resp.headers_mut().insert(header::WWW_AUTHENTICATE, "Bearer".parse().unwrap());
+    resp
+}
+
+async fn authenticate(State(control): State<Arc<Control>>, req: Request, next: Next) -> Response {
+    if authorized(req.headers(), &control.cfg.api_token) { next.run(req).await } else { unauthorized() }
+}
+
+/// `herd control status` of a Control node that runs alone (replicas answer it themselves,
+/// see [`crate::replica`]).
+async fn control_status(State(c): State<Arc<Control>>) -> Json<herd_proto::control::ControlStatus> {
+    Json(herd_proto::control::ControlStatus {
+        answered_by: "control".into(),
+        lease: None,
+        replicas: Vec::new(),
+        broker_server: c.broker.client.server_info().server_name,
+        state_peers: crate::replica::state_peers(&c.broker).await,
+    })
 }
 
 async fn health(State(c): State<Arc<Control>>) -> Json<Health> {
@@ -188,6 +207,19 @@ async fn run(State(c): State<Arc<Control>>, Json(req): Json<RunRequest>) -> Resu
 
 async fn inspect(State(c): State<Arc<Control>>, Path(name): Path<String>) -> Result<Json<ContainerInfo>> {
     Ok(Json(c.container(&name)?))
+}
+
+/// A migration's journal record: how `herd migrate` learns the outcome of a migration whose
+/// progress stream broke (the leader that ran it died; the next one ends it).
+async fn migration(
+    State(c): State<Arc<Control>>,
+    Path(id): Path<String>,
+) -> Result<Json<herd_proto::migration::MigrationRecord>> {
+    match c.migrations.get(&id).await {
+        Ok(Some(m)) => Ok(Json(m.value)),
+        Ok(None) => Err(Error::not_found(format!("no such migration: {id}"))),
+        Err(e) => Err(Error::unavailable(format!("reading migration {id}: {e:#}"))),
+    }
 }
 
 #[derive(Deserialize)]

@@ -28,11 +28,14 @@ use crate::error::{Error, Result};
 /// The key's file name in the Control node's data directory.
 pub const KEY_FILE: &str = "checkpoint-signing.key";
 
-/// Reads the signing key from `dir`, making one (mode 0600) when there is none.
-pub fn load_or_create_key(dir: &Path) -> anyhow::Result<SigningKey> {
+/// Reads the signing key from file `path`, making one (mode 0600) when there is none. Control
+/// replicas share one key (`herd control --checkpoint-key`), so that an archive one exported
+/// another restores.
+pub fn load_or_create_key(path: &Path) -> anyhow::Result<SigningKey> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let path = dir.join(KEY_FILE);
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or(KEY_FILE);
     match std::fs::read_to_string(&path) {
         Ok(text) => {
             return SigningKey::parse(&text)
@@ -42,7 +45,15 @@ pub fn load_or_create_key(dir: &Path) -> anyhow::Result<SigningKey> {
         Err(e) => return Err(anyhow::anyhow!("reading {}: {e}", path.display())),
     }
     let key = SigningKey::from_bytes(rand::rng().random());
-    let tmp = dir.join(format!(".{KEY_FILE}.tmp"));
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| anyhow::anyhow!("creating {}: {e}", dir.display()))?;
+    }
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
@@ -54,9 +65,9 @@ pub fn load_or_create_key(dir: &Path) -> anyhow::Result<SigningKey> {
         .and_then(|_| file.sync_all())
         .map_err(|e| anyhow::anyhow!("writing {}: {e}", tmp.display()))?;
     // A concurrent first start may have won: the key on disk is the one.
-    if std::fs::hard_link(&tmp, &path).is_err() {
+    if std::fs::hard_link(&tmp, path).is_err() {
         let _ = std::fs::remove_file(&tmp);
-        return load_or_create_key(dir);
+        return load_or_create_key(path);
     }
     let _ = std::fs::remove_file(&tmp);
     tracing::info!("made the checkpoint signing key {} ({})", key.id(), path.display());
@@ -314,12 +325,13 @@ mod tests {
     fn the_key_is_made_once_and_kept_private() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
-        let key = load_or_create_key(dir.path()).unwrap();
-        let again = load_or_create_key(dir.path()).unwrap();
+        let path = dir.path().join("sub").join(KEY_FILE);
+        let key = load_or_create_key(&path).unwrap();
+        let again = load_or_create_key(&path).unwrap();
         assert_eq!(key.id(), again.id());
-        let mode = std::fs::metadata(dir.path().join(KEY_FILE)).unwrap().permissions().mode();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
-        std::fs::write(dir.path().join(KEY_FILE), "nope").unwrap();
-        assert!(load_or_create_key(dir.path()).unwrap_err().to_string().contains("not a checkpoint signing key"));
+        std::fs::write(&path, "nope").unwrap();
+        assert!(load_or_create_key(&path).unwrap_err().to_string().contains("not a checkpoint signing key"));
     }
 }

@@ -33,6 +33,9 @@ pub struct ControlConfig {
     pub api_token: String,
     /// Scratch space for image uploads.
     pub data_dir: PathBuf,
+    /// The key that signs exported checkpoints (made when missing); Control replicas share
+    /// one. `None`: `DATA_DIR/checkpoint-signing.key`.
+    pub checkpoint_key: Option<PathBuf>,
     /// The range container addresses come from.
     pub container_cidr: Ipv4Net,
     /// A node without a heartbeat for this long is down.
@@ -89,7 +92,7 @@ pub struct Control {
     /// will never be answered.
     pub(crate) node_lost: tokio::sync::broadcast::Sender<String>,
     /// The nodes' monitoring samples: history and latest.
-    pub(crate) monitoring: Mutex<crate::monitoring::Monitoring>,
+    pub(crate) monitoring: Arc<Mutex<crate::monitoring::Monitoring>>,
     /// The policy engine and its recent decisions (see [`crate::policy`]).
     pub(crate) policy: Mutex<crate::policy::PolicyState>,
     pub(crate) me: Weak<Control>,
@@ -98,10 +101,25 @@ pub struct Control {
 impl Control {
     /// Connects to the broker, loads the cluster state and starts the background tasks.
     pub async fn start(cfg: ControlConfig) -> anyhow::Result<Arc<Control>> {
+        let broker = Broker::connect(&cfg.broker).await?;
+        Control::start_with(cfg, broker, None).await
+    }
+
+    /// Loads the cluster state through `broker` (a leading replica's carries its fence) and
+    /// starts the background tasks. `monitoring`: the samples a replica gathered while it
+    /// followed, which it keeps gathering (`None`: this node subscribes to them itself).
+    pub(crate) async fn start_with(
+        cfg: ControlConfig,
+        broker: Broker,
+        monitoring: Option<Arc<Mutex<crate::monitoring::Monitoring>>>,
+    ) -> anyhow::Result<Arc<Control>> {
         herd_image::private_dir(&cfg.data_dir)
             .with_context(|| format!("creating {} (mode 0700)", cfg.data_dir.display()))?;
-        let checkpoint_key = crate::checkpoint_archive::load_or_create_key(&cfg.data_dir)?;
-        let broker = Broker::connect(&cfg.broker).await?;
+        let key_path = cfg
+            .checkpoint_key
+            .clone()
+            .unwrap_or_else(|| cfg.data_dir.join(crate::checkpoint_archive::KEY_FILE));
+        let checkpoint_key = crate::checkpoint_archive::load_or_create_key(&key_path)?;
         let nodes: Bucket<NodeRecord> = broker.bucket(subjects::NODES_BUCKET).await?;
         let images: Bucket<ImageRecord> = broker.bucket(subjects::IMAGES_BUCKET).await?;
         let containers: Bucket<ContainerRecord> = broker.bucket(subjects::CONTAINERS_BUCKET).await?;
@@ -118,7 +136,10 @@ impl Control {
 
         // Subscribe to heartbeats before loading, so no node looks down for longer than it is.
         let heartbeats = broker.client.subscribe(subjects::HEARTBEAT_ALL).await?;
-        let metrics = broker.client.subscribe(subjects::METRICS_ALL).await?;
+        let metrics = match monitoring {
+            Some(_) => None,
+            None => Some(broker.client.subscribe(subjects::METRICS_ALL).await?),
+        };
 
         let mut view = View::default();
         let mut ipam = Ipam::new(cfg.container_cidr);
@@ -177,7 +198,7 @@ impl Control {
             record_writes: tokio::sync::Mutex::new(()),
             locks: Mutex::new(HashMap::new()),
             node_lost: tokio::sync::broadcast::channel(64).0,
-            monitoring: Mutex::new(crate::monitoring::Monitoring::default()),
+            monitoring: monitoring.unwrap_or_default(),
             policy: Mutex::new(policy),
             me: me.clone(),
         });
@@ -189,7 +210,9 @@ impl Control {
             }
         }
         tokio::spawn(control.clone().follow_heartbeats(heartbeats));
-        tokio::spawn(control.clone().follow_metrics(metrics));
+        if let Some(metrics) = metrics {
+            tokio::spawn(crate::monitoring::gather(control.monitoring.clone(), metrics));
+        }
         tokio::spawn(control.clone().expire_nodes());
         tokio::spawn(control.clone().follow_nodes(node_changes));
         tokio::spawn(control.clone().follow_statuses(status_changes));

@@ -37,6 +37,10 @@ impl Events {
         // Events are kept in their stream (herd events); the log has them at debug level only,
         // since at thousands of containers a second a line per event costs a share of a core.
         tracing::debug!(kind, action, name, node, "{}", ev.message);
+        if let Err(e) = self.broker.check_fence() {
+            tracing::warn!("event not published: {e}");
+            return;
+        }
         let payload = match serde_json::to_vec(&ev) {
             Ok(p) => Bytes::from(p),
             Err(_) => return,

@@ -22,11 +22,13 @@ mod ha;
 mod hostconfig;
 mod images;
 pub mod ipam;
+pub mod lease;
 mod migrate;
 mod monitoring;
 mod nodes;
 mod policy;
 mod pull;
+pub mod replica;
 mod start;
 mod upload;
 mod view;
@@ -51,6 +53,7 @@ pub mod requests {
     pub use crate::pull::{CheckedPull, check_pull};
 }
 pub use control::{Control, ControlConfig};
+pub use replica::{ReplicaConfig, run_replica};
 pub use herd_image::UnpackLimits;
 
 /// Runs the Control node until `shutdown` completes.

@@ -91,17 +91,18 @@ impl Monitoring {
     }
 }
 
-impl Control {
-    /// Feeds the nodes' batches into [`Monitoring`] until the subscription ends.
-    pub(crate) async fn follow_metrics(self: Arc<Self>, mut sub: async_nats::Subscriber) {
-        while let Some(msg) = sub.next().await {
-            match Batch::decode(&msg.payload) {
-                Ok(batch) => self.monitoring.lock().unwrap().insert(&batch),
-                Err(e) => tracing::warn!("ignoring a monitoring batch on {}: {e}", msg.subject),
-            }
+/// Feeds the nodes' batches into `monitoring` until the subscription ends (a following
+/// Control replica gathers them too, so its charts go on when it leads).
+pub(crate) async fn gather(monitoring: Arc<std::sync::Mutex<Monitoring>>, mut sub: async_nats::Subscriber) {
+    while let Some(msg) = sub.next().await {
+        match Batch::decode(&msg.payload) {
+            Ok(batch) => monitoring.lock().unwrap().insert(&batch),
+            Err(e) => tracing::warn!("ignoring a monitoring batch on {}: {e}", msg.subject),
         }
     }
+}
 
+impl Control {
     /// The latest figures of the running containers named in `names` (all when empty).
     pub(crate) fn stats(&self, names: &[String]) -> Result<Vec<ContainerStats>> {
         let view = self.view.read().unwrap();

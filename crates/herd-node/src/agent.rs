@@ -170,6 +170,8 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
     let mut requests =
         broker.client.subscribe(subjects::node_rpc(&cfg.name)).await.context("subscribing to node requests")?;
     let heartbeats = tokio::spawn(heartbeat_loop(broker.clone(), cfg.clone(), runtime.clone()));
+    let term = crate::leader_term::LeaderTerm::default();
+    let follow_term = tokio::spawn(term.clone().follow(broker.clone()));
     let lease = tokio::spawn(crate::fence::run(broker.clone(), runtime.clone(), containers.clone(), cfg.lease));
     let sampler =
         tokio::spawn(crate::sampler::run(broker.clone(), cfg.name.clone(), runtime.clone(), cfg.sample_interval));
@@ -194,10 +196,17 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
                 let broker = broker.clone();
                 let store = checkpoint_store.clone();
                 let versions = versions_store.clone();
+                let admitted = term.admit(
+                    msg.headers.as_ref().and_then(|h| h.get(herd_broker::TERM_HEADER)).map(|v| v.as_str()),
+                );
                 tokio::spawn(async move {
-                    let result: NodeResult = match serde_json::from_slice::<NodeRequest>(&msg.payload) {
-                        Ok(req) => handle(&runtime, &broker, &store, &versions, req).await.map_err(|message| NodeError { message }),
-                        Err(e) => Err(NodeError { message: format!("malformed request: {e}") }),
+                    let result: NodeResult = match (admitted, serde_json::from_slice::<NodeRequest>(&msg.payload)) {
+                        (Err(message), _) => {
+                            tracing::warn!("{message}");
+                            Err(NodeError { message })
+                        }
+                        (Ok(()), Ok(req)) => handle(&runtime, &broker, &store, &versions, req).await.map_err(|message| NodeError { message }),
+                        (Ok(()), Err(e)) => Err(NodeError { message: format!("malformed request: {e}") }),
                     };
                     let payload = Bytes::from(serde_json::to_vec(&result).unwrap_or_default());
                     if let Err(e) = client.publish(reply, payload).await {
@@ -208,6 +217,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
         }
     }
     heartbeats.abort();
+    follow_term.abort();
     lease.abort();
     sampler.abort();
     routes.abort();

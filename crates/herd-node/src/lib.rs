@@ -38,6 +38,7 @@ pub mod fence;
 pub mod guard;
 pub mod hello_slots;
 pub mod layers;
+pub mod leader_term;
 pub mod logs;
 pub mod migrate;
 pub mod netfilter;

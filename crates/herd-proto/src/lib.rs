@@ -7,6 +7,7 @@
 //! - [`policy`]: the policy engine's settings and explained decisions.
 //! - [`pull`]: `herd image pull`'s request and progress.
 //! - [`checkpoint`]: the manifest of a checkpoint, on a node and in an exported image directory.
+//! - [`control`]: the Control replicas' lease and reports, and `herd control status`.
 //! - [`ha`]: checkpoint tickers, their stored versions, and what a node failure does.
 //! - [`subjects`]: NATS subject, bucket and stream names.
 //! - [`hostconfig`]: published ports, shared network namespaces and named volumes.
@@ -19,6 +20,7 @@
 
 pub mod api;
 pub mod checkpoint;
+pub mod control;
 pub mod exec;
 pub mod ha;
 pub mod hostconfig;

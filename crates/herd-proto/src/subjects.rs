@@ -20,6 +20,20 @@ pub const NODE_SETTINGS_BUCKET: &str = "herd-node-settings";
 pub const POLICY_BUCKET: &str = "herd-policy";
 /// The key of the policy setting in [`POLICY_BUCKET`].
 pub const POLICY_KEY: &str = "current";
+/// Bucket of the Control replicas' lease ([`LEASE_KEY`]); see [`crate::control`].
+pub const CONTROL_BUCKET: &str = "herd-control";
+/// The key of the [`crate::control::LeaderLease`] in [`CONTROL_BUCKET`].
+pub const LEASE_KEY: &str = "leader";
+
+/// Bucket of the Control replicas' [`crate::control::ReplicaReport`]s, keyed by
+/// [`replica_key`]; each replica writes its own.
+pub const REPLICAS_BUCKET: &str = "herd-control-replicas";
+
+/// The key of replica `name`'s [`crate::control::ReplicaReport`] in [`REPLICAS_BUCKET`].
+pub fn replica_key(name: &str) -> String {
+    format!("replica.{name}")
+}
+
 /// Object store holding image layer blobs, named by digest (`sha256:<hex>`).
 pub const LAYERS_STORE: &str = "herd-layers";
 /// Object store carrying checkpoints (and container logs) between nodes, and between a node

@@ -26,6 +26,10 @@ pub struct UpOptions {
     /// nats-servers: one, or a JetStream cluster of three (or five).
     #[serde(default = "one")]
     pub brokers: usize,
+    /// Control node replicas: one runs alone; several elect a leader (replica i, from 0,
+    /// serves its API on `api_port + i`).
+    #[serde(default = "one")]
+    pub control_replicas: usize,
     /// Capacity each node reports (defaults: the machine's).
     pub node_cpus_milli: Option<u64>,
     pub node_memory_bytes: Option<u64>,
@@ -68,6 +72,7 @@ impl UpOptions {
             api_port: 7700,
             broker_port: 7422,
             brokers: 1,
+            control_replicas: 1,
             node_cpus_milli: None,
             node_memory_bytes: None,
             data_dir: PathBuf::from("/var/lib/herd").join(name),
@@ -111,6 +116,17 @@ pub struct BrokerLayout {
     pub store: PathBuf,
 }
 
+/// One Control node replica of the local cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControlLayout {
+    /// Its component and replica name: `control`, `control2`, `control3`...
+    pub name: String,
+    /// Its API's URL (on 127.0.0.1).
+    pub url: String,
+    pub listen: String,
+    pub data_dir: PathBuf,
+}
+
 /// Everything derived from the options.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Layout {
@@ -131,7 +147,11 @@ pub struct UpState {
     /// Every broker's, by component name (`broker`, `broker2`, ...).
     #[serde(default)]
     pub broker_pids: Vec<(String, Option<u32>)>,
+    /// The first Control replica's pid (`control`).
     pub control_pid: Option<u32>,
+    /// Every Control replica's, by component name (`control`, `control2`, ...).
+    #[serde(default)]
+    pub control_pids: Vec<(String, Option<u32>)>,
     /// Node name -> agent pid.
     pub node_pids: Vec<(String, Option<u32>)>,
     /// iptables rules added (each the argument list after -I/-D CHAIN).
@@ -156,6 +176,9 @@ impl Layout {
         }
         if ![1, 3, 5].contains(&opts.brokers) {
             bail!("--brokers must be 1, 3 or 5 (a JetStream cluster needs a majority of its servers)");
+        }
+        if !(1..=5).contains(&opts.control_replicas) {
+            bail!("--control-replicas must be between 1 and 5");
         }
         if opts.sim_nodes > 100_000 {
             bail!("--sim-nodes must be at most 100000");
@@ -216,8 +239,25 @@ impl Layout {
             .collect()
     }
 
+    /// The cluster's Control node replicas (one when it runs alone).
+    pub fn controls(&self) -> Vec<ControlLayout> {
+        (0..self.opts.control_replicas)
+            .map(|i| {
+                let name = if i == 0 { "control".to_string() } else { format!("control{}", i + 1) };
+                let listen = format!("127.0.0.1:{}", self.opts.api_port + i as u16);
+                ControlLayout {
+                    url: format!("http://{listen}"),
+                    listen,
+                    data_dir: self.opts.data_dir.join(&name),
+                    name,
+                }
+            })
+            .collect()
+    }
+
+    /// The API's URLs, separated by commas (what the client config's `api` takes).
     pub fn api_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.opts.api_port)
+        self.controls().iter().map(|c| c.url.clone()).collect::<Vec<_>>().join(",")
     }
 
     pub fn state_path(opts_run_dir: &Path) -> PathBuf {

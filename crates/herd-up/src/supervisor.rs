@@ -242,6 +242,8 @@ impl Supervisor {
         self.state.broker_pids =
             self.layout.brokers().into_iter().map(|b| (b.name.clone(), self.pids.get(&b.name).copied())).collect();
         self.state.control_pid = self.pids.get("control").copied();
+        self.state.control_pids =
+            self.layout.controls().into_iter().map(|c| (c.name.clone(), self.pids.get(&c.name).copied())).collect();
         self.state.node_pids =
             self.layout.nodes.iter().map(|n| (n.name.clone(), self.pids.get(&n.name).copied())).collect();
         if let Some(pid) = self.pids.get(SIM_COMPONENT) {
@@ -331,6 +333,7 @@ async fn supervise(layout: Layout, mut progress: Progress, demo_after: bool) -> 
         broker_pid: None,
         broker_pids: Vec::new(),
         control_pid: None,
+        control_pids: Vec::new(),
         node_pids: Vec::new(),
         iptables_rules: Vec::new(),
         ip_forward_before: None,
@@ -443,42 +446,57 @@ async fn start_cluster(sup: &mut Supervisor, progress: &mut Progress) -> anyhow:
         Broker::connect(&BrokerConfig::new(layout.broker_url(), "herd up").with_credentials("up", up_password)).await?;
     sup.broker = Some(broker.clone());
 
-    // The Control node.
-    progress.say(&format!("control: API on {}", layout.api_url()));
-    let mut control_args: Vec<OsString> = vec![
-        "control".into(),
-        "--broker".into(),
-        layout.broker_url().into(),
-        "--broker-user".into(),
-        "control".into(),
-        "--broker-password-file".into(),
-        password_files["control"].clone().into(),
-        "--api-listen".into(),
-        format!("127.0.0.1:{}", opts.api_port).into(),
-        "--api-token-file".into(),
-        token_file.into(),
-        "--data-dir".into(),
-        opts.data_dir.join("control").into(),
-        "--container-cidr".into(),
-        opts.container_cidr.to_string().into(),
-        "--node-timeout".into(),
-        opts.node_timeout_secs.to_string().into(),
-    ];
-    if let Some(p) = &opts.policy {
-        control_args.extend(["--policy".into(), p.into()]);
+    // The Control node, or its replicas: they share the API token and the checkpoint
+    // signing key, and elect a leader through a lease in the broker.
+    let controls = layout.controls();
+    let signing_key = controls[0].data_dir.join("checkpoint-signing.key");
+    for c in &controls {
+        progress.say(&format!("{}: API on {}", c.name, c.url));
+        let mut args: Vec<OsString> = vec![
+            "control".into(),
+            "--broker".into(),
+            layout.broker_url().into(),
+            "--broker-user".into(),
+            "control".into(),
+            "--broker-password-file".into(),
+            password_files["control"].clone().into(),
+            "--api-listen".into(),
+            c.listen.clone().into(),
+            "--api-token-file".into(),
+            token_file.clone().into(),
+            "--data-dir".into(),
+            c.data_dir.clone().into(),
+            "--container-cidr".into(),
+            opts.container_cidr.to_string().into(),
+            "--node-timeout".into(),
+            opts.node_timeout_secs.to_string().into(),
+        ];
+        if controls.len() > 1 {
+            args.extend([
+                "--replica".into(),
+                c.name.clone().into(),
+                "--advertise".into(),
+                c.url.clone().into(),
+                "--checkpoint-key".into(),
+                signing_key.clone().into(),
+            ]);
+        }
+        if let Some(p) = &opts.policy {
+            args.extend(["--policy".into(), p.into()]);
+        }
+        if let Some(s) = opts.policy_interval_secs {
+            args.extend(["--policy-interval".into(), s.to_string().into()]);
+        }
+        sup.components.push(Component {
+            name: c.name.clone(),
+            program: exe.clone(),
+            args,
+            namespaces: Vec::new(),
+            log: layout.logs_dir().join(format!("{}.log", c.name)),
+            restarts: Vec::new(),
+        });
+        sup.start(&c.name)?;
     }
-    if let Some(s) = opts.policy_interval_secs {
-        control_args.extend(["--policy-interval".into(), s.to_string().into()]);
-    }
-    sup.components.push(Component {
-        name: "control".into(),
-        program: exe.clone(),
-        args: control_args,
-        namespaces: Vec::new(),
-        log: layout.logs_dir().join("control.log"),
-        restarts: Vec::new(),
-    });
-    sup.start("control")?;
 
     // The Compute nodes, each in network and mount namespaces of its own.
     for n in &layout.nodes {
@@ -646,7 +664,9 @@ async fn shutdown(mut sup: Supervisor) {
         sup.stop(n, Duration::from_secs(5)).await;
     }
     sup.stop(SIM_COMPONENT, Duration::from_secs(5)).await;
-    sup.stop("control", Duration::from_secs(5)).await;
+    for c in sup.layout.controls().iter().rev() {
+        sup.stop(&c.name, Duration::from_secs(5)).await;
+    }
     for b in sup.layout.brokers() {
         sup.stop(&b.name, Duration::from_secs(5)).await;
     }

@@ -28,8 +28,12 @@ pub async fn run(state: &UpState, purge: bool) {
         .iter()
         .filter_map(|(_, p)| *p)
         .chain(state.control_pid)
+        .chain(state.control_pids.iter().filter_map(|(_, p)| *p))
         .filter(|p| pid_alive(*p) && *p != std::process::id());
-    for pid in pids.collect::<Vec<_>>() {
+    let mut pids: Vec<u32> = pids.collect();
+    pids.sort_unstable();
+    pids.dedup();
+    for pid in pids {
         kill(pid).await;
     }
     let mut problems = Vec::new();

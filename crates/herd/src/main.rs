@@ -82,8 +82,9 @@ enum Command {
     /// The migration policy the Control node runs: list, show, set, explain its decisions.
     #[command(subcommand)]
     Policy(herd_cli::policy::PolicyCommand),
-    /// Run the Control node.
-    Control(ControlArgs),
+    /// Run the Control node (or a replica of it); `herd control status`: which replica leads.
+    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+    Control(ControlCommand),
     /// Run the Compute node agent.
     Node(NodeArgs),
     /// Carry a post-copy migration's pages (started by the agent).
@@ -129,6 +130,14 @@ struct UpArgs {
     /// replicas, so that the loss of one loses nothing.
     #[arg(long, default_value_t = 1)]
     brokers: usize,
+    /// Control node replicas: 1 runs alone; 3 (or more) elect a leader through a lease in the
+    /// broker, and another takes over within seconds when it fails. Replica i serves its API
+    /// on API_PORT+i; the client config lists them all.
+    #[arg(long, default_value_t = 1)]
+    control_replicas: usize,
+    /// No single point of failure: --brokers 3 --control-replicas 3.
+    #[arg(long, conflicts_with_all = ["brokers", "control_replicas"])]
+    ha: bool,
     /// CPUs each node offers (default: the machine's; simulated nodes: 16).
     #[arg(long)]
     node_cpus: Option<String>,
@@ -215,6 +224,21 @@ fn read_secret(path: &Path) -> anyhow::Result<String> {
 }
 
 #[derive(Args)]
+struct ControlCommand {
+    #[command(subcommand)]
+    what: Option<ControlWhat>,
+    #[command(flatten)]
+    run: ControlArgs,
+}
+
+#[derive(Subcommand)]
+enum ControlWhat {
+    /// Which Control replica leads and since when, the others' lag, and the brokers holding
+    /// the cluster state.
+    Status(herd_cli::control::StatusArgs),
+}
+
+#[derive(Args)]
 struct ControlArgs {
     #[command(flatten)]
     broker: BrokerArgs,
@@ -222,8 +246,8 @@ struct ControlArgs {
     #[arg(long, default_value = "127.0.0.1:7700")]
     api_listen: SocketAddr,
     /// File holding the API token clients must present.
-    #[arg(long)]
-    api_token_file: PathBuf,
+    #[arg(long, required = true)]
+    api_token_file: Option<PathBuf>,
     /// Scratch space for uploads.
     #[arg(long, default_value = "/var/lib/herd/control")]
     data_dir: PathBuf,
@@ -244,6 +268,22 @@ struct ControlArgs {
     /// Seconds between two evaluations of the policy (default: [control] policy_interval, else 5).
     #[arg(long)]
     policy_interval: Option<f64>,
+    /// Run as one of several Control replicas under this name (e.g. control2): the replicas
+    /// elect a leader through a lease in the broker, the others stand by and answer with the
+    /// leader's address. Without it, this Control node runs alone.
+    #[arg(long)]
+    replica: Option<String>,
+    /// The URL of this replica's API that clients and the other replicas are given (default:
+    /// http://API_LISTEN).
+    #[arg(long, requires = "replica")]
+    advertise: Option<String>,
+    /// Seconds a leader's lease lasts without renewal before another replica takes over.
+    #[arg(long, default_value_t = 1.5, requires = "replica")]
+    lease_ttl: f64,
+    /// The key that signs exported checkpoints, made when missing; every replica needs the
+    /// same (default: DATA_DIR/checkpoint-signing.key).
+    #[arg(long)]
+    checkpoint_key: Option<PathBuf>,
     /// The most one image layer may unpack to: imports and pulls of a larger one are refused.
     #[arg(long, env = "HERD_CONTROL_MAX_LAYER_SIZE", default_value = "8g", value_parser = parse_size)]
     max_layer_size: u64,
@@ -373,7 +413,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             opts.container_cidr = a.container_cidr;
             opts.api_port = a.api_port;
             opts.broker_port = a.broker_port;
-            opts.brokers = a.brokers;
+            (opts.brokers, opts.control_replicas) = if a.ha { (3, 3) } else { (a.brokers, a.control_replicas) };
             opts.node_timeout_secs = a.node_timeout;
             opts.node_labels = a.node_labels;
             // Checked here, before anything starts.
@@ -403,13 +443,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let run_dir = herd_up::UpOptions::defaults(&a.name).run_dir;
             herd_up::down(&run_dir, &a.name, a.purge, a.timeout).await
         }
-        Command::Control(a) => {
+        Command::Control(ControlCommand { what: Some(ControlWhat::Status(s)), .. }) => {
+            herd_cli::control::status(&client(config)?, s).await
+        }
+        Command::Control(ControlCommand { run: a, .. }) => {
             init_logging(LOG_DEFAULT);
-            let token = read_secret(&a.api_token_file)?;
+            let token_file = a.api_token_file.context("--api-token-file is required")?;
+            let token = read_secret(&token_file)?;
             anyhow::ensure!(
                 token.len() >= 16,
                 "the API token in {} is too short (16 characters at least)",
-                a.api_token_file.display()
+                token_file.display()
             );
             let path = config.map(Path::to_path_buf).unwrap_or_else(herd_cli::config::default_path);
             let policy = herd_cli::config::ControlSection::load(&path)?.resolve(a.policy, a.policy_interval);
@@ -418,6 +462,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 api_listen: a.api_listen,
                 api_token: token,
                 data_dir: a.data_dir,
+                checkpoint_key: a.checkpoint_key,
                 container_cidr: a.container_cidr,
                 node_timeout: Duration::from_secs_f64(a.node_timeout),
                 strategy: a.strategy,
@@ -427,7 +472,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 policy_source: policy.source.to_string(),
                 unpack_limits: herd_control::UnpackLimits { layer: a.max_layer_size, image: a.max_image_size },
             };
-            herd_control::run(cfg, shutdown_signal()).await
+            match a.replica {
+                Some(name) => {
+                    let ttl = Duration::try_from_secs_f64(a.lease_ttl)
+                        .ok()
+                        .filter(|t| *t >= Duration::from_millis(300))
+                        .ok_or_else(|| anyhow::anyhow!("--lease-ttl {}: 0.3 seconds at least", a.lease_ttl))?;
+                    let replica = herd_control::ReplicaConfig {
+                        name,
+                        advertise: a.advertise.unwrap_or_else(|| format!("http://{}", a.api_listen)),
+                        timing: herd_control::lease::LeaseTiming::new(ttl),
+                    };
+                    herd_control::run_replica(cfg, replica, shutdown_signal()).await
+                }
+                None => herd_control::run(cfg, shutdown_signal()).await,
+            }
         }
         Command::Node(a) => {
             init_logging(LOG_DEFAULT);

@@ -1,0 +1,420 @@
+//! Control node replicas: several `herd control --replica NAME` processes, one of which leads.
+//!
+//! The leader is the replica named in the lease (`herd_proto::control`); the timing rules are
+//! in [`crate::lease`]. A replica that does not lead keeps its connection to the broker and
+//! the monitoring samples warm, answers `GET /v1/control/status`, and answers every other
+//! request with 503 and a `Herd-Leader` header naming the leader's API, so that the CLI moves
+//! to it. When the lease is left to stand still for its time to live (the leader died,
+//! stopped, or lost the broker), a follower takes it over with a write guarded by the
+//! revision it read, loads the cluster state from the buckets like any starting Control node
+//! (which resolves the migrations in flight from their journal and restarts the tickers),
+//! and serves.
+//!
+//! A leader that cannot renew its lease in time stops: every write it would make is refused
+//! by its [`Fence`] from the moment the lease's hold runs out, and a watchdog ends the process
+//! (the supervisor, `herd up` or systemd, starts it again as a follower). Crash-only: the
+//! state of a replica that stopped leading is never trusted again.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use herd_broker::{Broker, Bucket, Fence, WriteConflict};
+use herd_proto::api::ApiError;
+use herd_proto::control::{ControlStatus, LeaderLease, ReplicaReport, Role, StreamPeer};
+use herd_proto::subjects;
+use tower::ServiceExt;
+
+use crate::control::{Control, ControlConfig};
+use crate::lease::{Decision, LeaseTiming, Observer, valid_until};
+use crate::monitoring::Monitoring;
+
+/// The header of a follower's 503 that names the leader's API (empty while none leads).
+pub const LEADER_HEADER: &str = "Herd-Leader";
+
+/// How often a follower reads the lease.
+const POLL: Duration = Duration::from_millis(100);
+
+/// How often a replica writes its report.
+const REPORT_EVERY: Duration = Duration::from_secs(1);
+
+/// The exit status of a replica that lost its lease.
+const DEPOSED_EXIT: i32 = 75;
+
+/// A replica's name and how the others reach it.
+#[derive(Debug, Clone)]
+pub struct ReplicaConfig {
+    /// Unique among the replicas, e.g. `control2`.
+    pub name: String,
+    /// The URL of its API that the CLI and the other replicas are given.
+    pub advertise: String,
+    pub timing: LeaseTiming,
+}
+
+/// What a replica knows of the lease.
+#[derive(Default)]
+struct Seen {
+    lease: Option<LeaderLease>,
+    /// When the lease last changed, as seen here.
+    changed: Option<Instant>,
+    /// Set while this replica leads.
+    fence: Option<Fence>,
+    /// The revision of the lease this replica wrote last.
+    revision: u64,
+}
+
+struct Replica {
+    cfg: ReplicaConfig,
+    token: String,
+    broker: Broker,
+    leases: Bucket<LeaderLease>,
+    reports: Bucket<ReplicaReport>,
+    started: u64,
+    monitoring: Arc<Mutex<Monitoring>>,
+    /// The Control node's API, once this replica leads and has loaded the state.
+    serving: OnceLock<Router>,
+    seen: Mutex<Seen>,
+}
+
+/// Runs a Control replica until `shutdown` completes; a leader lets its lease go then, so
+/// that another takes over at once.
+pub async fn run_replica(
+    cfg: ControlConfig,
+    replica: ReplicaConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    herd_proto::names::validate_node_name(&replica.name)
+        .map_err(|e| anyhow::anyhow!("invalid replica name {:?}: {}", replica.name, e.0))?;
+    let broker = Broker::connect(&cfg.broker).await?;
+    let leases = broker.bucket(subjects::CONTROL_BUCKET).await?;
+    let reports = broker.bucket(subjects::REPLICAS_BUCKET).await?;
+    let monitoring = Arc::new(Mutex::new(Monitoring::default()));
+    let metrics = broker.client.subscribe(subjects::METRICS_ALL).await?;
+    tokio::spawn(crate::monitoring::gather(monitoring.clone(), metrics));
+    let me = Arc::new(Replica {
+        cfg: replica,
+        token: cfg.api_token.clone(),
+        broker,
+        leases,
+        reports,
+        started: herd_proto::now_millis(),
+        monitoring,
+        serving: OnceLock::new(),
+        seen: Mutex::new(Seen::default()),
+    });
+    let listen = cfg.api_listen;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen for the API on {listen}"))?;
+    tracing::info!("replica {}: API listening on {listen}; following until it leads", me.cfg.name);
+    tokio::spawn(me.clone().report());
+    tokio::spawn(me.clone().campaign(cfg));
+    axum::serve(listener, router(me.clone())).with_graceful_shutdown(shutdown).await.context("API server")?;
+    me.release().await;
+    Ok(())
+}
+
+fn router(replica: Arc<Replica>) -> Router {
+    Router::new().route("/v1/control/status", get(status)).fallback(dispatch).with_state(replica)
+}
+
+/// A request the leader serves; a follower answers 503 and names the leader.
+async fn dispatch(State(r): State<Arc<Replica>>, req: Request) -> Response {
+    if let Some(api) = r.serving.get() {
+        return api.clone().oneshot(req).await.into_response();
+    }
+    let lease = r.seen.lock().unwrap().lease.clone();
+    let leader = lease.as_ref().filter(|l| !l.released && l.replica != r.cfg.name);
+    // A browser asking for the dashboard goes to the leader's.
+    if let (Some(l), true) = (leader, !req.uri().path().starts_with("/v1/") && req.method() == axum::http::Method::GET)
+    {
+        let to = format!("{}{}", l.api.trim_end_matches('/'), req.uri().path_and_query().map_or("", |p| p.as_str()));
+        if let Ok(location) = HeaderValue::from_str(&to) {
+            return (StatusCode::TEMPORARY_REDIRECT, [(header::LOCATION, location)]).into_response();
+        }
+    }
+    if !crate::api::authorized(req.headers(), &r.token) {
+        return crate::api::unauthorized();
+    }
+    let error = match leader {
+        Some(l) => format!(
+            "Control replica {} does not lead: {} does (term {}), at {}",
+            r.cfg.name, l.replica, l.term, l.api
+        ),
+        None => format!("no Control replica leads yet (replica {} is waiting for the election): try again", r.cfg.name),
+    };
+    let hint = leader.map_or(String::new(), |l| l.api.clone());
+    let mut resp = (StatusCode::SERVICE_UNAVAILABLE, axum::Json(ApiError { error })).into_response();
+    if let Ok(v) = HeaderValue::from_str(&hint) {
+        resp.headers_mut().insert(LEADER_HEADER, v);
+    }
+    resp
+}
+
+async fn status(State(r): State<Arc<Replica>>, headers: axum::http::HeaderMap) -> Response {
+    if !crate::api::authorized(&headers, &r.token) {
+        return crate::api::unauthorized();
+    }
+    let lease = match r.leases.get(subjects::LEASE_KEY).await {
+        Ok(l) => l.map(|v| v.value),
+        Err(e) => {
+            tracing::warn!("reading the lease: {e:#}");
+            r.seen.lock().unwrap().lease.clone()
+        }
+    };
+    let mut replicas: Vec<ReplicaReport> = match r.reports.snapshot().await {
+        Ok((map, _)) => map.into_values().map(|v| v.value).collect(),
+        Err(e) => {
+            tracing::warn!("reading the replicas' reports: {e:#}");
+            Vec::new()
+        }
+    };
+    replicas.sort_by(|a, b| a.name.cmp(&b.name));
+    axum::Json(ControlStatus {
+        answered_by: r.cfg.name.clone(),
+        lease,
+        replicas,
+        broker_server: r.broker.client.server_info().server_name,
+        state_peers: state_peers(&r.broker).await,
+    })
+    .into_response()
+}
+
+/// The servers holding the container records' stream, its leader first (none: one server,
+/// or the broker did not say).
+pub(crate) async fn state_peers(broker: &Broker) -> Vec<StreamPeer> {
+    let info = async {
+        let mut stream = broker.js.get_stream(format!("KV_{}", subjects::CONTAINERS_BUCKET)).await?;
+        anyhow::Ok(stream.info().await?.cluster.clone())
+    };
+    let cluster = match tokio::time::timeout(Duration::from_secs(2), info).await {
+        Ok(Ok(Some(c))) => c,
+        Ok(Ok(None)) => return Vec::new(),
+        Ok(Err(e)) => {
+            tracing::warn!("reading the state stream's cluster: {e:#}");
+            return Vec::new();
+        }
+        Err(_) => return Vec::new(),
+    };
+    let mut peers: Vec<StreamPeer> = cluster
+        .leader
+        .iter()
+        .map(|l| StreamPeer { name: l.clone(), leader: true, current: true, lag: 0, offline: false })
+        .collect();
+    peers.extend(cluster.replicas.iter().map(|p| StreamPeer {
+        name: p.name.clone(),
+        leader: false,
+        current: p.current,
+        lag: p.lag.unwrap_or(0),
+        offline: p.offline,
+    }));
+    peers
+}
+
+impl Replica {
+    /// Follows the lease until it can take it, then leads.
+    async fn campaign(self: Arc<Self>, cfg: ControlConfig) {
+        let mut observer = Observer::default();
+        loop {
+            match self.leases.get(subjects::LEASE_KEY).await {
+                Ok(entry) => {
+                    let now = Instant::now();
+                    let decision = observer.observe(now, entry.as_ref().map(|v| (v.revision, &v.value)), self.cfg.timing);
+                    {
+                        let mut seen = self.seen.lock().unwrap();
+                        seen.lease = entry.map(|v| v.value);
+                        seen.changed = observer.seen_ago(now).map(|ago| now - ago);
+                    }
+                    if let Decision::TakeOver { revision, term } = decision
+                        && let Some((lease, revision, sent)) = self.take_over(revision, term).await
+                    {
+                        return self.lead(cfg, lease, revision, sent).await;
+                    }
+                }
+                Err(e) => tracing::warn!("reading the lease: {e:#}"),
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Writes the lease for `term`, guarded by `revision`; the lease, its new revision and
+    /// when the write was sent when it landed.
+    async fn take_over(&self, revision: Option<u64>, term: u64) -> Option<(LeaderLease, u64, Instant)> {
+        let lease = LeaderLease {
+            replica: self.cfg.name.clone(),
+            api: self.cfg.advertise.clone(),
+            term,
+            since: herd_proto::now_millis(),
+            released: false,
+        };
+        let sent = Instant::now();
+        let write = async {
+            match revision {
+                None => self.leases.create(subjects::LEASE_KEY, &lease).await,
+                Some(r) => self.leases.update(subjects::LEASE_KEY, &lease, r).await,
+            }
+        };
+        match tokio::time::timeout(self.cfg.timing.hold, write).await {
+            Ok(Ok(Ok(new))) => Some((lease, new, sent)),
+            Ok(Ok(Err(WriteConflict::Conflict))) => {
+                tracing::info!("another replica took the lease for term {term} first");
+                None
+            }
+            Ok(Err(e)) => {
+                tracing::warn!("taking the lease: {e:#}");
+                None
+            }
+            Err(_) => {
+                tracing::warn!("taking the lease: no answer within {:?}", self.cfg.timing.hold);
+                None
+            }
+        }
+    }
+
+    /// Leads from the lease written at `revision`: keeps renewing it, loads the state and
+    /// serves the API.
+    async fn lead(self: Arc<Self>, cfg: ControlConfig, lease: LeaderLease, revision: u64, sent: Instant) {
+        let term = lease.term;
+        let fence = Fence::new(term, valid_until(sent, self.cfg.timing));
+        {
+            let mut seen = self.seen.lock().unwrap();
+            seen.fence = Some(fence.clone());
+            seen.revision = revision;
+            seen.lease = Some(lease.clone());
+        }
+        tokio::spawn(watchdog(fence.clone()));
+        tokio::spawn(self.clone().renew(lease, revision, fence.clone()));
+        let took = sent.elapsed();
+        tracing::info!("replica {} leads in term {term}; loading the cluster state", self.cfg.name);
+        let loading = Instant::now();
+        match Control::start_with(cfg, self.broker.with_fence(fence.clone()), Some(self.monitoring.clone())).await {
+            Ok(control) => {
+                let _ = self.serving.set(crate::api::router(control.clone()));
+                let message = format!(
+                    "Control replica {} leads (term {term}); it loaded the state in {} ms",
+                    self.cfg.name,
+                    loading.elapsed().as_millis()
+                );
+                tracing::info!("{message} (lease taken in {} ms)", took.as_millis());
+                control.events.emit("control", "leader", &self.cfg.name, None, message).await;
+            }
+            Err(e) => {
+                tracing::error!("replica {} could not load the cluster state: {e:#}; it stops", self.cfg.name);
+                fence.depose();
+            }
+        }
+    }
+
+    /// Renews the lease until it is lost: taken by another replica (the write meets a
+    /// newer revision), or not renewed within the hold (the watchdog ends the process).
+    async fn renew(self: Arc<Self>, lease: LeaderLease, mut revision: u64, fence: Fence) {
+        let timing = self.cfg.timing;
+        loop {
+            tokio::time::sleep(timing.renew_every).await;
+            if fence.remaining().is_none() {
+                return;
+            }
+            let sent = Instant::now();
+            let write = self.leases.update(subjects::LEASE_KEY, &lease, revision);
+            match tokio::time::timeout(timing.hold, write).await {
+                Ok(Ok(Ok(new))) => {
+                    revision = new;
+                    fence.extend_until(valid_until(sent, timing));
+                    let mut seen = self.seen.lock().unwrap();
+                    seen.revision = new;
+                    seen.changed = Some(sent);
+                }
+                Ok(Ok(Err(WriteConflict::Conflict))) => {
+                    tracing::error!("replica {}: another replica took the lease (term {})", self.cfg.name, lease.term);
+                    fence.depose();
+                    return;
+                }
+                Ok(Err(e)) => tracing::warn!("renewing the lease: {e:#}"),
+                Err(_) => tracing::warn!("renewing the lease: no answer within {:?}", timing.hold),
+            }
+        }
+    }
+
+    /// Lets the lease go if this replica leads and still holds it, so another takes over
+    /// at once rather than after the lease's time to live.
+    async fn release(&self) {
+        let (fence, revision, lease) = {
+            let seen = self.seen.lock().unwrap();
+            (seen.fence.clone(), seen.revision, seen.lease.clone())
+        };
+        let (Some(fence), Some(lease)) = (fence, lease) else { return };
+        if fence.check().is_err() {
+            return;
+        }
+        fence.depose();
+        let released = LeaderLease { released: true, ..lease };
+        match self.leases.update(subjects::LEASE_KEY, &released, revision).await {
+            Ok(Ok(_)) => tracing::info!("replica {} let its lease go", self.cfg.name),
+            Ok(Err(_)) => {}
+            Err(e) => tracing::warn!("letting the lease go: {e:#}"),
+        }
+        let _ = self.reports.delete(&subjects::replica_key(&self.cfg.name)).await;
+    }
+
+    /// Writes this replica's report every second.
+    async fn report(self: Arc<Self>) {
+        loop {
+            let report = {
+                let seen = self.seen.lock().unwrap();
+                let leads = seen.fence.as_ref().is_some_and(|f| f.remaining().is_some());
+                ReplicaReport {
+                    name: self.cfg.name.clone(),
+                    api: self.cfg.advertise.clone(),
+                    role: if leads { Role::Leader } else { Role::Follower },
+                    term: seen.lease.as_ref().map_or(0, |l| l.term),
+                    started: self.started,
+                    at: herd_proto::now_millis(),
+                    lease_seen_ms_ago: if leads {
+                        0
+                    } else {
+                        seen.changed.map_or(0, |at| at.elapsed().as_millis() as u64)
+                    },
+                    rss_bytes: rss_bytes(),
+                }
+            };
+            if let Err(e) = self.reports.put(&subjects::replica_key(&self.cfg.name), &report).await {
+                tracing::debug!("writing the replica's report: {e:#}");
+            }
+            tokio::time::sleep(REPORT_EVERY).await;
+        }
+    }
+}
+
+/// Ends the process once `fence` no longer holds: a replica that may have been replaced does
+/// not go on (what it was doing, another leader resolves from the journal).
+async fn watchdog(fence: Fence) {
+    loop {
+        match fence.remaining() {
+            Some(left) => tokio::time::sleep(left.min(Duration::from_millis(50))).await,
+            None => {
+                tracing::error!(
+                    "this Control replica lost its lease for term {} (not renewed in time, or taken over): it stops, \
+                     and starts again as a follower",
+                    fence.term()
+                );
+                std::process::exit(DEPOSED_EXIT);
+            }
+        }
+    }
+}
+
+/// This process's resident memory, from `/proc/self/status` (0 if unreadable).
+fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
