@@ -33,6 +33,24 @@ pub struct Client {
     http: reqwest::Client,
 }
 
+/// A request the leader never answered, and another replica leads now: the request may or
+/// may not have taken effect (whatever the old leader had not written when it lost its lease,
+/// it writes no more).
+#[derive(Debug)]
+pub struct LeaderMoved(pub String);
+
+impl std::fmt::Display for LeaderMoved {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: the request may or may not have taken effect; check with herd ps, herd inspect or herd events",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for LeaderMoved {}
+
 /// What one endpoint made of a request.
 enum Tried {
     Answered(Response),
@@ -141,7 +159,13 @@ impl Client {
         let rest = req.url().as_str().strip_prefix(self.bases[0].as_str()).unwrap_or("").to_string();
         *req.url_mut() = reqwest::Url::parse(&format!("{base}{rest}")).with_context(|| format!("API URL {base}"))?;
         let idempotent = req.method() == Method::GET;
-        match self.http.execute(req).await {
+        let sent = tokio::select! {
+            sent = self.http.execute(req) => sent,
+            moved = self.leader_moved_from(i) => {
+                return if idempotent { Ok(Tried::NotThere(moved, None)) } else { Err(LeaderMoved(moved).into()) };
+            }
+        };
+        match sent {
             Ok(resp) => {
                 if resp.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE
                     && let Some(leader) = resp.headers().get(LEADER_HEADER)
@@ -159,6 +183,50 @@ impl Client {
                  check with herd ps, herd inspect or herd events"
             )),
         }
+    }
+
+    /// Completes once another endpoint says that a replica other than endpoint `i` leads:
+    /// how a request to a leader that stopped answering without closing its connections
+    /// (paused, or cut off) is given up. Never completes with one endpoint.
+    pub async fn leader_moved_from(&self, i: usize) -> String {
+        if self.bases.len() < 2 {
+            return std::future::pending().await;
+        }
+        let base = &self.bases[i];
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        loop {
+            for (j, other) in self.bases.iter().enumerate().filter(|(j, _)| *j != i) {
+                let asked = self
+                    .http
+                    .get(format!("{other}/v1/control/lease"))
+                    .bearer_auth(&self.token)
+                    .timeout(Duration::from_secs(1))
+                    .send()
+                    .await;
+                let Ok(resp) = asked else { continue };
+                let Ok(lease) = resp.json::<Option<herd_proto::control::LeaderLease>>().await else { continue };
+                if let Some(lease) = lease
+                    && !lease.released
+                    && lease.api.trim_end_matches('/') != base
+                {
+                    if let Some(k) = self.bases.iter().position(|b| b == lease.api.trim_end_matches('/')) {
+                        self.current.store(k, Ordering::Relaxed);
+                    } else {
+                        self.current.store(j, Ordering::Relaxed);
+                    }
+                    return format!(
+                        "the Control node at {base} stopped answering and replica {} leads now (term {})",
+                        lease.replica, lease.term
+                    );
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// The index of the endpoint requests go to first.
+    pub fn endpoint_index(&self) -> usize {
+        self.current.load(Ordering::Relaxed) % self.bases.len()
     }
 
     /// Sends a request for an HTTP upgrade to `protocol` and returns the upgraded connection;

@@ -439,7 +439,26 @@ pub async fn run(client: &Client, args: RunArgs) -> anyhow::Result<()> {
         entrypoint: args.entrypoint.map(|e| if e.is_empty() { Vec::new() } else { vec![e] }),
         ha: ha_policy(args.checkpoint_every, args.checkpoint_versions, args.on_node_failure.as_deref())?,
     };
-    let info: ContainerInfo = client.post("/v1/containers", &req).await?;
+    let info: ContainerInfo = match client.post("/v1/containers", &req).await {
+        Ok(info) => info,
+        // The leader that had the request stopped answering and another leads: it writes
+        // the container's record before anything else, so the record says whether the
+        // request took effect (a replica that lost its lease writes nothing more).
+        Err(e) if e.downcast_ref::<crate::client::LeaderMoved>().is_some() && req.name.is_some() => {
+            let name = req.name.clone().unwrap_or_default();
+            match client.get::<ContainerInfo>(&format!("/v1/containers/{}", segment(&name))).await {
+                Ok(info) => {
+                    eprintln!("{e:#}; container {name} exists, so it took effect (herd ps shows its state)");
+                    info
+                }
+                Err(_) => {
+                    eprintln!("{e:#}; container {name} does not exist, so it is asked again");
+                    client.post("/v1/containers", &req).await?
+                }
+            }
+        }
+        Err(e) => return Err(e),
+    };
     if args.json {
         print_json(&info)
     } else {
@@ -786,9 +805,23 @@ pub async fn migrate(client: &Client, args: MigrateArgs) -> anyhow::Result<()> {
     use herd_proto::api::{MigrateRequest, MigrateUpdate};
     use std::io::IsTerminal;
     let req = MigrateRequest { to: args.to, mode: args.mode, bandwidth: args.bandwidth };
-    let resp = client
-        .send(client.request(Method::POST, &format!("/v1/containers/{}/migrate", segment(&args.name))).json(&req))
-        .await?;
+    let path = format!("/v1/containers/{}/migrate", segment(&args.name));
+    let asked_at = herd_proto::now_millis();
+    let resp = match client.send(client.request(Method::POST, &path).json(&req)).await {
+        Ok(r) => r,
+        Err(e) if e.downcast_ref::<crate::client::LeaderMoved>().is_some() => {
+            // The leader that had the request stopped; its successor's journal says whether
+            // it began a migration (a replica that lost its lease can begin none after).
+            let list = format!("/v1/migrations?container={}", segment(&args.name));
+            let started: Vec<herd_proto::migration::MigrationRecord> = client.get(&list).await?;
+            if let Some(m) = started.iter().rev().find(|m| m.started_at + 1000 >= asked_at) {
+                return migration_outcome(client, &args.name, &m.id, &e.to_string()).await;
+            }
+            eprintln!("{e:#}; no migration of {} began, so it is asked again", args.name);
+            client.send(client.request(Method::POST, &path).json(&req)).await?
+        }
+        Err(e) => return Err(e),
+    };
     let bar = (!args.json && std::io::stderr().is_terminal()).then(|| {
         let b = indicatif::ProgressBar::new_spinner();
         b.set_style(
@@ -801,7 +834,13 @@ pub async fn migrate(client: &Client, args: MigrateArgs) -> anyhow::Result<()> {
     let mut stream = resp.bytes_stream();
     let mut pending: Vec<u8> = Vec::new();
     let mut planned: Option<String> = None;
-    while let Some(chunk) = stream.next().await {
+    let serving = client.endpoint_index();
+    loop {
+        let next = tokio::select! {
+            next = stream.next() => next.map(|c| c.map_err(|e| e.to_string())),
+            moved = client.leader_moved_from(serving) => Some(Err(moved)),
+        };
+        let Some(chunk) = next else { break };
         let chunk = match chunk {
             Ok(c) => c,
             Err(e) => {
@@ -809,8 +848,8 @@ pub async fn migrate(client: &Client, args: MigrateArgs) -> anyhow::Result<()> {
                     b.finish_and_clear();
                 }
                 return match planned {
-                    Some(id) => migration_outcome(client, &args.name, &id, &e.to_string()).await,
-                    None => Err(e).context("the migration's progress stream broke before it began"),
+                    Some(id) => migration_outcome(client, &args.name, &id, &e).await,
+                    None => bail!("the migration's progress stream broke before it began: {e}"),
                 };
             }
         };
@@ -863,6 +902,44 @@ pub async fn migrate(client: &Client, args: MigrateArgs) -> anyhow::Result<()> {
         Some(id) => migration_outcome(client, &args.name, &id, "the progress stream ended").await,
         None => bail!("the Control node stopped answering before the migration began; herd events shows what happened"),
     }
+}
+
+/// `herd migrations`
+#[derive(Debug, Args)]
+pub struct MigrationsArgs {
+    /// The container whose migrations to list.
+    pub name: String,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `herd migrations NAME`: the journal's records of a container's migrations, oldest first.
+pub async fn migrations(client: &Client, args: MigrationsArgs) -> anyhow::Result<()> {
+    use herd_proto::migration::MigrationRecord;
+    let list: Vec<MigrationRecord> =
+        client.get(&format!("/v1/migrations?container={}", segment(&args.name))).await?;
+    if args.json {
+        return print_json(&list);
+    }
+    println!("{:<14} {:<8} {:<8} {:<9} {:<12} {:<20} ERROR", "ID", "FROM", "TO", "MODE", "PHASE", "STARTED");
+    for m in list {
+        let started = chrono::DateTime::from_timestamp_millis(m.started_at as i64)
+            .map(|t| t.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M:%S").to_string())
+            .unwrap_or_default();
+        let line = format!(
+            "{:<14} {:<8} {:<8} {:<9} {:<12} {:<20} {}",
+            m.id,
+            m.source,
+            m.destination,
+            m.mode.as_str(),
+            format!("{:?}", m.phase).to_lowercase(),
+            started,
+            m.error.as_deref().unwrap_or("-")
+        );
+        println!("{}", crate::format::clean(&line));
+    }
+    Ok(())
 }
 
 /// How migration `id` of `name` ended, once the Control node that ran it stopped answering

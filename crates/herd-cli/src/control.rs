@@ -26,6 +26,9 @@ pub async fn status(client: &Client, args: StatusArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A replica reports every second: one not heard from for this long is shown as silent.
+const SILENT_AFTER_MS: u64 = 3000;
+
 fn ago(ms: u64) -> String {
     if ms < 1000 { format!("{ms} ms") } else { format!("{:.1} s", ms as f64 / 1000.0) }
 }
@@ -52,7 +55,10 @@ pub fn render(s: &ControlStatus, now: u64) -> String {
             "NAME", "ROLE", "API", "TERM", "LAG", "REPORTED", "MEMORY"
         ));
         for r in &s.replicas {
+            // A replica that stopped reporting (dead, paused, cut off) is not what it said.
+            let silent = now.saturating_sub(r.at) > SILENT_AFTER_MS;
             let role = match r.role {
+                _ if silent => "silent",
                 Role::Leader => "leader",
                 Role::Follower => "follower",
             };
@@ -120,7 +126,11 @@ mod tests {
                 since: 4_000,
                 released: false,
             }),
-            replicas: vec![report("control", Role::Leader, 0), report("control2", Role::Follower, 120)],
+            replicas: vec![
+                report("control", Role::Leader, 0),
+                report("control2", Role::Follower, 120),
+                ReplicaReport { at: 1_000, ..report("control3", Role::Leader, 0) },
+            ],
             broker_server: "broker2".into(),
             state_peers: vec![
                 StreamPeer { name: "broker".into(), leader: true, current: true, lag: 0, offline: false },
@@ -131,6 +141,7 @@ mod tests {
         assert!(text.starts_with("leader    control at http://127.0.0.1:7700 (term 3, leading for 6.0 s)"), "{text}");
         assert!(text.contains("control2       follower"), "{text}");
         assert!(text.contains("120 ms"), "{text}");
+        assert!(text.contains("control3       silent"), "a replica that stopped reporting: {text}");
         assert!(text.contains("state     broker (leader), broker3 (4 behind)"), "{text}");
         let alone = ControlStatus { lease: None, replicas: vec![], state_peers: vec![], ..s };
         assert!(render(&alone, 0).contains("runs alone"));

@@ -48,6 +48,7 @@ pub fn router(control: Arc<Control>) -> Router {
         .route("/v1/containers/{name}/restore/archive", post(restore_archive))
         .route("/v1/containers/{name}/migrate", post(migrate))
         .route("/v1/containers/{name}/exec", get(exec))
+        .route("/v1/migrations", get(migrations))
         .route("/v1/migrations/{id}", get(migration))
         .route("/v1/events", get(events))
         .route("/v1/stats", get(stats))
@@ -207,6 +208,24 @@ async fn run(State(c): State<Arc<Control>>, Json(req): Json<RunRequest>) -> Resu
 
 async fn inspect(State(c): State<Arc<Control>>, Path(name): Path<String>) -> Result<Json<ContainerInfo>> {
     Ok(Json(c.container(&name)?))
+}
+
+#[derive(Deserialize)]
+struct MigrationsQuery {
+    container: String,
+}
+
+/// The journal's records of one container's migrations, oldest first: how `herd migrate`
+/// learns whether a request the previous leader never answered started a migration.
+async fn migrations(
+    State(c): State<Arc<Control>>,
+    Query(q): Query<MigrationsQuery>,
+) -> Result<Json<Vec<herd_proto::migration::MigrationRecord>>> {
+    let (all, _) =
+        c.migrations.snapshot().await.map_err(|e| Error::unavailable(format!("reading the migrations: {e:#}")))?;
+    let mut mine: Vec<_> = all.into_values().map(|v| v.value).filter(|m| m.container == q.container).collect();
+    mine.sort_by_key(|m| m.started_at);
+    Ok(Json(mine))
 }
 
 /// A migration's journal record: how `herd migrate` learns the outcome of a migration whose

@@ -106,13 +106,15 @@ impl Control {
     }
 
     /// Loads the cluster state through `broker` (a leading replica's carries its fence) and
-    /// starts the background tasks. `monitoring`: the samples a replica gathered while it
-    /// followed, which it keeps gathering (`None`: this node subscribes to them itself).
+    /// starts the background tasks. `warm`: what a replica gathered while it followed (the
+    /// monitoring samples, which it keeps gathering, and the nodes' latest heartbeats, so
+    /// that live nodes are ready at once); `None`: this node subscribes to the samples itself.
     pub(crate) async fn start_with(
         cfg: ControlConfig,
         broker: Broker,
-        monitoring: Option<Arc<Mutex<crate::monitoring::Monitoring>>>,
+        warm: Option<&crate::replica::Warm>,
     ) -> anyhow::Result<Arc<Control>> {
+        let monitoring = warm.map(|w| w.monitoring.clone());
         herd_image::private_dir(&cfg.data_dir)
             .with_context(|| format!("creating {} (mode 0700)", cfg.data_dir.display()))?;
         let key_path = cfg
@@ -142,6 +144,9 @@ impl Control {
         };
 
         let mut view = View::default();
+        if let Some(w) = warm {
+            view.early_heartbeats = w.heartbeats.lock().unwrap().clone();
+        }
         let mut ipam = Ipam::new(cfg.container_cidr);
         let (node_map, node_changes) = nodes.snapshot().await?;
         for (_, n) in node_map {

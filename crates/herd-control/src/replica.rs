@@ -47,6 +47,24 @@ const REPORT_EVERY: Duration = Duration::from_secs(1);
 /// The exit status of a replica that lost its lease.
 const DEPOSED_EXIT: i32 = 75;
 
+/// What a follower keeps warm for the day it leads.
+pub(crate) struct Warm {
+    /// The nodes' monitoring samples (it goes on gathering them when it leads).
+    pub monitoring: Arc<Mutex<Monitoring>>,
+    /// Each node's latest heartbeat: when it came, its time and usage.
+    pub heartbeats: Arc<Mutex<crate::view::Map<String, (Instant, u64, herd_proto::node::NodeUsage)>>>,
+}
+
+/// Records the nodes' heartbeats as they come.
+async fn gather_heartbeats(warm: Arc<Warm>, mut sub: async_nats::Subscriber) {
+    use futures::StreamExt;
+    while let Some(msg) = sub.next().await {
+        if let Ok(hb) = serde_json::from_slice::<herd_proto::node::Heartbeat>(&msg.payload) {
+            warm.heartbeats.lock().unwrap().insert(hb.node, (Instant::now(), hb.time, hb.usage));
+        }
+    }
+}
+
 /// A replica's name and how the others reach it.
 #[derive(Debug, Clone)]
 pub struct ReplicaConfig {
@@ -76,7 +94,7 @@ struct Replica {
     leases: Bucket<LeaderLease>,
     reports: Bucket<ReplicaReport>,
     started: u64,
-    monitoring: Arc<Mutex<Monitoring>>,
+    warm: Arc<Warm>,
     /// The Control node's API, once this replica leads and has loaded the state.
     serving: OnceLock<Router>,
     seen: Mutex<Seen>,
@@ -94,9 +112,11 @@ pub async fn run_replica(
     let broker = Broker::connect(&cfg.broker).await?;
     let leases = broker.bucket(subjects::CONTROL_BUCKET).await?;
     let reports = broker.bucket(subjects::REPLICAS_BUCKET).await?;
-    let monitoring = Arc::new(Mutex::new(Monitoring::default()));
+    let warm = Arc::new(Warm { monitoring: Arc::default(), heartbeats: Arc::default() });
     let metrics = broker.client.subscribe(subjects::METRICS_ALL).await?;
-    tokio::spawn(crate::monitoring::gather(monitoring.clone(), metrics));
+    tokio::spawn(crate::monitoring::gather(warm.monitoring.clone(), metrics));
+    let heartbeats = broker.client.subscribe(subjects::HEARTBEAT_ALL).await?;
+    tokio::spawn(gather_heartbeats(warm.clone(), heartbeats));
     let me = Arc::new(Replica {
         cfg: replica,
         token: cfg.api_token.clone(),
@@ -104,7 +124,7 @@ pub async fn run_replica(
         leases,
         reports,
         started: herd_proto::now_millis(),
-        monitoring,
+        warm,
         serving: OnceLock::new(),
         seen: Mutex::new(Seen::default()),
     });
@@ -121,12 +141,27 @@ pub async fn run_replica(
 }
 
 fn router(replica: Arc<Replica>) -> Router {
-    Router::new().route("/v1/control/status", get(status)).fallback(dispatch).with_state(replica)
+    Router::new()
+        .route("/v1/control/status", get(status))
+        .route("/v1/control/lease", get(lease))
+        .fallback(dispatch)
+        .with_state(replica)
+}
+
+/// The lease as this replica saw it last (within 0.1 s): what a client asks to learn that the
+/// replica it waits on no longer leads.
+async fn lease(State(r): State<Arc<Replica>>, headers: axum::http::HeaderMap) -> Response {
+    if !crate::api::authorized(&headers, &r.token) {
+        return crate::api::unauthorized();
+    }
+    let lease = r.seen.lock().unwrap().lease.clone();
+    axum::Json(lease).into_response()
 }
 
 /// A request the leader serves; a follower answers 503 and names the leader.
 async fn dispatch(State(r): State<Arc<Replica>>, req: Request) -> Response {
-    if let Some(api) = r.serving.get() {
+    let holds = r.seen.lock().unwrap().fence.as_ref().is_some_and(|f| f.remaining().is_some());
+    if let Some(api) = r.serving.get().filter(|_| holds) {
         return api.clone().oneshot(req).await.into_response();
     }
     let lease = r.seen.lock().unwrap().lease.clone();
@@ -221,9 +256,11 @@ impl Replica {
     /// Follows the lease until it can take it, then leads.
     async fn campaign(self: Arc<Self>, cfg: ControlConfig) {
         let mut observer = Observer::default();
+        let mut failed_reads = 0u32;
         loop {
             match self.leases.get(subjects::LEASE_KEY).await {
                 Ok(entry) => {
+                    failed_reads = 0;
                     let now = Instant::now();
                     let decision = observer.observe(now, entry.as_ref().map(|v| (v.revision, &v.value)), self.cfg.timing);
                     {
@@ -237,7 +274,14 @@ impl Replica {
                         return self.lead(cfg, lease, revision, sent).await;
                     }
                 }
-                Err(e) => tracing::warn!("reading the lease: {e:#}"),
+                Err(e) => {
+                    // A broker that starts, or fails over, answers nothing for a while: said
+                    // once, then every few seconds.
+                    if failed_reads % 30 == 0 {
+                        tracing::warn!("reading the lease: {e:#}");
+                    }
+                    failed_reads += 1;
+                }
             }
             tokio::time::sleep(POLL).await;
         }
@@ -293,7 +337,7 @@ impl Replica {
         let took = sent.elapsed();
         tracing::info!("replica {} leads in term {term}; loading the cluster state", self.cfg.name);
         let loading = Instant::now();
-        match Control::start_with(cfg, self.broker.with_fence(fence.clone()), Some(self.monitoring.clone())).await {
+        match Control::start_with(cfg, self.broker.with_fence(fence.clone()), Some(&self.warm)).await {
             Ok(control) => {
                 let _ = self.serving.set(crate::api::router(control.clone()));
                 let message = format!(

@@ -68,6 +68,8 @@ enum Command {
     Restore(cmd::RestoreArgs),
     /// Move a running container to another node while it runs.
     Migrate(cmd::MigrateArgs),
+    /// List a container's migrations: where from and to, how, and how each ended.
+    Migrations(cmd::MigrationsArgs),
     /// Show what happened in the cluster.
     Events(cmd::EventsArgs),
     /// Live CPU, memory, network and block I/O figures of running containers.
@@ -571,6 +573,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Sim(a) => herd_cli::sim::sim(a),
         Command::Policy(a) => herd_cli::policy::policy(|| client(config), a).await,
         Command::Events(a) => cmd::events(&client(config)?, a).await,
+        Command::Migrations(a) => cmd::migrations(&client(config)?, a).await,
     }
 }
 
