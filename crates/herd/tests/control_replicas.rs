@@ -147,6 +147,11 @@ fn the_leader_fails_and_another_replica_carries_on() {
     assert!(new != old && new_term > term, "{new} leads after {old} was paused");
     signal(pid, libc::SIGCONT);
     wait_for("the paused leader to stop", T, || (!common::process_runs(pid as u64)).then_some(()));
+    wait_for("the old leader to be started again", T, || {
+        let state = cluster.up_state();
+        let now = state.control_pids.iter().find(|(n, _)| *n == old)?.1?;
+        (now != pid && common::process_runs(now as u64)).then_some(())
+    });
     let log = std::fs::read_to_string(cluster.run_dir().join("logs").join(format!("{old}.log"))).unwrap();
     assert!(log.contains("lost its lease"), "the old leader says why it stopped");
     cluster.wait_state("while-paused", "running", T);
