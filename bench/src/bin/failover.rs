@@ -6,7 +6,8 @@
 //!    Baseline, side by side: a lone Control node (plain `herd up`) killed the same way, which
 //!    its supervisor starts again.
 //! 2. Cost: the same three replicas with 10,000 containers (`CONTAINERS`) on simulated nodes;
-//!    each replica's CPU (over 20 s) and resident memory, leader against followers.
+//!    each replica's CPU (over 20 s) and resident memory, leader against followers; then
+//!    three failovers with that many containers to load.
 //!
 //! Run as root: `cargo build --release --bin herd --bin failover && target/release/failover`.
 
@@ -92,7 +93,9 @@ fn failovers(cluster: &BenchCluster, rounds: usize, replicas: bool) -> anyhow::R
         run.push(ran);
         // The supervisor starts the killed one again: wait for it before the next round.
         let deadline = Instant::now() + Duration::from_secs(60);
-        while pid_of(cluster, &name)?.is_none_or(|p| p == pid) || (!replicas && cluster.run(&["ps"])?.status.code() != Some(0)) {
+        while pid_of(cluster, &name)?.is_none_or(|p| p == pid)
+            || (!replicas && cluster.run(&["ps"])?.status.code() != Some(0))
+        {
             anyhow::ensure!(Instant::now() < deadline, "{name} was not started again");
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -122,12 +125,8 @@ fn rss_bytes(pid: u32) -> anyhow::Result<u64> {
 
 async fn cost(containers: usize) -> anyhow::Result<()> {
     println!("\n## Cost of the replicas: {containers} containers on 100 simulated nodes");
-    let cluster = BenchCluster::up_with(
-        COST,
-        0,
-        Some("10.64.0.0/12"),
-        &["--ha", "--sim-nodes", "100", "--node-timeout", "30"],
-    )?;
+    let cluster =
+        BenchCluster::up_with(COST, 0, Some("10.64.0.0/12"), &["--ha", "--sim-nodes", "100", "--node-timeout", "30"])?;
     cluster.import_busybox()?;
     let client = Client::new(&CliConfig::load(&cluster.config)?)?;
     let started = Instant::now();
@@ -166,6 +165,8 @@ async fn cost(containers: usize) -> anyhow::Result<()> {
         );
     }
     println!("  goal: each follower under 5 % of a core and under 2x the leader's memory");
+    println!("failover with {containers} containers (the new leader loads them all):");
+    failovers(&cluster, 3, true)?;
     Ok(())
 }
 

@@ -72,7 +72,12 @@ pub enum WriteConflict {
 }
 
 impl<T: Serialize + DeserializeOwned> Bucket<T> {
-    pub(crate) fn new(store: kv::Store, client: async_nats::Client, clustered: bool, fence: Option<crate::Fence>) -> Self {
+    pub(crate) fn new(
+        store: kv::Store,
+        client: async_nats::Client,
+        clustered: bool,
+        fence: Option<crate::Fence>,
+    ) -> Self {
         Bucket { store, client, clustered, fence, _value: PhantomData }
     }
 

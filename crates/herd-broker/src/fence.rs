@@ -43,9 +43,10 @@ impl Fence {
     /// Moves the deadline to `until` (never back, and never after [`Fence::depose`]).
     pub fn extend_until(&self, until: Instant) {
         let ms = until.saturating_duration_since(self.inner.base).as_millis() as u64 + 1;
-        let _ = self.inner.valid_until_ms.fetch_update(Ordering::AcqRel, Ordering::Acquire, |now| {
-            (now != 0 && ms > now).then_some(ms)
-        });
+        let _ = self
+            .inner
+            .valid_until_ms
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |now| (now != 0 && ms > now).then_some(ms));
     }
 
     /// Ends the term: every check fails from now on.

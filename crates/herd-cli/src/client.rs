@@ -65,12 +65,8 @@ impl Client {
             .connect_timeout(Duration::from_secs(5))
             .build()
             .context("building the HTTP client")?;
-        let bases: Vec<String> = cfg
-            .api
-            .split(',')
-            .map(|b| b.trim().trim_end_matches('/').to_string())
-            .filter(|b| !b.is_empty())
-            .collect();
+        let bases: Vec<String> =
+            cfg.api.split(',').map(|b| b.trim().trim_end_matches('/').to_string()).filter(|b| !b.is_empty()).collect();
         anyhow::ensure!(!bases.is_empty(), "the Herd config names no API endpoint (api = \"http://...\")");
         Ok(Client { bases, current: Arc::new(AtomicUsize::new(0)), token: cfg.token.clone(), http })
     }
@@ -149,7 +145,7 @@ impl Client {
                 // One endpoint that is not there: say so at once, as before replicas.
                 return Err(anyhow!("{}: is the cluster up? (herd up)", why.last().unwrap()));
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
@@ -177,7 +173,9 @@ impl Client {
                 Ok(Tried::Answered(resp))
             }
             Err(e) if e.is_connect() => Ok(Tried::NotThere(format!("cannot reach the Control node at {base}"), None)),
-            Err(e) if idempotent => Ok(Tried::NotThere(format!("request to the Control node at {base} failed: {e}"), None)),
+            Err(e) if idempotent => {
+                Ok(Tried::NotThere(format!("request to the Control node at {base} failed: {e}"), None))
+            }
             Err(e) => Err(anyhow!(
                 "the Control node at {base} did not answer ({e}): the request may or may not have taken effect; \
                  check with herd ps, herd inspect or herd events"

@@ -917,8 +917,7 @@ pub struct MigrationsArgs {
 /// `herd migrations NAME`: the journal's records of a container's migrations, oldest first.
 pub async fn migrations(client: &Client, args: MigrationsArgs) -> anyhow::Result<()> {
     use herd_proto::migration::MigrationRecord;
-    let list: Vec<MigrationRecord> =
-        client.get(&format!("/v1/migrations?container={}", segment(&args.name))).await?;
+    let list: Vec<MigrationRecord> = client.get(&format!("/v1/migrations?container={}", segment(&args.name))).await?;
     if args.json {
         return print_json(&list);
     }
@@ -954,7 +953,9 @@ async fn migration_outcome(client: &Client, name: &str, id: &str, why: &str) -> 
         match client.get::<MigrationRecord>(&format!("/v1/migrations/{}", segment(id))).await {
             Ok(m) if m.phase == MigrationPhase::Done => {
                 println!("migrated {name} from {} to {} ({}) [{id}]", m.source, m.destination, m.mode.as_str());
-                println!("  (the progress report was lost with the Control node that ran it; herd events has the rest)");
+                println!(
+                    "  (the progress report was lost with the Control node that ran it; herd events has the rest)"
+                );
                 return Ok(());
             }
             Ok(m) if m.phase == MigrationPhase::Aborted => bail!(

@@ -39,7 +39,9 @@ pub fn render(s: &ControlStatus, now: u64) -> String {
     match &s.lease {
         None if s.replicas.is_empty() => out.push_str("leader    control (runs alone: no replicas, no election)\n"),
         None => out.push_str("leader    none yet (an election is under way)\n"),
-        Some(l) if l.released => out.push_str(&format!("leader    none: {} let the lease go (term {})\n", l.replica, l.term)),
+        Some(l) if l.released => {
+            out.push_str(&format!("leader    none: {} let the lease go (term {})\n", l.replica, l.term))
+        }
         Some(l) => out.push_str(&format!(
             "leader    {} at {} (term {}, leading for {})\n",
             l.replica,

@@ -36,7 +36,7 @@ pub fn load_or_create_key(path: &Path) -> anyhow::Result<SigningKey> {
     use std::os::unix::fs::OpenOptionsExt;
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or(KEY_FILE);
-    match std::fs::read_to_string(&path) {
+    match std::fs::read_to_string(path) {
         Ok(text) => {
             return SigningKey::parse(&text)
                 .map_err(|e| anyhow::anyhow!("{} is not a checkpoint signing key: {e}", path.display()));

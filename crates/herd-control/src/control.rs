@@ -117,10 +117,8 @@ impl Control {
         let monitoring = warm.map(|w| w.monitoring.clone());
         herd_image::private_dir(&cfg.data_dir)
             .with_context(|| format!("creating {} (mode 0700)", cfg.data_dir.display()))?;
-        let key_path = cfg
-            .checkpoint_key
-            .clone()
-            .unwrap_or_else(|| cfg.data_dir.join(crate::checkpoint_archive::KEY_FILE));
+        let key_path =
+            cfg.checkpoint_key.clone().unwrap_or_else(|| cfg.data_dir.join(crate::checkpoint_archive::KEY_FILE));
         let checkpoint_key = crate::checkpoint_archive::load_or_create_key(&key_path)?;
         let nodes: Bucket<NodeRecord> = broker.bucket(subjects::NODES_BUCKET).await?;
         let images: Bucket<ImageRecord> = broker.bucket(subjects::IMAGES_BUCKET).await?;

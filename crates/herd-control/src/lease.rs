@@ -111,10 +111,7 @@ mod tests {
         // Renewed: the clock starts again from when the new revision was seen.
         assert_eq!(o.observe(start + t.ttl, Some((11, &l)), t), Decision::Wait);
         assert_eq!(o.observe(start + t.ttl * 2 - Duration::from_millis(1), Some((11, &l)), t), Decision::Wait);
-        assert_eq!(
-            o.observe(start + t.ttl * 2, Some((11, &l)), t),
-            Decision::TakeOver { revision: Some(11), term: 5 }
-        );
+        assert_eq!(o.observe(start + t.ttl * 2, Some((11, &l)), t), Decision::TakeOver { revision: Some(11), term: 5 });
     }
 
     #[test]

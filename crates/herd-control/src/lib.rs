@@ -53,8 +53,8 @@ pub mod requests {
     pub use crate::pull::{CheckedPull, check_pull};
 }
 pub use control::{Control, ControlConfig};
-pub use replica::{ReplicaConfig, run_replica};
 pub use herd_image::UnpackLimits;
+pub use replica::{ReplicaConfig, run_replica};
 
 /// Runs the Control node until `shutdown` completes.
 pub async fn run(cfg: ControlConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {

@@ -47,12 +47,16 @@ const REPORT_EVERY: Duration = Duration::from_secs(1);
 /// The exit status of a replica that lost its lease.
 const DEPOSED_EXIT: i32 = 75;
 
+/// Each node's latest heartbeat: when it came, the node's time and its usage (as
+/// `View::early_heartbeats` takes them).
+type Heartbeats = crate::view::Map<String, (Instant, u64, herd_proto::node::NodeUsage)>;
+
 /// What a follower keeps warm for the day it leads.
 pub(crate) struct Warm {
     /// The nodes' monitoring samples (it goes on gathering them when it leads).
     pub monitoring: Arc<Mutex<Monitoring>>,
     /// Each node's latest heartbeat: when it came, its time and usage.
-    pub heartbeats: Arc<Mutex<crate::view::Map<String, (Instant, u64, herd_proto::node::NodeUsage)>>>,
+    pub heartbeats: Arc<Mutex<Heartbeats>>,
 }
 
 /// Records the nodes' heartbeats as they come.
@@ -178,10 +182,9 @@ async fn dispatch(State(r): State<Arc<Replica>>, req: Request) -> Response {
         return crate::api::unauthorized();
     }
     let error = match leader {
-        Some(l) => format!(
-            "Control replica {} does not lead: {} does (term {}), at {}",
-            r.cfg.name, l.replica, l.term, l.api
-        ),
+        Some(l) => {
+            format!("Control replica {} does not lead: {} does (term {}), at {}", r.cfg.name, l.replica, l.term, l.api)
+        }
         None => format!("no Control replica leads yet (replica {} is waiting for the election): try again", r.cfg.name),
     };
     let hint = leader.map_or(String::new(), |l| l.api.clone());
@@ -262,7 +265,8 @@ impl Replica {
                 Ok(entry) => {
                     failed_reads = 0;
                     let now = Instant::now();
-                    let decision = observer.observe(now, entry.as_ref().map(|v| (v.revision, &v.value)), self.cfg.timing);
+                    let decision =
+                        observer.observe(now, entry.as_ref().map(|v| (v.revision, &v.value)), self.cfg.timing);
                     {
                         let mut seen = self.seen.lock().unwrap();
                         seen.lease = entry.map(|v| v.value);
@@ -277,7 +281,7 @@ impl Replica {
                 Err(e) => {
                     // A broker that starts, or fails over, answers nothing for a while: said
                     // once, then every few seconds.
-                    if failed_reads % 30 == 0 {
+                    if failed_reads.is_multiple_of(30) {
                         tracing::warn!("reading the lease: {e:#}");
                     }
                     failed_reads += 1;

@@ -110,30 +110,51 @@ fn the_leader_fails_and_another_replica_carries_on() {
         }
     }
 
-    // 3. Killed during a migration (a memhog moving at 4 MiB/s): the migration ends exactly
+    // 3. Killed in each phase of a migration of a memhog moving at 4 MiB/s: as soon as the
+    // journal has it (before the freeze), while it transfers (cold), and once the
+    // destination runs while pages still stream (post-copy). Each migration ends exactly
     // once, completed or rolled back, and `herd migrate` reports which.
     cluster.ok(&["run", "--name", "hog", "--node", "n1", "busybox", "--", "memhog", "32"]);
     cluster.wait_log("hog", "check 1 ok", T);
-    let mut migrate = cluster.command(&["migrate", "hog", "--to", "n2", "--mode", "cold", "--bandwidth", "4m"]);
-    migrate.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
-    let migrate = migrate.spawn().unwrap();
-    wait_for("the migration to transfer", T, || {
-        let ms: Vec<MigrationRecord> = cluster.json(&["migrations", "hog"]);
-        ms.iter().any(|m| m.phase == MigrationPhase::Transferring).then_some(())
-    });
-    kill_leader(&cluster);
-    let out = migrate.wait_with_output().unwrap();
-    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    eprintln!("herd migrate through the failover: {} {said}", out.status);
-    let ms: Vec<MigrationRecord> = wait_for("the migration to end", T, || {
-        let ms: Vec<MigrationRecord> = cluster.json(&["migrations", "hog"]);
-        ms.iter().all(|m| m.phase.is_final()).then_some(ms)
-    });
-    assert_eq!(ms.len(), 1, "one migration: {ms:?}");
-    let on = if ms[0].phase == MigrationPhase::Done { "n2" } else { "n1" };
-    assert_eq!(out.status.success(), on == "n2", "herd migrate reports the outcome: {said}");
-    cluster.wait_runs_only_on("hog", on, T);
-    cluster.memhog_checks_more("hog", 2, T);
+    let mut on = "n1";
+    let hog = cluster.container("hog").id;
+    for (round, (when, mode)) in
+        [("journalled", "cold"), ("transferring", "cold"), ("running on the destination", "postcopy")]
+            .into_iter()
+            .enumerate()
+    {
+        let to = if on == "n1" { "n2" } else { "n1" };
+        let mut migrate = cluster.command(&["migrate", "hog", "--to", to, "--mode", mode, "--bandwidth", "4m"]);
+        migrate.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+        let migrate = migrate.spawn().unwrap();
+        let before = leader(&cluster);
+        wait_for(&format!("the migration to be {when}"), T, || {
+            let ms: Vec<MigrationRecord> = cluster.json(&["migrations", "hog"]);
+            let m = ms.get(round)?;
+            let ready = match round {
+                0 => true,
+                1 => m.phase == MigrationPhase::Transferring,
+                // Post-copy: the destination runs while the pages still stream.
+                _ => !m.phase.is_final() && cluster.runc_copies(&hog).contains(&(to.to_string(), "running".into())),
+            };
+            ready.then_some(())
+        });
+        kill(&cluster, before);
+        let out = migrate.wait_with_output().unwrap();
+        let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        eprintln!("leader killed when the migration was {when}: herd migrate: {} {said}", out.status);
+        let ms: Vec<MigrationRecord> = wait_for("the migration to end", T, || {
+            let ms: Vec<MigrationRecord> = cluster.json(&["migrations", "hog"]);
+            ms.iter().all(|m| m.phase.is_final()).then_some(ms)
+        });
+        assert_eq!(ms.len(), round + 1, "one migration a round: {ms:?}");
+        if ms[round].phase == MigrationPhase::Done {
+            on = to;
+        }
+        assert_eq!(out.status.success(), on == to, "herd migrate reports the outcome: {said}");
+        cluster.wait_runs_only_on("hog", on, T);
+        cluster.memhog_checks_more("hog", 2, T);
+    }
     seen = cluster.counts_on("counter", seen, T);
 
     // 4. Paused past its lease: another leads; continued, the old leader finds itself
@@ -159,7 +180,7 @@ fn the_leader_fails_and_another_replica_carries_on() {
 
     // 5. A rolling restart of every replica and every broker, one at a time, while the
     // counter migrates: nothing restarts, nothing is lost.
-    let mut on = "n1";
+    let mut on = "n1"; // the counter's node
     let components: Vec<(String, u32)> = {
         let state = cluster.up_state();
         state.control_pids.iter().chain(state.broker_pids.iter()).map(|(n, p)| (n.clone(), p.unwrap())).collect()
@@ -192,10 +213,8 @@ fn the_leader_fails_and_another_replica_carries_on() {
         let later = Instant::now() + Duration::from_secs(60);
         let stale = broker.with_fence(herd_broker::Fence::new(term - 1, later));
         let req = NodeRequest::Stop { id: counter_id.clone(), timeout_secs: 1 };
-        let answer: NodeResult = stale
-            .request(herd_proto::subjects::node_rpc(on), "node", &req, Duration::from_secs(20))
-            .await
-            .unwrap();
+        let answer: NodeResult =
+            stale.request(herd_proto::subjects::node_rpc(on), "node", &req, Duration::from_secs(20)).await.unwrap();
         let err = answer.expect_err("a request of an older term is refused").message;
         assert!(err.contains("no longer leads"), "{err}");
         let expired = broker.with_fence(herd_broker::Fence::new(term, Instant::now()));
