@@ -57,6 +57,23 @@ enum Tried {
     /// It could not be reached, or it does not lead (with the leader's URL if it said): the
     /// request was not carried out.
     NotThere(String, Option<String>),
+    /// An idempotent request it may have carried out, then stopped answering: it is asked
+    /// again of the leader.
+    Moved(String),
+}
+
+/// Whether a request may be sent twice with the effect of once: reads, `PUT` and `DELETE`
+/// (as HTTP defines them), and the commands that set a state rather than add to one (stop,
+/// start, update, node labels, drain, activate). `herd run --name` and `herd migrate` find out
+/// for themselves ([`LeaderMoved`]); the others report that they may have taken effect.
+fn idempotent(method: &Method, path: &str) -> bool {
+    match *method {
+        Method::GET | Method::HEAD | Method::PUT | Method::DELETE => true,
+        Method::POST => {
+            ["/stop", "/start", "/update", "/labels", "/drain", "/activate"].iter().any(|s| path.ends_with(s))
+        }
+        _ => false,
+    }
 }
 
 impl Client {
@@ -82,28 +99,40 @@ impl Client {
 
     /// Sends a request and turns a failed answer into its API error message.
     pub async fn send(&self, req: RequestBuilder) -> anyhow::Result<Response> {
-        let resp = self.execute(req).await?;
+        let (resp, moved) = self.execute(req).await?;
         if resp.status().is_success() {
+            return Ok(resp);
+        }
+        if let Some(moved) = moved
+            && resp.status() == reqwest::StatusCode::NOT_FOUND
+            && resp.url().path().starts_with("/v1/")
+        {
+            // A removal asked again of the new leader: the old one had done it.
+            eprintln!("note: {moved}; the replica that stopped answering had done it");
             return Ok(resp);
         }
         Err(api_error(resp).await)
     }
 
     /// Sends a request to the leading endpoint and returns its answer, whatever its status.
-    async fn execute(&self, req: RequestBuilder) -> anyhow::Result<Response> {
+    /// With the answer: for a removal (DELETE) asked again because the leader stopped
+    /// answering, why it was asked again.
+    async fn execute(&self, req: RequestBuilder) -> anyhow::Result<(Response, Option<String>)> {
         let req = req.build().context("building the request")?;
         if self.bases.len() > 1 && req.try_clone().is_none() {
             // A streamed body is sent once: find the leader first.
-            let probe = self.execute_request(self.request(Method::GET, "/v1/health").build()?).await?;
+            let (probe, _) = self.execute_request(self.request(Method::GET, "/v1/health").build()?).await?;
             drop(probe);
         }
         self.execute_request(req).await
     }
 
-    async fn execute_request(&self, req: reqwest::Request) -> anyhow::Result<Response> {
+    async fn execute_request(&self, req: reqwest::Request) -> anyhow::Result<(Response, Option<String>)> {
         let deadline = tokio::time::Instant::now() + FIND_LEADER_WITHIN;
+        let removal = req.method() == Method::DELETE;
         let mut req = Some(req);
         let mut why: Vec<String> = Vec::new();
+        let mut moved: Option<String> = None;
         loop {
             let first = self.current.load(Ordering::Relaxed);
             let mut hinted: Option<usize> = None;
@@ -118,7 +147,11 @@ impl Client {
                 match self.try_endpoint(i, attempt).await? {
                     Tried::Answered(resp) => {
                         self.current.store(i, Ordering::Relaxed);
-                        return Ok(resp);
+                        return Ok((resp, moved.filter(|_| removal)));
+                    }
+                    Tried::Moved(reason) => {
+                        why.push(reason.clone());
+                        moved = Some(reason);
                     }
                     Tried::NotThere(reason, leader) => {
                         why.push(reason);
@@ -154,11 +187,11 @@ impl Client {
         let base = &self.bases[i];
         let rest = req.url().as_str().strip_prefix(self.bases[0].as_str()).unwrap_or("").to_string();
         *req.url_mut() = reqwest::Url::parse(&format!("{base}{rest}")).with_context(|| format!("API URL {base}"))?;
-        let idempotent = req.method() == Method::GET;
+        let idempotent = idempotent(req.method(), req.url().path());
         let sent = tokio::select! {
             sent = self.http.execute(req) => sent,
             moved = self.leader_moved_from(i) => {
-                return if idempotent { Ok(Tried::NotThere(moved, None)) } else { Err(LeaderMoved(moved).into()) };
+                return if idempotent { Ok(Tried::Moved(moved)) } else { Err(LeaderMoved(moved).into()) };
             }
         };
         match sent {
@@ -173,9 +206,7 @@ impl Client {
                 Ok(Tried::Answered(resp))
             }
             Err(e) if e.is_connect() => Ok(Tried::NotThere(format!("cannot reach the Control node at {base}"), None)),
-            Err(e) if idempotent => {
-                Ok(Tried::NotThere(format!("request to the Control node at {base} failed: {e}"), None))
-            }
+            Err(e) if idempotent => Ok(Tried::Moved(format!("request to the Control node at {base} failed: {e}"))),
             Err(e) => Err(anyhow!(
                 "the Control node at {base} did not answer ({e}): the request may or may not have taken effect; \
                  check with herd ps, herd inspect or herd events"
@@ -231,7 +262,7 @@ impl Client {
     /// an answer other than 101 Switching Protocols is the API's error.
     pub async fn upgrade(&self, req: RequestBuilder, protocol: &str) -> anyhow::Result<reqwest::Upgraded> {
         let req = req.header(reqwest::header::CONNECTION, "Upgrade").header(reqwest::header::UPGRADE, protocol);
-        let resp = self.execute(req).await?;
+        let (resp, _) = self.execute(req).await?;
         if resp.status() != reqwest::StatusCode::SWITCHING_PROTOCOLS {
             if resp.status().is_success() {
                 return Err(anyhow!("the Control node at {} did not switch to {protocol}", self.endpoint()));
@@ -281,4 +312,22 @@ pub fn segment(s: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_that_set_a_state_are_sent_again_and_those_that_add_one_are_not() {
+        assert!(idempotent(&Method::GET, "/v1/containers"));
+        assert!(idempotent(&Method::DELETE, "/v1/containers/web"));
+        assert!(idempotent(&Method::PUT, "/v1/policy"));
+        assert!(idempotent(&Method::POST, "/v1/containers/web/stop"));
+        assert!(idempotent(&Method::POST, "/v1/nodes/n1/drain"));
+        assert!(!idempotent(&Method::POST, "/v1/containers"));
+        assert!(!idempotent(&Method::POST, "/v1/containers/web/migrate"));
+        assert!(!idempotent(&Method::POST, "/v1/containers/web/checkpoint"));
+        assert!(!idempotent(&Method::POST, "/v1/containers/web/restart"));
+    }
 }

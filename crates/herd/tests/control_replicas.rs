@@ -164,6 +164,10 @@ fn the_leader_fails_and_another_replica_carries_on() {
     let paused = Instant::now();
     cluster.ok(&["run", "--name", "while-paused", "busybox", "--", "sleep", "600"]);
     eprintln!("herd run while the leader was paused: {:?}", paused.elapsed());
+    // A stop is the same asked twice: the CLI asks the new leader again.
+    let stopping = Instant::now();
+    cluster.ok(&["stop", "-t", "1", "burst-0"]);
+    eprintln!("herd stop while the leader was paused: {:?}", stopping.elapsed());
     let (new, _, new_term) = leader(&cluster);
     assert!(new != old && new_term > term, "{new} leads after {old} was paused");
     signal(pid, libc::SIGCONT);
@@ -176,6 +180,7 @@ fn the_leader_fails_and_another_replica_carries_on() {
     let log = std::fs::read_to_string(cluster.run_dir().join("logs").join(format!("{old}.log"))).unwrap();
     assert!(log.contains("lost its lease"), "the old leader says why it stopped");
     cluster.wait_state("while-paused", "running", T);
+    assert_eq!(cluster.state("burst-0"), "exited", "the stop took effect");
     seen = cluster.counts_on("counter", seen, T);
 
     // 5. A rolling restart of every replica and every broker, one at a time, while the
@@ -192,6 +197,10 @@ fn the_leader_fails_and_another_replica_carries_on() {
         eprintln!("{name} restarted: herd migrate: {} {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
         if out.status.success() {
             on = to;
+        } else {
+            let events = String::from_utf8_lossy(&cluster.herd(&["events"]).stdout).to_string();
+            let tail: Vec<&str> = events.lines().rev().take(12).collect();
+            eprintln!("the events before it, newest first:\n{}", tail.join("\n"));
         }
         wait_for(&format!("{name} to be back"), T, || {
             let state = cluster.up_state();
