@@ -16,9 +16,9 @@ use crate::config::CliConfig;
 /// (empty while none leads).
 const LEADER_HEADER: &str = "herd-leader";
 
-/// How long a request looks for the leading Control replica (an election takes about two
-/// seconds) before it gives up.
-const FIND_LEADER_WITHIN: Duration = Duration::from_secs(15);
+/// How long a request looks for the leading Control replica before it gives up: an election
+/// takes about two seconds, but a broker failing over can hold it up for longer.
+const FIND_LEADER_WITHIN: Duration = Duration::from_secs(30);
 
 /// A client of the Control node's API. With several endpoints (Control replicas, `api` in
 /// the config lists them separated by commas), a request goes to the one that led last, and

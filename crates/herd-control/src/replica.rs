@@ -57,6 +57,8 @@ pub(crate) struct Warm {
     pub monitoring: Arc<Mutex<Monitoring>>,
     /// Each node's latest heartbeat: when it came, its time and usage.
     pub heartbeats: Arc<Mutex<Heartbeats>>,
+    /// Since when the heartbeats have been gathered.
+    pub since: Instant,
 }
 
 /// Records the nodes' heartbeats as they come.
@@ -116,7 +118,7 @@ pub async fn run_replica(
     let broker = Broker::connect(&cfg.broker).await?;
     let leases = broker.bucket(subjects::CONTROL_BUCKET).await?;
     let reports = broker.bucket(subjects::REPLICAS_BUCKET).await?;
-    let warm = Arc::new(Warm { monitoring: Arc::default(), heartbeats: Arc::default() });
+    let warm = Arc::new(Warm { monitoring: Arc::default(), heartbeats: Arc::default(), since: Instant::now() });
     let metrics = broker.client.subscribe(subjects::METRICS_ALL).await?;
     tokio::spawn(crate::monitoring::gather(warm.monitoring.clone(), metrics));
     let heartbeats = broker.client.subscribe(subjects::HEARTBEAT_ALL).await?;

@@ -83,3 +83,76 @@ pub fn event(kind: &str) -> String {
 pub fn migration_progress(migration: &str) -> String {
     format!("herd.migration.{migration}.progress")
 }
+
+/// What one Compute node's broker user may do: least privilege (see
+/// `docs/design/threat-model.md`). A node publishes its own heartbeats, samples and node
+/// record, the statuses of containers and the progress of migrations, checkpoints and
+/// versions; it reads through the JetStream API; it answers requests sent to it (the
+/// server's `allow_responses`). It may not send a node request, write the Control node's
+/// buckets or another node's record, publish events, or delete, change or purge the cluster's
+/// streams. Subjects are NATS subjects, wildcards included.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodePermissions {
+    pub publish_allow: Vec<String>,
+    pub publish_deny: Vec<String>,
+    pub subscribe_allow: Vec<String>,
+}
+
+/// The broker permissions of node `name` (see [`NodePermissions`]).
+pub fn node_permissions(name: &str) -> NodePermissions {
+    let publish_allow = vec![
+        heartbeat(name),
+        metrics(name),
+        "herd.lease.ping".to_string(),
+        migration_progress("*"),
+        // The JetStream API, its acknowledgements and flow control: reads, watches, writes.
+        "$JS.API.>".to_string(),
+        "$JS.ACK.>".to_string(),
+        "$JS.FC.>".to_string(),
+        format!("$KV.{NODES_BUCKET}.{name}"),
+        format!("$KV.{STATUS_BUCKET}.>"),
+        format!("$O.{CHECKPOINTS_STORE}.>"),
+        format!("$O.{VERSIONS_STORE}.>"),
+    ];
+    let mut publish_deny = vec![
+        "$JS.API.STREAM.DELETE.>".to_string(),
+        "$JS.API.STREAM.UPDATE.>".to_string(),
+        "$JS.API.STREAM.MSG.DELETE.>".to_string(),
+    ];
+    // Purging is how an object's chunks go (checkpoints and versions); no other stream is
+    // the node's to purge.
+    for bucket in [
+        NODES_BUCKET,
+        IMAGES_BUCKET,
+        CONTAINERS_BUCKET,
+        STATUS_BUCKET,
+        MIGRATIONS_BUCKET,
+        NODE_SETTINGS_BUCKET,
+        POLICY_BUCKET,
+        CONTROL_BUCKET,
+        REPLICAS_BUCKET,
+    ] {
+        publish_deny.push(format!("$JS.API.STREAM.PURGE.KV_{bucket}"));
+    }
+    publish_deny.push(format!("$JS.API.STREAM.PURGE.OBJ_{LAYERS_STORE}"));
+    publish_deny.push(format!("$JS.API.STREAM.PURGE.{EVENTS_STREAM}"));
+    NodePermissions { publish_allow, publish_deny, subscribe_allow: vec![node_rpc(name), "_INBOX.>".to_string()] }
+}
+
+#[cfg(test)]
+mod permission_tests {
+    use super::*;
+
+    #[test]
+    fn a_node_may_publish_its_own_subjects_and_none_of_the_control_nodes() {
+        let p = node_permissions("n1");
+        assert!(p.publish_allow.contains(&"herd.hb.n1".to_string()));
+        assert!(p.publish_allow.contains(&"$KV.herd-nodes.n1".to_string()));
+        for forbidden in ["herd.hb.n2", "$KV.herd-nodes.n2", "herd.node.n2.rpc", "herd.events.container"] {
+            assert!(!p.publish_allow.iter().any(|a| a == forbidden), "{forbidden}");
+        }
+        assert!(!p.publish_allow.iter().any(|a| a.contains(CONTAINERS_BUCKET) || a.contains(CONTROL_BUCKET)));
+        assert!(p.publish_deny.contains(&"$JS.API.STREAM.PURGE.KV_herd-containers".to_string()));
+        assert_eq!(p.subscribe_allow, ["herd.node.n1.rpc", "_INBOX.>"]);
+    }
+}

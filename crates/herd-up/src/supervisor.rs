@@ -616,12 +616,35 @@ fn capacity_args(opts: &UpOptions) -> Vec<OsString> {
     args
 }
 
+/// A node user's `permissions` block in nats-server's configuration, with a leading comma.
+fn node_permissions_conf(p: &herd_proto::subjects::NodePermissions) -> String {
+    let list = |subjects: &[String]| subjects.iter().map(|s| format!("\"{s}\"")).collect::<Vec<_>>().join(", ");
+    format!(
+        ", permissions: {{ publish: {{ allow: [{}], deny: [{}] }}, subscribe: {{ allow: [{}] }}, allow_responses: true }}",
+        list(&p.publish_allow),
+        list(&p.publish_deny),
+        list(&p.subscribe_allow)
+    )
+}
+
 /// The configuration of broker `i` of `layout`: its clients' users, and with several brokers
 /// the cluster's routes to the others, authenticated with `route_password`.
 fn nats_config(layout: &Layout, i: usize, users: &[(String, String)], route_password: &str) -> String {
     let brokers = layout.brokers();
     let me = &brokers[i];
-    let users: Vec<String> = users.iter().map(|(u, p)| format!("    {{ user: \"{u}\", password: \"{p}\" }}")).collect();
+    let users: Vec<String> = users
+        .iter()
+        .map(|(u, p)| {
+            // Compute nodes get least privilege; the Control node, the simulated nodes and
+            // `herd up` itself (which asks nodes to shut down) may do anything.
+            let permissions = if layout.nodes.iter().any(|n| n.name == *u) {
+                node_permissions_conf(&herd_proto::subjects::node_permissions(u))
+            } else {
+                String::new()
+            };
+            format!("    {{ user: \"{u}\", password: \"{p}\"{permissions} }}")
+        })
+        .collect();
     let name = &layout.opts.name;
     let server_name = if i == 0 { format!("herd_{name}") } else { format!("herd_{name}_{}", i + 1) };
     let cluster = if brokers.len() > 1 {

@@ -149,7 +149,7 @@ fn hog_migrating_slowly(cluster: &Cluster, mib: u32) -> (NeverTwice, std::proces
     cluster.wait_log("hog", "check 1 ok", T);
     let watch = NeverTwice::watch(cluster, &id);
     let mut migration = cluster.command(&["migrate", "hog", "--to", "n2", "--mode", "cold", "--bandwidth", "8m"]);
-    migration.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped());
+    migration.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
     (watch, migration.spawn().unwrap())
 }
 
@@ -243,7 +243,7 @@ fn a_network_cut_before_the_freeze_or_briefly_during_post_copy_loses_nothing() {
     // (48 MiB: about 6 s) after the container already runs on n2: TCP carries on when the
     // network is back, and every page arrives intact.
     let mut migration = cluster.command(&["migrate", "hog", "--to", "n2", "--mode", "postcopy", "--bandwidth", "8m"]);
-    migration.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped());
+    migration.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
     let migration = migration.spawn().unwrap();
     cluster.wait_runs_only_on("hog", "n2", T);
     {
@@ -272,10 +272,15 @@ fn a_control_node_killed_mid_migration_resolves_it_when_it_returns() {
     let control = cluster.up_state().control_pid.expect("the Control node's pid");
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(control as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
 
-    // The client lost its Control node; the nodes finish the hand-off between themselves and the
-    // restarted Control node learns from the destination how it ended.
+    // The client lost its Control node; the nodes finish the hand-off between themselves, the
+    // restarted Control node learns from the destination how it ended, and the client, which
+    // waited for that in the migration journal, reports it.
     let out = migration.wait_with_output().unwrap();
-    assert!(!out.status.success(), "the client saw a migration end that its Control node never reported");
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success() && said.contains("migrated hog from n1 to n2"),
+        "the client reports the outcome: {said}"
+    );
     wait_for("the Control node to be back", T, || cluster.herd(&["ps"]).status.success().then_some(()));
     let c = cluster.wait_runs_only_on("hog", "n2", T);
     assert_eq!(c.state.as_str(), "running");

@@ -1,0 +1,87 @@
+//! Least privilege on the broker: a Compute node's credentials (`herd up` makes one user per
+//! node) are refused for every action that is not the node's own. The node cannot send node
+//! requests, write the Control node's buckets or another node's record, publish events, or
+//! delete or purge the cluster's streams. The rest of the suite shows what a node may do,
+//! since every node runs with these permissions.
+
+mod common;
+
+use std::time::Duration;
+
+use common::Cluster;
+use herd_broker::async_nats;
+
+const T: Duration = Duration::from_secs(60);
+
+#[test]
+fn a_nodes_credentials_are_refused_for_what_is_not_its_own() {
+    let cluster = Cluster::up(88, 2);
+    cluster.import_busybox();
+    cluster.ok(&["run", "--name", "web", "--node", "n1", "busybox", "--", "sleep", "600"]);
+    let id = cluster.wait_state("web", "running", T).id;
+    let password = std::fs::read_to_string(cluster.run_dir().join("secrets/broker-n1")).unwrap();
+    let url = cluster.up_state().layout.broker_url();
+
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let (tx, mut errors) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let client = async_nats::ConnectOptions::with_user_and_password("n1".into(), password.trim().into())
+            .event_callback(move |event| {
+                let tx = tx.clone();
+                async move {
+                    if let async_nats::Event::ServerError(e) = event {
+                        let _ = tx.send(e.to_string());
+                    }
+                }
+            })
+            .connect(url.as_str())
+            .await
+            .expect("n1's credentials connect");
+
+        // Each refused with a permissions violation that names the subject.
+        let forbidden = [
+            "herd.node.n2.rpc".to_string(),
+            "herd.hb.n2".to_string(),
+            "herd.events.container".to_string(),
+            "$KV.herd-containers.web".to_string(),
+            "$KV.herd-nodes.n2".to_string(),
+            "$KV.herd-migrations.m1".to_string(),
+            "$KV.herd-control.leader".to_string(),
+            "$O.herd-layers.C.x".to_string(),
+            "$JS.API.STREAM.DELETE.KV_herd-containers".to_string(),
+            "$JS.API.STREAM.PURGE.KV_herd-status".to_string(),
+            "$JS.API.STREAM.MSG.DELETE.KV_herd-status".to_string(),
+        ];
+        for subject in &forbidden {
+            client.publish(subject.clone(), "x".into()).await.unwrap();
+            client.flush().await.unwrap();
+            let said = tokio::time::timeout(Duration::from_secs(5), errors.recv())
+                .await
+                .unwrap_or_else(|_| panic!("publishing to {subject} as n1 was not refused"))
+                .unwrap();
+            assert!(
+                said.to_lowercase().contains("permissions violation") && said.contains(subject.as_str()),
+                "{subject}: {said}"
+            );
+        }
+        for subject in ["herd.node.n2.rpc", "herd.hb.*"] {
+            let _sub = client.subscribe(subject).await.unwrap();
+            client.flush().await.unwrap();
+            let said = tokio::time::timeout(Duration::from_secs(5), errors.recv())
+                .await
+                .unwrap_or_else(|_| panic!("subscribing to {subject} as n1 was not refused"))
+                .unwrap();
+            assert!(said.to_lowercase().contains("permissions violation"), "{subject}: {said}");
+        }
+
+        // What is the node's own still works: reading the cluster state.
+        let js = async_nats::jetstream::new(client.clone());
+        let containers = js.get_key_value("herd-containers").await.unwrap();
+        assert!(containers.get("web").await.unwrap().is_some(), "n1 reads the container records");
+    });
+
+    // Nothing the refused messages asked for happened.
+    let c = cluster.wait_state("web", "running", T);
+    assert_eq!((c.id, c.node.as_str()), (id, "n1"));
+    cluster.ok(&["nodes"]);
+}
