@@ -93,17 +93,66 @@ struct Seen {
     revision: u64,
 }
 
+/// One replica: its connection to the broker (without a fence: the leader's Control node gets
+/// a fenced copy), the lease and reports buckets, and what it knows and keeps warm.
 struct Replica {
     cfg: ReplicaConfig,
+    /// The API token, for the routes a follower answers itself.
     token: String,
     broker: Broker,
     leases: Bucket<LeaderLease>,
     reports: Bucket<ReplicaReport>,
+    /// When this process started (Unix milliseconds).
     started: u64,
     warm: Arc<Warm>,
     /// The Control node's API, once this replica leads and has loaded the state.
     serving: OnceLock<Router>,
     seen: Mutex<Seen>,
+}
+
+/// A replica's API from the moment it listens: until it has connected to the broker, it
+/// answers every request with 503 and says what it waits for, so that the CLI keeps looking
+/// for the leader rather than finding nobody at the address.
+struct Shell {
+    name: String,
+    token: String,
+    /// What the replica is doing while it starts.
+    starting: Mutex<String>,
+    /// The replica's own router, once it has started.
+    inner: OnceLock<Router>,
+}
+
+async fn shell_dispatch(State(shell): State<Arc<Shell>>, req: Request) -> Response {
+    if let Some(inner) = shell.inner.get() {
+        return inner.clone().oneshot(req).await.into_response();
+    }
+    if !crate::api::authorized(req.headers(), &shell.token) {
+        return crate::api::unauthorized();
+    }
+    let error = format!("Control replica {} is starting: {}", shell.name, shell.starting.lock().unwrap());
+    let mut resp = (StatusCode::SERVICE_UNAVAILABLE, axum::Json(ApiError { error })).into_response();
+    resp.headers_mut().insert(LEADER_HEADER, HeaderValue::from_static(""));
+    resp
+}
+
+/// Tries `open` until it succeeds, saying on the shell and in the log why it waits: a broker
+/// that starts under load may take a while to elect its leaders.
+async fn until_open<T, F, Fut>(shell: &Shell, what: &str, mut open: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<T>>,
+{
+    *shell.starting.lock().unwrap() = what.to_string();
+    loop {
+        match open().await {
+            Ok(v) => return v,
+            Err(e) => {
+                tracing::warn!("replica {}: {what}: {e:#}; trying again", shell.name);
+                *shell.starting.lock().unwrap() = format!("{what} ({e:#})");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
 }
 
 /// Runs a Control replica until `shutdown` completes; a leader lets its lease go then, so
@@ -115,33 +164,53 @@ pub async fn run_replica(
 ) -> anyhow::Result<()> {
     herd_proto::names::validate_node_name(&replica.name)
         .map_err(|e| anyhow::anyhow!("invalid replica name {:?}: {}", replica.name, e.0))?;
-    let broker = Broker::connect(&cfg.broker).await?;
-    let leases = broker.bucket(subjects::CONTROL_BUCKET).await?;
-    let reports = broker.bucket(subjects::REPLICAS_BUCKET).await?;
-    let warm = Arc::new(Warm { monitoring: Arc::default(), heartbeats: Arc::default(), since: Instant::now() });
-    let metrics = broker.client.subscribe(subjects::METRICS_ALL).await?;
-    tokio::spawn(crate::monitoring::gather(warm.monitoring.clone(), metrics));
-    let heartbeats = broker.client.subscribe(subjects::HEARTBEAT_ALL).await?;
-    tokio::spawn(gather_heartbeats(warm.clone(), heartbeats));
-    let me = Arc::new(Replica {
-        cfg: replica,
-        token: cfg.api_token.clone(),
-        broker,
-        leases,
-        reports,
-        started: herd_proto::now_millis(),
-        warm,
-        serving: OnceLock::new(),
-        seen: Mutex::new(Seen::default()),
-    });
     let listen = cfg.api_listen;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen for the API on {listen}"))?;
-    tracing::info!("replica {}: API listening on {listen}; following until it leads", me.cfg.name);
+    let shell = Arc::new(Shell {
+        name: replica.name.clone(),
+        token: cfg.api_token.clone(),
+        starting: Mutex::new(String::new()),
+        inner: OnceLock::new(),
+    });
+    let app = Router::new().fallback(shell_dispatch).with_state(shell.clone());
+    let server = tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(shutdown).await });
+    tracing::info!("replica {}: API listening on {listen}", replica.name);
+
+    let start = async {
+        let broker = until_open(&shell, "connecting to the broker", || Broker::connect(&cfg.broker)).await;
+        let leases = until_open(&shell, "opening the lease bucket", || broker.bucket(subjects::CONTROL_BUCKET)).await;
+        let reports =
+            until_open(&shell, "opening the reports bucket", || broker.bucket(subjects::REPLICAS_BUCKET)).await;
+        let warm = Arc::new(Warm { monitoring: Arc::default(), heartbeats: Arc::default(), since: Instant::now() });
+        let metrics = broker.client.subscribe(subjects::METRICS_ALL).await?;
+        tokio::spawn(crate::monitoring::gather(warm.monitoring.clone(), metrics));
+        let heartbeats = broker.client.subscribe(subjects::HEARTBEAT_ALL).await?;
+        tokio::spawn(gather_heartbeats(warm.clone(), heartbeats));
+        anyhow::Ok(Arc::new(Replica {
+            cfg: replica,
+            token: cfg.api_token.clone(),
+            broker,
+            leases,
+            reports,
+            started: herd_proto::now_millis(),
+            warm,
+            serving: OnceLock::new(),
+            seen: Mutex::new(Seen::default()),
+        }))
+    };
+    let mut server = server;
+    let me = tokio::select! {
+        me = start => me?,
+        // Stopped while it started: there is nothing to let go.
+        done = &mut server => return done.context("API server")?.context("API server"),
+    };
+    let _ = shell.inner.set(router(me.clone()));
+    tracing::info!("replica {}: following until it leads", me.cfg.name);
     tokio::spawn(me.clone().report());
     tokio::spawn(me.clone().campaign(cfg));
-    axum::serve(listener, router(me.clone())).with_graceful_shutdown(shutdown).await.context("API server")?;
+    server.await.context("API server")?.context("API server")?;
     me.release().await;
     Ok(())
 }

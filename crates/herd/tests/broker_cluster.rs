@@ -8,7 +8,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{COUNTER, Cluster, counted, wait_for};
+use common::{COUNTER, Cluster, wait_for};
 
 const T: Duration = Duration::from_secs(60);
 
@@ -51,15 +51,7 @@ fn until_ok(cluster: &Cluster, what: &str, mut args: impl FnMut(usize) -> Vec<St
 /// request for its log that a failover loses (the node's server went while it was on its
 /// way) fails with an error; it is asked again.
 fn counts_on(cluster: &Cluster, seen: u64) -> u64 {
-    wait_for("the counter to count on", T, || {
-        let out = cluster.herd(&["logs", "counter"]);
-        if !out.status.success() {
-            eprintln!("herd logs: {}", String::from_utf8_lossy(&out.stderr).trim());
-            return None;
-        }
-        let n = counted(&String::from_utf8_lossy(&out.stdout));
-        (n > seen + 20).then_some(n)
-    })
+    cluster.counts_on_through_failover("counter", seen, T)
 }
 
 /// `herd run` of a sleeper, named `prefix-N` for its N-th try, until one starts; returns its name.

@@ -38,18 +38,8 @@ fn status(cluster: &Cluster) -> ControlStatus {
     wait_for("herd control status", T, || try_status(cluster))
 }
 
-/// Waits until the counter has counted 20 past `seen`, its log unbroken, asking again when
-/// a command fails while the control plane fails over.
 fn counts_on(cluster: &Cluster, seen: u64) -> u64 {
-    wait_for("the counter to count on", T, || {
-        let out = cluster.herd(&["logs", "counter"]);
-        if !out.status.success() {
-            eprintln!("herd logs: {}", String::from_utf8_lossy(&out.stderr).trim());
-            return None;
-        }
-        let n = common::counted(&String::from_utf8_lossy(&out.stdout));
-        (n > seen + 20).then_some(n)
-    })
+    cluster.counts_on_through_failover("counter", seen, T)
 }
 
 /// Waits until `name` runs on `node` and nowhere else, as herd and runc both see it, asking

@@ -487,6 +487,20 @@ pub fn counted(log: &str) -> u64 {
 impl Cluster {
     /// Waits until [`COUNTER`] container `name` has counted 20 past `seen`, its whole log one
     /// unbroken sequence; returns the new count.
+    /// Like [`Cluster::counts_on`], asking again when `herd logs` fails: for tests that fail
+    /// a broker or a Control replica over, during which a command may fail with an error.
+    pub fn counts_on_through_failover(&self, name: &str, seen: u64, timeout: Duration) -> u64 {
+        wait_for(&format!("{name} to count on"), timeout, || {
+            let out = self.herd(&["logs", name]);
+            if !out.status.success() {
+                eprintln!("herd logs: {}", String::from_utf8_lossy(&out.stderr).trim());
+                return None;
+            }
+            let n = counted(&String::from_utf8_lossy(&out.stdout));
+            (n > seen + 20).then_some(n)
+        })
+    }
+
     pub fn counts_on(&self, name: &str, seen: u64, timeout: Duration) -> u64 {
         wait_for(&format!("{name} to count on"), timeout, || {
             let n = counted(&self.ok(&["logs", name]));
