@@ -142,21 +142,10 @@ impl Control {
         };
 
         let mut view = View::default();
-        if let Some(w) = warm {
-            view.early_heartbeats = w.heartbeats.lock().unwrap().clone();
-        }
         let mut ipam = Ipam::new(cfg.container_cidr);
         let (node_map, node_changes) = nodes.snapshot().await?;
-        if let Some(w) = warm
-            && w.since.elapsed() < cfg.node_timeout
-        {
-            // A replica that has followed for less than a node timeout may have heard nothing
-            // yet from a node that is alive: such a node is presumed alive since the replica
-            // began to listen, and is down only if it stays silent a whole timeout from then.
-            let at = herd_proto::now_millis().saturating_sub(w.since.elapsed().as_millis() as u64);
-            for name in node_map.keys() {
-                view.early_heartbeats.entry(name.clone()).or_insert((w.since, at, Default::default()));
-            }
+        if let Some(w) = warm {
+            view.early_heartbeats = w.heartbeats_of(node_map.keys(), cfg.node_timeout);
         }
         for (_, n) in node_map {
             view.register(n.value);

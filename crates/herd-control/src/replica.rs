@@ -61,6 +61,27 @@ pub(crate) struct Warm {
     pub since: Instant,
 }
 
+impl Warm {
+    /// The heartbeats a new leader starts from, for the registered `nodes`. A replica that has
+    /// followed for less than `node_timeout` may have heard nothing yet from a node that is
+    /// alive (a busy one): such a node is presumed alive since the replica began to listen,
+    /// and is down only if it stays silent a whole timeout from then.
+    pub(crate) fn heartbeats_of<'a>(
+        &self,
+        nodes: impl Iterator<Item = &'a String>,
+        node_timeout: Duration,
+    ) -> Heartbeats {
+        let mut heard = self.heartbeats.lock().unwrap().clone();
+        if self.since.elapsed() < node_timeout {
+            let at = herd_proto::now_millis().saturating_sub(self.since.elapsed().as_millis() as u64);
+            for name in nodes {
+                heard.entry(name.clone()).or_insert((self.since, at, Default::default()));
+            }
+        }
+        heard
+    }
+}
+
 /// Records the nodes' heartbeats as they come.
 async fn gather_heartbeats(warm: Arc<Warm>, mut sub: async_nats::Subscriber) {
     use futures::StreamExt;
@@ -536,4 +557,27 @@ fn rss_bytes() -> u64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         .map_or(0, |kb| kb * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_young_follower_presumes_silent_nodes_alive_and_an_old_one_does_not() {
+        let heard = herd_proto::node::NodeUsage::default();
+        let warm = |age: Duration| Warm {
+            monitoring: Arc::default(),
+            heartbeats: Arc::new(Mutex::new(
+                [("n1".to_string(), (Instant::now(), 7, heard))].into_iter().collect::<Heartbeats>(),
+            )),
+            since: Instant::now() - age,
+        };
+        let nodes = ["n1".to_string(), "n2".to_string()];
+        let young = warm(Duration::from_secs(1)).heartbeats_of(nodes.iter(), Duration::from_secs(3));
+        assert_eq!(young["n1"].1, 7, "a heartbeat heard is kept");
+        assert!(young.contains_key("n2"), "a silent node is presumed alive by a young follower");
+        let old = warm(Duration::from_secs(10)).heartbeats_of(nodes.iter(), Duration::from_secs(3));
+        assert!(old.contains_key("n1") && !old.contains_key("n2"), "an old follower has heard every live node");
+    }
 }
