@@ -27,7 +27,8 @@ fn log_files(cluster: &Cluster, name: &str) -> Vec<(PathBuf, u64)> {
             let name = e.file_name().to_string_lossy().to_string();
             name.starts_with("log.") && name.ends_with(".jsonl")
         })
-        .map(|e| (e.path(), e.metadata().unwrap().len()))
+        // A file rotated away between the listing and this look is no longer there.
+        .filter_map(|e| Some((e.path(), e.metadata().ok()?.len())))
         .collect();
     files.sort();
     files
