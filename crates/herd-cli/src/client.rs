@@ -6,15 +6,12 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow};
 use herd_proto::api::ApiError;
+use herd_proto::control::LEADER_HEADER;
 use reqwest::{Method, RequestBuilder, Response};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::config::CliConfig;
-
-/// The header of a Control replica's 503 that says it does not lead, naming the leader's API
-/// (empty while none leads).
-const LEADER_HEADER: &str = "herd-leader";
 
 /// How long a request looks for the leading Control replica before it gives up: an election
 /// takes about two seconds, but a broker failing over can hold it up for longer.
@@ -90,7 +87,7 @@ impl Client {
 
     /// The endpoint requests go to first: the one that answered last.
     pub fn endpoint(&self) -> &str {
-        &self.bases[self.current.load(Ordering::Relaxed) % self.bases.len()]
+        &self.bases[self.endpoint_index()]
     }
 
     pub fn request(&self, method: Method, path: &str) -> RequestBuilder {

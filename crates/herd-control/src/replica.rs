@@ -27,16 +27,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use herd_broker::{Broker, Bucket, Fence, WriteConflict};
 use herd_proto::api::ApiError;
-use herd_proto::control::{ControlStatus, LeaderLease, ReplicaReport, Role, StreamPeer};
+use herd_proto::control::{ControlStatus, LEADER_HEADER, LeaderLease, ReplicaReport, Role, StreamPeer};
 use herd_proto::subjects;
 use tower::ServiceExt;
 
 use crate::control::{Control, ControlConfig};
 use crate::lease::{Decision, LeaseTiming, Observer, valid_until};
 use crate::monitoring::Monitoring;
-
-/// The header of a follower's 503 that names the leader's API (empty while none leads).
-pub const LEADER_HEADER: &str = "Herd-Leader";
 
 /// How often a follower reads the lease.
 const POLL: Duration = Duration::from_millis(100);

@@ -11,6 +11,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::UnixMillis;
 
+/// The header of a 503 from a Control replica that does not lead: the leader's API address
+/// (empty while none leads). A client moves to that address.
+pub const LEADER_HEADER: &str = "Herd-Leader";
+
 /// The value at [`crate::subjects::LEASE_KEY`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeaderLease {
