@@ -119,6 +119,13 @@ impl BenchCluster {
 
 impl Drop for BenchCluster {
     fn drop(&mut self) {
+        // HERD_BENCH_LOGS=DIR keeps the components' logs of the run in DIR/<cluster>.
+        if let Some(keep) = std::env::var_os("HERD_BENCH_LOGS") {
+            let logs = herd_up::UpOptions::defaults(&self.name).run_dir.join("logs");
+            let to = Path::new(&keep).join(&self.name);
+            let _ = std::fs::create_dir_all(&to);
+            let _ = Command::new("cp").arg("-a").arg(&logs).arg(&to).status();
+        }
         let _ = self.run(&["down", "--name", &self.name, "--purge", "-t", "1"]);
     }
 }

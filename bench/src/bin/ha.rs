@@ -11,7 +11,8 @@
 //!    declaration; 8 s for 1 GiB), and containers lost or running twice.
 //!
 //! Run as root: `cargo build --release --bin herd --bin ha && target/release/ha`.
-//! `HA_CONTAINERS=10` shortens part 3.
+//! `HA_CONTAINERS=10` shortens part 3; `HA_PARTS=failure` runs part 3 alone;
+//! `HERD_BENCH_LOGS=DIR` keeps the components' logs (the node logs where each restore's time went).
 
 use std::collections::BTreeMap;
 use std::path::Path;

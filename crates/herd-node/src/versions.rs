@@ -184,6 +184,7 @@ impl Runtime {
         spec: ContainerSpec,
         version: u64,
     ) -> OpResult<NodeReply> {
+        let started = std::time::Instant::now();
         let manifest = fetch_manifest(store, &spec.id, version).await?;
         let digests = |s: &ContainerSpec| s.layers.iter().map(|l| l.digest.clone()).collect::<Vec<_>>();
         if digests(&manifest.checkpoint.container) != digests(&spec) {
@@ -196,14 +197,25 @@ impl Runtime {
         let parent = self.cfg.paths.run_dir.join("scratch").join("versions").join(format!("{}-restore", spec.id));
         let _ = std::fs::remove_dir_all(&parent);
         let dir = parent.join(format!("v{version}"));
-        let assembled = {
+        let (waited, assembling, assembled) = {
             let _turn = ASSEMBLING.acquire().await.map_err(|e| fail("waiting for a turn", e))?;
-            self.assemble(store, &spec.id, manifest, &dir).await
+            let waited = started.elapsed();
+            let assembled = self.assemble(store, &spec.id, manifest, &dir).await;
+            (waited, started.elapsed() - waited, assembled)
         };
         let result = match assembled {
             Ok(()) => self.restore_from(spec.clone(), &format!("version {version}"), &dir, None).await,
             Err(e) => Err(e),
         };
+        // Where a restore's time went, for whoever tunes recovery (`bench/ha`).
+        tracing::info!(
+            "version {version} of {}: waited {} ms for a turn, put together in {} ms, restored in {} ms{}",
+            spec.name,
+            waited.as_millis(),
+            assembling.as_millis(),
+            (started.elapsed() - waited - assembling).as_millis(),
+            if result.is_ok() { "" } else { " (failed)" }
+        );
         if let Err(e) = std::fs::remove_dir_all(&parent) {
             tracing::warn!("version {version} of {} stays in {}: {e}", spec.name, parent.display());
         }
