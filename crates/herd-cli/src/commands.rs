@@ -288,6 +288,14 @@ pub struct RunArgs {
     /// Drop a capability from it (or ALL); repeatable.
     #[arg(long = "cap-drop", value_name = "CAP")]
     pub cap_drop: Vec<String>,
+    /// Confine otherwise than by default (Herd's seccomp profile and no-new-privileges):
+    /// seccomp=unconfined, seccomp=FILE (a profile in JSON, the OCI or Docker format),
+    /// no-new-privileges=false; repeatable.
+    #[arg(long = "security-opt", value_name = "OPT")]
+    pub security_opt: Vec<String>,
+    /// Mount the container's root file system read-only (its volumes stay as mounted).
+    #[arg(long)]
+    pub read_only: bool,
     /// Run as USER[:GROUP] (names from the container's /etc/passwd and /etc/group, or
     /// numbers), instead of the image's user (root when it has none).
     #[arg(long, short = 'u', value_name = "USER[:GROUP]")]
@@ -433,6 +441,8 @@ pub async fn run(client: &Client, args: RunArgs) -> anyhow::Result<()> {
         volumes: args.volumes,
         cap_add: args.cap_add,
         cap_drop: args.cap_drop,
+        security_opt: args.security_opt.iter().map(|o| read_seccomp_file(o)).collect::<anyhow::Result<_>>()?,
+        read_only: args.read_only,
         user: args.user,
         workdir: args.workdir,
         // One program, as Docker takes it; "" clears the image's.
@@ -568,6 +578,8 @@ pub async fn inspect(client: &Client, args: InspectArgs) -> anyhow::Result<()> {
             )
             .filter(|v| !v.is_empty())),
         ),
+        ("Capabilities", capabilities_text(&c.host)),
+        ("Security", c.host.confinement.describe().join(", ")),
     ];
     // Each line is cleaned whole: labels, command, environment and errors are the user's.
     let mut out = std::io::stdout().lock();
@@ -991,4 +1003,38 @@ fn print_migration(r: &herd_proto::migration::MigrationReport) {
         })
         .collect();
     println!("  phases      {}", phases.join(", "));
+}
+
+/// `seccomp=FILE` becomes `seccomp=<the profile>`, as `docker` sends it: the Control node
+/// cannot read the client's files. The other options go as they are.
+fn read_seccomp_file(opt: &str) -> anyhow::Result<String> {
+    let Some(path) = opt.strip_prefix("seccomp=").or_else(|| opt.strip_prefix("seccomp:")) else {
+        return Ok(opt.to_string());
+    };
+    if matches!(path, "unconfined" | "default" | "builtin") || path.trim_start().starts_with('{') {
+        return Ok(opt.to_string());
+    }
+    let meta = std::fs::metadata(path).with_context(|| format!("--security-opt {opt}: reading the profile"))?;
+    anyhow::ensure!(
+        meta.len() <= herd_proto::confinement::MAX_PROFILE as u64,
+        "--security-opt {opt}: the profile has {} bytes; at most {} are taken",
+        meta.len(),
+        herd_proto::confinement::MAX_PROFILE
+    );
+    let json = std::fs::read_to_string(path).with_context(|| format!("--security-opt {opt}: reading the profile"))?;
+    let profile =
+        herd_proto::confinement::parse_seccomp_profile(&json).map_err(|e| anyhow::anyhow!("{path}: {}", e.0))?;
+    Ok(format!("seccomp={}", serde_json::to_string(&profile)?))
+}
+
+/// Docker's default set, or that set with what was added and dropped.
+fn capabilities_text(host: &herd_proto::hostconfig::HostConfig) -> String {
+    let mut parts = vec!["Docker's default set".to_string()];
+    if !host.cap_add.is_empty() {
+        parts.push(format!("+{}", host.cap_add.join(" +")));
+    }
+    if !host.cap_drop.is_empty() {
+        parts.push(format!("-{}", host.cap_drop.join(" -")));
+    }
+    parts.join(" ")
 }

@@ -18,14 +18,15 @@ pub struct Requested {
     pub network_of: Option<String>,
 }
 
-/// Parses `-p`, `--network`, `-v`, `--cap-add` and `--cap-drop`: malformed input is refused
-/// before anything is reserved.
+/// Parses `-p`, `--network`, `-v`, `--cap-add`, `--cap-drop`, `--security-opt` and
+/// `--read-only`: malformed input is refused before anything is reserved.
 pub fn parse(req: &RunRequest) -> Result<Requested> {
     let bad = |e: herd_proto::names::NameError| Error::bad_request(e.0);
     let ports = hostconfig::parse_ports(&req.ports).map_err(bad)?;
     let volumes = hostconfig::parse_volumes(&req.volumes).map_err(bad)?;
     let cap_add = hostconfig::parse_capabilities("--cap-add", &req.cap_add).map_err(bad)?;
     let cap_drop = hostconfig::parse_capabilities("--cap-drop", &req.cap_drop).map_err(bad)?;
+    let confinement = herd_proto::confinement::parse_security_opts(&req.security_opt, req.read_only).map_err(bad)?;
     let network_of = match &req.network {
         Some(n) => hostconfig::parse_network(n).map_err(bad)?,
         None => None,
@@ -37,7 +38,7 @@ pub fn parse(req: &RunRequest) -> Result<Requested> {
             "a container that joins the network of {owner} cannot publish ports of its own: publish them on {owner}"
         )));
     }
-    Ok(Requested { host: HostConfig { ports, network: None, volumes, cap_add, cap_drop }, network_of })
+    Ok(Requested { host: HostConfig { ports, network: None, volumes, cap_add, cap_drop, confinement }, network_of })
 }
 
 /// Checks the container whose network namespace is joined and fills it in: it must exist, run,

@@ -53,6 +53,7 @@ pub mod routes;
 pub mod runc;
 pub mod runtime;
 pub mod sampler;
+pub mod seccomp;
 pub mod shim;
 pub mod sim;
 pub mod spec;

@@ -254,7 +254,7 @@ impl Runtime {
             attach_container(&self.netlink, &ns, &host_ifname(&id), spec.ip).await?;
             // Published here now; while the namespace is locked, connections wait for the restore.
             crate::ports::publish(&id, spec.ip, &spec.host.ports).await?;
-            let mut config = self.runtime_spec(&spec, &netns_path);
+            let mut config = self.runtime_spec(&spec, &netns_path)?;
             // The volumes arrive, and are put in place, before the restore.
             crate::volumes::add_mounts(&mut config, &self.cfg.paths.data_dir, &spec.host.volumes);
             std::fs::write(c.paths.bundle().join("config.json"), serde_json::to_vec_pretty(&config)?)?;

@@ -79,17 +79,26 @@ mod tests {
             generation: 0,
             fenced: false,
         };
-        let config = crate::spec::runtime_spec(&spec, Path::new("/run/netns/x"), "/herd/n1/abc");
+        let config = crate::spec::runtime_spec(&spec, Path::new("/run/netns/x"), "/herd/n1/abc").unwrap();
         let a = allowed(&config);
         // Docker's default set, as CRIU records it in a checkpoint of such a container.
         assert_eq!(a.capabilities, 0xA804_25FB);
         assert!(a.no_new_privs);
-        assert!(!a.seccomp);
+        assert!(a.seccomp);
         use NamespaceKind::*;
         assert_eq!(a.namespaces, [Pid, Network, Ipc, Uts, Mount].into_iter().collect());
         for path in ["/proc", "/dev", "/dev/pts", "/sys", "/proc/keys", "/sys/firmware"] {
             assert!(a.mountpoints.contains(path), "{path}");
         }
         assert!(a.readonly.contains("/proc/sys") && a.readonly.contains("/proc/sysrq-trigger"));
+        // Unconfined, a checkpoint without a filter or no_new_privs is what it allows.
+        let mut spec = spec;
+        spec.host.confinement = herd_proto::confinement::parse_security_opts(
+            &["seccomp=unconfined".into(), "no-new-privileges=false".into()],
+            false,
+        )
+        .unwrap();
+        let a = allowed(&crate::spec::runtime_spec(&spec, Path::new("/run/netns/x"), "/herd/n1/abc").unwrap());
+        assert!(!a.seccomp && !a.no_new_privs);
     }
 }

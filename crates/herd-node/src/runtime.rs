@@ -228,13 +228,14 @@ impl Runtime {
     }
 
     /// The OCI runtime config of `spec` on this node, in the network namespace at `netns`.
-    pub(crate) fn runtime_spec(&self, spec: &ContainerSpec, netns: &Path) -> oci_spec::runtime::Spec {
-        let mut config = spec::runtime_spec(spec, netns, &self.cfg.paths.cgroup(&spec.id));
+    pub(crate) fn runtime_spec(&self, spec: &ContainerSpec, netns: &Path) -> anyhow::Result<oci_spec::runtime::Spec> {
+        let mut config = spec::runtime_spec(spec, netns, &self.cfg.paths.cgroup(&spec.id))
+            .map_err(|e| anyhow::anyhow!("the runtime configuration of {}: {e}", spec.name))?;
         if let Some(path) = &self.cfg.criu_config {
             let annotations = config.annotations_mut().get_or_insert_with(Default::default);
             annotations.insert(crate::criu_config::ANNOTATION.into(), path.display().to_string());
         }
-        config
+        Ok(config)
     }
 
     /// Everything a running container needs besides its process: root filesystem, runtime
@@ -254,7 +255,7 @@ impl Runtime {
         let layers = self.layers.ensure(&spec.layers).await?;
         overlay::mount_overlay(&layers, &c.paths.upper(), &c.paths.overlay_work(), &c.paths.rootfs())?;
         let netns_path = self.netns_of(spec)?;
-        let mut config = self.runtime_spec(spec, &netns_path);
+        let mut config = self.runtime_spec(spec, &netns_path)?;
         // Names are the container's own: resolved in its root filesystem, as it is now.
         crate::user::apply(&mut config, &crate::user::resolve_in(&c.paths.rootfs(), &spec.user)?);
         crate::volumes::mount_into(&mut config, &self.cfg.paths.data_dir, &spec.host.volumes)?;

@@ -70,12 +70,14 @@ pub fn nofile_limits() -> (u64, u64) {
 
 /// The runtime spec for `spec`, with its network namespace pinned at `netns` and its cgroup
 /// at `cgroup_path`. The root filesystem is the bundle's `rootfs` directory.
-pub fn runtime_spec(spec: &ContainerSpec, netns: &Path, cgroup_path: &str) -> Spec {
+/// A user's seccomp profile that the runtime spec cannot hold is an error.
+pub fn runtime_spec(spec: &ContainerSpec, netns: &Path, cgroup_path: &str) -> Result<Spec, String> {
     let mut s = Spec::default();
     s.set_hostname(Some(spec.name.chars().take(63).collect()));
-    // The overlay root is the container's to write (its upper layer); oci-spec's default is read-only.
+    let confinement = &spec.host.confinement;
+    // The overlay root is the container's to write (its upper layer) unless `--read-only`.
     let mut root = Root::default();
-    root.set_readonly(Some(false));
+    root.set_readonly(Some(confinement.read_only));
     s.set_root(Some(root));
 
     let process = s.process_mut().as_mut().expect("the default spec has a process");
@@ -84,6 +86,8 @@ pub fn runtime_spec(spec: &ContainerSpec, netns: &Path, cgroup_path: &str) -> Sp
     process.set_cwd(if spec.working_dir.is_empty() { "/".into() } else { spec.working_dir.clone().into() });
     process.set_terminal(Some(false));
     let caps = capabilities(&spec.host, node_bounding_set());
+    let seccomp = crate::seccomp::filter(&confinement.seccomp, &caps)?;
+    process.set_no_new_privileges(Some(!confinement.new_privileges));
     let mut c = LinuxCapabilities::default();
     c.set_bounding(Some(caps.clone()));
     c.set_effective(Some(caps.clone()));
@@ -122,6 +126,7 @@ pub fn runtime_spec(spec: &ContainerSpec, netns: &Path, cgroup_path: &str) -> Sp
     let linux = s.linux_mut().as_mut().expect("the default spec has a linux section");
     linux.set_namespaces(Some(namespaces));
     linux.set_cgroups_path(Some(cgroup_path.into()));
+    linux.set_seccomp(seccomp);
     let resources = linux.resources_mut().as_mut().expect("the default spec has resources");
     if let Some(bytes) = spec.limits.memory_bytes {
         let mut m = LinuxMemory::default();
@@ -139,7 +144,7 @@ pub fn runtime_spec(spec: &ContainerSpec, netns: &Path, cgroup_path: &str) -> Sp
         p.set_limit(pids as i64);
         resources.set_pids(Some(p));
     }
-    s
+    Ok(s)
 }
 
 #[cfg(test)]
@@ -173,7 +178,7 @@ mod tests {
 
     #[test]
     fn limits_namespaces_and_process_are_set() {
-        let s = runtime_spec(&spec(), Path::new("/run/herd/netns/abc"), "/herd/n1/abc");
+        let s = runtime_spec(&spec(), Path::new("/run/herd/netns/abc"), "/herd/n1/abc").unwrap();
         let json = serde_json::to_value(&s).unwrap();
         assert_eq!(json["process"]["args"], serde_json::json!(["sleep", "10"]));
         assert_eq!(json["process"]["cwd"], "/srv");
@@ -223,7 +228,8 @@ mod tests {
         assert_eq!(capabilities(&all, without).len(), 40);
         assert!(missing_capabilities(&all, without).is_empty());
         let json =
-            serde_json::to_value(runtime_spec(&ContainerSpec { host, ..spec() }, Path::new("/x"), "/y")).unwrap();
+            serde_json::to_value(runtime_spec(&ContainerSpec { host, ..spec() }, Path::new("/x"), "/y").unwrap())
+                .unwrap();
         let bounding = json["process"]["capabilities"]["bounding"].as_array().unwrap();
         assert!(bounding.iter().any(|c| c == "CAP_NET_ADMIN"));
         assert!(!bounding.iter().any(|c| c == "CAP_MKNOD"));
@@ -233,7 +239,7 @@ mod tests {
     fn unlimited_containers_have_no_limits() {
         let mut sp = spec();
         sp.limits = Limits::default();
-        let json = serde_json::to_value(runtime_spec(&sp, Path::new("/x"), "/y")).unwrap();
+        let json = serde_json::to_value(runtime_spec(&sp, Path::new("/x"), "/y").unwrap()).unwrap();
         assert!(json["linux"]["resources"]["memory"].is_null());
         assert!(json["linux"]["resources"]["cpu"].is_null());
     }

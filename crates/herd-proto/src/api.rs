@@ -179,6 +179,13 @@ pub struct RunRequest {
     /// Capabilities to drop from it (or `ALL`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cap_drop: Vec<String>,
+    /// `seccomp=unconfined|default|<profile JSON>`, `no-new-privileges[=true|false]` (see
+    /// [`crate::confinement`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub security_opt: Vec<String>,
+    /// Mount the root file system read-only.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub read_only: bool,
     /// `USER[:GROUP]` (names or numbers) its processes run as, instead of the image's `User`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,

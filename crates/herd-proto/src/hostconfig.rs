@@ -342,6 +342,9 @@ pub struct HostConfig {
     /// Capabilities dropped from it (or `ALL`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cap_drop: Vec<String>,
+    /// Its seccomp filter, `no_new_privs` and read-only root (`--security-opt`, `--read-only`).
+    #[serde(default, skip_serializing_if = "crate::confinement::Confinement::is_default")]
+    pub confinement: crate::confinement::Confinement,
 }
 
 impl HostConfig {
@@ -351,6 +354,7 @@ impl HostConfig {
             && self.volumes.is_empty()
             && self.cap_add.is_empty()
             && self.cap_drop.is_empty()
+            && self.confinement.is_default()
     }
 
     /// The capabilities its processes hold, as Docker computes them: with `--cap-add ALL`,

@@ -20,6 +20,7 @@
 
 pub mod api;
 pub mod checkpoint;
+pub mod confinement;
 pub mod control;
 pub mod exec;
 pub mod ha;
