@@ -234,7 +234,8 @@ pub fn checkpoint(data: &[u8]) {
                     _ => parts.get(3).filter(|p| !p.is_empty()).map(|p| p.to_vec()),
                 })
             };
-            if let Ok(images) = Images::decode(parts[0], parts[1], task_file, &mounts) {
+            // The fourth part stands for the ids images and for seccomp.img alike.
+            if let Ok(images) = Images::decode(parts[0], parts[1], task_file, &mounts, parts.get(3).copied()) {
                 let _ = images.check(&allowed());
             }
         }

@@ -30,6 +30,7 @@ const COMMON_MAGIC: u32 = 0x5456_4319;
 const INVENTORY_MAGIC: u32 = 0x5831_3116;
 const PSTREE_MAGIC: u32 = 0x5027_3030;
 const CORE_MAGIC: u32 = 0x5505_3847;
+const SECCOMP_MAGIC: u32 = 0x6441_3049;
 const IDS_MAGIC: u32 = 0x5443_2030;
 const MNTS_MAGIC: u32 = 0x5556_3928;
 /// The largest image file read (the images checked here are a few KiB).
@@ -59,7 +60,26 @@ struct ThreadCoreEntry {
     creds: Option<CredsEntry>,
     #[prost(uint32, optional, tag = "11")]
     seccomp_mode: Option<u32>,
+    /// The newest filter of the thread's chain, an index into `seccomp.img`.
+    #[prost(uint32, optional, tag = "12")]
+    seccomp_filter: Option<u32>,
 }
+
+/// `seccomp.img`: every filter of every chain (the program itself is not decoded).
+#[derive(Clone, PartialEq, Message)]
+struct SeccompEntry {
+    #[prost(message, repeated, tag = "1")]
+    seccomp_filters: Vec<SeccompFilter>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct SeccompFilter {
+    #[prost(uint32, optional, tag = "3")]
+    flags: Option<u32>,
+}
+
+/// `SECCOMP_FILTER_FLAG_TSYNC`: installing the filter installs it on every thread of the process.
+const SECCOMP_FILTER_FLAG_TSYNC: u32 = 1;
 
 #[derive(Clone, PartialEq, Message)]
 struct TaskCoreEntry {
@@ -293,6 +313,7 @@ impl Images {
             .filter(|f| f.starts_with("mountpoints-") && f.ends_with(".img"))
             .map(|f| read(f).map(|b| (f.clone(), b)))
             .collect::<Result<_, _>>()?;
+        let seccomp = if files.contains("seccomp.img") { Some(read("seccomp.img")?) } else { None };
         Images::decode(
             &read("inventory.img")?,
             &read("pstree.img")?,
@@ -301,17 +322,32 @@ impl Images {
                 if files.contains(&name) { read(&name).map(Some) } else { Ok(None) }
             },
             &mounts,
+            seccomp.as_deref(),
         )
     }
 
     /// Decodes images given as bytes: the inventory, the process tree, a lookup of the
-    /// per-task files (`core`, `ids`) by kind and id, and the mount images.
+    /// per-task files (`core`, `ids`) by kind and id, the mount images and `seccomp.img`.
     pub fn decode(
         inventory: &[u8],
         pstree: &[u8],
         mut task_file: impl FnMut(&str, u32) -> Result<Option<Vec<u8>>, CriuImageError>,
         mounts: &[(String, Vec<u8>)],
+        seccomp: Option<&[u8]>,
     ) -> Result<Images, CriuImageError> {
+        // The flags of each filter, read once a process needs them.
+        let mut filter_flags: Option<Vec<u32>> = None;
+        let mut flags_of = |index: u32| -> Result<u32, CriuImageError> {
+            if filter_flags.is_none() {
+                let bytes = seccomp.ok_or_else(|| unreadable("seccomp.img", "it is missing"))?;
+                let entry: SeccompEntry = one(bytes, SECCOMP_MAGIC, "seccomp.img")?;
+                filter_flags = Some(entry.seccomp_filters.iter().map(|f| f.flags.unwrap_or(0)).collect());
+            }
+            let all = filter_flags.as_ref().expect("just read");
+            all.get(index as usize)
+                .copied()
+                .ok_or_else(|| unreadable("seccomp.img", format!("it has no filter {index}")))
+        };
         let inv: InventoryEntry = one(inventory, INVENTORY_MAGIC, "inventory.img")?;
         let root_ids = inv.root_ids.ok_or_else(|| unreadable("inventory.img", "it names no root namespaces"))?;
         let mut images = Images { root_ids, ..Images::default() };
@@ -340,6 +376,10 @@ impl Images {
                 return Err(unreadable("pstree.img", "it names too many threads"));
             }
             let mut ids = None;
+            let first_thread = images.threads.len();
+            // Whether the leader's filter is installed with TSYNC on restore: CRIU records a
+            // filter that every thread shares only on the leader, and the others without one.
+            let mut synced = false;
             for tid in threads {
                 let file = format!("core-{tid}.img");
                 let bytes = task_file("core", tid)?.ok_or_else(|| unreadable(&file, "it is missing"))?;
@@ -347,9 +387,22 @@ impl Images {
                 let tc = core.thread_core.ok_or_else(|| unreadable(&file, "it has no thread state"))?;
                 let creds = tc.creds.ok_or_else(|| unreadable(&file, "it has no credentials"))?;
                 let old = core.tc.as_ref().and_then(|t| t.old_seccomp_mode);
-                images.threads.push((tid, creds, tc.seccomp_mode.or(old).unwrap_or(0)));
+                let mode = tc.seccomp_mode.or(old).unwrap_or(0);
                 if tid == task.pid {
                     ids = core.ids;
+                    if mode == SECCOMP_FILTER
+                        && let Some(index) = tc.seccomp_filter
+                    {
+                        synced = flags_of(index)? & SECCOMP_FILTER_FLAG_TSYNC != 0;
+                    }
+                }
+                images.threads.push((tid, creds, mode));
+            }
+            if synced {
+                for (_, _, mode) in &mut images.threads[first_thread..] {
+                    if *mode == 0 {
+                        *mode = SECCOMP_FILTER;
+                    }
                 }
             }
             // Newer CRIU keeps a task's namespace ids in ids-PID.img.
@@ -498,7 +551,7 @@ mod tests {
         CoreEntry {
             tc: Some(TaskCoreEntry { task_state: Some(1), old_seccomp_mode: None }),
             ids,
-            thread_core: Some(ThreadCoreEntry { creds: Some(creds(caps)), seccomp_mode: None }),
+            thread_core: Some(ThreadCoreEntry { creds: Some(creds(caps)), seccomp_mode: None, seccomp_filter: None }),
         }
         .encode_to_vec()
     }
@@ -572,6 +625,7 @@ mod tests {
                 })
             },
             &mounts,
+            None,
         )
     }
 
@@ -611,9 +665,63 @@ mod tests {
                 })
             },
             &[],
+            None,
         )
         .unwrap();
         assert_eq!(images.tasks.len(), 1);
+    }
+
+    /// The images of one process with threads 1, 2 and 3: the leader with filter mode
+    /// `leader_mode` (its chain's newest filter at index 1 of `seccomp.img`, whose flags are
+    /// `flags`), the other threads with `thread_mode`.
+    fn threaded(leader_mode: Option<u32>, thread_mode: Option<u32>, flags: u32) -> Result<Images, CriuImageError> {
+        let root = TaskKobjIds { pid_ns_id: Some(1), ..TaskKobjIds::default() };
+        let inventory = image(INVENTORY_MAGIC, &[InventoryEntry { root_ids: Some(root) }.encode_to_vec()]);
+        let pstree = image(PSTREE_MAGIC, &[PstreeEntry { pid: 1, threads: vec![1, 2, 3] }.encode_to_vec()]);
+        let thread = |mode: Option<u32>, filter: Option<u32>| {
+            let tc = ThreadCoreEntry { creds: Some(creds(DOCKER_CAPS)), seccomp_mode: mode, seccomp_filter: filter };
+            CoreEntry { tc: None, ids: None, thread_core: Some(tc) }.encode_to_vec()
+        };
+        let seccomp = image(
+            SECCOMP_MAGIC,
+            &[SeccompEntry {
+                seccomp_filters: vec![SeccompFilter { flags: Some(flags) }, SeccompFilter { flags: Some(flags) }],
+            }
+            .encode_to_vec()],
+        );
+        Images::decode(
+            &inventory,
+            &pstree,
+            |kind, id| {
+                Ok(match (kind, id) {
+                    ("core", 1) => Some(image(CORE_MAGIC, &[thread(leader_mode, leader_mode.map(|_| 1))])),
+                    ("core", _) => Some(image(CORE_MAGIC, &[thread(thread_mode, thread_mode.map(|_| 0))])),
+                    ("ids", 1) => Some(image(IDS_MAGIC, &[ids(9).encode_to_vec()])),
+                    _ => None,
+                })
+            },
+            &[],
+            Some(&seccomp),
+        )
+    }
+
+    #[test]
+    fn threads_sharing_the_leaders_filter_through_tsync_have_it() {
+        let confined = Allowed { seccomp: true, namespaces: Default::default(), ..allowed() };
+        // As CRIU 4.2.1 dumps a confined Redis: the shared filter on the leader alone, TSYNC.
+        threaded(Some(SECCOMP_FILTER), None, SECCOMP_FILTER_FLAG_TSYNC).unwrap().threads.iter().for_each(|t| {
+            assert_eq!(t.2, SECCOMP_FILTER, "thread {}", t.0);
+        });
+        // Each thread with a filter of its own.
+        assert!(threaded(Some(SECCOMP_FILTER), Some(SECCOMP_FILTER), 0).unwrap().threads.iter().all(|t| t.2 == 2));
+        // Without TSYNC, threads without a filter stay without one, and are refused.
+        let images = threaded(Some(SECCOMP_FILTER), None, 0).unwrap();
+        let err = images.check(&confined).unwrap_err().to_string();
+        assert!(err.contains("thread 2 runs without the container's seccomp filter"), "{err}");
+        assert!(!err.contains("thread 1 "), "{err}");
+        // A leader without a filter gives its threads none, whatever the image says.
+        let err = threaded(None, None, SECCOMP_FILTER_FLAG_TSYNC).unwrap().check(&confined).unwrap_err().to_string();
+        assert!(err.contains("thread 1 runs without"), "{err}");
     }
 
     #[test]
@@ -680,14 +788,14 @@ mod tests {
     #[test]
     fn damaged_images_are_errors_not_panics() {
         let inv = image(INVENTORY_MAGIC, &[vec![0x1a, 0xff]]);
-        let err = Images::decode(&inv, &[], |_, _| Ok(None), &[]).unwrap_err();
+        let err = Images::decode(&inv, &[], |_, _| Ok(None), &[], None).unwrap_err();
         assert!(matches!(err, CriuImageError::Unreadable { .. }), "{err}");
-        let err = Images::decode(b"xx", &[], |_, _| Ok(None), &[]).unwrap_err().to_string();
+        let err = Images::decode(b"xx", &[], |_, _| Ok(None), &[], None).unwrap_err().to_string();
         assert!(err.contains("inventory.img"), "{err}");
         // A tree naming one thread over and over is refused, not decoded again and again.
         let inv = image(INVENTORY_MAGIC, &[InventoryEntry { root_ids: Some(ids(1)) }.encode_to_vec()]);
         let again = PstreeEntry { pid: 1, threads: vec![1, 1] }.encode_to_vec();
-        let err = Images::decode(&inv, &image(PSTREE_MAGIC, &[again]), |_, _| Ok(None), &[]).unwrap_err();
+        let err = Images::decode(&inv, &image(PSTREE_MAGIC, &[again]), |_, _| Ok(None), &[], None).unwrap_err();
         assert!(err.to_string().contains("names a thread twice"), "{err}");
         let mut long = image(PSTREE_MAGIC, &[]);
         long.extend(1000u32.to_le_bytes());

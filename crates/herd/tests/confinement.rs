@@ -1,7 +1,7 @@
 //! Containers are confined by default (issue 19): Herd's seccomp profile refuses a syscall that
 //! reaches past the container (here `unshare(CLONE_NEWUSER)`, which the kernel allows any
 //! process), `no_new_privs` is set, and both stay so when the container migrates (CRIU restores
-//! the filter) and in `herd exec`. `--security-opt seccomp=unconfined`, a profile of one's own,
+//! the filter, on every thread) and in `herd exec`. `--security-opt seccomp=unconfined`, a profile of one's own,
 //! `--read-only` and malformed options behave as Docker users expect.
 
 mod common;
@@ -45,7 +45,7 @@ fn count_on_through_a_migration(cluster: &Cluster, name: &str, want: &str) {
 #[test]
 fn containers_are_confined_by_default_and_stay_so_when_they_move() {
     let cluster = Cluster::up(89, 2);
-    cluster.import_busybox();
+    cluster.import_busybox_with(&["threads"]);
 
     // The default: filter on (mode 2), no_new_privs, no user namespace, a writable root.
     cluster.ok(&["run", "--name", "confined", "--node", "n1", "busybox", "--", "sh", "-c", PROBE]);
@@ -68,12 +68,15 @@ fn containers_are_confined_by_default_and_stay_so_when_they_move() {
     ]);
     // Read-only root, still confined.
     cluster.ok(&["run", "--name", "readonly", "--node", "n1", "--read-only", "busybox", "--", "sh", "-c", PROBE]);
+    // Threads: CRIU keeps a filter they all share on the leader alone, restored on all of them.
+    cluster.ok(&["run", "--name", "threads", "--node", "n1", "busybox", "--", "threads"]);
     let inspect = cluster.ok(&["inspect", "readonly"]);
     assert!(inspect.contains("seccomp=default, no-new-privileges=true, read-only"), "{inspect}");
 
     count_on_through_a_migration(&cluster, "confined", "2 1 refused rw");
     count_on_through_a_migration(&cluster, "unconfined", "0 0 allowed rw");
     count_on_through_a_migration(&cluster, "readonly", "2 1 refused ro");
+    count_on_through_a_migration(&cluster, "threads", "2 2 2 2 2");
 
     // A process started in a confined container has its filter too.
     let err = cluster.fails(&["exec", "confined", "--", "unshare", "-U", "true"]);
