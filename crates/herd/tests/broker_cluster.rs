@@ -68,7 +68,9 @@ fn run_sleeper(cluster: &Cluster, prefix: &str) -> String {
 
 #[test]
 fn one_broker_of_three_lost_loses_nothing_and_two_stop_writes_cleanly() {
-    let cluster = Cluster::up_with(81, 2, &["--brokers", "3"]);
+    // Debug logs: a CI run once saw every bucket refused for 90 s ("no suitable peers for
+    // placement"); should it happen again, the servers' peer selection is in the output.
+    let cluster = Cluster::up_with_env(81, 2, &["--brokers", "3"], &[("HERD_BROKER_DEBUG", "1")]);
     let state = cluster.up_state();
     assert_eq!(state.broker_pids.len(), 3, "three brokers: {:?}", state.broker_pids);
     cluster.import_busybox();

@@ -305,6 +305,16 @@ impl Cluster {
         for e in entries.flatten() {
             let text = std::fs::read_to_string(e.path()).unwrap_or_default();
             let lines: Vec<&str> = text.lines().collect();
+            // A broker's debug log is long: its word on placing streams and on its peers first.
+            let placement: Vec<&str> = lines
+                .iter()
+                .filter(|l| ["Peer selection", "placement", "peer", "offline"].iter().any(|w| l.contains(w)))
+                .copied()
+                .collect();
+            if !placement.is_empty() {
+                let last = &placement[placement.len().saturating_sub(60)..];
+                eprintln!("---- {}: placement and peers (last {}) ----\n{}", e.path().display(), last.len(), last.join("\n"));
+            }
             let tail = &lines[lines.len().saturating_sub(80)..];
             eprintln!("---- {} (last {} lines) ----\n{}", e.path().display(), tail.len(), tail.join("\n"));
         }
