@@ -146,7 +146,7 @@ impl Control {
         }
         self.containers.put(name, &record).await?;
         self.view.write().unwrap().insert_container(record.clone());
-        self.refresh_status(&record.id).await?;
+        self.refresh_status(&record).await?;
         self.events
             .emit(
                 "container",
@@ -454,7 +454,7 @@ impl Control {
         }
         record.desired = Desired::Running;
         self.put_record(&record).await?;
-        self.refresh_status(&record.id).await?;
+        self.refresh_status(&record).await?;
         if plan.moves() {
             let req = NodeRequest::Remove { id: record.id.clone(), force: false, keep_checkpoints: false };
             if let Err(e) = self.node_call(&source, &req, REMOVE_TIMEOUT).await {

@@ -411,7 +411,7 @@ impl Control {
                 return Err(Error::new(e.kind, format!("could not start container {name}: {}", e.message)));
             }
         }
-        self.refresh_status(&record.id).await?;
+        self.refresh_status(&record).await?;
         self.events
             .emit(
                 "container",
@@ -430,12 +430,21 @@ impl Control {
         if let Err(e) = self.containers.delete(&record.name).await {
             tracing::warn!("could not delete the record of {}: {e:#}", record.name);
         }
-        if let Err(e) = self.statuses.delete(&record.id).await {
-            tracing::warn!("could not delete the status of {}: {e:#}", record.name);
+        // Every node's status of it: its own node's, and a former one's that did not forget it.
+        let mut nodes = self.view.write().unwrap().forget_statuses(&record.id);
+        if !nodes.contains(&record.node) {
+            nodes.push(record.node.clone());
+        }
+        for node in nodes {
+            let key = herd_proto::subjects::status_key(&node, &record.id);
+            if let Ok(Some(_)) = self.statuses.get(&key).await
+                && let Err(e) = self.statuses.delete(&key).await
+            {
+                tracing::warn!("could not delete the status of {} on {node}: {e:#}", record.name);
+            }
         }
         let mut view = self.view.write().unwrap();
         view.remove_container(&record.name);
-        view.statuses.remove(&record.id);
         // Containers sharing a network namespace share its address: the last one frees it.
         let still_used = view.containers.values().any(|c| c.ip == record.ip);
         drop(view);
@@ -459,7 +468,7 @@ impl Control {
         if state == ContainerState::Running {
             let req = NodeRequest::Stop { id: record.id.clone(), timeout_secs };
             self.node_call(&record.node, &req, Duration::from_secs(timeout_secs + 30)).await?;
-            self.refresh_status(&record.id).await?;
+            self.refresh_status(&record).await?;
             self.events.emit("container", "stop", name, Some(&record.node), format!("container {name} stopped")).await;
         }
         if record.desired != Desired::Stopped {

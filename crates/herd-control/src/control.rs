@@ -169,8 +169,13 @@ impl Control {
             view.insert_container(c.value);
         }
         let (status_map, status_changes) = statuses.snapshot().await?;
-        for (id, s) in status_map {
-            view.apply_status(&id, Some(s.value), s.revision);
+        for (key, s) in status_map {
+            match subjects::parse_status_key(&key) {
+                Some((node, id)) => {
+                    view.apply_status(node, id, Some(s.value), s.revision);
+                }
+                None => tracing::warn!("ignoring status key {key:?}: it is not NODE.CONTAINER_ID"),
+            }
         }
         tracing::info!(
             "loaded {} nodes, {} images, {} containers",
@@ -270,10 +275,11 @@ impl Control {
         reply.map_err(|e| Error::new(Kind::NodeFailed, format!("node {node}: {}", e.message)))
     }
 
-    /// Re-reads a container's status from its bucket (the node writes it before answering).
-    pub(crate) async fn refresh_status(&self, id: &str) -> Result<()> {
-        if let Some(s) = self.statuses.get(id).await? {
-            self.apply_status(id, s.value, s.revision).await;
+    /// Re-reads the status that a container's node published from its bucket (the node writes
+    /// it before answering).
+    pub(crate) async fn refresh_status(&self, record: &ContainerRecord) -> Result<()> {
+        if let Some(s) = self.statuses.get(&subjects::status_key(&record.node, &record.id)).await? {
+            self.apply_status(&record.node, &record.id, s.value, s.revision).await;
         }
         Ok(())
     }
@@ -281,10 +287,18 @@ impl Control {
     /// Applies a status write unless a newer one is known, and records the event of a change
     /// of state. Status writes reach the Control node twice (read back after an operation, and
     /// through the watch); whichever comes first counts.
-    async fn apply_status(&self, id: &str, status: ContainerStatus, revision: u64) {
+    async fn apply_status(&self, node: &str, id: &str, status: ContainerStatus, revision: u64) {
+        if status.node != node || status.id != id {
+            tracing::warn!(
+                "ignoring a status of {} on {} written as node {node}'s of {id}: a node writes only its own",
+                status.id,
+                status.node
+            );
+            return;
+        }
         let (applied, old, name) = {
             let mut view = self.view.write().unwrap();
-            let (applied, old) = view.apply_status(id, Some(status.clone()), revision);
+            let (applied, old) = view.apply_status(node, id, Some(status.clone()), revision);
             (applied, old, view.names_by_id.get(id).cloned())
         };
         let (true, Some(name)) = (applied, name) else { return };
@@ -360,10 +374,18 @@ impl Control {
     async fn follow_statuses(self: Arc<Self>, changes: impl futures::Stream<Item = Change<ContainerStatus>>) {
         let mut changes = std::pin::pin!(changes);
         while let Some(change) = changes.next().await {
-            match change {
-                Change::Put { key, value, revision } => self.apply_status(&key, value, revision).await,
-                Change::Delete { key, revision } => {
-                    self.view.write().unwrap().apply_status(&key, None, revision);
+            let (key, value, revision) = match change {
+                Change::Put { key, value, revision } => (key, Some(value), revision),
+                Change::Delete { key, revision } => (key, None, revision),
+            };
+            let Some((node, id)) = subjects::parse_status_key(&key) else {
+                tracing::warn!("ignoring status key {key:?}: it is not NODE.CONTAINER_ID");
+                continue;
+            };
+            match value {
+                Some(value) => self.apply_status(node, id, value, revision).await,
+                None => {
+                    self.view.write().unwrap().apply_status(node, id, None, revision);
                 }
             }
         }

@@ -188,7 +188,7 @@ impl Control {
                 format!("could not restore version {version} of {name} on {target}: {}", e.message),
             ));
         }
-        self.refresh_status(&moved.id).await?;
+        self.refresh_status(&moved).await?;
         if target != old && ready(&old) {
             self.clear_on(&old, &record.id).await;
         }
@@ -445,7 +445,7 @@ impl Control {
                 Ok(_) => {
                     record.rescheduled_from = None;
                     self.put_record(&record).await?;
-                    self.refresh_status(&record.id).await?;
+                    self.refresh_status(&record).await?;
                     let age = record.versions.last().map_or(0, |newest| newest.created_at.saturating_sub(v.created_at));
                     let msg = format!(
                         "container {name} of failed node {failed} restored on {target} from version {} (taken {:.1}s before the newest; {}) in {:.2}s",
@@ -493,7 +493,7 @@ impl Control {
             .map_err(|e| Error::new(e.kind, format!("starting {name} fresh on {target} failed too: {}", e.message)))?;
         record.rescheduled_from = None;
         self.put_record(&record).await?;
-        self.refresh_status(&record.id).await?;
+        self.refresh_status(&record).await?;
         let msg = format!(
             "container {name} of failed node {failed} started fresh from its image on {target} in {:.2}s: {why_fresh}",
             started.elapsed().as_secs_f64()

@@ -99,7 +99,7 @@ impl Control {
         if state != ContainerState::Running {
             // The view follows the status bucket through a watch, which a failover of a
             // clustered broker can hold back for seconds: the bucket itself decides.
-            self.refresh_status(&record.id).await?;
+            self.refresh_status(&record).await?;
             (record, state) = self.record_of(&name)?;
         }
         if state != ContainerState::Running {
@@ -124,7 +124,7 @@ impl Control {
             bandwidth,
             source: source.clone(),
             destination: destination.clone(),
-            started_at: self.view.read().unwrap().statuses.get(&record.id).and_then(|s| s.started_at),
+            started_at: self.view.read().unwrap().status_of(&record).and_then(|s| s.started_at),
         };
         let mut mig = MigrationRecord {
             id: id.clone(),

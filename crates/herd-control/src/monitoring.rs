@@ -116,7 +116,7 @@ impl Control {
             .containers
             .values()
             .filter(|c| if names.is_empty() { true } else { names.contains(&c.name) })
-            .filter(|c| view.statuses.get(&c.id).is_some_and(|s| s.state == ContainerState::Running))
+            .filter(|c| view.status_of(c).is_some_and(|s| s.state == ContainerState::Running))
             .map(|c| {
                 let mut s = ContainerStats {
                     name: c.name.clone(),
@@ -226,7 +226,7 @@ impl Control {
         let running: Vec<(&String, &str)> = view
             .containers
             .values()
-            .filter(|c| view.statuses.get(&c.id).is_some_and(|s| s.state == ContainerState::Running))
+            .filter(|c| view.status_of(c).is_some_and(|s| s.state == ContainerState::Running))
             .map(|c| (&c.id, c.image.as_str()))
             .collect();
         let entries: Vec<ContainerEntry<'_>> = running

@@ -320,7 +320,7 @@ impl Control {
             let recorded: Vec<Recorded> = view
                 .containers
                 .values()
-                .filter(|c| view.statuses.get(&c.id).is_some_and(|s| s.state == ContainerState::Running))
+                .filter(|c| view.status_of(c).is_some_and(|s| s.state == ContainerState::Running))
                 .filter_map(|c| {
                     let series = monitoring.query(SeriesId::Container(c.id.clone()), from, to, None).ok()?;
                     Some(Recorded { name: c.name.clone(), series })
@@ -428,7 +428,7 @@ impl Control {
             .values()
             .filter(|c| !migrating.contains(&c.name))
             .filter_map(|c| {
-                let s = view.statuses.get(&c.id).filter(|s| s.state == ContainerState::Running)?;
+                let s = view.status_of(c).filter(|s| s.state == ContainerState::Running)?;
                 let node = *index.get(s.node.as_str())?;
                 let (cpu, memory) = monitoring.demand(&c.id, to.saturating_sub(WINDOW_MS), to);
                 Some(Container {

@@ -42,7 +42,7 @@ impl Control {
         let req = NodeRequest::Start { id: record.id.clone() };
         if let Err(e) = self.node_call(&record.node, &req, CREATE_TIMEOUT).await {
             // The node records why in the container's status (herd inspect shows it).
-            let _ = self.refresh_status(&record.id).await;
+            let _ = self.refresh_status(&record).await;
             return Err(match e.kind {
                 Kind::Unavailable => Error::unavailable(format!(
                     "container {name} cannot start: {}; it is on that node (with its files): herd start {name} once the node is back",
@@ -52,7 +52,7 @@ impl Control {
                 kind => Error::new(kind, e.message),
             });
         }
-        self.refresh_status(&record.id).await?;
+        self.refresh_status(&record).await?;
         if record.desired != Desired::Running {
             self.set_desired(record, Desired::Running).await?;
         }

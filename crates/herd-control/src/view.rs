@@ -40,10 +40,12 @@ pub struct View {
     pub containers: Map<String, ContainerRecord>,
     /// Container name by id.
     pub names_by_id: Map<String, String>,
-    /// Keyed by container id.
-    pub statuses: Map<String, ContainerStatus>,
-    /// Bucket revision of the newest status write (or delete) seen per container id, so a
-    /// late watch event never overwrites a newer status read directly.
+    /// By container id, then by the node that published it: a container's status is the one
+    /// its record's node published ([`View::status_of`]); a destination's status is there
+    /// before the record moves to it.
+    pub statuses: Map<String, Map<String, ContainerStatus>>,
+    /// Bucket revision of the newest status write (or delete) seen per status key, so a late
+    /// watch event never overwrites a newer status read directly.
     status_revisions: Map<String, u64>,
     /// Per node: the limits of its containers summed, and how many there are. Kept in step
     /// by [`View::insert_container`] and [`View::remove_container`], so a placement costs
@@ -73,24 +75,51 @@ struct PlacementCache {
 }
 
 impl View {
-    /// Applies a status write (`Some`) or delete (`None`) made at bucket `revision`, unless a
-    /// newer one was applied already. Returns whether it was applied, and the status it replaced.
+    /// Applies a write (`Some`) or delete (`None`) of node `node`'s status of container `id`
+    /// made at bucket `revision`, unless a newer one was applied already. Returns whether it
+    /// was applied, and the status it replaced. A status that names another node than the one
+    /// whose key it was written under is not applied.
     pub fn apply_status(
         &mut self,
+        node: &str,
         id: &str,
         status: Option<ContainerStatus>,
         revision: u64,
     ) -> (bool, Option<ContainerStatus>) {
-        let newest = self.status_revisions.entry(id.to_string()).or_insert(0);
+        if status.as_ref().is_some_and(|s| s.node != node || s.id != id) {
+            return (false, None);
+        }
+        let newest = self.status_revisions.entry(herd_proto::subjects::status_key(node, id)).or_insert(0);
         if revision <= *newest {
             return (false, None);
         }
         *newest = revision;
         let old = match status {
-            Some(s) => self.statuses.insert(id.to_string(), s),
-            None => self.statuses.remove(id),
+            Some(s) => self.statuses.entry(id.to_string()).or_default().insert(node.to_string(), s),
+            None => {
+                let of_id = self.statuses.get_mut(id);
+                let old = of_id.and_then(|m| m.remove(node));
+                if self.statuses.get(id).is_some_and(|m| m.is_empty()) {
+                    self.statuses.remove(id);
+                }
+                old
+            }
         };
         (true, old)
+    }
+
+    /// The status of `c`: the one its node published.
+    pub fn status_of(&self, c: &ContainerRecord) -> Option<&ContainerStatus> {
+        self.statuses.get(&c.id)?.get(&c.node)
+    }
+
+    /// Forgets every status of container `id` (it is removed); returns the nodes that had one.
+    pub fn forget_statuses(&mut self, id: &str) -> Vec<String> {
+        let nodes: Vec<String> = self.statuses.remove(id).map(|m| m.into_keys().collect()).unwrap_or_default();
+        for node in &nodes {
+            self.status_revisions.remove(&herd_proto::subjects::status_key(node, id));
+        }
+        nodes
     }
 
     pub fn insert_container(&mut self, c: ContainerRecord) {
@@ -301,7 +330,7 @@ impl View {
     }
 
     pub fn container_info(&self, c: &ContainerRecord) -> ContainerInfo {
-        let status = self.statuses.get(&c.id);
+        let status = self.status_of(c);
         ContainerInfo {
             id: c.id.clone(),
             name: c.name.clone(),
@@ -335,7 +364,7 @@ impl View {
     }
 
     pub fn container_summary<'v>(&'v self, c: &'v ContainerRecord) -> ContainerSummary<'v> {
-        let status = self.statuses.get(&c.id);
+        let status = self.status_of(c);
         ContainerSummary {
             name: Cow::Borrowed(&c.name),
             image: Cow::Borrowed(&c.image),
@@ -353,7 +382,7 @@ impl View {
     }
 
     pub fn state_of(&self, c: &ContainerRecord) -> ContainerState {
-        self.statuses.get(&c.id).filter(|s| s.node == c.node).map(|s| s.state).unwrap_or(ContainerState::Created)
+        self.status_of(c).map(|s| s.state).unwrap_or(ContainerState::Created)
     }
 
     /// Records a heartbeat; returns true when the node just became ready.
@@ -654,12 +683,40 @@ mod tests {
     #[test]
     fn late_status_events_do_not_win() {
         let mut v = View::default();
-        assert!(v.apply_status("c", Some(status(ContainerState::Exited)), 7).0);
+        assert!(v.apply_status("n1", "c", Some(status(ContainerState::Exited)), 7).0);
         // The watch delivers the older "running" write after the direct read of "exited".
-        assert!(!v.apply_status("c", Some(status(ContainerState::Running)), 5).0);
-        assert_eq!(v.statuses["c"].state, ContainerState::Exited);
-        assert!(v.apply_status("c", None, 9).0);
-        assert!(!v.apply_status("c", Some(status(ContainerState::Running)), 8).0);
+        assert!(!v.apply_status("n1", "c", Some(status(ContainerState::Running)), 5).0);
+        assert_eq!(v.statuses["c"]["n1"].state, ContainerState::Exited);
+        assert!(v.apply_status("n1", "c", None, 9).0);
+        assert!(!v.apply_status("n1", "c", Some(status(ContainerState::Running)), 8).0);
         assert!(!v.statuses.contains_key("c"));
+    }
+
+    #[test]
+    fn a_container_s_status_is_the_one_its_node_published() {
+        let mut v = View::default();
+        let mut record: ContainerRecord = serde_json::from_value(serde_json::json!({
+            "id": "c", "name": "web", "image": "busybox", "image_id": "i", "node": "n1",
+            "ip": "10.0.0.1", "limits": {}, "args": [], "env": [], "working_dir": "/", "labels": {},
+            "created_at": 0, "desired": "running", "checkpoints": []
+        }))
+        .unwrap();
+        v.apply_status("n1", "c", Some(status(ContainerState::Running)), 1);
+        // The destination of a migration publishes its own before the record moves to it.
+        let on_n2 =
+            ContainerStatus { node: "n2".into(), state: ContainerState::Created, ..status(ContainerState::Running) };
+        v.apply_status("n2", "c", Some(on_n2), 2);
+        assert_eq!(v.state_of(&record), ContainerState::Running);
+        record.node = "n2".into();
+        assert_eq!(v.state_of(&record), ContainerState::Created);
+        // The source forgetting its own leaves the destination's.
+        v.apply_status("n1", "c", None, 3);
+        assert_eq!(v.status_of(&record).map(|s| s.node.as_str()), Some("n2"));
+        // A status written under one node's key that names another is not taken.
+        let forged = ContainerStatus { node: "n3".into(), ..status(ContainerState::Exited) };
+        assert!(!v.apply_status("n2", "c", Some(forged), 4).0);
+        assert_eq!(v.state_of(&record), ContainerState::Created);
+        assert_eq!(v.forget_statuses("c"), ["n2"]);
+        assert_eq!(v.status_of(&record), None);
     }
 }

@@ -142,7 +142,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
         placed.values().filter(|c| c.value.node == cfg.name).map(|c| c.value.id.clone()).collect();
     runtime.adopt(&wanted).await?;
     let (known, _) = statuses.snapshot().await?;
-    runtime.forget_stale_statuses(known.into_values().map(|v| v.value)).await;
+    runtime.forget_stale_statuses(known.into_keys()).await;
 
     let machine = facts::machine_capacity();
     let record = NodeRecord {

@@ -205,7 +205,7 @@ impl Runtime {
                 updated_at: now_millis(),
             }
         };
-        if let Err(e) = self.statuses.put(&status.id, &status).await {
+        if let Err(e) = self.statuses.put(&self.status_key(&status.id), &status).await {
             tracing::warn!("could not publish the status of {}: {e:#}", c.spec.name);
         }
     }
@@ -637,7 +637,7 @@ impl Runtime {
                         continue;
                     }
                 };
-            let previous = self.statuses.get(&id).await.ok().flatten().map(|v| v.value);
+            let previous = self.statuses.get(&self.status_key(&id)).await.ok().flatten().map(|v| v.value);
             let c = Arc::new(Container::new(spec, paths));
             self.containers.lock().unwrap().insert(id.clone(), c.clone());
             match self.adopt_incoming(&c).await {
@@ -673,9 +673,7 @@ impl Runtime {
                 l.exit_code = exit.map(|e| e.code).or(previous.as_ref().and_then(|p| p.exit_code));
             }
             self.release(&c).await;
-            // Another node's status (after a migration) is not this node's to change.
-            let ours = previous.as_ref().is_none_or(|p| p.node == self.cfg.node);
-            if ours && (previous.as_ref().map(|p| p.state) != Some(state) || exit.is_some()) {
+            if previous.as_ref().map(|p| p.state) != Some(state) || exit.is_some() {
                 self.publish_status(&c).await;
             }
         }
@@ -706,24 +704,29 @@ impl Runtime {
         true
     }
 
-    /// Deletes a container's status if this node wrote it (after a migration the status is
-    /// the destination's).
+    /// The key of this node's status of container `id` (see [`herd_proto::subjects::status_key`]).
+    pub(crate) fn status_key(&self, id: &str) -> String {
+        herd_proto::subjects::status_key(&self.cfg.node, id)
+    }
+
+    /// Deletes this node's status of a container (after a migration, the destination
+    /// publishes its own).
     pub(crate) async fn forget_status(&self, id: &str) {
-        match self.statuses.get(id).await {
-            Ok(Some(s)) if s.value.node == self.cfg.node => {
-                if let Err(e) = self.statuses.delete(id).await {
-                    tracing::warn!("could not delete the status of {id}: {e:#}");
-                }
-            }
-            _ => {}
+        let key = self.status_key(id);
+        if let Ok(Some(_)) = self.statuses.get(&key).await
+            && let Err(e) = self.statuses.delete(&key).await
+        {
+            tracing::warn!("could not delete the status of {id}: {e:#}");
         }
     }
 
-    /// Statuses this node published for containers it no longer has are deleted.
-    pub async fn forget_stale_statuses(&self, statuses: impl Iterator<Item = ContainerStatus>) {
-        for s in statuses {
-            if s.node == self.cfg.node && !self.containers.lock().unwrap().contains_key(&s.id) {
-                let _ = self.statuses.delete(&s.id).await;
+    /// Statuses this node published (keys of the status bucket) for containers it no longer
+    /// has are deleted.
+    pub async fn forget_stale_statuses(&self, keys: impl Iterator<Item = String>) {
+        for key in keys {
+            let Some((node, id)) = herd_proto::subjects::parse_status_key(&key) else { continue };
+            if node == self.cfg.node && !self.containers.lock().unwrap().contains_key(id) {
+                let _ = self.statuses.delete(&key).await;
             }
         }
     }

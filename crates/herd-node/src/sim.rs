@@ -189,7 +189,10 @@ async fn handle(
             crate::runtime::validate_id(&spec.id)?;
             let started_at = now_millis();
             statuses
-                .put(&spec.id, &status(&spec.id, node, ContainerState::Running, Some(started_at)))
+                .put(
+                    &subjects::status_key(node, &spec.id),
+                    &status(&spec.id, node, ContainerState::Running, Some(started_at)),
+                )
                 .await
                 .map_err(|e| format!("recording the status of {}: {e:#}", spec.name))?;
             state.lock().unwrap().running.entry(node.to_string()).or_default().insert(spec.id);
@@ -199,9 +202,10 @@ async fn handle(
             crate::runtime::validate_id(&id)?;
             let was = state.lock().unwrap().running.get_mut(node).is_some_and(|s| s.remove(&id));
             if was {
-                let started = statuses.get(&id).await.ok().flatten().and_then(|s| s.value.started_at);
+                let key = subjects::status_key(node, &id);
+                let started = statuses.get(&key).await.ok().flatten().and_then(|s| s.value.started_at);
                 statuses
-                    .put(&id, &status(&id, node, ContainerState::Exited, started))
+                    .put(&key, &status(&id, node, ContainerState::Exited, started))
                     .await
                     .map_err(|e| format!("recording the status of {id}: {e:#}"))?;
             }
@@ -210,7 +214,10 @@ async fn handle(
         NodeRequest::Remove { id, .. } => {
             crate::runtime::validate_id(&id)?;
             state.lock().unwrap().running.get_mut(node).map(|s| s.remove(&id));
-            statuses.delete(&id).await.map_err(|e| format!("deleting the status of {id}: {e:#}"))?;
+            statuses
+                .delete(&subjects::status_key(node, &id))
+                .await
+                .map_err(|e| format!("deleting the status of {id}: {e:#}"))?;
             Ok(NodeReply::Done)
         }
         NodeRequest::Logs { offset, .. } => {
@@ -220,7 +227,7 @@ async fn handle(
             crate::runtime::validate_id(&id)?;
             let started_at = now_millis();
             statuses
-                .put(&id, &status(&id, node, ContainerState::Running, Some(started_at)))
+                .put(&subjects::status_key(node, &id), &status(&id, node, ContainerState::Running, Some(started_at)))
                 .await
                 .map_err(|e| format!("recording the status of {id}: {e:#}"))?;
             state.lock().unwrap().running.entry(node.to_string()).or_default().insert(id);

@@ -8,7 +8,9 @@ pub const NODES_BUCKET: &str = "herd-nodes";
 pub const IMAGES_BUCKET: &str = "herd-images";
 /// Bucket of [`crate::state::ContainerRecord`], keyed by container name; written by the Control node.
 pub const CONTAINERS_BUCKET: &str = "herd-containers";
-/// Bucket of [`crate::state::ContainerStatus`], keyed by container id; written by the node running it.
+/// Bucket of [`crate::state::ContainerStatus`], keyed by [`status_key`] (node, then container
+/// id): each node writes the statuses of the containers it runs under its own name, and its
+/// broker user may write no other (see [`node_permissions`]).
 pub const STATUS_BUCKET: &str = "herd-status";
 /// Bucket of [`crate::migration::MigrationRecord`], keyed by migration id; written by the Control node.
 pub const MIGRATIONS_BUCKET: &str = "herd-migrations";
@@ -79,6 +81,16 @@ pub fn event(kind: &str) -> String {
     format!("herd.events.{kind}")
 }
 
+/// The key of the status that node `node` publishes for container `id` in [`STATUS_BUCKET`].
+pub fn status_key(node: &str, id: &str) -> String {
+    format!("{node}.{id}")
+}
+
+/// The node and the container id of a [`status_key`]; `None` for any other key.
+pub fn parse_status_key(key: &str) -> Option<(&str, &str)> {
+    key.split_once('.').filter(|(node, id)| !node.is_empty() && !id.is_empty() && !id.contains('.'))
+}
+
 /// Subject the source node publishes a migration's [`crate::migration::Progress`] on.
 pub fn migration_progress(migration: &str) -> String {
     format!("herd.migration.{migration}.progress")
@@ -110,7 +122,7 @@ pub fn node_permissions(name: &str) -> NodePermissions {
         "$JS.ACK.>".to_string(),
         "$JS.FC.>".to_string(),
         format!("$KV.{NODES_BUCKET}.{name}"),
-        format!("$KV.{STATUS_BUCKET}.>"),
+        format!("$KV.{STATUS_BUCKET}.{name}.>"),
         format!("$O.{CHECKPOINTS_STORE}.>"),
         format!("$O.{VERSIONS_STORE}.>"),
     ];
@@ -154,5 +166,18 @@ mod permission_tests {
         assert!(!p.publish_allow.iter().any(|a| a.contains(CONTAINERS_BUCKET) || a.contains(CONTROL_BUCKET)));
         assert!(p.publish_deny.contains(&"$JS.API.STREAM.PURGE.KV_herd-containers".to_string()));
         assert_eq!(p.subscribe_allow, ["herd.node.n1.rpc", "_INBOX.>"]);
+        // Statuses: under its own name only.
+        assert!(p.publish_allow.contains(&format!("$KV.herd-status.{}", status_key("n1", ">"))));
+        assert!(!p.publish_allow.iter().any(|a| a == "$KV.herd-status.>"));
+    }
+
+    #[test]
+    fn status_keys_name_the_node_and_the_container() {
+        let key = status_key("n1", "4f2a");
+        assert_eq!(key, "n1.4f2a");
+        assert_eq!(parse_status_key(&key), Some(("n1", "4f2a")));
+        for bad in ["4f2a", ".4f2a", "n1.", "n1.a.b"] {
+            assert_eq!(parse_status_key(bad), None, "{bad}");
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! Least privilege on the broker: a Compute node's credentials (`herd up` makes one user per
 //! node) are refused for every action that is not the node's own. The node cannot send node
-//! requests, write the Control node's buckets or another node's record, publish events, or
-//! delete or purge the cluster's streams. The rest of the suite shows what a node may do,
+//! requests, write the Control node's buckets, another node's record or another node's
+//! statuses, publish events, or delete or purge the cluster's streams. The rest of the suite shows what a node may do,
 //! since every node runs with these permissions.
 
 mod common;
@@ -45,6 +45,10 @@ fn a_nodes_credentials_are_refused_for_what_is_not_its_own() {
             "herd.events.container".to_string(),
             "$KV.herd-containers.web".to_string(),
             "$KV.herd-nodes.n2".to_string(),
+            // Another node's status, or a status outside any node's keys: the running
+            // container's here, which n1 could otherwise mark exited as n2.
+            format!("$KV.herd-status.n2.{id}"),
+            format!("$KV.herd-status.{id}"),
             "$KV.herd-migrations.m1".to_string(),
             "$KV.herd-control.leader".to_string(),
             "$O.herd-layers.C.x".to_string(),
@@ -78,6 +82,11 @@ fn a_nodes_credentials_are_refused_for_what_is_not_its_own() {
         let js = async_nats::jetstream::new(client.clone());
         let containers = js.get_key_value("herd-containers").await.unwrap();
         assert!(containers.get("web").await.unwrap().is_some(), "n1 reads the container records");
+        // And writing its own status of its container.
+        let statuses = js.get_key_value("herd-status").await.unwrap();
+        let key = format!("n1.{id}");
+        let own = statuses.entry(key.as_str()).await.unwrap().expect("n1 published web's status");
+        statuses.put(key.as_str(), own.value.clone()).await.expect("n1 writes its own status");
     });
 
     // Nothing the refused messages asked for happened.
