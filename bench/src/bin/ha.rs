@@ -117,20 +117,23 @@ fn main() -> anyhow::Result<()> {
     let layout = state.layout.nodes.iter().find(|l| l.name == "n1").context("node n1")?.clone();
     let agent = state.node_pids.iter().find(|(n, _)| n == "n1").and_then(|(_, p)| *p).context("n1's agent")?;
     println!("\npower loss of n1 with {n} containers of 64 MiB and one of 1 GiB (tickers every 20 s and {every})");
+    // Watched through one API client of the bench's own: a `herd` process started ten times a
+    // second costs some 50 ms of CPU each (OpenSSL reading the system's certificates), a third
+    // of this machine while the recovery it measures needs all of it.
+    let api = Api::new(&cluster.config)?;
     let cut = power_off(&layout.host_if, &layout.cgroup_parent, agent)?;
     let declared = wait_time("n1 declared failed", Duration::from_secs(60), || {
-        let nodes: Vec<NodeInfo> = serde_json::from_str(&cluster.ok(&["nodes", "--json"])?)?;
+        let nodes: Vec<NodeInfo> = api.get("/v1/nodes")?;
         Ok(nodes.iter().any(|x| x.name == "n1" && x.state == NodeState::Down))
     })?;
     let mut back: BTreeMap<String, Duration> = BTreeMap::new();
     let names: Vec<String> = (0..n).map(|i| format!("c{i:02}")).chain(["big".to_string()]).collect();
     let deadline = Instant::now() + Duration::from_secs(300);
     while back.len() < names.len() && Instant::now() < deadline {
-        let ps: Vec<serde_json::Value> = serde_json::from_str(&cluster.ok(&["ps", "--json"])?)?;
+        let ps: Vec<ContainerInfo> = api.get("/v1/containers?all=true")?;
         for c in ps {
-            let name = c["name"].as_str().unwrap_or("").to_string();
-            if c["node"] == "n2" && c["state"] == "running" && names.contains(&name) {
-                back.entry(name).or_insert_with(|| cut.elapsed());
+            if c.node == "n2" && c.state.as_str() == "running" && names.contains(&c.name) {
+                back.entry(c.name).or_insert_with(|| cut.elapsed());
             }
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -243,4 +246,22 @@ fn runc_running(run_dir: &Path, id: &str) -> bool {
     let state: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
     let pid = state["pid"].as_i64().unwrap_or(0);
     state["status"] == "running" && pid > 0 && Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// The cluster's API through one client, for watching without starting a `herd` each time.
+struct Api {
+    rt: tokio::runtime::Runtime,
+    client: herd_cli::client::Client,
+}
+
+impl Api {
+    fn new(config: &Path) -> anyhow::Result<Api> {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let client = herd_cli::client::Client::new(&herd_cli::config::CliConfig::load(config)?)?;
+        Ok(Api { rt, client })
+    }
+
+    fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        self.rt.block_on(self.client.get(path))
+    }
 }

@@ -313,7 +313,12 @@ impl Cluster {
                 .collect();
             if !placement.is_empty() {
                 let last = &placement[placement.len().saturating_sub(60)..];
-                eprintln!("---- {}: placement and peers (last {}) ----\n{}", e.path().display(), last.len(), last.join("\n"));
+                eprintln!(
+                    "---- {}: placement and peers (last {}) ----\n{}",
+                    e.path().display(),
+                    last.len(),
+                    last.join("\n")
+                );
             }
             let tail = &lines[lines.len().saturating_sub(80)..];
             eprintln!("---- {} (last {} lines) ----\n{}", e.path().display(), tail.len(), tail.join("\n"));
