@@ -172,7 +172,9 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
     let heartbeats = tokio::spawn(heartbeat_loop(broker.clone(), cfg.clone(), runtime.clone()));
     let term = crate::leader_term::LeaderTerm::default();
     let follow_term = tokio::spawn(term.clone().follow(broker.clone()));
-    let lease = tokio::spawn(crate::fence::run(broker.clone(), runtime.clone(), containers.clone(), cfg.lease));
+    let health = crate::fence::LeaseHealth::new(cfg.lease);
+    let lease =
+        tokio::spawn(crate::fence::run(broker.clone(), runtime.clone(), containers.clone(), cfg.lease, health.clone()));
     let sampler =
         tokio::spawn(crate::sampler::run(broker.clone(), cfg.name.clone(), runtime.clone(), cfg.sample_interval));
     let routes = tokio::spawn({
@@ -199,11 +201,17 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
                 let admitted = term.admit(
                     msg.headers.as_ref().and_then(|h| h.get(herd_broker::TERM_HEADER)).map(|v| v.as_str()),
                 );
+                let lease_holds = health.holds_at(std::time::Instant::now());
+                let refusal = health.refusal();
                 tokio::spawn(async move {
                     let result: NodeResult = match (admitted, serde_json::from_slice::<NodeRequest>(&msg.payload)) {
                         (Err(message), _) => {
                             tracing::warn!("{message}");
                             Err(NodeError { message })
+                        }
+                        (Ok(()), Ok(req)) if !lease_holds && takes_work(&req) => {
+                            tracing::warn!("refusing a request: {refusal}");
+                            Err(NodeError { message: refusal })
                         }
                         (Ok(()), Ok(req)) => handle(&runtime, &broker, &store, &versions, req).await.map_err(|message| NodeError { message }),
                         (Ok(()), Err(e)) => Err(NodeError { message: format!("malformed request: {e}") }),
@@ -224,6 +232,25 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
     let _ = broker.client.flush().await;
     tracing::info!("node {} agent stopped; its containers keep running", cfg.name);
     Ok(())
+}
+
+/// Whether request `req` starts work on a container (a start, a dump, a restore, a move, an
+/// exec), which a node whose lease lapsed does not take (see [`crate::fence::LeaseHealth`]).
+/// Stopping, removing, reading logs and answering about migrations are always done.
+fn takes_work(req: &NodeRequest) -> bool {
+    matches!(
+        req,
+        NodeRequest::Create { .. }
+            | NodeRequest::Start { .. }
+            | NodeRequest::Checkpoint { .. }
+            | NodeRequest::SaveVersion { .. }
+            | NodeRequest::RestoreVersion { .. }
+            | NodeRequest::Restore { .. }
+            | NodeRequest::ImportCheckpoint { .. }
+            | NodeRequest::MigratePrepare { .. }
+            | NodeRequest::MigrateSend { .. }
+            | NodeRequest::ExecPrepare { .. }
+    )
 }
 
 async fn handle(

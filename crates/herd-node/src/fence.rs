@@ -15,8 +15,14 @@
 //! node whose heartbeats stopped reaching the Control node while its own round trips still
 //! succeeded (a starved agent) is declared failed without ever fencing itself, and must still
 //! find out that its copies moved on.
+//!
+//! While the lease has lapsed, and until that check is done, the agent takes no new work on
+//! containers ([`LeaseHealth`]): an agent stopped (SIGSTOP) while a ticker checkpoint request
+//! waited for it found, once it ran again, that request and the removal of the copy that had
+//! moved on racing for the container, and the removal waited for the checkpoint.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use herd_broker::{Broker, Bucket};
@@ -38,19 +44,86 @@ async fn broker_answers(broker: &Broker, timeout: Duration) -> bool {
     }
 }
 
+/// Whether the node's lease holds, shared by the lease loop and the agent's request handler.
+#[derive(Debug, Clone)]
+pub struct LeaseHealth {
+    inner: Arc<HealthInner>,
+}
+
+#[derive(Debug)]
+struct HealthInner {
+    lease: Duration,
+    origin: Instant,
+    /// Milliseconds from `origin` to the last round trip to the broker.
+    last_contact_ms: AtomicU64,
+    /// The lease lapsed and the containers have not been checked against the cluster since.
+    rechecking: AtomicBool,
+}
+
+impl LeaseHealth {
+    pub fn new(lease: Duration) -> LeaseHealth {
+        let inner = HealthInner {
+            lease,
+            origin: Instant::now(),
+            last_contact_ms: AtomicU64::new(0),
+            rechecking: AtomicBool::new(false),
+        };
+        LeaseHealth { inner: Arc::new(inner) }
+    }
+
+    fn contact_at(&self, now: Instant) {
+        let ms = now.saturating_duration_since(self.inner.origin).as_millis() as u64;
+        self.inner.last_contact_ms.fetch_max(ms, Ordering::SeqCst);
+    }
+
+    fn lapsed_at(&self, now: Instant) -> bool {
+        let last = self.inner.origin + Duration::from_millis(self.inner.last_contact_ms.load(Ordering::SeqCst));
+        now.saturating_duration_since(last) > self.inner.lease
+    }
+
+    /// Whether the node may take new work on containers at `now`: its lease holds, and
+    /// after a lapse its containers were checked against the cluster.
+    pub fn holds_at(&self, now: Instant) -> bool {
+        !self.inner.rechecking.load(Ordering::SeqCst) && !self.lapsed_at(now)
+    }
+
+    /// Why a request is refused while the lease does not hold.
+    pub fn refusal(&self) -> String {
+        format!(
+            "this node's lease lapsed (no round trip to the broker for over {:.1}s; the cluster may have moved its \
+             containers): it takes no new work until it has checked them against the cluster",
+            self.inner.lease.as_secs_f64()
+        )
+    }
+}
+
 /// Keeps the node's lease and fences or unfences its containers; runs for the agent's life.
-pub async fn run(broker: Broker, runtime: Arc<Runtime>, records: Bucket<ContainerRecord>, lease: Duration) {
+pub async fn run(
+    broker: Broker,
+    runtime: Arc<Runtime>,
+    records: Bucket<ContainerRecord>,
+    lease: Duration,
+    health: LeaseHealth,
+) {
     let every = (lease / 8).max(Duration::from_millis(50));
     let mut last_contact = Instant::now();
+    health.contact_at(last_contact);
     let mut fenced = false;
     let mut last_check = Instant::now();
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        // Seen before the round trip renews it: requests that waited while this agent could
+        // not run (stopped, starved) are refused until the check below is done.
+        let lapsed = health.lapsed_at(Instant::now());
+        if lapsed {
+            health.inner.rechecking.store(true, Ordering::SeqCst);
+        }
         if broker_answers(&broker, (lease / 4).max(Duration::from_millis(100))).await {
             last_contact = Instant::now();
-            if !fenced && last_check.elapsed() >= lease {
+            health.contact_at(last_contact);
+            if !fenced && (lapsed || last_check.elapsed() >= lease) {
                 last_check = Instant::now();
                 runtime.drop_stale(&records, runtime.fenceable()).await;
             }
@@ -59,6 +132,7 @@ pub async fn run(broker: Broker, runtime: Arc<Runtime>, records: Bucket<Containe
                 tracing::warn!("the broker answers again: checking the fenced containers against the cluster");
                 runtime.unfence(&records).await;
             }
+            health.inner.rechecking.store(false, Ordering::SeqCst);
         } else if !fenced && last_contact.elapsed() > lease {
             fenced = true;
             tracing::error!(
@@ -188,5 +262,31 @@ impl Runtime {
                 tracing::error!("could not remove the stale copy of {}: {e}", c.spec.name);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lease_holds_until_it_lapses_and_again_once_checked() {
+        let health = LeaseHealth::new(Duration::from_secs(2));
+        let start = health.inner.origin;
+        health.contact_at(start);
+        assert!(health.holds_at(start + Duration::from_millis(1900)));
+        // Stopped for 5 s: a request handled first on waking is refused...
+        let woke = start + Duration::from_secs(5);
+        assert!(!health.holds_at(woke));
+        // ... and still once the round trip renewed the lease, until the check is done.
+        health.inner.rechecking.store(true, Ordering::SeqCst);
+        health.contact_at(woke);
+        assert!(!health.holds_at(woke));
+        health.inner.rechecking.store(false, Ordering::SeqCst);
+        assert!(health.holds_at(woke + Duration::from_millis(10)));
+        // An older contact never moves the last one back.
+        health.contact_at(start);
+        assert!(health.holds_at(woke + Duration::from_millis(10)));
+        assert!(health.refusal().contains("lease lapsed"));
     }
 }

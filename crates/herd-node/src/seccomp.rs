@@ -11,9 +11,9 @@
 //! runc ignores the names its libseccomp does not know, and makes syscalls newer than any it
 //! knows return `ENOSYS`.
 //!
-//! `io_uring` is refused for one more reason than Docker's (its kernel attack surface): CRIU
-//! cannot dump it, so a container that uses it could not move (`dumpable.rs`); programs fall
-//! back to `epoll` when `io_uring_setup` fails.
+//! `io_uring` is refused for the kernel it exposes and, here, because CRIU cannot dump it:
+//! a container that used it could not move (`dumpable.rs`). Programs that use it where they
+//! find it fall back to `epoll` when `io_uring_setup` fails.
 //!
 //! CRIU dumps and restores a process's filters itself: its parasite runs with the filter
 //! suspended (`PTRACE_O_SUSPEND_SECCOMP`), and the restored process gets the filter it had.
