@@ -89,6 +89,11 @@ impl BenchCluster {
         Ok(c)
     }
 
+    /// A client of the cluster's API, as `herd` builds it from the cluster's config.
+    pub fn client(&self) -> anyhow::Result<herd_cli::Client> {
+        herd_cli::Client::new(&herd_cli::CliConfig::load(&self.config)?)
+    }
+
     /// The cluster's state as `herd up` recorded it (component pids, layout).
     pub fn state(&self) -> anyhow::Result<herd_up::UpState> {
         herd_up::UpState::load(&herd_up::UpOptions::defaults(&self.name).run_dir)?

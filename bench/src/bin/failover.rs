@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use futures::StreamExt;
 use herd_bench::{BenchCluster, Row, Stats, print_table};
-use herd_cli::{CliConfig, Client};
 use herd_proto::api::{ContainerInfo, RunRequest};
 use herd_proto::control::{ControlStatus, Role};
 
@@ -128,7 +127,7 @@ async fn cost(containers: usize) -> anyhow::Result<()> {
     let cluster =
         BenchCluster::up_with(COST, 0, Some("10.64.0.0/12"), &["--ha", "--sim-nodes", "100", "--node-timeout", "30"])?;
     cluster.import_busybox()?;
-    let client = Client::new(&CliConfig::load(&cluster.config)?)?;
+    let client = cluster.client()?;
     let started = Instant::now();
     let results: Vec<anyhow::Result<ContainerInfo>> = futures::stream::iter(0..containers)
         .map(|i| {

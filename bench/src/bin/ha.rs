@@ -120,7 +120,7 @@ fn main() -> anyhow::Result<()> {
     // Watched through one API client of the bench's own: a `herd` process started ten times a
     // second costs some 50 ms of CPU each (OpenSSL reading the system's certificates), a third
     // of this machine while the recovery it measures needs all of it.
-    let api = Api::new(&cluster.config)?;
+    let api = Api::new(&cluster)?;
     let cut = power_off(&layout.host_if, &layout.cgroup_parent, agent)?;
     let declared = wait_time("n1 declared failed", Duration::from_secs(60), || {
         let nodes: Vec<NodeInfo> = api.get("/v1/nodes")?;
@@ -251,14 +251,13 @@ fn runc_running(run_dir: &Path, id: &str) -> bool {
 /// The cluster's API through one client, for watching without starting a `herd` each time.
 struct Api {
     rt: tokio::runtime::Runtime,
-    client: herd_cli::client::Client,
+    client: herd_cli::Client,
 }
 
 impl Api {
-    fn new(config: &Path) -> anyhow::Result<Api> {
+    fn new(cluster: &BenchCluster) -> anyhow::Result<Api> {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        let client = herd_cli::client::Client::new(&herd_cli::config::CliConfig::load(config)?)?;
-        Ok(Api { rt, client })
+        Ok(Api { rt, client: cluster.client()? })
     }
 
     fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use futures::StreamExt;
 use herd_bench::{BenchCluster, Stats, ms, time};
-use herd_cli::{CliConfig, Client};
+use herd_cli::Client;
 use herd_proto::api::{ContainerInfo, RunRequest};
 use herd_proto::state::{Limits, Resources};
 use herd_sched::{Candidate, Hosted, Request, Strategy, place};
@@ -110,10 +110,6 @@ fn place_all(nodes: usize, containers: usize, req: &Request, strategy: Strategy)
     start.elapsed()
 }
 
-async fn client_of(cluster: &BenchCluster) -> anyhow::Result<Client> {
-    Client::new(&CliConfig::load(&cluster.config)?)
-}
-
 /// Creates `count` containers named `{prefix}{i}` through the API with `concurrency`
 /// requests in flight; returns each request's latency, in the order of `i`, and the wall time.
 async fn create_many(
@@ -200,7 +196,7 @@ async fn simulated(nodes: usize, containers: usize, concurrency: usize) -> anyho
     let cluster =
         BenchCluster::up_with(6, 0, Some("10.64.0.0/12"), &["--sim-nodes", &sim_nodes, "--node-timeout", "30"])?;
     cluster.import_busybox()?;
-    let client = client_of(&cluster).await?;
+    let client = cluster.client()?;
     let control = cluster.state()?.control_pid.context("the Control node's pid")?;
     let (rss_before, _) = rss(control)?;
 
@@ -244,7 +240,7 @@ async fn real_containers(count: usize, concurrency: usize) -> anyhow::Result<()>
     println!("\n## real containers: {count} busybox containers on 4 local nodes, {concurrency} requests in flight");
     let cluster = BenchCluster::up_with(7, 4, Some("10.80.0.0/14"), &[])?;
     cluster.import_busybox()?;
-    let client = client_of(&cluster).await?;
+    let client = cluster.client()?;
     let (latencies, wall) = create_many(&client, "r", count, concurrency, 16 << 20).await?;
     print_rate("started", count, wall);
     print_latencies("API to running (POST /v1/containers)", &latencies);

@@ -436,10 +436,7 @@ impl Control {
             nodes.push(record.node.clone());
         }
         for node in nodes {
-            let key = herd_proto::subjects::status_key(&node, &record.id);
-            if let Ok(Some(_)) = self.statuses.get(&key).await
-                && let Err(e) = self.statuses.delete(&key).await
-            {
+            if let Err(e) = self.statuses.delete(&herd_proto::subjects::status_key(&node, &record.id)).await {
                 tracing::warn!("could not delete the status of {} on {node}: {e:#}", record.name);
             }
         }

@@ -288,14 +288,6 @@ impl Control {
     /// of state. Status writes reach the Control node twice (read back after an operation, and
     /// through the watch); whichever comes first counts.
     async fn apply_status(&self, node: &str, id: &str, status: ContainerStatus, revision: u64) {
-        if status.node != node || status.id != id {
-            tracing::warn!(
-                "ignoring a status of {} on {} written as node {node}'s of {id}: a node writes only its own",
-                status.id,
-                status.node
-            );
-            return;
-        }
         let (applied, old, name) = {
             let mut view = self.view.write().unwrap();
             let (applied, old) = view.apply_status(node, id, Some(status.clone()), revision);

@@ -86,7 +86,12 @@ impl View {
         status: Option<ContainerStatus>,
         revision: u64,
     ) -> (bool, Option<ContainerStatus>) {
-        if status.as_ref().is_some_and(|s| s.node != node || s.id != id) {
+        if let Some(s) = status.as_ref().filter(|s| s.node != node || s.id != id) {
+            tracing::warn!(
+                "ignoring a status of {} on {} written as node {node}'s of {id}: a node writes only its own",
+                s.id,
+                s.node
+            );
             return (false, None);
         }
         let newest = self.status_revisions.entry(herd_proto::subjects::status_key(node, id)).or_insert(0);

@@ -173,8 +173,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
     let term = crate::leader_term::LeaderTerm::default();
     let follow_term = tokio::spawn(term.clone().follow(broker.clone()));
     let health = crate::fence::LeaseHealth::new(cfg.lease);
-    let lease =
-        tokio::spawn(crate::fence::run(broker.clone(), runtime.clone(), containers.clone(), cfg.lease, health.clone()));
+    let lease = tokio::spawn(crate::fence::run(broker.clone(), runtime.clone(), containers.clone(), health.clone()));
     let sampler =
         tokio::spawn(crate::sampler::run(broker.clone(), cfg.name.clone(), runtime.clone(), cfg.sample_interval));
     let routes = tokio::spawn({
@@ -201,17 +200,18 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
                 let admitted = term.admit(
                     msg.headers.as_ref().and_then(|h| h.get(herd_broker::TERM_HEADER)).map(|v| v.as_str()),
                 );
-                let lease_holds = health.holds_at(std::time::Instant::now());
-                let refusal = health.refusal();
+                // Why the lease does not hold, when it does not.
+                let refusal = (!health.holds_at(std::time::Instant::now())).then(|| health.refusal());
                 tokio::spawn(async move {
                     let result: NodeResult = match (admitted, serde_json::from_slice::<NodeRequest>(&msg.payload)) {
                         (Err(message), _) => {
                             tracing::warn!("{message}");
                             Err(NodeError { message })
                         }
-                        (Ok(()), Ok(req)) if !lease_holds && takes_work(&req) => {
-                            tracing::warn!("refusing a request: {refusal}");
-                            Err(NodeError { message: refusal })
+                        (Ok(()), Ok(req)) if refusal.is_some() && takes_work(&req) => {
+                            let message = refusal.unwrap_or_default();
+                            tracing::warn!("refusing a request: {message}");
+                            Err(NodeError { message })
                         }
                         (Ok(()), Ok(req)) => handle(&runtime, &broker, &store, &versions, req).await.map_err(|message| NodeError { message }),
                         (Ok(()), Err(e)) => Err(NodeError { message: format!("malformed request: {e}") }),

@@ -76,9 +76,14 @@ impl LeaseHealth {
         self.inner.last_contact_ms.fetch_max(ms, Ordering::SeqCst);
     }
 
-    fn lapsed_at(&self, now: Instant) -> bool {
+    /// How long before `now` the last round trip to the broker was.
+    fn since_contact(&self, now: Instant) -> Duration {
         let last = self.inner.origin + Duration::from_millis(self.inner.last_contact_ms.load(Ordering::SeqCst));
-        now.saturating_duration_since(last) > self.inner.lease
+        now.saturating_duration_since(last)
+    }
+
+    fn lapsed_at(&self, now: Instant) -> bool {
+        self.since_contact(now) > self.inner.lease
     }
 
     /// Whether the node may take new work on containers at `now`: its lease holds, and
@@ -98,16 +103,10 @@ impl LeaseHealth {
 }
 
 /// Keeps the node's lease and fences or unfences its containers; runs for the agent's life.
-pub async fn run(
-    broker: Broker,
-    runtime: Arc<Runtime>,
-    records: Bucket<ContainerRecord>,
-    lease: Duration,
-    health: LeaseHealth,
-) {
+pub async fn run(broker: Broker, runtime: Arc<Runtime>, records: Bucket<ContainerRecord>, health: LeaseHealth) {
+    let lease = health.inner.lease;
     let every = (lease / 8).max(Duration::from_millis(50));
-    let mut last_contact = Instant::now();
-    health.contact_at(last_contact);
+    health.contact_at(Instant::now());
     let mut fenced = false;
     let mut last_check = Instant::now();
     let mut tick = tokio::time::interval(every);
@@ -121,8 +120,7 @@ pub async fn run(
             health.inner.rechecking.store(true, Ordering::SeqCst);
         }
         if broker_answers(&broker, (lease / 4).max(Duration::from_millis(100))).await {
-            last_contact = Instant::now();
-            health.contact_at(last_contact);
+            health.contact_at(Instant::now());
             if !fenced && (lapsed || last_check.elapsed() >= lease) {
                 last_check = Instant::now();
                 runtime.drop_stale(&records, runtime.fenceable()).await;
@@ -133,11 +131,11 @@ pub async fn run(
                 runtime.unfence(&records).await;
             }
             health.inner.rechecking.store(false, Ordering::SeqCst);
-        } else if !fenced && last_contact.elapsed() > lease {
+        } else if !fenced && health.lapsed_at(Instant::now()) {
             fenced = true;
             tracing::error!(
                 "no answer from the broker for {:.1}s (lease {:.1}s): fencing the containers the cluster may restart elsewhere",
-                last_contact.elapsed().as_secs_f64(),
+                health.since_contact(Instant::now()).as_secs_f64(),
                 lease.as_secs_f64()
             );
             runtime.fence().await;

@@ -712,10 +712,7 @@ impl Runtime {
     /// Deletes this node's status of a container (after a migration, the destination
     /// publishes its own).
     pub(crate) async fn forget_status(&self, id: &str) {
-        let key = self.status_key(id);
-        if let Ok(Some(_)) = self.statuses.get(&key).await
-            && let Err(e) = self.statuses.delete(&key).await
-        {
+        if let Err(e) = self.statuses.delete(&self.status_key(id)).await {
             tracing::warn!("could not delete the status of {id}: {e:#}");
         }
     }
