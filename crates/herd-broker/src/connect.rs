@@ -40,6 +40,9 @@ pub struct BrokerConfig {
     pub password: Option<String>,
     /// How long to keep trying the first connection.
     pub connect_timeout: Duration,
+    /// TLS to the broker: the cluster CA the server is checked against, and this client's
+    /// certificate (the broker asks every client for one). `None`: plain text.
+    pub tls: Option<herd_tls::TlsFiles>,
 }
 
 impl BrokerConfig {
@@ -50,7 +53,14 @@ impl BrokerConfig {
             user: None,
             password: None,
             connect_timeout: Duration::from_secs(15),
+            tls: None,
         }
+    }
+
+    /// Connects over TLS with `files` (see [`BrokerConfig::tls`]).
+    pub fn with_tls(mut self, files: Option<herd_tls::TlsFiles>) -> Self {
+        self.tls = files;
+        self
     }
 
     pub fn with_credentials(mut self, user: impl Into<String>, password: impl Into<String>) -> Self {
@@ -117,6 +127,14 @@ impl Broker {
                         }
                     }
                 });
+            if let Some(tls) = &cfg.tls {
+                // The files are read again at each (re)connection: a renewed certificate is
+                // used from the next one on.
+                opts = opts
+                    .require_tls(true)
+                    .add_root_certificates(tls.ca.clone())
+                    .add_client_certificate(tls.cert.clone(), tls.key.clone());
+            }
             if cfg.replicas() > 1 {
                 // A server that stops answering (stopped, or cut off) keeps its connections
                 // open: pings every 0.5 s find it out within seconds, and the client moves to

@@ -27,6 +27,9 @@ use crate::view::View;
 #[derive(Debug, Clone)]
 pub struct ControlConfig {
     pub broker: BrokerConfig,
+    /// The replica's TLS files: the API is HTTPS with this certificate, and clients that
+    /// present a certificate are checked against the cluster CA (`None`: plain HTTP).
+    pub tls: Option<herd_tls::TlsFiles>,
     /// Where the HTTP API listens.
     pub api_listen: SocketAddr,
     /// The bearer token every API request must carry.

@@ -20,6 +20,7 @@ mod exec;
 mod forecasters;
 mod ha;
 mod hostconfig;
+mod https;
 mod images;
 pub mod ipam;
 pub mod lease;
@@ -59,11 +60,11 @@ pub use replica::{ReplicaConfig, run_replica};
 /// Runs the Control node until `shutdown` completes.
 pub async fn run(cfg: ControlConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
     let listen = cfg.api_listen;
+    let tls = cfg.tls.as_ref().map(https::server_config).transpose()?;
     let control = Control::start(cfg).await?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen for the API on {listen}"))?;
-    tracing::info!("API listening on {listen}");
-    axum::serve(listener, api::router(control)).with_graceful_shutdown(shutdown).await.context("API server")?;
-    Ok(())
+    tracing::info!("API listening on {listen} ({})", if tls.is_some() { "HTTPS" } else { "plain HTTP" });
+    https::serve(listener, tls, api::router(control), shutdown).await
 }

@@ -183,6 +183,7 @@ pub async fn run_replica(
     herd_proto::names::validate_node_name(&replica.name)
         .map_err(|e| anyhow::anyhow!("invalid replica name {:?}: {}", replica.name, e.0))?;
     let listen = cfg.api_listen;
+    let tls = cfg.tls.as_ref().map(crate::https::server_config).transpose()?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen for the API on {listen}"))?;
@@ -193,7 +194,7 @@ pub async fn run_replica(
         inner: OnceLock::new(),
     });
     let app = Router::new().fallback(shell_dispatch).with_state(shell.clone());
-    let server = tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(shutdown).await });
+    let server = tokio::spawn(crate::https::serve(listener, tls, app, shutdown));
     tracing::info!("replica {}: API listening on {listen}", replica.name);
 
     let start = async {
@@ -222,13 +223,13 @@ pub async fn run_replica(
     let me = tokio::select! {
         me = start => me?,
         // Stopped while it started: there is nothing to let go.
-        done = &mut server => return done.context("API server")?.context("API server"),
+        done = &mut server => return done.context("API server")?,
     };
     let _ = shell.inner.set(router(me.clone()));
     tracing::info!("replica {}: following until it leads", me.cfg.name);
     tokio::spawn(me.clone().report());
     tokio::spawn(me.clone().campaign(cfg));
-    server.await.context("API server")?.context("API server")?;
+    server.await.context("API server")??;
     me.release().await;
     Ok(())
 }

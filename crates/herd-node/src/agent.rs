@@ -32,6 +32,9 @@ use crate::{cgroups, facts, tools};
 pub struct NodeConfig {
     pub name: String,
     pub broker: BrokerConfig,
+    /// The node's TLS files: migrations' connections are TLS with both ends' certificates
+    /// checked against the cluster CA (`None`: plain text).
+    pub tls: Option<herd_tls::TlsFiles>,
     /// The address other nodes route this node's containers through.
     pub address: Ipv4Addr,
     pub data_dir: PathBuf,

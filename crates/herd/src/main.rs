@@ -207,9 +207,41 @@ struct BrokerArgs {
     broker_password_file: Option<PathBuf>,
 }
 
+/// A component's TLS files: all three, or none (plain text, for a cluster on one trusted
+/// machine or a measurement without encryption; `herd up` always gives them unless
+/// `--no-tls`).
+#[derive(Args)]
+struct TlsArgs {
+    /// The cluster CA's certificate (`herd ca init`): every peer is checked against it.
+    #[arg(long, requires_all = ["tls_cert", "tls_key"])]
+    tls_ca: Option<PathBuf>,
+    /// This component's certificate (`herd ca issue`), presented to every peer.
+    #[arg(long, requires_all = ["tls_ca", "tls_key"])]
+    tls_cert: Option<PathBuf>,
+    /// This component's key.
+    #[arg(long, requires_all = ["tls_ca", "tls_cert"])]
+    tls_key: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    fn files(&self, component: &str) -> Option<herd_tls::TlsFiles> {
+        match (&self.tls_ca, &self.tls_cert, &self.tls_key) {
+            (Some(ca), Some(cert), Some(key)) => {
+                Some(herd_tls::TlsFiles { ca: ca.clone(), cert: cert.clone(), key: key.clone() })
+            }
+            _ => {
+                tracing::warn!(
+                    "{component}: no --tls-ca/--tls-cert/--tls-key: the broker, the API and migrations travel in plain text"
+                );
+                None
+            }
+        }
+    }
+}
+
 impl BrokerArgs {
-    fn config(&self, client_name: &str) -> anyhow::Result<BrokerConfig> {
-        let mut cfg = BrokerConfig::new(&self.broker, client_name);
+    fn config(&self, client_name: &str, tls: Option<herd_tls::TlsFiles>) -> anyhow::Result<BrokerConfig> {
+        let mut cfg = BrokerConfig::new(&self.broker, client_name).with_tls(tls);
         if let Some(user) = &self.broker_user {
             let password = match &self.broker_password_file {
                 Some(p) => read_secret(p)?,
@@ -244,6 +276,8 @@ enum ControlWhat {
 struct ControlArgs {
     #[command(flatten)]
     broker: BrokerArgs,
+    #[command(flatten)]
+    tls: TlsArgs,
     /// Address the API listens on.
     #[arg(long, default_value = "127.0.0.1:7700")]
     api_listen: SocketAddr,
@@ -276,7 +310,7 @@ struct ControlArgs {
     #[arg(long)]
     replica: Option<String>,
     /// The URL of this replica's API that clients and the other replicas are given (default:
-    /// http://API_LISTEN).
+    /// https://API_LISTEN, http:// without TLS files).
     #[arg(long, requires = "replica")]
     advertise: Option<String>,
     /// Seconds a leader's lease lasts without renewal before another replica takes over.
@@ -305,6 +339,8 @@ struct NodeArgs {
     name: String,
     #[command(flatten)]
     broker: BrokerArgs,
+    #[command(flatten)]
+    tls: TlsArgs,
     /// This node's address, through which other nodes reach its containers.
     #[arg(long)]
     address: Ipv4Addr,
@@ -459,8 +495,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             let path = config.map(Path::to_path_buf).unwrap_or_else(herd_cli::config::default_path);
             let policy = herd_cli::config::ControlSection::load(&path)?.resolve(a.policy, a.policy_interval);
+            let tls = a.tls.files("control");
             let cfg = herd_control::ControlConfig {
-                broker: a.broker.config("control")?,
+                broker: a.broker.config("control", tls.clone())?,
+                tls,
                 api_listen: a.api_listen,
                 api_token: token,
                 data_dir: a.data_dir,
@@ -482,7 +520,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         .ok_or_else(|| anyhow::anyhow!("--lease-ttl {}: 0.3 seconds at least", a.lease_ttl))?;
                     let replica = herd_control::ReplicaConfig {
                         name,
-                        advertise: a.advertise.unwrap_or_else(|| format!("http://{}", a.api_listen)),
+                        advertise: a.advertise.unwrap_or_else(|| {
+                            let scheme = if cfg.tls.is_some() { "https" } else { "http" };
+                            format!("{scheme}://{}", a.api_listen)
+                        }),
                         timing: herd_control::lease::LeaseTiming::new(ttl),
                     };
                     herd_control::run_replica(cfg, replica, shutdown_signal()).await
@@ -499,7 +540,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .collect::<anyhow::Result<_>>()?;
             if a.runtime == "sim" {
                 let cfg = herd_node::sim::SimConfig {
-                    broker: a.broker.config(&format!("simulated nodes {}", a.name))?,
+                    broker: a.broker.config(&format!("simulated nodes {}", a.name), a.tls.files("simulated nodes"))?,
                     address: a.address,
                     nodes: a.sim_nodes,
                     name: a.name,
@@ -518,8 +559,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 return herd_node::sim::run(cfg, shutdown_signal()).await;
             }
             anyhow::ensure!(a.sim_nodes == 1, "--sim-nodes needs --runtime sim");
+            let tls = a.tls.files(&format!("node {}", a.name));
             let cfg = herd_node::agent::NodeConfig {
-                broker: a.broker.config(&format!("node {}", a.name))?,
+                broker: a.broker.config(&format!("node {}", a.name), tls.clone())?,
+                tls,
                 address: a.address,
                 cgroup_parent: a.cgroup_parent.unwrap_or_else(|| format!("/herd/{}", a.name)),
                 name: a.name,
@@ -590,6 +633,7 @@ fn main() {
         }
     }
     let cli = Cli::parse();
+    herd_tls::config::install_default_provider();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     if let Err(e) = runtime.block_on(run(cli)) {
         // `herd ps | head`: the reader left; that is not an error worth a message.
