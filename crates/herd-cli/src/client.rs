@@ -30,6 +30,35 @@ pub struct Client {
     http: reqwest::Client,
 }
 
+/// The HTTP client of a config: an `https://` API is checked against the config's cluster CA
+/// and nothing else (the system's roots are never loaded: they cost every command tens of
+/// milliseconds), and the user's certificate is presented when the config has one.
+pub fn http_client(cfg: &CliConfig) -> anyhow::Result<reqwest::Client> {
+    let identity = match (&cfg.cert, &cfg.key) {
+        (Some(c), Some(k)) => Some((c.as_str(), k.as_str())),
+        _ => None,
+    };
+    let tls = match &cfg.ca {
+        Some(ca) => herd_tls::config::client_config_from_pem(ca, identity)?,
+        None => {
+            anyhow::ensure!(
+                !cfg.api.split(',').any(|a| a.trim().starts_with("https://")),
+                "the Herd config's API is https:// but the config holds no cluster CA (ca = \"-----BEGIN CERTIFICATE-----...\"): herd up writes it"
+            );
+            // Plain HTTP: TLS settings that trust nothing, never used.
+            rustls::ClientConfig::builder_with_provider(herd_tls::config::provider())
+                .with_safe_default_protocol_versions()?
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth()
+        }
+    };
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .connect_timeout(Duration::from_secs(5))
+        .build()
+        .context("building the HTTP client")
+}
+
 /// A request the leader never answered, and another replica leads now: the request may or
 /// may not have taken effect (whatever the old leader had not written when it lost its lease,
 /// it writes no more).
@@ -75,10 +104,7 @@ fn idempotent(method: &Method, path: &str) -> bool {
 
 impl Client {
     pub fn new(cfg: &CliConfig) -> anyhow::Result<Client> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .build()
-            .context("building the HTTP client")?;
+        let http = http_client(cfg)?;
         let bases: Vec<String> =
             cfg.api.split(',').map(|b| b.trim().trim_end_matches('/').to_string()).filter(|b| !b.is_empty()).collect();
         anyhow::ensure!(!bases.is_empty(), "the Herd config names no API endpoint (api = \"http://...\")");

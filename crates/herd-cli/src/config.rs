@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CliConfig {
     /// Base URL of the Control node's API, e.g. `http://127.0.0.1:7700`.
     pub api: String,
@@ -18,6 +18,14 @@ pub struct CliConfig {
     /// Name of the cluster `herd up` started.
     #[serde(default)]
     pub cluster: String,
+    /// The cluster CA's certificate (PEM): an `https://` API is checked against it alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<String>,
+    /// The user's certificate and key (PEM) of the cluster CA, presented to the API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
 }
 
 /// The `[control]` section: defaults for the Control node that its flags override, and that
@@ -155,7 +163,12 @@ mod tests {
     fn saved_config_is_private_and_round_trips() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub/config.toml");
-        let cfg = CliConfig { api: "http://127.0.0.1:7700".into(), token: "t0ken".into(), cluster: "herd".into() };
+        let cfg = CliConfig {
+            api: "http://127.0.0.1:7700".into(),
+            token: "t0ken".into(),
+            cluster: "herd".into(),
+            ..Default::default()
+        };
         cfg.save(&path).unwrap();
         assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         assert_eq!(CliConfig::load(&path).unwrap(), cfg);
@@ -173,7 +186,8 @@ mod tests {
         .unwrap();
         let want = ControlSection { policy: Some("hotspot:k=2".into()), policy_interval: Some(2.5) };
         assert_eq!(ControlSection::load(&path).unwrap(), want);
-        let cfg = CliConfig { api: "http://new".into(), token: "t0ken".into(), cluster: "c".into() };
+        let cfg =
+            CliConfig { api: "http://new".into(), token: "t0ken".into(), cluster: "c".into(), ..Default::default() };
         cfg.save(&path).unwrap();
         assert_eq!(CliConfig::load(&path).unwrap(), cfg);
         assert_eq!(ControlSection::load(&path).unwrap(), want);

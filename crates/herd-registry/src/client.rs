@@ -94,6 +94,26 @@ struct ErrorEntry {
     message: String,
 }
 
+/// TLS to a registry: the system's certificate store (read only when the registry is spoken
+/// to over HTTPS: it takes tens of milliseconds), with ring's crypto.
+fn tls_settings(https: bool) -> Result<rustls::ClientConfig, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    if https {
+        let found = rustls_native_certs::load_native_certs();
+        if found.certs.is_empty() {
+            let errors: Vec<String> = found.errors.iter().map(|e| e.to_string()).collect();
+            return Err(format!("no certificate authority found in the system's store ({})", errors.join("; ")));
+        }
+        roots.add_parsable_certificates(found.certs);
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
 impl RegistryClient {
     /// A client of `reference`'s repository. Registries on loopback, and every registry when
     /// `insecure`, are spoken to in plain HTTP; others in HTTPS.
@@ -103,7 +123,10 @@ impl RegistryClient {
         insecure: bool,
     ) -> Result<RegistryClient, RegistryError> {
         let scheme = if insecure || reference.is_loopback() { "http" } else { "https" };
+        let tls = tls_settings(scheme == "https")
+            .map_err(|reason| RegistryError::Protocol { registry: reference.registry.clone(), reason })?;
         let http = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
             .connect_timeout(Duration::from_secs(10))
             .read_timeout(Duration::from_secs(60))
             .user_agent(concat!("herd/", env!("CARGO_PKG_VERSION")))

@@ -88,6 +88,9 @@ pub struct CertInfo {
     pub not_after: SystemTime,
     pub dns_names: Vec<String>,
     pub ips: Vec<IpAddr>,
+    /// The subject's public key as DER `SubjectPublicKeyInfo` (what a browser pins with
+    /// Chromium's `--ignore-certificate-errors-spki-list`, as a SHA-256 in base64).
+    pub spki_der: Vec<u8>,
 }
 
 impl CertInfo {
@@ -129,6 +132,7 @@ impl CertInfo {
             not_after: time(cert.validity().not_after),
             dns_names,
             ips,
+            spki_der: cert.public_key().raw.to_vec(),
         })
     }
 

@@ -56,10 +56,24 @@ pub struct UpOptions {
     pub node_log_max_size: Option<String>,
     #[serde(default)]
     pub node_log_max_files: Option<u32>,
+    /// TLS on every channel, with certificates of the cluster's own CA.
+    #[serde(default = "yes")]
+    pub tls: bool,
+    /// How long component certificates are valid, in seconds.
+    #[serde(default = "week")]
+    pub cert_lifetime_secs: u64,
 }
 
 fn one() -> usize {
     1
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn week() -> u64 {
+    7 * 86400
 }
 
 impl UpOptions {
@@ -85,6 +99,8 @@ impl UpOptions {
             sim_nodes: 0,
             node_log_max_size: None,
             node_log_max_files: None,
+            tls: true,
+            cert_lifetime_secs: week(),
         }
     }
 }
@@ -245,8 +261,9 @@ impl Layout {
             .map(|i| {
                 let name = if i == 0 { "control".to_string() } else { format!("control{}", i + 1) };
                 let listen = format!("127.0.0.1:{}", self.opts.api_port + i as u16);
+                let scheme = if self.opts.tls { "https" } else { "http" };
                 ControlLayout {
-                    url: format!("http://{listen}"),
+                    url: format!("{scheme}://{listen}"),
                     listen,
                     data_dir: self.opts.data_dir.join(&name),
                     name,
@@ -266,6 +283,16 @@ impl Layout {
 
     pub fn secrets_dir(&self) -> PathBuf {
         self.opts.run_dir.join("secrets")
+    }
+
+    /// The components' certificates and keys.
+    pub fn tls_dir(&self) -> PathBuf {
+        self.secrets_dir().join("tls")
+    }
+
+    /// The cluster CA (kept with the data: a restarted cluster keeps its CA).
+    pub fn ca_dir(&self) -> PathBuf {
+        self.opts.data_dir.join("ca")
     }
 
     pub fn logs_dir(&self) -> PathBuf {

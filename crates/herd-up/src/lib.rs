@@ -6,6 +6,7 @@
 //! the network. A supervisor restarts a component that dies, and on `herd down` or Ctrl-C
 //! stops containers, components and the network it built, leaving nothing behind.
 
+mod certs;
 mod demo;
 mod layout;
 mod mntns;

@@ -19,6 +19,7 @@ use rand::Rng;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
+use crate::certs::ClusterCerts;
 use crate::layout::{Layout, UpOptions, UpState};
 use crate::{demo, mntns, network, preflight, teardown};
 
@@ -234,9 +235,56 @@ struct Supervisor {
     exits_tx: mpsc::UnboundedSender<(String, u32, std::process::ExitStatus)>,
     exits_rx: mpsc::UnboundedReceiver<(String, u32, std::process::ExitStatus)>,
     broker: Option<Broker>,
+    /// The CA and the components' certificates (`None` with `--no-tls`).
+    certs: Option<ClusterCerts>,
 }
 
 impl Supervisor {
+    /// Renews the certificates that are due; brokers are told to reload theirs (SIGHUP),
+    /// the other components read theirs again at their next handshake or connection, and
+    /// the CLI's configuration gets the user's new certificate.
+    fn renew_certificates(&mut self) {
+        let Some(certs) = &self.certs else { return };
+        let renewed = certs.renew_due(std::time::SystemTime::now());
+        if renewed.is_empty() {
+            return;
+        }
+        tracing::info!("renewed the certificates of {}", renewed.join(", "));
+        for b in self.layout.brokers() {
+            if renewed.contains(&b.name)
+                && let Some(pid) = self.pids.get(&b.name)
+            {
+                let _ =
+                    nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid as i32), nix::sys::signal::Signal::SIGHUP);
+            }
+        }
+        if renewed.iter().any(|n| n == crate::certs::USER)
+            && let Err(e) = self.write_cli_config()
+        {
+            tracing::error!("writing the user's renewed certificate into the CLI's configuration: {e:#}");
+        }
+    }
+
+    /// The CLI's configuration: the API's URLs, its token, and the cluster CA and the
+    /// user's certificate when the cluster speaks TLS.
+    fn write_cli_config(&self) -> anyhow::Result<CliConfig> {
+        let token = std::fs::read_to_string(self.layout.secrets_dir().join("api-token"))
+            .context("reading the API token")?
+            .trim()
+            .to_string();
+        let mut cli = CliConfig {
+            api: self.layout.api_url(),
+            token,
+            cluster: self.layout.opts.name.clone(),
+            ..Default::default()
+        };
+        if let Some(certs) = &self.certs {
+            let (ca, cert, key) = certs.user_pem()?;
+            (cli.ca, cli.cert, cli.key) = (Some(ca), Some(cert), Some(key));
+        }
+        cli.save(&self.layout.opts.config_path)?;
+        Ok(cli)
+    }
     fn record_pids(&mut self) {
         self.state.broker_pid = self.pids.get("broker").copied();
         self.state.broker_pids =
@@ -348,6 +396,7 @@ async fn supervise(layout: Layout, mut progress: Progress, demo_after: bool) -> 
         exits_tx,
         exits_rx,
         broker: None,
+        certs: None,
     };
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
@@ -379,11 +428,13 @@ async fn supervise(layout: Layout, mut progress: Progress, demo_after: bool) -> 
         eprintln!("\nherd up is running in the foreground: press Ctrl-C to stop the cluster.");
     }
 
+    let mut renewal = tokio::time::interval(sup.certs.as_ref().map_or(Duration::from_secs(3600), |c| c.check_every()));
     loop {
         tokio::select! {
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
             Some((name, pid, status)) = sup.exits_rx.recv() => sup.restart(&name, pid, status).await,
+            _ = renewal.tick() => sup.renew_certificates(),
         }
     }
     eprintln!("stopping cluster {}...", opts.name);
@@ -421,6 +472,18 @@ async fn start_cluster(sup: &mut Supervisor, progress: &mut Progress) -> anyhow:
     for (user, pass) in &users {
         password_files.insert(user.clone(), write_secret(&secrets, &format!("broker-{user}"), pass)?);
     }
+    // The cluster CA and one certificate per component (`--no-tls`: none).
+    if opts.tls {
+        let lifetime = Duration::from_secs(opts.cert_lifetime_secs);
+        let sim = (opts.sim_nodes > 0).then_some(SIM_COMPONENT);
+        let certs = ClusterCerts::issue(&layout, lifetime, sim)?;
+        progress.say(&format!(
+            "TLS: cluster CA in {}, certificates valid for {}",
+            layout.ca_dir().display(),
+            humantime::format_duration(lifetime)
+        ));
+        sup.certs = Some(certs);
+    }
 
     // The broker: one nats-server, or a JetStream cluster whose routes take a password of
     // their own.
@@ -428,7 +491,7 @@ async fn start_cluster(sup: &mut Supervisor, progress: &mut Progress) -> anyhow:
     let brokers = layout.brokers();
     for (i, b) in brokers.iter().enumerate() {
         herd_image::private_dir(&b.store)?;
-        let conf = nats_config(&layout, i, &users, &route_password);
+        let conf = nats_config(&layout, i, &users, &route_password, sup.certs.as_ref().map(|c| c.files(&b.name)));
         let conf_path = write_secret(&opts.run_dir, &format!("{}.conf", if i == 0 { "nats" } else { &b.name }), &conf)?;
         progress.say(&format!("broker: nats-server on {}", b.url));
         sup.components.push(Component {
@@ -442,8 +505,11 @@ async fn start_cluster(sup: &mut Supervisor, progress: &mut Progress) -> anyhow:
         sup.start(&b.name)?;
     }
     let up_password = users.iter().find(|(u, _)| u == "up").unwrap().1.clone();
-    let broker =
-        Broker::connect(&BrokerConfig::new(layout.broker_url(), "herd up").with_credentials("up", up_password)).await?;
+    let up_tls = sup.certs.as_ref().map(|c| c.files(crate::certs::UP).clone());
+    let broker = Broker::connect(
+        &BrokerConfig::new(layout.broker_url(), "herd up").with_credentials("up", up_password).with_tls(up_tls),
+    )
+    .await?;
     sup.broker = Some(broker.clone());
 
     // The Control node, or its replicas: they share the API token and the checkpoint
@@ -480,6 +546,9 @@ async fn start_cluster(sup: &mut Supervisor, progress: &mut Progress) -> anyhow:
                 "--checkpoint-key".into(),
                 signing_key.clone().into(),
             ]);
+        }
+        if let Some(certs) = &sup.certs {
+            args.extend(certs.args(&c.name));
         }
         if let Some(p) = &opts.policy {
             args.extend(["--policy".into(), p.into()]);
@@ -525,6 +594,9 @@ async fn start_cluster(sup: &mut Supervisor, progress: &mut Progress) -> anyhow:
             opts.container_cidr.to_string().into(),
         ];
         args.extend(capacity_args(opts));
+        if let Some(certs) = &sup.certs {
+            args.extend(certs.args(&n.name));
+        }
         if let Some(size) = &opts.node_log_max_size {
             args.extend(["--log-max-size".into(), size.into()]);
         }
@@ -567,6 +639,9 @@ async fn start_cluster(sup: &mut Supervisor, progress: &mut Progress) -> anyhow:
             "0.0.0.0".into(),
         ];
         args.extend(capacity_args(opts));
+        if let Some(certs) = &sup.certs {
+            args.extend(certs.args(SIM_COMPONENT));
+        }
         sup.components.push(Component {
             name: SIM_COMPONENT.into(),
             program: exe.clone(),
@@ -578,8 +653,8 @@ async fn start_cluster(sup: &mut Supervisor, progress: &mut Progress) -> anyhow:
         sup.start(SIM_COMPONENT)?;
     }
 
-    let cli = CliConfig { api: layout.api_url(), token: api_token, cluster: opts.name.clone() };
-    cli.save(&opts.config_path)?;
+    let _ = api_token;
+    let cli = sup.write_cli_config()?;
     let client = Client::new(&cli)?;
     let wait = herd_cli::commands::wait_ready(&client, layout.nodes.len() + opts.sim_nodes, READY_TIMEOUT);
     tokio::pin!(wait);
@@ -629,7 +704,13 @@ fn node_permissions_conf(p: &herd_proto::subjects::NodePermissions) -> String {
 
 /// The configuration of broker `i` of `layout`: its clients' users, and with several brokers
 /// the cluster's routes to the others, authenticated with `route_password`.
-fn nats_config(layout: &Layout, i: usize, users: &[(String, String)], route_password: &str) -> String {
+fn nats_config(
+    layout: &Layout,
+    i: usize,
+    users: &[(String, String)],
+    route_password: &str,
+    tls: Option<&herd_tls::TlsFiles>,
+) -> String {
     let brokers = layout.brokers();
     let me = &brokers[i];
     let users: Vec<String> = users
@@ -658,8 +739,9 @@ fn nats_config(layout: &Layout, i: usize, users: &[(String, String)], route_pass
         format!(
             "ping_interval: \"2s\"\nping_max: 2\n\
              cluster {{\n  name: \"herd_{name}\"\n  listen: \"{}\"\n  \
-             authorization {{ user: \"route\", password: \"{route_password}\" }}\n  routes: [\n{}\n  ]\n}}\n",
+             authorization {{ user: \"route\", password: \"{route_password}\" }}\n{}  routes: [\n{}\n  ]\n}}\n",
             me.route_listen,
+            tls.map(|f| crate::certs::nats_tls_block(f, "  ")).unwrap_or_default(),
             routes.join(",\n")
         )
     } else {
@@ -675,7 +757,9 @@ fn nats_config(layout: &Layout, i: usize, users: &[(String, String)], route_pass
          max_payload: 8MB\n\
          jetstream {{\n    store_dir: \"{store}\"\n    max_memory_store: 256MB\n}}\n\
          {cluster}\
+         {tls}\
          authorization {{\n  users: [\n{users}\n  ]\n}}\n",
+        tls = tls.map(|f| crate::certs::nats_tls_block(f, "")).unwrap_or_default(),
         listen = me.listen,
         store = me.store.display(),
         users = users.join(",\n"),

@@ -168,6 +168,15 @@ struct UpArgs {
     /// Seconds between two evaluations of the policy (default 5).
     #[arg(long)]
     policy_interval: Option<f64>,
+    /// Plain text on every channel (the broker, the API, migrations), for a measurement of
+    /// what encryption costs: by default every channel is TLS with certificates of the
+    /// cluster's own CA.
+    #[arg(long)]
+    no_tls: bool,
+    /// How long the components' certificates are valid; they are renewed after two thirds
+    /// of it (e.g. 7d, 12h, 90s).
+    #[arg(long, default_value = "7d", value_parser = humantime::parse_duration)]
+    cert_lifetime: Duration,
     /// Runs the supervisor of a detached cluster (internal).
     #[arg(long, hide = true)]
     supervise: bool,
@@ -461,6 +470,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .map_err(|e| anyhow::anyhow!(e.0))?;
             opts.node_log_max_size = a.log_max_size;
             opts.node_log_max_files = a.log_max_files;
+            opts.tls = !a.no_tls;
+            anyhow::ensure!(a.cert_lifetime >= Duration::from_secs(30), "--cert-lifetime: 30s at least");
+            opts.cert_lifetime_secs = a.cert_lifetime.as_secs();
             // The config file's [control] section fills in what the flags leave out; the
             // Control node gets the result as flags.
             let path = config.map(Path::to_path_buf).unwrap_or_else(herd_cli::config::default_path);

@@ -25,7 +25,11 @@ fn a_nodes_credentials_are_refused_for_what_is_not_its_own() {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
         let (tx, mut errors) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let tls = cluster.tls_files("n1");
         let client = async_nats::ConnectOptions::with_user_and_password("n1".into(), password.trim().into())
+            .require_tls(true)
+            .add_root_certificates(tls.ca.clone())
+            .add_client_certificate(tls.cert.clone(), tls.key.clone())
             .event_callback(move |event| {
                 let tx = tx.clone();
                 async move {
@@ -88,6 +92,46 @@ fn a_nodes_credentials_are_refused_for_what_is_not_its_own() {
         let own = statuses.entry(key.as_str()).await.unwrap().expect("n1 published web's status");
         statuses.put(key.as_str(), own.value.clone()).await.expect("n1 writes its own status");
     });
+
+    // The broker takes no connection without a certificate of the cluster CA, whatever the
+    // password: not in plain text, not over TLS without a certificate, not with a
+    // certificate of another CA. Each fails, clearly.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let other_ca = herd_tls::ClusterCa::init(&elsewhere.path().join("ca"), "other").unwrap();
+    let stranger = other_ca
+        .issue_into(&herd_tls::Subject::new("n1", herd_tls::Role::Node), Duration::from_secs(3600), elsewhere.path())
+        .unwrap();
+    rt.block_on(async {
+        let tls = cluster.tls_files("n1");
+        let with_password = || {
+            async_nats::ConnectOptions::with_user_and_password("n1".into(), password.trim().into())
+                .connection_timeout(Duration::from_secs(5))
+        };
+        let attempts = [
+            ("plain text", with_password()),
+            ("TLS without a certificate", with_password().require_tls(true).add_root_certificates(tls.ca.clone())),
+            (
+                "a certificate of another CA",
+                with_password()
+                    .require_tls(true)
+                    .add_root_certificates(tls.ca.clone())
+                    .add_client_certificate(stranger.cert.clone(), stranger.key.clone()),
+            ),
+        ];
+        for (what, options) in attempts {
+            let r = tokio::time::timeout(Duration::from_secs(20), options.connect(url.as_str())).await;
+            match r {
+                Ok(Ok(_)) => panic!("the broker took a connection with {what}"),
+                Ok(Err(e)) => eprintln!("{what}: refused: {e}"),
+                Err(_) => panic!("connecting with {what} neither succeeded nor failed in 20 s"),
+            }
+        }
+    });
+    let log = std::fs::read_to_string(cluster.run_dir().join("logs/broker.log")).unwrap();
+    assert!(
+        log.contains("TLS handshake error") || log.contains("TLS Handshake"),
+        "the broker logs refused handshakes:\n{log}"
+    );
 
     // Nothing the refused messages asked for happened.
     let c = cluster.wait_state("web", "running", T);

@@ -21,11 +21,10 @@ use serde_json::{Value, json};
 
 const T: Duration = Duration::from_secs(60);
 
-/// `GET path` on the API at `api` (`http://ADDR`); returns the status code, the headers
-/// (lower-cased) and the body.
-fn http_get(api: &str, path: &str, token: Option<&str>) -> (u16, String, String) {
-    let addr = api.trim_start_matches("http://");
-    let mut s = std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("connecting to {addr}: {e}"));
+/// `GET path` on the API of `cfg`; returns the status code, the headers (lower-cased) and
+/// the body.
+fn http_get(cfg: &herd_cli::CliConfig, path: &str, token: Option<&str>) -> (u16, String, String) {
+    let (mut s, addr) = common::api_connect(cfg);
     let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
     write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n{auth}\r\n").unwrap();
     let mut out = String::new();
@@ -41,7 +40,7 @@ fn dashboard_page_needs_no_token_but_the_api_does() {
     // parallel, and `Cluster::up` takes down whatever cluster has its index.
     let cluster = Cluster::up(24, 1);
     let cfg = herd_cli::CliConfig::load(&cluster.config).unwrap();
-    let get = |path: &str, token: Option<&str>| http_get(&cfg.api, path, token);
+    let get = |path: &str, token: Option<&str>| http_get(&cfg, path, token);
 
     let (code, head, body) = get("/dashboard", None);
     assert_eq!(code, 200, "{head}{body}");
@@ -74,7 +73,7 @@ fn dashboard_page_needs_no_token_but_the_api_does() {
 #[test]
 fn dashboard_draws_live_charts_and_a_migration_in_headless_chromium() {
     let cluster = Cluster::up(21, 2);
-    let mut browser = Browser::launch();
+    let mut browser = Browser::launch(&cluster);
     cluster.import_busybox();
     cluster.run_cpu_burner("burn", "n1", "0.5");
     let cfg = herd_cli::CliConfig::load(&cluster.config).unwrap();
@@ -236,7 +235,13 @@ fn find_in_path(program: &str) -> Option<PathBuf> {
 }
 
 impl Browser {
-    fn launch() -> Browser {
+    /// Chromium trusting the cluster's API certificate, as a browser that imported the
+    /// cluster CA would (the flag pins the API certificate's key).
+    fn launch(cluster: &Cluster) -> Browser {
+        use base64::Engine;
+        use sha2::Digest;
+        let spki = herd_tls::CertInfo::read(&cluster.tls_files("control").cert).unwrap().spki_der;
+        let pin = base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(&spki));
         let exe = find_in_path("chromium").unwrap_or_else(|| {
             panic!("chromium is missing: apt-get install -y chromium (scripts/setup.sh installs it for the tests)")
         });
@@ -264,6 +269,7 @@ impl Browser {
             "--window-size=1280,1400",
         ])
         .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(format!("--ignore-certificate-errors-spki-list={pin}"))
         .arg("about:blank")
         .stdin(Stdio::null())
         .stdout(log_file.try_clone().unwrap())

@@ -132,17 +132,9 @@ fn checkpoint_chunks(cluster: &Cluster) -> u64 {
 /// Sends `head` then `body` as a checkpoint upload for `name` with plain HTTP/1.1 (chunked),
 /// stopping after `send` bytes of `body` when `abort`; returns the status line, if any came.
 fn upload(cluster: &Cluster, name: &str, head: &[u8], body: &[u8], send: usize, abort: bool) -> Option<String> {
-    let config = std::fs::read_to_string(&cluster.config).unwrap();
-    let field = |key: &str| {
-        config
-            .lines()
-            .find_map(|l| l.strip_prefix(key))
-            .map(|v| v.trim().trim_start_matches('=').trim().trim_matches('"').to_string())
-    };
-    let api = field("api").unwrap();
-    let token = field("token").unwrap();
-    let addr = api.trim_start_matches("http://").trim_end_matches('/').to_string();
-    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    let cfg = herd_cli::CliConfig::load(&cluster.config).unwrap();
+    let token = cfg.token.clone();
+    let (mut s, addr) = common::api_connect(&cfg);
     write!(
         s,
         "POST /v1/containers/{name}/restore/archive HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\
@@ -150,7 +142,7 @@ fn upload(cluster: &Cluster, name: &str, head: &[u8], body: &[u8], send: usize, 
     )
     .unwrap();
     // The Control node may answer (and close) before the body ends: stop sending then.
-    let chunk = |s: &mut std::net::TcpStream, data: &[u8]| -> std::io::Result<()> {
+    let chunk = |s: &mut Box<dyn common::ReadWrite>, data: &[u8]| -> std::io::Result<()> {
         write!(s, "{:x}\r\n", data.len())?;
         s.write_all(data)?;
         s.write_all(b"\r\n")
@@ -165,7 +157,6 @@ fn upload(cluster: &Cluster, name: &str, head: &[u8], body: &[u8], send: usize, 
     }
     let _ = sent.and_then(|_| s.write_all(b"0\r\n\r\n"));
     let mut answer = String::new();
-    s.set_read_timeout(Some(T)).unwrap();
     let _ = s.read_to_string(&mut answer);
     answer.lines().next().map(str::to_string)
 }

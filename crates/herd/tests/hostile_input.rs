@@ -19,7 +19,8 @@ fn post_json(cluster: &Cluster, path: &str, body: &impl serde::Serialize) -> (u1
     let cfg = herd_cli::config::CliConfig::load(&cluster.config).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
-        let resp = reqwest::Client::new()
+        let resp = herd_cli::client::http_client(&cfg)
+            .unwrap()
             .post(format!("{}{path}", cfg.api))
             .bearer_auth(&cfg.token)
             .json(body)

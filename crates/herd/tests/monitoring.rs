@@ -15,8 +15,7 @@ const T: Duration = Duration::from_secs(60);
 /// `GET path` on the cluster's API with its token; returns the status code and body.
 fn api_get(cluster: &Cluster, path: &str, with_token: bool) -> (u16, String) {
     let cfg = herd_cli::CliConfig::load(&cluster.config).unwrap();
-    let addr = cfg.api.trim_start_matches("http://").to_string();
-    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    let (mut s, addr) = common::api_connect(&cfg);
     let auth = if with_token { format!("Authorization: Bearer {}\r\n", cfg.token) } else { String::new() };
     write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n{auth}\r\n").unwrap();
     let mut out = String::new();

@@ -41,6 +41,32 @@ fn herd_node_find(tool: &str) -> bool {
 }
 
 /// Polls `cond` every 50 ms until it returns `Some`, or panics after `timeout` with `what`.
+/// A stream both ways.
+pub trait ReadWrite: std::io::Read + std::io::Write {}
+impl<T: std::io::Read + std::io::Write> ReadWrite for T {}
+
+/// A connection to the API of `cfg` for hand-written HTTP: TLS checked against the config's
+/// CA when the API is `https://`; and the API's `host:port`.
+pub fn api_connect(cfg: &herd_cli::CliConfig) -> (Box<dyn ReadWrite>, String) {
+    let (tls, addr) = match cfg.api.strip_prefix("https://") {
+        Some(a) => (true, a),
+        None => (false, cfg.api.trim_start_matches("http://")),
+    };
+    let addr = addr.trim_end_matches('/').to_string();
+    let tcp = std::net::TcpStream::connect(&addr).unwrap_or_else(|e| panic!("connecting to {addr}: {e}"));
+    tcp.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    if !tls {
+        return (Box::new(tcp), addr);
+    }
+    let config =
+        herd_tls::config::client_config_from_pem(cfg.ca.as_deref().expect("an https API comes with its CA"), None)
+            .unwrap();
+    let host = addr.rsplit_once(':').unwrap().0.to_string();
+    let name = rustls::pki_types::ServerName::try_from(host).unwrap();
+    let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+    (Box::new(rustls::StreamOwned::new(conn, tcp)), addr)
+}
+
 pub fn wait_for<T>(what: &str, timeout: Duration, mut cond: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + timeout;
     loop {
@@ -260,6 +286,12 @@ impl Cluster {
         let password = std::fs::read_to_string(self.run_dir().join("secrets/broker-up")).unwrap();
         herd_broker::BrokerConfig::new(self.up_state().layout.broker_url(), "test")
             .with_credentials("up", password.trim())
+            .with_tls(Some(self.tls_files("up")))
+    }
+
+    /// The TLS files `herd up` issued to component `name` (`up`, `user`, `n1`, `control`...).
+    pub fn tls_files(&self, name: &str) -> herd_tls::TlsFiles {
+        herd_tls::TlsFiles::in_dir(&self.run_dir().join("secrets/tls"), name)
     }
 
     pub fn node_netns(&self, node: &str) -> PathBuf {
