@@ -59,6 +59,20 @@ pub fn http_client(cfg: &CliConfig) -> anyhow::Result<reqwest::Client> {
         .context("building the HTTP client")
 }
 
+/// The TLS error behind a failed connection, if that is why it failed (a certificate of
+/// another CA, an expired one, a name it does not hold).
+fn tls_failure(e: &reqwest::Error) -> Option<String> {
+    let mut source: Option<&dyn std::error::Error> = Some(e);
+    while let Some(s) = source {
+        let text = s.to_string();
+        if text.contains("certificate") || text.contains("TLS") || text.contains("handshake") {
+            return Some(text);
+        }
+        source = s.source();
+    }
+    None
+}
+
 /// A request the leader never answered, and another replica leads now: the request may or
 /// may not have taken effect (whatever the old leader had not written when it lost its lease,
 /// it writes no more).
@@ -228,6 +242,11 @@ impl Client {
                 }
                 Ok(Tried::Answered(resp))
             }
+            // A certificate the config does not trust is no reason to try again or elsewhere.
+            Err(e) if e.is_connect() && tls_failure(&e).is_some() => Err(anyhow!(
+                "the Control node at {base} could not be trusted: {}; is the CA in the Herd config this cluster's (herd up writes it)?",
+                tls_failure(&e).unwrap_or_default(),
+            )),
             Err(e) if e.is_connect() => Ok(Tried::NotThere(format!("cannot reach the Control node at {base}"), None)),
             Err(e) if idempotent => Ok(Tried::Moved(format!("request to the Control node at {base} failed: {e}"))),
             Err(e) => Err(anyhow!(

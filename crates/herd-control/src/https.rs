@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
@@ -129,7 +129,17 @@ async fn handshake(acceptor: &TlsAcceptor, mut stream: TcpStream, peer: SocketAd
                 "HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
                 body.len()
             );
-            let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(reply.as_bytes())).await;
+            // The request is read first and the connection ended cleanly: closing a socket
+            // with unread bytes resets it, and the client would lose the answer.
+            let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                let mut buf = [0u8; 8192];
+                let _ = stream.read(&mut buf).await;
+                stream.write_all(reply.as_bytes()).await?;
+                stream.shutdown().await?;
+                while stream.read(&mut buf).await? > 0 {}
+                std::io::Result::Ok(())
+            })
+            .await;
             return None;
         }
         // Closed, failed or silent: nothing to say to it.
