@@ -2,6 +2,7 @@
 //! the user's Herd config, and print tables for people or JSON for scripts.
 
 pub mod analyze;
+pub mod ca;
 mod checkpoint;
 pub mod classes;
 pub mod client;

@@ -89,6 +89,10 @@ enum Command {
     Control(ControlCommand),
     /// Run the Compute node agent.
     Node(NodeArgs),
+    /// The cluster CA of a cluster on several machines: init, issue, show (herd up makes
+    /// its own).
+    #[command(subcommand)]
+    Ca(herd_cli::ca::CaCommand),
     /// Carry a post-copy migration's pages (started by the agent).
     #[command(hide = true)]
     PageProxy {
@@ -599,6 +603,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             herd_node::agent::run(cfg, shutdown_signal()).await
         }
+        Command::Ca(c) => herd_cli::ca::run(c),
         Command::PageProxy { args } => {
             let args = herd_node::pageproxy::ProxyArgs::parse(&args).map_err(anyhow::Error::msg)?;
             herd_node::pageproxy::run(args).await
