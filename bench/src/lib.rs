@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
+pub mod memhog;
 pub mod zdtm;
 
 /// The `herd` binary next to the benchmark's own (build both with `--release`).
