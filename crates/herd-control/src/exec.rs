@@ -3,6 +3,10 @@
 //! the CLI's upgraded HTTP connection and the node (see [`herd_proto::exec`] and the
 //! [design note](../../../docs/design/exec.md)).
 //!
+//! With the Control replica's TLS files (`ControlConfig::tls`) the connection to the node is
+//! TLS: the node's certificate is checked against the cluster CA and the node's address, and
+//! the replica presents its own (a node with TLS refuses an exec connection without one).
+//!
 //! The Control node keeps the sessions it relays: a container with one in progress is not
 //! checkpointed or migrated ([`Control::ensure_no_exec`]), by `herd checkpoint`, `herd migrate`,
 //! a drain or the policy engine alike. The node checks the same before it dumps anything.
@@ -22,6 +26,7 @@ use herd_proto::state::ContainerState;
 use rand::Rng;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
 
 use crate::control::Control;
 use crate::error::{Error, Kind, Result};
@@ -76,8 +81,15 @@ pub struct Session {
     registered: Registered,
     container: String,
     node: String,
-    stream: TcpStream,
+    stream: NodeStream,
 }
+
+/// The connection to a node's exec listener.
+type NodeStream = Box<dyn AsyncStream>;
+
+trait AsyncStream: AsyncRead + AsyncWrite + Send + Unpin {}
+impl AsyncStream for TcpStream {}
+impl AsyncStream for TlsStream<TcpStream> {}
 
 impl Control {
     /// Refuses to checkpoint or migrate (`action`, e.g. "migrate it") container `name` while
@@ -129,30 +141,63 @@ impl Control {
                 return Err(Error::new(Kind::Internal, format!("node {node} answered an exec with {other:?}")));
             }
         };
-        let stream = connect(address, &session, &token)
+        let tls = match &self.cfg.tls {
+            Some(files) => Some(
+                herd_tls::config::client_config(&files.ca, Some(files))
+                    .map_err(|e| Error::new(Kind::Internal, format!("the TLS settings of exec connections: {e}")))?,
+            ),
+            None => None,
+        };
+        let stream = connect(address, &session, &token, tls)
             .await
             .map_err(|e| Error::unavailable(format!("cannot open the exec session on node {node} ({address}): {e}")))?;
         Ok(Session { control: self.clone(), registered, container: name.to_string(), node, stream })
     }
 }
 
-/// Connects to a node's exec listener and says the session's hello.
-async fn connect(address: SocketAddr, session: &str, token: &str) -> std::io::Result<TcpStream> {
+/// Connects to a node's exec listener (over TLS with `tls`, the node's certificate checked
+/// for its address) and says the session's hello.
+async fn connect(
+    address: SocketAddr,
+    session: &str,
+    token: &str,
+    tls: Option<tokio_rustls::rustls::ClientConfig>,
+) -> std::io::Result<NodeStream> {
     let open = async {
-        let mut stream = TcpStream::connect(address).await?;
-        stream.set_nodelay(true)?;
+        let tcp = TcpStream::connect(address).await?;
+        tcp.set_nodelay(true)?;
         // A node that vanishes is noticed even while the session is idle.
         let keepalive = socket2::TcpKeepalive::new()
             .with_time(Duration::from_secs(15))
             .with_interval(Duration::from_secs(5))
             .with_retries(6);
-        socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive)?;
-        stream.write_all(&proto::exec_hello(session, token)).await?;
+        socket2::SockRef::from(&tcp).set_tcp_keepalive(&keepalive)?;
+        let mut stream: NodeStream = match tls {
+            None => Box::new(tcp),
+            Some(config) => {
+                let name = tokio_rustls::rustls::pki_types::ServerName::IpAddress(address.ip().into());
+                let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+                let session = connector.connect(name, tcp).await.map_err(|e| {
+                    std::io::Error::new(e.kind(), format!("TLS handshake failed: {e} (does the node have TLS?)"))
+                })?;
+                Box::new(session)
+            }
+        };
+        let refused =
+            |e: std::io::Error| match e.get_ref().and_then(|i| i.downcast_ref::<tokio_rustls::rustls::Error>()) {
+                Some(why) => std::io::Error::other(format!("the node refused this Control node's certificate: {why}")),
+                None => e,
+            };
+        stream.write_all(&proto::exec_hello(session, token)).await.map_err(refused)?;
+        stream.flush().await.map_err(refused)?;
         let mut answer = [0u8; 1];
-        stream.read_exact(&mut answer).await?;
+        stream.read_exact(&mut answer).await.map_err(refused)?;
         match answer[0] {
             0 => Ok(stream),
             1 => Err(std::io::Error::other("the node refused the session's ticket")),
+            3 => Err(std::io::Error::other(
+                "the node requires TLS for exec sessions, and this Control node has no TLS certificate",
+            )),
             n => Err(std::io::Error::other(format!("the node answered {n} to the hello"))),
         }
     };
@@ -168,7 +213,7 @@ impl Session {
     pub async fn relay(self, client: impl AsyncRead + AsyncWrite + Send + 'static) {
         let Session { control, registered, container, node, stream } = self;
         let (mut client_r, mut client_w) = tokio::io::split(client);
-        let (mut node_r, mut node_w) = stream.into_split();
+        let (mut node_r, mut node_w) = tokio::io::split(stream);
         let mut lost = control.node_lost.subscribe();
         let node_lost = async {
             loop {
@@ -254,4 +299,51 @@ pub async fn handle(control: Arc<Control>, name: String, request: &str, mut req:
         .header(header::UPGRADE, proto::UPGRADE)
         .body(Body::empty())
         .expect("a valid response"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use herd_node::transfer::{Accepted, Budget, Listener, Ticket, TransferTls};
+    use herd_tls::ca::{ClusterCa, Role, Subject};
+
+    const WEEK: Duration = Duration::from_secs(7 * 86400);
+
+    /// A node's exec listener with TLS takes a session from a Control replica with its
+    /// certificate, and refuses one without.
+    #[tokio::test]
+    async fn exec_sessions_go_over_tls_with_the_control_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = ClusterCa::init(&dir.path().join("ca"), "t").unwrap();
+        let local: std::net::IpAddr = [127, 0, 0, 1].into();
+        let node = ca.issue_into(&Subject::new("n1", Role::Node).with_ip(local), WEEK, &dir.path().join("n1")).unwrap();
+        let control =
+            ca.issue_into(&Subject::new("c1", Role::Control).with_ip(local), WEEK, &dir.path().join("c1")).unwrap();
+        let token = "ab".repeat(32);
+        let ticket = Ticket { migration: "e1".into(), token: token.clone() };
+        let tls = TransferTls::new(&node).unwrap();
+        let listener = Listener::bind_with(local, ticket, Budget::unlimited(), Some(tls)).await.unwrap();
+        let addr = listener.local_addr();
+        let config = || herd_tls::config::client_config(&control.ca, Some(&control)).unwrap();
+
+        // Without TLS, and with TLS but no certificate: refused, clearly.
+        let e = connect(addr, "e1", &token, None).await.err().expect("plain text must be refused");
+        assert!(e.to_string().contains("requires TLS for exec sessions"), "{e}");
+        let anonymous = herd_tls::config::client_config(&control.ca, None).unwrap();
+        let e = connect(addr, "e1", &token, Some(anonymous)).await.err().expect("no certificate must be refused");
+        assert!(e.to_string().contains("refused this Control node's certificate"), "{e}");
+        // A wrong token over TLS is refused as before.
+        let e = connect(addr, "e1", &"cd".repeat(32), Some(config())).await.err().expect("a wrong token");
+        assert!(e.to_string().contains("refused the session's ticket"), "{e}");
+
+        let mut stream = connect(addr, "e1", &token, Some(config())).await.unwrap();
+        let accepted = tokio::time::timeout(Duration::from_secs(10), listener.accept()).await.unwrap().unwrap();
+        let Accepted::Exec(mut node_end) = accepted else { panic!("not an exec connection: {accepted:?}") };
+        assert_eq!(node_end.peer_identity().as_deref(), Some("c1 (control)"));
+        stream.write_all(b"ping").await.unwrap();
+        stream.flush().await.unwrap();
+        let mut got = [0u8; 4];
+        node_end.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"ping");
+    }
 }

@@ -119,7 +119,14 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
             None
         }
     };
-    let criu_config = criu.is_some().then(|| crate::criu_config::write(&paths.run_dir)).transpose()?;
+    let transfer_tls = cfg
+        .tls
+        .as_ref()
+        .map(crate::transfer::TransferTls::new)
+        .transpose()
+        .context("the TLS settings of migration and exec connections")?;
+    let criu_config =
+        criu.is_some().then(|| crate::criu_config::write(&paths.run_dir, cfg.tls.as_ref())).transpose()?;
     // The clients of an earlier agent's exec sessions went with it.
     crate::exec::kill_leftovers(&paths.run_dir);
     let runtime = Arc::new(Runtime::new(
@@ -133,6 +140,8 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
             address: cfg.address,
             migration_cgroup,
             criu_config,
+            tls_files: cfg.tls.clone(),
+            tls: transfer_tls,
             log_limits: cfg.log_limits,
         },
         statuses.clone(),

@@ -31,11 +31,31 @@
 //!   when that wait ends (it may never accept it) is left behind, as if its handshake had
 //!   been lost, instead of failing the whole dump.
 //!
+//! - With the node's TLS files, `tls`, `tls-cacert`, `tls-cert`, `tls-key` and
+//!   `tls-no-cn-verify` ([`tls_args`]): the source's CRIU, which runc starts (and runc 1.1 has
+//!   no TLS flags), then speaks TLS on a migration's pages connection, as the destination's
+//!   `criu page-server` and `criu lazy-pages` do with the same options on their command line
+//!   ([`crate::page_server`]).
+//!
 //! The file is written where the agent keeps its run-time state.
+//!
+//! # CRIU's TLS
+//!
+//! CRIU 4.2.1 (`criu/tls.c`, gnutls) trusts only the CA file it is given (`--tls-cacert`: the
+//! system's roots are not loaded then), presents the node's certificate, and checks the
+//! peer's certificate chain and validity dates (`gnutls_certificate_verify_peers3`); a page
+//! server requires the client's certificate (`GNUTLS_CERT_REQUIRE`). Both ends of a pages
+//! connection are CRIUs on two nodes, each talking to a relay on 127.0.0.1 (the agents relay
+//! the connection, see [`crate::relay`]), so the name CRIU would check is 127.0.0.1, which no
+//! node's certificate holds: `tls-no-cn-verify` turns the name check off, and the certificate
+//! still has to be one of the cluster CA's. Which node it is was settled by the control
+//! connection, whose TLS checks the node's address.
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
+use anyhow::{Context, bail};
+use herd_tls::TlsFiles;
 
 /// The OCI annotation runc reads the CRIU configuration file's path from.
 pub const ANNOTATION: &str = "org.criu.config";
@@ -51,9 +71,96 @@ skip-in-flight
 // `=`: manage-cgroups' argument is optional, and CRIU turns a line into `--key value`, which
 // getopt reads as `--manage-cgroups` (soft mode) followed by a stray word.
 
+/// CRIU's options for TLS on a pages connection with the node's `files`, as command-line
+/// arguments.
+pub fn tls_args(files: &TlsFiles) -> Vec<OsString> {
+    let mut args: Vec<OsString> = vec!["--tls".into()];
+    for (flag, path) in [("--tls-cacert", &files.ca), ("--tls-cert", &files.cert), ("--tls-key", &files.key)] {
+        args.push(flag.into());
+        args.push(path.into());
+    }
+    args.push("--tls-no-cn-verify".into());
+    args
+}
+
+/// The same options as lines of the configuration file (`--key value` becomes `key value`).
+fn tls_lines(files: &TlsFiles) -> anyhow::Result<String> {
+    let mut lines = String::from("tls\ntls-no-cn-verify\n");
+    for (key, path) in [("tls-cacert", &files.ca), ("tls-cert", &files.cert), ("tls-key", &files.key)] {
+        let text = path.to_str().with_context(|| format!("the TLS file {} is not named in UTF-8", path.display()))?;
+        // CRIU splits a line at white space and reads quotes and '#' itself.
+        if text.is_empty() || text.chars().any(|c| c.is_whitespace() || c == '"' || c == '#' || c == '\\') {
+            bail!(
+                "CRIU's configuration file cannot name the TLS file {text:?}: white space, quotes, '#' or '\\' in it"
+            );
+        }
+        lines.push_str(&format!("{key} {text}\n"));
+    }
+    Ok(lines)
+}
+
+/// The file's content, with TLS when `tls` is given.
+fn settings(tls: Option<&TlsFiles>) -> anyhow::Result<String> {
+    let mut text = SETTINGS.to_string();
+    if let Some(files) = tls {
+        text.push_str("# TLS on migrations' pages connections, with the node's certificate.\n");
+        text.push_str(&tls_lines(files)?);
+    }
+    Ok(text)
+}
+
 /// Writes the configuration into `run_dir` and returns its path.
-pub fn write(run_dir: &Path) -> anyhow::Result<PathBuf> {
+pub fn write(run_dir: &Path, tls: Option<&TlsFiles>) -> anyhow::Result<PathBuf> {
     let path = run_dir.join("criu.conf");
-    std::fs::write(&path, SETTINGS).with_context(|| format!("writing {}", path.display()))?;
+    std::fs::write(&path, settings(tls)?).with_context(|| format!("writing {}", path.display()))?;
     Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn files(dir: &str) -> TlsFiles {
+        TlsFiles::in_dir(Path::new(dir), "n1")
+    }
+
+    #[test]
+    fn tls_goes_into_the_file_and_onto_the_command_line_alike() {
+        let plain = settings(None).unwrap();
+        assert!(!plain.contains("tls"), "{plain}");
+        let text = settings(Some(&files("/var/lib/herd/tls"))).unwrap();
+        let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("tls")).collect();
+        assert_eq!(
+            lines,
+            [
+                "tls",
+                "tls-no-cn-verify",
+                "tls-cacert /var/lib/herd/tls/ca.crt",
+                "tls-cert /var/lib/herd/tls/n1.crt",
+                "tls-key /var/lib/herd/tls/n1.key"
+            ]
+        );
+        // The command line says the same, as `--key value`.
+        let args: Vec<String> =
+            tls_args(&files("/var/lib/herd/tls")).into_iter().map(|a| a.into_string().unwrap()).collect();
+        let mut from_file: Vec<String> = Vec::new();
+        for l in &lines {
+            let mut words = l.split(' ');
+            from_file.push(format!("--{}", words.next().unwrap()));
+            from_file.extend(words.map(str::to_string));
+        }
+        let (mut a, mut b) = (args.clone(), from_file);
+        a.sort();
+        b.sort();
+        assert_eq!(a, b);
+        assert_eq!(args[0], "--tls");
+    }
+
+    #[test]
+    fn paths_criu_would_misread_are_refused() {
+        for dir in ["/var/lib/my herd", "/x\"y", "/x#y", "/x\\y"] {
+            let e = settings(Some(&files(dir))).unwrap_err();
+            assert!(e.to_string().contains("cannot name the TLS file"), "{dir}: {e}");
+        }
+    }
 }

@@ -34,15 +34,13 @@ use herd_proto::exec::{self as proto, ExecRequest, Frame, SessionInfo, TermSize}
 use herd_proto::node::NodeReply;
 use herd_proto::state::ContainerState;
 use tokio::io::unix::AsyncFd;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout};
 use tokio::sync::watch;
 
 use crate::runc::{ExecOpts, Runc, last_runc_error};
 use crate::runtime::{OpResult, Runtime};
-use crate::transfer::{Accepted, Budget, Listener, Ticket};
+use crate::transfer::{Accepted, Budget, Listener, Stream, Ticket, write_flushed};
 
 /// How long the Control node has to open a prepared session's stream.
 const CONNECT_WAIT: Duration = Duration::from_secs(15);
@@ -203,9 +201,14 @@ impl Runtime {
         let dir = sessions_dir(&self.cfg.paths.run_dir);
         std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
         let ticket = Ticket { migration: session.to_string(), token };
-        let listener = Listener::bind(std::net::IpAddr::V4(self.cfg.address), ticket, Budget::unlimited())
-            .await
-            .map_err(|e| format!("opening the exec session's listener: {e}"))?;
+        let listener = Listener::bind_with(
+            std::net::IpAddr::V4(self.cfg.address),
+            ticket,
+            Budget::unlimited(),
+            self.cfg.tls.clone(),
+        )
+        .await
+        .map_err(|e| format!("opening the exec session's listener: {e}"))?;
         let address = listener.local_addr();
         let guard = self.execs.begin(
             id,
@@ -382,7 +385,7 @@ fn resize_pty(fd: &AsyncFd<OwnedFd>, size: TermSize) {
 /// Reads the client's frames and acts on them; returns when the client is gone (or broke the
 /// framing). Runs beside the output loop, so a process that does not read its input never
 /// stops its output from flowing.
-async fn client_input(mut rd: tokio::net::tcp::OwnedReadHalf, mut input: Input, session: String) {
+async fn client_input(mut rd: ReadHalf<Stream>, mut input: Input, session: String) {
     let mut dec = proto::Decoder::new();
     let mut buf = vec![0u8; 64 << 10];
     loop {
@@ -421,8 +424,8 @@ async fn client_input(mut rd: tokio::net::tcp::OwnedReadHalf, mut input: Input, 
 
 /// Runs one session on its stream, until the process has exited and its exit code is sent,
 /// or the client has gone and the process is killed.
-async fn run_session(stream: TcpStream, plan: &Plan, sessions: &Sessions) {
-    let (rd, mut wr) = stream.into_split();
+async fn run_session(stream: Stream, plan: &Plan, sessions: &Sessions) {
+    let (rd, mut wr) = tokio::io::split(stream);
     let (mut child, input, mut output) = match spawn(plan) {
         Ok(spawned) => spawned,
         Err(e) => {
@@ -484,7 +487,7 @@ async fn run_session(stream: TcpStream, plan: &Plan, sessions: &Sessions) {
                     sessions.set_pid(&plan.id, &plan.session, pid);
                     let mut bytes = Frame::Started { pid }.encode();
                     bytes.append(&mut early);
-                    if wr.write_all(&bytes).await.is_err() {
+                    if write_flushed(&mut wr, &bytes).await.is_err() {
                         client_gone = true;
                         break None;
                     }
@@ -494,7 +497,7 @@ async fn run_session(stream: TcpStream, plan: &Plan, sessions: &Sessions) {
         };
         if let Some(frame) = frame {
             if started.is_some() {
-                if wr.write_all(&frame.encode()).await.is_err() {
+                if write_flushed(&mut wr, &frame.encode()).await.is_err() {
                     client_gone = true;
                     break None;
                 }
@@ -580,7 +583,7 @@ fn close(output: &mut Output, which: u8) {
     }
 }
 
-async fn send(wr: &mut OwnedWriteHalf, frames: &[Frame]) -> io::Result<()> {
+async fn send(wr: &mut WriteHalf<Stream>, frames: &[Frame]) -> io::Result<()> {
     let mut bytes = Vec::new();
     for f in frames {
         match f {
@@ -589,7 +592,7 @@ async fn send(wr: &mut OwnedWriteHalf, frames: &[Frame]) -> io::Result<()> {
             f => bytes.extend(f.encode()),
         }
     }
-    wr.write_all(&bytes).await
+    write_flushed(wr, &bytes).await
 }
 
 /// The exit code of runc, which is its process's: 128 + signal when a signal ended it.
@@ -716,7 +719,7 @@ mod tests {
         let answer = |hello: Vec<u8>| {
             let addr = listener.local_addr();
             async move {
-                let mut s = TcpStream::connect(addr).await.unwrap();
+                let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
                 s.write_all(&hello).await.unwrap();
                 let mut a = [9u8; 1];
                 s.read_exact(&mut a).await.map(|_| a[0]).unwrap_or(255)

@@ -8,6 +8,9 @@
 //!   [`versions`]: checkpoint ticker versions, stored in and restored from the version store;
 //! - [`migrate`] and [`transfer`]: live migration between nodes, and its node-to-node connections
 //!   ([`hello_slots`]: how many unauthenticated ones a listener holds);
+//! - [`page_server`]: the destination's CRIU processes that take a migration's pages;
+//!   [`relay`], [`pageproxy`]: the agents' relays of pages connections; [`criu_config`]: the
+//!   CRIU settings runc passes on (TLS included);
 //! - [`runc`]: a typed wrapper of the runc command line; [`criu_images`]: checks of CRIU images
 //!   before a restore;
 //! - [`shim`]: the per-container shim process that starts a container with runc,
@@ -44,6 +47,7 @@ pub mod migrate;
 pub mod netfilter;
 pub mod netlock;
 pub mod overlay;
+pub mod page_server;
 pub mod pageproxy;
 pub mod paths;
 pub mod ports;

@@ -29,6 +29,7 @@ use herd_proto::state::ContainerState;
 use herd_sched::migration::{PRECOPY_MAX_ROUNDS, PRECOPY_MIN_ROUND, precopy_again, precopy_small_enough};
 use serde::{Deserialize, Serialize};
 
+use crate::page_server::{LazySource, connect_local, free_local_port};
 use crate::paths::host_ifname;
 use crate::runc::{CheckpointOpts, last_runc_error};
 use crate::runtime::{Container, OpResult, Runtime};
@@ -43,6 +44,8 @@ const INCOMING: &str = "incoming.json";
 const RECEIVE_TIMEOUT: Duration = Duration::from_secs(300);
 /// How long the source waits for the destination's answer to "restore".
 const RESTORE_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long the destination's `criu lazy-pages` may take to connect to its relay (with TLS).
+const RELAY_WAIT: Duration = Duration::from_secs(60);
 
 /// Messages on a migration's control connection.
 #[derive(Debug, Serialize, Deserialize)]
@@ -101,24 +104,6 @@ fn write_incoming(c: &Container, incoming: &Incoming) -> anyhow::Result<()> {
 
 fn read_incoming(dir: &Path) -> Option<Incoming> {
     serde_json::from_slice(&std::fs::read(dir.join(INCOMING)).ok()?).ok()
-}
-
-/// A free TCP port on 127.0.0.1, for a CRIU process to listen on.
-fn free_local_port() -> anyhow::Result<u16> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
-    Ok(l.local_addr()?.port())
-}
-
-/// Connects to 127.0.0.1:`port`, retrying while the CRIU process there starts.
-async fn connect_local(port: u16, timeout: Duration) -> anyhow::Result<tokio::net::TcpStream> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
-            Ok(s) => return Ok(s),
-            Err(e) if Instant::now() >= deadline => bail!("CRIU did not listen on 127.0.0.1:{port}: {e}"),
-            Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
-        }
-    }
 }
 
 /// Fault injection for tests: when `HERD_FAULT_INJECT` (a comma-separated list) names `point`,
@@ -259,7 +244,8 @@ impl Runtime {
             crate::volumes::add_mounts(&mut config, &self.cfg.paths.data_dir, &spec.host.volumes);
             std::fs::write(c.paths.bundle().join("config.json"), serde_json::to_vec_pretty(&config)?)?;
             let t = Ticket { migration: ticket.migration.clone(), token: ticket.token.clone() };
-            let listener = Listener::bind(IpAddr::V4(self.cfg.address), t, budget.clone()).await?;
+            let listener =
+                Listener::bind_with(IpAddr::V4(self.cfg.address), t, budget.clone(), self.cfg.tls.clone()).await?;
             anyhow::Ok(listener)
         }
         .await;
@@ -507,16 +493,8 @@ impl Runtime {
         let port = free_local_port()?;
         let criu = self.cfg.runc.criu.clone().unwrap_or_else(|| "criu".into());
         let log = page_server_log(images);
-        let mut cmd = std::process::Command::new(criu);
-        cmd.args(["page-server", "--address", "127.0.0.1", "--port", &port.to_string(), "--images-dir"])
-            .arg(images)
-            .arg("--work-dir")
-            .arg(scratch)
-            .args(["-o", &log, "-v4"]);
-        if let Some(parent) = parent {
-            cmd.args(["--prev-images-dir", parent]);
-        }
-        cmd.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+        let tls = self.cfg.tls_files.as_ref();
+        let cmd = crate::page_server::page_server_command(&criu, port, images, scratch, &log, parent, tls);
         let child = spawn_group(cmd, self.migration_cgroup())?;
         let local = connect_local(port, Duration::from_secs(10)).await?;
         let budget = budget.clone();
@@ -550,28 +528,72 @@ impl Runtime {
         let work = scratch.join("restore-work");
         std::fs::create_dir_all(&work)?;
         let mut lazy_daemon = None;
+        // With TLS: the task relaying CRIU's local connection (aborted if the restore fails).
+        let mut lazy_relay: Option<tokio::task::JoinHandle<()>> = None;
         if let Some(stream) = lazy_pages {
-            // `criu lazy-pages` asks the source for pages on the migration's (authenticated)
-            // pages connection itself: it inherits the socket, so an agent restart leaves the
-            // pages flowing. CRIU reads it blocking.
-            let stream = stream.into_std()?;
-            stream.set_nonblocking(false)?;
-            let peer: OwnedFd = stream.into();
             let criu = self.cfg.runc.criu.clone().unwrap_or_else(|| "criu".into());
-            let mut cmd = std::process::Command::new(criu);
-            cmd.args(["lazy-pages", "--page-server", "--ps-socket", &peer.as_raw_fd().to_string()])
-                .arg("--images-dir")
-                .arg(images)
-                .arg("--work-dir")
-                .arg(&work)
-                .args(["-o", "lazy-pages.log", "-v4"])
-                .stdin(std::process::Stdio::null())
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null());
-            keep_fd_on_exec(&mut cmd, &peer);
-            let child = spawn_group(cmd, self.migration_cgroup())?;
-            // CRIU's copy alone: its close is what ends the connection for the source.
-            drop(peer);
+            let tls = self.cfg.tls_files.as_ref();
+            let child = match tls {
+                None => {
+                    // `criu lazy-pages` asks the source for pages on the migration's
+                    // (authenticated) pages connection itself: it inherits the socket, so an
+                    // agent restart leaves the pages flowing. CRIU reads it blocking.
+                    let stream = stream.into_std()?;
+                    stream.set_nonblocking(false)?;
+                    let peer: OwnedFd = stream.into();
+                    let source = LazySource::Socket(peer.as_raw_fd());
+                    let mut cmd =
+                        crate::page_server::lazy_pages_command(&criu, images, &work, "lazy-pages.log", source, None)?;
+                    keep_fd_on_exec(&mut cmd, &peer);
+                    let child = spawn_group(cmd, self.migration_cgroup())?;
+                    // CRIU's copy alone: its close is what ends the connection for the source.
+                    drop(peer);
+                    child
+                }
+                Some(files) => {
+                    // CRIU makes its TLS session only on a connection it opens itself: it
+                    // connects to a local port, and a page proxy (a process of its own, which
+                    // an agent restart leaves running) relays that to the pages connection.
+                    let local = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+                    let source = LazySource::Port(local.local_addr()?.port());
+                    let cmd = crate::page_server::lazy_pages_command(
+                        &criu,
+                        images,
+                        &work,
+                        "lazy-pages.log",
+                        source,
+                        Some(files),
+                    )?;
+                    let child = spawn_group(cmd, self.migration_cgroup())?;
+                    let (exe, cgroup, budget) = (self.cfg.exe.clone(), self.migration_cgroup(), ticket.bandwidth);
+                    let report = scratch.join("page-proxy.report");
+                    let migration = ticket.migration.clone();
+                    // CRIU connects once the restore has handed it the processes' memory.
+                    lazy_relay = Some(tokio::spawn(async move {
+                        let relayed = async {
+                            let (criu_end, _) = tokio::time::timeout(RELAY_WAIT, local.accept())
+                                .await
+                                .context("criu lazy-pages did not connect")??;
+                            let mut proxy = crate::pageproxy::spawn(
+                                &exe,
+                                stream.into_std()?.into(),
+                                criu_end.into_std()?.into(),
+                                budget,
+                                true,
+                                &report,
+                                cgroup.as_deref(),
+                            )?;
+                            let status = proxy.wait().await?;
+                            anyhow::ensure!(status.success(), "the page proxy failed ({status})");
+                            anyhow::Ok(())
+                        };
+                        if let Err(e) = relayed.await {
+                            tracing::warn!("migration {migration}: relaying the lazy pages: {e:#}");
+                        }
+                    }));
+                    child
+                }
+            };
             let socket = work.join("lazy-pages.socket");
             let deadline = Instant::now() + Duration::from_secs(10);
             while !socket.exists() {
@@ -595,6 +617,9 @@ impl Runtime {
             if let Some(child) = &lazy_daemon {
                 kill_group(child);
             }
+            if let Some(relay) = &lazy_relay {
+                relay.abort();
+            }
             let log = work.join("restore.log");
             let mut detail = crate::runtime::criu_log_tail(&log).map(|t| format!(" (CRIU: {t})")).unwrap_or_default();
             // The scratch directory goes with the failed migration: its CRIU log stays.
@@ -614,6 +639,13 @@ impl Runtime {
             let lazy_log = work.join("lazy-pages.log");
             tokio::spawn(async move {
                 let status = child.wait().await;
+                // With TLS, the relay ends once the source has closed its side too; its
+                // report goes into the scratch directory, removed below.
+                if let Some(relay) = lazy_relay
+                    && tokio::time::timeout(RELAY_WAIT, relay).await.is_err()
+                {
+                    tracing::warn!("migration {migration}: the lazy pages' relay did not end with criu lazy-pages");
+                }
                 if status.as_ref().is_ok_and(|s| s.success()) {
                     tracing::info!("migration {migration}: lazy pages done");
                 } else {
@@ -817,7 +849,7 @@ impl Runtime {
         // Before the freeze: connect, send the log so far.
         let mut channel = match async {
             std::fs::create_dir_all(&images)?;
-            let mut ch = transfer::connect_control(destination, &t, budget.clone()).await?;
+            let mut ch = transfer::connect_control_with(destination, &t, budget.clone(), self.cfg.tls.as_ref()).await?;
             let (offset, _) = self.send_log(c, &mut ch, None).await?;
             anyhow::Ok((ch, offset))
         }
@@ -1138,6 +1170,7 @@ impl Runtime {
                     remote.into_std()?.into(),
                     local.into_std()?.into(),
                     budget.bytes_per_sec(),
+                    self.cfg.tls_files.is_some(),
                     &report,
                     self.migration_cgroup().as_deref(),
                 )?;

@@ -1,5 +1,6 @@
 //! Relays a migration's page traffic between two TCP connections: CRIU's local end and the
-//! peer node's, in the agent (cold migrations) and in `herd page-proxy` (post-copy).
+//! peer node's, in the agent (cold migrations) and in `herd page-proxy` (post-copy). With TLS
+//! the traffic is CRIU's TLS records, relayed as they are.
 //!
 //! The pages go through a pipe with `splice(2)`: the kernel hands the received buffers on to
 //! the other socket without copying them through this process. A cold migration's pages cross
@@ -43,6 +44,16 @@ pub async fn relay_page_requests(peer: TcpStream, local: TcpStream, budget: &Bud
     peer.set_nodelay(true)?; // as in `relay`
     local.set_nodelay(true)?;
     tokio::try_join!(pump_requests(&peer, &local, budget), pump(&local, &peer, budget, "CRIU to peer"),)
+}
+
+/// [`relay_page_requests`] when the two CRIUs speak TLS through the relay: the requests are
+/// ciphertext, and TLS itself tells a finished session from a broken one (CRIU ends its
+/// session with a close_notify alert, which no one without its keys can forge, and gnutls
+/// fails a read that meets the end of the connection without one). So the bytes are relayed
+/// unread, both ways with `splice(2)`; a relay that fails still resets the local connection.
+pub async fn relay_encrypted_pages(peer: TcpStream, local: TcpStream, budget: &Budget) -> io::Result<(u64, u64)> {
+    SockRef::from(&local).set_linger(Some(Duration::ZERO))?;
+    relay(peer, local, budget).await
 }
 
 /// Moves what arrives on `from` to `to` through a pipe, then ends `to`'s writing side.

@@ -62,6 +62,11 @@ pub struct RuntimeConfig {
     pub migration_cgroup: Option<String>,
     /// The CRIU configuration file for this node's containers ([`crate::criu_config`]).
     pub criu_config: Option<PathBuf>,
+    /// The node's TLS files (`None`: migrations and exec sessions in plain text). CRIU reads
+    /// them for its own TLS on pages connections.
+    pub tls_files: Option<herd_tls::TlsFiles>,
+    /// TLS settings of migration and exec connections, made from `tls_files`.
+    pub tls: Option<crate::transfer::TransferTls>,
     /// The log limits of containers that ask for none of their own.
     pub log_limits: logs::LogLimits,
 }

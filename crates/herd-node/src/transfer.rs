@@ -19,8 +19,10 @@
 //! "HERDXFER" (8 bytes) | version: u16 = 1 | length: u32 (<= 4096) | JSON {"migration", "token", "purpose"}
 //! ```
 //!
-//! `purpose` is `"control"` or `"pages"`. The listener answers with one byte: 0 accepted, 1
-//! ticket refused, 2 unsupported version, then closes unless it accepted. Connections without
+//! `purpose` is `"control"`, `"pages"`, `{"pre_dump": {"round": N}}` or `"exec"`. The listener
+//! answers with one byte: 0 accepted, 1 ticket refused, 2 unsupported version, 3 TLS required
+//! (a plain-text control or exec hello to a node with TLS), 4 plain text required (a pages
+//! hello inside TLS), then closes unless it accepted. Connections without
 //! a complete hello within [`HELLO_TIMEOUT`], with a wrong magic or malformed JSON are closed
 //! without an answer. At most [`crate::hello_slots::PER_PEER`] connections per peer address and
 //! [`crate::hello_slots::TOTAL`] in all wait for their hello; the listener never stops
@@ -50,6 +52,38 @@
 //! connection). After any error other than an undecodable message the [`Channel`] is closed,
 //! and so it is when a call is cancelled half way (its future dropped, e.g. by a timeout):
 //! the next call gives [`TransferError::Broken`].
+//!
+//! # TLS
+//!
+//! A node with TLS files ([`TransferTls`], from `herd node --tls-*`) runs its control and exec
+//! connections over TLS 1.2/1.3 (rustls, ring): the opener checks the listener's certificate
+//! against the cluster CA and the address it connects to (a node's certificate holds its
+//! address), the listener requires a client certificate of the same CA, and the hello, its
+//! ticket and every frame travel inside the session. The listener tells the two apart by the
+//! first byte (a TLS handshake record starts with 22, a hello with `H`), so one port takes
+//! both kinds of connection:
+//!
+//! ```text
+//! control, exec:   TCP | TLS handshake (both certificates checked) | hello | answer | frames...
+//! pages, pre-dump: TCP | hello | answer | CRIU's TLS handshake (both certificates checked) | pages...
+//! ```
+//!
+//! Pages connections stay outside Herd's TLS: the two CRIUs encrypt them end to end with their
+//! own TLS (gnutls; `--tls` with the node's files, see [`crate::page_server`] and
+//! [`crate::criu_config`]), and the agents and `herd page-proxy` relay the ciphertext with
+//! `splice(2)`, as they relay plain pages. Their hello, ticket included, crosses the network
+//! in the clear before CRIU's handshake. That is acceptable: the ticket is one migration's,
+//! valid only while its listener lives; it opens no control or exec connection (those need a
+//! certificate of the cluster CA as well); and a pages connection opened with a stolen ticket
+//! reaches a CRIU that refuses any peer without such a certificate. What an eavesdropper can
+//! do with it is what it can do without it: break the migration's connections (which then
+//! fails and leaves the container running on the source).
+//!
+//! A refused TLS connection (no client certificate, one of another CA or expired, a plain-text
+//! control or exec hello to a TLS listener, a TLS handshake to a listener without TLS) is
+//! logged by the listener with the peer's address and why, fails the opener with
+//! [`TransferError::Tls`], and changes nothing: the ticket stays valid for the right peer.
+//! Without TLS files a node speaks plain text, as before.
 //!
 //! # Budget and speed
 //!
@@ -136,6 +170,12 @@ const PIPELINE: usize = 4;
 const REPLY_OK: u8 = 0;
 const REPLY_REFUSED: u8 = 1;
 const REPLY_VERSION: u8 = 2;
+/// A plain-text control or exec hello reached a listener that requires TLS.
+const REPLY_TLS_REQUIRED: u8 = 3;
+/// A pages hello came inside TLS: pages connections carry CRIU's own TLS.
+const REPLY_PLAIN_REQUIRED: u8 = 4;
+/// The first byte of a TLS handshake record (content type 22).
+const TLS_HANDSHAKE: u8 = 0x16;
 
 const T_MSG: u8 = 1;
 const T_DIR: u8 = 2;
@@ -172,6 +212,10 @@ pub enum TransferError {
     /// The listener refused this side's ticket.
     #[error("the peer refused the migration ticket")]
     Auth,
+    /// The TLS session could not be made: a certificate was refused (by either side), or
+    /// one side has TLS and the other not.
+    #[error("TLS: {0}")]
+    Tls(String),
     /// Something did not happen in time.
     #[error("timed out {0}")]
     Timeout(String),
@@ -322,6 +366,163 @@ impl Budget {
 }
 
 // ---------------------------------------------------------------------------------------
+// TLS
+
+/// A node's TLS settings for its migration and exec connections, made once from its
+/// [`herd_tls::TlsFiles`]: as a listener it requires a client certificate of the cluster CA,
+/// as an opener it presents its own and checks the listener's (reloaded when renewed).
+#[derive(Clone)]
+pub struct TransferTls {
+    acceptor: tokio_rustls::TlsAcceptor,
+    connector: tokio_rustls::TlsConnector,
+}
+
+impl fmt::Debug for TransferTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TransferTls").finish_non_exhaustive()
+    }
+}
+
+impl TransferTls {
+    pub fn new(files: &herd_tls::TlsFiles) -> Result<TransferTls, herd_tls::TlsError> {
+        let mut server = herd_tls::config::server_config(files, herd_tls::config::ClientCerts::Required)?;
+        // Not HTTP: no application protocol is negotiated.
+        server.alpn_protocols.clear();
+        let client = herd_tls::config::client_config(&files.ca, Some(files))?;
+        Ok(TransferTls::from_configs(server, client))
+    }
+
+    /// Settings made elsewhere (tests: a client without a certificate, or of another CA).
+    pub fn from_configs(server: rustls::ServerConfig, client: rustls::ClientConfig) -> TransferTls {
+        TransferTls {
+            acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(server)),
+            connector: tokio_rustls::TlsConnector::from(Arc::new(client)),
+        }
+    }
+}
+
+/// A migration or exec connection after its hello: plain TCP, or TLS over TCP.
+pub enum Stream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::TlsStream<TcpStream>>),
+}
+
+impl fmt::Debug for Stream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Stream::Plain(s) => f.debug_tuple("Plain").field(s).finish(),
+            Stream::Tls(s) => f.debug_tuple("Tls").field(s.get_ref().0).finish(),
+        }
+    }
+}
+
+impl Stream {
+    /// The TCP connection underneath.
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(s) => s,
+            Stream::Tls(s) => s.get_ref().0,
+        }
+    }
+
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Stream::Tls(_))
+    }
+
+    /// Who the peer's certificate names ("n2 (node)"), for the log; `None` in plain text.
+    pub fn peer_identity(&self) -> Option<String> {
+        let Stream::Tls(s) = self else { return None };
+        let certs = match s.as_ref() {
+            tokio_rustls::TlsStream::Server(s) => s.get_ref().1.peer_certificates(),
+            tokio_rustls::TlsStream::Client(s) => s.get_ref().1.peer_certificates(),
+        }?;
+        let info = herd_tls::CertInfo::parse(certs.first()?).ok()?;
+        Some(format!("{} ({})", info.name, info.role.as_deref().unwrap_or("no role")))
+    }
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => std::pin::Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => std::pin::Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => std::pin::Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// Writes all of `bytes` and flushes them: a TLS stream may otherwise keep the last record
+/// in its buffer until the next write.
+pub async fn write_flushed(stream: &mut (impl AsyncWrite + Unpin), bytes: &[u8]) -> io::Result<()> {
+    stream.write_all(bytes).await?;
+    stream.flush().await
+}
+
+/// Why a TLS session could not be made, in words: rustls' error when there is one (an alert
+/// the peer sent, a certificate this side refused), else the I/O error.
+fn tls_failure(e: &io::Error) -> String {
+    match e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
+        Some(rustls::Error::AlertReceived(alert)) => format!("it sent the TLS alert {alert:?}"),
+        Some(rustls::Error::InvalidCertificate(why)) => {
+            format!("the peer's certificate is not acceptable: {}", certificate_problem(why))
+        }
+        Some(rustls::Error::NoCertificatesPresented) => "the peer presented no certificate".to_string(),
+        Some(other) => other.to_string(),
+        None => e.to_string(),
+    }
+}
+
+/// A refused certificate's problem, in words (with rustls' name for it).
+fn certificate_problem(e: &rustls::CertificateError) -> String {
+    use rustls::CertificateError as E;
+    match e {
+        E::UnknownIssuer => "it is not signed by the cluster CA (UnknownIssuer)".into(),
+        E::ExpiredContext { time, not_after } => {
+            format!("it expired {} s ago (Expired)", time.as_secs().saturating_sub(not_after.as_secs()))
+        }
+        E::Expired => "it has expired (Expired)".into(),
+        E::NotValidYet | E::NotValidYetContext { .. } => "it is not valid yet (NotValidYet)".into(),
+        E::NotValidForName | E::NotValidForNameContext { .. } => {
+            "it does not hold the address it was reached at (NotValidForName)".into()
+        }
+        other => format!("{other:?}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
 // Connections
 
 /// What a connection is for, announced in its hello.
@@ -348,13 +549,14 @@ struct Hello {
     purpose: Purpose,
 }
 
-/// An accepted, authenticated connection.
+/// An accepted, authenticated connection. Pages connections are plain TCP (CRIU's TLS, if
+/// any, comes next); control and exec connections are TLS when the listener has it.
 #[derive(Debug)]
 pub enum Accepted {
     Control(Channel),
     Pages(TcpStream),
     PreDump(TcpStream, u32),
-    Exec(TcpStream),
+    Exec(Stream),
 }
 
 /// The listening end (on the destination; for post-copy pages the source listens too).
@@ -381,9 +583,20 @@ impl Drop for Listener {
 }
 
 impl Listener {
-    /// Listens on `ip`, on a port chosen by the system. Refuses tickets whose token is shorter
-    /// than 32 characters (it would be guessable).
+    /// Listens on `ip`, on a port chosen by the system, in plain text. Refuses tickets whose
+    /// token is shorter than 32 characters (it would be guessable).
     pub async fn bind(ip: IpAddr, ticket: Ticket, budget: Budget) -> Result<Listener, TransferError> {
+        Listener::bind_with(ip, ticket, budget, None).await
+    }
+
+    /// [`Listener::bind`], with control and exec connections required to come over TLS when
+    /// `tls` is given (see the module's documentation).
+    pub async fn bind_with(
+        ip: IpAddr,
+        ticket: Ticket,
+        budget: Budget,
+        tls: Option<TransferTls>,
+    ) -> Result<Listener, TransferError> {
         if ticket.token.len() < 32 {
             return Err(TransferError::Protocol(format!(
                 "the ticket of migration {} has a token of {} characters, too short to listen with",
@@ -394,7 +607,7 @@ impl Listener {
         let listener = listen(SocketAddr::new(ip, 0)).map_err(|e| io_err(format!("listening on {ip}"), e))?;
         let addr = listener.local_addr().map_err(|e| io_err(format!("listening on {ip}"), e))?;
         let (tx, rx) = mpsc::channel(ACCEPT_QUEUE);
-        let task = tokio::spawn(accept_loop(listener, Arc::new(ticket), budget, tx));
+        let task = tokio::spawn(accept_loop(listener, Arc::new(ticket), budget, tls, tx));
         Ok(Listener { addr, incoming: tokio::sync::Mutex::new(rx), task })
     }
 
@@ -421,7 +634,13 @@ fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
     socket.listen(LISTEN_BACKLOG)
 }
 
-async fn accept_loop(listener: TcpListener, ticket: Arc<Ticket>, budget: Budget, tx: mpsc::Sender<Accepted>) {
+async fn accept_loop(
+    listener: TcpListener,
+    ticket: Arc<Ticket>,
+    budget: Budget,
+    tls: Option<TransferTls>,
+    tx: mpsc::Sender<Accepted>,
+) {
     let migration = &ticket.migration;
     let mut hellos: JoinSet<Option<Accepted>> = JoinSet::new();
     // Never full: a connection beyond its peer's share is closed at once, and a new one evicts
@@ -433,7 +652,7 @@ async fn accept_loop(listener: TcpListener, ticket: Arc<Ticket>, budget: Budget,
         tokio::select! {
             r = listener.accept() => match r {
                 Ok((stream, peer)) => {
-                    let task = hellos.spawn(handshake(stream, peer, ticket.clone(), budget.clone()));
+                    let task = hellos.spawn(handshake(stream, peer, ticket.clone(), budget.clone(), tls.clone()));
                     match slots.admit(peer.ip(), task.id()) {
                         Admission::Admitted { evict } => {
                             if let Some(old) = evict.and_then(|id| handles.remove(&id)) {
@@ -486,33 +705,84 @@ async fn accept_loop(listener: TcpListener, ticket: Arc<Ticket>, budget: Budget,
 /// Why a hello was not accepted (for the log), and whether the client gets an answer.
 enum BadHello {
     Silent(String),
-    Version(u16),
+    /// Answered with `code` on `stream`.
+    Answer {
+        code: u8,
+        why: String,
+        stream: Stream,
+    },
 }
 
-async fn read_hello(stream: &mut TcpStream) -> Result<Hello, BadHello> {
+async fn read_hello(stream: &mut Stream) -> Result<Hello, String> {
     let mut head = [0u8; HELLO_HEADER];
-    stream.read_exact(&mut head).await.map_err(|e| BadHello::Silent(format!("reading the hello: {e}")))?;
+    stream.read_exact(&mut head).await.map_err(|e| format!("reading the hello: {e}"))?;
     if &head[..8] != MAGIC {
-        return Err(BadHello::Silent("the hello does not start with the protocol's magic".into()));
+        return Err("the hello does not start with the protocol's magic".into());
     }
     let version = u16::from_be_bytes([head[8], head[9]]);
     if version != VERSION {
-        return Err(BadHello::Version(version));
+        return Err(format!("protocol version {version}, not {VERSION}"));
     }
     let len = u32::from_be_bytes([head[10], head[11], head[12], head[13]]) as usize;
     if len > MAX_HELLO {
-        return Err(BadHello::Silent(format!("a hello of {len} bytes")));
+        return Err(format!("a hello of {len} bytes"));
     }
     let mut body = vec![0u8; len];
-    stream.read_exact(&mut body).await.map_err(|e| BadHello::Silent(format!("reading the hello: {e}")))?;
-    serde_json::from_slice(&body).map_err(|e| BadHello::Silent(format!("a malformed hello: {e}")))
+    stream.read_exact(&mut body).await.map_err(|e| format!("reading the hello: {e}"))?;
+    serde_json::from_slice(&body).map_err(|e| format!("a malformed hello: {e}"))
+}
+
+/// The listener's side of a connection's opening, up to its hello: a TLS handshake first
+/// when it starts with one (and this listener has TLS), then the hello, checked against the
+/// transport (control and exec need TLS when the listener has it; pages never come inside it).
+async fn opening(stream: TcpStream, tls: Option<&TransferTls>) -> Result<(Stream, Hello), BadHello> {
+    let mut first = [0u8; 1];
+    let n = stream.peek(&mut first).await.map_err(|e| BadHello::Silent(format!("reading the hello: {e}")))?;
+    if n == 0 {
+        return Err(BadHello::Silent("it closed without a hello".into()));
+    }
+    let mut stream = match (first[0], tls) {
+        (TLS_HANDSHAKE, Some(tls)) => match tls.acceptor.accept(stream).await {
+            Ok(s) => Stream::Tls(Box::new(tokio_rustls::TlsStream::Server(s))),
+            Err(e) => return Err(BadHello::Silent(format!("TLS handshake failed: {}", tls_failure(&e)))),
+        },
+        (TLS_HANDSHAKE, None) => {
+            return Err(BadHello::Silent(
+                "it opened a TLS handshake, but this node has no TLS certificate (herd node --tls-*)".into(),
+            ));
+        }
+        _ => Stream::Plain(stream),
+    };
+    let hello = match read_hello(&mut stream).await {
+        Ok(hello) => hello,
+        Err(why) if why.starts_with("protocol version") => {
+            return Err(BadHello::Answer { code: REPLY_VERSION, why, stream });
+        }
+        Err(why) => return Err(BadHello::Silent(why)),
+    };
+    let needs_tls = matches!(hello.purpose, Purpose::Control | Purpose::Exec);
+    if needs_tls && tls.is_some() && !stream.is_tls() {
+        let why = format!("a plain-text {:?} hello: this node requires TLS for it", hello.purpose);
+        return Err(BadHello::Answer { code: REPLY_TLS_REQUIRED, why, stream });
+    }
+    if !needs_tls && stream.is_tls() {
+        let why = format!("a {:?} hello inside TLS: pages connections carry CRIU's own TLS", hello.purpose);
+        return Err(BadHello::Answer { code: REPLY_PLAIN_REQUIRED, why, stream });
+    }
+    Ok((stream, hello))
 }
 
 /// The listener's side of a hello; `None` when the connection is dropped.
-async fn handshake(mut stream: TcpStream, peer: SocketAddr, ticket: Arc<Ticket>, budget: Budget) -> Option<Accepted> {
+async fn handshake(
+    stream: TcpStream,
+    peer: SocketAddr,
+    ticket: Arc<Ticket>,
+    budget: Budget,
+    tls: Option<TransferTls>,
+) -> Option<Accepted> {
     let migration = &ticket.migration;
-    let hello = match timeout(HELLO_TIMEOUT, read_hello(&mut stream)).await {
-        Ok(Ok(hello)) => hello,
+    let (mut stream, hello) = match timeout(HELLO_TIMEOUT, opening(stream, tls.as_ref())).await {
+        Ok(Ok(opened)) => opened,
         Err(_) => {
             tracing::warn!(%peer, %migration, "dropped a transfer connection: no hello within {HELLO_TIMEOUT:?}");
             return None;
@@ -521,25 +791,26 @@ async fn handshake(mut stream: TcpStream, peer: SocketAddr, ticket: Arc<Ticket>,
             tracing::warn!(%peer, %migration, "dropped a transfer connection: {why}");
             return None;
         }
-        Ok(Err(BadHello::Version(v))) => {
-            tracing::warn!(%peer, %migration, "dropped a transfer connection: protocol version {v}, not {VERSION}");
-            let _ = timeout(ABORT_TIMEOUT, stream.write_all(&[REPLY_VERSION])).await;
+        Ok(Err(BadHello::Answer { code, why, mut stream })) => {
+            tracing::warn!(%peer, %migration, "dropped a transfer connection: {why}");
+            let _ = timeout(ABORT_TIMEOUT, write_flushed(&mut stream, &[code])).await;
             return None;
         }
     };
+    let identity = stream.peer_identity();
     if !ticket.admits(&hello.migration, &hello.token) {
         tracing::warn!(
-            %peer, %migration, claimed = %hello.migration,
+            %peer, %migration, claimed = %hello.migration, certificate = ?identity,
             "dropped a transfer connection: wrong migration ticket"
         );
-        let _ = timeout(ABORT_TIMEOUT, stream.write_all(&[REPLY_REFUSED])).await;
+        let _ = timeout(ABORT_TIMEOUT, write_flushed(&mut stream, &[REPLY_REFUSED])).await;
         return None;
     }
-    if let Err(e) = configure(&stream) {
+    if let Err(e) = configure(stream.tcp()) {
         tracing::warn!(%peer, %migration, "dropped a transfer connection: setting socket options: {e}");
         return None;
     }
-    match timeout(ABORT_TIMEOUT, stream.write_all(&[REPLY_OK])).await {
+    match timeout(ABORT_TIMEOUT, write_flushed(&mut stream, &[REPLY_OK])).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => {
             tracing::warn!(%peer, %migration, "dropped a transfer connection: answering its hello: {e}");
@@ -550,12 +821,14 @@ async fn handshake(mut stream: TcpStream, peer: SocketAddr, ticket: Arc<Ticket>,
             return None;
         }
     }
-    tracing::debug!(%peer, %migration, purpose = ?hello.purpose, "accepted a transfer connection");
-    Some(match hello.purpose {
-        Purpose::Control => Accepted::Control(Channel::new(stream, peer, budget)),
-        Purpose::Pages => Accepted::Pages(stream),
-        Purpose::PreDump { round } => Accepted::PreDump(stream, round),
-        Purpose::Exec => Accepted::Exec(stream),
+    tracing::debug!(%peer, %migration, purpose = ?hello.purpose, certificate = ?identity, "accepted a transfer connection");
+    Some(match (hello.purpose, stream) {
+        (Purpose::Control, stream) => Accepted::Control(Channel::new(stream, peer, budget)),
+        (Purpose::Exec, stream) => Accepted::Exec(stream),
+        (Purpose::Pages, Stream::Plain(tcp)) => Accepted::Pages(tcp),
+        (Purpose::PreDump { round }, Stream::Plain(tcp)) => Accepted::PreDump(tcp, round),
+        // `opening` refused pages inside TLS.
+        (Purpose::Pages | Purpose::PreDump { .. }, Stream::Tls(_)) => return None,
     })
 }
 
@@ -571,8 +844,13 @@ fn configure(stream: &TcpStream) -> io::Result<()> {
     Ok(())
 }
 
-/// Opens an authenticated connection: connect, hello, answer.
-async fn open(addr: SocketAddr, ticket: &Ticket, purpose: Purpose) -> Result<TcpStream, TransferError> {
+/// Opens an authenticated connection: connect, TLS when `tls` is given, hello, answer.
+async fn open(
+    addr: SocketAddr,
+    ticket: &Ticket,
+    purpose: Purpose,
+    tls: Option<&TransferTls>,
+) -> Result<Stream, TransferError> {
     let body = serde_json::to_vec(&Hello { migration: ticket.migration.clone(), token: ticket.token.clone(), purpose })
         .map_err(|source| TransferError::Json { what: "encoding the hello".into(), source })?;
     if body.len() > MAX_HELLO {
@@ -585,45 +863,106 @@ async fn open(addr: SocketAddr, ticket: &Ticket, purpose: Purpose) -> Result<Tcp
     hello.extend_from_slice(&body);
 
     let what = || format!("connecting to {addr} for migration {}", ticket.migration);
-    let mut stream = timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+    let tcp = timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
         .await
         .map_err(|_| TransferError::Timeout(what()))?
         .map_err(|e| io_err(what(), e))?;
-    configure(&stream).map_err(|e| io_err(what(), e))?;
-    timeout(CONNECT_TIMEOUT, stream.write_all(&hello))
+    configure(&tcp).map_err(|e| io_err(what(), e))?;
+    let mut stream = match tls {
+        None => Stream::Plain(tcp),
+        Some(tls) => {
+            // A node's certificate holds the address it is reached at.
+            let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+            let session = timeout(CONNECT_TIMEOUT, tls.connector.connect(name, tcp))
+                .await
+                .map_err(|_| TransferError::Timeout(format!("the TLS handshake with {addr}")))?
+                .map_err(|e| {
+                    TransferError::Tls(format!(
+                        "the handshake with {addr} failed: {} (does that node have TLS?)",
+                        tls_failure(&e)
+                    ))
+                })?;
+            Stream::Tls(Box::new(tokio_rustls::TlsStream::Client(session)))
+        }
+    };
+    // With TLS 1.3 the listener checks this side's certificate after the handshake is over
+    // here: a refusal shows as an alert where the answer is due.
+    let refused = |e: io::Error, doing: &str| match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+        Some(_) => TransferError::Tls(format!("{addr} refused this node's certificate: {}", tls_failure(&e))),
+        None => io_err(format!("{doing} {addr}"), e),
+    };
+    timeout(CONNECT_TIMEOUT, write_flushed(&mut stream, &hello))
         .await
         .map_err(|_| TransferError::Timeout(format!("sending the hello to {addr}")))?
-        .map_err(|e| io_err(format!("sending the hello to {addr}"), e))?;
+        .map_err(|e| refused(e, "sending the hello to"))?;
     let mut answer = [0u8; 1];
     let n = timeout(CONNECT_TIMEOUT, stream.read(&mut answer))
         .await
         .map_err(|_| TransferError::Timeout(format!("waiting for {addr} to answer the hello")))?
-        .map_err(|e| io_err(format!("waiting for {addr} to answer the hello"), e))?;
+        .map_err(|e| refused(e, "waiting for the answer to the hello from"))?;
     match (n, answer[0]) {
+        (0, _) if stream.is_tls() => Err(TransferError::Tls(format!(
+            "{addr} closed the session before answering the hello (it may have refused this node's certificate)"
+        ))),
         (0, _) => Err(TransferError::Closed),
         (_, REPLY_OK) => Ok(stream),
         (_, REPLY_REFUSED) => Err(TransferError::Auth),
         (_, REPLY_VERSION) => {
             Err(TransferError::Protocol(format!("{addr} does not speak version {VERSION} of the transfer protocol")))
         }
+        (_, REPLY_TLS_REQUIRED) => Err(TransferError::Tls(format!(
+            "{addr} requires TLS for {purpose:?} connections, and this node has no TLS certificate"
+        ))),
+        (_, REPLY_PLAIN_REQUIRED) => {
+            Err(TransferError::Protocol(format!("{addr} takes {purpose:?} connections in plain text only")))
+        }
         (_, other) => Err(TransferError::Protocol(format!("{addr} answered the hello with {other}"))),
     }
 }
 
-/// Opens a control connection to a [`Listener`].
+/// The TCP connection of a plain-text stream (pages connections are never Herd's TLS).
+fn plain(stream: Stream) -> TcpStream {
+    match stream {
+        Stream::Plain(tcp) => tcp,
+        Stream::Tls(_) => unreachable!("pages connections are opened without TLS"),
+    }
+}
+
+/// Opens a control connection to a [`Listener`], in plain text.
 pub async fn connect_control(addr: SocketAddr, ticket: &Ticket, budget: Budget) -> Result<Channel, TransferError> {
-    let stream = open(addr, ticket, Purpose::Control).await?;
+    connect_control_with(addr, ticket, budget, None).await
+}
+
+/// Opens a control connection to a [`Listener`], over TLS when `tls` is given.
+pub async fn connect_control_with(
+    addr: SocketAddr,
+    ticket: &Ticket,
+    budget: Budget,
+    tls: Option<&TransferTls>,
+) -> Result<Channel, TransferError> {
+    let stream = open(addr, ticket, Purpose::Control, tls).await?;
     Ok(Channel::new(stream, addr, budget))
 }
 
-/// Opens a pages connection to a [`Listener`]: after the hello, a plain byte stream.
+/// Opens an exec connection to a node's exec [`Listener`], over TLS when `tls` is given (the
+/// Control node has its own opener; this one is for tests and tools).
+pub async fn connect_exec(
+    addr: SocketAddr,
+    ticket: &Ticket,
+    tls: Option<&TransferTls>,
+) -> Result<Stream, TransferError> {
+    open(addr, ticket, Purpose::Exec, tls).await
+}
+
+/// Opens a pages connection to a [`Listener`]: after the hello, a plain byte stream (CRIU's
+/// TLS, if the nodes have it, runs inside it).
 pub async fn connect_pages(addr: SocketAddr, ticket: &Ticket) -> Result<TcpStream, TransferError> {
-    open(addr, ticket, Purpose::Pages).await
+    open(addr, ticket, Purpose::Pages, None).await.map(plain)
 }
 
 /// Opens the pages connection of pre-copy round `round` to a [`Listener`].
 pub async fn connect_pre_dump(addr: SocketAddr, ticket: &Ticket, round: u32) -> Result<TcpStream, TransferError> {
-    open(addr, ticket, Purpose::PreDump { round }).await
+    open(addr, ticket, Purpose::PreDump { round }, None).await.map(plain)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -683,7 +1022,7 @@ fn frame_name(ty: u8) -> String {
 /// A control connection: typed messages and bulk data, both directions.
 pub struct Channel {
     /// `None` once an error closed the channel.
-    stream: Option<TcpStream>,
+    stream: Option<Stream>,
     peer: SocketAddr,
     budget: Budget,
     sent: u64,
@@ -719,13 +1058,23 @@ enum WriteOp {
 }
 
 impl Channel {
-    fn new(stream: TcpStream, peer: SocketAddr, budget: Budget) -> Channel {
+    fn new(stream: Stream, peer: SocketAddr, budget: Budget) -> Channel {
         Channel { stream: Some(stream), peer, budget, sent: 0, received: 0, link_failed: false, busy: false }
     }
 
     /// The other end's address.
     pub fn peer_addr(&self) -> SocketAddr {
         self.peer
+    }
+
+    /// Whether the channel runs over TLS.
+    pub fn is_tls(&self) -> bool {
+        self.stream.as_ref().is_some_and(Stream::is_tls)
+    }
+
+    /// Who the peer's certificate names (`None` in plain text or once closed).
+    pub fn peer_identity(&self) -> Option<String> {
+        self.stream.as_ref().and_then(Stream::peer_identity)
     }
 
     /// Bytes written to the connection: frames with their headers, after the hello.
@@ -835,7 +1184,7 @@ impl Channel {
             && !self.link_failed
             && let Ok(frame) = json_frame(T_ABORT, &Abort { message: message.to_string() })
         {
-            let _ = timeout(ABORT_TIMEOUT, stream.write_all(&frame)).await;
+            let _ = timeout(ABORT_TIMEOUT, write_flushed(&mut stream, &frame)).await;
         }
     }
 
@@ -873,7 +1222,7 @@ impl Channel {
 
     // --- frames
 
-    fn stream(&mut self) -> Result<&mut TcpStream, TransferError> {
+    fn stream(&mut self) -> Result<&mut Stream, TransferError> {
         self.stream.as_mut().ok_or(TransferError::Broken)
     }
 
@@ -897,7 +1246,12 @@ impl Channel {
         self.budget.consume(len).await;
         let peer = self.peer;
         let stream = self.stream()?;
-        match timeout(stall_timeout(), stream.write_all_buf(buf)).await {
+        let write = async {
+            stream.write_all_buf(buf).await?;
+            // TLS keeps what it could not send yet in its buffer until flushed.
+            stream.flush().await
+        };
+        match timeout(stall_timeout(), write).await {
             Ok(Ok(())) => {
                 self.sent += len;
                 Ok(())

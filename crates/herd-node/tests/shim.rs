@@ -1,7 +1,8 @@
 //! Integration tests of the shim, runc wrapper and logs against the real runc and
-//! CRIU. A `harness = false` test: this binary is also the shim (`<exe> shim
-//! <args>` runs `shim_main`) and a throw-away "agent" (`<exe> spawner <args>`
-//! spawns a shim, prints its pids and exits).
+//! CRIU, and of a migration's pages over CRIU's TLS through Herd's relays. A `harness =
+//! false` test: this binary is also the shim (`<exe> shim <args>` runs `shim_main`), the page
+//! proxy (`<exe> page-proxy <args>`, as `herd page-proxy`) and a throw-away "agent" (`<exe>
+//! spawner <args>` spawns a shim, prints its pids and exits).
 //!
 //! Needs root, runc, CRIU (/usr/local/sbin/criu or on PATH) and /bin/busybox; fails
 //! (never skips) without them. Run `cargo test -p herd-node --test shim -- NAME` to
@@ -38,6 +39,7 @@ fn main() {
             }
         },
         Some("spawner") => spawner(&args[2..]),
+        Some("page-proxy") => page_proxy(&args[2..]),
         _ => {}
     }
     let arguments = libtest_mimic::Arguments::from_args();
@@ -47,7 +49,7 @@ fn main() {
     }
     let env = std::sync::Arc::new(Env::new());
     type Case = fn(&Env, &Runtime);
-    let cases: [(&str, Case); 8] = [
+    let cases: [(&str, Case); 11] = [
         ("exit_code_and_streams", exit_code_and_streams),
         ("kill_gives_137", kill_gives_137),
         ("shim_outlives_its_spawner", shim_outlives_its_spawner),
@@ -56,6 +58,9 @@ fn main() {
         ("pipes_held_open_after_exit", pipes_held_open_after_exit),
         ("start_timeout_kills_the_shim", start_timeout_kills_the_shim),
         ("a_stuck_restore_is_killed_whole", a_stuck_restore_is_killed_whole),
+        ("tls_cold_pages_through_the_relays", tls_cold_pages_through_the_relays),
+        ("tls_lazy_pages_through_page_proxies", tls_lazy_pages_through_page_proxies),
+        ("tls_page_server_refuses_another_cluster", tls_page_server_refuses_another_cluster),
     ];
     let trials = cases
         .into_iter()
@@ -90,6 +95,20 @@ fn spawner(args: &[OsString]) -> ! {
         }
         Err(e) => {
             eprintln!("spawner: {e}");
+            std::process::exit(1)
+        }
+    }
+}
+
+/// `herd page-proxy`, as the herd binary runs it.
+fn page_proxy(args: &[OsString]) -> ! {
+    let args: Vec<String> = args.iter().map(|a| a.to_string_lossy().into_owned()).collect();
+    let args = herd_node::pageproxy::ProxyArgs::parse(&args).expect("page-proxy: arguments");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+    match rt.block_on(herd_node::pageproxy::run(args)) {
+        Ok(()) => std::process::exit(0),
+        Err(e) => {
+            eprintln!("page-proxy: {e:#}");
             std::process::exit(1)
         }
     }
@@ -694,4 +713,342 @@ fn a_stuck_restore_is_killed_whole(env: &Env, rt: &Runtime) {
     rt.block_on(env.runc.kill(&c.id, libc::SIGKILL, false)).expect("runc kill");
     wait_shim_exit(rt, second.shim_pid);
     rt.block_on(env.runc.delete(&c.id, false)).unwrap();
+}
+
+// ---------------------------------------------------------------------------
+// Pages over CRIU's TLS, through the relays a migration uses.
+
+/// A cluster CA, the source node's and the destination node's TLS files (in `dir`).
+fn node_certificates(dir: &Path) -> (herd_tls::TlsFiles, herd_tls::TlsFiles) {
+    use herd_tls::ca::{ClusterCa, Role, Subject};
+    let week = Duration::from_secs(7 * 86400);
+    let ca = ClusterCa::init(&dir.join("ca"), "test").unwrap();
+    let node = |name: &str| Subject::new(name, Role::Node).with_ip([127, 0, 0, 1].into());
+    let source = ca.issue_into(&node("source"), week, &dir.join("source")).unwrap();
+    let destination = ca.issue_into(&node("destination"), week, &dir.join("destination")).unwrap();
+    (source, destination)
+}
+
+/// Case `name`, running `args`, whose runc passes CRIU a node's configuration file with
+/// TLS (`files`), as an agent's containers do.
+fn tls_case<'a>(env: &'a Env, name: &str, args: &[&str], files: &herd_tls::TlsFiles) -> Case<'a> {
+    let c = env.case(name, args);
+    let run_dir = c.base.join("node-run");
+    std::fs::create_dir_all(&run_dir).unwrap();
+    let conf = herd_node::criu_config::write(&run_dir, Some(files)).unwrap();
+    let config_path = c.bundle.join("config.json");
+    let mut config: serde_json::Value = serde_json::from_slice(&std::fs::read(&config_path).unwrap()).unwrap();
+    config["annotations"] = serde_json::json!({ herd_node::criu_config::ANNOTATION: conf.display().to_string() });
+    std::fs::write(&config_path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+    c
+}
+
+/// A counter in case `name` with the source node's CRIU configuration (TLS included),
+/// running until it printed 5 lines. Returns the case, the source's and the destination's
+/// TLS files.
+fn tls_counter<'a>(env: &'a Env, name: &str) -> (Case<'a>, herd_tls::TlsFiles, herd_tls::TlsFiles) {
+    let (source, destination) = node_certificates(&env.dir.join(format!("{name}-tls")));
+    let c = tls_case(env, name, &["sh", "-c", COUNTER], &source);
+    c.spawn(ShimMode::Run).expect("spawn_shim");
+    wait_until("5 lines of output", || (c.log().len() >= 5).then_some(()));
+    (c, source, destination)
+}
+
+/// The destination's listener of a migration, with the destination node's TLS.
+async fn tls_listener(
+    destination: &herd_tls::TlsFiles,
+) -> (herd_node::transfer::Listener, herd_node::transfer::Ticket) {
+    use herd_node::transfer::{Budget, Listener, Ticket, TransferTls};
+    let ticket = Ticket::generate("m-criu-tls");
+    let tls = TransferTls::new(destination).unwrap();
+    let listener =
+        Listener::bind_with([127, 0, 0, 1].into(), ticket.clone(), Budget::unlimited(), Some(tls)).await.unwrap();
+    (listener, ticket)
+}
+
+/// The pages connection the listener accepted next.
+async fn accept_pages(listener: &herd_node::transfer::Listener) -> tokio::net::TcpStream {
+    match tokio::time::timeout(WAIT, listener.accept()).await.expect("no pages connection").unwrap() {
+        herd_node::transfer::Accepted::Pages(s) => s,
+        other => panic!("not a pages connection: {other:?}"),
+    }
+}
+
+/// Copies the files of `from` that `to` does not have (the images the control connection
+/// would carry beside the pages).
+fn merge_images(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        let target = to.join(e.file_name());
+        if !target.exists() {
+            std::fs::copy(e.path(), target).unwrap();
+        }
+    }
+}
+
+/// Asserts that CRIU's log `log` shows a completed TLS handshake.
+fn assert_tls_in_log(log: &Path) {
+    let text = std::fs::read_to_string(log).unwrap_or_else(|e| panic!("{}: {e}", log.display()));
+    assert!(text.contains("TLS handshake completed"), "no TLS handshake in {}:\n{}", log.display(), tail(&text));
+}
+
+fn tail(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
+}
+
+/// Restores into case `c` from `images` (lazily when `lazy`) under a new shim, and checks
+/// that its counter continues where `before` ended (the log of `c` continues `before`, or
+/// starts after it when `c` is another case than the checkpointed one).
+fn restore_and_check(c: &Case, images: &Path, work: &Path, lazy: bool, before: &[u64]) -> ShimStarted {
+    let mode = ShimMode::Restore {
+        image_path: images.to_path_buf(),
+        work_path: work.to_path_buf(),
+        tcp_established: false,
+        lazy_pages: lazy,
+    };
+    let restored = c.spawn(mode).expect("restoring shim");
+    let known = numbers(&c.log()).len().min(before.len());
+    wait_until("3 lines from the restored container", || (c.log().len() >= known + 3).then_some(()));
+    let after = numbers(&c.log()[known..]);
+    assert_consecutive(&after, before.last().unwrap() + 1);
+    restored
+}
+
+/// (9) Cold: the source's dump (runc checkpoint, CRIU told TLS by the configuration file)
+/// sends pages through the source's relay, the migration's pages connection and the
+/// destination's relay to a `criu page-server` with the destination's TLS files; both CRIUs
+/// log the TLS handshake, and the container restores from what arrived.
+fn tls_cold_pages_through_the_relays(env: &Env, _rt: &Runtime) {
+    use herd_node::page_server::{connect_local, free_local_port, page_server_command};
+    use herd_node::relay::relay;
+    use herd_node::transfer::{Budget, connect_pages};
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let (c, _source, destination) = tls_counter(env, "tls-cold");
+    let (src_images, dst_images, work) = (c.base.join("src-images"), c.base.join("dst-images"), c.base.join("dst"));
+    std::fs::create_dir_all(&dst_images).unwrap();
+    std::fs::create_dir_all(&work).unwrap();
+    let criu = env.runc.criu.clone().unwrap();
+    let before = numbers(&c.log());
+    rt.block_on(async {
+        let (listener, ticket) = tls_listener(&destination).await;
+        let addr = listener.local_addr();
+        // The destination: a page server for the pages connection, relayed (as migrate.rs).
+        let receiving = {
+            let (dst_images, work, criu) = (dst_images.clone(), work.clone(), criu.clone());
+            tokio::spawn(async move {
+                let stream = accept_pages(&listener).await;
+                let port = free_local_port().unwrap();
+                let cmd =
+                    page_server_command(&criu, port, &dst_images, &work, "page-server.log", None, Some(&destination));
+                let mut child = tokio::process::Command::from(cmd).spawn().unwrap();
+                let local = connect_local(port, WAIT).await.unwrap();
+                let relayed = relay(stream, local, &Budget::unlimited()).await;
+                (child.wait().await.unwrap(), relayed)
+            })
+        };
+        // The source: runc checkpoint's CRIU connects to a local relay to the destination.
+        let remote = connect_pages(addr, &ticket).await.unwrap();
+        let proxy = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
+        let mut opts = CheckpointOpts::new(src_images.clone(), c.base.join("dump-work"));
+        opts.tcp_established = false;
+        opts.page_server = Some(proxy.local_addr().unwrap());
+        let sending = tokio::spawn(async move {
+            let (local, _) = proxy.accept().await.unwrap();
+            relay(local, remote, &Budget::unlimited()).await
+        });
+        let dumped = tokio::time::timeout(WAIT, env.runc.checkpoint(&c.id, &opts)).await.expect("the dump hangs");
+        let dump_log = c.base.join("dump-work/dump.log");
+        if let Err(e) = dumped {
+            panic!("runc checkpoint: {e}\n{}", tail(&std::fs::read_to_string(&dump_log).unwrap_or_default()));
+        }
+        let (sent, _) = tokio::time::timeout(WAIT, sending).await.expect("the source's relay hangs").unwrap().unwrap();
+        let (status, received) = tokio::time::timeout(WAIT, receiving).await.expect("the page server hangs").unwrap();
+        let ps_log = work.join("page-server.log");
+        assert!(status.success(), "criu page-server: {status}\n{}", tail(&std::fs::read_to_string(&ps_log).unwrap()));
+        let (received, _) = received.unwrap();
+        assert_eq!(sent, received, "both relays moved the same bytes");
+        assert!(sent > 32 << 10, "only {sent} bytes of pages");
+        assert_tls_in_log(&dump_log);
+        assert_tls_in_log(&ps_log);
+        println!("    cold: {sent} bytes of CRIU's TLS records relayed");
+    });
+    let first_shim_gone = || read_exit(&c.state_dir).map(|_| ());
+    wait_until("the checkpointed container's shim to exit", first_shim_gone);
+    merge_images(&src_images, &dst_images);
+    let restored = restore_and_check(&c, &dst_images, &c.base.join("restore-work"), false, &before);
+    rt.block_on(env.runc.kill(&c.id, libc::SIGKILL, false)).expect("runc kill");
+    rt.block_on(async { tokio::time::timeout(WAIT, wait_for_exit(restored.shim_pid)).await }).unwrap().unwrap();
+}
+
+/// (10) Post-copy: the source's dump (`runc checkpoint --lazy-pages`, TLS from the
+/// configuration file) serves pages through a page proxy to the migration's pages connection;
+/// on the destination, `criu lazy-pages` with the destination's TLS files connects to a local
+/// port relayed to that connection by a second page proxy (as migrate.rs does with TLS). The
+/// container restores lazily, every page arrives, and both CRIUs log the TLS handshake.
+fn tls_lazy_pages_through_page_proxies(env: &Env, _rt: &Runtime) {
+    use herd_node::page_server::{LazySource, connect_local, free_local_port, lazy_pages_command};
+    use herd_node::transfer::connect_pages;
+    use std::os::fd::AsRawFd;
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let (c, _source, destination) = tls_counter(env, "tls-lazy");
+    // The destination node's container: its own id, bundle, state and cgroup (the source's
+    // stays frozen until the last page has left).
+    let d = tls_case(env, "tls-lazy-destination", &["true"], &destination);
+    let (src_images, dst_images, work) =
+        (c.base.join("src-images"), d.base.join("images"), d.base.join("restore-work"));
+    std::fs::create_dir_all(&work).unwrap();
+    let criu = env.runc.criu.clone().unwrap();
+    let before = numbers(&c.log());
+    let (listener, ticket) = rt.block_on(tls_listener(&destination));
+    let addr = listener.local_addr();
+
+    // The source: dump all but the pages, then serve them.
+    let port = free_local_port().unwrap();
+    let mut opts = CheckpointOpts::new(src_images.clone(), c.base.join("dump-work"));
+    opts.tcp_established = false;
+    opts.page_server = Some(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+    opts.lazy_pages = true;
+    let (status_r, status_w) = nix::unistd::pipe().unwrap();
+    opts.status_fd = Some(status_w.as_raw_fd());
+    let runc_log = c.base.join("runc-checkpoint.log");
+    let mut dump = env.runc.checkpoint_command(&c.id, &opts, &runc_log).spawn().expect("runc checkpoint");
+    drop(status_w);
+    let mut ready = [0u8; 1];
+    let n = std::io::Read::read(&mut std::fs::File::from(status_r), &mut ready).unwrap();
+    let dump_log = c.base.join("dump-work/dump.log");
+    assert_eq!(
+        n,
+        1,
+        "the lazy dump did not get ready:\n{}",
+        tail(&std::fs::read_to_string(&dump_log).unwrap_or_default())
+    );
+    let src_report = c.base.join("source-proxy.report");
+    let mut source_proxy = rt.block_on(async {
+        let local = connect_local(port, WAIT).await.unwrap();
+        let remote = connect_pages(addr, &ticket).await.unwrap();
+        herd_node::pageproxy::spawn(
+            &env.exe,
+            remote.into_std().unwrap().into(),
+            local.into_std().unwrap().into(),
+            None,
+            true,
+            &src_report,
+            None,
+        )
+        .unwrap()
+    });
+
+    // The destination: the images the control connection would carry, then criu lazy-pages
+    // on a local port relayed to the pages connection by its own page proxy.
+    merge_images(&src_images, &dst_images);
+    let dst_report = c.base.join("destination-proxy.report");
+    let (mut lazy, relaying) = rt.block_on(async {
+        let stream = accept_pages(&listener).await;
+        let local = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
+        let source = LazySource::Port(local.local_addr().unwrap().port());
+        let cmd = lazy_pages_command(&criu, &dst_images, &work, "lazy-pages.log", source, Some(&destination)).unwrap();
+        let lazy = tokio::process::Command::from(cmd).spawn().unwrap();
+        let (exe, report) = (env.exe.clone(), dst_report.clone());
+        let relaying = tokio::spawn(async move {
+            let (criu_end, _) =
+                tokio::time::timeout(WAIT, local.accept()).await.expect("lazy-pages never connected").unwrap();
+            let mut proxy = herd_node::pageproxy::spawn(
+                &exe,
+                stream.into_std().unwrap().into(),
+                criu_end.into_std().unwrap().into(),
+                None,
+                true,
+                &report,
+                None,
+            )
+            .unwrap();
+            proxy.wait().await.unwrap()
+        });
+        (lazy, relaying)
+    });
+    wait_until("criu lazy-pages to listen for the restore", || work.join("lazy-pages.socket").exists().then_some(()));
+    let restored = restore_and_check(&d, &dst_images, &work, true, &before);
+
+    // Every page arrives: lazy-pages, both proxies and the source's dump end well.
+    rt.block_on(async {
+        let lazy_log = work.join("lazy-pages.log");
+        let status = tokio::time::timeout(WAIT, lazy.wait()).await.expect("lazy-pages hangs").unwrap();
+        assert!(status.success(), "criu lazy-pages: {status}\n{}", tail(&std::fs::read_to_string(&lazy_log).unwrap()));
+        let proxied = tokio::time::timeout(WAIT, relaying).await.expect("the destination's proxy hangs").unwrap();
+        assert!(proxied.success(), "the destination's page proxy: {proxied}");
+        let proxied = tokio::time::timeout(WAIT, source_proxy.wait()).await.expect("the source's proxy hangs").unwrap();
+        assert!(proxied.success(), "the source's page proxy: {proxied}");
+        assert_tls_in_log(&lazy_log);
+    });
+    let dumped = dump.wait().unwrap();
+    assert!(
+        dumped.success(),
+        "runc checkpoint --lazy-pages: {dumped}\n{}",
+        tail(&std::fs::read_to_string(&dump_log).unwrap_or_default())
+    );
+    assert_tls_in_log(&dump_log);
+    let (to_local, to_peer) = herd_node::pageproxy::read_report(&src_report).expect("the source's proxy report");
+    let (d_to_local, d_to_peer) =
+        herd_node::pageproxy::read_report(&dst_report).expect("the destination's proxy report");
+    assert_eq!((to_local, to_peer), (d_to_peer, d_to_local), "both proxies moved the same bytes");
+    assert!(to_peer > 32 << 10, "only {to_peer} bytes of pages");
+    println!("    post-copy: {to_peer} bytes of CRIU's TLS records to the destination, {to_local} back");
+    // The source's container went once every page had left; the counter ran on here.
+    wait_until("the source container's shim to exit", || read_exit(&c.state_dir).map(|_| ()));
+    let mut counted = numbers(&c.log());
+    counted.extend(numbers(&d.log()));
+    assert_consecutive(&counted, 0);
+    rt.block_on(env.runc.kill(&d.id, libc::SIGKILL, false)).expect("runc kill");
+    rt.block_on(async { tokio::time::timeout(WAIT, wait_for_exit(restored.shim_pid)).await }).unwrap().unwrap();
+}
+
+/// (11) A page server with the destination's TLS files refuses a dump whose certificate is
+/// another cluster's: the dump fails, CRIU says why, and the container runs on where it was.
+fn tls_page_server_refuses_another_cluster(env: &Env, rt: &Runtime) {
+    use herd_node::page_server::{connect_local, free_local_port, page_server_command};
+    use herd_node::relay::relay;
+    use herd_node::transfer::Budget;
+    let (c, _source, _) = tls_counter(env, "tls-stranger");
+    // The destination belongs to another cluster.
+    let (_, destination) = node_certificates(&env.dir.join("tls-stranger-other-cluster"));
+    let (src_images, dst_images, work) = (c.base.join("src-images"), c.base.join("dst-images"), c.base.join("dst"));
+    std::fs::create_dir_all(&dst_images).unwrap();
+    std::fs::create_dir_all(&work).unwrap();
+    let criu = env.runc.criu.clone().unwrap();
+    let port = free_local_port().unwrap();
+    let cmd = page_server_command(&criu, port, &dst_images, &work, "page-server.log", None, Some(&destination));
+    let before = c.log().len();
+    let (dumped, status) = rt.block_on(async {
+        let mut page_server = tokio::process::Command::from(cmd).spawn().unwrap();
+        let proxy = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
+        let mut opts = CheckpointOpts::new(src_images.clone(), c.base.join("dump-work"));
+        opts.tcp_established = false;
+        opts.page_server = Some(proxy.local_addr().unwrap());
+        let relaying = tokio::spawn(async move {
+            let (dump_end, _) = proxy.accept().await.unwrap();
+            let page_server_end = connect_local(port, WAIT).await.unwrap();
+            relay(dump_end, page_server_end, &Budget::unlimited()).await
+        });
+        let dumped = tokio::time::timeout(WAIT, env.runc.checkpoint(&c.id, &opts)).await.expect("the dump hangs");
+        let status = tokio::time::timeout(WAIT, page_server.wait()).await.expect("the page server hangs").unwrap();
+        relaying.abort();
+        (dumped, status)
+    });
+    let dump_log = std::fs::read_to_string(c.base.join("dump-work/dump.log")).unwrap();
+    let ps_log = std::fs::read_to_string(work.join("page-server.log")).unwrap();
+    assert!(dumped.is_err(), "the dump to another cluster's page server succeeded");
+    assert!(!status.success(), "the page server took a stranger's pages");
+    // Each CRIU checked the other's certificate against its own cluster's CA.
+    for (who, log) in [("the source's CRIU", &dump_log), ("the page server", &ps_log)] {
+        assert!(log.contains("The certificate issuer is unknown"), "{who} did not refuse the peer:\n{}", tail(log));
+    }
+    for (who, log) in [("source", &dump_log), ("page server", &ps_log)] {
+        let why: Vec<&str> = log.lines().filter(|l| l.contains("tls:")).collect();
+        println!("    {who}: {}", why.join(" | "));
+    }
+    assert!(std::fs::read_dir(&dst_images).unwrap().next().is_none(), "pages were stored");
+    // The container was not dumped: it runs on.
+    wait_until("more output from the container", || (c.log().len() >= before + 2).then_some(()));
+    assert_consecutive(&numbers(&c.log()), 0);
 }

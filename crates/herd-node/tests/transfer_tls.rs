@@ -1,0 +1,260 @@
+//! Migration and exec connections over TLS (`herd_node::transfer` with [`TransferTls`]): both
+//! ends of the cluster CA get through; a peer without a certificate, with one of another CA or
+//! an expired one, a plain-text hello where TLS is required, or a TLS handshake where there is
+//! none, is refused with a warning that names it on the listener's side and
+//! [`TransferError::Tls`] on its own, and the ticket keeps working for the right peer.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, SystemTime};
+
+use herd_node::transfer::{
+    Accepted, Budget, Listener, Ticket, TransferError, TransferTls, connect_control, connect_control_with,
+    connect_exec, connect_pages,
+};
+use herd_tls::TlsFiles;
+use herd_tls::ca::{ClusterCa, Role, Subject};
+use herd_tls::config::{ClientCerts, client_config, server_config};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const LOCAL: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+const WEEK: Duration = Duration::from_secs(7 * 86400);
+const WAIT: Duration = Duration::from_secs(30);
+
+async fn within<T>(what: &str, f: impl Future<Output = T>) -> T {
+    tokio::time::timeout(WAIT, f).await.unwrap_or_else(|_| panic!("{what}: no result within {WAIT:?}"))
+}
+
+/// Everything logged in this test binary (the listener logs from its own tasks).
+fn log() -> &'static Arc<Mutex<Vec<u8>>> {
+    static LOG: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    LOG.get_or_init(|| {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let writer = {
+            let buf = buf.clone();
+            move || Capture(buf.clone())
+        };
+        tracing_subscriber::fmt().with_writer(writer).with_ansi(false).with_max_level(tracing::Level::DEBUG).init();
+        buf
+    })
+}
+
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Capture {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Waits for a warning of the listener of `migration` that names a peer on 127.0.0.1 and
+/// says `why`; returns the line.
+async fn warned(migration: &str, why: &str) -> String {
+    within(&format!("a warning about {why:?}"), async {
+        loop {
+            let text = String::from_utf8_lossy(&log().lock().unwrap()).to_string();
+            if let Some(line) = text.lines().find(|l| {
+                l.contains("WARN")
+                    && l.contains(&format!("migration={migration}"))
+                    && l.contains("peer=127.0.0.1:")
+                    && l.contains(why)
+            }) {
+                return line.to_string();
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+}
+
+fn node(name: &str) -> Subject {
+    Subject::new(name, Role::Node).with_ip(LOCAL)
+}
+
+/// A cluster CA with two nodes, and a CA of another cluster with one.
+struct Pki {
+    _dir: tempfile::TempDir,
+    root: std::path::PathBuf,
+    ca: ClusterCa,
+    n1: TlsFiles,
+    n2: TlsFiles,
+    stranger: TlsFiles,
+}
+
+fn pki() -> Pki {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    let ca = ClusterCa::init(&root.join("ca"), "t").unwrap();
+    let other = ClusterCa::init(&root.join("other-ca"), "other").unwrap();
+    let n1 = ca.issue_into(&node("n1"), WEEK, &root.join("n1")).unwrap();
+    let n2 = ca.issue_into(&node("n2"), WEEK, &root.join("n2")).unwrap();
+    let stranger = other.issue_into(&node("x"), WEEK, &root.join("x")).unwrap();
+    Pki { _dir: dir, root, ca, n1, n2, stranger }
+}
+
+/// An opener trusting the cluster CA (`p.n2`'s) and presenting `identity` (none: no
+/// certificate). Its listener half is unused.
+fn opener(p: &Pki, identity: Option<&TlsFiles>) -> TransferTls {
+    let server = server_config(&p.n2, ClientCerts::Required).unwrap();
+    TransferTls::from_configs(server, client_config(&p.n2.ca, identity).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_on_both_ends_carries_control_exec_and_pages() {
+    log();
+    let p = pki();
+    let (n1, n2) = (TransferTls::new(&p.n1).unwrap(), TransferTls::new(&p.n2).unwrap());
+    let ticket = Ticket::generate("m-tls-ok");
+    let listener = Listener::bind_with(LOCAL, ticket.clone(), Budget::unlimited(), Some(n1)).await.unwrap();
+    let addr = listener.local_addr();
+
+    let mut opened =
+        within("connect", connect_control_with(addr, &ticket, Budget::unlimited(), Some(&n2))).await.unwrap();
+    let Accepted::Control(mut accepted) = within("accept", listener.accept()).await.unwrap() else {
+        panic!("not a control connection")
+    };
+    assert!(opened.is_tls() && accepted.is_tls());
+    assert_eq!(opened.peer_identity().as_deref(), Some("n1 (node)"));
+    assert_eq!(accepted.peer_identity().as_deref(), Some("n2 (node)"));
+    opened.send(&"restore").await.unwrap();
+    assert_eq!(within("recv", accepted.recv::<String>()).await.unwrap(), "restore");
+    // Bulk data both ways: a directory of a few MiB, a blob.
+    let dir = tempfile::tempdir().unwrap();
+    let (out, into) = (dir.path().join("out"), dir.path().join("in"));
+    std::fs::create_dir_all(&out).unwrap();
+    let content: Vec<u8> = (0..5u32 << 20).map(|i| (i.wrapping_mul(2654435761) >> 24) as u8).collect();
+    std::fs::write(out.join("pages-1.img"), &content).unwrap();
+    std::fs::write(out.join("core.img"), b"core").unwrap();
+    let (sent, received) =
+        within("a directory", async { tokio::join!(opened.send_dir(&out), accepted.recv_dir(&into)) }).await;
+    assert_eq!((sent.unwrap(), received.unwrap()), (content.len() as u64 + 4, content.len() as u64 + 4));
+    assert_eq!(std::fs::read(into.join("pages-1.img")).unwrap(), content);
+    let mut blob = Vec::new();
+    let (sent, received) =
+        within("a blob", async { tokio::join!(accepted.send_blob(&b"log tail"[..]), opened.recv_blob(&mut blob)) })
+            .await;
+    assert_eq!((sent.unwrap(), received.unwrap()), (8, 8));
+    assert_eq!(blob, b"log tail");
+
+    // Exec sessions come over TLS too.
+    let mut exec = within("exec", connect_exec(addr, &ticket, Some(&n2))).await.unwrap();
+    let Accepted::Exec(mut node_end) = within("accept", listener.accept()).await.unwrap() else { panic!("not exec") };
+    assert!(exec.is_tls() && node_end.is_tls());
+    exec.write_all(b"stdin").await.unwrap();
+    exec.flush().await.unwrap();
+    let mut got = [0u8; 5];
+    node_end.read_exact(&mut got).await.unwrap();
+    assert_eq!(&got, b"stdin");
+
+    // Pages connections stay plain TCP (CRIU makes its own TLS inside).
+    let mut pages = within("pages", connect_pages(addr, &ticket)).await.unwrap();
+    let Accepted::Pages(mut node_pages) = within("accept", listener.accept()).await.unwrap() else {
+        panic!("not pages")
+    };
+    pages.write_all(&[0x16, 3, 1]).await.unwrap();
+    let mut got = [0u8; 3];
+    node_pages.read_exact(&mut got).await.unwrap();
+    assert_eq!(got, [0x16, 3, 1]);
+}
+
+/// Connects as `tls` says and expects a TLS refusal whose message holds one of `says`.
+async fn refused(addr: std::net::SocketAddr, ticket: &Ticket, tls: Option<&TransferTls>, says: &[&str]) -> String {
+    let r = within("a refused connection", connect_control_with(addr, ticket, Budget::unlimited(), tls)).await;
+    match r {
+        Err(TransferError::Tls(m)) => {
+            assert!(says.iter().any(|s| m.contains(s)), "unexpected reason {m:?}, wanted one of {says:?}");
+            m
+        }
+        other => panic!("expected a TLS refusal, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strangers_are_refused_and_the_ticket_still_works() {
+    log();
+    let p = pki();
+    let migration = "m-tls-strangers";
+    let ticket = Ticket::generate(migration);
+    let listener =
+        Listener::bind_with(LOCAL, ticket.clone(), Budget::unlimited(), Some(TransferTls::new(&p.n1).unwrap()))
+            .await
+            .unwrap();
+    let addr = listener.local_addr();
+
+    // No client certificate.
+    let m = refused(addr, &ticket, Some(&opener(&p, None)), &["refused", "closed the session"]).await;
+    println!("no certificate: {m}");
+    println!("listener: {}", warned(migration, "TLS handshake failed: the peer presented no certificate").await);
+
+    // A certificate of another CA (the opener itself trusts the cluster CA).
+    let m = refused(addr, &ticket, Some(&opener(&p, Some(&p.stranger))), &["refused", "closed the session"]).await;
+    println!("another CA: {m}");
+    println!("listener: {}", warned(migration, "UnknownIssuer").await);
+
+    // An expired certificate of the cluster CA.
+    let expired = p.ca.issue_into(&node("old"), WEEK, &p.root.join("expired")).unwrap();
+    let hour = Duration::from_secs(3600);
+    let issued = p.ca.issue_valid(&node("old"), SystemTime::now() - 3 * hour, SystemTime::now() - hour).unwrap();
+    std::fs::write(&expired.cert, issued.cert_pem).unwrap();
+    std::fs::write(&expired.key, issued.key_pem).unwrap();
+    let m = refused(addr, &ticket, Some(&opener(&p, Some(&expired))), &["refused", "closed the session"]).await;
+    println!("expired: {m}");
+    println!("listener: {}", warned(migration, "Expired").await);
+
+    // A plain-text control hello, and a plain-text exec hello, with the right ticket.
+    let m = refused(addr, &ticket, None, &["requires TLS"]).await;
+    println!("plain text: {m}");
+    println!("listener: {}", warned(migration, "a plain-text Control hello: this node requires TLS").await);
+    match within("exec", connect_exec(addr, &ticket, None)).await {
+        Err(TransferError::Tls(m)) => assert!(m.contains("requires TLS"), "{m}"),
+        other => panic!("expected a TLS refusal, got {other:?}"),
+    }
+    println!("listener: {}", warned(migration, "a plain-text Exec hello").await);
+
+    // None of that was accepted, and the ticket still opens the listener for the right node.
+    let mut good = within(
+        "connect",
+        connect_control_with(addr, &ticket, Budget::unlimited(), Some(&TransferTls::new(&p.n2).unwrap())),
+    )
+    .await
+    .unwrap();
+    let Accepted::Control(mut accepted) = within("accept", listener.accept()).await.unwrap() else {
+        panic!("a refused connection was accepted")
+    };
+    assert_eq!(accepted.peer_identity().as_deref(), Some("n2 (node)"));
+    good.send(&1u32).await.unwrap();
+    assert_eq!(accepted.recv::<u32>().await.unwrap(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_opener_checks_the_listener() {
+    log();
+    let p = pki();
+    // A listener with a certificate of another CA: the opener refuses it.
+    let migration = "m-tls-wrong-server";
+    let ticket = Ticket::generate(migration);
+    let stranger = TransferTls::new(&p.stranger).unwrap();
+    let listener = Listener::bind_with(LOCAL, ticket.clone(), Budget::unlimited(), Some(stranger)).await.unwrap();
+    let n2 = TransferTls::new(&p.n2).unwrap();
+    let m = refused(listener.local_addr(), &ticket, Some(&n2), &["UnknownIssuer"]).await;
+    assert!(m.contains("the handshake with"), "{m}");
+    println!("listener: {}", warned(migration, "TLS handshake failed").await);
+
+    // A listener without TLS: a TLS opener is told, and the listener says why it dropped it.
+    let migration = "m-tls-plain-listener";
+    let ticket = Ticket::generate(migration);
+    let listener = Listener::bind(LOCAL, ticket.clone(), Budget::unlimited()).await.unwrap();
+    let m = refused(listener.local_addr(), &ticket, Some(&n2), &["does that node have TLS?"]).await;
+    println!("plain listener: {m}");
+    println!(
+        "listener: {}",
+        warned(migration, "it opened a TLS handshake, but this node has no TLS certificate").await
+    );
+    // Plain text still works there.
+    let _plain = within("connect", connect_control(listener.local_addr(), &ticket, Budget::unlimited())).await.unwrap();
+    assert!(matches!(within("accept", listener.accept()).await, Ok(Accepted::Control(_))));
+}
