@@ -991,6 +991,7 @@ fn print_migration(r: &herd_proto::migration::MigrationReport) {
     println!("  total       {}", secs(r.total_ms));
     println!("  memory      {}", B(r.memory_bytes));
     println!("  filesystem  {}", B(r.fs_bytes));
+    println!("  link        {}", if r.encrypted { "TLS (certificates of the cluster CA)" } else { "plain text" });
     if r.volume_bytes > 0 {
         println!("  volumes     {} ({} moved)", B(r.volume_size), B(r.volume_bytes));
     }

@@ -481,6 +481,7 @@ impl Control {
             volume_bytes: t.volume_bytes,
             volume_size: t.volume_size,
             phases,
+            encrypted: t.encrypted,
             outcome,
         }
     }

@@ -1021,6 +1021,7 @@ impl Runtime {
             volume_bytes,
             volume_size: outgoing.iter().filter(|v| matches!(v.tree, TreeName::Volume(_))).map(|v| v.size()).sum(),
             phases,
+            encrypted: channel.0.is_tls(),
         })
     }
 

@@ -123,6 +123,10 @@ pub struct MigrationReport {
     #[serde(default)]
     pub volume_size: u64,
     pub phases: Vec<PhaseTime>,
+    /// Whether the migration's connections were encrypted (TLS between the nodes, CRIU's own
+    /// TLS for the pages).
+    #[serde(default)]
+    pub encrypted: bool,
     #[serde(flatten)]
     pub outcome: Outcome,
 }
@@ -184,6 +188,9 @@ pub struct TransferReport {
     #[serde(default)]
     pub volume_size: u64,
     pub phases: Vec<PhaseTime>,
+    /// Whether the control connection (and so every connection) was encrypted.
+    #[serde(default)]
+    pub encrypted: bool,
 }
 
 /// What the destination knows of a migration, for resolving one whose source is in doubt.
@@ -228,6 +235,7 @@ mod tests {
             volume_bytes: 7,
             volume_size: 8,
             phases: vec![],
+            encrypted: true,
             outcome: Outcome::Aborted { reason: "x".into() },
         };
         let v = serde_json::to_value(&r).unwrap();

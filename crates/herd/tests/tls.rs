@@ -82,8 +82,16 @@ fn the_api_refuses_plain_text_and_strangers_and_certificates_renew() {
     });
     let nodes = cluster.ok(&["nodes"]);
     assert_eq!(nodes.matches("ready").count(), 2, "{nodes}");
-    cluster.ok(&["migrate", "c", "--to", "n2"]);
+    let report: herd_proto::migration::MigrationReport =
+        cluster.json(&["migrate", "c", "--to", "n2", "--mode", "postcopy"]);
+    assert!(report.encrypted, "the migration's connections were TLS: {report:?}");
+    let seen = cluster.counts_on("c", seen, T);
+    let report: herd_proto::migration::MigrationReport =
+        cluster.json(&["migrate", "c", "--to", "n1", "--mode", "cold"]);
+    assert!(report.encrypted, "{report:?}");
     cluster.counts_on("c", seen, T);
+    // herd exec goes through the node's exec listener, over TLS too.
+    assert_eq!(cluster.ok(&["exec", "c", "--", "echo", "hello"]).trim(), "hello");
     let broker_log = std::fs::read_to_string(cluster.run_dir().join("logs/broker.log")).unwrap();
     assert!(broker_log.contains("Reloaded"), "the broker reloaded its renewed certificate:\n{broker_log}");
 }
