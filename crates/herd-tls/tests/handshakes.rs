@@ -13,6 +13,27 @@ use rustls::{ClientConfig, ClientConnection, ServerConfig, ServerConnection};
 
 const WEEK: Duration = Duration::from_secs(7 * 86400);
 
+/// Moves what each side has to send to the other, once each way.
+fn exchange(c: &mut ClientConnection, s: &mut ServerConnection) -> Result<(), rustls::Error> {
+    let mut buf = Vec::new();
+    while c.wants_write() {
+        c.write_tls(&mut buf).unwrap();
+    }
+    if !buf.is_empty() {
+        s.read_tls(&mut buf.as_slice()).unwrap();
+        s.process_new_packets()?;
+    }
+    let mut buf = Vec::new();
+    while s.wants_write() {
+        s.write_tls(&mut buf).unwrap();
+    }
+    if !buf.is_empty() {
+        c.read_tls(&mut buf.as_slice()).unwrap();
+        c.process_new_packets()?;
+    }
+    Ok(())
+}
+
 /// Runs a handshake between the two settings and sends a few bytes; the first error either
 /// side met.
 fn handshake(client: ClientConfig, server: ServerConfig, name: &str) -> Result<(), rustls::Error> {
@@ -20,22 +41,7 @@ fn handshake(client: ClientConfig, server: ServerConfig, name: &str) -> Result<(
     let mut s = ServerConnection::new(Arc::new(server))?;
     c.writer().write_all(b"ping").unwrap();
     for _ in 0..20 {
-        let mut buf = Vec::new();
-        while c.wants_write() {
-            c.write_tls(&mut buf).unwrap();
-        }
-        if !buf.is_empty() {
-            s.read_tls(&mut buf.as_slice()).unwrap();
-            s.process_new_packets()?;
-        }
-        let mut buf = Vec::new();
-        while s.wants_write() {
-            s.write_tls(&mut buf).unwrap();
-        }
-        if !buf.is_empty() {
-            c.read_tls(&mut buf.as_slice()).unwrap();
-            c.process_new_packets()?;
-        }
+        exchange(&mut c, &mut s)?;
         let mut got = [0u8; 4];
         if !s.is_handshaking() && s.reader().read_exact(&mut got).is_ok() {
             assert_eq!(&got, b"ping");
@@ -161,22 +167,7 @@ fn a_renewed_certificate_is_used_from_the_next_handshake() {
     .unwrap();
     let mut s = ServerConnection::new(Arc::new(server_cfg)).unwrap();
     while c.is_handshaking() || s.is_handshaking() {
-        let mut buf = Vec::new();
-        while c.wants_write() {
-            c.write_tls(&mut buf).unwrap();
-        }
-        if !buf.is_empty() {
-            s.read_tls(&mut buf.as_slice()).unwrap();
-            s.process_new_packets().unwrap();
-        }
-        let mut buf = Vec::new();
-        while s.wants_write() {
-            s.write_tls(&mut buf).unwrap();
-        }
-        if !buf.is_empty() {
-            c.read_tls(&mut buf.as_slice()).unwrap();
-            c.process_new_packets().unwrap();
-        }
+        exchange(&mut c, &mut s).unwrap();
     }
     assert_eq!(
         c.peer_certificates().unwrap()[0].as_ref(),
