@@ -95,8 +95,8 @@ fn kill(cluster: &Cluster, (old, pid, term): (String, u32, u64)) -> Duration {
 #[test]
 fn the_leader_fails_and_another_replica_carries_on() {
     let cluster = Cluster::up_with(85, 2, &["--ha"]);
-    let s = status(&cluster);
-    assert_eq!(s.replicas.len(), 3, "three replicas report: {s:?}");
+    // Each replica reports every second: the last may not have yet when herd up returns.
+    let s = wait_for("three replicas to report", T, || Some(status(&cluster)).filter(|s| s.replicas.len() == 3));
     assert_eq!(s.state_peers.len(), 3, "the state has three replicas: {s:?}");
     cluster.import_busybox_with_memhog();
     cluster.ok(&["run", "--name", "counter", "--node", "n1", "busybox", "--", "sh", "-c", COUNTER]);
