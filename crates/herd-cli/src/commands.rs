@@ -991,7 +991,14 @@ fn print_migration(r: &herd_proto::migration::MigrationReport) {
     println!("  total       {}", secs(r.total_ms));
     println!("  memory      {}", B(r.memory_bytes));
     println!("  filesystem  {}", B(r.fs_bytes));
-    println!("  link        {}", if r.encrypted { "TLS (certificates of the cluster CA)" } else { "plain text" });
+    println!(
+        "  link        {}",
+        match (r.encrypted, r.pages_encrypted) {
+            (true, true) => "TLS (certificates of the cluster CA), memory pages included",
+            (true, false) => "TLS (certificates of the cluster CA); memory pages in plain text",
+            _ => "plain text",
+        }
+    );
     if r.volume_bytes > 0 {
         println!("  volumes     {} ({} moved)", B(r.volume_size), B(r.volume_bytes));
     }

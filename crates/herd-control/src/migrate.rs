@@ -482,6 +482,7 @@ impl Control {
             volume_size: t.volume_size,
             phases,
             encrypted: t.encrypted,
+            pages_encrypted: t.pages_encrypted,
             outcome,
         }
     }

@@ -35,6 +35,9 @@ pub struct NodeConfig {
     /// The node's TLS files: migrations' connections are TLS with both ends' certificates
     /// checked against the cluster CA (`None`: plain text).
     pub tls: Option<herd_tls::TlsFiles>,
+    /// Memory pages of migrations through CRIU's own TLS too (with `tls`); off by default
+    /// (see [`crate::runtime::RuntimeConfig::tls_files`]).
+    pub encrypt_pages: bool,
     /// The address other nodes route this node's containers through.
     pub address: Ipv4Addr,
     pub data_dir: PathBuf,
@@ -125,8 +128,12 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
         .map(crate::transfer::TransferTls::new)
         .transpose()
         .context("the TLS settings of migration and exec connections")?;
+    // Memory pages through CRIU's own TLS only when asked: CRIU dumps a container's System V
+    // shared memory (PostgreSQL has some) from a forked child that writes through a copy of
+    // the TLS session, which breaks the stream (docs/design/tls.md).
+    let criu_tls = cfg.tls.clone().filter(|_| cfg.encrypt_pages);
     let criu_config =
-        criu.is_some().then(|| crate::criu_config::write(&paths.run_dir, cfg.tls.as_ref())).transpose()?;
+        criu.is_some().then(|| crate::criu_config::write(&paths.run_dir, criu_tls.as_ref())).transpose()?;
     // The clients of an earlier agent's exec sessions went with it.
     crate::exec::kill_leftovers(&paths.run_dir);
     let runtime = Arc::new(Runtime::new(
@@ -140,7 +147,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
             address: cfg.address,
             migration_cgroup,
             criu_config,
-            tls_files: cfg.tls.clone(),
+            tls_files: criu_tls,
             tls: transfer_tls,
             log_limits: cfg.log_limits,
         },

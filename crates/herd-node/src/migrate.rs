@@ -1022,6 +1022,7 @@ impl Runtime {
             volume_size: outgoing.iter().filter(|v| matches!(v.tree, TreeName::Volume(_))).map(|v| v.size()).sum(),
             phases,
             encrypted: channel.0.is_tls(),
+            pages_encrypted: self.cfg.tls_files.is_some(),
         })
     }
 

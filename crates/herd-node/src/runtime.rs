@@ -62,8 +62,9 @@ pub struct RuntimeConfig {
     pub migration_cgroup: Option<String>,
     /// The CRIU configuration file for this node's containers ([`crate::criu_config`]).
     pub criu_config: Option<PathBuf>,
-    /// The node's TLS files (`None`: migrations and exec sessions in plain text). CRIU reads
-    /// them for its own TLS on pages connections.
+    /// The TLS files CRIU encrypts memory pages with, end to end between the two CRIUs
+    /// (`herd node --encrypt-pages`); `None`: pages in plain text (see `docs/design/tls.md`:
+    /// CRIU's TLS breaks on containers with System V shared memory).
     pub tls_files: Option<herd_tls::TlsFiles>,
     /// TLS settings of migration and exec connections, made from `tls_files`.
     pub tls: Option<crate::transfer::TransferTls>,

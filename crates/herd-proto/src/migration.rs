@@ -123,10 +123,14 @@ pub struct MigrationReport {
     #[serde(default)]
     pub volume_size: u64,
     pub phases: Vec<PhaseTime>,
-    /// Whether the migration's connections were encrypted (TLS between the nodes, CRIU's own
-    /// TLS for the pages).
+    /// Whether the migration's control connection (CRIU's images, the writable layer,
+    /// volumes, the log) was TLS between the nodes.
     #[serde(default)]
     pub encrypted: bool,
+    /// Whether its memory pages were encrypted too (CRIU's own TLS, `herd node
+    /// --encrypt-pages`).
+    #[serde(default)]
+    pub pages_encrypted: bool,
     #[serde(flatten)]
     pub outcome: Outcome,
 }
@@ -188,9 +192,12 @@ pub struct TransferReport {
     #[serde(default)]
     pub volume_size: u64,
     pub phases: Vec<PhaseTime>,
-    /// Whether the control connection (and so every connection) was encrypted.
+    /// Whether the control connection was TLS.
     #[serde(default)]
     pub encrypted: bool,
+    /// Whether the memory pages were encrypted (CRIU's TLS).
+    #[serde(default)]
+    pub pages_encrypted: bool,
 }
 
 /// What the destination knows of a migration, for resolving one whose source is in doubt.
@@ -236,6 +243,7 @@ mod tests {
             volume_size: 8,
             phases: vec![],
             encrypted: true,
+            pages_encrypted: false,
             outcome: Outcome::Aborted { reason: "x".into() },
         };
         let v = serde_json::to_value(&r).unwrap();

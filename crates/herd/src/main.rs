@@ -354,6 +354,11 @@ struct NodeArgs {
     broker: BrokerArgs,
     #[command(flatten)]
     tls: TlsArgs,
+    /// Encrypt migrations' memory pages too, with CRIU's own TLS (needs the TLS files). Off by
+    /// default: CRIU's TLS breaks on containers with System V shared memory, such as
+    /// PostgreSQL (their migrations fail cleanly and they keep running).
+    #[arg(long, requires = "tls_ca")]
+    encrypt_pages: bool,
     /// This node's address, through which other nodes reach its containers.
     #[arg(long)]
     address: Ipv4Addr,
@@ -579,6 +584,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let cfg = herd_node::agent::NodeConfig {
                 broker: a.broker.config(&format!("node {}", a.name), tls.clone())?,
                 tls,
+                encrypt_pages: a.encrypt_pages,
                 address: a.address,
                 cgroup_parent: a.cgroup_parent.unwrap_or_else(|| format!("/herd/{}", a.name)),
                 name: a.name,

@@ -63,10 +63,14 @@ fn bad_input_is_refused_clearly_and_changes_nothing() {
         assert_eq!(dirs, expected, "{node} holds leftovers");
     }
 
-    // The broker refuses clients without credentials.
+    // The broker serves no plain-text client, with or without credentials: it asks for TLS
+    // and never answers the PING (tests/broker_permissions.rs shows the refusals over TLS).
     let broker = std::net::Ipv4Addr::new(10, 99, 2, 1);
     let reply = common::tcp_exchange(broker, 17402, "CONNECT {\"verbose\":false}\r\nPING\r\n").unwrap_or_default();
-    assert!(reply.contains("Authorization Violation"), "the broker accepted an anonymous client: {reply:?}");
+    assert!(
+        reply.contains("\"tls_required\":true") && !reply.contains("PONG"),
+        "the broker served an anonymous plain-text client: {reply:?}"
+    );
 
     // A wrong token is refused.
     let mut cfg = std::fs::read_to_string(&cluster.config).unwrap();
