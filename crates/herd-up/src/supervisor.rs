@@ -241,8 +241,7 @@ struct Supervisor {
 
 impl Supervisor {
     /// Renews the certificates that are due; brokers are told to reload theirs (SIGHUP),
-    /// the other components read theirs again at their next handshake or connection, and
-    /// the CLI's configuration gets the user's new certificate.
+    /// the other components read theirs again at their next handshake or connection.
     fn renew_certificates(&mut self) {
         let Some(certs) = &self.certs else { return };
         let renewed = certs.renew_due(std::time::SystemTime::now());
@@ -258,15 +257,10 @@ impl Supervisor {
                     nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid as i32), nix::sys::signal::Signal::SIGHUP);
             }
         }
-        if renewed.iter().any(|n| n == crate::certs::USER)
-            && let Err(e) = self.write_cli_config()
-        {
-            tracing::error!("writing the user's renewed certificate into the CLI's configuration: {e:#}");
-        }
     }
 
-    /// The CLI's configuration: the API's URLs, its token, and the cluster CA and the
-    /// user's certificate when the cluster speaks TLS.
+    /// The CLI's configuration: the API's URLs, its token, and the cluster CA when the
+    /// cluster speaks TLS.
     fn write_cli_config(&self) -> anyhow::Result<CliConfig> {
         let token = std::fs::read_to_string(self.layout.secrets_dir().join("api-token"))
             .context("reading the API token")?
@@ -278,10 +272,7 @@ impl Supervisor {
             cluster: self.layout.opts.name.clone(),
             ..Default::default()
         };
-        if let Some(certs) = &self.certs {
-            let (ca, cert, key) = certs.user_pem()?;
-            (cli.ca, cli.cert, cli.key) = (Some(ca), Some(cert), Some(key));
-        }
+        cli.ca = self.certs.as_ref().map(|c| c.ca_pem().to_string());
         cli.save(&self.layout.opts.config_path)?;
         Ok(cli)
     }
