@@ -141,7 +141,10 @@ fn a_node_that_loses_power_has_its_containers_restored_elsewhere() {
     });
     assert!(tick.versions.len() <= 3 + 2, "retention kept {:?}", tick.versions);
     let delta = tick.versions.iter().find(|v| v.base != v.version).expect("a delta version");
-    assert!(delta.stored_bytes < delta.full_bytes / 2, "a delta stored {delta:?}");
+    // This container is tiny (200 KB) and idle: a delta stores its CRIU images of registers,
+    // timers and the like again (35-40 % of the whole here, 53 % once under CI's load), not its
+    // memory; a version stored whole would take 85-90 % (a base, after its own duplicates).
+    assert!(delta.stored_bytes < delta.full_bytes * 3 / 4, "a delta stored {delta:?}");
     let first_id = tick.id.clone();
     let listed = cluster.ok(&["checkpoint", "ls", "tick"]);
     assert!(
