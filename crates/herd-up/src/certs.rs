@@ -30,16 +30,20 @@ impl ClusterCerts {
     pub fn issue(layout: &Layout, lifetime: Duration, sim: Option<&str>) -> anyhow::Result<ClusterCerts> {
         let ca = ClusterCa::load_or_init(&layout.ca_dir(), &layout.opts.name)
             .with_context(|| format!("the cluster CA in {}", layout.ca_dir().display()))?;
-        let loopback: IpAddr = "127.0.0.1".parse().unwrap();
+        // A server is reached at its listening address, and on this machine at 127.0.0.1.
+        let server = |name: &str, role: Role, listen: &str| -> anyhow::Result<Subject> {
+            let ip: IpAddr = listen
+                .rsplit_once(':')
+                .and_then(|(h, _)| h.parse().ok())
+                .with_context(|| format!("{name}'s address {listen:?}"))?;
+            Ok(Subject::new(name, role).with_ip(ip).with_ip([127, 0, 0, 1].into()).with_dns("localhost"))
+        };
         let mut subjects = Vec::new();
         for b in layout.brokers() {
-            let ip: IpAddr =
-                b.listen.rsplit_once(':').and_then(|(h, _)| h.parse().ok()).context("a broker's address")?;
-            subjects.push(Subject::new(&b.name, Role::Broker).with_ip(ip).with_ip(loopback).with_dns("localhost"));
+            subjects.push(server(&b.name, Role::Broker, &b.listen)?);
         }
         for c in layout.controls() {
-            let ip: IpAddr = c.listen.rsplit_once(':').and_then(|(h, _)| h.parse().ok()).context("an API address")?;
-            subjects.push(Subject::new(&c.name, Role::Control).with_ip(ip).with_ip(loopback).with_dns("localhost"));
+            subjects.push(server(&c.name, Role::Control, &c.listen)?);
         }
         for n in &layout.nodes {
             subjects.push(Subject::new(&n.name, Role::Node).with_ip(IpAddr::V4(n.address)));

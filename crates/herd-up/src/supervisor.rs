@@ -261,18 +261,14 @@ impl Supervisor {
 
     /// The CLI's configuration: the API's URLs, its token, and the cluster CA when the
     /// cluster speaks TLS.
-    fn write_cli_config(&self) -> anyhow::Result<CliConfig> {
-        let token = std::fs::read_to_string(self.layout.secrets_dir().join("api-token"))
-            .context("reading the API token")?
-            .trim()
-            .to_string();
-        let mut cli = CliConfig {
+    fn write_cli_config(&self, token: String) -> anyhow::Result<CliConfig> {
+        let cli = CliConfig {
             api: self.layout.api_url(),
             token,
             cluster: self.layout.opts.name.clone(),
+            ca: self.certs.as_ref().map(|c| c.ca_pem().to_string()),
             ..Default::default()
         };
-        cli.ca = self.certs.as_ref().map(|c| c.ca_pem().to_string());
         cli.save(&self.layout.opts.config_path)?;
         Ok(cli)
     }
@@ -644,8 +640,7 @@ async fn start_cluster(sup: &mut Supervisor, progress: &mut Progress) -> anyhow:
         sup.start(SIM_COMPONENT)?;
     }
 
-    let _ = api_token;
-    let cli = sup.write_cli_config()?;
+    let cli = sup.write_cli_config(api_token)?;
     let client = Client::new(&cli)?;
     let wait = herd_cli::commands::wait_ready(&client, layout.nodes.len() + opts.sim_nodes, READY_TIMEOUT);
     tokio::pin!(wait);
