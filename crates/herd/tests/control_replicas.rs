@@ -189,6 +189,9 @@ fn the_leader_fails_and_another_replica_carries_on() {
 
     // 4. Paused past its lease: another leads; continued, the old leader finds itself
     // deposed and stops (the supervisor starts it again as a follower).
+    // (A container of its own to stop: each of the burst's runs may or may not have made one.)
+    cluster.ok(&["run", "--name", "to-stop", "busybox", "--", "sleep", "600"]);
+    cluster.wait_state("to-stop", "running", T);
     let (old, pid, term) = leader(&cluster);
     signal(pid, libc::SIGSTOP);
     let paused = Instant::now();
@@ -196,7 +199,7 @@ fn the_leader_fails_and_another_replica_carries_on() {
     eprintln!("herd run while the leader was paused: {:?}", paused.elapsed());
     // A stop is the same asked twice: the CLI asks the new leader again.
     let stopping = Instant::now();
-    cluster.ok(&["stop", "-t", "1", "burst-0"]);
+    cluster.ok(&["stop", "-t", "1", "to-stop"]);
     eprintln!("herd stop while the leader was paused: {:?}", stopping.elapsed());
     let (new, _, new_term) = leader(&cluster);
     assert!(new != old && new_term > term, "{new} leads after {old} was paused");
@@ -210,7 +213,7 @@ fn the_leader_fails_and_another_replica_carries_on() {
     let log = std::fs::read_to_string(cluster.run_dir().join("logs").join(format!("{old}.log"))).unwrap();
     assert!(log.contains("lost its lease"), "the old leader says why it stopped");
     cluster.wait_state("while-paused", "running", T);
-    assert_eq!(cluster.state("burst-0"), "exited", "the stop took effect");
+    assert_eq!(cluster.state("to-stop"), "exited", "the stop took effect");
     seen = cluster.counts_on("counter", seen, T);
 
     // 5. Every replica restarted and every broker killed, one at a time, while the counter
