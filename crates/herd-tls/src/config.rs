@@ -4,7 +4,7 @@
 //! [`ReloadingIdentity`]: each handshake looks at the certificate file's modification time,
 //! and a renewed certificate is in use from the next handshake on, without a restart.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -112,8 +112,7 @@ pub fn client_config_from_pem(ca_pem: &str, identity: Option<(&str, &str)>) -> R
 /// A component's certificate and key, read again when the certificate file changes.
 #[derive(Debug)]
 pub struct ReloadingIdentity {
-    cert: PathBuf,
-    key: PathBuf,
+    files: TlsFiles,
     current: Mutex<(Option<SystemTime>, Arc<CertifiedKey>)>,
 }
 
@@ -121,20 +120,15 @@ impl ReloadingIdentity {
     pub fn new(files: &TlsFiles) -> Result<ReloadingIdentity, TlsError> {
         let loaded = load_certified(files)?;
         let mtime = modified(&files.cert);
-        Ok(ReloadingIdentity {
-            cert: files.cert.clone(),
-            key: files.key.clone(),
-            current: Mutex::new((mtime, Arc::new(loaded))),
-        })
+        Ok(ReloadingIdentity { files: files.clone(), current: Mutex::new((mtime, Arc::new(loaded))) })
     }
 
     /// The identity in force: the files' if they changed and read well, else the last one.
     pub fn current(&self) -> Arc<CertifiedKey> {
         let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
-        let mtime = modified(&self.cert);
+        let mtime = modified(&self.files.cert);
         if mtime != current.0 {
-            let files = TlsFiles { ca: PathBuf::new(), cert: self.cert.clone(), key: self.key.clone() };
-            match load_certified(&files) {
+            match load_certified(&self.files) {
                 Ok(k) => *current = (mtime, Arc::new(k)),
                 // Half-way through a renewal the key may be new and the certificate old: the
                 // pair does not match, and the next handshake tries again.
