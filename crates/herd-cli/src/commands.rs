@@ -590,6 +590,9 @@ pub async fn inspect(client: &Client, args: InspectArgs) -> anyhow::Result<()> {
         writeln!(out, "Migrations:")?;
         for m in &c.migrations {
             let how = match &m.outcome {
+                herd_proto::migration::Outcome::Migrated if m.unmeasured.is_some() => {
+                    format!("total {} ms, no other figures", m.total_ms)
+                }
                 herd_proto::migration::Outcome::Migrated => {
                     format!("downtime {} ms, total {} ms, {} memory", m.downtime_ms, m.total_ms, B(m.memory_bytes))
                 }
@@ -987,6 +990,11 @@ fn print_migration(r: &herd_proto::migration::MigrationReport) {
     let secs = |ms: u64| if ms < 1000 { format!("{ms} ms") } else { format!("{:.2} s", ms as f64 / 1000.0) };
     println!("migrated {} from {} to {} ({})", r.container, r.source, r.destination, r.mode.as_str());
     println!("  mode        {}", r.mode_reason);
+    if let Some(why) = &r.unmeasured {
+        println!("  total       {}", secs(r.total_ms));
+        println!("  figures     none: {why}");
+        return;
+    }
     println!("  downtime    {}", secs(r.downtime_ms));
     println!("  total       {}", secs(r.total_ms));
     println!("  memory      {}", B(r.memory_bytes));

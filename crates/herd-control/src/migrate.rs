@@ -200,19 +200,27 @@ impl Control {
                 "done",
                 &name,
                 Some(&destination),
-                format!(
-                    "migration {id} of {name} from {source} to {destination} ({}): downtime {} ms, total {} ms, {} memory, {} files{}",
-                    mode.as_str(),
-                    report.downtime_ms,
-                    report.total_ms,
-                    units::Bytes(report.memory_bytes),
-                    units::Bytes(report.fs_bytes),
-                    if report.volume_bytes > 0 {
-                        format!(", volumes of {} ({} moved)", units::Bytes(report.volume_size), units::Bytes(report.volume_bytes))
-                    } else {
-                        String::new()
-                    }
-                ),
+                match &report.unmeasured {
+                    Some(why) => format!(
+                        "migration {id} of {name} from {source} to {destination} ({}): it runs on {destination}, \
+                         total {} ms; no other figures: {why}",
+                        mode.as_str(),
+                        report.total_ms,
+                    ),
+                    None => format!(
+                        "migration {id} of {name} from {source} to {destination} ({}): downtime {} ms, total {} ms, {} memory, {} files{}",
+                        mode.as_str(),
+                        report.downtime_ms,
+                        report.total_ms,
+                        units::Bytes(report.memory_bytes),
+                        units::Bytes(report.fs_bytes),
+                        if report.volume_bytes > 0 {
+                            format!(", volumes of {} ({} moved)", units::Bytes(report.volume_size), units::Bytes(report.volume_bytes))
+                        } else {
+                            String::new()
+                        }
+                    ),
+                },
             )
             .await;
         Ok(report)
@@ -335,7 +343,8 @@ impl Control {
         match self.destination_state(mig).await {
             Some(DestinationState::Running) => {
                 self.commit(mig).await?;
-                Ok(TransferReport::default())
+                let unmeasured = format!("{} did not report them ({reason})", mig.source);
+                Ok(TransferReport { unmeasured: Some(unmeasured), ..TransferReport::default() })
             }
             Some(DestinationState::Unknown | DestinationState::Aborted) => {
                 self.abort(mig, reason, true).await;
@@ -483,6 +492,7 @@ impl Control {
             phases,
             encrypted: t.encrypted,
             pages_encrypted: t.pages_encrypted,
+            unmeasured: t.unmeasured,
             outcome,
         }
     }

@@ -104,6 +104,16 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
         ),
     }
     let broker = Broker::connect(&cfg.broker).await?;
+    // Heartbeats and the lease's round trips go over a connection of their own: the broker
+    // reads each connection in order and serves some JetStream requests (an image layer's
+    // chunks, say) inline, so on a busy disk they queued for seconds behind the node's own
+    // bulk traffic, and a node that worked was fenced or declared failed.
+    let liveness = Broker::connect(&BrokerConfig {
+        client_name: format!("{} (liveness)", cfg.broker.client_name),
+        ..cfg.broker.clone()
+    })
+    .await
+    .context("the liveness connection to the broker")?;
     let statuses = broker.bucket::<ContainerStatus>(subjects::STATUS_BUCKET).await?;
     let nodes = broker.bucket::<NodeRecord>(subjects::NODES_BUCKET).await?;
     let containers = broker.bucket::<ContainerRecord>(subjects::CONTAINERS_BUCKET).await?;
@@ -188,11 +198,11 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
 
     let mut requests =
         broker.client.subscribe(subjects::node_rpc(&cfg.name)).await.context("subscribing to node requests")?;
-    let heartbeats = tokio::spawn(heartbeat_loop(broker.clone(), cfg.clone(), runtime.clone()));
+    let heartbeats = tokio::spawn(heartbeat_loop(liveness.clone(), cfg.clone(), runtime.clone()));
     let term = crate::leader_term::LeaderTerm::default();
     let follow_term = tokio::spawn(term.clone().follow(broker.clone()));
     let health = crate::fence::LeaseHealth::new(cfg.lease);
-    let lease = tokio::spawn(crate::fence::run(broker.clone(), runtime.clone(), containers.clone(), health.clone()));
+    let lease = tokio::spawn(crate::fence::run(liveness.clone(), runtime.clone(), containers.clone(), health.clone()));
     let sampler =
         tokio::spawn(crate::sampler::run(broker.clone(), cfg.name.clone(), runtime.clone(), cfg.sample_interval));
     let routes = tokio::spawn({
@@ -403,6 +413,13 @@ async fn heartbeat_loop(broker: Broker, cfg: NodeConfig, runtime: Arc<Runtime>) 
         seq += 1;
         let (cpu_ns, memory) = cgroups::usage(&parent).unwrap_or((0, 0));
         let now = std::time::Instant::now();
+        // A late beat is how a node comes to be declared failed while it runs: say so, with
+        // how late, so that the Control node's verdict can be told apart from a real failure.
+        if let Some((t, _)) = last
+            && now.duration_since(t) > cfg.heartbeat * 2
+        {
+            tracing::warn!("heartbeat {seq} is late: {} ms since the one before", now.duration_since(t).as_millis());
+        }
         let cpu_milli = match last {
             Some((t, prev)) if cpu_ns >= prev => {
                 let secs = now.duration_since(t).as_secs_f64().max(1e-3);
@@ -428,6 +445,9 @@ async fn heartbeat_loop(broker: Broker, cfg: NodeConfig, runtime: Arc<Runtime>) 
         };
         if let Err(e) = broker.publish(subjects::heartbeat(&cfg.name), &hb).await {
             tracing::warn!("heartbeat not sent: {e:#}");
+        }
+        if now.elapsed() > cfg.heartbeat {
+            tracing::warn!("heartbeat {seq} took {} ms to publish", now.elapsed().as_millis());
         }
     }
 }

@@ -810,7 +810,8 @@ impl Runtime {
             // Settled here (resumed, or let go after the destination ran it): a later
             // resolution of this migration has nothing left to do. In doubt, the scratch
             // directory is what tells `migrate_resolve` that this node sent it.
-            let _ = std::fs::remove_dir_all(self.scratch(&ticket.migration));
+            let scratch = self.scratch(&ticket.migration);
+            let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(scratch)).await;
         }
         Ok(NodeReply::MigrationSent(outcome))
     }
@@ -1023,6 +1024,7 @@ impl Runtime {
             phases,
             encrypted: channel.0.is_tls(),
             pages_encrypted: self.cfg.tls_files.is_some(),
+            unmeasured: None,
         })
     }
 
@@ -1222,7 +1224,8 @@ impl Runtime {
         Runtime::wait_exit(c, generation, Duration::from_secs(15)).await;
         c.live.lock().unwrap().generation += 1;
         self.release(c).await;
-        let _ = std::fs::remove_dir_all(&c.paths.dir);
+        let dir = c.paths.dir.clone();
+        let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
         self.containers.lock().unwrap().remove(&id);
         // Its volumes moved with it.
         self.remove_moved_volumes(&c.spec).await;

@@ -320,11 +320,21 @@ impl Runtime {
         {
             problems.push(format!("network: {e}"));
         }
-        if let Err(e) = overlay::unmount(&c.paths.rootfs()) {
-            problems.push(format!("{e:#}"));
+        // Off the agent's threads: with the machine's cgroups busy (CRIU freezing others,
+        // say), an rmdir waits on the kernel's cgroup lock, and the agent must keep beating.
+        let (rootfs, cgroup) = (c.paths.rootfs(), self.cfg.paths.cgroup(&c.spec.id));
+        let unmounted = tokio::task::spawn_blocking(move || {
+            let unmounted = overlay::unmount(&rootfs);
+            // runc leaves the (empty) cgroup behind after a checkpoint; it is ours to remove.
+            crate::cgroups::remove_tree(&cgroup);
+            unmounted
+        })
+        .await;
+        match unmounted {
+            Ok(Err(e)) => problems.push(format!("{e:#}")),
+            Err(e) => problems.push(format!("unmounting: {e}")),
+            Ok(Ok(())) => {}
         }
-        // runc leaves the (empty) cgroup behind after a checkpoint; it is ours to remove.
-        crate::cgroups::remove_tree(&self.cfg.paths.cgroup(&c.spec.id));
         for p in &problems {
             tracing::warn!("releasing {}: {p}", c.spec.name);
         }

@@ -131,6 +131,10 @@ pub struct MigrationReport {
     /// --encrypt-pages`).
     #[serde(default)]
     pub pages_encrypted: bool,
+    /// Why the figures are missing: the source never reported them (it went down, or its
+    /// answer was lost, after the destination had run the container).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unmeasured: Option<String>,
     #[serde(flatten)]
     pub outcome: Outcome,
 }
@@ -198,6 +202,10 @@ pub struct TransferReport {
     /// Whether the memory pages were encrypted (CRIU's TLS).
     #[serde(default)]
     pub pages_encrypted: bool,
+    /// Why the figures are missing: the source never reported them (it went down, or its
+    /// answer was lost, after the destination had run the container).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unmeasured: Option<String>,
 }
 
 /// What the destination knows of a migration, for resolving one whose source is in doubt.
@@ -244,6 +252,7 @@ mod tests {
             phases: vec![],
             encrypted: true,
             pages_encrypted: false,
+            unmeasured: None,
             outcome: Outcome::Aborted { reason: "x".into() },
         };
         let v = serde_json::to_value(&r).unwrap();

@@ -43,6 +43,7 @@ fn postgresql_with_its_data_on_a_volume_migrates_under_pgbench() {
         std::thread::sleep(Duration::from_secs(5));
         let report: MigrationReport = cluster.json(&["migrate", "db", "--to", to, "--mode", mode]);
         assert_eq!(report.outcome, Outcome::Migrated, "{report:?}");
+        assert_eq!(report.unmeasured, None, "{mode}: the source's figures are missing");
         assert!(report.volume_size > 50 << 20, "{mode}: a volume of {} bytes", report.volume_size);
         assert!(report.volume_bytes >= report.volume_size, "{mode}: {report:?}");
         eprintln!(
