@@ -15,6 +15,7 @@
 //! ```
 
 mod bucket;
+pub mod callout;
 mod connect;
 mod fence;
 mod objects;
