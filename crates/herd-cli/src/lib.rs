@@ -12,6 +12,7 @@ pub mod control;
 pub mod dashboard;
 pub mod exec;
 pub mod format;
+pub mod join_token;
 pub mod models;
 pub mod nodes;
 pub mod policy;

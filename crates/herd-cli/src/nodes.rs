@@ -1,4 +1,4 @@
-//! `herd nodes label|drain|activate`: the operator's node management.
+//! `herd nodes label|drain|activate|rm`: the operator's node management.
 //!
 //! Spelled under `herd nodes` because `herd node` is the Compute node agent, whose required
 //! flags (`--name`, `--address`) would make management subcommands there awkward and easy
@@ -30,6 +30,9 @@ pub enum NodesCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Remove a node that joined with a token: it may no longer connect to the broker, its
+    /// connections are closed, and the cluster forgets it. Its containers must be gone first.
+    Rm { node: String },
     /// Let placement use a drained node again.
     Activate {
         node: String,
@@ -68,6 +71,10 @@ pub async fn manage(client: &Client, command: NodesCommand) -> anyhow::Result<()
             if report.moved.is_empty() && report.stayed.is_empty() {
                 println!("no containers were on it");
             }
+        }
+        NodesCommand::Rm { node } => {
+            client.delete(&format!("/v1/nodes/{}", segment(&node))).await?;
+            println!("{}", clean(&format!("node {node} removed: it can no longer connect to the broker")));
         }
         NodesCommand::Activate { node, json } => {
             let path = format!("/v1/nodes/{}/activate", segment(&node));

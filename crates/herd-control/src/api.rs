@@ -28,6 +28,8 @@ pub fn router(control: Arc<Control>) -> Router {
         .route("/v1/health", get(health))
         .route("/v1/control/status", get(control_status))
         .route("/v1/nodes", get(nodes))
+        .route("/v1/nodes/{name}", axum::routing::delete(remove_node))
+        .route("/v1/join-tokens", post(create_join_token))
         .route("/v1/nodes/{name}/labels", post(label_node))
         .route("/v1/nodes/{name}/drain", post(drain_node))
         .route("/v1/nodes/{name}/activate", post(activate_node))
@@ -67,7 +69,50 @@ pub fn router(control: Arc<Control>) -> Router {
         // Added after the auth layer, so only the dashboard's page shell (no data) is served
         // without a token; its scripts send the token with every API call.
         .merge(crate::dashboard::router())
+        // A joining machine has no API token: its join token is its credential.
+        .merge(join_routes())
         .with_state(control)
+}
+
+/// The routes a joining machine uses, without the API token (also served alone on
+/// `JoinConfig::listen`).
+fn join_routes() -> Router<Arc<Control>> {
+    Router::new().route("/v1/join/ca", get(join_ca)).route("/v1/join", post(join))
+}
+
+/// The join routes alone, for a listener of their own.
+pub fn join_router(control: Arc<Control>) -> Router {
+    join_routes()
+        .fallback(|| async { Error::not_found("this port serves only /v1/join and /v1/join/ca") })
+        .layer(DefaultBodyLimit::max(64 << 10))
+        .with_state(control)
+}
+
+async fn join_ca(State(c): State<Arc<Control>>) -> Result<String> {
+    c.join_ca()
+}
+
+async fn join(State(c): State<Arc<Control>>, req: Request) -> Result<Json<herd_proto::join::JoinReply>> {
+    use axum::extract::FromRequest;
+    let peer = req.extensions().get::<axum::extract::ConnectInfo<crate::https::Peer>>().map(|c| c.0.0);
+    let Json(body) = Json::<herd_proto::join::JoinRequest>::from_request(req, &())
+        .await
+        .map_err(|e| Error::bad_request(format!("a join request: {}", e.body_text())))?;
+    // Its own task: a client that goes away does not leave a token used and no member made.
+    let joined = tokio::spawn(async move { c.join(body, peer).await });
+    Ok(Json(joined.await.map_err(|e| Error::new(crate::error::Kind::Internal, format!("the join failed: {e}")))??))
+}
+
+async fn create_join_token(
+    State(c): State<Arc<Control>>,
+    Json(req): Json<herd_proto::join::JoinTokenRequest>,
+) -> Result<Json<herd_proto::join::JoinToken>> {
+    Ok(Json(c.create_join_token(std::time::Duration::from_secs(req.ttl_secs)).await?))
+}
+
+async fn remove_node(State(c): State<Arc<Control>>, Path(name): Path<String>) -> Result<StatusCode> {
+    c.remove_node(&name).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Compares in constant time, so the token cannot be guessed byte by byte from timings.

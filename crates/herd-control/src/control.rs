@@ -56,6 +56,9 @@ pub struct ControlConfig {
     /// What an imported or pulled image may unpack to, per layer and in all (see
     /// [`crate::images`]).
     pub unpack_limits: herd_image::UnpackLimits,
+    /// Admitting nodes with join tokens (see [`crate::join`]); `None`: nodes come with
+    /// credentials of their own only.
+    pub join: Option<crate::join::JoinConfig>,
 }
 
 /// The running Control node, shared by the API handlers.
@@ -99,6 +102,8 @@ pub struct Control {
     /// The policy engine and its recent decisions (see [`crate::policy`]).
     pub(crate) policy: Mutex<crate::policy::PolicyState>,
     pub(crate) me: Weak<Control>,
+    /// Join tokens, members and the auth callout, when this node admits nodes by token.
+    pub(crate) joining: Option<Arc<crate::join::Joining>>,
 }
 
 impl Control {
@@ -136,6 +141,10 @@ impl Control {
         let node_settings: Bucket<NodeSettings> = broker.bucket(subjects::NODE_SETTINGS_BUCKET).await?;
         let (settings_map, _) = node_settings.snapshot().await?;
         let policy = crate::policy::PolicyState::load(&broker, &cfg).await?;
+        let joining = match &cfg.join {
+            Some(j) => Some(Arc::new(crate::join::Joining::open(j, &broker).await?)),
+            None => None,
+        };
 
         // Subscribe to heartbeats before loading, so no node looks down for longer than it is.
         let heartbeats = broker.client.subscribe(subjects::HEARTBEAT_ALL).await?;
@@ -212,6 +221,7 @@ impl Control {
             monitoring: monitoring.unwrap_or_default(),
             policy: Mutex::new(policy),
             me: me.clone(),
+            joining,
         });
         // Migrations a crash interrupted are finished (or undone) now.
         for (_, m) in migration_map {
@@ -230,6 +240,9 @@ impl Control {
         tokio::spawn(control.clone().run_policy());
         tokio::spawn(control.clone().run_tickers());
         tokio::spawn(control.clone().reschedule_down_nodes());
+        if control.joining.is_some() {
+            tokio::spawn(control.clone().serve_callouts());
+        }
         Ok(control)
     }
 

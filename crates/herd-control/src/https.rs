@@ -35,12 +35,30 @@ pub async fn serve(
     app: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    // Handlers may ask who connected (`ConnectInfo<SocketAddr>`): a join says where from.
+    let app = app.into_make_service_with_connect_info::<Peer>();
     match tls {
         None => axum::serve(listener, app).with_graceful_shutdown(shutdown).await.context("API server"),
         Some(config) => {
             let listener = TlsListener::new(listener, config)?;
             axum::serve(listener, app).with_graceful_shutdown(shutdown).await.context("API server")
         }
+    }
+}
+
+/// The address a request came from (`ConnectInfo<Peer>`), over TLS or not.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub SocketAddr);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsListener>> for Peer {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, TlsListener>) -> Peer {
+        Peer(*stream.remote_addr())
+    }
+}
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TcpListener>> for Peer {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, TcpListener>) -> Peer {
+        Peer(*stream.remote_addr())
     }
 }
 
@@ -54,7 +72,7 @@ pub fn server_config(files: &herd_tls::TlsFiles) -> anyhow::Result<Arc<tokio_rus
 }
 
 /// A listener whose connections are TLS streams whose handshake is complete.
-struct TlsListener {
+pub struct TlsListener {
     local: SocketAddr,
     ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
 }

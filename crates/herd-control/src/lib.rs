@@ -23,6 +23,7 @@ mod hostconfig;
 mod https;
 mod images;
 pub mod ipam;
+pub mod join;
 pub mod lease;
 mod migrate;
 mod monitoring;
@@ -60,11 +61,35 @@ pub use replica::{ReplicaConfig, run_replica};
 /// Runs the Control node until `shutdown` completes.
 pub async fn run(cfg: ControlConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
     let listen = cfg.api_listen;
+    let join_listen = cfg.join.as_ref().and_then(|j| j.listen);
     let tls = cfg.tls.as_ref().map(https::server_config).transpose()?;
     let control = Control::start(cfg).await?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen for the API on {listen}"))?;
     tracing::info!("API listening on {listen} ({})", if tls.is_some() { "HTTPS" } else { "plain HTTP" });
-    https::serve(listener, tls, api::router(control), shutdown).await
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let until_stopped = move || {
+        let mut stopped = stopped.clone();
+        async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        }
+    };
+    if let Some(at) = join_listen {
+        let joins = tokio::net::TcpListener::bind(at)
+            .await
+            .with_context(|| format!("cannot listen for joining nodes on {at}"))?;
+        tracing::info!("joining nodes are admitted on {at} too");
+        let (tls, router, until) = (tls.clone(), api::join_router(control.clone()), until_stopped());
+        tokio::spawn(async move {
+            if let Err(e) = https::serve(joins, tls, router, until).await {
+                tracing::error!("the join listener stopped: {e:#}");
+            }
+        });
+    }
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    });
+    https::serve(listener, tls, api::router(control), until_stopped()).await
 }

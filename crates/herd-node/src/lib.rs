@@ -40,6 +40,7 @@ pub mod facts;
 pub mod fence;
 pub mod guard;
 pub mod hello_slots;
+pub mod join;
 pub mod layers;
 pub mod leader_term;
 pub mod logs;

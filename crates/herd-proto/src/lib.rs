@@ -10,6 +10,7 @@
 //! - [`control`]: the Control replicas' lease and reports, and `herd control status`.
 //! - [`ha`]: checkpoint tickers, their stored versions, and what a node failure does.
 //! - [`subjects`]: NATS subject, bucket and stream names.
+//! - [`join`]: joining a machine with a one-time token, and the members the broker admits.
 //! - [`hostconfig`]: published ports, shared network namespaces and named volumes.
 //! - [`exec`]: `herd exec`'s request and the framed stream of a session.
 //! - [`logs`]: how much of a container's output its node keeps.
@@ -25,6 +26,7 @@ pub mod control;
 pub mod exec;
 pub mod ha;
 pub mod hostconfig;
+pub mod join;
 pub mod logs;
 pub mod migration;
 pub mod names;

@@ -30,6 +30,10 @@ pub const LEASE_KEY: &str = "leader";
 /// Bucket of the Control replicas' [`crate::control::ReplicaReport`]s, keyed by
 /// [`replica_key`]; each replica writes its own.
 pub const REPLICAS_BUCKET: &str = "herd-control-replicas";
+/// Join tokens ([`crate::join::JoinTokenRecord`]), by id.
+pub const JOIN_TOKENS_BUCKET: &str = "herd-join-tokens";
+/// Nodes that joined with a token and may connect ([`crate::join::MemberRecord`]), by name.
+pub const MEMBERS_BUCKET: &str = "herd-members";
 
 /// The key of replica `name`'s [`crate::control::ReplicaReport`] in [`REPLICAS_BUCKET`].
 pub fn replica_key(name: &str) -> String {
@@ -143,6 +147,8 @@ pub fn node_permissions(name: &str) -> NodePermissions {
         POLICY_BUCKET,
         CONTROL_BUCKET,
         REPLICAS_BUCKET,
+        JOIN_TOKENS_BUCKET,
+        MEMBERS_BUCKET,
     ] {
         publish_deny.push(format!("$JS.API.STREAM.PURGE.KV_{bucket}"));
     }

@@ -186,28 +186,21 @@ impl ClusterCa {
         not_after: SystemTime,
     ) -> Result<Issued, TlsError> {
         let key = KeyPair::generate()?;
-        let mut params = CertificateParams::default();
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::OrganizationName, "herd");
-        dn.push(DnType::OrganizationalUnitName, subject.role.as_str());
-        dn.push(DnType::CommonName, subject.name.clone());
-        params.distinguished_name = dn;
-        for d in &subject.dns_names {
-            params.subject_alt_names.push(SanType::DnsName(d.clone().try_into()?));
-        }
-        for ip in &subject.ips {
-            params.subject_alt_names.push(SanType::IpAddress(*ip));
-        }
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = match subject.role {
-            Role::User => vec![ExtendedKeyUsagePurpose::ClientAuth],
-            _ => vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth],
-        };
-        params.use_authority_key_identifier_extension = true;
-        params.not_before = not_before.into();
-        params.not_after = not_after.into();
-        let cert = params.signed_by(&key, &self.issuer)?;
+        let cert = component_params(subject, not_before, not_after)?.signed_by(&key, &self.issuer)?;
         Ok(Issued { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
+    }
+
+    /// A certificate for `subject`, valid for `lifetime` from now, for the key of a
+    /// certificate signing request (PEM) made by a machine that keeps its key to itself (a
+    /// node joining the cluster). Only the request's key is taken: its names and extensions
+    /// are the CA's to choose, from `subject`. A request whose signature does not match its
+    /// key is refused.
+    pub fn sign_request(&self, csr_pem: &str, subject: &Subject, lifetime: Duration) -> Result<String, TlsError> {
+        let mut csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)
+            .map_err(|e| TlsError::invalid(Path::new("certificate request"), format!("unreadable: {e}")))?;
+        let now = SystemTime::now();
+        csr.params = component_params(subject, now - BACKDATE, now + lifetime)?;
+        Ok(csr.signed_by(&self.issuer)?.pem())
     }
 
     /// Issues for `subject` into `dir/NAME.crt` and `dir/NAME.key`, beside a copy of the CA's
@@ -242,4 +235,34 @@ impl ClusterCa {
         self.write(&subject, info.lifetime().saturating_sub(BACKDATE), files)?;
         Ok(true)
     }
+}
+
+/// The settings of a component's certificate: its name (CN) and role (OU), its addresses,
+/// what it may be used for, and when it is valid.
+fn component_params(
+    subject: &Subject,
+    not_before: SystemTime,
+    not_after: SystemTime,
+) -> Result<CertificateParams, TlsError> {
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::OrganizationName, "herd");
+    dn.push(DnType::OrganizationalUnitName, subject.role.as_str());
+    dn.push(DnType::CommonName, subject.name.clone());
+    params.distinguished_name = dn;
+    for d in &subject.dns_names {
+        params.subject_alt_names.push(SanType::DnsName(d.clone().try_into()?));
+    }
+    for ip in &subject.ips {
+        params.subject_alt_names.push(SanType::IpAddress(*ip));
+    }
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = match subject.role {
+        Role::User => vec![ExtendedKeyUsagePurpose::ClientAuth],
+        _ => vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth],
+    };
+    params.use_authority_key_identifier_extension = true;
+    params.not_before = not_before.into();
+    params.not_after = not_after.into();
+    Ok(params)
 }

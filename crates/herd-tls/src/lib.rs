@@ -11,6 +11,8 @@
 //!   mode 0600 and replaced atomically; reading a certificate's validity ([`CertInfo`]).
 //! - [`config`]: rustls server and client settings from those files, with the ring crypto
 //!   provider; servers pick up a renewed certificate at their next handshake.
+//! - [`request`]: a joining machine's key and certificate request, and the CA digest it
+//!   checks before it trusts the cluster.
 //!
 //! ```no_run
 //! use herd_tls::{ca::{ClusterCa, Role, Subject}, config};
@@ -25,6 +27,7 @@
 pub mod ca;
 pub mod config;
 pub mod files;
+pub mod request;
 
 pub use ca::{ClusterCa, Role, Subject};
 pub use files::{CertInfo, TlsFiles};

@@ -43,9 +43,11 @@ impl ClusterCerts {
             subjects.push(server(&b.name, Role::Broker, &b.listen)?);
         }
         for c in layout.controls() {
-            subjects.push(server(&c.name, Role::Control, &c.listen)?);
+            // Joining nodes reach it on the bridge (see `Layout::join_listen`).
+            subjects.push(server(&c.name, Role::Control, &c.listen)?.with_ip(IpAddr::V4(layout.bridge_addr.addr())));
         }
-        for n in &layout.nodes {
+        // Joining nodes get theirs from the Control node.
+        for n in layout.nodes.iter().filter(|n| !layout.joins(&n.name)) {
             subjects.push(Subject::new(&n.name, Role::Node).with_ip(IpAddr::V4(n.address)));
         }
         if let Some(sim) = sim {

@@ -62,6 +62,10 @@ pub struct UpOptions {
     /// How long component certificates are valid, in seconds.
     #[serde(default = "week")]
     pub cert_lifetime_secs: u64,
+    /// How many of the nodes (the last ones) join with a token, as the machines of a cluster
+    /// on several machines do, instead of getting credentials from `herd up`.
+    #[serde(default)]
+    pub join_nodes: usize,
 }
 
 fn one() -> usize {
@@ -101,6 +105,7 @@ impl UpOptions {
             node_log_max_files: None,
             tls: true,
             cert_lifetime_secs: week(),
+            join_nodes: 0,
         }
     }
 }
@@ -196,6 +201,12 @@ impl Layout {
         if !(1..=5).contains(&opts.control_replicas) {
             bail!("--control-replicas must be between 1 and 5");
         }
+        if opts.join_nodes > opts.nodes {
+            bail!("--join-nodes {} is more than the {} nodes", opts.join_nodes, opts.nodes);
+        }
+        if opts.join_nodes > 0 && (!opts.tls || opts.control_replicas > 1) {
+            bail!("--join-nodes needs TLS (no --no-tls) and one Control node: nodes join at its join address");
+        }
         if opts.sim_nodes > 100_000 {
             bail!("--sim-nodes must be at most 100000");
         }
@@ -270,6 +281,18 @@ impl Layout {
                 }
             })
             .collect()
+    }
+
+    /// Whether node `name` joins with a token (see [`UpOptions::join_nodes`]).
+    pub fn joins(&self, name: &str) -> bool {
+        let first_joining = self.opts.nodes - self.opts.join_nodes;
+        self.nodes.iter().position(|n| n.name == name).is_some_and(|i| i >= first_joining)
+    }
+
+    /// Where the Control node admits joining nodes: on the bridge, where nodes reach it, at
+    /// the API's port plus ten (the API itself listens on the loopback).
+    pub fn join_listen(&self) -> String {
+        format!("{}:{}", self.bridge_addr.addr(), self.opts.api_port + 10)
     }
 
     /// The API's URLs, separated by commas (what the client config's `api` takes).

@@ -449,7 +449,9 @@ async fn start_cluster(sup: &mut Supervisor, progress: &mut Progress) -> anyhow:
     let api_token = random_secret();
     let token_file = write_secret(&secrets, "api-token", &api_token)?;
     let mut users = vec![("control".to_string(), random_secret()), ("up".to_string(), random_secret())];
-    for n in &layout.nodes {
+    // Joining nodes have no user at the broker: their certificate admits them, through the
+    // Control node's auth callout.
+    for n in layout.nodes.iter().filter(|n| !layout.joins(&n.name)) {
         users.push((n.name.clone(), random_secret()));
     }
     let mut password_files = HashMap::new();
@@ -459,6 +461,21 @@ async fn start_cluster(sup: &mut Supervisor, progress: &mut Progress) -> anyhow:
     for (user, pass) in &users {
         password_files.insert(user.clone(), write_secret(&secrets, &format!("broker-{user}"), pass)?);
     }
+    // With TLS, the broker asks the Control node about every connection without a user of
+    // its own (a joined node's), and the Control node may close connections through the
+    // system account (herd nodes rm).
+    let admission = if opts.tls {
+        let issuer = herd_broker::callout::Issuer::generate();
+        let system_password = random_secret();
+        Some(Admission {
+            issuer_public: issuer.public_key(),
+            seed_file: write_secret(&secrets, "callout-issuer.nk", &issuer.seed())?,
+            system_password_file: write_secret(&secrets, &format!("broker-{SYSTEM_USER}"), &system_password)?,
+            system_password,
+        })
+    } else {
+        None
+    };
     // The cluster CA and one certificate per component (`--no-tls`: none).
     if opts.tls {
         let lifetime = Duration::from_secs(opts.cert_lifetime_secs);
@@ -478,7 +495,14 @@ async fn start_cluster(sup: &mut Supervisor, progress: &mut Progress) -> anyhow:
     let brokers = layout.brokers();
     for (i, b) in brokers.iter().enumerate() {
         herd_image::private_dir(&b.store)?;
-        let conf = nats_config(&layout, i, &users, &route_password, sup.certs.as_ref().map(|c| c.files(&b.name)));
+        let conf = nats_config(
+            &layout,
+            i,
+            &users,
+            &route_password,
+            sup.certs.as_ref().map(|c| c.files(&b.name)),
+            admission.as_ref(),
+        );
         let conf_path = write_secret(&opts.run_dir, &format!("{}.conf", if i == 0 { "nats" } else { &b.name }), &conf)?;
         progress.say(&format!("broker: nats-server on {}", b.url));
         sup.components.push(Component {
@@ -537,6 +561,21 @@ async fn start_cluster(sup: &mut Supervisor, progress: &mut Progress) -> anyhow:
         if let Some(certs) = &sup.certs {
             args.extend(certs.args(&c.name));
         }
+        if let Some(a) = &admission {
+            args.extend([
+                "--join-ca".into(),
+                layout.ca_dir().into(),
+                "--callout-key".into(),
+                a.seed_file.clone().into(),
+                "--broker-system-user".into(),
+                SYSTEM_USER.into(),
+                "--broker-system-password-file".into(),
+                a.system_password_file.clone().into(),
+            ]);
+            if controls.len() == 1 {
+                args.extend(["--join-listen".into(), layout.join_listen().into()]);
+            }
+        }
         if let Some(p) = &opts.policy {
             args.extend(["--policy".into(), p.into()]);
         }
@@ -554,21 +593,36 @@ async fn start_cluster(sup: &mut Supervisor, progress: &mut Progress) -> anyhow:
         sup.start(&c.name)?;
     }
 
+    let cli = sup.write_cli_config(api_token)?;
+    let cli_client = Client::new(&cli)?;
+
     // The Compute nodes, each in network and mount namespaces of its own.
     for n in &layout.nodes {
         progress.say(&format!("node {}: {} in network namespace {}", n.name, n.address, n.netns));
         let mntns = mntns::pin_path(&opts.run_dir, &n.name);
         mntns::create(&mntns).with_context(|| format!("creating the mount namespace of node {}", n.name))?;
-        let mut args: Vec<OsString> = vec![
-            "node".into(),
-            "--name".into(),
-            n.name.clone().into(),
-            "--broker".into(),
-            layout.broker_url().into(),
-            "--broker-user".into(),
-            n.name.clone().into(),
-            "--broker-password-file".into(),
-            password_files[&n.name].clone().into(),
+        let mut args: Vec<OsString> = vec!["node".into(), "--name".into(), n.name.clone().into()];
+        if layout.joins(&n.name) {
+            // As a machine of its own would: it learns the broker and gets its certificate
+            // by joining (and restarts from what it kept, without the spent token).
+            let token = join_token(&cli_client).await?;
+            args.extend([
+                "--join".into(),
+                format!("https://{}", layout.join_listen()).into(),
+                "--token".into(),
+                token.into(),
+            ]);
+        } else {
+            args.extend([
+                "--broker".into(),
+                layout.broker_url().into(),
+                "--broker-user".into(),
+                n.name.clone().into(),
+                "--broker-password-file".into(),
+                password_files[&n.name].clone().into(),
+            ]);
+        }
+        args.extend([
             "--address".into(),
             n.address.to_string().into(),
             "--data-dir".into(),
@@ -579,9 +633,9 @@ async fn start_cluster(sup: &mut Supervisor, progress: &mut Progress) -> anyhow:
             n.cgroup_parent.clone().into(),
             "--container-cidr".into(),
             opts.container_cidr.to_string().into(),
-        ];
+        ]);
         args.extend(capacity_args(opts));
-        if let Some(certs) = &sup.certs {
+        if let Some(certs) = sup.certs.as_ref().filter(|_| !layout.joins(&n.name)) {
             args.extend(certs.args(&n.name));
         }
         if let Some(size) = &opts.node_log_max_size {
@@ -640,9 +694,7 @@ async fn start_cluster(sup: &mut Supervisor, progress: &mut Progress) -> anyhow:
         sup.start(SIM_COMPONENT)?;
     }
 
-    let cli = sup.write_cli_config(api_token)?;
-    let client = Client::new(&cli)?;
-    let wait = herd_cli::commands::wait_ready(&client, layout.nodes.len() + opts.sim_nodes, READY_TIMEOUT);
+    let wait = herd_cli::commands::wait_ready(&cli_client, layout.nodes.len() + opts.sim_nodes, READY_TIMEOUT);
     tokio::pin!(wait);
     // Components that die while starting are restarted; their logs say why.
     loop {
@@ -677,6 +729,32 @@ fn capacity_args(opts: &UpOptions) -> Vec<OsString> {
     args
 }
 
+/// The broker user of the system account the Control node closes connections with.
+const SYSTEM_USER: &str = "control-sys";
+
+/// How the broker admits connections without a user of their own (joined nodes): it asks the
+/// Control node, whose answers `issuer_public` signs.
+struct Admission {
+    issuer_public: String,
+    seed_file: PathBuf,
+    system_password: String,
+    system_password_file: PathBuf,
+}
+
+/// A one-time join token for a node `herd up` starts as a joining machine; the Control node
+/// may still be starting, so this asks until it answers.
+async fn join_token(client: &Client) -> anyhow::Result<String> {
+    let deadline = std::time::Instant::now() + READY_TIMEOUT;
+    loop {
+        let req = herd_proto::join::JoinTokenRequest { ttl_secs: 600 };
+        match client.post::<_, herd_proto::join::JoinToken>("/v1/join-tokens", &req).await {
+            Ok(t) => return Ok(t.token),
+            Err(e) if std::time::Instant::now() > deadline => return Err(e.context("making a join token")),
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
 /// A node user's `permissions` block in nats-server's configuration, with a leading comma.
 fn node_permissions_conf(p: &herd_proto::subjects::NodePermissions) -> String {
     let list = |subjects: &[String]| subjects.iter().map(|s| format!("\"{s}\"")).collect::<Vec<_>>().join(", ");
@@ -696,9 +774,11 @@ fn nats_config(
     users: &[(String, String)],
     route_password: &str,
     tls: Option<&herd_tls::TlsFiles>,
+    admission: Option<&Admission>,
 ) -> String {
     let brokers = layout.brokers();
     let me = &brokers[i];
+    let static_users: Vec<&str> = users.iter().map(|(u, _)| u.as_str()).collect();
     let users: Vec<String> = users
         .iter()
         .map(|(u, p)| {
@@ -744,8 +824,26 @@ fn nats_config(
          jetstream {{\n    store_dir: \"{store}\"\n    max_memory_store: 256MB\n}}\n\
          {cluster}\
          {tls}\
-         authorization {{\n  users: [\n{users}\n  ]\n}}\n",
+         {system}\
+         authorization {{\n  users: [\n{users}\n  ]\n{callout}}}\n",
         tls = tls.map(|f| crate::certs::nats_tls_block(f, "")).unwrap_or_default(),
+        system = admission
+            .map(|a| format!(
+                "accounts {{\n  SYS: {{ users: [ {{ user: \"{SYSTEM_USER}\", password: \"{}\" }} ] }}\n}}\nsystem_account: SYS\n",
+                a.system_password
+            ))
+            .unwrap_or_default(),
+        callout = admission
+            .map(|a| {
+                let mut bypass: Vec<String> = static_users.iter().map(|u| format!("\"{u}\"")).collect();
+                bypass.push(format!("\"{SYSTEM_USER}\""));
+                format!(
+                    "  auth_callout {{\n    issuer: \"{}\"\n    auth_users: [ {} ]\n  }}\n",
+                    a.issuer_public,
+                    bypass.join(", ")
+                )
+            })
+            .unwrap_or_default(),
         listen = me.listen,
         store = me.store.display(),
         users = users.join(",\n"),

@@ -93,6 +93,9 @@ enum Command {
     /// its own).
     #[command(subcommand)]
     Ca(herd_cli::ca::CaCommand),
+    /// One-time tokens with which machines join the cluster as nodes (herd node --join).
+    #[command(subcommand)]
+    JoinToken(herd_cli::join_token::JoinTokenCommand),
     /// Carry a post-copy migration's pages (started by the agent).
     #[command(hide = true)]
     PageProxy {
@@ -181,6 +184,11 @@ struct UpArgs {
     /// of it (e.g. 7d, 12h, 90s).
     #[arg(long, default_value = "7d", value_parser = humantime::parse_duration)]
     cert_lifetime: Duration,
+    /// How many of the nodes (the last ones) join with a one-time token, as the machines of a
+    /// cluster on several machines do (herd node --join), instead of getting their
+    /// credentials from herd up.
+    #[arg(long, default_value_t = 0)]
+    join_nodes: usize,
     /// Runs the supervisor of a detached cluster (internal).
     #[arg(long, hide = true)]
     supervise: bool,
@@ -339,6 +347,29 @@ struct ControlArgs {
     /// The most one image may unpack to, its distinct layers together.
     #[arg(long, env = "HERD_CONTROL_MAX_IMAGE_SIZE", default_value = "16g", value_parser = parse_size)]
     max_image_size: u64,
+    /// The cluster CA's directory (ca.crt, ca.key): with it, machines join the cluster with a
+    /// token (herd join-token create; herd node --join) and this Control node signs their
+    /// certificates. Needs --callout-key and a broker whose auth callout names that key.
+    #[arg(long, requires = "callout_key")]
+    join_ca: Option<PathBuf>,
+    /// File holding the seed (SA...) of the account key the broker's auth_callout names as
+    /// its issuer: the broker asks this Control node about every joined node's connection.
+    #[arg(long, requires = "join_ca")]
+    callout_key: Option<PathBuf>,
+    /// Another address at which only the join routes listen (the cluster's network, when the
+    /// API listens on the loopback).
+    #[arg(long, requires = "join_ca")]
+    join_listen: Option<SocketAddr>,
+    /// A user of the broker's system account: herd nodes rm closes the removed node's
+    /// connections through it.
+    #[arg(long, requires = "join_ca")]
+    broker_system_user: Option<String>,
+    /// File holding that user's password.
+    #[arg(long, requires = "broker_system_user")]
+    broker_system_password_file: Option<PathBuf>,
+    /// How long a joined node's certificate is valid.
+    #[arg(long, default_value = "7d", value_parser = humantime::parse_duration)]
+    join_cert_lifetime: Duration,
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
@@ -359,6 +390,14 @@ struct NodeArgs {
     /// PostgreSQL (their migrations fail cleanly and they keep running).
     #[arg(long, requires = "tls_ca")]
     encrypt_pages: bool,
+    /// Join the cluster whose Control node answers at this URL (https://CONTROL:7700) with
+    /// --token: the node gets its certificate (kept in DATA_DIR/tls, its key made here) and
+    /// the broker's address. It starts again with the same command; the token is spent.
+    #[arg(long, requires = "token", conflicts_with_all = ["tls_ca", "broker_user"])]
+    join: Option<String>,
+    /// The join token (herd join-token create prints it).
+    #[arg(long, env = "HERD_JOIN_TOKEN", requires = "join")]
+    token: Option<String>,
     /// This node's address, through which other nodes reach its containers.
     #[arg(long)]
     address: Ipv4Addr,
@@ -482,6 +521,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             opts.tls = !a.no_tls;
             anyhow::ensure!(a.cert_lifetime >= Duration::from_secs(30), "--cert-lifetime: 30s at least");
             opts.cert_lifetime_secs = a.cert_lifetime.as_secs();
+            opts.join_nodes = a.join_nodes;
             // The config file's [control] section fills in what the flags leave out; the
             // Control node gets the result as flags.
             let path = config.map(Path::to_path_buf).unwrap_or_else(herd_cli::config::default_path);
@@ -519,7 +559,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let tls = a.tls.files("control");
             let cfg = herd_control::ControlConfig {
                 broker: a.broker.config("control", tls.clone())?,
-                tls,
+                tls: tls.clone(),
                 api_listen: a.api_listen,
                 api_token: token,
                 data_dir: a.data_dir,
@@ -532,6 +572,28 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 policy: policy.spec,
                 policy_source: policy.source.to_string(),
                 unpack_limits: herd_control::UnpackLimits { layer: a.max_layer_size, image: a.max_image_size },
+                join: match (a.join_ca, a.callout_key) {
+                    (Some(ca_dir), Some(callout_seed)) => Some(herd_control::join::JoinConfig {
+                        ca_dir,
+                        callout_seed,
+                        system: match a.broker_system_user {
+                            Some(user) => {
+                                let file = a
+                                    .broker_system_password_file
+                                    .context("--broker-system-user needs --broker-system-password-file")?;
+                                Some(
+                                    BrokerConfig::new(&a.broker.broker, "control (system account)")
+                                        .with_tls(tls.clone())
+                                        .with_credentials(user, read_secret(&file)?),
+                                )
+                            }
+                            None => None,
+                        },
+                        listen: a.join_listen,
+                        cert_lifetime: a.join_cert_lifetime,
+                    }),
+                    _ => None,
+                },
             };
             match a.replica {
                 Some(name) => {
@@ -580,9 +642,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 return herd_node::sim::run(cfg, shutdown_signal()).await;
             }
             anyhow::ensure!(a.sim_nodes == 1, "--sim-nodes needs --runtime sim");
-            let tls = a.tls.files(&format!("node {}", a.name));
+            let (tls, broker) = match &a.join {
+                // A joined node's certificate is its only credential at the broker.
+                Some(url) => {
+                    let (files, joined) =
+                        herd_node::join::join_or_load(url, a.token.as_deref(), &a.name, a.address, &a.data_dir).await?;
+                    let broker =
+                        BrokerConfig::new(&joined.broker, format!("node {}", a.name)).with_tls(Some(files.clone()));
+                    (Some(files), broker)
+                }
+                None => {
+                    let tls = a.tls.files(&format!("node {}", a.name));
+                    (tls.clone(), a.broker.config(&format!("node {}", a.name), tls)?)
+                }
+            };
             let cfg = herd_node::agent::NodeConfig {
-                broker: a.broker.config(&format!("node {}", a.name), tls.clone())?,
+                broker,
                 tls,
                 encrypt_pages: a.encrypt_pages,
                 address: a.address,
@@ -610,6 +685,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             herd_node::agent::run(cfg, shutdown_signal()).await
         }
         Command::Ca(c) => herd_cli::ca::run(c),
+        Command::JoinToken(c) => herd_cli::join_token::run(&client(config)?, c).await,
         Command::PageProxy { args } => {
             let args = herd_node::pageproxy::ProxyArgs::parse(&args).map_err(anyhow::Error::msg)?;
             herd_node::pageproxy::run(args).await
