@@ -77,7 +77,10 @@ pub fn router(control: Arc<Control>) -> Router {
 /// The routes a joining machine uses, without the API token (also served alone on
 /// `JoinConfig::listen`).
 fn join_routes() -> Router<Arc<Control>> {
-    Router::new().route("/v1/join/ca", get(join_ca)).route("/v1/join", post(join))
+    Router::new()
+        .route("/v1/join/ca", get(join_ca))
+        .route("/v1/join", post(join))
+        .route("/v1/join/renew", post(renew_node_cert))
 }
 
 /// The join routes alone, for a listener of their own.
@@ -94,13 +97,23 @@ async fn join_ca(State(c): State<Arc<Control>>) -> Result<String> {
 
 async fn join(State(c): State<Arc<Control>>, req: Request) -> Result<Json<herd_proto::join::JoinReply>> {
     use axum::extract::FromRequest;
-    let peer = req.extensions().get::<axum::extract::ConnectInfo<crate::https::Peer>>().map(|c| c.0.0);
+    let peer = req.extensions().get::<axum::extract::ConnectInfo<crate::https::Peer>>().map(|c| c.0.addr);
     let Json(body) = Json::<herd_proto::join::JoinRequest>::from_request(req, &())
         .await
         .map_err(|e| Error::bad_request(format!("a join request: {}", e.body_text())))?;
     // Its own task: a client that goes away does not leave a token used and no member made.
     let joined = tokio::spawn(async move { c.join(body, peer).await });
     Ok(Json(joined.await.map_err(|e| Error::new(crate::error::Kind::Internal, format!("the join failed: {e}")))??))
+}
+
+/// A joined node's certificate, renewed: the request comes over TLS with the current one.
+async fn renew_node_cert(State(c): State<Arc<Control>>, req: Request) -> Result<Json<herd_proto::join::JoinReply>> {
+    use axum::extract::FromRequest;
+    let peer = req.extensions().get::<axum::extract::ConnectInfo<crate::https::Peer>>().map(|c| c.0.clone());
+    let Json(body) = Json::<herd_proto::join::RenewRequest>::from_request(req, &())
+        .await
+        .map_err(|e| Error::bad_request(format!("a renewal request: {}", e.body_text())))?;
+    Ok(Json(c.renew_node_cert(peer, &body.csr).await?))
 }
 
 async fn create_join_token(

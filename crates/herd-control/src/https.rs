@@ -46,19 +46,24 @@ pub async fn serve(
     }
 }
 
-/// The address a request came from (`ConnectInfo<Peer>`), over TLS or not.
-#[derive(Debug, Clone, Copy)]
-pub struct Peer(pub SocketAddr);
+/// Who sent a request (`ConnectInfo<Peer>`): its address, and over TLS the certificate it
+/// presented, which the handshake checked against the cluster CA.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub addr: SocketAddr,
+    pub cert: Option<tokio_rustls::rustls::pki_types::CertificateDer<'static>>,
+}
 
 impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsListener>> for Peer {
     fn connect_info(stream: axum::serve::IncomingStream<'_, TlsListener>) -> Peer {
-        Peer(*stream.remote_addr())
+        let cert = stream.io().get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| c.clone().into_owned());
+        Peer { addr: *stream.remote_addr(), cert }
     }
 }
 
 impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TcpListener>> for Peer {
     fn connect_info(stream: axum::serve::IncomingStream<'_, TcpListener>) -> Peer {
-        Peer(*stream.remote_addr())
+        Peer { addr: *stream.remote_addr(), cert: None }
     }
 }
 

@@ -222,6 +222,37 @@ impl Control {
         Ok(JoinReply { name: req.name, cert, ca: j.ca_pem().to_string(), broker: self.cfg.broker.url.clone() })
     }
 
+    /// `POST /v1/join/renew`: a member presents its current certificate (the handshake
+    /// checked it against the cluster CA) and gets one for a new key, with the same name and
+    /// address.
+    pub(crate) async fn renew_node_cert(&self, peer: Option<crate::https::Peer>, csr: &str) -> Result<JoinReply> {
+        let j = self.joining()?;
+        let from = peer.as_ref().map(|p| p.addr.ip().to_string()).unwrap_or_else(|| "?".into());
+        let refuse = |why: String| {
+            tracing::warn!("certificate renewal from {from} refused: {why}");
+            Error::new(Kind::Forbidden, why)
+        };
+        let Some(der) = peer.and_then(|p| p.cert) else {
+            return Err(refuse("present the node's current certificate (TLS client authentication)".into()));
+        };
+        let info = herd_tls::CertInfo::parse(&der).map_err(|e| refuse(format!("the certificate: {e}")))?;
+        if info.role.as_deref() != Some(Role::Node.as_str()) {
+            return Err(refuse(format!("{} is not a node's certificate", info.name)));
+        }
+        let Some(member) = j.members.get(&info.name).await? else {
+            return Err(refuse(format!(
+                "node {} is not a member of the cluster (never joined, or removed)",
+                info.name
+            )));
+        };
+        let subject = Subject::new(&info.name, Role::Node).with_ip(member.value.address.into());
+        let cert =
+            j.ca.sign_request(csr, &subject, j.cert_lifetime)
+                .map_err(|e| Error::bad_request(format!("the certificate request: {e}")))?;
+        tracing::info!("node {}: certificate renewed (from {from})", info.name);
+        Ok(JoinReply { name: info.name, cert, ca: j.ca_pem().to_string(), broker: self.cfg.broker.url.clone() })
+    }
+
     /// The broker asks whether a connection without a user of its own may in.
     async fn authorize(&self, req: &AuthRequest) -> String {
         let j = self.joining.as_deref().expect("callouts are served with joining on");

@@ -8,6 +8,9 @@
 //! for a key made here, which never leaves the machine. The answer is the node's
 //! certificate and the broker's address; they are kept in `DATA_DIR/tls` (mode 0600), so
 //! that the node starts again with the same command without a token, which is spent.
+//!
+//! Before its certificate lapses (two thirds into its life, as `herd up` renews its own), the
+//! node asks `POST /v1/join/renew` for a new one, for a new key, presenting the current one.
 
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -27,6 +30,9 @@ use serde::{Deserialize, Serialize};
 pub struct Joined {
     pub name: String,
     pub broker: String,
+    /// The Control node it joined at, where it renews its certificate.
+    #[serde(default)]
+    pub url: String,
 }
 
 const JOINED_FILE: &str = "joined.json";
@@ -103,7 +109,7 @@ pub async fn join_or_load(
     write_private(&files.ca, reply.ca.as_bytes())?;
     write_private(&files.key, mine.key_pem.as_bytes())?;
     write_private(&files.cert, reply.cert.as_bytes())?;
-    let joined = Joined { name: reply.name, broker: reply.broker };
+    let joined = Joined { name: reply.name, broker: reply.broker, url: base.to_string() };
     write_private(&joined_path, serde_json::to_vec_pretty(&joined)?.as_slice())?;
     tracing::info!("joined the cluster as node {name}; its certificate is in {}", dir.display());
     Ok((files, joined))
@@ -169,4 +175,59 @@ impl ServerCertVerifier for AnyServer {
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
     }
+}
+
+/// Renews the certificate in `files` at `url` whenever it is due, until the process ends: a
+/// new key and request, sent over TLS with the current certificate. Connections made after a
+/// renewal use the new one (the broker client reads the files at each connection).
+pub async fn keep_renewed(url: String, files: TlsFiles) {
+    loop {
+        let now = std::time::SystemTime::now();
+        let wait = match herd_tls::CertInfo::read(&files.cert) {
+            Ok(info) if info.due_for_renewal(now) => match renew(&url, &files).await {
+                Ok(()) => {
+                    tracing::info!("certificate renewed at {url}");
+                    Duration::from_secs(1)
+                }
+                Err(e) => {
+                    tracing::warn!("renewing the node's certificate at {url}: {e:#}; trying again");
+                    (info.lifetime() / 20).clamp(Duration::from_secs(1), Duration::from_secs(60))
+                }
+            },
+            // Until it is due, looking again at least every ten minutes (a clock that jumps).
+            Ok(info) => info
+                .renew_at()
+                .duration_since(now)
+                .unwrap_or_default()
+                .clamp(Duration::from_secs(1), Duration::from_secs(600)),
+            Err(e) => {
+                tracing::error!("reading the node's certificate: {e}");
+                Duration::from_secs(60)
+            }
+        };
+        tokio::time::sleep(wait).await;
+    }
+}
+
+async fn renew(url: &str, files: &TlsFiles) -> anyhow::Result<()> {
+    let info = herd_tls::CertInfo::read(&files.cert)?;
+    let mine = herd_tls::request::key_and_request(&info.name)?;
+    let client = reqwest::Client::builder()
+        .tls_backend_preconfigured(herd_tls::config::client_config(&files.ca, Some(files))?)
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    let req = herd_proto::join::RenewRequest { csr: mine.csr_pem };
+    let resp = client.post(format!("{url}/v1/join/renew")).json(&req).send().await?;
+    let status = resp.status();
+    if !status.is_success() {
+        let body = resp.text().await.unwrap_or_default();
+        let error = serde_json::from_str::<herd_proto::api::ApiError>(&body).map(|e| e.error).unwrap_or(body);
+        bail!("the Control node refused ({status}): {error}");
+    }
+    let reply: JoinReply = resp.json().await.context("reading the renewal's answer")?;
+    anyhow::ensure!(reply.name == info.name, "the renewed certificate names {}, not {}", reply.name, info.name);
+    // The key first: whoever reads both after the certificate changed finds them matching.
+    write_private(&files.key, mine.key_pem.as_bytes())?;
+    write_private(&files.cert, reply.cert.as_bytes())?;
+    Ok(())
 }

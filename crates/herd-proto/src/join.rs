@@ -6,7 +6,8 @@
 //! digest is the one in the token, then sends `POST /v1/join` ([`JoinRequest`]: the token, its
 //! name and address, and a certificate signing request for a key it keeps) over a connection
 //! checked against that CA, and gets its certificate and the broker's address back
-//! ([`JoinReply`]). The broker lets it in through the Control node's auth callout, which
+//! ([`JoinReply`]); before that certificate lapses, the node presents it to `POST
+//! /v1/join/renew` for a new one ([`RenewRequest`]). The broker lets it in through the Control node's auth callout, which
 //! admits a node certificate only while its node is a member ([`MemberRecord`]); `herd nodes
 //! rm` ends the membership and closes the node's connections.
 //!
@@ -63,6 +64,14 @@ pub struct JoinRequest {
     /// The address other nodes reach it at (its certificate names it).
     pub address: Ipv4Addr,
     /// A PEM certificate signing request for the node's key.
+    pub csr: String,
+}
+
+/// `POST /v1/join/renew`, over TLS with the node's current certificate: a new certificate for
+/// a new key, before the current one lapses. The answer is a [`JoinReply`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RenewRequest {
+    /// A PEM certificate signing request for the node's new key.
     pub csr: String,
 }
 

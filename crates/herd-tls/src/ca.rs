@@ -25,7 +25,7 @@ pub const CA_KEY: &str = "ca.key";
 /// How long the CA itself is valid: ten years (Swarm's root CA: twenty).
 pub const CA_LIFETIME: Duration = Duration::from_secs(10 * 365 * 86400);
 /// Clock skew a certificate tolerates at its start.
-const BACKDATE: Duration = Duration::from_secs(300);
+pub(crate) const BACKDATE: Duration = Duration::from_secs(300);
 
 /// What a component is; written into its certificate, and what its certificate may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

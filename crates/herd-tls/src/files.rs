@@ -145,7 +145,16 @@ impl CertInfo {
     /// have passed (as Kubernetes' kubelet does, at 70-90 %), so a renewal that fails has a
     /// third of the lifetime to be tried again.
     pub fn due_for_renewal(&self, now: SystemTime) -> bool {
-        let renew_at = self.not_before + self.lifetime() * 2 / 3;
-        now >= renew_at
+        now >= self.renew_at()
+    }
+
+    /// When two thirds of the certificate's useful life have passed. Herd's certificates
+    /// begin [`crate::ca::BACKDATE`] before they were issued, for clocks a little apart; that
+    /// margin is not counted (a 30 s certificate is renewed 20 s after it was issued, not at
+    /// once), up to half the lifetime for certificates made elsewhere.
+    pub fn renew_at(&self) -> SystemTime {
+        let start = self.not_before + crate::ca::BACKDATE.min(self.lifetime() / 2);
+        let useful = self.not_after.duration_since(start).unwrap_or_default();
+        start + useful * 2 / 3
     }
 }

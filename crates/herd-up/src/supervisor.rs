@@ -571,6 +571,8 @@ async fn start_cluster(sup: &mut Supervisor, progress: &mut Progress) -> anyhow:
                 SYSTEM_USER.into(),
                 "--broker-system-password-file".into(),
                 a.system_password_file.clone().into(),
+                "--join-cert-lifetime".into(),
+                format!("{}s", opts.cert_lifetime_secs).into(),
             ]);
             if controls.len() == 1 {
                 args.extend(["--join-listen".into(), layout.join_listen().into()]);

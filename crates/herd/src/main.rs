@@ -649,6 +649,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         herd_node::join::join_or_load(url, a.token.as_deref(), &a.name, a.address, &a.data_dir).await?;
                     let broker =
                         BrokerConfig::new(&joined.broker, format!("node {}", a.name)).with_tls(Some(files.clone()));
+                    let url = if joined.url.is_empty() { url.trim_end_matches('/').to_string() } else { joined.url };
+                    tokio::spawn(herd_node::join::keep_renewed(url, files.clone()));
                     (Some(files), broker)
                 }
                 None => {

@@ -20,7 +20,8 @@ fn api_addr(cfg: &herd_cli::CliConfig) -> String {
 
 #[test]
 fn the_api_refuses_plain_text_and_strangers_and_certificates_renew() {
-    let cluster = Cluster::up_with(91, 2, &["--cert-lifetime", "30s"]);
+    // n2 joins with a token: its certificate comes from the Control node, and so do renewals.
+    let cluster = Cluster::up_with(91, 2, &["--cert-lifetime", "30s", "--join-nodes", "1"]);
     let cfg = herd_cli::CliConfig::load(&cluster.config).unwrap();
     assert!(cfg.api.starts_with("https://127.0.0.1:"), "{}", cfg.api);
     let addr = api_addr(&cfg);
@@ -67,10 +68,16 @@ fn the_api_refuses_plain_text_and_strangers_and_certificates_renew() {
     cluster.wait_state("c", "running", T);
     let seen = cluster.counts_on("c", 0, T);
     let first = std::fs::read(cluster.tls_files("control").cert).unwrap();
+    let joined_cert = cluster.data_dir.join("nodes/n2/tls/n2.crt");
+    let joined_first = std::fs::read(&joined_cert).unwrap();
     let issued = SystemTime::now();
     wait_for("the Control node's certificate renewed", T, || {
         (std::fs::read(cluster.tls_files("control").cert).unwrap() != first).then_some(())
     });
+    wait_for("the joined node's certificate renewed", T, || {
+        (std::fs::read(&joined_cert).unwrap() != joined_first).then_some(())
+    });
+    assert!(control_log().contains("node n2: certificate renewed"), "the Control node signed n2's renewal");
     let served = served_certificate(&addr, &cfg);
     assert_eq!(served, herd_tls::files::load_certs(&cluster.tls_files("control").cert).unwrap()[0].as_ref());
     // Past the first certificates' expiry, everything goes on: the nodes' broker connections
