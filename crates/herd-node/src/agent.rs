@@ -38,6 +38,9 @@ pub struct NodeConfig {
     /// Memory pages of migrations through CRIU's own TLS too (with `tls`); off by default
     /// (see [`crate::runtime::RuntimeConfig::tls_files`]).
     pub encrypt_pages: bool,
+    /// Memory pages of migrations in plain text even with `tls` (for a measurement of what
+    /// sealing them costs); by default Herd seals them ([`crate::transfer::seal`]).
+    pub plain_pages: bool,
     /// The address other nodes route this node's containers through.
     pub address: Ipv4Addr,
     pub data_dir: PathBuf,
@@ -159,6 +162,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
             criu_config,
             tls_files: criu_tls,
             tls: transfer_tls,
+            seal_pages: cfg.tls.clone().filter(|_| !cfg.encrypt_pages && !cfg.plain_pages),
             log_limits: cfg.log_limits,
         },
         statuses.clone(),

@@ -498,7 +498,25 @@ impl Runtime {
         let child = spawn_group(cmd, self.migration_cgroup())?;
         let local = connect_local(port, Duration::from_secs(10)).await?;
         let budget = budget.clone();
-        let relayed = tokio::spawn(async move { crate::relay::relay(stream, local, &budget).await });
+        let seal = self.cfg.tls.clone().filter(|_| self.cfg.seal_pages.is_some());
+        let relayed = tokio::spawn(async move {
+            match seal {
+                // (peer to CRIU, CRIU to peer), as `relay` counts them.
+                Some(tls) => {
+                    let sealed = crate::transfer::seal(
+                        stream,
+                        &tls,
+                        crate::transfer::SealRole::Listener,
+                        crate::transfer::CONNECT_TIMEOUT,
+                    )
+                    .await
+                    .map_err(std::io::Error::other)?;
+                    let (to_peer, to_local) = crate::relay::relay_sealed(local, sealed, &budget, false).await?;
+                    Ok((to_local, to_peer))
+                }
+                None => crate::relay::relay(stream, local, &budget).await,
+            }
+        });
         Ok((child, relayed))
     }
 
@@ -532,8 +550,20 @@ impl Runtime {
         let mut lazy_relay: Option<tokio::task::JoinHandle<()>> = None;
         if let Some(stream) = lazy_pages {
             let criu = self.cfg.runc.criu.clone().unwrap_or_else(|| "criu".into());
-            let tls = self.cfg.tls_files.as_ref();
-            let child = match tls {
+            // CRIU's own TLS (`--encrypt-pages`), or Herd's seal made by a page proxy, or
+            // neither.
+            let relayed = match (&self.cfg.tls_files, &self.cfg.seal_pages) {
+                (Some(files), _) => Some((Some(files), None)),
+                (None, Some(files)) => Some((
+                    None,
+                    Some(crate::pageproxy::ProxySeal {
+                        files: files.clone(),
+                        role: crate::transfer::SealRole::Listener,
+                    }),
+                )),
+                (None, None) => None,
+            };
+            let child = match relayed {
                 None => {
                     // `criu lazy-pages` asks the source for pages on the migration's
                     // (authenticated) pages connection itself: it inherits the socket, so an
@@ -550,10 +580,11 @@ impl Runtime {
                     drop(peer);
                     child
                 }
-                Some(files) => {
-                    // CRIU makes its TLS session only on a connection it opens itself: it
-                    // connects to a local port, and a page proxy (a process of its own, which
-                    // an agent restart leaves running) relays that to the pages connection.
+                Some((criu_tls, seal)) => {
+                    // CRIU makes its TLS session only on a connection it opens itself, and a
+                    // sealed session lives in the process that made it: CRIU connects to a
+                    // local port, and a page proxy (a process of its own, which an agent
+                    // restart leaves running) relays that to the pages connection.
                     let local = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
                     let source = LazySource::Port(local.local_addr()?.port());
                     let cmd = crate::page_server::lazy_pages_command(
@@ -562,8 +593,9 @@ impl Runtime {
                         &work,
                         "lazy-pages.log",
                         source,
-                        Some(files),
+                        criu_tls,
                     )?;
+                    let criu_tls = criu_tls.is_some();
                     let child = spawn_group(cmd, self.migration_cgroup())?;
                     let (exe, cgroup, budget) = (self.cfg.exe.clone(), self.migration_cgroup(), ticket.bandwidth);
                     let report = scratch.join("page-proxy.report");
@@ -579,7 +611,8 @@ impl Runtime {
                                 stream.into_std()?.into(),
                                 criu_end.into_std()?.into(),
                                 budget,
-                                true,
+                                criu_tls,
+                                seal,
                                 &report,
                                 cgroup.as_deref(),
                             )?;
@@ -1023,7 +1056,7 @@ impl Runtime {
             volume_size: outgoing.iter().filter(|v| matches!(v.tree, TreeName::Volume(_))).map(|v| v.size()).sum(),
             phases,
             encrypted: channel.0.is_tls(),
-            pages_encrypted: self.cfg.tls_files.is_some(),
+            pages_encrypted: self.cfg.tls_files.is_some() || self.cfg.seal_pages.is_some(),
             unmeasured: None,
         })
     }
@@ -1083,9 +1116,24 @@ impl Runtime {
         let proxy = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
         opts.page_server = Some(proxy.local_addr()?);
         let budget = budget.clone();
+        let seal = self.cfg.tls.clone().filter(|_| self.cfg.seal_pages.is_some());
         let relayed = tokio::spawn(async move {
             let (local, _) = proxy.accept().await?;
-            crate::relay::relay(local, remote, &budget).await
+            match seal {
+                Some(tls) => {
+                    let ip = remote.peer_addr()?.ip();
+                    let sealed = crate::transfer::seal(
+                        remote,
+                        &tls,
+                        crate::transfer::SealRole::Opener(ip),
+                        crate::transfer::CONNECT_TIMEOUT,
+                    )
+                    .await
+                    .map_err(std::io::Error::other)?;
+                    crate::relay::relay_sealed(local, sealed, &budget, false).await
+                }
+                None => crate::relay::relay(local, remote, &budget).await,
+            }
         });
         let cmd = self.cfg.runc.checkpoint_command(id, &opts, log);
         let mut child = spawn_group(cmd, self.migration_cgroup())?;
@@ -1169,12 +1217,17 @@ impl Runtime {
                 let local = connect_local(port, Duration::from_secs(10)).await?;
                 let remote = transfer::connect_pages(destination, ticket).await?;
                 let report = scratch.join("page-proxy.report");
+                let seal = self.cfg.seal_pages.clone().map(|files| crate::pageproxy::ProxySeal {
+                    files,
+                    role: crate::transfer::SealRole::Opener(destination.ip()),
+                });
                 let proxy = crate::pageproxy::spawn(
                     &self.cfg.exe,
                     remote.into_std()?.into(),
                     local.into_std()?.into(),
                     budget.bytes_per_sec(),
                     self.cfg.tls_files.is_some(),
+                    seal,
                     &report,
                     self.migration_cgroup().as_deref(),
                 )?;

@@ -2,8 +2,11 @@
 //! between the source's CRIU page server and the destination's connection (which the
 //! destination's `criu lazy-pages` holds itself).
 //!
-//! With TLS the destination runs one too, between the pages connection and its `criu
-//! lazy-pages` (see [`crate::page_server`]); both then relay CRIU's TLS records unread.
+//! When the pages are sealed (Herd's TLS on the pages connection, the default with TLS), the
+//! destination runs one too, between the pages connection and its `criu lazy-pages`; each
+//! makes its end of the session itself ([`crate::transfer::seal`]) from the node's TLS files,
+//! since a session cannot be handed from one process to another. With CRIU's own TLS
+//! (`--encrypt-pages`) both relay CRIU's TLS records unread.
 //!
 //! It is a process of its own, not a task of the agent, so the pages keep flowing while an
 //! agent restarts: a post-copy container on the destination runs with pages still on the
@@ -18,8 +21,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 
-use crate::relay::{relay_encrypted_pages, relay_page_requests};
-use crate::transfer::Budget;
+use crate::relay::{relay_encrypted_pages, relay_page_requests, relay_sealed};
+use crate::transfer::{Budget, SealRole};
+
+/// How long a page proxy waits for the other end of its sealed session: the source's
+/// proxy starts when the dump is done, the destination's when the restore starts.
+const SEAL_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// The proxy's command line: `herd page-proxy --peer-fd N --local-fd M
 /// [--bandwidth BYTES_PER_SEC] [--tls] --report FILE`.
@@ -34,6 +41,15 @@ pub struct ProxyArgs {
     /// The CRIUs speak TLS through the proxy: it relays their records without reading
     /// CRIU's requests ([`crate::relay::relay_encrypted_pages`]).
     pub tls: bool,
+    /// Herd seals the peer connection: this proxy's end of the TLS session, from these files.
+    pub seal: Option<ProxySeal>,
+}
+
+/// The sealed end a page proxy makes (see [`crate::transfer::seal`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxySeal {
+    pub files: herd_tls::TlsFiles,
+    pub role: SealRole,
 }
 
 impl ProxyArgs {
@@ -46,17 +62,36 @@ impl ProxyArgs {
         if self.tls {
             a.push("--tls".into());
         }
+        if let Some(seal) = &self.seal {
+            match seal.role {
+                SealRole::Opener(ip) => a.extend(["--seal-opener".into(), ip.to_string()]),
+                SealRole::Listener => a.push("--seal-listener".into()),
+            }
+            for (flag, path) in
+                [("--tls-ca", &seal.files.ca), ("--tls-cert", &seal.files.cert), ("--tls-key", &seal.files.key)]
+            {
+                a.extend([flag.into(), path.display().to_string()]);
+            }
+        }
         a.extend(["--report".into(), self.report.display().to_string()]);
         a
     }
 
     pub fn parse(args: &[String]) -> Result<ProxyArgs, String> {
         let (mut peer, mut local, mut bandwidth, mut report, mut tls) = (None, None, None, None, false);
+        let (mut role, mut ca, mut cert, mut key) = (None, None, None, None);
         let mut it = args.iter();
         while let Some(flag) = it.next() {
-            if flag == "--tls" {
-                tls = true;
-                continue;
+            match flag.as_str() {
+                "--tls" => {
+                    tls = true;
+                    continue;
+                }
+                "--seal-listener" => {
+                    role = Some(SealRole::Listener);
+                    continue;
+                }
+                _ => {}
             }
             let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
             let fd = || value.parse::<RawFd>().map_err(|_| format!("bad fd {value:?}"));
@@ -65,6 +100,12 @@ impl ProxyArgs {
                 "--local-fd" => local = Some(fd()?),
                 "--bandwidth" => bandwidth = Some(value.parse().map_err(|_| format!("bad bandwidth {value:?}"))?),
                 "--report" => report = Some(PathBuf::from(value)),
+                "--seal-opener" => {
+                    role = Some(SealRole::Opener(value.parse().map_err(|_| format!("bad address {value:?}"))?))
+                }
+                "--tls-ca" => ca = Some(PathBuf::from(value)),
+                "--tls-cert" => cert = Some(PathBuf::from(value)),
+                "--tls-key" => key = Some(PathBuf::from(value)),
                 _ => return Err(format!("unknown page-proxy argument {flag}")),
             }
         }
@@ -74,23 +115,33 @@ impl ProxyArgs {
             bandwidth,
             report: report.ok_or("--report is required")?,
             tls,
+            seal: match (role, ca, cert, key) {
+                (None, None, None, None) => None,
+                (Some(role), Some(ca), Some(cert), Some(key)) => {
+                    Some(ProxySeal { files: herd_tls::TlsFiles { ca, cert, key }, role })
+                }
+                _ => return Err("sealing needs a role and --tls-ca, --tls-cert, --tls-key".into()),
+            },
         })
     }
 }
 
 /// Starts `exe page-proxy` with `peer` and `local` as inherited descriptors, in its own
-/// process group (and `cgroup`), so it outlives the agent; `tls`: the CRIUs speak TLS.
+/// process group (and `cgroup`), so it outlives the agent; `tls`: the CRIUs speak TLS;
+/// `seal`: the proxy seals the peer connection.
+#[allow(clippy::too_many_arguments)]
 pub fn spawn(
     exe: &Path,
     peer: OwnedFd,
     local: OwnedFd,
     bandwidth: Option<u64>,
     tls: bool,
+    seal: Option<ProxySeal>,
     report: &Path,
     cgroup: Option<&str>,
 ) -> anyhow::Result<tokio::process::Child> {
     let (peer_raw, local_raw) = (peer.as_raw_fd(), local.as_raw_fd());
-    let args = ProxyArgs { peer_fd: peer_raw, local_fd: local_raw, bandwidth, report: report.to_path_buf(), tls };
+    let args = ProxyArgs { peer_fd: peer_raw, local_fd: local_raw, bandwidth, report: report.to_path_buf(), tls, seal };
     let mut cmd = std::process::Command::new(exe);
     cmd.args(args.to_args())
         .stdin(std::process::Stdio::null())
@@ -134,11 +185,23 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
     let local = unsafe { std::net::TcpStream::from_raw_fd(args.local_fd) };
     local.set_nonblocking(true)?;
     let local = tokio::net::TcpStream::from_std(local)?;
+    // Whatever fails from here, the page server must see a reset, not an end: an end is
+    // "every page has arrived" to it, and it would kill the container it dumped.
+    socket2::SockRef::from(&local).set_linger(Some(std::time::Duration::ZERO))?;
     let budget = Budget::new(args.bandwidth);
-    let (to_local, to_peer) = if args.tls {
-        relay_encrypted_pages(peer, local, &budget).await?
-    } else {
-        relay_page_requests(peer, local, &budget).await?
+    let (to_local, to_peer) = match &args.seal {
+        Some(seal) => {
+            let tls = crate::transfer::TransferTls::new(&seal.files)?;
+            // The destination's proxy answers once the restore starts, after the images.
+            let sealed = crate::transfer::seal(peer, &tls, seal.role, SEAL_WAIT).await?;
+            // The opener is the source (it sends the pages the destination's lazy-pages
+            // asks for), whose page server must see the requests end properly.
+            let watch = matches!(seal.role, SealRole::Opener(_));
+            let (to_peer, to_local) = relay_sealed(local, sealed, &budget, watch).await?;
+            (to_local, to_peer)
+        }
+        None if args.tls => relay_encrypted_pages(peer, local, &budget).await?,
+        None => relay_page_requests(peer, local, &budget).await?,
     };
     std::fs::write(&args.report, format!("{to_local} {to_peer}\n")).context("writing the page proxy's report")?;
     if to_local == 0 && to_peer == 0 {
@@ -153,10 +216,17 @@ mod tests {
 
     #[test]
     fn arguments_round_trip() {
-        let a = ProxyArgs { peer_fd: 3, local_fd: 4, bandwidth: Some(10), report: "/r".into(), tls: false };
+        let a = ProxyArgs { peer_fd: 3, local_fd: 4, bandwidth: Some(10), report: "/r".into(), tls: false, seal: None };
         assert_eq!(ProxyArgs::parse(&a.to_args()[1..]).unwrap(), a);
-        let b = ProxyArgs { peer_fd: 5, local_fd: 6, bandwidth: None, report: "/x".into(), tls: true };
+        let b = ProxyArgs { peer_fd: 5, local_fd: 6, bandwidth: None, report: "/x".into(), tls: true, seal: None };
         assert_eq!(ProxyArgs::parse(&b.to_args()[1..]).unwrap(), b);
+        let files = herd_tls::TlsFiles::in_dir(Path::new("/t"), "n1");
+        for role in [SealRole::Opener("10.0.0.2".parse().unwrap()), SealRole::Listener] {
+            let seal = Some(ProxySeal { files: files.clone(), role });
+            let c = ProxyArgs { peer_fd: 5, local_fd: 6, bandwidth: None, report: "/x".into(), tls: false, seal };
+            assert_eq!(ProxyArgs::parse(&c.to_args()[1..]).unwrap(), c);
+        }
+        assert!(ProxyArgs::parse(&["--seal-listener".into(), "--report".into(), "/r".into()]).is_err());
         assert!(ProxyArgs::parse(&["--peer-fd".into()]).is_err());
     }
 }

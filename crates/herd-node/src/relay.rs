@@ -56,6 +56,70 @@ pub async fn relay_encrypted_pages(peer: TcpStream, local: TcpStream, budget: &B
     relay(peer, local, budget).await
 }
 
+/// Relays between CRIU's plain local connection and a peer's connection that Herd seals
+/// with TLS (the node certificates of both ends checked against the cluster CA), until both
+/// ends close; returns the bytes moved (`local` to the peer, the peer to `local`) in plain
+/// text. TLS tells a finished session from a broken one: the peer's end of the session
+/// without a close_notify is an error. With `watch_requests` (the source of a post-copy
+/// migration, where the peer is the destination's `criu lazy-pages`), the peer's end counts
+/// as clean only after CRIU's close request, as in [`relay_page_requests`]; otherwise the
+/// local connection is reset, so that CRIU fails rather than takes it for "every page sent".
+pub async fn relay_sealed<S>(local: TcpStream, peer: S, budget: &Budget, watch_requests: bool) -> io::Result<(u64, u64)>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    local.set_nodelay(true)?;
+    SockRef::from(&local).set_linger(Some(Duration::ZERO))?;
+    let (mut peer_r, mut peer_w) = tokio::io::split(peer);
+    let (mut local_r, mut local_w) = local.into_split();
+    let to_peer = async {
+        let context = |what: &str, e: io::Error| io::Error::new(e.kind(), format!("relay CRIU to peer: {what}: {e}"));
+        let mut buf = vec![0u8; SEALED_BUFFER];
+        let mut total = 0u64;
+        loop {
+            let n = local_r.read(&mut buf).await.map_err(|e| context("reading", e))?;
+            if n == 0 {
+                // close_notify, then the end of the connection.
+                peer_w.shutdown().await.map_err(|e| context("ending the session", e))?;
+                return Ok::<u64, io::Error>(total);
+            }
+            budget.consume(n as u64).await;
+            peer_w.write_all(&buf[..n]).await.map_err(|e| context("writing", e))?;
+            total += n as u64;
+        }
+    };
+    let to_local = async {
+        let context = |what: &str, e: io::Error| io::Error::new(e.kind(), format!("relay peer to CRIU: {what}: {e}"));
+        let mut requests = RequestTail::default();
+        let mut buf = vec![0u8; SEALED_BUFFER];
+        let mut total = 0u64;
+        loop {
+            let n = peer_r.read(&mut buf).await.map_err(|e| context("reading", e))?;
+            if n == 0 {
+                if watch_requests && !requests.closed() {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "relay peer to CRIU: the peer went away before it had every page",
+                    ));
+                }
+                local_w.shutdown().await.map_err(|e| context("shutting down", e))?;
+                return Ok(total);
+            }
+            if watch_requests {
+                requests.push(&buf[..n]);
+            }
+            budget.consume(n as u64).await;
+            local_w.write_all(&buf[..n]).await.map_err(|e| context("writing", e))?;
+            total += n as u64;
+        }
+    };
+    tokio::try_join!(to_peer, to_local)
+}
+
+/// What a sealed relay reads at once (TLS records hold 16 KiB; several per read).
+const SEALED_BUFFER: usize = 256 << 10;
+
 /// Moves what arrives on `from` to `to` through a pipe, then ends `to`'s writing side.
 async fn pump(from: &TcpStream, to: &TcpStream, budget: &Budget, direction: &str) -> io::Result<u64> {
     let context = |what: &str, e: io::Error| io::Error::new(e.kind(), format!("relay {direction}: {what}: {e}"));

@@ -66,8 +66,12 @@ pub struct RuntimeConfig {
     /// (`herd node --encrypt-pages`); `None`: pages in plain text (see `docs/design/tls.md`:
     /// CRIU's TLS breaks on containers with System V shared memory).
     pub tls_files: Option<herd_tls::TlsFiles>,
-    /// TLS settings of migration and exec connections, made from `tls_files`.
+    /// TLS settings of migration and exec connections, made from the node's TLS files.
     pub tls: Option<crate::transfer::TransferTls>,
+    /// The node's TLS files when Herd seals migrations' pages connections with TLS (the
+    /// default with TLS; CRIU then speaks plain text to a relay on its own node): the
+    /// relays in the agent use `tls`, the page proxies make their sessions from these.
+    pub seal_pages: Option<herd_tls::TlsFiles>,
     /// The log limits of containers that ask for none of their own.
     pub log_limits: logs::LogLimits,
 }

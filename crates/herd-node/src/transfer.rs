@@ -960,6 +960,45 @@ pub async fn connect_pages(addr: SocketAddr, ticket: &Ticket) -> Result<TcpStrea
     open(addr, ticket, Purpose::Pages, None).await.map(plain)
 }
 
+/// Which end of a sealed pages connection this is (see [`seal`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SealRole {
+    /// The end that opened the connection, to the node at this address (whose certificate
+    /// must name it).
+    Opener(std::net::IpAddr),
+    /// The listener's end.
+    Listener,
+}
+
+/// Seals a pages connection whose hello is done: a TLS session over it, with both nodes'
+/// certificates checked against the cluster CA. The migration's ticket, sent before, opened
+/// it; the session makes what CRIU sends through it unreadable and unchangeable on the way.
+/// The other end may take its part later (`wait`): a post-copy source's page proxy opens
+/// the session as soon as the dump is done, and the destination's proxy answers only when the
+/// restore starts, after the images crossed.
+pub async fn seal(
+    tcp: TcpStream,
+    tls: &TransferTls,
+    role: SealRole,
+    wait: Duration,
+) -> Result<tokio_rustls::TlsStream<TcpStream>, TransferError> {
+    let peer = tcp.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "?".into());
+    let sealed = match role {
+        SealRole::Opener(ip) => {
+            let name = rustls::pki_types::ServerName::IpAddress(ip.into());
+            timeout(CONNECT_TIMEOUT, tls.connector.connect(name, tcp))
+                .await
+                .map(|r| r.map(tokio_rustls::TlsStream::Client))
+        }
+        SealRole::Listener => {
+            timeout(wait, tls.acceptor.accept(tcp)).await.map(|r| r.map(tokio_rustls::TlsStream::Server))
+        }
+    };
+    sealed
+        .map_err(|_| TransferError::Timeout(format!("sealing the pages connection with {peer}")))?
+        .map_err(|e| TransferError::Tls(format!("sealing the pages connection with {peer}: {}", tls_failure(&e))))
+}
+
 /// Opens the pages connection of pre-copy round `round` to a [`Listener`].
 pub async fn connect_pre_dump(addr: SocketAddr, ticket: &Ticket, round: u32) -> Result<TcpStream, TransferError> {
     open(addr, ticket, Purpose::PreDump { round }, None).await.map(plain)

@@ -933,6 +933,7 @@ fn tls_lazy_pages_through_page_proxies(env: &Env, _rt: &Runtime) {
             local.into_std().unwrap().into(),
             None,
             true,
+            None,
             &src_report,
             None,
         )
@@ -959,6 +960,7 @@ fn tls_lazy_pages_through_page_proxies(env: &Env, _rt: &Runtime) {
                 criu_end.into_std().unwrap().into(),
                 None,
                 true,
+                None,
                 &report,
                 None,
             )

@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use herd_node::transfer::{
-    Accepted, Budget, Listener, Ticket, TransferError, TransferTls, connect_control, connect_control_with,
-    connect_exec, connect_pages,
+    Accepted, Budget, Listener, SealRole, Ticket, TransferError, TransferTls, connect_control, connect_control_with,
+    connect_exec, connect_pages, seal,
 };
 use herd_tls::TlsFiles;
 use herd_tls::ca::{ClusterCa, Role, Subject};
@@ -257,4 +257,99 @@ async fn the_opener_checks_the_listener() {
     // Plain text still works there.
     let _plain = within("connect", connect_control(listener.local_addr(), &ticket, Budget::unlimited())).await.unwrap();
     assert!(matches!(within("accept", listener.accept()).await, Ok(Accepted::Control(_))));
+}
+
+/// A connected pair of sockets on the loopback.
+async fn local_pair() -> (tokio::net::TcpStream, tokio::net::TcpStream) {
+    let l = tokio::net::TcpListener::bind((LOCAL, 0)).await.unwrap();
+    let a = tokio::net::TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+    let (b, _) = l.accept().await.unwrap();
+    (a, b)
+}
+
+/// A connection from a "source" to a "destination" through a tap that keeps what the source
+/// sends: (the source's end, the destination's end, the tap).
+async fn tapped() -> (tokio::net::TcpStream, tokio::net::TcpStream, tokio::task::JoinHandle<Vec<u8>>) {
+    let tap = tokio::net::TcpListener::bind((LOCAL, 0)).await.unwrap();
+    let destination = tokio::net::TcpListener::bind((LOCAL, 0)).await.unwrap();
+    let (tap_addr, dst_addr) = (tap.local_addr().unwrap(), destination.local_addr().unwrap());
+    let tapping = tokio::spawn(async move {
+        let (mut from_source, _) = tap.accept().await.unwrap();
+        let mut to_destination = tokio::net::TcpStream::connect(dst_addr).await.unwrap();
+        let (mut a_r, mut a_w) = from_source.split();
+        let (mut b_r, mut b_w) = to_destination.split();
+        let forward = async {
+            let mut seen = Vec::new();
+            let mut buf = vec![0u8; 65536];
+            loop {
+                let n = a_r.read(&mut buf).await.unwrap_or(0);
+                if n == 0 {
+                    let _ = b_w.shutdown().await;
+                    return seen;
+                }
+                seen.extend_from_slice(&buf[..n]);
+                b_w.write_all(&buf[..n]).await.unwrap();
+            }
+        };
+        let back = async {
+            let _ = tokio::io::copy(&mut b_r, &mut a_w).await;
+            let _ = a_w.shutdown().await;
+        };
+        tokio::join!(forward, back).0
+    });
+    let source = tokio::net::TcpStream::connect(tap_addr).await.unwrap();
+    let (dest, _) = destination.accept().await.unwrap();
+    (source, dest, tapping)
+}
+
+/// A pages connection sealed at both ends, with a relay to a plain "CRIU" socket on each
+/// side: what one CRIU sends reaches the other whole, both ways, ending cleanly, and only
+/// ciphertext crosses between the nodes. A peer of another cluster cannot take part.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sealed_pages_cross_as_ciphertext_and_reach_criu_plain() {
+    log();
+    let p = pki();
+    let (n1, n2) = (TransferTls::new(&p.n1).unwrap(), TransferTls::new(&p.n2).unwrap());
+    let (source_link, dest_link, tap) = tapped().await;
+    let (mut criu_src, relay_src) = local_pair().await;
+    let (relay_dst, mut criu_dst) = local_pair().await;
+    let source = tokio::spawn(async move {
+        let sealed = seal(source_link, &n2, SealRole::Opener(LOCAL), WAIT).await.unwrap();
+        herd_node::relay::relay_sealed(relay_src, sealed, &Budget::unlimited(), false).await.unwrap()
+    });
+    let destination = tokio::spawn(async move {
+        let sealed = seal(dest_link, &n1, SealRole::Listener, WAIT).await.unwrap();
+        herd_node::relay::relay_sealed(relay_dst, sealed, &Budget::unlimited(), false).await.unwrap()
+    });
+    // 4 MiB of "pages" one way, an answer the other.
+    let pages: Vec<u8> = b"PAGE-CONTENT-".iter().copied().cycle().take(4 << 20).collect();
+    criu_src.write_all(&pages).await.unwrap();
+    criu_src.shutdown().await.unwrap();
+    let mut got = Vec::new();
+    within("the pages", criu_dst.read_to_end(&mut got)).await.unwrap();
+    assert!(got == pages, "the pages arrived changed ({} bytes of {})", got.len(), pages.len());
+    criu_dst.write_all(b"done").await.unwrap();
+    criu_dst.shutdown().await.unwrap();
+    let mut answer = Vec::new();
+    within("the answer", criu_src.read_to_end(&mut answer)).await.unwrap();
+    assert_eq!(answer, b"done");
+    assert_eq!(within("the source's relay", source).await.unwrap(), (4 << 20, 4));
+    assert_eq!(within("the destination's relay", destination).await.unwrap(), (4, 4 << 20));
+    let crossed = within("the tap", tap).await.unwrap();
+    assert!(crossed.len() > 4 << 20, "TLS records hold the pages and more");
+    assert!(!crossed.windows(13).any(|w| w == b"PAGE-CONTENT-"), "plain text crossed between the nodes");
+
+    // Another cluster's node cannot seal with this one, as either end.
+    let stranger = opener(&p, Some(&p.stranger));
+    let (a, b) = local_pair().await;
+    let n1 = TransferTls::new(&p.n1).unwrap();
+    let (opened, listened) =
+        tokio::join!(seal(a, &stranger, SealRole::Opener(LOCAL), WAIT), seal(b, &n1, SealRole::Listener, WAIT));
+    assert!(matches!(listened, Err(TransferError::Tls(_))), "{listened:?}");
+    let _ = opened; // (TLS 1.3: the opener may finish before the listener's refusal)
+    let (a, b) = local_pair().await;
+    let (foreign_listener, n2) = (TransferTls::new(&p.stranger).unwrap(), TransferTls::new(&p.n2).unwrap());
+    let (opened, _) =
+        tokio::join!(seal(a, &n2, SealRole::Opener(LOCAL), WAIT), seal(b, &foreign_listener, SealRole::Listener, WAIT));
+    assert!(matches!(opened, Err(TransferError::Tls(_))), "{opened:?}");
 }

@@ -390,6 +390,11 @@ struct NodeArgs {
     /// PostgreSQL (their migrations fail cleanly and they keep running).
     #[arg(long, requires = "tls_ca")]
     encrypt_pages: bool,
+    /// Migrations' memory pages in plain text even with TLS (for a measurement of what
+    /// sealing them costs). By default Herd seals the pages connection with TLS between the
+    /// nodes, and CRIU speaks plain text only to a relay on its own node.
+    #[arg(long, env = "HERD_NODE_PLAIN_PAGES", conflicts_with = "encrypt_pages")]
+    plain_pages: bool,
     /// Join the cluster whose Control node answers at this URL (https://CONTROL:7700) with
     /// --token: the node gets its certificate (kept in DATA_DIR/tls, its key made here) and
     /// the broker's address. It starts again with the same command; the token is spent.
@@ -662,6 +667,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 broker,
                 tls,
                 encrypt_pages: a.encrypt_pages,
+                plain_pages: a.plain_pages,
                 address: a.address,
                 cgroup_parent: a.cgroup_parent.unwrap_or_else(|| format!("/herd/{}", a.name)),
                 name: a.name,

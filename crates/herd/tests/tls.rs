@@ -90,7 +90,7 @@ fn the_api_refuses_plain_text_and_strangers_and_certificates_renew() {
     let report: herd_proto::migration::MigrationReport =
         cluster.json(&["migrate", "c", "--to", "n2", "--mode", "postcopy"]);
     assert!(report.encrypted, "the migration's control connection was TLS: {report:?}");
-    assert!(!report.pages_encrypted, "pages through CRIU's TLS only with --encrypt-pages: {report:?}");
+    assert!(report.pages_encrypted, "Herd seals the pages connection by default: {report:?}");
     let seen = cluster.counts_on("c", seen, T);
     let report: herd_proto::migration::MigrationReport =
         cluster.json(&["migrate", "c", "--to", "n1", "--mode", "cold"]);
