@@ -85,7 +85,10 @@ where
                 return Ok::<u64, io::Error>(total);
             }
             budget.consume(n as u64).await;
+            // Flushed at once: CRIU's page protocol is requests and answers, and an answer
+            // left in the TLS buffer would wait for the next one forever.
             peer_w.write_all(&buf[..n]).await.map_err(|e| context("writing", e))?;
+            peer_w.flush().await.map_err(|e| context("writing", e))?;
             total += n as u64;
         }
     };

@@ -321,6 +321,28 @@ async fn sealed_pages_cross_as_ciphertext_and_reach_criu_plain() {
         let sealed = seal(dest_link, &n1, SealRole::Listener, WAIT).await.unwrap();
         herd_node::relay::relay_sealed(relay_dst, sealed, &Budget::unlimited(), false).await.unwrap()
     });
+    // A request and its answer, each on its own with nothing after it: a relay must pass
+    // each on at once (CRIU's lazy pages ask and wait).
+    for round in 0..3u8 {
+        criu_dst.write_all(&[round; 32]).await.unwrap();
+        let mut request = [0u8; 32];
+        within("a request", criu_src.read_exact(&mut request)).await.unwrap();
+        assert_eq!(request, [round; 32]);
+        criu_src.write_all(&[round; 4096]).await.unwrap();
+        let mut answer = [0u8; 4096];
+        within("an answer", criu_dst.read_exact(&mut answer)).await.unwrap();
+        assert_eq!(answer, [round; 4096]);
+    }
+    // A burst that fills the sockets' buffers (its reader waits first), with nothing after
+    // it: its last bytes must still arrive.
+    let burst = vec![7u8; 16 << 20];
+    let (_, got) = tokio::join!(criu_src.write_all(&burst), async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut got = vec![0u8; burst.len()];
+        within("the whole burst", criu_dst.read_exact(&mut got)).await.unwrap();
+        got
+    });
+    assert!(got == burst, "the burst arrived changed");
     // 4 MiB of "pages" one way, an answer the other.
     let pages: Vec<u8> = b"PAGE-CONTENT-".iter().copied().cycle().take(4 << 20).collect();
     criu_src.write_all(&pages).await.unwrap();
@@ -333,8 +355,9 @@ async fn sealed_pages_cross_as_ciphertext_and_reach_criu_plain() {
     let mut answer = Vec::new();
     within("the answer", criu_src.read_to_end(&mut answer)).await.unwrap();
     assert_eq!(answer, b"done");
-    assert_eq!(within("the source's relay", source).await.unwrap(), (4 << 20, 4));
-    assert_eq!(within("the destination's relay", destination).await.unwrap(), (4, 4 << 20));
+    let sent = (4 << 20) + (16 << 20) + 3 * 4096;
+    assert_eq!(within("the source's relay", source).await.unwrap(), (sent, 4 + 3 * 32));
+    assert_eq!(within("the destination's relay", destination).await.unwrap(), (4 + 3 * 32, sent));
     let crossed = within("the tap", tap).await.unwrap();
     assert!(crossed.len() > 4 << 20, "TLS records hold the pages and more");
     assert!(!crossed.windows(13).any(|w| w == b"PAGE-CONTENT-"), "plain text crossed between the nodes");
