@@ -97,13 +97,7 @@ pub async fn join_or_load(
         .send()
         .await
         .with_context(|| format!("joining at {base}"))?;
-    let status = resp.status();
-    if !status.is_success() {
-        let body = resp.text().await.unwrap_or_default();
-        let error = serde_json::from_str::<herd_proto::api::ApiError>(&body).map(|e| e.error).unwrap_or(body);
-        bail!("the Control node refused the join ({status}): {error}");
-    }
-    let reply: JoinReply = resp.json().await.context("reading the join's answer")?;
+    let reply: JoinReply = answer(resp, "the join").await?;
 
     private_dir(&dir)?;
     write_private(&files.ca, reply.ca.as_bytes())?;
@@ -113,6 +107,17 @@ pub async fn join_or_load(
     write_private(&joined_path, serde_json::to_vec_pretty(&joined)?.as_slice())?;
     tracing::info!("joined the cluster as node {name}; its certificate is in {}", dir.display());
     Ok((files, joined))
+}
+
+/// The Control node's answer to `what`: its JSON, or its error message.
+async fn answer<T: serde::de::DeserializeOwned>(resp: reqwest::Response, what: &str) -> anyhow::Result<T> {
+    let status = resp.status();
+    if !status.is_success() {
+        let body = resp.text().await.unwrap_or_default();
+        let error = serde_json::from_str::<herd_proto::api::ApiError>(&body).map(|e| e.error).unwrap_or(body);
+        bail!("the Control node refused {what} ({status}): {error}");
+    }
+    resp.json().await.with_context(|| format!("reading the answer to {what}"))
 }
 
 async fn fetch_text(client: &reqwest::Client, url: &str) -> anyhow::Result<String> {
@@ -218,13 +223,7 @@ async fn renew(url: &str, files: &TlsFiles) -> anyhow::Result<()> {
         .build()?;
     let req = herd_proto::join::RenewRequest { csr: mine.csr_pem };
     let resp = client.post(format!("{url}/v1/join/renew")).json(&req).send().await?;
-    let status = resp.status();
-    if !status.is_success() {
-        let body = resp.text().await.unwrap_or_default();
-        let error = serde_json::from_str::<herd_proto::api::ApiError>(&body).map(|e| e.error).unwrap_or(body);
-        bail!("the Control node refused ({status}): {error}");
-    }
-    let reply: JoinReply = resp.json().await.context("reading the renewal's answer")?;
+    let reply: JoinReply = answer(resp, "the renewal").await?;
     anyhow::ensure!(reply.name == info.name, "the renewed certificate names {}, not {}", reply.name, info.name);
     // The key first: whoever reads both after the certificate changed finds them matching.
     write_private(&files.key, mine.key_pem.as_bytes())?;
