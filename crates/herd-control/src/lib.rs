@@ -17,6 +17,7 @@ mod dashboard;
 mod error;
 mod events;
 mod exec;
+mod faults;
 mod forecasters;
 mod ha;
 mod hostconfig;

@@ -310,6 +310,7 @@ impl Control {
         let prepare_ms = prepare_started.elapsed().as_millis() as u64;
         mig.phase = MigrationPhase::Transferring;
         self.save_migration(mig).await?;
+        crate::faults::fault_point(&self.cfg.data_dir, "control-before-send");
         let sent = self
             .node_call(
                 &source,
@@ -358,7 +359,7 @@ impl Control {
             }
             // The destination is still at it, or nobody can say yet: the recovery loop asks
             // until it can tell.
-            Some(DestinationState::Prepared | DestinationState::Restoring) | None => {
+            Some(DestinationState::Prepared | DestinationState::Restoring | DestinationState::Sending) | None => {
                 self.spawn_recovery(mig.clone());
                 Err(Error::unavailable(format!(
                     "{reason}; node {} does not answer, so it is not known yet whether {} runs there: \
@@ -367,6 +368,27 @@ impl Control {
                 )))
             }
         }
+    }
+
+    /// Whether the source of `mig` knows nothing of it while its destination still waits
+    /// (the destination is asked again after the source answered, so that a migration that
+    /// ran its whole course in between is not taken for one that never started).
+    async fn source_never_sent(&self, mig: &MigrationRecord) -> bool {
+        let req = NodeRequest::MigrationStatus { id: mig.container_id.clone(), migration: mig.id.clone() };
+        let source = self.node_call(&mig.source, &req, STATUS_TIMEOUT).await;
+        if !matches!(source, Ok(NodeReply::MigrationState(DestinationState::Unknown))) {
+            return false;
+        }
+        let never = self.destination_state(mig).await == Some(DestinationState::Prepared);
+        if never {
+            tracing::warn!(
+                "migration {} of {}: {} never got the request to send it; rolling it back",
+                mig.id,
+                mig.container,
+                mig.source
+            );
+        }
+        never
     }
 
     async fn destination_state(&self, mig: &MigrationRecord) -> Option<DestinationState> {
@@ -599,7 +621,14 @@ impl Control {
                 Some(DestinationState::Unknown | DestinationState::Aborted) => false,
                 // Still moving between the nodes (they need no Control node for that), or no
                 // answer: ask again later. The destination gives up on its own in the end.
-                Some(DestinationState::Prepared | DestinationState::Restoring) | None => return false,
+                // The destination waits for the source. A source that knows nothing of the
+                // migration never got the request to send (the Control node that had it died
+                // first): nothing will come, and the destination would wait out its receive
+                // timeout (5 min).
+                Some(DestinationState::Prepared) if self.source_never_sent(mig).await => false,
+                Some(DestinationState::Prepared | DestinationState::Restoring | DestinationState::Sending) | None => {
+                    return false;
+                }
             },
         };
         let req =

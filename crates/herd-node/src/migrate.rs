@@ -797,6 +797,8 @@ impl Runtime {
         let dir = self.cfg.paths.container(id).dir;
         let state = match read_incoming(&dir) {
             Some(i) if i.migration == migration => i.state,
+            // The source's scratch directory lives from its first step to the end it settles.
+            _ if self.scratch(migration).exists() => DestinationState::Sending,
             _ => DestinationState::Unknown,
         };
         Ok(NodeReply::MigrationState(state))

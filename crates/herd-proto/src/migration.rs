@@ -218,6 +218,9 @@ pub enum DestinationState {
     Restoring,
     Running,
     Aborted,
+    /// Asked of the source: it was told to send and has not settled the migration (it sends,
+    /// or waits in doubt).
+    Sending,
 }
 
 #[cfg(test)]

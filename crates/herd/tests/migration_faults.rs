@@ -293,3 +293,35 @@ fn a_control_node_killed_mid_migration_resolves_it_when_it_returns() {
     cluster.ok(&["migrate", "hog", "--to", "n1"]);
     cluster.wait_runs_only_on("hog", "n1", T);
 }
+
+#[test]
+fn a_control_node_dying_before_it_tells_the_source_to_send_rolls_the_migration_back() {
+    // The Control node dies once, right after it journalled the migration as transferring and
+    // before the source heard of it: the destination waits for a source that will never come.
+    let cluster = Cluster::up_with_env(93, 2, &[], &faults("control-before-send"));
+    cluster.import_busybox();
+    cluster.ok(&["run", "--name", "counter", "--node", "n1", "busybox", "--", "sh", "-c", COUNTER]);
+    let id = cluster.wait_state("counter", "running", T).id;
+    let seen = cluster.counts_on("counter", 0, T);
+    let watch = NeverTwice::watch(&cluster, &id);
+
+    // The restarted Control node finds the source knows nothing of it and rolls it back at
+    // once, rather than after the destination's five minutes; the client reports that.
+    let out = cluster.herd(&["migrate", "counter", "--to", "n2", "--mode", "cold"]);
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!out.status.success() && said.contains("was rolled back"), "{said}");
+    cluster.wait_runs_only_on("counter", "n1", T);
+    let seen = cluster.counts_on("counter", seen, T);
+    let control_log = std::fs::read_to_string(cluster.run_dir().join("logs/control.log")).unwrap();
+    assert!(control_log.contains("n1 never got the request to send it"), "{control_log}");
+    assert!(cluster.ok(&["events"]).contains("resolved: it runs on n1"));
+    wait_for("n2 to drop what it prepared", T, || {
+        (std::fs::read_dir(cluster.data_dir.join("nodes/n2/containers")).unwrap().count() == 0).then_some(())
+    });
+
+    // The fault fired once: the next migration goes through.
+    cluster.ok(&["migrate", "counter", "--to", "n2", "--mode", "cold"]);
+    cluster.wait_runs_only_on("counter", "n2", T);
+    cluster.counts_on("counter", seen, T);
+    watch.check();
+}
