@@ -191,6 +191,23 @@ impl Control {
                 req.name, req.name
             )));
         }
+        // Its certificate will name its address: no other node's.
+        let (members, _) = j.members.snapshot().await?;
+        let holder = self
+            .view
+            .read()
+            .unwrap()
+            .nodes
+            .values()
+            .map(|n| (n.record.name.clone(), n.record.address))
+            .chain(members.into_values().map(|m| (m.value.name, m.value.address)))
+            .find(|(_, address)| *address == req.address);
+        if let Some((holder, _)) = holder {
+            return Err(Error::conflict(format!(
+                "address {} is node {holder}'s: a joining node gives the address other nodes reach it at",
+                req.address
+            )));
+        }
         // Used once: of two joins with this token, the write of the second finds a newer
         // revision and fails.
         record.used_by = Some(req.name.clone());

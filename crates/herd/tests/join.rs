@@ -24,9 +24,21 @@ const T: Duration = Duration::from_secs(60);
 /// `herd node --join`'s part before the agent starts: the CA checked against the token, the
 /// key and the request, the certificate.
 fn join(cluster: &Cluster, token: &str, name: &str, dir: &Path) -> Result<herd_node::join::Joined, String> {
+    // n4 at .94, n5 at .95, ...
+    let last = 90 + name.trim_start_matches('n').parse::<u8>().unwrap_or(9);
+    join_at(cluster, token, name, Ipv4Addr::new(10, 99, 92, last), dir)
+}
+
+fn join_at(
+    cluster: &Cluster,
+    token: &str,
+    name: &str,
+    address: Ipv4Addr,
+    dir: &Path,
+) -> Result<herd_node::join::Joined, String> {
     let url = format!("https://10.99.{}.1:{}", cluster.index, 17700 + cluster.index as u32 + 10);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    rt.block_on(herd_node::join::join_or_load(&url, Some(token), name, Ipv4Addr::new(10, 99, 92, 99), dir))
+    rt.block_on(herd_node::join::join_or_load(&url, Some(token), name, address, dir))
         .map(|(_, joined)| joined)
         .map_err(|e| format!("{e:#}"))
 }
@@ -74,7 +86,7 @@ fn a_node_joins_with_a_token_works_like_any_other_and_is_removed_for_good() {
     let joined = join(&cluster, &spent.token, "n4", &dir).unwrap();
     assert_eq!(joined.name, "n4");
     let n4 = herd_tls::CertInfo::read(&dir.join("tls/n4.crt")).unwrap();
-    assert_eq!(n4.ips, vec![std::net::IpAddr::from([10, 99, 92, 99])]);
+    assert_eq!(n4.ips, vec![std::net::IpAddr::from([10, 99, 92, 94])]);
     let again = join(&cluster, &spent.token, "n5", &cluster.dir.path().join("n5")).unwrap_err();
     assert!(again.contains("was used already (by node n4)"), "{again}");
     // A wrong secret, a token of another cluster (nothing is sent then), a lapsed one.
@@ -93,6 +105,10 @@ fn a_node_joins_with_a_token_works_like_any_other_and_is_removed_for_good() {
     wait_for("the short token to expire", T, || (SystemTime::now() > expires).then_some(()));
     let lapsed = join(&cluster, &short.token, "n5", &cluster.dir.path().join("n5")).unwrap_err();
     assert!(lapsed.contains("has expired"), "{lapsed}");
+    // Another node's address is not given to a joining one.
+    let n1_address = cluster.node_address("n1");
+    let stolen = join_at(&cluster, &fresh, "n5", n1_address, &cluster.dir.path().join("n5")).unwrap_err();
+    assert!(stolen.contains(&format!("address {n1_address} is node n1's")), "{stolen}");
     // The fresh token still works after the failed tries with damaged copies of it.
     join(&cluster, &fresh, "n5", &cluster.dir.path().join("n5")).unwrap();
     let control = log_of(&cluster, "control.log");
