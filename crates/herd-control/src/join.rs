@@ -184,16 +184,10 @@ impl Control {
         if now_millis() >= record.expires_at {
             return Err(refuse(format!("join token {} has expired: herd join-token create makes a new one", text.id)));
         }
-        let taken = self.view.read().unwrap().nodes.contains_key(&req.name);
-        if taken || j.members.get(&req.name).await?.is_some() {
-            return Err(Error::conflict(format!(
-                "a node named {} is in the cluster already: choose another name, or herd nodes rm {} first",
-                req.name, req.name
-            )));
-        }
-        // Its certificate will name its address: no other node's.
+        // Registered nodes and members (some never connected): neither its name nor its
+        // address (which its certificate will name) may be another node's.
         let (members, _) = j.members.snapshot().await?;
-        let holder = self
+        let nodes: Vec<(String, std::net::Ipv4Addr)> = self
             .view
             .read()
             .unwrap()
@@ -201,7 +195,14 @@ impl Control {
             .values()
             .map(|n| (n.record.name.clone(), n.record.address))
             .chain(members.into_values().map(|m| (m.value.name, m.value.address)))
-            .find(|(_, address)| *address == req.address);
+            .collect();
+        if nodes.iter().any(|(name, _)| *name == req.name) {
+            return Err(Error::conflict(format!(
+                "a node named {} is in the cluster already: choose another name, or herd nodes rm {} first",
+                req.name, req.name
+            )));
+        }
+        let holder = nodes.into_iter().find(|(_, address)| *address == req.address);
         if let Some((holder, _)) = holder {
             return Err(Error::conflict(format!(
                 "address {} is node {holder}'s: a joining node gives the address other nodes reach it at",
