@@ -17,7 +17,7 @@ use futures::StreamExt;
 use herd_broker::Objects;
 use herd_broker::{Broker, BrokerConfig};
 use herd_proto::node::{Heartbeat, NodeError, NodeRequest, NodeResult, NodeUsage};
-use herd_proto::state::{ContainerRecord, ContainerStatus, NodeRecord, Resources};
+use herd_proto::state::{ContainerRecord, ContainerStatus, DirtyTracking, NodeRecord, Resources};
 use herd_proto::{now_millis, subjects};
 use ipnet::Ipv4Net;
 
@@ -145,8 +145,15 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
     // shared memory (PostgreSQL has some) from a forked child that writes through a copy of
     // the TLS session, which breaks the stream (docs/design/tls.md).
     let criu_tls = cfg.tls.clone().filter(|_| cfg.encrypt_pages);
-    let criu_config =
-        criu.is_some().then(|| crate::criu_config::write(&paths.run_dir, criu_tls.as_ref())).transpose()?;
+    // Without soft-dirty, CRIU tracks written pages with userfaultfd, and the agent holds its
+    // trackers between pre-copy rounds.
+    let dirty_keeper = (node_facts.criu_features.dirty_tracking_by == Some(DirtyTracking::Userfaultfd))
+        .then(|| crate::dirty_keeper::Keeper::start(&paths.run_dir.join("dirty-track.sock")))
+        .transpose()?;
+    let criu_config = criu
+        .is_some()
+        .then(|| crate::criu_config::write(&paths.run_dir, criu_tls.as_ref(), dirty_keeper.as_ref().map(|k| k.path())))
+        .transpose()?;
     // The clients of an earlier agent's exec sessions went with it.
     crate::exec::kill_leftovers(&paths.run_dir);
     let runtime = Arc::new(Runtime::new(
@@ -156,6 +163,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
             runc,
             criu: criu.is_some(),
             dirty_tracking: node_facts.criu_features.dirty_tracking,
+            dirty_keeper,
             exe,
             address: cfg.address,
             migration_cgroup,

@@ -83,36 +83,44 @@ pub fn tls_args(files: &TlsFiles) -> Vec<OsString> {
     args
 }
 
+/// A line `key path`, if CRIU can read `path` back from it.
+fn path_line(key: &str, what: &str, path: &Path) -> anyhow::Result<String> {
+    let text = path.to_str().with_context(|| format!("the {what} {} is not named in UTF-8", path.display()))?;
+    // CRIU splits a line at white space and reads quotes and '#' itself.
+    if text.is_empty() || text.chars().any(|c| c.is_whitespace() || c == '"' || c == '#' || c == '\\') {
+        bail!("CRIU's configuration file cannot name the {what} {text:?}: white space, quotes, '#' or '\\' in it");
+    }
+    Ok(format!("{key} {text}\n"))
+}
+
 /// The same options as lines of the configuration file (`--key value` becomes `key value`).
 fn tls_lines(files: &TlsFiles) -> anyhow::Result<String> {
     let mut lines = String::from("tls\ntls-no-cn-verify\n");
     for (key, path) in [("tls-cacert", &files.ca), ("tls-cert", &files.cert), ("tls-key", &files.key)] {
-        let text = path.to_str().with_context(|| format!("the TLS file {} is not named in UTF-8", path.display()))?;
-        // CRIU splits a line at white space and reads quotes and '#' itself.
-        if text.is_empty() || text.chars().any(|c| c.is_whitespace() || c == '"' || c == '#' || c == '\\') {
-            bail!(
-                "CRIU's configuration file cannot name the TLS file {text:?}: white space, quotes, '#' or '\\' in it"
-            );
-        }
-        lines.push_str(&format!("{key} {text}\n"));
+        lines.push_str(&path_line(key, "TLS file", path)?);
     }
     Ok(lines)
 }
 
-/// The file's content, with TLS when `tls` is given.
-fn settings(tls: Option<&TlsFiles>) -> anyhow::Result<String> {
+/// The file's content, with TLS when `tls` is given and the dirty-track keeper's socket when
+/// `keeper` is.
+fn settings(tls: Option<&TlsFiles>, keeper: Option<&Path>) -> anyhow::Result<String> {
     let mut text = SETTINGS.to_string();
     if let Some(files) = tls {
         text.push_str("# TLS on migrations' pages connections, with the node's certificate.\n");
         text.push_str(&tls_lines(files)?);
     }
+    if let Some(socket) = keeper {
+        text.push_str("# The agent holds CRIU's dirty-memory trackers between dumps (no soft-dirty here).\n");
+        text.push_str(&path_line("dirty-track-keeper", "keeper socket", socket)?);
+    }
     Ok(text)
 }
 
 /// Writes the configuration into `run_dir` and returns its path.
-pub fn write(run_dir: &Path, tls: Option<&TlsFiles>) -> anyhow::Result<PathBuf> {
+pub fn write(run_dir: &Path, tls: Option<&TlsFiles>, keeper: Option<&Path>) -> anyhow::Result<PathBuf> {
     let path = run_dir.join("criu.conf");
-    std::fs::write(&path, settings(tls)?).with_context(|| format!("writing {}", path.display()))?;
+    std::fs::write(&path, settings(tls, keeper)?).with_context(|| format!("writing {}", path.display()))?;
     Ok(path)
 }
 
@@ -126,9 +134,9 @@ mod tests {
 
     #[test]
     fn tls_goes_into_the_file_and_onto_the_command_line_alike() {
-        let plain = settings(None).unwrap();
+        let plain = settings(None, None).unwrap();
         assert!(!plain.contains("tls"), "{plain}");
-        let text = settings(Some(&files("/var/lib/herd/tls"))).unwrap();
+        let text = settings(Some(&files("/var/lib/herd/tls")), None).unwrap();
         let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("tls")).collect();
         assert_eq!(
             lines,
@@ -159,8 +167,17 @@ mod tests {
     #[test]
     fn paths_criu_would_misread_are_refused() {
         for dir in ["/var/lib/my herd", "/x\"y", "/x#y", "/x\\y"] {
-            let e = settings(Some(&files(dir))).unwrap_err();
+            let e = settings(Some(&files(dir)), None).unwrap_err();
             assert!(e.to_string().contains("cannot name the TLS file"), "{dir}: {e}");
+            let e = settings(None, Some(&Path::new(dir).join("keeper.sock"))).unwrap_err();
+            assert!(e.to_string().contains("cannot name the keeper socket"), "{dir}: {e}");
         }
+    }
+
+    #[test]
+    fn the_keeper_socket_is_named_where_there_is_one() {
+        let text = settings(None, Some(Path::new("/run/herd/n1/dirty-track.sock"))).unwrap();
+        assert!(text.lines().any(|l| l == "dirty-track-keeper /run/herd/n1/dirty-track.sock"), "{text}");
+        assert!(!settings(None, None).unwrap().contains("dirty-track"));
     }
 }

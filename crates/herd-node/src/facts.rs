@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use herd_proto::state::{CriuFeatures, NodeFacts, Resources};
+use herd_proto::state::{CriuFeatures, DirtyTracking, NodeFacts, Resources};
 
 /// Go/OCI name of the machine's architecture.
 pub fn architecture() -> &'static str {
@@ -27,12 +27,42 @@ fn criu_feature(criu: &Path, name: &str) -> bool {
     Command::new(criu).args(["check", "--feature", name]).output().is_ok_and(|o| o.status.success())
 }
 
+/// Whether the kernel keeps soft-dirty bits (`CONFIG_MEM_SOFT_DIRTY`), asked as CRIU asks:
+/// clear this process's bits, write a page, and read bit 55 of its pagemap entry. Without
+/// them, a CRIU that tracks dirty memory does it with userfaultfd (Herd's patch 0010).
+fn kernel_has_soft_dirty() -> bool {
+    use std::io::{Read, Seek, SeekFrom};
+    const PAGE: usize = 4096;
+    if std::fs::write("/proc/self/clear_refs", "4").is_err() {
+        return false;
+    }
+    let mut buf = vec![0u8; 2 * PAGE];
+    let addr = (buf.as_ptr() as usize).next_multiple_of(PAGE);
+    let page = addr - buf.as_ptr() as usize;
+    // A write through a volatile pointer: the compiler may not drop it.
+    // SAFETY: `page` is within `buf`, which lives to the end of the function.
+    unsafe { std::ptr::write_volatile(buf.as_mut_ptr().add(page), 1) };
+    let mut entry = [0u8; 8];
+    let read = std::fs::File::open("/proc/self/pagemap").and_then(|mut f| {
+        f.seek(SeekFrom::Start((addr / PAGE * 8) as u64))?;
+        f.read_exact(&mut entry)
+    });
+    drop(buf);
+    read.is_ok() && u64::from_le_bytes(entry) & (1 << 55) != 0
+}
+
 /// Probes the node; `criu` is `(path, version)` when CRIU is usable.
 pub fn probe(runc_version: &str, criu: Option<(&Path, &str)>) -> NodeFacts {
     let criu_features = criu
-        .map(|(path, _)| CriuFeatures {
-            lazy_pages: criu_feature(path, "uffd-noncoop"),
-            dirty_tracking: criu_feature(path, "mem_dirty_track"),
+        .map(|(path, _)| {
+            let dirty_tracking = criu_feature(path, "mem_dirty_track");
+            CriuFeatures {
+                lazy_pages: criu_feature(path, "uffd-noncoop"),
+                dirty_tracking,
+                dirty_tracking_by: dirty_tracking.then(|| {
+                    if kernel_has_soft_dirty() { DirtyTracking::SoftDirty } else { DirtyTracking::Userfaultfd }
+                }),
+            }
         })
         .unwrap_or_default();
     NodeFacts {

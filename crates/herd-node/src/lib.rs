@@ -10,7 +10,8 @@
 //!   ([`hello_slots`]: how many unauthenticated ones a listener holds);
 //! - [`page_server`]: the destination's CRIU processes that take a migration's pages;
 //!   [`relay`], [`pageproxy`]: the agents' relays of pages connections; [`criu_config`]: the
-//!   CRIU settings runc passes on (TLS included);
+//!   CRIU settings runc passes on (TLS included); [`dirty_keeper`]: CRIU's dirty-memory
+//!   trackers, held between pre-copy rounds on kernels without soft-dirty;
 //! - [`runc`]: a typed wrapper of the runc command line; [`criu_images`]: checks of CRIU images
 //!   before a restore;
 //! - [`shim`]: the per-container shim process that starts a container with runc,
@@ -34,6 +35,7 @@ pub mod checkpoints;
 pub mod cleanup;
 pub mod criu_config;
 pub mod criu_images;
+pub mod dirty_keeper;
 pub mod dumpable;
 pub mod exec;
 pub mod facts;

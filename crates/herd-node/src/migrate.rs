@@ -833,14 +833,19 @@ impl Runtime {
         let refused = |reason: String| Ok(NodeReply::MigrationSent(SourceOutcome::Resumed { reason }));
         if ticket.mode == MigrationMode::Precopy && !self.cfg.dirty_tracking {
             return refused(format!(
-                "pre-copy is not available on node {}: its kernel does not track dirty memory",
+                "pre-copy is not available on node {}: its kernel does not track dirty memory (soft-dirty, or userfaultfd write-protection with Herd's CRIU)",
                 self.cfg.node
             ));
         }
         if let Err(why) = self.ensure_dumpable(&c).await {
             return refused(format!("{} cannot be migrated: {why}", c.spec.name));
         }
+        let root = c.live.lock().unwrap().pid;
         let outcome = self.send(&c, &ticket, destination, ticket.mode, &progress).await;
+        // Pre-copy's trackers, if a round kept some: the next migration starts afresh.
+        if let (Some(keeper), Some(root)) = (&self.cfg.dirty_keeper, root) {
+            keeper.forget(root as i32);
+        }
         if !matches!(outcome, SourceOutcome::InDoubt { .. }) {
             // Settled here (resumed, or let go after the destination ran it): a later
             // resolution of this migration has nothing left to do. In doubt, the scratch

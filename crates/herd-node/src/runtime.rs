@@ -52,8 +52,11 @@ pub struct RuntimeConfig {
     pub runc: Runc,
     /// Whether CRIU is available (checkpoint and restore need it).
     pub criu: bool,
-    /// Whether the kernel tracks dirty memory for CRIU (soft-dirty): pre-copy needs it.
+    /// Whether the kernel tracks dirty memory for CRIU: pre-copy needs it.
     pub dirty_tracking: bool,
+    /// Where the kernel has no soft-dirty, the keeper of CRIU's userfaultfd trackers between
+    /// pre-copy rounds ([`crate::dirty_keeper`]).
+    pub dirty_keeper: Option<std::sync::Arc<crate::dirty_keeper::Keeper>>,
     /// The `herd` executable, run as `herd shim` for each container.
     pub exe: PathBuf,
     /// The node's address: migrations are received there.

@@ -735,7 +735,7 @@ fn tls_case<'a>(env: &'a Env, name: &str, args: &[&str], files: &herd_tls::TlsFi
     let c = env.case(name, args);
     let run_dir = c.base.join("node-run");
     std::fs::create_dir_all(&run_dir).unwrap();
-    let conf = herd_node::criu_config::write(&run_dir, Some(files)).unwrap();
+    let conf = herd_node::criu_config::write(&run_dir, Some(files), None).unwrap();
     let config_path = c.bundle.join("config.json");
     let mut config: serde_json::Value = serde_json::from_slice(&std::fs::read(&config_path).unwrap()).unwrap();
     config["annotations"] = serde_json::json!({ herd_node::criu_config::ANNOTATION: conf.display().to_string() });

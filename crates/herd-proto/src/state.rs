@@ -25,8 +25,22 @@ pub struct Resources {
 pub struct CriuFeatures {
     /// userfaultfd works: post-copy (lazy pages) migration is possible.
     pub lazy_pages: bool,
-    /// The kernel tracks dirty memory (soft-dirty): pre-copy migration is possible.
+    /// The kernel tells which pages a process wrote: pre-copy migration is possible.
     pub dirty_tracking: bool,
+    /// How it tells, when it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dirty_tracking_by: Option<DirtyTracking>,
+}
+
+/// How a node's kernel tells CRIU which pages a process wrote since the last dump.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DirtyTracking {
+    /// The soft-dirty bit of each page (`CONFIG_MEM_SOFT_DIRTY`).
+    SoftDirty,
+    /// userfaultfd write-protection in asynchronous mode (Linux 6.7), through Herd's CRIU
+    /// patch: the trackers live in the node agent between dumps.
+    Userfaultfd,
 }
 
 /// Facts about a node that placement and migration compatibility checks use.

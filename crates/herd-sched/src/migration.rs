@@ -145,7 +145,7 @@ mod tests {
         NodeFacts {
             arch: "amd64".into(),
             criu_version: Some("4.2.1".into()),
-            criu_features: CriuFeatures { lazy_pages: uffd, dirty_tracking: dirty },
+            criu_features: CriuFeatures { lazy_pages: uffd, dirty_tracking: dirty, dirty_tracking_by: None },
             cgroup_version: 1,
             cpu_flags: vec!["sse2".into(), "avx2".into()],
             ..Default::default()
