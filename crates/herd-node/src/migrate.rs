@@ -109,8 +109,9 @@ fn read_incoming(dir: &Path) -> Option<Incoming> {
 /// Fault injection for tests: when `HERD_FAULT_INJECT` (a comma-separated list) names `point`,
 /// the agent dies right here, as in a crash, once per point per node (a marker file in the run
 /// directory remembers). The points are `dest-during-precopy` (a pre-copy round's pages
-/// arrive), `dest-before-restore`, `dest-after-restore`, `source-after-checkpoint` and
-/// `source-before-let-go`.
+/// arrive), `source-after-precopy-round` (the source finished a round: without soft-dirty, the
+/// agent holds CRIU's trackers then), `dest-before-restore`, `dest-after-restore`,
+/// `source-after-checkpoint` and `source-before-let-go`.
 fn fault_point(run_dir: &Path, point: &str) {
     if !fault_armed(run_dir, point) {
         return;
@@ -1104,6 +1105,7 @@ impl Runtime {
                 small_enough = precopy_small_enough(bytes, started.elapsed());
             }
             tracing::debug!("pre-copy round {round} of {}: {bytes} bytes", c.spec.name);
+            fault_point(&self.cfg.paths.run_dir, "source-after-precopy-round");
             sent.push(bytes);
             rounds.push(PhaseTime { phase: format!("precopy {round}"), ms: ms_since(started), bytes: Some(bytes) });
         }

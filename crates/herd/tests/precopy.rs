@@ -40,9 +40,12 @@ fn on_a_dirty_tracking_kernel(name: &str, scenario: fn()) {
 #[test]
 fn precopy_moves_memory_in_rounds_while_the_container_runs() {
     on_a_dirty_tracking_kernel("precopy_moves_memory_in_rounds_while_the_container_runs", || {
-        // The destination's agent dies once, as its first pre-copy round's pages arrive.
-        let cluster = Cluster::up_with_env(37, 2, &[], &[("HERD_FAULT_INJECT", "dest-during-precopy")]);
-        cluster.import_busybox_with_memhog();
+        // The destination's agent dies once, as its first pre-copy round's pages arrive; then
+        // the source's, once it finished a round (where the kernel has no soft-dirty, it holds
+        // CRIU's trackers then).
+        let faults = "dest-during-precopy,source-after-precopy-round";
+        let cluster = Cluster::up_with_env(37, 2, &[], &[("HERD_FAULT_INJECT", faults)]);
+        cluster.import_busybox_with(&["memhog", "vmchurn"]);
         let counter =
             ["run", "--name", "counter", "--node", "n1", "--memory", "64m", "busybox", "--", "sh", "-c", COUNTER];
         cluster.ok(&counter);
@@ -58,6 +61,15 @@ fn precopy_moves_memory_in_rounds_while_the_container_runs() {
         assert!(err.contains("keeps running on n1"), "{err}");
         cluster.wait_runs_only_on("counter", "n1", T);
         cluster.wait_agent_restarted("n2", agent, T);
+        cluster.counts_on("counter", counted(&cluster.ok(&["logs", "counter"])), T);
+
+        // A migration whose source dies after a round (with the trackers it held) leaves the
+        // container running where it was, and only there.
+        let agent = cluster.agent_pid("n1").unwrap();
+        let out = cluster.herd(&["migrate", "counter", "--to", "n2", "--mode", "precopy"]);
+        assert!(!out.status.success(), "the migration survived its source's crash?");
+        cluster.wait_agent_restarted("n1", agent, T);
+        cluster.wait_runs_only_on("counter", "n1", T);
         cluster.counts_on("counter", counted(&cluster.ok(&["logs", "counter"])), T);
 
         // Then a counter with a file in its writable layer carries on where it was.
@@ -95,6 +107,40 @@ fn precopy_moves_memory_in_rounds_while_the_container_runs() {
         }
         cluster.memhog_checks_more("hog", 2, T);
         assert_eq!(cluster.container("hog").node, "n2");
+
+        // Memory changed in every way tracking could miss while the rounds run: pages
+        // rewritten and dropped, areas unmapped and mapped again, moved (mremap), written by
+        // another process (process_vm_writev) and through a shared mapping, by processes
+        // forked again and again. Each process checks every byte of its memory as it goes:
+        // after two moves it still finds what it wrote.
+        cluster.ok(&["run", "--name", "churn", "--node", "n1", "busybox", "--", "vmchurn"]);
+        cluster.wait_log("churn", "child 1 checked=", T);
+        let moved_and_checked = |to: &str| {
+            let checks = cluster.ok(&["logs", "churn"]).matches("parent step=").count();
+            let report: MigrationReport = cluster.json(&["migrate", "churn", "--to", to, "--mode", "precopy"]);
+            assert_eq!(report.outcome, Outcome::Migrated, "{report:?}");
+            eprintln!("vmchurn to {to}: pre-copy rounds (bytes): {:?}", precopy_rounds(&report));
+            wait_for("vmchurn to check its memory after the move", T, || {
+                let log = cluster.ok(&["logs", "churn"]);
+                assert!(!log.contains("MISMATCH"), "vmchurn found its memory changed:\n{log}");
+                (log.matches("parent step=").count() >= checks + 3).then_some(())
+            });
+        };
+        moved_and_checked("n2");
+        // Back to n1. Each node's fault points fire once: first n1's agent dies as the first
+        // round's pages arrive, then n2's once it finished a round (and with it the trackers
+        // it held). Each time churn runs on, on n2 only; the third try moves it.
+        for dying in ["n1", "n2"] {
+            let agent = cluster.agent_pid(dying).unwrap();
+            let out = cluster.herd(&["migrate", "churn", "--to", "n1", "--mode", "precopy"]);
+            assert!(!out.status.success(), "the migration survived the crash of {dying}'s agent?");
+            cluster.wait_agent_restarted(dying, agent, T);
+            cluster.wait_runs_only_on("churn", "n2", T);
+        }
+        moved_and_checked("n1");
+        let log = cluster.ok(&["logs", "churn"]);
+        assert!(!log.contains("MISMATCH"), "{log}");
+        assert_eq!(cluster.container("churn").state.as_str(), "running");
         // Neither node keeps the rounds' images.
         for node in ["n1", "n2"] {
             let scratch = cluster.node_view(node, &cluster.run_dir().join(format!("nodes/{node}/scratch/migrations")));
