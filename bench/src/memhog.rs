@@ -11,10 +11,21 @@ use herd_proto::migration::MigrationReport;
 use crate::BenchCluster;
 
 /// One migration n1 -> n2 of a fresh container holding `size` MiB; `Err` when Herd refuses the
-/// mode here (pre-copy without soft-dirty).
+/// mode here (pre-copy without dirty-memory tracking).
 pub fn herd_migration(
     cluster: &BenchCluster,
     size: u64,
+    mode: &str,
+    run: usize,
+) -> anyhow::Result<Result<MigrationReport, String>> {
+    herd_migration_dirtying(cluster, size, 0, mode, run)
+}
+
+/// [`herd_migration`] of a container that rewrites `dirty` MiB of its memory every second.
+pub fn herd_migration_dirtying(
+    cluster: &BenchCluster,
+    size: u64,
+    dirty: u64,
     mode: &str,
     run: usize,
 ) -> anyhow::Result<Result<MigrationReport, String>> {
@@ -32,6 +43,7 @@ pub fn herd_migration(
         "--",
         "memhog",
         &size.to_string(),
+        &dirty.to_string(),
     ])?;
     wait_until(&format!("{name} to fill its memory"), Duration::from_secs(120), || {
         Ok(cluster.ok(&["logs", &name])?.contains("filled"))

@@ -164,6 +164,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
             criu: criu.is_some(),
             dirty_tracking: node_facts.criu_features.dirty_tracking,
             dirty_keeper,
+            local_lazy_restore: criu.as_ref().is_some_and(|(path, _)| crate::facts::herd_criu(path)),
             exe,
             address: cfg.address,
             migration_cgroup,

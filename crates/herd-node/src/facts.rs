@@ -27,6 +27,13 @@ fn criu_feature(criu: &Path, name: &str) -> bool {
     Command::new(criu).args(["check", "--feature", name]).output().is_ok_and(|o| o.status.success())
 }
 
+/// Whether `criu` is built with Herd's patches (`scripts/criu-patches`), which the stock CRIU
+/// would refuse as an unknown option: dirty tracking through userfaultfd, and lazy restores
+/// from local images with parents.
+pub fn herd_criu(criu: &Path) -> bool {
+    Command::new(criu).args(["--dirty-track-keeper", "/nonexistent", "-h"]).output().is_ok_and(|o| o.status.success())
+}
+
 /// Whether the kernel keeps soft-dirty bits (`CONFIG_MEM_SOFT_DIRTY`), asked as CRIU asks:
 /// clear this process's bits, write a page, and read bit 55 of its pagemap entry. Without
 /// them, a CRIU that tracks dirty memory does it with userfaultfd (Herd's patch 0010).

@@ -549,6 +549,27 @@ impl Runtime {
         let mut lazy_daemon = None;
         // With TLS: the task relaying CRIU's local connection (aborted if the restore fails).
         let mut lazy_relay: Option<tokio::task::JoinHandle<()>> = None;
+        // Held until every page is in place: a checkpoint, a migration or a stop of the
+        // container waits for that (a dump would miss the pages still in the images).
+        let mut filling = None;
+        if lazy_pages.is_none() && ticket.mode == MigrationMode::Precopy && self.cfg.local_lazy_restore {
+            filling = Some(c.op.clone().lock_owned().await);
+            // After pre-copy every page is here already, in the rounds' images: the restore
+            // leaves the memory to a `criu lazy-pages` reading them, which fills it in as the
+            // processes touch it and in the background, so the container is stopped only
+            // while the last pages are dumped and the processes are made, not while 1 GiB is
+            // copied into fresh memory. Losing the source no longer matters by then.
+            let criu = self.cfg.runc.criu.clone().unwrap_or_else(|| "criu".into());
+            let cmd = crate::page_server::lazy_pages_command(
+                &criu,
+                images,
+                &work,
+                "lazy-pages.log",
+                LazySource::Local,
+                None,
+            )?;
+            lazy_daemon = Some(spawn_group(cmd, self.migration_cgroup())?);
+        }
         if let Some(stream) = lazy_pages {
             let criu = self.cfg.runc.criu.clone().unwrap_or_else(|| "criu".into());
             // CRIU's own TLS (`--encrypt-pages`), or Herd's seal made by a page proxy, or
@@ -628,16 +649,18 @@ impl Runtime {
                     child
                 }
             };
+            lazy_daemon = Some(child);
+        }
+        if let Some(child) = &lazy_daemon {
             let socket = work.join("lazy-pages.socket");
             let deadline = Instant::now() + Duration::from_secs(10);
             while !socket.exists() {
                 if Instant::now() >= deadline {
-                    kill_group(&child);
+                    kill_group(child);
                     bail!("criu lazy-pages did not start; see {}", work.join("lazy-pages.log").display());
                 }
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
-            lazy_daemon = Some(child);
         }
         // A restored container keeps the time it first started.
         c.live.lock().unwrap().started_at = ticket.started_at;
@@ -673,6 +696,7 @@ impl Runtime {
             let lazy_log = work.join("lazy-pages.log");
             tokio::spawn(async move {
                 let status = child.wait().await;
+                drop(filling);
                 // With TLS, the relay ends once the source has closed its side too; its
                 // report goes into the scratch directory, removed below.
                 if let Some(relay) = lazy_relay
@@ -686,8 +710,8 @@ impl Runtime {
                     // Pages it never got would read as zeros: it must not run on corrupted.
                     let kept = this.keep_failed_log(&format!("{migration}-lazy-pages"), &lazy_log);
                     tracing::error!(
-                        "migration {migration}: post-copy failed ({status:?}) before every page of {} arrived; \
-                         it is stopped (CRIU's log: {kept:?})",
+                        "migration {migration}: criu lazy-pages failed ({status:?}) before every page of {} was in \
+                         place; it is stopped (CRIU's log: {kept:?})",
                         c.spec.name
                     );
                     let _ = this.cfg.runc.kill(&c.spec.id, libc::SIGKILL, true).await;

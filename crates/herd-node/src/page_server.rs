@@ -73,6 +73,9 @@ pub enum LazySource {
     Socket(RawFd),
     /// A relay listening on 127.0.0.1 at this port (CRIU connects, and makes its TLS session).
     Port(u16),
+    /// The images themselves: every page is already on this node (after pre-copy), and the
+    /// restored processes get them from the images as they touch them and in the background.
+    Local,
 }
 
 /// `criu lazy-pages` for the images in `images`, its work directory `work` (the restore's:
@@ -86,7 +89,10 @@ pub fn lazy_pages_command(
     tls: Option<&TlsFiles>,
 ) -> anyhow::Result<std::process::Command> {
     let mut cmd = std::process::Command::new(criu);
-    cmd.args(["lazy-pages", "--page-server"]);
+    cmd.arg("lazy-pages");
+    if !matches!(source, LazySource::Local) {
+        cmd.arg("--page-server");
+    }
     match source {
         LazySource::Socket(fd) => {
             if tls.is_some() {
@@ -97,6 +103,8 @@ pub fn lazy_pages_command(
         LazySource::Port(port) => {
             cmd.args(["--address", "127.0.0.1", "--port", &port.to_string()]);
         }
+        LazySource::Local if tls.is_some() => bail!("criu lazy-pages reads local images without TLS"),
+        LazySource::Local => {}
     }
     cmd.arg("--images-dir").arg(images).arg("--work-dir").arg(work).args(["-o", log, "-v4"]);
     if let Some(files) = tls {

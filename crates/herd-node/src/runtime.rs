@@ -57,6 +57,10 @@ pub struct RuntimeConfig {
     /// Where the kernel has no soft-dirty, the keeper of CRIU's userfaultfd trackers between
     /// pre-copy rounds ([`crate::dirty_keeper`]).
     pub dirty_keeper: Option<std::sync::Arc<crate::dirty_keeper::Keeper>>,
+    /// Whether this node's CRIU restores lazily from local images with parents (Herd's
+    /// patches, [`crate::facts::herd_criu`]): a pre-copy migration's restore then leaves the
+    /// memory to `criu lazy-pages` reading the rounds' images.
+    pub local_lazy_restore: bool,
     /// The `herd` executable, run as `herd shim` for each container.
     pub exe: PathBuf,
     /// The node's address: migrations are received there.
