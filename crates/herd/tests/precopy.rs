@@ -109,8 +109,8 @@ fn precopy_moves_memory_in_rounds_while_the_container_runs() {
         // At once back, cold. The restore left the memory to `criu lazy-pages` reading the
         // rounds' images (where the node's CRIU can), so the container ran before all of it
         // was in place: the dump waits until it is, or it would miss what is not. (Here the
-        // pages are usually all in before the dump starts; 1 GiB in bench/migration showed
-        // the corruption before the wait was added.)
+        // pages are usually all in before the dump starts; a 1 GiB memhog moved at once
+        // after a pre-copy was corrupted before the wait was added.)
         let back: MigrationReport = cluster.json(&["migrate", "hog", "--to", "n1", "--mode", "cold"]);
         assert_eq!(back.outcome, Outcome::Migrated, "{back:?}");
         cluster.memhog_checks_more("hog", 2, T);
