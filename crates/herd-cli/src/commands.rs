@@ -811,6 +811,10 @@ pub struct MigrateArgs {
     /// Cap on the transfer's bandwidth, e.g. 100m (bytes per second), its volumes included.
     #[arg(long, value_parser = parse_memory)]
     pub bandwidth: Option<u64>,
+    /// Never post-copy, whose container runs on the destination while part of its memory is
+    /// still on the source: auto then picks pre-copy, or cold where a node tracks no dirty memory.
+    #[arg(long)]
+    pub safe: bool,
     /// Print the report as one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -819,7 +823,7 @@ pub struct MigrateArgs {
 pub async fn migrate(client: &Client, args: MigrateArgs) -> anyhow::Result<()> {
     use herd_proto::api::{MigrateRequest, MigrateUpdate};
     use std::io::IsTerminal;
-    let req = MigrateRequest { to: args.to, mode: args.mode, bandwidth: args.bandwidth };
+    let req = MigrateRequest { to: args.to, mode: args.mode, bandwidth: args.bandwidth, safe: args.safe };
     let path = format!("/v1/containers/{}/migrate", segment(&args.name));
     let asked_at = herd_proto::now_millis();
     let resp = match client.send(client.request(Method::POST, &path).json(&req)).await {

@@ -59,6 +59,8 @@ pub struct ControlConfig {
     /// Admitting nodes with join tokens (see [`crate::join`]); `None`: nodes come with
     /// credentials of their own only.
     pub join: Option<crate::join::JoinConfig>,
+    /// Every `auto` migration is safe (`herd migrate --safe`): the policies' and drains' too.
+    pub safe_migrations: bool,
 }
 
 /// The running Control node, shared by the API handlers.

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use herd_proto::api::{MigrateRequest, MigrateUpdate};
 use herd_proto::migration::{
-    DestinationState, MigrationMode, MigrationPhase, MigrationRecord, MigrationReport, Outcome, PhaseTime, Progress,
-    SourceOutcome, TransferReport,
+    DestinationState, MigrationMode, MigrationPhase, MigrationRecord, MigrationReport, ModeRequest, Outcome, PhaseTime,
+    Progress, SourceOutcome, TransferReport,
 };
 use herd_proto::node::{MigrationTicket, NodeReply, NodeRequest};
 use herd_proto::state::{ContainerRecord, ContainerState, MIGRATION_HISTORY};
@@ -274,8 +274,16 @@ impl Control {
         let dst = &view.nodes[&destination].record;
         herd_sched::migration::check_compatible(source, &src.facts, &destination, &dst.facts)
             .map_err(Error::conflict)?;
-        let (mode, reason) = herd_sched::migration::choose_mode(req.mode, source, &src.facts, &destination, &dst.facts)
-            .map_err(Error::bad_request)?;
+        if req.safe && req.mode == ModeRequest::Postcopy {
+            return Err(Error::bad_request(
+                "--safe forbids post-copy (the container would run on the destination while part of its memory is \
+                 still on the source): use --mode precopy, cold or auto",
+            ));
+        }
+        let safe = req.safe || self.cfg.safe_migrations;
+        let (mode, reason) =
+            herd_sched::migration::choose_mode(req.mode, safe, source, &src.facts, &destination, &dst.facts)
+                .map_err(Error::bad_request)?;
         view.reserve_incoming(ContainerRecord { node: destination.clone(), ..record.clone() });
         Ok((destination, mode, reason))
     }

@@ -130,7 +130,7 @@ impl Control {
     async fn move_away(self: Arc<Self>, name: &str) -> Result<herd_proto::migration::MigrationReport> {
         let (updates, mut ignored) = tokio::sync::mpsc::channel(16);
         let drop_updates = tokio::spawn(async move { while ignored.recv().await.is_some() {} });
-        let req = MigrateRequest { to: None, mode: ModeRequest::Auto, bandwidth: None };
+        let req = MigrateRequest { to: None, mode: ModeRequest::Auto, bandwidth: None, safe: false };
         let result = self.migrate(name.to_string(), req, updates).await;
         let _ = drop_updates.await;
         result

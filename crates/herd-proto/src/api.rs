@@ -300,6 +300,10 @@ pub struct MigrateRequest {
     /// Bytes per second the transfer may use; unlimited when `None`.
     #[serde(default)]
     pub bandwidth: Option<u64>,
+    /// Never post-copy: `auto` picks pre-copy, or cold where a node tracks no dirty memory;
+    /// `postcopy` is refused.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub safe: bool,
 }
 
 /// One line of the answer to `POST /v1/containers/{name}/migrate`.

@@ -51,9 +51,13 @@ pub fn check_compatible(src_name: &str, src: &NodeFacts, dst_name: &str, dst: &N
 }
 
 /// The mode a migration uses and why. `auto` picks post-copy where userfaultfd works on both
-/// nodes, pre-copy where both track dirty memory, cold otherwise.
+/// nodes, pre-copy where both track dirty memory, cold otherwise. A `safe` `auto` never picks
+/// post-copy, whose container runs on the destination while part of its memory is still on
+/// the source (losing either node or the link then loses the container): pre-copy where both
+/// nodes track dirty memory, cold otherwise.
 pub fn choose_mode(
     requested: ModeRequest,
+    safe: bool,
     src_name: &str,
     src: &NodeFacts,
     dst_name: &str,
@@ -79,9 +83,17 @@ pub fn choose_mode(
             Ok((MigrationMode::Precopy, "pre-copy was asked for; both nodes track dirty memory".into()))
         }
         ModeRequest::Precopy => Err(format!(
-            "pre-copy needs the kernel to track dirty memory (soft-dirty, CONFIG_MEM_SOFT_DIRTY), which {} lack{}: use --mode postcopy or --mode cold",
+            "pre-copy needs the kernel to track dirty memory (soft-dirty, or userfaultfd write-protection with Herd's CRIU), which {} lack{}: use --mode postcopy or --mode cold",
             nodes(&no_dirty),
             if no_dirty.len() == 1 { "s" } else { "" }
+        )),
+        ModeRequest::Auto if safe && no_dirty.is_empty() => Ok((
+            MigrationMode::Precopy,
+            "auto, safe: both nodes track dirty memory, so pre-copy (the memory is on one node at any time)".into(),
+        )),
+        ModeRequest::Auto if safe => Ok((
+            MigrationMode::Cold,
+            format!("auto, safe: {} lack dirty-memory tracking (pre-copy), so cold", nodes(&no_dirty)),
         )),
         ModeRequest::Auto if no_uffd.is_empty() => Ok((
             MigrationMode::Postcopy,
@@ -154,25 +166,47 @@ mod tests {
 
     #[test]
     fn auto_prefers_postcopy_then_precopy_then_cold() {
-        let (m, why) = choose_mode(ModeRequest::Auto, "a", &facts(true, false), "b", &facts(true, false)).unwrap();
+        let (m, why) =
+            choose_mode(ModeRequest::Auto, false, "a", &facts(true, false), "b", &facts(true, false)).unwrap();
         assert_eq!(m, MigrationMode::Postcopy);
         assert!(why.contains("userfaultfd"), "{why}");
-        let (m, why) = choose_mode(ModeRequest::Auto, "a", &facts(false, true), "b", &facts(true, true)).unwrap();
+        let (m, why) =
+            choose_mode(ModeRequest::Auto, false, "a", &facts(false, true), "b", &facts(true, true)).unwrap();
         assert_eq!(m, MigrationMode::Precopy);
         assert!(why.contains("a lack userfaultfd"), "{why}");
-        let (m, why) = choose_mode(ModeRequest::Auto, "a", &facts(false, false), "b", &facts(true, false)).unwrap();
+        let (m, why) =
+            choose_mode(ModeRequest::Auto, false, "a", &facts(false, false), "b", &facts(true, false)).unwrap();
         assert_eq!(m, MigrationMode::Cold);
         assert!(why.contains("a lack userfaultfd") && why.contains("a and b lack dirty-memory"), "{why}");
     }
 
     #[test]
+    fn a_safe_auto_never_picks_postcopy() {
+        let (m, why) = choose_mode(ModeRequest::Auto, true, "a", &facts(true, true), "b", &facts(true, true)).unwrap();
+        assert_eq!(m, MigrationMode::Precopy);
+        assert!(why.contains("safe"), "{why}");
+        let (m, why) = choose_mode(ModeRequest::Auto, true, "a", &facts(true, false), "b", &facts(true, true)).unwrap();
+        assert_eq!(m, MigrationMode::Cold);
+        assert!(why.contains("a lack dirty-memory tracking"), "{why}");
+        // An explicit mode is what was asked for.
+        let (m, _) =
+            choose_mode(ModeRequest::Postcopy, true, "a", &facts(true, true), "b", &facts(true, true)).unwrap();
+        assert_eq!(m, MigrationMode::Postcopy);
+    }
+
+    #[test]
     fn unsupported_modes_are_refused_with_the_reason() {
-        let err = choose_mode(ModeRequest::Precopy, "a", &facts(true, false), "b", &facts(true, false)).unwrap_err();
-        assert!(err.contains("soft-dirty") && err.contains("a and b lack") && err.contains("--mode postcopy"), "{err}");
-        let err = choose_mode(ModeRequest::Postcopy, "a", &facts(true, false), "b", &facts(false, false)).unwrap_err();
+        let err =
+            choose_mode(ModeRequest::Precopy, false, "a", &facts(true, false), "b", &facts(true, false)).unwrap_err();
+        assert!(
+            err.contains("dirty memory") && err.contains("a and b lack") && err.contains("--mode postcopy"),
+            "{err}"
+        );
+        let err =
+            choose_mode(ModeRequest::Postcopy, false, "a", &facts(true, false), "b", &facts(false, false)).unwrap_err();
         assert!(err.contains("which b lacks"), "{err}");
         assert_eq!(
-            choose_mode(ModeRequest::Cold, "a", &facts(false, false), "b", &facts(false, false)).unwrap().0,
+            choose_mode(ModeRequest::Cold, false, "a", &facts(false, false), "b", &facts(false, false)).unwrap().0,
             MigrationMode::Cold
         );
     }

@@ -314,6 +314,10 @@ struct ControlArgs {
     /// Seconds without a heartbeat before a node is marked down.
     #[arg(long, default_value_t = 3.0)]
     node_timeout: f64,
+    /// Every auto migration is safe, as with herd migrate --safe (the policies' and drains'
+    /// too): pre-copy, or cold where a node tracks no dirty memory; never post-copy.
+    #[arg(long, env = "HERD_SAFE_MIGRATIONS")]
+    safe_migrations: bool,
     /// How containers are placed unless herd run --strategy says otherwise.
     #[arg(long, default_value = "spread", value_parser = ["spread", "binpack", "random"])]
     strategy: String,
@@ -599,6 +603,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     }),
                     _ => None,
                 },
+                safe_migrations: a.safe_migrations,
             };
             match a.replica {
                 Some(name) => {

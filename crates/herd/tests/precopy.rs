@@ -116,6 +116,15 @@ fn precopy_moves_memory_in_rounds_while_the_container_runs() {
         cluster.memhog_checks_more("hog", 2, T);
         assert_eq!(cluster.container("hog").node, "n1");
 
+        // --safe: auto never picks post-copy (both nodes here could), and post-copy itself is
+        // refused; both nodes track dirty memory, so pre-copy.
+        let err = cluster.fails(&["migrate", "hog", "--safe", "--mode", "postcopy"]);
+        assert!(err.contains("--safe forbids post-copy"), "{err}");
+        let safe: MigrationReport = cluster.json(&["migrate", "hog", "--to", "n2", "--safe"]);
+        assert_eq!((safe.mode, &safe.outcome), (MigrationMode::Precopy, &Outcome::Migrated), "{safe:?}");
+        assert!(safe.mode_reason.contains("safe"), "{}", safe.mode_reason);
+        cluster.memhog_checks_more("hog", 1, T);
+
         // Memory changed in every way tracking could miss while the rounds run: pages
         // rewritten and dropped, areas unmapped and mapped again, moved (mremap), written by
         // another process (process_vm_writev) and through a shared mapping, by processes
