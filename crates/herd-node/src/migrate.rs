@@ -46,6 +46,9 @@ const RECEIVE_TIMEOUT: Duration = Duration::from_secs(300);
 const RESTORE_TIMEOUT: Duration = Duration::from_secs(300);
 /// How long the destination's `criu lazy-pages` may take to connect to its relay (with TLS).
 const RELAY_WAIT: Duration = Duration::from_secs(60);
+/// How long `criu lazy-pages` may take to fill a restored container's memory from local
+/// images (after pre-copy) before it counts as stuck: 1 GiB took under a second here.
+const LOCAL_FILL_LIMIT: Duration = Duration::from_secs(300);
 
 /// Messages on a migration's control connection.
 #[derive(Debug, Serialize, Deserialize)]
@@ -695,8 +698,24 @@ impl Runtime {
             let (this, c) = (self.clone(), c.clone());
             let lazy_log = work.join("lazy-pages.log");
             tokio::spawn(async move {
-                let status = child.wait().await;
-                drop(filling);
+                let started = Instant::now();
+                let status = if filling.is_some() {
+                    // From local images: a fill that takes this long is stuck, and it holds
+                    // the container's operations until it ends.
+                    match tokio::time::timeout(LOCAL_FILL_LIMIT, child.wait()).await {
+                        Ok(status) => status,
+                        Err(_) => {
+                            kill_group(&child);
+                            let _ = child.wait().await;
+                            Err(std::io::Error::new(
+                                std::io::ErrorKind::TimedOut,
+                                format!("not done after {} s", LOCAL_FILL_LIMIT.as_secs()),
+                            ))
+                        }
+                    }
+                } else {
+                    child.wait().await
+                };
                 // With TLS, the relay ends once the source has closed its side too; its
                 // report goes into the scratch directory, removed below.
                 if let Some(relay) = lazy_relay
@@ -705,7 +724,10 @@ impl Runtime {
                     tracing::warn!("migration {migration}: the lazy pages' relay did not end with criu lazy-pages");
                 }
                 if status.as_ref().is_ok_and(|s| s.success()) {
-                    tracing::info!("migration {migration}: lazy pages done");
+                    tracing::info!(
+                        "migration {migration}: lazy pages done, {} ms after the restore began",
+                        started.elapsed().as_millis()
+                    );
                 } else {
                     // Pages it never got would read as zeros: it must not run on corrupted.
                     let kept = this.keep_failed_log(&format!("{migration}-lazy-pages"), &lazy_log);
@@ -716,6 +738,7 @@ impl Runtime {
                     );
                     let _ = this.cfg.runc.kill(&c.spec.id, libc::SIGKILL, true).await;
                 }
+                drop(filling);
                 let _ = std::fs::remove_dir_all(&scratch);
             });
         } else {
