@@ -1,9 +1,9 @@
 //! Real server software, from Debian's packages and run as it runs in production (its own
 //! user, its own configuration), moved while its own clients drive it from the host: every
-//! move in every mode this machine supports (cold, post-copy), a checkpoint and a restore, a
-//! checkpoint left running and restored on another node. The clients must see no failed
-//! request or transaction and no dropped connection, and the data must hold by the program's
-//! own invariants. The images: `scripts/apps-images.sh`.
+//! move in every mode this machine supports (cold, post-copy, pre-copy), a checkpoint and a
+//! restore, a checkpoint left running and restored on another node. The clients must see no
+//! failed request or transaction and no dropped connection, and the data must hold by the
+//! program's own invariants. The images: `scripts/apps-images.sh`.
 
 mod common;
 
@@ -41,7 +41,7 @@ fn postgresql_moves_under_pgbench_without_a_failed_transaction() {
     pgbench(&ip, 8, 3).finish_ok(T);
     assert_balances_agree(&ip, "a run that moved nothing");
 
-    for mode in ["cold", "postcopy"] {
+    for mode in ["cold", "postcopy", "precopy"] {
         let load = pgbench(&ip, 8, 10);
         let_it_run(3.0);
         let before = cluster.container("db").node;
@@ -132,7 +132,7 @@ fn redis_moves_under_redis_benchmark_with_its_keys() {
     const KEYS: u32 = 50_000;
     redis_fill(&ip, KEYS);
 
-    for mode in ["cold", "postcopy"] {
+    for mode in ["cold", "postcopy", "precopy"] {
         let load = redis_benchmark(&ip, 3_000_000);
         let_it_run(2.0);
         cluster.ok(&["migrate", "kv", "--mode", mode]);
@@ -182,7 +182,7 @@ fn assert_wrk_clean(out: &str, during: &str) {
 
 /// Moves container `name`, serving `url`, in every way while wrk drives it.
 fn moves_under_wrk(cluster: &Cluster, name: &str, url: &str) {
-    for mode in ["cold", "postcopy"] {
+    for mode in ["cold", "postcopy", "precopy"] {
         let load = wrk(url, 8);
         let_it_run(2.0);
         cluster.ok(&["migrate", name, "--mode", mode]);
@@ -316,9 +316,10 @@ fn mosquitto_moves_with_producers_and_consumers_losing_no_message() {
     let ip = cluster.container("mq").ip.to_string();
     cluster.wait_port(&format!("{ip}:1883"), T);
 
-    let moves: [(&str, &[&str]); 3] = [
+    let moves: [(&str, &[&str]); 4] = [
         ("cold", &["migrate", "mq", "--mode", "cold"]),
         ("postcopy", &["migrate", "mq", "--mode", "postcopy"]),
+        ("precopy", &["migrate", "mq", "--mode", "precopy"]),
         ("checkpoint", &["checkpoint", "mq"]),
     ];
     // The subscriber's persistent session, made first: the broker queues every message for
