@@ -1,9 +1,9 @@
 //! Real server software moved under its own clients' load, beside the same run without a move:
 //! PostgreSQL under pgbench, Redis under redis-benchmark, nginx and Tomcat under wrk,
 //! Mosquitto with a QoS 1 producer and consumer (the images and clients of
-//! `scripts/apps-images.sh`). For each program and mode (none, cold, post-copy) it prints
-//! Herd's downtime, the longest stall the client saw, its failed requests and its throughput,
-//! and the throughput against the run without a move.
+//! `scripts/apps-images.sh`). For each program and mode (none, cold, post-copy, pre-copy) it
+//! prints Herd's downtime, the longest stall the client saw, its failed requests and its
+//! throughput, and the throughput against the run without a move.
 //!
 //! ```sh
 //! cargo build --release --bin herd --bin apps && target/release/apps [SECONDS] [PROGRAM...]
@@ -59,7 +59,7 @@ trait App {
     fn image(&self) -> &'static str;
     /// The moves it is measured with.
     fn modes(&self) -> &'static [&'static str] {
-        &["cold", "postcopy"]
+        &["cold", "postcopy", "precopy"]
     }
     fn run_args(&self) -> Vec<String>;
     fn port(&self) -> u16;
@@ -396,14 +396,14 @@ fn apps() -> Vec<Box<dyn App>> {
             args: &["--memory", "256m", "nginx", "--", "nginx"],
             port: 80,
             connections: 100,
-            modes: &["cold", "postcopy"],
+            modes: &["cold", "postcopy", "precopy"],
         }),
         Box::new(Http {
             name: "Tomcat 10 (JVM) / wrk",
             key: "tomcat",
             image: "tomcat",
             connections: 100,
-            modes: &["cold", "postcopy"],
+            modes: &["cold", "postcopy", "precopy"],
             args: &[
                 "--memory",
                 "1g",
