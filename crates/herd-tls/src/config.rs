@@ -128,16 +128,33 @@ impl ReloadingIdentity {
         let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
         let mtime = modified(&self.files.cert);
         if mtime != current.0 {
-            match load_certified(&self.files) {
-                Ok(k) => *current = (mtime, Arc::new(k)),
-                // Half-way through a renewal the key may be new and the certificate old: the
-                // pair does not match, and the next handshake tries again.
-                Err(e) => tracing::warn!("keeping the previous TLS certificate: {e}"),
+            // Half-way through a renewal the key may be new and the certificate old: the pair
+            // does not match for as long as writing the certificate takes, so it is read again
+            // a few times before this handshake keeps the previous one (which may have expired).
+            let mut tries = 0;
+            loop {
+                match load_certified(&self.files) {
+                    Ok(k) => {
+                        *current = (mtime, Arc::new(k));
+                        break;
+                    }
+                    Err(_) if tries < RELOAD_TRIES => {
+                        tries += 1;
+                        std::thread::sleep(std::time::Duration::from_millis(20));
+                    }
+                    Err(e) => {
+                        tracing::warn!("keeping the previous TLS certificate: {e}");
+                        break;
+                    }
+                }
             }
         }
         current.1.clone()
     }
 }
+
+/// How many times a renewed pair that does not match yet is read again, 20 ms apart.
+const RELOAD_TRIES: u32 = 5;
 
 fn modified(path: &Path) -> Option<SystemTime> {
     std::fs::metadata(path).and_then(|m| m.modified()).ok()

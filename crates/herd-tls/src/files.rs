@@ -151,10 +151,50 @@ impl CertInfo {
     /// When two thirds of the certificate's useful life have passed. Herd's certificates
     /// begin [`crate::ca::BACKDATE`] before they were issued, for clocks a little apart; that
     /// margin is not counted (a 30 s certificate is renewed 20 s after it was issued, not at
-    /// once), up to half the lifetime for certificates made elsewhere.
+    /// once). A certificate that lives no longer than the margin was made elsewhere, without
+    /// it: all its life counts.
     pub fn renew_at(&self) -> SystemTime {
-        let start = self.not_before + crate::ca::BACKDATE.min(self.lifetime() / 2);
+        let margin = if self.lifetime() > crate::ca::BACKDATE { crate::ca::BACKDATE } else { Duration::ZERO };
+        let start = self.not_before + margin;
         let useful = self.not_after.duration_since(start).unwrap_or_default();
         start + useful * 2 / 3
+    }
+}
+
+#[cfg(test)]
+mod renewal_tests {
+    use super::*;
+
+    fn cert(not_before: SystemTime, not_after: SystemTime) -> CertInfo {
+        CertInfo {
+            name: "n1".into(),
+            role: None,
+            not_before,
+            not_after,
+            dns_names: vec![],
+            ips: vec![],
+            spki_der: vec![],
+        }
+    }
+
+    #[test]
+    fn a_certificate_is_renewed_two_thirds_into_its_useful_life() {
+        let issued = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let backdated = issued - crate::ca::BACKDATE;
+        // Herd's 30 s certificate (backdated by the margin): 20 s after it was issued, not
+        // at once (it was renewed every second before).
+        let herd = cert(backdated, issued + Duration::from_secs(30));
+        assert_eq!(herd.renew_at(), issued + Duration::from_secs(20));
+        assert!(!herd.due_for_renewal(issued + Duration::from_secs(1)));
+        assert!(herd.due_for_renewal(issued + Duration::from_secs(21)));
+        // Seven days, backdated.
+        let week = cert(backdated, issued + Duration::from_secs(7 * 86_400));
+        assert_eq!(week.renew_at(), issued + Duration::from_secs(7 * 86_400 * 2 / 3));
+        // Made elsewhere, two minutes without a margin: two thirds of all of it.
+        let short = cert(issued, issued + Duration::from_secs(120));
+        assert_eq!(short.renew_at(), issued + Duration::from_secs(80));
+        // Ten minutes without a margin: still renewed before it expires.
+        let ten = cert(issued, issued + Duration::from_secs(600));
+        assert!(ten.renew_at() < ten.not_after);
     }
 }
