@@ -555,6 +555,7 @@ impl Runtime {
         // Held until every page is in place: a checkpoint, a migration or a stop of the
         // container waits for that (a dump would miss the pages still in the images).
         let mut filling = None;
+        let criu = self.cfg.runc.criu.clone().unwrap_or_else(|| "criu".into());
         if lazy_pages.is_none() && ticket.mode == MigrationMode::Precopy && self.cfg.local_lazy_restore {
             filling = Some(c.op.clone().lock_owned().await);
             // After pre-copy every page is here already, in the rounds' images: the restore
@@ -562,7 +563,6 @@ impl Runtime {
             // processes touch it and in the background, so the container is stopped only
             // while the last pages are dumped and the processes are made, not while 1 GiB is
             // copied into fresh memory. Losing the source no longer matters by then.
-            let criu = self.cfg.runc.criu.clone().unwrap_or_else(|| "criu".into());
             let cmd = crate::page_server::lazy_pages_command(
                 &criu,
                 images,
@@ -574,7 +574,6 @@ impl Runtime {
             lazy_daemon = Some(spawn_group(cmd, self.migration_cgroup())?);
         }
         if let Some(stream) = lazy_pages {
-            let criu = self.cfg.runc.criu.clone().unwrap_or_else(|| "criu".into());
             // CRIU's own TLS (`--encrypt-pages`), or Herd's seal made by a page proxy, or
             // neither.
             let relayed = match (&self.cfg.tls_files, &self.cfg.seal_pages) {
