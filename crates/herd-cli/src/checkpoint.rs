@@ -64,7 +64,11 @@ async fn list(client: &Client, name: &str, json: bool) -> anyhow::Result<()> {
     let bytes = |b: u64| herd_proto::units::Bytes(b).to_string();
     let mut t = crate::format::table(&["ID", "TAKEN", "PAUSED", "SIZE", "STORED", "KEPT IN"]);
     for v in &c.versions {
-        let kind = if v.base == v.version { "base".to_string() } else { format!("delta on v{}", v.base) };
+        let kind = match v.memory_parent {
+            _ if v.base == v.version => "base".to_string(),
+            Some(p) => format!("delta on v{}, memory written since v{p}", v.base),
+            None => format!("delta on v{}", v.base),
+        };
         t.add_row(crate::format::clean_row([
             format!("v{}", v.version),
             crate::format::timestamp(v.created_at),

@@ -107,6 +107,7 @@ pub fn plan_version(
         packs: packs.into_iter().collect(),
         pack: B64.encode(&pack),
         pause_ms,
+        memory_parent: None,
     };
     Ok((manifest, sources))
 }
@@ -191,7 +192,59 @@ pub fn parse_version_manifest(bytes: &[u8], what: &str) -> Result<VersionManifes
     if m.packs.iter().any(|p| *p > m.version) {
         return Err(not_a_version(what, "it builds on a newer version"));
     }
+    if m.memory_parent.is_some_and(|p| p >= m.version || p < m.base) {
+        return Err(not_a_version(what, "its memory builds on a version outside its own group"));
+    }
     Ok(m)
+}
+
+/// The versions whose CRIU images `newest`'s build on, nearest first, from `known` (the
+/// manifests at hand, by version); `None` names the first one missing.
+pub fn memory_chain<'a>(
+    newest: &VersionManifest,
+    known: &'a HashMap<u64, VersionManifest>,
+) -> Result<Vec<&'a VersionManifest>, u64> {
+    let mut chain: Vec<&VersionManifest> = Vec::new();
+    let mut next = newest.memory_parent;
+    while let Some(v) = next {
+        let m = known.get(&v).ok_or(v)?;
+        chain.push(m);
+        next = m.memory_parent;
+    }
+    Ok(chain)
+}
+
+/// One manifest for `newest` and the versions its CRIU images build on (`chain`, nearest
+/// first, as [`memory_chain`] gives them): their CRIU files go under `criu/parent/`,
+/// `criu/parent/parent/`..., where CRIU's restore looks for parent images. Putting the result
+/// together gives a checkpoint directory CRIU restores whole.
+pub fn with_memory_chain(newest: &VersionManifest, chain: &[&VersionManifest]) -> Result<VersionManifest, ImageError> {
+    let what = format!("version {}", newest.version);
+    let mut out = newest.clone();
+    out.memory_parent = None;
+    let mut expected = newest.memory_parent;
+    let mut packs: std::collections::BTreeSet<u64> = newest.packs.iter().copied().collect();
+    let criu = format!("{}/", herd_proto::checkpoint::CRIU_DIR);
+    for (depth, m) in chain.iter().enumerate() {
+        if expected != Some(m.version) || m.base != newest.base {
+            return Err(not_a_version(&what, format!("its memory chain holds version {} out of turn", m.version)));
+        }
+        let prefix = format!("{criu}{}", "parent/".repeat(depth + 1));
+        for (f, blocks) in m.checkpoint.files.iter().zip(&m.blocks) {
+            let Some(rest) = f.path.strip_prefix(&criu) else { continue };
+            let mut f = f.clone();
+            f.path = format!("{prefix}{rest}");
+            out.checkpoint.files.push(f);
+            out.blocks.push(blocks.clone());
+        }
+        packs.extend(m.packs.iter().copied());
+        expected = m.memory_parent;
+    }
+    if let Some(missing) = expected {
+        return Err(not_a_version(&what, format!("its memory chain lacks version {missing}")));
+    }
+    out.packs = packs.into_iter().collect();
+    Ok(out)
 }
 
 /// Where a block goes: a file and an offset in it.
@@ -342,6 +395,49 @@ mod tests {
         a.feed(2, &pack_entries(&v2).unwrap(), &pack2[..]).unwrap();
         a.finish().unwrap();
         assert_eq!(fs::read(dest.join("criu/pages-1.img")).unwrap(), changed);
+    }
+
+    #[test]
+    fn an_incremental_version_restores_with_its_parents_images_under_criu_parent() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (v1, pack1) = store(&tmp.path().join("a"), 1, &HashMap::new(), &pages(16, 1));
+        let mut known = HashMap::new();
+        known_blocks(&v1, &mut known).unwrap();
+        // Version 2's dump holds only the two pages written since version 1.
+        let (mut v2, pack2) = store(&tmp.path().join("b"), 2, &known, &pages(2, 9));
+        v2.memory_parent = Some(1);
+        known_blocks(&v2, &mut known).unwrap();
+        let (mut v3, pack3) = store(&tmp.path().join("c"), 3, &known, &pages(1, 77));
+        v3.memory_parent = Some(2);
+
+        let by_version: HashMap<u64, VersionManifest> = [(1, v1.clone()), (2, v2.clone())].into();
+        let chain = memory_chain(&v3, &by_version).unwrap();
+        assert_eq!(chain.iter().map(|m| m.version).collect::<Vec<_>>(), [2, 1]);
+        let whole = with_memory_chain(&v3, &chain).unwrap();
+        assert_eq!(whole.packs, vec![1, 2, 3]);
+        let dest = tmp.path().join("restored");
+        let mut a = Assembler::new(&dest, whole).unwrap();
+        for (v, pack) in [(&v1, &pack1), (&v2, &pack2), (&v3, &pack3)] {
+            a.feed(v.version, &pack_entries(v).unwrap(), &pack[..]).unwrap();
+        }
+        a.finish().unwrap();
+        assert_eq!(fs::read(dest.join("criu/pages-1.img")).unwrap(), pages(1, 77));
+        assert_eq!(fs::read(dest.join("criu/parent/pages-1.img")).unwrap(), pages(2, 9));
+        assert_eq!(fs::read(dest.join("criu/parent/parent/pages-1.img")).unwrap(), pages(16, 1));
+        assert_eq!(fs::read(dest.join("criu/parent/core-1.img")).unwrap(), b"core");
+        // Only the newest version's writable layer: a parent's is never restored.
+        assert!(!dest.join("criu/parent/rootfs-diff.tar").exists());
+
+        // A chain with a version missing, or out of turn, is refused.
+        assert_eq!(memory_chain(&v3, &[(2, v2.clone())].into()).unwrap_err(), 1);
+        let err = with_memory_chain(&v3, &[&v1]).unwrap_err().to_string();
+        assert!(err.contains("out of turn"), "{err}");
+        let err = with_memory_chain(&v3, &[&v2]).unwrap_err().to_string();
+        assert!(err.contains("lacks version 1"), "{err}");
+        // A manifest whose memory builds on itself or a newer version is malformed.
+        v2.memory_parent = Some(2);
+        let err = parse_version_manifest(&serde_json::to_vec(&v2).unwrap(), "v2").unwrap_err().to_string();
+        assert!(err.contains("outside its own group"), "{err}");
     }
 
     #[test]

@@ -154,6 +154,9 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
         .is_some()
         .then(|| crate::criu_config::write(&paths.run_dir, criu_tls.as_ref(), dirty_keeper.as_ref().map(|k| k.path())))
         .transpose()?;
+    let track_mem_config = (criu.is_some() && node_facts.criu_features.dirty_tracking)
+        .then(|| crate::criu_config::write_track_mem(&paths.run_dir))
+        .transpose()?;
     // The clients of an earlier agent's exec sessions went with it.
     crate::exec::kill_leftovers(&paths.run_dir);
     let runtime = Arc::new(Runtime::new(
@@ -164,6 +167,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
             criu: criu.is_some(),
             dirty_tracking: node_facts.criu_features.dirty_tracking,
             dirty_keeper,
+            track_mem_config,
             local_lazy_restore: criu.as_ref().is_some_and(|(path, _)| crate::facts::herd_criu(path)),
             exe,
             address: cfg.address,

@@ -79,6 +79,59 @@ pub fn usage(path: &str) -> Option<(u64, u64)> {
     Some((usec * 1000, read_u64(&unified.join("memory.current")).unwrap_or(0)))
 }
 
+/// How long [`freeze`] waits for every task of a cgroup to stop.
+const FREEZE_WITHIN: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Freezes every process of cgroup `path` and returns once they are all stopped, as
+/// `runc pause` does, without starting runc (some 10 ms of a ticker's pause): the cgroup v1
+/// freezer's `freezer.state`, or cgroup v2's `cgroup.freeze`. A cgroup still freezing after
+/// [`FREEZE_WITHIN`] (a task busy in the kernel) is thawed again, and that is an error.
+pub fn freeze(path: &str) -> std::io::Result<()> {
+    let h = hierarchies();
+    let (control, events, frozen_when): (PathBuf, PathBuf, fn(&str) -> bool) = match v1_dir(h, "freezer", path) {
+        Some(dir) => (dir.join("freezer.state"), dir.join("freezer.state"), |s| s.trim() == "FROZEN"),
+        None => {
+            let dir = unified_dir(h, path)?;
+            (dir.join("cgroup.freeze"), dir.join("cgroup.events"), |s| s.lines().any(|l| l == "frozen 1"))
+        }
+    };
+    let v1 = control == events;
+    std::fs::write(&control, if v1 { "FROZEN" } else { "1" })?;
+    let started = std::time::Instant::now();
+    let mut nap = std::time::Duration::from_micros(50);
+    loop {
+        if frozen_when(&std::fs::read_to_string(&events)?) {
+            return Ok(());
+        }
+        if started.elapsed() > FREEZE_WITHIN {
+            let _ = std::fs::write(&control, if v1 { "THAWED" } else { "0" });
+            return Err(std::io::Error::other(format!("cgroup {path} was still freezing after {FREEZE_WITHIN:?}")));
+        }
+        // cgroup v1 moves from FREEZING to FROZEN only when read again.
+        if v1 {
+            std::fs::write(&control, "FROZEN")?;
+        }
+        std::thread::sleep(nap);
+        nap = (nap * 2).min(std::time::Duration::from_millis(5));
+    }
+}
+
+/// Thaws what [`freeze`] (or `runc pause`) froze.
+pub fn thaw(path: &str) -> std::io::Result<()> {
+    let h = hierarchies();
+    match v1_dir(h, "freezer", path) {
+        Some(dir) => std::fs::write(dir.join("freezer.state"), "THAWED"),
+        None => std::fs::write(unified_dir(h, path)?.join("cgroup.freeze"), "0"),
+    }
+}
+
+fn unified_dir(h: &[Hierarchy], path: &str) -> std::io::Result<PathBuf> {
+    h.iter()
+        .find(|h| h.unified)
+        .map(|h| h.mount.join(path.trim_start_matches('/')))
+        .ok_or_else(|| std::io::Error::other("neither a cgroup v1 freezer nor cgroup v2 is mounted"))
+}
+
 /// Removes cgroup `path` and everything below it in every hierarchy, deepest first.
 /// Returns what could not be removed (a cgroup with live processes cannot be).
 pub fn remove_tree(path: &str) -> Vec<String> {

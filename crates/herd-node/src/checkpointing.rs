@@ -32,6 +32,17 @@ pub(crate) enum TcpHold {
     Stale,
 }
 
+/// What a dump does about the memory written since an earlier dump (ticker versions,
+/// [`crate::versions`]).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct DumpMemory {
+    /// Track the pages written from this dump on, for the next one.
+    pub track: bool,
+    /// The earlier dump's CRIU images, relative to the new ones: only the pages written since
+    /// it are dumped, and the rest are marked as in it (CRIU's parent images).
+    pub parent: Option<PathBuf>,
+}
+
 impl Runtime {
     /// `Checkpoint`: CRIU images of the processes plus a snapshot of the writable layer.
     pub async fn checkpoint(
@@ -41,7 +52,8 @@ impl Runtime {
         leave_running: bool,
     ) -> OpResult<NodeReply> {
         let dir = self.cfg.paths.checkpoint(id, checkpoint_id);
-        let (info, _) = self.checkpoint_timed(id, checkpoint_id, leave_running, TcpHold::Held, dir).await?;
+        let (info, _) =
+            self.checkpoint_timed(id, checkpoint_id, leave_running, TcpHold::Held, dir, &DumpMemory::default()).await?;
         Ok(NodeReply::Checkpointed(info))
     }
 
@@ -53,6 +65,7 @@ impl Runtime {
         leave_running: bool,
         tcp: TcpHold,
         dir: PathBuf,
+        memory: &DumpMemory,
     ) -> OpResult<(CheckpointInfo, std::time::Duration)> {
         if !self.cfg.criu {
             return Err(format!("node {} has no usable CRIU (>= 4.2)", self.cfg.node));
@@ -97,16 +110,23 @@ impl Runtime {
         // the memory: a file it writes on after the dump could otherwise have another size
         // than its open descriptor's image, which CRIU refuses to restore.
         let frozen_at = std::time::Instant::now();
+        let cgroup = self.cfg.paths.cgroup(id);
         let frozen = match &netns {
             Some(netns) => self.freeze_and_lock(&c, netns).await.map(|_| ()),
-            None => self.cfg.runc.pause(id).await.map_err(|e| anyhow::anyhow!("pausing it: {e}")),
+            None => {
+                let cgroup = cgroup.clone();
+                tokio::task::spawn_blocking(move || crate::cgroups::freeze(&cgroup))
+                    .await
+                    .map_err(|e| anyhow::anyhow!("the freeze task: {e}"))
+                    .and_then(|r| r.map_err(|e| anyhow::anyhow!("freezing it: {e}")))
+            }
         };
         if let Err(e) = frozen {
             return refused(format!("{e:#}"));
         }
-        let saved = self.dump_and_pack(&c, &dir, leave_running, generation).await;
+        let saved = self.dump_and_pack(&c, &dir, leave_running, generation, memory).await;
         if (leave_running || saved.is_err())
-            && let Err(e) = self.cfg.runc.resume(id).await
+            && let Err(e) = crate::cgroups::thaw(&cgroup)
         {
             tracing::error!("{} stays paused after its checkpoint: {e}", c.spec.name);
         }
@@ -157,9 +177,25 @@ impl Runtime {
     }
 
     /// The CRIU dump of `c` into `dir`, then its writable layer: the two halves of a checkpoint.
-    async fn dump_and_pack(&self, c: &Container, dir: &Path, leave_running: bool, generation: u64) -> OpResult<()> {
+    async fn dump_and_pack(
+        &self,
+        c: &Container,
+        dir: &Path,
+        leave_running: bool,
+        generation: u64,
+        memory: &DumpMemory,
+    ) -> OpResult<()> {
         let mut opts = CheckpointOpts::new(dir.join(CRIU_IMAGES), dir.join("dump-work"));
         opts.leave_running = leave_running;
+        opts.parent_path = memory.parent.clone();
+        if memory.track {
+            opts.track_mem_config = Some(
+                self.cfg
+                    .track_mem_config
+                    .clone()
+                    .ok_or_else(|| format!("node {} does not track written memory", self.cfg.node))?,
+            );
+        }
         if c.spec.host.network.is_none() && crate::netfilter::may_have_rules(&c.spec.host) {
             let netns = self.cfg.paths.netns(&c.spec.id);
             crate::netfilter::save(&netns, &opts.image_path)
@@ -169,6 +205,12 @@ impl Runtime {
             let detail =
                 criu_log_tail(&opts.work_path.join("dump.log")).map(|t| format!(" (CRIU: {t})")).unwrap_or_default();
             return Err(format!("checkpoint of {} failed: {e}{detail}", c.spec.name));
+        }
+        if memory.parent.is_some() {
+            // CRIU's link to the parent images: the caller knows where they are, and a
+            // checkpoint holds regular files only.
+            let link = opts.image_path.join("parent");
+            std::fs::remove_file(&link).map_err(|e| err(&format!("removing {}", link.display()), e))?;
         }
         if !leave_running && !Self::wait_exit(c, generation, KILL_WAIT).await {
             tracing::warn!("{} still has a shim after its checkpoint", c.spec.name);

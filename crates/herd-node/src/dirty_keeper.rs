@@ -195,7 +195,7 @@ impl Keeper {
 }
 
 /// A process's start time in clock ticks since boot (`/proc/PID/stat`, field 22), if it runs.
-fn start_time(pid: i32) -> Option<u64> {
+pub(crate) fn start_time(pid: i32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) is in parentheses and may hold anything, spaces included.
     let rest = &stat[stat.rfind(')')? + 1..];

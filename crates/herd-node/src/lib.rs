@@ -6,6 +6,7 @@
 //!   [`checkpointing`]: its checkpoints and restores;
 //! - [`checkpoints`]: checkpoints leaving and reaching the node through the broker;
 //!   [`versions`]: checkpoint ticker versions, stored in and restored from the version store;
+//!   [`version_trail`]: what a container's next version builds on, for an incremental dump;
 //! - [`migrate`] and [`transfer`]: live migration between nodes, and its node-to-node connections
 //!   ([`hello_slots`]: how many unauthenticated ones a listener holds);
 //! - [`page_server`]: the destination's CRIU processes that take a migration's pages;
@@ -68,6 +69,7 @@ pub mod tools;
 pub mod transfer;
 pub mod tree_delta;
 pub mod user;
+pub mod version_trail;
 pub mod versions;
 pub mod volume_copy;
 pub mod volume_move;

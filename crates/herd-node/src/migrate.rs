@@ -888,6 +888,8 @@ impl Runtime {
             return refused(format!("{} cannot be migrated: {why}", c.spec.name));
         }
         let root = c.live.lock().unwrap().pid;
+        // Its rounds reset the tracking of written memory that ticker versions build on.
+        crate::version_trail::Trail::of(&self.cfg.paths.run_dir.join("scratch"), &c.spec.id).clear();
         let outcome = self.send(&c, &ticket, destination, ticket.mode, &progress).await;
         // Pre-copy's trackers, if a round kept some: the next migration starts afresh.
         if let (Some(keeper), Some(root)) = (&self.cfg.dirty_keeper, root) {

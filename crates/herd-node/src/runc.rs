@@ -59,8 +59,13 @@ pub struct CheckpointOpts {
     pub status_fd: Option<i32>,
     /// Pre-copy round: dump memory only and leave the container running (`--pre-dump`).
     pub pre_dump: bool,
-    /// The previous pre-dump's images, relative to `image_path` (`--parent-path`).
+    /// The previous dump's images, relative to `image_path` (`--parent-path`): only the pages
+    /// written since it are dumped.
     pub parent_path: Option<PathBuf>,
+    /// A CRIU configuration file naming `track-mem`, given to CRIU through its
+    /// `CRIU_CONFIG_FILE` variable: a dump without a parent that starts tracking written
+    /// pages for the next one (runc asks CRIU to track only for pre-dumps and with a parent).
+    pub track_mem_config: Option<PathBuf>,
 }
 
 impl CheckpointOpts {
@@ -76,6 +81,7 @@ impl CheckpointOpts {
             status_fd: None,
             pre_dump: false,
             parent_path: None,
+            track_mem_config: None,
         }
     }
 }
@@ -226,9 +232,19 @@ impl Runc {
 
     /// Runs `runc <global options> <args>` and returns its stdout, or its error.
     async fn exec(&self, name: &str, args: &[OsString]) -> Result<Vec<u8>, RuncError> {
+        self.exec_with_env(name, args, &[]).await
+    }
+
+    /// [`Runc::exec`] with variables added to runc's environment (which CRIU inherits).
+    async fn exec_with_env(
+        &self,
+        name: &str,
+        args: &[OsString],
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> Result<Vec<u8>, RuncError> {
         let log = TempLog::new();
         let mut cmd = self.command(&log.0);
-        cmd.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.args(args).envs(env.iter().copied()).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let output = tokio::process::Command::from(cmd)
             .output()
             .await
@@ -390,7 +406,13 @@ impl Runc {
         for dir in [&opts.image_path, &opts.work_path] {
             std::fs::create_dir_all(dir).map_err(|source| RuncError::Io { command: "checkpoint".into(), source })?;
         }
-        self.exec("checkpoint", &checkpoint_args(id, opts)).await.map(drop)
+        match &opts.track_mem_config {
+            None => self.exec("checkpoint", &checkpoint_args(id, opts)).await.map(drop),
+            Some(config) => {
+                let env = [("CRIU_CONFIG_FILE", config.as_os_str())];
+                self.exec_with_env("checkpoint", &checkpoint_args(id, opts), &env).await.map(drop)
+            }
+        }
     }
 
     /// `runc checkpoint` as a command to spawn with stdio, fds and cgroup of the caller's

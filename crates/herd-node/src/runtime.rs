@@ -57,6 +57,9 @@ pub struct RuntimeConfig {
     /// Where the kernel has no soft-dirty, the keeper of CRIU's userfaultfd trackers between
     /// pre-copy rounds ([`crate::dirty_keeper`]).
     pub dirty_keeper: Option<std::sync::Arc<crate::dirty_keeper::Keeper>>,
+    /// Where the kernel tracks dirty memory, the CRIU configuration that starts tracking at
+    /// a full dump: ticker versions are then incremental ([`crate::versions`]).
+    pub track_mem_config: Option<PathBuf>,
     /// Whether this node's CRIU restores lazily from local images with parents (Herd's
     /// patches, [`crate::facts::herd_criu`]): a pre-copy migration's restore then leaves the
     /// memory to `criu lazy-pages` reading the rounds' images.
@@ -574,6 +577,7 @@ impl Runtime {
             if !keep_checkpoints {
                 let _ = std::fs::remove_dir_all(self.cfg.paths.checkpoints_dir(id));
             }
+            crate::version_trail::Trail::of(&self.cfg.paths.run_dir.join("scratch"), id).clear();
         };
         let c = match self.get(id) {
             Ok(c) => c,

@@ -60,7 +60,8 @@ const REPORT_GRACE: Duration = Duration::from_secs(10);
 /// A restore whose CRIU log grows past this many bytes, or [`RESTORE_LOG_PER_IMAGE_BYTE`]
 /// times the bytes of its images other than memory pages if that is more, is stuck (a small
 /// restore here logs tens of KiB; CRIU 4.2.1 spinning on a damaged image logged 30 MB/s):
-/// the shim kills it.
+/// the shim kills it. (That was at runc's debug verbosity; the node's CRIU configuration now
+/// asks for less, [`crate::criu_config`], and the restore's time limit stays.)
 pub const MAX_RESTORE_LOG: u64 = 64 << 20;
 /// What CRIU logs grows with the objects it restores (processes, files, sockets), which its
 /// images other than the memory pages describe: nginx with 200 workers and 10,000 TCP

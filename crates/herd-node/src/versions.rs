@@ -6,6 +6,12 @@
 //! The container is frozen only while CRIU dumps it and its writable layer is packed into the
 //! node's checkpoint directory; cutting it into blocks and uploading happen after it runs on.
 //! The local checkpoint is deleted once stored: the version store holds the cluster's copy.
+//!
+//! Where the node tracks written memory (soft-dirty, or userfaultfd write-protection with
+//! Herd's CRIU), a version after its group's base dumps only the pages written since the
+//! previous version, which it names as its memory parent; the node keeps what that dump
+//! needs of the previous one in a [`Trail`]. A restore puts the parents' CRIU files under
+//! `criu/parent/` ([`blocks::with_memory_chain`]).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -18,8 +24,10 @@ use herd_proto::node::{ContainerSpec, NodeReply};
 use tokio::io::AsyncReadExt;
 use tokio_util::io::SyncIoBridge;
 
+use crate::checkpointing::DumpMemory;
 use crate::checkpoints::fail;
-use crate::runtime::{OpResult, Runtime};
+use crate::runtime::{CRIU_IMAGES, OpResult, Runtime};
+use crate::version_trail::{Process, Trail, relative};
 
 /// The largest version manifest read (a 16 GiB container lists 4 M blocks, 86 MiB in base64).
 const MAX_VERSION_MANIFEST: u64 = 128 << 20;
@@ -81,24 +89,63 @@ impl Runtime {
         let base = builds_on.first().copied().unwrap_or(version);
         // What the versions it builds on hold, read before the container pauses.
         let mut known = HashMap::new();
+        let mut manifests = HashMap::new();
         for v in builds_on {
             let m = fetch_manifest(store, id, *v).await?;
             blocks::known_blocks(&m, &mut known).map_err(|e| e.to_string())?;
+            manifests.insert(*v, m);
         }
         let checkpoint_id = format!("ticker-v{version}");
         // Dumped into memory (the node's scratch tmpfs): the container is frozen for as
         // little as copying its memory takes, and no disk sees it.
-        let dir = self.cfg.paths.run_dir.join("scratch").join("versions").join(id);
+        let scratch = self.cfg.paths.run_dir.join("scratch");
+        let dir = scratch.join("versions").join(id);
         // What a save this agent did not finish left.
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).map_err(|e| fail(&format!("creating {}", dir.display()), e))?;
         let dir = dir.join(&checkpoint_id);
-        let saved =
-            self.checkpoint_timed(id, &checkpoint_id, true, crate::checkpointing::TcpHold::Stale, dir.clone()).await;
+        let images = dir.join(CRIU_IMAGES);
+
+        // Incremental where the node tracks written memory and its trail matches the version
+        // this one builds on; otherwise a full dump that starts a new trail.
+        let trail = Trail::of(&scratch, id);
+        let process = self.process_of(id);
+        let tracking = self.cfg.track_mem_config.is_some();
+        let parent = match (tracking, builds_on.last(), process) {
+            (true, Some(p), Some(process)) => trail.parent_for(*p, process).map(|d| (*p, d)),
+            _ => None,
+        };
+        if parent.is_none() {
+            trail.clear();
+            // A tracker still held from the old trail would keep the new one from registering.
+            if let (Some(keeper), Some((pid, _))) = (&self.cfg.dirty_keeper, process) {
+                keeper.forget(pid as i32);
+            }
+        }
+        let memory = DumpMemory { track: tracking, parent: parent.as_ref().map(|(_, d)| relative(&images, d)) };
+        let memory_parent = parent.map(|(p, _)| p);
+
+        let saved = self
+            .checkpoint_timed(id, &checkpoint_id, true, crate::checkpointing::TcpHold::Stale, dir.clone(), &memory)
+            .await;
         let stored = match &saved {
-            Ok((_, pause)) => self.store_version(store, id, version, base, &dir, known, pause.as_millis() as u64).await,
+            Ok((_, pause)) => {
+                let pause_ms = pause.as_millis() as u64;
+                self.store_version(store, id, (version, base, memory_parent), &dir, known, pause_ms).await
+            }
             Err(e) => Err(e.clone()),
         };
+        let kept = match (&stored, process) {
+            (Ok(_), Some(process)) if tracking => trail.keep(&images, version, memory_parent, process),
+            _ => {
+                trail.clear();
+                Ok(())
+            }
+        };
+        if let Err(e) = kept {
+            tracing::warn!("the trail of version {version} of {id} is not kept ({e}): the next version is a full dump");
+            trail.clear();
+        }
         if let Some(parent) = dir.parent()
             && let Err(e) = std::fs::remove_dir_all(parent)
         {
@@ -106,26 +153,40 @@ impl Runtime {
         }
         let (info, pause) = saved?;
         let stored_bytes = stored?;
+        // What a restore puts together: this dump and the CRIU files of its memory parents.
+        let parents_bytes = match memory_parent.and_then(|p| manifests.get(&p)) {
+            Some(p) => {
+                let chain = blocks::memory_chain(p, &manifests).map_err(|v| format!("version {v} is not kept"))?;
+                std::iter::once(p).chain(chain).map(criu_bytes).sum()
+            }
+            None => 0,
+        };
         Ok(NodeReply::VersionSaved(VersionInfo {
             version,
             base,
             node: self.cfg.node.clone(),
             created_at: info.created_at,
             pause_ms: pause.as_millis() as u64,
-            full_bytes: info.size_bytes,
+            full_bytes: info.size_bytes + parents_bytes,
             stored_bytes,
+            memory_parent,
         }))
     }
 
+    /// The running process of container `id` (its first), with its start time.
+    fn process_of(&self, id: &str) -> Option<Process> {
+        let pid = self.get(id).ok()?.live.lock().unwrap().pid?;
+        Some((pid, crate::dirty_keeper::start_time(pid as i32)?))
+    }
+
     /// Cuts the checkpoint in `dir` into blocks and stores what `known` lacks as version
-    /// `version`: its pack, then its manifest. Returns the bytes stored.
-    #[allow(clippy::too_many_arguments)]
+    /// `version` (of group `base`, its memory built on `memory_parent`): its pack, then its
+    /// manifest. Returns the bytes stored.
     async fn store_version(
         &self,
         store: &Objects,
         id: &str,
-        version: u64,
-        base: u64,
+        (version, base, memory_parent): (u64, u64, Option<u64>),
         dir: &Path,
         known: HashMap<[u8; 16], u64>,
         pause_ms: u64,
@@ -140,7 +201,8 @@ impl Runtime {
         .await
         .map_err(|e| fail("the block task", e))?
         .map_err(|e| fail(&format!("cutting version {version} into blocks"), e))?;
-        let (manifest, sources) = planned;
+        let (mut manifest, sources) = planned;
+        manifest.memory_parent = memory_parent;
         let pack_name = pack_object(id, version);
         let mut stored = 0;
         if !sources.is_empty() {
@@ -222,14 +284,28 @@ impl Runtime {
         result
     }
 
-    /// Puts version `manifest` back together in `dir` from the packs it needs.
+    /// Puts version `manifest` back together in `dir` from the packs it needs, with the CRIU
+    /// files of its memory parents under `criu/parent/`.
     async fn assemble(&self, store: &Objects, id: &str, manifest: VersionManifest, dir: &Path) -> OpResult<()> {
         let version = manifest.version;
-        let packs = manifest.packs.clone();
-        let mut of_packs = Vec::with_capacity(packs.len());
-        for p in &packs {
+        let mut fetched: HashMap<u64, VersionManifest> = HashMap::new();
+        // Each memory parent is older than its child (`parse_version_manifest`): this ends.
+        let mut next = manifest.memory_parent;
+        while let Some(p) = next {
+            let m = fetch_manifest(store, id, p).await?;
+            next = m.memory_parent;
+            fetched.insert(p, m);
+        }
+        let whole = {
+            let chain = blocks::memory_chain(&manifest, &fetched).map_err(|v| format!("version {v} is missing"))?;
+            blocks::with_memory_chain(&manifest, &chain).map_err(|e| e.to_string())?
+        };
+        let mut of_packs = Vec::with_capacity(whole.packs.len());
+        for p in &whole.packs {
             let entries = if *p == version {
                 blocks::pack_entries(&manifest)
+            } else if let Some(m) = fetched.get(p) {
+                blocks::pack_entries(m)
             } else {
                 blocks::pack_entries(&fetch_manifest(store, id, *p).await?)
             };
@@ -237,7 +313,7 @@ impl Runtime {
         }
         let mut assembler = tokio::task::spawn_blocking({
             let dir = dir.to_path_buf();
-            move || Assembler::new(&dir, manifest)
+            move || Assembler::new(&dir, whole)
         })
         .await
         .map_err(|e| fail("the assembly task", e))?
@@ -258,4 +334,10 @@ impl Runtime {
             .map_err(|e| fail(&format!("version {version}"), e))?;
         Ok(())
     }
+}
+
+/// The bytes of a version's own CRIU files.
+fn criu_bytes(m: &VersionManifest) -> u64 {
+    let criu = format!("{}/", herd_proto::checkpoint::CRIU_DIR);
+    m.checkpoint.files.iter().filter(|f| f.path.starts_with(&criu)).map(|f| f.size).sum()
 }

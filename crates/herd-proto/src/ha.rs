@@ -128,6 +128,10 @@ pub struct VersionInfo {
     /// versions between did not hold (its pack and its manifest).
     pub full_bytes: u64,
     pub stored_bytes: u64,
+    /// The version whose memory images this one builds on, where the node tracked the pages
+    /// written since it: the dump held only those pages (an incremental checkpoint).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_parent: Option<u64>,
 }
 
 /// The object names of version `version` of container `id`.
@@ -166,6 +170,11 @@ pub struct VersionManifest {
     /// This version's pack, in order: [`PACK_ENTRY`] bytes per block, base64.
     pub pack: String,
     pub pause_ms: u64,
+    /// The version whose CRIU images are this one's parent images (an incremental dump: its
+    /// pages are those written since, the others are marked as in the parent). A restore
+    /// puts the parent's CRIU files, and theirs in turn, under `criu/parent/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_parent: Option<u64>,
 }
 
 /// What a new version builds on: `None` for a base, else the base and the versions since it
@@ -215,7 +224,16 @@ mod tests {
     use super::*;
 
     fn v(version: u64, base: u64) -> VersionInfo {
-        VersionInfo { version, base, node: "n1".into(), created_at: 0, pause_ms: 0, full_bytes: 0, stored_bytes: 0 }
+        VersionInfo {
+            version,
+            base,
+            node: "n1".into(),
+            created_at: 0,
+            pause_ms: 0,
+            full_bytes: 0,
+            stored_bytes: 0,
+            memory_parent: None,
+        }
     }
 
     #[test]

@@ -1,0 +1,158 @@
+//! The trail a container's ticker versions leave on its node, so that the next version dumps
+//! only the memory written since the last one (an incremental checkpoint).
+//!
+//! CRIU dumps incrementally against parent images (`--prev-images-dir`): it marks the pages
+//! not written since as in the parent, and checks that the parent, or its own parents, hold
+//! them. It reads only the parents' page maps for that, never their pages. So the trail
+//! keeps, per version since the group's base, the CRIU files of its dump with every
+//! `pages-*.img` emptied: some kilobytes per version, not the container's memory, which the
+//! version store holds ([`crate::versions`]).
+//!
+//! ```text
+//! scratch/trail/<container id>/newest        "<version> <root pid> <start time>"
+//! scratch/trail/<container id>/v<N>/criu/    the CRIU files of version N, pages emptied,
+//!                                            and `parent` -> ../../v<N-1>/criu
+//! ```
+//!
+//! The trail is good only for the process it was taken of (its root pid and start time) and
+//! only while nothing else resets the tracking: a migration's pre-copy rounds do (soft-dirty
+//! bits are cleared, userfaultfd trackers replaced), so a migration clears the trail. When the
+//! trail does not match, the next version is a full dump, which starts a new trail. Being
+//! wrong in the other direction is guarded by CRIU too: on this kernel (userfaultfd) a dump
+//! gets its trackers back only with the token its parent dump wrote, and counts every page
+//! as written without them.
+
+use std::io;
+use std::path::{Component, Path, PathBuf};
+
+/// The marker of the newest version kept.
+const NEWEST: &str = "newest";
+
+/// A container's trail, in the node's scratch directory.
+#[derive(Debug, Clone)]
+pub(crate) struct Trail {
+    dir: PathBuf,
+}
+
+/// A process: its pid and its start time (clock ticks since boot), so a reused pid is another.
+pub(crate) type Process = (u32, u64);
+
+impl Trail {
+    pub fn of(scratch: &Path, id: &str) -> Trail {
+        Trail { dir: scratch.join("trail").join(id) }
+    }
+
+    fn images(&self, version: u64) -> PathBuf {
+        self.dir.join(format!("v{version}")).join(herd_proto::checkpoint::CRIU_DIR)
+    }
+
+    /// The CRIU images of `version`, if it is the newest version kept for `process`.
+    pub fn parent_for(&self, version: u64, process: Process) -> Option<PathBuf> {
+        let marker = std::fs::read_to_string(self.dir.join(NEWEST)).ok()?;
+        let words: Vec<&str> = marker.split_whitespace().collect();
+        let [v, pid, start] = words.as_slice() else { return None };
+        let kept = (v.parse::<u64>().ok()?, pid.parse::<u32>().ok()?, start.parse::<u64>().ok()?);
+        let images = self.images(version);
+        (kept == (version, process.0, process.1) && images.is_dir()).then_some(images)
+    }
+
+    /// Keeps the CRIU files of `images` (version `version` of `process`, whose memory builds
+    /// on `parent`) as the newest version, pages emptied. A version without a parent starts
+    /// the trail afresh.
+    pub fn keep(&self, images: &Path, version: u64, parent: Option<u64>, process: Process) -> io::Result<()> {
+        if parent.is_none() {
+            self.clear();
+        }
+        let kept = self.images(version);
+        if let Some(v) = kept.parent() {
+            let _ = std::fs::remove_dir_all(v);
+        }
+        std::fs::create_dir_all(&kept)?;
+        for entry in std::fs::read_dir(images)? {
+            let entry = entry?;
+            if !entry.file_type()?.is_file() {
+                continue;
+            }
+            let name = entry.file_name();
+            let to = kept.join(&name);
+            if name.to_str().is_some_and(|n| n.starts_with("pages-") && n.ends_with(".img")) {
+                std::fs::File::create(&to)?;
+            } else {
+                std::fs::copy(entry.path(), &to)?;
+            }
+        }
+        if let Some(p) = parent {
+            std::os::unix::fs::symlink(Path::new("../..").join(format!("v{p}")).join("criu"), kept.join("parent"))?;
+        }
+        let marker = self.dir.join(format!("{NEWEST}.new"));
+        std::fs::write(&marker, format!("{version} {} {}\n", process.0, process.1))?;
+        std::fs::rename(&marker, self.dir.join(NEWEST))
+    }
+
+    /// Forgets the trail: the next version is a full dump.
+    pub fn clear(&self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.dir)
+            && e.kind() != io::ErrorKind::NotFound
+        {
+            tracing::warn!("clearing {}: {e}", self.dir.display());
+        }
+    }
+}
+
+/// `to` relative to the directory `from` (both absolute, without `..` or symlinks between
+/// them): runc takes a dump's parent images relative to its images.
+pub(crate) fn relative(from: &Path, to: &Path) -> PathBuf {
+    let (a, b): (Vec<Component>, Vec<Component>) = (from.components().collect(), to.components().collect());
+    let common = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
+    let mut out = PathBuf::new();
+    for _ in common..a.len() {
+        out.push("..");
+    }
+    for c in &b[common..] {
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_paths() {
+        let r = relative(Path::new("/s/versions/ab/ticker-v3/criu"), Path::new("/s/trail/ab/v2/criu"));
+        assert_eq!(r, Path::new("../../../../trail/ab/v2/criu"));
+        assert_eq!(relative(Path::new("/a/b"), Path::new("/a/b/c")), Path::new("c"));
+    }
+
+    #[test]
+    fn the_trail_keeps_metadata_for_its_process_and_empties_pages() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dump = tmp.path().join("dump");
+        std::fs::create_dir_all(&dump).unwrap();
+        std::fs::write(dump.join("pagemap-1.img"), b"map").unwrap();
+        std::fs::write(dump.join("pages-1.img"), vec![7u8; 8192]).unwrap();
+        let trail = Trail::of(&tmp.path().join("scratch"), "ab");
+        let p = (41, 1234);
+        trail.keep(&dump, 1, None, p).unwrap();
+        let v1 = trail.parent_for(1, p).unwrap();
+        assert_eq!(std::fs::read(v1.join("pagemap-1.img")).unwrap(), b"map");
+        assert_eq!(std::fs::metadata(v1.join("pages-1.img")).unwrap().len(), 0);
+        // Another process (a restart, a reused pid), or another version: no parent.
+        assert!(trail.parent_for(1, (41, 99)).is_none());
+        assert!(trail.parent_for(2, p).is_none());
+
+        trail.keep(&dump, 2, Some(1), p).unwrap();
+        let v2 = trail.parent_for(2, p).unwrap();
+        assert!(trail.parent_for(1, p).is_none(), "only the newest is a parent");
+        // The chain CRIU walks: v2's parent link reaches v1's files.
+        assert_eq!(std::fs::read(v2.join("parent").join("pagemap-1.img")).unwrap(), b"map");
+
+        // A new base starts afresh.
+        trail.keep(&dump, 3, None, p).unwrap();
+        assert!(!v2.exists());
+        assert!(trail.parent_for(3, p).is_some());
+        trail.clear();
+        assert!(trail.parent_for(3, p).is_none());
+    }
+}
