@@ -41,7 +41,14 @@ pub(crate) struct DumpMemory {
     /// The earlier dump's CRIU images, relative to the new ones: only the pages written since
     /// it are dumped, and the rest are marked as in it (CRIU's parent images).
     pub parent: Option<PathBuf>,
+    /// Without a parent: pre-dump the memory first while the container runs (it stops only
+    /// while CRIU takes hold of the pages), then freeze it for what it wrote since. The
+    /// pre-dump ends up inside the checkpoint, as its CRIU images' parent (`criu/parent/`).
+    pub pre_dump: bool,
 }
+
+/// Where a checkpoint's pre-dump is written, beside its CRIU images until it moves into them.
+const PRE_DUMP: &str = "criu-pre";
 
 impl Runtime {
     /// `Checkpoint`: CRIU images of the processes plus a snapshot of the writable layer.
@@ -105,6 +112,21 @@ impl Runtime {
             },
             TcpHold::Stale => None,
         };
+        // The memory first, while it runs: the freeze below is then for what it wrote since.
+        let mut memory = memory.clone();
+        let mut pre_dump_pause = std::time::Duration::ZERO;
+        if memory.pre_dump && memory.parent.is_none() {
+            match self.pre_dump(&c, &dir).await {
+                Ok(pause) => {
+                    pre_dump_pause = pause;
+                    memory.parent = Some(Path::new("..").join(PRE_DUMP));
+                }
+                Err(e) => {
+                    tracing::warn!("{}: {e}; dumping it whole while it is frozen", c.spec.name);
+                    let _ = std::fs::remove_dir_all(dir.join(PRE_DUMP));
+                }
+            }
+        }
         // Frozen from here (runc's freeze is quicker than CRIU's own). A container left
         // running stays frozen until its writable layer is packed too, so that the files match
         // the memory: a file it writes on after the dump could otherwise have another size
@@ -124,13 +146,20 @@ impl Runtime {
         if let Err(e) = frozen {
             return refused(format!("{e:#}"));
         }
-        let saved = self.dump_and_pack(&c, &dir, leave_running, generation, memory).await;
+        let mut saved = self.dump_and_pack(&c, &dir, leave_running, generation, &memory).await;
         if (leave_running || saved.is_err())
             && let Err(e) = crate::cgroups::thaw(&cgroup)
         {
             tracing::error!("{} stays paused after its checkpoint: {e}", c.spec.name);
         }
-        let pause = frozen_at.elapsed();
+        let pause = frozen_at.elapsed().max(pre_dump_pause);
+        if saved.is_ok() && pre_dump_pause > std::time::Duration::ZERO {
+            // The pre-dump becomes the checkpoint's own parent images.
+            let (from, to) = (dir.join(PRE_DUMP), dir.join(CRIU_IMAGES).join("parent"));
+            if let Err(e) = std::fs::rename(&from, &to) {
+                saved = Err(err(&format!("moving {} to {}", from.display(), to.display()), e));
+            }
+        }
         // Left locked only when the container is gone with its own namespace.
         let gone = !leave_running && saved.is_ok() && c.spec.host.network.is_none();
         if !gone
@@ -174,6 +203,21 @@ impl Runtime {
             self.publish_status(&c).await;
         }
         Ok((info, pause))
+    }
+
+    /// Pre-dumps the memory of running container `c` into `dir`/[`PRE_DUMP`], tracking what it
+    /// writes from then on. Returns how long CRIU kept it frozen (at most: from CRIU's start
+    /// until it let the processes run again, from its log).
+    async fn pre_dump(&self, c: &Container, dir: &Path) -> anyhow::Result<std::time::Duration> {
+        let mut opts = CheckpointOpts::new(dir.join(PRE_DUMP), dir.join("pre-dump-work"));
+        opts.pre_dump = true;
+        let log = opts.work_path.join("dump.log");
+        if let Err(e) = self.cfg.runc.checkpoint(&c.spec.id, &opts).await {
+            let detail = criu_log_tail(&log).map(|t| format!(" (CRIU: {t})")).unwrap_or_default();
+            anyhow::bail!("its pre-dump failed: {e}{detail}");
+        }
+        let text = std::fs::read_to_string(&log).with_context(|| format!("reading {}", log.display()))?;
+        unfrozen_at(&text).with_context(|| format!("{} does not say when the processes ran again", log.display()))
     }
 
     /// The CRIU dump of `c` into `dir`, then its writable layer: the two halves of a checkpoint.
@@ -404,5 +448,24 @@ impl Runtime {
             .await
             .context("the image check task")?
             .context("the checkpoint is refused")
+    }
+}
+
+/// When CRIU let the dumped processes run again, from the start of its log (`dump.log` lines
+/// begin with CRIU's clock, `(SS.UUUUUU)`).
+fn unfrozen_at(log: &str) -> Option<std::time::Duration> {
+    let line = log.lines().find(|l| l.contains("Unfreezing tasks"))?;
+    let clock = line.strip_prefix('(')?.split(')').next()?;
+    let (secs, micros) = clock.trim().split_once('.')?;
+    Some(std::time::Duration::from_secs(secs.parse().ok()?) + std::time::Duration::from_micros(micros.parse().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_freeze_of_a_pre_dump_is_read_from_criu_s_log() {
+        let log = "(00.019823) dirty-track: 4337: no tracker\n(00.080604) Unfreezing tasks into 1\n(03.236301) Pre-dumping finished successfully\n";
+        assert_eq!(super::unfrozen_at(log), Some(std::time::Duration::from_micros(80_604)));
+        assert_eq!(super::unfrozen_at("(00.1) nothing\n"), None);
     }
 }

@@ -14,6 +14,8 @@
 //!                                            and `parent` -> ../../v<N-1>/criu
 //! ```
 //!
+//! A base's CRIU files hold its pre-dump in `parent/` (a directory), kept the same way.
+//!
 //! The trail is good only for the process it was taken of (its root pid and start time) and
 //! only while nothing else resets the tracking: a migration's pre-copy rounds do (soft-dirty
 //! bits are cleared, userfaultfd trackers replaced), so a migration clears the trail. When the
@@ -67,20 +69,7 @@ impl Trail {
         if let Some(v) = kept.parent() {
             let _ = std::fs::remove_dir_all(v);
         }
-        std::fs::create_dir_all(&kept)?;
-        for entry in std::fs::read_dir(images)? {
-            let entry = entry?;
-            if !entry.file_type()?.is_file() {
-                continue;
-            }
-            let name = entry.file_name();
-            let to = kept.join(&name);
-            if name.to_str().is_some_and(|n| n.starts_with("pages-") && n.ends_with(".img")) {
-                std::fs::File::create(&to)?;
-            } else {
-                std::fs::copy(entry.path(), &to)?;
-            }
-        }
+        copy_without_pages(images, &kept)?;
         if let Some(p) = parent {
             std::os::unix::fs::symlink(Path::new("../..").join(format!("v{p}")).join("criu"), kept.join("parent"))?;
         }
@@ -97,6 +86,26 @@ impl Trail {
             tracing::warn!("clearing {}: {e}", self.dir.display());
         }
     }
+}
+
+/// Copies the regular files and directories of `from` into `to`, each `pages-*.img` empty.
+fn copy_without_pages(from: &Path, to: &Path) -> io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let (kind, name) = (entry.file_type()?, entry.file_name());
+        let dest = to.join(&name);
+        if kind.is_dir() {
+            copy_without_pages(&entry.path(), &dest)?;
+        } else if !kind.is_file() {
+            continue;
+        } else if name.to_str().is_some_and(|n| n.starts_with("pages-") && n.ends_with(".img")) {
+            std::fs::File::create(&dest)?;
+        } else {
+            std::fs::copy(entry.path(), &dest)?;
+        }
+    }
+    Ok(())
 }
 
 /// `to` relative to the directory `from` (both absolute, without `..` or symlinks between
@@ -132,16 +141,24 @@ mod tests {
         std::fs::create_dir_all(&dump).unwrap();
         std::fs::write(dump.join("pagemap-1.img"), b"map").unwrap();
         std::fs::write(dump.join("pages-1.img"), vec![7u8; 8192]).unwrap();
+        std::fs::create_dir_all(dump.join("parent")).unwrap();
+        std::fs::write(dump.join("parent/pagemap-1.img"), b"pre-dump map").unwrap();
+        std::fs::write(dump.join("parent/pages-1.img"), vec![7u8; 8192]).unwrap();
         let trail = Trail::of(&tmp.path().join("scratch"), "ab");
         let p = (41, 1234);
         trail.keep(&dump, 1, None, p).unwrap();
         let v1 = trail.parent_for(1, p).unwrap();
         assert_eq!(std::fs::read(v1.join("pagemap-1.img")).unwrap(), b"map");
         assert_eq!(std::fs::metadata(v1.join("pages-1.img")).unwrap().len(), 0);
+        // A base's pre-dump, inside it, too.
+        assert_eq!(std::fs::read(v1.join("parent/pagemap-1.img")).unwrap(), b"pre-dump map");
+        assert_eq!(std::fs::metadata(v1.join("parent/pages-1.img")).unwrap().len(), 0);
         // Another process (a restart, a reused pid), or another version: no parent.
         assert!(trail.parent_for(1, (41, 99)).is_none());
         assert!(trail.parent_for(2, p).is_none());
 
+        // An incremental dump: its parent is in the trail, not in it.
+        std::fs::remove_dir_all(dump.join("parent")).unwrap();
         trail.keep(&dump, 2, Some(1), p).unwrap();
         let v2 = trail.parent_for(2, p).unwrap();
         assert!(trail.parent_for(1, p).is_none(), "only the newest is a parent");

@@ -122,7 +122,12 @@ impl Runtime {
                 keeper.forget(pid as i32);
             }
         }
-        let memory = DumpMemory { track: tracking, parent: parent.as_ref().map(|(_, d)| relative(&images, d)) };
+        // A full dump pre-dumps the memory first, while the container runs.
+        let memory = DumpMemory {
+            track: tracking,
+            parent: parent.as_ref().map(|(_, d)| relative(&images, d)),
+            pre_dump: tracking && parent.is_none(),
+        };
         let memory_parent = parent.map(|(p, _)| p);
 
         let saved = self
