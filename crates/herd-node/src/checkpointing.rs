@@ -16,6 +16,7 @@ use crate::runtime::{
     criu_log_tail, err,
 };
 use crate::shim::ShimMode;
+use crate::version_trail::{Trail, relative};
 use crate::{netlock, overlay};
 
 /// What a checkpoint does with the container's TCP connections.
@@ -45,6 +46,9 @@ pub(crate) struct DumpMemory {
     /// while CRIU takes hold of the pages), then freeze it for what it wrote since. The
     /// pre-dump ends up inside the checkpoint, as its CRIU images' parent (`criu/parent/`).
     pub pre_dump: bool,
+    /// The parent images, hard-linked into the checkpoint as `criu/parent/` once dumped: a
+    /// checkpoint on the node's disk stays whole whatever happens to its parent.
+    pub link_parent: Option<PathBuf>,
 }
 
 /// Where a checkpoint's pre-dump is written, beside its CRIU images until it moves into them.
@@ -52,6 +56,10 @@ const PRE_DUMP: &str = "criu-pre";
 
 impl Runtime {
     /// `Checkpoint`: CRIU images of the processes plus a snapshot of the writable layer.
+    ///
+    /// Where the node tracks written memory, a checkpoint left running tracks it from then on,
+    /// and the container's next checkpoint on this node dumps only the pages written since
+    /// (its images' parent is that checkpoint's, hard-linked in: each checkpoint stays whole).
     pub async fn checkpoint(
         self: &Arc<Self>,
         id: &str,
@@ -59,8 +67,46 @@ impl Runtime {
         leave_running: bool,
     ) -> OpResult<NodeReply> {
         let dir = self.cfg.paths.checkpoint(id, checkpoint_id);
-        let (info, _) =
-            self.checkpoint_timed(id, checkpoint_id, leave_running, TcpHold::Held, dir, &DumpMemory::default()).await?;
+        let images = dir.join(CRIU_IMAGES);
+        let trail = Trail::of(&self.cfg.paths.run_dir.join("scratch"), id);
+        let tracking = self.cfg.track_mem_config.is_some();
+        let process = self.process_of(id);
+        // Only a checkpoint left running: one that stops the container must not depend on
+        // linking files after its processes are gone.
+        let parent = match (tracking && leave_running, process) {
+            (true, Some(process)) => trail
+                .checkpoint_for(process)
+                .map(|earlier| self.cfg.paths.checkpoint(id, &earlier).join(CRIU_IMAGES))
+                .filter(|earlier| earlier.is_dir() && *earlier != images),
+            _ => None,
+        };
+        let track = tracking && leave_running && process.is_some();
+        if parent.is_none() && track {
+            // This dump starts the tracking afresh: a ticker's trail no longer holds, and a
+            // tracker still held would keep the new one from registering.
+            trail.clear();
+            if let (Some(keeper), Some((pid, _))) = (&self.cfg.dirty_keeper, process) {
+                keeper.forget(pid as i32);
+            }
+        }
+        let memory = DumpMemory {
+            track,
+            parent: parent.as_ref().map(|p| relative(&images, p)),
+            pre_dump: false,
+            link_parent: parent,
+        };
+        let saved = self.checkpoint_timed(id, checkpoint_id, leave_running, TcpHold::Held, dir, &memory).await;
+        match (&saved, process) {
+            (Ok(_), Some(process)) if track => {
+                if let Err(e) = trail.keep_checkpoint(checkpoint_id, process) {
+                    tracing::warn!("{id}: the next checkpoint is a full dump: {e}");
+                    trail.clear();
+                }
+            }
+            _ if tracking => trail.clear(),
+            _ => {}
+        }
+        let (info, _) = saved?;
         Ok(NodeReply::Checkpointed(info))
     }
 
@@ -153,12 +199,18 @@ impl Runtime {
             tracing::error!("{} stays paused after its checkpoint: {e}", c.spec.name);
         }
         let pause = frozen_at.elapsed().max(pre_dump_pause);
+        let parent_in = dir.join(CRIU_IMAGES).join("parent");
         if saved.is_ok() && pre_dump_pause > std::time::Duration::ZERO {
             // The pre-dump becomes the checkpoint's own parent images.
-            let (from, to) = (dir.join(PRE_DUMP), dir.join(CRIU_IMAGES).join("parent"));
-            if let Err(e) = std::fs::rename(&from, &to) {
-                saved = Err(err(&format!("moving {} to {}", from.display(), to.display()), e));
+            let from = dir.join(PRE_DUMP);
+            if let Err(e) = std::fs::rename(&from, &parent_in) {
+                saved = Err(err(&format!("moving {} to {}", from.display(), parent_in.display()), e));
             }
+        } else if saved.is_ok()
+            && let Some(parent) = &memory.link_parent
+            && let Err(e) = crate::version_trail::link_tree(parent, &parent_in)
+        {
+            saved = Err(err(&format!("linking {} into {}", parent.display(), parent_in.display()), e));
         }
         // Left locked only when the container is gone with its own namespace.
         let gone = !leave_running && saved.is_ok() && c.spec.host.network.is_none();

@@ -16,6 +16,11 @@
 //!
 //! A base's CRIU files hold its pre-dump in `parent/` (a directory), kept the same way.
 //!
+//! `herd checkpoint` dumps incrementally too, on the container's previous checkpoint on this
+//! node, which is whole on the node's disk: the trail then only names it
+//! (`scratch/trail/<container id>/checkpoint`: "<checkpoint id> <root pid> <start time>").
+//! Whichever kind of dump tracked memory last holds the trail: keeping one clears the other.
+//!
 //! The trail is good only for the process it was taken of (its root pid and start time) and
 //! only while nothing else resets the tracking: a migration's pre-copy rounds do (soft-dirty
 //! bits are cleared, userfaultfd trackers replaced), so a migration clears the trail. When the
@@ -29,6 +34,8 @@ use std::path::{Component, Path, PathBuf};
 
 /// The marker of the newest version kept.
 const NEWEST: &str = "newest";
+/// The marker of the last checkpoint that tracked memory.
+const CHECKPOINT: &str = "checkpoint";
 
 /// A container's trail, in the node's scratch directory.
 #[derive(Debug, Clone)]
@@ -48,14 +55,38 @@ impl Trail {
         self.dir.join(format!("v{version}")).join(herd_proto::checkpoint::CRIU_DIR)
     }
 
+    /// What marker `name` names, if it was written for `process`.
+    fn marked(&self, name: &str, process: Process) -> Option<String> {
+        let marker = std::fs::read_to_string(self.dir.join(name)).ok()?;
+        let words: Vec<&str> = marker.split_whitespace().collect();
+        let [what, pid, start] = words.as_slice() else { return None };
+        let of = (pid.parse::<u32>().ok()?, start.parse::<u64>().ok()?);
+        (of == process).then(|| what.to_string())
+    }
+
+    fn mark(&self, name: &str, what: &str, process: Process) -> io::Result<()> {
+        let marker = self.dir.join(format!("{name}.new"));
+        std::fs::write(&marker, format!("{what} {} {}\n", process.0, process.1))?;
+        std::fs::rename(&marker, self.dir.join(name))
+    }
+
     /// The CRIU images of `version`, if it is the newest version kept for `process`.
     pub fn parent_for(&self, version: u64, process: Process) -> Option<PathBuf> {
-        let marker = std::fs::read_to_string(self.dir.join(NEWEST)).ok()?;
-        let words: Vec<&str> = marker.split_whitespace().collect();
-        let [v, pid, start] = words.as_slice() else { return None };
-        let kept = (v.parse::<u64>().ok()?, pid.parse::<u32>().ok()?, start.parse::<u64>().ok()?);
+        let kept = self.marked(NEWEST, process)?;
         let images = self.images(version);
-        (kept == (version, process.0, process.1) && images.is_dir()).then_some(images)
+        (kept == version.to_string() && images.is_dir()).then_some(images)
+    }
+
+    /// The checkpoint that last tracked the memory of `process`, if it did.
+    pub fn checkpoint_for(&self, process: Process) -> Option<String> {
+        self.marked(CHECKPOINT, process)
+    }
+
+    /// Notes that checkpoint `checkpoint_id` of `process` tracked memory, forgetting the rest.
+    pub fn keep_checkpoint(&self, checkpoint_id: &str, process: Process) -> io::Result<()> {
+        self.clear();
+        std::fs::create_dir_all(&self.dir)?;
+        self.mark(CHECKPOINT, checkpoint_id, process)
     }
 
     /// Keeps the CRIU files of `images` (version `version` of `process`, whose memory builds
@@ -73,9 +104,8 @@ impl Trail {
         if let Some(p) = parent {
             std::os::unix::fs::symlink(Path::new("../..").join(format!("v{p}")).join("criu"), kept.join("parent"))?;
         }
-        let marker = self.dir.join(format!("{NEWEST}.new"));
-        std::fs::write(&marker, format!("{version} {} {}\n", process.0, process.1))?;
-        std::fs::rename(&marker, self.dir.join(NEWEST))
+        let _ = std::fs::remove_file(self.dir.join(CHECKPOINT));
+        self.mark(NEWEST, &version.to_string(), process)
     }
 
     /// Forgets the trail: the next version is a full dump.
@@ -102,6 +132,22 @@ fn copy_without_pages(from: &Path, to: &Path) -> io::Result<()> {
         } else if name.to_str().is_some_and(|n| n.starts_with("pages-") && n.ends_with(".img")) {
             std::fs::File::create(&dest)?;
         } else {
+            std::fs::copy(entry.path(), &dest)?;
+        }
+    }
+    Ok(())
+}
+
+/// Hard-links the files of directory `from` into `to` (created), directories recursively; a
+/// file that cannot be linked (another file system) is copied.
+pub(crate) fn link_tree(from: &Path, to: &Path) -> io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let (kind, dest) = (entry.file_type()?, to.join(entry.file_name()));
+        if kind.is_dir() {
+            link_tree(&entry.path(), &dest)?;
+        } else if kind.is_file() && std::fs::hard_link(entry.path(), &dest).is_err() {
             std::fs::copy(entry.path(), &dest)?;
         }
     }
@@ -171,5 +217,27 @@ mod tests {
         assert!(trail.parent_for(3, p).is_some());
         trail.clear();
         assert!(trail.parent_for(3, p).is_none());
+
+        // A checkpoint that tracked memory takes the trail over, and a version takes it back.
+        trail.keep(&dump, 4, None, p).unwrap();
+        trail.keep_checkpoint("ck1", p).unwrap();
+        assert_eq!(trail.checkpoint_for(p).as_deref(), Some("ck1"));
+        assert!(trail.checkpoint_for((41, 99)).is_none());
+        assert!(trail.parent_for(4, p).is_none());
+        trail.keep(&dump, 5, None, p).unwrap();
+        assert!(trail.checkpoint_for(p).is_none());
+    }
+
+    #[test]
+    fn a_tree_is_linked_not_copied() {
+        use std::os::unix::fs::MetadataExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let from = tmp.path().join("a");
+        std::fs::create_dir_all(from.join("parent")).unwrap();
+        std::fs::write(from.join("pages-1.img"), b"p").unwrap();
+        std::fs::write(from.join("parent/pages-1.img"), b"q").unwrap();
+        link_tree(&from, &tmp.path().join("b/parent")).unwrap();
+        let linked = std::fs::metadata(tmp.path().join("b/parent/parent/pages-1.img")).unwrap();
+        assert_eq!(linked.ino(), std::fs::metadata(from.join("parent/pages-1.img")).unwrap().ino());
     }
 }

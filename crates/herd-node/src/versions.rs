@@ -127,6 +127,7 @@ impl Runtime {
             track: tracking,
             parent: parent.as_ref().map(|(_, d)| relative(&images, d)),
             pre_dump: tracking && parent.is_none(),
+            link_parent: None,
         };
         let memory_parent = parent.map(|(p, _)| p);
 
@@ -179,7 +180,7 @@ impl Runtime {
     }
 
     /// The running process of container `id` (its first), with its start time.
-    fn process_of(&self, id: &str) -> Option<Process> {
+    pub(crate) fn process_of(&self, id: &str) -> Option<Process> {
         let pid = self.get(id).ok()?.live.lock().unwrap().pid?;
         Some((pid, crate::dirty_keeper::start_time(pid as i32)?))
     }
