@@ -181,13 +181,7 @@ impl Runtime {
         let cgroup = self.cfg.paths.cgroup(id);
         let frozen = match &netns {
             Some(netns) => self.freeze_and_lock(&c, netns).await.map(|_| ()),
-            None => {
-                let cgroup = cgroup.clone();
-                tokio::task::spawn_blocking(move || crate::cgroups::freeze(&cgroup))
-                    .await
-                    .map_err(|e| anyhow::anyhow!("the freeze task: {e}"))
-                    .and_then(|r| r.map_err(|e| anyhow::anyhow!("freezing it: {e}")))
-            }
+            None => self.freeze(id).await,
         };
         if let Err(e) = frozen {
             return refused(format!("{e:#}"));
@@ -461,9 +455,9 @@ impl Runtime {
             }
         }
         let frozen = (now_millis(), std::time::Instant::now());
-        if let Err(e) = self.cfg.runc.pause(&c.spec.id).await {
+        if let Err(e) = self.freeze(&c.spec.id).await {
             let _ = netlock::undrain(netns);
-            anyhow::bail!("pausing it: {e}");
+            return Err(e);
         }
         let locked = if pid.is_some() { netlock::lock_drained(netns) } else { netlock::lock(netns) };
         if let Err(e) = locked {
@@ -473,6 +467,17 @@ impl Runtime {
             return Err(e);
         }
         Ok(frozen)
+    }
+
+    /// Freezes every process of container `id` through its cgroup ([`crate::cgroups::freeze`]:
+    /// what `runc pause` does, without runc's start in a container's downtime); `runc resume`
+    /// or [`crate::cgroups::thaw`] thaws it.
+    pub(crate) async fn freeze(&self, id: &str) -> anyhow::Result<()> {
+        let cgroup = self.cfg.paths.cgroup(id);
+        tokio::task::spawn_blocking(move || crate::cgroups::freeze(&cgroup))
+            .await
+            .context("the freeze task")?
+            .context("freezing it")
     }
 
     /// Refuses, before anything is frozen, a container holding what CRIU cannot dump (see
