@@ -173,7 +173,7 @@ impl Runtime {
                 }
             }
         }
-        // Frozen from here (the cgroup freezer polled here is quicker than CRIU's own). A container left
+        // Frozen from here, before CRIU starts (its own freeze is slower). A container left
         // running stays frozen until its writable layer is packed too, so that the files match
         // the memory: a file it writes on after the dump could otherwise have another size
         // than its open descriptor's image, which CRIU refuses to restore.
