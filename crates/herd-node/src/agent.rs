@@ -124,7 +124,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
     let checkpoint_store = broker.checkpoint_store().await?;
     let versions_store = broker.versions_store().await?;
     // Checkpoint images of migrations live in memory, never on disk.
-    mount_scratch(&paths.run_dir.join("scratch"))?;
+    mount_scratch(&paths.scratch())?;
     let migration_cgroup = match crate::cgroups::create_budget_cgroup(
         &format!("{}/migration", paths.cgroup_parent),
         cfg.migration_cpus_milli,

@@ -16,7 +16,7 @@ use crate::runtime::{
     criu_log_tail, err,
 };
 use crate::shim::ShimMode;
-use crate::version_trail::{Trail, relative};
+use crate::version_trail::relative;
 use crate::{netlock, overlay};
 
 /// What a checkpoint does with the container's TCP connections.
@@ -68,7 +68,7 @@ impl Runtime {
     ) -> OpResult<NodeReply> {
         let dir = self.cfg.paths.checkpoint(id, checkpoint_id);
         let images = dir.join(CRIU_IMAGES);
-        let trail = Trail::of(&self.cfg.paths.run_dir.join("scratch"), id);
+        let trail = self.trail(id);
         let tracking = self.cfg.track_mem_config.is_some();
         let process = self.process_of(id);
         // Only a checkpoint left running: one that stops the container must not depend on
@@ -82,12 +82,7 @@ impl Runtime {
         };
         let track = tracking && leave_running && process.is_some();
         if parent.is_none() && track {
-            // This dump starts the tracking afresh: a ticker's trail no longer holds, and a
-            // tracker still held would keep the new one from registering.
-            trail.clear();
-            if let (Some(keeper), Some((pid, _))) = (&self.cfg.dirty_keeper, process) {
-                keeper.forget(pid as i32);
-            }
+            self.track_afresh(&trail, process);
         }
         let memory = DumpMemory {
             track,

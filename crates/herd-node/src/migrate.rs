@@ -186,7 +186,7 @@ fn kill_group(child: &tokio::process::Child) {
 
 impl Runtime {
     fn scratch(&self, migration: &str) -> PathBuf {
-        self.cfg.paths.run_dir.join("scratch").join("migrations").join(migration)
+        self.cfg.paths.scratch().join("migrations").join(migration)
     }
 
     // ------------------------------------------------------------------ destination
@@ -889,7 +889,7 @@ impl Runtime {
         }
         let root = c.live.lock().unwrap().pid;
         // Its rounds reset the tracking of written memory that ticker versions build on.
-        crate::version_trail::Trail::of(&self.cfg.paths.run_dir.join("scratch"), &c.spec.id).clear();
+        self.trail(&c.spec.id).clear();
         let outcome = self.send(&c, &ticket, destination, ticket.mode, &progress).await;
         // Pre-copy's trackers, if a round kept some: the next migration starts afresh.
         if let (Some(keeper), Some(root)) = (&self.cfg.dirty_keeper, root) {

@@ -21,6 +21,10 @@ impl NodePaths {
         }
     }
 
+    /// The node's scratch tmpfs (memory): migrations' rounds, ticker dumps, version trails.
+    pub fn scratch(&self) -> PathBuf {
+        self.run_dir.join("scratch")
+    }
     pub fn runc_root(&self) -> PathBuf {
         self.run_dir.join("runc")
     }

@@ -406,13 +406,8 @@ impl Runc {
         for dir in [&opts.image_path, &opts.work_path] {
             std::fs::create_dir_all(dir).map_err(|source| RuncError::Io { command: "checkpoint".into(), source })?;
         }
-        match &opts.track_mem_config {
-            None => self.exec("checkpoint", &checkpoint_args(id, opts)).await.map(drop),
-            Some(config) => {
-                let env = [("CRIU_CONFIG_FILE", config.as_os_str())];
-                self.exec_with_env("checkpoint", &checkpoint_args(id, opts), &env).await.map(drop)
-            }
-        }
+        let env: Vec<_> = opts.track_mem_config.iter().map(|c| ("CRIU_CONFIG_FILE", c.as_os_str())).collect();
+        self.exec_with_env("checkpoint", &checkpoint_args(id, opts), &env).await.map(drop)
     }
 
     /// `runc checkpoint` as a command to spawn with stdio, fds and cgroup of the caller's

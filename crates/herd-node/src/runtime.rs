@@ -577,7 +577,7 @@ impl Runtime {
             if !keep_checkpoints {
                 let _ = std::fs::remove_dir_all(self.cfg.paths.checkpoints_dir(id));
             }
-            crate::version_trail::Trail::of(&self.cfg.paths.run_dir.join("scratch"), id).clear();
+            self.trail(id).clear();
         };
         let c = match self.get(id) {
             Ok(c) => c,

@@ -118,6 +118,29 @@ impl Trail {
     }
 }
 
+impl crate::runtime::Runtime {
+    /// The trail of container `id` ([`crate::version_trail`]).
+    pub(crate) fn trail(&self, id: &str) -> Trail {
+        Trail::of(&self.cfg.paths.scratch(), id)
+    }
+
+    /// Before a dump that tracks written memory without a parent: the trail no longer holds,
+    /// and a tracker the keeper still holds for `process` would keep the new one from
+    /// registering.
+    pub(crate) fn track_afresh(&self, trail: &Trail, process: Option<Process>) {
+        trail.clear();
+        if let (Some(keeper), Some((pid, _))) = (&self.cfg.dirty_keeper, process) {
+            keeper.forget(pid as i32);
+        }
+    }
+
+    /// The running process of container `id` (its first), with its start time.
+    pub(crate) fn process_of(&self, id: &str) -> Option<Process> {
+        let pid = self.get(id).ok()?.live.lock().unwrap().pid?;
+        Some((pid, crate::dirty_keeper::start_time(pid as i32)?))
+    }
+}
+
 /// Copies the regular files and directories of `from` into `to`, each `pages-*.img` empty.
 fn copy_without_pages(from: &Path, to: &Path) -> io::Result<()> {
     std::fs::create_dir_all(to)?;

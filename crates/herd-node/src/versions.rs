@@ -10,7 +10,7 @@
 //! Where the node tracks written memory (soft-dirty, or userfaultfd write-protection with
 //! Herd's CRIU), a version after its group's base dumps only the pages written since the
 //! previous version, which it names as its memory parent; the node keeps what that dump
-//! needs of the previous one in a [`Trail`]. A restore puts the parents' CRIU files under
+//! needs of the previous one in a [`crate::version_trail::Trail`]. A restore puts the parents' CRIU files under
 //! `criu/parent/` ([`blocks::with_memory_chain`]).
 
 use std::collections::HashMap;
@@ -27,7 +27,7 @@ use tokio_util::io::SyncIoBridge;
 use crate::checkpointing::DumpMemory;
 use crate::checkpoints::fail;
 use crate::runtime::{CRIU_IMAGES, OpResult, Runtime};
-use crate::version_trail::{Process, Trail, relative};
+use crate::version_trail::relative;
 
 /// The largest version manifest read (a 16 GiB container lists 4 M blocks, 86 MiB in base64).
 const MAX_VERSION_MANIFEST: u64 = 128 << 20;
@@ -98,8 +98,7 @@ impl Runtime {
         let checkpoint_id = format!("ticker-v{version}");
         // Dumped into memory (the node's scratch tmpfs): the container is frozen for as
         // little as copying its memory takes, and no disk sees it.
-        let scratch = self.cfg.paths.run_dir.join("scratch");
-        let dir = scratch.join("versions").join(id);
+        let dir = self.cfg.paths.scratch().join("versions").join(id);
         // What a save this agent did not finish left.
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).map_err(|e| fail(&format!("creating {}", dir.display()), e))?;
@@ -108,7 +107,7 @@ impl Runtime {
 
         // Incremental where the node tracks written memory and its trail matches the version
         // this one builds on; otherwise a full dump that starts a new trail.
-        let trail = Trail::of(&scratch, id);
+        let trail = self.trail(id);
         let process = self.process_of(id);
         let tracking = self.cfg.track_mem_config.is_some();
         let parent = match (tracking, builds_on.last(), process) {
@@ -116,11 +115,7 @@ impl Runtime {
             _ => None,
         };
         if parent.is_none() {
-            trail.clear();
-            // A tracker still held from the old trail would keep the new one from registering.
-            if let (Some(keeper), Some((pid, _))) = (&self.cfg.dirty_keeper, process) {
-                keeper.forget(pid as i32);
-            }
+            self.track_afresh(&trail, process);
         }
         // A full dump pre-dumps the memory first, while the container runs.
         let memory = DumpMemory {
@@ -178,12 +173,6 @@ impl Runtime {
             stored_bytes,
             memory_parent,
         }))
-    }
-
-    /// The running process of container `id` (its first), with its start time.
-    pub(crate) fn process_of(&self, id: &str) -> Option<Process> {
-        let pid = self.get(id).ok()?.live.lock().unwrap().pid?;
-        Some((pid, crate::dirty_keeper::start_time(pid as i32)?))
     }
 
     /// Cuts the checkpoint in `dir` into blocks and stores what `known` lacks as version
@@ -263,7 +252,7 @@ impl Runtime {
             ));
         }
         // Put together in memory (the scratch tmpfs), read once by CRIU, then gone.
-        let parent = self.cfg.paths.run_dir.join("scratch").join("versions").join(format!("{}-restore", spec.id));
+        let parent = self.cfg.paths.scratch().join("versions").join(format!("{}-restore", spec.id));
         let _ = std::fs::remove_dir_all(&parent);
         let dir = parent.join(format!("v{version}"));
         let (waited, assembling, assembled) = {
